@@ -1,0 +1,87 @@
+#pragma once
+// The one interface every storage backend implements, and every front-end (NBD, FUSE, nbdkit
+// plugin) and decorator (LUKS) consumes.
+//
+// Contract:
+//  - Calls are made from a worker thread that runs an io_context marked current
+//    (common/current_context.hpp). Every completion is invoked on that same io_context's thread,
+//    exactly once. It may be invoked before the call returns (memory-speed devices do that),
+//    so callers must not hold state across the call that the completion invalidates.
+//  - Ranges are already checked by the caller against size() and the device's alignment;
+//    devices still refuse out-of-range requests with EINVAL rather than trusting that.
+//  - Errors are errno values carried in std::error_code (generic category), so a front-end can
+//    map them onto its own protocol's error set.
+//  - A device may be used from several threads at once; data buffers belong to the caller until
+//    the completion runs.
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace volgate::backends {
+
+// Completions are std::function; capture at most two pointers so they stay in its small-object
+// buffer and do not allocate on the data path.
+using Completion = std::function<void(std::error_code)>;
+
+struct Extent {
+  uint64_t length;
+  bool hole;  // not allocated in the storage
+  bool zero;  // reads as zeroes
+};
+using ExtentsCompletion = std::function<void(std::error_code, std::vector<Extent>)>;
+
+struct WriteFlags {
+  bool fua = false;  // durable before completion
+};
+
+struct ZeroFlags {
+  bool may_trim = true;     // may deallocate (punch a hole) instead of writing zeroes
+  bool fast_only = false;   // fail with ENOTSUP instead of falling back to a slow write
+  bool fua = false;
+};
+
+struct DeviceCapabilities {
+  bool read_only = false;
+  bool can_trim = false;
+  bool can_zero = false;        // write_zeroes without sending data
+  bool can_fast_zero = false;   // some zeroing is cheap enough for FAST_ZERO to succeed
+  bool can_fua = false;
+  bool can_flush = true;
+  bool can_cache = false;       // CACHE does something useful (prefetch)
+  bool can_block_status = false;
+  bool can_multi_conn = false;  // all connections share one cache: flush covers them all
+  uint32_t min_block_size = 1;  // requests must be aligned to this
+  uint32_t preferred_block_size = 4096;
+};
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+
+  virtual uint64_t size() const = 0;
+  virtual DeviceCapabilities capabilities() const = 0;
+  // A short human description for logs and NBD_INFO_DESCRIPTION ("file /srv/a.img").
+  virtual std::string description() const = 0;
+
+  virtual void read(uint64_t offset, std::span<std::byte> data, Completion done) = 0;
+  virtual void write(uint64_t offset, std::span<const std::byte> data, WriteFlags flags,
+                     Completion done) = 0;
+  virtual void flush(Completion done) = 0;
+  virtual void trim(uint64_t offset, uint64_t length, Completion done) = 0;
+  virtual void write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
+                            Completion done) = 0;
+  // Describes allocation from `offset`; may cover less than `length`, never more, never nothing.
+  virtual void block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) = 0;
+  // A hint to bring the range close (prefetch). Devices without a cache complete at once.
+  virtual void cache(uint64_t offset, uint64_t length, Completion done) {
+    (void)offset, (void)length;
+    done({});
+  }
+};
+
+inline std::error_code errno_code(int error) { return {error, std::generic_category()}; }
+
+}  // namespace volgate::backends

@@ -1,0 +1,110 @@
+#include "gateway/export_spec.hpp"
+
+#include <stdexcept>
+#include <vector>
+
+#include "backends/file_device.hpp"
+#include "backends/memory_device.hpp"
+#include "common/size.hpp"
+
+namespace volgate::gateway {
+
+const char* const kExportSyntaxHelp =
+    "NAME=BACKEND[,OPTION...]\n"
+    "  BACKEND: file:PATH    an existing file or block device (or one created with size=)\n"
+    "           memory:SIZE  a sparse RAM disk, e.g. memory:4G\n"
+    "  OPTION:  readonly     refuse writes\n"
+    "           size=SIZE    file: create the file, or grow it, to SIZE\n"
+    "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n"
+    "  SIZE is bytes or a number with K, M, G, T (powers of 1024).";
+
+namespace {
+
+[[noreturn]] void bad(std::string_view spec, const std::string& why) {
+  throw std::invalid_argument("--export '" + std::string(spec) + "': " + why);
+}
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+          c == ':'))
+      return false;
+  return true;
+}
+
+std::vector<std::string_view> split(std::string_view text, char sep) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t at = text.find(sep, start);
+    parts.push_back(text.substr(start, at - start));
+    if (at == std::string_view::npos) break;
+    start = at + 1;
+  }
+  return parts;
+}
+
+}  // namespace
+
+ExportSpec parse_export_spec(std::string_view text) {
+  ExportSpec spec;
+  size_t eq = text.find('=');
+  if (eq == std::string_view::npos) bad(text, "expected NAME=BACKEND");
+  spec.name = std::string(text.substr(0, eq));
+  if (!valid_name(spec.name))
+    bad(text, "export name must be 1-255 characters of letters, digits, '-', '_', '.', ':'");
+
+  auto parts = split(text.substr(eq + 1), ',');
+  std::string_view backend = parts.front();
+  if (backend.starts_with("file:")) {
+    spec.backend = ExportSpec::Backend::file;
+    spec.path = std::string(backend.substr(5));
+    if (spec.path.empty()) bad(text, "file: needs a path");
+  } else if (backend.starts_with("memory:")) {
+    spec.backend = ExportSpec::Backend::memory;
+    auto size = parse_size(backend.substr(7));
+    if (!size || *size == 0) bad(text, "memory size '" + std::string(backend.substr(7)) + "' is not a size");
+    spec.memory_size = *size;
+  } else {
+    bad(text, "unknown backend '" + std::string(backend) + "' (expected file:PATH or memory:SIZE)");
+  }
+
+  const bool is_file = spec.backend == ExportSpec::Backend::file;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    std::string_view option = parts[i];
+    size_t oeq = option.find('=');
+    std::string_view key = option.substr(0, oeq);
+    std::string_view value = oeq == std::string_view::npos ? "" : option.substr(oeq + 1);
+    bool has_value = oeq != std::string_view::npos;
+    if (key == "readonly" && !has_value) {
+      spec.read_only = true;
+    } else if (key == "direct" && !has_value && is_file) {
+      spec.direct = true;
+    } else if (key == "size" && has_value && is_file) {
+      auto size = parse_size(value);
+      if (!size || *size == 0) bad(text, "size '" + std::string(value) + "' is not a size");
+      spec.file_size = size;
+    } else {
+      bad(text, "unknown option '" + std::string(option) + "' for the " +
+                    (is_file ? "file" : "memory") + " backend");
+    }
+  }
+  if (spec.read_only && spec.file_size) bad(text, "size= creates or grows the file; it cannot be readonly");
+  return spec;
+}
+
+std::shared_ptr<backends::BlockDevice> open_device(const ExportSpec& spec) {
+  switch (spec.backend) {
+    case ExportSpec::Backend::memory:
+      return std::make_shared<backends::MemoryDevice>(spec.memory_size, spec.read_only);
+    case ExportSpec::Backend::file:
+      return backends::FileDevice::open({.path = spec.path,
+                                         .read_only = spec.read_only,
+                                         .direct = spec.direct,
+                                         .create_size = spec.file_size});
+  }
+  throw std::logic_error("unhandled backend");
+}
+
+}  // namespace volgate::gateway

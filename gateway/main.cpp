@@ -1,0 +1,41 @@
+// volgate: a user-space storage gateway. One binary, one subcommand per job.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "gateway/serve_command.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"volgate: serve volumes as NBD exports from user space"};
+  app.set_version_flag("--version", "volgate 0.1.0");
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+
+  volgate::gateway::ServeOptions serve_options;
+  auto* serve = volgate::gateway::add_serve_command(app, serve_options);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "volgate: %s (see --help)\n", e.what());
+    return 2;
+  }
+
+  auto logger = spdlog::stderr_color_mt("volgate");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (serve->parsed()) return volgate::gateway::run_serve(serve_options);
+  return 2;
+}

@@ -1,0 +1,97 @@
+#include "gateway/serve_command.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <cstdio>
+#include <exception>
+#include <thread>
+
+#include "common/size.hpp"
+#include "gateway/export_spec.hpp"
+#include "nbd/server.hpp"
+
+namespace volgate::gateway {
+namespace {
+
+struct HostPort {
+  std::string host;
+  uint16_t port;
+};
+
+HostPort parse_host_port(const std::string& text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    throw std::invalid_argument("--listen '" + text + "': expected HOST:PORT");
+  std::string host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string_view port_text(text.data() + colon + 1, text.size() - colon - 1);
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535)
+    throw std::invalid_argument("--listen '" + text + "': port must be a number 0-65535");
+  return {host, static_cast<uint16_t>(port)};
+}
+
+}  // namespace
+
+CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
+  auto* serve = app.add_subcommand(
+      "serve",
+      "Serve volumes as NBD exports. Runs in the foreground, logs to stderr, prints one NBD URI\n"
+      "per export and listener on stdout once listening. The first --export is also the\n"
+      "default export (the empty name). SIGINT/SIGTERM finish in-flight requests, flush, exit 0.");
+  serve->add_option("--unix", options.unix_paths, "Listen on a unix socket at PATH (repeatable)")
+      ->type_name("PATH");
+  serve->add_option("--listen", options.tcp_listens,
+                    "Listen on TCP HOST:PORT, e.g. 127.0.0.1:10809 or [::1]:10809 (repeatable)")
+      ->type_name("HOST:PORT");
+  serve->add_option("--export", options.exports, kExportSyntaxHelp)
+      ->type_name("SPEC")
+      ->required();
+  serve->add_option("--threads", options.threads, "Worker threads (default: one per core)")
+      ->check(CLI::Range(1, 256));
+  return serve;
+}
+
+int run_serve(const ServeOptions& options) {
+  nbd::ExportTable exports;
+  std::vector<HostPort> tcp;
+  try {
+    if (options.unix_paths.empty() && options.tcp_listens.empty())
+      throw std::invalid_argument("nothing to listen on: give --unix PATH and/or --listen HOST:PORT");
+    for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
+    for (const auto& text : options.exports) {
+      ExportSpec spec = parse_export_spec(text);
+      auto device = open_device(spec);
+      std::string description = device->description();
+      exports.add({spec.name, description, std::move(device)});
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate serve: %s\n", e.what());
+    return 2;
+  }
+
+  unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::optional<nbd::Server> server;
+  try {
+    server.emplace(std::move(exports), threads);
+    for (const auto& path : options.unix_paths) server->listen_unix(path);
+    for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate serve: %s\n", e.what());
+    return 2;
+  }
+
+  for (const auto& e : server->exports().all())
+    spdlog::info("export '{}': {}, {}", e.name, e.device->description(), format_size(e.device->size()));
+  spdlog::info("serving with {} worker thread{}", threads, threads == 1 ? "" : "s");
+  for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
+  std::fflush(stdout);
+
+  bool flushed = server->run();
+  spdlog::info("stopped");
+  return flushed ? 0 : 1;
+}
+
+}  // namespace volgate::gateway

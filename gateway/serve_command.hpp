@@ -1,0 +1,21 @@
+#pragma once
+// `volgate serve`: serve volumes as NBD exports until SIGINT/SIGTERM.
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+namespace volgate::gateway {
+
+struct ServeOptions {
+  std::vector<std::string> unix_paths;
+  std::vector<std::string> tcp_listens;  // HOST:PORT
+  std::vector<std::string> exports;      // NAME=BACKEND[,OPTION...]
+  unsigned threads = 0;                  // 0: one per core
+};
+
+// Declares the subcommand's options on `app`, filling `options` when parsed.
+CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);
+// Runs the server; returns the process exit code (2 for unusable arguments, before serving).
+int run_serve(const ServeOptions& options);
+
+}  // namespace volgate::gateway

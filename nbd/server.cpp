@@ -1,0 +1,221 @@
+#include "nbd/server.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <csignal>
+#include <cstring>
+#include <future>
+#include <system_error>
+
+#include "common/current_context.hpp"
+
+namespace volgate::nbd {
+
+namespace asio = boost::asio;
+using generic_stream = asio::generic::stream_protocol;
+
+namespace {
+
+[[noreturn]] void fail(const boost::system::error_code& ec, const std::string& what) {
+  throw std::system_error(ec.value(), std::generic_category(), what);
+}
+
+// A unix socket path left behind by a server that died is removed; one a live server still
+// listens on is an error, and so is any path that is not a socket.
+void clear_stale_socket(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISSOCK(st.st_mode))
+    throw std::system_error(EEXIST, std::generic_category(), path + " exists and is not a socket");
+  asio::io_context probe_io;
+  asio::local::stream_protocol::socket probe(probe_io);
+  boost::system::error_code ec;
+  probe.connect(asio::local::stream_protocol::endpoint(path), ec);
+  if (!ec)
+    throw std::system_error(EADDRINUSE, std::generic_category(),
+                            path + ": another server is listening there");
+  ::unlink(path.c_str());
+}
+
+}  // namespace
+
+Server::Server(ExportTable exports, unsigned threads)
+    : exports_(std::move(exports)),
+      signals_([this, threads]() -> asio::io_context& {
+        for (unsigned i = 0; i < std::max(threads, 1u); ++i)
+          workers_.push_back(std::make_unique<Worker>());
+        return workers_.front()->io;
+      }()),
+      drain_timer_(workers_.front()->io),
+      idle_check_(workers_.front()->io) {}
+
+Server::~Server() {
+  for (auto& l : listeners_)
+    if (!l->unix_path.empty()) ::unlink(l->unix_path.c_str());
+}
+
+void Server::listen_unix(const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path))
+    throw std::system_error(ENAMETOOLONG, std::generic_category(), path);
+  clear_stale_socket(path);
+  auto listener = std::make_unique<Listener>(Listener{
+      asio::basic_socket_acceptor<generic_stream>(workers_.front()->io), path, "", false});
+  generic_stream::endpoint endpoint{asio::local::stream_protocol::endpoint(path)};
+  boost::system::error_code ec;
+  listener->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) listener->acceptor.bind(endpoint, ec);
+  if (!ec) listener->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) fail(ec, "listening on " + path);
+  listeners_.push_back(std::move(listener));
+}
+
+void Server::listen_tcp(const std::string& host, uint16_t port) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) fail(ec, "listen address '" + host + "'");
+  asio::ip::tcp::endpoint tcp_endpoint(address, port);
+  generic_stream::endpoint endpoint{tcp_endpoint};
+  auto listener = std::make_unique<Listener>(Listener{
+      asio::basic_socket_acceptor<generic_stream>(workers_.front()->io), "", "", true});
+  listener->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) listener->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) listener->acceptor.bind(endpoint, ec);
+  if (!ec) listener->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) fail(ec, "listening on " + host + ":" + std::to_string(port));
+  // Report the port the kernel chose when asked for port 0.
+  auto bound = listener->acceptor.local_endpoint();
+  asio::ip::tcp::endpoint actual;
+  std::memcpy(actual.data(), bound.data(), bound.size());
+  std::string shown = address.is_v6() ? "[" + host + "]" : host;
+  listener->uri_base = "nbd://" + shown + ":" + std::to_string(actual.port()) + "/";
+  listeners_.push_back(std::move(listener));
+}
+
+std::vector<std::string> Server::uris() const {
+  std::vector<std::string> out;
+  for (const auto& l : listeners_)
+    for (const Export& e : exports_.all())
+      out.push_back(l->tcp ? l->uri_base + e.name
+                           : "nbd+unix:///" + e.name + "?socket=" + l->unix_path);
+  return out;
+}
+
+void Server::accept_next(Listener& listener) {
+  listener.acceptor.async_accept([this, &listener](const boost::system::error_code& ec,
+                                                   generic_stream::socket socket) {
+    if (ec == asio::error::operation_aborted || stopping_) return;
+    if (ec) {
+      // EMFILE and friends: log and keep accepting; the client sees its connection refused.
+      spdlog::warn("accept failed: {}", ec.message());
+    } else {
+      Worker& worker = *workers_[next_worker_++ % workers_.size()];
+      std::string peer = (listener.tcp ? "tcp#" : "unix#") + std::to_string(++connections_);
+      boost::system::error_code ignored;
+      if (listener.tcp) socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+      // The descriptor moves to the worker's own reactor; the session is created on the
+      // worker's thread, which owns its registry.
+      generic_stream protocol = socket.local_endpoint(ignored).protocol();
+      int fd = socket.release(ignored);
+      asio::post(worker.io, [this, &worker, protocol, fd, peer] {
+        generic_stream::socket s(worker.io);
+        boost::system::error_code assign_ec;
+        s.assign(protocol, fd, assign_ec);
+        if (assign_ec || stopping_) {
+          if (!assign_ec) s.close(assign_ec);
+          else ::close(fd);
+          return;
+        }
+        std::make_shared<Session>(std::move(s), exports_, worker.sessions, peer)->start();
+      });
+    }
+    accept_next(listener);
+  });
+}
+
+bool Server::run() {
+  signals_.add(SIGINT);
+  signals_.add(SIGTERM);
+  signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    spdlog::info("received {}, finishing in-flight requests", signo == SIGINT ? "SIGINT" : "SIGTERM");
+    begin_stop();
+  });
+  for (auto& l : listeners_) accept_next(*l);
+
+  for (auto& w : workers_) {
+    w->keep_alive.emplace(asio::make_work_guard(w->io));
+    w->thread = std::thread([&w = *w] {
+      CurrentContextGuard current(w.io);
+      w.io.run();
+    });
+  }
+  // Each worker returns once the server stopped and its last session is gone.
+  for (auto& w : workers_) w->thread.join();
+  return flush_all();
+}
+
+void Server::stop() {
+  asio::post(workers_.front()->io, [this] { begin_stop(); });
+}
+
+void Server::begin_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  boost::system::error_code ignored;
+  signals_.cancel(ignored);
+  for (auto& l : listeners_) l->acceptor.close(ignored);
+  for (auto& w : workers_)
+    asio::post(w->io, [&w = *w] {
+      w.sessions.shutdown_all();
+      w.keep_alive.reset();
+    });
+  // Clients that stop reading their replies must not hold the process hostage.
+  drain_timer_.expires_after(kDrainTimeout);
+  drain_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    spdlog::warn("clients still connected after {} s, closing their connections",
+                 kDrainTimeout.count());
+    for (auto& w : workers_) asio::post(w->io, [&w = *w] { w.sessions.abort_all(); });
+  });
+  // The drain timer must not keep worker 0 alive once its sessions are gone.
+  asio::post(workers_.front()->io, [this] { cancel_drain_timer_when_idle(); });
+}
+
+void Server::cancel_drain_timer_when_idle() {
+  bool idle = true;
+  for (auto& w : workers_) idle = idle && w->sessions.size() == 0;
+  if (idle) {
+    drain_timer_.cancel();
+    return;
+  }
+  idle_check_.expires_after(std::chrono::milliseconds(20));
+  idle_check_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) cancel_drain_timer_when_idle();
+  });
+}
+
+bool Server::flush_all() {
+  // One last flush of every device, on a private io_context since the workers are gone.
+  asio::io_context io;
+  CurrentContextGuard current(io);
+  bool ok = true;
+  for (const Export& e : exports_.all()) {
+    e.device->flush([&, name = e.name](std::error_code ec) {
+      if (ec) {
+        spdlog::error("export '{}': final flush failed: {}", name, ec.message());
+        ok = false;
+      }
+    });
+  }
+  io.run();
+  return ok;
+}
+
+}  // namespace volgate::nbd

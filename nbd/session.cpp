@@ -1,0 +1,557 @@
+#include "nbd/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cerrno>
+#include <cstring>
+
+namespace volgate::nbd {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace {
+
+constexpr size_t kReceiveBufferSize = 256 * 1024;
+
+uint32_t to_wire_error(std::error_code ec) {
+  switch (ec.value()) {
+    case EPERM:
+    case EROFS:
+      return kEperm;
+    case ENOMEM:
+      return kEnomem;
+    case EINVAL:
+      return kEinval;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+      return kEnospc;
+    case EOVERFLOW:
+      return kEoverflow;
+    case ENOTSUP:
+      return kEnotsup;
+    case ESHUTDOWN:
+      return kEshutdown;
+    default:
+      return kEio;
+  }
+}
+
+const char* command_name(uint16_t type) {
+  switch (type) {
+    case kCmdRead: return "read";
+    case kCmdWrite: return "write";
+    case kCmdDisc: return "disconnect";
+    case kCmdFlush: return "flush";
+    case kCmdTrim: return "trim";
+    case kCmdCache: return "cache";
+    case kCmdWriteZeroes: return "write_zeroes";
+    case kCmdBlockStatus: return "block_status";
+    default: return "unknown command";
+  }
+}
+
+}  // namespace
+
+struct Session::Request {
+  Session* session = nullptr;
+  RequestHeader header{};
+  Buffer data;  // WRITE payload, or READ result
+  // Reply header: a simple reply (16 bytes), or a structured chunk header (20) plus, for
+  // OFFSET_DATA, the 8-byte offset.
+  std::array<std::byte, kStructuredHeaderSize + 8> head{};
+  size_t head_size = 0;
+  bool send_data = false;
+  Bytes extra;  // block status or error chunk, already complete
+};
+
+Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& registry,
+                 std::string peer)
+    : socket_(std::move(socket)),
+      exports_(exports),
+      registry_(registry),
+      peer_(std::move(peer)),
+      negotiation_(exports),
+      rx_(new std::byte[kReceiveBufferSize]),
+      wake_(socket_.get_executor()) {
+  registry_.add(this);
+}
+
+Session::~Session() { registry_.remove(this); }
+
+void Session::start() {
+  // The coroutine frame owns a reference from the start: it begins running only later.
+  asio::co_spawn(socket_.get_executor(), run(shared_from_this()), asio::detached);
+}
+
+void Session::shutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  negotiation_.begin_shutdown();
+  // Ending the receive side wakes a pending read with EOF; replies can still go out.
+  boost::system::error_code ignored;
+  socket_.shutdown(Socket::shutdown_receive, ignored);
+  signal();
+}
+
+void Session::abort() {
+  stopping_ = true;
+  broken_ = true;
+  close_socket();
+  signal();
+}
+
+awaitable<void> Session::run(std::shared_ptr<Session> self) {
+  (void)self;  // the session lives until this coroutine ends
+  try {
+    if (co_await negotiate()) co_await transmit();
+  } catch (const std::exception& e) {
+    spdlog::error("{}: session failed: {}", peer_, e.what());
+  }
+  // Wait for every request in flight: their completions reference this session.
+  while (requests_in_flight_ > 0 || writing_ || write_posted_) co_await wait_until_signalled();
+  close_socket();
+  spdlog::debug("{}: connection closed", peer_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+awaitable<bool> Session::fill(size_t needed) {
+  if (rx_end_ - rx_begin_ >= needed) co_return true;
+  if (rx_begin_ == rx_end_) {
+    rx_begin_ = rx_end_ = 0;
+  } else if (kReceiveBufferSize - rx_begin_ < needed) {
+    std::memmove(rx_.get(), rx_.get() + rx_begin_, rx_end_ - rx_begin_);
+    rx_end_ -= rx_begin_;
+    rx_begin_ = 0;
+  }
+  while (rx_end_ - rx_begin_ < needed) {
+    boost::system::error_code ec;
+    size_t n = co_await socket_.async_read_some(
+        asio::buffer(rx_.get() + rx_end_, kReceiveBufferSize - rx_end_),
+        asio::redirect_error(use_awaitable, ec));
+    if (ec || n == 0) co_return false;
+    rx_end_ += n;
+  }
+  co_return true;
+}
+
+// Takes what the receive buffer holds first, then reads the rest straight into `out`, so a
+// large WRITE payload is copied once.
+awaitable<bool> Session::read_payload(std::byte* out, size_t length) {
+  size_t buffered = std::min(length, rx_end_ - rx_begin_);
+  std::memcpy(out, rx_.get() + rx_begin_, buffered);
+  rx_begin_ += buffered;
+  if (buffered == length) co_return true;
+  boost::system::error_code ec;
+  co_await asio::async_read(socket_, asio::buffer(out + buffered, length - buffered),
+                            asio::redirect_error(use_awaitable, ec));
+  co_return !ec;
+}
+
+// Skips a payload we refuse, through the receive buffer, without holding it in memory.
+awaitable<bool> Session::discard(uint64_t length) {
+  while (length > 0) {
+    if (rx_begin_ == rx_end_ && !co_await fill(1)) co_return false;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(length, rx_end_ - rx_begin_));
+    rx_begin_ += n;
+    length -= n;
+  }
+  co_return true;
+}
+
+awaitable<bool> Session::send(const Bytes& bytes) {
+  boost::system::error_code ec;
+  co_await asio::async_write(socket_, asio::buffer(bytes), asio::redirect_error(use_awaitable, ec));
+  if (ec) spdlog::debug("{}: send failed: {}", peer_, ec.message());
+  co_return !ec;
+}
+
+awaitable<void> Session::wait_until_signalled() {
+  waiting_ = true;
+  wake_.expires_at(asio::steady_timer::time_point::max());
+  boost::system::error_code ec;
+  co_await wake_.async_wait(asio::redirect_error(use_awaitable, ec));
+  waiting_ = false;
+}
+
+void Session::signal() {
+  if (waiting_) wake_.cancel();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake
+
+awaitable<bool> Session::negotiate() {
+  if (!co_await send(encode_greeting())) co_return false;
+  if (!co_await fill(4)) co_return false;
+  uint32_t client_flags = load_be32(rx_.get() + rx_begin_);
+  rx_begin_ += 4;
+  if (!negotiation_.accept_client_flags(client_flags)) {
+    spdlog::warn("{}: refused client flags {:#x} (fixed newstyle only)", peer_, client_flags);
+    co_return false;
+  }
+
+  Bytes payload;
+  for (;;) {
+    if (!co_await fill(kOptionHeaderSize)) co_return false;
+    auto header = parse_option_header(
+        std::span<const std::byte, kOptionHeaderSize>(rx_.get() + rx_begin_, kOptionHeaderSize));
+    rx_begin_ += kOptionHeaderSize;
+    if (!header) {
+      spdlog::warn("{}: bad option magic, closing", peer_);
+      co_return false;
+    }
+
+    Negotiation::Step step;
+    if (header->length > Negotiation::kMaxOptionPayload) {
+      // A client claiming megabytes of option data is not negotiating in good faith.
+      if (header->length > 1024 * 1024) {
+        spdlog::warn("{}: option {} with {} bytes of data, closing", peer_, header->option,
+                     header->length);
+        co_return false;
+      }
+      if (!co_await discard(header->length)) co_return false;
+      step = negotiation_.handle_oversized(header->option);
+    } else {
+      payload.resize(header->length);
+      if (!co_await read_payload(payload.data(), payload.size())) co_return false;
+      step = negotiation_.handle(header->option, payload);
+    }
+    spdlog::debug("{}: option {} with {} bytes of data", peer_, header->option, header->length);
+    if (!step.reply.empty() && !co_await send(step.reply)) co_return false;
+    if (step.next == Negotiation::Next::close) co_return false;
+    if (step.next == Negotiation::Next::transmission) break;
+  }
+
+  negotiated_ = negotiation_.result();
+  device_ = negotiated_.chosen->device.get();
+  export_size_ = device_->size();
+  auto caps = device_->capabilities();
+  min_block_ = block_sizes(caps).minimum;
+  read_only_ = caps.read_only;
+  spdlog::debug("{}: attached to export '{}'{}", peer_, negotiated_.chosen->name,
+                negotiated_.structured_replies ? " (structured replies)" : "");
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transmission
+
+uint32_t Session::validate(const RequestHeader& h) const {
+  uint16_t allowed_flags = kCmdFlagFua;
+  switch (h.type) {
+    case kCmdRead:
+      if (negotiated_.structured_replies) allowed_flags |= kCmdFlagDf;
+      break;
+    case kCmdWriteZeroes:
+      allowed_flags |= kCmdFlagNoHole | kCmdFlagFastZero;
+      break;
+    case kCmdBlockStatus:
+      allowed_flags |= kCmdFlagReqOne;
+      break;
+    case kCmdWrite:
+    case kCmdDisc:
+    case kCmdFlush:
+    case kCmdTrim:
+    case kCmdCache:
+      break;
+    default:
+      return kEinval;
+  }
+  if (h.flags & ~allowed_flags) return kEinval;
+  if (h.type == kCmdDisc || h.type == kCmdFlush) return 0;
+
+  const bool writes = h.type == kCmdWrite || h.type == kCmdTrim || h.type == kCmdWriteZeroes;
+  if (writes && read_only_) return kEperm;
+  if (h.type == kCmdBlockStatus && !negotiated_.base_allocation) return kEinval;
+  if (h.length == 0) return kEinval;
+  if ((h.type == kCmdRead || h.type == kCmdWrite) && h.length > kMaxPayload)
+    return h.type == kCmdRead && negotiated_.structured_replies ? kEoverflow : kEinval;
+  if (h.offset > export_size_ || h.length > export_size_ - h.offset)
+    return h.type == kCmdWrite || h.type == kCmdWriteZeroes ? kEnospc : kEinval;
+  if (min_block_ > 1 && (h.offset % min_block_ != 0 || h.length % min_block_ != 0)) return kEinval;
+  return 0;
+}
+
+awaitable<void> Session::transmit() {
+  while (!stopping_ && !broken_) {
+    if (!co_await fill(kRequestHeaderSize)) break;
+    auto header = parse_request(
+        std::span<const std::byte, kRequestHeaderSize>(rx_.get() + rx_begin_, kRequestHeaderSize));
+    if (!header) {
+      spdlog::warn("{}: bad request magic, dropping the connection", peer_);
+      broken_ = true;
+      close_socket();
+      break;
+    }
+    rx_begin_ += kRequestHeaderSize;
+
+    if (header->type == kCmdDisc) {
+      stopping_ = true;  // answer what is in flight, then close
+      break;
+    }
+
+    Request* request = acquire();
+    request->header = *header;
+    uint32_t error = validate(*header);
+    if (header->type == kCmdWrite) {
+      if (error) {
+        if (!co_await discard(header->length)) {
+          recycle(request);
+          break;
+        }
+      } else {
+        request->data = Buffer::allocate(header->length);
+        bytes_in_flight_ += header->length;
+        if (!co_await read_payload(request->data.data(), header->length)) {
+          recycle(request);  // the client vanished mid-payload: nothing is written
+          break;
+        }
+      }
+    }
+    if (error) {
+      spdlog::debug("{}: refused {} flags {:#x} offset {} length {}: error {}", peer_,
+                    command_name(header->type), header->flags, header->offset, header->length,
+                    error);
+      complete_with_error(request, error, "");
+    } else {
+      dispatch(request);
+    }
+
+    while (!stopping_ && !broken_ &&
+           (requests_in_flight_ >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight))
+      co_await wait_until_signalled();
+  }
+}
+
+void Session::dispatch(Request* r) {
+  const RequestHeader& h = r->header;
+  auto done = [r](std::error_code ec) { r->session->complete(r, ec); };
+  const bool fua = h.flags & kCmdFlagFua;
+  switch (h.type) {
+    case kCmdRead:
+      r->data = Buffer::allocate(h.length);
+      bytes_in_flight_ += h.length;
+      device_->read(h.offset, r->data.span(), done);
+      break;
+    case kCmdWrite:
+      device_->write(h.offset, r->data.span(), {.fua = fua}, done);
+      break;
+    case kCmdFlush:
+      device_->flush(done);
+      break;
+    case kCmdTrim:
+      device_->trim(h.offset, h.length, [r, fua](std::error_code ec) {
+        // FUA on a trim: make the deallocation durable before answering.
+        if (!ec && fua) return r->session->device_->flush([r](std::error_code e) {
+          r->session->complete(r, e);
+        });
+        r->session->complete(r, ec);
+      });
+      break;
+    case kCmdWriteZeroes:
+      device_->write_zeroes(h.offset, h.length,
+                            {.may_trim = !(h.flags & kCmdFlagNoHole),
+                             .fast_only = bool(h.flags & kCmdFlagFastZero),
+                             .fua = fua},
+                            done);
+      break;
+    case kCmdCache:
+      device_->cache(h.offset, h.length, done);
+      break;
+    case kCmdBlockStatus:
+      device_->block_status(h.offset, h.length, [r](std::error_code ec,
+                                                    std::vector<backends::Extent> extents) {
+        Session* s = r->session;
+        if (ec) return s->complete(r, ec);
+        std::vector<BlockStatusDescriptor> descriptors;
+        const bool one = r->header.flags & kCmdFlagReqOne;
+        uint64_t remaining = r->header.length;
+        for (const auto& e : extents) {
+          if (remaining == 0) break;
+          auto length = static_cast<uint32_t>(std::min<uint64_t>(e.length, remaining));
+          uint32_t status = (e.hole ? kStateHole : 0) | (e.zero ? kStateZero : 0);
+          if (!descriptors.empty() && descriptors.back().status == status)
+            descriptors.back().length += length;
+          else
+            descriptors.push_back({length, status});
+          remaining -= length;
+        }
+        if (descriptors.empty()) return s->complete(r, backends::errno_code(EIO));
+        if (one) descriptors.resize(1);
+        r->extra = encode_block_status_chunk(r->header.handle, kBaseAllocationId, true,
+                                             descriptors);
+        r->head_size = 0;
+        r->send_data = false;
+        s->queue_reply(r);
+      });
+      break;
+  }
+}
+
+void Session::complete(Request* r, std::error_code ec) {
+  if (ec) {
+    const uint32_t error = to_wire_error(ec);
+    // ENOTSUP for FAST_ZERO is an expected answer, not a failure worth a log line.
+    if (error != kEnotsup)
+      spdlog::warn("{}: {} of {} bytes at {} failed: {}", peer_, command_name(r->header.type),
+                   r->header.length, r->header.offset, ec.message());
+    return complete_with_error(r, error, ec.message());
+  }
+  const RequestHeader& h = r->header;
+  if (!negotiated_.structured_replies) {
+    encode_simple_reply(0, h.handle, std::span<std::byte, kSimpleReplySize>(r->head.data(), kSimpleReplySize));
+    r->head_size = kSimpleReplySize;
+    r->send_data = h.type == kCmdRead;
+  } else if (h.type == kCmdRead) {
+    encode_structured_header(kReplyFlagDone, kReplyOffsetData, h.handle, 8 + h.length,
+                             std::span<std::byte, kStructuredHeaderSize>(r->head.data(), kStructuredHeaderSize));
+    store_be64(r->head.data() + kStructuredHeaderSize, h.offset);
+    r->head_size = kStructuredHeaderSize + 8;
+    r->send_data = true;
+  } else {
+    encode_structured_header(kReplyFlagDone, kReplyNone, h.handle, 0,
+                             std::span<std::byte, kStructuredHeaderSize>(r->head.data(), kStructuredHeaderSize));
+    r->head_size = kStructuredHeaderSize;
+    r->send_data = false;
+  }
+  queue_reply(r);
+}
+
+void Session::complete_with_error(Request* r, uint32_t error, std::string_view message) {
+  r->send_data = false;
+  if (negotiated_.structured_replies) {
+    r->head_size = 0;
+    r->extra = encode_error_chunk(r->header.handle, error, message);
+  } else {
+    // A simple reply to a failed READ carries no payload (the client knows from the error).
+    encode_simple_reply(error, r->header.handle,
+                        std::span<std::byte, kSimpleReplySize>(r->head.data(), kSimpleReplySize));
+    r->head_size = kSimpleReplySize;
+  }
+  queue_reply(r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending replies
+
+void Session::queue_reply(Request* r) {
+  if (broken_) return recycle(r);
+  ready_.push_back(r);
+  schedule_write();
+}
+
+// Starting the write from a posted handler lets every reply completed in this turn of the
+// event loop (often a whole batch of requests) go out in one sendmsg.
+void Session::schedule_write() {
+  if (writing_ || write_posted_) return;
+  write_posted_ = true;
+  asio::post(socket_.get_executor(), [this] {
+    write_posted_ = false;
+    start_write();
+    signal();
+  });
+}
+
+void Session::start_write() {
+  if (writing_ || ready_.empty()) return;
+  if (broken_) {
+    while (!ready_.empty()) {
+      recycle(ready_.front());
+      ready_.pop_front();
+    }
+    return;
+  }
+  writing_ = true;
+  iov_.clear();
+  writing_batch_.clear();
+  constexpr size_t kMaxBatch = 64;
+  while (!ready_.empty() && writing_batch_.size() < kMaxBatch) {
+    Request* r = ready_.front();
+    ready_.pop_front();
+    writing_batch_.push_back(r);
+    if (r->head_size) iov_.emplace_back(r->head.data(), r->head_size);
+    if (r->send_data) iov_.emplace_back(r->data.data(), r->data.size());
+    if (!r->extra.empty()) iov_.emplace_back(r->extra.data(), r->extra.size());
+  }
+  asio::async_write(socket_, iov_,
+                    [this](const boost::system::error_code& ec, size_t) { on_written(ec); });
+}
+
+void Session::on_written(const boost::system::error_code& ec) {
+  writing_ = false;
+  for (Request* r : writing_batch_) recycle(r);
+  writing_batch_.clear();
+  if (ec && !broken_) {
+    spdlog::debug("{}: sending replies failed: {}", peer_, ec.message());
+    broken_ = true;
+    close_socket();
+  }
+  start_write();
+  signal();
+}
+
+Session::Request* Session::acquire() {
+  Request* r;
+  if (free_requests_.empty()) {
+    all_requests_.push_back(std::make_unique<Request>());
+    r = all_requests_.back().get();
+    r->session = this;
+  } else {
+    r = free_requests_.back();
+    free_requests_.pop_back();
+  }
+  ++requests_in_flight_;
+  return r;
+}
+
+void Session::recycle(Request* r) {
+  bytes_in_flight_ -= r->data.size();
+  r->data = Buffer();
+  r->extra.clear();
+  r->head_size = 0;
+  r->send_data = false;
+  free_requests_.push_back(r);
+  --requests_in_flight_;
+  signal();
+}
+
+void Session::close_socket() {
+  boost::system::error_code ignored;
+  socket_.shutdown(Socket::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+void SessionRegistry::add(Session* s) {
+  sessions_.push_back(s);
+  count_.store(sessions_.size(), std::memory_order_release);
+}
+
+void SessionRegistry::remove(Session* s) {
+  sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), s), sessions_.end());
+  count_.store(sessions_.size(), std::memory_order_release);
+}
+
+void SessionRegistry::shutdown_all() {
+  auto copy = sessions_;
+  for (Session* s : copy) s->shutdown();
+}
+
+void SessionRegistry::abort_all() {
+  auto copy = sessions_;
+  for (Session* s : copy) s->abort();
+}
+
+}  // namespace volgate::nbd

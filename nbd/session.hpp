@@ -1,0 +1,119 @@
+#pragma once
+// One client connection: the handshake, then the transmission phase with many requests in
+// flight, answered in whatever order the device completes them.
+//
+// Everything of a session runs on the one io_context that accepted it, so it needs no locks.
+// Reads of the socket are batched into a receive buffer (several requests per recv), replies
+// are gathered into one sendmsg, and the number and bytes of requests in flight are bounded,
+// which bounds the memory a connection can pin.
+#include <utility>  // before awaitable.hpp, which uses std::exchange without it (Boost 1.74)
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/buffer_pool.hpp"
+#include "nbd/codec.hpp"
+#include "nbd/export.hpp"
+#include "nbd/negotiation.hpp"
+
+namespace volgate::nbd {
+
+class SessionRegistry;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Socket = boost::asio::generic::stream_protocol::socket;
+
+  static constexpr size_t kMaxRequestsInFlight = 256;
+  static constexpr size_t kMaxBytesInFlight = 64 * 1024 * 1024;
+
+  Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer);
+  ~Session();
+
+  void start();
+  // Graceful stop: no new requests are read; those in flight finish and are answered.
+  void shutdown();
+  // Hard stop: drop the connection now; requests in flight finish but are not answered.
+  void abort();
+
+ private:
+  struct Request;
+
+  boost::asio::awaitable<void> run(std::shared_ptr<Session> self);
+  boost::asio::awaitable<bool> negotiate();
+  boost::asio::awaitable<void> transmit();
+  boost::asio::awaitable<bool> fill(size_t needed);
+  boost::asio::awaitable<bool> read_payload(std::byte* out, size_t length);
+  boost::asio::awaitable<bool> discard(uint64_t length);
+  boost::asio::awaitable<bool> send(const Bytes& bytes);
+  boost::asio::awaitable<void> wait_until_signalled();
+  void signal();
+
+  uint32_t validate(const RequestHeader& header) const;
+  void dispatch(Request* request);
+  void complete(Request* request, std::error_code ec);
+  void complete_with_error(Request* request, uint32_t error, std::string_view message);
+  void queue_reply(Request* request);
+  void schedule_write();
+  void start_write();
+  void on_written(const boost::system::error_code& ec);
+  Request* acquire();
+  void recycle(Request* request);
+  void close_socket();
+
+  Socket socket_;
+  const ExportTable& exports_;
+  SessionRegistry& registry_;
+  const std::string peer_;
+  Negotiation negotiation_;
+  NegotiatedSession negotiated_;
+  backends::BlockDevice* device_ = nullptr;
+  uint64_t export_size_ = 0;
+  uint32_t min_block_ = 1;
+  bool read_only_ = false;
+
+  // Receive buffer: bytes [rx_begin_, rx_end_) are received and not yet parsed.
+  std::unique_ptr<std::byte[]> rx_;
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
+
+  std::vector<std::unique_ptr<Request>> all_requests_;
+  std::vector<Request*> free_requests_;
+  size_t requests_in_flight_ = 0;
+  size_t bytes_in_flight_ = 0;
+
+  std::deque<Request*> ready_;            // answered, waiting for the socket
+  std::vector<Request*> writing_batch_;   // in the current sendmsg
+  std::vector<boost::asio::const_buffer> iov_;
+  bool writing_ = false;
+  bool write_posted_ = false;
+
+  bool stopping_ = false;  // shutdown() or DISC: read no more requests
+  bool broken_ = false;    // the socket failed or the client broke the protocol
+  boost::asio::steady_timer wake_;
+  bool waiting_ = false;
+};
+
+// The sessions of one worker thread, so a server shutdown can reach each of them.
+// The list is only touched on the worker's own thread; the count may be read from anywhere.
+class SessionRegistry {
+ public:
+  void add(Session* s);
+  void remove(Session* s);
+  void shutdown_all();
+  void abort_all();
+  size_t size() const { return count_.load(std::memory_order_acquire); }
+
+ private:
+  std::vector<Session*> sessions_;
+  std::atomic<size_t> count_{0};
+};
+
+}  // namespace volgate::nbd
