@@ -53,7 +53,7 @@ DeviceCapabilities MemoryDevice::capabilities() const {
   return caps;
 }
 
-std::string MemoryDevice::description() const { return "memory " + format_size(size_); }
+std::string MemoryDevice::description() const { return "RAM disk"; }
 
 bool MemoryDevice::in_range(uint64_t offset, uint64_t length) const {
   return offset <= size_ && length <= size_ - offset;

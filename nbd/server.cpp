@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <cctype>
 #include <csignal>
 #include <cstring>
 #include <future>
@@ -42,6 +43,22 @@ void clear_stale_socket(const std::string& path) {
     throw std::system_error(EADDRINUSE, std::generic_category(),
                             path + ": another server is listening there");
   ::unlink(path.c_str());
+}
+
+// Percent-encodes a socket path for the query part of an NBD URI.
+std::string uri_escape(const std::string& text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || std::strchr("-._~/:@", c)) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -103,7 +120,7 @@ std::vector<std::string> Server::uris() const {
   for (const auto& l : listeners_)
     for (const Export& e : exports_.all())
       out.push_back(l->tcp ? l->uri_base + e.name
-                           : "nbd+unix:///" + e.name + "?socket=" + l->unix_path);
+                           : "nbd+unix:///" + e.name + "?socket=" + uri_escape(l->unix_path));
   return out;
 }
 

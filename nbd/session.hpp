@@ -94,6 +94,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<boost::asio::const_buffer> iov_;
   bool writing_ = false;
   bool write_posted_ = false;
+  bool reading_batch_ = false;  // the reader is dispatching; it sends replies when it next waits
 
   bool stopping_ = false;  // shutdown() or DISC: read no more requests
   bool broken_ = false;    // the socket failed or the client broke the protocol
