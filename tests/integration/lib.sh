@@ -1,0 +1,250 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source this file
+# Shared helpers for volgate's integration tests. Source it from a test script:
+#   . "$(dirname "$0")/lib.sh"
+#
+# Environment:
+#   VOLGATE            path of the binary under test (default: <repo>/build/volgate)
+#   VOLGATE_KEEP_TMP=1 keep the temporary directories after the test (for debugging)
+#   VOLGATE_DISK_TMPDIR where to put files that need a real (O_DIRECT-capable) filesystem
+#
+# Every test gets one scratch directory in RAM ($TEST_TMP, under /dev/shm when possible) and,
+# on request (need_disk_tmpdir), one on a disk filesystem ($DISK_TMP) for `direct` exports.
+# Every server started with start_volgate is stopped by the EXIT trap if the test did not stop it.
+
+# Intentionally no `set -euo pipefail` here: the test scripts set it themselves.
+
+INTEGRATION_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$INTEGRATION_DIR/../.." && pwd)
+VOLGATE=${VOLGATE:-$REPO_ROOT/build/volgate}
+# The python on PATH may be a pyenv build without libnbd: always use the system one.
+SYSPY=/usr/bin/python3
+# /usr/bin/nbdsh runs `python3 -m nbd` with whatever python3 is first on PATH: pin the system one.
+nbdsh() { "$SYSPY" -m nbd "$@"; }
+TEST_NAME=$(basename "$0")
+
+VG_PIDS=()        # every volgate started and not yet reaped
+BG_PIDS=()        # other background helpers to kill on exit
+VG_COUNT=0
+VG_PID=           # the most recently started server
+VG_OUT=           # its stdout (the URI lines)
+VG_ERR=           # its stderr (the log)
+VG_LOGS=()        # every stderr log, dumped when a test fails
+declare -A VG_LOG_OF=()  # pid -> its stderr log
+
+fail() {
+    echo "FAIL [$TEST_NAME]: $*" >&2
+    exit 1
+}
+
+pass() {
+    echo "ok   [$TEST_NAME]: $*"
+}
+
+info() {
+    echo "..   [$TEST_NAME]: $*"
+}
+
+# assert_eq ACTUAL EXPECTED WHAT
+assert_eq() {
+    [[ "$1" == "$2" ]] || fail "$3: expected '$2', got '$1'"
+}
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+_make_tmp() {
+    local base
+    for base in /dev/shm "${TMPDIR:-/tmp}"; do
+        if [[ -d $base && -w $base ]]; then
+            mktemp -d "$base/volgate-it.XXXXXX" && return 0
+        fi
+    done
+    mktemp -d
+}
+
+TEST_TMP=$(_make_tmp) || { echo "cannot create a temporary directory" >&2; exit 1; }
+DISK_TMP=
+
+# need_disk_tmpdir: sets DISK_TMP to a scratch directory for `direct` exports: O_DIRECT must work
+# there, and a disk filesystem (not tmpfs) is preferred so that direct I/O really reaches a disk.
+need_disk_tmpdir() {
+    [[ -n $DISK_TMP ]] && return 0
+    local pass base d fstype
+    for pass in disk any; do
+        for base in "${VOLGATE_DISK_TMPDIR:-}" /var/tmp "$HOME" /var/cache "$REPO_ROOT/build"; do
+            [[ -n $base && -d $base && -w $base ]] || continue
+            fstype=$(stat -f -c %T "$base" 2>/dev/null || echo unknown)
+            [[ $pass == any || $fstype != tmpfs ]] || continue
+            d=$(mktemp -d "$base/volgate-it-disk.XXXXXX" 2>/dev/null) || continue
+            if dd if=/dev/zero of="$d/probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+                rm -f "$d/probe"
+                DISK_TMP=$d
+                return 0
+            fi
+            rm -rf "$d"
+        done
+    done
+    fail "no writable directory on a filesystem supporting O_DIRECT (set VOLGATE_DISK_TMPDIR)"
+}
+
+_proc_running() {
+    # true while PID exists and is not a zombie (a child that exited but was not reaped yet)
+    local st
+    st=$(sed -E 's/^.*\) (.).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $st && $st != Z && $st != X ]]
+}
+
+_forget_pid() {
+    local p keep=()
+    for p in "${VG_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    VG_PIDS=("${keep[@]}")
+}
+
+_cleanup() {
+    local rc=$?
+    set +e
+    local p i
+    for p in "${BG_PIDS[@]}"; do
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    for p in "${VG_PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+        for ((i = 0; i < 50; i++)); do _proc_running "$p" || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    if ((rc != 0)); then
+        for p in "${VG_LOGS[@]}"; do
+            if [[ -s $p ]]; then
+                echo "---- last lines of $p ----" >&2
+                tail -n 30 "$p" >&2
+            fi
+        done
+    fi
+    if [[ ${VOLGATE_KEEP_TMP:-0} == 1 ]]; then
+        echo "keeping $TEST_TMP ${DISK_TMP}" >&2
+    else
+        rm -rf "$TEST_TMP"
+        [[ -n $DISK_TMP ]] && rm -rf "$DISK_TMP"
+    fi
+    exit "$rc"
+}
+trap _cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+require_volgate() {
+    [[ -x $VOLGATE ]] || fail "volgate binary not found at '$VOLGATE' (build it, or set VOLGATE=/path/to/volgate)"
+}
+
+# require_tool NAME... : fail clearly when a client tool is missing
+require_tool() {
+    local t
+    for t in "$@"; do
+        command -v "$t" >/dev/null 2>&1 || fail "required tool '$t' is not installed"
+    done
+}
+
+# free_tcp_port: prints a TCP port on 127.0.0.1 that was free a moment ago
+free_tcp_port() {
+    "$SYSPY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_volgate SERVE_ARGS...
+# Runs `$VOLGATE serve SERVE_ARGS...` in the background and waits (10 s at most) until it has
+# printed one URI line per export per listener and every --unix socket exists.
+# Sets VG_PID, VG_OUT, VG_ERR.
+start_volgate() {
+    require_volgate
+    local n=$VG_COUNT
+    VG_COUNT=$((VG_COUNT + 1))
+    VG_OUT="$TEST_TMP/volgate.$n.out"
+    VG_ERR="$TEST_TMP/volgate.$n.err"
+    VG_LOGS+=("$VG_ERR")
+    local nexp=0 nlis=0 a prev='' socks=()
+    for a in "$@"; do
+        case $prev in
+            --unix) socks+=("$a") ;;
+        esac
+        case $a in
+            --export | --export=*) nexp=$((nexp + 1)) ;;
+            --unix | --listen) nlis=$((nlis + 1)) ;;
+            --unix=*) nlis=$((nlis + 1)); socks+=("${a#--unix=}") ;;
+            --listen=*) nlis=$((nlis + 1)) ;;
+        esac
+        prev=$a
+    done
+    local want=$((nexp * nlis))
+    "$VOLGATE" serve "$@" >"$VG_OUT" 2>"$VG_ERR" &
+    VG_PID=$!
+    VG_PIDS+=("$VG_PID")
+    VG_LOG_OF[$VG_PID]=$VG_ERR
+    local deadline=$(($(now_ms) + 10000)) got s ready
+    while :; do
+        if ! _proc_running "$VG_PID"; then
+            local rc=0
+            wait "$VG_PID" || rc=$?
+            _forget_pid "$VG_PID"
+            fail "volgate exited (code $rc) before it was ready; args: $*; stderr: $(tail -n 5 "$VG_ERR")"
+        fi
+        got=$(grep -c '^nbd' "$VG_OUT" 2>/dev/null || true)
+        ready=1
+        ((got >= want)) || ready=0
+        for s in "${socks[@]}"; do [[ -S $s ]] || ready=0; done
+        ((ready)) && break
+        (($(now_ms) < deadline)) || fail "volgate not ready within 10 s ($got of $want URI lines); args: $*"
+        sleep 0.05
+    done
+}
+
+# stop_volgate [PID] [SIGNAL] [TIMEOUT_S] [EXPECTED_RC]
+# Sends SIGNAL (default TERM; "none" sends nothing, e.g. when the test signalled the server
+# itself), waits TIMEOUT_S (default 10) for the exit, asserts its exit code (default 0).
+# Sets VG_STOP_MS to the time the exit took.
+stop_volgate() {
+    local pid=${1:-$VG_PID} sig=${2:-TERM} timeout=${3:-10} want=${4:-0}
+    local t0 rc=0
+    t0=$(now_ms)
+    [[ $sig == none ]] || kill -s "$sig" "$pid" 2>/dev/null || true
+    while _proc_running "$pid"; do
+        if (($(now_ms) - t0 > timeout * 1000)); then
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            _forget_pid "$pid"
+            fail "volgate (pid $pid) still running ${timeout} s after SIG$sig"
+        fi
+        sleep 0.02
+    done
+    wait "$pid" || rc=$?
+    _forget_pid "$pid"
+    VG_STOP_MS=$(($(now_ms) - t0))
+    [[ $rc == "$want" ]] || fail "volgate (pid $pid) exited with code $rc after SIG$sig, expected $want"
+    check_sanitizer_reports "$pid"
+}
+
+# check_sanitizer_reports PID: with a sanitizer build (ASan/UBSan/TSan), reports that do not
+# change the exit code (UBSan by default) still fail the test.
+check_sanitizer_reports() {
+    local log=${VG_LOG_OF[$1]:-}
+    [[ -n $log && -f $log ]] || return 0
+    if grep -Eq 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer' "$log"; then
+        fail "sanitizer report in the log of volgate (pid $1): $(grep -Em 3 'runtime error:|Sanitizer' "$log")"
+    fi
+}
+
+# assert_alive [PID]
+assert_alive() {
+    local pid=${1:-$VG_PID}
+    _proc_running "$pid" || fail "volgate (pid $pid) is not running any more; stderr: $(tail -n 5 "$VG_ERR")"
+}
+
+# unix_uri NAME SOCKET
+unix_uri() { echo "nbd+unix:///$1?socket=$2"; }
+
+# file_blocks PATH: allocated 512-byte blocks
+file_blocks() { stat -c %b "$1"; }
+
+# make_random_file PATH SIZE_MIB
+make_random_file() {
+    head -c $(($2 * 1024 * 1024)) /dev/urandom >"$1"
+}

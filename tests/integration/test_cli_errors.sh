@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Bad usage is refused before anything is served: exit code 2, exactly one line on stderr,
+# nothing on stdout, no socket created, and the process does not linger. --help works.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+require_volgate
+
+S=$TEST_TMP/s.sock
+IMG=$TEST_TMP/disk.img
+truncate -s 1M "$IMG"
+
+# expect_usage_error DESCRIPTION ARGS...
+expect_usage_error() {
+    local what=$1
+    shift
+    rm -f "$S"
+    local rc=0
+    timeout -k 2 10 "$VOLGATE" "$@" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
+    [[ $rc != 124 && $rc != 137 ]] || fail "$what: volgate did not exit within 10 s (it serves?) args: $*"
+    [[ $rc == 2 ]] || fail "$what: exit code $rc, expected 2; args: $*; stderr: $(head -c 500 "$TEST_TMP/err")"
+    local lines
+    lines=$(wc -l <"$TEST_TMP/err")
+    # one line: one newline-terminated line, or one unterminated line
+    if ! { [[ $lines == 1 ]] || { [[ $lines == 0 && -s $TEST_TMP/err ]]; }; }; then
+        fail "$what: expected exactly one line on stderr, got $lines lines: $(cat "$TEST_TMP/err")"
+    fi
+    [[ -n $(tr -d '[:space:]' <"$TEST_TMP/err") ]] || fail "$what: stderr line is blank"
+    [[ ! -s $TEST_TMP/out ]] || fail "$what: unexpected stdout: $(head -c 300 "$TEST_TMP/out")"
+    [[ ! -e $S ]] || fail "$what: socket $S was created although the usage is bad"
+    pass "$what -> exit 2: $(head -n 1 "$TEST_TMP/err")"
+}
+
+expect_usage_error "no arguments at all" 
+expect_usage_error "unknown subcommand" frobnicate --unix "$S" --export "d=memory:1M"
+expect_usage_error "unknown option" serve --unix "$S" --export "d=memory:1M" --bogus
+expect_usage_error "unknown option before exports" serve --frobnicate 3 --unix "$S" --export "d=memory:1M"
+expect_usage_error "no --export" serve --unix "$S"
+expect_usage_error "no listener" serve --export "d=memory:1M"
+expect_usage_error "--export without value" serve --unix "$S" --export
+expect_usage_error "--unix without value" serve --export "d=memory:1M" --unix
+expect_usage_error "bad size suffix" serve --unix "$S" --export "d=memory:12Q"
+expect_usage_error "size not a number" serve --unix "$S" --export "d=memory:abc"
+expect_usage_error "empty size" serve --unix "$S" --export "d=memory:"
+expect_usage_error "negative size" serve --unix "$S" --export "d=memory:-1M"
+expect_usage_error "bad size= option on file" serve --unix "$S" --export "d=file:$TEST_TMP/new.img,size=lots"
+expect_usage_error "missing file" serve --unix "$S" --export "d=file:$TEST_TMP/does-not-exist.img"
+expect_usage_error "file path empty" serve --unix "$S" --export "d=file:"
+expect_usage_error "unknown backend" serve --unix "$S" --export "d=floppy:$IMG"
+expect_usage_error "export without =BACKEND" serve --unix "$S" --export "justaname"
+expect_usage_error "file backend on a directory" serve --unix "$S" --export "d=file:$TEST_TMP"
+expect_usage_error "direct on a memory export" serve --unix "$S" --export "d=memory:1M,direct"
+expect_usage_error "--threads 0" serve --threads 0 --unix "$S" --export "d=memory:1M"
+expect_usage_error "unknown export option" serve --unix "$S" --export "d=file:$IMG,turbo"
+expect_usage_error "duplicate export name" serve --unix "$S" --export "d=memory:1M" --export "d=file:$IMG"
+expect_usage_error "bad --threads" serve --threads abc --unix "$S" --export "d=memory:1M"
+expect_usage_error "bad --listen address" serve --listen "127.0.0.1:notaport" --export "d=memory:1M"
+expect_usage_error "bad --listen port range" serve --listen "127.0.0.1:70000" --export "d=memory:1M"
+[[ ! -e $TEST_TMP/new.img ]] || fail "a file was created by an invocation refused for bad usage"
+
+# A --unix path that is an existing regular file is not a stale socket: it must not be deleted
+# or replaced, and the server must not run (any non-zero exit, within 10 s).
+echo "precious" >"$TEST_TMP/regular.txt"
+rc=0
+timeout -k 2 10 "$VOLGATE" serve --unix "$TEST_TMP/regular.txt" --export "d=memory:1M" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
+[[ $rc != 0 && $rc != 124 && $rc != 137 ]] || fail "--unix on a regular file: exit code $rc (expected a quick failure)"
+[[ -f $TEST_TMP/regular.txt && $(cat "$TEST_TMP/regular.txt") == precious ]] || fail "--unix on a regular file destroyed the file"
+pass "--unix on an existing regular file refused (exit $rc), file intact: $(head -n 1 "$TEST_TMP/err")"
+
+# A --unix path in a directory that does not exist: quick non-zero exit
+rc=0
+timeout -k 2 10 "$VOLGATE" serve --unix "$TEST_TMP/no/such/dir/s.sock" --export "d=memory:1M" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
+[[ $rc != 0 && $rc != 124 && $rc != 137 ]] || fail "--unix in a missing directory: exit code $rc (expected a quick failure)"
+[[ ! -s $TEST_TMP/out ]] || fail "--unix in a missing directory printed URIs: $(cat "$TEST_TMP/out")"
+pass "--unix in a missing directory refused (exit $rc): $(head -n 1 "$TEST_TMP/err")"
+
+# A TCP port already in use: quick non-zero exit, nothing printed
+PORT=$(free_tcp_port)
+"$SYSPY" -c "
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $PORT)); s.listen(1); print('bound', flush=True); time.sleep(20)" >"$TEST_TMP/holder.out" &
+HOLDER=$!
+BG_PIDS+=("$HOLDER")
+for ((i = 0; i < 100; i++)); do grep -q bound "$TEST_TMP/holder.out" && break; sleep 0.05; done
+rc=0
+timeout -k 2 10 "$VOLGATE" serve --listen "127.0.0.1:$PORT" --export "d=memory:1M" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
+[[ $rc != 0 && $rc != 124 && $rc != 137 ]] || fail "--listen on a busy port: exit code $rc (expected a quick failure)"
+[[ ! -s $TEST_TMP/out ]] || fail "--listen on a busy port printed URIs: $(cat "$TEST_TMP/out")"
+pass "--listen on a port in use refused (exit $rc): $(head -n 1 "$TEST_TMP/err")"
+kill "$HOLDER" 2>/dev/null || true
+wait "$HOLDER" 2>/dev/null || true
+BG_PIDS=()
+
+# --help
+rc=0
+"$VOLGATE" --help >"$TEST_TMP/help" 2>&1 || rc=$?
+[[ $rc == 0 ]] || fail "volgate --help exit code $rc, expected 0"
+grep -q 'serve' "$TEST_TMP/help" || fail "volgate --help does not mention 'serve': $(cat "$TEST_TMP/help")"
+rc=0
+"$VOLGATE" serve --help >"$TEST_TMP/help2" 2>&1 || rc=$?
+[[ $rc == 0 ]] || fail "volgate serve --help exit code $rc, expected 0"
+for w in --export --unix --listen --threads; do
+    grep -q -- "$w" "$TEST_TMP/help2" "$TEST_TMP/help" || fail "--help output does not mention $w"
+done
+pass "--help and serve --help exit 0 and mention serve, --export, --unix, --listen, --threads"
+
+# The good counterpart of the cases above really serves (so the checks above are meaningful).
+start_volgate --unix "$S" --export "d=memory:1M" --export "f=file:$TEST_TMP/new.img,size=2M"
+[[ -S $S ]] || fail "socket missing after a good start"
+[[ $(stat -c %s "$TEST_TMP/new.img") == 2097152 ]] || fail "size=2M did not create a 2 MiB file"
+stop_volgate
+[[ ! -e $S ]] || info "note: socket file $S left behind after exit"
+pass "a valid invocation serves and exits 0 on SIGTERM"
