@@ -153,6 +153,7 @@ awaitable<bool> Session::fill(size_t needed) {
 // Takes what the receive buffer holds first, then reads the rest straight into `out`, so a
 // large WRITE payload is copied once.
 awaitable<bool> Session::read_payload(std::byte* out, size_t length) {
+  if (length == 0) co_return true;  // `out` may be null then (an empty vector's data())
   size_t buffered = std::min(length, rx_end_ - rx_begin_);
   std::memcpy(out, rx_.get() + rx_begin_, buffered);
   rx_begin_ += buffered;
