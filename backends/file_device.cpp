@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -220,11 +223,22 @@ std::unique_ptr<FileDevice> FileDevice::open(const FileOptions& options) {
     throw std::invalid_argument(options.path + ": direct needs a size that is a multiple of " +
                                 std::to_string(kDirectAlignment));
   }
-  return std::unique_ptr<FileDevice>(new FileDevice(fd, size, options, is_block));
+  InlineIo inline_io = InlineIo::cached_only;
+  struct statfs fs {};
+  if (options.direct)
+    inline_io = InlineIo::never;
+  else if (::fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC))
+    inline_io = InlineIo::always;
+  return std::unique_ptr<FileDevice>(new FileDevice(fd, size, options, is_block, inline_io));
 }
 
-FileDevice::FileDevice(int fd, uint64_t size, FileOptions options, bool is_block_device)
-    : fd_(fd), size_(size), options_(std::move(options)), is_block_device_(is_block_device) {}
+FileDevice::FileDevice(int fd, uint64_t size, FileOptions options, bool is_block_device,
+                       InlineIo inline_io)
+    : fd_(fd),
+      size_(size),
+      options_(std::move(options)),
+      is_block_device_(is_block_device),
+      inline_io_(inline_io) {}
 
 FileDevice::~FileDevice() { ::close(fd_); }
 
@@ -253,11 +267,42 @@ bool FileDevice::in_range(uint64_t offset, uint64_t length) const {
   return offset <= size_ && length <= size_ - offset;
 }
 
+// Moves as much of a transfer as inline_io_ allows with plain syscalls and returns the bytes
+// moved. io_uring takes the rest, and with it any error, which it reports the usual way.
+uint64_t FileDevice::transfer_inline(bool write, uint64_t offset, std::byte* data,
+                                     uint64_t length, int rw_flags) {
+  if (inline_io_ == InlineIo::never) return 0;
+  const bool cached_only = inline_io_ == InlineIo::cached_only;
+  std::atomic<bool>& nowait_supported = write ? nowait_writes_ : nowait_reads_;
+  if (cached_only) {
+    // A durable write must wait for the device by definition.
+    if ((rw_flags & RWF_DSYNC) || !nowait_supported.load(std::memory_order_relaxed)) return 0;
+    rw_flags |= RWF_NOWAIT;
+  }
+  uint64_t moved = 0;
+  while (moved < length) {
+    iovec iov{data + moved, static_cast<size_t>(length - moved)};
+    auto at = static_cast<off_t>(offset + moved);
+    ssize_t n = write ? ::pwritev2(fd_, &iov, 1, at, rw_flags) : ::preadv2(fd_, &iov, 1, at, rw_flags);
+    if (n > 0) {
+      moved += static_cast<uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EOPNOTSUPP && cached_only)
+      nowait_supported.store(false, std::memory_order_relaxed);
+    break;  // EAGAIN (not cached), end of file, or an error: the ring's turn
+  }
+  return moved;
+}
+
 void FileDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
   if (!in_range(offset, data.size())) return done(errno_code(EINVAL));
   if (data.empty()) return done({});
-  FileOp* op = new_op(fd_, FileOp::Kind::read, offset, data.size(), std::move(done));
-  op->data = data.data();
+  uint64_t moved = transfer_inline(false, offset, data.data(), data.size(), 0);
+  if (moved == data.size()) return done({});
+  FileOp* op = new_op(fd_, FileOp::Kind::read, offset + moved, data.size() - moved, std::move(done));
+  op->data = data.data() + moved;
   op->start();
 }
 
@@ -266,9 +311,13 @@ void FileDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFl
   if (options_.read_only) return done(errno_code(EPERM));
   if (!in_range(offset, data.size())) return done(errno_code(ENOSPC));
   if (data.empty()) return done({});
-  FileOp* op = new_op(fd_, FileOp::Kind::write, offset, data.size(), std::move(done));
-  op->data = const_cast<std::byte*>(data.data());  // only ever passed to write(2)
-  op->rw_flags = flags.fua ? RWF_DSYNC : 0;
+  auto* bytes = const_cast<std::byte*>(data.data());  // only ever passed to write(2)
+  const int rw_flags = flags.fua ? RWF_DSYNC : 0;
+  uint64_t moved = transfer_inline(true, offset, bytes, data.size(), rw_flags);
+  if (moved == data.size()) return done({});
+  FileOp* op = new_op(fd_, FileOp::Kind::write, offset + moved, data.size() - moved, std::move(done));
+  op->data = bytes + moved;
+  op->rw_flags = rw_flags;
   op->start();
 }
 

@@ -4,6 +4,7 @@
 // Trim and zeroing punch holes, so a thin image stays thin; allocation comes from
 // SEEK_DATA/SEEK_HOLE; flush is fdatasync. All connections share the one file descriptor and
 // the kernel's page cache, which is what makes multi-conn safe.
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -47,13 +48,28 @@ class FileDevice final : public BlockDevice {
   std::error_code flush_now();
 
  private:
-  FileDevice(int fd, uint64_t size, FileOptions options, bool is_block_device);
+  // How much of a buffered transfer may run as a plain syscall on the calling thread before
+  // io_uring is involved. io_uring hands anything that could block to a kernel worker thread,
+  // which costs a thread wake-up per request; a page-cache hit is cheaper done right here.
+  enum class InlineIo {
+    never,        // O_DIRECT: the device is always involved, so io_uring it is
+    cached_only,  // disk filesystems: RWF_NOWAIT, so a cache miss never blocks the thread
+    always,       // memory-backed filesystems (tmpfs): there is no device to wait for
+  };
+
+  FileDevice(int fd, uint64_t size, FileOptions options, bool is_block_device, InlineIo inline_io);
   bool in_range(uint64_t offset, uint64_t length) const;
+  uint64_t transfer_inline(bool write, uint64_t offset, std::byte* data, uint64_t length,
+                           int rw_flags);
 
   const int fd_;
   const uint64_t size_;
   const FileOptions options_;
   const bool is_block_device_;
+  const InlineIo inline_io_;
+  // Cleared the first time the filesystem answers RWF_NOWAIT with EOPNOTSUPP.
+  std::atomic<bool> nowait_reads_{true};
+  std::atomic<bool> nowait_writes_{true};
 };
 
 }  // namespace volgate::backends

@@ -90,6 +90,10 @@ Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& reg
 Session::~Session() { registry_.remove(this); }
 
 void Session::start() {
+  // start_write() tries sendmsg directly and must get EAGAIN rather than block the thread.
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);
+  if (ec) spdlog::warn("{}: cannot make the socket non-blocking: {}", peer_, ec.message());
   // The coroutine frame owns a reference from the start: it begins running only later.
   asio::co_spawn(socket_.get_executor(), run(shared_from_this()), asio::detached);
 }
@@ -183,7 +187,10 @@ awaitable<bool> Session::send(const Bytes& bytes) {
 }
 
 awaitable<void> Session::wait_until_signalled() {
+  signalled_ = false;
   start_write();  // replies held back while parsing a batch must not wait with us
+  // Sending may already have finished what the caller waits for: let it look again.
+  if (signalled_) co_return;
   waiting_ = true;
   wake_.expires_at(asio::steady_timer::time_point::max());
   boost::system::error_code ec;
@@ -192,6 +199,7 @@ awaitable<void> Session::wait_until_signalled() {
 }
 
 void Session::signal() {
+  signalled_ = true;
   if (waiting_) wake_.cancel();
 }
 
@@ -457,15 +465,18 @@ void Session::complete_with_error(Request* r, uint32_t error, std::string_view m
 void Session::queue_reply(Request* r) {
   if (broken_) return recycle(r);
   ready_.push_back(r);
-  // Replies completed while the reader is parsing a batch go out when it next waits (fill);
-  // those completed later, by the device, need a write of their own.
-  if (!reading_batch_) schedule_write();
+  if (r->send_data) ready_payload_bytes_ += r->data.size();
+  // Replies completed while the reader is parsing a batch go out when it next waits (fill),
+  // in one sendmsg; those completed later, by the device, need a write of their own. Large
+  // read payloads go at once, while the bytes just copied are still in the CPU cache.
+  if (!reading_batch_ || ready_payload_bytes_ >= kEagerSendBytes) schedule_write();
 }
 
 // Starting the write from a posted handler lets every reply completed in this turn of the
 // event loop (often a whole batch of requests) go out in one sendmsg.
 void Session::schedule_write() {
   if (writing_ || write_posted_) return;
+  if (reading_batch_) return start_write();  // the reader's turn already batches for us
   write_posted_ = true;
   asio::post(socket_.get_executor(), [this] {
     write_posted_ = false;
@@ -474,29 +485,55 @@ void Session::schedule_write() {
   });
 }
 
+// Sends ready replies with a non-blocking sendmsg straight away; only what the socket cannot
+// take now waits for the reactor. Fully sent replies are recycled at once, so a reader that is
+// blocked on the in-flight limits can go on.
 void Session::start_write() {
-  if (writing_ || ready_.empty()) return;
-  if (broken_) {
-    while (!ready_.empty()) {
-      recycle(ready_.front());
-      ready_.pop_front();
+  while (!writing_ && !ready_.empty()) {
+    if (broken_) {
+      while (!ready_.empty()) {
+        recycle(ready_.front());
+        ready_.pop_front();
+      }
+      ready_payload_bytes_ = 0;
+      return;
     }
-    return;
+    iov_.clear();
+    writing_batch_.clear();
+    constexpr size_t kMaxBatch = 64;  // well under IOV_MAX (1024) at three buffers a reply
+    while (!ready_.empty() && writing_batch_.size() < kMaxBatch) {
+      Request* r = ready_.front();
+      ready_.pop_front();
+      writing_batch_.push_back(r);
+      if (r->head_size) iov_.emplace_back(r->head.data(), r->head_size);
+      if (r->send_data) {
+        iov_.emplace_back(r->data.data(), r->data.size());
+        ready_payload_bytes_ -= r->data.size();
+      }
+      if (!r->extra.empty()) iov_.emplace_back(r->extra.data(), r->extra.size());
+    }
+
+    boost::system::error_code ec;
+    size_t sent = socket_.write_some(iov_, ec);  // the socket is non-blocking: never waits
+    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {}, sent = 0;
+    if (ec) {
+      on_written(ec);
+      return;
+    }
+    // Drop what went out; the rest (if any) is left for async_write.
+    size_t first = 0;
+    while (first < iov_.size() && sent >= iov_[first].size()) sent -= iov_[first++].size();
+    if (first == iov_.size()) {
+      for (Request* r : writing_batch_) recycle(r);
+      writing_batch_.clear();
+      continue;
+    }
+    iov_.erase(iov_.begin(), iov_.begin() + static_cast<ptrdiff_t>(first));
+    iov_.front() += sent;
+    writing_ = true;
+    asio::async_write(socket_, iov_,
+                      [this](const boost::system::error_code& e, size_t) { on_written(e); });
   }
-  writing_ = true;
-  iov_.clear();
-  writing_batch_.clear();
-  constexpr size_t kMaxBatch = 64;
-  while (!ready_.empty() && writing_batch_.size() < kMaxBatch) {
-    Request* r = ready_.front();
-    ready_.pop_front();
-    writing_batch_.push_back(r);
-    if (r->head_size) iov_.emplace_back(r->head.data(), r->head_size);
-    if (r->send_data) iov_.emplace_back(r->data.data(), r->data.size());
-    if (!r->extra.empty()) iov_.emplace_back(r->extra.data(), r->extra.size());
-  }
-  asio::async_write(socket_, iov_,
-                    [this](const boost::system::error_code& ec, size_t) { on_written(ec); });
 }
 
 void Session::on_written(const boost::system::error_code& ec) {

@@ -33,6 +33,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   static constexpr size_t kMaxRequestsInFlight = 256;
   static constexpr size_t kMaxBytesInFlight = 64 * 1024 * 1024;
+  // Read payload bytes worth sending without waiting for the rest of a batch.
+  static constexpr size_t kEagerSendBytes = 256 * 1024;
 
   Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer);
   ~Session();
@@ -90,6 +92,7 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t bytes_in_flight_ = 0;
 
   std::deque<Request*> ready_;            // answered, waiting for the socket
+  size_t ready_payload_bytes_ = 0;        // read payload bytes among them
   std::vector<Request*> writing_batch_;   // in the current sendmsg
   std::vector<boost::asio::const_buffer> iov_;
   bool writing_ = false;
@@ -99,7 +102,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool stopping_ = false;  // shutdown() or DISC: read no more requests
   bool broken_ = false;    // the socket failed or the client broke the protocol
   boost::asio::steady_timer wake_;
-  bool waiting_ = false;
+  bool waiting_ = false;     // suspended in wait_until_signalled()
+  bool signalled_ = false;   // signal() ran since wait_until_signalled() began
 };
 
 // The sessions of one worker thread, so a server shutdown can reach each of them.
