@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# Compares volgate against nbdkit and qemu-nbd in one run, on one RAM-backed image,
+# with fio's nbd ioengine over unix sockets. See bench/README.md and --help.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CMDLINE=$0
+for a in "$@"; do
+  if [[ $a =~ ^[A-Za-z0-9_./,=:@+%-]+$ ]]; then CMDLINE+=" $a"; else CMDLINE+=" $(printf '%q' "$a")"; fi
+done
+
+ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd)
+ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
+
+RUNTIME=10
+RAMP=2
+SIZE_ARG=1G
+SERVERS_ARG=$(IFS=,; echo "${ALL_SERVERS[*]}")
+WORKLOADS_ARG=$(IFS=,; echo "${ALL_WORKLOADS[*]}")
+VOLGATE=$ROOT/build/volgate
+OUT=""
+SHM=/dev/shm
+
+usage() {
+  cat <<EOF
+Usage: bench/run.sh [OPTIONS]
+
+Serves one RAM-backed image (a file in $SHM, filled with data once) with each selected
+server over a unix socket and runs each selected fio workload against it with fio's nbd
+ioengine (one job, one connection, time_based). Every (server, workload) row gets a fresh
+server: start, [prefill for memory servers], fio, read the server's peak RSS, SIGTERM.
+At the end prints one markdown table (MiB/s, IOPS, mean latency, server CPU-seconds per
+GiB moved, server CPU %, fio CPU %, CPU % of everything else on the machine, server peak
+RSS, and volgate/nbdkit ratios) plus the command line, machine and date. Rows measured
+while other processes used more than 15 % CPU are listed as problems: run it on an idle
+machine.
+
+Options:
+  --runtime SEC      measured seconds per workload (default $RUNTIME)
+  --ramp SEC         fio ramp_time before measuring, not counted (default $RAMP)
+  --size SIZE        image / memory export size, N[K|M|G|T], binary units, a multiple
+                     of 1 MiB (default $SIZE_ARG)
+  --servers LIST     comma-separated subset of:
+                       ${ALL_SERVERS[*]}
+                     (default: all)
+  --workloads LIST   comma-separated subset of (default: all):
+                       seq-read       1 MiB sequential read,  iodepth 16
+                       seq-write      1 MiB sequential write, iodepth 16
+                       rand-read      4 KiB random read,      iodepth 32
+                       rand-write     4 KiB random write,     iodepth 32
+                       rand-read-qd1  4 KiB random read,      iodepth 1
+  --volgate PATH     volgate binary (default: build/volgate under the repo root,
+                     i.e. $ROOT/build/volgate)
+  --out FILE         also append the header and table to FILE
+  -h, --help         show this help
+
+Defaults take about 6.5-7 minutes (6 servers x 5 workloads x (ramp + runtime + ~0.5 s),
+plus ~2-3 s of untimed prefill per memory-server row).
+Needs: fio (with the nbd engine), nbdkit, qemu-nbd, ss (iproute2), /usr/bin/python3.
+Exits non-zero if any row failed; the failures are listed under the table.
+EOF
+}
+
+die() { echo "bench: $*" >&2; exit 2; }
+
+while (($#)); do
+  case $1 in
+    --runtime) RUNTIME=${2:?}; shift 2 ;;
+    --ramp) RAMP=${2:?}; shift 2 ;;
+    --size) SIZE_ARG=${2:?}; shift 2 ;;
+    --servers) SERVERS_ARG=${2:?}; shift 2 ;;
+    --workloads) WORKLOADS_ARG=${2:?}; shift 2 ;;
+    --volgate) VOLGATE=${2:?}; shift 2 ;;
+    --out) OUT=${2:?}; shift 2 ;;
+    --runtime=*|--ramp=*|--size=*|--servers=*|--workloads=*|--volgate=*|--out=*)
+      set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+
+[[ $RUNTIME =~ ^[0-9]+$ && $RUNTIME -ge 1 ]] || die "--runtime must be a whole number of seconds >= 1"
+[[ $RAMP =~ ^[0-9]+$ ]] || die "--ramp must be a whole number of seconds"
+
+# Size: binary units; passed to every server in the same normalised spelling.
+[[ ${SIZE_ARG^^} =~ ^([0-9]+)([KMGT]?)(I?B)?$ ]] || die "bad --size '$SIZE_ARG' (want N[K|M|G|T])"
+n=${BASH_REMATCH[1]}
+case ${BASH_REMATCH[2]} in
+  K) SIZE=$((n << 10)) ;; M) SIZE=$((n << 20)) ;; G) SIZE=$((n << 30)) ;; T) SIZE=$((n << 40)) ;; *) SIZE=$n ;;
+esac
+((SIZE > 0 && SIZE % (1 << 20) == 0)) || die "--size must be a positive multiple of 1 MiB"
+if ((SIZE % (1 << 30) == 0)); then SIZE_STR=$((SIZE >> 30))G; else SIZE_STR=$((SIZE >> 20))M; fi
+
+IFS=, read -r -a SERVERS <<<"$SERVERS_ARG"
+IFS=, read -r -a WORKLOADS <<<"$WORKLOADS_ARG"
+for s in "${SERVERS[@]}"; do [[ " ${ALL_SERVERS[*]} " == *" $s "* ]] || die "unknown server '$s'"; done
+for w in "${WORKLOADS[@]}"; do [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w'"; done
+((${#SERVERS[@]} && ${#WORKLOADS[@]})) || die "empty --servers or --workloads"
+
+need_volgate=0
+for s in "${SERVERS[@]}"; do [[ $s == volgate-* ]] && need_volgate=1; done
+for tool in fio ss; do command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh)"; done
+[[ -x /usr/bin/python3 ]] || die "/usr/bin/python3 not found"
+for s in "${SERVERS[@]}"; do
+  case $s in
+    nbdkit-*) command -v nbdkit >/dev/null || die "nbdkit not found" ;;
+    qemu-nbd) command -v qemu-nbd >/dev/null || die "qemu-nbd not found" ;;
+  esac
+done
+if ((need_volgate)); then
+  [[ -x $VOLGATE ]] || die "volgate binary not found at $VOLGATE (build it, pass --volgate, or leave volgate-* out of --servers)"
+  VOLGATE=$(cd "$(dirname "$VOLGATE")" && pwd)/$(basename "$VOLGATE")
+fi
+fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd ioengine"
+
+avail=$(df -B1 --output=avail "$SHM" | tail -1)
+((avail > SIZE + (256 << 20))) || die "not enough space in $SHM for a $SIZE_STR image"
+
+CLK_TCK=$(getconf CLK_TCK)
+WORK=$(mktemp -d "$SHM/volgate-bench.XXXXXX") || die "mktemp failed"
+IMG=$WORK/image.raw
+SERVER_PID=""
+FIO_PID=""
+
+cleanup() {
+  trap - EXIT INT TERM
+  [[ -n $FIO_PID ]] && { kill -KILL "$FIO_PID"; wait "$FIO_PID"; } 2>/dev/null
+  if [[ -n $SERVER_PID ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    for _ in {1..30}; do alive "$SERVER_PID" || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null
+  fi
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'echo "bench: interrupted" >&2; exit 130' INT
+trap 'echo "bench: terminated" >&2; exit 143' TERM
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# A process is alive if it exists and is not a zombie (our own children stay zombies
+# until waited for, so kill -0 alone is not enough).
+alive() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }
+  [[ ${st%% *} != Z ]]
+}
+
+# utime+stime of the whole process (all threads), in clock ticks.
+cpu_ticks() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || { echo -1; return; }
+  st=${st##*) }   # after "(comm) ": field 3 (state) is $1, so utime (14) is $12, stime (15) is $13
+  awk '{print $12 + $13}' <<<"$st"
+}
+
+# CPU ticks spent by the whole machine (all CPUs, everything but idle and iowait).
+sys_busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
+vm_hwm_kib() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo -1; }
+
+# The PID that holds the listening unix socket: the real server even when the launched
+# command is a wrapper that forks or execs it.
+listener_pid() {
+  ss -xlpnH 2>/dev/null | awk -v p="$1" '$5 == p' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2
+}
+
+server_cmd() { # server sock -> prints argv, one per line
+  local s=$1 sock=$2
+  case $s in
+    volgate-file)   printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=file:$IMG" ;;
+    volgate-memory) printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=memory:$SIZE_STR" ;;
+    nbdkit-file)    printf '%s\n' nbdkit -f -U "$sock" file "$IMG" ;;
+    nbdkit-memory)  printf '%s\n' nbdkit -f -U "$sock" memory "size=$SIZE" ;;
+    nbdkit-null)    printf '%s\n' nbdkit -f -U "$sock" null "size=$SIZE" ;;
+    qemu-nbd)       printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback --aio=threads "$IMG" ;;
+  esac
+}
+
+workload_args() {
+  case $1 in
+    seq-read)      echo "--rw=read --bs=1M --iodepth=16" ;;
+    seq-write)     echo "--rw=write --bs=1M --iodepth=16" ;;
+    rand-read)     echo "--rw=randread --bs=4k --iodepth=32" ;;
+    rand-write)    echo "--rw=randwrite --bs=4k --iodepth=32" ;;
+    rand-read-qd1) echo "--rw=randread --bs=4k --iodepth=1" ;;
+  esac
+}
+
+ANOMALIES=()
+anomaly() { ANOMALIES+=("$*"); log "ANOMALY: $*"; }
+
+# start_server NAME ROWID -> sets SERVER_PID, SOCK, SLOG; returns 1 on failure
+start_server() {
+  local s=$1 id=$2 argv launched i pid
+  SOCK=$WORK/$id.sock
+  SLOG=$WORK/$id.server
+  rm -f "$SOCK"
+  mapfile -t argv < <(server_cmd "$s" "$SOCK")
+  LAST_SERVER_CMD="${argv[*]}"
+  "${argv[@]}" >"$SLOG.out" 2>"$SLOG.err" </dev/null &
+  launched=$!
+  SERVER_PID=$launched
+  for ((i = 0; i < 200; i++)); do   # up to 20 s
+    if [[ -S $SOCK ]]; then
+      pid=$(listener_pid "$SOCK")
+      [[ -n $pid ]] && break
+    fi
+    alive "$launched" || break
+    sleep 0.1
+  done
+  if [[ -z ${pid:-} ]]; then
+    anomaly "$s: did not start listening on $SOCK ($(tail -c 400 "$SLOG.err" | tr '\n' ' '))"
+    stop_server "$s" >/dev/null
+    return 1
+  fi
+  [[ $pid != "$launched" ]] && log "$s: launched PID $launched, listening PID $pid (measuring $pid)"
+  MEASURE_PID=$pid
+  return 0
+}
+
+# stop_server NAME -> SIGTERM, wait up to 10 s, SIGKILL; records unexpected exits
+stop_server() {
+  local s=$1 rc i
+  [[ -n $SERVER_PID ]] || return 0
+  if alive "$SERVER_PID"; then
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do alive "$SERVER_PID" || break; sleep 0.1; done
+    if alive "$SERVER_PID"; then
+      anomaly "$s: still running 10 s after SIGTERM; killed"
+      kill -KILL "$SERVER_PID" 2>/dev/null
+    fi
+    wait "$SERVER_PID" 2>/dev/null; rc=$?
+    ((rc == 0)) || anomaly "$s: exited with status $rc after SIGTERM ($(tail -c 300 "$SLOG.err" | tr '\n' ' '))"
+  else
+    wait "$SERVER_PID" 2>/dev/null; rc=$?
+    anomaly "$s: server had already exited (status $rc) before SIGTERM ($(tail -c 300 "$SLOG.err" | tr '\n' ' '))"
+  fi
+  if [[ -n ${MEASURE_PID:-} && $MEASURE_PID != "$SERVER_PID" ]] && alive "$MEASURE_PID"; then
+    kill -TERM "$MEASURE_PID" 2>/dev/null; sleep 0.5; kill -KILL "$MEASURE_PID" 2>/dev/null
+    anomaly "$s: forked server PID $MEASURE_PID outlived its launcher"
+  fi
+  SERVER_PID=""
+  MEASURE_PID=""
+  rm -f "$SOCK"
+}
+
+uri() { echo "nbd+unix:///?socket=$1"; }
+
+# fio JSON -> "io_bytes bw_bytes iops lat_mean_ns usr_cpu sys_cpu error"
+parse_fio() {
+  /usr/bin/python3 - "$1" <<'EOF'
+import json, sys
+try:
+    j = json.load(open(sys.argv[1]))["jobs"][0]
+except Exception as e:
+    print("0 0 0 0 0 0 parse-error"); sys.exit(0)
+r, w = j["read"], j["write"]
+io = r["io_bytes"] + w["io_bytes"]
+bw = r["bw_bytes"] + w["bw_bytes"]
+iops = r["iops"] + w["iops"]
+n = r["lat_ns"]["N"] + w["lat_ns"]["N"]
+lat = (r["lat_ns"]["mean"] * r["lat_ns"]["N"] + w["lat_ns"]["mean"] * w["lat_ns"]["N"]) / n if n else 0
+print(io, bw, iops, lat, j["usr_cpu"], j["sys_cpu"], j["error"])
+EOF
+}
+
+declare -A RES   # RES[server|workload|field]
+
+run_row() {
+  local s=$1 w=$2 id=$3 json err t0 t1 c0 c1 b0 b1 rc io bw iops lat ucpu scpu ferr hwm
+  if ! start_server "$s" "$id"; then RES[$s|$w|err]="no start"; return; fi
+  local target=$MEASURE_PID
+  if [[ $s == *-memory ]]; then
+    # untimed prefill so reads hit data and writes overwrite allocated memory
+    if ! fio --name=prefill --ioengine=nbd --uri="$(uri "$SOCK")" --rw=write --bs=1M --iodepth=16 \
+        --output=/dev/null >"$WORK/$id.prefill.err" 2>&1; then
+      anomaly "$s/$w: prefill failed ($(tail -c 300 "$WORK/$id.prefill.err" | tr '\n' ' '))"
+    fi
+  fi
+  json=$WORK/$id.json
+  err=$WORK/$id.fio.err
+  # shellcheck disable=SC2046
+  fio --name="$w" --ioengine=nbd --uri="$(uri "$SOCK")" $(workload_args "$w") \
+      --numjobs=1 --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
+      --norandommap --randrepeat=0 --output-format=json --output="$json" \
+      >"$WORK/$id.fio.out" 2>"$err" </dev/null &
+  FIO_PID=$!
+  sleep "$RAMP"   # server CPU is sampled over fio's measured window, not its ramp
+  c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); t0=$(date +%s.%N)
+  wait "$FIO_PID"; rc=$?
+  c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); t1=$(date +%s.%N)
+  FIO_PID=""
+  hwm=$(vm_hwm_kib "$target")
+  alive "$target" || anomaly "$s/$w: server died during the workload"
+  stop_server "$s"
+  read -r io bw iops lat ucpu scpu ferr < <(parse_fio "$json")
+  if ((rc != 0)) || [[ $ferr != 0 ]] || [[ $io == 0 ]]; then
+    anomaly "$s/$w: fio failed (rc=$rc error=$ferr io_bytes=$io): $(tail -c 400 "$err" | tr '\n' ' ')"
+    RES[$s|$w|err]="fio rc=$rc err=$ferr"
+    return
+  fi
+  [[ -s $err ]] && log "$s/$w: fio stderr: $(tail -c 300 "$err" | tr '\n' ' ')"
+  RES[$s|$w|mibs]=$(awk -v b="$bw" 'BEGIN{printf "%.1f", b / 1048576}')
+  RES[$s|$w|iops]=$(awk -v x="$iops" 'BEGIN{printf "%.0f", x}')
+  RES[$s|$w|lat]=$(awk -v x="$lat" 'BEGIN{printf "%.1f", x / 1000}')
+  if ((c0 >= 0 && c1 >= 0)); then
+    RES[$s|$w|cpug]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v io="$io" \
+      'BEGIN{printf "%.3f", (d / hz) / (io / 1073741824)}')
+    RES[$s|$w|cpup]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+      'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
+  fi
+  RES[$s|$w|fcpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN{printf "%.0f", u + s}')
+  # Whatever else ran on the machine meanwhile: all busy CPU minus the server and fio.
+  RES[$s|$w|other]=$(awk -v d=$((b1 - b0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+    -v srv="${RES[$s|$w|cpup]:-0}" -v f="${RES[$s|$w|fcpu]}" \
+    'BEGIN{o = 100 * (d / hz) / (t1 - t0) - srv - f; printf "%.0f", (o < 0 ? 0 : o)}')
+  ((RES[$s|$w|other] > 15)) &&
+    anomaly "$s/$w: other processes used ${RES[$s|$w|other]} % CPU during the measurement; this row is skewed"
+  ((hwm >= 0)) && RES[$s|$w|rss]=$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')
+  log "$s/$w: ${RES[$s|$w|mibs]} MiB/s, ${RES[$s|$w|iops]} IOPS, ${RES[$s|$w|cpug]:-?} CPU-s/GiB, peak RSS ${RES[$s|$w|rss]:-?} MiB"
+}
+
+# ---------------------------------------------------------------------------
+log "image: $IMG ($SIZE_STR), filling with data"
+if ! fio --name=fill --ioengine=psync --rw=write --bs=1M --size="$SIZE" --filename="$IMG" \
+    --output=/dev/null >"$WORK/fill.err" 2>&1; then
+  die "could not fill $IMG: $(tail -c 300 "$WORK/fill.err")"
+fi
+[[ $(stat -c %s "$IMG") == "$SIZE" ]] || die "image has the wrong size"
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_START%% *}" 'BEGIN{exit !(l > 0.5)}'; then
+  log "WARNING: load average is $LOAD_START before the run; other work on this machine will skew the numbers"
+fi
+rows=$((${#SERVERS[@]} * ${#WORKLOADS[@]}))
+log "$rows rows, about $((rows * (RUNTIME + RAMP + 1))) s plus prefills"
+row=0
+for s in "${SERVERS[@]}"; do
+  for w in "${WORKLOADS[@]}"; do
+    row=$((row + 1))
+    log "($row/$rows) $s / $w"
+    run_row "$s" "$w" "r$row"
+    RES[$s|cmd]=$LAST_SERVER_CMD
+  done
+done
+
+# ---------------------------------------------------------------------------
+ratio() { # a b -> a/b with 2 decimals, or empty
+  [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b }'
+}
+
+report() {
+  local cpu mem
+  cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+  mem=$(awk '/^MemTotal/{printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+  echo
+  echo "## volgate NBD benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo
+  echo "- command: \`$CMDLINE\`"
+  echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null)"
+  echo "- tools: $(fio --version), nbdkit $(nbdkit --version 2>/dev/null | awk '{print $2}'), qemu-nbd $(qemu-nbd --version 2>/dev/null | awk 'NR==1{print $2}')"
+  if ((need_volgate)); then
+    local rev
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+    [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | head -1) ]] && rev="$rev + uncommitted changes"
+    local bt="unknown (no CMakeCache.txt beside the binary)"
+    if [[ -f $(dirname "$VOLGATE")/CMakeCache.txt ]]; then
+      bt=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$(dirname "$VOLGATE")/CMakeCache.txt")
+      bt="CMAKE_BUILD_TYPE=${bt:-<empty, so the project default>}"
+    fi
+    echo "- volgate: $VOLGATE ($bt; tree: $rev)"
+  fi
+  echo "- load average (1/5/15 min): $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  echo "- image: $SIZE_STR file in $SHM filled with data; memory servers prefilled by one untimed 1 MiB sequential write pass"
+  echo "- fio: ioengine=nbd over a unix socket, 1 job (1 connection), time_based, runtime ${RUNTIME} s after ${RAMP} s ramp, norandommap"
+  echo "- server commands (socket and image paths vary):"
+  for s in "${SERVERS[@]}"; do echo "  - $s: \`${RES[$s|cmd]:-}\`"; done
+  echo "- columns: lat = mean total latency; srv CPU s/GiB = server utime+stime over the measured window per GiB moved;"
+  echo "  srv CPU % = the same over wall time (200 % = both cores); fio CPU % = fio's usr+sys;"
+  echo "  other CPU % = busy CPU of everything else on the machine (should be near 0); peak RSS = server VmHWM;"
+  echo "  ×nbdkit = volgate value / nbdkit value on the same backend (MiB/s: higher is better; CPU s/GiB: lower is better)"
+  echo
+  echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | other CPU % | peak RSS MiB | MiB/s ×nbdkit | CPU/GiB ×nbdkit |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  local w s ref r1 r2
+  for w in "${WORKLOADS[@]}"; do
+    for s in "${SERVERS[@]}"; do
+      if [[ -n ${RES[$s|$w|err]:-} ]]; then
+        echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | |"
+        continue
+      fi
+      r1="" r2=""
+      if [[ $s == volgate-* ]]; then
+        ref=nbdkit-${s#volgate-}
+        r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}")
+        r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[$ref|$w|cpug]:-}")
+        [[ -n $r1 ]] || r1="n/a"
+        [[ -n $r2 ]] || r2="n/a"
+      fi
+      echo "| $w | $s | ${RES[$s|$w|mibs]} | ${RES[$s|$w|iops]} | ${RES[$s|$w|lat]} | ${RES[$s|$w|cpug]:-?} | ${RES[$s|$w|cpup]:-?} | ${RES[$s|$w|fcpu]} | ${RES[$s|$w|other]:-?} | ${RES[$s|$w|rss]:-?} | $r1 | $r2 |"
+    done
+  done
+  if ((${#ANOMALIES[@]})); then
+    echo
+    echo "Problems seen during the run:"
+    local a
+    for a in "${ANOMALIES[@]}"; do echo "- $a"; done
+  fi
+}
+
+report_text=$(report)
+printf '%s\n' "$report_text"
+if [[ -n $OUT ]]; then
+  printf '%s\n' "$report_text" >>"$OUT" || die "could not append to $OUT"
+  log "table appended to $OUT"
+fi
+((${#ANOMALIES[@]} == 0))
