@@ -6,6 +6,8 @@
 #include "backends/file_device.hpp"
 #include "backends/memory_device.hpp"
 #include "common/size.hpp"
+#include "crypto/luks_device.hpp"
+#include "crypto/secure_bytes.hpp"
 
 namespace volgate::gateway {
 
@@ -16,12 +18,20 @@ const char* const kExportSyntaxHelp =
     "  OPTION:  readonly     refuse writes\n"
     "           size=SIZE    file: create the file, or grow it, to SIZE\n"
     "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n"
+    "           luks-key-file=PATH  serve the decrypted payload of the LUKS1/LUKS2 container\n"
+    "                        on BACKEND, unlocked with the passphrase in PATH ('-': stdin)\n"
     "  SIZE is bytes or a number with K, M, G, T (powers of 1024).";
 
 namespace {
 
-[[noreturn]] void bad(std::string_view spec, const std::string& why) {
-  throw std::invalid_argument("--export '" + std::string(spec) + "': " + why);
+// Errors quote the whole argument, labelled the way the user typed it ("--export", "TARGET").
+struct Source {
+  std::string_view label;
+  std::string_view text;
+};
+
+[[noreturn]] void bad(const Source& source, const std::string& why) {
+  throw std::invalid_argument(std::string(source.label) + " '" + std::string(source.text) + "': " + why);
 }
 
 bool valid_name(std::string_view name) {
@@ -47,15 +57,12 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
 
 }  // namespace
 
-ExportSpec parse_export_spec(std::string_view text) {
-  ExportSpec spec;
-  size_t eq = text.find('=');
-  if (eq == std::string_view::npos) bad(text, "expected NAME=BACKEND");
-  spec.name = std::string(text.substr(0, eq));
-  if (!valid_name(spec.name))
-    bad(text, "export name must be 1-255 characters of letters, digits, '-', '_', '.', ':'");
+namespace {
 
-  auto parts = split(text.substr(eq + 1), ',');
+// BACKEND[,OPTION...] into `spec`.
+void parse_backend(const Source& text, std::string_view backend_and_options, ExportSpec& spec,
+                   bool allow_luks) {
+  auto parts = split(backend_and_options, ',');
   std::string_view backend = parts.front();
   if (backend.starts_with("file:")) {
     spec.backend = ExportSpec::Backend::file;
@@ -85,16 +92,47 @@ ExportSpec parse_export_spec(std::string_view text) {
       auto size = parse_size(value);
       if (!size || *size == 0) bad(text, "size '" + std::string(value) + "' is not a size");
       spec.file_size = size;
+    } else if (key == "luks-key-file" && has_value && allow_luks) {
+      if (value.empty()) bad(text, "luks-key-file needs a path");
+      spec.luks_key_file = std::string(value);
     } else {
       bad(text, "unknown option '" + std::string(option) + "' for the " +
                     (is_file ? "file" : "memory") + " backend");
     }
   }
   if (spec.read_only && spec.file_size) bad(text, "size= creates or grows the file; it cannot be readonly");
+}
+
+}  // namespace
+
+ExportSpec parse_export_spec(std::string_view text) {
+  const Source source{"--export", text};
+  ExportSpec spec;
+  size_t eq = text.find('=');
+  if (eq == std::string_view::npos) bad(source, "expected NAME=BACKEND");
+  spec.name = std::string(text.substr(0, eq));
+  if (!valid_name(spec.name))
+    bad(source, "export name must be 1-255 characters of letters, digits, '-', '_', '.', ':'");
+  parse_backend(source, text.substr(eq + 1), spec, true);
+  return spec;
+}
+
+ExportSpec parse_target_spec(std::string_view text) {
+  ExportSpec spec;
+  spec.name = "target";
+  parse_backend({"TARGET", text}, text, spec, false);
   return spec;
 }
 
 std::shared_ptr<backends::BlockDevice> open_device(const ExportSpec& spec) {
+  auto base = open_storage(spec);
+  if (!spec.luks_key_file) return base;
+  auto passphrase = crypto::read_key_file(*spec.luks_key_file);
+  auto container = crypto::LuksContainer::load(*base);
+  return std::make_shared<crypto::LuksDevice>(base, container.unlock(passphrase));
+}
+
+std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec) {
   switch (spec.backend) {
     case ExportSpec::Backend::memory:
       return std::make_shared<backends::MemoryDevice>(spec.memory_size, spec.read_only);

@@ -20,13 +20,20 @@ struct ExportSpec {
   bool read_only = false;
   bool direct = false;                // file only
   std::optional<uint64_t> file_size;  // file only: create or grow to this size
+  std::optional<std::string> luks_key_file;  // serve the decrypted LUKS payload
 };
 
 // Throws std::invalid_argument with a message that quotes the offending part.
 ExportSpec parse_export_spec(std::string_view text);
 
-// Opens the storage the spec names. Throws std::exception with a message naming the path.
+// The TARGET of `volgate luks`: BACKEND[,OPTION...] without luks-key-file.
+ExportSpec parse_target_spec(std::string_view text);
+
+// Opens the storage the spec names, unlocked and decrypted when it has a luks-key-file.
+// Throws std::exception with a message naming the path and the reason.
 std::shared_ptr<backends::BlockDevice> open_device(const ExportSpec& spec);
+// Opens just the storage, ignoring luks-key-file.
+std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec);
 
 // The help text describing the syntax, shared by --help and error messages.
 extern const char* const kExportSyntaxHelp;

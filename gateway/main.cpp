@@ -5,10 +5,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "gateway/luks_command.hpp"
 #include "gateway/serve_command.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{"volgate: serve volumes as NBD exports from user space"};
+  CLI::App app{"volgate: serve volumes as NBD exports from user space, plain or LUKS-encrypted"};
   app.set_version_flag("--version", "volgate 0.1.0");
   app.require_subcommand(1);
   std::string log_level = "info";
@@ -17,6 +18,8 @@ int main(int argc, char** argv) {
 
   volgate::gateway::ServeOptions serve_options;
   auto* serve = volgate::gateway::add_serve_command(app, serve_options);
+  volgate::gateway::LuksOptions luks_options;
+  auto* luks = volgate::gateway::add_luks_command(app, luks_options);
 
   try {
     app.parse(argc, argv);
@@ -37,5 +40,6 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
 
   if (serve->parsed()) return volgate::gateway::run_serve(serve_options);
+  if (luks->parsed()) return volgate::gateway::run_luks(*luks, luks_options);
   return 2;
 }

@@ -63,7 +63,12 @@ int run_serve(const ServeOptions& options) {
     for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
     for (const auto& text : options.exports) {
       ExportSpec spec = parse_export_spec(text);
-      auto device = open_device(spec);
+      std::shared_ptr<backends::BlockDevice> device;
+      try {
+        device = open_device(spec);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("export '" + spec.name + "': " + e.what());
+      }
       std::string description = device->description();
       exports.add({spec.name, description, std::move(device)});
     }

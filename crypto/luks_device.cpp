@@ -1,0 +1,139 @@
+#include "crypto/luks_device.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/buffer_pool.hpp"
+
+namespace volgate::crypto {
+
+using backends::Completion;
+using backends::errno_code;
+
+LuksDevice::LuksDevice(std::shared_ptr<backends::BlockDevice> base, UnlockedLuks unlocked)
+    : base_(std::move(base)),
+      info_(std::move(unlocked.info)),
+      cipher_(unlocked.volume_key.span(), info_.sector_size, info_.iv_offset) {}
+// `unlocked.volume_key` is wiped when the moved-from argument goes out of scope.
+
+LuksDevice::~LuksDevice() = default;
+
+backends::DeviceCapabilities LuksDevice::capabilities() const {
+  auto caps = base_->capabilities();
+  caps.can_zero = !caps.read_only;  // written as encrypted zeroes
+  caps.can_fast_zero = false;       // that is never faster than a write
+  caps.min_block_size = std::max(caps.min_block_size, info_.sector_size);
+  caps.preferred_block_size = std::max(caps.preferred_block_size, info_.sector_size);
+  return caps;
+}
+
+std::string LuksDevice::description() const {
+  return info_.version + " " + info_.cipher + " on " + base_->description();
+}
+
+std::error_code LuksDevice::check(uint64_t offset, uint64_t length, int out_of_range_error) const {
+  if (offset > info_.payload_size || length > info_.payload_size - offset)
+    return errno_code(out_of_range_error);
+  if (offset % info_.sector_size || length % info_.sector_size) return errno_code(EINVAL);
+  return {};
+}
+
+void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
+  if (auto ec = check(offset, data.size(), EINVAL)) return done(ec);
+  struct ReadOp {
+    const LuksDevice* self;
+    uint64_t offset;
+    std::span<std::byte> data;
+    Completion done;
+  };
+  auto* op = new ReadOp{this, offset, data, std::move(done)};
+  base_->read(info_.data_offset + offset, data, [op](std::error_code ec) {
+    std::unique_ptr<ReadOp> owned(op);
+    if (!ec) op->self->cipher_.decrypt(op->offset, op->data, op->data.data());
+    owned->done(ec);
+  });
+}
+
+void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backends::WriteFlags flags,
+                       Completion done) {
+  if (auto ec = check(offset, data.size(), ENOSPC)) return done(ec);
+  struct WriteOp {
+    Buffer ciphertext;
+    Completion done;
+  };
+  auto* op = new WriteOp{Buffer::allocate(data.size()), std::move(done)};
+  cipher_.encrypt(offset, data, op->ciphertext.data());
+  base_->write(info_.data_offset + offset, op->ciphertext.span(), flags, [op](std::error_code ec) {
+    std::unique_ptr<WriteOp> owned(op);
+    owned->done(ec);
+  });
+}
+
+void LuksDevice::flush(Completion done) { base_->flush(std::move(done)); }
+
+void LuksDevice::trim(uint64_t offset, uint64_t length, Completion done) {
+  if (auto ec = check(offset, length, EINVAL)) return done(ec);
+  // Trimmed blocks read back as whatever the base returns, decrypted: NBD allows any content.
+  base_->trim(info_.data_offset + offset, length, std::move(done));
+}
+
+// Writes encrypted zeroes one chunk at a time, so a request for gigabytes of zeroes needs one
+// pooled megabyte, not gigabytes.
+struct LuksDevice::ZeroWriter {
+  static constexpr uint64_t kChunk = 1024 * 1024;
+  LuksDevice* self;
+  uint64_t offset;
+  uint64_t remaining;
+  bool fua;
+  Buffer buffer;
+  Completion done;
+
+  void next() {
+    if (remaining == 0) return finish({});
+    const auto length = static_cast<size_t>(std::min(kChunk, remaining));
+    std::span<std::byte> chunk(buffer.data(), length);
+    std::memset(chunk.data(), 0, length);
+    self->cipher_.encrypt(offset, chunk, chunk.data());
+    const uint64_t at = offset;
+    offset += length;
+    remaining -= length;
+    self->base_->write(self->info_.data_offset + at, chunk, {.fua = fua}, [this](std::error_code ec) {
+      if (ec) return finish(ec);
+      next();
+    });
+  }
+
+  void finish(std::error_code ec) {
+    Completion callback = std::move(done);
+    delete this;
+    callback(ec);
+  }
+};
+
+void LuksDevice::write_zeroes(uint64_t offset, uint64_t length, backends::ZeroFlags flags,
+                              Completion done) {
+  if (auto ec = check(offset, length, ENOSPC)) return done(ec);
+  if (capabilities().read_only) return done(errno_code(EPERM));
+  if (flags.fast_only) return done(errno_code(ENOTSUP));
+  auto* writer = new ZeroWriter{this, offset, length, flags.fua,
+                                Buffer::allocate(static_cast<size_t>(std::min(ZeroWriter::kChunk, length))),
+                                std::move(done)};
+  writer->next();
+}
+
+void LuksDevice::block_status(uint64_t offset, uint64_t length, backends::ExtentsCompletion done) {
+  if (offset >= info_.payload_size || length == 0) return done(errno_code(EINVAL), {});
+  length = std::min(length, info_.payload_size - offset);
+  base_->block_status(info_.data_offset + offset, length,
+                      [done = std::move(done)](std::error_code ec, std::vector<backends::Extent> extents) {
+                        for (auto& e : extents) e.zero = false;  // holes decrypt to noise
+                        done(ec, std::move(extents));
+                      });
+}
+
+void LuksDevice::cache(uint64_t offset, uint64_t length, Completion done) {
+  if (auto ec = check(offset, length, EINVAL)) return done(ec);
+  base_->cache(info_.data_offset + offset, length, std::move(done));
+}
+
+}  // namespace volgate::crypto

@@ -1,0 +1,50 @@
+#pragma once
+// The decrypted payload of a LUKS container, as a BlockDevice stacked on the device that holds
+// the container (the way a crypto bdev sits on a base bdev).
+//
+// Reads decrypt in place in the caller's buffer; writes encrypt into a pooled buffer, so the
+// caller's data is never changed. Offsets are shifted past the header, which no request can
+// reach. Zeroes are written as encrypted zeroes: a hole in the base device does not decrypt to
+// zeroes, so block status reports holes without the "reads as zero" bit.
+#include <memory>
+
+#include "backends/block_device.hpp"
+#include "crypto/luks_container.hpp"
+#include "crypto/xts_cipher.hpp"
+
+namespace volgate::crypto {
+
+class LuksDevice final : public backends::BlockDevice {
+ public:
+  // Takes the unlocked volume key; the cipher keeps it only inside OpenSSL contexts, which are
+  // wiped when the device is destroyed.
+  LuksDevice(std::shared_ptr<backends::BlockDevice> base, UnlockedLuks unlocked);
+  ~LuksDevice() override;
+
+  uint64_t size() const override { return info_.payload_size; }
+  backends::DeviceCapabilities capabilities() const override;
+  std::string description() const override;
+
+  void read(uint64_t offset, std::span<std::byte> data, backends::Completion done) override;
+  void write(uint64_t offset, std::span<const std::byte> data, backends::WriteFlags flags,
+             backends::Completion done) override;
+  void flush(backends::Completion done) override;
+  void trim(uint64_t offset, uint64_t length, backends::Completion done) override;
+  void write_zeroes(uint64_t offset, uint64_t length, backends::ZeroFlags flags,
+                    backends::Completion done) override;
+  void block_status(uint64_t offset, uint64_t length, backends::ExtentsCompletion done) override;
+  void cache(uint64_t offset, uint64_t length, backends::Completion done) override;
+
+  const backends::BlockDevice& base() const { return *base_; }
+
+ private:
+  struct ZeroWriter;
+  // EINVAL unless [offset, offset+length) is inside the payload and sector-aligned.
+  std::error_code check(uint64_t offset, uint64_t length, int out_of_range_error) const;
+
+  const std::shared_ptr<backends::BlockDevice> base_;
+  const LuksInfo info_;
+  const XtsCipher cipher_;
+};
+
+}  // namespace volgate::crypto

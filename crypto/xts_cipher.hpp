@@ -1,0 +1,48 @@
+#pragma once
+// AES-XTS over LUKS encryption sectors, through OpenSSL EVP.
+//
+// Each encryption sector (512 or 4096 bytes) is one XTS data unit. Its tweak is the plain64 IV:
+// the number of 512-byte sectors from the start of the data segment, plus the segment's
+// iv_offset, as a little-endian 64-bit number. It counts 512-byte sectors even when the
+// encryption sector is 4096 bytes (LUKS2 never turns on dm-crypt's iv_large_sectors).
+//
+// Any thread may call encrypt/decrypt at once: each call borrows one of a fixed set of OpenSSL
+// contexts, keyed once, without taking a lock.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+struct evp_cipher_ctx_st;
+
+namespace volgate::crypto {
+
+class XtsCipher {
+ public:
+  // `key` is the whole XTS key (32 bytes for AES-128-XTS, 64 for AES-256-XTS).
+  XtsCipher(std::span<const std::byte> key, uint32_t sector_size, uint64_t iv_offset);
+  ~XtsCipher();
+  XtsCipher(const XtsCipher&) = delete;
+  XtsCipher& operator=(const XtsCipher&) = delete;
+
+  uint32_t sector_size() const { return sector_size_; }
+
+  // `offset` is the byte offset of in[0] within the data segment. Offset and length must be
+  // multiples of the sector size. `out` may be `in`.
+  void encrypt(uint64_t offset, std::span<const std::byte> in, std::byte* out) const;
+  void decrypt(uint64_t offset, std::span<const std::byte> in, std::byte* out) const;
+
+ private:
+  struct Context;
+  void transform(bool encrypting, uint64_t offset, std::span<const std::byte> in,
+                 std::byte* out) const;
+  Context& borrow() const;
+
+  const uint32_t sector_size_;
+  const uint64_t iv_offset_;
+  std::vector<std::unique_ptr<Context>> contexts_;
+};
+
+}  // namespace volgate::crypto
