@@ -101,6 +101,30 @@ struct LuksContainer::Image {
   }
 };
 
+// Chooses the key derivation for keyslots created from now on.
+void set_pbkdf(LuksContainer::Image& image, bool luks2, const LuksFormatOptions& options) {
+  const std::string& pbkdf = options.pbkdf;
+  crypt_pbkdf_type kdf = *crypt_get_pbkdf_default(luks2 ? CRYPT_LUKS2 : CRYPT_LUKS1);
+  if (!pbkdf.empty())
+    kdf.type = pbkdf == "argon2id" ? CRYPT_KDF_ARGON2ID
+               : pbkdf == "argon2i" ? CRYPT_KDF_ARGON2I
+                                    : CRYPT_KDF_PBKDF2;
+  if (std::strcmp(kdf.type, CRYPT_KDF_PBKDF2) == 0) {
+    kdf.hash = "sha256";
+    kdf.max_memory_kb = 0;
+    kdf.parallel_threads = 0;
+  } else if (options.pbkdf_memory_kib) {
+    kdf.max_memory_kb = options.pbkdf_memory_kib;
+  }
+  if (options.iter_time_ms) kdf.time_ms = options.iter_time_ms;
+  if (options.pbkdf_iterations) {
+    kdf.iterations = options.pbkdf_iterations;
+    kdf.flags |= CRYPT_PBKDF_NO_BENCHMARK;
+  }
+  if (int rc = crypt_set_pbkdf_type(image.cd, &kdf); rc < 0)
+    fail(Kind::invalid, image.error_or("PBKDF settings refused: " + errno_text(rc)));
+}
+
 LuksContainer::LuksContainer(backends::BlockDevice& device, std::unique_ptr<Image> image)
     : device_(&device), image_(std::move(image)) {
   refresh_info();
@@ -157,20 +181,9 @@ LuksContainer LuksContainer::format(backends::BlockDevice& device, const LuksFor
   image->open_device();
   crypt_device* cd = image->cd;
   const char* type = luks2 ? CRYPT_LUKS2 : CRYPT_LUKS1;
-  crypt_pbkdf_type kdf = *crypt_get_pbkdf_default(type);
-  kdf.type = pbkdf == "argon2id" ? CRYPT_KDF_ARGON2ID
-             : pbkdf == "argon2i" ? CRYPT_KDF_ARGON2I
-                                  : CRYPT_KDF_PBKDF2;
-  if (pbkdf == "pbkdf2") {
-    kdf.hash = "sha256";
-    kdf.max_memory_kb = 0;
-    kdf.parallel_threads = 0;
-  } else if (options.pbkdf_memory_kib) {
-    kdf.max_memory_kb = options.pbkdf_memory_kib;
-  }
-  if (options.iter_time_ms) kdf.time_ms = options.iter_time_ms;
-  if (int rc = crypt_set_pbkdf_type(cd, &kdf); rc < 0)
-    fail(Kind::invalid, image->error_or("PBKDF settings refused: " + errno_text(rc)));
+  LuksFormatOptions kdf = options;
+  kdf.pbkdf = pbkdf;
+  set_pbkdf(*image, luks2, kdf);
 
   crypt_params_luks2 params2{};
   params2.sector_size = sector_size;
@@ -290,7 +303,11 @@ UnlockedLuks LuksContainer::unlock(const SecureBytes& passphrase) {
   return unlocked;
 }
 
-int LuksContainer::add_key(const SecureBytes& passphrase, const SecureBytes& new_passphrase) {
+int LuksContainer::add_key(const SecureBytes& passphrase, const SecureBytes& new_passphrase,
+                           const LuksFormatOptions& kdf) {
+  if (info_.version == "LUKS1" && !kdf.pbkdf.empty() && kdf.pbkdf != "pbkdf2")
+    fail(Kind::invalid, "LUKS1 keyslots use pbkdf2 only");
+  set_pbkdf(*image_, info_.version == "LUKS2", kdf);
   int rc = crypt_keyslot_add_by_passphrase(image_->cd, CRYPT_ANY_SLOT, passphrase.chars(),
                                            passphrase.size(), new_passphrase.chars(),
                                            new_passphrase.size());

@@ -53,6 +53,7 @@ struct LuksFormatOptions {
   std::string pbkdf;                   // empty: argon2id for LUKS2, pbkdf2 for LUKS1
   uint32_t iter_time_ms = 0;           // 0: libcryptsetup's default (2 s)
   uint32_t pbkdf_memory_kib = 0;       // 0: libcryptsetup's default (up to 1 GiB)
+  uint32_t pbkdf_iterations = 0;       // fixed cost instead of a timed benchmark (0: benchmark)
 };
 
 // The volume key and everything the data path needs to use it.
@@ -64,6 +65,8 @@ struct UnlockedLuks {
 
 class LuksContainer {
  public:
+  struct Image;  // the in-memory header copy, private to the implementation
+
   // Reads and parses the header of `device`. Throws LuksError.
   static LuksContainer load(backends::BlockDevice& device);
   // Writes a new header with one keyslot for `passphrase`. Throws LuksError.
@@ -78,13 +81,14 @@ class LuksContainer {
 
   // Recovers the volume key; refuses a container volgate cannot serve correctly.
   UnlockedLuks unlock(const SecureBytes& passphrase);
-  // Adds a keyslot for `new_passphrase`, unlocking with `passphrase`; returns its index.
-  int add_key(const SecureBytes& passphrase, const SecureBytes& new_passphrase);
+  // Adds a keyslot for `new_passphrase`, unlocking with `passphrase`; returns its index. The
+  // PBKDF fields of `kdf` choose the new keyslot's key derivation (the rest is ignored).
+  int add_key(const SecureBytes& passphrase, const SecureBytes& new_passphrase,
+              const LuksFormatOptions& kdf = {});
   // Removes the keyslot `passphrase` opens; returns its index. Refuses the last keyslot.
   int remove_key(const SecureBytes& passphrase);
 
  private:
-  struct Image;
   LuksContainer(backends::BlockDevice& device, std::unique_ptr<Image> image);
   void refresh_info();
   void write_back(bool whole = false);

@@ -22,6 +22,19 @@ void add_key_file(CLI::App* command, LuksOptions& options, const char* help) {
   command->add_option("--key-file", options.key_file, help)->required()->type_name("PATH");
 }
 
+// How a new keyslot derives its key from the passphrase (format and add-key).
+void add_pbkdf_options(CLI::App* command, crypto::LuksFormatOptions& f) {
+  command->add_option("--pbkdf", f.pbkdf, "argon2id (LUKS2 default), argon2i or pbkdf2 (LUKS1 default)")
+      ->check(CLI::IsMember({"argon2id", "argon2i", "pbkdf2"}));
+  command->add_option("--iter-time", f.iter_time_ms, "Milliseconds the PBKDF should take (default 2000)")
+      ->check(CLI::Range(1, 600000))->type_name("MS");
+  command->add_option("--pbkdf-memory", f.pbkdf_memory_kib, "Argon2 memory cost in KiB (default: up to 1 GiB)")
+      ->check(CLI::Range(32, 4 * 1024 * 1024))->type_name("KIB");
+  command->add_option("--pbkdf-force-iterations", f.pbkdf_iterations,
+                      "A fixed PBKDF cost instead of timing one (pbkdf2: >= 1000; argon2: passes)")
+      ->check(CLI::Range(1u, 4294967295u))->type_name("N");
+}
+
 std::string describe_slots(const crypto::LuksInfo& info) {
   std::string text;
   for (const auto& slot : info.keyslots) {
@@ -84,7 +97,7 @@ int add_key(const LuksOptions& options) {
   auto passphrase = crypto::read_key_file(options.key_file);
   auto new_passphrase = crypto::read_key_file(options.new_key_file);
   auto container = crypto::LuksContainer::load(*storage);
-  int slot = container.add_key(passphrase, new_passphrase);
+  int slot = container.add_key(passphrase, new_passphrase, options.format);
   std::printf("added keyslot %d\n", slot);
   return 0;
 }
@@ -121,12 +134,7 @@ CLI::App* add_luks_command(CLI::App& app, LuksOptions& options) {
                      "Encryption sector: 512 or 4096 (default: 4096 for LUKS2 when the size\n"
                      "allows, 512 for LUKS1)")
       ->check(CLI::IsMember({512, 4096}));
-  format->add_option("--pbkdf", f.pbkdf, "argon2id (LUKS2 default), argon2i or pbkdf2 (LUKS1 default)")
-      ->check(CLI::IsMember({"argon2id", "argon2i", "pbkdf2"}));
-  format->add_option("--iter-time", f.iter_time_ms, "Milliseconds the PBKDF should take (default 2000)")
-      ->check(CLI::Range(1, 600000))->type_name("MS");
-  format->add_option("--pbkdf-memory", f.pbkdf_memory_kib, "Argon2 memory cost in KiB (default: up to 1 GiB)")
-      ->check(CLI::Range(32, 4 * 1024 * 1024))->type_name("KIB");
+  add_pbkdf_options(format, f);
   format->add_flag("--force", options.force, "Overwrite an existing LUKS container");
   add_key_file(format, options, "Passphrase for the first keyslot");
   add_target(format, options);
@@ -138,6 +146,7 @@ CLI::App* add_luks_command(CLI::App& app, LuksOptions& options) {
   add_key_file(add, options, "A passphrase that opens the container now");
   add->add_option("--new-key-file", options.new_key_file, "The passphrase to add")
       ->required()->type_name("PATH");
+  add_pbkdf_options(add, f);
   add_target(add, options);
 
   auto* remove = luks->add_subcommand(

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# LUKS compatibility with the real tools, both ways:
+#  - containers made by cryptsetup (LUKS2 4096/512-byte sectors, argon2id and pbkdf2; LUKS1) and
+#    by qemu-img (LUKS1) are served decrypted by volgate; what volgate writes is read back by an
+#    independent decryptor (python3-cryptography with cryptsetup's volume key), by qemu-img and by
+#    nbdkit's luks filter; what they write is read correctly through volgate;
+#  - `volgate luks format` output passes cryptsetup luksDump, keyslots can be added and removed;
+#  - a wrong passphrase, an unsupported cipher, a reencryption in progress and a destroyed header
+#    are refused with one clear line and exit code 2, leaving the image byte for byte unchanged;
+#  - a damaged primary LUKS2 header with a good secondary still opens; fio verifies through
+#    encrypted exports with both sector sizes.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+require_volgate
+require_tool cryptsetup qemu-img qemu-io nbdkit nbdcopy nbdinfo fio
+PAYLOAD="$SYSPY $INTEGRATION_DIR/luks_payload.py"
+T=$TEST_TMP
+S=$T/s.sock
+printf 'correct horse battery' >"$T/k1"
+printf 'second passphrase\n' >"$T/k2"
+printf 'not the passphrase' >"$T/bad"
+# Cheap key derivation so the test spends its time on data, not on PBKDF benchmarks.
+FAST_ARGON=(--pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 32768)
+FAST_PBKDF2=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
+uri() { unix_uri "$1" "$S"; }
+
+# serve_one NAME IMAGE KEYFILE: serves IMAGE decrypted as export NAME on $S
+serve_one() {
+    start_volgate --unix "$S" --export "$1=file:$2,luks-key-file=$3"
+}
+
+# roundtrip NAME IMAGE KEYFILE: random data through volgate equals the independent decryption,
+# and data the independent encryptor writes reads back through volgate.
+roundtrip() {
+    local name=$1 img=$2 key=$3 size
+    serve_one "$name" "$img" "$key"
+    size=$(nbdinfo --size "$(uri "$name")")
+    head -c "$size" /dev/urandom >"$T/plain"
+    nbdcopy --flush "$T/plain" "$(uri "$name")"
+    stop_volgate
+    $PAYLOAD decrypt "$img" "$key" "$T/indep"
+    cmp -s "$T/plain" "$T/indep" || fail "$name: payload written by volgate does not decrypt independently"
+    head -c "$size" /dev/urandom >"$T/plain2"
+    $PAYLOAD encrypt "$img" "$key" "$T/plain2"
+    serve_one "$name" "$img" "$key"
+    nbdcopy "$(uri "$name")" "$T/back"
+    stop_volgate
+    cmp -s "$T/plain2" "$T/back" || fail "$name: independently encrypted data reads wrong through volgate"
+    cp "$T/plain2" "$T/$name.plain"  # the payload $img now holds
+    pass "$name: volgate and an independent AES-XTS implementation agree both ways"
+}
+
+# ------------------------------------------------------------------ cryptsetup-made containers
+truncate -s 40M "$T/l2-4k.img" "$T/l2-512.img" "$T/l1.img"
+cryptsetup luksFormat -q --type luks2 --sector-size 4096 "${FAST_ARGON[@]}" --key-file "$T/k1" "$T/l2-4k.img"
+cryptsetup luksFormat -q --type luks2 --sector-size 512 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/l2-512.img"
+cryptsetup luksFormat -q --type luks1 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/l1.img"
+roundtrip luks2-4k "$T/l2-4k.img" "$T/k1"
+roundtrip luks2-512 "$T/l2-512.img" "$T/k1"
+roundtrip luks1 "$T/l1.img" "$T/k1"
+
+serve_one l2 "$T/l2-4k.img" "$T/k1"
+nbdinfo --json "$(uri l2)" | "$SYSPY" -c '
+import json, sys
+e = json.load(sys.stdin)["exports"][0]
+assert e["block_size_minimum"] == 4096, e
+assert e["export-size"] == 40 * 2**20 - 16 * 2**20, e
+assert e["can_fast_zero"] is False, e' || fail "LUKS2 4096: wrong size or block sizes"
+stop_volgate
+pass "LUKS2 4096-byte sectors: 24 MiB payload, minimum block size 4096"
+
+# ------------------------------------------------------------------ QEMU and nbdkit (LUKS1)
+qemu_luks() { echo "driver=luks,key-secret=s0,file.filename=$1"; }
+qemu-img create -q -f luks --object "secret,id=s0,file=$T/k1" -o key-secret=s0,iter-time=200 "$T/q.img" 32M
+# qemu-io writes, volgate reads
+qemu-io --object "secret,id=s0,file=$T/k1" --image-opts "$(qemu_luks "$T/q.img")" \
+    -c "write -P 0x5a 0 1M" -c "write -P 0xc3 3M 512" >/dev/null
+serve_one q "$T/q.img" "$T/k1"
+nbdcopy "$(uri q)" "$T/q.plain"
+"$SYSPY" - "$T/q.plain" <<'PY' || fail "qemu-io's writes read wrong through volgate"
+import sys
+d = open(sys.argv[1], "rb").read()
+assert d[:1 << 20] == b"\x5a" * (1 << 20)
+assert d[3 << 20:(3 << 20) + 512] == b"\xc3" * 512
+PY
+# volgate writes, qemu-img and nbdkit read
+head -c 4M /dev/urandom >"$T/q.rand"
+nbdcopy --flush "$T/q.rand" "$(uri q)"
+stop_volgate
+qemu-img convert --object "secret,id=s0,file=$T/k1" --image-opts "$(qemu_luks "$T/q.img")" -O raw "$T/q.qemu"
+cmp -s -n $((4 << 20)) "$T/q.rand" "$T/q.qemu" || fail "qemu-img reads volgate's writes wrong"
+nbdkit -f -U "$T/k.sock" --filter=luks file "$T/q.img" passphrase=+"$T/k1" &
+BG_PIDS+=($!)
+for _ in $(seq 100); do [[ -S $T/k.sock ]] && break; sleep 0.05; done
+nbdcopy "nbd+unix:///?socket=$T/k.sock" "$T/q.nbdkit"
+cmp -s -n $((4 << 20)) "$T/q.rand" "$T/q.nbdkit" || fail "nbdkit --filter=luks reads volgate's writes wrong"
+pass "qemu-img LUKS1: qemu-io writes read through volgate; volgate's writes read by qemu-img and nbdkit"
+# cryptsetup's LUKS1 container through QEMU too
+qemu-img convert --object "secret,id=s0,file=$T/k1" --image-opts "$(qemu_luks "$T/l1.img")" -O raw "$T/l1.qemu"
+cmp -s "$T/luks1.plain" "$T/l1.qemu" || fail "qemu-img reads the cryptsetup LUKS1 container differently"
+pass "cryptsetup LUKS1: qemu-img reads what volgate reads"
+
+# ------------------------------------------------------------------ volgate luks format
+"$VOLGATE" luks format --pbkdf-memory 32768 --iter-time 50 --key-file "$T/k1" "file:$T/v2.img,size=48M" >"$T/fmt.out" 2>"$T/fmt.err" ||
+    fail "volgate luks format failed: $(cat "$T/fmt.err")"
+grep -q "^version: *LUKS2" "$T/fmt.out" && grep -q "^sector size: *4096" "$T/fmt.out" ||
+    fail "format summary: $(cat "$T/fmt.out")"
+cryptsetup luksDump "$T/v2.img" | grep -q "cipher: aes-xts-plain64" || fail "cryptsetup luksDump rejects volgate's LUKS2 header"
+cryptsetup luksDump "$T/v2.img" | grep -q "PBKDF: *argon2id" || fail "LUKS2 default PBKDF is not argon2id"
+roundtrip volgate-luks2 "$T/v2.img" "$T/k1"
+"$VOLGATE" luks format --type luks1 --pbkdf-force-iterations 1000 --key-file "$T/k1" "file:$T/v1.img,size=32M" >/dev/null 2>&1 ||
+    fail "volgate luks format --type luks1 failed"
+cryptsetup luksDump "$T/v1.img" | grep -q "^Version:.*1" || fail "cryptsetup does not see LUKS1"
+roundtrip volgate-luks1 "$T/v1.img" "$T/k1"
+qemu-img convert --object "secret,id=s0,file=$T/k1" --image-opts "$(qemu_luks "$T/v1.img")" -O raw "$T/v1.qemu"
+cmp -s "$T/volgate-luks1.plain" "$T/v1.qemu" || fail "qemu-img reads volgate's LUKS1 container differently"
+pass "volgate luks format: headers pass cryptsetup luksDump; QEMU opens the LUKS1 one"
+
+# an existing container is not overwritten without --force
+rc=0; "$VOLGATE" luks format --key-file "$T/k1" "file:$T/v1.img" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 2 ]] && grep -q "already holds a LUKS container" "$T/err" || fail "format over a container: rc $rc, $(cat "$T/err")"
+pass "format refuses to overwrite a container without --force"
+
+# ------------------------------------------------------------------ keyslots and wrong passphrases
+before=$(sha256sum <"$T/v2.img")
+rc=0; "$VOLGATE" luks add-key --key-file "$T/bad" --new-key-file "$T/k2" "file:$T/v2.img" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 2 && $(wc -l <"$T/err") == 1 ]] && grep -q "no keyslot opens with this passphrase" "$T/err" ||
+    fail "add-key with a wrong passphrase: rc $rc, $(cat "$T/err")"
+rc=0; start_rc=0
+"$VOLGATE" serve --unix "$S" --export "x=file:$T/v2.img,luks-key-file=$T/bad" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 2 && $(wc -l <"$T/err") == 1 ]] && grep -q "export 'x'.*no keyslot opens" "$T/err" ||
+    fail "serve with a wrong passphrase: rc $rc, $(cat "$T/err")"
+[[ $(sha256sum <"$T/v2.img") == "$before" ]] || fail "a wrong passphrase changed the image"
+! grep -rq "not the passphrase\|correct horse" "$T"/*.err "$T/err" 2>/dev/null || fail "a passphrase appeared in a log"
+pass "wrong passphrase: one clear line, exit 2, image unchanged, no passphrase in any log"
+
+"$VOLGATE" luks add-key --pbkdf-memory 32768 --iter-time 50 --key-file "$T/k1" --new-key-file "$T/k2" "file:$T/v2.img" >"$T/out" 2>&1 ||
+    fail "add-key: $(cat "$T/out")"
+[[ $(cryptsetup luksDump "$T/v2.img" | grep -c ": luks2$") == 2 ]] || fail "cryptsetup does not see two keyslots"
+cryptsetup luksOpen --test-passphrase --key-file "$T/k2" "$T/v2.img" || fail "cryptsetup cannot open the added keyslot"
+serve_one k2 "$T/v2.img" "$T/k2"
+nbdcopy "$(uri k2)" "$T/back"
+stop_volgate
+cmp -s "$T/volgate-luks2.plain" "$T/back" || fail "the second keyslot opens a different volume"
+"$VOLGATE" luks remove-key --key-file "$T/k1" "file:$T/v2.img" >"$T/out" 2>&1 || fail "remove-key: $(cat "$T/out")"
+! cryptsetup luksOpen --test-passphrase --key-file "$T/k1" "$T/v2.img" 2>/dev/null || fail "a removed key still opens (cryptsetup)"
+rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/v2.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 2 ]] || fail "a removed key still opens (volgate), rc $rc"
+rc=0; "$VOLGATE" luks remove-key --key-file "$T/k2" "file:$T/v2.img" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 2 ]] && grep -q "last one" "$T/err" || fail "removing the last keyslot: rc $rc, $(cat "$T/err")"
+pass "add-key and remove-key: cryptsetup agrees, a removed key no longer opens, the last one stays"
+
+# ------------------------------------------------------------------ damaged and unsupported headers
+cp "$T/l2-4k.img" "$T/damaged.img"
+dd if=/dev/zero of="$T/damaged.img" bs=4096 count=1 conv=notrunc status=none  # primary binary header
+serve_one damaged "$T/damaged.img" "$T/k1"
+nbdcopy "$(uri damaged)" "$T/back"
+stop_volgate
+cmp -s "$T/luks2-4k.plain" "$T/back" || fail "a LUKS2 container with a damaged primary header reads wrong"
+pass "damaged primary LUKS2 header: opens from the secondary copy"
+dd if=/dev/zero of="$T/damaged.img" bs=16384 count=2 conv=notrunc status=none  # both copies
+before=$(sha256sum <"$T/damaged.img")
+rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/damaged.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 2 && $(wc -l <"$T/err") == 1 ]] || fail "both headers destroyed: rc $rc, $(cat "$T/err")"
+[[ $(sha256sum <"$T/damaged.img") == "$before" ]] || fail "opening a destroyed header changed the image"
+pass "both LUKS2 headers destroyed: $(cat "$T/err")"
+
+truncate -s 20M "$T/cbc.img"
+cryptsetup luksFormat -q --type luks2 --cipher aes-cbc-essiv:sha256 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/cbc.img"
+rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/cbc.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 2 ]] && grep -q "aes-cbc-essiv:sha256" "$T/err" || fail "unsupported cipher: rc $rc, $(cat "$T/err")"
+pass "unsupported cipher refused: $(cat "$T/err")"
+
+cp "$T/l2-512.img" "$T/reenc.img"
+if cryptsetup reencrypt -q --init-only "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/reenc.img" 2>"$T/reenc.err"; then
+    before=$(sha256sum <"$T/reenc.img")
+    rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/reenc.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
+    [[ $rc == 2 ]] && grep -q "reencryption" "$T/err" || fail "reencryption in progress: rc $rc, $(cat "$T/err")"
+    [[ $(sha256sum <"$T/reenc.img") == "$before" ]] || fail "refusing a reencrypting container changed it"
+    pass "reencryption in progress refused: $(cat "$T/err")"
+else
+    fail "cryptsetup reencrypt --init-only failed here: $(cat "$T/reenc.err")"
+fi
+
+# ------------------------------------------------------------------ fio through encrypted exports
+start_volgate --unix "$S" --export "e4k=file:$T/l2-4k.img,luks-key-file=$T/k1" \
+    --export "e512=file:$T/l2-512.img,luks-key-file=$T/k1"
+for e in e4k e512; do
+    (cd "$T" && fio --name=v --ioengine=nbd --uri="$(uri "$e")" --rw=randwrite --bs=4k --iodepth=32 \
+        --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --output="$T/fio.$e" >/dev/null 2>&1) ||
+        fail "$e: fio verify failed: $(tail -5 "$T/fio.$e")"
+    (cd "$T" && fio --name=v --ioengine=nbd --uri="$(uri "$e")" --rw=write --bs=1M --iodepth=16 \
+        --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --output="$T/fio2.$e" >/dev/null 2>&1) ||
+        fail "$e: fio 1M verify failed: $(tail -5 "$T/fio2.$e")"
+done
+stop_volgate
+pass "fio crc32c verification at depth 32 through 4096- and 512-byte-sector exports"

@@ -1,0 +1,168 @@
+// LuksContainer and LuksDevice on a MemoryDevice: a device with no path, so these run the
+// in-memory header copy that RBD and iSCSI volumes need.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "backends/memory_device.hpp"
+#include "crypto/luks_container.hpp"
+#include "crypto/luks_device.hpp"
+#include "device_sync.hpp"
+
+namespace volgate::crypto {
+namespace {
+
+using testing::DeviceSync;
+using testing::pattern;
+
+SecureBytes secret(const std::string& text) {
+  SecureBytes s(text.size());
+  std::memcpy(s.data(), text.data(), text.size());
+  return s;
+}
+
+LuksFormatOptions quick(const std::string& type, uint32_t sector) {
+  LuksFormatOptions o;
+  o.type = type;
+  o.sector_size = sector;
+  o.pbkdf = "pbkdf2";
+  o.pbkdf_iterations = 1000;  // the minimum: no timing benchmark
+  return o;
+}
+
+class LuksTest : public ::testing::TestWithParam<std::pair<std::string, uint32_t>> {
+ protected:
+  std::shared_ptr<backends::MemoryDevice> base = std::make_shared<backends::MemoryDevice>(32 << 20, false);
+  DeviceSync io;
+};
+
+TEST_P(LuksTest, FormatThenLoadUnlockAndServeTheDecryptedPayload) {
+  auto [type, sector] = GetParam();
+  auto formatted = LuksContainer::format(*base, quick(type, sector), secret("pw"));
+  const LuksInfo& info = formatted.info();
+  EXPECT_EQ(info.version, type == "luks2" ? "LUKS2" : "LUKS1");
+  EXPECT_EQ(info.cipher, "aes-xts-plain64");
+  EXPECT_EQ(info.key_bits, 512u);
+  EXPECT_EQ(info.sector_size, sector);
+  EXPECT_EQ(info.payload_size, base->size() - info.data_offset);
+  EXPECT_TRUE(info.unsupported.empty()) << info.unsupported;
+  ASSERT_EQ(info.keyslots.size(), 1u);
+
+  // The header is on the device now: a fresh load sees the same container.
+  auto loaded = LuksContainer::load(*base);
+  EXPECT_EQ(loaded.info().uuid, info.uuid);
+  std::vector<std::byte> header_before(info.data_offset);
+  ASSERT_FALSE(io.read(*base, 0, header_before));
+
+  LuksDevice device(base, loaded.unlock(secret("pw")));
+  EXPECT_EQ(device.size(), info.payload_size);
+  EXPECT_EQ(device.capabilities().min_block_size, sector);
+  auto data = pattern(64 * 1024, 3);
+  ASSERT_FALSE(io.write(device, 8192, data));
+  std::vector<std::byte> back(data.size());
+  ASSERT_FALSE(io.read(device, 8192, back));
+  EXPECT_EQ(back, data);
+
+  // What reached the base is ciphertext, after the header, and the header is untouched.
+  std::vector<std::byte> raw(data.size());
+  ASSERT_FALSE(io.read(*base, info.data_offset + 8192, raw));
+  EXPECT_NE(raw, data);
+  std::vector<std::byte> header_after(info.data_offset);
+  ASSERT_FALSE(io.read(*base, 0, header_after));
+  EXPECT_EQ(header_after, header_before);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, LuksTest,
+                         ::testing::Values(std::pair<std::string, uint32_t>{"luks2", 4096},
+                                           std::pair<std::string, uint32_t>{"luks2", 512},
+                                           std::pair<std::string, uint32_t>{"luks1", 512}));
+
+class LuksDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LuksContainer::format(*base, quick("luks2", 4096), secret("pw"));
+    device = std::make_unique<LuksDevice>(base, LuksContainer::load(*base).unlock(secret("pw")));
+  }
+  std::shared_ptr<backends::MemoryDevice> base = std::make_shared<backends::MemoryDevice>(32 << 20, false);
+  std::unique_ptr<LuksDevice> device;
+  DeviceSync io;
+};
+
+TEST_F(LuksDeviceTest, RefusesMisalignedAndOutOfRangeRequests) {
+  std::vector<std::byte> buf(4096);
+  EXPECT_EQ(io.read(*device, 512, buf).value(), EINVAL);
+  std::vector<std::byte> small(512);
+  EXPECT_EQ(io.write(*device, 0, small).value(), EINVAL);
+  EXPECT_EQ(io.write(*device, device->size(), buf).value(), ENOSPC);
+  EXPECT_EQ(io.read(*device, device->size() - 4096, buf).value(), 0);
+}
+
+TEST_F(LuksDeviceTest, WriteZeroesReadsBackAsZeroesAndIsNeverFast) {
+  auto data = pattern(3 << 20, 9);
+  ASSERT_FALSE(io.write(*device, 0, data));
+  EXPECT_FALSE(io.run([&](auto done) { device->write_zeroes(4096, (2 << 20) + 8192, {}, done); }));
+  std::vector<std::byte> back(data.size());
+  ASSERT_FALSE(io.read(*device, 0, back));
+  EXPECT_TRUE(std::equal(back.begin(), back.begin() + 4096, data.begin()));
+  EXPECT_TRUE(testing::all_zero({back.begin() + 4096, back.begin() + 4096 + (2 << 20) + 8192}));
+  EXPECT_TRUE(std::equal(back.begin() + 4096 + (2 << 20) + 8192, back.end(),
+                         data.begin() + 4096 + (2 << 20) + 8192));
+  EXPECT_EQ(io.run([&](auto done) { device->write_zeroes(0, 4096, {.fast_only = true}, done); }).value(),
+            ENOTSUP);
+}
+
+TEST_F(LuksDeviceTest, HolesAreNeverReportedAsZeroes) {
+  auto [ec, extents] = io.block_status(*device, 0, device->size());
+  ASSERT_FALSE(ec);
+  ASSERT_FALSE(extents.empty());
+  for (const auto& e : extents) EXPECT_FALSE(e.zero);
+}
+
+TEST(LuksContainer, WrongPassphraseAndKeyslotLifecycle) {
+  auto base = std::make_shared<backends::MemoryDevice>(32 << 20, false);
+  DeviceSync io;
+  LuksContainer::format(*base, quick("luks2", 4096), secret("one"));
+  auto container = LuksContainer::load(*base);
+  try {
+    container.unlock(secret("two"));
+    FAIL() << "a wrong passphrase unlocked";
+  } catch (const LuksError& e) {
+    EXPECT_EQ(e.kind, LuksError::Kind::wrong_passphrase);
+  }
+  LuksFormatOptions kdf = quick("luks2", 4096);
+  EXPECT_THROW(container.add_key(secret("bad"), secret("two"), kdf), LuksError);
+  EXPECT_EQ(container.add_key(secret("one"), secret("two"), kdf), 1);
+  auto reloaded = LuksContainer::load(*base);  // the new keyslot was written back
+  EXPECT_EQ(reloaded.info().keyslots.size(), 2u);
+  auto k1 = reloaded.unlock(secret("one"));
+  auto k2 = reloaded.unlock(secret("two"));
+  ASSERT_EQ(k1.volume_key.size(), k2.volume_key.size());
+  EXPECT_EQ(std::memcmp(k1.volume_key.data(), k2.volume_key.data(), k1.volume_key.size()), 0);
+  EXPECT_EQ(reloaded.remove_key(secret("one")), 0);
+  auto after = LuksContainer::load(*base);
+  EXPECT_THROW(after.unlock(secret("one")), LuksError);
+  EXPECT_NO_THROW(after.unlock(secret("two")));
+  try {
+    after.remove_key(secret("two"));
+    FAIL() << "the last keyslot was removed";
+  } catch (const LuksError& e) {
+    EXPECT_EQ(e.kind, LuksError::Kind::invalid);
+  }
+}
+
+TEST(LuksContainer, NotLuksAndTooSmall) {
+  auto blank = std::make_shared<backends::MemoryDevice>(8 << 20, false);
+  try {
+    LuksContainer::load(*blank);
+    FAIL() << "a blank device loaded";
+  } catch (const LuksError& e) {
+    EXPECT_EQ(e.kind, LuksError::Kind::not_luks);
+  }
+  // LUKS2's default 16 MiB header does not fit on 8 MiB.
+  EXPECT_THROW(LuksContainer::format(*blank, quick("luks2", 4096), secret("pw")), LuksError);
+  // LUKS1 does not do 4096-byte sectors.
+  EXPECT_THROW(LuksContainer::format(*blank, quick("luks1", 4096), secret("pw")), LuksError);
+}
+
+}  // namespace
+}  // namespace volgate::crypto
