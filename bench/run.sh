@@ -9,7 +9,8 @@ for a in "$@"; do
   if [[ $a =~ ^[A-Za-z0-9_./,=:@+%-]+$ ]]; then CMDLINE+=" $a"; else CMDLINE+=" $(printf '%q' "$a")"; fi
 done
 
-ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd)
+ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
+             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2)
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
 
 RUNTIME=10
@@ -54,9 +55,13 @@ Options:
   --out FILE         also append the header and table to FILE
   -h, --help         show this help
 
-Defaults take about 6.5-7 minutes (6 servers x 5 workloads x (ramp + runtime + ~0.5 s),
-plus ~2-3 s of untimed prefill per memory-server row).
-Needs: fio (with the nbd engine), nbdkit, qemu-nbd, ss (iproute2), /usr/bin/python3.
+Defaults take about 11 minutes (10 servers x 5 workloads x (ramp + runtime + ~0.5 s),
+plus ~2-3 s of untimed prefill per memory-server row and the LUKS image preparation).
+The LUKS rows: volgate-luks, nbdkit-luks (--filter=luks) and qemu-nbd-luks serve one LUKS1
+image made by qemu-img; volgate-luks2 serves a LUKS2 image (4096-byte sectors) made by
+cryptsetup. Both payloads are --size and are filled with data through volgate first.
+Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
+/usr/bin/python3.
 Exits non-zero if any row failed; the failures are listed under the table.
 EOF
 }
@@ -176,6 +181,11 @@ server_cmd() { # server sock -> prints argv, one per line
     nbdkit-memory)  printf '%s\n' nbdkit -f -U "$sock" memory "size=$SIZE" ;;
     nbdkit-null)    printf '%s\n' nbdkit -f -U "$sock" null "size=$SIZE" ;;
     qemu-nbd)       printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback --aio=threads "$IMG" ;;
+    volgate-luks)   printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=file:$LUKS1_IMG,luks-key-file=$KEY" ;;
+    volgate-luks2)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=file:$LUKS2_IMG,luks-key-file=$KEY" ;;
+    nbdkit-luks)    printf '%s\n' nbdkit -f -U "$sock" --filter=luks file "$LUKS1_IMG" "passphrase=+$KEY" ;;
+    qemu-nbd-luks)  printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --aio=threads \
+                      --object "secret,id=s0,file=$KEY" --image-opts "driver=luks,key-secret=s0,file.filename=$LUKS1_IMG" ;;
   esac
 }
 
@@ -323,7 +333,52 @@ run_row() {
   log "$s/$w: ${RES[$s|$w|mibs]} MiB/s, ${RES[$s|$w|iops]} IOPS, ${RES[$s|$w|cpug]:-?} CPU-s/GiB, peak RSS ${RES[$s|$w|rss]:-?} MiB"
 }
 
+# LUKS images: one LUKS1 image made by qemu-img, served by volgate, nbdkit's luks filter and
+# qemu-nbd alike, and a LUKS2 image (4096-byte sectors) made by cryptsetup for volgate. Both
+# have a payload of SIZE, filled through volgate so every read decrypts real ciphertext.
+KEY=$WORK/passphrase
+LUKS1_IMG=$WORK/luks1.img
+LUKS2_IMG=$WORK/luks2.img
+need_luks1=0 need_luks2=0
+for s in "${SERVERS[@]}"; do
+  case $s in
+    volgate-luks | nbdkit-luks | qemu-nbd-luks) need_luks1=1 ;;
+    volgate-luks2) need_luks2=1 ;;
+  esac
+done
+if ((need_luks1 + need_luks2)); then
+  [[ -x $VOLGATE ]] || die "the LUKS rows fill their images through volgate: build it first"
+  command -v qemu-img >/dev/null || die "qemu-img not found"
+  ((need_luks2 == 0)) || command -v cryptsetup >/dev/null || die "cryptsetup not found"
+  printf 'bench passphrase' >"$KEY"
+  avail=$(df -B1 --output=avail "$SHM" | tail -1)
+  ((avail > (1 + need_luks1 + need_luks2) * SIZE + (256 << 20))) || die "not enough space in $SHM for the LUKS images"
+fi
+
+prepare_luks() {  # IMAGE: fills the payload through a volgate export
+  local img=$1 sock=$WORK/fill.sock pid i
+  "$VOLGATE" serve --unix "$sock" --export "fill=file:$img,luks-key-file=$KEY" >/dev/null 2>"$WORK/fill.err" &
+  pid=$!
+  for ((i = 0; i < 100; i++)); do [[ -S $sock ]] && break; sleep 0.1; done
+  fio --name=fill --ioengine=nbd --uri="$(uri "$sock")" --rw=write --bs=1M --iodepth=16 \
+      --output=/dev/null >"$WORK/fill.fio" 2>&1 || die "filling $img failed: $(tail -c 300 "$WORK/fill.fio")"
+  kill -TERM "$pid"; wait "$pid"
+}
+
 # ---------------------------------------------------------------------------
+if ((need_luks1)); then
+  log "LUKS1 image by qemu-img: $LUKS1_IMG ($SIZE_STR payload)"
+  qemu-img create -q -f luks --object "secret,id=s0,file=$KEY" -o key-secret=s0,iter-time=100 \
+      "$LUKS1_IMG" "$SIZE" || die "qemu-img create -f luks failed"
+  prepare_luks "$LUKS1_IMG"
+fi
+if ((need_luks2)); then
+  log "LUKS2 image by cryptsetup: $LUKS2_IMG ($SIZE_STR payload, 4096-byte sectors)"
+  truncate -s $((SIZE + (16 << 20))) "$LUKS2_IMG"
+  cryptsetup luksFormat -q --type luks2 --sector-size 4096 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+      --key-file "$KEY" "$LUKS2_IMG" || die "cryptsetup luksFormat failed"
+  prepare_luks "$LUKS2_IMG"
+fi
 log "image: $IMG ($SIZE_STR), filling with data"
 if ! fio --name=fill --ioengine=psync --rw=write --bs=1M --size="$SIZE" --filename="$IMG" \
     --output=/dev/null >"$WORK/fill.err" 2>&1; then
@@ -350,6 +405,18 @@ done
 # ---------------------------------------------------------------------------
 ratio() { # a b -> a/b with 2 decimals, or empty
   [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b }'
+}
+
+faster() {  # WORKLOAD SERVER... -> the server with the highest MiB/s on WORKLOAD, if any ran
+  local w=$1 best="" s
+  shift
+  for s in "$@"; do
+    [[ -n ${RES[$s|$w|mibs]:-} ]] || continue
+    if [[ -z $best ]] || awk -v a="${RES[$s|$w|mibs]}" -v b="${RES[$best|$w|mibs]}" 'BEGIN{exit !(a > b)}'; then
+      best=$s
+    fi
+  done
+  echo "$best"
 }
 
 report() {
@@ -382,25 +449,34 @@ report() {
   echo "  srv CPU % = the same over wall time (200 % = both cores); fio CPU % = fio's usr+sys;"
   echo "  other CPU % = busy CPU of everything else on the machine (should be near 0); peak RSS = server VmHWM;"
   echo "  ×nbdkit = volgate value / nbdkit value on the same backend (MiB/s: higher is better; CPU s/GiB: lower is better)"
+  echo "  ×best other LUKS = volgate LUKS MiB/s / the faster of nbdkit-luks and qemu-nbd-luks (same LUKS1 image);"
+  echo "  ×volgate-file = volgate LUKS MiB/s / volgate's plaintext file export"
   echo
-  echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | other CPU % | peak RSS MiB | MiB/s ×nbdkit | CPU/GiB ×nbdkit |"
-  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | other CPU % | peak RSS MiB | MiB/s ×nbdkit | CPU/GiB ×nbdkit | MiB/s ×best other LUKS | MiB/s ×volgate-file |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
   local w s ref r1 r2
   for w in "${WORKLOADS[@]}"; do
     for s in "${SERVERS[@]}"; do
       if [[ -n ${RES[$s|$w|err]:-} ]]; then
-        echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | |"
+        echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | | | |"
         continue
       fi
-      r1="" r2=""
-      if [[ $s == volgate-* ]]; then
-        ref=nbdkit-${s#volgate-}
-        r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}")
-        r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[$ref|$w|cpug]:-}")
-        [[ -n $r1 ]] || r1="n/a"
-        [[ -n $r2 ]] || r2="n/a"
-      fi
-      echo "| $w | $s | ${RES[$s|$w|mibs]} | ${RES[$s|$w|iops]} | ${RES[$s|$w|lat]} | ${RES[$s|$w|cpug]:-?} | ${RES[$s|$w|cpup]:-?} | ${RES[$s|$w|fcpu]} | ${RES[$s|$w|other]:-?} | ${RES[$s|$w|rss]:-?} | $r1 | $r2 |"
+      r1="" r2="" r3="" r4=""
+      case $s in
+        volgate-file | volgate-memory)
+          ref=nbdkit-${s#volgate-}
+          r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}")
+          r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[$ref|$w|cpug]:-}")
+          [[ -n $r1 ]] || r1="n/a"
+          [[ -n $r2 ]] || r2="n/a"
+          ;;
+        volgate-luks | volgate-luks2)
+          ref=$(faster "$w" nbdkit-luks qemu-nbd-luks)
+          [[ -n $ref ]] && r3="$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}") (${ref})"
+          r4=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[volgate-file|$w|mibs]:-}")
+          ;;
+      esac
+      echo "| $w | $s | ${RES[$s|$w|mibs]} | ${RES[$s|$w|iops]} | ${RES[$s|$w|lat]} | ${RES[$s|$w|cpug]:-?} | ${RES[$s|$w|cpup]:-?} | ${RES[$s|$w|fcpu]} | ${RES[$s|$w|other]:-?} | ${RES[$s|$w|rss]:-?} | $r1 | $r2 | $r3 | $r4 |"
     done
   done
   if ((${#ANOMALIES[@]})); then
