@@ -36,8 +36,13 @@ class XtsCipher {
 
  private:
   struct Context;
+  // Requests at least this large are split across cores (see CryptoWorkers).
+  static constexpr size_t kParallelBytes = 128 * 1024;
+
   void transform(bool encrypting, uint64_t offset, std::span<const std::byte> in,
                  std::byte* out) const;
+  void transform_serial(bool encrypting, uint64_t offset, std::span<const std::byte> in,
+                        std::byte* out) const;
   Context& borrow() const;
 
   const uint32_t sector_size_;

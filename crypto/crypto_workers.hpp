@@ -1,0 +1,43 @@
+#pragma once
+// Helper threads that share large encrypt/decrypt jobs with the I/O threads, so a 1 MiB
+// request is ciphered on several cores at once instead of one.
+//
+// The caller always does one share itself and waits for the rest; helpers only ever run
+// cipher work, never I/O, so waiting for them cannot deadlock.
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace volgate::crypto {
+
+class CryptoWorkers {
+ public:
+  // The process-wide set: one helper per core beyond the first (at least one).
+  static CryptoWorkers& instance();
+
+  explicit CryptoWorkers(unsigned helpers);
+  ~CryptoWorkers();
+  CryptoWorkers(const CryptoWorkers&) = delete;
+  CryptoWorkers& operator=(const CryptoWorkers&) = delete;
+
+  // Calls work(first, count) over [0, units) in contiguous shares, one per helper plus one on
+  // the calling thread, and returns once all are done. Exceptions from a share are rethrown.
+  void run(size_t units, const std::function<void(size_t first, size_t count)>& work);
+
+ private:
+  struct Share;
+  void helper_loop();
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Share*> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace volgate::crypto
