@@ -73,25 +73,12 @@ for name in ("plain", "direct"):
     hs[name] = h
 # 32 x 1 MiB writes pipelined on a raw connection per export (so that they are really on the
 # wire, not queued in a client library), then SIGTERM as soon as the last byte is sent.
-import socket, struct, threading
+import socket, struct, sys, threading
+import nbd_go
 
 
 def raw_go(name):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(S)
-    s.settimeout(20)
-    s.recv(18, socket.MSG_WAITALL)
-    s.sendall(struct.pack(">I", 3))
-    n = name.encode()
-    s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 4 + len(n) + 2) + struct.pack(">I", len(n)) + n + b"\0\0")
-    while True:
-        magic, opt, typ, ln = struct.unpack(">QIII", s.recv(20, socket.MSG_WAITALL))
-        if ln:
-            s.recv(ln, socket.MSG_WAITALL)
-        if typ == 1:
-            return s
-        if typ & 0x80000000:
-            sys.exit("GO %s failed: 0x%x" % (name, typ))
+    return nbd_go.go(S, name)
 
 
 socks, datas, raws = {}, {}, {}
@@ -165,22 +152,10 @@ truncate -s 64M "$TEST_TMP/race.img"
 start_volgate --unix "$S" --export "race=file:$TEST_TMP/race.img"
 SOCK=$S PID=$VG_PID IMG=$TEST_TMP/race.img OUT=$TEST_TMP/race "$SYSPY" - <<'EOF' || fail "SIGTERM racing a write stream"
 import os, signal, socket, struct, sys, threading, time
+import nbd_go
 S, PID, IMG = os.environ["SOCK"], int(os.environ["PID"]), os.environ["IMG"]
 MiB = 1 << 20
-s = socket.socket(socket.AF_UNIX)
-s.connect(S)
-s.settimeout(20)
-s.recv(18, socket.MSG_WAITALL)
-s.sendall(struct.pack(">I", 3))
-s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 4 + 4 + 2) + struct.pack(">I", 4) + b"race\0\0")
-while True:
-    magic, opt, typ, ln = struct.unpack(">QIII", s.recv(20, socket.MSG_WAITALL))
-    if ln:
-        s.recv(ln, socket.MSG_WAITALL)
-    if typ == 1:
-        break
-    if typ & 0x80000000:
-        sys.exit("GO failed")
+s = nbd_go.go(S, "race")
 datas = [bytes([i + 1]) * MiB for i in range(56)]
 
 
@@ -282,19 +257,8 @@ S=$TEST_TMP/e.sock
 start_volgate --unix "$S" --export "m=memory:64M"
 "$SYSPY" - "$S" >"$TEST_TMP/noread.out" 2>&1 <<'EOF' &
 import socket, struct, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.recv(18, socket.MSG_WAITALL)
-s.sendall(struct.pack(">I", 3))
-s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 4 + 1 + 2) + struct.pack(">I", 1) + b"m\0\0")
-while True:
-    magic, opt, typ, ln = struct.unpack(">QIII", s.recv(20, socket.MSG_WAITALL))
-    if ln:
-        s.recv(ln, socket.MSG_WAITALL)
-    if typ == 1:
-        break
-    if typ & 0x80000000:
-        sys.exit("GO failed")
+import nbd_go
+s = nbd_go.go(sys.argv[1], "m", timeout=None)
 s.sendall(b"".join(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, i << 20, 1 << 20) for i in range(64)))
 print("requested", flush=True)
 time.sleep(60)
@@ -317,22 +281,8 @@ cp "$TEST_TMP/stuck.img" "$TEST_TMP/stuck.orig"
 start_volgate --unix "$S" --export "s=file:$TEST_TMP/stuck.img"
 "$SYSPY" - "$S" >"$TEST_TMP/stuck.out" 2>&1 <<'EOF' &
 import socket, struct, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.recv(18, socket.MSG_WAITALL)
-s.sendall(struct.pack(">I", 3))
-name = b"s"
-s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 4 + len(name) + 2) + struct.pack(">I", len(name)) + name + b"\0\0")
-got = b""
-while True:  # option replies until ACK for GO
-    hdr = s.recv(20, socket.MSG_WAITALL)
-    magic, opt, typ, ln = struct.unpack(">QIII", hdr)
-    if ln:
-        s.recv(ln, socket.MSG_WAITALL)
-    if typ == 1:
-        break
-    if typ & 0x80000000:
-        sys.exit("GO failed")
+import nbd_go
+s = nbd_go.go(sys.argv[1], "s", timeout=None)
 # WRITE of 1 MiB at offset 1 MiB, but only 100 KiB of the payload
 s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 7, 1 << 20, 1 << 20) + b"\xee" * 102400)
 print("stuck", flush=True)
