@@ -368,8 +368,12 @@ prepare_luks() {  # IMAGE: fills the payload through a volgate export
 # ---------------------------------------------------------------------------
 if ((need_luks1)); then
   log "LUKS1 image by qemu-img: $LUKS1_IMG ($SIZE_STR payload)"
-  qemu-img create -q -f luks --object "secret,id=s0,file=$KEY" -o key-secret=s0,iter-time=100 \
-      "$LUKS1_IMG" "$SIZE" || die "qemu-img create -f luks failed"
+  # QEMU's PBKDF timing sometimes fails on a busy VM ("Unable to get accurate CPU usage"): retry.
+  for attempt in 1 2 3 4 5; do
+    qemu-img create -q -f luks --object "secret,id=s0,file=$KEY" -o key-secret=s0,iter-time=100 \
+        "$LUKS1_IMG" "$SIZE" 2>"$WORK/qemu-img.err" && break
+    ((attempt < 5)) || die "qemu-img create -f luks failed: $(cat "$WORK/qemu-img.err")"
+  done
   prepare_luks "$LUKS1_IMG"
 fi
 if ((need_luks2)); then

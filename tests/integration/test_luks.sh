@@ -71,7 +71,13 @@ pass "LUKS2 4096-byte sectors: 24 MiB payload, minimum block size 4096"
 
 # ------------------------------------------------------------------ QEMU and nbdkit (LUKS1)
 qemu_luks() { echo "driver=luks,key-secret=s0,file.filename=$1"; }
-qemu-img create -q -f luks --object "secret,id=s0,file=$T/k1" -o key-secret=s0,iter-time=200 "$T/q.img" 32M
+# QEMU times its PBKDF with the thread's CPU clock and gives up ("Unable to get accurate CPU
+# usage") when a short run measures as zero, which happens now and then on a busy VM: retry.
+for attempt in 1 2 3 4 5; do
+    qemu-img create -q -f luks --object "secret,id=s0,file=$T/k1" -o key-secret=s0,iter-time=200 \
+        "$T/q.img" 32M 2>"$T/qemu-create.err" && break
+    ((attempt < 5)) || fail "qemu-img create -f luks: $(cat "$T/qemu-create.err")"
+done
 # qemu-io writes, volgate reads
 qemu-io --object "secret,id=s0,file=$T/k1" --image-opts "$(qemu_luks "$T/q.img")" \
     -c "write -P 0x5a 0 1M" -c "write -P 0xc3 3M 512" >/dev/null
