@@ -227,7 +227,9 @@ std::unique_ptr<FileDevice> FileDevice::open(const FileOptions& options) {
   struct statfs fs {};
   if (options.direct)
     inline_io = InlineIo::never;
-  else if (::fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC))
+  // A device node's own filesystem (devtmpfs) says nothing about the device behind it.
+  else if (!is_block && ::fstatfs(fd, &fs) == 0 &&
+           (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC))
     inline_io = InlineIo::always;
   return std::unique_ptr<FileDevice>(new FileDevice(fd, size, options, is_block, inline_io));
 }

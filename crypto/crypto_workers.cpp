@@ -53,10 +53,22 @@ void CryptoWorkers::run(size_t units, const std::function<void(size_t, size_t)>&
   const size_t per_part = units / parts;
   // The caller takes the first share (with the remainder); helpers take the others.
   const size_t own = units - per_part * (parts - 1);
+  std::vector<std::unique_ptr<Share>> shares;
+  for (size_t i = 0; i + 1 < parts; ++i)
+    shares.push_back(std::make_unique<Share>(Share{&work, own + i * per_part, per_part, batch}));
   {
     std::lock_guard lock(mutex_);
-    for (size_t i = 0; i + 1 < parts; ++i)
-      queue_.push_back(new Share{&work, own + i * per_part, per_part, batch});
+    size_t queued = 0;
+    try {
+      for (auto& share : shares) {
+        queue_.push_back(share.get());
+        ++queued;
+      }
+    } catch (...) {
+      queue_.erase(queue_.end() - static_cast<ptrdiff_t>(queued), queue_.end());
+      throw;  // nothing of this batch is left where a helper could find it
+    }
+    for (auto& share : shares) share.release();  // helpers own them now
   }
   wake_.notify_all();
   std::exception_ptr error;

@@ -47,6 +47,20 @@ struct LuksContainer::Image {
 
   std::string path() const { return "/proc/self/fd/" + std::to_string(fd); }
 
+  // The primary header magic at 0 (LUKS1 and LUKS2), or a LUKS2 secondary header at one of
+  // the offsets the format allows (16 KiB to 4 MiB).
+  bool has_luks_signature() const {
+    static const unsigned char primary[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
+    static const unsigned char secondary[6] = {'S', 'K', 'U', 'L', 0xba, 0xbe};
+    auto magic_at = [&](uint64_t at, const unsigned char* magic) {
+      return at + 6 <= original.size() && std::memcmp(original.data() + at, magic, 6) == 0;
+    };
+    if (magic_at(0, primary)) return true;
+    for (uint64_t at = 16 * 1024; at <= 4 * 1024 * 1024; at *= 2)
+      if (magic_at(at, secondary)) return true;
+    return false;
+  }
+
   static std::unique_ptr<Image> create(uint64_t device_size) {
     // libcryptsetup takes a global metadata lock per device; our copy is private to us.
     crypt_metadata_locking(nullptr, 0);
@@ -141,9 +155,11 @@ LuksContainer LuksContainer::load(backends::BlockDevice& device) {
   for (;;) {
     image->open_device();
     if (int rc = crypt_load(image->cd, CRYPT_LUKS, nullptr); rc < 0) {
-      if (rc == -EINVAL || rc == -ENOENT)
-        fail(Kind::not_luks, image->error_or("no LUKS header found"));
-      fail(Kind::invalid, image->error_or("cannot load the LUKS header: " + errno_text(rc)));
+      // A LUKS signature that does not load is a damaged header, never "not LUKS": that
+      // answer lets `format` go ahead without --force.
+      if (!image->has_luks_signature())
+        fail(Kind::not_luks, "no LUKS header found");
+      fail(Kind::invalid, image->error_or("the LUKS header is damaged: " + errno_text(rc)));
     }
     uint64_t data_offset = crypt_get_data_offset(image->cd) * 512;
     if (data_offset <= image->copied) break;
@@ -263,9 +279,15 @@ void LuksContainer::refresh_info() {
       }
     }
   }
+  info.payload_size -= info.payload_size % info.sector_size;  // a partial last sector is unusable
   if (info.payload_size == 0) problems.push_back("no room for data after the header");
-  if (info.payload_size % info.sector_size != 0)
-    info.payload_size -= info.payload_size % info.sector_size;  // a partial last sector is unusable
+  // Data must start after the metadata and keyslots, or writes would overwrite them; a data
+  // offset of 0 means a detached header, which volgate does not handle.
+  uint64_t metadata_size = 0, keyslots_size = 0;
+  if (luks2 && crypt_get_metadata_size(cd, &metadata_size, &keyslots_size) == 0 &&
+      info.data_offset < 2 * metadata_size + keyslots_size)
+    problems.push_back("a data segment that overlaps the header");
+  if (info.data_offset == 0) problems.push_back("a detached header (data offset 0)");
   for (size_t i = 0; i < problems.size(); ++i)
     info.unsupported += (i ? ", " : "") + problems[i];
 
@@ -339,7 +361,8 @@ int LuksContainer::remove_key(const SecureBytes& passphrase) {
 void LuksContainer::write_back(bool whole) {
   backends::SyncIo io;
   constexpr size_t kUnit = 4096;
-  std::vector<std::byte> current(static_cast<size_t>(image_->copied));
+  // Only the header area: the copy may extend past the data offset, and those bytes are data.
+  std::vector<std::byte> current(static_cast<size_t>(std::min(image_->copied, info_.data_offset)));
   if (::pread(image_->fd, current.data(), current.size(), 0) != static_cast<ssize_t>(current.size()))
     fail(Kind::io, std::string("reading the header copy: ") + std::strerror(errno));
   const std::vector<std::byte>& before = image_->original;
@@ -362,7 +385,8 @@ void LuksContainer::write_back(bool whole) {
     pos = end;
   }
   if (auto ec = io.flush(*device_)) fail(Kind::io, "flushing the header: " + ec.message());
-  image_->original = std::move(current);
+  if (image_->original.size() < current.size()) image_->original.resize(current.size());
+  std::copy(current.begin(), current.end(), image_->original.begin());
 }
 
 }  // namespace volgate::crypto

@@ -38,6 +38,10 @@ std::error_code LuksDevice::check(uint64_t offset, uint64_t length, int out_of_r
   return {};
 }
 
+// The cipher throws only if OpenSSL fails (or memory runs out): the request then fails with
+// EIO rather than escaping into the caller's event loop.
+static std::error_code cipher_failed() { return errno_code(EIO); }
+
 void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
   if (auto ec = check(offset, data.size(), EINVAL)) return done(ec);
   struct ReadOp {
@@ -49,7 +53,13 @@ void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion don
   auto* op = new ReadOp{this, offset, data, std::move(done)};
   base_->read(info_.data_offset + offset, data, [op](std::error_code ec) {
     std::unique_ptr<ReadOp> owned(op);
-    if (!ec) op->self->cipher_.decrypt(op->offset, op->data, op->data.data());
+    if (!ec) {
+      try {
+        op->self->cipher_.decrypt(op->offset, op->data, op->data.data());
+      } catch (const std::exception&) {
+        ec = cipher_failed();
+      }
+    }
     owned->done(ec);
   });
 }
@@ -61,9 +71,16 @@ void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backend
     Buffer ciphertext;
     Completion done;
   };
-  auto* op = new WriteOp{Buffer::allocate(data.size()), std::move(done)};
-  cipher_.encrypt(offset, data, op->ciphertext.data());
-  base_->write(info_.data_offset + offset, op->ciphertext.span(), flags, [op](std::error_code ec) {
+  std::unique_ptr<WriteOp> op;
+  try {
+    op.reset(new WriteOp{Buffer::allocate(data.size()), std::move(done)});
+    cipher_.encrypt(offset, data, op->ciphertext.data());
+  } catch (const std::exception&) {
+    if (op) done = std::move(op->done);
+    return done(cipher_failed());
+  }
+  auto span = op->ciphertext.span();
+  base_->write(info_.data_offset + offset, span, flags, [op = op.release()](std::error_code ec) {
     std::unique_ptr<WriteOp> owned(op);
     owned->done(ec);
   });
@@ -78,7 +95,8 @@ void LuksDevice::trim(uint64_t offset, uint64_t length, Completion done) {
 }
 
 // Writes encrypted zeroes one chunk at a time, so a request for gigabytes of zeroes needs one
-// pooled megabyte, not gigabytes.
+// pooled megabyte, not gigabytes. A loop rather than recursion: a base device that completes
+// inline would otherwise nest one stack frame per chunk.
 struct LuksDevice::ZeroWriter {
   static constexpr uint64_t kChunk = 1024 * 1024;
   LuksDevice* self;
@@ -87,20 +105,41 @@ struct LuksDevice::ZeroWriter {
   bool fua;
   Buffer buffer;
   Completion done;
+  bool in_loop = false;         // run() is on the stack
+  bool chunk_completed = false;  // the chunk it started has completed already
+  std::error_code chunk_error;   // and how
 
-  void next() {
-    if (remaining == 0) return finish({});
-    const auto length = static_cast<size_t>(std::min(kChunk, remaining));
-    std::span<std::byte> chunk(buffer.data(), length);
-    std::memset(chunk.data(), 0, length);
-    self->cipher_.encrypt(offset, chunk, chunk.data());
-    const uint64_t at = offset;
-    offset += length;
-    remaining -= length;
-    self->base_->write(self->info_.data_offset + at, chunk, {.fua = fua}, [this](std::error_code ec) {
-      if (ec) return finish(ec);
-      next();
-    });
+  void run() {
+    in_loop = true;
+    while (remaining > 0) {
+      const auto length = static_cast<size_t>(std::min(kChunk, remaining));
+      std::span<std::byte> chunk(buffer.data(), length);
+      std::memset(chunk.data(), 0, length);
+      try {
+        self->cipher_.encrypt(offset, chunk, chunk.data());
+      } catch (const std::exception&) {
+        return finish(cipher_failed());
+      }
+      const uint64_t at = offset;
+      offset += length;
+      remaining -= length;
+      chunk_completed = false;
+      self->base_->write(self->info_.data_offset + at, chunk, {.fua = fua}, [this](std::error_code ec) {
+        if (in_loop) {  // completed inline: the loop looks at the result
+          chunk_completed = true;
+          chunk_error = ec;
+          return;
+        }
+        if (ec) return finish(ec);
+        run();  // completed later: go on from here
+      });
+      if (!chunk_completed) {
+        in_loop = false;  // the completion callback resumes us
+        return;
+      }
+      if (chunk_error) return finish(chunk_error);
+    }
+    finish({});
   }
 
   void finish(std::error_code ec) {
@@ -118,7 +157,7 @@ void LuksDevice::write_zeroes(uint64_t offset, uint64_t length, backends::ZeroFl
   auto* writer = new ZeroWriter{this, offset, length, flags.fua,
                                 Buffer::allocate(static_cast<size_t>(std::min(ZeroWriter::kChunk, length))),
                                 std::move(done)};
-  writer->next();
+  writer->run();
 }
 
 void LuksDevice::block_status(uint64_t offset, uint64_t length, backends::ExtentsCompletion done) {

@@ -150,6 +150,63 @@ TEST(LuksContainer, WrongPassphraseAndKeyslotLifecycle) {
   }
 }
 
+// A MemoryDevice that fails every write after the first `good_writes` once armed, to inject
+// storage errors under LuksDevice.
+class FailingWrites final : public backends::BlockDevice {
+ public:
+  FailingWrites(uint64_t size, int good_writes) : memory_(size, false), good_(good_writes) {}
+  uint64_t size() const override { return memory_.size(); }
+  backends::DeviceCapabilities capabilities() const override { return memory_.capabilities(); }
+  std::string description() const override { return "failing " + memory_.description(); }
+  void read(uint64_t o, std::span<std::byte> d, backends::Completion done) override {
+    memory_.read(o, d, std::move(done));
+  }
+  void write(uint64_t o, std::span<const std::byte> d, backends::WriteFlags f,
+             backends::Completion done) override {
+    if (armed && good_-- <= 0) return done(backends::errno_code(EIO));
+    memory_.write(o, d, f, std::move(done));
+  }
+  void flush(backends::Completion done) override { memory_.flush(std::move(done)); }
+  void trim(uint64_t o, uint64_t l, backends::Completion done) override { memory_.trim(o, l, std::move(done)); }
+  void write_zeroes(uint64_t o, uint64_t l, backends::ZeroFlags f, backends::Completion done) override {
+    memory_.write_zeroes(o, l, f, std::move(done));
+  }
+  void block_status(uint64_t o, uint64_t l, backends::ExtentsCompletion done) override {
+    memory_.block_status(o, l, std::move(done));
+  }
+  bool armed = false;
+
+ private:
+  backends::MemoryDevice memory_;
+  int good_;
+};
+
+TEST(LuksDevice, WriteZeroesStopsAtTheFirstFailedChunk) {
+  auto base = std::make_shared<FailingWrites>(32 << 20, 2);
+  DeviceSync io;
+  LuksContainer::format(*base, quick("luks2", 4096), secret("pw"));
+  LuksDevice device(base, LuksContainer::load(*base).unlock(secret("pw")));
+  base->armed = true;
+  // Five 1 MiB chunks; the third write fails, inline, inside the writer's loop.
+  EXPECT_EQ(io.run([&](auto done) { device.write_zeroes(0, 5 << 20, {}, done); }).value(), EIO);
+}
+
+TEST(LuksContainer, ADamagedHeaderIsNotMistakenForNoHeader) {
+  auto base = std::make_shared<backends::MemoryDevice>(32 << 20, false);
+  DeviceSync io;
+  LuksContainer::format(*base, quick("luks2", 4096), secret("pw"));
+  // Garble the JSON areas of both header copies, keeping their binary headers and magic.
+  std::vector<std::byte> junk(8192, std::byte{0x7b});
+  ASSERT_FALSE(io.write(*base, 4096, junk));
+  ASSERT_FALSE(io.write(*base, 16384 + 4096, junk));
+  try {
+    LuksContainer::load(*base);
+    FAIL() << "a damaged header loaded";
+  } catch (const LuksError& e) {
+    EXPECT_EQ(e.kind, LuksError::Kind::invalid) << e.what();
+  }
+}
+
 TEST(LuksContainer, NotLuksAndTooSmall) {
   auto blank = std::make_shared<backends::MemoryDevice>(8 << 20, false);
   try {
