@@ -238,7 +238,7 @@ void LuksContainer::refresh_info() {
   const std::string mode = crypt_get_cipher_mode(cd) ? crypt_get_cipher_mode(cd) : "";
   info.cipher = cipher + "-" + mode;
   info.key_bits = static_cast<uint32_t>(crypt_get_volume_key_size(cd)) * 8;
-  info.sector_size = static_cast<uint32_t>(crypt_get_sector_size(cd));
+  info.sector_size = static_cast<uint32_t>(std::max(512, crypt_get_sector_size(cd)));
   info.data_offset = crypt_get_data_offset(cd) * 512;
   info.iv_offset = crypt_get_iv_offset(cd);
   info.payload_size = image_->device_size > info.data_offset ? image_->device_size - info.data_offset : 0;
@@ -269,9 +269,11 @@ void LuksContainer::refresh_info() {
         problems.push_back(std::to_string(segments.size()) + " data segments");
       } else {
         const auto& segment = segments.begin().value();
-        if (segment.value("type", "") != "crypt")
+        if (!segment.is_object())
+          problems.push_back("a malformed data segment");
+        else if (segment.value("type", "") != "crypt")
           problems.push_back("a data segment of type '" + segment.value("type", "") + "'");
-        std::string size = segment.value("size", "dynamic");
+        std::string size = segment.is_object() ? segment.value("size", "dynamic") : "dynamic";
         if (size != "dynamic") {
           uint64_t fixed = std::strtoull(size.c_str(), nullptr, 10);
           info.payload_size = std::min(info.payload_size, fixed);
