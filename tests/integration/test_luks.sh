@@ -5,8 +5,9 @@
 #    independent decryptor (python3-cryptography with cryptsetup's volume key), by qemu-img and by
 #    nbdkit's luks filter; what they write is read correctly through volgate;
 #  - `volgate luks format` output passes cryptsetup luksDump, keyslots can be added and removed;
-#  - a wrong passphrase, an unsupported cipher, a reencryption in progress and a destroyed header
-#    are refused with one clear line and exit code 2, leaving the image byte for byte unchanged;
+#  - a wrong passphrase, an unsupported cipher, a reencryption in progress, an unknown LUKS2
+#    requirement, integrity protection and a destroyed header are refused with one clear line and
+#    exit code 2, leaving the image byte for byte unchanged;
 #  - a damaged primary LUKS2 header with a good secondary still opens; fio verifies through
 #    encrypted exports with both sector sizes.
 set -euo pipefail
@@ -187,6 +188,20 @@ if cryptsetup reencrypt -q --init-only "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$
 else
     fail "cryptsetup reencrypt --init-only failed here: $(cat "$T/reenc.err")"
 fi
+
+# cryptsetup cannot make these without device-mapper, so luks2_edit.py writes the metadata
+for edit in "requirement volgate-test-unknown:an unknown LUKS2 requirement" "integrity hmac(sha256):integrity protection"; do
+    truncate -s 20M "$T/edit.img"
+    cryptsetup luksFormat -q --type luks2 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/edit.img"
+    # shellcheck disable=SC2086  # the edit is two words on purpose
+    "$SYSPY" "$INTEGRATION_DIR/luks2_edit.py" "$T/edit.img" ${edit%%:*}
+    cryptsetup luksDump "$T/edit.img" >/dev/null || fail "the edited header ($edit) is not valid LUKS2"
+    before=$(sha256sum <"$T/edit.img")
+    rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/edit.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
+    [[ $rc == 2 ]] && grep -q "${edit#*:}" "$T/err" || fail "${edit%%:*}: rc $rc, $(cat "$T/err")"
+    [[ $(sha256sum <"$T/edit.img") == "$before" ]] || fail "refusing ${edit%%:*} changed the image"
+    pass "refused by name: $(cat "$T/err")"
+done
 
 # ------------------------------------------------------------------ fio through encrypted exports
 start_volgate --unix "$S" --export "e4k=file:$T/l2-4k.img,luks-key-file=$T/k1" \
