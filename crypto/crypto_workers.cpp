@@ -20,11 +20,13 @@ struct Batch {
   }
 };
 
+// One queued piece of work: a share of a run(), or a submitted job.
 struct CryptoWorkers::Share {
   const std::function<void(size_t, size_t)>* work;  // valid until the batch is finished
   size_t first;
   size_t count;
   std::shared_ptr<Batch> batch;
+  std::function<void()> job;  // set for submit(), instead of the above
 };
 
 CryptoWorkers& CryptoWorkers::instance() {
@@ -83,6 +85,16 @@ void CryptoWorkers::run(size_t units, const std::function<void(size_t, size_t)>&
   if (batch->error) std::rethrow_exception(batch->error);
 }
 
+void CryptoWorkers::submit(std::function<void()> job) {
+  auto share = std::make_unique<Share>(Share{nullptr, 0, 0, nullptr, std::move(job)});
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(share.get());
+    share.release();
+  }
+  wake_.notify_one();
+}
+
 void CryptoWorkers::helper_loop() {
   for (;;) {
     std::unique_ptr<Share> share;
@@ -92,6 +104,14 @@ void CryptoWorkers::helper_loop() {
       if (queue_.empty()) return;  // stopping, and nothing left to do
       share.reset(queue_.front());
       queue_.pop_front();
+    }
+    if (share->job) {
+      try {
+        share->job();
+      } catch (...) {
+        // Jobs report their own errors; one that throws anyway must not take the helper down.
+      }
+      continue;
     }
     std::exception_ptr error;
     try {

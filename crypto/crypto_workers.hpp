@@ -29,6 +29,10 @@ class CryptoWorkers {
   // the calling thread, and returns once all are done. Exceptions from a share are rethrown.
   void run(size_t units, const std::function<void(size_t first, size_t count)>& work);
 
+  // Runs `job` on a helper thread and returns at once. The job must not throw and must not call
+  // run() (a helper waiting for helpers could wait forever).
+  void submit(std::function<void()> job);
+
  private:
   struct Share;
   void helper_loop();

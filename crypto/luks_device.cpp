@@ -3,7 +3,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
 #include "common/buffer_pool.hpp"
+#include "common/current_context.hpp"
+#include "crypto/crypto_workers.hpp"
 
 namespace volgate::crypto {
 
@@ -52,6 +57,15 @@ void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion don
   };
   auto* op = new ReadOp{this, offset, data, std::move(done)};
   base_->read(info_.data_offset + offset, data, [op](std::error_code ec) {
+    if (!ec && op->data.size() >= kOffloadBytes) {
+      // Decrypt on a helper; the I/O thread goes on with other requests meanwhile.
+      return op->self->on_helper(
+          [op] { op->self->cipher_.decrypt_here(op->offset, op->data, op->data.data()); },
+          [op](std::error_code e) {
+            std::unique_ptr<ReadOp> owned(op);
+            owned->done(e);
+          });
+    }
     std::unique_ptr<ReadOp> owned(op);
     if (!ec) {
       try {
@@ -68,21 +82,57 @@ void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backend
                        Completion done) {
   if (auto ec = check(offset, data.size(), ENOSPC)) return done(ec);
   struct WriteOp {
+    LuksDevice* self;
+    uint64_t offset;
+    std::span<const std::byte> plaintext;
+    backends::WriteFlags flags;
     Buffer ciphertext;
     Completion done;
+
+    void write_ciphertext() {
+      auto span = ciphertext.span();
+      self->base_->write(self->info_.data_offset + offset, span, flags, [this](std::error_code ec) {
+        std::unique_ptr<WriteOp> owned(this);
+        owned->done(ec);
+      });
+    }
   };
   std::unique_ptr<WriteOp> op;
   try {
-    op.reset(new WriteOp{Buffer::allocate(data.size()), std::move(done)});
+    op.reset(new WriteOp{this, offset, data, flags, Buffer::allocate(data.size()), std::move(done)});
+    if (data.size() >= kOffloadBytes) {
+      // Encrypt on a helper, then write from this thread (the base device belongs to it).
+      WriteOp* raw = op.release();
+      return on_helper(
+          [raw] { raw->self->cipher_.encrypt_here(raw->offset, raw->plaintext, raw->ciphertext.data()); },
+          [raw](std::error_code ec) {
+            if (!ec) return raw->write_ciphertext();
+            std::unique_ptr<WriteOp> owned(raw);
+            owned->done(ec);
+          });
+    }
     cipher_.encrypt(offset, data, op->ciphertext.data());
   } catch (const std::exception&) {
     if (op) done = std::move(op->done);
     return done(cipher_failed());
   }
-  auto span = op->ciphertext.span();
-  base_->write(info_.data_offset + offset, span, flags, [op = op.release()](std::error_code ec) {
-    std::unique_ptr<WriteOp> owned(op);
-    owned->done(ec);
+  op.release()->write_ciphertext();
+}
+
+// Runs `work` on a CryptoWorkers helper, then `then` with its outcome back on this thread's
+// io_context, which is kept running meanwhile.
+void LuksDevice::on_helper(std::function<void()> work,
+                           std::function<void(std::error_code)> then) const {
+  boost::asio::io_context& io = current_io_context();
+  auto busy = boost::asio::make_work_guard(io);
+  CryptoWorkers::instance().submit([work = std::move(work), then = std::move(then), &io, busy] {
+    std::error_code ec;
+    try {
+      work();
+    } catch (const std::exception&) {
+      ec = cipher_failed();
+    }
+    boost::asio::post(io, [then, ec, busy] { then(ec); });
   });
 }
 

@@ -6,6 +6,7 @@
 // caller's data is never changed. Offsets are shifted past the header, which no request can
 // reach. Zeroes are written as encrypted zeroes: a hole in the base device does not decrypt to
 // zeroes, so block status reports holes without the "reads as zero" bit.
+#include <functional>
 #include <memory>
 
 #include "backends/block_device.hpp"
@@ -38,7 +39,12 @@ class LuksDevice final : public backends::BlockDevice {
   const backends::BlockDevice& base() const { return *base_; }
 
  private:
+  // Requests this large have their cipher work done on a helper thread (see CryptoWorkers),
+  // so the I/O thread overlaps network and storage work with AES on another core.
+  static constexpr size_t kOffloadBytes = 128 * 1024;
+
   struct ZeroWriter;
+  void on_helper(std::function<void()> work, std::function<void(std::error_code)> then) const;
   // EINVAL unless [offset, offset+length) is inside the payload and sector-aligned.
   std::error_code check(uint64_t offset, uint64_t length, int out_of_range_error) const;
 

@@ -82,10 +82,24 @@ void XtsCipher::decrypt(uint64_t offset, std::span<const std::byte> in, std::byt
   transform(false, offset, in, out);
 }
 
+void XtsCipher::encrypt_here(uint64_t offset, std::span<const std::byte> in, std::byte* out) const {
+  check_alignment(offset, in.size());
+  transform_serial(true, offset, in, out);
+}
+
+void XtsCipher::decrypt_here(uint64_t offset, std::span<const std::byte> in, std::byte* out) const {
+  check_alignment(offset, in.size());
+  transform_serial(false, offset, in, out);
+}
+
+void XtsCipher::check_alignment(uint64_t offset, size_t length) const {
+  if (offset % sector_size_ || length % sector_size_)
+    throw std::invalid_argument("XTS request not aligned to the encryption sector size");
+}
+
 void XtsCipher::transform(bool encrypting, uint64_t offset, std::span<const std::byte> in,
                           std::byte* out) const {
-  if (offset % sector_size_ || in.size() % sector_size_)
-    throw std::invalid_argument("XTS request not aligned to the encryption sector size");
+  check_alignment(offset, in.size());
   // Large requests are shared with the helper threads: AES-XTS is the costliest step of an
   // encrypted request and sectors are independent. Small ones are not worth a wake-up.
   if (in.size() >= kParallelBytes) {

@@ -30,9 +30,13 @@ class XtsCipher {
   uint32_t sector_size() const { return sector_size_; }
 
   // `offset` is the byte offset of in[0] within the data segment. Offset and length must be
-  // multiples of the sector size. `out` may be `in`.
+  // multiples of the sector size. `out` may be `in`. Large requests are shared with
+  // CryptoWorkers' helpers; the *_here variants stay on the calling thread (and are what a
+  // helper thread itself must use).
   void encrypt(uint64_t offset, std::span<const std::byte> in, std::byte* out) const;
   void decrypt(uint64_t offset, std::span<const std::byte> in, std::byte* out) const;
+  void encrypt_here(uint64_t offset, std::span<const std::byte> in, std::byte* out) const;
+  void decrypt_here(uint64_t offset, std::span<const std::byte> in, std::byte* out) const;
 
  private:
   struct Context;
@@ -41,6 +45,7 @@ class XtsCipher {
 
   void transform(bool encrypting, uint64_t offset, std::span<const std::byte> in,
                  std::byte* out) const;
+  void check_alignment(uint64_t offset, size_t length) const;
   void transform_serial(bool encrypting, uint64_t offset, std::span<const std::byte> in,
                         std::byte* out) const;
   Context& borrow() const;
