@@ -21,7 +21,7 @@ fi
 cat <<MSG
 
 volgate is serving three volumes; press Ctrl-C to stop it.
-  secure   1 GiB LUKS2 volume in $state/secure.img (passphrase in $state/secure.key),
+  secure   a LUKS2 volume in the 1 GiB file $state/secure.img (passphrase in $state/secure.key),
            served decrypted; cryptsetup luksDump $state/secure.img shows its header
   disk     a 1 GiB sparse file, $state/disk.img
   scratch  a 1 GiB RAM disk
