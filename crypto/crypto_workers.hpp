@@ -1,9 +1,10 @@
 #pragma once
-// Helper threads that share large encrypt/decrypt jobs with the I/O threads, so a 1 MiB
-// request is ciphered on several cores at once instead of one.
+// Helper threads for the cipher work of large requests, so AES runs on other cores than the
+// I/O threads: submit() hands a whole job over and returns (LuksDevice posts the result back to
+// its io_context); run() splits one job into shares, does one itself and waits for the rest.
 //
-// The caller always does one share itself and waits for the rest; helpers only ever run
-// cipher work, never I/O, so waiting for them cannot deadlock.
+// Helpers only ever run cipher work, never I/O, and never call run() themselves, so waiting
+// for them cannot deadlock.
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
