@@ -240,6 +240,17 @@ assert_alive() {
     _proc_running "$pid" || fail "volgate (pid $pid) is not running any more; stderr: $(tail -n 5 "$VG_ERR")"
 }
 
+# wait_for_line FILE TEXT WHAT: waits (5 s at most) until a background helper has written TEXT
+# to FILE, its way of saying it got going; fails naming WHAT otherwise.
+wait_for_line() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    fail "$3 did not get going: $(cat "$1" 2>/dev/null)"
+}
+
 # unix_uri NAME SOCKET
 unix_uri() { echo "nbd+unix:///$1?socket=$2"; }
 

@@ -81,7 +81,7 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('127.0.0.1', $PORT)); s.listen(1); print('bound', flush=True); time.sleep(20)" >"$TEST_TMP/holder.out" &
 HOLDER=$!
 BG_PIDS+=("$HOLDER")
-for ((i = 0; i < 100; i++)); do grep -q bound "$TEST_TMP/holder.out" && break; sleep 0.05; done
+wait_for_line "$TEST_TMP/holder.out" bound "the port holder"
 rc=0
 timeout -k 2 10 "$VOLGATE" serve --listen "127.0.0.1:$PORT" --export "d=memory:1M" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
 [[ $rc != 0 && $rc != 124 && $rc != 137 ]] || fail "--listen on a busy port: exit code $rc (expected a quick failure)"

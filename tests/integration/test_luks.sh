@@ -30,6 +30,18 @@ serve_one() {
     start_volgate --unix "$S" --export "$1=file:$2,luks-key-file=$3"
 }
 
+# refused_to_serve WHAT IMAGE KEYFILE PATTERN: `volgate serve` of IMAGE unlocked with KEYFILE
+# must exit 2 before serving, with one line on stderr matching PATTERN (left in $T/err), and
+# leave IMAGE byte for byte as it was.
+refused_to_serve() {
+    local what=$1 img=$2 key=$3 pattern=$4 before rc=0
+    before=$(sha256sum <"$img")
+    "$VOLGATE" serve --unix "$S" --export "x=file:$img,luks-key-file=$key" >/dev/null 2>"$T/err" || rc=$?
+    [[ $rc == 2 && $(wc -l <"$T/err") == 1 ]] && grep -q -- "$pattern" "$T/err" ||
+        fail "$what: rc $rc, $(cat "$T/err")"
+    [[ $(sha256sum <"$img") == "$before" ]] || fail "$what: refusing it changed the image"
+}
+
 # roundtrip NAME IMAGE KEYFILE: random data through volgate equals the independent decryption,
 # and data the independent encryptor writes reads back through volgate.
 roundtrip() {
@@ -133,10 +145,7 @@ before=$(sha256sum <"$T/v2.img")
 rc=0; "$VOLGATE" luks add-key --key-file "$T/bad" --new-key-file "$T/k2" "file:$T/v2.img" >/dev/null 2>"$T/err" || rc=$?
 [[ $rc == 2 && $(wc -l <"$T/err") == 1 ]] && grep -q "no keyslot opens with this passphrase" "$T/err" ||
     fail "add-key with a wrong passphrase: rc $rc, $(cat "$T/err")"
-rc=0; start_rc=0
-"$VOLGATE" serve --unix "$S" --export "x=file:$T/v2.img,luks-key-file=$T/bad" >/dev/null 2>"$T/err" || rc=$?
-[[ $rc == 2 && $(wc -l <"$T/err") == 1 ]] && grep -q "export 'x'.*no keyslot opens" "$T/err" ||
-    fail "serve with a wrong passphrase: rc $rc, $(cat "$T/err")"
+refused_to_serve "serve with a wrong passphrase" "$T/v2.img" "$T/bad" "export 'x'.*no keyslot opens"
 [[ $(sha256sum <"$T/v2.img") == "$before" ]] || fail "a wrong passphrase changed the image"
 ! grep -rq "not the passphrase\|correct horse" "$T"/*.err "$T/err" 2>/dev/null || fail "a passphrase appeared in a log"
 pass "wrong passphrase: one clear line, exit 2, image unchanged, no passphrase in any log"
@@ -151,8 +160,7 @@ stop_volgate
 cmp -s "$T/volgate-luks2.plain" "$T/back" || fail "the second keyslot opens a different volume"
 "$VOLGATE" luks remove-key --key-file "$T/k1" "file:$T/v2.img" >"$T/out" 2>&1 || fail "remove-key: $(cat "$T/out")"
 ! cryptsetup luksOpen --test-passphrase --key-file "$T/k1" "$T/v2.img" 2>/dev/null || fail "a removed key still opens (cryptsetup)"
-rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/v2.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
-[[ $rc == 2 ]] || fail "a removed key still opens (volgate), rc $rc"
+refused_to_serve "a removed key (volgate)" "$T/v2.img" "$T/k1" "no keyslot opens"
 rc=0; "$VOLGATE" luks remove-key --key-file "$T/k2" "file:$T/v2.img" >/dev/null 2>"$T/err" || rc=$?
 [[ $rc == 2 ]] && grep -q "last one" "$T/err" || fail "removing the last keyslot: rc $rc, $(cat "$T/err")"
 pass "add-key and remove-key: cryptsetup agrees, a removed key no longer opens, the last one stays"
@@ -166,24 +174,17 @@ stop_volgate
 cmp -s "$T/luks2-4k.plain" "$T/back" || fail "a LUKS2 container with a damaged primary header reads wrong"
 pass "damaged primary LUKS2 header: opens from the secondary copy"
 dd if=/dev/zero of="$T/damaged.img" bs=16384 count=2 conv=notrunc status=none  # both copies
-before=$(sha256sum <"$T/damaged.img")
-rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/damaged.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
-[[ $rc == 2 && $(wc -l <"$T/err") == 1 ]] || fail "both headers destroyed: rc $rc, $(cat "$T/err")"
-[[ $(sha256sum <"$T/damaged.img") == "$before" ]] || fail "opening a destroyed header changed the image"
+refused_to_serve "both headers destroyed" "$T/damaged.img" "$T/k1" "no LUKS header found"
 pass "both LUKS2 headers destroyed: $(cat "$T/err")"
 
 truncate -s 20M "$T/cbc.img"
 cryptsetup luksFormat -q --type luks2 --cipher aes-cbc-essiv:sha256 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/cbc.img"
-rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/cbc.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
-[[ $rc == 2 ]] && grep -q "aes-cbc-essiv:sha256" "$T/err" || fail "unsupported cipher: rc $rc, $(cat "$T/err")"
+refused_to_serve "unsupported cipher" "$T/cbc.img" "$T/k1" "aes-cbc-essiv:sha256"
 pass "unsupported cipher refused: $(cat "$T/err")"
 
 cp "$T/l2-512.img" "$T/reenc.img"
 if cryptsetup reencrypt -q --init-only "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/reenc.img" 2>"$T/reenc.err"; then
-    before=$(sha256sum <"$T/reenc.img")
-    rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/reenc.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
-    [[ $rc == 2 ]] && grep -q "reencryption" "$T/err" || fail "reencryption in progress: rc $rc, $(cat "$T/err")"
-    [[ $(sha256sum <"$T/reenc.img") == "$before" ]] || fail "refusing a reencrypting container changed it"
+    refused_to_serve "reencryption in progress" "$T/reenc.img" "$T/k1" "reencryption"
     pass "reencryption in progress refused: $(cat "$T/err")"
 else
     fail "cryptsetup reencrypt --init-only failed here: $(cat "$T/reenc.err")"
@@ -196,10 +197,7 @@ for edit in "requirement volgate-test-unknown:an unknown LUKS2 requirement" "int
     # shellcheck disable=SC2086  # the edit is two words on purpose
     "$SYSPY" "$INTEGRATION_DIR/luks2_edit.py" "$T/edit.img" ${edit%%:*}
     cryptsetup luksDump "$T/edit.img" >/dev/null || fail "the edited header ($edit) is not valid LUKS2"
-    before=$(sha256sum <"$T/edit.img")
-    rc=0; "$VOLGATE" serve --unix "$S" --export "x=file:$T/edit.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
-    [[ $rc == 2 ]] && grep -q "${edit#*:}" "$T/err" || fail "${edit%%:*}: rc $rc, $(cat "$T/err")"
-    [[ $(sha256sum <"$T/edit.img") == "$before" ]] || fail "refusing ${edit%%:*} changed the image"
+    refused_to_serve "${edit%%:*}" "$T/edit.img" "$T/k1" "${edit#*:}"
     pass "refused by name: $(cat "$T/err")"
 done
 

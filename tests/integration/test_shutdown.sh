@@ -241,9 +241,8 @@ time.sleep(30)
 " >"$TEST_TMP/idle2.out" 2>&1 &
 IDLE2=$!
 BG_PIDS+=("$IDLE2")
-for ((i = 0; i < 100; i++)); do grep -q connected "$TEST_TMP/idle.out" 2>/dev/null && grep -q greeted "$TEST_TMP/idle2.out" 2>/dev/null && break; sleep 0.05; done
-grep -q connected "$TEST_TMP/idle.out" || fail "idle client did not connect: $(cat "$TEST_TMP/idle.out")"
-grep -q greeted "$TEST_TMP/idle2.out" || fail "handshake-idle client did not connect: $(cat "$TEST_TMP/idle2.out")"
+wait_for_line "$TEST_TMP/idle.out" connected "the idle client"
+wait_for_line "$TEST_TMP/idle2.out" greeted "the handshake-idle client"
 stop_volgate "$VG_PID" INT 5
 pass "SIGINT with an idle client and a client idle in the handshake: exit 0 in ${VG_STOP_MS} ms"
 kill "$IDLE" "$IDLE2" 2>/dev/null || true
@@ -265,8 +264,7 @@ time.sleep(60)
 EOF
 NOREAD=$!
 BG_PIDS+=("$NOREAD")
-for ((i = 0; i < 100; i++)); do grep -q requested "$TEST_TMP/noread.out" 2>/dev/null && break; sleep 0.05; done
-grep -q requested "$TEST_TMP/noread.out" || fail "non-reading client did not get going: $(cat "$TEST_TMP/noread.out")"
+wait_for_line "$TEST_TMP/noread.out" requested "the non-reading client"
 sleep 0.3
 stop_volgate "$VG_PID" TERM 15
 pass "SIGTERM with a client that never reads its replies: exit 0 in ${VG_STOP_MS} ms"
@@ -290,8 +288,7 @@ time.sleep(30)
 EOF
 STUCK=$!
 BG_PIDS+=("$STUCK")
-for ((i = 0; i < 100; i++)); do grep -q stuck "$TEST_TMP/stuck.out" 2>/dev/null && break; sleep 0.05; done
-grep -q stuck "$TEST_TMP/stuck.out" || fail "stuck client did not get going: $(cat "$TEST_TMP/stuck.out")"
+wait_for_line "$TEST_TMP/stuck.out" stuck "the stuck client"
 sleep 0.2
 stop_volgate "$VG_PID" TERM 5
 pass "SIGTERM with a client stuck mid-payload: exit 0 in ${VG_STOP_MS} ms"
