@@ -69,7 +69,7 @@ void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion don
     std::unique_ptr<ReadOp> owned(op);
     if (!ec) {
       try {
-        op->self->cipher_.decrypt(op->offset, op->data, op->data.data());
+        op->self->cipher_.decrypt_here(op->offset, op->data, op->data.data());
       } catch (const std::exception&) {
         ec = cipher_failed();
       }
@@ -111,7 +111,7 @@ void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backend
             owned->done(ec);
           });
     }
-    cipher_.encrypt(offset, data, op->ciphertext.data());
+    cipher_.encrypt_here(offset, data, op->ciphertext.data());
   } catch (const std::exception&) {
     if (op) done = std::move(op->done);
     return done(cipher_failed());
