@@ -17,9 +17,13 @@ const char* const kExportSyntaxHelp =
     "NAME=BACKEND[,OPTION...]\n"
     "  BACKEND: file:PATH    an existing file or block device (or one created with size=)\n"
     "           memory:SIZE  a sparse RAM disk, e.g. memory:4G\n"
+    "           rbd:POOL/IMAGE[@SNAPSHOT]  a Ceph RBD image (a snapshot is served read-only)\n"
     "  OPTION:  readonly     refuse writes\n"
     "           size=SIZE    file: create the file, or grow it, to SIZE\n"
     "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n"
+    "           ceph-conf=PATH  rbd: the cluster's ceph.conf (default: /etc/ceph/ceph.conf)\n"
+    "           ceph-id=ID   rbd: connect as client.ID (default: admin)\n"
+    "           keyring=PATH rbd: the client's keyring (default: as ceph.conf says)\n"
     "           luks-key-file=PATH  serve the decrypted payload of the LUKS1/LUKS2 container\n"
     "                        on BACKEND, unlocked with the passphrase in PATH ('-': stdin)\n"
     "  SIZE is bytes or a number with K, M, G, T (powers of 1024).";
@@ -61,6 +65,26 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
 
 namespace {
 
+// POOL/IMAGE[@SNAPSHOT]. Ceph allows almost any character in these names, but not the
+// separators themselves, and never an empty name.
+void parse_rbd_image(const Source& text, std::string_view name, backends::RbdOptions& rbd) {
+  size_t slash = name.find('/');
+  if (slash == std::string_view::npos) bad(text, "rbd: expects POOL/IMAGE[@SNAPSHOT]");
+  rbd.pool = std::string(name.substr(0, slash));
+  std::string_view rest = name.substr(slash + 1);
+  size_t at = rest.find('@');
+  rbd.image = std::string(rest.substr(0, at));
+  if (at != std::string_view::npos) {
+    rbd.snapshot = std::string(rest.substr(at + 1));
+    if (rbd.snapshot->empty() || rbd.snapshot->find('@') != std::string::npos)
+      bad(text, "rbd: snapshot name after '@' must be non-empty and contain no '@'");
+  }
+  if (rbd.pool.empty()) bad(text, "rbd: pool name is empty");
+  if (rbd.image.empty()) bad(text, "rbd: image name is empty");
+  if (rbd.image.find('/') != std::string::npos)
+    bad(text, "rbd: expects POOL/IMAGE (RBD namespaces are not supported)");
+}
+
 // BACKEND[,OPTION...] into `spec`.
 void parse_backend(const Source& text, std::string_view backend_and_options, ExportSpec& spec,
                    bool allow_luks) {
@@ -75,11 +99,16 @@ void parse_backend(const Source& text, std::string_view backend_and_options, Exp
     auto size = parse_size(backend.substr(7));
     if (!size || *size == 0) bad(text, "memory size '" + std::string(backend.substr(7)) + "' is not a size");
     spec.memory_size = *size;
+  } else if (backend.starts_with("rbd:")) {
+    spec.backend = ExportSpec::Backend::rbd;
+    parse_rbd_image(text, backend.substr(4), spec.rbd);
   } else {
-    bad(text, "unknown backend '" + std::string(backend) + "' (expected file:PATH or memory:SIZE)");
+    bad(text, "unknown backend '" + std::string(backend) +
+                  "' (expected file:PATH, memory:SIZE or rbd:POOL/IMAGE[@SNAPSHOT])");
   }
 
   const bool is_file = spec.backend == ExportSpec::Backend::file;
+  const bool is_rbd = spec.backend == ExportSpec::Backend::rbd;
   for (size_t i = 1; i < parts.size(); ++i) {
     std::string_view option = parts[i];
     size_t oeq = option.find('=');
@@ -94,15 +123,26 @@ void parse_backend(const Source& text, std::string_view backend_and_options, Exp
       auto size = parse_size(value);
       if (!size || *size == 0) bad(text, "size '" + std::string(value) + "' is not a size");
       spec.file_size = size;
+    } else if (key == "ceph-conf" && has_value && is_rbd) {
+      if (value.empty()) bad(text, "ceph-conf needs a path");
+      spec.rbd.ceph_conf = std::string(value);
+    } else if (key == "ceph-id" && has_value && is_rbd) {
+      if (value.empty() || value.starts_with("client."))
+        bad(text, "ceph-id is the client name without 'client.', e.g. ceph-id=admin");
+      spec.rbd.ceph_id = std::string(value);
+    } else if (key == "keyring" && has_value && is_rbd) {
+      if (value.empty()) bad(text, "keyring needs a path");
+      spec.rbd.keyring = std::string(value);
     } else if (key == "luks-key-file" && has_value && allow_luks) {
       if (value.empty()) bad(text, "luks-key-file needs a path");
       spec.luks_key_file = std::string(value);
     } else {
       bad(text, "unknown option '" + std::string(option) + "' for the " +
-                    (is_file ? "file" : "memory") + " backend");
+                    (is_file ? "file" : is_rbd ? "rbd" : "memory") + " backend");
     }
   }
   if (spec.read_only && spec.file_size) bad(text, "size= creates or grows the file; it cannot be readonly");
+  if (is_rbd && spec.rbd.snapshot) spec.read_only = true;  // snapshots are immutable
 }
 
 }  // namespace
@@ -147,6 +187,11 @@ std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec) {
                                          .read_only = spec.read_only,
                                          .direct = spec.direct,
                                          .create_size = spec.file_size});
+    case ExportSpec::Backend::rbd: {
+      auto options = spec.rbd;
+      options.read_only = spec.read_only;
+      return backends::RbdDevice::open(options);
+    }
   }
   throw std::logic_error("unhandled backend");
 }

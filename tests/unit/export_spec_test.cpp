@@ -46,3 +46,64 @@ TEST(ExportSpec, ErrorsQuoteTheProblem) {
   EXPECT_NE(message("x=file:/a,readonly=yes").find("'readonly=yes'"), std::string::npos);
   EXPECT_NE(message("x=file:/a,readonly,size=1G").find("readonly"), std::string::npos);
 }
+
+TEST(ExportSpec, Rbd) {
+  auto s = parse_export_spec("vol=rbd:volumes/vm-1-disk");
+  EXPECT_EQ(s.backend, ExportSpec::Backend::rbd);
+  EXPECT_EQ(s.rbd.pool, "volumes");
+  EXPECT_EQ(s.rbd.image, "vm-1-disk");
+  EXPECT_FALSE(s.rbd.snapshot);
+  EXPECT_FALSE(s.rbd.ceph_conf);
+  EXPECT_EQ(s.rbd.ceph_id, "admin");
+  EXPECT_FALSE(s.rbd.keyring);
+  EXPECT_FALSE(s.read_only);
+
+  auto full = parse_export_spec(
+      "v=rbd:p/img,ceph-conf=/etc/ceph/c.conf,ceph-id=cinder,keyring=/k/ring,readonly,luks-key-file=/k/pass");
+  EXPECT_EQ(full.rbd.ceph_conf, "/etc/ceph/c.conf");
+  EXPECT_EQ(full.rbd.ceph_id, "cinder");
+  EXPECT_EQ(full.rbd.keyring, "/k/ring");
+  EXPECT_TRUE(full.read_only);
+  EXPECT_EQ(full.luks_key_file, "/k/pass");
+}
+
+TEST(ExportSpec, RbdSnapshotIsReadOnly) {
+  auto s = parse_export_spec("s=rbd:p/img@before-upgrade");
+  EXPECT_EQ(s.rbd.image, "img");
+  EXPECT_EQ(s.rbd.snapshot, "before-upgrade");
+  EXPECT_TRUE(s.read_only);
+}
+
+TEST(ExportSpec, RbdTarget) {
+  auto t = parse_target_spec("rbd:p/img,ceph-id=admin");
+  EXPECT_EQ(t.backend, ExportSpec::Backend::rbd);
+  EXPECT_EQ(t.rbd.pool, "p");
+  EXPECT_THROW(parse_target_spec("rbd:p/img,luks-key-file=/k"), std::invalid_argument);
+}
+
+TEST(ExportSpec, RbdErrors) {
+  auto message = [](const char* text) {
+    try {
+      parse_export_spec(text);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(message("x=rbd:").find("POOL/IMAGE"), std::string::npos);
+  EXPECT_NE(message("x=rbd:noslash").find("POOL/IMAGE"), std::string::npos);
+  EXPECT_NE(message("x=rbd:/img").find("pool name is empty"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/").find("image name is empty"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/@s").find("image name is empty"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img@").find("snapshot name"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img@a@b").find("snapshot name"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/ns/img").find("namespaces"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,direct").find("'direct' for the rbd backend"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,size=1G").find("'size=1G'"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,ceph-conf=").find("ceph-conf needs a path"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,keyring=").find("keyring needs a path"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,ceph-id=client.admin").find("without 'client.'"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,ceph-id=").find("ceph-id"), std::string::npos);
+  EXPECT_NE(message("x=file:/a,ceph-id=admin").find("'ceph-id=admin'"), std::string::npos);
+  EXPECT_NE(message("x=memory:1G,keyring=/k").find("'keyring=/k'"), std::string::npos);
+}
