@@ -14,6 +14,8 @@ packages=(
   procps time
   # LUKS interoperability tests
   cryptsetup-bin
+  # Ceph RBD: librbd to build against, a throwaway cluster and QEMU's rbd driver for the tests
+  librbd-dev librados-dev ceph-mon ceph-osd ceph-common qemu-block-extra
 )
 
 missing=()
