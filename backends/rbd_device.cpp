@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include "backends/data_ranges.hpp"
 #include "common/current_context.hpp"
 
 namespace volgate::backends {
@@ -99,42 +100,15 @@ std::string image_name(const RbdOptions& o) {
   return o.pool + "/" + o.image + (o.snapshot ? "@" + *o.snapshot : "");
 }
 
-// Allocation of [start, end) gathered from rbd_diff_iterate2, then ordered and gap-filled.
+// The allocated ranges rbd_diff_iterate2 reports for one block_status call.
 struct AllocationScan {
   static constexpr size_t kMaxExtents = 1024;
-  uint64_t start;
-  uint64_t end;
-  std::vector<std::pair<uint64_t, uint64_t>> data;  // offset, length
+  std::vector<DataRange> data;
 
   static int on_extent(uint64_t offset, size_t length, int exists, void* arg) {
-    auto* scan = static_cast<AllocationScan*>(arg);
     // Without a "from" snapshot every reported extent exists; anything else is a hole.
-    if (exists) scan->data.emplace_back(offset, length);
+    if (exists) static_cast<AllocationScan*>(arg)->data.push_back({offset, length});
     return 0;
-  }
-
-  std::vector<Extent> extents() {
-    std::sort(data.begin(), data.end());
-    std::vector<Extent> out;
-    uint64_t pos = start;
-    auto add = [&](uint64_t length, bool hole) {
-      if (length == 0) return;
-      if (!out.empty() && out.back().hole == hole)
-        out.back().length += length;
-      else
-        out.push_back({length, hole, hole});
-    };
-    for (auto [offset, length] : data) {
-      uint64_t from = std::max(offset, pos);
-      uint64_t to = std::min(offset + length, end);
-      if (to <= from) continue;
-      add(from - pos, true);
-      add(to - from, false);
-      pos = to;
-      if (out.size() >= kMaxExtents) return out;  // the client asks again for the rest
-    }
-    add(end - pos, true);
-    return out;
   }
 };
 
@@ -308,7 +282,7 @@ void RbdDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion
   auto busy = boost::asio::make_work_guard(io);
   // rbd_diff_iterate2 waits for the OSDs: never on an I/O thread.
   boost::asio::post(lookups_, [this, offset, length, done = std::move(done), &io, busy]() mutable {
-    AllocationScan scan{offset, offset + length, {}};
+    AllocationScan scan;
     int r = rbd_diff_iterate2(handles_->image, nullptr, offset, length, /*include_parent=*/1,
                               /*whole_object=*/0, &AllocationScan::on_extent, &scan);
     std::error_code ec;
@@ -316,7 +290,7 @@ void RbdDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion
     if (r < 0)
       ec = storage_error(r);
     else
-      extents = scan.extents();
+      extents = extents_from_data(offset, offset + length, std::move(scan.data), AllocationScan::kMaxExtents);
     boost::asio::post(io, [done = std::move(done), ec, extents = std::move(extents), busy]() mutable {
       done(ec, std::move(extents));
     });
