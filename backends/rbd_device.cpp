@@ -69,6 +69,10 @@ struct AioOp {
     auto* op = static_cast<AioOp*>(arg);
     ssize_t result = rbd_aio_get_return_value(completion);
     rbd_aio_release(completion);
+    // The handler may run, drop the op's unit of work and let the caller's io_context return
+    // and be destroyed (the final flush's private one is) before post() has finished waking it;
+    // a second unit of work, given up only once post() has returned, rules that out.
+    AioOp::Guard posting = op->busy;
     boost::asio::post(op->io, [op, result] { op->finish(result); });
   }
 
