@@ -1,7 +1,5 @@
 #include "backends/rbd_device.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -18,14 +16,13 @@
 namespace volgate::backends {
 
 struct RbdDevice::Handles {
-  rados_t cluster = nullptr;
+  std::shared_ptr<RadosCluster> cluster;  // released last, after the image and pool
   rados_ioctx_t ioctx = nullptr;
   rbd_image_t image = nullptr;
 
   ~Handles() {
     if (image) rbd_close(image);  // flushes librbd's cache
     if (ioctx) rados_ioctx_destroy(ioctx);
-    if (cluster) rados_shutdown(cluster);
   }
 };
 
@@ -92,14 +89,6 @@ AioOp* new_op(rbd_image_t image, Completion done, bool flush_after = false) {
   return new AioOp(image, current_io_context(), std::move(done), flush_after);
 }
 
-bool readable_file(const std::string& path) { return ::access(path.c_str(), R_OK) == 0; }
-
-std::string rados_setting(rados_t cluster, const char* name) {
-  char value[1024] = {};
-  if (rados_conf_get(cluster, name, value, sizeof(value) - 1) < 0) return {};
-  return value;
-}
-
 std::string image_name(const RbdOptions& o) {
   return o.pool + "/" + o.image + (o.snapshot ? "@" + *o.snapshot : "");
 }
@@ -123,42 +112,14 @@ std::unique_ptr<RbdDevice> RbdDevice::open(const RbdOptions& options) {
   auto fail = [&](const std::string& why) -> std::runtime_error {
     return std::runtime_error("rbd " + name + ": " + why);
   };
-  if (options.ceph_conf && !readable_file(*options.ceph_conf))
-    throw fail("ceph-conf '" + *options.ceph_conf + "': " + std::strerror(errno));
-  if (options.keyring && !readable_file(*options.keyring))
-    throw fail("keyring '" + *options.keyring + "': " + std::strerror(errno));
-
   auto handles = std::make_unique<Handles>();
-  const std::string client = "client." + options.ceph_id;
-  if (int r = rados_create2(&handles->cluster, "ceph", client.c_str(), 0); r < 0) {
-    handles->cluster = nullptr;
-    throw fail("cannot create a Ceph client " + client + ": " + std::strerror(-r));
+  try {
+    handles->cluster = RadosCluster::connect(options);
+  } catch (const std::exception& e) {
+    throw fail(e.what());
   }
-  rados_t cluster = handles->cluster;
-  int r = rados_conf_read_file(cluster, options.ceph_conf ? options.ceph_conf->c_str() : nullptr);
-  if (r < 0 && options.ceph_conf)
-    throw fail("ceph-conf '" + *options.ceph_conf + "' cannot be parsed: " + std::strerror(-r));
-  // librados' own diagnostics would go to our stderr, where a user expects one line per error.
-  rados_conf_set(cluster, "log_to_stderr", "false");
-  rados_conf_set(cluster, "err_to_stderr", "false");
-  if (options.keyring) rados_conf_set(cluster, "keyring", options.keyring->c_str());
-  // librados waits five minutes for the monitors by default; a gateway starting against an
-  // unreachable cluster should say so promptly. Requests once connected keep librados'
-  // default of no timeout: they wait for the cluster to come back.
-  rados_conf_set(cluster, "client_mount_timeout", std::to_string(kConnectTimeoutSeconds).c_str());
-
-  const std::string monitors = rados_setting(cluster, "mon_host");
-  if (monitors.empty())
-    throw fail(options.ceph_conf ? "ceph-conf '" + *options.ceph_conf + "' names no monitors (mon_host)"
-                                 : "no Ceph configuration names the monitors; give ceph-conf=PATH");
-  if (r = rados_connect(cluster); r < 0) {
-    if (r == -EACCES || r == -EPERM || r == -ENOTSUP)
-      throw fail("the monitors at " + monitors + " refused " + client + " (" + std::strerror(-r) +
-                 "): check its keyring" + (options.keyring ? " '" + *options.keyring + "'" : ""));
-    throw fail("cannot reach the Ceph monitors at " + monitors + " as " + client + ": " +
-               std::strerror(-r));
-  }
-  if (r = rados_ioctx_create(cluster, options.pool.c_str(), &handles->ioctx); r < 0) {
+  int r = rados_ioctx_create(handles->cluster->handle(), options.pool.c_str(), &handles->ioctx);
+  if (r < 0) {
     handles->ioctx = nullptr;
     throw fail(r == -ENOENT ? "pool '" + options.pool + "' does not exist"
                             : "cannot open pool '" + options.pool + "': " + std::strerror(-r));

@@ -20,25 +20,22 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "backends/block_device.hpp"
+#include "backends/rados_cluster.hpp"
 
 namespace volgate::backends {
 
-struct RbdOptions {
+// Which cluster and client (RadosClientOptions), and which image of it.
+struct RbdOptions : RadosClientOptions {
   std::string pool;
   std::string image;
   std::optional<std::string> snapshot;  // served read-only
-  std::optional<std::string> ceph_conf;  // default: librados' search (/etc/ceph/ceph.conf, ...)
-  std::string ceph_id = "admin";         // the client name is client.<ceph_id>
-  std::optional<std::string> keyring;    // default: what the configuration names
   bool read_only = false;
 };
 
 class RbdDevice final : public BlockDevice {
  public:
-  // How long connecting may take before an unreachable cluster is reported.
-  static constexpr int kConnectTimeoutSeconds = 5;
-
-  // Connects to the cluster and opens the image. Throws std::runtime_error (or
+  // Connects to the cluster (or shares a connection with the same client options) and opens
+  // the image. Throws std::runtime_error (or
   // std::invalid_argument) with one line naming the image, the monitors or the file at fault.
   static std::unique_ptr<RbdDevice> open(const RbdOptions& options);
   ~RbdDevice() override;

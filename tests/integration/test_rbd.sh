@@ -116,6 +116,11 @@ except nbd.Error as e:
 ' 2>"$T/err" || fail "snapshot: $(cat "$T/err")"
 nbdsh -u "$(uri a)" -c 'assert h.pread(4096, 0) == b"\x5a" * 4096' || fail "the image lost its post-snapshot data"
 pass "snapshot a@s1: served read-only (EPERM on write) with the data it was taken with"
+# Both exports name the same cluster and client: one librados connection, so one monitor session.
+mon_port=$(sed -n 's/^mon_host = v2:127.0.0.1:\([0-9]*\)$/\1/p' "$CEPH_CONF")
+mon_sessions=$(ss -tnpH state established "dport = :$mon_port" | grep -c "pid=$VG_PID," || true)
+[[ $mon_sessions == 1 ]] || fail "two exports of one cluster hold $mon_sessions monitor sessions, expected 1"
+pass "two exports of one cluster share one librados connection"
 
 # ------------------------------------------------------------------ resize while served
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\x77" * 4096, 0); h.flush()'   # holds the exclusive lock
