@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -105,7 +108,59 @@ struct AllocationScan {
   }
 };
 
+// Opening reads the image header from the OSDs, and librbd waits for them as long as they take.
+// At start a gateway should say that they do not answer rather than hang, so the open runs
+// asynchronously and is waited for with a deadline.
+constexpr auto kOpenTimeout = std::chrono::seconds(10);
+
+struct PendingOpen {
+  std::mutex mutex;
+  std::condition_variable opened;
+  std::optional<int> result;
+
+  static void on_complete(rbd_completion_t completion, void* arg) {
+    std::unique_ptr<std::shared_ptr<PendingOpen>> self(static_cast<std::shared_ptr<PendingOpen>*>(arg));
+    int r = static_cast<int>(rbd_aio_get_return_value(completion));
+    rbd_aio_release(completion);
+    std::lock_guard lock((*self)->mutex);
+    (*self)->result = r;
+    (*self)->opened.notify_all();
+  }
+};
+
 }  // namespace
+
+// librbd's result for the open (0 or -errno), or nothing when it did not finish in time.
+std::optional<int> RbdDevice::open_image(Handles& handles, const std::string& image,
+                                         const char* snapshot, bool read_only) {
+  auto pending = std::make_shared<PendingOpen>();
+  auto* arg = new std::shared_ptr<PendingOpen>(pending);
+  rbd_completion_t completion = nullptr;
+  int r = rbd_aio_create_completion(arg, &PendingOpen::on_complete, &completion);
+  if (r == 0) {
+    r = read_only ? rbd_aio_open_read_only(handles.ioctx, image.c_str(), &handles.image, snapshot, completion)
+                  : rbd_aio_open(handles.ioctx, image.c_str(), &handles.image, snapshot, completion);
+    if (r < 0) rbd_aio_release(completion);
+  }
+  if (r < 0) {
+    delete arg;
+    handles.image = nullptr;
+    return r;
+  }
+  std::unique_lock lock(pending->mutex);
+  if (!pending->opened.wait_for(lock, kOpenTimeout, [&] { return pending->result.has_value(); }))
+    return std::nullopt;
+  if (*pending->result < 0) handles.image = nullptr;  // librbd freed it
+  return *pending->result;
+}
+
+void RbdDevice::abandon(std::unique_ptr<Handles> handles) {
+  static auto* abandoned = new std::vector<std::unique_ptr<Handles>>();
+  handles->image = nullptr;  // not ours until the open completes, and nobody waits for that
+  static std::mutex mutex;
+  std::lock_guard lock(mutex);
+  abandoned->push_back(std::move(handles));
+}
 
 std::unique_ptr<RbdDevice> RbdDevice::open(const RbdOptions& options) {
   const std::string name = image_name(options);
@@ -125,12 +180,16 @@ std::unique_ptr<RbdDevice> RbdDevice::open(const RbdOptions& options) {
                             : "cannot open pool '" + options.pool + "': " + std::strerror(-r));
   }
   const char* snapshot = options.snapshot ? options.snapshot->c_str() : nullptr;
-  if (options.read_only || snapshot)
-    r = rbd_open_read_only(handles->ioctx, options.image.c_str(), &handles->image, snapshot);
-  else
-    r = rbd_open(handles->ioctx, options.image.c_str(), &handles->image, nullptr);
+  auto opened = open_image(*handles, options.image, snapshot, options.read_only || snapshot);
+  if (!opened) {
+    // librbd still works on the open and will use the pool and the connection when it ends:
+    // they must outlive us, so they are handed to a list that is never freed.
+    abandon(std::move(handles));
+    throw fail("the OSDs did not answer within " + std::to_string(kOpenTimeout.count()) +
+               " s while opening the image (are they up?)");
+  }
+  r = *opened;
   if (r < 0) {
-    handles->image = nullptr;
     if (r == -ENOENT)
       throw fail(snapshot ? "no such image or snapshot in pool '" + options.pool + "'"
                           : "no such image in pool '" + options.pool + "'");

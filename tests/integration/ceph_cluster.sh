@@ -120,8 +120,11 @@ EOF
     ceph_cmd osd pool create "$CEPH_POOL" 8 8 >/dev/null 2>&1 || fail "ceph osd pool create failed"
     ceph_cmd osd pool set "$CEPH_POOL" size 1 --yes-i-really-mean-it >/dev/null 2>&1 ||
         fail "setting the pool size to 1 failed"
-    rbd_cmd pool init "$CEPH_POOL" >/dev/null 2>&1 &
+    # a plain command, not the rbd_cmd function, so that $! is rbd itself and the cleanup can
+    # kill it if the cluster never comes up
+    rbd --conf "$CEPH_CONF" --keyring "$CEPH_KEYRING" --id admin pool init "$CEPH_POOL" >/dev/null 2>&1 &
     local init_pid=$! i
+    BG_PIDS+=("$init_pid")
     # The pool is usable once a RADOS object can be written and read back.
     echo ready >"$CEPH_DIR/probe"
     for ((i = 0; i < 120; i++)); do

@@ -206,6 +206,12 @@ qemu-img convert "${QSECRET[@]}" --image-opts "$(qemu_rbd e2)" -O raw "$T/e2.qem
 cmp -s "$T/plain2" "$T/e2.qemu" || fail "librbd cannot read a container volgate formatted on RBD"
 pass "volgate luks format/dump on an RBD image; librbd's encryption reads what volgate wrote"
 
+# ------------------------------------------------------------------ OSD outage at start
+kill -STOP "$CEPH_OSD_PID"
+refused "OSD not answering at start" "rbd $CEPH_POOL/a: the OSDs did not answer within 10 s" "x=rbd:$CEPH_POOL/a,$CEPH"
+kill -CONT "$CEPH_OSD_PID"
+((REFUSED_MS < 20000)) || fail "an unanswering OSD took $REFUSED_MS ms to report"
+
 # ------------------------------------------------------------------ OSD outage while serving
 start_volgate --unix "$S" --export "a=rbd:$CEPH_POOL/a,$CEPH"
 (cd "$T" && exec fio --output-format=json --output="$T/outage.json" --verify_fatal=1 --verify_state_save=0 \
