@@ -208,7 +208,12 @@ pass "volgate luks format/dump on an RBD image; librbd's encryption reads what v
 
 # ------------------------------------------------------------------ OSD outage at start
 kill -STOP "$CEPH_OSD_PID"
+# volgate exits with librbd's open still pending (it cannot be cancelled); what librbd allocated
+# for it is never freed, which LeakSanitizer would report in an ASan build. Only for this run.
+saved_asan=${ASAN_OPTIONS-}
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 refused "OSD not answering at start" "rbd $CEPH_POOL/a: the OSDs did not answer within 10 s" "x=rbd:$CEPH_POOL/a,$CEPH"
+export ASAN_OPTIONS=$saved_asan
 kill -CONT "$CEPH_OSD_PID"
 ((REFUSED_MS < 20000)) || fail "an unanswering OSD took $REFUSED_MS ms to report"
 
