@@ -7,11 +7,12 @@
 #include <string_view>
 
 #include "backends/block_device.hpp"
+#include "backends/iscsi_options.hpp"
 
 namespace volgate::gateway {
 
 struct ExportSpec {
-  enum class Backend { file, memory };
+  enum class Backend { file, memory, iscsi };
 
   std::string name;
   Backend backend = Backend::file;
@@ -21,6 +22,7 @@ struct ExportSpec {
   bool direct = false;                // file only
   std::optional<uint64_t> file_size;  // file only: create or grow to this size
   std::optional<std::string> luks_key_file;  // serve the decrypted LUKS payload
+  backends::IscsiOptions iscsi;       // iscsi
 };
 
 // Throws std::invalid_argument with a message that quotes the offending part.

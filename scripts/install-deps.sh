@@ -14,6 +14,8 @@ packages=(
   procps time
   # LUKS interoperability tests
   cryptsetup-bin
+  # iSCSI volumes: libiscsi, and tgt as the real target in tests (qemu-block-extra for the benchmark)
+  libiscsi-dev libiscsi-bin tgt qemu-block-extra
 )
 
 missing=()
