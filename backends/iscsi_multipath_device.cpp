@@ -104,8 +104,8 @@ void IscsiMultipathDevice::stop() {
       if (*pending == 0 || (--*pending != 0 && !now)) return;
       *pending = 0;  // the timeout and the answers may all come; finish once
       for (auto& path : paths_) {
-        if (path->state() == IscsiPath::State::up || path->counters().ios > 0)
-          log_path(*path, "closing");
+        // A device that never opened leaves its one error line to the caller.
+        if (start_error_.empty()) log_path(*path, "closing");
         path->abandon("closing");
       }
       // Nothing should be waiting (the server drains before it stops), but never leave a
@@ -396,6 +396,7 @@ void IscsiMultipathDevice::finish_start_when_settled() {
                    "writes cannot be fenced, only its connection reset", options_.target);
     }
   }
+  stopping_ = !error.empty();  // open() throws; nothing more is logged or dispatched
   {
     std::lock_guard lock(start_mutex_);
     start_error_ = error;

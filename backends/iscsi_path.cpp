@@ -128,6 +128,7 @@ void IscsiPath::connect(uint64_t reservation_key) {
     return;
   }
   ++session_;
+  failure_.clear();
   key_ = reservation_key;
   registered_ = false;
   login_refused_ = false;
@@ -481,6 +482,9 @@ void IscsiPath::enforce_timeouts(Clock::time_point now) {
 }
 
 void IscsiPath::fail_soon(const std::string& why) {
+  // The first failure is the cause; what follows (the service call that finds the socket
+  // dead, cancelled requests) is only its consequence.
+  if (failure_.empty()) failure_ = why;
   boost::asio::post(io_, [this, session = session_, why] {
     if (session == session_) close_session(State::down, why);
   });
@@ -490,7 +494,8 @@ void IscsiPath::abandon(const std::string& why) { close_session(State::down, why
 
 void IscsiPath::refuse(const std::string& why) { close_session(State::refused, why); }
 
-void IscsiPath::close_session(State next, const std::string& why) {
+void IscsiPath::close_session(State next, const std::string& reason) {
+  const std::string why = failure_.empty() ? reason : std::exchange(failure_, {});
   last_error_ = why;
   if (!ctx_) {
     if (next == State::refused) state_ = next;

@@ -145,7 +145,7 @@ class IscsiPath {
   void io_finished(IscsiIo* io, int status, scsi_task* task);
   // Failure found inside a libiscsi callback: the context cannot be destroyed from there.
   void fail_soon(const std::string& why);
-  void close_session(State next, const std::string& why);
+  void close_session(State next, const std::string& reason);
   std::string error_text() const;
 
   // Keeps Asio waiting for what libiscsi wants (readable, writable) on its socket.
@@ -178,6 +178,7 @@ class IscsiPath {
   bool reservations_supported_ = true;
   bool login_refused_ = false;
   std::string last_error_;
+  std::string failure_;  // the first failure seen in this session, reported as its cause
 
   std::unordered_set<IscsiIo*> in_flight_;
   std::function<void(bool)> fence_done_;

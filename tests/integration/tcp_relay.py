@@ -92,6 +92,13 @@ class Relay:
         except OSError:
             data = b""
         if not data:
+            # The far end finished: pass on what it said last (a login reject, say), then close.
+            peer = self.peer[sock]
+            try:
+                peer.settimeout(1)
+                peer.sendall(self.pending.get(peer, b""))
+            except OSError:
+                pass
             return self.close_pair(sock)
         peer = self.peer[sock]
         self.pending[peer] = self.pending.get(peer, b"") + data
