@@ -1,6 +1,7 @@
 #include "backends/iscsi_multipath_device.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -68,6 +69,7 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options)
   std::random_device random;
   key_base_ = (static_cast<uint64_t>(random()) << 32 | random()) & ~uint64_t{0xffff};
   reported_up_.assign(options_.portals.size(), false);
+  last_down_reason_.resize(options_.portals.size());
   IscsiPath::Owner& owner = *this;
   for (size_t i = 0; i < options_.portals.size(); ++i)
     paths_.push_back(std::make_unique<IscsiPath>(io_, i, options_.portals[i], options_, credentials_, owner));
@@ -77,6 +79,13 @@ void IscsiMultipathDevice::start() {
   keep_running_.emplace(io_.get_executor());
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "volgate-iscsi");
+    // libiscsi writes data with writev(2), which raises SIGPIPE when a path's peer has gone
+    // and would kill the process. Blocked in this thread, where all its sockets live, the
+    // signal stays pending and the call fails with EPIPE, which is just a lost path.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     io_.run();
   });
   boost::asio::post(io_, [this] {
@@ -388,7 +397,7 @@ void IscsiMultipathDevice::finish_start_when_settled() {
       if (path->state() == IscsiPath::State::up)
         log_path(*path, "up");
       else
-        log_path(*path, "down", path->last_error());
+        log_path(*path, "down", last_down_reason_[path->index()] = path->last_error());
     }
     if (!reference->reservations_supported() && !options_.read_only) {
       warned_no_reservations_ = true;
@@ -410,7 +419,8 @@ void IscsiMultipathDevice::log_path(const IscsiPath& path, const char* event,
                                     const std::string& why) const {
   const auto& c = path.counters();
   const bool preferred = options_.path_policy == PathPolicy::failover && path.index() == 0;
-  auto level = std::strcmp(event, "down") == 0 || std::strcmp(event, "refused") == 0
+  auto level = std::strncmp(event, "down", 4) == 0 || std::strcmp(event, "refused") == 0 ||
+                       std::strcmp(event, "still down") == 0
                    ? spdlog::level::warn
                    : spdlog::level::info;
   spdlog::log(level, "{}: path {} {}: {}{}{}{} [state {}, ios {}, errors {}, failovers {}]",
@@ -431,6 +441,7 @@ void IscsiMultipathDevice::path_up(IscsiPath& path) {
     return log_path(path, "refused", "block size changed");
   }
   reported_up_[path.index()] = true;
+  last_down_reason_[path.index()].clear();
   capacity_changed(path);
   const bool failback = options_.path_policy == PathPolicy::failover && path.index() == 0;
   log_path(path, failback ? "up, failing back to it" : "up");
@@ -444,11 +455,15 @@ void IscsiMultipathDevice::path_up(IscsiPath& path) {
 
 void IscsiMultipathDevice::path_down(IscsiPath& path, const std::string& why, uint64_t fence_key) {
   if (fence_key != 0) fences_.push_back(fence_key);
+  const bool was_up = reported_up_[path.index()];
   reported_up_[path.index()] = false;
   if (stopping_) return;
   if (starting_) return finish_start_when_settled();
-  log_path(path, "down", why);
-  if (!any_path_up())
+  // A path that stays down is tried every path-check-interval: say so once per reason.
+  std::string& last = last_down_reason_[path.index()];
+  if (was_up || why != last) log_path(path, was_up ? "down" : "still down", why);
+  last = why;
+  if (was_up && !any_path_up())
     spdlog::error("{}: no path is up; requests wait up to {} s for one", options_.target,
                   options_.no_path_timeout.count());
   schedule_dispatch();

@@ -115,6 +115,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   bool dispatch_posted_ = false;
   size_t next_path_ = 0;  // round-robin
   std::vector<bool> reported_up_;  // per path: its coming up was logged
+  std::vector<std::string> last_down_reason_;  // per path: the last failure logged
   uint64_t key_base_ = 0;
   uint64_t key_sequence_ = 0;
   bool starting_ = true;
