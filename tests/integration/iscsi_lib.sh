@@ -97,3 +97,19 @@ wait_for_log() {
         sleep 0.05
     done
 }
+
+# check_fio JSON: fio's JSON output shows no job error, no I/O error, and every byte written
+# was verified (read back)
+check_fio() {
+    "$SYSPY" - "$1" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for j in d["jobs"]:
+    errors = (j["error"], j["write"].get("total_err", 0), j["read"].get("total_err", 0),
+              j.get("total_err", 0))
+    if any(errors):
+        sys.exit("job error %d, write errors %d, read errors %d, total errors %d" % errors)
+    if j["read"]["io_bytes"] != j["write"]["io_bytes"] or j["write"]["io_bytes"] == 0:
+        sys.exit("verified %d of %d bytes" % (j["read"]["io_bytes"], j["write"]["io_bytes"]))
+EOF
+}

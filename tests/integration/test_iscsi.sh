@@ -87,8 +87,9 @@ size=$(nbdinfo --size "$U")
 assert_eq "$size" $((64 << 20)) "export size"
 (cd "$TEST_TMP" && fio --name=one --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k --iodepth=32 \
     --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
-    >"$TEST_TMP/fio1.log" 2>&1) || fail "fio through one path: $(tail -n 5 "$TEST_TMP/fio1.log")"
-grep -q "err= 0" "$TEST_TMP/fio1.log" || fail "fio reported errors: $(grep err= "$TEST_TMP/fio1.log")"
+    --output-format=json --output=fio1.json >"$TEST_TMP/fio1.log" 2>&1) ||
+    fail "fio through one path: $(tail -n 5 "$TEST_TMP/fio1.log")"
+check_fio "$TEST_TMP/fio1.json" || fail "fio through one path reported errors"
 pass "fio 4k randwrite depth 32 with crc32c verify through one path"
 stop_volgate
 grep -q "path 0 127.0.0.2:$P: closing" "$VG_ERR" || fail "no closing line with the path's counters"

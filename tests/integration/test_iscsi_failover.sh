@@ -31,21 +31,6 @@ U=$(unix_uri v "$S")
 FIO_ARGS=(--name=faults --ioengine=nbd --uri="$U" --rw=randwrite --bsrange=4k-64k --iodepth=32
     --size=48M --verify=crc32c --verify_fatal=1 --verify_state_save=0 --output-format=json)
 
-# check_fio JSON: no job error, no I/O error, everything written was verified
-check_fio() {
-    "$SYSPY" - "$1" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for j in d["jobs"]:
-    errors = (j["error"], j["write"].get("total_err", 0), j["read"].get("total_err", 0),
-              j.get("total_err", 0))
-    if any(errors):
-        sys.exit("job error %d, write errors %d, read errors %d, total errors %d" % errors)
-    if j["read"]["io_bytes"] != j["write"]["io_bytes"]:
-        sys.exit("verified %d of %d bytes" % (j["read"]["io_bytes"], j["write"]["io_bytes"]))
-EOF
-}
-
 STOP=$TEST_TMP/stop-fio
 (
     cd "$TEST_TMP"
@@ -168,7 +153,9 @@ start_volgate --unix "$S" --export "v=iscsi://$PORTALS/$IQN/1,path-policy=round-
 U=$(unix_uri v "$S")
 (cd "$TEST_TMP" && fio --name=rr --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k --iodepth=32 \
     --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
-    >"$TEST_TMP/rr.log" 2>&1) || fail "fio with round-robin: $(tail -n 3 "$TEST_TMP/rr.log")"
+    --output-format=json --output=rr.json >"$TEST_TMP/rr.log" 2>&1) ||
+    fail "fio with round-robin: $(tail -n 3 "$TEST_TMP/rr.log")"
+check_fio "$TEST_TMP/rr.json" || fail "fio with round-robin reported errors"
 stop_volgate
 ios0=$(path_ios "$VG_ERR" 0)
 ios1=$(path_ios "$VG_ERR" 1)
