@@ -244,6 +244,10 @@ void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte
 
 void IscsiMultipathDevice::complete(Request* request, std::error_code ec) {
   boost::asio::io_context& caller = *request->caller;
+  // The request's own work guard goes with the handler, which may run (and the caller's
+  // io_context return and be destroyed, as at the final flush) before post() has finished
+  // waking it. A second unit of work, given up only after post() returns, prevents that.
+  WorkGuard posting = *request->busy;
   boost::asio::post(caller, [request, ec] {
     std::unique_ptr<Request> owned(request);
     Completion done = std::move(owned->done);
