@@ -10,7 +10,8 @@ for a in "$@"; do
 done
 
 ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
-             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2)
+             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2
+             volgate-iscsi volgate-iscsi-rr qemu-nbd-iscsi)
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
 
 RUNTIME=10
@@ -60,8 +61,12 @@ plus ~2-3 s of untimed prefill per memory-server row and the LUKS image preparat
 The LUKS rows: volgate-luks, nbdkit-luks (--filter=luks) and qemu-nbd-luks serve one LUKS1
 image made by qemu-img; volgate-luks2 serves a LUKS2 image (4096-byte sectors) made by
 cryptsetup. Both payloads are --size and are filled with data through volgate first.
+The iSCSI rows serve the image through a private tgtd (two portals on 127.0.0.1 and
+127.0.0.2, the image as a file-backed LUN): volgate-iscsi over one portal, volgate-iscsi-rr over
+both with path-policy=round-robin, qemu-nbd-iscsi with QEMU's iscsi:// driver on the same LUN.
+tgtd's CPU is counted neither as the server's nor as other CPU.
 Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
-/usr/bin/python3.
+/usr/bin/python3; tgt and qemu-block-extra for the iSCSI rows.
 Exits non-zero if any row failed; the failures are listed under the table.
 EOF
 }
@@ -110,6 +115,7 @@ for s in "${SERVERS[@]}"; do
   case $s in
     nbdkit-*) command -v nbdkit >/dev/null || die "nbdkit not found" ;;
     qemu-nbd) command -v qemu-nbd >/dev/null || die "qemu-nbd not found" ;;
+    *-iscsi*) command -v tgtd >/dev/null || die "tgtd not found (apt-get install tgt)" ;;
   esac
 done
 if ((need_volgate)); then
@@ -126,6 +132,7 @@ WORK=$(mktemp -d "$SHM/volgate-bench.XXXXXX") || die "mktemp failed"
 IMG=$WORK/image.raw
 SERVER_PID=""
 FIO_PID=""
+TGTD_PID=""
 
 cleanup() {
   trap - EXIT INT TERM
@@ -135,6 +142,7 @@ cleanup() {
     for _ in {1..30}; do alive "$SERVER_PID" || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null
   fi
+  [[ -n $TGTD_PID ]] && kill -KILL "$TGTD_PID" 2>/dev/null   # tgtd ignores SIGTERM
   wait 2>/dev/null
   rm -rf "$WORK"
 }
@@ -186,6 +194,10 @@ server_cmd() { # server sock -> prints argv, one per line
     nbdkit-luks)    printf '%s\n' nbdkit -f -U "$sock" --filter=luks file "$LUKS1_IMG" "passphrase=+$KEY" ;;
     qemu-nbd-luks)  printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --aio=threads \
                       --object "secret,id=s0,file=$KEY" --image-opts "driver=luks,key-secret=s0,file.filename=$LUKS1_IMG" ;;
+    volgate-iscsi)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
+    volgate-iscsi-rr) printf '%s\n' "$VOLGATE" serve --unix "$sock" \
+                      --export "bench=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$ISCSI_IQN/1,path-policy=round-robin" ;;
+    qemu-nbd-iscsi) printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback "iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
   esac
 }
 
@@ -299,9 +311,12 @@ run_row() {
       >"$WORK/$id.fio.out" 2>"$err" </dev/null &
   FIO_PID=$!
   sleep "$RAMP"   # server CPU is sampled over fio's measured window, not its ramp
+  local g0=0 g1=0
+  [[ $s == *-iscsi* ]] && g0=$(cpu_ticks "$TGTD_PID")
   c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); t0=$(date +%s.%N)
   wait "$FIO_PID"; rc=$?
   c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); t1=$(date +%s.%N)
+  [[ $s == *-iscsi* ]] && g1=$(cpu_ticks "$TGTD_PID")
   FIO_PID=""
   hwm=$(vm_hwm_kib "$target")
   alive "$target" || anomaly "$s/$w: server died during the workload"
@@ -324,7 +339,8 @@ run_row() {
   fi
   RES[$s|$w|fcpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN{printf "%.0f", u + s}')
   # Whatever else ran on the machine meanwhile: all busy CPU minus the server and fio.
-  RES[$s|$w|other]=$(awk -v d=$((b1 - b0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+  # (tgtd, the target of the iSCSI rows, is part of the setup rather than "other")
+  RES[$s|$w|other]=$(awk -v d=$((b1 - b0 - (g1 - g0))) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
     -v srv="${RES[$s|$w|cpup]:-0}" -v f="${RES[$s|$w|fcpu]}" \
     'BEGIN{o = 100 * (d / hz) / (t1 - t0) - srv - f; printf "%.0f", (o < 0 ? 0 : o)}')
   ((RES[$s|$w|other] > 15)) &&
@@ -389,6 +405,22 @@ if ! fio --name=fill --ioengine=psync --rw=write --bs=1M --size="$SIZE" --filena
   die "could not fill $IMG: $(tail -c 300 "$WORK/fill.err")"
 fi
 [[ $(stat -c %s "$IMG") == "$SIZE" ]] || die "image has the wrong size"
+
+# iSCSI rows: a private tgtd serving the image as LUN 1 on two loopback portals.
+ISCSI_IQN=iqn.2026-01.org.volgate.bench:image
+need_tgtd=0
+for s in "${SERVERS[@]}"; do [[ $s == *-iscsi* ]] && need_tgtd=1; done
+if ((need_tgtd)); then
+  TGTD_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  export TGT_IPC_SOCKET=$WORK/tgtd.ipc
+  tgtd -f --iscsi "portal=127.0.0.1:$TGTD_PORT,portal=127.0.0.2:$TGTD_PORT" >"$WORK/tgtd.log" 2>&1 &
+  TGTD_PID=$!
+  for _ in {1..100}; do tgtadm --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.05; done
+  tgtadm --lld iscsi --op new --mode target --tid 1 -T "$ISCSI_IQN" &&
+    tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$IMG" &&
+    tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL || die "could not set up tgtd: $(tail -c 300 "$WORK/tgtd.log")"
+  log "tgtd (pid $TGTD_PID) serves the image on 127.0.0.1:$TGTD_PORT and 127.0.0.2:$TGTD_PORT"
+fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN{exit !(l > 0.5)}'; then
