@@ -10,6 +10,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "backends/libiscsi_path.hpp"
 #include "common/current_context.hpp"
 
 namespace volgate::backends {
@@ -43,13 +44,21 @@ std::string describe(const IscsiOptions& options) {
   return "iscsi " + options.target + "/" + std::to_string(options.lun) + " via " + portals;
 }
 
-std::shared_ptr<IscsiMultipathDevice> IscsiMultipathDevice::open(const IscsiOptions& options) {
-  std::shared_ptr<IscsiMultipathDevice> device(new IscsiMultipathDevice(options));
+std::shared_ptr<IscsiMultipathDevice> IscsiMultipathDevice::open(const IscsiOptions& options,
+                                                                 PathFactory make_path) {
+  if (!make_path)
+    make_path = [](boost::asio::io_context& io, size_t index, const std::string& portal,
+                   const IscsiOptions& options, const IscsiCredentials& credentials,
+                   IscsiPath::Owner& owner) -> std::unique_ptr<IscsiPath> {
+      return std::make_unique<LibiscsiPath>(io, index, portal, options, credentials, owner);
+    };
+  std::shared_ptr<IscsiMultipathDevice> device(new IscsiMultipathDevice(options, make_path));
   device->start();
   return device;
 }
 
-IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options)
+IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
+                                           const PathFactory& make_path)
     : options_(options), tick_timer_(io_), check_timer_(io_), stop_timer_(io_) {
   if (options_.portals.empty()) throw std::invalid_argument("no portal given");
   if (!options_.chap_user.empty()) {
@@ -72,7 +81,7 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options)
   last_down_reason_.resize(options_.portals.size());
   IscsiPath::Owner& owner = *this;
   for (size_t i = 0; i < options_.portals.size(); ++i)
-    paths_.push_back(std::make_unique<IscsiPath>(io_, i, options_.portals[i], options_, credentials_, owner));
+    paths_.push_back(make_path(io_, i, options_.portals[i], options_, credentials_, owner));
 }
 
 void IscsiMultipathDevice::start() {
@@ -326,20 +335,16 @@ void IscsiMultipathDevice::tick() {
   for (auto& path : paths_) path->enforce_timeouts(now);
   // Requests that waited for a path for too long fail; the rest keep their place.
   if (!queue_.empty() && !starting_) {
-    std::deque<Request*> keep;
-    size_t expired = 0;
-    for (Request* request : queue_) {
-      if (now - request->waiting_since >= options_.no_path_timeout) {
-        ++expired;
-        complete(request, errno_code(EIO));
-      } else {
-        keep.push_back(request);
-      }
-    }
-    queue_.swap(keep);
-    if (expired)
+    std::vector<Request*> expired;
+    std::erase_if(queue_, [&](Request* request) {
+      if (now - request->waiting_since < options_.no_path_timeout) return false;
+      expired.push_back(request);
+      return true;
+    });
+    if (!expired.empty())
       spdlog::error("{}: {} request{} failed with EIO after waiting {} s for a path", options_.target,
-                    expired, expired == 1 ? "" : "s", options_.no_path_timeout.count());
+                    expired.size(), expired.size() == 1 ? "" : "s", options_.no_path_timeout.count());
+    for (Request* request : expired) complete(request, errno_code(EIO));
   }
   finish_start_when_settled();
   tick_timer_.expires_after(kTickInterval);

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,11 +33,17 @@ namespace volgate::backends {
 
 class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner {
  public:
+  // Makes the path for one portal; the default makes LibiscsiPaths.
+  using PathFactory = std::function<std::unique_ptr<IscsiPath>(
+      boost::asio::io_context& io, size_t index, const std::string& portal,
+      const IscsiOptions& options, const IscsiCredentials& credentials, IscsiPath::Owner& owner)>;
+
   // Logs in on every portal (each first attempt bounded by login_timeout) and checks that they
   // all show the same LUN. Throws std::runtime_error naming the portal and the reason when no
   // path comes up or a portal shows another LUN; a portal that is merely unreachable is logged
   // and retried in the background.
-  static std::shared_ptr<IscsiMultipathDevice> open(const IscsiOptions& options);
+  static std::shared_ptr<IscsiMultipathDevice> open(const IscsiOptions& options,
+                                                    PathFactory make_path = {});
   ~IscsiMultipathDevice() override;
 
   uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
@@ -64,7 +71,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
     Clock::time_point waiting_since{};
   };
 
-  explicit IscsiMultipathDevice(const IscsiOptions& options);
+  IscsiMultipathDevice(const IscsiOptions& options, const PathFactory& make_path);
   void start();
   void stop();
 
