@@ -4,7 +4,7 @@
 # luks-key-file work on an iSCSI LUN; one-way and mutual CHAP log in, a wrong secret is one
 # clear error; a portal that shows another LUN is refused; bad URIs exit 2; with every path
 # down, I/O waits for a path up to no-path-timeout (and completes when one returns in time),
-# then fails with EIO, and the export recovers when a path is back.
+# then fails with EIO, and the export recovers when a path is back; a LUN that grows is seen.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/iscsi_lib.sh"
@@ -186,5 +186,18 @@ r=$(nbd_write "$U" 0 65536 44)
 [[ $r == ok* ]] || fail "write after the paths came back: $r"
 lun_holds "$LUN" 0 65536 44 || fail "the write after recovery is not in the LUN"
 assert_alive
-stop_volgate
 pass "the export recovers when the paths come back"
+
+# --- the LUN grows under a running export -----------------------------------------------------
+# tgt cannot resize a LUN in place: the LUN is replaced by one on the grown file, which also
+# leaves a unit attention for every session. The path checker's READ CAPACITY sees the size.
+truncate -s 96M "$LUN"
+tgt main --op delete --mode logicalunit --tid 1 --lun 1 || fail "cannot remove LUN 1"
+tgt main --op new --mode logicalunit --tid 1 --lun 1 -b "$LUN" || fail "cannot add LUN 1 again"
+wait_for_log "$VG_ERR" "size changed from $((64 << 20)) to $((96 << 20)) bytes" 5 "resize"
+assert_eq "$(nbdinfo --size "$U")" $((96 << 20)) "export size after the LUN grew"
+r=$(nbd_write "$U" $((80 << 20)) 65536 55)
+[[ $r == ok* ]] || fail "write into the grown part: $r"
+lun_holds "$LUN" $((80 << 20)) 65536 55 || fail "the write into the grown part is not in the LUN"
+stop_volgate
+pass "a grown LUN is seen by the path checker: new connections get 96 MiB and can write there"
