@@ -79,6 +79,7 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
   key_base_ = (static_cast<uint64_t>(random()) << 32 | random()) & ~uint64_t{0xffff};
   reported_up_.assign(options_.portals.size(), false);
   last_down_reason_.resize(options_.portals.size());
+  announced_checking_.assign(options_.portals.size(), false);
   IscsiPath::Owner& owner = *this;
   for (size_t i = 0; i < options_.portals.size(); ++i)
     paths_.push_back(make_path(io_, i, options_.portals[i], options_, credentials_, owner));
@@ -356,10 +357,15 @@ void IscsiMultipathDevice::tick() {
 void IscsiMultipathDevice::check_paths() {
   if (stopping_) return;
   for (auto& path : paths_) {
-    if (path->state() == IscsiPath::State::down)
+    if (path->state() == IscsiPath::State::down) {
       path->connect(next_reservation_key());
-    else if (path->state() == IscsiPath::State::up)
+      // Said once per outage; the reason of each failed attempt is logged when it changes.
+      if (!announced_checking_[path->index()] && path->state() == IscsiPath::State::checking)
+        log_path(*path, "checking (reconnecting)");
+      announced_checking_[path->index()] = true;
+    } else if (path->state() == IscsiPath::State::up) {
       path->check();
+    }
   }
   check_timer_.expires_after(options_.path_check_interval);
   check_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -450,6 +456,7 @@ void IscsiMultipathDevice::path_up(IscsiPath& path) {
     return log_path(path, "refused", "block size changed");
   }
   reported_up_[path.index()] = true;
+  announced_checking_[path.index()] = false;
   last_down_reason_[path.index()].clear();
   capacity_changed(path);
   const bool failback = options_.path_policy == PathPolicy::failover && path.index() == 0;

@@ -123,6 +123,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   size_t next_path_ = 0;  // round-robin
   std::vector<bool> reported_up_;  // per path: its coming up was logged
   std::vector<std::string> last_down_reason_;  // per path: the last failure logged
+  std::vector<bool> announced_checking_;       // per path: "checking" logged in this outage
   uint64_t key_base_ = 0;
   uint64_t key_sequence_ = 0;
   bool starting_ = true;

@@ -50,12 +50,19 @@ std::string status_text(int status, const scsi_task* task) {
     case SCSI_STATUS_TASK_ABORTED:
       return "TASK ABORTED";
     case SCSI_STATUS_CANCELLED:
-      return "cancelled (session lost)";
+      return "the session was lost";
     case SCSI_STATUS_TIMEOUT:
       return "timed out";
     default:
       return "transport error";
   }
+}
+
+// With its reconnect turned off, libiscsi words a closed or reset connection as a failed
+// reconnect attempt ("Can not reconnect right now"): say what happened instead.
+std::string lost_connection(const std::string& error) {
+  if (error.find("reconnect") != std::string::npos) return "the connection was closed or reset";
+  return "connection lost: " + error;
 }
 
 // The logical unit's own designators from VPD page 0x83 (NAA, EUI-64, T10 vendor id...), which
@@ -147,7 +154,7 @@ void LibiscsiPath::on_connected(iscsi_context* iscsi, int status, void*, void* s
   if (iscsi != path->ctx_) return;
   if (path->state_ != State::checking || path->step_ != Step::login) {
     // The second call libiscsi makes: the connection is gone.
-    if (status != SCSI_STATUS_GOOD) path->fail_soon("connection lost: " + path->error_text());
+    if (status != SCSI_STATUS_GOOD) path->fail_soon(lost_connection(path->error_text()));
     return;
   }
   if (status != SCSI_STATUS_GOOD) {
@@ -494,13 +501,15 @@ void LibiscsiPath::close_session(State next, const std::string& reason) {
   }
   const uint64_t fence_key = registered_ ? key_ : 0;
   registered_ = false;
-  owner_.path_down(*this, why, fence_key);
   // Cancels what was in flight: each request comes back through on_io to be sent elsewhere.
+  // The owner only queues them (it dispatches later, from its own turn), so it hears of the
+  // fence key below before anything is sent again, and its log line counts them.
   iscsi_destroy_context(ctx);
   for (IscsiIo* io : std::exchange(in_flight_, {})) {
     io->task = nullptr;
     owner_.io_retry(io);
   }
+  owner_.path_down(*this, why, fence_key);
   if (auto done = std::exchange(fence_done_, nullptr)) done(false);
   if (auto done = std::exchange(unregister_done_, nullptr)) done();
 }
@@ -544,7 +553,7 @@ void LibiscsiPath::on_ready(uint64_t session, int revents, const boost::system::
   (revents == POLLIN ? waiting_read_ : waiting_write_) = false;
   if (ec == boost::asio::error::operation_aborted) return;
   if (ec) return close_session(State::down, "socket error: " + ec.message());
-  if (iscsi_service(ctx_, revents) < 0) return close_session(State::down, "connection lost: " + error_text());
+  if (iscsi_service(ctx_, revents) < 0) return close_session(State::down, lost_connection(error_text()));
   watch();
 }
 
