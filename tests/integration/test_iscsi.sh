@@ -83,6 +83,13 @@ cmp -s "$TEST_TMP/random.img" "$LUN" || fail "the LUN's backing file differs fro
 nbdcopy "$U" "$TEST_TMP/back.img"
 cmp -s "$TEST_TMP/random.img" "$TEST_TMP/back.img" || fail "reading the LUN back gave different data"
 pass "64 MiB through one path: backing file and read-back identical"
+# The largest NBD request (32 MiB) is one SCSI command each way.
+make_random_file "$TEST_TMP/random2.img" 64
+nbdcopy --request-size=$((32 << 20)) "$TEST_TMP/random2.img" "$U"
+cmp -s "$TEST_TMP/random2.img" "$LUN" || fail "32 MiB writes: the LUN differs"
+nbdcopy --request-size=$((32 << 20)) "$U" "$TEST_TMP/back2.img"
+cmp -s "$TEST_TMP/random2.img" "$TEST_TMP/back2.img" || fail "32 MiB reads: different data"
+pass "32 MiB requests both ways"
 size=$(nbdinfo --size "$U")
 assert_eq "$size" $((64 << 20)) "export size"
 (cd "$TEST_TMP" && fio --name=one --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k --iodepth=32 \
