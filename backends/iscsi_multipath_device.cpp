@@ -99,7 +99,11 @@ void IscsiMultipathDevice::start() {
     io_.run();
   });
   boost::asio::post(io_, [this] {
+    // A portal that fails at once (an unknown host) must not settle the start before the
+    // others have even been tried.
+    launching_ = true;
     for (auto& path : paths_) path->connect(next_reservation_key());
+    launching_ = false;
     tick();
   });
   std::unique_lock lock(start_mutex_);
@@ -382,7 +386,7 @@ uint64_t IscsiMultipathDevice::next_reservation_key() {
 
 // The first attempt on every portal has ended: decide whether the device can open.
 void IscsiMultipathDevice::finish_start_when_settled() {
-  if (!starting_) return;
+  if (!starting_ || launching_) return;
   for (auto& path : paths_)
     if (path->state() == IscsiPath::State::checking) return;
   starting_ = false;

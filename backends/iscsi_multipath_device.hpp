@@ -127,6 +127,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   uint64_t key_base_ = 0;
   uint64_t key_sequence_ = 0;
   bool starting_ = true;
+  bool launching_ = false;  // the first connect() of every path is being started
   bool stopping_ = false;
   bool warned_no_reservations_ = false;
   std::string start_error_;
