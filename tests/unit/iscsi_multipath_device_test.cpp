@@ -354,3 +354,50 @@ TEST(IscsiMultipathDevice, NoReachablePortalFailsTheOpenNamingEach) {
     EXPECT_NE(what.find("b:3260: unreachable"), std::string::npos) << what;
   }
 }
+
+TEST(IscsiMultipathDevice, APathThatComesBackShowingAnotherLunIsRefusedForGood) {
+  Lab lab;
+  auto device = open_with(lab, two_portals());
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.identity[0] = "lun-b";  // the portal now leads to another LUN
+  }
+  lab.on_device([&] { lab.paths[0]->abandon("reset"); });
+  ASSERT_TRUE(lab.wait_for("up 0", 2, 3000ms)) << "the path checker reconnects path 0";
+  std::this_thread::sleep_for(50ms);
+  IscsiPath::State state{};
+  lab.on_device([&] { state = lab.paths[0]->state(); });
+  EXPECT_EQ(state, IscsiPath::State::refused);
+  Client client;
+  auto done = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 1"));
+  EXPECT_EQ(lab.count("submit 0"), 0u);
+  lab.on_device([&] { lab.paths[1]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+  // Refused is final: the checker does not try it again.
+  std::this_thread::sleep_for(1200ms);
+  EXPECT_EQ(lab.count("up 0"), 2u);
+}
+
+TEST(IscsiMultipathDevice, RoundRobinSkipsAPathThatIsDown) {
+  Lab lab;
+  auto options = two_portals();
+  options.path_policy = PathPolicy::round_robin;
+  auto device = open_with(lab, options);
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up[1] = false;
+  }
+  lab.on_device([&] { lab.paths[1]->abandon("down"); });
+  Client client;
+  std::vector<std::future<std::error_code>> writes;
+  for (int i = 0; i < 6; ++i) writes.push_back(client.write(*device, 4096u * i));
+  ASSERT_TRUE(lab.wait_for("submit 0", 6));
+  EXPECT_EQ(lab.count("submit 1"), 0u);
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  for (auto& w : writes) {
+    ASSERT_TRUE(ready_within(w, 2000ms));
+    EXPECT_FALSE(w.get());
+  }
+}
