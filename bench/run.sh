@@ -10,7 +10,8 @@ for a in "$@"; do
 done
 
 ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
-             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2)
+             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2
+             volgate-iscsi volgate-iscsi-rr qemu-nbd-iscsi)
 # Rows on a Ceph RBD image; they need --ceph, which starts a throwaway cluster.
 RBD_SERVERS=(volgate-rbd qemu-nbd-rbd rbd-bench)
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
@@ -71,8 +72,12 @@ plus ~2-3 s of untimed prefill per memory-server row and the LUKS image preparat
 The LUKS rows: volgate-luks, nbdkit-luks (--filter=luks) and qemu-nbd-luks serve one LUKS1
 image made by qemu-img; volgate-luks2 serves a LUKS2 image (4096-byte sectors) made by
 cryptsetup. Both payloads are --size and are filled with data through volgate first.
+The iSCSI rows serve the image through a private tgtd (two portals on 127.0.0.1 and
+127.0.0.2, the image as a file-backed LUN): volgate-iscsi over one portal, volgate-iscsi-rr over
+both with path-policy=round-robin, qemu-nbd-iscsi with QEMU's iscsi:// driver on the same LUN.
+tgtd's CPU is counted neither as the server's nor as other CPU.
 Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
-/usr/bin/python3.
+/usr/bin/python3; tgt and qemu-block-extra for the iSCSI rows.
 Exits non-zero if any row failed; the failures are listed under the table.
 EOF
 }
@@ -137,6 +142,9 @@ for s in "${SERVERS[@]}"; do
     nbdkit-*) command -v nbdkit >/dev/null || die "nbdkit not found" ;;
     qemu-nbd*) command -v qemu-nbd >/dev/null || die "qemu-nbd not found" ;;
   esac
+  case $s in
+    *-iscsi*) command -v tgtd >/dev/null || die "tgtd not found (apt-get install tgt)" ;;
+  esac
 done
 if ((need_volgate)); then
   [[ -x $VOLGATE ]] || die "volgate binary not found at $VOLGATE (build it, pass --volgate, or leave volgate-* out of --servers)"
@@ -152,6 +160,7 @@ WORK=$(mktemp -d "$SHM/volgate-bench.XXXXXX") || die "mktemp failed"
 IMG=$WORK/image.raw
 SERVER_PID=""
 FIO_PID=""
+TGTD_PID=""
 
 BG_PIDS=()   # the Ceph daemons, when --ceph started them
 DISK_TMP=""
@@ -166,6 +175,7 @@ cleanup() {
   fi
   local p
   for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  [[ -n $TGTD_PID ]] && kill -KILL "$TGTD_PID" 2>/dev/null   # tgtd ignores SIGTERM
   wait 2>/dev/null
   rm -rf "$WORK"
   [[ -n $DISK_TMP ]] && rm -rf "$DISK_TMP"
@@ -222,6 +232,10 @@ server_cmd() { # server sock -> prints argv, one per line
                       --export "bench=rbd:$CEPH_POOL/bench,ceph-conf=$CEPH_CONF,keyring=$CEPH_KEYRING" ;;
     qemu-nbd-rbd)   printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --image-opts \
                       "driver=rbd,pool=$CEPH_POOL,image=bench,conf=$CEPH_CONF,user=admin" ;;
+    volgate-iscsi)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
+    volgate-iscsi-rr) printf '%s\n' "$VOLGATE" serve --unix "$sock" \
+                      --export "bench=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$ISCSI_IQN/1,path-policy=round-robin" ;;
+    qemu-nbd-iscsi) printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback "iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
   esac
 }
 
@@ -335,9 +349,9 @@ run_row() {
       >"$WORK/$id.fio.out" 2>"$err" </dev/null &
   FIO_PID=$!
   sleep "$RAMP"   # server CPU is sampled over fio's measured window, not its ramp
-  c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); k0=$(ceph_ticks); t0=$(date +%s.%N)
+  c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); k0=$(storage_ticks); t0=$(date +%s.%N)
   wait "$FIO_PID"; rc=$?
-  c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); k1=$(ceph_ticks); t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); k1=$(storage_ticks); t1=$(date +%s.%N)
   FIO_PID=""
   hwm=$(vm_hwm_kib "$target")
   alive "$target" || anomaly "$s/$w: server died during the workload"
@@ -364,25 +378,26 @@ run_row() {
   log "$s/$w: ${RES[$s|$w|mibs]} MiB/s, ${RES[$s|$w|iops]} IOPS, ${RES[$s|$w|cpug]:-?} CPU-s/GiB, peak RSS ${RES[$s|$w|rss]:-?} MiB"
 }
 
-# account_other SERVER WORKLOAD BUSY_TICKS CEPH_TICKS T0 T1: the Ceph daemons' CPU %, and whatever
-# else ran on the machine meanwhile (all busy CPU minus the server, fio and Ceph).
+# account_other SERVER WORKLOAD BUSY_TICKS STORAGE_TICKS T0 T1: the Ceph daemons' CPU % (with
+# --ceph), and whatever else ran on the machine meanwhile: all busy CPU minus the server, fio
+# and the storage daemons (Ceph, tgtd), which are part of the setup rather than "other".
 account_other() {
-  local s=$1 w=$2 busy=$3 ceph=$4 t0=$5 t1=$6
-  if ((need_ceph)); then
-    RES[$s|$w|ceph]=$(awk -v d="$ceph" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
-      'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
-  fi
+  local s=$1 w=$2 busy=$3 storage=$4 t0=$5 t1=$6
+  local storage_pct
+  storage_pct=$(awk -v d="$storage" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+    'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
+  ((need_ceph)) && RES[$s|$w|ceph]=$storage_pct
   RES[$s|$w|other]=$(awk -v d="$busy" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
-    -v srv="${RES[$s|$w|cpup]:-0}" -v f="${RES[$s|$w|fcpu]:-0}" -v c="${RES[$s|$w|ceph]:-0}" \
+    -v srv="${RES[$s|$w|cpup]:-0}" -v f="${RES[$s|$w|fcpu]:-0}" -v c="$storage_pct" \
     'BEGIN{o = 100 * (d / hz) / (t1 - t0) - srv - f - c; printf "%.0f", (o < 0 ? 0 : o)}')
   ((RES[$s|$w|other] > 15)) &&
     anomaly "$s/$w: other processes used ${RES[$s|$w|other]} % CPU during the measurement; this row is skewed"
 }
 
-# CPU ticks of the Ceph daemons (0 without --ceph).
-ceph_ticks() {
+# CPU ticks of the storage daemons: Ceph's (with --ceph) and tgtd (for the iSCSI rows).
+storage_ticks() {
   local total=0 p t
-  for p in "${BG_PIDS[@]}"; do
+  for p in "${BG_PIDS[@]}" $TGTD_PID; do
     t=$(cpu_ticks "$p")
     ((t > 0)) && total=$((total + t))
   done
@@ -411,9 +426,9 @@ run_rbd_bench_row() {
   pid=$!
   RES[rbd-bench|cmd]="rbd bench --io-type/--io-pattern/--io-size/--io-threads as the workload, --io-total 1T, SIGINT after ramp + runtime"
   sleep "$RAMP"
-  c0=$(cpu_ticks "$pid"); b0=$(sys_busy_ticks); k0=$(ceph_ticks); t0=$(date +%s.%N)
+  c0=$(cpu_ticks "$pid"); b0=$(sys_busy_ticks); k0=$(storage_ticks); t0=$(date +%s.%N)
   sleep "$RUNTIME"
-  c1=$(cpu_ticks "$pid"); b1=$(sys_busy_ticks); k1=$(ceph_ticks); t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$pid"); b1=$(sys_busy_ticks); k1=$(storage_ticks); t1=$(date +%s.%N)
   local hwm
   hwm=$(vm_hwm_kib "$pid")
   kill -INT "$pid" 2>/dev/null
@@ -517,6 +532,22 @@ if ! fio --name=fill --ioengine=psync --rw=write --bs=1M --size="$SIZE" --filena
   die "could not fill $IMG: $(tail -c 300 "$WORK/fill.err")"
 fi
 [[ $(stat -c %s "$IMG") == "$SIZE" ]] || die "image has the wrong size"
+
+# iSCSI rows: a private tgtd serving the image as LUN 1 on two loopback portals.
+ISCSI_IQN=iqn.2026-01.org.volgate.bench:image
+need_tgtd=0
+for s in "${SERVERS[@]}"; do [[ $s == *-iscsi* ]] && need_tgtd=1; done
+if ((need_tgtd)); then
+  TGTD_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  export TGT_IPC_SOCKET=$WORK/tgtd.ipc
+  tgtd -f --iscsi "portal=127.0.0.1:$TGTD_PORT,portal=127.0.0.2:$TGTD_PORT" >"$WORK/tgtd.log" 2>&1 &
+  TGTD_PID=$!
+  for _ in {1..100}; do tgtadm --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.05; done
+  tgtadm --lld iscsi --op new --mode target --tid 1 -T "$ISCSI_IQN" &&
+    tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$IMG" &&
+    tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL || die "could not set up tgtd: $(tail -c 300 "$WORK/tgtd.log")"
+  log "tgtd (pid $TGTD_PID) serves the image on 127.0.0.1:$TGTD_PORT and 127.0.0.2:$TGTD_PORT"
+fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN{exit !(l > 0.5)}'; then

@@ -7,12 +7,13 @@
 #include <string_view>
 
 #include "backends/block_device.hpp"
+#include "backends/iscsi_options.hpp"
 #include "backends/rbd_device.hpp"
 
 namespace volgate::gateway {
 
 struct ExportSpec {
-  enum class Backend { file, memory, rbd };
+  enum class Backend { file, memory, rbd, iscsi };
 
   std::string name;
   Backend backend = Backend::file;
@@ -23,6 +24,7 @@ struct ExportSpec {
   bool direct = false;                // file only
   std::optional<uint64_t> file_size;  // file only: create or grow to this size
   std::optional<std::string> luks_key_file;  // serve the decrypted LUKS payload
+  backends::IscsiOptions iscsi;       // iscsi
 };
 
 // Throws std::invalid_argument with a message that quotes the offending part.

@@ -16,6 +16,8 @@ packages=(
   cryptsetup-bin
   # Ceph RBD: librbd to build against, a throwaway cluster and QEMU's rbd driver for the tests
   librbd-dev librados-dev ceph-mon ceph-osd ceph-common qemu-block-extra
+  # iSCSI volumes: libiscsi, and tgt as the real target in tests
+  libiscsi-dev libiscsi-bin tgt
 )
 
 missing=()
