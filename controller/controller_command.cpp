@@ -77,6 +77,8 @@ int run_controller(const ControllerOptions& options) {
   std::unique_ptr<VolumeApi> api;
   std::unique_ptr<ApiServer> server;
   std::vector<std::string> listening;
+  // The database holds wrapped keys and the state directory the token: owner only.
+  ::umask(077);
   try {
     if (options.config_file.empty() && options.state_dir.empty())
       throw std::invalid_argument("give --state-dir DIR (embedded default config) or --config PATH");

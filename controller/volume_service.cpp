@@ -269,10 +269,10 @@ std::vector<Task> VolumeService::create_volume_tasks() {
     auto type = config_.volume_types.find(type_name);
     if (type == config_.volume_types.end()) not_found("Volume type " + type_name + " could not be found.");
     c["volume_type"] = type_name;
-    const bool encrypted = c.contains("encrypted") ? c["encrypted"].get<bool>() || type->second.encrypted
-                                                   : type->second.encrypted;
-    c["encrypted"] = encrypted;
-    if (encrypted && !key_wrap_) bad_request("Encrypted volumes need the controller's master key file.");
+    // Asked for, or implied by the type; a copy of encrypted data inherits its encryption.
+    const std::optional<bool> requested =
+        c.contains("encrypted") ? std::optional<bool>(c["encrypted"].get<bool>()) : std::nullopt;
+    bool encrypted = type->second.encrypted || requested.value_or(false);
 
     std::string az = str(c, "availability_zone");
     if (az.empty()) az = config_.default_availability_zone;
@@ -322,6 +322,9 @@ std::vector<Task> VolumeService::create_volume_tasks() {
     }
     if (size == 0) bad_request("Volume size must be a whole number of GiB, at least 1.");
     c["size_gb"] = size;
+    if (source && !type->second.encrypted && !requested) encrypted = source->encrypted;
+    c["encrypted"] = encrypted;
+    if (encrypted && !key_wrap_) bad_request("Encrypted volumes need the controller's master key file.");
     if (source) {
       if (source->encrypted != encrypted)
         bad_request(std::string("A volume made from ") + (source->encrypted ? "an encrypted" : "a plain") +
