@@ -68,7 +68,11 @@ void finish_config(ControllerConfig& config) {
   if (config.state_dir.empty()) throw std::runtime_error("no state directory: give --state-dir or state_dir");
   const std::string& dir = config.state_dir;
   if (config.database.empty()) config.database = dir + "/controller.db";
-  if (config.unix_socket.empty() && config.tcp_listen.empty()) config.unix_socket = dir + "/controller.sock";
+  if (config.unix_socket.empty()) config.unix_socket = dir + "/controller.sock";
+  if (config.unix_socket == "none") {
+    if (config.tcp_listen.empty()) throw std::runtime_error("unix_socket is none and there is no tcp_listen");
+    config.unix_socket.clear();
+  }
   if (config.token_file.empty()) config.token_file = dir + "/token";
   if (config.master_key_file.empty()) config.master_key_file = dir + "/master.key";
   add_default_types(config);
@@ -116,7 +120,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   get(root, "token_file", config.token_file, where);
   get(root, "master_key_file", config.master_key_file, where);
   config.database = resolve(config.database, dir);
-  config.unix_socket = resolve(config.unix_socket, dir);
+  if (config.unix_socket != "none") config.unix_socket = resolve(config.unix_socket, dir);
   config.token_file = resolve(config.token_file, dir);
   config.master_key_file = resolve(config.master_key_file, dir);
   get(root, "default_availability_zone", config.default_availability_zone, where);

@@ -24,7 +24,7 @@ struct VolumeType {
 struct ControllerConfig {
   std::string state_dir;
   std::string database;         // default: STATE_DIR/controller.db
-  std::string unix_socket;      // default: STATE_DIR/controller.sock; "" with tcp_listen only
+  std::string unix_socket;      // default: STATE_DIR/controller.sock; "none": TCP only
   std::string tcp_listen;       // HOST:PORT, optional
   std::string token_file;       // default: STATE_DIR/token, generated on first start
   std::string master_key_file;  // default: STATE_DIR/master.key, generated on first start

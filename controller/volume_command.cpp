@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -48,6 +49,8 @@ std::string read_token(const ClientCommandOptions& o) {
   auto bytes = crypto::read_key_file(path);
   std::string token(bytes.chars(), bytes.size());
   while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  for (char c : token)
+    if (c < 0x21 || c > 0x7e) throw CommandError("token file " + path + " does not hold a token (one word of printable characters)");
   return token;
 }
 
@@ -363,12 +366,15 @@ int quota_command(const std::string& name, const ClientCommandOptions& o) {
 }
 
 void add_common(CLI::App* cmd, ClientCommandOptions& o) {
-  cmd->add_option("--url", o.url, "Controller API: unix:PATH or http://HOST:PORT")->envname("VOLGATE_URL")
+  // The environment variables are read after parsing (with_environment): CLI11 2.1 lets them
+  // override an option a subcommand passed up to its group.
+  cmd->add_option("--url", o.url, "Controller API: unix:PATH or http://HOST:PORT (env VOLGATE_URL)")
       ->type_name("URL");
   cmd->add_option("--token-file", o.token_file,
-                  "File holding the API token (default with unix:DIR/controller.sock: DIR/token)")
-      ->envname("VOLGATE_TOKEN_FILE")->type_name("PATH");
-  cmd->add_option("--project", o.project, "Project (tenant) the request is for")->envname("VOLGATE_PROJECT")
+                  "File holding the API token (env VOLGATE_TOKEN_FILE; default with\n"
+                  "unix:DIR/controller.sock: DIR/token)")
+      ->type_name("PATH");
+  cmd->add_option("--project", o.project, "Project (tenant) the request is for (env VOLGATE_PROJECT)")
       ->capture_default_str();
   cmd->add_option("--output", o.output, "table or json")->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
@@ -446,13 +452,27 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   return c;
 }
 
-std::optional<int> run_client_commands(const ClientCommands& c, const ClientCommandOptions& o) {
+namespace {
+ClientCommandOptions with_environment(ClientCommandOptions o, const CLI::App& group) {
+  auto env = [](const char* name) -> std::string {
+    const char* value = std::getenv(name);
+    return value ? value : "";
+  };
+  if (group.count("--url") == 0) o.url = env("VOLGATE_URL");
+  if (group.count("--token-file") == 0) o.token_file = env("VOLGATE_TOKEN_FILE");
+  if (group.count("--project") == 0 && !env("VOLGATE_PROJECT").empty()) o.project = env("VOLGATE_PROJECT");
+  return o;
+}
+}  // namespace
+
+std::optional<int> run_client_commands(const ClientCommands& c, const ClientCommandOptions& parsed) {
   const CLI::App* group = nullptr;
   for (const CLI::App* g : {c.volume, c.snapshot, c.pool, c.quota})
     if (g->parsed()) group = g;
   if (!group) return std::nullopt;
   const std::string name = group->get_subcommands().front()->get_name();
   const std::string label = "volgate " + group->get_name() + " " + name;
+  const ClientCommandOptions o = with_environment(parsed, *group);
   try {
     if (group == c.volume) {
       if (name == "create" && o.size.empty() && o.snapshot_id.empty() && o.source_volid.empty() && o.image.empty())

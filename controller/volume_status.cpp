@@ -40,7 +40,7 @@ using enum VolumeStatus;
 // where it started (extend: available; detach: in-use); a failed delete lands in
 // `error_deleting`, from which a delete may be retried.
 const VolumeEdge kVolumeEdges[] = {
-    {creating, {available, error, deleting}},
+    {creating, {available, error}},
     {available, {reserved, attaching, extending, deleting, error}},
     {reserved, {attaching, available, error}},
     {attaching, {in_use, available, error}},

@@ -14,6 +14,8 @@ packages=(
   procps time
   # LUKS interoperability tests
   cryptsetup-bin
+  # controller: SQLite, and the tools its integration test drives the REST API with
+  libsqlite3-dev sqlite3 curl
 )
 
 missing=()
