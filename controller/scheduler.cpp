@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
 #include <cctype>
 #include <random>
 #include <stdexcept>
@@ -89,8 +90,14 @@ Scheduler::Scheduler(SchedulerOptions options, std::function<double()> random)
     if (w != "capacity" && w != "allocated_capacity" && w != "chance")
       throw std::invalid_argument("unknown weigher '" + w + "' (capacity, allocated_capacity, chance)");
   if (!random_) {
-    random_ = [engine = std::make_shared<std::mt19937_64>(std::random_device{}())]() {
-      return std::uniform_real_distribution<double>(0.0, 1.0)(*engine);
+    // Requests are scheduled from several threads at once: the engine has its own lock.
+    struct Engine {
+      std::mutex mutex;
+      std::mt19937_64 generator{std::random_device{}()};
+    };
+    random_ = [engine = std::make_shared<Engine>()]() {
+      std::lock_guard lock(engine->mutex);
+      return std::uniform_real_distribution<double>(0.0, 1.0)(engine->generator);
     };
   }
 }
