@@ -125,8 +125,9 @@ int run_controller(const ControllerOptions& options) {
     return 2;
   }
 
-  boost::asio::signal_set signals(server->io_context(), SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
+  // Destroyed before the server whose io_context it uses.
+  auto signals = std::make_unique<boost::asio::signal_set>(server->io_context(), SIGINT, SIGTERM);
+  signals->async_wait([&](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal {}: stopping", signal);
     server->stop();
@@ -139,6 +140,7 @@ int run_controller(const ControllerOptions& options) {
 
   server->run();
   service->stop();
+  signals.reset();
   server.reset();
   spdlog::info("stopped");
   return 0;
