@@ -16,6 +16,7 @@
 #include "controller/api_server.hpp"
 #include "controller/controller_config.hpp"
 #include "controller/file_pool.hpp"
+#include "controller/iscsi_pool.hpp"
 #include "controller/key_wrap.hpp"
 #include "controller/sqlite_store.hpp"
 #include "controller/volume_api.hpp"
@@ -105,7 +106,12 @@ int run_controller(const ControllerOptions& options) {
 
     store = std::make_unique<SqliteStore>(config.database);
     std::vector<std::unique_ptr<Pool>> pools;
-    for (const auto& pool_config : config.pools) pools.push_back(std::make_unique<FilePool>(pool_config));
+    for (const auto& pool_config : config.pools) {
+      if (pool_config.driver == "iscsi")
+        pools.push_back(std::make_unique<IscsiPool>(pool_config));
+      else
+        pools.push_back(std::make_unique<FilePool>(pool_config));
+    }
     service = std::make_unique<VolumeService>(config, *store, std::move(pools), std::move(key_wrap));
     service->recover();
 
@@ -132,7 +138,8 @@ int run_controller(const ControllerOptions& options) {
     spdlog::info("signal {}: stopping", signal);
     server->stop();
   });
-  for (const auto& p : config.pools) spdlog::info("pool {}: file {} (zone {})", p.name, p.directory, p.availability_zone);
+  for (const auto& p : config.pools)
+    spdlog::info("pool {}: {} {} (zone {})", p.name, p.driver, p.directory, p.availability_zone);
   spdlog::info("database {} (schema version {}, journal {})", config.database, store->schema_version(),
                store->journal_mode());
   for (const auto& url : listening) std::printf("%s\n", url.c_str());

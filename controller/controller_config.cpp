@@ -84,9 +84,12 @@ void finish_config(ControllerConfig& config) {
     if (pool.name.empty() || pool.name.find_first_of("/ #@") != std::string::npos)
       throw std::runtime_error("pool name '" + pool.name + "' must be non-empty, without '/', ' ', '#', '@'");
     if (!names.insert(pool.name).second) throw std::runtime_error("pool '" + pool.name + "' is configured twice");
-    if (pool.driver != "file")
-      throw std::runtime_error("pool '" + pool.name + "': unknown driver '" + pool.driver + "' (this build has: file)");
-    if (pool.directory.empty()) throw std::runtime_error("pool '" + pool.name + "': a file pool needs a directory");
+    if (pool.driver != "file" && pool.driver != "iscsi")
+      throw std::runtime_error("pool '" + pool.name + "': unknown driver '" + pool.driver + "' (file or iscsi)");
+    if (pool.directory.empty())
+      throw std::runtime_error("pool '" + pool.name + "': a " + pool.driver + " pool needs a directory");
+    if (pool.driver == "iscsi" && pool.portals.empty())
+      throw std::runtime_error("pool '" + pool.name + "': an iscsi pool needs portals");
     if (pool.max_over_subscription_ratio < 1.0)
       throw std::runtime_error("pool '" + pool.name + "': max_over_subscription_ratio must be at least 1");
     if (pool.reserved_percentage < 0 || pool.reserved_percentage > 100)
@@ -166,7 +169,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       get(p, "name", pool.name, where + ".pools");
       const std::string w = where + ".pools[" + pool.name + "]";
       only_keys(p, w, {"name", "driver", "directory", "availability_zone", "max_over_subscription_ratio",
-                       "reserved_percentage", "thin_provisioning", "copy_bps_limit", "capabilities"});
+                       "reserved_percentage", "thin_provisioning", "copy_bps_limit", "capabilities", "portals",
+                       "iqn_prefix", "tgt_ipc_socket", "initiator_addresses"});
       get(p, "driver", pool.driver, w);
       get(p, "directory", pool.directory, w);
       pool.directory = resolve(pool.directory, dir);
@@ -176,6 +180,10 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       get(p, "thin_provisioning", pool.thin_provisioning, w);
       get(p, "copy_bps_limit", pool.copy_bps_limit, w);
       get(p, "capabilities", pool.capabilities, w);
+      get(p, "portals", pool.portals, w);
+      get(p, "iqn_prefix", pool.iqn_prefix, w);
+      get(p, "tgt_ipc_socket", pool.tgt_ipc_socket, w);
+      get(p, "initiator_addresses", pool.initiator_addresses, w);
       config.pools.push_back(pool);
     }
   } else {

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backends/block_device.hpp"
 
@@ -17,8 +18,8 @@ namespace volgate::controller {
 
 struct PoolConfig {
   std::string name;
-  std::string driver;  // "file"
-  std::string directory;
+  std::string driver;  // "file" or "iscsi"
+  std::string directory;  // where the volume files live (iscsi: the LUNs' backing files)
   std::string availability_zone = "nova";
   // Thin pools may promise this many times their size (Cinder's max_over_subscription_ratio).
   double max_over_subscription_ratio = 20.0;
@@ -30,6 +31,12 @@ struct PoolConfig {
   uint64_t copy_bps_limit = 0;
   // More capabilities a volume type can ask for, e.g. {"storage_tier": "ssd"}.
   std::map<std::string, std::string> capabilities;
+
+  // iscsi pools: the local tgtd serves one target per volume on every portal it listens on.
+  std::vector<std::string> portals;  // HOST:PORT, as given to tgtd --iscsi portal=
+  std::string iqn_prefix = "iqn.2026-11.org.volgate";
+  std::string tgt_ipc_socket;  // TGT_IPC_SOCKET for tgtadm; empty: tgtd's default
+  std::vector<std::string> initiator_addresses;  // allowed to log in; empty: any
 };
 
 struct PoolCapacity {
