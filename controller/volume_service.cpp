@@ -772,6 +772,16 @@ void VolumeService::sweep_stuck_resources() {
       x.error_message = "the controller stopped before the operation finished";
     });
   }
+  for (const auto& v : store_.all_volumes()) {
+    for (const auto& s : store_.snapshots_of(v.id)) {
+      if (s.status != SnapshotStatus::creating && s.status != SnapshotStatus::deleting) continue;
+      spdlog::warn("snapshot {} was {} with no operation in progress; now error", s.id, to_string(s.status));
+      store_.update_snapshot(s.id, [](Snapshot& x) {
+        x.status = x.status == SnapshotStatus::deleting ? SnapshotStatus::error_deleting : SnapshotStatus::error;
+        x.error_message = "the controller stopped before the operation finished";
+      });
+    }
+  }
 }
 
 }  // namespace volgate::controller

@@ -517,3 +517,32 @@ INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, ExtendVolumeCrash,
 
 }  // namespace
 }  // namespace volgate::controller
+
+namespace volgate::controller {
+namespace {
+
+class CreateSnapshotCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CreateSnapshotCrash, ARestartedControllerRevertsTheSnapshot) {
+  Volume v = create(2);
+  service.reset();
+  store.reset();
+  crash_at(*this, "create_snapshot", GetParam(),
+           [&](VolumeService& s) { s.create_snapshot("p", v.id, "s", "", false); });
+  open();
+  service->recover();
+  auto snaps = store->list_snapshots("p");
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0].status, SnapshotStatus::error);
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(pool_files(), std::vector<std::string>{"volume-" + v.id + ".img"});
+  service->delete_snapshot("p", snaps[0].id);
+  service->delete_volume("p", v.id);
+  EXPECT_TRUE(pool_files().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateSnapshotCrash, ::testing::Values("create_on_pool", "finish"));
+
+}  // namespace
+}  // namespace volgate::controller
