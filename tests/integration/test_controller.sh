@@ -321,3 +321,7 @@ assert_eq "$(vol_field "$long" status)" error "status of a copy cancelled by SIG
 stop_volgate "$CTL_PID" TERM 10
 [[ ! -e $SOCK ]] || fail "the socket is left after a clean stop"
 pass "SIGTERM cancels a copy cleanly and exits 0"
+# A sanitizer build reports into the logs, also of the controller killed with SIGKILL.
+if grep -Eq 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer' "$T"/controller.*.err; then
+    fail "sanitizer report: $(grep -Eh 'runtime error:|Sanitizer' "$T"/controller.*.err | head -n 3)"
+fi
