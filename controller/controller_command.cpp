@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -78,6 +79,7 @@ int run_controller(const ControllerOptions& options) {
   std::unique_ptr<VolumeApi> api;
   std::unique_ptr<ApiServer> server;
   std::vector<std::string> listening;
+  int lock_fd = -1;  // held until the process exits
   // The database holds wrapped keys and the state directory the token: owner only.
   ::umask(077);
   try {
@@ -93,6 +95,13 @@ int run_controller(const ControllerOptions& options) {
     std::filesystem::create_directories(config.state_dir, ec);
     if (ec) throw std::runtime_error("state directory " + config.state_dir + ": " + ec.message());
     ::chmod(config.state_dir.c_str(), 0700);
+    // One controller per state: a second one would take the first one's running flows for
+    // half-done ones and revert them. The lock goes when the process does, however it ends.
+    const std::string lock_path = config.state_dir + "/controller.lock";
+    lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0) throw std::system_error(errno, std::generic_category(), "lock file " + lock_path);
+    if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+      throw std::runtime_error("another controller is running on " + config.state_dir);
 
     // This process holds the master key: keep it out of core dumps.
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

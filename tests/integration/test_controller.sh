@@ -95,6 +95,21 @@ quota_in_use() { vg quota show --output json ${2:+--project "$2"} | json "d['quo
 quota_reserved() { vg quota show --output json | json "d['quota_set']['$1']['reserved']"; }
 
 start_controller
+# Refusals at start: one line, exit 2, and the running controller is left alone.
+refused_start() {
+    local rc=0
+    "$VOLGATE" controller "$@" >"$T/start.out" 2>"$T/start.err" || rc=$?
+    [[ $rc == 2 && $(wc -l <"$T/start.err") == 1 && ! -s $T/start.out ]] ||
+        fail "controller $*: rc $rc, $(cat "$T/start.err")"
+}
+refused_start --config "$T/controller.json"
+grep -q 'another controller is running' "$T/start.err" || fail "second controller: $(cat "$T/start.err")"
+echo '{"state_dir": "'"$T"'/other", "pools": [{"name": "x", "driver": "file"}]}' >"$T/bad.json"
+refused_start --config "$T/bad.json"
+grep -q 'needs a directory' "$T/start.err" || fail "bad config: $(cat "$T/start.err")"
+refused_start --config "$T/missing.json"
+refused_start
+assert_alive "$CTL_PID"
 [[ $(stat -c %a "$SOCK") == 600 ]] || fail "the API socket is mode $(stat -c %a "$SOCK"), not 600"
 [[ $(stat -c %a "$STATE/master.key") == 600 && $(stat -c %a "$STATE/token") == 600 ]] ||
     fail "key or token file readable by others"
