@@ -169,17 +169,17 @@ class ProgressBar {
 };
 
 // Polls `path` until its `root` object's status leaves `transient`; returns the object, or
-// nothing when it is gone (404).
+// nothing when it is gone (404). `copy`: the operation copies data, so a progress bar is drawn.
 std::optional<json> wait_while(Client& client, const ClientCommandOptions& o, const std::string& path,
-                               const char* root, const std::string& transient) {
-  ProgressBar bar(o.progress || ::isatty(STDERR_FILENO));
+                               const char* root, const std::string& transient, bool copy = false) {
+  ProgressBar bar(copy && (o.progress || ::isatty(STDERR_FILENO)));
   for (;;) {
     int status = 0;
     json body = client.call("GET", path, std::nullopt, &status);
     if (status == 404) return std::nullopt;
     json item = body[root];
     if (item["status"] != transient) {
-      if (item.contains("volgate:progress") || transient == "creating") bar.update(100);
+      if (item["status"] == "available") bar.update(100);
       return item;
     }
     if (item.contains("volgate:progress")) bar.update(item["volgate:progress"].get<int>());
@@ -212,7 +212,8 @@ int volume_command(const std::string& name, const ClientCommandOptions& o) {
     if (o.encrypted) v["encrypted"] = true;
     json created = client.call("POST", "/volumes", json{{"volume", v}})["volume"];
     if (o.wait) {
-      auto done = wait_while(client, o, "/volumes/" + created["id"].get<std::string>(), "volume", "creating");
+      const bool copy = !o.image.empty() || !o.snapshot_id.empty() || !o.source_volid.empty();
+      auto done = wait_while(client, o, "/volumes/" + created["id"].get<std::string>(), "volume", "creating", copy);
       if (!done) throw CommandError("volume " + text(created, "id") + " disappeared while being created");
       created = *done;
       if (created["status"] != "available") {

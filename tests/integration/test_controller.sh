@@ -230,6 +230,17 @@ cli_refuses volume extend --project q --size 3G "$q1"
 assert_eq "$(vg volume show --project q --output json "$q1" | json "d['volume']['status']")" available "status after a refused extend"
 pass "quota exhaustion: refused with 413, usage exact"
 
+vg quota set --project big --gigabytes -1 >/dev/null
+rc=0
+vg volume create --project big --size 100000 huge >"$T/huge.out" 2>"$T/huge.err" || rc=$?
+assert_eq "$rc" 2 "exit code of a create no pool can take"
+grep -q 'No valid pool was found' "$T/huge.err" || fail "no valid pool: $(cat "$T/huge.err")"
+huge=$(vg volume list --project big --output json | json "d['volumes'][0]")
+[[ $(echo "$huge" | json "d['status']") == error ]] || fail "the unplaceable volume is not in error: $huge"
+assert_eq "$(quota_in_use gigabytes big)" 0 "gigabytes held by a volume in error"
+vg volume delete --project big "$(echo "$huge" | json "d['id']")" >/dev/null
+pass "no fitting pool: the volume ends in error saying why, holding no quota"
+
 before=$(quota_in_use volumes)
 pids=()
 for i in $(seq 1 8); do
