@@ -18,6 +18,7 @@
 #include "controller/controller_config.hpp"
 #include "controller/file_pool.hpp"
 #include "controller/iscsi_pool.hpp"
+#include "controller/rbd_pool.hpp"
 #include "controller/key_wrap.hpp"
 #include "controller/sqlite_store.hpp"
 #include "controller/volume_api.hpp"
@@ -118,6 +119,8 @@ int run_controller(const ControllerOptions& options) {
     for (const auto& pool_config : config.pools) {
       if (pool_config.driver == "iscsi")
         pools.push_back(std::make_unique<IscsiPool>(pool_config));
+      else if (pool_config.driver == "rbd")
+        pools.push_back(std::make_unique<RbdPool>(pool_config));
       else
         pools.push_back(std::make_unique<FilePool>(pool_config));
     }
@@ -148,7 +151,8 @@ int run_controller(const ControllerOptions& options) {
     server->stop();
   });
   for (const auto& p : config.pools)
-    spdlog::info("pool {}: {} {} (zone {})", p.name, p.driver, p.directory, p.availability_zone);
+    spdlog::info("pool {}: {} {} (zone {})", p.name, p.driver, p.driver == "rbd" ? p.rbd_pool : p.directory,
+                 p.availability_zone);
   spdlog::info("database {} (schema version {}, journal {})", config.database, store->schema_version(),
                store->journal_mode());
   for (const auto& url : listening) std::printf("%s\n", url.c_str());

@@ -84,9 +84,12 @@ void finish_config(ControllerConfig& config) {
     if (pool.name.empty() || pool.name.find_first_of("/ #@") != std::string::npos)
       throw std::runtime_error("pool name '" + pool.name + "' must be non-empty, without '/', ' ', '#', '@'");
     if (!names.insert(pool.name).second) throw std::runtime_error("pool '" + pool.name + "' is configured twice");
-    if (pool.driver != "file" && pool.driver != "iscsi")
-      throw std::runtime_error("pool '" + pool.name + "': unknown driver '" + pool.driver + "' (file or iscsi)");
-    if (pool.directory.empty())
+    if (pool.driver != "file" && pool.driver != "iscsi" && pool.driver != "rbd")
+      throw std::runtime_error("pool '" + pool.name + "': unknown driver '" + pool.driver + "' (file, iscsi or rbd)");
+    if (pool.driver == "rbd") {
+      if (pool.rbd_pool.empty() || pool.ceph_conf.empty())
+        throw std::runtime_error("pool '" + pool.name + "': an rbd pool needs rbd_pool and ceph_conf");
+    } else if (pool.directory.empty())
       throw std::runtime_error("pool '" + pool.name + "': a " + pool.driver + " pool needs a directory");
     if (pool.driver == "iscsi" && pool.portals.empty())
       throw std::runtime_error("pool '" + pool.name + "': an iscsi pool needs portals");
@@ -170,10 +173,11 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       const std::string w = where + ".pools[" + pool.name + "]";
       only_keys(p, w, {"name", "driver", "directory", "availability_zone", "max_over_subscription_ratio",
                        "reserved_percentage", "thin_provisioning", "copy_bps_limit", "capabilities", "portals",
-                       "iqn_prefix", "tgt_ipc_socket", "initiator_addresses"});
+                       "iqn_prefix", "tgt_ipc_socket", "initiator_addresses", "rbd_pool", "ceph_conf",
+                       "ceph_client", "total_capacity_gb"});
       get(p, "driver", pool.driver, w);
       get(p, "directory", pool.directory, w);
-      pool.directory = resolve(pool.directory, dir);
+      if (!pool.directory.empty()) pool.directory = resolve(pool.directory, dir);
       get(p, "availability_zone", pool.availability_zone, w);
       get(p, "max_over_subscription_ratio", pool.max_over_subscription_ratio, w);
       get(p, "reserved_percentage", pool.reserved_percentage, w);
@@ -184,6 +188,11 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       get(p, "iqn_prefix", pool.iqn_prefix, w);
       get(p, "tgt_ipc_socket", pool.tgt_ipc_socket, w);
       get(p, "initiator_addresses", pool.initiator_addresses, w);
+      get(p, "rbd_pool", pool.rbd_pool, w);
+      get(p, "ceph_conf", pool.ceph_conf, w);
+      pool.ceph_conf = resolve(pool.ceph_conf, dir);
+      get(p, "ceph_client", pool.ceph_client, w);
+      get(p, "total_capacity_gb", pool.total_capacity_gb, w);
       config.pools.push_back(pool);
     }
   } else {

@@ -18,7 +18,7 @@ namespace volgate::controller {
 
 struct PoolConfig {
   std::string name;
-  std::string driver;  // "file" or "iscsi"
+  std::string driver;  // "file", "iscsi" or "rbd"
   std::string directory;  // where the volume files live (iscsi: the LUNs' backing files)
   std::string availability_zone = "nova";
   // Thin pools may promise this many times their size (Cinder's max_over_subscription_ratio).
@@ -37,6 +37,13 @@ struct PoolConfig {
   std::string iqn_prefix = "iqn.2026-11.org.volgate";
   std::string tgt_ipc_socket;  // TGT_IPC_SOCKET for tgtadm; empty: tgtd's default
   std::vector<std::string> initiator_addresses;  // allowed to log in; empty: any
+
+  // rbd pools: one RBD image per volume and per snapshot in a Ceph pool.
+  std::string rbd_pool;
+  std::string ceph_conf;
+  std::string ceph_client = "admin";  // cephx user (client.NAME), key from the conf's keyring
+  // The capacity to report when the cluster reports none (a cluster without a manager).
+  double total_capacity_gb = 0;
 };
 
 struct PoolCapacity {
