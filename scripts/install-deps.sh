@@ -16,6 +16,8 @@ packages=(
   cryptsetup-bin
   # controller: SQLite, and the tools its integration test drives the REST API with
   libsqlite3-dev sqlite3 curl
+  # controller pools: iSCSI through tgt (tested with libiscsi and QEMU), RBD through librbd on Ceph
+  tgt libiscsi-bin qemu-block-extra librbd-dev librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

@@ -88,6 +88,9 @@ TEST_F(ConfigTest, MistakesAreRefusedByName) {
                                                       {"name": "a", "driver": "file", "directory": "/q"}]})")
                 .find("configured twice"),
             std::string::npos);
+  EXPECT_NE(error_of(R"({"state_dir": "/x", "pools": [{"name": "c", "driver": "rbd", "rbd_pool": "v"}]})")
+                .find("rbd_pool and ceph_conf"),
+            std::string::npos);
   EXPECT_NE(error_of(R"({"state_dir": "/x", "workers": "four"})").find("workers"), std::string::npos);
   EXPECT_NE(error_of(R"({"state_dir": "/x", "quotas": {"gigabytes": -5}})").find("quotas.gigabytes"),
             std::string::npos);
