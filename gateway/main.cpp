@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "controller/controller_command.hpp"
+#include "controller/volume_command.hpp"
 #include "gateway/luks_command.hpp"
 #include "gateway/serve_command.hpp"
 
@@ -20,6 +22,10 @@ int main(int argc, char** argv) {
   auto* serve = volgate::gateway::add_serve_command(app, serve_options);
   volgate::gateway::LuksOptions luks_options;
   auto* luks = volgate::gateway::add_luks_command(app, luks_options);
+  volgate::controller::ControllerOptions controller_options;
+  auto* controller = volgate::controller::add_controller_command(app, controller_options);
+  volgate::controller::ClientCommandOptions client_options;
+  auto client = volgate::controller::add_client_commands(app, client_options);
 
   try {
     app.parse(argc, argv);
@@ -41,5 +47,7 @@ int main(int argc, char** argv) {
 
   if (serve->parsed()) return volgate::gateway::run_serve(serve_options);
   if (luks->parsed()) return volgate::gateway::run_luks(*luks, luks_options);
+  if (controller->parsed()) return volgate::controller::run_controller(controller_options);
+  if (auto rc = volgate::controller::run_client_commands(client, client_options)) return *rc;
   return 2;
 }

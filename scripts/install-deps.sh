@@ -16,8 +16,10 @@ packages=(
   cryptsetup-bin
   # Ceph RBD: librbd to build against, a throwaway cluster and QEMU's rbd driver for the tests
   librbd-dev librados-dev ceph-mon ceph-osd ceph-common qemu-block-extra
-  # iSCSI volumes: libiscsi, and tgt as the real target in tests
+  # iSCSI volumes (and the controller's iscsi pools): libiscsi, and tgt as the real target
   libiscsi-dev libiscsi-bin tgt
+  # controller: SQLite, and the tools its integration test drives the REST API with
+  libsqlite3-dev sqlite3 curl
 )
 
 missing=()

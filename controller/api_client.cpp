@@ -1,0 +1,97 @@
+#include "controller/api_client.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <stdexcept>
+
+namespace volgate::controller {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+template <class Socket>
+ClientResponse exchange(Socket& socket, http::request<http::string_body>& request) {
+  http::write(socket, request);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  http::read(socket, buffer, parser);
+  auto response = parser.release();
+  ClientResponse out;
+  out.status = static_cast<int>(response.result_int());
+  if (!response.body().empty()) {
+    out.body = nlohmann::json::parse(response.body(), nullptr, false);
+    if (out.body.is_discarded())
+      throw std::runtime_error("the controller answered HTTP " + std::to_string(out.status) + " with a body that is not JSON");
+  }
+  return out;
+}
+
+}  // namespace
+
+ApiClient::ApiClient(const std::string& url, std::string token) : url_(url), token_(std::move(token)) {
+  if (url.starts_with("unix:")) {
+    unix_path_ = url.substr(5);
+    if (unix_path_.empty()) throw std::invalid_argument("URL '" + url + "': unix: needs a socket path");
+  } else if (url.starts_with("http://")) {
+    std::string rest = url.substr(7);
+    while (!rest.empty() && rest.back() == '/') rest.pop_back();
+    size_t colon = rest.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size() || rest.find('/') != std::string::npos)
+      throw std::invalid_argument("URL '" + url + "': expected http://HOST:PORT");
+    host_ = rest.substr(0, colon);
+    port_ = rest.substr(colon + 1);
+    if (host_.size() > 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
+  } else {
+    throw std::invalid_argument("URL '" + url + "': expected unix:PATH or http://HOST:PORT");
+  }
+}
+
+ClientResponse ApiClient::request(const std::string& method, const std::string& target,
+                                  const std::optional<nlohmann::json>& body) const {
+  http::request<http::string_body> request;
+  request.method_string(method);
+  request.target(target);
+  request.version(11);
+  request.set(http::field::host, host_.empty() ? "localhost" : host_);
+  request.set(http::field::user_agent, "volgate-cli");
+  request.set(http::field::accept, "application/json");
+  request.set("X-Auth-Token", token_);
+  if (body) {
+    request.set(http::field::content_type, "application/json");
+    request.body() = body->dump();
+  }
+  request.keep_alive(false);
+  request.prepare_payload();
+  asio::io_context io;
+  try {
+    if (!unix_path_.empty()) {
+      asio::local::stream_protocol::socket socket(io);
+      socket.connect(asio::local::stream_protocol::endpoint(unix_path_));
+      return exchange(socket, request);
+    }
+    asio::ip::tcp::resolver resolver(io);
+    asio::ip::tcp::socket socket(io);
+    asio::connect(socket, resolver.resolve(host_, port_));
+    return exchange(socket, request);
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("cannot talk to the controller at " + url_ + ": " + e.code().message());
+  }
+}
+
+std::string ApiClient::error_message(const ClientResponse& response) {
+  if (response.body.is_object() && response.body.size() == 1) {
+    const auto& fault = response.body.begin().value();
+    if (fault.is_object() && fault.contains("message") && fault["message"].is_string())
+      return fault["message"].get<std::string>();
+  }
+  return "the controller answered HTTP " + std::to_string(response.status);
+}
+
+}  // namespace volgate::controller

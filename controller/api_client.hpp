@@ -1,0 +1,37 @@
+#pragma once
+// A small blocking client of the controller's REST API for the command line: one connection
+// per request over a unix socket (unix:PATH) or TCP (http://HOST:PORT).
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace volgate::controller {
+
+struct ClientResponse {
+  int status = 0;
+  nlohmann::json body;  // null when the response had none
+};
+
+class ApiClient {
+ public:
+  // Throws std::invalid_argument for a URL of another form.
+  ApiClient(const std::string& url, std::string token);
+
+  // Throws std::runtime_error when the controller cannot be reached or answers garbage.
+  ClientResponse request(const std::string& method, const std::string& target,
+                         const std::optional<nlohmann::json>& body = std::nullopt) const;
+
+  // The message of a Cinder-style fault body, or a description of the status.
+  static std::string error_message(const ClientResponse& response);
+
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string url_;
+  std::string unix_path_;
+  std::string host_;
+  std::string port_;
+  std::string token_;
+};
+
+}  // namespace volgate::controller

@@ -1,0 +1,37 @@
+#pragma once
+// Errors the volume service reports to its callers, each with the HTTP status and the fault
+// name Cinder uses for it, so a REST client sees {"badRequest": {"message": ..., "code": 400}}.
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace volgate::controller {
+
+class ApiError : public std::runtime_error {
+ public:
+  enum class Kind { bad_request, unauthorized, not_found, method_not_allowed, conflict, over_limit, internal };
+  ApiError(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
+
+  int http_status() const;
+  std::string_view fault_name() const;
+
+  const Kind kind;
+};
+
+[[noreturn]] inline void bad_request(const std::string& message) {
+  throw ApiError(ApiError::Kind::bad_request, message);
+}
+[[noreturn]] inline void not_found(const std::string& message) {
+  throw ApiError(ApiError::Kind::not_found, message);
+}
+[[noreturn]] inline void conflict(const std::string& message) {
+  throw ApiError(ApiError::Kind::conflict, message);
+}
+
+// A quota limit would be exceeded (HTTP 413, Cinder's overLimit).
+class QuotaExceeded : public ApiError {
+ public:
+  explicit QuotaExceeded(const std::string& message) : ApiError(Kind::over_limit, message) {}
+};
+
+}  // namespace volgate::controller

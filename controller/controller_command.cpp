@@ -1,0 +1,169 @@
+#include "controller/controller_command.hpp"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "controller/api_server.hpp"
+#include "controller/controller_config.hpp"
+#include "controller/file_pool.hpp"
+#include "controller/iscsi_pool.hpp"
+#include "controller/rbd_pool.hpp"
+#include "controller/key_wrap.hpp"
+#include "controller/sqlite_store.hpp"
+#include "controller/volume_api.hpp"
+#include "controller/volume_service.hpp"
+
+namespace volgate::controller {
+namespace {
+
+// Creates the token file with a random token when it does not exist yet.
+void ensure_token_file(const std::string& path) {
+  if (::access(path.c_str(), F_OK) == 0) return;
+  unsigned char bits[24];
+  if (RAND_bytes(bits, sizeof bits) != 1) throw std::runtime_error("no random bytes for the API token");
+  std::string token;
+  static const char* const kHex = "0123456789abcdef";
+  for (unsigned char b : bits) {
+    token += kHex[b >> 4];
+    token += kHex[b & 15];
+  }
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "create token file " + path);
+  bool written = ::write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size());
+  ::close(fd);
+  if (!written) throw std::runtime_error("cannot write token file " + path);
+  spdlog::info("created API token file {}", path);
+}
+
+// The token is the file's content without trailing whitespace, so `echo TOKEN > file` works.
+std::string read_token(const std::string& path) {
+  auto bytes = crypto::read_key_file(path);
+  std::string token(bytes.chars(), bytes.size());
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  if (token.size() < 16) throw std::runtime_error("token file " + path + " must hold a token of 16 characters or more");
+  return token;
+}
+
+}  // namespace
+
+CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options) {
+  auto* cmd = app.add_subcommand(
+      "controller",
+      "Run the volume service (what Cinder does): volumes and snapshots in pools, quotas, a scheduler,\n"
+      "state in SQLite, a REST API shaped like Cinder's v3 on a unix socket (mode 0600) and/or TCP,\n"
+      "protected by a token file. With only --state-dir, everything lives in that directory: the\n"
+      "database, one file pool (DIR/pool), the socket DIR/controller.sock, the token DIR/token and\n"
+      "the master key DIR/master.key (both generated on first start).");
+  cmd->add_option("--config", options.config_file, "JSON config file (see README, section Controller)")
+      ->type_name("PATH");
+  cmd->add_option("--state-dir", options.state_dir, "Directory for the database, sockets and default pool")
+      ->type_name("DIR");
+  cmd->add_option("--listen", options.tcp_listen, "Also serve the API on TCP HOST:PORT")->type_name("HOST:PORT");
+  return cmd;
+}
+
+int run_controller(const ControllerOptions& options) {
+  ControllerConfig config;
+  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<VolumeService> service;
+  std::unique_ptr<VolumeApi> api;
+  std::unique_ptr<ApiServer> server;
+  std::vector<std::string> listening;
+  int lock_fd = -1;  // held until the process exits
+  // The database holds wrapped keys and the state directory the token: owner only.
+  ::umask(077);
+  try {
+    if (options.config_file.empty() && options.state_dir.empty())
+      throw std::invalid_argument("give --state-dir DIR (embedded default config) or --config PATH");
+    config = options.config_file.empty() ? default_config(std::filesystem::absolute(options.state_dir))
+                                         : load_config(options.config_file, options.state_dir.empty()
+                                                                                ? std::string()
+                                                                                : std::filesystem::absolute(
+                                                                                      options.state_dir).string());
+    if (!options.tcp_listen.empty()) config.tcp_listen = options.tcp_listen;
+    std::error_code ec;
+    std::filesystem::create_directories(config.state_dir, ec);
+    if (ec) throw std::runtime_error("state directory " + config.state_dir + ": " + ec.message());
+    ::chmod(config.state_dir.c_str(), 0700);
+    // One controller per state: a second one would take the first one's running flows for
+    // half-done ones and revert them. The lock goes when the process does, however it ends.
+    const std::string lock_path = config.state_dir + "/controller.lock";
+    lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0) throw std::system_error(errno, std::generic_category(), "lock file " + lock_path);
+    if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+      throw std::runtime_error("another controller is running on " + config.state_dir);
+
+    // This process holds the master key: keep it out of core dumps.
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    ensure_token_file(config.token_file);
+    std::string token = read_token(config.token_file);
+    if (::access(config.master_key_file.c_str(), F_OK) != 0) {
+      KeyWrap::create_key_file(config.master_key_file);
+      spdlog::info("created master key file {}", config.master_key_file);
+    }
+    std::optional<KeyWrap> key_wrap(KeyWrap::from_file(config.master_key_file));
+
+    store = std::make_unique<SqliteStore>(config.database);
+    std::vector<std::unique_ptr<Pool>> pools;
+    for (const auto& pool_config : config.pools) {
+      if (pool_config.driver == "iscsi")
+        pools.push_back(std::make_unique<IscsiPool>(pool_config));
+      else if (pool_config.driver == "rbd")
+        pools.push_back(std::make_unique<RbdPool>(pool_config));
+      else
+        pools.push_back(std::make_unique<FilePool>(pool_config));
+    }
+    service = std::make_unique<VolumeService>(config, *store, std::move(pools), std::move(key_wrap));
+    service->recover();
+
+    api = std::make_unique<VolumeApi>(*service);
+    server = std::make_unique<ApiServer>(*api, token);
+    if (!config.unix_socket.empty()) {
+      server->listen_unix(config.unix_socket);
+      listening.push_back("unix:" + config.unix_socket);
+    }
+    if (!config.tcp_listen.empty()) {
+      std::string host = config.tcp_listen.substr(0, config.tcp_listen.rfind(':'));
+      uint16_t port = server->listen_tcp(config.tcp_listen);
+      listening.push_back("http://" + host + ":" + std::to_string(port));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate controller: %s\n", e.what());
+    return 2;
+  }
+
+  // Destroyed before the server whose io_context it uses.
+  auto signals = std::make_unique<boost::asio::signal_set>(server->io_context(), SIGINT, SIGTERM);
+  signals->async_wait([&](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("signal {}: stopping", signal);
+    server->stop();
+  });
+  for (const auto& p : config.pools)
+    spdlog::info("pool {}: {} {} (zone {})", p.name, p.driver, p.driver == "rbd" ? p.rbd_pool : p.directory,
+                 p.availability_zone);
+  spdlog::info("database {} (schema version {}, journal {})", config.database, store->schema_version(),
+               store->journal_mode());
+  for (const auto& url : listening) std::printf("%s\n", url.c_str());
+  std::fflush(stdout);
+
+  server->run();
+  service->stop();
+  signals.reset();
+  server.reset();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace volgate::controller

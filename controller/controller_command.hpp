@@ -1,0 +1,18 @@
+#pragma once
+// `volgate controller`: runs the volume service and its REST API until SIGINT/SIGTERM.
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace volgate::controller {
+
+struct ControllerOptions {
+  std::string config_file;
+  std::string state_dir;
+  std::string tcp_listen;  // adds (or replaces) the config's TCP listener
+};
+
+CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options);
+// Returns the exit code: 0 after a clean stop, 2 when it cannot start.
+int run_controller(const ControllerOptions& options);
+
+}  // namespace volgate::controller

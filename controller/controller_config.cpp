@@ -1,0 +1,221 @@
+#include "controller/controller_config.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace volgate::controller {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& where, const std::string& why) {
+  throw std::runtime_error(where + ": " + why);
+}
+
+// Refuses any key of `object` not in `known`.
+void only_keys(const json& object, const std::string& where, std::initializer_list<const char*> known) {
+  if (!object.is_object()) bad(where, "expected an object");
+  for (const auto& [key, value] : object.items()) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    if (!ok) bad(where, "unknown key '" + key + "'");
+  }
+}
+
+template <class T>
+void get(const json& object, const char* key, T& out, const std::string& where) {
+  if (!object.contains(key)) return;
+  try {
+    out = object.at(key).get<T>();
+  } catch (const json::exception&) {
+    bad(where + "." + key, "wrong type");
+  }
+}
+
+std::string resolve(const std::string& path, const std::string& state_dir) {
+  if (path.empty() || path.front() == '/') return path;
+  return state_dir + "/" + path;
+}
+
+void add_default_types(ControllerConfig& config) {
+  if (!config.volume_types.count("default")) config.volume_types["default"] = {.name = "default"};
+  if (!config.volume_types.count("encrypted"))
+    config.volume_types["encrypted"] = {.name = "encrypted", .description = "LUKS2, passphrase kept by the controller",
+                                        .encrypted = true};
+}
+
+void default_luks(crypto::LuksFormatOptions& luks) {
+  luks.type = "luks2";
+  luks.pbkdf = "pbkdf2";
+  luks.pbkdf_iterations = 1000;
+}
+
+}  // namespace
+
+ControllerConfig default_config(const std::string& state_dir) {
+  ControllerConfig config;
+  config.state_dir = state_dir;
+  default_luks(config.luks);
+  config.pools.push_back({.name = "default", .driver = "file", .directory = state_dir + "/pool"});
+  finish_config(config);
+  return config;
+}
+
+void finish_config(ControllerConfig& config) {
+  if (config.state_dir.empty()) throw std::runtime_error("no state directory: give --state-dir or state_dir");
+  const std::string& dir = config.state_dir;
+  if (config.database.empty()) config.database = dir + "/controller.db";
+  if (config.unix_socket.empty()) config.unix_socket = dir + "/controller.sock";
+  if (config.unix_socket == "none") {
+    if (config.tcp_listen.empty()) throw std::runtime_error("unix_socket is none and there is no tcp_listen");
+    config.unix_socket.clear();
+  }
+  if (config.token_file.empty()) config.token_file = dir + "/token";
+  if (config.master_key_file.empty()) config.master_key_file = dir + "/master.key";
+  add_default_types(config);
+  if (!config.volume_types.count(config.default_volume_type))
+    throw std::runtime_error("default_volume_type '" + config.default_volume_type + "' is not a volume type");
+  if (config.workers == 0 || config.workers > 64) throw std::runtime_error("workers must be 1-64");
+  std::set<std::string> names;
+  for (const auto& pool : config.pools) {
+    if (pool.name.empty() || pool.name.find_first_of("/ #@") != std::string::npos)
+      throw std::runtime_error("pool name '" + pool.name + "' must be non-empty, without '/', ' ', '#', '@'");
+    if (!names.insert(pool.name).second) throw std::runtime_error("pool '" + pool.name + "' is configured twice");
+    if (pool.driver != "file" && pool.driver != "iscsi" && pool.driver != "rbd")
+      throw std::runtime_error("pool '" + pool.name + "': unknown driver '" + pool.driver + "' (file, iscsi or rbd)");
+    if (pool.driver == "rbd") {
+      if (pool.rbd_pool.empty() || pool.ceph_conf.empty())
+        throw std::runtime_error("pool '" + pool.name + "': an rbd pool needs rbd_pool and ceph_conf");
+    } else if (pool.directory.empty())
+      throw std::runtime_error("pool '" + pool.name + "': a " + pool.driver + " pool needs a directory");
+    if (pool.driver == "iscsi" && pool.portals.empty())
+      throw std::runtime_error("pool '" + pool.name + "': an iscsi pool needs portals");
+    if (pool.max_over_subscription_ratio < 1.0)
+      throw std::runtime_error("pool '" + pool.name + "': max_over_subscription_ratio must be at least 1");
+    if (pool.reserved_percentage < 0 || pool.reserved_percentage > 100)
+      throw std::runtime_error("pool '" + pool.name + "': reserved_percentage must be 0-100");
+  }
+  Scheduler check(config.scheduler);  // refuses unknown weighers
+}
+
+ControllerConfig load_config(const std::string& path, const std::string& state_dir) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("config " + path + ": cannot read it");
+  std::stringstream text;
+  text << in.rdbuf();
+  json root = json::parse(text.str(), nullptr, false);
+  if (root.is_discarded()) throw std::runtime_error("config " + path + ": not valid JSON");
+
+  const std::string where = "config " + path;
+  only_keys(root, where,
+            {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
+             "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler", "volume_types",
+             "pools", "luks"});
+  ControllerConfig config;
+  default_luks(config.luks);
+  get(root, "state_dir", config.state_dir, where);
+  if (!state_dir.empty()) config.state_dir = state_dir;
+  if (config.state_dir.empty()) bad(where, "no state_dir (or give --state-dir)");
+  const std::string& dir = config.state_dir;
+  get(root, "database", config.database, where);
+  get(root, "unix_socket", config.unix_socket, where);
+  get(root, "tcp_listen", config.tcp_listen, where);
+  get(root, "token_file", config.token_file, where);
+  get(root, "master_key_file", config.master_key_file, where);
+  config.database = resolve(config.database, dir);
+  if (config.unix_socket != "none") config.unix_socket = resolve(config.unix_socket, dir);
+  config.token_file = resolve(config.token_file, dir);
+  config.master_key_file = resolve(config.master_key_file, dir);
+  get(root, "default_availability_zone", config.default_availability_zone, where);
+  get(root, "default_volume_type", config.default_volume_type, where);
+  get(root, "workers", config.workers, where);
+
+  if (root.contains("quotas")) {
+    const json& q = root["quotas"];
+    only_keys(q, where + ".quotas", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes});
+    for (const auto& [key, value] : q.items()) {
+      if (!value.is_number_integer() || value.get<int64_t>() < -1) bad(where + ".quotas." + key, "must be an integer >= -1");
+      config.default_quotas[key] = value.get<int64_t>();
+    }
+  }
+  if (root.contains("scheduler")) {
+    const json& s = root["scheduler"];
+    const std::string w = where + ".scheduler";
+    only_keys(s, w, {"weighers", "capacity_weight_multiplier", "allocated_capacity_weight_multiplier",
+                     "chance_weight_multiplier"});
+    get(s, "weighers", config.scheduler.weighers, w);
+    get(s, "capacity_weight_multiplier", config.scheduler.capacity_weight_multiplier, w);
+    get(s, "allocated_capacity_weight_multiplier", config.scheduler.allocated_capacity_weight_multiplier, w);
+    get(s, "chance_weight_multiplier", config.scheduler.chance_weight_multiplier, w);
+  }
+  if (root.contains("volume_types")) {
+    const json& types = root["volume_types"];
+    if (!types.is_object()) bad(where + ".volume_types", "expected an object of name: type");
+    for (const auto& [name, t] : types.items()) {
+      const std::string w = where + ".volume_types." + name;
+      only_keys(t, w, {"description", "encrypted", "extra_specs"});
+      VolumeType type{.name = name};
+      get(t, "description", type.description, w);
+      get(t, "encrypted", type.encrypted, w);
+      get(t, "extra_specs", type.extra_specs, w);
+      config.volume_types[name] = type;
+    }
+  }
+  if (root.contains("pools")) {
+    const json& pools = root["pools"];
+    if (!pools.is_array()) bad(where + ".pools", "expected an array");
+    for (const json& p : pools) {
+      PoolConfig pool;
+      get(p, "name", pool.name, where + ".pools");
+      const std::string w = where + ".pools[" + pool.name + "]";
+      only_keys(p, w, {"name", "driver", "directory", "availability_zone", "max_over_subscription_ratio",
+                       "reserved_percentage", "thin_provisioning", "copy_bps_limit", "capabilities", "portals",
+                       "iqn_prefix", "tgt_ipc_socket", "initiator_addresses", "rbd_pool", "ceph_conf",
+                       "ceph_client", "total_capacity_gb"});
+      get(p, "driver", pool.driver, w);
+      get(p, "directory", pool.directory, w);
+      if (!pool.directory.empty()) pool.directory = resolve(pool.directory, dir);
+      get(p, "availability_zone", pool.availability_zone, w);
+      get(p, "max_over_subscription_ratio", pool.max_over_subscription_ratio, w);
+      get(p, "reserved_percentage", pool.reserved_percentage, w);
+      get(p, "thin_provisioning", pool.thin_provisioning, w);
+      get(p, "copy_bps_limit", pool.copy_bps_limit, w);
+      get(p, "capabilities", pool.capabilities, w);
+      get(p, "portals", pool.portals, w);
+      get(p, "iqn_prefix", pool.iqn_prefix, w);
+      get(p, "tgt_ipc_socket", pool.tgt_ipc_socket, w);
+      get(p, "initiator_addresses", pool.initiator_addresses, w);
+      get(p, "rbd_pool", pool.rbd_pool, w);
+      get(p, "ceph_conf", pool.ceph_conf, w);
+      pool.ceph_conf = resolve(pool.ceph_conf, dir);
+      get(p, "ceph_client", pool.ceph_client, w);
+      get(p, "total_capacity_gb", pool.total_capacity_gb, w);
+      config.pools.push_back(pool);
+    }
+  } else {
+    config.pools.push_back({.name = "default", .driver = "file", .directory = dir + "/pool"});
+  }
+  if (root.contains("luks")) {
+    const json& l = root["luks"];
+    const std::string w = where + ".luks";
+    only_keys(l, w, {"type", "pbkdf", "iter_time_ms", "pbkdf_memory_kib", "pbkdf_iterations", "sector_size"});
+    config.luks = {};
+    get(l, "type", config.luks.type, w);
+    get(l, "pbkdf", config.luks.pbkdf, w);
+    get(l, "iter_time_ms", config.luks.iter_time_ms, w);
+    get(l, "pbkdf_memory_kib", config.luks.pbkdf_memory_kib, w);
+    get(l, "pbkdf_iterations", config.luks.pbkdf_iterations, w);
+    get(l, "sector_size", config.luks.sector_size, w);
+  }
+  try {
+    finish_config(config);
+  } catch (const std::exception& e) {
+    bad(where, e.what());
+  }
+  return config;
+}
+
+}  // namespace volgate::controller

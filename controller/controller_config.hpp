@@ -1,0 +1,55 @@
+#pragma once
+// The controller's configuration: where its state lives, what it listens on, its pools,
+// volume types, quotas and scheduler settings. Read from a JSON file (see README, section
+// "Controller"), or the embedded default for `volgate controller --state-dir DIR`.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "controller/pool.hpp"
+#include "controller/quota.hpp"
+#include "controller/scheduler.hpp"
+#include "crypto/luks_container.hpp"
+
+namespace volgate::controller {
+
+struct VolumeType {
+  std::string name;
+  std::string description;
+  bool encrypted = false;
+  // Capabilities a pool must offer (matched by the capabilities filter).
+  std::map<std::string, std::string> extra_specs;
+};
+
+struct ControllerConfig {
+  std::string state_dir;
+  std::string database;         // default: STATE_DIR/controller.db
+  std::string unix_socket;      // default: STATE_DIR/controller.sock; "none": TCP only
+  std::string tcp_listen;       // HOST:PORT, optional
+  std::string token_file;       // default: STATE_DIR/token, generated on first start
+  std::string master_key_file;  // default: STATE_DIR/master.key, generated on first start
+  std::string default_availability_zone = "nova";
+  std::string default_volume_type = "default";
+  QuotaDeltas default_quotas{{kQuotaVolumes, 10}, {kQuotaSnapshots, 10}, {kQuotaGigabytes, 1000}};
+  unsigned workers = 4;  // flows running in the background at once (copies, deletes)
+  SchedulerOptions scheduler;
+  std::map<std::string, VolumeType> volume_types;
+  std::vector<PoolConfig> pools;
+  // How encrypted volumes are formatted. The passphrases are 256 random bits, so a slow key
+  // derivation adds nothing against guessing: the default is PBKDF2 at its minimum cost.
+  crypto::LuksFormatOptions luks;
+};
+
+// The embedded default: everything inside `state_dir`, one file pool DIR/pool in zone "nova",
+// types "default" and "encrypted".
+ControllerConfig default_config(const std::string& state_dir);
+
+// Reads a config file; `state_dir`, when not empty, overrides the file's. Relative paths in the
+// file are relative to the state directory. Throws std::runtime_error naming the file and the
+// offending key (unknown keys are refused, so a typo is never silently ignored).
+ControllerConfig load_config(const std::string& path, const std::string& state_dir);
+
+// Fills in defaults and checks the whole: pool names unique, known drivers, a default type.
+void finish_config(ControllerConfig& config);
+
+}  // namespace volgate::controller

@@ -1,0 +1,89 @@
+#pragma once
+// A place where volumes live: a directory of files, a Ceph pool, a tgtd target. The scheduler
+// chooses among pools by their capacity and capabilities; the flows call them to create, copy,
+// extend, snapshot and delete volumes.
+//
+// Every call is idempotent (creating what exists, deleting what is gone, succeed), because a
+// flow replayed or reverted after a crash repeats whatever call it was making.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/block_device.hpp"
+
+namespace volgate::controller {
+
+struct PoolConfig {
+  std::string name;
+  std::string driver;  // "file", "iscsi" or "rbd"
+  std::string directory;  // where the volume files live (iscsi: the LUNs' backing files)
+  std::string availability_zone = "nova";
+  // Thin pools may promise this many times their size (Cinder's max_over_subscription_ratio).
+  double max_over_subscription_ratio = 20.0;
+  // Share of the capacity never handed out, in percent (Cinder's reserved_percentage).
+  int reserved_percentage = 0;
+  bool thin_provisioning = true;
+  // Bytes per second a copy may use (0: unlimited), so a long copy does not starve the I/O of
+  // volumes in use on the same storage (Cinder's volume_copy_bps_limit).
+  uint64_t copy_bps_limit = 0;
+  // More capabilities a volume type can ask for, e.g. {"storage_tier": "ssd"}.
+  std::map<std::string, std::string> capabilities;
+
+  // iscsi pools: the local tgtd serves one target per volume on every portal it listens on.
+  std::vector<std::string> portals;  // HOST:PORT, as given to tgtd --iscsi portal=
+  std::string iqn_prefix = "iqn.2026-11.org.volgate";
+  std::string tgt_ipc_socket;  // TGT_IPC_SOCKET for tgtadm; empty: tgtd's default
+  std::vector<std::string> initiator_addresses;  // allowed to log in; empty: any
+
+  // rbd pools: one RBD image per volume and per snapshot in a Ceph pool.
+  std::string rbd_pool;
+  std::string ceph_conf;
+  std::string ceph_client = "admin";  // cephx user (client.NAME), key from the conf's keyring
+  // The capacity to report when the cluster reports none (a cluster without a manager).
+  double total_capacity_gb = 0;
+};
+
+struct PoolCapacity {
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;
+};
+
+// Reports a copy's progress; throws to cancel the copy (e.g. the controller is stopping).
+using CopyProgress = std::function<void(uint64_t done, uint64_t total)>;
+
+class Pool {
+ public:
+  virtual ~Pool() = default;
+
+  virtual const PoolConfig& config() const = 0;
+  virtual PoolCapacity capacity() = 0;
+  // What this pool offers, as the capabilities filter matches them: the built-in ones
+  // (thin_provisioning_support, snapshot_support, encryption_support, multiattach, driver)
+  // and the configured ones.
+  virtual std::map<std::string, std::string> capabilities() const = 0;
+
+  virtual void create_volume(const std::string& volume_id, uint64_t bytes) = 0;
+  // A new volume holding a copy of another volume or snapshot of this pool, or of an image
+  // file, grown to `bytes`.
+  virtual void clone_volume(const std::string& volume_id, const std::string& source_volume_id, uint64_t bytes,
+                            const CopyProgress& progress) = 0;
+  virtual void create_volume_from_snapshot(const std::string& volume_id, const std::string& snapshot_id,
+                                           uint64_t bytes, const CopyProgress& progress) = 0;
+  virtual void create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+                                       const CopyProgress& progress) = 0;
+  // Sets the size; shrinking is only used to revert an extend nobody has seen yet.
+  virtual void resize_volume(const std::string& volume_id, uint64_t bytes) = 0;
+  virtual void delete_volume(const std::string& volume_id) = 0;
+  virtual bool volume_exists(const std::string& volume_id) = 0;
+  virtual std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) = 0;
+  // How `volgate serve --export` reaches the volume, e.g. "file:/srv/pool/volume-ID.img".
+  virtual std::string export_target(const std::string& volume_id) const = 0;
+
+  virtual void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) = 0;
+  virtual void delete_snapshot(const std::string& snapshot_id) = 0;
+};
+
+}  // namespace volgate::controller

@@ -1,0 +1,232 @@
+#include "controller/rbd_pool.hpp"
+
+#include <fcntl.h>
+#include <rados/librados.hpp>
+#include <rbd/librbd.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+#include <vector>
+
+namespace volgate::controller {
+namespace {
+
+constexpr size_t kCopyChunk = 4 << 20;  // one default RBD object
+
+std::string volume_image(const std::string& id) { return "volume-" + id; }
+std::string snapshot_image(const std::string& id) { return "snapshot-" + id; }
+
+bool all_zero(const char* data, size_t length) {
+  for (size_t i = 0; i < length; ++i)
+    if (data[i]) return false;
+  return true;
+}
+
+// Hands librbd's copy progress to ours. A CopyProgress that throws (cancel) must not unwind
+// through librbd: the exception is kept and the copy asked to stop.
+class Progress : public librbd::ProgressContext {
+ public:
+  explicit Progress(const CopyProgress& progress) : progress_(progress) {}
+  int update_progress(uint64_t offset, uint64_t total) override {
+    if (!progress_ || failure_) return failure_ ? -ECANCELED : 0;
+    try {
+      progress_(offset, total);
+    } catch (...) {
+      failure_ = std::current_exception();
+      return -ECANCELED;
+    }
+    return 0;
+  }
+  void rethrow() const {
+    if (failure_) std::rethrow_exception(failure_);
+  }
+
+ private:
+  const CopyProgress& progress_;
+  std::exception_ptr failure_;
+};
+
+}  // namespace
+
+struct RbdPool::Cluster {
+  librados::Rados rados;
+  librados::IoCtx io;
+  librbd::RBD rbd;
+};
+
+RbdPool::RbdPool(PoolConfig config) : config_(std::move(config)), cluster_(std::make_unique<Cluster>()) {
+  const std::string where = "pool '" + config_.name + "': ";
+  auto check = [&](int rc, const std::string& what) {
+    if (rc < 0) throw std::runtime_error(where + what + ": " + std::strerror(-rc));
+  };
+  check(cluster_->rados.init2(("client." + config_.ceph_client).c_str(), "ceph", 0), "rados init");
+  check(cluster_->rados.conf_read_file(config_.ceph_conf.c_str()), "read " + config_.ceph_conf);
+  // A cluster that is not there must fail the start in seconds, not hang it.
+  cluster_->rados.conf_set("client_mount_timeout", "10");
+  cluster_->rados.conf_set("rados_mon_op_timeout", "30");
+  check(cluster_->rados.connect(), "connect to the cluster of " + config_.ceph_conf);
+  check(cluster_->rados.ioctx_create(config_.rbd_pool.c_str(), cluster_->io), "open Ceph pool " + config_.rbd_pool);
+}
+
+RbdPool::~RbdPool() {
+  cluster_->io.close();
+  cluster_->rados.shutdown();
+}
+
+PoolCapacity RbdPool::capacity() {
+  librados::cluster_stat_t stat{};
+  int rc = cluster_->rados.cluster_stat(stat);
+  if (rc < 0) throw std::runtime_error("pool '" + config_.name + "': cluster stat: " + std::strerror(-rc));
+  PoolCapacity cap{.total_bytes = stat.kb * 1024, .free_bytes = stat.kb_avail * 1024};
+  if (cap.total_bytes == 0 && config_.total_capacity_gb > 0) {
+    // Without a manager the cluster reports nothing; trust the configured size, all free
+    // (RBD is thin: what the images hold is not subtracted here).
+    cap.total_bytes = static_cast<uint64_t>(config_.total_capacity_gb * (1ull << 30));
+    cap.free_bytes = cap.total_bytes;
+  }
+  return cap;
+}
+
+std::map<std::string, std::string> RbdPool::capabilities() const {
+  std::map<std::string, std::string> caps = config_.capabilities;
+  caps["driver"] = "rbd";
+  caps["storage_protocol"] = "ceph";
+  caps["thin_provisioning_support"] = "true";
+  caps["thick_provisioning_support"] = "false";
+  caps["snapshot_support"] = "true";
+  caps["encryption_support"] = "false";
+  caps["multiattach"] = "false";
+  return caps;
+}
+
+void RbdPool::create_volume(const std::string& volume_id, uint64_t bytes) {
+  int order = 0;
+  const std::string name = volume_image(volume_id);
+  int rc = cluster_->rbd.create2(cluster_->io, name.c_str(), bytes, RBD_FEATURE_LAYERING, &order);
+  if (rc == -EEXIST) {
+    resize_volume(volume_id, bytes);  // created before a restart: make it the size asked for
+    return;
+  }
+  if (rc < 0) throw std::runtime_error("pool '" + config_.name + "': create image " + name + ": " + std::strerror(-rc));
+}
+
+void RbdPool::copy_image(const std::string& source, const std::string& target, uint64_t bytes,
+                         const CopyProgress& progress) {
+  const std::string where = "pool '" + config_.name + "': ";
+  remove_image(target);  // a partial copy left by a crash
+  librbd::Image image;
+  int rc = cluster_->rbd.open_read_only(cluster_->io, image, source.c_str(), nullptr);
+  if (rc < 0) throw std::runtime_error(where + "open image " + source + ": " + std::strerror(-rc));
+  uint64_t source_size = 0;
+  image.size(&source_size);
+  if (bytes < source_size) throw std::invalid_argument(where + "image " + source + " is larger than the new volume");
+  Progress reporter(progress);
+  reporter.update_progress(0, source_size);
+  rc = image.copy_with_progress(cluster_->io, target.c_str(), reporter);
+  reporter.rethrow();
+  if (rc < 0) throw std::runtime_error(where + "copy " + source + " to " + target + ": " + std::strerror(-rc));
+  image.close();
+  if (bytes != source_size) {
+    librbd::Image copy;
+    rc = cluster_->rbd.open(cluster_->io, copy, target.c_str());
+    if (rc >= 0) rc = copy.resize(bytes);
+    if (rc < 0) throw std::runtime_error(where + "resize " + target + ": " + std::strerror(-rc));
+  }
+  if (progress) progress(source_size, source_size);
+}
+
+void RbdPool::clone_volume(const std::string& volume_id, const std::string& source_volume_id, uint64_t bytes,
+                           const CopyProgress& progress) {
+  copy_image(volume_image(source_volume_id), volume_image(volume_id), bytes, progress);
+}
+
+void RbdPool::create_volume_from_snapshot(const std::string& volume_id, const std::string& snapshot_id,
+                                          uint64_t bytes, const CopyProgress& progress) {
+  copy_image(snapshot_image(snapshot_id), volume_image(volume_id), bytes, progress);
+}
+
+void RbdPool::create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+                                      const CopyProgress& progress) {
+  const std::string where = "pool '" + config_.name + "': ";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+  struct stat st{};
+  ::fstat(fd, &st);
+  const uint64_t total = static_cast<uint64_t>(st.st_size);
+  try {
+    if (bytes < total) throw std::invalid_argument(path + " is larger than the new volume");
+    create_volume(volume_id, bytes);
+    librbd::Image image;
+    int rc = cluster_->rbd.open(cluster_->io, image, volume_image(volume_id).c_str());
+    if (rc < 0) throw std::runtime_error(where + "open image: " + std::strerror(-rc));
+    std::vector<char> buffer(kCopyChunk);
+    if (progress) progress(0, total);
+    for (uint64_t done = 0; done < total;) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
+      ssize_t got = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) throw std::system_error(got < 0 ? errno : EIO, std::generic_category(), "read " + path);
+      // Zero chunks are not written: the image stays thin, and a new image reads zeroes.
+      if (!all_zero(buffer.data(), static_cast<size_t>(got))) {
+        ceph::bufferlist bl;
+        bl.append(buffer.data(), static_cast<unsigned>(got));
+        ssize_t n = image.write(done, static_cast<size_t>(got), bl);
+        if (n != got) throw std::runtime_error(where + "write image: " + std::strerror(n < 0 ? static_cast<int>(-n) : EIO));
+      }
+      done += static_cast<uint64_t>(got);
+      if (progress) progress(done, total);
+    }
+    rc = image.flush();
+    if (rc < 0) throw std::runtime_error(where + "flush image: " + std::strerror(-rc));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+}
+
+void RbdPool::resize_volume(const std::string& volume_id, uint64_t bytes) {
+  librbd::Image image;
+  int rc = cluster_->rbd.open(cluster_->io, image, volume_image(volume_id).c_str());
+  if (rc >= 0) rc = image.resize(bytes);
+  if (rc < 0)
+    throw std::runtime_error("pool '" + config_.name + "': resize " + volume_image(volume_id) + ": " +
+                             std::strerror(-rc));
+}
+
+void RbdPool::remove_image(const std::string& name) {
+  int rc = cluster_->rbd.remove(cluster_->io, name.c_str());
+  if (rc < 0 && rc != -ENOENT)
+    throw std::runtime_error("pool '" + config_.name + "': remove image " + name + ": " + std::strerror(-rc));
+}
+
+void RbdPool::delete_volume(const std::string& volume_id) { remove_image(volume_image(volume_id)); }
+
+bool RbdPool::volume_exists(const std::string& volume_id) {
+  librbd::Image image;
+  return cluster_->rbd.open_read_only(cluster_->io, image, volume_image(volume_id).c_str(), nullptr) >= 0;
+}
+
+std::unique_ptr<backends::BlockDevice> RbdPool::open_volume(const std::string&) {
+  throw std::runtime_error("pool '" + config_.name + "': rbd pools cannot hold encrypted volumes yet");
+}
+
+std::string RbdPool::export_target(const std::string& volume_id) const {
+  return "rbd:" + config_.rbd_pool + "/" + volume_image(volume_id);
+}
+
+void RbdPool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id) {
+  librbd::Image image;
+  uint64_t size = 0;
+  if (cluster_->rbd.open_read_only(cluster_->io, image, volume_image(volume_id).c_str(), nullptr) >= 0)
+    image.size(&size);
+  image.close();
+  copy_image(volume_image(volume_id), snapshot_image(snapshot_id), size, {});
+}
+
+void RbdPool::delete_snapshot(const std::string& snapshot_id) { remove_image(snapshot_image(snapshot_id)); }
+
+}  // namespace volgate::controller

@@ -1,0 +1,51 @@
+#pragma once
+// A pool in Ceph: each volume is an RBD image (volume-ID) of one Ceph pool, each snapshot an
+// image of its own (snapshot-ID) holding a copy of the volume, so that snapshots and copies need
+// no layering features and outlive their volume's deletion order. Thin, like RBD itself.
+//
+// Encrypted volumes are not placed here yet: LUKS formatting needs a block device over librbd,
+// which the controller does not have; the pool says so (encryption_support false) and the
+// scheduler keeps encrypted volumes away.
+#include <memory>
+
+#include "controller/pool.hpp"
+
+namespace volgate::controller {
+
+class RbdPool final : public Pool {
+ public:
+  // Connects to the cluster. Throws std::runtime_error naming the pool and the reason.
+  explicit RbdPool(PoolConfig config);
+  ~RbdPool() override;
+
+  const PoolConfig& config() const override { return config_; }
+  PoolCapacity capacity() override;
+  std::map<std::string, std::string> capabilities() const override;
+
+  void create_volume(const std::string& volume_id, uint64_t bytes) override;
+  void clone_volume(const std::string& volume_id, const std::string& source_volume_id, uint64_t bytes,
+                    const CopyProgress& progress) override;
+  void create_volume_from_snapshot(const std::string& volume_id, const std::string& snapshot_id, uint64_t bytes,
+                                   const CopyProgress& progress) override;
+  void create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+                               const CopyProgress& progress) override;
+  void resize_volume(const std::string& volume_id, uint64_t bytes) override;
+  void delete_volume(const std::string& volume_id) override;
+  bool volume_exists(const std::string& volume_id) override;
+  std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override;
+  // rbd:POOL/volume-ID
+  std::string export_target(const std::string& volume_id) const override;
+
+  void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) override;
+  void delete_snapshot(const std::string& snapshot_id) override;
+
+ private:
+  struct Cluster;
+  void copy_image(const std::string& source, const std::string& target, uint64_t bytes, const CopyProgress& progress);
+  void remove_image(const std::string& name);
+
+  PoolConfig config_;
+  std::unique_ptr<Cluster> cluster_;
+};
+
+}  // namespace volgate::controller

@@ -1,0 +1,59 @@
+#pragma once
+// Where the controller keeps its state. SqliteStore is the single-host implementation; the
+// interface is what a PostgreSQL store for many hosts would fill.
+//
+// Every method is atomic. update_volume/update_snapshot read, change and write a row in one
+// transaction, so a status check and the status change it guards cannot be split by another
+// request.
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "controller/flow_record.hpp"
+#include "controller/quota.hpp"
+#include "controller/snapshot.hpp"
+#include "controller/volume.hpp"
+
+namespace volgate::controller {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual void insert_volume(const Volume& volume) = 0;
+  virtual std::optional<Volume> find_volume(const std::string& id) = 0;
+  virtual std::vector<Volume> list_volumes(const std::string& project) = 0;
+  // Volumes of every project, e.g. to add up what a pool has allocated.
+  virtual std::vector<Volume> all_volumes() = 0;
+  // Runs `change` on the current row inside a transaction and writes the result; `change` may
+  // throw to leave the row untouched. Returns the row as written. Throws ApiError (not_found).
+  virtual Volume update_volume(const std::string& id, const std::function<void(Volume&)>& change) = 0;
+  virtual void delete_volume(const std::string& id) = 0;
+
+  virtual void insert_snapshot(const Snapshot& snapshot) = 0;
+  virtual std::optional<Snapshot> find_snapshot(const std::string& id) = 0;
+  virtual std::vector<Snapshot> list_snapshots(const std::string& project) = 0;
+  virtual std::vector<Snapshot> snapshots_of(const std::string& volume_id) = 0;
+  virtual Snapshot update_snapshot(const std::string& id, const std::function<void(Snapshot&)>& change) = 0;
+  virtual void delete_snapshot(const std::string& id) = 0;
+
+  // Quotas (see quota.hpp). `defaults` are the limits of projects with no limit of their own.
+  // reserve_quota throws QuotaExceeded naming the resource when a limit would be exceeded.
+  virtual void reserve_quota(const std::string& reservation, const std::string& project,
+                             const QuotaDeltas& deltas, const QuotaDeltas& defaults) = 0;
+  virtual void rollback_quota(const std::string& reservation) = 0;
+  virtual void commit_quota(const std::string& reservation, const std::string& holder) = 0;
+  // Undoes commit_quota of this reservation (the holder keeps what other reservations gave it).
+  virtual void uncommit_quota(const std::string& reservation) = 0;
+  virtual void release_quota(const std::string& holder) = 0;
+  virtual QuotaUsage quota_usage(const std::string& project, const QuotaDeltas& defaults) = 0;
+  virtual void set_quota_limit(const std::string& project, const std::string& resource, int64_t limit) = 0;
+
+  // The flow journal.
+  virtual void journal_write(const FlowRecord& record) = 0;  // insert or replace
+  virtual void journal_remove(const std::string& flow_id) = 0;
+  virtual std::vector<FlowRecord> journal_unfinished() = 0;
+};
+
+}  // namespace volgate::controller

@@ -1,0 +1,492 @@
+#include "controller/volume_command.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "common/size.hpp"
+#include "controller/api_client.hpp"
+#include "crypto/secure_bytes.hpp"
+
+namespace volgate::controller {
+namespace {
+
+using nlohmann::json;
+
+constexpr uint64_t kGiBytes = uint64_t{1} << 30;
+
+class CommandError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// "10G", "10GiB" or a bare "10" (GiB, as Cinder counts): a whole number of GiB.
+uint64_t parse_gib(const std::string& text) {
+  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 10) {
+    uint64_t n = std::stoull(text);
+    if (n == 0) throw CommandError("--size must be at least 1 GiB");
+    return n;
+  }
+  auto bytes = parse_size(text);
+  if (!bytes || *bytes == 0) throw CommandError("--size '" + text + "' is not a size (e.g. 10G)");
+  if (*bytes % kGiBytes) throw CommandError("--size '" + text + "': volumes are whole GiB (e.g. 1G, 20G)");
+  return *bytes / kGiBytes;
+}
+
+std::string read_token(const ClientCommandOptions& o) {
+  std::string path = o.token_file;
+  if (path.empty() && o.url.starts_with("unix:")) {
+    // The embedded default keeps the token beside the socket.
+    std::string beside = std::filesystem::path(o.url.substr(5)).parent_path() / "token";
+    if (::access(beside.c_str(), R_OK) == 0) path = beside;
+  }
+  if (path.empty()) throw CommandError("no API token: give --token-file PATH or set VOLGATE_TOKEN_FILE");
+  auto bytes = crypto::read_key_file(path);
+  std::string token(bytes.chars(), bytes.size());
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  for (char c : token)
+    if (c < 0x21 || c > 0x7e) throw CommandError("token file " + path + " does not hold a token (one word of printable characters)");
+  return token;
+}
+
+class Client {
+ public:
+  explicit Client(const ClientCommandOptions& o) : o_(o), api_(check_url(o.url), read_token(o)) {}
+
+  json call(const std::string& method, const std::string& path, const std::optional<json>& body = std::nullopt,
+            int* status = nullptr) {
+    auto r = api_.request(method, "/v3/" + o_.project + path, body);
+    if (status) *status = r.status;
+    if (r.status >= 400 && !(status && r.status == 404)) throw CommandError(ApiClient::error_message(r));
+    return r.body;
+  }
+
+ private:
+  static std::string check_url(const std::string& url) {
+    if (url.empty()) throw CommandError("no controller URL: give --url unix:PATH|http://HOST:PORT or set VOLGATE_URL");
+    return url;
+  }
+  const ClientCommandOptions& o_;
+  ApiClient api_;
+};
+
+std::string text(const json& j, const char* key) {
+  if (!j.contains(key) || j[key].is_null()) return "-";
+  if (j[key].is_string()) return j[key].get<std::string>();
+  return j[key].dump();
+}
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      out += cells[i];
+      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", out.c_str());
+  };
+  line(header);
+  for (const auto& row : rows) line(row);
+}
+
+void print_fields(const std::vector<std::pair<std::string, std::string>>& fields) {
+  size_t w = 0;
+  for (const auto& [k, v] : fields) w = std::max(w, k.size());
+  for (const auto& [k, v] : fields) std::printf("%-*s  %s\n", static_cast<int>(w), k.c_str(), v.c_str());
+}
+
+void show_volume(const ClientCommandOptions& o, const json& v) {
+  if (o.output == "json") {
+    std::printf("%s\n", json{{"volume", v}}.dump(2).c_str());
+    return;
+  }
+  std::vector<std::pair<std::string, std::string>> f = {
+      {"id", text(v, "id")},
+      {"name", text(v, "name")},
+      {"status", text(v, "status")},
+      {"size", text(v, "size") + " GiB"},
+      {"volume_type", text(v, "volume_type")},
+      {"encrypted", text(v, "encrypted")},
+      {"availability_zone", text(v, "availability_zone")},
+      {"host", text(v, "os-vol-host-attr:host")},
+      {"snapshot_id", text(v, "snapshot_id")},
+      {"source_volid", text(v, "source_volid")},
+      {"created_at", text(v, "created_at")},
+  };
+  if (v.contains("volgate:image")) f.emplace_back("image", text(v, "volgate:image"));
+  if (v.contains("volgate:export_target")) f.emplace_back("export_target", text(v, "volgate:export_target"));
+  if (v.contains("volgate:progress")) f.emplace_back("progress", text(v, "volgate:progress") + "%");
+  if (v.contains("volgate:error")) f.emplace_back("error", text(v, "volgate:error"));
+  print_fields(f);
+}
+
+void show_snapshot(const ClientCommandOptions& o, const json& s) {
+  if (o.output == "json") {
+    std::printf("%s\n", json{{"snapshot", s}}.dump(2).c_str());
+    return;
+  }
+  std::vector<std::pair<std::string, std::string>> f = {
+      {"id", text(s, "id")},         {"name", text(s, "name")},         {"status", text(s, "status")},
+      {"size", text(s, "size") + " GiB"}, {"volume_id", text(s, "volume_id")}, {"created_at", text(s, "created_at")},
+  };
+  if (s.contains("volgate:error")) f.emplace_back("error", text(s, "volgate:error"));
+  print_fields(f);
+}
+
+// Draws "[#####.....]  42%" on stderr, rewriting the line.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
+  ~ProgressBar() { finish(); }
+  void update(int percent) {
+    if (!enabled_ || percent == last_) return;
+    last_ = percent;
+    constexpr int kWidth = 40;
+    int filled = std::clamp(percent, 0, 100) * kWidth / 100;
+    std::fprintf(stderr, "\r[%s%s] %3d%%", std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
+                 percent);
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  void finish() {
+    if (drawn_) std::fprintf(stderr, "\n");
+    drawn_ = false;
+  }
+
+ private:
+  bool enabled_;
+  int last_ = -1;
+  bool drawn_ = false;
+};
+
+// Polls `path` until its `root` object's status leaves `transient`; returns the object, or
+// nothing when it is gone (404). `copy`: the operation copies data, so a progress bar is drawn.
+std::optional<json> wait_while(Client& client, const ClientCommandOptions& o, const std::string& path,
+                               const char* root, const std::string& transient, bool copy = false) {
+  ProgressBar bar(copy && (o.progress || ::isatty(STDERR_FILENO)));
+  for (;;) {
+    int status = 0;
+    json body = client.call("GET", path, std::nullopt, &status);
+    if (status == 404) return std::nullopt;
+    json item = body[root];
+    if (item["status"] != transient) {
+      if (item["status"] == "available") bar.update(100);
+      return item;
+    }
+    if (item.contains("volgate:progress")) bar.update(item["volgate:progress"].get<int>());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+std::string failure(const json& item, const std::string& what) {
+  return what + " " + text(item, "id") + " is " + text(item, "status") +
+         (item.contains("volgate:error") ? ": " + text(item, "volgate:error") : "");
+}
+
+int volume_command(const std::string& name, const ClientCommandOptions& o) {
+  Client client(o);
+  if (name == "create") {
+    json v = {{"name", o.name}};
+    if (!o.size.empty()) v["size"] = parse_gib(o.size);  // else the controller takes the source's
+    if (!o.description.empty()) v["description"] = o.description;
+    if (!o.volume_type.empty()) v["volume_type"] = o.volume_type;
+    if (!o.availability_zone.empty()) v["availability_zone"] = o.availability_zone;
+    if (!o.snapshot_id.empty()) v["snapshot_id"] = o.snapshot_id;
+    if (!o.source_volid.empty()) v["source_volid"] = o.source_volid;
+    if (!o.image.empty()) {
+      std::error_code ec;
+      auto absolute = std::filesystem::absolute(o.image, ec);
+      if (ec || !std::filesystem::is_regular_file(absolute))
+        throw CommandError("--image " + o.image + ": not a regular file");
+      v["imageRef"] = absolute.string();
+    }
+    if (o.encrypted) v["encrypted"] = true;
+    json created = client.call("POST", "/volumes", json{{"volume", v}})["volume"];
+    if (o.wait) {
+      const bool copy = !o.image.empty() || !o.snapshot_id.empty() || !o.source_volid.empty();
+      auto done = wait_while(client, o, "/volumes/" + created["id"].get<std::string>(), "volume", "creating", copy);
+      if (!done) throw CommandError("volume " + text(created, "id") + " disappeared while being created");
+      created = *done;
+      if (created["status"] != "available") {
+        show_volume(o, created);
+        throw CommandError(failure(created, "volume"));
+      }
+    }
+    show_volume(o, created);
+    return 0;
+  }
+  if (name == "list") {
+    json list = client.call("GET", "/volumes/detail")["volumes"];
+    if (o.output == "json") {
+      std::printf("%s\n", json{{"volumes", list}}.dump(2).c_str());
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& v : list) {
+      std::string status = text(v, "status");
+      if (v.contains("volgate:progress")) status += " " + text(v, "volgate:progress") + "%";
+      rows.push_back({text(v, "id"), text(v, "name"), status, text(v, "size"), text(v, "volume_type"),
+                      v.value("encrypted", false) ? "yes" : "no", text(v, "os-vol-host-attr:host")});
+    }
+    print_table({"ID", "NAME", "STATUS", "SIZE(GiB)", "TYPE", "ENCRYPTED", "HOST"}, rows);
+    return 0;
+  }
+  if (name == "show") {
+    show_volume(o, client.call("GET", "/volumes/" + o.id)["volume"]);
+    return 0;
+  }
+  if (name == "extend") {
+    uint64_t size = parse_gib(o.size);
+    client.call("POST", "/volumes/" + o.id + "/action", json{{"os-extend", {{"new_size", size}}}});
+    json v = client.call("GET", "/volumes/" + o.id)["volume"];
+    if (o.wait) {
+      auto done = wait_while(client, o, "/volumes/" + o.id, "volume", "extending");
+      if (!done) throw CommandError("volume " + o.id + " disappeared while being extended");
+      v = *done;
+      if (v["size"].get<uint64_t>() != size) throw CommandError(failure(v, "volume") + " (not extended)");
+    }
+    show_volume(o, v);
+    return 0;
+  }
+  if (name == "delete") {
+    client.call("DELETE", "/volumes/" + o.id);
+    if (o.wait) {
+      auto left = wait_while(client, o, "/volumes/" + o.id, "volume", "deleting");
+      if (left) throw CommandError(failure(*left, "volume"));
+    }
+    if (o.output == "json") std::printf("{}\n");
+    else std::printf("deleted volume %s\n", o.id.c_str());
+    return 0;
+  }
+  return 2;
+}
+
+int snapshot_command(const std::string& name, const ClientCommandOptions& o) {
+  Client client(o);
+  if (name == "create") {
+    json s = {{"volume_id", o.id}, {"name", o.name}, {"force", o.force}};
+    if (!o.description.empty()) s["description"] = o.description;
+    json created = client.call("POST", "/snapshots", json{{"snapshot", s}})["snapshot"];
+    if (o.wait) {
+      auto done = wait_while(client, o, "/snapshots/" + created["id"].get<std::string>(), "snapshot", "creating");
+      if (!done) throw CommandError("snapshot " + text(created, "id") + " disappeared while being created");
+      created = *done;
+      if (created["status"] != "available") throw CommandError(failure(created, "snapshot"));
+    }
+    show_snapshot(o, created);
+    return 0;
+  }
+  if (name == "list") {
+    json list = client.call("GET", "/snapshots/detail")["snapshots"];
+    if (o.output == "json") {
+      std::printf("%s\n", json{{"snapshots", list}}.dump(2).c_str());
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& s : list)
+      rows.push_back({text(s, "id"), text(s, "name"), text(s, "status"), text(s, "size"), text(s, "volume_id")});
+    print_table({"ID", "NAME", "STATUS", "SIZE(GiB)", "VOLUME"}, rows);
+    return 0;
+  }
+  if (name == "show") {
+    show_snapshot(o, client.call("GET", "/snapshots/" + o.id)["snapshot"]);
+    return 0;
+  }
+  if (name == "delete") {
+    client.call("DELETE", "/snapshots/" + o.id);
+    if (o.wait) {
+      auto left = wait_while(client, o, "/snapshots/" + o.id, "snapshot", "deleting");
+      if (left) throw CommandError(failure(*left, "snapshot"));
+    }
+    if (o.output == "json") std::printf("{}\n");
+    else std::printf("deleted snapshot %s\n", o.id.c_str());
+    return 0;
+  }
+  return 2;
+}
+
+std::string gb(const json& caps, const char* key) {
+  if (!caps.contains(key) || !caps[key].is_number()) return "-";
+  char out[32];
+  std::snprintf(out, sizeof out, "%.1f", caps[key].get<double>());
+  return out;
+}
+
+int pool_command(const ClientCommandOptions& o) {
+  Client client(o);
+  json list = client.call("GET", "/scheduler-stats/get_pools?detail=true")["pools"];
+  if (o.output == "json") {
+    std::printf("%s\n", json{{"pools", list}}.dump(2).c_str());
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& p : list) {
+    const json& c = p["capabilities"];
+    rows.push_back({text(c, "pool_name"), text(c, "storage_protocol"), text(c, "availability_zone"),
+                    gb(c, "total_capacity_gb"), gb(c, "free_capacity_gb"), gb(c, "allocated_capacity_gb"),
+                    text(c, "thin_provisioning_support"), text(c, "snapshot_support"), text(c, "encryption_support"),
+                    text(c, "multiattach")});
+  }
+  print_table({"POOL", "DRIVER", "ZONE", "TOTAL(GiB)", "FREE(GiB)", "ALLOCATED(GiB)", "THIN", "SNAPSHOTS",
+               "ENCRYPTION", "MULTIATTACH"},
+              rows);
+  return 0;
+}
+
+int quota_command(const std::string& name, const ClientCommandOptions& o) {
+  Client client(o);
+  const std::string path = "/os-quota-sets/" + o.project;
+  if (name == "set") {
+    json q = json::object();
+    if (o.quota_volumes) q["volumes"] = *o.quota_volumes;
+    if (o.quota_snapshots) q["snapshots"] = *o.quota_snapshots;
+    if (o.quota_gigabytes) q["gigabytes"] = *o.quota_gigabytes;
+    if (q.empty()) throw CommandError("give at least one of --volumes, --snapshots, --gigabytes");
+    client.call("PUT", path, json{{"quota_set", q}});
+  }
+  json set = client.call("GET", path + "?usage=true")["quota_set"];
+  if (o.output == "json") {
+    std::printf("%s\n", json{{"quota_set", set}}.dump(2).c_str());
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const char* r : {"volumes", "snapshots", "gigabytes"})
+    if (set.contains(r))
+      rows.push_back({r, set[r]["limit"].dump(), set[r]["in_use"].dump(), set[r]["reserved"].dump()});
+  print_table({"RESOURCE", "LIMIT", "IN USE", "RESERVED"}, rows);
+  return 0;
+}
+
+void add_common(CLI::App* cmd, ClientCommandOptions& o) {
+  // The environment variables are read after parsing (with_environment): CLI11 2.1 lets them
+  // override an option a subcommand passed up to its group.
+  cmd->add_option("--url", o.url, "Controller API: unix:PATH or http://HOST:PORT (env VOLGATE_URL)")
+      ->type_name("URL");
+  cmd->add_option("--token-file", o.token_file,
+                  "File holding the API token (env VOLGATE_TOKEN_FILE; default with\n"
+                  "unix:DIR/controller.sock: DIR/token)")
+      ->type_name("PATH");
+  cmd->add_option("--project", o.project, "Project (tenant) the request is for (env VOLGATE_PROJECT)")
+      ->capture_default_str();
+  cmd->add_option("--output", o.output, "table or json")->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+}
+
+// Subcommands pass the options they do not know to their group, so `volume create --url X` works.
+CLI::App* sub(CLI::App* group, const char* name, const char* help) {
+  auto* cmd = group->add_subcommand(name, help);
+  cmd->fallthrough();
+  return cmd;
+}
+
+}  // namespace
+
+ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
+  ClientCommands c;
+  c.volume = app.add_subcommand("volume", "Volumes of the controller (through its REST API)");
+  c.volume->require_subcommand(1);
+  add_common(c.volume, o);
+  auto* create = sub(c.volume, "create", "Create a volume: blank, or from a snapshot, a volume or an image file");
+  create->add_option("--size", o.size, "Size in GiB: 10, 10G (default with a source: the source's)")
+      ->type_name("SIZE");
+  create->add_option("--type", o.volume_type, "Volume type (see the controller's config)");
+  create->add_option("--availability-zone", o.availability_zone, "Availability zone");
+  auto* snap = create->add_option("--snapshot", o.snapshot_id, "Start from this snapshot")->type_name("ID");
+  auto* vol = create->add_option("--source-volume", o.source_volid, "Start as a copy of this volume")->type_name("ID");
+  auto* img = create->add_option("--image", o.image, "Start from this raw image file (read by the controller)")
+                  ->type_name("FILE");
+  snap->excludes(vol)->excludes(img);
+  vol->excludes(img);
+  create->add_flag("--encrypted", o.encrypted, "LUKS2-encrypt it with a passphrase the controller keeps wrapped");
+  create->add_option("--description", o.description, "Free text");
+  create->add_flag("!--no-wait", o.wait, "Return once accepted instead of waiting until it is available");
+  create->add_flag("--progress", o.progress, "Draw the copy progress bar even when stderr is not a terminal");
+  create->add_option("NAME", o.name, "Volume name")->required();
+  sub(c.volume, "list", "List the project's volumes");
+  sub(c.volume, "show", "Show one volume")->add_option("ID", o.id, "Volume id")->required();
+  auto* extend = sub(c.volume, "extend", "Grow a volume");
+  extend->add_option("--size", o.size, "New size in GiB (10, 10G)")->required()->type_name("SIZE");
+  extend->add_flag("!--no-wait", o.wait, "Return once accepted");
+  extend->add_option("ID", o.id, "Volume id")->required();
+  auto* del = sub(c.volume, "delete", "Delete a volume (it must have no snapshots)");
+  del->add_flag("!--no-wait", o.wait, "Return once accepted");
+  del->add_option("ID", o.id, "Volume id")->required();
+
+  c.snapshot = app.add_subcommand("snapshot", "Snapshots of volumes (through the controller's REST API)");
+  c.snapshot->require_subcommand(1);
+  add_common(c.snapshot, o);
+  auto* screate = sub(c.snapshot, "create", "Snapshot a volume");
+  screate->add_option("--volume", o.id, "The volume")->required()->type_name("ID");
+  screate->add_option("--description", o.description, "Free text");
+  screate->add_flag("--force", o.force, "Also snapshot a volume that is in-use");
+  screate->add_flag("!--no-wait", o.wait, "Return once accepted");
+  screate->add_option("NAME", o.name, "Snapshot name")->required();
+  sub(c.snapshot, "list", "List the project's snapshots");
+  sub(c.snapshot, "show", "Show one snapshot")->add_option("ID", o.id, "Snapshot id")->required();
+  auto* sdel = sub(c.snapshot, "delete", "Delete a snapshot");
+  sdel->add_flag("!--no-wait", o.wait, "Return once accepted");
+  sdel->add_option("ID", o.id, "Snapshot id")->required();
+
+  c.pool = app.add_subcommand("pool", "The controller's pools");
+  c.pool->require_subcommand(1);
+  add_common(c.pool, o);
+  sub(c.pool, "list", "Pools with their capacity and capabilities");
+
+  c.quota = app.add_subcommand("quota", "Per-project quotas");
+  c.quota->require_subcommand(1);
+  add_common(c.quota, o);
+  sub(c.quota, "show", "Limits and usage of the project");
+  auto* qset = sub(c.quota, "set", "Change the project's limits (-1: unlimited)");
+  qset->add_option("--volumes", o.quota_volumes, "Most volumes")->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+  qset->add_option("--snapshots", o.quota_snapshots, "Most snapshots")->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+  qset->add_option("--gigabytes", o.quota_gigabytes, "Most GiB of volumes and snapshots together")
+      ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+  return c;
+}
+
+namespace {
+ClientCommandOptions with_environment(ClientCommandOptions o, const CLI::App& group) {
+  auto env = [](const char* name) -> std::string {
+    const char* value = std::getenv(name);
+    return value ? value : "";
+  };
+  if (group.count("--url") == 0) o.url = env("VOLGATE_URL");
+  if (group.count("--token-file") == 0) o.token_file = env("VOLGATE_TOKEN_FILE");
+  if (group.count("--project") == 0 && !env("VOLGATE_PROJECT").empty()) o.project = env("VOLGATE_PROJECT");
+  return o;
+}
+}  // namespace
+
+std::optional<int> run_client_commands(const ClientCommands& c, const ClientCommandOptions& parsed) {
+  const CLI::App* group = nullptr;
+  for (const CLI::App* g : {c.volume, c.snapshot, c.pool, c.quota})
+    if (g->parsed()) group = g;
+  if (!group) return std::nullopt;
+  const std::string name = group->get_subcommands().front()->get_name();
+  const std::string label = "volgate " + group->get_name() + " " + name;
+  const ClientCommandOptions o = with_environment(parsed, *group);
+  try {
+    if (group == c.volume) {
+      if (name == "create" && o.size.empty() && o.snapshot_id.empty() && o.source_volid.empty() && o.image.empty())
+        throw CommandError("--size is required for a blank volume");
+      return volume_command(name, o);
+    }
+    if (group == c.snapshot) return snapshot_command(name, o);
+    if (group == c.pool) return pool_command(o);
+    return quota_command(name, o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", label.c_str(), e.what());
+    return 2;
+  }
+}
+
+}  // namespace volgate::controller

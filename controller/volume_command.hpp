@@ -1,0 +1,49 @@
+#pragma once
+// The command-line client of the controller:
+//   volgate volume create|list|show|extend|delete, volgate snapshot create|list|show|delete,
+//   volgate pool list, volgate quota show|set.
+// Each talks to the REST API found through --url or VOLGATE_URL (unix:PATH or
+// http://HOST:PORT), prints a table (or --output json), and exits 2 with one line on stderr
+// when anything fails.
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+
+namespace volgate::controller {
+
+struct ClientCommandOptions {
+  std::string url;
+  std::string token_file;
+  std::string project = "default";
+  std::string output = "table";
+  bool wait = true;
+  bool progress = false;  // draw the progress bar even when stderr is not a terminal
+
+  std::string name;
+  std::string id;
+  std::string size;
+  std::string volume_type;
+  std::string availability_zone;
+  std::string snapshot_id;
+  std::string source_volid;
+  std::string image;
+  std::string description;
+  bool encrypted = false;
+  bool force = false;
+  std::optional<int64_t> quota_volumes;
+  std::optional<int64_t> quota_snapshots;
+  std::optional<int64_t> quota_gigabytes;
+};
+
+struct ClientCommands {
+  CLI::App* volume = nullptr;
+  CLI::App* snapshot = nullptr;
+  CLI::App* pool = nullptr;
+  CLI::App* quota = nullptr;
+};
+
+ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& options);
+// Runs whichever client command was parsed (nullopt: none was); returns the exit code.
+std::optional<int> run_client_commands(const ClientCommands& commands, const ClientCommandOptions& options);
+
+}  // namespace volgate::controller

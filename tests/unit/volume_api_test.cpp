@@ -1,0 +1,138 @@
+// The REST mapping without sockets: Cinder-shaped bodies in and out, fault bodies for errors.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "controller/file_pool.hpp"
+#include "controller/sqlite_store.hpp"
+#include "controller/volume_api.hpp"
+
+namespace volgate::controller {
+namespace {
+
+using nlohmann::json;
+
+class VolumeApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = std::filesystem::temp_directory_path() / ("api-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    ControllerConfig config = default_config(dir);
+    store = std::make_unique<SqliteStore>(":memory:");
+    std::vector<std::unique_ptr<Pool>> pools;
+    pools.push_back(std::make_unique<FilePool>(config.pools[0]));
+    service = std::make_unique<VolumeService>(config, *store, std::move(pools), std::nullopt,
+                                              ServiceOptions{.run_inline = true});
+    api = std::make_unique<VolumeApi>(*service);
+  }
+  void TearDown() override {
+    api.reset();
+    service.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  std::pair<int, json> call(const std::string& method, const std::string& target, const std::string& body = "") {
+    ApiResponse r = api->handle(method, target, body);
+    return {r.status, r.body.empty() ? json() : json::parse(r.body)};
+  }
+  // The fault's message, checking its shape: {"FAULT": {"message": ..., "code": STATUS}}.
+  std::string fault(const std::pair<int, json>& r, const std::string& name) {
+    EXPECT_TRUE(r.second.contains(name)) << r.second.dump();
+    if (!r.second.contains(name)) return "";
+    EXPECT_EQ(r.second[name]["code"], r.first);
+    return r.second[name]["message"];
+  }
+
+  std::filesystem::path dir;
+  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<VolumeService> service;
+  std::unique_ptr<VolumeApi> api;
+};
+
+TEST_F(VolumeApiTest, VolumeLifecycleInCinderShapes) {
+  auto created = call("POST", "/v3/p/volumes", R"({"volume": {"size": 1, "name": "a", "description": "d"}})");
+  ASSERT_EQ(created.first, 202) << created.second.dump();
+  const json& v = created.second["volume"];
+  EXPECT_EQ(v["size"], 1);
+  EXPECT_EQ(v["name"], "a");
+  EXPECT_EQ(v["status"], "available");  // inline: already done
+  EXPECT_EQ(v["snapshot_id"], nullptr);
+  EXPECT_EQ(v["encrypted"], false);
+  EXPECT_EQ(v["os-vol-host-attr:host"], "volgate@default#default");
+  const std::string id = v["id"];
+
+  auto listed = call("GET", "/v3/p/volumes/detail");
+  ASSERT_EQ(listed.first, 200);
+  EXPECT_EQ(listed.second["volumes"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v3/other/volumes").second["volumes"].size(), 0u);
+  EXPECT_EQ(call("POST", "/v3/p/volumes/" + id + "/action", R"({"os-extend": {"new_size": "2"}})").first, 202);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/" + id).second["volume"]["size"], 2);
+  auto quota = call("GET", "/v3/p/os-quota-sets/p?usage=true");
+  EXPECT_EQ(quota.second["quota_set"]["gigabytes"]["in_use"], 2);
+  EXPECT_EQ(call("GET", "/v3/p/os-quota-sets/p").second["quota_set"]["volumes"], 10);
+  EXPECT_EQ(call("DELETE", "/v3/p/volumes/" + id).first, 202);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/" + id).first, 404);
+}
+
+TEST_F(VolumeApiTest, BadInputGetsFaultBodies) {
+  auto r = call("POST", "/v3/p/volumes", R"({"volume": {"size": 1, "colour": "red"}})");
+  EXPECT_EQ(r.first, 400);
+  EXPECT_NE(fault(r, "badRequest").find("colour"), std::string::npos);
+  for (const char* body : {R"({"volume": {"size": 0}})", R"({"volume": {"size": "1x"}})", R"({"volume": {"size": 2.5}})",
+                           R"({"volume": {"size": 1048577}})", R"({"volume": {"size": 1, "name": 5}})",
+                           R"({"volume": {}})", "not json", R"({"volumes": {"size": 1}})",
+                           R"({"volume": {"size": 1, "encrypted": "yes"}})",
+                           R"({"volume": {"size": 1, "metadata": {"k": "v"}}})"}) {
+    auto bad = call("POST", "/v3/p/volumes", body);
+    EXPECT_EQ(bad.first, 400) << body;
+    EXPECT_FALSE(fault(bad, "badRequest").empty()) << body;
+  }
+  EXPECT_EQ(call("POST", "/v3/p/volumes", R"({"volume": {"size": 1, "encrypted": true}})").first, 400)
+      << "no master key: encryption must be refused";
+  auto missing = call("GET", "/v3/p/volumes/nope");
+  EXPECT_EQ(missing.first, 404);
+  EXPECT_EQ(fault(missing, "itemNotFound"), "Volume nope could not be found.");
+  EXPECT_EQ(call("GET", "/v3/bad%20project/volumes").first, 400);
+  EXPECT_EQ(call("PATCH", "/v3/p/volumes").first, 405);
+  EXPECT_EQ(call("GET", "/v2/p/volumes").first, 404);
+  EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"volumes": "many"}})").first, 400);
+  EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"backups": 1}})").first, 400);
+  store->insert_volume({.id = "busy", .project = "p", .size_gb = 1, .status = VolumeStatus::extending});
+  auto conflict = call("DELETE", "/v3/p/volumes/busy");
+  EXPECT_EQ(conflict.first, 409);
+  EXPECT_NE(fault(conflict, "conflictingRequest").find("extending"), std::string::npos);
+}
+
+TEST_F(VolumeApiTest, QuotaExceededIs413OverLimit) {
+  EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"volumes": 1}})").first, 200);
+  EXPECT_EQ(call("POST", "/v3/p/volumes", R"({"volume": {"size": 1}})").first, 202);
+  auto r = call("POST", "/v3/p/volumes", R"({"volume": {"size": 1}})");
+  EXPECT_EQ(r.first, 413);
+  EXPECT_NE(fault(r, "overLimit").find("volumes"), std::string::npos);
+}
+
+TEST_F(VolumeApiTest, SnapshotsPoolsAndTypes) {
+  std::string id = call("POST", "/v3/p/volumes", R"({"volume": {"size": 1}})").second["volume"]["id"];
+  auto s = call("POST", "/v3/p/snapshots", R"({"snapshot": {"volume_id": ")" + id + R"(", "name": "s"}})");
+  ASSERT_EQ(s.first, 202) << s.second.dump();
+  EXPECT_EQ(s.second["snapshot"]["status"], "available");
+  EXPECT_EQ(call("GET", "/v3/p/snapshots").second["snapshots"].size(), 1u);
+  EXPECT_EQ(call("POST", "/v3/p/snapshots", R"({"snapshot": {"name": "no volume"}})").first, 400);
+  auto pools = call("GET", "/v3/p/scheduler-stats/get_pools?detail=true");
+  ASSERT_EQ(pools.second["pools"].size(), 1u);
+  const json& caps = pools.second["pools"][0]["capabilities"];
+  EXPECT_EQ(caps["pool_name"], "default");
+  EXPECT_GT(caps["total_capacity_gb"].get<double>(), 0);
+  EXPECT_EQ(caps["allocated_capacity_gb"], 1.0);
+  EXPECT_EQ(caps["thin_provisioning_support"], "true");
+  EXPECT_FALSE(call("GET", "/v3/p/scheduler-stats/get_pools").second["pools"][0].contains("capabilities"));
+  EXPECT_EQ(call("GET", "/v3/p/types").second["volume_types"].size(), 2u);
+  EXPECT_EQ(call("GET", "/v3/p/types/encrypted").second["volume_type"]["volgate:encrypted"], true);
+  EXPECT_EQ(call("GET", "/v3/p/types/gold").first, 404);
+}
+
+}  // namespace
+}  // namespace volgate::controller

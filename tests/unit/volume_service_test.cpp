@@ -1,0 +1,548 @@
+// Every flow of the volume service, with a failure injected at each of its tasks: afterwards the
+// database status, the quota usage and the pool's files must all agree with what exists. Then
+// the same for a controller that dies (a forked child calling _exit mid-flow) and a new one that
+// recovers from the journal. Real SQLite, real files; only the failures are injected.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "backends/file_device.hpp"
+#include "controller/api_error.hpp"
+#include "controller/file_pool.hpp"
+#include "controller/sqlite_store.hpp"
+#include "controller/volume_service.hpp"
+#include "crypto/luks_container.hpp"
+
+namespace volgate::controller {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Injected : std::runtime_error {
+  Injected() : std::runtime_error("injected failure") {}
+};
+
+class ServiceTest : public ::testing::Test {
+ public:
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("svc-" + std::to_string(::getpid()) + "-" +
+                                       std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    config = default_config(dir);
+    config.default_quotas = {{kQuotaVolumes, 5}, {kQuotaSnapshots, 5}, {kQuotaGigabytes, 20}};
+    KeyWrap::create_key_file(dir / "master.key");
+    open();
+  }
+  void TearDown() override {
+    service.reset();
+    store.reset();
+    fs::remove_all(dir);
+  }
+
+  void open() {
+    service.reset();
+    store = std::make_unique<SqliteStore>(dir / "c.db");
+    std::vector<std::unique_ptr<Pool>> pools;
+    pools.push_back(std::make_unique<FilePool>(config.pools[0]));
+    ServiceOptions options;
+    options.run_inline = true;
+    options.before_task = [this](const std::string& kind, const std::string& task) {
+      if (kind == fail_kind && task == fail_task) throw Injected();
+    };
+    service = std::make_unique<VolumeService>(config, *store, std::move(pools),
+                                              KeyWrap::from_file(dir / "master.key"), options);
+  }
+
+  void inject(const std::string& kind, const std::string& task) {
+    fail_kind = kind;
+    fail_task = task;
+  }
+
+  Volume create(uint64_t size, bool encrypted = false) {
+    CreateVolumeRequest r;
+    r.project = "p";
+    r.name = "v";
+    r.size_gb = size;
+    r.encrypted = encrypted;
+    return service->create_volume(r);
+  }
+
+  QuotaLine usage(const char* resource) { return service->quota_usage("p")[resource]; }
+
+  std::vector<std::string> pool_files() {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir / "pool")) names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+  std::string volume_file(const std::string& id) { return dir / "pool" / ("volume-" + id + ".img"); }
+  uint64_t file_size(const std::string& path) { return fs::file_size(path); }
+
+  fs::path dir;
+  ControllerConfig config;
+  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<VolumeService> service;
+  std::string fail_kind, fail_task;
+};
+
+// ------------------------------------------------------------------------------ create volume
+
+class CreateVolumeRevert : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CreateVolumeRevert, LeavesNoUsageNoFileAndAnHonestStatus) {
+  const std::string task = GetParam();
+  const bool before_accept = task == "validate" || task == "reserve_quota" || task == "create_db_entry" ||
+                             task == "commit_quota";
+  inject("create_volume", task);
+  if (before_accept) {
+    EXPECT_THROW(create(2, true), Injected);
+    EXPECT_TRUE(store->list_volumes("p").empty());  // the caller never got an id
+  } else {
+    Volume v = create(2, true);
+    auto after = service->get_volume("p", v.id);
+    EXPECT_EQ(after.status, VolumeStatus::error);
+    EXPECT_EQ(after.error_message, "injected failure");
+    EXPECT_TRUE(after.pool.empty());
+    EXPECT_TRUE(after.wrapped_key.empty());
+    EXPECT_FALSE(service->progress(v.id));
+  }
+  EXPECT_EQ(usage(kQuotaVolumes).in_use, 0);
+  EXPECT_EQ(usage(kQuotaVolumes).reserved, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+  EXPECT_TRUE(pool_files().empty());
+  EXPECT_TRUE(store->journal_unfinished().empty());
+
+  // An error volume can be deleted, and that releases nothing twice.
+  inject("", "");
+  for (const auto& v : store->list_volumes("p")) service->delete_volume("p", v.id);
+  EXPECT_TRUE(store->list_volumes("p").empty());
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+  Volume ok = create(2, true);
+  EXPECT_EQ(service->get_volume("p", ok.id).status, VolumeStatus::available);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, CreateVolumeRevert,
+                         ::testing::Values("validate", "reserve_quota", "create_db_entry", "commit_quota", "schedule",
+                                           "generate_key", "create_on_pool", "finish"));
+
+// ------------------------------------------------------------------------------ extend volume
+
+class ExtendVolumeRevert : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(ExtendVolumeRevert, GoesBackToAvailableAtTheOldSize) {
+  const std::string task = GetParam();
+  Volume v = create(2);
+  inject("extend_volume", task);
+  const bool before_accept = task == "validate" || task == "reserve_quota" || task == "mark_extending";
+  if (before_accept)
+    EXPECT_THROW(service->extend_volume("p", v.id, 5), Injected);
+  else
+    service->extend_volume("p", v.id, 5);
+  auto after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::available);
+  EXPECT_EQ(after.size_gb, 2u);
+  EXPECT_EQ(file_size(volume_file(v.id)), 2 * kGiB);
+  EXPECT_EQ(after.error_message.empty(), before_accept) << after.error_message;
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+
+  inject("", "");
+  service->extend_volume("p", v.id, 5);
+  EXPECT_EQ(service->get_volume("p", v.id).size_gb, 5u);
+  EXPECT_EQ(file_size(volume_file(v.id)), 5 * kGiB);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 5);
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, ExtendVolumeRevert,
+                         ::testing::Values("validate", "reserve_quota", "mark_extending", "extend_on_pool",
+                                           "commit_quota", "finish"));
+
+// ------------------------------------------------------------------------------ delete volume
+
+class DeleteVolumeRevert : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(DeleteVolumeRevert, EndsInErrorDeletingWithTheQuotaStillHeldAndCanBeRetried) {
+  const std::string task = GetParam();
+  Volume v = create(3);
+  inject("delete_volume", task);
+  const bool before_accept = task == "validate" || task == "mark_deleting";
+  if (before_accept) {
+    EXPECT_THROW(service->delete_volume("p", v.id), Injected);
+    EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+    EXPECT_TRUE(fs::exists(volume_file(v.id)));
+  } else {
+    service->delete_volume("p", v.id);
+    auto after = service->get_volume("p", v.id);
+    EXPECT_EQ(after.status, VolumeStatus::error_deleting);
+    EXPECT_NE(after.error_message.find("injected failure"), std::string::npos);
+  }
+  // The usage stays while the volume's storage exists (even half deleted); once the quota is
+  // released only the row is left, for the retry to remove.
+  const int64_t held = task == "destroy_db_entry" ? 0 : 1;
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 3 * held);
+  EXPECT_EQ(usage(kQuotaVolumes).in_use, held);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+
+  inject("", "");
+  service->delete_volume("p", v.id);
+  EXPECT_THROW(service->get_volume("p", v.id), ApiError);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+  EXPECT_EQ(usage(kQuotaVolumes).in_use, 0);
+  EXPECT_TRUE(pool_files().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, DeleteVolumeRevert,
+                         ::testing::Values("validate", "mark_deleting", "delete_on_pool", "release_quota",
+                                           "destroy_db_entry"));
+
+// ------------------------------------------------------------------------------ snapshots
+
+class CreateSnapshotRevert : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CreateSnapshotRevert, LeavesOnlyTheVolumesUsage) {
+  const std::string task = GetParam();
+  Volume v = create(2);
+  inject("create_snapshot", task);
+  const bool before_accept = task == "validate" || task == "reserve_quota" || task == "create_db_entry" ||
+                             task == "commit_quota";
+  if (before_accept) {
+    EXPECT_THROW(service->create_snapshot("p", v.id, "s", "", false), Injected);
+    EXPECT_TRUE(store->list_snapshots("p").empty());
+  } else {
+    Snapshot s = service->create_snapshot("p", v.id, "s", "", false);
+    EXPECT_EQ(service->get_snapshot("p", s.id).status, SnapshotStatus::error);
+  }
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 0);
+  EXPECT_EQ(usage(kQuotaSnapshots).reserved, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(pool_files(), std::vector<std::string>{"volume-" + v.id + ".img"});
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, CreateSnapshotRevert,
+                         ::testing::Values("validate", "reserve_quota", "create_db_entry", "commit_quota",
+                                           "create_on_pool", "finish"));
+
+class DeleteSnapshotRevert : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(DeleteSnapshotRevert, EndsInErrorDeletingAndCanBeRetried) {
+  const std::string task = GetParam();
+  Volume v = create(2);
+  Snapshot s = service->create_snapshot("p", v.id, "s", "", false);
+  inject("delete_snapshot", task);
+  if (task == "validate" || task == "mark_deleting") {
+    EXPECT_THROW(service->delete_snapshot("p", s.id), Injected);
+    EXPECT_EQ(service->get_snapshot("p", s.id).status, SnapshotStatus::available);
+  } else {
+    service->delete_snapshot("p", s.id);
+    EXPECT_EQ(service->get_snapshot("p", s.id).status, SnapshotStatus::error_deleting);
+  }
+  const int64_t held = task == "destroy_db_entry" ? 0 : 1;
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, held);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2 + 2 * held);
+  inject("", "");
+  service->delete_snapshot("p", s.id);
+  EXPECT_TRUE(store->list_snapshots("p").empty());
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(pool_files(), std::vector<std::string>{"volume-" + v.id + ".img"});
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, DeleteSnapshotRevert,
+                         ::testing::Values("validate", "mark_deleting", "delete_on_pool", "release_quota",
+                                           "destroy_db_entry"));
+
+// ------------------------------------------------------------------------------ happy paths and refusals
+
+void write_pattern(const std::string& path, uint64_t offset, size_t length, unsigned seed) {
+  std::vector<char> data(length);
+  std::mt19937 gen(seed);
+  for (auto& c : data) c = static_cast<char>(gen());
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+std::string read_range(const std::string& path, uint64_t offset, size_t length) {
+  std::string data(length, '\0');
+  std::ifstream f(path, std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  f.read(data.data(), static_cast<std::streamsize>(length));
+  return data;
+}
+
+TEST_F(ServiceTest, CopiesFromSnapshotVolumeAndImageHoldTheSourceData) {
+  Volume v = create(1);
+  write_pattern(volume_file(v.id), 4096, 1 << 20, 1);
+  write_pattern(volume_file(v.id), kGiB - 8192, 8192, 2);
+  Snapshot s = service->create_snapshot("p", v.id, "s", "", false);
+  write_pattern(volume_file(v.id), 4096, 4096, 3);  // after the snapshot: not in it
+
+  CreateVolumeRequest r;
+  r.project = "p";
+  r.snapshot_id = s.id;  // no size: the snapshot's
+  Volume from_snap = service->create_volume(r);
+  EXPECT_EQ(from_snap.size_gb, 1u);
+  EXPECT_EQ(service->get_volume("p", from_snap.id).status, VolumeStatus::available);
+  EXPECT_NE(read_range(volume_file(from_snap.id), 4096, 4096), read_range(volume_file(v.id), 4096, 4096));
+  EXPECT_EQ(read_range(volume_file(from_snap.id), 8192, 1 << 19), read_range(volume_file(v.id), 8192, 1 << 19));
+
+  CreateVolumeRequest c;
+  c.project = "p";
+  c.source_volid = v.id;
+  c.size_gb = 2;  // a clone may be larger
+  Volume clone = service->create_volume(c);
+  EXPECT_EQ(file_size(volume_file(clone.id)), 2 * kGiB);
+  EXPECT_EQ(read_range(volume_file(clone.id), 0, 1 << 21), read_range(volume_file(v.id), 0, 1 << 21));
+  EXPECT_EQ(read_range(volume_file(clone.id), kGiB - 8192, 8192), read_range(volume_file(v.id), kGiB - 8192, 8192));
+
+  std::string image = dir / "image.raw";
+  { std::ofstream(image).put('\0'); }
+  fs::resize_file(image, 3 << 20);
+  write_pattern(image, 0, 3 << 20, 9);
+  CreateVolumeRequest i;
+  i.project = "p";
+  i.image = image;
+  i.size_gb = 1;
+  Volume from_image = service->create_volume(i);
+  EXPECT_EQ(read_range(volume_file(from_image.id), 0, 3 << 20), read_range(image, 0, 3 << 20));
+  EXPECT_EQ(read_range(volume_file(from_image.id), 3 << 20, 4096), std::string(4096, '\0'));
+  EXPECT_EQ(usage(kQuotaVolumes).in_use, 4);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 1 + 1 + 1 + 2 + 1);
+}
+
+TEST_F(ServiceTest, EncryptedVolumesAreLuks2OpenedByTheWrappedPassphraseOnly) {
+  Volume v = create(1, true);
+  auto stored = store->find_volume(v.id);
+  ASSERT_TRUE(stored->encrypted);
+  ASSERT_FALSE(stored->wrapped_key.empty());
+  auto device = backends::FileDevice::open({.path = volume_file(v.id)});
+  auto container = crypto::LuksContainer::load(*device);
+  EXPECT_EQ(container.info().version, "LUKS2");
+  auto passphrase = KeyWrap::from_file(dir / "master.key").unwrap(stored->wrapped_key, v.id);
+  EXPECT_NO_THROW(container.unlock(passphrase));
+  // The passphrase appears nowhere in the database file.
+  std::ifstream db(dir / "c.db", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(db)), {});
+  EXPECT_EQ(all.find(std::string(passphrase.chars(), passphrase.size())), std::string::npos);
+
+  // A clone keeps the data's key, wrapped anew for its own id; a plain clone is refused.
+  CreateVolumeRequest c;
+  c.project = "p";
+  c.source_volid = v.id;
+  Volume clone = service->create_volume(c);
+  auto clone_row = store->find_volume(clone.id);
+  EXPECT_TRUE(clone_row->encrypted);
+  EXPECT_NE(clone_row->wrapped_key, stored->wrapped_key);
+  auto clone_device = backends::FileDevice::open({.path = volume_file(clone.id)});
+  EXPECT_NO_THROW(crypto::LuksContainer::load(*clone_device).unlock(passphrase));
+  c.encrypted = false;  // the copy of encrypted data cannot be plain
+  EXPECT_THROW(service->create_volume(c), ApiError);
+  CreateVolumeRequest plain_from_plain;
+  plain_from_plain.project = "p";
+  plain_from_plain.size_gb = 1;
+  Volume plain = service->create_volume(plain_from_plain);
+  CreateVolumeRequest encrypted_from_plain;
+  encrypted_from_plain.project = "p";
+  encrypted_from_plain.source_volid = plain.id;
+  encrypted_from_plain.encrypted = true;
+  EXPECT_THROW(service->create_volume(encrypted_from_plain), ApiError);
+}
+
+TEST_F(ServiceTest, QuotaExhaustionIsRefusedUpFrontAndLeavesNothing) {
+  create(10);
+  create(10);
+  try {
+    create(1);
+    FAIL();
+  } catch (const QuotaExceeded& e) {
+    EXPECT_EQ(e.http_status(), 413);
+    EXPECT_NE(std::string(e.what()).find("gigabytes"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(store->list_volumes("p").size(), 2u);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 20);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+  auto v = store->list_volumes("p").front();
+  EXPECT_THROW(service->extend_volume("p", v.id, 11), QuotaExceeded);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+}
+
+TEST_F(ServiceTest, NoValidPoolEndsInErrorWithTheReason) {
+  config.pools[0].thin_provisioning = false;  // thick: real free space counts
+  config.default_quotas[kQuotaGigabytes] = -1;
+  open();
+  Volume v = create(1024 * 1024);
+  auto after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::error);
+  EXPECT_NE(after.error_message.find("No valid pool"), std::string::npos) << after.error_message;
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+
+  CreateVolumeRequest r;
+  r.project = "p";
+  r.size_gb = 1;
+  r.availability_zone = "mars";
+  EXPECT_THROW(service->create_volume(r), ApiError);
+}
+
+TEST_F(ServiceTest, IllegalRequestsAreRefusedWithTheRightKind) {
+  Volume v = create(1);
+  Snapshot s = service->create_snapshot("p", v.id, "s", "", false);
+  try {
+    service->delete_volume("p", v.id);
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.http_status(), 400);  // dependent snapshot
+  }
+  store->update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::in_use; });
+  EXPECT_THROW(service->delete_volume("p", v.id), IllegalTransition);
+  EXPECT_THROW(service->create_snapshot("p", v.id, "s2", "", false), ApiError);
+  EXPECT_NO_THROW(service->create_snapshot("p", v.id, "s2", "", true));  // force
+  store->update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::deleting; });
+  EXPECT_THROW(service->extend_volume("p", v.id, 2), IllegalTransition);
+  EXPECT_THROW(service->get_volume("other-project", v.id), ApiError);
+  EXPECT_THROW(service->get_snapshot("other-project", s.id), ApiError);
+  CreateVolumeRequest two;
+  two.project = "p";
+  two.snapshot_id = s.id;
+  two.source_volid = v.id;
+  EXPECT_THROW(service->create_volume(two), ApiError);
+}
+
+// ------------------------------------------------------------------------------ crash recovery
+
+// Runs `body` in a child process whose flows die (_exit, no revert, no cleanup) at `task`.
+template <class Body>
+void crash_at(ServiceTest& t, const std::string& kind, const std::string& task, Body body) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    SqliteStore store(t.dir / "c.db");
+    std::vector<std::unique_ptr<Pool>> pools;
+    pools.push_back(std::make_unique<FilePool>(t.config.pools[0]));
+    ServiceOptions options;
+    options.run_inline = true;
+    options.before_task = [&](const std::string& k, const std::string& name) {
+      if (k == kind && name == task) ::_exit(0);
+    };
+    VolumeService service(t.config, store, std::move(pools), KeyWrap::from_file(t.dir / "master.key"), options);
+    try {
+      body(service);
+    } catch (...) {
+      ::_exit(3);
+    }
+    ::_exit(4);  // the crash point was never reached
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0) << "the child did not die at " << task;
+}
+
+class CreateVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CreateVolumeCrash, ARestartedControllerRevertsTheHalfDoneCreate) {
+  service.reset();
+  store.reset();
+  crash_at(*this, "create_volume", GetParam(), [](VolumeService& s) {
+    CreateVolumeRequest r;
+    r.project = "p";
+    r.size_gb = 2;
+    r.encrypted = true;
+    s.create_volume(r);
+  });
+  open();
+  ASSERT_EQ(store->journal_unfinished().size(), 1u);
+  service->recover();
+  EXPECT_TRUE(store->journal_unfinished().empty());
+  auto volumes = store->list_volumes("p");
+  ASSERT_EQ(volumes.size(), 1u);
+  EXPECT_EQ(volumes[0].status, VolumeStatus::error);
+  EXPECT_NE(volumes[0].error_message.find("stopped"), std::string::npos);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+  EXPECT_TRUE(pool_files().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateVolumeCrash,
+                         ::testing::Values("schedule", "generate_key", "create_on_pool", "finish"));
+
+class DeleteVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(DeleteVolumeCrash, ARestartedControllerFinishesTheDelete) {
+  Volume v = create(2);
+  service.reset();
+  store.reset();
+  crash_at(*this, "delete_volume", GetParam(), [&](VolumeService& s) { s.delete_volume("p", v.id); });
+  open();
+  service->recover();
+  EXPECT_FALSE(store->find_volume(v.id));
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+  EXPECT_EQ(usage(kQuotaVolumes).in_use, 0);
+  EXPECT_TRUE(pool_files().empty());
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, DeleteVolumeCrash,
+                         ::testing::Values("delete_on_pool", "release_quota", "destroy_db_entry"));
+
+class ExtendVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(ExtendVolumeCrash, ARestartedControllerRevertsTheExtend) {
+  Volume v = create(2);
+  service.reset();
+  store.reset();
+  crash_at(*this, "extend_volume", GetParam(), [&](VolumeService& s) { s.extend_volume("p", v.id, 4); });
+  open();
+  service->recover();
+  auto after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::available);
+  EXPECT_EQ(after.size_gb, 2u);
+  EXPECT_EQ(file_size(volume_file(v.id)), 2 * kGiB);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, ExtendVolumeCrash,
+                         ::testing::Values("extend_on_pool", "commit_quota", "finish"));
+
+}  // namespace
+}  // namespace volgate::controller
+
+namespace volgate::controller {
+namespace {
+
+class CreateSnapshotCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CreateSnapshotCrash, ARestartedControllerRevertsTheSnapshot) {
+  Volume v = create(2);
+  service.reset();
+  store.reset();
+  crash_at(*this, "create_snapshot", GetParam(),
+           [&](VolumeService& s) { s.create_snapshot("p", v.id, "s", "", false); });
+  open();
+  service->recover();
+  auto snaps = store->list_snapshots("p");
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0].status, SnapshotStatus::error);
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(pool_files(), std::vector<std::string>{"volume-" + v.id + ".img"});
+  service->delete_snapshot("p", snaps[0].id);
+  service->delete_volume("p", v.id);
+  EXPECT_TRUE(pool_files().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateSnapshotCrash, ::testing::Values("create_on_pool", "finish"));
+
+}  // namespace
+}  // namespace volgate::controller
