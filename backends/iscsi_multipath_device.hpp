@@ -90,7 +90,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void check_paths();
   void finish_start_when_settled();
   uint64_t next_reservation_key();
-  void log_path(const IscsiPath& path, const char* event, const std::string& why = {}) const;
+  enum class Tone { news, trouble };  // info or warning
+  void log_path(Tone tone, const IscsiPath& path, const char* event, const std::string& why = {}) const;
   bool any_path_up() const;
 
   void path_up(IscsiPath& path) override;
