@@ -128,7 +128,7 @@ void IscsiMultipathDevice::stop() {
       *pending = 0;  // the timeout and the answers may all come; finish once
       for (auto& path : paths_) {
         // A device that never opened leaves its one error line to the caller.
-        if (start_error_.empty()) log_path(*path, "closing");
+        if (start_error_.empty()) log_path(Tone::news, *path, "closing");
         path->abandon("closing");
       }
       // Nothing should be waiting (the server drains before it stops), but never leave a
@@ -365,7 +365,7 @@ void IscsiMultipathDevice::check_paths() {
       path->connect(next_reservation_key());
       // Said once per outage; the reason of each failed attempt is logged when it changes.
       if (!announced_checking_[path->index()] && path->state() == IscsiPath::State::checking)
-        log_path(*path, "checking (reconnecting)");
+        log_path(Tone::news, *path, "checking (reconnecting)");
       announced_checking_[path->index()] = true;
     } else if (path->state() == IscsiPath::State::up) {
       path->check();
@@ -414,9 +414,9 @@ void IscsiMultipathDevice::finish_start_when_settled() {
     for (auto& path : paths_) {
       reported_up_[path->index()] = path->state() == IscsiPath::State::up;
       if (path->state() == IscsiPath::State::up)
-        log_path(*path, "up");
+        log_path(Tone::news, *path, "up");
       else
-        log_path(*path, "down", last_down_reason_[path->index()] = path->last_error());
+        log_path(Tone::trouble, *path, "down", last_down_reason_[path->index()] = path->last_error());
     }
     if (!reference->reservations_supported() && !options_.read_only) {
       warned_no_reservations_ = true;
@@ -434,14 +434,11 @@ void IscsiMultipathDevice::finish_start_when_settled() {
   schedule_dispatch();
 }
 
-void IscsiMultipathDevice::log_path(const IscsiPath& path, const char* event,
+void IscsiMultipathDevice::log_path(Tone tone, const IscsiPath& path, const char* event,
                                     const std::string& why) const {
   const auto& c = path.counters();
   const bool preferred = options_.path_policy == PathPolicy::failover && path.index() == 0;
-  auto level = std::strncmp(event, "down", 4) == 0 || std::strcmp(event, "refused") == 0 ||
-                       std::strcmp(event, "still down") == 0
-                   ? spdlog::level::warn
-                   : spdlog::level::info;
+  auto level = tone == Tone::trouble ? spdlog::level::warn : spdlog::level::info;
   spdlog::log(level, "{}: path {} {}: {}{}{}{} [state {}, ios {}, errors {}, failovers {}]",
               options_.target, path.index(), path.portal(), event, preferred ? " (preferred)" : "",
               why.empty() ? "" : ": ", why, to_string(path.state()), c.ios, c.errors, c.failovers);
@@ -453,18 +450,18 @@ void IscsiMultipathDevice::path_up(IscsiPath& path) {
   if (path.identity() != identity_) {
     std::string why = "shows a different LUN (VPD 0x83 " + path.identity() + ", expected " + identity_ + ")";
     path.refuse(why);
-    return log_path(path, "refused", why);
+    return log_path(Tone::trouble, path, "refused", why);
   }
   if (path.block_size() != block_size_) {
     path.refuse("block size changed");
-    return log_path(path, "refused", "block size changed");
+    return log_path(Tone::trouble, path, "refused", "block size changed");
   }
   reported_up_[path.index()] = true;
   announced_checking_[path.index()] = false;
   last_down_reason_[path.index()].clear();
   capacity_changed(path);
   const bool failback = options_.path_policy == PathPolicy::failover && path.index() == 0;
-  log_path(path, failback ? "up, failing back to it" : "up");
+  log_path(Tone::news, path, failback ? "up, failing back to it" : "up");
   if (!path.reservations_supported() && !options_.read_only && !warned_no_reservations_) {
     warned_no_reservations_ = true;
     spdlog::warn("{}: the target does not support persistent reservations: a lost path's queued "
@@ -481,7 +478,7 @@ void IscsiMultipathDevice::path_down(IscsiPath& path, const std::string& why, ui
   if (starting_) return finish_start_when_settled();
   // A path that stays down is tried every path-check-interval: say so once per reason.
   std::string& last = last_down_reason_[path.index()];
-  if (was_up || why != last) log_path(path, was_up ? "down" : "still down", why);
+  if (was_up || why != last) log_path(Tone::trouble, path, was_up ? "down" : "still down", why);
   last = why;
   if (was_up && !any_path_up())
     spdlog::error("{}: no path is up; requests wait up to {} s for one", options_.target,

@@ -7,7 +7,7 @@
 // healthy portal (failover) or to each in turn (round-robin). A request whose path fails or
 // stops answering is sent again on another path, but only after the dead session's
 // reservation key has been preempted, so its queued writes can never land on top of newer
-// data (see iscsi_path.hpp). With no path up, requests wait up to no-path-timeout and then
+// data (see libiscsi_path.hpp). With no path up, requests wait up to no-path-timeout and then
 // fail with EIO; a path checker reconnects down paths every path-check-interval.
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
@@ -90,7 +90,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void check_paths();
   void finish_start_when_settled();
   uint64_t next_reservation_key();
-  void log_path(const IscsiPath& path, const char* event, const std::string& why = {}) const;
+  enum class Tone { news, trouble };  // info or warning
+  void log_path(Tone tone, const IscsiPath& path, const char* event, const std::string& why = {}) const;
   bool any_path_up() const;
 
   void path_up(IscsiPath& path) override;
