@@ -105,13 +105,15 @@ _cleanup() {
     local rc=$?
     set +e
     local p i
-    for p in "${BG_PIDS[@]}"; do
-        kill -KILL "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
+    # Servers first, while the storage daemons among the helpers (tgtd, Ceph) still run: the
+    # log of a failed test then ends with what the test saw, not with the paths we cut here.
     for p in "${VG_PIDS[@]}"; do
         kill -TERM "$p" 2>/dev/null
         for ((i = 0; i < 50; i++)); do _proc_running "$p" || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    for p in "${BG_PIDS[@]}"; do
         kill -KILL "$p" 2>/dev/null
         wait "$p" 2>/dev/null
     done
