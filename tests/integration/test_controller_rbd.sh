@@ -92,7 +92,7 @@ image_sum() { rbd "${CEPH[@]}" export "vols/$1" - 2>/dev/null | head -c $((16 <<
 blank=$(create --size 1G blank)
 assert_eq "$(image_size "volume-$blank")" $((1 << 30)) "size of a blank volume's image"
 assert_eq "$("$VOLGATE" volume show --output json "$blank" | json "d['volume']['volgate:export_target']")" \
-    "rbd:vols/volume-$blank" "export target"
+    "rbd:vols/volume-$blank,ceph-conf=$C/ceph.conf" "export target (a BACKEND for volgate serve --export)"
 make_random_file "$T/image.raw" 16
 vol=$(create --size 1G --image "$T/image.raw" from-image)
 assert_eq "$(image_sum "volume-$vol")" "$(sha256sum <"$T/image.raw")" "image data in the RBD image"
