@@ -10,13 +10,17 @@ for a in "$@"; do
 done
 
 ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
-             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2)
+             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2
+             volgate-iscsi volgate-iscsi-rr qemu-nbd-iscsi)
+# Rows on a Ceph RBD image; they need --ceph, which starts a throwaway cluster.
+RBD_SERVERS=(volgate-rbd qemu-nbd-rbd rbd-bench)
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
 
 RUNTIME=10
 RAMP=2
 SIZE_ARG=1G
-SERVERS_ARG=$(IFS=,; echo "${ALL_SERVERS[*]}")
+SERVERS_ARG=""
+CEPH_STORE=""
 WORKLOADS_ARG=$(IFS=,; echo "${ALL_WORKLOADS[*]}")
 VOLGATE=$ROOT/build/volgate
 OUT=""
@@ -43,13 +47,21 @@ Options:
                      of 1 MiB (default $SIZE_ARG)
   --servers LIST     comma-separated subset of:
                        ${ALL_SERVERS[*]}
-                     (default: all)
+                       ${RBD_SERVERS[*]} (with --ceph)
+                     (default: all of them; the RBD ones only with --ceph)
   --workloads LIST   comma-separated subset of (default: all):
                        seq-read       1 MiB sequential read,  iodepth 16
                        seq-write      1 MiB sequential write, iodepth 16
                        rand-read      4 KiB random read,      iodepth 32
                        rand-write     4 KiB random write,     iodepth 32
                        rand-read-qd1  4 KiB random read,      iodepth 1
+  --ceph STORE       also start a one-mon, one-OSD Ceph cluster (tests/integration/
+                     ceph_cluster.sh) with STORE = memstore (in RAM) or bluestore (a
+                     file in /var/tmp), and add the RBD rows on one image of --size:
+                       volgate-rbd    volgate serve rbd:POOL/IMAGE
+                       qemu-nbd-rbd   qemu-nbd with its rbd driver, --cache=writeback
+                       rbd-bench      \`rbd bench\` with the same pattern, thread count and
+                                      duration: the cluster's own ceiling (no NBD)
   --volgate PATH     volgate binary (default: build/volgate under the repo root,
                      i.e. $ROOT/build/volgate)
   --out FILE         also append the header and table to FILE
@@ -60,8 +72,12 @@ plus ~2-3 s of untimed prefill per memory-server row and the LUKS image preparat
 The LUKS rows: volgate-luks, nbdkit-luks (--filter=luks) and qemu-nbd-luks serve one LUKS1
 image made by qemu-img; volgate-luks2 serves a LUKS2 image (4096-byte sectors) made by
 cryptsetup. Both payloads are --size and are filled with data through volgate first.
+The iSCSI rows serve the image through a private tgtd (two portals on 127.0.0.1 and
+127.0.0.2, the image as a file-backed LUN): volgate-iscsi over one portal, volgate-iscsi-rr over
+both with path-policy=round-robin, qemu-nbd-iscsi with QEMU's iscsi:// driver on the same LUN.
+tgtd's CPU is counted neither as the server's nor as other CPU.
 Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
-/usr/bin/python3.
+/usr/bin/python3; tgt and qemu-block-extra for the iSCSI rows.
 Exits non-zero if any row failed; the failures are listed under the table.
 EOF
 }
@@ -77,7 +93,8 @@ while (($#)); do
     --workloads) WORKLOADS_ARG=${2:?}; shift 2 ;;
     --volgate) VOLGATE=${2:?}; shift 2 ;;
     --out) OUT=${2:?}; shift 2 ;;
-    --runtime=*|--ramp=*|--size=*|--servers=*|--workloads=*|--volgate=*|--out=*)
+    --ceph) CEPH_STORE=${2:?}; shift 2 ;;
+    --runtime=*|--ramp=*|--size=*|--servers=*|--workloads=*|--volgate=*|--out=*|--ceph=*)
       set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -96,9 +113,23 @@ esac
 ((SIZE > 0 && SIZE % (1 << 20) == 0)) || die "--size must be a positive multiple of 1 MiB"
 if ((SIZE % (1 << 30) == 0)); then SIZE_STR=$((SIZE >> 30))G; else SIZE_STR=$((SIZE >> 20))M; fi
 
+[[ -z $CEPH_STORE || $CEPH_STORE == memstore || $CEPH_STORE == bluestore ]] ||
+  die "--ceph takes memstore or bluestore"
+if [[ -z $SERVERS_ARG ]]; then
+  SERVERS_ARG=$(IFS=,; echo "${ALL_SERVERS[*]}")
+  [[ -n $CEPH_STORE ]] && SERVERS_ARG+=,$(IFS=,; echo "${RBD_SERVERS[*]}")
+fi
 IFS=, read -r -a SERVERS <<<"$SERVERS_ARG"
 IFS=, read -r -a WORKLOADS <<<"$WORKLOADS_ARG"
-for s in "${SERVERS[@]}"; do [[ " ${ALL_SERVERS[*]} " == *" $s "* ]] || die "unknown server '$s'"; done
+need_ceph=0
+for s in "${SERVERS[@]}"; do
+  if [[ " ${RBD_SERVERS[*]} " == *" $s "* ]]; then
+    need_ceph=1
+    [[ -n $CEPH_STORE ]] || die "server '$s' needs a cluster: add --ceph memstore (or bluestore)"
+  else
+    [[ " ${ALL_SERVERS[*]} " == *" $s "* ]] || die "unknown server '$s'"
+  fi
+done
 for w in "${WORKLOADS[@]}"; do [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w'"; done
 ((${#SERVERS[@]} && ${#WORKLOADS[@]})) || die "empty --servers or --workloads"
 
@@ -109,7 +140,10 @@ for tool in fio ss; do command -v "$tool" >/dev/null || die "$tool not found (sc
 for s in "${SERVERS[@]}"; do
   case $s in
     nbdkit-*) command -v nbdkit >/dev/null || die "nbdkit not found" ;;
-    qemu-nbd) command -v qemu-nbd >/dev/null || die "qemu-nbd not found" ;;
+    qemu-nbd*) command -v qemu-nbd >/dev/null || die "qemu-nbd not found" ;;
+  esac
+  case $s in
+    *-iscsi*) command -v tgtd >/dev/null || die "tgtd not found (apt-get install tgt)" ;;
   esac
 done
 if ((need_volgate)); then
@@ -126,6 +160,10 @@ WORK=$(mktemp -d "$SHM/volgate-bench.XXXXXX") || die "mktemp failed"
 IMG=$WORK/image.raw
 SERVER_PID=""
 FIO_PID=""
+TGTD_PID=""
+
+BG_PIDS=()   # the Ceph daemons, when --ceph started them
+DISK_TMP=""
 
 cleanup() {
   trap - EXIT INT TERM
@@ -135,8 +173,12 @@ cleanup() {
     for _ in {1..30}; do alive "$SERVER_PID" || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null
   fi
+  local p
+  for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  [[ -n $TGTD_PID ]] && kill -KILL "$TGTD_PID" 2>/dev/null   # tgtd ignores SIGTERM
   wait 2>/dev/null
   rm -rf "$WORK"
+  [[ -n $DISK_TMP ]] && rm -rf "$DISK_TMP"
 }
 trap cleanup EXIT
 trap 'echo "bench: interrupted" >&2; exit 130' INT
@@ -186,6 +228,14 @@ server_cmd() { # server sock -> prints argv, one per line
     nbdkit-luks)    printf '%s\n' nbdkit -f -U "$sock" --filter=luks file "$LUKS1_IMG" "passphrase=+$KEY" ;;
     qemu-nbd-luks)  printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --aio=threads \
                       --object "secret,id=s0,file=$KEY" --image-opts "driver=luks,key-secret=s0,file.filename=$LUKS1_IMG" ;;
+    volgate-rbd)    printf '%s\n' "$VOLGATE" serve --unix "$sock" \
+                      --export "bench=rbd:$CEPH_POOL/bench,ceph-conf=$CEPH_CONF,keyring=$CEPH_KEYRING" ;;
+    qemu-nbd-rbd)   printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --image-opts \
+                      "driver=rbd,pool=$CEPH_POOL,image=bench,conf=$CEPH_CONF,user=admin" ;;
+    volgate-iscsi)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
+    volgate-iscsi-rr) printf '%s\n' "$VOLGATE" serve --unix "$sock" \
+                      --export "bench=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$ISCSI_IQN/1,path-policy=round-robin" ;;
+    qemu-nbd-iscsi) printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback "iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
   esac
 }
 
@@ -299,9 +349,9 @@ run_row() {
       >"$WORK/$id.fio.out" 2>"$err" </dev/null &
   FIO_PID=$!
   sleep "$RAMP"   # server CPU is sampled over fio's measured window, not its ramp
-  c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); t0=$(date +%s.%N)
+  c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); k0=$(storage_ticks); t0=$(date +%s.%N)
   wait "$FIO_PID"; rc=$?
-  c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); k1=$(storage_ticks); t1=$(date +%s.%N)
   FIO_PID=""
   hwm=$(vm_hwm_kib "$target")
   alive "$target" || anomaly "$s/$w: server died during the workload"
@@ -323,14 +373,88 @@ run_row() {
       'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
   fi
   RES[$s|$w|fcpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN{printf "%.0f", u + s}')
-  # Whatever else ran on the machine meanwhile: all busy CPU minus the server and fio.
-  RES[$s|$w|other]=$(awk -v d=$((b1 - b0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
-    -v srv="${RES[$s|$w|cpup]:-0}" -v f="${RES[$s|$w|fcpu]}" \
-    'BEGIN{o = 100 * (d / hz) / (t1 - t0) - srv - f; printf "%.0f", (o < 0 ? 0 : o)}')
-  ((RES[$s|$w|other] > 15)) &&
-    anomaly "$s/$w: other processes used ${RES[$s|$w|other]} % CPU during the measurement; this row is skewed"
+  account_other "$s" "$w" $((b1 - b0)) $((k1 - k0)) "$t0" "$t1"
   ((hwm >= 0)) && RES[$s|$w|rss]=$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')
   log "$s/$w: ${RES[$s|$w|mibs]} MiB/s, ${RES[$s|$w|iops]} IOPS, ${RES[$s|$w|cpug]:-?} CPU-s/GiB, peak RSS ${RES[$s|$w|rss]:-?} MiB"
+}
+
+# account_other SERVER WORKLOAD BUSY_TICKS STORAGE_TICKS T0 T1: the Ceph daemons' CPU % (with
+# --ceph), and whatever else ran on the machine meanwhile: all busy CPU minus the server, fio
+# and the storage daemons (Ceph, tgtd), which are part of the setup rather than "other".
+account_other() {
+  local s=$1 w=$2 busy=$3 storage=$4 t0=$5 t1=$6
+  local storage_pct
+  storage_pct=$(awk -v d="$storage" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+    'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
+  ((need_ceph)) && RES[$s|$w|ceph]=$storage_pct
+  RES[$s|$w|other]=$(awk -v d="$busy" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+    -v srv="${RES[$s|$w|cpup]:-0}" -v f="${RES[$s|$w|fcpu]:-0}" -v c="$storage_pct" \
+    'BEGIN{o = 100 * (d / hz) / (t1 - t0) - srv - f - c; printf "%.0f", (o < 0 ? 0 : o)}')
+  ((RES[$s|$w|other] > 15)) &&
+    anomaly "$s/$w: other processes used ${RES[$s|$w|other]} % CPU during the measurement; this row is skewed"
+}
+
+# CPU ticks of the storage daemons: Ceph's (with --ceph) and tgtd (for the iSCSI rows).
+storage_ticks() {
+  local total=0 p t
+  for p in "${BG_PIDS[@]}" $TGTD_PID; do
+    t=$(cpu_ticks "$p")
+    ((t > 0)) && total=$((total + t))
+  done
+  echo "$total"
+}
+
+rbd_bench_args() {
+  case $1 in
+    seq-read)      echo "--io-type read --io-pattern seq --io-size 1M --io-threads 16" ;;
+    seq-write)     echo "--io-type write --io-pattern seq --io-size 1M --io-threads 16" ;;
+    rand-read)     echo "--io-type read --io-pattern rand --io-size 4K --io-threads 32" ;;
+    rand-write)    echo "--io-type write --io-pattern rand --io-size 4K --io-threads 32" ;;
+    rand-read-qd1) echo "--io-type read --io-pattern rand --io-size 4K --io-threads 1" ;;
+  esac
+}
+
+# The same pattern with `rbd bench` (librbd in one process, no NBD): the ceiling of the RBD rows.
+# It runs for the ramp plus the runtime and is stopped with SIGINT; the rate is taken from its
+# per-second progress lines after the ramp. "srv" CPU here is the rbd process itself.
+run_rbd_bench_row() {
+  local w=$1 id=$2 out pid c0 c1 b0 b1 k0 k1 t0 t1 threads bs
+  out=$WORK/$id.rbdbench
+  # shellcheck disable=SC2046
+  stdbuf -oL rbd --conf "$CEPH_CONF" --keyring "$CEPH_KEYRING" --id admin bench $(rbd_bench_args "$w") \
+    --io-total 1T "$CEPH_POOL/bench" >"$out" 2>&1 </dev/null &
+  pid=$!
+  RES[rbd-bench|cmd]="rbd bench --io-type/--io-pattern/--io-size/--io-threads as the workload, --io-total 1T, SIGINT after ramp + runtime"
+  sleep "$RAMP"
+  c0=$(cpu_ticks "$pid"); b0=$(sys_busy_ticks); k0=$(storage_ticks); t0=$(date +%s.%N)
+  sleep "$RUNTIME"
+  c1=$(cpu_ticks "$pid"); b1=$(sys_busy_ticks); k1=$(storage_ticks); t1=$(date +%s.%N)
+  local hwm
+  hwm=$(vm_hwm_kib "$pid")
+  kill -INT "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  read -r threads bs < <(rbd_bench_args "$w" | awk '{print $8, $6}')
+  local rate
+  rate=$(awk -v ramp="$RAMP" '
+    $1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ { if ($1 <= ramp) { s0 = $1; o0 = $2 } s1 = $1; o1 = $2 }
+    END { if (s1 > s0) printf "%.1f", (o1 - o0) / (s1 - s0) }' "$out")
+  if [[ -z $rate ]]; then
+    anomaly "rbd-bench/$w: no progress lines ($(tail -c 300 "$out" | tr '\n' ' '))"
+    RES[rbd-bench|$w|err]="no result"
+    return
+  fi
+  local bytes=$((1 << 20))
+  [[ $bs == 4K ]] && bytes=4096
+  RES[rbd-bench|$w|iops]=$(awk -v x="$rate" 'BEGIN{printf "%.0f", x}')
+  RES[rbd-bench|$w|mibs]=$(awk -v x="$rate" -v b="$bytes" 'BEGIN{printf "%.1f", x * b / 1048576}')
+  RES[rbd-bench|$w|lat]=$(awk -v x="$rate" -v n="$threads" 'BEGIN{printf "%.1f", 1e6 * n / x}')
+  RES[rbd-bench|$w|cpug]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v x="$rate" -v b="$bytes" -v t0="$t0" -v t1="$t1" \
+    'BEGIN{printf "%.3f", (d / hz) / (x * b * (t1 - t0) / 1073741824)}')
+  RES[rbd-bench|$w|cpup]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+    'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
+  account_other rbd-bench "$w" $((b1 - b0)) $((k1 - k0)) "$t0" "$t1"
+  ((hwm >= 0)) && RES[rbd-bench|$w|rss]=$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')
+  log "rbd-bench/$w: ${RES[rbd-bench|$w|mibs]} MiB/s, ${RES[rbd-bench|$w|iops]} IOPS"
 }
 
 # LUKS images: one LUKS1 image made by qemu-img, served by volgate, nbdkit's luks filter and
@@ -383,12 +507,47 @@ if ((need_luks2)); then
       --key-file "$KEY" "$LUKS2_IMG" || die "cryptsetup luksFormat failed"
   prepare_luks "$LUKS2_IMG"
 fi
+if ((need_ceph)); then
+  # The test suite's cluster helper, with the few lib.sh functions it leans on.
+  fail() { die "ceph: $*"; }
+  info() { log "$*"; }
+  require_tool() { local t; for t in "$@"; do command -v "$t" >/dev/null || die "$t not found (scripts/install-deps.sh)"; done; }
+  free_tcp_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  _proc_running() { alive "$1"; }
+  need_disk_tmpdir() { [[ -n $DISK_TMP ]] || DISK_TMP=$(mktemp -d /var/tmp/volgate-bench-ceph.XXXXXX) || die "mktemp failed"; }
+  TEST_TMP=$WORK
+  # shellcheck source=../tests/integration/ceph_cluster.sh
+  . "$ROOT/tests/integration/ceph_cluster.sh"
+  command -v stdbuf >/dev/null || die "stdbuf not found (coreutils)"
+  log "starting a Ceph cluster ($CEPH_STORE)"
+  ceph_start "$CEPH_STORE"
+  rbd_cmd create --size "$SIZE_STR" "$CEPH_POOL/bench" 2>/dev/null || die "rbd create failed"
+  log "RBD image $CEPH_POOL/bench ($SIZE_STR), filling with data"
+  rbd_cmd bench --io-type write --io-pattern seq --io-size 4M --io-threads 16 --io-total "$SIZE" \
+    "$CEPH_POOL/bench" >"$WORK/rbd-fill.out" 2>&1 || die "filling the RBD image failed: $(tail -c 300 "$WORK/rbd-fill.out")"
+fi
 log "image: $IMG ($SIZE_STR), filling with data"
 if ! fio --name=fill --ioengine=psync --rw=write --bs=1M --size="$SIZE" --filename="$IMG" \
     --output=/dev/null >"$WORK/fill.err" 2>&1; then
   die "could not fill $IMG: $(tail -c 300 "$WORK/fill.err")"
 fi
 [[ $(stat -c %s "$IMG") == "$SIZE" ]] || die "image has the wrong size"
+
+# iSCSI rows: a private tgtd serving the image as LUN 1 on two loopback portals.
+ISCSI_IQN=iqn.2026-01.org.volgate.bench:image
+need_tgtd=0
+for s in "${SERVERS[@]}"; do [[ $s == *-iscsi* ]] && need_tgtd=1; done
+if ((need_tgtd)); then
+  TGTD_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  export TGT_IPC_SOCKET=$WORK/tgtd.ipc
+  tgtd -f --iscsi "portal=127.0.0.1:$TGTD_PORT,portal=127.0.0.2:$TGTD_PORT" >"$WORK/tgtd.log" 2>&1 &
+  TGTD_PID=$!
+  for _ in {1..100}; do tgtadm --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.05; done
+  tgtadm --lld iscsi --op new --mode target --tid 1 -T "$ISCSI_IQN" &&
+    tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$IMG" &&
+    tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL || die "could not set up tgtd: $(tail -c 300 "$WORK/tgtd.log")"
+  log "tgtd (pid $TGTD_PID) serves the image on 127.0.0.1:$TGTD_PORT and 127.0.0.2:$TGTD_PORT"
+fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN{exit !(l > 0.5)}'; then
@@ -401,6 +560,10 @@ for s in "${SERVERS[@]}"; do
   for w in "${WORKLOADS[@]}"; do
     row=$((row + 1))
     log "($row/$rows) $s / $w"
+    if [[ $s == rbd-bench ]]; then
+      run_rbd_bench_row "$w" "r$row"
+      continue
+    fi
     run_row "$s" "$w" "r$row"
     RES[$s|cmd]=$LAST_SERVER_CMD
   done
@@ -456,11 +619,15 @@ report() {
   echo "  ×best other LUKS = volgate LUKS MiB/s / the faster of nbdkit-luks and qemu-nbd-luks (same LUKS1 image);"
   echo "  ×volgate-file = volgate LUKS MiB/s / volgate's plaintext file export"
   echo
-  echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | other CPU % | peak RSS MiB | MiB/s ×nbdkit | CPU/GiB ×nbdkit | MiB/s ×best other LUKS | MiB/s ×volgate-file |"
-  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-  local w s ref r1 r2
+  local w s ref r1 r2 plain=0
+  for s in "${SERVERS[@]}"; do [[ " ${RBD_SERVERS[*]} " == *" $s "* ]] || plain=1; done
+  if ((plain)); then
+    echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | other CPU % | peak RSS MiB | MiB/s ×nbdkit | CPU/GiB ×nbdkit | MiB/s ×best other LUKS | MiB/s ×volgate-file |"
+    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  fi
   for w in "${WORKLOADS[@]}"; do
     for s in "${SERVERS[@]}"; do
+      [[ " ${RBD_SERVERS[*]} " == *" $s "* ]] && continue
       if [[ -n ${RES[$s|$w|err]:-} ]]; then
         echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | | | |"
         continue
@@ -483,12 +650,41 @@ report() {
       echo "| $w | $s | ${RES[$s|$w|mibs]} | ${RES[$s|$w|iops]} | ${RES[$s|$w|lat]} | ${RES[$s|$w|cpug]:-?} | ${RES[$s|$w|cpup]:-?} | ${RES[$s|$w|fcpu]} | ${RES[$s|$w|other]:-?} | ${RES[$s|$w|rss]:-?} | $r1 | $r2 | $r3 | $r4 |"
     done
   done
+  ((need_ceph)) && rbd_report
   if ((${#ANOMALIES[@]})); then
     echo
     echo "Problems seen during the run:"
     local a
     for a in "${ANOMALIES[@]}"; do echo "- $a"; done
   fi
+}
+
+rbd_report() {
+  echo
+  echo "### Ceph RBD ($CEPH_STORE OSD, pool size 1, one $SIZE_STR image filled with data by rbd bench)"
+  echo
+  echo "- Ceph CPU % = ceph-mon + ceph-osd utime+stime over the measured window; for rbd-bench, srv CPU is the rbd process"
+  echo "  (librbd + the benchmark loop) and fio CPU is empty; its latency is io-threads / IOPS."
+  echo "- ×qemu-nbd-rbd and ×rbd bench = volgate-rbd MiB/s / theirs on the same workload"
+  echo
+  echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | Ceph CPU % | other CPU % | peak RSS MiB | MiB/s ×qemu-nbd-rbd | MiB/s ×rbd bench |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  local w s r1 r2
+  for w in "${WORKLOADS[@]}"; do
+    for s in "${RBD_SERVERS[@]}"; do
+      [[ " ${SERVERS[*]} " == *" $s "* ]] || continue
+      if [[ -n ${RES[$s|$w|err]:-} ]]; then
+        echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | | |"
+        continue
+      fi
+      r1="" r2=""
+      if [[ $s == volgate-rbd ]]; then
+        r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[qemu-nbd-rbd|$w|mibs]:-}")
+        r2=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[rbd-bench|$w|mibs]:-}")
+      fi
+      echo "| $w | $s | ${RES[$s|$w|mibs]:-} | ${RES[$s|$w|iops]:-} | ${RES[$s|$w|lat]:-} | ${RES[$s|$w|cpug]:-?} | ${RES[$s|$w|cpup]:-?} | ${RES[$s|$w|fcpu]:-} | ${RES[$s|$w|ceph]:-?} | ${RES[$s|$w|other]:-?} | ${RES[$s|$w|rss]:-?} | $r1 | $r2 |"
+    done
+  done
 }
 
 report_text=$(report)

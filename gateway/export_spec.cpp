@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "backends/file_device.hpp"
+#include "backends/iscsi_multipath_device.hpp"
 #include "backends/memory_device.hpp"
 #include "common/size.hpp"
 #include "crypto/luks_device.hpp"
 #include "crypto/secure_bytes.hpp"
+#include "gateway/iscsi_spec.hpp"
 
 namespace volgate::gateway {
 
@@ -17,11 +19,22 @@ const char* const kExportSyntaxHelp =
     "NAME=BACKEND[,OPTION...]\n"
     "  BACKEND: file:PATH    an existing file or block device (or one created with size=)\n"
     "           memory:SIZE  a sparse RAM disk, e.g. memory:4G\n"
+    "           rbd:POOL/IMAGE[@SNAPSHOT]  a Ceph RBD image (a snapshot is served read-only)\n"
+    "           iscsi://PORTAL[,PORTAL...]/TARGET-IQN/LUN  an iSCSI LUN, with failover across\n"
+    "                        the portals (PORTAL = HOST[:PORT], default port 3260)\n"
     "  OPTION:  readonly     refuse writes\n"
     "           size=SIZE    file: create the file, or grow it, to SIZE\n"
     "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n"
+    "           ceph-conf=PATH  rbd: the cluster's ceph.conf (default: /etc/ceph/ceph.conf)\n"
+    "           ceph-id=ID   rbd: connect as client.ID (default: admin)\n"
+    "           keyring=PATH rbd: the client's keyring (default: as ceph.conf says)\n"
     "           luks-key-file=PATH  serve the decrypted payload of the LUKS1/LUKS2 container\n"
     "                        on BACKEND, unlocked with the passphrase in PATH ('-': stdin)\n"
+    "           iscsi: chap-user=USER, chap-secret-file=PATH, mutual-chap-user=USER,\n"
+    "           mutual-chap-secret-file=PATH, initiator-name=IQN,\n"
+    "           path-policy=failover|round-robin, no-path-timeout=SECONDS (default 30),\n"
+    "           path-check-interval=SECONDS (default 5), reservations=on|off (default on:\n"
+    "           fence lost paths with SCSI persistent reservations)\n"
     "  SIZE is bytes or a number with K, M, G, T (powers of 1024).";
 
 namespace {
@@ -61,10 +74,39 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
 
 namespace {
 
+// POOL/IMAGE[@SNAPSHOT]. Ceph allows almost any character in these names, but not the
+// separators themselves, and never an empty name.
+void parse_rbd_image(const Source& text, std::string_view name, backends::RbdOptions& rbd) {
+  size_t slash = name.find('/');
+  if (slash == std::string_view::npos) bad(text, "rbd: expects POOL/IMAGE[@SNAPSHOT]");
+  rbd.pool = std::string(name.substr(0, slash));
+  std::string_view rest = name.substr(slash + 1);
+  size_t at = rest.find('@');
+  rbd.image = std::string(rest.substr(0, at));
+  if (at != std::string_view::npos) {
+    rbd.snapshot = std::string(rest.substr(at + 1));
+    if (rbd.snapshot->empty() || rbd.snapshot->find('@') != std::string::npos)
+      bad(text, "rbd: snapshot name after '@' must be non-empty and contain no '@'");
+  }
+  if (rbd.pool.empty()) bad(text, "rbd: pool name is empty");
+  if (rbd.image.empty()) bad(text, "rbd: image name is empty");
+  if (rbd.image.find('/') != std::string::npos)
+    bad(text, "rbd: expects POOL/IMAGE (RBD namespaces are not supported)");
+}
+
 // BACKEND[,OPTION...] into `spec`.
 void parse_backend(const Source& text, std::string_view backend_and_options, ExportSpec& spec,
                    bool allow_luks) {
-  auto parts = split(backend_and_options, ',');
+  std::vector<std::string_view> parts;
+  if (backend_and_options.starts_with(kIscsiScheme)) {
+    // The portal list has commas of its own.
+    size_t length = iscsi_backend_length(backend_and_options);
+    parts = split(backend_and_options.substr(std::min(length + 1, backend_and_options.size())), ',');
+    if (length == backend_and_options.size()) parts.clear();
+    parts.insert(parts.begin(), backend_and_options.substr(0, length));
+  } else {
+    parts = split(backend_and_options, ',');
+  }
   std::string_view backend = parts.front();
   if (backend.starts_with("file:")) {
     spec.backend = ExportSpec::Backend::file;
@@ -75,17 +117,39 @@ void parse_backend(const Source& text, std::string_view backend_and_options, Exp
     auto size = parse_size(backend.substr(7));
     if (!size || *size == 0) bad(text, "memory size '" + std::string(backend.substr(7)) + "' is not a size");
     spec.memory_size = *size;
+  } else if (backend.starts_with("rbd:")) {
+    spec.backend = ExportSpec::Backend::rbd;
+    parse_rbd_image(text, backend.substr(4), spec.rbd);
+  } else if (backend.starts_with(kIscsiScheme)) {
+    spec.backend = ExportSpec::Backend::iscsi;
+    try {
+      spec.iscsi = parse_iscsi_uri(backend);
+    } catch (const std::invalid_argument& e) {
+      bad(text, e.what());
+    }
   } else {
-    bad(text, "unknown backend '" + std::string(backend) + "' (expected file:PATH or memory:SIZE)");
+    bad(text, "unknown backend '" + std::string(backend) +
+                  "' (expected file:PATH, memory:SIZE, rbd:POOL/IMAGE[@SNAPSHOT] or "
+                  "iscsi://PORTAL/TARGET-IQN/LUN)");
   }
 
   const bool is_file = spec.backend == ExportSpec::Backend::file;
+  const bool is_rbd = spec.backend == ExportSpec::Backend::rbd;
+  const bool is_iscsi = spec.backend == ExportSpec::Backend::iscsi;
+  const char* backend_name = is_file ? "file" : is_rbd ? "rbd" : is_iscsi ? "iscsi" : "memory";
   for (size_t i = 1; i < parts.size(); ++i) {
     std::string_view option = parts[i];
     size_t oeq = option.find('=');
     std::string_view key = option.substr(0, oeq);
     std::string_view value = oeq == std::string_view::npos ? "" : option.substr(oeq + 1);
     bool has_value = oeq != std::string_view::npos;
+    if (is_iscsi) {
+      try {
+        if (apply_iscsi_option(spec.iscsi, key, value, has_value)) continue;
+      } catch (const std::invalid_argument& e) {
+        bad(text, e.what());
+      }
+    }
     if (key == "readonly" && !has_value) {
       spec.read_only = true;
     } else if (key == "direct" && !has_value && is_file) {
@@ -94,15 +158,33 @@ void parse_backend(const Source& text, std::string_view backend_and_options, Exp
       auto size = parse_size(value);
       if (!size || *size == 0) bad(text, "size '" + std::string(value) + "' is not a size");
       spec.file_size = size;
+    } else if (key == "ceph-conf" && has_value && is_rbd) {
+      if (value.empty()) bad(text, "ceph-conf needs a path");
+      spec.rbd.ceph_conf = std::string(value);
+    } else if (key == "ceph-id" && has_value && is_rbd) {
+      if (value.empty() || value.starts_with("client."))
+        bad(text, "ceph-id is the client name without 'client.', e.g. ceph-id=admin");
+      spec.rbd.ceph_id = std::string(value);
+    } else if (key == "keyring" && has_value && is_rbd) {
+      if (value.empty()) bad(text, "keyring needs a path");
+      spec.rbd.keyring = std::string(value);
     } else if (key == "luks-key-file" && has_value && allow_luks) {
       if (value.empty()) bad(text, "luks-key-file needs a path");
       spec.luks_key_file = std::string(value);
     } else {
-      bad(text, "unknown option '" + std::string(option) + "' for the " +
-                    (is_file ? "file" : "memory") + " backend");
+      bad(text, "unknown option '" + std::string(option) + "' for the " + backend_name + " backend");
+    }
+  }
+  if (is_iscsi) {
+    spec.iscsi.read_only = spec.read_only;
+    try {
+      check_iscsi_options(spec.iscsi);
+    } catch (const std::invalid_argument& e) {
+      bad(text, e.what());
     }
   }
   if (spec.read_only && spec.file_size) bad(text, "size= creates or grows the file; it cannot be readonly");
+  if (is_rbd && spec.rbd.snapshot) spec.read_only = true;  // snapshots are immutable
 }
 
 }  // namespace
@@ -147,6 +229,13 @@ std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec) {
                                          .read_only = spec.read_only,
                                          .direct = spec.direct,
                                          .create_size = spec.file_size});
+    case ExportSpec::Backend::rbd: {
+      auto options = spec.rbd;
+      options.read_only = spec.read_only;
+      return backends::RbdDevice::open(options);
+    }
+    case ExportSpec::Backend::iscsi:
+      return backends::IscsiMultipathDevice::open(spec.iscsi);
   }
   throw std::logic_error("unhandled backend");
 }

@@ -7,20 +7,24 @@
 #include <string_view>
 
 #include "backends/block_device.hpp"
+#include "backends/iscsi_options.hpp"
+#include "backends/rbd_device.hpp"
 
 namespace volgate::gateway {
 
 struct ExportSpec {
-  enum class Backend { file, memory };
+  enum class Backend { file, memory, rbd, iscsi };
 
   std::string name;
   Backend backend = Backend::file;
   std::string path;                   // file
   uint64_t memory_size = 0;           // memory
+  backends::RbdOptions rbd;           // rbd (its read_only follows read_only)
   bool read_only = false;
   bool direct = false;                // file only
   std::optional<uint64_t> file_size;  // file only: create or grow to this size
   std::optional<std::string> luks_key_file;  // serve the decrypted LUKS payload
+  backends::IscsiOptions iscsi;       // iscsi
 };
 
 // Throws std::invalid_argument with a message that quotes the offending part.

@@ -14,10 +14,12 @@ packages=(
   procps time
   # LUKS interoperability tests
   cryptsetup-bin
+  # Ceph RBD: librbd to build against, a throwaway cluster and QEMU's rbd driver for the tests
+  librbd-dev librados-dev ceph-mon ceph-osd ceph-common qemu-block-extra
+  # iSCSI volumes (and the controller's iscsi pools): libiscsi, and tgt as the real target
+  libiscsi-dev libiscsi-bin tgt
   # controller: SQLite, and the tools its integration test drives the REST API with
   libsqlite3-dev sqlite3 curl
-  # controller pools: iSCSI through tgt (tested with libiscsi and QEMU), RBD through librbd on Ceph
-  tgt libiscsi-bin qemu-block-extra librbd-dev librados-dev ceph-mon ceph-osd ceph-common
 )
 
 missing=()

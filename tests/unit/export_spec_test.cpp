@@ -46,3 +46,152 @@ TEST(ExportSpec, ErrorsQuoteTheProblem) {
   EXPECT_NE(message("x=file:/a,readonly=yes").find("'readonly=yes'"), std::string::npos);
   EXPECT_NE(message("x=file:/a,readonly,size=1G").find("readonly"), std::string::npos);
 }
+
+TEST(ExportSpec, Rbd) {
+  auto s = parse_export_spec("vol=rbd:volumes/vm-1-disk");
+  EXPECT_EQ(s.backend, ExportSpec::Backend::rbd);
+  EXPECT_EQ(s.rbd.pool, "volumes");
+  EXPECT_EQ(s.rbd.image, "vm-1-disk");
+  EXPECT_FALSE(s.rbd.snapshot);
+  EXPECT_FALSE(s.rbd.ceph_conf);
+  EXPECT_EQ(s.rbd.ceph_id, "admin");
+  EXPECT_FALSE(s.rbd.keyring);
+  EXPECT_FALSE(s.read_only);
+
+  auto full = parse_export_spec(
+      "v=rbd:p/img,ceph-conf=/etc/ceph/c.conf,ceph-id=cinder,keyring=/k/ring,readonly,luks-key-file=/k/pass");
+  EXPECT_EQ(full.rbd.ceph_conf, "/etc/ceph/c.conf");
+  EXPECT_EQ(full.rbd.ceph_id, "cinder");
+  EXPECT_EQ(full.rbd.keyring, "/k/ring");
+  EXPECT_TRUE(full.read_only);
+  EXPECT_EQ(full.luks_key_file, "/k/pass");
+}
+
+TEST(ExportSpec, RbdSnapshotIsReadOnly) {
+  auto s = parse_export_spec("s=rbd:p/img@before-upgrade");
+  EXPECT_EQ(s.rbd.image, "img");
+  EXPECT_EQ(s.rbd.snapshot, "before-upgrade");
+  EXPECT_TRUE(s.read_only);
+}
+
+TEST(ExportSpec, RbdTarget) {
+  auto t = parse_target_spec("rbd:p/img,ceph-id=admin");
+  EXPECT_EQ(t.backend, ExportSpec::Backend::rbd);
+  EXPECT_EQ(t.rbd.pool, "p");
+  EXPECT_THROW(parse_target_spec("rbd:p/img,luks-key-file=/k"), std::invalid_argument);
+}
+
+TEST(ExportSpec, RbdErrors) {
+  auto message = [](const char* text) {
+    try {
+      parse_export_spec(text);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(message("x=rbd:").find("POOL/IMAGE"), std::string::npos);
+  EXPECT_NE(message("x=rbd:noslash").find("POOL/IMAGE"), std::string::npos);
+  EXPECT_NE(message("x=rbd:/img").find("pool name is empty"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/").find("image name is empty"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/@s").find("image name is empty"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img@").find("snapshot name"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img@a@b").find("snapshot name"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/ns/img").find("namespaces"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,direct").find("'direct' for the rbd backend"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,size=1G").find("'size=1G'"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,ceph-conf=").find("ceph-conf needs a path"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,keyring=").find("keyring needs a path"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,ceph-id=client.admin").find("without 'client.'"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/img,ceph-id=").find("ceph-id"), std::string::npos);
+  EXPECT_NE(message("x=file:/a,ceph-id=admin").find("'ceph-id=admin'"), std::string::npos);
+  EXPECT_NE(message("x=memory:1G,keyring=/k").find("'keyring=/k'"), std::string::npos);
+}
+
+TEST(ExportSpec, IscsiPortalsTargetLunAndOptions) {
+  auto s = parse_export_spec(
+      "vol=iscsi://10.0.0.1,10.0.0.2:3261,[fd00::1]:3262/iqn.2026-01.com.example:vol1/3,"
+      "chap-user=alice,chap-secret-file=/etc/secret,path-policy=round-robin,no-path-timeout=5,"
+      "path-check-interval=2,initiator-name=iqn.2026-01.com.example:host,readonly,"
+      "luks-key-file=/k,reservations=off");
+  EXPECT_EQ(s.backend, ExportSpec::Backend::iscsi);
+  ASSERT_EQ(s.iscsi.portals.size(), 3u);
+  EXPECT_EQ(s.iscsi.portals[0], "10.0.0.1:3260");
+  EXPECT_EQ(s.iscsi.portals[1], "10.0.0.2:3261");
+  EXPECT_EQ(s.iscsi.portals[2], "[fd00::1]:3262");
+  EXPECT_EQ(s.iscsi.target, "iqn.2026-01.com.example:vol1");
+  EXPECT_EQ(s.iscsi.lun, 3);
+  EXPECT_EQ(s.iscsi.chap_user, "alice");
+  EXPECT_EQ(s.iscsi.chap_secret_file, "/etc/secret");
+  EXPECT_EQ(s.iscsi.path_policy, volgate::backends::PathPolicy::round_robin);
+  EXPECT_EQ(s.iscsi.no_path_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(s.iscsi.path_check_interval, std::chrono::seconds(2));
+  EXPECT_EQ(s.iscsi.initiator_name, "iqn.2026-01.com.example:host");
+  EXPECT_TRUE(s.read_only);
+  EXPECT_TRUE(s.iscsi.read_only);
+  EXPECT_FALSE(s.iscsi.reservations);
+  EXPECT_EQ(s.luks_key_file, "/k");
+}
+
+TEST(ExportSpec, IscsiDefaults) {
+  auto s = parse_export_spec("v=iscsi://host/iqn.2026-01.x:y/0");
+  ASSERT_EQ(s.iscsi.portals.size(), 1u);
+  EXPECT_EQ(s.iscsi.portals[0], "host:3260");
+  EXPECT_EQ(s.iscsi.lun, 0);
+  EXPECT_EQ(s.iscsi.path_policy, volgate::backends::PathPolicy::failover);
+  EXPECT_EQ(s.iscsi.no_path_timeout, std::chrono::seconds(30));
+  EXPECT_TRUE(s.iscsi.chap_user.empty());
+  EXPECT_TRUE(s.iscsi.reservations);
+  EXPECT_FALSE(s.read_only);
+  // The same syntax names a `volgate luks` TARGET.
+  auto t = parse_target_spec("iscsi://a:1,b:2/iqn.2026-01.x:y/7");
+  EXPECT_EQ(t.backend, ExportSpec::Backend::iscsi);
+  EXPECT_EQ(t.iscsi.portals.size(), 2u);
+  EXPECT_EQ(t.iscsi.lun, 7);
+}
+
+TEST(ExportSpec, IscsiErrorsQuoteTheProblem) {
+  auto message = [](const char* text) {
+    try {
+      parse_export_spec(text);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  const std::string target = "/iqn.2026-01.x:y/1";
+  EXPECT_NE(message("v=iscsi://").find("iscsi://PORTAL"), std::string::npos);
+  EXPECT_NE(message("v=iscsi://host").find("iscsi://PORTAL"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://" + target).c_str()).find("no portal"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a,,b" + target).c_str()).find("empty portal"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a:0" + target).c_str()).find("'a:0'"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a:99999" + target).c_str()).find("1-65535"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a:x" + target).c_str()).find("'a:x'"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://[::1" + target).c_str()).find("']'"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a,a:3260" + target).c_str()).find("twice"), std::string::npos);
+  EXPECT_NE(message("v=iscsi://a/iqn.2026-01.x:y").find("LUN"), std::string::npos);
+  EXPECT_NE(message("v=iscsi://a/iqn.2026-01.x:y/").find("LUN ''"), std::string::npos);
+  EXPECT_NE(message("v=iscsi://a/iqn.2026-01.x:y/-1").find("LUN '-1'"), std::string::npos);
+  EXPECT_NE(message("v=iscsi://a/iqn.2026-01.x:y/99999").find("LUN '99999'"), std::string::npos);
+  EXPECT_NE(message("v=iscsi://a//1").find("empty target"), std::string::npos);
+  EXPECT_NE(message("v=iscsi://a/vol1/1").find("not an iSCSI name"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",path-policy=random").c_str()).find("'random'"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",no-path-timeout=-1").c_str()).find("'-1'"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",path-check-interval=0").c_str()).find("'0'"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",chap-user=u").c_str()).find("chap-secret-file"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",mutual-chap-user=t,mutual-chap-secret-file=/f")
+                        .c_str())
+                .find("mutual CHAP needs chap-user"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",size=1G").c_str()).find("'size=1G' for the iscsi"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",direct").c_str()).find("'direct'"), std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",chap-user=").c_str()).find("needs a value"),
+            std::string::npos);
+  // Every message starts with the whole argument, so the user sees what was parsed.
+  EXPECT_EQ(message("v=iscsi://a/vol1/1").rfind("--export 'v=iscsi://a/vol1/1': ", 0), 0u);
+}

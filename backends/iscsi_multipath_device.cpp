@@ -1,0 +1,513 @@
+#include "backends/iscsi_multipath_device.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+
+#include "backends/libiscsi_path.hpp"
+#include "common/current_context.hpp"
+
+namespace volgate::backends {
+namespace {
+
+constexpr auto kTickInterval = std::chrono::milliseconds(100);
+constexpr uint64_t kZeroChunk = 1 << 20;
+alignas(4096) const std::byte zero_chunk[kZeroChunk] = {};
+// At shutdown, how long the paths get to drop their reservation keys.
+constexpr auto kUnregisterTimeout = std::chrono::seconds(2);
+
+// A CHAP secret as a C string for libiscsi: the file's bytes without a trailing line break.
+crypto::SecureBytes read_chap_secret(const std::string& path) {
+  crypto::SecureBytes raw = crypto::read_key_file(path);
+  size_t length = raw.size();
+  while (length > 0 && (raw.chars()[length - 1] == '\n' || raw.chars()[length - 1] == '\r')) --length;
+  if (length == 0) throw std::runtime_error(path + ": the CHAP secret is empty");
+  if (std::memchr(raw.data(), 0, length))
+    throw std::runtime_error(path + ": the CHAP secret contains a NUL byte");
+  crypto::SecureBytes secret(length + 1);
+  std::memcpy(secret.data(), raw.data(), length);
+  secret.data()[length] = std::byte{0};
+  return secret;
+}
+
+}  // namespace
+
+std::string describe(const IscsiOptions& options) {
+  std::string portals;
+  for (const auto& portal : options.portals) portals += (portals.empty() ? "" : ",") + portal;
+  return "iscsi " + options.target + "/" + std::to_string(options.lun) + " via " + portals;
+}
+
+std::shared_ptr<IscsiMultipathDevice> IscsiMultipathDevice::open(const IscsiOptions& options,
+                                                                 PathFactory make_path) {
+  if (!make_path)
+    make_path = [](boost::asio::io_context& io, size_t index, const std::string& portal,
+                   const IscsiOptions& options, const IscsiCredentials& credentials,
+                   IscsiPath::Owner& owner) -> std::unique_ptr<IscsiPath> {
+      return std::make_unique<LibiscsiPath>(io, index, portal, options, credentials, owner);
+    };
+  std::shared_ptr<IscsiMultipathDevice> device(new IscsiMultipathDevice(options, make_path));
+  device->start();
+  return device;
+}
+
+IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
+                                           const PathFactory& make_path)
+    : options_(options), tick_timer_(io_), check_timer_(io_), stop_timer_(io_) {
+  if (options_.portals.empty()) throw std::invalid_argument("no portal given");
+  if (!options_.chap_user.empty()) {
+    if (options_.chap_secret_file.empty()) throw std::invalid_argument("chap-user needs chap-secret-file");
+    chap_secret_ = read_chap_secret(options_.chap_secret_file);
+    credentials_.chap_user = options_.chap_user.c_str();
+    credentials_.chap_secret = chap_secret_.chars();
+  }
+  if (!options_.mutual_chap_user.empty()) {
+    if (options_.chap_user.empty()) throw std::invalid_argument("mutual CHAP needs chap-user too");
+    if (options_.mutual_chap_secret_file.empty())
+      throw std::invalid_argument("mutual-chap-user needs mutual-chap-secret-file");
+    mutual_secret_ = read_chap_secret(options_.mutual_chap_secret_file);
+    credentials_.mutual_user = options_.mutual_chap_user.c_str();
+    credentials_.mutual_secret = mutual_secret_.chars();
+  }
+  std::random_device random;
+  key_base_ = (static_cast<uint64_t>(random()) << 32 | random()) & ~uint64_t{0xffff};
+  reported_up_.assign(options_.portals.size(), false);
+  last_down_reason_.resize(options_.portals.size());
+  announced_checking_.assign(options_.portals.size(), false);
+  IscsiPath::Owner& owner = *this;
+  for (size_t i = 0; i < options_.portals.size(); ++i)
+    paths_.push_back(make_path(io_, i, options_.portals[i], options_, credentials_, owner));
+}
+
+void IscsiMultipathDevice::start() {
+  keep_running_.emplace(io_.get_executor());
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "volgate-iscsi");
+    // libiscsi writes data with writev(2), which raises SIGPIPE when a path's peer has gone
+    // and would kill the process. Blocked in this thread, where all its sockets live, the
+    // signal stays pending and the call fails with EPIPE, which is just a lost path.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+    io_.run();
+  });
+  boost::asio::post(io_, [this] {
+    // A portal that fails at once (an unknown host) must not settle the start before the
+    // others have even been tried.
+    launching_ = true;
+    for (auto& path : paths_) path->connect(next_reservation_key());
+    launching_ = false;
+    tick();
+  });
+  std::unique_lock lock(start_mutex_);
+  start_settled_cv_.wait(lock, [this] { return start_settled_; });
+  if (!start_error_.empty()) {
+    lock.unlock();
+    stop();
+    throw std::runtime_error(start_error_);
+  }
+  boost::asio::post(io_, [this] { check_paths(); });
+}
+
+IscsiMultipathDevice::~IscsiMultipathDevice() { stop(); }
+
+void IscsiMultipathDevice::stop() {
+  if (!thread_.joinable()) return;
+  boost::asio::post(io_, [this] {
+    stopping_ = true;
+    auto pending = std::make_shared<size_t>(1);
+    auto finish = [this, pending](bool now) {
+      if (*pending == 0 || (--*pending != 0 && !now)) return;
+      *pending = 0;  // the timeout and the answers may all come; finish once
+      for (auto& path : paths_) {
+        // A device that never opened leaves its one error line to the caller.
+        if (start_error_.empty()) log_path(*path, "closing");
+        path->abandon("closing");
+      }
+      // Nothing should be waiting (the server drains before it stops), but never leave a
+      // caller without an answer.
+      for (Request* request : std::exchange(queue_, {})) complete(request, errno_code(EIO));
+      tick_timer_.cancel();
+      check_timer_.cancel();
+      stop_timer_.cancel();
+      keep_running_.reset();
+    };
+    // Drop our reservation keys so that the LUN is free for other initiators afterwards.
+    for (auto& path : paths_) {
+      if (path->reservation_key() == 0) continue;
+      ++*pending;
+      path->unregister([finish] { finish(false); });
+    }
+    // A path that never answers must not hold the shutdown up.
+    stop_timer_.expires_after(kUnregisterTimeout);
+    stop_timer_.async_wait([finish](const boost::system::error_code& ec) {
+      if (!ec) finish(true);
+    });
+    finish(false);  // the initial count of one
+  });
+  thread_.join();
+}
+
+DeviceCapabilities IscsiMultipathDevice::capabilities() const {
+  DeviceCapabilities caps;
+  caps.read_only = options_.read_only;
+  caps.can_fua = !options_.read_only;
+  caps.can_flush = true;
+  caps.can_multi_conn = true;  // one device, one session per path: a flush covers everything
+  caps.min_block_size = block_size_;
+  caps.preferred_block_size = std::max<uint32_t>(4096, block_size_);
+  return caps;
+}
+
+std::string IscsiMultipathDevice::description() const { return describe(options_); }
+
+std::error_code IscsiMultipathDevice::check_range(uint64_t offset, uint64_t length) const {
+  uint64_t size = this->size();
+  if (offset > size || length > size - offset) return errno_code(EINVAL);
+  if (offset % block_size_ != 0 || length % block_size_ != 0) return errno_code(EINVAL);
+  if (length > UINT32_MAX) return errno_code(EINVAL);
+  return {};
+}
+
+void IscsiMultipathDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
+  if (auto ec = check_range(offset, data.size())) return done(ec);
+  if (data.empty()) return done({});
+  submit(IscsiIo::Kind::read, offset, data.data(), data.size(), false, std::move(done));
+}
+
+void IscsiMultipathDevice::write(uint64_t offset, std::span<const std::byte> data,
+                                 WriteFlags flags, Completion done) {
+  if (options_.read_only) return done(errno_code(EPERM));
+  if (offset > size() || data.size() > size() - offset) return done(errno_code(ENOSPC));
+  if (auto ec = check_range(offset, data.size())) return done(ec);
+  if (data.empty()) return done({});
+  // libiscsi only reads a write's buffer.
+  submit(IscsiIo::Kind::write, offset, const_cast<std::byte*>(data.data()), data.size(), flags.fua,
+         std::move(done));
+}
+
+void IscsiMultipathDevice::flush(Completion done) {
+  submit(IscsiIo::Kind::flush, 0, nullptr, 0, false, std::move(done));
+}
+
+void IscsiMultipathDevice::trim(uint64_t, uint64_t, Completion done) { done({}); }
+
+// Zeroes are written as data, one pooled-size chunk after the other from a shared zero
+// buffer: a request for gigabytes of zeroes needs no more memory than a megabyte.
+void IscsiMultipathDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
+                                        Completion done) {
+  if (options_.read_only) return done(errno_code(EPERM));
+  if (flags.fast_only) return done(errno_code(ENOTSUP));
+  if (offset > size() || length > size() - offset) return done(errno_code(ENOSPC));
+  if (auto ec = check_range(offset, length)) return done(ec);
+  if (length == 0) return done({});
+  struct ZeroWriter {
+    IscsiMultipathDevice* device;
+    uint64_t offset;
+    uint64_t remaining;
+    bool fua;
+    Completion done;
+    static void next(std::unique_ptr<ZeroWriter> self) {
+      uint64_t chunk = std::min<uint64_t>(self->remaining, kZeroChunk);
+      ZeroWriter* raw = self.release();
+      raw->device->submit(IscsiIo::Kind::write, raw->offset, const_cast<std::byte*>(zero_chunk),
+                          chunk, raw->fua, [raw, chunk](std::error_code ec) {
+                            std::unique_ptr<ZeroWriter> owned(raw);
+                            owned->offset += chunk;
+                            owned->remaining -= chunk;
+                            if (ec || owned->remaining == 0) return owned->done(ec);
+                            next(std::move(owned));
+                          });
+    }
+  };
+  ZeroWriter::next(std::unique_ptr<ZeroWriter>(
+      new ZeroWriter{this, offset, length, flags.fua, std::move(done)}));
+}
+
+void IscsiMultipathDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
+  uint64_t size = this->size();
+  if (offset >= size || length == 0) return done(errno_code(EINVAL), {});
+  done({}, {Extent{std::min(length, size - offset), false, false}});
+}
+
+void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
+                                  uint64_t length, bool fua, Completion done) {
+  auto* request = new Request;
+  request->kind = kind;
+  request->offset = offset;
+  request->data = data;
+  request->length = length;
+  request->fua = fua;
+  request->done = std::move(done);
+  request->caller = &current_io_context();
+  request->busy.emplace(request->caller->get_executor());
+  boost::asio::post(io_, [this, request] {
+    request->waiting_since = Clock::now();
+    if (stopping_) return complete(request, errno_code(EIO));
+    queue_.push_back(request);
+    dispatch();
+  });
+}
+
+void IscsiMultipathDevice::complete(Request* request, std::error_code ec) {
+  boost::asio::io_context& caller = *request->caller;
+  // The request's own work guard goes with the handler, which may run (and the caller's
+  // io_context return and be destroyed, as at the final flush) before post() has finished
+  // waking it. A second unit of work, given up only after post() returns, prevents that.
+  WorkGuard posting = *request->busy;
+  boost::asio::post(caller, [request, ec] {
+    std::unique_ptr<Request> owned(request);
+    Completion done = std::move(owned->done);
+    owned.reset();
+    done(ec);
+  });
+}
+
+void IscsiMultipathDevice::schedule_dispatch() {
+  if (dispatch_posted_) return;
+  dispatch_posted_ = true;
+  boost::asio::post(io_, [this] {
+    dispatch_posted_ = false;
+    dispatch();
+  });
+}
+
+void IscsiMultipathDevice::dispatch() {
+  if (starting_ || stopping_) return;
+  // Nothing moves while a dead session's writes could still land.
+  if (!fences_.empty()) return start_fence();
+  // Bounded: a path may hand a request straight back (it could not queue it).
+  for (size_t n = queue_.size(); n > 0 && !queue_.empty(); --n) {
+    IscsiPath* path = pick_path();
+    if (!path) return;
+    Request* request = queue_.front();
+    queue_.pop_front();
+    path->submit(request);
+  }
+}
+
+IscsiPath* IscsiMultipathDevice::pick_path() {
+  const size_t count = paths_.size();
+  if (options_.path_policy == PathPolicy::failover) {
+    for (auto& path : paths_)
+      if (path->state() == IscsiPath::State::up) return path.get();
+    return nullptr;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    IscsiPath* path = paths_[(next_path_ + i) % count].get();
+    if (path->state() != IscsiPath::State::up) continue;
+    next_path_ = (path->index() + 1) % count;
+    return path;
+  }
+  return nullptr;
+}
+
+bool IscsiMultipathDevice::any_path_up() const {
+  return std::any_of(paths_.begin(), paths_.end(),
+                     [](const auto& path) { return path->state() == IscsiPath::State::up; });
+}
+
+void IscsiMultipathDevice::start_fence() {
+  if (fencing_ || fences_.empty()) return;
+  IscsiPath* path = pick_path();
+  if (!path) return;  // the first path to come up fences before anything else
+  fencing_ = true;
+  const uint64_t key = fences_.front();
+  const auto started = Clock::now();
+  path->fence(key, [this, key, started, portal = path->portal()](bool fenced) {
+    fencing_ = false;
+    if (fenced) {
+      std::erase(fences_, key);
+      spdlog::info("{}: preempted the reservation key {:#x} of a lost session through {} in {} ms; "
+                   "its queued writes can no longer land",
+                   options_.target, key, portal,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+    }
+    schedule_dispatch();
+  });
+}
+
+void IscsiMultipathDevice::tick() {
+  if (stopping_) return;
+  const auto now = Clock::now();
+  for (auto& path : paths_) path->enforce_timeouts(now);
+  // Requests that waited for a path for too long fail; the rest keep their place.
+  if (!queue_.empty() && !starting_) {
+    std::vector<Request*> expired;
+    std::erase_if(queue_, [&](Request* request) {
+      if (now - request->waiting_since < options_.no_path_timeout) return false;
+      expired.push_back(request);
+      return true;
+    });
+    if (!expired.empty())
+      spdlog::error("{}: {} request{} failed with EIO after waiting {} s for a path", options_.target,
+                    expired.size(), expired.size() == 1 ? "" : "s", options_.no_path_timeout.count());
+    for (Request* request : expired) complete(request, errno_code(EIO));
+  }
+  finish_start_when_settled();
+  tick_timer_.expires_after(kTickInterval);
+  tick_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) tick();
+  });
+}
+
+void IscsiMultipathDevice::check_paths() {
+  if (stopping_) return;
+  for (auto& path : paths_) {
+    if (path->state() == IscsiPath::State::down) {
+      path->connect(next_reservation_key());
+      // Said once per outage; the reason of each failed attempt is logged when it changes.
+      if (!announced_checking_[path->index()] && path->state() == IscsiPath::State::checking)
+        log_path(*path, "checking (reconnecting)");
+      announced_checking_[path->index()] = true;
+    } else if (path->state() == IscsiPath::State::up) {
+      path->check();
+    }
+  }
+  check_timer_.expires_after(options_.path_check_interval);
+  check_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) check_paths();
+  });
+}
+
+uint64_t IscsiMultipathDevice::next_reservation_key() {
+  if (options_.read_only || !options_.reservations) return 0;  // nothing to fence
+  // Unique per session: a key names exactly one session to preempt when it is lost.
+  uint64_t key = key_base_ | (++key_sequence_ & 0xffff);
+  return key != 0 ? key : 1;
+}
+
+// The first attempt on every portal has ended: decide whether the device can open.
+void IscsiMultipathDevice::finish_start_when_settled() {
+  if (!starting_ || launching_) return;
+  for (auto& path : paths_)
+    if (path->state() == IscsiPath::State::checking) return;
+  starting_ = false;
+  std::string error;
+  IscsiPath* reference = nullptr;
+  for (auto& path : paths_) {
+    if (path->state() != IscsiPath::State::up) continue;
+    if (!reference) {
+      reference = path.get();
+      continue;
+    }
+    if (path->identity() != reference->identity() && error.empty())
+      error = "portal " + path->portal() + " shows a different LUN (VPD 0x83 " + path->identity() +
+              ") than portal " + reference->portal() + " (" + reference->identity() + ")";
+  }
+  if (!reference && error.empty()) {
+    error = "no path to " + options_.target + " LUN " + std::to_string(options_.lun) + ":";
+    for (auto& path : paths_) error += " " + path->portal() + ": " + path->last_error() + ";";
+    error.pop_back();
+  }
+  if (error.empty()) {
+    identity_ = reference->identity();
+    block_size_ = reference->block_size();
+    size_.store(reference->blocks() * block_size_, std::memory_order_relaxed);
+    for (auto& path : paths_) {
+      reported_up_[path->index()] = path->state() == IscsiPath::State::up;
+      if (path->state() == IscsiPath::State::up)
+        log_path(*path, "up");
+      else
+        log_path(*path, "down", last_down_reason_[path->index()] = path->last_error());
+    }
+    if (!reference->reservations_supported() && !options_.read_only) {
+      warned_no_reservations_ = true;
+      spdlog::warn("{}: the target does not support persistent reservations: a lost path's queued "
+                   "writes cannot be fenced, only its connection reset", options_.target);
+    }
+  }
+  stopping_ = !error.empty();  // open() throws; nothing more is logged or dispatched
+  {
+    std::lock_guard lock(start_mutex_);
+    start_error_ = error;
+    start_settled_ = true;
+  }
+  start_settled_cv_.notify_all();
+  schedule_dispatch();
+}
+
+void IscsiMultipathDevice::log_path(const IscsiPath& path, const char* event,
+                                    const std::string& why) const {
+  const auto& c = path.counters();
+  const bool preferred = options_.path_policy == PathPolicy::failover && path.index() == 0;
+  auto level = std::strncmp(event, "down", 4) == 0 || std::strcmp(event, "refused") == 0 ||
+                       std::strcmp(event, "still down") == 0
+                   ? spdlog::level::warn
+                   : spdlog::level::info;
+  spdlog::log(level, "{}: path {} {}: {}{}{}{} [state {}, ios {}, errors {}, failovers {}]",
+              options_.target, path.index(), path.portal(), event, preferred ? " (preferred)" : "",
+              why.empty() ? "" : ": ", why, to_string(path.state()), c.ios, c.errors, c.failovers);
+}
+
+void IscsiMultipathDevice::path_up(IscsiPath& path) {
+  if (starting_) return finish_start_when_settled();
+  if (stopping_ || reported_up_[path.index()]) return;
+  if (path.identity() != identity_) {
+    std::string why = "shows a different LUN (VPD 0x83 " + path.identity() + ", expected " + identity_ + ")";
+    path.refuse(why);
+    return log_path(path, "refused", why);
+  }
+  if (path.block_size() != block_size_) {
+    path.refuse("block size changed");
+    return log_path(path, "refused", "block size changed");
+  }
+  reported_up_[path.index()] = true;
+  announced_checking_[path.index()] = false;
+  last_down_reason_[path.index()].clear();
+  capacity_changed(path);
+  const bool failback = options_.path_policy == PathPolicy::failover && path.index() == 0;
+  log_path(path, failback ? "up, failing back to it" : "up");
+  if (!path.reservations_supported() && !options_.read_only && !warned_no_reservations_) {
+    warned_no_reservations_ = true;
+    spdlog::warn("{}: the target does not support persistent reservations: a lost path's queued "
+                 "writes cannot be fenced, only its connection reset", options_.target);
+  }
+  schedule_dispatch();
+}
+
+void IscsiMultipathDevice::path_down(IscsiPath& path, const std::string& why, uint64_t fence_key) {
+  if (fence_key != 0) fences_.push_back(fence_key);
+  const bool was_up = reported_up_[path.index()];
+  reported_up_[path.index()] = false;
+  if (stopping_) return;
+  if (starting_) return finish_start_when_settled();
+  // A path that stays down is tried every path-check-interval: say so once per reason.
+  std::string& last = last_down_reason_[path.index()];
+  if (was_up || why != last) log_path(path, was_up ? "down" : "still down", why);
+  last = why;
+  if (was_up && !any_path_up())
+    spdlog::error("{}: no path is up; requests wait up to {} s for one", options_.target,
+                  options_.no_path_timeout.count());
+  schedule_dispatch();
+}
+
+void IscsiMultipathDevice::io_done(IscsiIo* io, std::error_code ec) {
+  complete(static_cast<Request*>(io), ec);
+  if (!queue_.empty()) schedule_dispatch();
+}
+
+void IscsiMultipathDevice::io_retry(IscsiIo* io) {
+  auto* request = static_cast<Request*>(io);
+  request->path = nullptr;
+  request->waiting_since = Clock::now();
+  queue_.push_front(request);
+  schedule_dispatch();
+}
+
+void IscsiMultipathDevice::capacity_changed(IscsiPath& path) {
+  if (path.block_size() != block_size_) return;
+  uint64_t size = path.blocks() * block_size_;
+  uint64_t old = size_.exchange(size, std::memory_order_relaxed);
+  if (old != size)
+    spdlog::info("{}: the LUN's size changed from {} to {} bytes", options_.target, old, size);
+}
+
+}  // namespace volgate::backends

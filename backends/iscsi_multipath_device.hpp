@@ -1,0 +1,141 @@
+#pragma once
+// An iSCSI LUN reached through one or more portals, with the failover and failback that
+// dm-multipath would otherwise provide, entirely in user space (libiscsi).
+//
+// All paths live on one private thread and io_context; callers' requests are handed over to it
+// and their completions posted back to the caller's io_context. Requests go to the first
+// healthy portal (failover) or to each in turn (round-robin). A request whose path fails or
+// stops answering is sent again on another path, but only after the dead session's
+// reservation key has been preempted, so its queued writes can never land on top of newer
+// data (see iscsi_path.hpp). With no path up, requests wait up to no-path-timeout and then
+// fail with EIO; a path checker reconnects down paths every path-check-interval.
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backends/block_device.hpp"
+#include "backends/iscsi_options.hpp"
+#include "backends/iscsi_path.hpp"
+#include "crypto/secure_bytes.hpp"
+
+namespace volgate::backends {
+
+class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner {
+ public:
+  // Makes the path for one portal; the default makes LibiscsiPaths.
+  using PathFactory = std::function<std::unique_ptr<IscsiPath>(
+      boost::asio::io_context& io, size_t index, const std::string& portal,
+      const IscsiOptions& options, const IscsiCredentials& credentials, IscsiPath::Owner& owner)>;
+
+  // Logs in on every portal (each first attempt bounded by login_timeout) and checks that they
+  // all show the same LUN. Throws std::runtime_error naming the portal and the reason when no
+  // path comes up or a portal shows another LUN; a portal that is merely unreachable is logged
+  // and retried in the background.
+  static std::shared_ptr<IscsiMultipathDevice> open(const IscsiOptions& options,
+                                                    PathFactory make_path = {});
+  ~IscsiMultipathDevice() override;
+
+  uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
+  DeviceCapabilities capabilities() const override;
+  std::string description() const override;
+
+  void read(uint64_t offset, std::span<std::byte> data, Completion done) override;
+  void write(uint64_t offset, std::span<const std::byte> data, WriteFlags flags,
+             Completion done) override;
+  void flush(Completion done) override;
+  // Not advertised (can_trim is false): trim is a hint, so it succeeds doing nothing.
+  void trim(uint64_t offset, uint64_t length, Completion done) override;
+  void write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags, Completion done) override;
+  // A LUN does not tell allocation here: everything is data.
+  void block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+
+  struct Request : IscsiIo {
+    Completion done;
+    boost::asio::io_context* caller = nullptr;
+    std::optional<WorkGuard> busy;  // the caller's io_context runs until the completion
+    Clock::time_point waiting_since{};
+  };
+
+  IscsiMultipathDevice(const IscsiOptions& options, const PathFactory& make_path);
+  void start();
+  void stop();
+
+  // Caller's thread.
+  std::error_code check_range(uint64_t offset, uint64_t length) const;
+  void submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data, uint64_t length, bool fua,
+              Completion done);
+  void complete(Request* request, std::error_code ec);
+
+  // The device's thread.
+  void dispatch();
+  void schedule_dispatch();
+  IscsiPath* pick_path();
+  void start_fence();
+  void tick();
+  void check_paths();
+  void finish_start_when_settled();
+  uint64_t next_reservation_key();
+  void log_path(const IscsiPath& path, const char* event, const std::string& why = {}) const;
+  bool any_path_up() const;
+
+  void path_up(IscsiPath& path) override;
+  void path_down(IscsiPath& path, const std::string& why, uint64_t fence_key) override;
+  void io_done(IscsiIo* io, std::error_code ec) override;
+  void io_retry(IscsiIo* io) override;
+  void capacity_changed(IscsiPath& path) override;
+
+  const IscsiOptions options_;
+  crypto::SecureBytes chap_secret_;    // NUL-terminated copies, for every new session
+  crypto::SecureBytes mutual_secret_;
+  IscsiCredentials credentials_;
+
+  boost::asio::io_context io_;
+  std::optional<WorkGuard> keep_running_;
+  boost::asio::steady_timer tick_timer_;
+  boost::asio::steady_timer check_timer_;
+  boost::asio::steady_timer stop_timer_;
+  std::vector<std::unique_ptr<IscsiPath>> paths_;
+
+  std::atomic<uint64_t> size_{0};
+  uint32_t block_size_ = 512;  // fixed once the first path is up
+  std::string identity_;       // the LUN's VPD 0x83 designators, fixed by the first path up
+
+  // Touched on the device's thread only.
+  std::deque<Request*> queue_;   // waiting for a path (or for a fence)
+  std::vector<uint64_t> fences_;  // keys of dead sessions not yet preempted
+  bool fencing_ = false;
+  bool dispatch_posted_ = false;
+  size_t next_path_ = 0;  // round-robin
+  std::vector<bool> reported_up_;  // per path: its coming up was logged
+  std::vector<std::string> last_down_reason_;  // per path: the last failure logged
+  std::vector<bool> announced_checking_;       // per path: "checking" logged in this outage
+  uint64_t key_base_ = 0;
+  uint64_t key_sequence_ = 0;
+  bool starting_ = true;
+  bool launching_ = false;  // the first connect() of every path is being started
+  bool stopping_ = false;
+  bool warned_no_reservations_ = false;
+  std::string start_error_;
+  bool start_settled_ = false;
+  std::mutex start_mutex_;
+  std::condition_variable start_settled_cv_;
+
+  std::thread thread_;
+};
+
+}  // namespace volgate::backends

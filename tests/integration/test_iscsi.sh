@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# iSCSI volumes against a real target (tgtd): data through one path lands in the LUN's backing
+# file byte for byte; fio verifies crc32c through the NBD export; `volgate luks format` and
+# luks-key-file work on an iSCSI LUN; one-way and mutual CHAP log in, a wrong secret is one
+# clear error; a portal that shows another LUN is refused; bad URIs exit 2; with every path
+# down, I/O waits for a path up to no-path-timeout (and completes when one returns in time),
+# then fails with EIO, and the export recovers when a path is back; a LUN that grows is seen.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/iscsi_lib.sh"
+require_volgate
+require_tool fio nbdcopy cryptsetup
+
+IQN=iqn.2026-01.org.volgate.test:vol
+LUN=$TEST_TMP/lun.img
+truncate -s 64M "$LUN"
+start_tgtd main 127.0.0.1
+P=$TGTD_PORT
+add_target main 1 "$IQN" "$LUN"
+S=$TEST_TMP/s.sock
+
+# Two portals for the same LUN, each behind its own relay.
+start_relay a "127.0.0.2:$P" "127.0.0.1:$P"
+start_relay b "127.0.0.3:$P" "127.0.0.1:$P"
+PORTALS="127.0.0.2:$P,127.0.0.3:$P"
+
+# expect_refusal WHAT EXPECTED_TEXT SERVE_ARGS...: exit 2, one line on stderr that says why
+expect_refusal() {
+    local what=$1 want=$2 rc=0
+    shift 2
+    rm -f "$S"
+    timeout -k 2 30 "$VOLGATE" serve --unix "$S" "$@" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
+    [[ $rc == 2 ]] || fail "$what: exit code $rc, expected 2; stderr: $(head -c 600 "$TEST_TMP/err")"
+    [[ $(grep -c . "$TEST_TMP/err") == 1 ]] || fail "$what: expected one line on stderr, got: $(cat "$TEST_TMP/err")"
+    grep -q -- "$want" "$TEST_TMP/err" || fail "$what: stderr does not say '$want': $(cat "$TEST_TMP/err")"
+    [[ ! -e $S ]] || fail "$what: the socket was created"
+    pass "$what -> exit 2: $(cat "$TEST_TMP/err")"
+}
+
+# nbd_write URI OFFSET LENGTH BYTE_HEX: writes and flushes; prints "ok MS" or "error ERRNO MS"
+nbd_write() {
+    "$SYSPY" - "$@" <<'EOF'
+import nbd, sys, time
+uri, offset, length, byte = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4], 16)
+h = nbd.NBD()
+h.connect_uri(uri)
+t0 = time.monotonic()
+try:
+    h.pwrite(bytes([byte]) * length, offset)
+    h.flush()
+    print("ok %d" % ((time.monotonic() - t0) * 1000))
+except nbd.Error as e:
+    print("error %s %d" % (e.errno, (time.monotonic() - t0) * 1000))
+h.shutdown()
+EOF
+}
+
+# lun_holds FILE OFFSET LENGTH BYTE_HEX: a LUN's backing file holds only that byte there
+lun_holds() {
+    "$SYSPY" - "$@" <<'EOF'
+import sys
+path, offset, length, byte = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4], 16)
+with open(path, "rb") as f:
+    f.seek(offset)
+    data = f.read(length)
+sys.exit(0 if data == bytes([byte]) * length else 1)
+EOF
+}
+
+# --- bad URIs and refusals --------------------------------------------------------------------
+expect_refusal "URI without a LUN" "LUN" --export "v=iscsi://127.0.0.2:$P/$IQN"
+expect_refusal "URI with a bad portal" "port must be" --export "v=iscsi://127.0.0.2:0/$IQN/1"
+expect_refusal "unknown path policy" "round-robin" --export "v=iscsi://$PORTALS/$IQN/1,path-policy=best"
+expect_refusal "no such target" "no path to" --export "v=iscsi://127.0.0.2:$P/$IQN.nope/1"
+expect_refusal "nothing listens on the portal" "no path to" --export "v=iscsi://127.0.0.9:$P/$IQN/1"
+
+# --- one path: bytes land in the LUN ----------------------------------------------------------
+start_volgate --unix "$S" --export "v=iscsi://127.0.0.2:$P/$IQN/1"
+U=$(unix_uri v "$S")
+make_random_file "$TEST_TMP/random.img" 64
+nbdcopy "$TEST_TMP/random.img" "$U"
+cmp -s "$TEST_TMP/random.img" "$LUN" || fail "the LUN's backing file differs from what was written"
+nbdcopy "$U" "$TEST_TMP/back.img"
+cmp -s "$TEST_TMP/random.img" "$TEST_TMP/back.img" || fail "reading the LUN back gave different data"
+pass "64 MiB through one path: backing file and read-back identical"
+# The largest NBD request (32 MiB) is one SCSI command each way.
+make_random_file "$TEST_TMP/random2.img" 64
+nbdcopy --request-size=$((32 << 20)) "$TEST_TMP/random2.img" "$U"
+cmp -s "$TEST_TMP/random2.img" "$LUN" || fail "32 MiB writes: the LUN differs"
+nbdcopy --request-size=$((32 << 20)) "$U" "$TEST_TMP/back2.img"
+cmp -s "$TEST_TMP/random2.img" "$TEST_TMP/back2.img" || fail "32 MiB reads: different data"
+pass "32 MiB requests both ways"
+size=$(nbdinfo --size "$U")
+assert_eq "$size" $((64 << 20)) "export size"
+(cd "$TEST_TMP" && fio --name=one --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k --iodepth=32 \
+    --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+    --output-format=json --output=fio1.json >"$TEST_TMP/fio1.log" 2>&1) ||
+    fail "fio through one path: $(tail -n 5 "$TEST_TMP/fio1.log")"
+check_fio "$TEST_TMP/fio1.json" || fail "fio through one path reported errors"
+pass "fio 4k randwrite depth 32 with crc32c verify through one path"
+stop_volgate
+grep -q "path 0 127.0.0.2:$P: closing" "$VG_ERR" || fail "no closing line with the path's counters"
+pass "counters logged at exit: $(path_counters "$VG_ERR" 0)"
+
+# --- LUKS on an iSCSI LUN ---------------------------------------------------------------------
+printf 'correct horse battery staple' >"$TEST_TMP/pass"
+"$VOLGATE" luks format --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+    --key-file "$TEST_TMP/pass" "iscsi://$PORTALS/$IQN/1" 2>"$TEST_TMP/format.err" ||
+    fail "luks format on iSCSI: $(cat "$TEST_TMP/format.err")"
+cryptsetup isLuks "$LUN" || fail "cryptsetup does not see a LUKS header in the LUN after luks format"
+start_volgate --unix "$S" --export "secret=iscsi://$PORTALS/$IQN/1,luks-key-file=$TEST_TMP/pass"
+U=$(unix_uri secret "$S")
+head -c $((8 << 20)) "$TEST_TMP/random.img" >"$TEST_TMP/plain.img"
+nbdcopy "$TEST_TMP/plain.img" "$U"
+nbdcopy "$U" "$TEST_TMP/decrypted.img"
+cmp -s -n $((8 << 20)) "$TEST_TMP/decrypted.img" "$TEST_TMP/plain.img" || fail "LUKS on iSCSI: read-back differs"
+grep -qF "$(head -c 4096 "$TEST_TMP/plain.img" | od -An -tx1 | head -n 1)" <(od -An -tx1 "$LUN") &&
+    fail "LUKS on iSCSI: plaintext found in the LUN"
+stop_volgate
+pass "luks format and luks-key-file on an iSCSI LUN (cryptsetup recognises the header)"
+
+# --- CHAP -------------------------------------------------------------------------------------
+CHAP_IQN=$IQN-chap
+CHAP_LUN=$TEST_TMP/chap.img
+truncate -s 16M "$CHAP_LUN"
+add_target main 2 "$CHAP_IQN" "$CHAP_LUN"
+require_chap main 2 alice alice-secret-1 target-bob bob-secret-22
+printf 'alice-secret-1\n' >"$TEST_TMP/alice.secret"
+printf 'not-the-secret\n' >"$TEST_TMP/wrong.secret"
+printf 'bob-secret-22\n' >"$TEST_TMP/bob.secret"
+printf 'bob-wrong-secret\n' >"$TEST_TMP/bob-wrong.secret"
+expect_refusal "CHAP with a wrong secret" "login failed" \
+    --export "c=iscsi://127.0.0.2:$P/$CHAP_IQN/1,chap-user=alice,chap-secret-file=$TEST_TMP/wrong.secret"
+grep -q "not-the-secret" "$TEST_TMP/err" && fail "the CHAP secret appears on stderr"
+expect_refusal "no CHAP where the target asks for it" "login failed" --export "c=iscsi://127.0.0.2:$P/$CHAP_IQN/1"
+expect_refusal "mutual CHAP, the target's answer does not match" "login failed" \
+    --export "c=iscsi://127.0.0.2:$P/$CHAP_IQN/1,chap-user=alice,chap-secret-file=$TEST_TMP/alice.secret,mutual-chap-user=target-bob,mutual-chap-secret-file=$TEST_TMP/bob-wrong.secret"
+start_volgate --unix "$S" \
+    --export "c=iscsi://$PORTALS/$CHAP_IQN/1,chap-user=alice,chap-secret-file=$TEST_TMP/alice.secret" \
+    --export "m=iscsi://127.0.0.2:$P/$CHAP_IQN/1,chap-user=alice,chap-secret-file=$TEST_TMP/alice.secret,mutual-chap-user=target-bob,mutual-chap-secret-file=$TEST_TMP/bob.secret"
+r=$(nbd_write "$(unix_uri c "$S")" 0 65536 5a)
+[[ $r == ok* ]] || fail "write with one-way CHAP: $r"
+r=$(nbd_write "$(unix_uri m "$S")" 65536 65536 a5)
+[[ $r == ok* ]] || fail "write with mutual CHAP: $r"
+lun_holds "$CHAP_LUN" 0 65536 5a || fail "one-way CHAP write not in the LUN"
+lun_holds "$CHAP_LUN" 65536 65536 a5 || fail "mutual CHAP write not in the LUN"
+stop_volgate
+grep -Eq "alice-secret-1|bob-secret-22" "$VG_ERR" && fail "a CHAP secret appears in the log"
+pass "one-way and mutual CHAP log in and carry writes; secrets stay out of the log"
+
+# --- a portal that shows another LUN ----------------------------------------------------------
+# A second target daemon with a target of the same name, but its own LUN (another identifier).
+OTHER_LUN=$TEST_TMP/other.img
+truncate -s 64M "$OTHER_LUN"
+start_tgtd other 127.0.0.4
+add_target other 7 "$IQN" "$OTHER_LUN"
+expect_refusal "a portal showing a different LUN" "different LUN" \
+    --export "v=iscsi://$PORTALS,127.0.0.4:$TGTD_PORT/$IQN/1"
+
+# --- every path down: shorter, then longer than no-path-timeout -------------------------------
+start_volgate --unix "$S" --export "v=iscsi://$PORTALS/$IQN/1,no-path-timeout=4,path-check-interval=1"
+U=$(unix_uri v "$S")
+r=$(nbd_write "$U" 0 65536 11)
+[[ $r == ok* ]] || fail "write with both paths up: $r"
+kill_relay a
+kill_relay b
+nbd_write "$U" 0 65536 22 >"$TEST_TMP/short.out" &
+writer=$!
+sleep 1.5
+restore_relay b
+wait $writer
+r=$(cat "$TEST_TMP/short.out")
+[[ $r == ok* ]] || fail "a write during a 1.5 s outage (no-path-timeout 4 s) failed: $r"
+ms=${r#ok }
+((ms >= 1000 && ms < 4000)) || fail "the write during the outage took $ms ms, expected 1-4 s"
+lun_holds "$LUN" 0 65536 22 || fail "the write that waited for a path is not in the LUN"
+pass "all paths down for 1.5 s: the waiting write completed after $ms ms"
+
+kill_relay b
+r=$(nbd_write "$U" 0 65536 33)
+[[ $r == error* ]] || fail "a write with no path for longer than no-path-timeout succeeded: $r"
+read -r _ errno ms <<<"$r"
+assert_eq "$errno" EIO "errno of the write that found no path"
+((ms >= 3800 && ms < 8000)) || fail "EIO came after $ms ms, expected about 4 s"
+grep -q "failed with EIO after waiting 4 s for a path" "$VG_ERR" || fail "no log line for the EIO"
+lun_holds "$LUN" 0 65536 22 || fail "the failed write changed the LUN"
+pass "all paths down longer than no-path-timeout: EIO after $ms ms, LUN unchanged"
+
+restore_relay a
+restore_relay b
+wait_for_log "$VG_ERR" "path 0 127.0.0.2:$P: up" 5 "path 0 back"
+r=$(nbd_write "$U" 0 65536 44)
+[[ $r == ok* ]] || fail "write after the paths came back: $r"
+lun_holds "$LUN" 0 65536 44 || fail "the write after recovery is not in the LUN"
+assert_alive
+pass "the export recovers when the paths come back"
+
+# --- the LUN grows under a running export -----------------------------------------------------
+# tgt cannot resize a LUN in place: the LUN is replaced by one on the grown file, which also
+# leaves a unit attention for every session. The path checker's READ CAPACITY sees the size.
+truncate -s 96M "$LUN"
+tgt main --op delete --mode logicalunit --tid 1 --lun 1 || fail "cannot remove LUN 1"
+tgt main --op new --mode logicalunit --tid 1 --lun 1 -b "$LUN" || fail "cannot add LUN 1 again"
+wait_for_log "$VG_ERR" "size changed from $((64 << 20)) to $((96 << 20)) bytes" 5 "resize"
+assert_eq "$(nbdinfo --size "$U")" $((96 << 20)) "export size after the LUN grew"
+r=$(nbd_write "$U" $((80 << 20)) 65536 55)
+[[ $r == ok* ]] || fail "write into the grown part: $r"
+lun_holds "$LUN" $((80 << 20)) 65536 55 || fail "the write into the grown part is not in the LUN"
+stop_volgate
+pass "a grown LUN is seen by the path checker: new connections get 96 MiB and can write there"

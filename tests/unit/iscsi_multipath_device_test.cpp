@@ -1,0 +1,403 @@
+#include "backends/iscsi_multipath_device.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "common/current_context.hpp"
+
+using namespace volgate::backends;
+using namespace std::chrono_literals;
+
+namespace {
+
+// What the fake paths do and saw, shared with the test thread.
+struct Lab {
+  std::mutex mutex;
+  std::vector<bool> comes_up{true, true};        // per path: does connect() succeed?
+  std::vector<std::string> identity{"lun-a", "lun-a"};
+  std::vector<std::string> log;                   // "submit 1", "fence 1 <key>", "up 0", ...
+  std::vector<uint64_t> keys{0, 0};               // each path's current reservation key
+  std::vector<class FakePath*> paths;
+  boost::asio::io_context* device_io = nullptr;
+
+  void note(std::string line) {
+    std::lock_guard lock(mutex);
+    log.push_back(std::move(line));
+  }
+  std::vector<std::string> lines() {
+    std::lock_guard lock(mutex);
+    return log;
+  }
+  size_t count(const std::string& prefix) {
+    size_t n = 0;
+    for (const auto& line : lines()) n += line.rfind(prefix, 0) == 0;
+    return n;
+  }
+  // Index of the first log line starting with `prefix`, or -1.
+  long first(const std::string& prefix) {
+    auto all = lines();
+    for (size_t i = 0; i < all.size(); ++i)
+      if (all[i].rfind(prefix, 0) == 0) return static_cast<long>(i);
+    return -1;
+  }
+  bool wait_for(const std::string& prefix, size_t n = 1, std::chrono::milliseconds limit = 3000ms) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (count(prefix) < n) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(5ms);
+    }
+    return true;
+  }
+  // Runs `work` on the device's thread, where the paths live, and waits for it.
+  void on_device(std::function<void()> work) {
+    std::promise<void> done;
+    boost::asio::post(*device_io, [&] {
+      work();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+};
+
+// A path that comes up (or not) as the lab says, and holds requests until the test answers.
+class FakePath final : public IscsiPath {
+ public:
+  FakePath(boost::asio::io_context& io, size_t index, std::string portal, Owner& owner, Lab& lab)
+      : IscsiPath(index, std::move(portal)), io_(io), owner_(owner), lab_(lab) {}
+
+  void connect(uint64_t key) override {
+    state_ = State::checking;
+    boost::asio::post(io_, [this, key] {
+      if (state_ != State::checking) return;
+      bool up;
+      {
+        std::lock_guard lock(lab_.mutex);
+        up = lab_.comes_up[index_];
+        identity_ = lab_.identity[index_];
+        if (up) lab_.keys[index_] = key;
+      }
+      if (!up) {
+        state_ = State::down;
+        last_error_ = "unreachable";
+        return owner_.path_down(*this, "unreachable", 0);
+      }
+      state_ = State::up;
+      key_ = key;
+      registered_ = key != 0;
+      blocks_ = 2048;
+      block_size_ = 512;
+      lab_.note("up " + std::to_string(index_));
+      owner_.path_up(*this);
+    });
+  }
+  void submit(IscsiIo* io) override {
+    io->path = this;
+    held_.push_back(io);
+    lab_.note("submit " + std::to_string(index_));
+  }
+  void fence(uint64_t key, std::function<void(bool)> done) override {
+    lab_.note("fence " + std::to_string(index_) + " " + std::to_string(key));
+    boost::asio::post(io_, [done = std::move(done)] { done(true); });
+  }
+  void check() override {}
+  void enforce_timeouts(std::chrono::steady_clock::time_point) override {}
+  void abandon(const std::string& why) override { close(State::down, why); }
+  void refuse(const std::string& why) override { close(State::refused, why); }
+  void unregister(std::function<void()> done) override { done(); }
+
+  // Answers every request held here.
+  void complete_all() {
+    for (IscsiIo* io : std::exchange(held_, {})) {
+      ++counters_.ios;
+      owner_.io_done(io, {});
+    }
+  }
+
+ private:
+  void close(State next, const std::string& why) {
+    if (state_ == State::down || state_ == State::refused) {
+      state_ = next;
+      return;
+    }
+    state_ = next;
+    uint64_t key = std::exchange(registered_, false) ? key_ : 0;
+    lab_.note("down " + std::to_string(index_));
+    owner_.path_down(*this, why, key);
+    for (IscsiIo* io : std::exchange(held_, {})) {
+      ++counters_.failovers;
+      owner_.io_retry(io);
+    }
+  }
+
+  boost::asio::io_context& io_;
+  Owner& owner_;
+  Lab& lab_;
+  std::vector<IscsiIo*> held_;
+};
+
+// The caller's side: a worker thread running an io_context marked current, like the server's.
+struct Client {
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> busy{io.get_executor()};
+  std::thread thread{[this] {
+    volgate::CurrentContextGuard guard(io);
+    io.run();
+  }};
+  alignas(4096) std::byte buffer[4096] = {};
+
+  ~Client() {
+    busy.reset();
+    thread.join();
+  }
+  std::future<std::error_code> write(BlockDevice& device, uint64_t offset) {
+    auto result = std::make_shared<std::promise<std::error_code>>();
+    auto future = result->get_future();
+    boost::asio::post(io, [this, &device, offset, result] {
+      device.write(offset, std::span<const std::byte>(buffer, 4096), {},
+                   [result](std::error_code ec) { result->set_value(ec); });
+    });
+    return future;
+  }
+};
+
+IscsiOptions two_portals() {
+  IscsiOptions options;
+  options.portals = {"a:3260", "b:3260"};
+  options.target = "iqn.2026-01.org.volgate.test:unit";
+  options.lun = 1;
+  options.no_path_timeout = 2s;
+  options.path_check_interval = 1s;
+  return options;
+}
+
+std::shared_ptr<IscsiMultipathDevice> open_with(Lab& lab, const IscsiOptions& options) {
+  return IscsiMultipathDevice::open(
+      options, [&lab](boost::asio::io_context& io, size_t index, const std::string& portal,
+                      const IscsiOptions&, const IscsiCredentials&, IscsiPath::Owner& owner) {
+        lab.device_io = &io;
+        auto path = std::make_unique<FakePath>(io, index, portal, owner, lab);
+        lab.paths.push_back(path.get());
+        return path;
+      });
+}
+
+bool ready_within(std::future<std::error_code>& f, std::chrono::milliseconds limit) {
+  return f.wait_for(limit) == std::future_status::ready;
+}
+
+}  // namespace
+
+TEST(IscsiMultipathDevice, OpensWithTheLunSizeAndSendsToThePreferredPath) {
+  Lab lab;
+  auto device = open_with(lab, two_portals());
+  EXPECT_EQ(device->size(), 2048u * 512);
+  EXPECT_EQ(device->capabilities().min_block_size, 512u);
+  Client client;
+  auto done = client.write(*device, 4096);
+  ASSERT_TRUE(lab.wait_for("submit 0"));
+  EXPECT_EQ(lab.count("submit 1"), 0u);
+  EXPECT_FALSE(ready_within(done, 50ms));  // held by the path until it answers
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+}
+
+TEST(IscsiMultipathDevice, ARequestOnAFailedPathIsResentOnlyAfterItsSessionIsFenced) {
+  Lab lab;
+  auto device = open_with(lab, two_portals());
+  Client client;
+  auto done = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 0"));
+  const uint64_t dead_key = lab.keys[0];
+  ASSERT_NE(dead_key, 0u);
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up[0] = false;
+  }
+  lab.on_device([&] { lab.paths[0]->abandon("reset by the test"); });
+  ASSERT_TRUE(lab.wait_for("submit 1"));
+  // The other path preempted exactly the dead session's key, and did so first.
+  long fence = lab.first("fence 1 " + std::to_string(dead_key));
+  ASSERT_GE(fence, 0);
+  EXPECT_LT(fence, lab.first("submit 1"));
+  EXPECT_FALSE(ready_within(done, 20ms));
+  lab.on_device([&] { lab.paths[1]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get()) << "the caller never sees the failover";
+  EXPECT_EQ(lab.paths[0]->counters().failovers, 1u);
+}
+
+TEST(IscsiMultipathDevice, WithNoPathRequestsFailWithEioAfterNoPathTimeout) {
+  Lab lab;
+  auto device = open_with(lab, two_portals());
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up = {false, false};
+  }
+  lab.on_device([&] {
+    lab.paths[0]->abandon("down");
+    lab.paths[1]->abandon("down");
+  });
+  Client client;
+  auto start = std::chrono::steady_clock::now();
+  auto done = client.write(*device, 0);
+  ASSERT_TRUE(ready_within(done, 4000ms));
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(done.get(), errno_code(EIO));
+  EXPECT_GE(waited, 1900ms);
+  EXPECT_LT(waited, 3000ms);
+}
+
+TEST(IscsiMultipathDevice, AWaitingRequestCompletesWhenAPathComesBackInTime) {
+  Lab lab;
+  auto options = two_portals();
+  options.no_path_timeout = 10s;
+  auto device = open_with(lab, options);
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up = {false, false};
+  }
+  lab.on_device([&] {
+    lab.paths[0]->abandon("down");
+    lab.paths[1]->abandon("down");
+  });
+  Client client;
+  auto done = client.write(*device, 0);
+  EXPECT_FALSE(ready_within(done, 300ms));
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up[1] = true;
+  }
+  ASSERT_TRUE(lab.wait_for("submit 1", 1, 3000ms)) << "the path checker brings path 1 back";
+  // Both dead sessions were fenced by the returning path before the request went out.
+  EXPECT_EQ(lab.count("fence 1 "), 2u);
+  EXPECT_LT(lab.first("fence 1 "), lab.first("submit 1"));
+  lab.on_device([&] { lab.paths[1]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+}
+
+TEST(IscsiMultipathDevice, FailoverReturnsToThePreferredPathOnceItIsBack) {
+  Lab lab;
+  auto device = open_with(lab, two_portals());
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up[0] = false;
+  }
+  lab.on_device([&] { lab.paths[0]->abandon("down"); });
+  Client client;
+  auto first = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 1"));
+  lab.on_device([&] { lab.paths[1]->complete_all(); });
+  ASSERT_TRUE(ready_within(first, 2000ms));
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up[0] = true;
+  }
+  ASSERT_TRUE(lab.wait_for("up 0", 2, 3000ms)) << "the path checker reconnects path 0";
+  auto second = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 0"));
+  EXPECT_EQ(lab.count("submit 1"), 1u);
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(second, 2000ms));
+  EXPECT_FALSE(second.get());
+}
+
+TEST(IscsiMultipathDevice, RoundRobinAlternatesBetweenHealthyPaths) {
+  Lab lab;
+  auto options = two_portals();
+  options.path_policy = PathPolicy::round_robin;
+  auto device = open_with(lab, options);
+  Client client;
+  std::vector<std::future<std::error_code>> writes;
+  for (int i = 0; i < 10; ++i) writes.push_back(client.write(*device, 4096u * i));
+  ASSERT_TRUE(lab.wait_for("submit ", 10));
+  EXPECT_EQ(lab.count("submit 0"), 5u);
+  EXPECT_EQ(lab.count("submit 1"), 5u);
+  lab.on_device([&] {
+    lab.paths[0]->complete_all();
+    lab.paths[1]->complete_all();
+  });
+  for (auto& w : writes) {
+    ASSERT_TRUE(ready_within(w, 2000ms));
+    EXPECT_FALSE(w.get());
+  }
+}
+
+TEST(IscsiMultipathDevice, APortalShowingAnotherLunFailsTheOpen) {
+  Lab lab;
+  lab.identity[1] = "lun-b";
+  try {
+    open_with(lab, two_portals());
+    FAIL() << "opened although portal b shows another LUN";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("portal b:3260 shows a different LUN"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(IscsiMultipathDevice, NoReachablePortalFailsTheOpenNamingEach) {
+  Lab lab;
+  lab.comes_up = {false, false};
+  try {
+    open_with(lab, two_portals());
+    FAIL() << "opened without a path";
+  } catch (const std::runtime_error& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("no path to"), std::string::npos) << what;
+    EXPECT_NE(what.find("a:3260: unreachable"), std::string::npos) << what;
+    EXPECT_NE(what.find("b:3260: unreachable"), std::string::npos) << what;
+  }
+}
+
+TEST(IscsiMultipathDevice, APathThatComesBackShowingAnotherLunIsRefusedForGood) {
+  Lab lab;
+  auto device = open_with(lab, two_portals());
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.identity[0] = "lun-b";  // the portal now leads to another LUN
+  }
+  lab.on_device([&] { lab.paths[0]->abandon("reset"); });
+  ASSERT_TRUE(lab.wait_for("up 0", 2, 3000ms)) << "the path checker reconnects path 0";
+  std::this_thread::sleep_for(50ms);
+  IscsiPath::State state{};
+  lab.on_device([&] { state = lab.paths[0]->state(); });
+  EXPECT_EQ(state, IscsiPath::State::refused);
+  Client client;
+  auto done = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 1"));
+  EXPECT_EQ(lab.count("submit 0"), 0u);
+  lab.on_device([&] { lab.paths[1]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+  // Refused is final: the checker does not try it again.
+  std::this_thread::sleep_for(1200ms);
+  EXPECT_EQ(lab.count("up 0"), 2u);
+}
+
+TEST(IscsiMultipathDevice, RoundRobinSkipsAPathThatIsDown) {
+  Lab lab;
+  auto options = two_portals();
+  options.path_policy = PathPolicy::round_robin;
+  auto device = open_with(lab, options);
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.comes_up[1] = false;
+  }
+  lab.on_device([&] { lab.paths[1]->abandon("down"); });
+  Client client;
+  std::vector<std::future<std::error_code>> writes;
+  for (int i = 0; i < 6; ++i) writes.push_back(client.write(*device, 4096u * i));
+  ASSERT_TRUE(lab.wait_for("submit 0", 6));
+  EXPECT_EQ(lab.count("submit 1"), 0u);
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  for (auto& w : writes) {
+    ASSERT_TRUE(ready_within(w, 2000ms));
+    EXPECT_FALSE(w.get());
+  }
+}
