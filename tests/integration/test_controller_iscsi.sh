@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
-require_tool tgtd tgtadm iscsi-readcapacity16 qemu-img curl
+require_tool tgtd tgtadm iscsi-readcapacity16 qemu-img curl nbdcopy
 T=$TEST_TMP
 STATE=$T/state
 export VOLGATE_URL=unix:$STATE/controller.sock
@@ -68,7 +68,13 @@ assert_eq "$(capacity "$vol")" $((1 << 30)) "LUN capacity seen by an initiator"
 qemu-img convert -f raw -O raw "$target" "$T/back.raw"
 assert_eq "$(head -c $((24 << 20)) "$T/back.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "data read over iSCSI"
 rm -f "$T/back.raw"
-pass "volume from image: a target with one LUN, right size and data over iSCSI"
+start_volgate --unix "$T/nbd.sock" --export "v=$target"
+nbdcopy "$(unix_uri v "$T/nbd.sock")" "$T/served.raw"
+stop_volgate
+assert_eq "$(head -c $((24 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" \
+    "the volume served by volgate serve --export v=$target"
+rm -f "$T/served.raw"
+pass "volume from image: a target with one LUN, right size and data over iSCSI, served by volgate as it is"
 
 "$VOLGATE" volume extend --size 2G "$vol" >/dev/null
 assert_eq "$(capacity "$vol")" $((2 << 30)) "LUN capacity after extend"
