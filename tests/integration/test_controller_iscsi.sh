@@ -29,7 +29,8 @@ remove_targets() {  # tgtd ignores SIGTERM; its targets go first, then it is kil
         tgtadm --lld iscsi --op delete --force --mode target --tid "$tid" || true
     done
 }
-trap '_rc=$?; remove_targets; kill -KILL "$TGTD" 2>/dev/null; (exit $_rc); _cleanup' EXIT
+# set +e first: under set -e, (exit $_rc) with a failure code would end the trap before _cleanup.
+trap '_rc=$?; set +e; remove_targets; kill -KILL "$TGTD" 2>/dev/null; (exit $_rc); _cleanup' EXIT
 
 cat >"$T/controller.json" <<JSON
 {
