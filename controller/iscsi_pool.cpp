@@ -64,7 +64,9 @@ std::string IscsiPool::target_name(const std::string& volume_id) const {
 }
 
 std::string IscsiPool::export_target(const std::string& volume_id) const {
-  return "iscsi://" + config_.portals.front() + "/" + target_name(volume_id) + "/1";
+  std::string portals;
+  for (const auto& p : config_.portals) portals += (portals.empty() ? "" : ",") + p;
+  return "iscsi://" + portals + "/" + target_name(volume_id) + "/1";
 }
 
 std::string IscsiPool::tgtadm(const std::vector<std::string>& args) const {

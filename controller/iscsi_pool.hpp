@@ -34,7 +34,7 @@ class IscsiPool final : public Pool {
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override {
     return files_.open_volume(volume_id);
   }
-  // iscsi://PORTAL/IQN/1 on the first portal (the LUN is on all of them).
+  // iscsi://PORTAL[,PORTAL...]/IQN/1: every portal, for the data plane's multipath.
   std::string export_target(const std::string& volume_id) const override;
 
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) override {

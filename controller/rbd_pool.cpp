@@ -215,7 +215,9 @@ std::unique_ptr<backends::BlockDevice> RbdPool::open_volume(const std::string&) 
 }
 
 std::string RbdPool::export_target(const std::string& volume_id) const {
-  return "rbd:" + config_.rbd_pool + "/" + volume_image(volume_id);
+  std::string target = "rbd:" + config_.rbd_pool + "/" + volume_image(volume_id) + ",ceph-conf=" + config_.ceph_conf;
+  if (config_.ceph_client != "admin") target += ",ceph-id=" + config_.ceph_client;
+  return target;
 }
 
 void RbdPool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id) {

@@ -33,7 +33,7 @@ class RbdPool final : public Pool {
   void delete_volume(const std::string& volume_id) override;
   bool volume_exists(const std::string& volume_id) override;
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override;
-  // rbd:POOL/volume-ID
+  // rbd:POOL/volume-ID,ceph-conf=PATH[,ceph-id=NAME], as `volgate serve --export` takes it.
   std::string export_target(const std::string& volume_id) const override;
 
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) override;

@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
-require_tool tgtd tgtadm iscsi-readcapacity16 qemu-img curl
+require_tool tgtd tgtadm iscsi-readcapacity16 qemu-img curl nbdcopy
 T=$TEST_TMP
 STATE=$T/state
 export VOLGATE_URL=unix:$STATE/controller.sock
@@ -29,7 +29,8 @@ remove_targets() {  # tgtd ignores SIGTERM; its targets go first, then it is kil
         tgtadm --lld iscsi --op delete --force --mode target --tid "$tid" || true
     done
 }
-trap '_rc=$?; remove_targets; kill -KILL "$TGTD" 2>/dev/null; (exit $_rc); _cleanup' EXIT
+# set +e first: under set -e, (exit $_rc) with a failure code would end the trap before _cleanup.
+trap '_rc=$?; set +e; remove_targets; kill -KILL "$TGTD" 2>/dev/null; (exit $_rc); _cleanup' EXIT
 
 cat >"$T/controller.json" <<JSON
 {
@@ -68,7 +69,13 @@ assert_eq "$(capacity "$vol")" $((1 << 30)) "LUN capacity seen by an initiator"
 qemu-img convert -f raw -O raw "$target" "$T/back.raw"
 assert_eq "$(head -c $((24 << 20)) "$T/back.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "data read over iSCSI"
 rm -f "$T/back.raw"
-pass "volume from image: a target with one LUN, right size and data over iSCSI"
+start_volgate --unix "$T/nbd.sock" --export "v=$target"
+nbdcopy "$(unix_uri v "$T/nbd.sock")" "$T/served.raw"
+stop_volgate
+assert_eq "$(head -c $((24 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" \
+    "the volume served by volgate serve --export v=$target"
+rm -f "$T/served.raw"
+pass "volume from image: a target with one LUN, right size and data over iSCSI, served by volgate as it is"
 
 "$VOLGATE" volume extend --size 2G "$vol" >/dev/null
 assert_eq "$(capacity "$vol")" $((2 << 30)) "LUN capacity after extend"

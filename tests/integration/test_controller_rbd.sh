@@ -7,7 +7,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
-require_tool ceph-mon ceph-osd ceph ceph-authtool monmaptool rados rbd
+require_tool ceph-mon ceph-osd ceph ceph-authtool monmaptool rados rbd nbdcopy
 T=$TEST_TMP
 C=$T/ceph
 STATE=$T/state
@@ -92,11 +92,18 @@ image_sum() { rbd "${CEPH[@]}" export "vols/$1" - 2>/dev/null | head -c $((16 <<
 blank=$(create --size 1G blank)
 assert_eq "$(image_size "volume-$blank")" $((1 << 30)) "size of a blank volume's image"
 assert_eq "$("$VOLGATE" volume show --output json "$blank" | json "d['volume']['volgate:export_target']")" \
-    "rbd:vols/volume-$blank" "export target"
+    "rbd:vols/volume-$blank,ceph-conf=$C/ceph.conf" "export target (a BACKEND for volgate serve --export)"
 make_random_file "$T/image.raw" 16
 vol=$(create --size 1G --image "$T/image.raw" from-image)
 assert_eq "$(image_sum "volume-$vol")" "$(sha256sum <"$T/image.raw")" "image data in the RBD image"
-pass "blank and from-image volumes are RBD images with the right size and data"
+target=$("$VOLGATE" volume show --output json "$vol" | json "d['volume']['volgate:export_target']")
+start_volgate --unix "$T/nbd.sock" --export "v=$target"
+nbdcopy "$(unix_uri v "$T/nbd.sock")" "$T/served.raw"
+stop_volgate
+assert_eq "$(head -c $((16 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" \
+    "the volume served by volgate serve --export v=$target"
+rm -f "$T/served.raw"
+pass "blank and from-image volumes are RBD images with the right size and data, served as they are"
 
 snap=$("$VOLGATE" snapshot create --output json --volume "$vol" s | json "d['snapshot']['id']")
 rbd "${CEPH[@]}" info "vols/snapshot-$snap" >/dev/null || fail "no image for snapshot $snap"
