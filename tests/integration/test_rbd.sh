@@ -95,6 +95,22 @@ used_after=$(rbd_used a)
 ((used_after <= 12 * M)) || fail "rbd du: $used_after bytes still used after trimming 52 MiB of 64"
 pass "trim and write_zeroes free space (rbd du $((used_before / M)) -> $((used_after / M)) MiB); block status shows the holes"
 
+# A FUA write is on the OSDs when it is acknowledged: another librbd client (rbd export) sees it
+# without any flush. Zeroing with NO_HOLE allocates the range, even inside a hole.
+nbdsh --base-allocation -u "$(uri a)" -c '
+M = 2**20
+h.pwrite(b"\x11" * 65536, 2 * M, nbd.CMD_FLAG_FUA)
+h.zero(4 * M, 12 * M, nbd.CMD_FLAG_NO_HOLE)   # a whole object inside the trimmed hole
+ext = []
+h.block_status(4 * M, 12 * M, lambda ctx, off, e, err: ext.extend(e) or 0)
+assert ext == [4 * M, 0], ext
+assert h.pread(4 * M, 12 * M) == bytes(4 * M)
+' 2>"$T/err" || fail "FUA write / NO_HOLE zeroing: $(cat "$T/err")"
+rbd_cmd export "$CEPH_POOL/a" "$T/a.fua" >/dev/null 2>&1
+"$SYSPY" -c 'import sys; d = open(sys.argv[1], "rb").read(); assert d[2 << 20:(2 << 20) + 65536] == b"\x11" * 65536' \
+    "$T/a.fua" || fail "a FUA write is not visible to another librbd client"
+pass "FUA writes reach the OSDs before they are acknowledged; NO_HOLE zeroing allocates the range"
+
 # ------------------------------------------------------------------ snapshot
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\xa5" * 4 * 2**20, 0); h.flush()'
 rbd_cmd snap create "$CEPH_POOL/a@s1" >/dev/null 2>&1
