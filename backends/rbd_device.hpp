@@ -27,6 +27,7 @@ namespace volgate::backends {
 // Which cluster and client (RadosClientOptions), and which image of it.
 struct RbdOptions : RadosClientOptions {
   std::string pool;
+  std::optional<std::string> rados_namespace;  // an RBD namespace inside the pool
   std::string image;
   std::optional<std::string> snapshot;  // served read-only
   bool read_only = false;

@@ -115,8 +115,11 @@ pass "FUA writes reach the OSDs before they are acknowledged; NO_HOLE zeroing al
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\xa5" * 4 * 2**20, 0); h.flush()'
 rbd_cmd snap create "$CEPH_POOL/a@s1" >/dev/null 2>&1
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\x5a" * 4 * 2**20, 0); h.flush()'
+rbd_cmd namespace create "$CEPH_POOL/tenant1" 2>/dev/null || fail "rbd namespace create failed"
+rbd_cmd create --size 8M "$CEPH_POOL/tenant1/n"
 stop_volgate
-start_volgate --unix "$S" --export "a=rbd:$CEPH_POOL/a,$CEPH" --export "snap=rbd:$CEPH_POOL/a@s1,$CEPH"
+start_volgate --unix "$S" --export "a=rbd:$CEPH_POOL/a,$CEPH" --export "snap=rbd:$CEPH_POOL/a@s1,$CEPH" \
+    --export "n=rbd:$CEPH_POOL/tenant1/n,$CEPH"
 nbdinfo --json "$(uri snap)" | "$SYSPY" -c '
 import json, sys
 e = json.load(sys.stdin)["exports"][0]
@@ -132,11 +135,16 @@ except nbd.Error as e:
 ' 2>"$T/err" || fail "snapshot: $(cat "$T/err")"
 nbdsh -u "$(uri a)" -c 'assert h.pread(4096, 0) == b"\x5a" * 4096' || fail "the image lost its post-snapshot data"
 pass "snapshot a@s1: served read-only (EPERM on write) with the data it was taken with"
-# Both exports name the same cluster and client: one librados connection, so one monitor session.
+head -c 8M /dev/urandom >"$T/n.rand"
+nbdcopy --flush "$T/n.rand" "$(uri n)"
+rbd_cmd export "$CEPH_POOL/tenant1/n" "$T/n.export" >/dev/null 2>&1
+cmp -s "$T/n.rand" "$T/n.export" || fail "an image in an RBD namespace: rbd export differs from what was written"
+pass "an image in an RBD namespace (rbd:POOL/NS/IMAGE) is served"
+# All exports name the same cluster and client: one librados connection, so one monitor session.
 mon_port=$(sed -n 's/^mon_host = v2:127.0.0.1:\([0-9]*\)$/\1/p' "$CEPH_CONF")
 mon_sessions=$(ss -tnpH state established "dport = :$mon_port" | grep -c "pid=$VG_PID," || true)
-[[ $mon_sessions == 1 ]] || fail "two exports of one cluster hold $mon_sessions monitor sessions, expected 1"
-pass "two exports of one cluster share one librados connection"
+[[ $mon_sessions == 1 ]] || fail "three exports of one cluster hold $mon_sessions monitor sessions, expected 1"
+pass "three exports of one cluster share one librados connection"
 
 # ------------------------------------------------------------------ resize while served
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\x77" * 4096, 0); h.flush()'   # holds the exclusive lock
