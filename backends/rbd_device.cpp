@@ -93,7 +93,8 @@ AioOp* new_op(rbd_image_t image, Completion done, bool flush_after = false) {
 }
 
 std::string image_name(const RbdOptions& o) {
-  return o.pool + "/" + o.image + (o.snapshot ? "@" + *o.snapshot : "");
+  return o.pool + "/" + (o.rados_namespace ? *o.rados_namespace + "/" : "") + o.image +
+         (o.snapshot ? "@" + *o.snapshot : "");
 }
 
 // The allocated ranges rbd_diff_iterate2 reports for one block_status call.
@@ -179,6 +180,7 @@ std::unique_ptr<RbdDevice> RbdDevice::open(const RbdOptions& options) {
     throw fail(r == -ENOENT ? "pool '" + options.pool + "' does not exist"
                             : "cannot open pool '" + options.pool + "': " + std::strerror(-r));
   }
+  if (options.rados_namespace) rados_ioctx_set_namespace(handles->ioctx, options.rados_namespace->c_str());
   const char* snapshot = options.snapshot ? options.snapshot->c_str() : nullptr;
   auto opened = open_image(*handles, options.image, snapshot, options.read_only || snapshot);
   if (!opened) {

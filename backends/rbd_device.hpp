@@ -7,8 +7,9 @@
 // rbd_diff_iterate2 for block status, runs on a helper thread owned by the device. All
 // connections share one image handle and so one librbd cache: a flush covers them all.
 //
-// When the cluster goes away, librbd keeps requests queued and resends them when it comes back
-// (there is no OSD operation timeout by default), so the device never fails them itself.
+// When the cluster goes away once serving, librbd keeps requests queued and resends them when
+// it comes back (there is no OSD operation timeout by default), so the device never fails them
+// itself.
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
@@ -27,6 +28,7 @@ namespace volgate::backends {
 // Which cluster and client (RadosClientOptions), and which image of it.
 struct RbdOptions : RadosClientOptions {
   std::string pool;
+  std::optional<std::string> rados_namespace;  // an RBD namespace inside the pool
   std::string image;
   std::optional<std::string> snapshot;  // served read-only
   bool read_only = false;
@@ -35,8 +37,8 @@ struct RbdOptions : RadosClientOptions {
 class RbdDevice final : public BlockDevice {
  public:
   // Connects to the cluster (or shares a connection with the same client options) and opens
-  // the image. Throws std::runtime_error (or
-  // std::invalid_argument) with one line naming the image, the monitors or the file at fault.
+  // the image, waiting at most 10 s for the OSDs. Throws std::runtime_error with one line
+  // naming the image and the monitors, file or OSDs at fault.
   static std::unique_ptr<RbdDevice> open(const RbdOptions& options);
   ~RbdDevice() override;
 

@@ -19,7 +19,7 @@ const char* const kExportSyntaxHelp =
     "NAME=BACKEND[,OPTION...]\n"
     "  BACKEND: file:PATH    an existing file or block device (or one created with size=)\n"
     "           memory:SIZE  a sparse RAM disk, e.g. memory:4G\n"
-    "           rbd:POOL/IMAGE[@SNAPSHOT]  a Ceph RBD image (a snapshot is served read-only)\n"
+    "           rbd:POOL/[NAMESPACE/]IMAGE[@SNAPSHOT]  a Ceph RBD image (snapshots: read-only)\n"
     "           iscsi://PORTAL[,PORTAL...]/TARGET-IQN/LUN  an iSCSI LUN, with failover across\n"
     "                        the portals (PORTAL = HOST[:PORT], default port 3260)\n"
     "  OPTION:  readonly     refuse writes\n"
@@ -74,13 +74,18 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
 
 namespace {
 
-// POOL/IMAGE[@SNAPSHOT]. Ceph allows almost any character in these names, but not the
-// separators themselves, and never an empty name.
+// POOL/[NAMESPACE/]IMAGE[@SNAPSHOT], as the rbd tool writes it. Ceph allows almost any
+// character in these names, but not the separators themselves, and never an empty name.
 void parse_rbd_image(const Source& text, std::string_view name, backends::RbdOptions& rbd) {
   size_t slash = name.find('/');
   if (slash == std::string_view::npos) bad(text, "rbd: expects POOL/IMAGE[@SNAPSHOT]");
   rbd.pool = std::string(name.substr(0, slash));
   std::string_view rest = name.substr(slash + 1);
+  if (size_t ns_end = rest.find('/'); ns_end != std::string_view::npos && ns_end < rest.find('@')) {
+    rbd.rados_namespace = std::string(rest.substr(0, ns_end));
+    if (rbd.rados_namespace->empty()) bad(text, "rbd: namespace name is empty");
+    rest = rest.substr(ns_end + 1);
+  }
   size_t at = rest.find('@');
   rbd.image = std::string(rest.substr(0, at));
   if (at != std::string_view::npos) {
@@ -91,7 +96,7 @@ void parse_rbd_image(const Source& text, std::string_view name, backends::RbdOpt
   if (rbd.pool.empty()) bad(text, "rbd: pool name is empty");
   if (rbd.image.empty()) bad(text, "rbd: image name is empty");
   if (rbd.image.find('/') != std::string::npos)
-    bad(text, "rbd: expects POOL/IMAGE (RBD namespaces are not supported)");
+    bad(text, "rbd: expects POOL/[NAMESPACE/]IMAGE[@SNAPSHOT]");
 }
 
 // BACKEND[,OPTION...] into `spec`.

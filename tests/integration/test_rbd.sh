@@ -95,12 +95,55 @@ used_after=$(rbd_used a)
 ((used_after <= 12 * M)) || fail "rbd du: $used_after bytes still used after trimming 52 MiB of 64"
 pass "trim and write_zeroes free space (rbd du $((used_before / M)) -> $((used_after / M)) MiB); block status shows the holes"
 
+# Zeroing with NO_HOLE allocates the range, even inside a hole.
+nbdsh --base-allocation -u "$(uri a)" -c '
+M = 2**20
+h.zero(4 * M, 12 * M, nbd.CMD_FLAG_NO_HOLE)   # a whole object inside the trimmed hole
+ext = []
+h.block_status(4 * M, 12 * M, lambda ctx, off, e, err: ext.extend(e) or 0)
+assert ext == [4 * M, 0], ext
+assert h.pread(4 * M, 12 * M) == bytes(4 * M)
+' 2>"$T/err" || fail "NO_HOLE zeroing: $(cat "$T/err")"
+pass "NO_HOLE zeroing allocates the range"
+
+# FUA: with the OSD stopped, librbd's writearound cache acknowledges a plain write at once, but a
+# FUA write must wait until the OSD has it, and complete once it is back.
+OSD_PID=$CEPH_OSD_PID nbdsh -u "$(uri a)" -c '
+import os, signal, time
+M = 2**20
+osd = int(os.environ["OSD_PID"])
+h.flush()
+def completes_within(c, seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        if h.aio_command_completed(c):
+            return True
+        h.poll(100)
+    return h.aio_command_completed(c)
+os.kill(osd, signal.SIGSTOP)
+try:
+    plain = h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(b"\x22" * 4096)), 0)
+    plain_early = completes_within(plain, 1.5)
+    fua = h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(b"\x11" * 4096)), 2 * M, flags=nbd.CMD_FLAG_FUA)
+    fua_early = completes_within(fua, 1.5)
+finally:
+    os.kill(osd, signal.SIGCONT)
+assert plain_early, "a plain write did not complete with the OSD stopped (no writearound cache?)"
+assert not fua_early, "a FUA write completed while the OSD was stopped"
+assert completes_within(fua, 30), "the FUA write did not complete after the OSD came back"
+assert h.pread(4096, 2 * M) == b"\x11" * 4096
+' 2>"$T/err" || fail "FUA: $(cat "$T/err")"
+pass "FUA: with the OSD stopped a plain write is acknowledged from librbd's cache, a FUA write only once the OSD is back"
+
 # ------------------------------------------------------------------ snapshot
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\xa5" * 4 * 2**20, 0); h.flush()'
 rbd_cmd snap create "$CEPH_POOL/a@s1" >/dev/null 2>&1
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\x5a" * 4 * 2**20, 0); h.flush()'
+rbd_cmd namespace create "$CEPH_POOL/tenant1" 2>/dev/null || fail "rbd namespace create failed"
+rbd_cmd create --size 8M "$CEPH_POOL/tenant1/n"
 stop_volgate
-start_volgate --unix "$S" --export "a=rbd:$CEPH_POOL/a,$CEPH" --export "snap=rbd:$CEPH_POOL/a@s1,$CEPH"
+start_volgate --unix "$S" --export "a=rbd:$CEPH_POOL/a,$CEPH" --export "snap=rbd:$CEPH_POOL/a@s1,$CEPH" \
+    --export "n=rbd:$CEPH_POOL/tenant1/n,$CEPH"
 nbdinfo --json "$(uri snap)" | "$SYSPY" -c '
 import json, sys
 e = json.load(sys.stdin)["exports"][0]
@@ -116,11 +159,16 @@ except nbd.Error as e:
 ' 2>"$T/err" || fail "snapshot: $(cat "$T/err")"
 nbdsh -u "$(uri a)" -c 'assert h.pread(4096, 0) == b"\x5a" * 4096' || fail "the image lost its post-snapshot data"
 pass "snapshot a@s1: served read-only (EPERM on write) with the data it was taken with"
-# Both exports name the same cluster and client: one librados connection, so one monitor session.
+head -c 8M /dev/urandom >"$T/n.rand"
+nbdcopy --flush "$T/n.rand" "$(uri n)"
+rbd_cmd export "$CEPH_POOL/tenant1/n" "$T/n.export" >/dev/null 2>&1
+cmp -s "$T/n.rand" "$T/n.export" || fail "an image in an RBD namespace: rbd export differs from what was written"
+pass "an image in an RBD namespace (rbd:POOL/NS/IMAGE) is served"
+# All exports name the same cluster and client: one librados connection, so one monitor session.
 mon_port=$(sed -n 's/^mon_host = v2:127.0.0.1:\([0-9]*\)$/\1/p' "$CEPH_CONF")
 mon_sessions=$(ss -tnpH state established "dport = :$mon_port" | grep -c "pid=$VG_PID," || true)
-[[ $mon_sessions == 1 ]] || fail "two exports of one cluster hold $mon_sessions monitor sessions, expected 1"
-pass "two exports of one cluster share one librados connection"
+[[ $mon_sessions == 1 ]] || fail "three exports of one cluster hold $mon_sessions monitor sessions, expected 1"
+pass "three exports of one cluster share one librados connection"
 
 # ------------------------------------------------------------------ resize while served
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\x77" * 4096, 0); h.flush()'   # holds the exclusive lock
@@ -208,12 +256,15 @@ pass "volgate luks format/dump on an RBD image; librbd's encryption reads what v
 
 # ------------------------------------------------------------------ OSD outage at start
 kill -STOP "$CEPH_OSD_PID"
-# volgate exits with librbd's open still pending (it cannot be cancelled); what librbd allocated
-# for it is never freed, which LeakSanitizer would report in an ASan build. Only for this run.
-saved_asan=${ASAN_OPTIONS-}
+# volgate exits with librbd's open still pending (it cannot be cancelled), so librados' threads
+# still run while the process exits: what librbd allocated for the open is never freed (which
+# LeakSanitizer would report) and OpenSSL's exit-time cleanup runs beside a messenger thread
+# (which ThreadSanitizer reports). Both are that deliberate abandonment; only this run ignores them.
+saved_asan=${ASAN_OPTIONS-} saved_tsan=${TSAN_OPTIONS-}
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}report_bugs=0"
 refused "OSD not answering at start" "rbd $CEPH_POOL/a: the OSDs did not answer within 10 s" "x=rbd:$CEPH_POOL/a,$CEPH"
-export ASAN_OPTIONS=$saved_asan
+export ASAN_OPTIONS=$saved_asan TSAN_OPTIONS=$saved_tsan
 kill -CONT "$CEPH_OSD_PID"
 ((REFUSED_MS < 20000)) || fail "an unanswering OSD took $REFUSED_MS ms to report"
 

@@ -67,6 +67,19 @@ TEST(ExportSpec, Rbd) {
   EXPECT_EQ(full.luks_key_file, "/k/pass");
 }
 
+TEST(ExportSpec, RbdNamespace) {
+  auto s = parse_export_spec("v=rbd:p/tenant-a/img@snap");
+  EXPECT_EQ(s.rbd.pool, "p");
+  EXPECT_EQ(s.rbd.rados_namespace, "tenant-a");
+  EXPECT_EQ(s.rbd.image, "img");
+  EXPECT_EQ(s.rbd.snapshot, "snap");
+  // a '/' in the snapshot name is the snapshot's, not a namespace separator
+  auto t = parse_export_spec("v=rbd:p/img@a/b");
+  EXPECT_FALSE(t.rbd.rados_namespace);
+  EXPECT_EQ(t.rbd.image, "img");
+  EXPECT_EQ(t.rbd.snapshot, "a/b");
+}
+
 TEST(ExportSpec, RbdSnapshotIsReadOnly) {
   auto s = parse_export_spec("s=rbd:p/img@before-upgrade");
   EXPECT_EQ(s.rbd.image, "img");
@@ -97,7 +110,8 @@ TEST(ExportSpec, RbdErrors) {
   EXPECT_NE(message("x=rbd:p/@s").find("image name is empty"), std::string::npos);
   EXPECT_NE(message("x=rbd:p/img@").find("snapshot name"), std::string::npos);
   EXPECT_NE(message("x=rbd:p/img@a@b").find("snapshot name"), std::string::npos);
-  EXPECT_NE(message("x=rbd:p/ns/img").find("namespaces"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p//img").find("namespace name is empty"), std::string::npos);
+  EXPECT_NE(message("x=rbd:p/ns/a/img").find("POOL/[NAMESPACE/]IMAGE"), std::string::npos);
   EXPECT_NE(message("x=rbd:p/img,direct").find("'direct' for the rbd backend"), std::string::npos);
   EXPECT_NE(message("x=rbd:p/img,size=1G").find("'size=1G'"), std::string::npos);
   EXPECT_NE(message("x=rbd:p/img,ceph-conf=").find("ceph-conf needs a path"), std::string::npos);
