@@ -11,6 +11,9 @@
 #include <system_error>
 #include <vector>
 
+#include "backends/rados_cluster.hpp"
+#include "backends/rbd_device.hpp"
+
 namespace volgate::controller {
 namespace {
 
@@ -51,34 +54,41 @@ class Progress : public librbd::ProgressContext {
 
 }  // namespace
 
+// The connection is the gateway's shared one (backends::RadosCluster), so the pool and the
+// RbdDevices it opens for LUKS formatting use one client, with the same settings and errors as
+// `volgate serve`. librados' C++ classes are used for the image work; the IoCtx is made from a
+// C handle, and it holds its own reference to it.
 struct RbdPool::Cluster {
-  librados::Rados rados;
+  std::shared_ptr<backends::RadosCluster> connection;  // outlives io (declared first)
   librados::IoCtx io;
   librbd::RBD rbd;
 };
 
+backends::RadosClientOptions RbdPool::client_options() const {
+  backends::RadosClientOptions options{.ceph_conf = config_.ceph_conf, .ceph_id = config_.ceph_client};
+  if (!config_.ceph_keyring.empty()) options.keyring = config_.ceph_keyring;
+  return options;
+}
+
 RbdPool::RbdPool(PoolConfig config) : config_(std::move(config)), cluster_(std::make_unique<Cluster>()) {
   const std::string where = "pool '" + config_.name + "': ";
-  auto check = [&](int rc, const std::string& what) {
-    if (rc < 0) throw std::runtime_error(where + what + ": " + std::strerror(-rc));
-  };
-  check(cluster_->rados.init2(("client." + config_.ceph_client).c_str(), "ceph", 0), "rados init");
-  check(cluster_->rados.conf_read_file(config_.ceph_conf.c_str()), "read " + config_.ceph_conf);
-  // A cluster that is not there must fail the start in seconds, not hang it.
-  cluster_->rados.conf_set("client_mount_timeout", "10");
-  cluster_->rados.conf_set("rados_mon_op_timeout", "30");
-  check(cluster_->rados.connect(), "connect to the cluster of " + config_.ceph_conf);
-  check(cluster_->rados.ioctx_create(config_.rbd_pool.c_str(), cluster_->io), "open Ceph pool " + config_.rbd_pool);
+  try {
+    cluster_->connection = backends::RadosCluster::connect(client_options());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(where + e.what());
+  }
+  rados_ioctx_t io = nullptr;
+  if (int rc = rados_ioctx_create(cluster_->connection->handle(), config_.rbd_pool.c_str(), &io); rc < 0)
+    throw std::runtime_error(where + "open Ceph pool " + config_.rbd_pool + ": " + std::strerror(-rc));
+  librados::IoCtx::from_rados_ioctx_t(io, cluster_->io);
+  rados_ioctx_destroy(io);  // drops the C reference; cluster_->io keeps its own
 }
 
-RbdPool::~RbdPool() {
-  cluster_->io.close();
-  cluster_->rados.shutdown();
-}
+RbdPool::~RbdPool() { cluster_->io.close(); }
 
 PoolCapacity RbdPool::capacity() {
-  librados::cluster_stat_t stat{};
-  int rc = cluster_->rados.cluster_stat(stat);
+  rados_cluster_stat_t stat{};
+  int rc = rados_cluster_stat(cluster_->connection->handle(), &stat);
   if (rc < 0) throw std::runtime_error("pool '" + config_.name + "': cluster stat: " + std::strerror(-rc));
   PoolCapacity cap{.total_bytes = stat.kb * 1024, .free_bytes = stat.kb_avail * 1024};
   if (cap.total_bytes == 0 && config_.total_capacity_gb > 0) {
@@ -97,7 +107,7 @@ std::map<std::string, std::string> RbdPool::capabilities() const {
   caps["thin_provisioning_support"] = "true";
   caps["thick_provisioning_support"] = "false";
   caps["snapshot_support"] = "true";
-  caps["encryption_support"] = "false";
+  caps["encryption_support"] = "true";
   caps["multiattach"] = "false";
   return caps;
 }
@@ -210,13 +220,22 @@ bool RbdPool::volume_exists(const std::string& volume_id) {
   return cluster_->rbd.open_read_only(cluster_->io, image, volume_image(volume_id).c_str(), nullptr) >= 0;
 }
 
-std::unique_ptr<backends::BlockDevice> RbdPool::open_volume(const std::string&) {
-  throw std::runtime_error("pool '" + config_.name + "': rbd pools cannot hold encrypted volumes yet");
+std::unique_ptr<backends::BlockDevice> RbdPool::open_volume(const std::string& volume_id) {
+  backends::RbdOptions options;
+  static_cast<backends::RadosClientOptions&>(options) = client_options();  // the pool's connection
+  options.pool = config_.rbd_pool;
+  options.image = volume_image(volume_id);
+  try {
+    return backends::RbdDevice::open(options);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("pool '" + config_.name + "': " + e.what());
+  }
 }
 
 std::string RbdPool::export_target(const std::string& volume_id) const {
   std::string target = "rbd:" + config_.rbd_pool + "/" + volume_image(volume_id) + ",ceph-conf=" + config_.ceph_conf;
   if (config_.ceph_client != "admin") target += ",ceph-id=" + config_.ceph_client;
+  if (!config_.ceph_keyring.empty()) target += ",keyring=" + config_.ceph_keyring;
   return target;
 }
 
