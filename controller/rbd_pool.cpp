@@ -213,7 +213,21 @@ void RbdPool::remove_image(const std::string& name) {
     throw std::runtime_error("pool '" + config_.name + "': remove image " + name + ": " + std::strerror(-rc));
 }
 
-void RbdPool::delete_volume(const std::string& volume_id) { remove_image(volume_image(volume_id)); }
+void RbdPool::delete_volume(const std::string& volume_id) {
+  // The service deletes no volume that has snapshots, so any RBD snapshot still on the image is
+  // one a crash left behind between its creation and its clone: it would block the removal.
+  const std::string volume = volume_image(volume_id);
+  std::vector<librbd::snap_info_t> snaps;
+  {
+    librbd::Image image;
+    if (cluster_->rbd.open_read_only(cluster_->io, image, volume.c_str(), nullptr) < 0) return remove_image(volume);
+    image.snap_list(snaps);
+  }
+  // Only ours: a snapshot someone made with the rbd tool keeps the image (and the error says so).
+  for (const auto& snap : snaps)
+    if (snap.name.starts_with("snapshot-")) remove_rbd_snapshot(volume, snap.name);
+  remove_image(volume);
+}
 
 bool RbdPool::volume_exists(const std::string& volume_id) {
   librbd::Image image;
@@ -239,15 +253,64 @@ std::string RbdPool::export_target(const std::string& volume_id) const {
   return target;
 }
 
+// A snapshot is an RBD snapshot of the volume's image (instant, and thin: only what the volume
+// overwrites later is kept twice), exposed as a layered clone of it named snapshot-ID. The clone
+// is the snapshot's handle, found by its id alone: its parent names the volume and the RBD
+// snapshot, and copies made from it are full, flattened images that depend on nothing.
 void RbdPool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id) {
+  const std::string where = "pool '" + config_.name + "': ";
+  const std::string volume = volume_image(volume_id), name = snapshot_image(snapshot_id);
+  auto check = [&](int rc, const std::string& what) {
+    if (rc < 0) throw std::runtime_error(where + what + ": " + std::strerror(-rc));
+  };
   librbd::Image image;
-  uint64_t size = 0;
-  if (cluster_->rbd.open_read_only(cluster_->io, image, volume_image(volume_id).c_str(), nullptr) >= 0)
-    image.size(&size);
+  check(cluster_->rbd.open(cluster_->io, image, volume.c_str()), "open image " + volume);
+  // Each step is skipped when a run cut short by a crash already did it.
+  bool exists = false, is_protected = false;
+  check(image.snap_exists2(name.c_str(), &exists), "look up snapshot " + volume + "@" + name);
+  if (!exists) check(image.snap_create(name.c_str()), "snapshot " + volume + "@" + name);
+  check(image.snap_is_protected(name.c_str(), &is_protected), "look up snapshot " + volume + "@" + name);
+  // Protection is what lets a layered clone use the snapshot (clone format 1).
+  if (!is_protected) check(image.snap_protect(name.c_str()), "protect " + volume + "@" + name);
   image.close();
-  copy_image(volume_image(volume_id), snapshot_image(snapshot_id), size, {});
+  int order = 0;
+  int rc = cluster_->rbd.clone(cluster_->io, volume.c_str(), name.c_str(), cluster_->io, name.c_str(),
+                               RBD_FEATURE_LAYERING, &order);
+  if (rc < 0 && rc != -EEXIST) {
+    // Without its clone nobody could find the RBD snapshot again (the revert looks for the clone).
+    remove_rbd_snapshot(volume, name);
+    check(rc, "clone " + volume + "@" + name + " to " + name);
+  }
 }
 
-void RbdPool::delete_snapshot(const std::string& snapshot_id) { remove_image(snapshot_image(snapshot_id)); }
+// Unprotects and removes the RBD snapshot `name` of image `volume`, if it is there.
+void RbdPool::remove_rbd_snapshot(const std::string& volume, const std::string& name) {
+  const std::string where = "pool '" + config_.name + "': ";
+  librbd::Image image;
+  int rc = cluster_->rbd.open(cluster_->io, image, volume.c_str());
+  if (rc == -ENOENT) return;
+  bool is_protected = false;
+  if (rc >= 0) rc = image.snap_is_protected(name.c_str(), &is_protected);
+  if (rc == -ENOENT) return;
+  if (rc >= 0 && is_protected) rc = image.snap_unprotect(name.c_str());
+  if (rc >= 0) rc = image.snap_remove(name.c_str());
+  if (rc < 0 && rc != -ENOENT)
+    throw std::runtime_error(where + "remove snapshot " + volume + "@" + name + ": " + std::strerror(-rc));
+}
+
+void RbdPool::delete_snapshot(const std::string& snapshot_id) {
+  const std::string name = snapshot_image(snapshot_id);
+  librbd::Image handle;
+  int rc = cluster_->rbd.open_read_only(cluster_->io, handle, name.c_str(), nullptr);
+  if (rc == -ENOENT) return;  // gone, or a create that crashed before its clone (see delete_volume)
+  librbd::linked_image_spec_t parent;
+  librbd::snap_spec_t parent_snap;
+  if (rc >= 0) rc = handle.get_parent(&parent, &parent_snap);
+  handle.close();
+  if (rc < 0 && rc != -ENOENT)
+    throw std::runtime_error("pool '" + config_.name + "': find the parent of " + name + ": " + std::strerror(-rc));
+  remove_image(name);
+  if (rc >= 0) remove_rbd_snapshot(parent.image_name, parent_snap.name);
+}
 
 }  // namespace volgate::controller

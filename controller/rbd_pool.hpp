@@ -1,7 +1,7 @@
 #pragma once
-// A pool in Ceph: each volume is an RBD image (volume-ID) of one Ceph pool, each snapshot an
-// image of its own (snapshot-ID) holding a copy of the volume, so that snapshots and copies need
-// no layering features and outlive their volume's deletion order. Thin, like RBD itself.
+// A pool in Ceph: each volume is an RBD image (volume-ID) of one Ceph pool; each snapshot is an
+// RBD snapshot of it, reached through a layered clone named snapshot-ID. Volumes made from a
+// snapshot or a volume are full copies, so no volume depends on another image. Thin, like RBD.
 //
 // Encrypted volumes are LUKS2 inside the image: open_volume gives the crypto module an
 // RbdDevice over the pool's own cluster connection, so the header is written through librbd.
@@ -44,6 +44,7 @@ class RbdPool final : public Pool {
   backends::RadosClientOptions client_options() const;
   void copy_image(const std::string& source, const std::string& target, uint64_t bytes, const CopyProgress& progress);
   void remove_image(const std::string& name);
+  void remove_rbd_snapshot(const std::string& volume, const std::string& name);
 
   PoolConfig config_;
   std::unique_ptr<Cluster> cluster_;

@@ -2,7 +2,7 @@
 # The controller with an rbd pool on a private single-node Ceph cluster (ceph_cluster.sh: one
 # monitor, one memstore OSD, cephx): volumes are RBD images the rbd tool sees at the right size
 # and with the right data (blank, from an image file, from a snapshot, cloned, extended);
-# snapshots are images of their own; encrypted volumes are LUKS2 inside their image (checked
+# snapshots are RBD snapshots of the volume's image (point in time), reached through a clone; encrypted volumes are LUKS2 inside their image (checked
 # with cryptsetup on an `rbd export` of the header, the passphrase unwrapped independently),
 # served decrypted by `volgate serve` and readable by QEMU's rbd driver (encrypt.format=luks2);
 # deletes remove the images.
@@ -59,15 +59,25 @@ rm -f "$T/served.raw"
 pass "blank and from-image volumes are RBD images with the right size and data, served as they are"
 
 snap=$("$VOLGATE" snapshot create --output json --volume "$vol" s | json "d['snapshot']['id']")
-rbd "${CEPH[@]}" info "vols/snapshot-$snap" >/dev/null || fail "no image for snapshot $snap"
+# a native RBD snapshot of the volume's image, reached through a layered clone
+assert_eq "$(rbd "${CEPH[@]}" snap ls --format json "vols/volume-$vol" | json "[s['name'] for s in d]")" \
+    "['snapshot-$snap']" "RBD snapshots of the volume's image"
+assert_eq "$(rbd "${CEPH[@]}" info --format json "vols/snapshot-$snap" | json "d['parent']['image'] + '@' + d['parent']['snapshot']")" \
+    "volume-$vol@snapshot-$snap" "parent of the snapshot's clone"
+# the volume changes after the snapshot; the snapshot keeps the data of its time
+qemu-io --image-opts "driver=rbd,pool=vols,image=volume-$vol,conf=$CEPH_CONF,user=admin" \
+    -c "write -P 0x5a 0 1M" >/dev/null || fail "qemu-io cannot write the volume"
+{ head -c $((1 << 20)) /dev/zero | tr '\0' Z; tail -c +$(((1 << 20) + 1)) "$T/image.raw"; } >"$T/changed.raw"
 from_snap=$(create --snapshot "$snap" from-snap)
 assert_eq "$(image_sum "volume-$from_snap")" "$(sha256sum <"$T/image.raw")" "volume from snapshot"
+assert_eq "$(rbd "${CEPH[@]}" info --format json "vols/volume-$from_snap" | json "'parent' in d")" False \
+    "a volume from a snapshot depends on no other image"
 clone=$(create --source-volume "$vol" --size 2G clone)
 assert_eq "$(image_size "volume-$clone")" $((2 << 30)) "clone grown to its size"
-assert_eq "$(image_sum "volume-$clone")" "$(sha256sum <"$T/image.raw")" "clone data"
+assert_eq "$(image_sum "volume-$clone")" "$(sha256sum <"$T/changed.raw")" "clone data"
 "$VOLGATE" volume extend --size 3G "$blank" >/dev/null
 assert_eq "$(image_size "volume-$blank")" $((3 << 30)) "image size after extend"
-pass "snapshots, copies from them, clones and extend work on RBD"
+pass "snapshots (RBD snapshots, point in time), copies from them, clones and extend work on RBD"
 
 # ------------------------------------------------------------------ encryption
 unwrap_key() {  # VOLUME_ID OUT: the passphrase, unwrapped independently from the database row
@@ -123,6 +133,14 @@ for v in $("$VOLGATE" volume list --output json | json "' '.join(v['id'] for v i
     "$VOLGATE" volume delete "$v" >/dev/null
 done
 "$VOLGATE" snapshot delete "$snap" >/dev/null
+for ((i = 0; i < 100; i++)); do
+    [[ $(rbd "${CEPH[@]}" snap ls "vols/volume-$vol" | wc -l) == 0 ]] && break
+    sleep 0.1
+done
+assert_eq "$(rbd "${CEPH[@]}" snap ls "vols/volume-$vol" | wc -l)" 0 "RBD snapshots left after the snapshot's delete"
+# what a crash between a snapshot's RBD snapshot and its clone leaves does not block the delete
+rbd "${CEPH[@]}" snap create "vols/volume-$vol@snapshot-left-by-a-crash" >/dev/null 2>&1
+rbd "${CEPH[@]}" snap protect "vols/volume-$vol@snapshot-left-by-a-crash"
 "$VOLGATE" volume delete "$vol" >/dev/null
 assert_eq "$(rbd "${CEPH[@]}" ls vols | wc -l)" 0 "images left after deleting everything"
 stop_volgate "$CTL" TERM 15
