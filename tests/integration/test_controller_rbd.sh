@@ -126,8 +126,19 @@ stop_volgate
 assert_eq "$(first16 --object "secret,id=s0,file=$T/enc.key" --image-opts \
     if="driver=rbd,pool=vols,image=volume-$enc,conf=$CEPH_CONF,user=admin,encrypt.format=luks2,encrypt.key-secret=s0")" \
     "$(sha256sum <"$T/expected.raw")" "the encrypted volume read by QEMU's rbd driver (encrypt.format=luks2)"
+# a copy from a snapshot of the encrypted volume keeps its passphrase and its data
+enc_snap=$("$VOLGATE" snapshot create --output json --volume "$enc" es | json "d['snapshot']['id']")
+enc_copy=$(create --snapshot "$enc_snap" enc-copy)
+"$VOLGATE" snapshot delete "$enc_snap" >/dev/null
+unwrap_key "$enc_copy" "$T/enc-copy.key"
+cmp -s "$T/enc.key" "$T/enc-copy.key" || fail "the copy's passphrase differs from its source's"
+copy_target=$("$VOLGATE" volume show --output json "$enc_copy" | json "d['volume']['volgate:export_target']")
+start_volgate --unix "$T/nbd.sock" --export "e=$copy_target,luks-key-file=$T/enc-copy.key,readonly"
+assert_eq "$(first16 -f raw if="$(unix_uri e "$T/nbd.sock")")" "$(sha256sum <"$T/expected.raw")" \
+    "a volume from a snapshot of the encrypted volume"
+stop_volgate
 rm -f "$T"/enc-header.raw "$T"/first16.raw
-pass "encrypted volumes on RBD: LUKS2 in the image, the wrapped passphrase opens it, volgate serve and QEMU read the data"
+pass "encrypted volumes on RBD: LUKS2 in the image, the wrapped passphrase opens it, volgate serve and QEMU read the data, copies from snapshots keep key and data"
 
 for v in $("$VOLGATE" volume list --output json | json "' '.join(v['id'] for v in d['volumes'] if v['id'] != '$vol')"); do
     "$VOLGATE" volume delete "$v" >/dev/null
