@@ -174,7 +174,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       only_keys(p, w, {"name", "driver", "directory", "availability_zone", "max_over_subscription_ratio",
                        "reserved_percentage", "thin_provisioning", "copy_bps_limit", "capabilities", "portals",
                        "iqn_prefix", "tgt_ipc_socket", "initiator_addresses", "rbd_pool", "ceph_conf",
-                       "ceph_client", "total_capacity_gb"});
+                       "ceph_client", "ceph_keyring", "total_capacity_gb"});
       get(p, "driver", pool.driver, w);
       get(p, "directory", pool.directory, w);
       if (!pool.directory.empty()) pool.directory = resolve(pool.directory, dir);
@@ -192,6 +192,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       get(p, "ceph_conf", pool.ceph_conf, w);
       pool.ceph_conf = resolve(pool.ceph_conf, dir);
       get(p, "ceph_client", pool.ceph_client, w);
+      get(p, "ceph_keyring", pool.ceph_keyring, w);
+      pool.ceph_keyring = resolve(pool.ceph_keyring, dir);
       get(p, "total_capacity_gb", pool.total_capacity_gb, w);
       config.pools.push_back(pool);
     }

@@ -41,7 +41,8 @@ struct PoolConfig {
   // rbd pools: one RBD image per volume and per snapshot in a Ceph pool.
   std::string rbd_pool;
   std::string ceph_conf;
-  std::string ceph_client = "admin";  // cephx user (client.NAME), key from the conf's keyring
+  std::string ceph_client = "admin";  // cephx user (client.NAME)
+  std::string ceph_keyring;  // its key; empty: the keyring the conf names
   // The capacity to report when the cluster reports none (a cluster without a manager).
   double total_capacity_gb = 0;
 };

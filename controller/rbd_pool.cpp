@@ -11,6 +11,9 @@
 #include <system_error>
 #include <vector>
 
+#include "backends/rados_cluster.hpp"
+#include "backends/rbd_device.hpp"
+
 namespace volgate::controller {
 namespace {
 
@@ -51,34 +54,41 @@ class Progress : public librbd::ProgressContext {
 
 }  // namespace
 
+// The connection is the gateway's shared one (backends::RadosCluster), so the pool and the
+// RbdDevices it opens for LUKS formatting use one client, with the same settings and errors as
+// `volgate serve`. librados' C++ classes are used for the image work; the IoCtx is made from a
+// C handle, and it holds its own reference to it.
 struct RbdPool::Cluster {
-  librados::Rados rados;
+  std::shared_ptr<backends::RadosCluster> connection;  // outlives io (declared first)
   librados::IoCtx io;
   librbd::RBD rbd;
 };
 
+backends::RadosClientOptions RbdPool::client_options() const {
+  backends::RadosClientOptions options{.ceph_conf = config_.ceph_conf, .ceph_id = config_.ceph_client};
+  if (!config_.ceph_keyring.empty()) options.keyring = config_.ceph_keyring;
+  return options;
+}
+
 RbdPool::RbdPool(PoolConfig config) : config_(std::move(config)), cluster_(std::make_unique<Cluster>()) {
   const std::string where = "pool '" + config_.name + "': ";
-  auto check = [&](int rc, const std::string& what) {
-    if (rc < 0) throw std::runtime_error(where + what + ": " + std::strerror(-rc));
-  };
-  check(cluster_->rados.init2(("client." + config_.ceph_client).c_str(), "ceph", 0), "rados init");
-  check(cluster_->rados.conf_read_file(config_.ceph_conf.c_str()), "read " + config_.ceph_conf);
-  // A cluster that is not there must fail the start in seconds, not hang it.
-  cluster_->rados.conf_set("client_mount_timeout", "10");
-  cluster_->rados.conf_set("rados_mon_op_timeout", "30");
-  check(cluster_->rados.connect(), "connect to the cluster of " + config_.ceph_conf);
-  check(cluster_->rados.ioctx_create(config_.rbd_pool.c_str(), cluster_->io), "open Ceph pool " + config_.rbd_pool);
+  try {
+    cluster_->connection = backends::RadosCluster::connect(client_options());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(where + e.what());
+  }
+  rados_ioctx_t io = nullptr;
+  if (int rc = rados_ioctx_create(cluster_->connection->handle(), config_.rbd_pool.c_str(), &io); rc < 0)
+    throw std::runtime_error(where + "open Ceph pool " + config_.rbd_pool + ": " + std::strerror(-rc));
+  librados::IoCtx::from_rados_ioctx_t(io, cluster_->io);
+  rados_ioctx_destroy(io);  // drops the C reference; cluster_->io keeps its own
 }
 
-RbdPool::~RbdPool() {
-  cluster_->io.close();
-  cluster_->rados.shutdown();
-}
+RbdPool::~RbdPool() { cluster_->io.close(); }
 
 PoolCapacity RbdPool::capacity() {
-  librados::cluster_stat_t stat{};
-  int rc = cluster_->rados.cluster_stat(stat);
+  rados_cluster_stat_t stat{};
+  int rc = rados_cluster_stat(cluster_->connection->handle(), &stat);
   if (rc < 0) throw std::runtime_error("pool '" + config_.name + "': cluster stat: " + std::strerror(-rc));
   PoolCapacity cap{.total_bytes = stat.kb * 1024, .free_bytes = stat.kb_avail * 1024};
   if (cap.total_bytes == 0 && config_.total_capacity_gb > 0) {
@@ -97,7 +107,7 @@ std::map<std::string, std::string> RbdPool::capabilities() const {
   caps["thin_provisioning_support"] = "true";
   caps["thick_provisioning_support"] = "false";
   caps["snapshot_support"] = "true";
-  caps["encryption_support"] = "false";
+  caps["encryption_support"] = "true";
   caps["multiattach"] = "false";
   return caps;
 }
@@ -203,32 +213,104 @@ void RbdPool::remove_image(const std::string& name) {
     throw std::runtime_error("pool '" + config_.name + "': remove image " + name + ": " + std::strerror(-rc));
 }
 
-void RbdPool::delete_volume(const std::string& volume_id) { remove_image(volume_image(volume_id)); }
+void RbdPool::delete_volume(const std::string& volume_id) {
+  // The service deletes no volume that has snapshots, so any RBD snapshot still on the image is
+  // one a crash left behind between its creation and its clone: it would block the removal.
+  const std::string volume = volume_image(volume_id);
+  std::vector<librbd::snap_info_t> snaps;
+  {
+    librbd::Image image;
+    if (cluster_->rbd.open_read_only(cluster_->io, image, volume.c_str(), nullptr) < 0) return remove_image(volume);
+    image.snap_list(snaps);
+  }
+  // Only ours: a snapshot someone made with the rbd tool keeps the image (and the error says so).
+  for (const auto& snap : snaps)
+    if (snap.name.starts_with("snapshot-")) remove_rbd_snapshot(volume, snap.name);
+  remove_image(volume);
+}
 
 bool RbdPool::volume_exists(const std::string& volume_id) {
   librbd::Image image;
   return cluster_->rbd.open_read_only(cluster_->io, image, volume_image(volume_id).c_str(), nullptr) >= 0;
 }
 
-std::unique_ptr<backends::BlockDevice> RbdPool::open_volume(const std::string&) {
-  throw std::runtime_error("pool '" + config_.name + "': rbd pools cannot hold encrypted volumes yet");
+std::unique_ptr<backends::BlockDevice> RbdPool::open_volume(const std::string& volume_id) {
+  backends::RbdOptions options;
+  static_cast<backends::RadosClientOptions&>(options) = client_options();  // the pool's connection
+  options.pool = config_.rbd_pool;
+  options.image = volume_image(volume_id);
+  try {
+    return backends::RbdDevice::open(options);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("pool '" + config_.name + "': " + e.what());
+  }
 }
 
 std::string RbdPool::export_target(const std::string& volume_id) const {
   std::string target = "rbd:" + config_.rbd_pool + "/" + volume_image(volume_id) + ",ceph-conf=" + config_.ceph_conf;
   if (config_.ceph_client != "admin") target += ",ceph-id=" + config_.ceph_client;
+  if (!config_.ceph_keyring.empty()) target += ",keyring=" + config_.ceph_keyring;
   return target;
 }
 
+// A snapshot is an RBD snapshot of the volume's image (instant, and thin: only what the volume
+// overwrites later is kept twice), exposed as a layered clone of it named snapshot-ID. The clone
+// is the snapshot's handle, found by its id alone: its parent names the volume and the RBD
+// snapshot, and copies made from it are full, flattened images that depend on nothing.
 void RbdPool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id) {
+  const std::string where = "pool '" + config_.name + "': ";
+  const std::string volume = volume_image(volume_id), name = snapshot_image(snapshot_id);
+  auto check = [&](int rc, const std::string& what) {
+    if (rc < 0) throw std::runtime_error(where + what + ": " + std::strerror(-rc));
+  };
   librbd::Image image;
-  uint64_t size = 0;
-  if (cluster_->rbd.open_read_only(cluster_->io, image, volume_image(volume_id).c_str(), nullptr) >= 0)
-    image.size(&size);
+  check(cluster_->rbd.open(cluster_->io, image, volume.c_str()), "open image " + volume);
+  // Each step is skipped when a run cut short by a crash already did it.
+  bool exists = false, is_protected = false;
+  check(image.snap_exists2(name.c_str(), &exists), "look up snapshot " + volume + "@" + name);
+  if (!exists) check(image.snap_create(name.c_str()), "snapshot " + volume + "@" + name);
+  check(image.snap_is_protected(name.c_str(), &is_protected), "look up snapshot " + volume + "@" + name);
+  // Protection is what lets a layered clone use the snapshot (clone format 1).
+  if (!is_protected) check(image.snap_protect(name.c_str()), "protect " + volume + "@" + name);
   image.close();
-  copy_image(volume_image(volume_id), snapshot_image(snapshot_id), size, {});
+  int order = 0;
+  int rc = cluster_->rbd.clone(cluster_->io, volume.c_str(), name.c_str(), cluster_->io, name.c_str(),
+                               RBD_FEATURE_LAYERING, &order);
+  if (rc < 0 && rc != -EEXIST) {
+    // Without its clone nobody could find the RBD snapshot again (the revert looks for the clone).
+    remove_rbd_snapshot(volume, name);
+    check(rc, "clone " + volume + "@" + name + " to " + name);
+  }
 }
 
-void RbdPool::delete_snapshot(const std::string& snapshot_id) { remove_image(snapshot_image(snapshot_id)); }
+// Unprotects and removes the RBD snapshot `name` of image `volume`, if it is there.
+void RbdPool::remove_rbd_snapshot(const std::string& volume, const std::string& name) {
+  const std::string where = "pool '" + config_.name + "': ";
+  librbd::Image image;
+  int rc = cluster_->rbd.open(cluster_->io, image, volume.c_str());
+  if (rc == -ENOENT) return;
+  bool is_protected = false;
+  if (rc >= 0) rc = image.snap_is_protected(name.c_str(), &is_protected);
+  if (rc == -ENOENT) return;
+  if (rc >= 0 && is_protected) rc = image.snap_unprotect(name.c_str());
+  if (rc >= 0) rc = image.snap_remove(name.c_str());
+  if (rc < 0 && rc != -ENOENT)
+    throw std::runtime_error(where + "remove snapshot " + volume + "@" + name + ": " + std::strerror(-rc));
+}
+
+void RbdPool::delete_snapshot(const std::string& snapshot_id) {
+  const std::string name = snapshot_image(snapshot_id);
+  librbd::Image handle;
+  int rc = cluster_->rbd.open_read_only(cluster_->io, handle, name.c_str(), nullptr);
+  if (rc == -ENOENT) return;  // gone, or a create that crashed before its clone (see delete_volume)
+  librbd::linked_image_spec_t parent;
+  librbd::snap_spec_t parent_snap;
+  if (rc >= 0) rc = handle.get_parent(&parent, &parent_snap);
+  handle.close();
+  if (rc < 0 && rc != -ENOENT)
+    throw std::runtime_error("pool '" + config_.name + "': find the parent of " + name + ": " + std::strerror(-rc));
+  remove_image(name);
+  if (rc >= 0) remove_rbd_snapshot(parent.image_name, parent_snap.name);
+}
 
 }  // namespace volgate::controller

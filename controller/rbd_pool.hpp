@@ -1,13 +1,13 @@
 #pragma once
-// A pool in Ceph: each volume is an RBD image (volume-ID) of one Ceph pool, each snapshot an
-// image of its own (snapshot-ID) holding a copy of the volume, so that snapshots and copies need
-// no layering features and outlive their volume's deletion order. Thin, like RBD itself.
+// A pool in Ceph: each volume is an RBD image (volume-ID) of one Ceph pool; each snapshot is an
+// RBD snapshot of it, reached through a layered clone named snapshot-ID. Volumes made from a
+// snapshot or a volume are full copies, so no volume depends on another image. Thin, like RBD.
 //
-// Encrypted volumes are not placed here yet: LUKS formatting needs a block device over librbd,
-// which the controller does not have; the pool says so (encryption_support false) and the
-// scheduler keeps encrypted volumes away.
+// Encrypted volumes are LUKS2 inside the image: open_volume gives the crypto module an
+// RbdDevice over the pool's own cluster connection, so the header is written through librbd.
 #include <memory>
 
+#include "backends/rados_cluster.hpp"
 #include "controller/pool.hpp"
 
 namespace volgate::controller {
@@ -33,7 +33,7 @@ class RbdPool final : public Pool {
   void delete_volume(const std::string& volume_id) override;
   bool volume_exists(const std::string& volume_id) override;
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override;
-  // rbd:POOL/volume-ID,ceph-conf=PATH[,ceph-id=NAME], as `volgate serve --export` takes it.
+  // rbd:POOL/volume-ID,ceph-conf=PATH[,ceph-id=NAME][,keyring=PATH], as `volgate serve --export` takes it.
   std::string export_target(const std::string& volume_id) const override;
 
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) override;
@@ -41,8 +41,10 @@ class RbdPool final : public Pool {
 
  private:
   struct Cluster;
+  backends::RadosClientOptions client_options() const;
   void copy_image(const std::string& source, const std::string& target, uint64_t bytes, const CopyProgress& progress);
   void remove_image(const std::string& name);
+  void remove_rbd_snapshot(const std::string& volume, const std::string& name);
 
   PoolConfig config_;
   std::unique_ptr<Cluster> cluster_;

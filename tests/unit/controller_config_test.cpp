@@ -55,7 +55,9 @@ TEST_F(ConfigTest, AFileSetsPoolsTypesQuotasAndResolvesRelativePaths) {
     "volume_types": {"gold": {"extra_specs": {"speed": "fast"}}},
     "pools": [{"name": "a", "driver": "file", "directory": "pa", "max_over_subscription_ratio": 4,
                "capabilities": {"speed": "fast"}},
-              {"name": "b", "driver": "iscsi", "directory": "/luns", "portals": ["127.0.0.1:3260"]}]
+              {"name": "b", "driver": "iscsi", "directory": "/luns", "portals": ["127.0.0.1:3260"]},
+              {"name": "c", "driver": "rbd", "rbd_pool": "vols", "ceph_conf": "/etc/ceph/ceph.conf",
+               "ceph_client": "cinder", "ceph_keyring": "cinder.keyring"}]
   })"), "");
   EXPECT_EQ(c.database, "/var/lib/vg/db/c.db");
   EXPECT_EQ(c.unix_socket, "/var/lib/vg/controller.sock");
@@ -65,10 +67,12 @@ TEST_F(ConfigTest, AFileSetsPoolsTypesQuotasAndResolvesRelativePaths) {
   EXPECT_EQ(c.default_quotas.at(kQuotaSnapshots), 10);
   EXPECT_EQ(c.scheduler.weighers.size(), 2u);
   EXPECT_EQ(c.volume_types.at("gold").extra_specs.at("speed"), "fast");
-  ASSERT_EQ(c.pools.size(), 2u);
+  ASSERT_EQ(c.pools.size(), 3u);
   EXPECT_EQ(c.pools[0].directory, "/var/lib/vg/pa");
   EXPECT_EQ(c.pools[0].max_over_subscription_ratio, 4);
   EXPECT_EQ(c.pools[1].portals.at(0), "127.0.0.1:3260");
+  EXPECT_EQ(c.pools[2].ceph_client, "cinder");
+  EXPECT_EQ(c.pools[2].ceph_keyring, "/var/lib/vg/cinder.keyring");
   // --state-dir overrides the file's.
   EXPECT_EQ(load_config(dir / "c.json", "/elsewhere").database, "/elsewhere/db/c.db");
 }
