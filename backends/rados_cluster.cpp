@@ -57,6 +57,11 @@ rados_t connect_new(const RadosClientOptions& options) {
   // default of no OSD timeout: they wait for the cluster to come back.
   rados_conf_set(cluster, "client_mount_timeout",
                  std::to_string(RadosCluster::kConnectTimeoutSeconds).c_str());
+  // Monitor commands (pool statistics for the controller's capacity reports, pool lookups)
+  // give up instead of blocking their caller for as long as the monitors are away; data
+  // requests go to the OSDs and are not affected.
+  rados_conf_set(cluster, "rados_mon_op_timeout",
+                 std::to_string(RadosCluster::kMonitorCommandTimeoutSeconds).c_str());
 
   const std::string monitors = rados_setting(cluster, "mon_host");
   if (monitors.empty())

@@ -20,6 +20,8 @@ class RadosCluster {
  public:
   // How long connecting may take before an unreachable cluster is reported.
   static constexpr int kConnectTimeoutSeconds = 5;
+  // How long a monitor command may wait for the monitors once connected.
+  static constexpr int kMonitorCommandTimeoutSeconds = 30;
 
   // The live connection for these options, or a new one. Throws std::runtime_error with one
   // line naming the monitors, the client or the file at fault.
