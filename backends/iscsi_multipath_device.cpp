@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <unistd.h>
+
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 
@@ -34,6 +37,35 @@ crypto::SecureBytes read_chap_secret(const std::string& path) {
   std::memcpy(secret.data(), raw.data(), length);
   secret.data()[length] = std::byte{0};
   return secret;
+}
+
+// Named in the log so that an administrator can tell whose registration is whose on the LUN.
+std::string key_text(const IscsiPath& path) {
+  if (path.reservation_key() == 0) return {};
+  return fmt::format("reservation key {:#x}", path.reservation_key());
+}
+
+constexpr uint64_t kKeyHostMask = 0xffffffff00000000;
+constexpr uint64_t kKeyRunMask = 0x00000000ffff0000;
+
+// The host part of our reservation keys: stable across restarts of a gateway on this host for
+// this LUN and initiator name, and unlike another host's (or another initiator name's).
+uint64_t host_key_part(const IscsiOptions& options) {
+  std::string host;
+  std::ifstream machine_id("/etc/machine-id");
+  std::getline(machine_id, host);
+  if (host.empty()) {
+    char name[256] = {};
+    gethostname(name, sizeof name - 1);
+    host = name;
+  }
+  // FNV-1a: std::hash need not give the same value in the next run.
+  uint64_t hash = 0xcbf29ce484222325;
+  for (const std::string& part :
+       {host, options.initiator_name, options.target, std::to_string(options.lun)}) {
+    for (unsigned char c : part + '\n') hash = (hash ^ c) * 0x100000001b3;
+  }
+  return ((hash >> 32) ^ hash) << 32;
 }
 
 }  // namespace
@@ -76,7 +108,8 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
     credentials_.mutual_secret = mutual_secret_.chars();
   }
   std::random_device random;
-  key_base_ = (static_cast<uint64_t>(random()) << 32 | random()) & ~uint64_t{0xffff};
+  key_host_ = host_key_part(options_);
+  while (key_run_ == 0) key_run_ = (random() & 0xffff) << 16;
   reported_up_.assign(options_.portals.size(), false);
   last_down_reason_.resize(options_.portals.size());
   announced_checking_.assign(options_.portals.size(), false);
@@ -239,6 +272,40 @@ void IscsiMultipathDevice::block_status(uint64_t offset, uint64_t length, Extent
 
 void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
                                   uint64_t length, bool fua, Completion done) {
+  const uint64_t limit = max_transfer_bytes_.load();
+  if (kind == IscsiIo::Kind::flush || limit == 0 || length <= limit)
+    return submit_one(kind, offset, data, length, fua, std::move(done));
+  // A larger request would come back ILLEGAL REQUEST. The parts run in parallel, each failed
+  // over on its own; the caller hears once, with the first error, when all have finished.
+  struct Parts {
+    std::atomic<uint64_t> left;
+    std::mutex mutex;
+    std::error_code first_error;
+    Completion done;
+  };
+  auto parts = std::make_shared<Parts>();
+  parts->left = (length + limit - 1) / limit;
+  parts->done = std::move(done);
+  for (uint64_t at = 0; at < length; at += limit) {
+    submit_one(kind, offset + at, data + at, std::min(limit, length - at), fua,
+               [parts](std::error_code ec) {
+                 if (ec) {
+                   std::lock_guard lock(parts->mutex);
+                   if (!parts->first_error) parts->first_error = ec;
+                 }
+                 if (parts->left.fetch_sub(1) != 1) return;
+                 std::error_code result;
+                 {
+                   std::lock_guard lock(parts->mutex);
+                   result = parts->first_error;
+                 }
+                 parts->done(result);
+               });
+  }
+}
+
+void IscsiMultipathDevice::submit_one(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
+                                      uint64_t length, bool fua, Completion done) {
   auto* request = new Request;
   request->kind = kind;
   request->offset = offset;
@@ -380,8 +447,34 @@ void IscsiMultipathDevice::check_paths() {
 uint64_t IscsiMultipathDevice::next_reservation_key() {
   if (options_.read_only || !options_.reservations) return 0;  // nothing to fence
   // Unique per session: a key names exactly one session to preempt when it is lost.
-  uint64_t key = key_base_ | (++key_sequence_ & 0xffff);
-  return key != 0 ? key : 1;
+  if ((key_sequence_ & 0xffff) == 0xffff) ++key_sequence_;  // the session part is never 0
+  return key_host_ | key_run_ | (++key_sequence_ & 0xffff);
+}
+
+// A gateway killed without its clean exit leaves its keys registered, and perhaps the
+// reservation held by one of them. Our host part with another run's bits can only be such a
+// leftover: it is preempted like the key of a lost session, before any request goes out. Keys
+// of other hosts, and of this run, are never touched.
+void IscsiMultipathDevice::fence_earlier_runs(const IscsiPath& path) {
+  if (options_.read_only || !options_.reservations) return;
+  for (uint64_t key : path.registered_keys()) {
+    if ((key & kKeyHostMask) != key_host_ || (key & kKeyRunMask) == key_run_) continue;
+    if (std::find(fences_.begin(), fences_.end(), key) != fences_.end()) continue;
+    spdlog::warn("{}: reservation key {:#x} was left by an earlier run of this gateway on this "
+                 "host; preempting it",
+                 options_.target, key);
+    fences_.push_back(key);
+  }
+}
+
+// The smallest limit of any path, so that a request split for one fits every other.
+void IscsiMultipathDevice::adopt_transfer_limit(const IscsiPath& path) {
+  const uint64_t limit = uint64_t{path.max_transfer_blocks()} * block_size_;
+  if (limit == 0) return;
+  uint64_t current = max_transfer_bytes_.load();
+  while ((current == 0 || limit < current) &&
+         !max_transfer_bytes_.compare_exchange_weak(current, limit)) {
+  }
 }
 
 // The first attempt on every portal has ended: decide whether the device can open.
@@ -412,9 +505,13 @@ void IscsiMultipathDevice::finish_start_when_settled() {
     block_size_ = reference->block_size();
     size_.store(reference->blocks() * block_size_, std::memory_order_relaxed);
     for (auto& path : paths_) {
+      if (path->state() == IscsiPath::State::up) {
+        adopt_transfer_limit(*path);
+        fence_earlier_runs(*path);
+      }
       reported_up_[path->index()] = path->state() == IscsiPath::State::up;
       if (path->state() == IscsiPath::State::up)
-        log_path(Tone::news, *path, "up");
+        log_path(Tone::news, *path, "up", key_text(*path));
       else
         log_path(Tone::trouble, *path, "down", last_down_reason_[path->index()] = path->last_error());
     }
@@ -458,10 +555,12 @@ void IscsiMultipathDevice::path_up(IscsiPath& path) {
   }
   reported_up_[path.index()] = true;
   announced_checking_[path.index()] = false;
+  adopt_transfer_limit(path);
+  fence_earlier_runs(path);
   last_down_reason_[path.index()].clear();
   capacity_changed(path);
   const bool failback = options_.path_policy == PathPolicy::failover && path.index() == 0;
-  log_path(Tone::news, path, failback ? "up, failing back to it" : "up");
+  log_path(Tone::news, path, failback ? "up, failing back to it" : "up", key_text(path));
   if (!path.reservations_supported() && !options_.read_only && !warned_no_reservations_) {
     warned_no_reservations_ = true;
     spdlog::warn("{}: the target does not support persistent reservations: a lost path's queued "

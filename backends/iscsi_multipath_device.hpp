@@ -77,8 +77,11 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
 
   // Caller's thread.
   std::error_code check_range(uint64_t offset, uint64_t length) const;
+  // Splits what exceeds the target's maximum transfer length into requests it accepts.
   void submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data, uint64_t length, bool fua,
               Completion done);
+  void submit_one(IscsiIo::Kind kind, uint64_t offset, std::byte* data, uint64_t length, bool fua,
+                  Completion done);
   void complete(Request* request, std::error_code ec);
 
   // The device's thread.
@@ -90,6 +93,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void check_paths();
   void finish_start_when_settled();
   uint64_t next_reservation_key();
+  void fence_earlier_runs(const IscsiPath& path);
+  void adopt_transfer_limit(const IscsiPath& path);
   enum class Tone { news, trouble };  // info or warning
   void log_path(Tone tone, const IscsiPath& path, const char* event, const std::string& why = {}) const;
   bool any_path_up() const;
@@ -113,6 +118,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   std::vector<std::unique_ptr<IscsiPath>> paths_;
 
   std::atomic<uint64_t> size_{0};
+  std::atomic<uint64_t> max_transfer_bytes_{0};  // 0: the target states no limit
   uint32_t block_size_ = 512;  // fixed once the first path is up
   std::string identity_;       // the LUN's VPD 0x83 designators, fixed by the first path up
 
@@ -125,7 +131,10 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   std::vector<bool> reported_up_;  // per path: its coming up was logged
   std::vector<std::string> last_down_reason_;  // per path: the last failure logged
   std::vector<bool> announced_checking_;       // per path: "checking" logged in this outage
-  uint64_t key_base_ = 0;
+  // Reservation keys: this host and LUN (32 bits), this run (16), the session (16). A restarted
+  // gateway recognises keys with its host part and another run as its own leftovers.
+  uint64_t key_host_ = 0;
+  uint64_t key_run_ = 0;
   uint64_t key_sequence_ = 0;
   bool starting_ = true;
   bool launching_ = false;  // the first connect() of every path is being started

@@ -11,6 +11,7 @@
 #include <functional>
 #include <string>
 #include <system_error>
+#include <vector>
 
 // libiscsi's header uses the fixed-width types without including their header.
 #include <iscsi/scsi-lowlevel.h>
@@ -97,6 +98,10 @@ class IscsiPath {
   const std::string& identity() const { return identity_; }  // VPD 0x83 designators
   uint64_t blocks() const { return blocks_; }
   uint32_t block_size() const { return block_size_; }
+  // The target's MAXIMUM TRANSFER LENGTH (VPD 0xB0) in blocks; 0 when it states no limit.
+  uint32_t max_transfer_blocks() const { return max_transfer_blocks_; }
+  // Every key registered on the LUN when this session came up (READ KEYS), ours included.
+  const std::vector<uint64_t>& registered_keys() const { return registered_keys_; }
   uint64_t reservation_key() const { return registered_ ? key_ : 0; }
   bool reservations_supported() const { return reservations_supported_; }
   const Counters& counters() const { return counters_; }
@@ -109,6 +114,8 @@ class IscsiPath {
   std::string identity_;
   uint64_t blocks_ = 0;
   uint32_t block_size_ = 0;
+  uint32_t max_transfer_blocks_ = 0;
+  std::vector<uint64_t> registered_keys_;
   uint64_t key_ = 0;
   bool registered_ = false;
   bool reservations_supported_ = true;

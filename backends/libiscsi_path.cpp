@@ -18,12 +18,17 @@ using Clock = std::chrono::steady_clock;
 // change); more than a handful in a row on one request means something keeps resetting the LUN.
 constexpr unsigned kMaxUnitAttentions = 8;
 constexpr int kVpdDeviceIdentification = 0x83;
+constexpr int kVpdBlockLimits = 0xb0;
 constexpr int kVpdMaxLength = 255;
 constexpr uint16_t kReadReservationLength = 24;
+// The header and up to 255 keys: far more sessions than any LUN here will see.
+constexpr uint16_t kReadKeysLength = 8 + 8 * 255;
 
 const char* step_name(int step) {
   static const char* const names[] = {"login",    "TEST UNIT READY", "INQUIRY VPD 0x83",
-                                      "READ CAPACITY(16)", "PERSISTENT RESERVE OUT REGISTER",
+                                      "READ CAPACITY(16)", "INQUIRY VPD 0xB0",
+                                      "PERSISTENT RESERVE OUT REGISTER",
+                                      "PERSISTENT RESERVE IN READ KEYS",
                                       "PERSISTENT RESERVE IN READ RESERVATION",
                                       "PERSISTENT RESERVE OUT RESERVE"};
   return names[step];
@@ -181,11 +186,18 @@ void LibiscsiPath::run_step(Step step) {
     case Step::capacity:
       task = iscsi_readcapacity16_task(ctx_, lun, on_step, this);
       break;
+    case Step::limits:
+      task = iscsi_inquiry_task(ctx_, lun, 1, kVpdBlockLimits, kVpdMaxLength, on_step, this);
+      break;
     case Step::register_key:
       params.service_action_reservation_key = key_;
       task = iscsi_persistent_reserve_out_task(
           ctx_, lun, SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY,
           SCSI_PERSISTENT_RESERVE_SCOPE_LU, 0, &params, on_step, this);
+      break;
+    case Step::read_keys:
+      task = iscsi_persistent_reserve_in_task(ctx_, lun, SCSI_PERSISTENT_RESERVE_READ_KEYS,
+                                              kReadKeysLength, on_step, this);
       break;
     case Step::read_reservation:
       task = iscsi_persistent_reserve_in_task(ctx_, lun, SCSI_PERSISTENT_RESERVE_READ_RESERVATION,
@@ -240,6 +252,18 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       if (!capacity || capacity->block_length == 0) return fail_soon("READ CAPACITY(16) returned no block size");
       blocks_ = capacity->returned_lba + 1;
       block_size_ = capacity->block_length;
+      return run_step(Step::limits);
+    }
+    case Step::limits: {
+      // A target without the Block Limits page states no limits.
+      max_transfer_blocks_ = 0;
+      if (good) {
+        auto* limits = static_cast<scsi_inquiry_block_limits*>(scsi_datain_unmarshall(task));
+        if (limits) max_transfer_blocks_ = limits->max_xfer_len;
+      } else if (!illegal_request) {
+        return failed();
+      }
+      registered_keys_.clear();
       if (options_.read_only || key_ == 0 || !reservations_supported_) break;
       return run_step(Step::register_key);
     }
@@ -250,7 +274,14 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       }
       if (!good) return failed();
       registered_ = true;
+      return run_step(Step::read_keys);
+    case Step::read_keys: {
+      if (!good) return failed();
+      auto* keys = static_cast<scsi_persistent_reserve_in_read_keys*>(scsi_datain_unmarshall(task));
+      if (!keys) return fail_soon("cannot parse the READ KEYS answer");
+      registered_keys_.assign(keys->keys, keys->keys + keys->num_keys);
       return run_step(Step::read_reservation);
+    }
     case Step::read_reservation: {
       if (!good) return failed();
       auto* reservation =

@@ -45,7 +45,9 @@ class LibiscsiPath final : public IscsiPath {
     test_unit_ready,
     identify,
     capacity,
+    limits,
     register_key,
+    read_keys,
     read_reservation,
     reserve,
   };

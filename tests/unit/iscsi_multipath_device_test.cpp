@@ -22,6 +22,8 @@ struct Lab {
   std::vector<std::string> identity{"lun-a", "lun-a"};
   std::vector<std::string> log;                   // "submit 1", "fence 1 <key>", "up 0", ...
   std::vector<uint64_t> keys{0, 0};               // each path's current reservation key
+  std::vector<uint64_t> lun_keys;                 // keys registered on the LUN (READ KEYS)
+  uint32_t max_transfer_blocks = 0;               // VPD 0xB0, 0: no limit
   std::vector<class FakePath*> paths;
   boost::asio::io_context* device_io = nullptr;
 
@@ -79,7 +81,12 @@ class FakePath final : public IscsiPath {
         std::lock_guard lock(lab_.mutex);
         up = lab_.comes_up[index_];
         identity_ = lab_.identity[index_];
-        if (up) lab_.keys[index_] = key;
+        max_transfer_blocks_ = lab_.max_transfer_blocks;
+        if (up) {
+          lab_.keys[index_] = key;
+          if (key != 0) lab_.lun_keys.push_back(key);
+          registered_keys_ = lab_.lun_keys;
+        }
       }
       if (!up) {
         state_ = State::down;
@@ -98,10 +105,15 @@ class FakePath final : public IscsiPath {
   void submit(IscsiIo* io) override {
     io->path = this;
     held_.push_back(io);
-    lab_.note("submit " + std::to_string(index_));
+    lab_.note("submit " + std::to_string(index_) + " " + std::to_string(io->offset) + "+" +
+              std::to_string(io->length));
   }
   void fence(uint64_t key, std::function<void(bool)> done) override {
     lab_.note("fence " + std::to_string(index_) + " " + std::to_string(key));
+    {
+      std::lock_guard lock(lab_.mutex);
+      std::erase(lab_.lun_keys, key);
+    }
     boost::asio::post(io_, [done = std::move(done)] { done(true); });
   }
   void check() override {}
@@ -148,17 +160,17 @@ struct Client {
     volgate::CurrentContextGuard guard(io);
     io.run();
   }};
-  alignas(4096) std::byte buffer[4096] = {};
+  alignas(4096) std::byte buffer[65536] = {};
 
   ~Client() {
     busy.reset();
     thread.join();
   }
-  std::future<std::error_code> write(BlockDevice& device, uint64_t offset) {
+  std::future<std::error_code> write(BlockDevice& device, uint64_t offset, size_t length = 4096) {
     auto result = std::make_shared<std::promise<std::error_code>>();
     auto future = result->get_future();
-    boost::asio::post(io, [this, &device, offset, result] {
-      device.write(offset, std::span<const std::byte>(buffer, 4096), {},
+    boost::asio::post(io, [this, &device, offset, length, result] {
+      device.write(offset, std::span<const std::byte>(buffer, length), {},
                    [result](std::error_code ec) { result->set_value(ec); });
     });
     return future;
@@ -400,4 +412,63 @@ TEST(IscsiMultipathDevice, RoundRobinSkipsAPathThatIsDown) {
     ASSERT_TRUE(ready_within(w, 2000ms));
     EXPECT_FALSE(w.get());
   }
+}
+
+TEST(IscsiMultipathDevice, RequestsAboveTheTargetsMaximumTransferLengthAreSplit) {
+  Lab lab;
+  lab.max_transfer_blocks = 16;  // 8 KiB of 512-byte blocks
+  auto device = open_with(lab, two_portals());
+  Client client;
+  auto done = client.write(*device, 4096, 20480);
+  ASSERT_TRUE(lab.wait_for("submit 0", 3));
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(lab.count("submit 0"), 3u);
+  EXPECT_EQ(lab.count("submit 0 4096+8192"), 1u);
+  EXPECT_EQ(lab.count("submit 0 12288+8192"), 1u);
+  EXPECT_EQ(lab.count("submit 0 20480+4096"), 1u);
+  // The caller hears once, when the last part is done.
+  EXPECT_FALSE(ready_within(done, 20ms));
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+}
+
+TEST(IscsiMultipathDevice, ARestartPreemptsTheKeysOfItsEarlierRunOnlyAndBeforeAnyRequest) {
+  Lab lab;
+  std::vector<uint64_t> earlier;
+  {
+    auto device = open_with(lab, two_portals());
+    earlier = lab.keys;
+    // A gateway on another host (or with another initiator name) shares the LUN.
+    auto other = two_portals();
+    other.initiator_name = "iqn.2026-01.org.volgate:elsewhere";
+    Lab other_lab;
+    auto other_device = open_with(other_lab, other);
+    std::lock_guard lock(lab.mutex);
+    lab.lun_keys.push_back(other_lab.keys[0]);
+    // Killed: the device below closes without its keys leaving the LUN.
+  }
+  ASSERT_NE(earlier[0], 0u);
+  ASSERT_NE(earlier[0], earlier[1]);
+  const uint64_t foreign = lab.lun_keys.back();
+  EXPECT_NE(foreign >> 32, earlier[0] >> 32) << "another initiator's keys have another host part";
+  lab.log.clear();
+  lab.paths.clear();
+  auto device = open_with(lab, two_portals());
+  EXPECT_EQ(lab.keys[0] >> 32, earlier[0] >> 32) << "the host part is stable across runs";
+  EXPECT_NE(lab.keys[0], earlier[0]);
+  EXPECT_NE(lab.keys[1], earlier[1]);
+  Client client;
+  auto done = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 0"));
+  for (uint64_t key : earlier) {
+    long fence = lab.first("fence 0 " + std::to_string(key));
+    ASSERT_GE(fence, 0) << "key " << key << " of the earlier run was not preempted";
+    EXPECT_LT(fence, lab.first("submit 0"));
+  }
+  EXPECT_EQ(lab.count("fence "), 2u) << "only the earlier run's keys";
+  EXPECT_EQ(std::count(lab.lun_keys.begin(), lab.lun_keys.end(), foreign), 1);
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
 }
