@@ -21,6 +21,7 @@ namespace {
 
 constexpr auto kTickInterval = std::chrono::milliseconds(100);
 constexpr uint64_t kZeroChunk = 1 << 20;
+constexpr uint64_t kProvisioningPart = 64 << 20;  // per UNMAP or WRITE SAME
 alignas(4096) const std::byte zero_chunk[kZeroChunk] = {};
 // At shutdown, how long the paths get to drop their reservation keys.
 constexpr auto kUnregisterTimeout = std::chrono::seconds(2);
@@ -193,6 +194,9 @@ DeviceCapabilities IscsiMultipathDevice::capabilities() const {
   caps.read_only = options_.read_only;
   caps.can_fua = !options_.read_only;
   caps.can_flush = true;
+  caps.can_trim = can_unmap_;
+  caps.can_zero = can_write_same_;
+  caps.can_fast_zero = can_write_same_;
   caps.can_multi_conn = true;  // one device, one session per path: a flush covers everything
   caps.min_block_size = block_size_;
   caps.preferred_block_size = std::max<uint32_t>(4096, block_size_);
@@ -230,38 +234,65 @@ void IscsiMultipathDevice::flush(Completion done) {
   submit(IscsiIo::Kind::flush, 0, nullptr, 0, false, std::move(done));
 }
 
-void IscsiMultipathDevice::trim(uint64_t, uint64_t, Completion done) { done({}); }
+// Large trims and zeroings go out one part after the other: a part is bounded so that a target
+// that writes rather than deallocates still answers well within the request timeout, and in
+// sequence so that many parts never pile up at once. `data` is the zero buffer for writes
+// (null for UNMAP and WRITE SAME). With `fua`, a flush follows the last part.
+struct IscsiMultipathDevice::PartWriter {
+  IscsiMultipathDevice* device;
+  IscsiIo::Kind kind;
+  uint64_t offset;
+  uint64_t remaining;
+  uint64_t part;
+  bool fua;
+  bool deallocate;
+  Completion done;
 
-// Zeroes are written as data, one pooled-size chunk after the other from a shared zero
-// buffer: a request for gigabytes of zeroes needs no more memory than a megabyte.
+  static void next(std::unique_ptr<PartWriter> self) {
+    const uint64_t length = std::min(self->remaining, self->part);
+    PartWriter* raw = self.release();
+    std::byte* data = raw->kind == IscsiIo::Kind::write ? const_cast<std::byte*>(zero_chunk) : nullptr;
+    // WRITE(16) carries FUA itself; UNMAP and WRITE SAME(16) cannot, so a flush follows them.
+    const bool fua = raw->fua && raw->kind == IscsiIo::Kind::write;
+    raw->device->submit(raw->kind, raw->offset, data, length, fua,
+                        [raw, length](std::error_code ec) {
+                          std::unique_ptr<PartWriter> owned(raw);
+                          owned->offset += length;
+                          owned->remaining -= length;
+                          if (!ec && owned->remaining > 0) return next(std::move(owned));
+                          if (ec || !owned->fua || owned->kind == IscsiIo::Kind::write)
+                            return owned->done(ec);
+                          owned->device->flush(std::move(owned->done));
+                        },
+                        ~uint64_t{0}, raw->deallocate);
+  }
+};
+
+void IscsiMultipathDevice::trim(uint64_t offset, uint64_t length, Completion done) {
+  if (options_.read_only) return done(errno_code(EPERM));
+  if (auto ec = check_range(offset, length)) return done(ec);
+  // Without UNMAP, trim is a hint that may do nothing (and is not advertised).
+  if (!can_unmap_ || length == 0) return done({});
+  PartWriter::next(std::unique_ptr<PartWriter>(new PartWriter{
+      this, IscsiIo::Kind::unmap, offset, length, unmap_part_bytes_, false, true, std::move(done)}));
+}
+
+// With WRITE SAME(16), one zero block per part goes over the wire (and the target may
+// deallocate when the caller allows it); otherwise zeroes are written as data from a shared
+// buffer, so a request for gigabytes of zeroes needs no more memory than a megabyte.
 void IscsiMultipathDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
                                         Completion done) {
   if (options_.read_only) return done(errno_code(EPERM));
-  if (flags.fast_only) return done(errno_code(ENOTSUP));
+  if (flags.fast_only && !can_write_same_) return done(errno_code(ENOTSUP));
   if (offset > size() || length > size() - offset) return done(errno_code(ENOSPC));
   if (auto ec = check_range(offset, length)) return done(ec);
   if (length == 0) return done({});
-  struct ZeroWriter {
-    IscsiMultipathDevice* device;
-    uint64_t offset;
-    uint64_t remaining;
-    bool fua;
-    Completion done;
-    static void next(std::unique_ptr<ZeroWriter> self) {
-      uint64_t chunk = std::min<uint64_t>(self->remaining, kZeroChunk);
-      ZeroWriter* raw = self.release();
-      raw->device->submit(IscsiIo::Kind::write, raw->offset, const_cast<std::byte*>(zero_chunk),
-                          chunk, raw->fua, [raw, chunk](std::error_code ec) {
-                            std::unique_ptr<ZeroWriter> owned(raw);
-                            owned->offset += chunk;
-                            owned->remaining -= chunk;
-                            if (ec || owned->remaining == 0) return owned->done(ec);
-                            next(std::move(owned));
-                          });
-    }
-  };
-  ZeroWriter::next(std::unique_ptr<ZeroWriter>(
-      new ZeroWriter{this, offset, length, flags.fua, std::move(done)}));
+  auto* writer = can_write_same_
+                     ? new PartWriter{this, IscsiIo::Kind::zero, offset, length, write_same_part_bytes_,
+                                      flags.fua, flags.may_trim, std::move(done)}
+                     : new PartWriter{this, IscsiIo::Kind::write, offset, length, kZeroChunk,
+                                      flags.fua, false, std::move(done)};
+  PartWriter::next(std::unique_ptr<PartWriter>(writer));
 }
 
 void IscsiMultipathDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
@@ -271,10 +302,11 @@ void IscsiMultipathDevice::block_status(uint64_t offset, uint64_t length, Extent
 }
 
 void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
-                                  uint64_t length, bool fua, Completion done) {
-  const uint64_t limit = max_transfer_bytes_.load();
+                                  uint64_t length, bool fua, Completion done, uint64_t limit,
+                                  bool deallocate) {
+  if (kind == IscsiIo::Kind::read || kind == IscsiIo::Kind::write) limit = max_transfer_bytes_.load();
   if (kind == IscsiIo::Kind::flush || limit == 0 || length <= limit)
-    return submit_one(kind, offset, data, length, fua, std::move(done));
+    return submit_one(kind, offset, data, length, fua, deallocate, std::move(done));
   // A larger request would come back ILLEGAL REQUEST. The parts run in parallel, each failed
   // over on its own; the caller hears once, with the first error, when all have finished.
   struct Parts {
@@ -287,8 +319,8 @@ void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte
   parts->left = (length + limit - 1) / limit;
   parts->done = std::move(done);
   for (uint64_t at = 0; at < length; at += limit) {
-    submit_one(kind, offset + at, data + at, std::min(limit, length - at), fua,
-               [parts](std::error_code ec) {
+    submit_one(kind, offset + at, data ? data + at : nullptr, std::min(limit, length - at), fua,
+               deallocate, [parts](std::error_code ec) {
                  if (ec) {
                    std::lock_guard lock(parts->mutex);
                    if (!parts->first_error) parts->first_error = ec;
@@ -305,8 +337,9 @@ void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte
 }
 
 void IscsiMultipathDevice::submit_one(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
-                                      uint64_t length, bool fua, Completion done) {
+                                      uint64_t length, bool fua, bool deallocate, Completion done) {
   auto* request = new Request;
+  request->deallocate = deallocate;
   request->kind = kind;
   request->offset = offset;
   request->data = data;
@@ -515,6 +548,16 @@ void IscsiMultipathDevice::finish_start_when_settled() {
       else
         log_path(Tone::trouble, *path, "down", last_down_reason_[path->index()] = path->last_error());
     }
+    // Parts small enough to finish well within the request timeout even where the target
+    // writes instead of deallocating.
+    const uint64_t part_blocks = kProvisioningPart / block_size_;
+    auto part = [&](uint64_t max_blocks) {
+      return (max_blocks == 0 ? part_blocks : std::min(part_blocks, max_blocks)) * block_size_;
+    };
+    can_unmap_ = !options_.read_only && reference->can_unmap();
+    can_write_same_ = !options_.read_only && reference->can_write_same();
+    unmap_part_bytes_ = part(reference->max_unmap_blocks());
+    write_same_part_bytes_ = part(reference->max_write_same_blocks());
     if (!reference->reservations_supported() && !options_.read_only) {
       warned_no_reservations_ = true;
       spdlog::warn("{}: the target does not support persistent reservations: a lost path's queued "
