@@ -69,6 +69,20 @@ uint64_t host_key_part(const IscsiOptions& options) {
   return ((hash >> 32) ^ hash) << 32;
 }
 
+// The run part and the session numbers belong to the process, not to one device: two exports of
+// the same LUN in one gateway must neither take each other's keys for leftovers of an earlier
+// run nor ever register the same key.
+uint64_t process_run_part() {
+  static const uint64_t run = [] {
+    std::random_device random;
+    uint64_t part = 0;
+    while (part == 0) part = (uint64_t{random()} & 0xffff) << 16;
+    return part;
+  }();
+  return run;
+}
+std::atomic<uint64_t> session_numbers{0};
+
 }  // namespace
 
 std::string describe(const IscsiOptions& options) {
@@ -108,9 +122,8 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
     credentials_.mutual_user = options_.mutual_chap_user.c_str();
     credentials_.mutual_secret = mutual_secret_.chars();
   }
-  std::random_device random;
   key_host_ = host_key_part(options_);
-  while (key_run_ == 0) key_run_ = (random() & 0xffff) << 16;
+  key_run_ = process_run_part();
   reported_up_.assign(options_.portals.size(), false);
   last_down_reason_.resize(options_.portals.size());
   announced_checking_.assign(options_.portals.size(), false);
@@ -480,8 +493,9 @@ void IscsiMultipathDevice::check_paths() {
 uint64_t IscsiMultipathDevice::next_reservation_key() {
   if (options_.read_only || !options_.reservations) return 0;  // nothing to fence
   // Unique per session: a key names exactly one session to preempt when it is lost.
-  if ((key_sequence_ & 0xffff) == 0xffff) ++key_sequence_;  // the session part is never 0
-  return key_host_ | key_run_ | (++key_sequence_ & 0xffff);
+  uint64_t session = 0;
+  while (session == 0) session = ++session_numbers & 0xffff;
+  return key_host_ | key_run_ | session;
 }
 
 // A gateway killed without its clean exit leaves its keys registered, and perhaps the

@@ -140,11 +140,10 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   std::vector<bool> reported_up_;  // per path: its coming up was logged
   std::vector<std::string> last_down_reason_;  // per path: the last failure logged
   std::vector<bool> announced_checking_;       // per path: "checking" logged in this outage
-  // Reservation keys: this host and LUN (32 bits), this run (16), the session (16). A restarted
-  // gateway recognises keys with its host part and another run as its own leftovers.
+  // Reservation keys: this host and LUN (32 bits), this process's run (16), the session (16). A
+  // restarted gateway recognises keys with its host part and another run as its own leftovers.
   uint64_t key_host_ = 0;
   uint64_t key_run_ = 0;
-  uint64_t key_sequence_ = 0;
   bool starting_ = true;
   bool launching_ = false;  // the first connect() of every path is being started
   bool stopping_ = false;

@@ -146,6 +146,8 @@ lun_holds "$CHAP_LUN" 0 65536 5a || fail "one-way CHAP write not in the LUN"
 lun_holds "$CHAP_LUN" 65536 65536 a5 || fail "mutual CHAP write not in the LUN"
 stop_volgate
 grep -Eq "alice-secret-1|bob-secret-22" "$VG_ERR" && fail "a CHAP secret appears in the log"
+# Exports c and m share a LUN in one process: their keys are one run's, never each other's leftovers.
+grep -q "left by an earlier run" "$VG_ERR" && fail "two exports of one LUN preempted each other's keys: $(grep -m1 "left by" "$VG_ERR")"
 pass "one-way and mutual CHAP log in and carry writes; secrets stay out of the log"
 
 # --- a portal that shows another LUN ----------------------------------------------------------

@@ -433,31 +433,40 @@ TEST(IscsiMultipathDevice, RequestsAboveTheTargetsMaximumTransferLengthAreSplit)
   EXPECT_FALSE(done.get());
 }
 
-TEST(IscsiMultipathDevice, ARestartPreemptsTheKeysOfItsEarlierRunOnlyAndBeforeAnyRequest) {
+TEST(IscsiMultipathDevice, KeysOfAnEarlierRunOnThisHostArePreemptedBeforeAnyRequestOthersNever) {
   Lab lab;
-  std::vector<uint64_t> earlier;
+  std::vector<uint64_t> this_run;
   {
-    auto device = open_with(lab, two_portals());
-    earlier = lab.keys;
-    // A gateway on another host (or with another initiator name) shares the LUN.
-    auto other = two_portals();
-    other.initiator_name = "iqn.2026-01.org.volgate:elsewhere";
-    Lab other_lab;
-    auto other_device = open_with(other_lab, other);
-    std::lock_guard lock(lab.mutex);
-    lab.lun_keys.push_back(other_lab.keys[0]);
-    // Killed: the device below closes without its keys leaving the LUN.
+    // Another export of the same LUN in this process: its keys are this run's, never leftovers.
+    auto sibling = open_with(lab, two_portals());
+    this_run = lab.keys;
   }
-  ASSERT_NE(earlier[0], 0u);
-  ASSERT_NE(earlier[0], earlier[1]);
-  const uint64_t foreign = lab.lun_keys.back();
-  EXPECT_NE(foreign >> 32, earlier[0] >> 32) << "another initiator's keys have another host part";
-  lab.log.clear();
+  ASSERT_NE(this_run[0], 0u);
+  ASSERT_NE(this_run[0], this_run[1]);
+  const uint64_t host = this_run[0] & 0xffffffff00000000;
+  const uint64_t other_run = (this_run[0] & 0xffff0000) ^ 0x10000;
+  // What a gateway killed on this host left: its run part differs from ours.
+  const std::vector<uint64_t> earlier{host | other_run | 1, host | other_run | 2};
+  // A gateway on another host (or with another initiator name) shares the LUN.
+  auto elsewhere = two_portals();
+  elsewhere.initiator_name = "iqn.2026-01.org.volgate:elsewhere";
+  Lab other_lab;
+  uint64_t foreign;
+  {
+    auto other = open_with(other_lab, elsewhere);
+    foreign = other_lab.keys[0];
+  }
+  EXPECT_NE(foreign >> 32, host >> 32) << "another initiator's keys have another host part";
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.lun_keys.insert(lab.lun_keys.end(), earlier.begin(), earlier.end());
+    lab.lun_keys.push_back(foreign);
+    lab.log.clear();
+  }
   lab.paths.clear();
   auto device = open_with(lab, two_portals());
-  EXPECT_EQ(lab.keys[0] >> 32, earlier[0] >> 32) << "the host part is stable across runs";
-  EXPECT_NE(lab.keys[0], earlier[0]);
-  EXPECT_NE(lab.keys[1], earlier[1]);
+  EXPECT_EQ(lab.keys[0] & 0xffffffff00000000, host) << "the host part is stable";
+  for (uint64_t key : this_run) EXPECT_NE(lab.keys[0], key) << "two devices never share a key";
   Client client;
   auto done = client.write(*device, 0);
   ASSERT_TRUE(lab.wait_for("submit 0"));
@@ -467,7 +476,6 @@ TEST(IscsiMultipathDevice, ARestartPreemptsTheKeysOfItsEarlierRunOnlyAndBeforeAn
     EXPECT_LT(fence, lab.first("submit 0"));
   }
   EXPECT_EQ(lab.count("fence "), 2u) << "only the earlier run's keys";
-  EXPECT_EQ(std::count(lab.lun_keys.begin(), lab.lun_keys.end(), foreign), 1);
   lab.on_device([&] { lab.paths[0]->complete_all(); });
   ASSERT_TRUE(ready_within(done, 2000ms));
   EXPECT_FALSE(done.get());
