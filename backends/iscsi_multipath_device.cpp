@@ -362,7 +362,7 @@ void IscsiMultipathDevice::submit_one(IscsiIo::Kind kind, uint64_t offset, std::
   request->caller = &current_io_context();
   request->busy.emplace(request->caller->get_executor());
   boost::asio::post(io_, [this, request] {
-    request->waiting_since = Clock::now();
+    request->waiting_since = request->submitted_at = Clock::now();
     if (stopping_) return complete(request, errno_code(EIO));
     queue_.push_back(request);
     dispatch();
@@ -651,6 +651,14 @@ void IscsiMultipathDevice::io_retry(IscsiIo* io) {
   auto* request = static_cast<Request*>(io);
   request->path = nullptr;
   request->waiting_since = Clock::now();
+  // A request that brings down every path it is sent on (a target that hangs on those blocks)
+  // would otherwise go round the paths for ever, taking each down in turn, and the client would
+  // never hear. After no-path-timeout it fails like a request that found no path.
+  if (request->waiting_since - request->submitted_at >= options_.no_path_timeout) {
+    spdlog::error("{}: a request failed with EIO after failing over between paths for {} s",
+                  options_.target, options_.no_path_timeout.count());
+    return complete(request, errno_code(EIO));
+  }
   queue_.push_front(request);
   schedule_dispatch();
 }

@@ -70,6 +70,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
     boost::asio::io_context* caller = nullptr;
     std::optional<WorkGuard> busy;  // the caller's io_context runs until the completion
     Clock::time_point waiting_since{};
+    Clock::time_point submitted_at{};
   };
 
   struct PartWriter;

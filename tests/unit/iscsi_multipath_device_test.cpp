@@ -122,6 +122,7 @@ class FakePath final : public IscsiPath {
   void refuse(const std::string& why) override { close(State::refused, why); }
   void unregister(std::function<void()> done) override { done(); }
 
+  bool holds_requests() const { return !held_.empty(); }
   // Answers every request held here.
   void complete_all() {
     for (IscsiIo* io : std::exchange(held_, {})) {
@@ -479,4 +480,26 @@ TEST(IscsiMultipathDevice, KeysOfAnEarlierRunOnThisHostArePreemptedBeforeAnyRequ
   lab.on_device([&] { lab.paths[0]->complete_all(); });
   ASSERT_TRUE(ready_within(done, 2000ms));
   EXPECT_FALSE(done.get());
+}
+
+TEST(IscsiMultipathDevice, ARequestThatTakesDownEveryPathFailsAfterNoPathTimeout) {
+  Lab lab;
+  auto options = two_portals();
+  options.no_path_timeout = 1s;
+  options.path_check_interval = 1s;
+  Client client;  // outlives the device, whose closing answers a request still going round
+  auto device = open_with(lab, options);
+  auto start = std::chrono::steady_clock::now();
+  auto done = client.write(*device, 0);
+  // Whichever path the request is on dies under it once the other path is up again (the
+  // checker reconnects it), so the request never waits for a path: it only goes round them.
+  while (!ready_within(done, 100ms) && std::chrono::steady_clock::now() - start < 6s)
+    lab.on_device([&] {
+      for (size_t i = 0; i < 2; ++i)
+        if (lab.paths[i]->holds_requests() && lab.paths[1 - i]->state() == IscsiPath::State::up)
+          lab.paths[i]->abandon("hangs on this request");
+    });
+  ASSERT_TRUE(ready_within(done, 0ms)) << "the request went round the paths for 6 s";
+  EXPECT_EQ(done.get(), errno_code(EIO));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
 }
