@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <unistd.h>
+
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 
@@ -18,6 +21,7 @@ namespace {
 
 constexpr auto kTickInterval = std::chrono::milliseconds(100);
 constexpr uint64_t kZeroChunk = 1 << 20;
+constexpr uint64_t kProvisioningPart = 64 << 20;  // per UNMAP or WRITE SAME
 alignas(4096) const std::byte zero_chunk[kZeroChunk] = {};
 // At shutdown, how long the paths get to drop their reservation keys.
 constexpr auto kUnregisterTimeout = std::chrono::seconds(2);
@@ -35,6 +39,49 @@ crypto::SecureBytes read_chap_secret(const std::string& path) {
   secret.data()[length] = std::byte{0};
   return secret;
 }
+
+// Named in the log so that an administrator can tell whose registration is whose on the LUN.
+std::string key_text(const IscsiPath& path) {
+  if (path.reservation_key() == 0) return {};
+  return fmt::format("reservation key {:#x}", path.reservation_key());
+}
+
+constexpr uint64_t kKeyHostMask = 0xffffffff00000000;
+constexpr uint64_t kKeyRunMask = 0x00000000ffff0000;
+
+// The host part of our reservation keys: stable across restarts of a gateway on this host for
+// this LUN and initiator name, and unlike another host's (or another initiator name's).
+uint64_t host_key_part(const IscsiOptions& options) {
+  std::string host;
+  std::ifstream machine_id("/etc/machine-id");
+  std::getline(machine_id, host);
+  if (host.empty()) {
+    char name[256] = {};
+    gethostname(name, sizeof name - 1);
+    host = name;
+  }
+  // FNV-1a: std::hash need not give the same value in the next run.
+  uint64_t hash = 0xcbf29ce484222325;
+  for (const std::string& part :
+       {host, options.initiator_name, options.target, std::to_string(options.lun)}) {
+    for (unsigned char c : part + '\n') hash = (hash ^ c) * 0x100000001b3;
+  }
+  return ((hash >> 32) ^ hash) << 32;
+}
+
+// The run part and the session numbers belong to the process, not to one device: two exports of
+// the same LUN in one gateway must neither take each other's keys for leftovers of an earlier
+// run nor ever register the same key.
+uint64_t process_run_part() {
+  static const uint64_t run = [] {
+    std::random_device random;
+    uint64_t part = 0;
+    while (part == 0) part = (uint64_t{random()} & 0xffff) << 16;
+    return part;
+  }();
+  return run;
+}
+std::atomic<uint64_t> session_numbers{0};
 
 }  // namespace
 
@@ -75,8 +122,8 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
     credentials_.mutual_user = options_.mutual_chap_user.c_str();
     credentials_.mutual_secret = mutual_secret_.chars();
   }
-  std::random_device random;
-  key_base_ = (static_cast<uint64_t>(random()) << 32 | random()) & ~uint64_t{0xffff};
+  key_host_ = host_key_part(options_);
+  key_run_ = process_run_part();
   reported_up_.assign(options_.portals.size(), false);
   last_down_reason_.resize(options_.portals.size());
   announced_checking_.assign(options_.portals.size(), false);
@@ -160,6 +207,9 @@ DeviceCapabilities IscsiMultipathDevice::capabilities() const {
   caps.read_only = options_.read_only;
   caps.can_fua = !options_.read_only;
   caps.can_flush = true;
+  caps.can_trim = can_unmap_;
+  caps.can_zero = can_write_same_;
+  caps.can_fast_zero = can_write_same_;
   caps.can_multi_conn = true;  // one device, one session per path: a flush covers everything
   caps.min_block_size = block_size_;
   caps.preferred_block_size = std::max<uint32_t>(4096, block_size_);
@@ -197,38 +247,65 @@ void IscsiMultipathDevice::flush(Completion done) {
   submit(IscsiIo::Kind::flush, 0, nullptr, 0, false, std::move(done));
 }
 
-void IscsiMultipathDevice::trim(uint64_t, uint64_t, Completion done) { done({}); }
+// Large trims and zeroings go out one part after the other: a part is bounded so that a target
+// that writes rather than deallocates still answers well within the request timeout, and in
+// sequence so that many parts never pile up at once. `data` is the zero buffer for writes
+// (null for UNMAP and WRITE SAME). With `fua`, a flush follows the last part.
+struct IscsiMultipathDevice::PartWriter {
+  IscsiMultipathDevice* device;
+  IscsiIo::Kind kind;
+  uint64_t offset;
+  uint64_t remaining;
+  uint64_t part;
+  bool fua;
+  bool deallocate;
+  Completion done;
 
-// Zeroes are written as data, one pooled-size chunk after the other from a shared zero
-// buffer: a request for gigabytes of zeroes needs no more memory than a megabyte.
+  static void next(std::unique_ptr<PartWriter> self) {
+    const uint64_t length = std::min(self->remaining, self->part);
+    PartWriter* raw = self.release();
+    std::byte* data = raw->kind == IscsiIo::Kind::write ? const_cast<std::byte*>(zero_chunk) : nullptr;
+    // WRITE(16) carries FUA itself; UNMAP and WRITE SAME(16) cannot, so a flush follows them.
+    const bool fua = raw->fua && raw->kind == IscsiIo::Kind::write;
+    raw->device->submit(raw->kind, raw->offset, data, length, fua,
+                        [raw, length](std::error_code ec) {
+                          std::unique_ptr<PartWriter> owned(raw);
+                          owned->offset += length;
+                          owned->remaining -= length;
+                          if (!ec && owned->remaining > 0) return next(std::move(owned));
+                          if (ec || !owned->fua || owned->kind == IscsiIo::Kind::write)
+                            return owned->done(ec);
+                          owned->device->flush(std::move(owned->done));
+                        },
+                        ~uint64_t{0}, raw->deallocate);
+  }
+};
+
+void IscsiMultipathDevice::trim(uint64_t offset, uint64_t length, Completion done) {
+  if (options_.read_only) return done(errno_code(EPERM));
+  if (auto ec = check_range(offset, length)) return done(ec);
+  // Without UNMAP, trim is a hint that may do nothing (and is not advertised).
+  if (!can_unmap_ || length == 0) return done({});
+  PartWriter::next(std::unique_ptr<PartWriter>(new PartWriter{
+      this, IscsiIo::Kind::unmap, offset, length, unmap_part_bytes_, false, true, std::move(done)}));
+}
+
+// With WRITE SAME(16), one zero block per part goes over the wire (and the target may
+// deallocate when the caller allows it); otherwise zeroes are written as data from a shared
+// buffer, so a request for gigabytes of zeroes needs no more memory than a megabyte.
 void IscsiMultipathDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
                                         Completion done) {
   if (options_.read_only) return done(errno_code(EPERM));
-  if (flags.fast_only) return done(errno_code(ENOTSUP));
+  if (flags.fast_only && !can_write_same_) return done(errno_code(ENOTSUP));
   if (offset > size() || length > size() - offset) return done(errno_code(ENOSPC));
   if (auto ec = check_range(offset, length)) return done(ec);
   if (length == 0) return done({});
-  struct ZeroWriter {
-    IscsiMultipathDevice* device;
-    uint64_t offset;
-    uint64_t remaining;
-    bool fua;
-    Completion done;
-    static void next(std::unique_ptr<ZeroWriter> self) {
-      uint64_t chunk = std::min<uint64_t>(self->remaining, kZeroChunk);
-      ZeroWriter* raw = self.release();
-      raw->device->submit(IscsiIo::Kind::write, raw->offset, const_cast<std::byte*>(zero_chunk),
-                          chunk, raw->fua, [raw, chunk](std::error_code ec) {
-                            std::unique_ptr<ZeroWriter> owned(raw);
-                            owned->offset += chunk;
-                            owned->remaining -= chunk;
-                            if (ec || owned->remaining == 0) return owned->done(ec);
-                            next(std::move(owned));
-                          });
-    }
-  };
-  ZeroWriter::next(std::unique_ptr<ZeroWriter>(
-      new ZeroWriter{this, offset, length, flags.fua, std::move(done)}));
+  auto* writer = can_write_same_
+                     ? new PartWriter{this, IscsiIo::Kind::zero, offset, length, write_same_part_bytes_,
+                                      flags.fua, flags.may_trim, std::move(done)}
+                     : new PartWriter{this, IscsiIo::Kind::write, offset, length, kZeroChunk,
+                                      flags.fua, false, std::move(done)};
+  PartWriter::next(std::unique_ptr<PartWriter>(writer));
 }
 
 void IscsiMultipathDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
@@ -238,8 +315,44 @@ void IscsiMultipathDevice::block_status(uint64_t offset, uint64_t length, Extent
 }
 
 void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
-                                  uint64_t length, bool fua, Completion done) {
+                                  uint64_t length, bool fua, Completion done, uint64_t limit,
+                                  bool deallocate) {
+  if (kind == IscsiIo::Kind::read || kind == IscsiIo::Kind::write) limit = max_transfer_bytes_.load();
+  if (kind == IscsiIo::Kind::flush || limit == 0 || length <= limit)
+    return submit_one(kind, offset, data, length, fua, deallocate, std::move(done));
+  // A larger request would come back ILLEGAL REQUEST. The parts run in parallel, each failed
+  // over on its own; the caller hears once, with the first error, when all have finished.
+  struct Parts {
+    std::atomic<uint64_t> left;
+    std::mutex mutex;
+    std::error_code first_error;
+    Completion done;
+  };
+  auto parts = std::make_shared<Parts>();
+  parts->left = (length + limit - 1) / limit;
+  parts->done = std::move(done);
+  for (uint64_t at = 0; at < length; at += limit) {
+    submit_one(kind, offset + at, data ? data + at : nullptr, std::min(limit, length - at), fua,
+               deallocate, [parts](std::error_code ec) {
+                 if (ec) {
+                   std::lock_guard lock(parts->mutex);
+                   if (!parts->first_error) parts->first_error = ec;
+                 }
+                 if (parts->left.fetch_sub(1) != 1) return;
+                 std::error_code result;
+                 {
+                   std::lock_guard lock(parts->mutex);
+                   result = parts->first_error;
+                 }
+                 parts->done(result);
+               });
+  }
+}
+
+void IscsiMultipathDevice::submit_one(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
+                                      uint64_t length, bool fua, bool deallocate, Completion done) {
   auto* request = new Request;
+  request->deallocate = deallocate;
   request->kind = kind;
   request->offset = offset;
   request->data = data;
@@ -249,7 +362,7 @@ void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte
   request->caller = &current_io_context();
   request->busy.emplace(request->caller->get_executor());
   boost::asio::post(io_, [this, request] {
-    request->waiting_since = Clock::now();
+    request->waiting_since = request->submitted_at = Clock::now();
     if (stopping_) return complete(request, errno_code(EIO));
     queue_.push_back(request);
     dispatch();
@@ -380,8 +493,35 @@ void IscsiMultipathDevice::check_paths() {
 uint64_t IscsiMultipathDevice::next_reservation_key() {
   if (options_.read_only || !options_.reservations) return 0;  // nothing to fence
   // Unique per session: a key names exactly one session to preempt when it is lost.
-  uint64_t key = key_base_ | (++key_sequence_ & 0xffff);
-  return key != 0 ? key : 1;
+  uint64_t session = 0;
+  while (session == 0) session = ++session_numbers & 0xffff;
+  return key_host_ | key_run_ | session;
+}
+
+// A gateway killed without its clean exit leaves its keys registered, and perhaps the
+// reservation held by one of them. Our host part with another run's bits can only be such a
+// leftover: it is preempted like the key of a lost session, before any request goes out. Keys
+// of other hosts, and of this run, are never touched.
+void IscsiMultipathDevice::fence_earlier_runs(const IscsiPath& path) {
+  if (options_.read_only || !options_.reservations) return;
+  for (uint64_t key : path.registered_keys()) {
+    if ((key & kKeyHostMask) != key_host_ || (key & kKeyRunMask) == key_run_) continue;
+    if (std::find(fences_.begin(), fences_.end(), key) != fences_.end()) continue;
+    spdlog::warn("{}: reservation key {:#x} was left by an earlier run of this gateway on this "
+                 "host; preempting it",
+                 options_.target, key);
+    fences_.push_back(key);
+  }
+}
+
+// The smallest limit of any path, so that a request split for one fits every other.
+void IscsiMultipathDevice::adopt_transfer_limit(const IscsiPath& path) {
+  const uint64_t limit = uint64_t{path.max_transfer_blocks()} * block_size_;
+  if (limit == 0) return;
+  uint64_t current = max_transfer_bytes_.load();
+  while ((current == 0 || limit < current) &&
+         !max_transfer_bytes_.compare_exchange_weak(current, limit)) {
+  }
 }
 
 // The first attempt on every portal has ended: decide whether the device can open.
@@ -412,12 +552,26 @@ void IscsiMultipathDevice::finish_start_when_settled() {
     block_size_ = reference->block_size();
     size_.store(reference->blocks() * block_size_, std::memory_order_relaxed);
     for (auto& path : paths_) {
+      if (path->state() == IscsiPath::State::up) {
+        adopt_transfer_limit(*path);
+        fence_earlier_runs(*path);
+      }
       reported_up_[path->index()] = path->state() == IscsiPath::State::up;
       if (path->state() == IscsiPath::State::up)
-        log_path(Tone::news, *path, "up");
+        log_path(Tone::news, *path, "up", key_text(*path));
       else
         log_path(Tone::trouble, *path, "down", last_down_reason_[path->index()] = path->last_error());
     }
+    // Parts small enough to finish well within the request timeout even where the target
+    // writes instead of deallocating.
+    const uint64_t part_blocks = kProvisioningPart / block_size_;
+    auto part = [&](uint64_t max_blocks) {
+      return (max_blocks == 0 ? part_blocks : std::min(part_blocks, max_blocks)) * block_size_;
+    };
+    can_unmap_ = !options_.read_only && reference->can_unmap();
+    can_write_same_ = !options_.read_only && reference->can_write_same();
+    unmap_part_bytes_ = part(reference->max_unmap_blocks());
+    write_same_part_bytes_ = part(reference->max_write_same_blocks());
     if (!reference->reservations_supported() && !options_.read_only) {
       warned_no_reservations_ = true;
       spdlog::warn("{}: the target does not support persistent reservations: a lost path's queued "
@@ -458,10 +612,12 @@ void IscsiMultipathDevice::path_up(IscsiPath& path) {
   }
   reported_up_[path.index()] = true;
   announced_checking_[path.index()] = false;
+  adopt_transfer_limit(path);
+  fence_earlier_runs(path);
   last_down_reason_[path.index()].clear();
   capacity_changed(path);
   const bool failback = options_.path_policy == PathPolicy::failover && path.index() == 0;
-  log_path(Tone::news, path, failback ? "up, failing back to it" : "up");
+  log_path(Tone::news, path, failback ? "up, failing back to it" : "up", key_text(path));
   if (!path.reservations_supported() && !options_.read_only && !warned_no_reservations_) {
     warned_no_reservations_ = true;
     spdlog::warn("{}: the target does not support persistent reservations: a lost path's queued "
@@ -495,6 +651,14 @@ void IscsiMultipathDevice::io_retry(IscsiIo* io) {
   auto* request = static_cast<Request*>(io);
   request->path = nullptr;
   request->waiting_since = Clock::now();
+  // A request that brings down every path it is sent on (a target that hangs on those blocks)
+  // would otherwise go round the paths for ever, taking each down in turn, and the client would
+  // never hear. After no-path-timeout it fails like a request that found no path.
+  if (request->waiting_since - request->submitted_at >= options_.no_path_timeout) {
+    spdlog::error("{}: a request failed with EIO after failing over between paths for {} s",
+                  options_.target, options_.no_path_timeout.count());
+    return complete(request, errno_code(EIO));
+  }
   queue_.push_front(request);
   schedule_dispatch();
 }

@@ -54,7 +54,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void write(uint64_t offset, std::span<const std::byte> data, WriteFlags flags,
              Completion done) override;
   void flush(Completion done) override;
-  // Not advertised (can_trim is false): trim is a hint, so it succeeds doing nothing.
+  // UNMAP and WRITE SAME(16) when the LUN's provisioning page (VPD 0xB2) offers them; otherwise
+  // trim is not advertised (a hint, it succeeds doing nothing) and zeroes are written as data.
   void trim(uint64_t offset, uint64_t length, Completion done) override;
   void write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags, Completion done) override;
   // A LUN does not tell allocation here: everything is data.
@@ -69,7 +70,10 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
     boost::asio::io_context* caller = nullptr;
     std::optional<WorkGuard> busy;  // the caller's io_context runs until the completion
     Clock::time_point waiting_since{};
+    Clock::time_point submitted_at{};
   };
+
+  struct PartWriter;
 
   IscsiMultipathDevice(const IscsiOptions& options, const PathFactory& make_path);
   void start();
@@ -77,8 +81,12 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
 
   // Caller's thread.
   std::error_code check_range(uint64_t offset, uint64_t length) const;
+  // Splits what exceeds the target's maximum transfer length into requests it accepts.
+  // `limit`: the largest part in bytes (0: none); reads and writes use the transfer limit.
   void submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data, uint64_t length, bool fua,
-              Completion done);
+              Completion done, uint64_t limit = ~uint64_t{0}, bool deallocate = false);
+  void submit_one(IscsiIo::Kind kind, uint64_t offset, std::byte* data, uint64_t length, bool fua,
+                  bool deallocate, Completion done);
   void complete(Request* request, std::error_code ec);
 
   // The device's thread.
@@ -90,6 +98,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void check_paths();
   void finish_start_when_settled();
   uint64_t next_reservation_key();
+  void fence_earlier_runs(const IscsiPath& path);
+  void adopt_transfer_limit(const IscsiPath& path);
   enum class Tone { news, trouble };  // info or warning
   void log_path(Tone tone, const IscsiPath& path, const char* event, const std::string& why = {}) const;
   bool any_path_up() const;
@@ -113,6 +123,12 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   std::vector<std::unique_ptr<IscsiPath>> paths_;
 
   std::atomic<uint64_t> size_{0};
+  std::atomic<uint64_t> max_transfer_bytes_{0};  // 0: the target states no limit
+  // Provisioning, fixed by the first path up (every path shows the same LUN).
+  bool can_unmap_ = false;
+  bool can_write_same_ = false;
+  uint64_t unmap_part_bytes_ = 0;
+  uint64_t write_same_part_bytes_ = 0;
   uint32_t block_size_ = 512;  // fixed once the first path is up
   std::string identity_;       // the LUN's VPD 0x83 designators, fixed by the first path up
 
@@ -125,8 +141,10 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   std::vector<bool> reported_up_;  // per path: its coming up was logged
   std::vector<std::string> last_down_reason_;  // per path: the last failure logged
   std::vector<bool> announced_checking_;       // per path: "checking" logged in this outage
-  uint64_t key_base_ = 0;
-  uint64_t key_sequence_ = 0;
+  // Reservation keys: this host and LUN (32 bits), this process's run (16), the session (16). A
+  // restarted gateway recognises keys with its host part and another run as its own leftovers.
+  uint64_t key_host_ = 0;
+  uint64_t key_run_ = 0;
   bool starting_ = true;
   bool launching_ = false;  // the first connect() of every path is being started
   bool stopping_ = false;

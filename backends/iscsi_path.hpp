@@ -11,6 +11,7 @@
 #include <functional>
 #include <string>
 #include <system_error>
+#include <vector>
 
 // libiscsi's header uses the fixed-width types without including their header.
 #include <iscsi/scsi-lowlevel.h>
@@ -22,12 +23,14 @@ class IscsiPath;
 // One request on its way through the paths. The device owns it; a path holds it while it is in
 // flight there.
 struct IscsiIo {
-  enum class Kind { read, write, flush };
+  // unmap: UNMAP (trim); zero: WRITE SAME(16) of a zero block.
+  enum class Kind { read, write, flush, unmap, zero };
   Kind kind = Kind::read;
   uint64_t offset = 0;
   std::byte* data = nullptr;
   uint64_t length = 0;
   bool fua = false;
+  bool deallocate = false;  // zero: the blocks may be unmapped rather than written
 
   // On a path.
   IscsiPath* path = nullptr;
@@ -97,6 +100,16 @@ class IscsiPath {
   const std::string& identity() const { return identity_; }  // VPD 0x83 designators
   uint64_t blocks() const { return blocks_; }
   uint32_t block_size() const { return block_size_; }
+  // The target's MAXIMUM TRANSFER LENGTH (VPD 0xB0) in blocks; 0 when it states no limit.
+  uint32_t max_transfer_blocks() const { return max_transfer_blocks_; }
+  // Every key registered on the LUN when this session came up (READ KEYS), ours included.
+  const std::vector<uint64_t>& registered_keys() const { return registered_keys_; }
+  // Logical block provisioning (VPD 0xB2, limits from 0xB0): what the target says it can do.
+  bool can_unmap() const { return can_unmap_; }
+  bool can_write_same() const { return can_write_same_; }
+  bool unmapped_reads_zero() const { return unmapped_reads_zero_; }
+  uint32_t max_unmap_blocks() const { return max_unmap_blocks_; }          // 0: no limit stated
+  uint64_t max_write_same_blocks() const { return max_write_same_blocks_; }  // 0: no limit stated
   uint64_t reservation_key() const { return registered_ ? key_ : 0; }
   bool reservations_supported() const { return reservations_supported_; }
   const Counters& counters() const { return counters_; }
@@ -109,6 +122,13 @@ class IscsiPath {
   std::string identity_;
   uint64_t blocks_ = 0;
   uint32_t block_size_ = 0;
+  uint32_t max_transfer_blocks_ = 0;
+  std::vector<uint64_t> registered_keys_;
+  bool can_unmap_ = false;
+  bool can_write_same_ = false;
+  bool unmapped_reads_zero_ = false;
+  uint32_t max_unmap_blocks_ = 0;
+  uint64_t max_write_same_blocks_ = 0;
   uint64_t key_ = 0;
   bool registered_ = false;
   bool reservations_supported_ = true;

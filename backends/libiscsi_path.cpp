@@ -18,12 +18,19 @@ using Clock = std::chrono::steady_clock;
 // change); more than a handful in a row on one request means something keeps resetting the LUN.
 constexpr unsigned kMaxUnitAttentions = 8;
 constexpr int kVpdDeviceIdentification = 0x83;
+constexpr int kVpdBlockLimits = 0xb0;
+constexpr int kVpdLogicalBlockProvisioning = 0xb2;
 constexpr int kVpdMaxLength = 255;
 constexpr uint16_t kReadReservationLength = 24;
+// The header and up to 255 keys: far more sessions than any LUN here will see.
+constexpr uint16_t kReadKeysLength = 8 + 8 * 255;
 
 const char* step_name(int step) {
   static const char* const names[] = {"login",    "TEST UNIT READY", "INQUIRY VPD 0x83",
-                                      "READ CAPACITY(16)", "PERSISTENT RESERVE OUT REGISTER",
+                                      "READ CAPACITY(16)", "INQUIRY VPD 0xB0",
+                                      "INQUIRY VPD 0xB2",
+                                      "PERSISTENT RESERVE OUT REGISTER",
+                                      "PERSISTENT RESERVE IN READ KEYS",
                                       "PERSISTENT RESERVE IN READ RESERVATION",
                                       "PERSISTENT RESERVE OUT RESERVE"};
   return names[step];
@@ -181,11 +188,22 @@ void LibiscsiPath::run_step(Step step) {
     case Step::capacity:
       task = iscsi_readcapacity16_task(ctx_, lun, on_step, this);
       break;
+    case Step::limits:
+      task = iscsi_inquiry_task(ctx_, lun, 1, kVpdBlockLimits, kVpdMaxLength, on_step, this);
+      break;
+    case Step::provisioning:
+      task = iscsi_inquiry_task(ctx_, lun, 1, kVpdLogicalBlockProvisioning, kVpdMaxLength, on_step,
+                                this);
+      break;
     case Step::register_key:
       params.service_action_reservation_key = key_;
       task = iscsi_persistent_reserve_out_task(
           ctx_, lun, SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY,
           SCSI_PERSISTENT_RESERVE_SCOPE_LU, 0, &params, on_step, this);
+      break;
+    case Step::read_keys:
+      task = iscsi_persistent_reserve_in_task(ctx_, lun, SCSI_PERSISTENT_RESERVE_READ_KEYS,
+                                              kReadKeysLength, on_step, this);
       break;
     case Step::read_reservation:
       task = iscsi_persistent_reserve_in_task(ctx_, lun, SCSI_PERSISTENT_RESERVE_READ_RESERVATION,
@@ -240,6 +258,43 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       if (!capacity || capacity->block_length == 0) return fail_soon("READ CAPACITY(16) returned no block size");
       blocks_ = capacity->returned_lba + 1;
       block_size_ = capacity->block_length;
+      return run_step(Step::limits);
+    }
+    case Step::limits: {
+      // A target without the Block Limits page states no limits, and no provisioning either.
+      max_transfer_blocks_ = max_unmap_blocks_ = 0;
+      max_write_same_blocks_ = 0;
+      can_unmap_ = can_write_same_ = unmapped_reads_zero_ = false;
+      if (good) {
+        auto* limits = static_cast<scsi_inquiry_block_limits*>(scsi_datain_unmarshall(task));
+        if (limits) {
+          max_transfer_blocks_ = limits->max_xfer_len;
+          max_unmap_blocks_ = limits->max_unmap;
+          max_write_same_blocks_ = limits->max_ws_len;
+          return run_step(Step::provisioning);
+        }
+      } else if (!illegal_request) {
+        return failed();
+      }
+      registered_keys_.clear();
+      if (options_.read_only || key_ == 0 || !reservations_supported_) break;
+      return run_step(Step::register_key);
+    }
+    case Step::provisioning: {
+      if (good) {
+        auto* page =
+            static_cast<scsi_inquiry_logical_block_provisioning*>(scsi_datain_unmarshall(task));
+        if (page) {
+          // UNMAP needs room for at least one block in a request.
+          can_unmap_ = page->lbpu && max_unmap_blocks_ != 0;
+          can_write_same_ = page->lbpws;
+          unmapped_reads_zero_ = page->lbprz;
+        }
+      } else if (!illegal_request) {
+        return failed();
+      }
+      zero_block_.assign(block_size_, 0);
+      registered_keys_.clear();
       if (options_.read_only || key_ == 0 || !reservations_supported_) break;
       return run_step(Step::register_key);
     }
@@ -250,7 +305,14 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       }
       if (!good) return failed();
       registered_ = true;
+      return run_step(Step::read_keys);
+    case Step::read_keys: {
+      if (!good) return failed();
+      auto* keys = static_cast<scsi_persistent_reserve_in_read_keys*>(scsi_datain_unmarshall(task));
+      if (!keys) return fail_soon("cannot parse the READ KEYS answer");
+      registered_keys_.assign(keys->keys, keys->keys + keys->num_keys);
       return run_step(Step::read_reservation);
+    }
     case Step::read_reservation: {
       if (!good) return failed();
       auto* reservation =
@@ -301,6 +363,17 @@ void LibiscsiPath::send(IscsiIo* io) {
       break;
     case IscsiIo::Kind::flush:
       task = iscsi_synchronizecache16_task(ctx_, options_.lun, 0, 0, 0, 0, on_io, io);
+      break;
+    case IscsiIo::Kind::unmap: {
+      unmap_list range{lba, static_cast<uint32_t>(io->length / block_size_)};
+      task = iscsi_unmap_task(ctx_, options_.lun, 0, 0, &range, 1, on_io, io);
+      break;
+    }
+    case IscsiIo::Kind::zero:
+      // Deallocating is only allowed when unmapped blocks are sure to read as zeroes.
+      task = iscsi_writesame16_task(ctx_, options_.lun, lba, zero_block_.data(), block_size_,
+                                    static_cast<uint32_t>(io->length / block_size_), 0,
+                                    unmapped_reads_zero_ && io->deallocate ? 1 : 0, 0, 0, on_io, io);
       break;
   }
   if (!task) {

@@ -45,7 +45,10 @@ class LibiscsiPath final : public IscsiPath {
     test_unit_ready,
     identify,
     capacity,
+    limits,
+    provisioning,
     register_key,
+    read_keys,
     read_reservation,
     reserve,
   };
@@ -86,6 +89,7 @@ class LibiscsiPath final : public IscsiPath {
   bool waiting_write_ = false;
   std::string failure_;  // the first failure seen in this session, reported as its cause
 
+  std::vector<unsigned char> zero_block_;  // what WRITE SAME repeats
   std::unordered_set<IscsiIo*> in_flight_;
   std::function<void(bool)> fence_done_;
   std::chrono::steady_clock::time_point fence_since_{};

@@ -146,6 +146,8 @@ lun_holds "$CHAP_LUN" 0 65536 5a || fail "one-way CHAP write not in the LUN"
 lun_holds "$CHAP_LUN" 65536 65536 a5 || fail "mutual CHAP write not in the LUN"
 stop_volgate
 grep -Eq "alice-secret-1|bob-secret-22" "$VG_ERR" && fail "a CHAP secret appears in the log"
+# Exports c and m share a LUN in one process: their keys are one run's, never each other's leftovers.
+grep -q "left by an earlier run" "$VG_ERR" && fail "two exports of one LUN preempted each other's keys: $(grep -m1 "left by" "$VG_ERR")"
 pass "one-way and mutual CHAP log in and carry writes; secrets stay out of the log"
 
 # --- a portal that shows another LUN ----------------------------------------------------------
@@ -203,8 +205,51 @@ tgt main --op delete --mode logicalunit --tid 1 --lun 1 || fail "cannot remove L
 tgt main --op new --mode logicalunit --tid 1 --lun 1 -b "$LUN" || fail "cannot add LUN 1 again"
 wait_for_log "$VG_ERR" "size changed from $((64 << 20)) to $((96 << 20)) bytes" 5 "resize"
 assert_eq "$(nbdinfo --size "$U")" $((96 << 20)) "export size after the LUN grew"
+nbdinfo --can trim "$U" && fail "trim offered on a LUN without thin provisioning (VPD 0xB2 LBPU 0)"
 r=$(nbd_write "$U" $((80 << 20)) 65536 55)
 [[ $r == ok* ]] || fail "write into the grown part: $r"
 lun_holds "$LUN" $((80 << 20)) 65536 55 || fail "the write into the grown part is not in the LUN"
 stop_volgate
 pass "a grown LUN is seen by the path checker: new connections get 96 MiB and can write there"
+
+# --- UNMAP and WRITE SAME on a thin-provisioned LUN -------------------------------------------
+# tgtd offers them (VPD 0xB2: LBPU, LBPWS, LBPRZ) only with thin_provisioning=1.
+tgt main --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1 ||
+    fail "cannot turn on thin provisioning"
+start_volgate --unix "$S" --export "v=iscsi://$PORTALS/$IQN/1"
+U=$(unix_uri v "$S")
+nbdinfo --can trim "$U" || fail "no trim on a thin-provisioned LUN"
+nbdinfo --can fast_zero "$U" || fail "no fast zero on a thin-provisioned LUN"
+# 24 MiB of data at 16 MiB; then trim 8 MiB, zero 4 MiB with deallocation allowed (FAST_ZERO),
+# and 4 MiB with NO_HOLE and FUA (WRITE SAME without the UNMAP bit, then a flush).
+"$SYSPY" - "$U" <<'EOF' || fail "trim and zero through NBD"
+import nbd, sys
+MiB = 1 << 20
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(b"\x66" * (24 * MiB), 16 * MiB)
+h.flush()
+h.trim(8 * MiB, 16 * MiB)
+h.zero(4 * MiB, 24 * MiB, nbd.CMD_FLAG_FAST_ZERO)
+h.zero(4 * MiB, 28 * MiB, nbd.CMD_FLAG_NO_HOLE | nbd.CMD_FLAG_FUA)
+h.flush()
+assert h.pread(16 * MiB, 16 * MiB) == bytes(16 * MiB), "trimmed and zeroed ranges do not read as zeroes"
+assert h.pread(8 * MiB, 32 * MiB) == b"\x66" * (8 * MiB), "the data after the zeroed ranges changed"
+h.shutdown()
+EOF
+"$SYSPY" - "$LUN" <<'EOF' || fail "the LUN file does not show the deallocated ranges as holes"
+import os, sys
+MiB = 1 << 20
+fd = os.open(sys.argv[1], os.O_RDONLY)
+def hole(lo, hi):
+    try:
+        return os.lseek(fd, lo, os.SEEK_DATA) >= hi
+    except OSError:  # no data after lo at all
+        return True
+assert hole(16 * MiB, 28 * MiB), "the trimmed or FAST_ZERO range is still allocated"
+assert not hole(28 * MiB, 32 * MiB), "the NO_HOLE range was deallocated"
+os.lseek(fd, 16 * MiB, os.SEEK_SET)
+assert os.read(fd, 16 * MiB) == bytes(16 * MiB), "the LUN does not hold zeroes there"
+EOF
+stop_volgate
+pass "thin LUN: trim is UNMAP, write-zeroes is WRITE SAME(16): holes where allowed, data with NO_HOLE"

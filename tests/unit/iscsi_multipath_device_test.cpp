@@ -22,6 +22,8 @@ struct Lab {
   std::vector<std::string> identity{"lun-a", "lun-a"};
   std::vector<std::string> log;                   // "submit 1", "fence 1 <key>", "up 0", ...
   std::vector<uint64_t> keys{0, 0};               // each path's current reservation key
+  std::vector<uint64_t> lun_keys;                 // keys registered on the LUN (READ KEYS)
+  uint32_t max_transfer_blocks = 0;               // VPD 0xB0, 0: no limit
   std::vector<class FakePath*> paths;
   boost::asio::io_context* device_io = nullptr;
 
@@ -79,7 +81,12 @@ class FakePath final : public IscsiPath {
         std::lock_guard lock(lab_.mutex);
         up = lab_.comes_up[index_];
         identity_ = lab_.identity[index_];
-        if (up) lab_.keys[index_] = key;
+        max_transfer_blocks_ = lab_.max_transfer_blocks;
+        if (up) {
+          lab_.keys[index_] = key;
+          if (key != 0) lab_.lun_keys.push_back(key);
+          registered_keys_ = lab_.lun_keys;
+        }
       }
       if (!up) {
         state_ = State::down;
@@ -98,10 +105,15 @@ class FakePath final : public IscsiPath {
   void submit(IscsiIo* io) override {
     io->path = this;
     held_.push_back(io);
-    lab_.note("submit " + std::to_string(index_));
+    lab_.note("submit " + std::to_string(index_) + " " + std::to_string(io->offset) + "+" +
+              std::to_string(io->length));
   }
   void fence(uint64_t key, std::function<void(bool)> done) override {
     lab_.note("fence " + std::to_string(index_) + " " + std::to_string(key));
+    {
+      std::lock_guard lock(lab_.mutex);
+      std::erase(lab_.lun_keys, key);
+    }
     boost::asio::post(io_, [done = std::move(done)] { done(true); });
   }
   void check() override {}
@@ -110,6 +122,7 @@ class FakePath final : public IscsiPath {
   void refuse(const std::string& why) override { close(State::refused, why); }
   void unregister(std::function<void()> done) override { done(); }
 
+  bool holds_requests() const { return !held_.empty(); }
   // Answers every request held here.
   void complete_all() {
     for (IscsiIo* io : std::exchange(held_, {})) {
@@ -148,17 +161,17 @@ struct Client {
     volgate::CurrentContextGuard guard(io);
     io.run();
   }};
-  alignas(4096) std::byte buffer[4096] = {};
+  alignas(4096) std::byte buffer[65536] = {};
 
   ~Client() {
     busy.reset();
     thread.join();
   }
-  std::future<std::error_code> write(BlockDevice& device, uint64_t offset) {
+  std::future<std::error_code> write(BlockDevice& device, uint64_t offset, size_t length = 4096) {
     auto result = std::make_shared<std::promise<std::error_code>>();
     auto future = result->get_future();
-    boost::asio::post(io, [this, &device, offset, result] {
-      device.write(offset, std::span<const std::byte>(buffer, 4096), {},
+    boost::asio::post(io, [this, &device, offset, length, result] {
+      device.write(offset, std::span<const std::byte>(buffer, length), {},
                    [result](std::error_code ec) { result->set_value(ec); });
     });
     return future;
@@ -400,4 +413,93 @@ TEST(IscsiMultipathDevice, RoundRobinSkipsAPathThatIsDown) {
     ASSERT_TRUE(ready_within(w, 2000ms));
     EXPECT_FALSE(w.get());
   }
+}
+
+TEST(IscsiMultipathDevice, RequestsAboveTheTargetsMaximumTransferLengthAreSplit) {
+  Lab lab;
+  lab.max_transfer_blocks = 16;  // 8 KiB of 512-byte blocks
+  auto device = open_with(lab, two_portals());
+  Client client;
+  auto done = client.write(*device, 4096, 20480);
+  ASSERT_TRUE(lab.wait_for("submit 0", 3));
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(lab.count("submit 0"), 3u);
+  EXPECT_EQ(lab.count("submit 0 4096+8192"), 1u);
+  EXPECT_EQ(lab.count("submit 0 12288+8192"), 1u);
+  EXPECT_EQ(lab.count("submit 0 20480+4096"), 1u);
+  // The caller hears once, when the last part is done.
+  EXPECT_FALSE(ready_within(done, 20ms));
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+}
+
+TEST(IscsiMultipathDevice, KeysOfAnEarlierRunOnThisHostArePreemptedBeforeAnyRequestOthersNever) {
+  Lab lab;
+  std::vector<uint64_t> this_run;
+  {
+    // Another export of the same LUN in this process: its keys are this run's, never leftovers.
+    auto sibling = open_with(lab, two_portals());
+    this_run = lab.keys;
+  }
+  ASSERT_NE(this_run[0], 0u);
+  ASSERT_NE(this_run[0], this_run[1]);
+  const uint64_t host = this_run[0] & 0xffffffff00000000;
+  const uint64_t other_run = (this_run[0] & 0xffff0000) ^ 0x10000;
+  // What a gateway killed on this host left: its run part differs from ours.
+  const std::vector<uint64_t> earlier{host | other_run | 1, host | other_run | 2};
+  // A gateway on another host (or with another initiator name) shares the LUN.
+  auto elsewhere = two_portals();
+  elsewhere.initiator_name = "iqn.2026-01.org.volgate:elsewhere";
+  Lab other_lab;
+  uint64_t foreign;
+  {
+    auto other = open_with(other_lab, elsewhere);
+    foreign = other_lab.keys[0];
+  }
+  EXPECT_NE(foreign >> 32, host >> 32) << "another initiator's keys have another host part";
+  {
+    std::lock_guard lock(lab.mutex);
+    lab.lun_keys.insert(lab.lun_keys.end(), earlier.begin(), earlier.end());
+    lab.lun_keys.push_back(foreign);
+    lab.log.clear();
+  }
+  lab.paths.clear();
+  auto device = open_with(lab, two_portals());
+  EXPECT_EQ(lab.keys[0] & 0xffffffff00000000, host) << "the host part is stable";
+  for (uint64_t key : this_run) EXPECT_NE(lab.keys[0], key) << "two devices never share a key";
+  Client client;
+  auto done = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 0"));
+  for (uint64_t key : earlier) {
+    long fence = lab.first("fence 0 " + std::to_string(key));
+    ASSERT_GE(fence, 0) << "key " << key << " of the earlier run was not preempted";
+    EXPECT_LT(fence, lab.first("submit 0"));
+  }
+  EXPECT_EQ(lab.count("fence "), 2u) << "only the earlier run's keys";
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+}
+
+TEST(IscsiMultipathDevice, ARequestThatTakesDownEveryPathFailsAfterNoPathTimeout) {
+  Lab lab;
+  auto options = two_portals();
+  options.no_path_timeout = 1s;
+  options.path_check_interval = 1s;
+  Client client;  // outlives the device, whose closing answers a request still going round
+  auto device = open_with(lab, options);
+  auto start = std::chrono::steady_clock::now();
+  auto done = client.write(*device, 0);
+  // Whichever path the request is on dies under it once the other path is up again (the
+  // checker reconnects it), so the request never waits for a path: it only goes round them.
+  while (!ready_within(done, 100ms) && std::chrono::steady_clock::now() - start < 6s)
+    lab.on_device([&] {
+      for (size_t i = 0; i < 2; ++i)
+        if (lab.paths[i]->holds_requests() && lab.paths[1 - i]->state() == IscsiPath::State::up)
+          lab.paths[i]->abandon("hangs on this request");
+    });
+  ASSERT_TRUE(ready_within(done, 0ms)) << "the request went round the paths for 6 s";
+  EXPECT_EQ(done.get(), errno_code(EIO));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
 }
