@@ -11,7 +11,8 @@
 #include "gateway/serve_command.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{"volgate: serve volumes as NBD exports from user space, plain or LUKS-encrypted"};
+  CLI::App app{"volgate: a user-space storage gateway (NBD exports of file, memory, RBD and iSCSI volumes, "
+                "plain or LUKS-encrypted) and the volume controller that manages them"};
   app.set_version_flag("--version", "volgate 0.1.0");
   app.require_subcommand(1);
   std::string log_level = "info";
