@@ -154,6 +154,29 @@ free_tcp_port() {
     "$SYSPY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# start_controller CONFIG SOCKET [STDOUT-PATTERN]: runs `volgate controller --config CONFIG` in
+# the background until its API socket exists (and, given a pattern, until a line of its stdout
+# matches it, e.g. '^http://' for a TCP listener). Sets CTL_PID and VG_ERR; its stderr is $TEST_TMP/controller.N.err
+# (dumped if the test fails), its stdout controller.N.out beside it.
+start_controller() {
+    local config=$1 socket=$2 pattern=${3:-}
+    local out=$TEST_TMP/controller.$VG_COUNT.out err=$TEST_TMP/controller.$VG_COUNT.err
+    VG_COUNT=$((VG_COUNT + 1))
+    VG_LOGS+=("$err")
+    "$VOLGATE" controller --config "$config" >"$out" 2>"$err" &
+    CTL_PID=$!
+    VG_PIDS+=("$CTL_PID")
+    VG_LOG_OF[$CTL_PID]=$err
+    VG_ERR=$err
+    local i
+    for ((i = 0; i < 200; i++)); do
+        _proc_running "$CTL_PID" || fail "controller exited before it was ready: $(tail -n 3 "$err")"
+        [[ -S $socket ]] && { [[ -z $pattern ]] || grep -q -- "$pattern" "$out" 2>/dev/null; } && return 0
+        sleep 0.05
+    done
+    fail "controller not ready within 10 s"
+}
+
 # start_volgate SERVE_ARGS...
 # Runs `$VOLGATE serve SERVE_ARGS...` in the background and waits (10 s at most) until it has
 # printed one URI line per export per listener and every --unix socket exists.

@@ -43,25 +43,6 @@ cat >"$T/controller.json" <<JSON
 }
 JSON
 
-# start_controller: runs the controller in the background until it prints its listeners.
-start_controller() {
-    local out=$T/controller.$VG_COUNT.out err=$T/controller.$VG_COUNT.err
-    VG_COUNT=$((VG_COUNT + 1))
-    VG_LOGS+=("$err")
-    "$VOLGATE" controller --config "$T/controller.json" >"$out" 2>"$err" &
-    CTL_PID=$!
-    VG_PIDS+=("$CTL_PID")
-    VG_LOG_OF[$CTL_PID]=$err
-    VG_ERR=$err
-    local i
-    for ((i = 0; i < 200; i++)); do
-        _proc_running "$CTL_PID" || fail "controller exited before it was ready: $(tail -n 3 "$err")"
-        grep -q '^http://' "$out" 2>/dev/null && [[ -S $SOCK ]] && return 0
-        sleep 0.05
-    done
-    fail "controller not ready within 10 s"
-}
-
 vg() { "$VOLGATE" "$@"; }
 # json EXPR: evaluates EXPR over the JSON document on stdin (as d)
 json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print(r if not isinstance(r, (dict, list)) else json.dumps(r))' "$1"; }
@@ -94,7 +75,7 @@ create() { vg volume create --output json "$@" | json "d['volume']['id']"; }
 quota_in_use() { vg quota show --output json ${2:+--project "$2"} | json "d['quota_set']['$1']['in_use']"; }
 quota_reserved() { vg quota show --output json | json "d['quota_set']['$1']['reserved']"; }
 
-start_controller
+start_controller "$T/controller.json" "$SOCK" '^http://'
 # Refusals at start: one line, exit 2, and the running controller is left alone.
 refused_start() {
     local rc=0
@@ -326,7 +307,7 @@ wait "$CTL_PID" 2>/dev/null || true
 _forget_pid "$CTL_PID"
 [[ -e $T/slow/volume-$long.img ]] || fail "the copy's partial file should exist after SIGKILL"
 [[ $(sqlite3 "$STATE/controller.db" "SELECT count(*) FROM flow_journal") -ge 1 ]] || fail "no journal entry for the interrupted create"
-start_controller
+start_controller "$T/controller.json" "$SOCK" '^http://'
 assert_eq "$(vol_field "$long" status)" error "status of the interrupted create after restart"
 vol_field "$long" volgate:error | grep -q stopped || fail "error message: $(vol_field "$long" volgate:error)"
 assert_eq "$(quota_in_use gigabytes)" "$in_use_before" "gigabytes in use after recovery"
@@ -341,7 +322,7 @@ pass "SIGKILL during a long copy: restart reverts it (error, quota released, par
 long=$(vg volume create --output json --no-wait --size 1G --type slow --image "$T/big.raw" long2 | json "d['volume']['id']")
 sleep 0.5
 stop_volgate "$CTL_PID" TERM 15
-start_controller
+start_controller "$T/controller.json" "$SOCK" '^http://'
 assert_eq "$(vol_field "$long" status)" error "status of a copy cancelled by SIGTERM"
 [[ ! -e $T/slow/volume-$long.img ]] || fail "SIGTERM left the partial file"
 stop_volgate "$CTL_PID" TERM 10

@@ -39,16 +39,8 @@ cat >"$T/controller.json" <<JSON
              "iqn_prefix": "$PREFIX", "tgt_ipc_socket": "$TGT_IPC_SOCKET"}]
 }
 JSON
-"$VOLGATE" controller --config "$T/controller.json" >"$T/ctl.out" 2>"$T/ctl.err" &
-CTL=$!
-VG_PIDS+=("$CTL")
-VG_LOG_OF[$CTL]=$T/ctl.err
-VG_LOGS+=("$T/ctl.err")
-for ((i = 0; i < 200; i++)); do
-    [[ -S $STATE/controller.sock ]] && break
-    _proc_running "$CTL" || fail "controller exited: $(cat "$T/ctl.err")"
-    sleep 0.05
-done
+start_controller "$T/controller.json" "$STATE/controller.sock"
+CTL=$CTL_PID
 json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 capacity() {  # bytes: (last LBA + 1) * block length
     iscsi-readcapacity16 "iscsi://$PORTAL/$PREFIX:volume-$1/1" | "$SYSPY" -c '

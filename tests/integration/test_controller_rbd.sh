@@ -26,16 +26,8 @@ cat >"$T/controller.json" <<JSON
              "total_capacity_gb": 100}]
 }
 JSON
-"$VOLGATE" controller --config "$T/controller.json" >"$T/ctl.out" 2>"$T/ctl.err" &
-CTL=$!
-VG_PIDS+=("$CTL")
-VG_LOG_OF[$CTL]=$T/ctl.err
-VG_LOGS+=("$T/ctl.err")
-for ((i = 0; i < 200; i++)); do
-    [[ -S $STATE/controller.sock ]] && break
-    _proc_running "$CTL" || fail "controller exited: $(cat "$T/ctl.err")"
-    sleep 0.05
-done
+start_controller "$T/controller.json" "$STATE/controller.sock"
+CTL=$CTL_PID
 json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 create() { "$VOLGATE" volume create --output json "$@" | json "d['volume']['id']"; }
 image_size() { rbd "${CEPH[@]}" info --format json "vols/$1" | json "d['size']"; }
@@ -101,7 +93,7 @@ cryptsetup luksDump "$T/enc-header.raw" | grep -q '^Version:[[:space:]]*2' || fa
 unwrap_key "$enc" "$T/enc.key"
 cryptsetup open --test-passphrase --key-file "$T/enc.key" "$T/enc-header.raw" ||
     fail "the unwrapped passphrase does not open the RBD image's header"
-grep -qF "$(cat "$T/enc.key")" "$T/ctl.err" && fail "passphrase in the log"
+grep -qF "$(cat "$T/enc.key")" "${VG_LOG_OF[$CTL]}" && fail "passphrase in the log"
 enc_target=$("$VOLGATE" volume show --output json "$enc" | json "d['volume']['volgate:export_target']")
 # Only the first 16 MiB are read back: the rest of the 1 GiB volume decrypts to noise and
 # would only cost time.
