@@ -178,8 +178,8 @@ start_controller() {
 }
 
 # start_volgate SERVE_ARGS...
-# Runs `$VOLGATE serve SERVE_ARGS...` in the background and waits (10 s at most) until it has
-# printed one URI line per export per listener and every --unix socket exists.
+# Runs `$VOLGATE serve SERVE_ARGS...` in the background and waits (VG_READY_S seconds, default
+# 10) until it has printed one URI line per export per listener and every --unix socket exists.
 # Sets VG_PID, VG_OUT, VG_ERR.
 start_volgate() {
     require_volgate
@@ -206,7 +206,8 @@ start_volgate() {
     VG_PID=$!
     VG_PIDS+=("$VG_PID")
     VG_LOG_OF[$VG_PID]=$VG_ERR
-    local deadline=$(($(now_ms) + 10000)) got s ready
+    local ready_s=${VG_READY_S:-10}
+    local deadline=$(($(now_ms) + ready_s * 1000)) got s ready
     while :; do
         if ! _proc_running "$VG_PID"; then
             local rc=0
@@ -219,7 +220,7 @@ start_volgate() {
         ((got >= want)) || ready=0
         for s in "${socks[@]}"; do [[ -S $s ]] || ready=0; done
         ((ready)) && break
-        (($(now_ms) < deadline)) || fail "volgate not ready within 10 s ($got of $want URI lines); args: $*"
+        (($(now_ms) < deadline)) || fail "volgate not ready within $ready_s s ($got of $want URI lines); args: $*"
         sleep 0.05
     done
 }

@@ -219,6 +219,9 @@ QSECRET=(--object "secret,id=s0,file=$T/pass")
 # librbd formats, volgate serves; QEMU (librbd's decryption) reads what volgate wrote
 rbd_cmd create --size 48M "$CEPH_POOL/e1"
 rbd_cmd encryption format "$CEPH_POOL/e1" luks2 "$T/pass" >/dev/null 2>&1 || fail "rbd encryption format failed"
+# rbd encryption format has no PBKDF options: its argon2id keyslot is tuned to take 2 s (and up to
+# 1 GiB) to unlock on an idle machine, far longer on a loaded CI runner, so allow a minute.
+export VG_READY_S=60
 start_volgate --unix "$S" --export "e1=rbd:$CEPH_POOL/e1,$CEPH,luks-key-file=$T/pass"
 [[ $(nbdinfo --size "$(uri e1)") == $((32 * M)) ]] || fail "LUKS2 payload of a 48 MiB image is not 32 MiB"
 make_random_file "$T/plain" 32
@@ -239,6 +242,7 @@ want[31 << 20:(31 << 20) + 4096] = b"\xe1" * 4096
 assert open(sys.argv[2], "rb").read() == bytes(want)
 PY
 pass "rbd encryption format luks2: volgate and librbd's encryption read each other's writes"
+unset VG_READY_S
 
 # volgate formats an RBD image; librbd's encryption opens it
 rbd_cmd create --size 40M "$CEPH_POOL/e2"
