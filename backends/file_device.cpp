@@ -315,7 +315,9 @@ void FileDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFl
   if (data.empty()) return done({});
   auto* bytes = const_cast<std::byte*>(data.data());  // only ever passed to write(2)
   const int rw_flags = flags.fua ? RWF_DSYNC : 0;
-  uint64_t moved = transfer_inline(true, offset, bytes, data.size(), rw_flags);
+  uint64_t moved = data.size() <= kInlineWriteLimit
+                       ? transfer_inline(true, offset, bytes, data.size(), rw_flags)
+                       : 0;
   if (moved == data.size()) return done({});
   FileOp* op = new_op(fd_, FileOp::Kind::write, offset + moved, data.size() - moved, std::move(done));
   op->data = bytes + moved;

@@ -57,6 +57,12 @@ class FileDevice final : public BlockDevice {
     always,       // memory-backed filesystems (tmpfs): there is no device to wait for
   };
 
+  // Writes larger than this always go through io_uring, even when they could run inline: the
+  // copy into the page cache then runs on an io_uring worker on another core while this thread
+  // reads the next payload from the socket (1 MiB sequential writes to tmpfs: +15-20 %). Reads
+  // stay inline at any size: their bytes are sent while still in this core's cache.
+  static constexpr uint64_t kInlineWriteLimit = 128 * 1024;
+
   FileDevice(int fd, uint64_t size, FileOptions options, bool is_block_device, InlineIo inline_io);
   bool in_range(uint64_t offset, uint64_t length) const;
   uint64_t transfer_inline(bool write, uint64_t offset, std::byte* data, uint64_t length,
