@@ -15,6 +15,7 @@
 #include <future>
 #include <system_error>
 
+#include "common/adaptive_polling.hpp"
 #include "common/current_context.hpp"
 
 namespace volgate::nbd {
@@ -67,8 +68,9 @@ std::string uri_escape(const std::string& text) {
 
 }  // namespace
 
-Server::Server(ExportTable exports, unsigned threads)
+Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max)
     : exports_(std::move(exports)),
+      poll_max_(poll_max),
       signals_([this, threads]() -> asio::io_context& {
         for (unsigned i = 0; i < std::max(threads, 1u); ++i)
           workers_.push_back(std::make_unique<Worker>());
@@ -175,9 +177,9 @@ bool Server::run() {
 
   for (auto& w : workers_) {
     w->keep_alive.emplace(asio::make_work_guard(w->io));
-    w->thread = std::thread([&w = *w] {
+    w->thread = std::thread([&w = *w, poll_max = poll_max_] {
       CurrentContextGuard current(w.io);
-      w.io.run();
+      run_with_adaptive_polling(w.io, poll_max);
     });
   }
   // Each worker returns once the server stopped and its last session is gone.

@@ -25,7 +25,11 @@ class Server {
   // How long a graceful stop waits for clients before cutting connections.
   static constexpr std::chrono::seconds kDrainTimeout{10};
 
-  Server(ExportTable exports, unsigned threads);
+  // How long a worker busy-polls for the next event before it sleeps, at most (the window
+  // adapts to the traffic: see common/adaptive_polling.hpp). Zero: sleep at once.
+  static constexpr std::chrono::microseconds kDefaultPollMax{50};
+
+  Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max = kDefaultPollMax);
   ~Server();
 
   // Both throw std::system_error with a message naming the address.
@@ -64,6 +68,7 @@ class Server {
   bool flush_all();
 
   ExportTable exports_;
+  const std::chrono::microseconds poll_max_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   boost::asio::signal_set signals_;
