@@ -53,6 +53,9 @@ struct DeviceCapabilities {
   bool can_cache = false;       // CACHE does something useful (prefetch)
   bool can_block_status = false;
   bool can_multi_conn = false;  // all connections share one cache: flush covers them all
+  // Requests usually finish within microseconds (RAM, the page cache), so the next request is
+  // worth busy-polling for; not so for a network round trip (iSCSI, RBD).
+  bool fast_completions = false;
   uint32_t min_block_size = 1;  // requests must be aligned to this
   uint32_t preferred_block_size = 4096;
 };

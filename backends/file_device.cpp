@@ -255,6 +255,7 @@ DeviceCapabilities FileDevice::capabilities() const {
   caps.can_cache = !options_.direct;
   caps.can_block_status = !is_block_device_;
   caps.can_multi_conn = true;
+  caps.fast_completions = true;
   caps.min_block_size = options_.direct ? kDirectAlignment : 1;
   caps.preferred_block_size = 4096;
   return caps;

@@ -48,6 +48,7 @@ DeviceCapabilities MemoryDevice::capabilities() const {
   caps.can_fua = !read_only_;
   caps.can_block_status = true;
   caps.can_multi_conn = true;  // one shared memory image: nothing is cached per connection
+  caps.fast_completions = true;
   caps.min_block_size = 1;
   caps.preferred_block_size = 4096;
   return caps;

@@ -1,11 +1,17 @@
 #include "common/adaptive_polling.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
 
 namespace volgate {
 
 void PollWindow::slept(Duration slept) {
-  if (slept + window_ <= max_) {
+  // What the thread measured includes its own wake-up, which is what polling saves and which
+  // can be as long as the window on a VM: an event within twice the largest window would
+  // likely have been caught by a longer poll. Without this slack a window that once shrank
+  // to zero could never grow again there.
+  if (slept + window_ <= 2 * max_) {
     // The event came within reach of a longer poll: grow towards it.
     long_sleeps_ = 0;
     window_ = window_.count() == 0 ? std::min(kFirstWindow, max_) : std::min(window_ * 2, max_);
@@ -17,7 +23,8 @@ void PollWindow::slept(Duration slept) {
   }
 }
 
-void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration max_window) {
+void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration max_window,
+                               const std::function<bool()>& worth_polling) {
   if (max_window.count() <= 0) {
     io.run();
     return;
@@ -25,15 +32,26 @@ void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration
   using Clock = std::chrono::steady_clock;
   PollWindow window(max_window);
   while (!io.stopped()) {
+    if (!worth_polling()) {
+      // Exactly what run() does, one handler at a time. run_one() returns 0 once the
+      // io_context has no work left (and is then stopped).
+      if (io.run_one() == 0) break;
+      continue;
+    }
     if (io.poll() > 0) continue;  // handlers ran; there may be more right behind them
     const auto idle_since = Clock::now();
     bool found = false;
     if (window.current().count() > 0) {
       const auto deadline = idle_since + window.current();
-      while (!found && Clock::now() < deadline) found = io.poll() > 0;
+      // Yielding between polls gives the core to any other runnable thread (a backend's own
+      // thread, a storage daemon on the same host) and so keeps polling from delaying the
+      // very work it waits for: the thread only spins on a core nobody else wants.
+      while (!found && Clock::now() < deadline) {
+        found = io.poll() > 0;
+        if (!found) sched_yield();
+      }
     }
     if (found) continue;
-    // run_one() returns 0 once the io_context has no work left (and is then stopped).
     if (io.run_one() == 0) break;
     window.slept(std::chrono::duration_cast<PollWindow::Duration>(Clock::now() - idle_since) -
                  window.current());

@@ -10,6 +10,7 @@
 // window, so an idle or slow connection costs no CPU beyond one short poll per sleep.
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <functional>
 
 namespace volgate {
 
@@ -25,7 +26,7 @@ class PollWindow {
 
   Duration current() const { return window_; }
   // The thread polled for the whole window and found nothing, then slept for `slept`
-  // until the next event came.
+  // until the next event came (and its handler ran).
   void slept(Duration slept);
 
  private:
@@ -34,8 +35,10 @@ class PollWindow {
   int long_sleeps_ = 0;
 };
 
-// io_context::run() with polling (a max_window of zero is plain run()). Returns when the
-// io_context runs out of work or is stopped.
-void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration max_window);
+// io_context::run() with polling while worth_polling() says so (a max_window of zero is plain
+// run()). worth_polling is asked on the loop's thread each time it runs out of handlers.
+// Returns when the io_context runs out of work or is stopped.
+void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration max_window,
+                               const std::function<bool()>& worth_polling);
 
 }  // namespace volgate

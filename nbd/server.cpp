@@ -179,7 +179,7 @@ bool Server::run() {
     w->keep_alive.emplace(asio::make_work_guard(w->io));
     w->thread = std::thread([&w = *w, poll_max = poll_max_] {
       CurrentContextGuard current(w.io);
-      run_with_adaptive_polling(w.io, poll_max);
+      run_with_adaptive_polling(w.io, poll_max, [&w] { return w.sessions.wants_polling(); });
     });
   }
   // Each worker returns once the server stopped and its last session is gone.

@@ -87,7 +87,10 @@ Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& reg
   registry_.add(this);
 }
 
-Session::~Session() { registry_.remove(this); }
+Session::~Session() {
+  if (poller_) registry_.remove_poller();
+  registry_.remove(this);
+}
 
 void Session::start() {
   // start_write() tries sendmsg directly and must get EAGAIN rather than block the thread.
@@ -254,6 +257,10 @@ awaitable<bool> Session::negotiate() {
   auto caps = device_->capabilities();
   min_block_ = block_sizes(caps).minimum;
   read_only_ = caps.read_only;
+  if (caps.fast_completions) {
+    poller_ = true;
+    registry_.add_poller();
+  }
   spdlog::debug("{}: attached to export '{}'{}", peer_, negotiated_.chosen->name,
                 negotiated_.structured_replies ? " (structured replies)" : "");
   co_return true;

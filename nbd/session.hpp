@@ -101,6 +101,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   bool stopping_ = false;  // shutdown() or DISC: read no more requests
   bool broken_ = false;    // the socket failed or the client broke the protocol
+  bool poller_ = false;    // counted in registry_'s pollers
   boost::asio::steady_timer wake_;
   bool waiting_ = false;     // suspended in wait_until_signalled()
   bool signalled_ = false;   // signal() ran since wait_until_signalled() began
@@ -115,10 +116,16 @@ class SessionRegistry {
   void shutdown_all();
   void abort_all();
   size_t size() const { return count_.load(std::memory_order_acquire); }
+  // Sessions whose device completes fast enough for their worker to busy-poll for them
+  // (DeviceCapabilities::fast_completions). Only touched on the worker's own thread.
+  void add_poller() { ++pollers_; }
+  void remove_poller() { --pollers_; }
+  bool wants_polling() const { return pollers_ > 0; }
 
  private:
   std::vector<Session*> sessions_;
   std::atomic<size_t> count_{0};
+  size_t pollers_ = 0;
 };
 
 }  // namespace volgate::nbd
