@@ -53,9 +53,10 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
       ->check(CLI::Range(1, 256));
   serve->add_option("--poll-max-us", options.poll_max_us,
                     "Longest a worker busy-polls for the next request before it sleeps, in\n"
-                    "microseconds. The window adapts to the traffic (it grows while requests come\n"
-                    "back quickly and shrinks to zero on an idle connection); polling saves the\n"
-                    "wake-up that dominates latency at queue depth 1. 0 disables it.")
+                    "microseconds, while it serves file or memory exports (iSCSI and RBD never\n"
+                    "poll). The window adapts to the traffic: it grows while requests come back\n"
+                    "quickly and shrinks to zero on an idle connection. Polling saves the wake-up\n"
+                    "that dominates latency at queue depth 1. 0 disables it.")
       ->default_val(nbd::Server::kDefaultPollMax.count())
       ->check(CLI::Range(0, 1000));
   return serve;

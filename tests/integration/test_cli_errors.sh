@@ -53,6 +53,8 @@ expect_usage_error "--threads 0" serve --threads 0 --unix "$S" --export "d=memor
 expect_usage_error "unknown export option" serve --unix "$S" --export "d=file:$IMG,turbo"
 expect_usage_error "duplicate export name" serve --unix "$S" --export "d=memory:1M" --export "d=file:$IMG"
 expect_usage_error "bad --threads" serve --threads abc --unix "$S" --export "d=memory:1M"
+expect_usage_error "--poll-max-us out of range" serve --poll-max-us 5000 --unix "$S" --export "d=memory:1M"
+expect_usage_error "negative --poll-max-us" serve --poll-max-us -1 --unix "$S" --export "d=memory:1M"
 expect_usage_error "bad --listen address" serve --listen "127.0.0.1:notaport" --export "d=memory:1M"
 expect_usage_error "bad --listen port range" serve --listen "127.0.0.1:70000" --export "d=memory:1M"
 [[ ! -e $TEST_TMP/new.img ]] || fail "a file was created by an invocation refused for bad usage"
@@ -99,10 +101,10 @@ grep -q 'serve' "$TEST_TMP/help" || fail "volgate --help does not mention 'serve
 rc=0
 "$VOLGATE" serve --help >"$TEST_TMP/help2" 2>&1 || rc=$?
 [[ $rc == 0 ]] || fail "volgate serve --help exit code $rc, expected 0"
-for w in --export --unix --listen --threads; do
+for w in --export --unix --listen --threads --poll-max-us; do
     grep -q -- "$w" "$TEST_TMP/help2" "$TEST_TMP/help" || fail "--help output does not mention $w"
 done
-pass "--help and serve --help exit 0 and mention serve, --export, --unix, --listen, --threads"
+pass "--help and serve --help exit 0 and mention serve, --export, --unix, --listen, --threads, --poll-max-us"
 
 # The good counterpart of the cases above really serves (so the checks above are meaningful).
 start_volgate --unix "$S" --export "d=memory:1M" --export "f=file:$TEST_TMP/new.img,size=2M"
