@@ -30,8 +30,8 @@ struct IscsiOptions {
   // whose reservations something else manages; a lost path's socket is then only reset.
   bool reservations = true;
 
-  // Not on the command line: the defaults give failover under a second for a closed connection
-  // and within io_timeout plus a little for a silently dead one.
+  // The defaults give failover under a second for a closed connection and within io_timeout
+  // plus a little for a silently dead one.
   std::chrono::milliseconds io_timeout{3000};     // a request unanswered this long fails its path
   std::chrono::milliseconds login_timeout{5000};  // connect + login + checks, per attempt
 };

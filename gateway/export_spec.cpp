@@ -34,7 +34,9 @@ const char* const kExportSyntaxHelp =
     "           mutual-chap-secret-file=PATH, initiator-name=IQN,\n"
     "           path-policy=failover|round-robin, no-path-timeout=SECONDS (default 30),\n"
     "           path-check-interval=SECONDS (default 5), reservations=on|off (default on:\n"
-    "           fence lost paths with SCSI persistent reservations)\n"
+    "           fence lost paths with SCSI persistent reservations), io-timeout=SECONDS (a\n"
+    "           request unanswered this long fails over; default 3), login-timeout=SECONDS\n"
+    "           (connect, log in and check a portal; default 5)\n"
     "  SIZE is bytes or a number with K, M, G, T (powers of 1024).";
 
 namespace {

@@ -141,6 +141,10 @@ bool apply_iscsi_option(backends::IscsiOptions& options, std::string_view key,
     options.no_path_timeout = parse_seconds(key, value, 0);
   } else if (key == "path-check-interval") {
     options.path_check_interval = parse_seconds(key, value, 1);
+  } else if (key == "io-timeout") {
+    options.io_timeout = parse_seconds(key, value, 1);
+  } else if (key == "login-timeout") {
+    options.login_timeout = parse_seconds(key, value, 1);
   } else {
     return false;
   }

@@ -120,7 +120,8 @@ bytes_of() {
 }
 
 # stale_write_run OPTIONS: old data, then writes stuck in frozen path a while path b takes
-# newer data; then a is released. Sets STALE to the bytes of the stuck data found in the LUN.
+# newer data; then a is released. Sets STALE to the bytes of the stuck data found in the LUN and
+# STUCK_MS to how long the stuck writes took (io-timeout, then the resend through b).
 stale_write_run() {
     start_volgate --unix "$S" --export "v=iscsi://$PORTALS/$IQN/1,path-check-interval=1$1"
     U=$(unix_uri v "$S")
@@ -130,6 +131,7 @@ stale_write_run() {
     t=$(now_ms)
     pattern bb          # stuck in a until it times out, then sent again through b
     ms=$(($(now_ms) - t))
+    STUCK_MS=$ms
     pattern cc          # the newest data, through b
     thaw_relay a        # whatever a still holds is delivered now
     wait_for_log "$VG_ERR" "path 0 127.0.0.2:$P: up, failing back" 10 "path a back after the freeze"
@@ -143,10 +145,13 @@ stale_write_run() {
 stale_write_run ",reservations=off"
 ((STALE > 0)) || fail "with reservations off, no stuck write arrived late: the relay did not reproduce the hazard, so the next check would prove nothing"
 pass "hazard reproduced without fencing: $STALE bytes of stuck writes overwrote newer data"
-stale_write_run ""
+((STUCK_MS >= 3000)) || fail "stuck writes took $STUCK_MS ms: less than the default io-timeout (3 s)"
+stale_write_run ",io-timeout=1"
 assert_eq "$STALE" 0 "bytes of stuck writes that landed after newer data, with fencing"
 grep -q "preempted the reservation key" "$VG_ERR" || fail "no log line for the preempted session"
 pass "with fencing, the released path's stuck writes never land: the LUN holds the newer data"
+((STUCK_MS < 2500)) || fail "with io-timeout=1 the stuck writes took $STUCK_MS ms"
+pass "io-timeout=1: the stuck writes went through the other path after $STUCK_MS ms (default 3 s)"
 
 # --- round-robin ------------------------------------------------------------------------------
 start_volgate --unix "$S" --export "v=iscsi://$PORTALS/$IQN/1,path-policy=round-robin"

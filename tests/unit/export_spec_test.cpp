@@ -127,7 +127,7 @@ TEST(ExportSpec, IscsiPortalsTargetLunAndOptions) {
       "vol=iscsi://10.0.0.1,10.0.0.2:3261,[fd00::1]:3262/iqn.2026-01.com.example:vol1/3,"
       "chap-user=alice,chap-secret-file=/etc/secret,path-policy=round-robin,no-path-timeout=5,"
       "path-check-interval=2,initiator-name=iqn.2026-01.com.example:host,readonly,"
-      "luks-key-file=/k,reservations=off");
+      "luks-key-file=/k,reservations=off,io-timeout=2,login-timeout=7");
   EXPECT_EQ(s.backend, ExportSpec::Backend::iscsi);
   ASSERT_EQ(s.iscsi.portals.size(), 3u);
   EXPECT_EQ(s.iscsi.portals[0], "10.0.0.1:3260");
@@ -140,6 +140,8 @@ TEST(ExportSpec, IscsiPortalsTargetLunAndOptions) {
   EXPECT_EQ(s.iscsi.path_policy, volgate::backends::PathPolicy::round_robin);
   EXPECT_EQ(s.iscsi.no_path_timeout, std::chrono::seconds(5));
   EXPECT_EQ(s.iscsi.path_check_interval, std::chrono::seconds(2));
+  EXPECT_EQ(s.iscsi.io_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(s.iscsi.login_timeout, std::chrono::seconds(7));
   EXPECT_EQ(s.iscsi.initiator_name, "iqn.2026-01.com.example:host");
   EXPECT_TRUE(s.read_only);
   EXPECT_TRUE(s.iscsi.read_only);
@@ -194,6 +196,10 @@ TEST(ExportSpec, IscsiErrorsQuoteTheProblem) {
   EXPECT_NE(message(("v=iscsi://a" + target + ",no-path-timeout=-1").c_str()).find("'-1'"),
             std::string::npos);
   EXPECT_NE(message(("v=iscsi://a" + target + ",path-check-interval=0").c_str()).find("'0'"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",io-timeout=0").c_str()).find("io-timeout '0'"),
+            std::string::npos);
+  EXPECT_NE(message(("v=iscsi://a" + target + ",login-timeout=1.5").c_str()).find("'1.5'"),
             std::string::npos);
   EXPECT_NE(message(("v=iscsi://a" + target + ",chap-user=u").c_str()).find("chap-secret-file"),
             std::string::npos);
