@@ -20,6 +20,9 @@ namespace volgate::backends {
 namespace {
 
 constexpr auto kTickInterval = std::chrono::milliseconds(100);
+// How long a request the target answered BUSY or TASK SET FULL waits before it is sent again
+// (what the Linux SCSI layer waits for a full device queue, too).
+constexpr auto kBusyPause = std::chrono::milliseconds(3);
 constexpr uint64_t kZeroChunk = 1 << 20;
 constexpr uint64_t kProvisioningPart = 64 << 20;  // per UNMAP or WRITE SAME
 alignas(4096) const std::byte zero_chunk[kZeroChunk] = {};
@@ -106,7 +109,7 @@ std::shared_ptr<IscsiMultipathDevice> IscsiMultipathDevice::open(const IscsiOpti
 
 IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
                                            const PathFactory& make_path)
-    : options_(options), tick_timer_(io_), check_timer_(io_), stop_timer_(io_) {
+    : options_(options), tick_timer_(io_), check_timer_(io_), stop_timer_(io_), busy_timer_(io_) {
   if (options_.portals.empty()) throw std::invalid_argument("no portal given");
   if (!options_.chap_user.empty()) {
     if (options_.chap_secret_file.empty()) throw std::invalid_argument("chap-user needs chap-secret-file");
@@ -181,6 +184,8 @@ void IscsiMultipathDevice::stop() {
       // Nothing should be waiting (the server drains before it stops), but never leave a
       // caller without an answer.
       for (Request* request : std::exchange(queue_, {})) complete(request, errno_code(EIO));
+      for (Request* request : std::exchange(busy_, {})) complete(request, errno_code(EIO));
+      busy_timer_.cancel();
       tick_timer_.cancel();
       check_timer_.cancel();
       stop_timer_.cancel();
@@ -661,6 +666,27 @@ void IscsiMultipathDevice::io_retry(IscsiIo* io) {
   }
   queue_.push_front(request);
   schedule_dispatch();
+}
+
+void IscsiMultipathDevice::io_busy(IscsiIo* io) {
+  auto* request = static_cast<Request*>(io);
+  request->path = nullptr;
+  // A target that stays busy is as good as none: fail after no-path-timeout like io_retry.
+  if (Clock::now() - request->submitted_at >= options_.no_path_timeout) {
+    spdlog::error("{}: a request failed with EIO: the target kept answering BUSY for {} s",
+                  options_.target, options_.no_path_timeout.count());
+    return complete(request, errno_code(EIO));
+  }
+  busy_.push_back(request);
+  if (busy_.size() > 1) return;  // the pause is already running; this one goes with the rest
+  busy_timer_.expires_after(kBusyPause);
+  busy_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    // Back to the front of the queue, in the order they were answered.
+    queue_.insert(queue_.begin(), busy_.begin(), busy_.end());
+    busy_.clear();
+    schedule_dispatch();
+  });
 }
 
 void IscsiMultipathDevice::capacity_changed(IscsiPath& path) {

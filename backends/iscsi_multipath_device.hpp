@@ -108,6 +108,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void path_down(IscsiPath& path, const std::string& why, uint64_t fence_key) override;
   void io_done(IscsiIo* io, std::error_code ec) override;
   void io_retry(IscsiIo* io) override;
+  void io_busy(IscsiIo* io) override;
   void capacity_changed(IscsiPath& path) override;
 
   const IscsiOptions options_;
@@ -120,6 +121,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   boost::asio::steady_timer tick_timer_;
   boost::asio::steady_timer check_timer_;
   boost::asio::steady_timer stop_timer_;
+  boost::asio::steady_timer busy_timer_;
   std::vector<std::unique_ptr<IscsiPath>> paths_;
 
   std::atomic<uint64_t> size_{0};
@@ -134,6 +136,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
 
   // Touched on the device's thread only.
   std::deque<Request*> queue_;   // waiting for a path (or for a fence)
+  std::vector<Request*> busy_;   // answered BUSY or TASK SET FULL: sent again after kBusyPause
   std::vector<uint64_t> fences_;  // keys of dead sessions not yet preempted
   bool fencing_ = false;
   bool dispatch_posted_ = false;

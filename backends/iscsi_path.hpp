@@ -62,6 +62,9 @@ class IscsiPath {
     virtual void io_done(IscsiIo* io, std::error_code ec) = 0;
     // The path failed under a request; it must be sent again elsewhere.
     virtual void io_retry(IscsiIo* io) = 0;
+    // The target is alive but cannot take the request now (BUSY, TASK SET FULL): it must be
+    // sent again after a pause rather than at once, which would only add to the target's load.
+    virtual void io_busy(IscsiIo* io) = 0;
     virtual void capacity_changed(IscsiPath& path) = 0;
 
    protected:

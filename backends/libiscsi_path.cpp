@@ -428,7 +428,7 @@ void LibiscsiPath::io_finished(IscsiIo* io, int status, scsi_task* task) {
       break;
   }
   if ((status == SCSI_STATUS_BUSY || status == SCSI_STATUS_TASK_SET_FULL) && state_ == State::up)
-    return owner_.io_retry(io);  // the target is alive, just full: queue it again
+    return owner_.io_busy(io);  // the target is alive, just full: again after a pause
   // Anything else (session lost, timed out, not ready, our registration gone) is the path's
   // failure, not the request's.
   ++counters_.failovers;

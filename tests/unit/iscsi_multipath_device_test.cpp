@@ -21,6 +21,7 @@ struct Lab {
   std::vector<bool> comes_up{true, true};        // per path: does connect() succeed?
   std::vector<std::string> identity{"lun-a", "lun-a"};
   std::vector<std::string> log;                   // "submit 1", "fence 1 <key>", "up 0", ...
+  std::vector<std::chrono::steady_clock::time_point> submit_times;  // one per "submit" line
   std::vector<uint64_t> keys{0, 0};               // each path's current reservation key
   std::vector<uint64_t> lun_keys;                 // keys registered on the LUN (READ KEYS)
   uint32_t max_transfer_blocks = 0;               // VPD 0xB0, 0: no limit
@@ -105,6 +106,10 @@ class FakePath final : public IscsiPath {
   void submit(IscsiIo* io) override {
     io->path = this;
     held_.push_back(io);
+    {
+      std::lock_guard lock(lab_.mutex);
+      lab_.submit_times.push_back(std::chrono::steady_clock::now());
+    }
     lab_.note("submit " + std::to_string(index_) + " " + std::to_string(io->offset) + "+" +
               std::to_string(io->length));
   }
@@ -123,6 +128,10 @@ class FakePath final : public IscsiPath {
   void unregister(std::function<void()> done) override { done(); }
 
   bool holds_requests() const { return !held_.empty(); }
+  // Answers every request held here with BUSY (the target's queue is full).
+  void answer_busy_all() {
+    for (IscsiIo* io : std::exchange(held_, {})) owner_.io_busy(io);
+  }
   // Answers every request held here.
   void complete_all() {
     for (IscsiIo* io : std::exchange(held_, {})) {
@@ -502,4 +511,48 @@ TEST(IscsiMultipathDevice, ARequestThatTakesDownEveryPathFailsAfterNoPathTimeout
   ASSERT_TRUE(ready_within(done, 0ms)) << "the request went round the paths for 6 s";
   EXPECT_EQ(done.get(), errno_code(EIO));
   EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+}
+
+TEST(IscsiMultipathDevice, ABusyAnswerIsSentAgainAfterAPauseOnTheSamePath) {
+  Lab lab;
+  Client client;
+  auto device = open_with(lab, two_portals());
+  auto done = client.write(*device, 0);
+  ASSERT_TRUE(lab.wait_for("submit 0"));
+  std::chrono::steady_clock::time_point busy_at;
+  lab.on_device([&] {
+    busy_at = std::chrono::steady_clock::now();
+    lab.paths[0]->answer_busy_all();
+  });
+  ASSERT_TRUE(lab.wait_for("submit 0", 2));
+  {
+    std::lock_guard lock(lab.mutex);
+    ASSERT_EQ(lab.submit_times.size(), 2u);
+    EXPECT_GE(lab.submit_times[1] - busy_at, 3ms) << "sent again without a pause";
+  }
+  EXPECT_EQ(lab.count("submit 1"), 0u);  // a busy target is no path failure
+  EXPECT_EQ(lab.count("down"), 0u);
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+}
+
+TEST(IscsiMultipathDevice, ATargetThatStaysBusyFailsTheRequestAfterNoPathTimeout) {
+  Lab lab;
+  auto options = two_portals();
+  options.no_path_timeout = 1s;
+  Client client;
+  auto device = open_with(lab, options);
+  auto start = std::chrono::steady_clock::now();
+  auto done = client.write(*device, 0);
+  while (!ready_within(done, 1ms) && std::chrono::steady_clock::now() - start < 5s)
+    lab.on_device([&] {
+      for (auto* path : lab.paths) path->answer_busy_all();
+    });
+  ASSERT_TRUE(ready_within(done, 0ms)) << "a request answered BUSY for 5 s is still pending";
+  EXPECT_EQ(done.get(), errno_code(EIO));
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 1s);
+  EXPECT_LT(waited, 2500ms);
+  EXPECT_GT(lab.count("submit"), 10u);  // it kept trying, a pause apart
 }
