@@ -5,6 +5,22 @@
 #include <algorithm>
 
 namespace volgate {
+namespace {
+
+// A short spin between polls. The pause hint lets a sibling hyperthread (or, on a VM, the
+// vCPU that shares the core) run at full speed while this one waits: without it the polling
+// measurably slowed a client saturating the other vCPU (4 KiB random writes at depth 32: -4 %).
+void relax_cpu() {
+  for (int i = 0; i < 64; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+}
+
+}  // namespace
 
 void PollWindow::slept(Duration slept) {
   // What the thread measured includes its own wake-up, which is what polling saves and which
@@ -46,9 +62,10 @@ void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration
       // Yielding between polls gives the core to any other runnable thread (a backend's own
       // thread, a storage daemon on the same host) and so keeps polling from delaying the
       // very work it waits for: the thread only spins on a core nobody else wants.
-      while (!found && Clock::now() < deadline) {
-        found = io.poll() > 0;
-        if (!found) sched_yield();
+      while (Clock::now() < deadline) {
+        if ((found = io.poll() > 0)) break;
+        sched_yield();
+        relax_cpu();
       }
     }
     if (found) continue;
