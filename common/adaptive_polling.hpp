@@ -6,8 +6,8 @@
 // trip, and on a virtual machine a wake-up of a halted vCPU costs tens of microseconds, more than
 // serving the request. Polling briefly keeps the thread awake across the client's think time.
 // The window adapts (the way QEMU's IOThread polling does): it grows while events keep arriving
-// soon after the thread went to sleep, and shrinks when they keep coming later than the largest
-// window, so an idle or slow connection costs no CPU beyond one short poll per sleep.
+// soon after the thread went to sleep, and shrinks when they keep coming much later than the
+// largest window, so an idle or slow connection costs no CPU beyond one short poll per sleep.
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <functional>
