@@ -177,6 +177,22 @@ start_controller() {
     fail "controller not ready within 10 s"
 }
 
+# unwrap_key STATE_DIR VOLUME_ID OUT: writes the passphrase of an encrypted volume to OUT,
+# unwrapped from the controller's database row with its master key, independently of volgate.
+unwrap_key() {
+    local state=$1 id=$2 out=$3
+    sqlite3 "$state/controller.db" "SELECT hex(wrapped_key) FROM volumes WHERE id = '$id'" >"$TEST_TMP/wrapped.hex"
+    "$SYSPY" - "$state/master.key" "$TEST_TMP/wrapped.hex" "$id" "$out" <<'PY'
+import sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+key = open(sys.argv[1], "rb").read()
+blob = bytes.fromhex(open(sys.argv[2]).read().strip())
+assert blob[0] == 1, "wrapped key version"
+secret = AESGCM(key).decrypt(blob[1:13], blob[13:], sys.argv[3].encode())
+open(sys.argv[4], "wb").write(secret)
+PY
+}
+
 # start_volgate SERVE_ARGS...
 # Runs `$VOLGATE serve SERVE_ARGS...` in the background and waits (VG_READY_S seconds, default
 # 10) until it has printed one URI line per export per listener and every --unix socket exists.

@@ -251,23 +251,11 @@ assert_eq "$(quota_in_use volumes)" "$before" "volumes in use after concurrent d
 pass "8 concurrent creates and deletes: all succeed, quota exact"
 
 # ------------------------------------------------------------------ encryption
-unwrap_key() {  # VOLUME_ID OUT: the passphrase, unwrapped independently from the database row
-    sqlite3 "$STATE/controller.db" "SELECT hex(wrapped_key) FROM volumes WHERE id = '$1'" >"$T/wrapped.hex"
-    "$SYSPY" - "$STATE/master.key" "$T/wrapped.hex" "$1" "$2" <<'PY'
-import sys
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-key = open(sys.argv[1], "rb").read()
-blob = bytes.fromhex(open(sys.argv[2]).read().strip())
-assert blob[0] == 1, "wrapped key version"
-secret = AESGCM(key).decrypt(blob[1:13], blob[13:], sys.argv[3].encode())
-open(sys.argv[4], "wb").write(secret)
-PY
-}
 enc=$(create --size 1G --encrypted enc-blank)
 assert_eq "$(vol_field "$enc" encrypted)" True "encrypted flag"
 ef=$(volume_file "$enc")
 cryptsetup luksDump "$ef" | grep -q '^Version:[[:space:]]*2' || fail "no LUKS2 header on $ef"
-unwrap_key "$enc" "$T/enc.key"
+unwrap_key "$STATE" "$enc" "$T/enc.key"
 cryptsetup open --test-passphrase --key-file "$T/enc.key" "$ef" || fail "the unwrapped passphrase does not open $ef"
 if sqlite3 "$STATE/controller.db" .dump | grep -qF "$(cat "$T/enc.key")"; then fail "passphrase in the database"; fi
 grep -qF "$(cat "$T/enc.key")" "$T"/controller.*.err && fail "passphrase in the log"
@@ -275,7 +263,7 @@ grep -qF "$(cat "$T/enc.key")" "$T"/controller.*.err && fail "passphrase in the 
 enc_img=$(create --size 1G --type secret --image "$T/image.raw" enc-image)
 ei=$(volume_file "$enc_img")
 cryptsetup luksDump "$ei" | grep -q '^Version:[[:space:]]*2' || fail "no LUKS2 header on the encrypted image volume"
-unwrap_key "$enc_img" "$T/enc-img.key"
+unwrap_key "$STATE" "$enc_img" "$T/enc-img.key"
 start_volgate --unix "$T/nbd.sock" --export "e=file:$ei,luks-key-file=$T/enc-img.key"
 nbdcopy "$(unix_uri e "$T/nbd.sock")" "$T/enc-back.raw"
 stop_volgate
@@ -284,7 +272,7 @@ rm -f "$T/enc-back.raw"
 snap=$(vg snapshot create --output json --volume "$enc_img" esnap | json "d['snapshot']['id']")
 enc_clone=$(create --snapshot "$snap" enc-from-snap)
 assert_eq "$(vol_field "$enc_clone" encrypted)" True "a copy of an encrypted snapshot is encrypted"
-unwrap_key "$enc_clone" "$T/enc-clone.key"
+unwrap_key "$STATE" "$enc_clone" "$T/enc-clone.key"
 cmp -s "$T/enc-img.key" "$T/enc-clone.key" || fail "the clone's passphrase differs from its source's"
 msg=$(expect_api 400 badRequest POST /v3/default/volumes "{\"volume\": {\"snapshot_id\": \"$snap\", \"encrypted\": false}}")
 [[ $msg == *encrypted* ]] || fail "plain copy of encrypted data: $msg"

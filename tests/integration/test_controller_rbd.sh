@@ -72,25 +72,13 @@ assert_eq "$(image_size "volume-$blank")" $((3 << 30)) "image size after extend"
 pass "snapshots (RBD snapshots, point in time), copies from them, clones and extend work on RBD"
 
 # ------------------------------------------------------------------ encryption
-unwrap_key() {  # VOLUME_ID OUT: the passphrase, unwrapped independently from the database row
-    sqlite3 "$STATE/controller.db" "SELECT hex(wrapped_key) FROM volumes WHERE id = '$1'" >"$T/wrapped.hex"
-    "$SYSPY" - "$STATE/master.key" "$T/wrapped.hex" "$1" "$2" <<'PY'
-import sys
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-key = open(sys.argv[1], "rb").read()
-blob = bytes.fromhex(open(sys.argv[2]).read().strip())
-assert blob[0] == 1, "wrapped key version"
-secret = AESGCM(key).decrypt(blob[1:13], blob[13:], sys.argv[3].encode())
-open(sys.argv[4], "wb").write(secret)
-PY
-}
 enc=$(create --size 1G --encrypted --image "$T/image.raw" enc)
 assert_eq "$("$VOLGATE" volume show --output json "$enc" | json "d['volume']['encrypted']")" True "encrypted flag"
 # The LUKS2 header (16 MiB with its keyslots) as librbd stores it, checked by cryptsetup alone
 # (rbd export dies of SIGPIPE once head has what it needs).
 { rbd "${CEPH[@]}" export "vols/volume-$enc" - 2>/dev/null || true; } | head -c $((16 << 20)) >"$T/enc-header.raw"
 cryptsetup luksDump "$T/enc-header.raw" | grep -q '^Version:[[:space:]]*2' || fail "no LUKS2 header in the RBD image"
-unwrap_key "$enc" "$T/enc.key"
+unwrap_key "$STATE" "$enc" "$T/enc.key"
 cryptsetup open --test-passphrase --key-file "$T/enc.key" "$T/enc-header.raw" ||
     fail "the unwrapped passphrase does not open the RBD image's header"
 grep -qF "$(cat "$T/enc.key")" "${VG_LOG_OF[$CTL]}" && fail "passphrase in the log"
@@ -122,7 +110,7 @@ assert_eq "$(first16 --object "secret,id=s0,file=$T/enc.key" --image-opts \
 enc_snap=$("$VOLGATE" snapshot create --output json --volume "$enc" es | json "d['snapshot']['id']")
 enc_copy=$(create --snapshot "$enc_snap" enc-copy)
 "$VOLGATE" snapshot delete "$enc_snap" >/dev/null
-unwrap_key "$enc_copy" "$T/enc-copy.key"
+unwrap_key "$STATE" "$enc_copy" "$T/enc-copy.key"
 cmp -s "$T/enc.key" "$T/enc-copy.key" || fail "the copy's passphrase differs from its source's"
 copy_target=$("$VOLGATE" volume show --output json "$enc_copy" | json "d['volume']['volgate:export_target']")
 start_volgate --unix "$T/nbd.sock" --export "e=$copy_target,luks-key-file=$T/enc-copy.key,readonly"
