@@ -57,7 +57,7 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "poll). The window adapts to the traffic: it grows while requests come back\n"
                     "quickly and shrinks to zero on an idle connection. Polling saves the wake-up\n"
                     "that dominates latency at queue depth 1. 0 disables it.")
-      ->default_val(nbd::Server::kDefaultPollMax.count())
+      ->capture_default_str()
       ->check(CLI::Range(0, 1000));
   return serve;
 }

@@ -11,7 +11,7 @@ struct ServeOptions {
   std::vector<std::string> tcp_listens;  // HOST:PORT
   std::vector<std::string> exports;      // NAME=BACKEND[,OPTION...]
   unsigned threads = 0;                  // 0: one per core
-  unsigned poll_max_us = 50;             // see nbd::Server::kDefaultPollMax
+  unsigned poll_max_us = 50;             // busy-polling window at most, see nbd::Server
 };
 
 // Declares the subcommand's options on `app`, filling `options` when parsed.

@@ -25,11 +25,9 @@ class Server {
   // How long a graceful stop waits for clients before cutting connections.
   static constexpr std::chrono::seconds kDrainTimeout{10};
 
-  // How long a worker busy-polls for the next event before it sleeps, at most (the window
-  // adapts to the traffic: see common/adaptive_polling.hpp). Zero: sleep at once.
-  static constexpr std::chrono::microseconds kDefaultPollMax{50};
-
-  Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max = kDefaultPollMax);
+  // poll_max: how long a worker busy-polls for the next event before it sleeps, at most (the
+  // window adapts to the traffic: see common/adaptive_polling.hpp). Zero: sleep at once.
+  Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max);
   ~Server();
 
   // Both throw std::system_error with a message naming the address.
