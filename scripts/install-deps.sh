@@ -15,7 +15,7 @@ packages=(
   # LUKS interoperability tests
   cryptsetup-bin
   # Ceph RBD: librbd to build against, a throwaway cluster and QEMU's rbd driver for the tests
-  librbd-dev librados-dev ceph-mon ceph-osd ceph-common qemu-block-extra
+  librbd-dev librados-dev libradospp-dev ceph-mon ceph-osd ceph-common qemu-block-extra
   # iSCSI volumes (and the controller's iscsi pools): libiscsi, and tgt as the real target
   libiscsi-dev libiscsi-bin tgt
   # controller: SQLite, and the tools its integration test drives the REST API with
