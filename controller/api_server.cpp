@@ -104,7 +104,7 @@ ApiServer::~ApiServer() {
 void ApiServer::listen_unix(const std::string& path) {
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) throw std::runtime_error("--unix " + path + ": exists and is not a socket");
+    if (!S_ISSOCK(st.st_mode)) throw std::runtime_error("unix socket " + path + ": the path exists and is not a socket");
     asio::local::stream_protocol::socket probe(io_);
     error_code ec;
     probe.connect(asio::local::stream_protocol::endpoint(path), ec);

@@ -94,6 +94,7 @@ std::map<std::string, std::string> FilePool::capabilities() const {
   caps["snapshot_support"] = "true";
   caps["encryption_support"] = "true";
   caps["multiattach"] = "false";
+  caps["multipath"] = "false";  // one local path
   return caps;
 }
 

@@ -56,6 +56,7 @@ void Flow::run(size_t until) {
     ++next_;
   }
   if (next_ >= tasks_.size() && !finished_) {
+    if (before_task_) before_task_(record_.kind, kAfterLastTask);
     finished_ = true;
     store_.journal_remove(record_.id);
   }

@@ -28,8 +28,10 @@ struct Task {
 // What a restarted controller does with a flow it finds half done.
 enum class OnRestart { revert, resume };
 
-// Called before each task runs; tests throw from it to inject a failure at that task.
+// Called before each task runs, and once more with kAfterLastTask when the last task is done
+// but the journal entry not yet cleared; tests throw or die from it to inject a failure there.
 using BeforeTask = std::function<void(const std::string& flow_kind, const std::string& task)>;
+inline constexpr const char* kAfterLastTask = "(after the last task)";
 
 class FlowFailed : public std::runtime_error {
  public:

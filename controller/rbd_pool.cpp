@@ -109,6 +109,7 @@ std::map<std::string, std::string> RbdPool::capabilities() const {
   caps["snapshot_support"] = "true";
   caps["encryption_support"] = "true";
   caps["multiattach"] = "false";
+  caps["multipath"] = "false";  // librbd reaches the OSDs itself; there are no paths to choose
   return caps;
 }
 

@@ -334,10 +334,10 @@ int pool_command(const ClientCommandOptions& o) {
     rows.push_back({text(c, "pool_name"), text(c, "storage_protocol"), text(c, "availability_zone"),
                     gb(c, "total_capacity_gb"), gb(c, "free_capacity_gb"), gb(c, "allocated_capacity_gb"),
                     text(c, "thin_provisioning_support"), text(c, "snapshot_support"), text(c, "encryption_support"),
-                    text(c, "multiattach")});
+                    text(c, "multipath")});
   }
   print_table({"POOL", "DRIVER", "ZONE", "TOTAL(GiB)", "FREE(GiB)", "ALLOCATED(GiB)", "THIN", "SNAPSHOTS",
-               "ENCRYPTION", "MULTIATTACH"},
+               "ENCRYPTION", "MULTIPATH"},
               rows);
   return 0;
 }

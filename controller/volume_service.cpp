@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "backends/sync_io.hpp"
@@ -16,6 +18,7 @@
 namespace volgate::controller {
 namespace {
 
+namespace fs = std::filesystem;
 using nlohmann::json;
 
 // What LUKS2 puts before the data with libcryptsetup's defaults: an encrypted volume's payload
@@ -31,6 +34,11 @@ class Cancelled : public std::runtime_error {
 std::string str(const json& c, const char* key) { return c.value(key, std::string()); }
 
 uint64_t gib_for(uint64_t bytes) { return (bytes + kGiB - 1) / kGiB; }
+
+// The status an extend returns its volume to (journals from before the field say available).
+VolumeStatus status_before_extend(const json& c) {
+  return parse_volume_status(str(c, "status_before")).value_or(VolumeStatus::available);
+}
 
 // Writes the file at `path` into `device` from offset 0, every byte (an encrypted device's
 // fresh blocks do not read as zeroes, so zeroes must be written too).
@@ -151,6 +159,28 @@ void VolumeService::start_flow(std::shared_ptr<Flow> flow, size_t sync_tasks) {
       // Already logged and reverted by the flow; the status says what happened.
     }
   });
+}
+
+// The controller reads imageRef with its own rights, so a path naming its own secrets (the
+// master key, the token, the database) or another volume's backing file must be refused:
+// anyone with the API token could otherwise copy them into a volume and read them back.
+bool VolumeService::is_private_path(const std::string& path) const {
+  std::error_code ec;
+  const fs::path real = fs::weakly_canonical(path, ec);
+  if (ec) return false;  // does not resolve: the readable-file check refuses it
+  auto inside = [&](const std::string& dir) {
+    if (dir.empty()) return false;
+    const fs::path root = fs::weakly_canonical(dir, ec);
+    if (ec) return false;
+    auto [r, p] = std::mismatch(root.begin(), root.end(), real.begin(), real.end());
+    return r == root.end();
+  };
+  if (inside(config_.state_dir) || inside(config_.database) || inside(config_.token_file) ||
+      inside(config_.master_key_file))
+    return true;
+  for (const auto& pool_config : config_.pools)
+    if (inside(pool_config.directory)) return true;
+  return false;
 }
 
 Pool& VolumeService::pool(const std::string& name) {
@@ -274,13 +304,6 @@ std::vector<Task> VolumeService::create_volume_tasks() {
         c.contains("encrypted") ? std::optional<bool>(c["encrypted"].get<bool>()) : std::nullopt;
     bool encrypted = type->second.encrypted || requested.value_or(false);
 
-    std::string az = str(c, "availability_zone");
-    if (az.empty()) az = config_.default_availability_zone;
-    bool known = false;
-    for (const auto& [name, p] : pools_) known = known || p->config().availability_zone == az;
-    if (!known) bad_request("Availability zone '" + az + "' is invalid.");
-    c["availability_zone"] = az;
-
     const std::string snapshot_id = str(c, "snapshot_id"), source_volid = str(c, "source_volid"),
                       image = str(c, "image");
     if (!snapshot_id.empty() + !source_volid.empty() + !image.empty() > 1)
@@ -311,6 +334,9 @@ std::vector<Task> VolumeService::create_volume_tasks() {
       c["only_pool"] = source->pool;
     } else if (!image.empty()) {
       if (image.front() != '/') bad_request("imageRef must be an absolute path of an image file on the controller.");
+      if (is_private_path(image))
+        bad_request("Image file " + image + " is inside the controller's state or a pool; copy a volume with "
+                    "source_volid instead.");
       struct stat st{};
       if (::stat(image.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(image.c_str(), R_OK) != 0)
         bad_request("Image file " + image + " is not a readable regular file.");
@@ -322,6 +348,15 @@ std::vector<Task> VolumeService::create_volume_tasks() {
     }
     if (size == 0) bad_request("Volume size must be a whole number of GiB, at least 1.");
     c["size_gb"] = size;
+
+    // A copy stays in its source's zone unless told otherwise (it is bound to the source's pool).
+    std::string az = str(c, "availability_zone");
+    if (az.empty()) az = source ? source->availability_zone : config_.default_availability_zone;
+    bool known = false;
+    for (const auto& [name, p] : pools_) known = known || p->config().availability_zone == az;
+    if (!known) bad_request("Availability zone '" + az + "' is invalid.");
+    c["availability_zone"] = az;
+
     if (source && !type->second.encrypted && !requested) encrypted = source->encrypted;
     c["encrypted"] = encrypted;
     if (encrypted && !key_wrap_) bad_request("Encrypted volumes need the controller's master key file.");
@@ -426,6 +461,7 @@ std::vector<Task> VolumeService::create_volume_tasks() {
   tasks.push_back({"finish", [this](json& c) {
     const std::string id = str(c, "volume_id");
     store_.update_volume(id, [&](Volume& v) {
+      if (v.status == VolumeStatus::available) return;  // run again by recovery: already done
       require_transition("volume " + id, v.status, VolumeStatus::available);
       v.status = VolumeStatus::available;
       v.error_message.clear();
@@ -499,14 +535,17 @@ std::vector<Task> VolumeService::extend_volume_tasks() {
   tasks.push_back({"mark_extending", [this](json& c) {
     const std::string id = str(c, "volume_id");
     store_.update_volume(id, [&](Volume& v) {
+      if (v.status == VolumeStatus::extending) return;  // run again by recovery
       require_transition("volume " + id, v.status, VolumeStatus::extending);
+      // An attached (in-use) volume can grow too; it goes back to what it was.
+      c["status_before"] = std::string(to_string(v.status));
       v.status = VolumeStatus::extending;
     });
   }, [this](json& c) {
     const std::string id = str(c, "volume_id");
     store_.update_volume(id, [&](Volume& v) {
       if (v.status != VolumeStatus::extending) return;
-      v.status = VolumeStatus::available;
+      v.status = status_before_extend(c);
       v.error_message = c.value("accepted", false) ? "extend failed: " + str(c, "error") : std::string();
     });
   }});
@@ -532,8 +571,8 @@ std::vector<Task> VolumeService::extend_volume_tasks() {
   tasks.push_back({"finish", [this](json& c) {
     const std::string id = str(c, "volume_id");
     store_.update_volume(id, [&](Volume& v) {
-      require_transition("volume " + id, v.status, VolumeStatus::available);
-      v.status = VolumeStatus::available;
+      if (v.status != VolumeStatus::extending) return;  // run again by recovery: already done
+      v.status = status_before_extend(c);
       v.size_gb = c["new_size_gb"].get<uint64_t>();
       v.error_message.clear();
     });
@@ -667,6 +706,7 @@ std::vector<Task> VolumeService::create_snapshot_tasks() {
   tasks.push_back({"finish", [this](json& c) {
     const std::string id = str(c, "snapshot_id");
     store_.update_snapshot(id, [&](Snapshot& s) {
+      if (s.status == SnapshotStatus::available) return;  // run again by recovery: already done
       require_transition("snapshot " + id, s.status, SnapshotStatus::available);
       s.status = SnapshotStatus::available;
     });
@@ -742,8 +782,12 @@ void VolumeService::recover() {
     // Whoever started it got an answer (or lost the connection): the resource stays visible.
     flow.context()["accepted"] = true;
     const bool deleting = record.kind == "delete_volume" || record.kind == "delete_snapshot";
-    if (deleting && record.phase == FlowRecord::Phase::running) {
-      // A delete was asked for and accepted: finish it.
+    // The last task may have committed before the journal entry was cleared: the work is done
+    // and reverting it would undo what the user was told had succeeded. Tasks are idempotent,
+    // so running the last one again finishes the flow either way.
+    const bool in_last_task = static_cast<size_t>(record.task) + 1 == flow.task_count();
+    if ((deleting || in_last_task) && record.phase == FlowRecord::Phase::running) {
+      // A delete was asked for and accepted, or all but the last step is done: finish it.
       try {
         flow.resume();
       } catch (const std::exception& e) {

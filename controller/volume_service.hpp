@@ -106,6 +106,7 @@ class VolumeService {
   void worker_loop();
 
   Pool& pool(const std::string& name);
+  bool is_private_path(const std::string& path) const;
   std::vector<PoolState> pool_states();
   CopyProgress progress_reporter(const std::string& volume_id);
   void create_data(const nlohmann::json& c);

@@ -34,6 +34,9 @@ class ServiceTest : public ::testing::Test {
                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
     fs::remove_all(dir);
     fs::create_directories(dir);
+    images = dir.string() + "-images";  // outside the state directory, as imageRef requires
+    fs::remove_all(images);
+    fs::create_directories(images);
     config = default_config(dir);
     config.default_quotas = {{kQuotaVolumes, 5}, {kQuotaSnapshots, 5}, {kQuotaGigabytes, 20}};
     KeyWrap::create_key_file(dir / "master.key");
@@ -43,13 +46,14 @@ class ServiceTest : public ::testing::Test {
     service.reset();
     store.reset();
     fs::remove_all(dir);
+    fs::remove_all(images);
   }
 
   void open() {
     service.reset();
     store = std::make_unique<SqliteStore>(dir / "c.db");
     std::vector<std::unique_ptr<Pool>> pools;
-    pools.push_back(std::make_unique<FilePool>(config.pools[0]));
+    for (const auto& pool_config : config.pools) pools.push_back(std::make_unique<FilePool>(pool_config));
     ServiceOptions options;
     options.run_inline = true;
     options.before_task = [this](const std::string& kind, const std::string& task) {
@@ -85,6 +89,7 @@ class ServiceTest : public ::testing::Test {
   uint64_t file_size(const std::string& path) { return fs::file_size(path); }
 
   fs::path dir;
+  fs::path images;
   ControllerConfig config;
   std::unique_ptr<SqliteStore> store;
   std::unique_ptr<VolumeService> service;
@@ -306,7 +311,7 @@ TEST_F(ServiceTest, CopiesFromSnapshotVolumeAndImageHoldTheSourceData) {
   EXPECT_EQ(read_range(volume_file(clone.id), 0, 1 << 21), read_range(volume_file(v.id), 0, 1 << 21));
   EXPECT_EQ(read_range(volume_file(clone.id), kGiB - 8192, 8192), read_range(volume_file(v.id), kGiB - 8192, 8192));
 
-  std::string image = dir / "image.raw";
+  std::string image = images / "image.raw";
   { std::ofstream(image).put('\0'); }
   fs::resize_file(image, 3 << 20);
   write_pattern(image, 0, 3 << 20, 9);
@@ -418,6 +423,65 @@ TEST_F(ServiceTest, IllegalRequestsAreRefusedWithTheRightKind) {
   EXPECT_THROW(service->create_volume(two), ApiError);
 }
 
+TEST_F(ServiceTest, ImageFilesInsideTheStateOrAPoolAreRefused) {
+  Volume v = create(1);
+  fs::create_symlink(dir / "master.key", images / "innocent.raw");
+  for (const std::string& path : {(dir / "master.key").string(), (dir / "c.db").string(), volume_file(v.id),
+                                  (images / "innocent.raw").string()}) {
+    CreateVolumeRequest r;
+    r.project = "p";
+    r.image = path;
+    try {
+      service->create_volume(r);
+      ADD_FAILURE() << path << " was accepted as an image";
+    } catch (const ApiError& e) {
+      EXPECT_NE(std::string(e.what()).find("inside the controller's state or a pool"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(store->list_volumes("p").size(), 1u);
+  EXPECT_EQ(usage(kQuotaVolumes).in_use, 1);
+}
+
+TEST_F(ServiceTest, ACopyStaysInItsSourcesZone) {
+  PoolConfig second = config.pools[0];
+  second.name = "zone2-pool";
+  second.directory = dir / "pool2";
+  second.availability_zone = "zone2";
+  config.pools.push_back(second);
+  open();
+  CreateVolumeRequest r;
+  r.project = "p";
+  r.size_gb = 1;
+  r.availability_zone = "zone2";
+  Volume source = service->create_volume(r);
+  ASSERT_EQ(source.pool, "zone2-pool");
+  Snapshot snap = service->create_snapshot("p", source.id, "s", "", false);
+  CreateVolumeRequest from_snap;
+  from_snap.project = "p";
+  from_snap.snapshot_id = snap.id;
+  Volume copy = service->get_volume("p", service->create_volume(from_snap).id);
+  EXPECT_EQ(copy.availability_zone, "zone2");
+  EXPECT_EQ(copy.status, VolumeStatus::available) << copy.error_message;
+  CreateVolumeRequest clone;
+  clone.project = "p";
+  clone.source_volid = source.id;
+  EXPECT_EQ(service->get_volume("p", service->create_volume(clone).id).availability_zone, "zone2");
+}
+
+TEST_F(ServiceTest, AnInUseVolumeGrowsAndStaysInUse) {
+  Volume v = create(1);
+  store->update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::in_use; });
+  service->extend_volume("p", v.id, 2);
+  auto after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::in_use);
+  EXPECT_EQ(after.size_gb, 2u);
+  inject("extend_volume", "extend_on_pool");
+  service->extend_volume("p", v.id, 3);
+  after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::in_use);
+  EXPECT_EQ(after.size_gb, 2u);
+}
+
 // ------------------------------------------------------------------------------ crash recovery
 
 // Runs `body` in a child process whose flows die (_exit, no revert, no cleanup) at `task`.
@@ -474,7 +538,35 @@ TEST_P(CreateVolumeCrash, ARestartedControllerRevertsTheHalfDoneCreate) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateVolumeCrash,
-                         ::testing::Values("schedule", "generate_key", "create_on_pool", "finish"));
+                         ::testing::Values("schedule", "generate_key", "create_on_pool"));
+
+// Dying in the last task, or after it but before the journal entry is cleared: the work is
+// done, and a restarted controller must finish the flow, not undo a volume it may have reported.
+class CreateVolumeCrashLate : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CreateVolumeCrashLate, ARestartedControllerFinishesTheCreate) {
+  service.reset();
+  store.reset();
+  crash_at(*this, "create_volume", GetParam(), [](VolumeService& s) {
+    CreateVolumeRequest r;
+    r.project = "p";
+    r.size_gb = 2;
+    s.create_volume(r);
+  });
+  open();
+  ASSERT_EQ(store->journal_unfinished().size(), 1u);
+  service->recover();
+  EXPECT_TRUE(store->journal_unfinished().empty());
+  auto volumes = store->list_volumes("p");
+  ASSERT_EQ(volumes.size(), 1u);
+  EXPECT_EQ(volumes[0].status, VolumeStatus::available);
+  EXPECT_EQ(volumes[0].error_message, "");
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+  EXPECT_EQ(file_size(volume_file(volumes[0].id)), 2 * kGiB);
+}
+
+INSTANTIATE_TEST_SUITE_P(LastTaskOrAfter, CreateVolumeCrashLate, ::testing::Values("finish", kAfterLastTask));
 
 class DeleteVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
 
@@ -493,7 +585,7 @@ TEST_P(DeleteVolumeCrash, ARestartedControllerFinishesTheDelete) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, DeleteVolumeCrash,
-                         ::testing::Values("delete_on_pool", "release_quota", "destroy_db_entry"));
+                         ::testing::Values("delete_on_pool", "release_quota", "destroy_db_entry", kAfterLastTask));
 
 class ExtendVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
 
@@ -512,8 +604,27 @@ TEST_P(ExtendVolumeCrash, ARestartedControllerRevertsTheExtend) {
   EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, ExtendVolumeCrash,
-                         ::testing::Values("extend_on_pool", "commit_quota", "finish"));
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, ExtendVolumeCrash, ::testing::Values("extend_on_pool", "commit_quota"));
+
+class ExtendVolumeCrashLate : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(ExtendVolumeCrashLate, ARestartedControllerFinishesTheExtend) {
+  Volume v = create(2);
+  service.reset();
+  store.reset();
+  crash_at(*this, "extend_volume", GetParam(), [&](VolumeService& s) { s.extend_volume("p", v.id, 4); });
+  open();
+  service->recover();
+  auto after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::available);
+  EXPECT_EQ(after.size_gb, 4u);
+  EXPECT_EQ(file_size(volume_file(v.id)), 4 * kGiB);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 4);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(LastTaskOrAfter, ExtendVolumeCrashLate, ::testing::Values("finish", kAfterLastTask));
 
 }  // namespace
 }  // namespace volgate::controller
@@ -542,7 +653,48 @@ TEST_P(CreateSnapshotCrash, ARestartedControllerRevertsTheSnapshot) {
   EXPECT_TRUE(pool_files().empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateSnapshotCrash, ::testing::Values("create_on_pool", "finish"));
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateSnapshotCrash, ::testing::Values("create_on_pool"));
+
+class CreateSnapshotCrashLate : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(CreateSnapshotCrashLate, ARestartedControllerFinishesTheSnapshot) {
+  Volume v = create(2);
+  service.reset();
+  store.reset();
+  crash_at(*this, "create_snapshot", GetParam(),
+           [&](VolumeService& s) { s.create_snapshot("p", v.id, "s", "", false); });
+  open();
+  service->recover();
+  auto snaps = store->list_snapshots("p");
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0].status, SnapshotStatus::available);
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 1);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 4);
+  EXPECT_EQ(pool_files().size(), 2u);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(LastTaskOrAfter, CreateSnapshotCrashLate, ::testing::Values("finish", kAfterLastTask));
+
+class DeleteSnapshotCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(DeleteSnapshotCrash, ARestartedControllerFinishesTheDelete) {
+  Volume v = create(2);
+  Snapshot snap = service->create_snapshot("p", v.id, "s", "", false);
+  service.reset();
+  store.reset();
+  crash_at(*this, "delete_snapshot", GetParam(), [&](VolumeService& s) { s.delete_snapshot("p", snap.id); });
+  open();
+  service->recover();
+  EXPECT_TRUE(store->list_snapshots("p").empty());
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+  EXPECT_EQ(pool_files(), std::vector<std::string>{"volume-" + v.id + ".img"});
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, DeleteSnapshotCrash,
+                         ::testing::Values("delete_on_pool", "release_quota", "destroy_db_entry", kAfterLastTask));
 
 }  // namespace
 }  // namespace volgate::controller
