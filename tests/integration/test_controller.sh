@@ -46,10 +46,12 @@ JSON
 vg() { "$VOLGATE" "$@"; }
 # json EXPR: evaluates EXPR over the JSON document on stdin (as d)
 json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print(r if not isinstance(r, (dict, list)) else json.dumps(r))' "$1"; }
-TOKEN() { cat "$STATE/token"; }
+# The token goes to curl in a header file (-H @FILE), never on its command line.
+AUTH=$T/auth.header
+auth_header() { (umask 077 && printf 'X-Auth-Token: %s\n' "$(cat "$STATE/token")" >"$AUTH"); }
 # api METHOD PATH [BODY]: raw HTTP on the unix socket; prints "STATUS BODY"
 api() {
-    local args=(-s -o "$T/api.body" -w '%{http_code}' --unix-socket "$SOCK" -X "$1" -H "X-Auth-Token: $(TOKEN)")
+    local args=(-s -o "$T/api.body" -w '%{http_code}' --unix-socket "$SOCK" -X "$1" -H @"$AUTH")
     [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data "$3")
     local code
     code=$(curl "${args[@]}" "http://localhost$2")
@@ -76,6 +78,7 @@ quota_in_use() { vg quota show --output json ${2:+--project "$2"} | json "d['quo
 quota_reserved() { vg quota show --output json | json "d['quota_set']['$1']['reserved']"; }
 
 start_controller "$T/controller.json" "$SOCK" '^http://'
+auth_header
 # Refusals at start: one line, exit 2, and the running controller is left alone.
 refused_start() {
     local rc=0
@@ -98,7 +101,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" http://local
 assert_eq "$code" 401 "request without a token"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Auth-Token: wrong-token-of-some-length' "http://127.0.0.1:$PORT/v3/default/volumes")
 assert_eq "$code" 401 "request with a wrong token over TCP"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Auth-Token: $(TOKEN)" "http://127.0.0.1:$PORT/v3/default/volumes")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H @"$AUTH" "http://127.0.0.1:$PORT/v3/default/volumes")
 assert_eq "$code" 200 "request with the token over TCP"
 pass "API: socket 0600, 401 without the token, TCP works with it"
 
@@ -166,6 +169,11 @@ done
 expect_api 404 itemNotFound POST /v3/default/volumes '{"volume": {"size": 1, "volume_type": "gold"}}' >/dev/null
 expect_api 404 itemNotFound POST /v3/default/volumes '{"volume": {"snapshot_id": "nope"}}' >/dev/null
 expect_api 400 badRequest POST /v3/default/volumes '{"volume": {"size": 1, "availability_zone": "mars"}}' >/dev/null
+# The controller's own secrets are not images: the API must not copy them into a volume.
+for secret in "$STATE/master.key" "$STATE/token" "$STATE/controller.db"; do
+    msg=$(expect_api 400 badRequest POST /v3/default/volumes '{"volume": {"size": 1, "imageRef": "'"$secret"'"}}')
+    [[ $msg == *"inside the controller's state"* ]] || fail "imageRef $secret: $msg"
+done
 fast1=$(vg volume list --output json | json "[v['id'] for v in d['volumes'] if v['name'] == 'fast1'][0]")
 msg=$(expect_api 400 badRequest POST "/v3/default/volumes/$fast1/action" '{"os-extend": {"new_size": 1}}')
 [[ $msg == *"greater than current size"* ]] || fail "shrink message: $msg"

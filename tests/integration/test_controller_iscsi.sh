@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# The controller with an iscsi pool on a private tgtd (its own control socket and portal): a
+# The controller with an iscsi pool on a private tgtd (its own control socket, two portals): a
 # volume is a target with one LUN backed by a file; an initiator (libiscsi's
-# iscsi-readcapacity16, QEMU's iscsi driver) sees its size and its data; extend re-adds the LUN
-# at the new size; a snapshot copy is a target of its own; delete removes target and file.
+# iscsi-readcapacity16, QEMU's iscsi driver) sees its size and its data; volgate serve reaches
+# it over both portals; extend re-adds the LUN at the new size; copies from a snapshot or a
+# volume are targets of their own; blank creates read as zeroes; concurrent creates and deletes
+# leave exactly their targets; quota and bad input are refused with no target made; a
+# controller killed mid-copy reverts the create, target and file included; delete removes
+# target and file.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
-require_tool tgtd tgtadm iscsi-readcapacity16 qemu-img curl nbdcopy
+require_tool tgtd tgtadm iscsi-readcapacity16 qemu-img curl nbdcopy sqlite3
 T=$TEST_TMP
 STATE=$T/state
 export VOLGATE_URL=unix:$STATE/controller.sock
 export TGT_IPC_SOCKET=$T/tgtd.ipc
 PORT=$(free_tcp_port)
 PORTAL=127.0.0.1:$PORT
+PORTAL2=127.0.0.2:$PORT
 PREFIX=iqn.2026-11.org.volgate.test$$
 
-tgtd -f --iscsi "portal=$PORTAL" >"$T/tgtd.log" 2>&1 &
+tgtd -f --iscsi "portal=$PORTAL,portal=$PORTAL2" >"$T/tgtd.log" 2>&1 &
 TGTD=$!
 BG_PIDS+=("$TGTD")
 for ((i = 0; i < 100; i++)); do
@@ -35,8 +40,9 @@ trap '_rc=$?; set +e; remove_targets; kill -KILL "$TGTD" 2>/dev/null; (exit $_rc
 cat >"$T/controller.json" <<JSON
 {
   "state_dir": "$STATE",
-  "pools": [{"name": "tgt", "driver": "iscsi", "directory": "$T/luns", "portals": ["$PORTAL"],
-             "iqn_prefix": "$PREFIX", "tgt_ipc_socket": "$TGT_IPC_SOCKET"}]
+  "quotas": {"volumes": 12, "snapshots": 4, "gigabytes": 20},
+  "pools": [{"name": "tgt", "driver": "iscsi", "directory": "$T/luns", "portals": ["$PORTAL", "$PORTAL2"],
+             "iqn_prefix": "$PREFIX", "tgt_ipc_socket": "$TGT_IPC_SOCKET", "copy_bps_limit": 16777216}]
 }
 JSON
 start_controller "$T/controller.json" "$STATE/controller.sock"
@@ -50,20 +56,21 @@ print((int(re.search(r"RETURNED LOGICAL BLOCK ADDRESS:(\d+)", t).group(1)) + 1) 
 }
 show_targets() { tgtadm --lld iscsi --op show --mode target; }
 
-"$VOLGATE" pool list | grep -q '^tgt  *iSCSI' || fail "pool list: $("$VOLGATE" pool list)"
+"$VOLGATE" pool list | grep -q '^tgt  *iSCSI .* true$' || fail "pool list (multipath): $("$VOLGATE" pool list)"
 make_random_file "$T/image.raw" 24
 vol=$("$VOLGATE" volume create --output json --size 1G --image "$T/image.raw" from-image | json "d['volume']['id']")
 target=$("$VOLGATE" volume show --output json "$vol" | json "d['volume']['volgate:export_target']")
-assert_eq "$target" "iscsi://$PORTAL/$PREFIX:volume-$vol/1" "export target"
+assert_eq "$target" "iscsi://$PORTAL,$PORTAL2/$PREFIX:volume-$vol/1" "export target"
 show_targets | grep -q "Target [0-9]*: $PREFIX:volume-$vol" || fail "no target for $vol: $(show_targets)"
 show_targets | grep -q "Backing store path: $T/luns/volume-$vol.img" || fail "LUN not backed by the volume file"
 assert_eq "$(capacity "$vol")" $((1 << 30)) "LUN capacity seen by an initiator"
-qemu-img convert -f raw -O raw "$target" "$T/back.raw"
+qemu-img convert -f raw -O raw "iscsi://$PORTAL2/$PREFIX:volume-$vol/1" "$T/back.raw"
 assert_eq "$(head -c $((24 << 20)) "$T/back.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "data read over iSCSI"
 rm -f "$T/back.raw"
 start_volgate --unix "$T/nbd.sock" --export "v=$target"
 nbdcopy "$(unix_uri v "$T/nbd.sock")" "$T/served.raw"
 stop_volgate
+grep -q "path 1 $PORTAL2: up" "$VG_ERR" || fail "volgate serve did not log in on the second portal: $(grep path "$VG_ERR")"
 assert_eq "$(head -c $((24 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" \
     "the volume served by volgate serve --export v=$target"
 rm -f "$T/served.raw"
@@ -77,7 +84,85 @@ assert_eq "$(capacity "$copy")" $((2 << 30)) "capacity of the copy's LUN"
 qemu-img convert -f raw -O raw "iscsi://$PORTAL/$PREFIX:volume-$copy/1" "$T/copy.raw"
 assert_eq "$(head -c $((24 << 20)) "$T/copy.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "copy's data over iSCSI"
 rm -f "$T/copy.raw"
-pass "extend re-adds the LUN at the new size; a copy from a snapshot is a target of its own"
+clone=$("$VOLGATE" volume create --output json --source-volume "$vol" clone | json "d['volume']['id']")
+qemu-img convert -f raw -O raw "iscsi://$PORTAL/$PREFIX:volume-$clone/1" "$T/clone.raw"
+assert_eq "$(head -c $((24 << 20)) "$T/clone.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "clone's data over iSCSI"
+rm -f "$T/clone.raw"
+"$VOLGATE" volume delete "$clone" >/dev/null
+pass "extend re-adds the LUN at the new size; copies from a snapshot and from a volume are targets of their own"
+
+blank=$("$VOLGATE" volume create --output json --size 1G blank | json "d['volume']['id']")
+assert_eq "$(capacity "$blank")" $((1 << 30)) "blank LUN capacity"
+qemu-img convert -f raw -O raw "iscsi://$PORTAL/$PREFIX:volume-$blank/1" "$T/blank.raw"
+cmp -s -n $((1 << 30)) "$T/blank.raw" /dev/zero || fail "a blank volume does not read as zeroes over iSCSI"
+rm -f "$T/blank.raw"
+"$VOLGATE" volume delete "$blank" >/dev/null
+pass "a blank volume is a zeroed LUN of the right size"
+
+# Concurrent creates, then concurrent deletes: every volume gets its own target, and none is left.
+targets_before=$(show_targets | grep -c "^Target" || true)
+pids=()
+for i in 1 2 3 4 5 6; do
+    "$VOLGATE" volume create --output json --size 1G "par$i" >"$T/par$i.json" &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a concurrent create failed"; done
+par_ids=()
+for i in 1 2 3 4 5 6; do
+    id=$(json "d['volume']['id']" <"$T/par$i.json")
+    par_ids+=("$id")
+    assert_eq "$("$VOLGATE" volume show --output json "$id" | json "d['volume']['status']")" available "status of par$i"
+    show_targets | grep -q "Target [0-9]*: $PREFIX:volume-$id\$" || fail "no target for par$i"
+done
+assert_eq "$(show_targets | grep -c "^Target")" $((targets_before + 6)) "targets after six concurrent creates"
+pids=()
+for id in "${par_ids[@]}"; do
+    "$VOLGATE" volume delete "$id" >/dev/null &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a concurrent delete failed"; done
+for ((i = 0; i < 100; i++)); do
+    [[ $(show_targets | grep -c "^Target") == "$targets_before" ]] && break
+    sleep 0.1
+done
+assert_eq "$(show_targets | grep -c "^Target")" "$targets_before" "targets after the concurrent deletes"
+pass "six concurrent creates make six targets; six concurrent deletes remove them"
+
+# Quota and bad input: refused up front, with no target and no file.
+files_before=$(ls "$T/luns" | sort)
+rc=0
+"$VOLGATE" volume create --size 30G too-big >/dev/null 2>"$T/quota.err" || rc=$?
+assert_eq "$rc" 2 "exit code of a create over the gigabytes quota"
+grep -qi quota "$T/quota.err" || fail "quota refusal: $(cat "$T/quota.err")"
+rc=0
+"$VOLGATE" volume create --size 1G --image relative.img bad >/dev/null 2>"$T/bad.err" || rc=$?
+assert_eq "$rc" 2 "exit code of a create with a relative image path"
+grep -q 'relative.img' "$T/bad.err" || fail "bad image: $(cat "$T/bad.err")"
+assert_eq "$(show_targets | grep -c "^Target")" "$targets_before" "targets after refused creates"
+assert_eq "$(ls "$T/luns" | sort)" "$files_before" "pool files after refused creates"
+pass "quota exhaustion and bad input are refused with no target made"
+
+# SIGKILL in the middle of a copy (16 MiB/s limit): the restarted controller reverts the create,
+# its target and its file included, and the journal is empty.
+make_random_file "$T/big.raw" 96
+long=$("$VOLGATE" volume create --output json --no-wait --size 1G --image "$T/big.raw" long | json "d['volume']['id']")
+for ((i = 0; i < 100; i++)); do
+    p=$("$VOLGATE" volume show --output json "$long" | json "d['volume'].get('volgate:progress', 0)")
+    ((p > 0)) && break
+    sleep 0.05
+done
+((p > 0 && p < 100)) || fail "the long copy did not report progress between 0 and 100 (got $p)"
+kill -KILL "$CTL"
+wait "$CTL" 2>/dev/null || true
+_forget_pid "$CTL"
+start_controller "$T/controller.json" "$STATE/controller.sock"
+CTL=$CTL_PID
+assert_eq "$("$VOLGATE" volume show --output json "$long" | json "d['volume']['status']")" error "status after restart"
+if show_targets | grep -q "volume-$long"; then fail "the reverted create left its target: $(show_targets)"; fi
+[[ ! -e $T/luns/volume-$long.img ]] || fail "the reverted create left its file"
+assert_eq "$(sqlite3 "$STATE/controller.db" "SELECT count(*) FROM flow_journal")" 0 "journal after recovery"
+"$VOLGATE" volume delete "$long" >/dev/null
+pass "SIGKILL mid-copy: the restarted controller reverts the create (status error, no target, no file)"
 
 "$VOLGATE" volume delete "$copy" >/dev/null
 "$VOLGATE" snapshot delete "$snap" >/dev/null
