@@ -608,13 +608,22 @@ std::vector<Task> VolumeService::delete_volume_tasks() {
     store_.update_volume(id, [&](Volume& v) {
       if (v.status == VolumeStatus::deleting) return;  // resumed after a restart
       require_transition("volume " + id, v.status, VolumeStatus::deleting);
+      c["status_before"] = std::string(to_string(v.status));
       v.status = VolumeStatus::deleting;
     });
+    // A snapshot created between validate and here would lose its volume. Snapshot creation
+    // checks the volume after inserting its row, and this checks the snapshots after marking
+    // the volume, so of two racing requests at least one sees the other and is refused.
+    if (!store_.snapshots_of(id).empty()) bad_request("Volume " + id + " gained a snapshot while being deleted.");
   }, [this](json& c) {
     const std::string id = str(c, "volume_id");
     if (!store_.find_volume(id)) return;
     store_.update_volume(id, [&](Volume& v) {
       if (v.status != VolumeStatus::deleting) return;
+      if (!c.value("accepted", false)) {  // refused before the caller was answered: as it was
+        v.status = parse_volume_status(str(c, "status_before")).value_or(VolumeStatus::available);
+        return;
+      }
       v.status = VolumeStatus::error_deleting;
       v.error_message = "delete failed: " + str(c, "error");
     });
@@ -676,6 +685,11 @@ std::vector<Task> VolumeService::create_snapshot_tasks() {
     s.size_gb = c["size_gb"].get<uint64_t>();
     s.pool = str(c, "pool");
     store_.insert_snapshot(s);
+    // The other half of the check in delete's mark_deleting: a volume being deleted (or gone)
+    // since validate takes no snapshot.
+    auto v = store_.find_volume(s.volume_id);
+    if (!v || v->status == VolumeStatus::deleting || v->status == VolumeStatus::error_deleting)
+      bad_request("Volume " + s.volume_id + " is being deleted; it takes no snapshot.");
   }, [this](json& c) {
     const std::string id = str(c, "snapshot_id");
     if (!store_.find_snapshot(id)) return;

@@ -155,7 +155,8 @@ done
 kill -KILL "$CTL"
 wait "$CTL" 2>/dev/null || true
 _forget_pid "$CTL"
-start_controller "$T/controller.json" "$STATE/controller.sock"
+# The killed controller's socket file is still there: wait for the new one's "unix:" line.
+start_controller "$T/controller.json" "$STATE/controller.sock" '^unix:'
 CTL=$CTL_PID
 assert_eq "$("$VOLGATE" volume show --output json "$long" | json "d['volume']['status']")" error "status after restart"
 if show_targets | grep -q "volume-$long"; then fail "the reverted create left its target: $(show_targets)"; fi

@@ -9,7 +9,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <random>
+#include <utility>
 
 #include "backends/file_device.hpp"
 #include "controller/api_error.hpp"
@@ -58,6 +61,7 @@ class ServiceTest : public ::testing::Test {
     options.run_inline = true;
     options.before_task = [this](const std::string& kind, const std::string& task) {
       if (kind == fail_kind && task == fail_task) throw Injected();
+      if (kind == race_kind && task == race_task && race) std::exchange(race, nullptr)();
     };
     service = std::make_unique<VolumeService>(config, *store, std::move(pools),
                                               KeyWrap::from_file(dir / "master.key"), options);
@@ -66,6 +70,12 @@ class ServiceTest : public ::testing::Test {
   void inject(const std::string& kind, const std::string& task) {
     fail_kind = kind;
     fail_task = task;
+  }
+  // Runs `other` once, just before `task` of the next `kind` flow: a request racing with it.
+  void race_before(const std::string& kind, const std::string& task, std::function<void()> other) {
+    race_kind = kind;
+    race_task = task;
+    race = std::move(other);
   }
 
   Volume create(uint64_t size, bool encrypted = false) {
@@ -94,6 +104,8 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<SqliteStore> store;
   std::unique_ptr<VolumeService> service;
   std::string fail_kind, fail_task;
+  std::string race_kind, race_task;
+  std::function<void()> race;
 };
 
 // ------------------------------------------------------------------------------ create volume
@@ -421,6 +433,27 @@ TEST_F(ServiceTest, IllegalRequestsAreRefusedWithTheRightKind) {
   two.snapshot_id = s.id;
   two.source_volid = v.id;
   EXPECT_THROW(service->create_volume(two), ApiError);
+}
+
+TEST_F(ServiceTest, ASnapshotRacingADeleteNeverLosesItsVolume) {
+  // The snapshot lands after the delete validated: the delete is refused, the volume kept.
+  Volume v = create(1);
+  std::optional<Snapshot> snap;
+  race_before("delete_volume", "mark_deleting", [&] { snap = service->create_snapshot("p", v.id, "s", "", false); });
+  EXPECT_THROW(service->delete_volume("p", v.id), ApiError);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+  EXPECT_EQ(service->get_snapshot("p", snap->id).status, SnapshotStatus::available);
+  service->delete_snapshot("p", snap->id);
+
+  // The delete lands after the snapshot validated: the snapshot is refused and leaves nothing.
+  race_before("create_snapshot", "create_db_entry", [&] { service->delete_volume("p", v.id); });
+  EXPECT_THROW(service->create_snapshot("p", v.id, "s2", "", false), ApiError);
+  EXPECT_FALSE(store->find_volume(v.id));
+  EXPECT_TRUE(store->list_snapshots("p").empty());
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use + usage(kQuotaSnapshots).reserved, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use + usage(kQuotaGigabytes).reserved, 0);
+  EXPECT_TRUE(pool_files().empty());
 }
 
 TEST_F(ServiceTest, ImageFilesInsideTheStateOrAPoolAreRefused) {
