@@ -103,6 +103,8 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Auth-Token: wrong-token-of-s
 assert_eq "$code" 401 "request with a wrong token over TCP"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H @"$AUTH" "http://127.0.0.1:$PORT/v3/default/volumes")
 assert_eq "$code" 200 "request with the token over TCP"
+vg pool list --url "http://127.0.0.1:$PORT" --token-file "$STATE/token" --output json | grep -q '"pools"' ||
+    fail "the CLI over TCP (--url http://...)"
 pass "API: socket 0600, 401 without the token, TCP works with it"
 
 vg pool list --output json | json "sorted(p['capabilities']['pool_name'] for p in d['pools'])" | grep -qF '["fast", "slow"]' ||
@@ -324,6 +326,25 @@ assert_eq "$(vol_field "$long" status)" error "status of a copy cancelled by SIG
 stop_volgate "$CTL_PID" TERM 10
 [[ ! -e $SOCK ]] || fail "the socket is left after a clean stop"
 pass "SIGTERM cancels a copy cleanly and exits 0"
+
+# ------------------------------------------------------------------ the embedded default
+# `volgate controller --state-dir DIR` with no config: SQLite and one file pool in DIR, the API
+# on DIR/controller.sock (the CLI finds the token beside it); the "encrypted" type is LUKS2.
+EMB=$T/embedded
+"$VOLGATE" controller --state-dir "$EMB" >"$T/controller.embedded.out" 2>"$T/controller.embedded.err" &
+CTL_PID=$!
+VG_PIDS+=("$CTL_PID")
+for ((i = 0; i < 200; i++)); do
+    grep -q '^unix:' "$T/controller.embedded.out" 2>/dev/null && break
+    sleep 0.05
+done
+grep -q "^unix:$EMB/controller.sock" "$T/controller.embedded.out" || fail "embedded controller: $(cat "$T/controller.embedded.err")"
+emb=$(VOLGATE_URL=unix:$EMB/controller.sock create --size 1G --type encrypted embedded)
+assert_eq "$(VOLGATE_URL=unix:$EMB/controller.sock vol_field "$emb" status)" available "embedded default: status"
+cryptsetup luksDump "$EMB/pool/volume-$emb.img" | grep -q '^Version:[[:space:]]*2' || fail "embedded default: no LUKS2 header"
+VOLGATE_URL=unix:$EMB/controller.sock vg volume list | grep -q "embedded" || fail "volume list table: $(VOLGATE_URL=unix:$EMB/controller.sock vg volume list)"
+stop_volgate "$CTL_PID" TERM 10
+pass "embedded default: --state-dir alone serves the API, a file pool and encrypted volumes"
 # A sanitizer build reports into the logs, also of the controller killed with SIGKILL.
 if grep -Eq 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer' "$T"/controller.*.err; then
     fail "sanitizer report: $(grep -Eh 'runtime error:|Sanitizer' "$T"/controller.*.err | head -n 3)"
