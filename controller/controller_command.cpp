@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -137,6 +138,11 @@ int run_controller(const ControllerOptions& options) {
       std::string host = config.tcp_listen.substr(0, config.tcp_listen.rfind(':'));
       uint16_t port = server->listen_tcp(config.tcp_listen);
       listening.push_back("http://" + host + ":" + std::to_string(port));
+      boost::system::error_code ec;
+      auto address = boost::asio::ip::make_address(host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host, ec);
+      if (ec || !address.is_loopback())
+        spdlog::warn("the API on {} is plain HTTP: its token crosses the network in clear; keep it on loopback "
+                     "or put a TLS proxy in front", config.tcp_listen);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate controller: %s\n", e.what());
