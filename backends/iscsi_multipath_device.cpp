@@ -244,8 +244,16 @@ void IscsiMultipathDevice::write(uint64_t offset, std::span<const std::byte> dat
   if (auto ec = check_range(offset, data.size())) return done(ec);
   if (data.empty()) return done({});
   // libiscsi only reads a write's buffer.
-  submit(IscsiIo::Kind::write, offset, const_cast<std::byte*>(data.data()), data.size(), flags.fua,
-         std::move(done));
+  auto* bytes = const_cast<std::byte*>(data.data());
+  if (flags.fua && !fua_native_) {
+    // The target ignores FUA (no DPOFUA): the write is made durable by a flush after it.
+    return submit(IscsiIo::Kind::write, offset, bytes, data.size(), false,
+                  [this, done = std::move(done)](std::error_code ec) mutable {
+                    if (ec) return done(ec);
+                    flush(std::move(done));
+                  });
+  }
+  submit(IscsiIo::Kind::write, offset, bytes, data.size(), flags.fua, std::move(done));
 }
 
 void IscsiMultipathDevice::flush(Completion done) {
@@ -270,15 +278,16 @@ struct IscsiMultipathDevice::PartWriter {
     const uint64_t length = std::min(self->remaining, self->part);
     PartWriter* raw = self.release();
     std::byte* data = raw->kind == IscsiIo::Kind::write ? const_cast<std::byte*>(zero_chunk) : nullptr;
-    // WRITE(16) carries FUA itself; UNMAP and WRITE SAME(16) cannot, so a flush follows them.
-    const bool fua = raw->fua && raw->kind == IscsiIo::Kind::write;
+    // WRITE(16) carries FUA itself where the target honours it; UNMAP and WRITE SAME(16)
+    // cannot, so a flush follows them.
+    const bool fua = raw->fua && raw->kind == IscsiIo::Kind::write && raw->device->fua_native_;
     raw->device->submit(raw->kind, raw->offset, data, length, fua,
-                        [raw, length](std::error_code ec) {
+                        [raw, length, fua](std::error_code ec) {
                           std::unique_ptr<PartWriter> owned(raw);
                           owned->offset += length;
                           owned->remaining -= length;
                           if (!ec && owned->remaining > 0) return next(std::move(owned));
-                          if (ec || !owned->fua || owned->kind == IscsiIo::Kind::write)
+                          if (ec || !owned->fua || fua)
                             return owned->done(ec);
                           owned->device->flush(std::move(owned->done));
                         },
@@ -575,6 +584,10 @@ void IscsiMultipathDevice::finish_start_when_settled() {
     };
     can_unmap_ = !options_.read_only && reference->can_unmap();
     can_write_same_ = !options_.read_only && reference->can_write_same();
+    fua_native_ = reference->supports_fua();
+    if (!fua_native_ && !options_.read_only)
+      spdlog::info("{}: the target does not honour FUA (no DPOFUA in MODE SENSE): a forced write is "
+                   "followed by SYNCHRONIZE CACHE", options_.target);
     unmap_part_bytes_ = part(reference->max_unmap_blocks());
     write_same_part_bytes_ = part(reference->max_write_same_blocks());
     if (!reference->reservations_supported() && !options_.read_only) {

@@ -129,6 +129,7 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   // Provisioning, fixed by the first path up (every path shows the same LUN).
   bool can_unmap_ = false;
   bool can_write_same_ = false;
+  bool fua_native_ = false;  // WRITE(16) with FUA is honoured; otherwise FUA is write + flush
   uint64_t unmap_part_bytes_ = 0;
   uint64_t write_same_part_bytes_ = 0;
   uint32_t block_size_ = 512;  // fixed once the first path is up

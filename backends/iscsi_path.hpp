@@ -111,6 +111,8 @@ class IscsiPath {
   bool can_unmap() const { return can_unmap_; }
   bool can_write_same() const { return can_write_same_; }
   bool unmapped_reads_zero() const { return unmapped_reads_zero_; }
+  // MODE SENSE's DPOFUA bit: WRITE(16) honours FUA. Without it a forced write needs a flush.
+  bool supports_fua() const { return supports_fua_; }
   uint32_t max_unmap_blocks() const { return max_unmap_blocks_; }          // 0: no limit stated
   uint64_t max_write_same_blocks() const { return max_write_same_blocks_; }  // 0: no limit stated
   uint64_t reservation_key() const { return registered_ ? key_ : 0; }
@@ -130,6 +132,7 @@ class IscsiPath {
   bool can_unmap_ = false;
   bool can_write_same_ = false;
   bool unmapped_reads_zero_ = false;
+  bool supports_fua_ = false;
   uint32_t max_unmap_blocks_ = 0;
   uint64_t max_write_same_blocks_ = 0;
   uint64_t key_ = 0;

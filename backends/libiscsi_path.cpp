@@ -21,13 +21,16 @@ constexpr int kVpdDeviceIdentification = 0x83;
 constexpr int kVpdBlockLimits = 0xb0;
 constexpr int kVpdLogicalBlockProvisioning = 0xb2;
 constexpr int kVpdMaxLength = 255;
+constexpr unsigned char kModeSenseLength = 255;
+// In a direct-access device's mode parameter header: DPO and FUA are supported (SBC).
+constexpr uint8_t kDpoFuaBit = 0x10;
 constexpr uint16_t kReadReservationLength = 24;
 // The header and up to 255 keys: far more sessions than any LUN here will see.
 constexpr uint16_t kReadKeysLength = 8 + 8 * 255;
 
 const char* step_name(int step) {
   static const char* const names[] = {"login",    "TEST UNIT READY", "INQUIRY VPD 0x83",
-                                      "READ CAPACITY(16)", "INQUIRY VPD 0xB0",
+                                      "READ CAPACITY(16)", "MODE SENSE(6)", "INQUIRY VPD 0xB0",
                                       "INQUIRY VPD 0xB2",
                                       "PERSISTENT RESERVE OUT REGISTER",
                                       "PERSISTENT RESERVE IN READ KEYS",
@@ -188,6 +191,11 @@ void LibiscsiPath::run_step(Step step) {
     case Step::capacity:
       task = iscsi_readcapacity16_task(ctx_, lun, on_step, this);
       break;
+    case Step::mode_sense:
+      // The header alone carries DPOFUA; the caching page is asked for as the smallest one.
+      task = iscsi_modesense6_task(ctx_, lun, 1, SCSI_MODESENSE_PC_CURRENT, SCSI_MODEPAGE_CACHING, 0,
+                                   kModeSenseLength, on_step, this);
+      break;
     case Step::limits:
       task = iscsi_inquiry_task(ctx_, lun, 1, kVpdBlockLimits, kVpdMaxLength, on_step, this);
       break;
@@ -258,6 +266,19 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       if (!capacity || capacity->block_length == 0) return fail_soon("READ CAPACITY(16) returned no block size");
       blocks_ = capacity->returned_lba + 1;
       block_size_ = capacity->block_length;
+      return run_step(Step::mode_sense);
+    }
+    case Step::mode_sense: {
+      // A target that does not answer (no MODE SENSE, or tgtd refusing it to an unregistered
+      // initiator while another holds the reservation) is taken not to honour FUA: forced
+      // writes then get a flush, which is always correct.
+      supports_fua_ = false;
+      if (good) {
+        auto* sense = static_cast<scsi_mode_sense*>(scsi_datain_unmarshall(task));
+        supports_fua_ = sense && (sense->device_specific_parameter & kDpoFuaBit);
+      } else if (status != SCSI_STATUS_CHECK_CONDITION && status != SCSI_STATUS_RESERVATION_CONFLICT) {
+        return failed();
+      }
       return run_step(Step::limits);
     }
     case Step::limits: {

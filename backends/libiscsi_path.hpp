@@ -45,6 +45,7 @@ class LibiscsiPath final : public IscsiPath {
     test_unit_ready,
     identify,
     capacity,
+    mode_sense,
     limits,
     provisioning,
     register_key,

@@ -25,6 +25,7 @@ struct Lab {
   std::vector<uint64_t> keys{0, 0};               // each path's current reservation key
   std::vector<uint64_t> lun_keys;                 // keys registered on the LUN (READ KEYS)
   uint32_t max_transfer_blocks = 0;               // VPD 0xB0, 0: no limit
+  bool supports_fua = true;                       // MODE SENSE's DPOFUA bit
   std::vector<class FakePath*> paths;
   boost::asio::io_context* device_io = nullptr;
 
@@ -83,6 +84,7 @@ class FakePath final : public IscsiPath {
         up = lab_.comes_up[index_];
         identity_ = lab_.identity[index_];
         max_transfer_blocks_ = lab_.max_transfer_blocks;
+        supports_fua_ = lab_.supports_fua;
         if (up) {
           lab_.keys[index_] = key;
           if (key != 0) lab_.lun_keys.push_back(key);
@@ -111,7 +113,8 @@ class FakePath final : public IscsiPath {
       lab_.submit_times.push_back(std::chrono::steady_clock::now());
     }
     lab_.note("submit " + std::to_string(index_) + " " + std::to_string(io->offset) + "+" +
-              std::to_string(io->length));
+              std::to_string(io->length) + (io->kind == IscsiIo::Kind::flush ? " flush" : "") +
+              (io->fua ? " fua" : ""));
   }
   void fence(uint64_t key, std::function<void(bool)> done) override {
     lab_.note("fence " + std::to_string(index_) + " " + std::to_string(key));
@@ -176,11 +179,12 @@ struct Client {
     busy.reset();
     thread.join();
   }
-  std::future<std::error_code> write(BlockDevice& device, uint64_t offset, size_t length = 4096) {
+  std::future<std::error_code> write(BlockDevice& device, uint64_t offset, size_t length = 4096,
+                                     bool fua = false) {
     auto result = std::make_shared<std::promise<std::error_code>>();
     auto future = result->get_future();
-    boost::asio::post(io, [this, &device, offset, length, result] {
-      device.write(offset, std::span<const std::byte>(buffer, length), {},
+    boost::asio::post(io, [this, &device, offset, length, fua, result] {
+      device.write(offset, std::span<const std::byte>(buffer, length), {.fua = fua},
                    [result](std::error_code ec) { result->set_value(ec); });
     });
     return future;
@@ -555,4 +559,32 @@ TEST(IscsiMultipathDevice, ATargetThatStaysBusyFailsTheRequestAfterNoPathTimeout
   EXPECT_GE(waited, 1s);
   EXPECT_LT(waited, 2500ms);
   EXPECT_GT(lab.count("submit"), 10u);  // it kept trying, a pause apart
+}
+
+TEST(IscsiMultipathDevice, AForcedWriteCarriesFuaWhereTheTargetHonoursIt) {
+  Lab lab;
+  auto device = open_with(lab, two_portals());
+  Client client;
+  auto done = client.write(*device, 4096, 4096, /*fua=*/true);
+  ASSERT_TRUE(lab.wait_for("submit 0 4096+4096 fua"));
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
+  EXPECT_EQ(lab.count("submit"), 1u);  // no flush needed
+}
+
+TEST(IscsiMultipathDevice, AForcedWriteToATargetWithoutDpoFuaIsFollowedByAFlush) {
+  Lab lab;
+  lab.supports_fua = false;
+  auto device = open_with(lab, two_portals());
+  Client client;
+  auto done = client.write(*device, 4096, 4096, /*fua=*/true);
+  ASSERT_TRUE(lab.wait_for("submit 0 4096+4096"));
+  EXPECT_EQ(lab.count("submit 0 4096+4096 fua"), 0u);  // the bit would be ignored: not sent
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(lab.wait_for("submit 0 0+0 flush"));
+  EXPECT_FALSE(ready_within(done, 50ms));  // not durable until the flush is answered
+  lab.on_device([&] { lab.paths[0]->complete_all(); });
+  ASSERT_TRUE(ready_within(done, 2000ms));
+  EXPECT_FALSE(done.get());
 }
