@@ -18,6 +18,7 @@ ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
 
 RUNTIME=10
 RAMP=2
+REPEAT=1
 SIZE_ARG=1G
 SERVERS_ARG=""
 CEPH_STORE=""
@@ -62,6 +63,10 @@ Options:
                        qemu-nbd-rbd   qemu-nbd with its rbd driver, --cache=writeback
                        rbd-bench      \`rbd bench\` with the same pattern, thread count and
                                       duration: the cluster's own ceiling (no NBD)
+  --repeat N         run every row N times (default 1), all servers of a workload one after
+                     the other in each round, the server order rotated from round to round;
+                     the table shows each row's median run by MiB/s, and a list under it
+                     gives every run, so noise shows as the spread rather than as a verdict
   --volgate PATH     volgate binary (default: build/volgate under the repo root,
                      i.e. $ROOT/build/volgate)
   --out FILE         also append the header and table to FILE
@@ -94,7 +99,8 @@ while (($#)); do
     --volgate) VOLGATE=${2:?}; shift 2 ;;
     --out) OUT=${2:?}; shift 2 ;;
     --ceph) CEPH_STORE=${2:?}; shift 2 ;;
-    --runtime=*|--ramp=*|--size=*|--servers=*|--workloads=*|--volgate=*|--out=*|--ceph=*)
+    --repeat) REPEAT=${2:?}; shift 2 ;;
+    --runtime=*|--ramp=*|--size=*|--servers=*|--workloads=*|--volgate=*|--out=*|--ceph=*|--repeat=*)
       set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -103,6 +109,7 @@ done
 
 [[ $RUNTIME =~ ^[0-9]+$ && $RUNTIME -ge 1 ]] || die "--runtime must be a whole number of seconds >= 1"
 [[ $RAMP =~ ^[0-9]+$ ]] || die "--ramp must be a whole number of seconds"
+[[ $REPEAT =~ ^[0-9]+$ && $REPEAT -ge 1 ]] || die "--repeat must be a whole number >= 1"
 
 # Size: binary units; passed to every server in the same normalised spelling.
 [[ ${SIZE_ARG^^} =~ ^([0-9]+)([KMGT]?)(I?B)?$ ]] || die "bad --size '$SIZE_ARG' (want N[K|M|G|T])"
@@ -553,20 +560,56 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN{exit !(l > 0.5)}'; then
   log "WARNING: load average is $LOAD_START before the run; other work on this machine will skew the numbers"
 fi
-rows=$((${#SERVERS[@]} * ${#WORKLOADS[@]}))
+RESULT_FIELDS=(mibs iops lat cpug cpup fcpu other rss ceph err)
+# Files one run's results of row SERVER|WORKLOAD under round ROUND, and clears the live ones.
+keep_run() {
+  local key=$1 round=$2 f
+  for f in "${RESULT_FIELDS[@]}"; do
+    [[ -n ${RES[$key|$f]:-} ]] && RES[$key|run$round|$f]=${RES[$key|$f]}
+    unset "RES[$key|$f]"
+  done
+}
+# Puts the median run (by MiB/s; failed runs count as lowest) of row SERVER|WORKLOAD back in
+# the live fields, and lists every run's MiB/s in RUNS[key].
+declare -A RUNS
+pick_median() {
+  local key=$1 round f order
+  order=$(for ((round = 1; round <= REPEAT; round++)); do
+    echo "${RES[$key|run$round|mibs]:--1} $round"
+  done | sort -g | awk '{print $2}')
+  # shellcheck disable=SC2206
+  local sorted=($order)
+  local median=${sorted[$(((REPEAT - 1) / 2))]}
+  for f in "${RESULT_FIELDS[@]}"; do
+    [[ -n ${RES[$key|run$median|$f]:-} ]] && RES[$key|$f]=${RES[$key|run$median|$f]}
+  done
+  RUNS[$key]=$(for ((round = 1; round <= REPEAT; round++)); do
+    echo -n "${RES[$key|run$round|mibs]:-failed}, "
+  done | sed 's/, $//')
+}
+
+rows=$((${#SERVERS[@]} * ${#WORKLOADS[@]} * REPEAT))
 log "$rows rows, about $((rows * (RUNTIME + RAMP + 1))) s plus prefills"
 row=0
-for s in "${SERVERS[@]}"; do
+for ((round = 1; round <= REPEAT; round++)); do
+  # Rotate the server order so that no server is always the first after a quiet spell.
+  ordered=("${SERVERS[@]:$(((round - 1) % ${#SERVERS[@]}))}" "${SERVERS[@]:0:$(((round - 1) % ${#SERVERS[@]}))}")
   for w in "${WORKLOADS[@]}"; do
-    row=$((row + 1))
-    log "($row/$rows) $s / $w"
-    if [[ $s == rbd-bench ]]; then
-      run_rbd_bench_row "$w" "r$row"
-      continue
-    fi
-    run_row "$s" "$w" "r$row"
-    RES[$s|cmd]=$LAST_SERVER_CMD
+    for s in "${ordered[@]}"; do
+      row=$((row + 1))
+      log "($row/$rows) $s / $w$( ((REPEAT > 1)) && echo " (round $round of $REPEAT)")"
+      if [[ $s == rbd-bench ]]; then
+        run_rbd_bench_row "$w" "r$row"
+      else
+        run_row "$s" "$w" "r$row"
+        RES[$s|cmd]=$LAST_SERVER_CMD
+      fi
+      keep_run "$s|$w" "$round"
+    done
   done
+done
+for s in "${SERVERS[@]}"; do
+  for w in "${WORKLOADS[@]}"; do pick_median "$s|$w"; done
 done
 
 # ---------------------------------------------------------------------------
@@ -610,6 +653,7 @@ report() {
   echo "- load average (1/5/15 min): $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo "- image: $SIZE_STR file in $SHM filled with data; memory servers prefilled by one untimed 1 MiB sequential write pass"
   echo "- fio: ioengine=nbd over a unix socket, 1 job (1 connection), time_based, runtime ${RUNTIME} s after ${RAMP} s ramp, norandommap"
+  ((REPEAT > 1)) && echo "- $REPEAT rounds; each row is its median run by MiB/s (every run is listed under the table)"
   echo "- server commands (socket and image paths vary):"
   for s in "${SERVERS[@]}"; do echo "  - $s: \`${RES[$s|cmd]:-}\`"; done
   echo "- columns: lat = mean total latency; srv CPU s/GiB = server utime+stime over the measured window per GiB moved;"
@@ -651,6 +695,13 @@ report() {
     done
   done
   ((need_ceph)) && rbd_report
+  if ((REPEAT > 1)); then
+    echo
+    echo "MiB/s of every run (rounds in order; the table shows the median):"
+    for w in "${WORKLOADS[@]}"; do
+      for s in "${SERVERS[@]}"; do echo "- $w, $s: ${RUNS[$s|$w]}"; done
+    done
+  fi
   if ((${#ANOMALIES[@]})); then
     echo
     echo "Problems seen during the run:"
