@@ -211,11 +211,12 @@ std::unique_ptr<backends::BlockDevice> FilePool::open_volume(const std::string& 
 
 std::string FilePool::export_target(const std::string& volume_id) const { return "file:" + volume_path(volume_id); }
 
-void FilePool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id) {
+void FilePool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
+                               const CopyProgress& progress) {
   std::string source = volume_path(volume_id);
   struct stat st{};
   if (::stat(source.c_str(), &st) != 0) fail("stat", source);
-  copy_file(source, snapshot_path(snapshot_id), static_cast<uint64_t>(st.st_size), true, {});
+  copy_file(source, snapshot_path(snapshot_id), static_cast<uint64_t>(st.st_size), true, progress);
 }
 
 void FilePool::delete_snapshot(const std::string& snapshot_id) {

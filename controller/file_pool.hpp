@@ -28,7 +28,8 @@ class FilePool final : public Pool {
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override;
   std::string export_target(const std::string& volume_id) const override;
 
-  void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) override;
+  void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
+                       const CopyProgress& progress) override;
   void delete_snapshot(const std::string& snapshot_id) override;
 
   std::string volume_path(const std::string& volume_id) const;

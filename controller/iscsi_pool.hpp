@@ -37,8 +37,9 @@ class IscsiPool final : public Pool {
   // iscsi://PORTAL[,PORTAL...]/IQN/1: every portal, for the data plane's multipath.
   std::string export_target(const std::string& volume_id) const override;
 
-  void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) override {
-    files_.create_snapshot(snapshot_id, volume_id);
+  void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
+                       const CopyProgress& progress) override {
+    files_.create_snapshot(snapshot_id, volume_id, progress);
   }
   void delete_snapshot(const std::string& snapshot_id) override { files_.delete_snapshot(snapshot_id); }
 

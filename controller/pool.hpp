@@ -83,7 +83,10 @@ class Pool {
   // How `volgate serve --export` reaches the volume, e.g. "file:/srv/pool/volume-ID.img".
   virtual std::string export_target(const std::string& volume_id) const = 0;
 
-  virtual void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) = 0;
+  // `progress` as for copies: a pool that copies data reports through it (and stops when it
+  // throws); one that snapshots in place may ignore it.
+  virtual void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
+                               const CopyProgress& progress) = 0;
   virtual void delete_snapshot(const std::string& snapshot_id) = 0;
 };
 

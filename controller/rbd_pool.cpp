@@ -258,7 +258,7 @@ std::string RbdPool::export_target(const std::string& volume_id) const {
 // overwrites later is kept twice), exposed as a layered clone of it named snapshot-ID. The clone
 // is the snapshot's handle, found by its id alone: its parent names the volume and the RBD
 // snapshot, and copies made from it are full, flattened images that depend on nothing.
-void RbdPool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id) {
+void RbdPool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id, const CopyProgress&) {
   const std::string where = "pool '" + config_.name + "': ";
   const std::string volume = volume_image(volume_id), name = snapshot_image(snapshot_id);
   auto check = [&](int rc, const std::string& what) {

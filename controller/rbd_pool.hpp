@@ -36,7 +36,9 @@ class RbdPool final : public Pool {
   // rbd:POOL/volume-ID,ceph-conf=PATH[,ceph-id=NAME][,keyring=PATH], as `volgate serve --export` takes it.
   std::string export_target(const std::string& volume_id) const override;
 
-  void create_snapshot(const std::string& snapshot_id, const std::string& volume_id) override;
+  // A native RBD snapshot: instant, nothing to report.
+  void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
+                       const CopyProgress& progress) override;
   void delete_snapshot(const std::string& snapshot_id) override;
 
  private:

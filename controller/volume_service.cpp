@@ -712,7 +712,10 @@ std::vector<Task> VolumeService::create_snapshot_tasks() {
   // ---- the rest runs in the background
 
   tasks.push_back({"create_on_pool", [this](json& c) {
-    pool(str(c, "pool")).create_snapshot(str(c, "snapshot_id"), str(c, "volume_id"));
+    // A file pool's snapshot is a full copy: the controller's stop must be able to cut it short.
+    pool(str(c, "pool")).create_snapshot(str(c, "snapshot_id"), str(c, "volume_id"), [this](uint64_t, uint64_t) {
+      if (stopping_) throw Cancelled();
+    });
   }, [this](json& c) {
     if (pools_.count(str(c, "pool"))) pool(str(c, "pool")).delete_snapshot(str(c, "snapshot_id"));
   }});

@@ -85,7 +85,13 @@ TEST_F(FilePoolTest, CopiesKeepDataAndHolesAndReportProgress) {
   b.read(sb.data(), static_cast<std::streamsize>(sb.size()));
   EXPECT_TRUE(sa == sb);
 
-  pool.create_snapshot("5", "5ec");
+  // A snapshot copy reports progress, and stops when the reporter throws (the controller stops).
+  EXPECT_THROW(pool.create_snapshot("c0", "5ec", [](uint64_t, uint64_t) { throw std::runtime_error("stop"); }),
+               std::runtime_error);
+  pool.delete_snapshot("c0");
+  uint64_t snapshot_total = 0;
+  pool.create_snapshot("5", "5ec", [&](uint64_t, uint64_t total) { snapshot_total = total; });
+  EXPECT_EQ(snapshot_total, 64u << 20);
   write_at(src, 0, std::string(4096, 'z'));
   pool.create_volume_from_snapshot("f5", "5", 64 << 20, {});
   std::ifstream c(pool.volume_path("f5"), std::ios::binary);
