@@ -146,6 +146,9 @@ void IscsiMultipathDevice::start() {
     sigemptyset(&pipe);
     sigaddset(&pipe, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+    // NBD sessions on this LUN's exports run here too (home_context): their device calls
+    // must find this io_context as the caller's.
+    CurrentContextGuard current(io_);
     io_.run();
   });
   boost::asio::post(io_, [this] {

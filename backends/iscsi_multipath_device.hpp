@@ -60,6 +60,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags, Completion done) override;
   // A LUN does not tell allocation here: everything is data.
   void block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) override;
+  // The paths' thread: a session running there never hands a request to another thread.
+  boost::asio::io_context* home_context() override { return &io_; }
 
  private:
   using Clock = std::chrono::steady_clock;

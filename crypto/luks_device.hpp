@@ -37,6 +37,7 @@ class LuksDevice final : public backends::BlockDevice {
   void cache(uint64_t offset, uint64_t length, backends::Completion done) override;
 
   const backends::BlockDevice& base() const { return *base_; }
+  boost::asio::io_context* home_context() override { return base_->home_context(); }
 
  private:
   // Requests this large have their cipher work done on a helper thread (see CryptoWorkers),

@@ -77,7 +77,10 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
         return workers_.front()->io;
       }()),
       drain_timer_(workers_.front()->io),
-      idle_check_(workers_.front()->io) {}
+      idle_check_(workers_.front()->io) {
+  for (const Export& e : exports_.all())
+    if (auto* home = e.device->home_context()) homes_.add(home);
+}
 
 Server::~Server() {
   for (auto& l : listeners_)
@@ -158,7 +161,7 @@ void Server::accept_next(Listener& listener) {
           else ::close(fd);
           return;
         }
-        std::make_shared<Session>(std::move(s), exports_, worker.sessions, peer)->start();
+        std::make_shared<Session>(std::move(s), exports_, worker.sessions, peer, &homes_)->start();
       });
     }
     accept_next(listener);
@@ -182,8 +185,11 @@ bool Server::run() {
       run_with_adaptive_polling(w.io, poll_max, [&w] { return w.sessions.wants_polling(); });
     });
   }
-  // Each worker returns once the server stopped and its last session is gone.
+  // Each worker returns once the server stopped and its last session is gone; worker 0 also
+  // waits for the sessions on device threads (cancel_drain_timer_when_idle), but one that was
+  // moving there while the server stopped may still be winding down.
   for (auto& w : workers_) w->thread.join();
+  while (!homes_.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   return flush_all();
 }
 
@@ -202,6 +208,8 @@ void Server::begin_stop() {
       w.sessions.shutdown_all();
       w.keep_alive.reset();
     });
+  for (auto& home : homes_.all())
+    asio::post(*home->io, [&home = *home] { home.sessions.shutdown_all(); });
   // Clients that stop reading their replies must not hold the process hostage.
   drain_timer_.expires_after(kDrainTimeout);
   drain_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -209,13 +217,15 @@ void Server::begin_stop() {
     spdlog::warn("clients still connected after {} s, closing their connections",
                  kDrainTimeout.count());
     for (auto& w : workers_) asio::post(w->io, [&w = *w] { w.sessions.abort_all(); });
+    for (auto& home : homes_.all())
+      asio::post(*home->io, [&home = *home] { home.sessions.abort_all(); });
   });
   // The drain timer must not keep worker 0 alive once its sessions are gone.
   asio::post(workers_.front()->io, [this] { cancel_drain_timer_when_idle(); });
 }
 
 void Server::cancel_drain_timer_when_idle() {
-  bool idle = true;
+  bool idle = homes_.idle();
   for (auto& w : workers_) idle = idle && w->sessions.size() == 0;
   if (idle) {
     drain_timer_.cancel();

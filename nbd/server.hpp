@@ -1,6 +1,7 @@
 #pragma once
 // Accepts NBD connections on unix and TCP sockets and spreads them over one worker thread per
-// core. Each worker runs its own io_context; a connection stays on the worker that accepted it.
+// core. Each worker runs its own io_context; a connection stays on the worker that accepted it,
+// unless its export's device has a thread of its own (iSCSI), where it moves after the handshake.
 #include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
@@ -75,6 +76,7 @@ class Server {
   size_t next_worker_ = 0;
   uint64_t connections_ = 0;
   std::atomic<bool> stopping_{false};
+  SessionHomes homes_{stopping_};  // device threads that sessions move to
 };
 
 }  // namespace volgate::nbd

@@ -12,6 +12,9 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <unistd.h>
+
+#include "common/current_context.hpp"
 
 namespace volgate::nbd {
 
@@ -76,15 +79,25 @@ struct Session::Request {
 };
 
 Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& registry,
-                 std::string peer)
+                 std::string peer, const SessionHomes* homes)
     : socket_(std::move(socket)),
       exports_(exports),
       registry_(registry),
       peer_(std::move(peer)),
+      homes_(homes),
       negotiation_(exports),
       rx_(new std::byte[kReceiveBufferSize]),
       wake_(socket_.get_executor()) {
   registry_.add(this);
+}
+
+Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& registry,
+                 std::string peer, const SessionHomes* homes, Handshake handshake)
+    : Session(std::move(socket), exports, registry, std::move(peer), homes) {
+  moved_in_ = true;
+  negotiated_ = handshake.negotiated;
+  std::memcpy(rx_.get(), handshake.unparsed.data(), handshake.unparsed.size());
+  rx_end_ = handshake.unparsed.size();
 }
 
 Session::~Session() {
@@ -121,12 +134,18 @@ void Session::abort() {
 awaitable<void> Session::run(std::shared_ptr<Session> self) {
   (void)self;  // the session lives until this coroutine ends
   try {
-    if (co_await negotiate()) co_await transmit();
+    if (moved_in_ || co_await negotiate()) {
+      if (moved_in_ || !move_home()) {
+        attach();
+        co_await transmit();
+      }
+    }
   } catch (const std::exception& e) {
     spdlog::error("{}: session failed: {}", peer_, e.what());
   }
   // Wait for every request in flight: their completions reference this session.
   while (requests_in_flight_ > 0 || writing_ || write_posted_) co_await wait_until_signalled();
+  if (moved_out_) co_return;  // the connection lives on in the session on the device's thread
   close_socket();
   spdlog::debug("{}: connection closed", peer_);
 }
@@ -252,6 +271,10 @@ awaitable<bool> Session::negotiate() {
   }
 
   negotiated_ = negotiation_.result();
+  co_return true;
+}
+
+void Session::attach() {
   device_ = negotiated_.chosen->device.get();
   export_size_ = device_->size();
   auto caps = device_->capabilities();
@@ -263,7 +286,39 @@ awaitable<bool> Session::negotiate() {
   }
   spdlog::debug("{}: attached to export '{}'{}", peer_, negotiated_.chosen->name,
                 negotiated_.structured_replies ? " (structured replies)" : "");
-  co_return true;
+}
+
+bool Session::move_home() {
+  asio::io_context* home_io = negotiated_.chosen->device->home_context();
+  if (!homes_ || !home_io || home_io == &current_io_context()) return false;
+  SessionHomes::Home* home = homes_->find(home_io);
+  if (!home) return false;  // unknown to the server: serve from here, with thread changes
+
+  boost::system::error_code ec;
+  const auto protocol = socket_.local_endpoint(ec).protocol();
+  if (ec) return false;
+  const int fd = socket_.release(ec);
+  if (ec) return false;
+  moved_out_ = true;
+  Handshake handshake{negotiated_, {rx_.get() + rx_begin_, rx_.get() + rx_end_}};
+  spdlog::debug("{}: moving to the thread of export '{}'", peer_, negotiated_.chosen->name);
+  // As when the server hands an accepted connection to a worker: the descriptor is taken up
+  // by the home's own reactor, and the session made on that thread, which owns its registry.
+  asio::post(*home_io, [fd, protocol, home, homes = homes_, &exports = exports_, peer = peer_,
+                        handshake = std::move(handshake)]() mutable {
+    Socket socket(*home->io);
+    boost::system::error_code assign_ec;
+    socket.assign(protocol, fd, assign_ec);
+    if (assign_ec) {
+      ::close(fd);
+      return;
+    }
+    if (homes->server_stopping()) return;  // the socket's destructor closes the connection
+    std::shared_ptr<Session>(new Session(std::move(socket), exports, home->sessions, std::move(peer), homes,
+                                         std::move(handshake)))
+        ->start();
+  });
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,6 +660,24 @@ void SessionRegistry::shutdown_all() {
 void SessionRegistry::abort_all() {
   auto copy = sessions_;
   for (Session* s : copy) s->abort();
+}
+
+void SessionHomes::add(asio::io_context* io) {
+  if (find(io)) return;
+  homes_.push_back(std::make_unique<Home>());
+  homes_.back()->io = io;
+}
+
+SessionHomes::Home* SessionHomes::find(asio::io_context* io) const {
+  for (const auto& home : homes_)
+    if (home->io == io) return home.get();
+  return nullptr;
+}
+
+bool SessionHomes::idle() const {
+  for (const auto& home : homes_)
+    if (!home->sessions.empty()) return false;
+  return true;
 }
 
 }  // namespace volgate::nbd

@@ -2,7 +2,9 @@
 // One client connection: the handshake, then the transmission phase with many requests in
 // flight, answered in whatever order the device completes them.
 //
-// Everything of a session runs on the one io_context that accepted it, so it needs no locks.
+// Everything of a session runs on one io_context at a time, so it needs no locks: the worker's
+// that accepted it, or, from the end of the handshake, its device's own thread when the device
+// has one (BlockDevice::home_context), where a request then never changes thread.
 // Reads of the socket are batched into a receive buffer (several requests per recv), replies
 // are gathered into one sendmsg, and the number and bytes of requests in flight are bounded,
 // which bounds the memory a connection can pin.
@@ -10,6 +12,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <atomic>
 #include <cstdint>
@@ -26,6 +29,7 @@
 namespace volgate::nbd {
 
 class SessionRegistry;
+class SessionHomes;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -36,7 +40,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Read payload bytes worth sending without waiting for the rest of a batch.
   static constexpr size_t kEagerSendBytes = 256 * 1024;
 
-  Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer);
+  // `homes`, when given, lets the session move to its device's thread after the handshake.
+  Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer,
+          const SessionHomes* homes = nullptr);
   ~Session();
 
   void start();
@@ -47,9 +53,23 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   struct Request;
+  // What a session takes along when it moves after the handshake.
+  struct Handshake {
+    NegotiatedSession negotiated;
+    std::vector<std::byte> unparsed;  // received after the last option, not yet read
+  };
+
+  // The second half of a session that moved to its device's thread.
+  Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer,
+          const SessionHomes* homes, Handshake handshake);
 
   boost::asio::awaitable<void> run(std::shared_ptr<Session> self);
   boost::asio::awaitable<bool> negotiate();
+  // After the handshake: takes the chosen export's device and its limits.
+  void attach();
+  // Moves the connection to the chosen device's home thread, if it has one and this is not it.
+  // True when it did: this session then ends without closing the socket.
+  bool move_home();
   boost::asio::awaitable<void> transmit();
   boost::asio::awaitable<bool> fill(size_t needed);
   boost::asio::awaitable<bool> read_payload(std::byte* out, size_t length);
@@ -74,6 +94,9 @@ class Session : public std::enable_shared_from_this<Session> {
   const ExportTable& exports_;
   SessionRegistry& registry_;
   const std::string peer_;
+  const SessionHomes* homes_;
+  bool moved_in_ = false;   // this session continues one that moved here after the handshake
+  bool moved_out_ = false;  // the connection went on to the device's thread
   Negotiation negotiation_;
   NegotiatedSession negotiated_;
   backends::BlockDevice* device_ = nullptr;
@@ -116,6 +139,7 @@ class SessionRegistry {
   void shutdown_all();
   void abort_all();
   size_t size() const { return count_.load(std::memory_order_acquire); }
+  bool empty() const { return size() == 0; }
   // Sessions whose device completes fast enough for their worker to busy-poll for them
   // (DeviceCapabilities::fast_completions). Only touched on the worker's own thread.
   void add_poller() { ++pollers_; }
@@ -126,6 +150,28 @@ class SessionRegistry {
   std::vector<Session*> sessions_;
   std::atomic<size_t> count_{0};
   size_t pollers_ = 0;
+};
+
+// The device threads that sessions move to after the handshake (see Session), each with the
+// registry of the sessions it runs. The server fills it before it accepts a connection and
+// reads it afterwards; each registry is only touched on its own thread.
+class SessionHomes {
+ public:
+  struct Home {
+    boost::asio::io_context* io = nullptr;
+    SessionRegistry sessions;
+  };
+
+  explicit SessionHomes(const std::atomic<bool>& server_stopping) : stopping_(server_stopping) {}
+  void add(boost::asio::io_context* io);  // once per thread; repeats are ignored
+  Home* find(boost::asio::io_context* io) const;
+  const std::vector<std::unique_ptr<Home>>& all() const { return homes_; }
+  bool idle() const;
+  bool server_stopping() const { return stopping_.load(); }
+
+ private:
+  const std::atomic<bool>& stopping_;
+  std::vector<std::unique_ptr<Home>> homes_;
 };
 
 }  // namespace volgate::nbd

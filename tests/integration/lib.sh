@@ -218,7 +218,7 @@ start_volgate() {
         prev=$a
     done
     local want=$((nexp * nlis))
-    "$VOLGATE" serve "$@" >"$VG_OUT" 2>"$VG_ERR" &
+    "$VOLGATE" ${VG_LOG_LEVEL:+--log-level "$VG_LOG_LEVEL"} serve "$@" >"$VG_OUT" 2>"$VG_ERR" &
     VG_PID=$!
     VG_PIDS+=("$VG_PID")
     VG_LOG_OF[$VG_PID]=$VG_ERR

@@ -75,14 +75,17 @@ expect_refusal "no such target" "no path to" --export "v=iscsi://127.0.0.2:$P/$I
 expect_refusal "nothing listens on the portal" "no path to" --export "v=iscsi://127.0.0.9:$P/$IQN/1"
 
 # --- one path: bytes land in the LUN ----------------------------------------------------------
-start_volgate --unix "$S" --export "v=iscsi://127.0.0.2:$P/$IQN/1"
+VG_LOG_LEVEL=debug start_volgate --unix "$S" --export "v=iscsi://127.0.0.2:$P/$IQN/1"
 U=$(unix_uri v "$S")
 make_random_file "$TEST_TMP/random.img" 64
 nbdcopy "$TEST_TMP/random.img" "$U"
 cmp -s "$TEST_TMP/random.img" "$LUN" || fail "the LUN's backing file differs from what was written"
 nbdcopy "$U" "$TEST_TMP/back.img"
 cmp -s "$TEST_TMP/random.img" "$TEST_TMP/back.img" || fail "reading the LUN back gave different data"
-pass "64 MiB through one path: backing file and read-back identical"
+# Each connection moves to the LUN's own thread after the handshake (no thread change per request).
+[[ $(grep -c "moving to the thread of export 'v'" "$VG_ERR") -ge 2 ]] ||
+    fail "the connections did not move to the iSCSI thread: $(grep -c moving "$VG_ERR") moves logged"
+pass "64 MiB through one path: backing file and read-back identical, served on the LUN's thread"
 # The largest NBD request (32 MiB) is one SCSI command each way.
 make_random_file "$TEST_TMP/random2.img" 64
 nbdcopy --request-size=$((32 << 20)) "$TEST_TMP/random2.img" "$U"
