@@ -547,7 +547,11 @@ void crash_at(ServiceTest& t, const std::string& kind, const std::string& task, 
 
 class CreateVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
 
-TEST_P(CreateVolumeCrash, ARestartedControllerRevertsTheHalfDoneCreate) {
+// Dying before the last task reverts the half-done create. Dying in the last task, or after it
+// but before the journal entry is cleared, leaves the work done: a restarted controller must
+// finish the flow, not undo a volume it may have reported.
+TEST_P(CreateVolumeCrash, ARestartedControllerRevertsOrFinishesTheCreate) {
+  const bool finished = GetParam() == "finish" || GetParam() == kAfterLastTask;
   service.reset();
   store.reset();
   crash_at(*this, "create_volume", GetParam(), [](VolumeService& s) {
@@ -563,43 +567,22 @@ TEST_P(CreateVolumeCrash, ARestartedControllerRevertsTheHalfDoneCreate) {
   EXPECT_TRUE(store->journal_unfinished().empty());
   auto volumes = store->list_volumes("p");
   ASSERT_EQ(volumes.size(), 1u);
-  EXPECT_EQ(volumes[0].status, VolumeStatus::error);
-  EXPECT_NE(volumes[0].error_message.find("stopped"), std::string::npos);
-  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
   EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
-  EXPECT_TRUE(pool_files().empty());
+  if (finished) {
+    EXPECT_EQ(volumes[0].status, VolumeStatus::available);
+    EXPECT_EQ(volumes[0].error_message, "");
+    EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
+    EXPECT_EQ(file_size(volume_file(volumes[0].id)), 2 * kGiB);
+  } else {
+    EXPECT_EQ(volumes[0].status, VolumeStatus::error);
+    EXPECT_NE(volumes[0].error_message.find("stopped"), std::string::npos);
+    EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+    EXPECT_TRUE(pool_files().empty());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateVolumeCrash,
-                         ::testing::Values("schedule", "generate_key", "create_on_pool"));
-
-// Dying in the last task, or after it but before the journal entry is cleared: the work is
-// done, and a restarted controller must finish the flow, not undo a volume it may have reported.
-class CreateVolumeCrashLate : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
-
-TEST_P(CreateVolumeCrashLate, ARestartedControllerFinishesTheCreate) {
-  service.reset();
-  store.reset();
-  crash_at(*this, "create_volume", GetParam(), [](VolumeService& s) {
-    CreateVolumeRequest r;
-    r.project = "p";
-    r.size_gb = 2;
-    s.create_volume(r);
-  });
-  open();
-  ASSERT_EQ(store->journal_unfinished().size(), 1u);
-  service->recover();
-  EXPECT_TRUE(store->journal_unfinished().empty());
-  auto volumes = store->list_volumes("p");
-  ASSERT_EQ(volumes.size(), 1u);
-  EXPECT_EQ(volumes[0].status, VolumeStatus::available);
-  EXPECT_EQ(volumes[0].error_message, "");
-  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
-  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
-  EXPECT_EQ(file_size(volume_file(volumes[0].id)), 2 * kGiB);
-}
-
-INSTANTIATE_TEST_SUITE_P(LastTaskOrAfter, CreateVolumeCrashLate, ::testing::Values("finish", kAfterLastTask));
+                         ::testing::Values("schedule", "generate_key", "create_on_pool", "finish", kAfterLastTask));
 
 class DeleteVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
 
@@ -622,7 +605,10 @@ INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, DeleteVolumeCrash,
 
 class ExtendVolumeCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
 
-TEST_P(ExtendVolumeCrash, ARestartedControllerRevertsTheExtend) {
+// Dying before the last task reverts the extend; in it or after it (the work done) finishes it.
+TEST_P(ExtendVolumeCrash, ARestartedControllerRevertsOrFinishesTheExtend) {
+  const bool finished = GetParam() == "finish" || GetParam() == kAfterLastTask;
+  const uint64_t size_gb = finished ? 4 : 2;
   Volume v = create(2);
   service.reset();
   store.reset();
@@ -631,33 +617,15 @@ TEST_P(ExtendVolumeCrash, ARestartedControllerRevertsTheExtend) {
   service->recover();
   auto after = service->get_volume("p", v.id);
   EXPECT_EQ(after.status, VolumeStatus::available);
-  EXPECT_EQ(after.size_gb, 2u);
-  EXPECT_EQ(file_size(volume_file(v.id)), 2 * kGiB);
-  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
-  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
-}
-
-INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, ExtendVolumeCrash, ::testing::Values("extend_on_pool", "commit_quota"));
-
-class ExtendVolumeCrashLate : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
-
-TEST_P(ExtendVolumeCrashLate, ARestartedControllerFinishesTheExtend) {
-  Volume v = create(2);
-  service.reset();
-  store.reset();
-  crash_at(*this, "extend_volume", GetParam(), [&](VolumeService& s) { s.extend_volume("p", v.id, 4); });
-  open();
-  service->recover();
-  auto after = service->get_volume("p", v.id);
-  EXPECT_EQ(after.status, VolumeStatus::available);
-  EXPECT_EQ(after.size_gb, 4u);
-  EXPECT_EQ(file_size(volume_file(v.id)), 4 * kGiB);
-  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 4);
+  EXPECT_EQ(after.size_gb, size_gb);
+  EXPECT_EQ(file_size(volume_file(v.id)), size_gb * kGiB);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, static_cast<int64_t>(size_gb));
   EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
   EXPECT_TRUE(store->journal_unfinished().empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(LastTaskOrAfter, ExtendVolumeCrashLate, ::testing::Values("finish", kAfterLastTask));
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, ExtendVolumeCrash,
+                         ::testing::Values("extend_on_pool", "commit_quota", "finish", kAfterLastTask));
 
 }  // namespace
 }  // namespace volgate::controller
@@ -667,7 +635,10 @@ namespace {
 
 class CreateSnapshotCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
 
-TEST_P(CreateSnapshotCrash, ARestartedControllerRevertsTheSnapshot) {
+// Dying before the last task reverts the snapshot (error, no quota, no file); in it or after it
+// finishes it.
+TEST_P(CreateSnapshotCrash, ARestartedControllerRevertsOrFinishesTheSnapshot) {
+  const bool finished = GetParam() == "finish" || GetParam() == kAfterLastTask;
   Volume v = create(2);
   service.reset();
   store.reset();
@@ -677,37 +648,18 @@ TEST_P(CreateSnapshotCrash, ARestartedControllerRevertsTheSnapshot) {
   service->recover();
   auto snaps = store->list_snapshots("p");
   ASSERT_EQ(snaps.size(), 1u);
-  EXPECT_EQ(snaps[0].status, SnapshotStatus::error);
-  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 0);
-  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 2);
-  EXPECT_EQ(pool_files(), std::vector<std::string>{"volume-" + v.id + ".img"});
+  EXPECT_EQ(snaps[0].status, finished ? SnapshotStatus::available : SnapshotStatus::error);
+  EXPECT_EQ(usage(kQuotaSnapshots).in_use, finished ? 1 : 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, finished ? 4 : 2);
+  EXPECT_EQ(pool_files().size(), finished ? 2u : 1u);
+  EXPECT_TRUE(store->journal_unfinished().empty());
   service->delete_snapshot("p", snaps[0].id);
   service->delete_volume("p", v.id);
   EXPECT_TRUE(pool_files().empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateSnapshotCrash, ::testing::Values("create_on_pool"));
-
-class CreateSnapshotCrashLate : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
-
-TEST_P(CreateSnapshotCrashLate, ARestartedControllerFinishesTheSnapshot) {
-  Volume v = create(2);
-  service.reset();
-  store.reset();
-  crash_at(*this, "create_snapshot", GetParam(),
-           [&](VolumeService& s) { s.create_snapshot("p", v.id, "s", "", false); });
-  open();
-  service->recover();
-  auto snaps = store->list_snapshots("p");
-  ASSERT_EQ(snaps.size(), 1u);
-  EXPECT_EQ(snaps[0].status, SnapshotStatus::available);
-  EXPECT_EQ(usage(kQuotaSnapshots).in_use, 1);
-  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 4);
-  EXPECT_EQ(pool_files().size(), 2u);
-  EXPECT_TRUE(store->journal_unfinished().empty());
-}
-
-INSTANTIATE_TEST_SUITE_P(LastTaskOrAfter, CreateSnapshotCrashLate, ::testing::Values("finish", kAfterLastTask));
+INSTANTIATE_TEST_SUITE_P(EachBackgroundTask, CreateSnapshotCrash,
+                         ::testing::Values("create_on_pool", "finish", kAfterLastTask));
 
 class DeleteSnapshotCrash : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
 
