@@ -212,6 +212,8 @@ cpu_ticks() {
 
 # CPU ticks spent by the whole machine (all CPUs, everything but idle and iowait).
 sys_busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# Time the hypervisor gave the vCPUs to someone else (counted in sys_busy_ticks as well).
+steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
 
 vm_hwm_kib() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo -1; }
 
@@ -337,7 +339,7 @@ EOF
 declare -A RES   # RES[server|workload|field]
 
 run_row() {
-  local s=$1 w=$2 id=$3 json err t0 t1 c0 c1 b0 b1 rc io bw iops lat ucpu scpu ferr hwm
+  local s=$1 w=$2 id=$3 json err t0 t1 c0 c1 b0 b1 st0 st1 rc io bw iops lat ucpu scpu ferr hwm
   if ! start_server "$s" "$id"; then RES[$s|$w|err]="no start"; return; fi
   local target=$MEASURE_PID
   if [[ $s == *-memory ]]; then
@@ -356,9 +358,9 @@ run_row() {
       >"$WORK/$id.fio.out" 2>"$err" </dev/null &
   FIO_PID=$!
   sleep "$RAMP"   # server CPU is sampled over fio's measured window, not its ramp
-  c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); k0=$(storage_ticks); t0=$(date +%s.%N)
+  c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); k0=$(storage_ticks); st0=$(steal_ticks); t0=$(date +%s.%N)
   wait "$FIO_PID"; rc=$?
-  c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); k1=$(storage_ticks); t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); k1=$(storage_ticks); st1=$(steal_ticks); t1=$(date +%s.%N)
   FIO_PID=""
   hwm=$(vm_hwm_kib "$target")
   alive "$target" || anomaly "$s/$w: server died during the workload"
@@ -380,25 +382,27 @@ run_row() {
       'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
   fi
   RES[$s|$w|fcpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN{printf "%.0f", u + s}')
-  account_other "$s" "$w" $((b1 - b0)) $((k1 - k0)) "$t0" "$t1"
+  account_other "$s" "$w" $((b1 - b0)) $((k1 - k0)) "$t0" "$t1" $((st1 - st0))
   ((hwm >= 0)) && RES[$s|$w|rss]=$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')
   log "$s/$w: ${RES[$s|$w|mibs]} MiB/s, ${RES[$s|$w|iops]} IOPS, ${RES[$s|$w|cpug]:-?} CPU-s/GiB, peak RSS ${RES[$s|$w|rss]:-?} MiB"
 }
 
-# account_other SERVER WORKLOAD BUSY_TICKS STORAGE_TICKS T0 T1: the Ceph daemons' CPU % (with
+# account_other SERVER WORKLOAD BUSY_TICKS STORAGE_TICKS T0 T1 [STEAL_TICKS]: the Ceph daemons' CPU % (with
 # --ceph), and whatever else ran on the machine meanwhile: all busy CPU minus the server, fio
 # and the storage daemons (Ceph, tgtd), which are part of the setup rather than "other".
 account_other() {
-  local s=$1 w=$2 busy=$3 storage=$4 t0=$5 t1=$6
-  local storage_pct
+  local s=$1 w=$2 busy=$3 storage=$4 t0=$5 t1=$6 steal=${7:-0}
+  local storage_pct steal_pct
   storage_pct=$(awk -v d="$storage" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
     'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
   ((need_ceph)) && RES[$s|$w|ceph]=$storage_pct
   RES[$s|$w|other]=$(awk -v d="$busy" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
     -v srv="${RES[$s|$w|cpup]:-0}" -v f="${RES[$s|$w|fcpu]:-0}" -v c="$storage_pct" \
     'BEGIN{o = 100 * (d / hz) / (t1 - t0) - srv - f - c; printf "%.0f", (o < 0 ? 0 : o)}')
+  steal_pct=$(awk -v d="$steal" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+    'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
   ((RES[$s|$w|other] > 15)) &&
-    anomaly "$s/$w: other processes used ${RES[$s|$w|other]} % CPU during the measurement; this row is skewed"
+    anomaly "$s/$w: other processes used ${RES[$s|$w|other]} % CPU during the measurement ($steal_pct % of it stolen by the hypervisor); this row is skewed"
 }
 
 # CPU ticks of the storage daemons: Ceph's (with --ceph) and tgtd (for the iSCSI rows).
@@ -425,7 +429,7 @@ rbd_bench_args() {
 # It runs for the ramp plus the runtime and is stopped with SIGINT; the rate is taken from its
 # per-second progress lines after the ramp. "srv" CPU here is the rbd process itself.
 run_rbd_bench_row() {
-  local w=$1 id=$2 out pid c0 c1 b0 b1 k0 k1 t0 t1 threads bs
+  local w=$1 id=$2 out pid c0 c1 b0 b1 st0 st1 k0 k1 t0 t1 threads bs
   out=$WORK/$id.rbdbench
   # shellcheck disable=SC2046
   stdbuf -oL rbd --conf "$CEPH_CONF" --keyring "$CEPH_KEYRING" --id admin bench $(rbd_bench_args "$w") \
@@ -433,9 +437,9 @@ run_rbd_bench_row() {
   pid=$!
   RES[rbd-bench|cmd]="rbd bench --io-type/--io-pattern/--io-size/--io-threads as the workload, --io-total 1T, SIGINT after ramp + runtime"
   sleep "$RAMP"
-  c0=$(cpu_ticks "$pid"); b0=$(sys_busy_ticks); k0=$(storage_ticks); t0=$(date +%s.%N)
+  c0=$(cpu_ticks "$pid"); b0=$(sys_busy_ticks); k0=$(storage_ticks); st0=$(steal_ticks); t0=$(date +%s.%N)
   sleep "$RUNTIME"
-  c1=$(cpu_ticks "$pid"); b1=$(sys_busy_ticks); k1=$(storage_ticks); t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$pid"); b1=$(sys_busy_ticks); k1=$(storage_ticks); st1=$(steal_ticks); t1=$(date +%s.%N)
   local hwm
   hwm=$(vm_hwm_kib "$pid")
   kill -INT "$pid" 2>/dev/null
@@ -459,7 +463,7 @@ run_rbd_bench_row() {
     'BEGIN{printf "%.3f", (d / hz) / (x * b * (t1 - t0) / 1073741824)}')
   RES[rbd-bench|$w|cpup]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
     'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
-  account_other rbd-bench "$w" $((b1 - b0)) $((k1 - k0)) "$t0" "$t1"
+  account_other rbd-bench "$w" $((b1 - b0)) $((k1 - k0)) "$t0" "$t1" $((st1 - st0))
   ((hwm >= 0)) && RES[rbd-bench|$w|rss]=$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')
   log "rbd-bench/$w: ${RES[rbd-bench|$w|mibs]} MiB/s, ${RES[rbd-bench|$w|iops]} IOPS"
 }
