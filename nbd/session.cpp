@@ -96,7 +96,7 @@ Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& reg
     : Session(std::move(socket), exports, registry, std::move(peer), homes) {
   moved_in_ = true;
   negotiated_ = handshake.negotiated;
-  std::memcpy(rx_.get(), handshake.unparsed.data(), handshake.unparsed.size());
+  std::copy(handshake.unparsed.begin(), handshake.unparsed.end(), rx_.get());  // often empty
   rx_end_ = handshake.unparsed.size();
 }
 
