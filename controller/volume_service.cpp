@@ -162,8 +162,8 @@ void VolumeService::start_flow(std::shared_ptr<Flow> flow, size_t sync_tasks) {
 }
 
 // The controller reads imageRef with its own rights, so a path naming its own secrets (the
-// master key, the token, the database) or another volume's backing file must be refused:
-// anyone with the API token could otherwise copy them into a volume and read them back.
+// master key, the token, the database, Ceph keyrings) or another volume's backing file must be
+// refused: anyone with the API token could otherwise copy them into a volume and read them back.
 bool VolumeService::is_private_path(const std::string& path) const {
   std::error_code ec;
   const fs::path real = fs::weakly_canonical(path, ec);
@@ -175,11 +175,17 @@ bool VolumeService::is_private_path(const std::string& path) const {
     auto [r, p] = std::mismatch(root.begin(), root.end(), real.begin(), real.end());
     return r == root.end();
   };
-  if (inside(config_.state_dir) || inside(config_.database) || inside(config_.token_file) ||
-      inside(config_.master_key_file))
+  if (inside(config_.state_dir) || inside(config_.token_file) || inside(config_.master_key_file))
     return true;
-  for (const auto& pool_config : config_.pools)
-    if (inside(pool_config.directory)) return true;
+  if (!config_.database.empty())  // SQLite's WAL files sit beside the database
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+      if (inside(config_.database + suffix)) return true;
+  for (const auto& pool_config : config_.pools) {
+    if (inside(pool_config.directory) || inside(pool_config.ceph_keyring)) return true;
+    // The Ceph configuration's directory holds the keyrings it names (/etc/ceph).
+    if (!pool_config.ceph_conf.empty() && inside(fs::path(pool_config.ceph_conf).parent_path().string()))
+      return true;
+  }
   return false;
 }
 
@@ -461,7 +467,7 @@ std::vector<Task> VolumeService::create_volume_tasks() {
   tasks.push_back({"finish", [this](json& c) {
     const std::string id = str(c, "volume_id");
     store_.update_volume(id, [&](Volume& v) {
-      if (v.status == VolumeStatus::available) return;  // run again by recovery: already done
+      if (v.status != VolumeStatus::creating) return;  // run again by recovery: already done
       require_transition("volume " + id, v.status, VolumeStatus::available);
       v.status = VolumeStatus::available;
       v.error_message.clear();
@@ -519,6 +525,8 @@ std::vector<Task> VolumeService::extend_volume_tasks() {
       bad_request("New size for extend must be greater than current size. (current: " + std::to_string(v.size_gb) +
                   ", extended: " + std::to_string(new_size) + ").");
     require_transition("volume " + v.id, v.status, VolumeStatus::extending);
+    // An attached (in-use) volume can grow too; it goes back to what it was.
+    c["status_before"] = std::string(to_string(v.status));
     c["old_size_gb"] = v.size_gb;
     c["pool"] = v.pool;
   }, {}});
@@ -535,14 +543,17 @@ std::vector<Task> VolumeService::extend_volume_tasks() {
   tasks.push_back({"mark_extending", [this](json& c) {
     const std::string id = str(c, "volume_id");
     store_.update_volume(id, [&](Volume& v) {
-      if (v.status == VolumeStatus::extending) return;  // run again by recovery
+      // Refuses a second extend racing this one past validate, and this one if another
+      // finished meanwhile (the quota reserved here counts from the size validate saw).
       require_transition("volume " + id, v.status, VolumeStatus::extending);
-      // An attached (in-use) volume can grow too; it goes back to what it was.
-      c["status_before"] = std::string(to_string(v.status));
+      if (v.size_gb != c["old_size_gb"].get<uint64_t>())
+        conflict("Volume " + id + " was extended to " + std::to_string(v.size_gb) + " GiB meanwhile.");
       v.status = VolumeStatus::extending;
     });
+    c["marked"] = true;  // from here on `extending` is this flow's to undo
   }, [this](json& c) {
     const std::string id = str(c, "volume_id");
+    if (!c.value("marked", false)) return;  // another flow's `extending`, or none
     store_.update_volume(id, [&](Volume& v) {
       if (v.status != VolumeStatus::extending) return;
       v.status = status_before_extend(c);
@@ -606,7 +617,7 @@ std::vector<Task> VolumeService::delete_volume_tasks() {
   tasks.push_back({"mark_deleting", [this](json& c) {
     const std::string id = str(c, "volume_id");
     store_.update_volume(id, [&](Volume& v) {
-      if (v.status == VolumeStatus::deleting) return;  // resumed after a restart
+      if (v.status == VolumeStatus::deleting && c.value("accepted", false)) return;  // resumed after a restart
       require_transition("volume " + id, v.status, VolumeStatus::deleting);
       c["status_before"] = std::string(to_string(v.status));
       v.status = VolumeStatus::deleting;
@@ -621,7 +632,8 @@ std::vector<Task> VolumeService::delete_volume_tasks() {
     store_.update_volume(id, [&](Volume& v) {
       if (v.status != VolumeStatus::deleting) return;
       if (!c.value("accepted", false)) {  // refused before the caller was answered: as it was
-        v.status = parse_volume_status(str(c, "status_before")).value_or(VolumeStatus::available);
+        // Only if this flow marked it: a racing delete's `deleting` is not ours to undo.
+        if (auto before = parse_volume_status(str(c, "status_before"))) v.status = *before;
         return;
       }
       v.status = VolumeStatus::error_deleting;
@@ -723,7 +735,7 @@ std::vector<Task> VolumeService::create_snapshot_tasks() {
   tasks.push_back({"finish", [this](json& c) {
     const std::string id = str(c, "snapshot_id");
     store_.update_snapshot(id, [&](Snapshot& s) {
-      if (s.status == SnapshotStatus::available) return;  // run again by recovery: already done
+      if (s.status != SnapshotStatus::creating) return;  // run again by recovery: already done
       require_transition("snapshot " + id, s.status, SnapshotStatus::available);
       s.status = SnapshotStatus::available;
     });

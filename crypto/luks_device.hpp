@@ -37,7 +37,8 @@ class LuksDevice final : public backends::BlockDevice {
   void cache(uint64_t offset, uint64_t length, backends::Completion done) override;
 
   const backends::BlockDevice& base() const { return *base_; }
-  boost::asio::io_context* home_context() override { return base_->home_context(); }
+  // Not the base's home: small requests are ciphered inline on the caller's thread, and on one
+  // iSCSI thread every connection's cipher work would queue behind the others.
 
  private:
   // Requests this large have their cipher work done on a helper thread (see CryptoWorkers),

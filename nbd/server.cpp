@@ -186,10 +186,17 @@ bool Server::run() {
     });
   }
   // Each worker returns once the server stopped and its last session is gone; worker 0 also
-  // waits for the sessions on device threads (cancel_drain_timer_when_idle), but one that was
-  // moving there while the server stopped may still be winding down.
+  // waits for the sessions on device threads (cancel_drain_timer_when_idle), but one that
+  // moved there just before the stop may still be on its way or winding down.
   for (auto& w : workers_) w->thread.join();
   while (!homes_.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Handlers the stop queued on the device threads (shutdown_all, abort_all) refer to homes_,
+  // which goes with the server while those threads live on: let each thread run them first.
+  for (auto& home : homes_.all()) {
+    std::promise<void> ran;
+    asio::post(*home->io, [&ran] { ran.set_value(); });
+    ran.get_future().wait();
+  }
   return flush_all();
 }
 

@@ -302,6 +302,8 @@ bool Session::move_home() {
   moved_out_ = true;
   Handshake handshake{negotiated_, {rx_.get() + rx_begin_, rx_.get() + rx_end_}};
   spdlog::debug("{}: moving to the thread of export '{}'", peer_, negotiated_.chosen->name);
+  // Counted until registered there (or closed), so a server stopping meanwhile waits for it.
+  home->arriving.fetch_add(1);
   // As when the server hands an accepted connection to a worker: the descriptor is taken up
   // by the home's own reactor, and the session made on that thread, which owns its registry.
   asio::post(*home_io, [fd, protocol, home, homes = homes_, &exports = exports_, peer = peer_,
@@ -309,14 +311,13 @@ bool Session::move_home() {
     Socket socket(*home->io);
     boost::system::error_code assign_ec;
     socket.assign(protocol, fd, assign_ec);
-    if (assign_ec) {
-      ::close(fd);
-      return;
-    }
-    if (homes->server_stopping()) return;  // the socket's destructor closes the connection
-    std::shared_ptr<Session>(new Session(std::move(socket), exports, home->sessions, std::move(peer), homes,
-                                         std::move(handshake)))
-        ->start();
+    if (assign_ec) ::close(fd);
+    // Registered (or closed: the socket's destructor) before it stops counting as arriving.
+    if (!assign_ec && !homes->server_stopping())
+      std::shared_ptr<Session>(new Session(std::move(socket), exports, home->sessions, std::move(peer), homes,
+                                           std::move(handshake)))
+          ->start();
+    home->arriving.fetch_sub(1);
   });
   return true;
 }
@@ -676,7 +677,7 @@ SessionHomes::Home* SessionHomes::find(asio::io_context* io) const {
 
 bool SessionHomes::idle() const {
   for (const auto& home : homes_)
-    if (!home->sessions.empty()) return false;
+    if (!home->sessions.empty() || home->arriving.load() != 0) return false;
   return true;
 }
 

@@ -160,13 +160,15 @@ class SessionHomes {
   struct Home {
     boost::asio::io_context* io = nullptr;
     SessionRegistry sessions;
+    // Connections on their way here: released by a worker's session, not yet registered.
+    std::atomic<size_t> arriving{0};
   };
 
   explicit SessionHomes(const std::atomic<bool>& server_stopping) : stopping_(server_stopping) {}
   void add(boost::asio::io_context* io);  // once per thread; repeats are ignored
   Home* find(boost::asio::io_context* io) const;
   const std::vector<std::unique_ptr<Home>>& all() const { return homes_; }
-  bool idle() const;
+  bool idle() const;  // no session on any home, and none on its way to one
   bool server_stopping() const { return stopping_.load(); }
 
  private:

@@ -456,6 +456,25 @@ TEST_F(ServiceTest, ASnapshotRacingADeleteNeverLosesItsVolume) {
   EXPECT_TRUE(pool_files().empty());
 }
 
+TEST_F(ServiceTest, TwoRacingExtendsNeverLeaveSizeFileAndQuotaApart) {
+  Volume v = create(2);
+  // Another extend finishes between this one's validate and its mark: this one is refused.
+  race_before("extend_volume", "mark_extending", [&] { service->extend_volume("p", v.id, 3); });
+  EXPECT_THROW(service->extend_volume("p", v.id, 4), ApiError);
+  auto after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::available);
+  EXPECT_EQ(after.size_gb, 3u);
+  EXPECT_EQ(file_size(volume_file(v.id)), 3 * kGiB);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 3);
+  EXPECT_EQ(usage(kQuotaGigabytes).reserved, 0);
+  // A second delete racing the first past validate is refused and leaves the first's mark.
+  race_before("delete_volume", "mark_deleting", [&] {
+    store->update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::deleting; });
+  });
+  EXPECT_THROW(service->delete_volume("p", v.id), IllegalTransition);
+  EXPECT_EQ(store->find_volume(v.id)->status, VolumeStatus::deleting);
+}
+
 TEST_F(ServiceTest, ImageFilesInsideTheStateOrAPoolAreRefused) {
   Volume v = create(1);
   fs::create_symlink(dir / "master.key", images / "innocent.raw");
