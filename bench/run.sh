@@ -65,7 +65,8 @@ Options:
                                       duration: the cluster's own ceiling (no NBD)
   --repeat N         run every row N times (default 1), all servers of a workload one after
                      the other in each round, the server order rotated from round to round;
-                     the table shows each row's median run by MiB/s, and a list under it
+                     the table shows each row's median run by MiB/s (the lower middle one
+                     for an even N: use an odd N), and a list under it
                      gives every run, so noise shows as the spread rather than as a verdict
   --volgate PATH     volgate binary (default: build/volgate under the repo root,
                      i.e. $ROOT/build/volgate)
