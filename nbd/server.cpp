@@ -153,15 +153,7 @@ void Server::accept_next(Listener& listener) {
       generic_stream protocol = socket.local_endpoint(ignored).protocol();
       int fd = socket.release(ignored);
       asio::post(worker.io, [this, &worker, protocol, fd, peer] {
-        generic_stream::socket s(worker.io);
-        boost::system::error_code assign_ec;
-        s.assign(protocol, fd, assign_ec);
-        if (assign_ec || stopping_) {
-          if (!assign_ec) s.close(assign_ec);
-          else ::close(fd);
-          return;
-        }
-        std::make_shared<Session>(std::move(s), exports_, worker.sessions, peer, &homes_)->start();
+        Session::adopt(fd, protocol, worker.io, worker.sessions, exports_, peer, &homes_);
       });
     }
     accept_next(listener);

@@ -308,18 +308,34 @@ bool Session::move_home() {
   // by the home's own reactor, and the session made on that thread, which owns its registry.
   asio::post(*home_io, [fd, protocol, home, homes = homes_, &exports = exports_, peer = peer_,
                         handshake = std::move(handshake)]() mutable {
-    Socket socket(*home->io);
-    boost::system::error_code assign_ec;
-    socket.assign(protocol, fd, assign_ec);
-    if (assign_ec) ::close(fd);
-    // Registered (or closed: the socket's destructor) before it stops counting as arriving.
-    if (!assign_ec && !homes->server_stopping())
-      std::shared_ptr<Session>(new Session(std::move(socket), exports, home->sessions, std::move(peer), homes,
-                                           std::move(handshake)))
-          ->start();
+    // Registered (or closed) before it stops counting as arriving.
+    adopt(fd, protocol, *home->io, home->sessions, exports, std::move(peer), homes, std::move(handshake));
     home->arriving.fetch_sub(1);
   });
   return true;
+}
+
+void Session::adopt(int fd, const Socket::protocol_type& protocol, asio::io_context& io, SessionRegistry& registry,
+                    const ExportTable& exports, std::string peer, const SessionHomes* homes) {
+  adopt(fd, protocol, io, registry, exports, std::move(peer), homes, std::nullopt);
+}
+
+void Session::adopt(int fd, const Socket::protocol_type& protocol, asio::io_context& io, SessionRegistry& registry,
+                    const ExportTable& exports, std::string peer, const SessionHomes* homes,
+                    std::optional<Handshake> handshake) {
+  Socket socket(io);
+  boost::system::error_code ec;
+  socket.assign(protocol, fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  if (homes && homes->server_stopping()) return;  // the socket's destructor closes the connection
+  std::shared_ptr<Session> session =
+      handshake ? std::shared_ptr<Session>(new Session(std::move(socket), exports, registry, std::move(peer), homes,
+                                                       std::move(*handshake)))
+                : std::make_shared<Session>(std::move(socket), exports, registry, std::move(peer), homes);
+  session->start();
 }
 
 // ---------------------------------------------------------------------------------------------

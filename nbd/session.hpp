@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ class Session : public std::enable_shared_from_this<Session> {
   ~Session();
 
   void start();
+  // On `io`'s own thread: takes up a connection descriptor released on another thread and
+  // starts a session for it there, unless the server is stopping (then the connection closes).
+  static void adopt(int fd, const Socket::protocol_type& protocol, boost::asio::io_context& io,
+                    SessionRegistry& registry, const ExportTable& exports, std::string peer,
+                    const SessionHomes* homes);
   // Graceful stop: no new requests are read; those in flight finish and are answered.
   void shutdown();
   // Hard stop: drop the connection now; requests in flight finish but are not answered.
@@ -62,6 +68,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // The second half of a session that moved to its device's thread.
   Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer,
           const SessionHomes* homes, Handshake handshake);
+  // adopt(), for a new connection (no handshake yet) or one that moved after it.
+  static void adopt(int fd, const Socket::protocol_type& protocol, boost::asio::io_context& io,
+                    SessionRegistry& registry, const ExportTable& exports, std::string peer,
+                    const SessionHomes* homes, std::optional<Handshake> handshake);
 
   boost::asio::awaitable<void> run(std::shared_ptr<Session> self);
   boost::asio::awaitable<bool> negotiate();
