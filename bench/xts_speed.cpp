@@ -31,7 +31,7 @@ double gigabytes_per_second(const volgate::crypto::XtsCipher& cipher, size_t req
 int main() {
   std::vector<std::byte> key(64);
   for (size_t i = 0; i < key.size(); ++i) key[i] = std::byte(i * 37 + 11);
-  std::printf("AES-256-XTS through volgate::crypto::XtsCipher (OpenSSL EVP)\n");
+  std::printf("AES-256-XTS through volgate::crypto::XtsCipher (OpenSSL)\n");
   std::printf("%-14s %-22s %s\n", "sector bytes", "request", "GB/s");
   for (uint32_t sector : {512u, 4096u}) {
     volgate::crypto::XtsCipher cipher(key, sector, 0);

@@ -1,5 +1,5 @@
 #pragma once
-// AES-XTS over LUKS encryption sectors, through OpenSSL EVP.
+// AES-XTS over LUKS encryption sectors, with OpenSSL (see OpensslXts).
 //
 // Each encryption sector (512 or 4096 bytes) is one XTS data unit. Its tweak is the plain64 IV:
 // the number of 512-byte sectors from the start of the data segment, plus the segment's
@@ -14,8 +14,6 @@
 #include <memory>
 #include <span>
 #include <vector>
-
-struct evp_cipher_ctx_st;
 
 namespace volgate::crypto {
 
