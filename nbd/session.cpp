@@ -505,21 +505,20 @@ void Session::complete(Request* r, std::error_code ec) {
     return complete_with_error(r, error, ec.message());
   }
   const RequestHeader& h = r->header;
-  if (!negotiated_.structured_replies) {
-    encode_simple_reply(0, h.handle, std::span<std::byte, kSimpleReplySize>(r->head.data(), kSimpleReplySize));
-    r->head_size = kSimpleReplySize;
-    r->send_data = h.type == kCmdRead;
-  } else if (h.type == kCmdRead) {
+  if (negotiated_.structured_replies && h.type == kCmdRead) {
     encode_structured_header(kReplyFlagDone, kReplyOffsetData, h.handle, 8 + h.length,
                              std::span<std::byte, kStructuredHeaderSize>(r->head.data(), kStructuredHeaderSize));
     store_be64(r->head.data() + kStructuredHeaderSize, h.offset);
     r->head_size = kStructuredHeaderSize + 8;
     r->send_data = true;
   } else {
-    encode_structured_header(kReplyFlagDone, kReplyNone, h.handle, 0,
-                             std::span<std::byte, kStructuredHeaderSize>(r->head.data(), kStructuredHeaderSize));
-    r->head_size = kStructuredHeaderSize;
-    r->send_data = false;
+    // Success without a payload is a simple reply even when structured replies are on: the
+    // protocol allows either, and a client such as libnbd reads a simple reply in one receive
+    // where a 20-byte structured chunk takes two (measured: fio's syscalls per 4 KiB write
+    // fell from 5 to 4).
+    encode_simple_reply(0, h.handle, std::span<std::byte, kSimpleReplySize>(r->head.data(), kSimpleReplySize));
+    r->head_size = kSimpleReplySize;
+    r->send_data = h.type == kCmdRead;
   }
   queue_reply(r);
 }
