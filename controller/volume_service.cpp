@@ -397,6 +397,19 @@ std::vector<Task> VolumeService::create_volume_tasks() {
     v.image = str(c, "image");
     v.encrypted = c.value("encrypted", false);
     store_.insert_volume(v);
+    // The other half of the checks in the deletes' mark_deleting: a source being deleted (or
+    // gone) since validate is not copied. Each side looks at the other's row after writing
+    // its own, so of two racing requests at least one sees the other and is refused.
+    if (!v.source_volid.empty()) {
+      auto source = store_.find_volume(v.source_volid);
+      if (!source || source->status == VolumeStatus::deleting || source->status == VolumeStatus::error_deleting)
+        bad_request("Source volume " + v.source_volid + " is being deleted; it cannot be copied.");
+    }
+    if (!v.snapshot_id.empty()) {
+      auto snap = store_.find_snapshot(v.snapshot_id);
+      if (!snap || snap->status == SnapshotStatus::deleting || snap->status == SnapshotStatus::error_deleting)
+        bad_request("Snapshot " + v.snapshot_id + " is being deleted; no volume can be made from it.");
+    }
   }, [this](json& c) {
     const std::string id = str(c, "volume_id");
     if (!store_.find_volume(id)) return;
@@ -626,6 +639,10 @@ std::vector<Task> VolumeService::delete_volume_tasks() {
     // checks the volume after inserting its row, and this checks the snapshots after marking
     // the volume, so of two racing requests at least one sees the other and is refused.
     if (!store_.snapshots_of(id).empty()) bad_request("Volume " + id + " gained a snapshot while being deleted.");
+    // Likewise a copy of it that started after validate (see create's create_db_entry).
+    for (const auto& other : store_.all_volumes())
+      if (other.source_volid == id && other.status == VolumeStatus::creating)
+        conflict("Volume " + id + " is being copied into volume " + other.id + ".");
   }, [this](json& c) {
     const std::string id = str(c, "volume_id");
     if (!store_.find_volume(id)) return;
@@ -763,15 +780,26 @@ std::vector<Task> VolumeService::delete_snapshot_tasks() {
   tasks.push_back({"mark_deleting", [this](json& c) {
     const std::string id = str(c, "snapshot_id");
     store_.update_snapshot(id, [&](Snapshot& s) {
-      if (s.status == SnapshotStatus::deleting) return;
+      if (s.status == SnapshotStatus::deleting && c.value("accepted", false)) return;  // resumed after a restart
       require_transition("snapshot " + id, s.status, SnapshotStatus::deleting);
+      c["status_before"] = std::string(to_string(s.status));
       s.status = SnapshotStatus::deleting;
     });
+    // A volume made from it that started after validate: one of the two is refused (see
+    // create's create_db_entry).
+    for (const auto& v : store_.all_volumes())
+      if (v.snapshot_id == id && v.status == VolumeStatus::creating)
+        conflict("Snapshot " + id + " is being copied into volume " + v.id + ".");
   }, [this](json& c) {
     const std::string id = str(c, "snapshot_id");
     if (!store_.find_snapshot(id)) return;
     store_.update_snapshot(id, [&](Snapshot& s) {
       if (s.status != SnapshotStatus::deleting) return;
+      if (!c.value("accepted", false)) {  // refused before the caller was answered: as it was
+        // Only if this flow marked it: a racing delete's `deleting` is not ours to undo.
+        if (auto before = parse_snapshot_status(str(c, "status_before"))) s.status = *before;
+        return;
+      }
       s.status = SnapshotStatus::error_deleting;
       s.error_message = "delete failed: " + str(c, "error");
     });

@@ -456,6 +456,70 @@ TEST_F(ServiceTest, ASnapshotRacingADeleteNeverLosesItsVolume) {
   EXPECT_TRUE(pool_files().empty());
 }
 
+TEST_F(ServiceTest, ACopyRacingADeleteOfItsSourceNeverLosesTheSource) {
+  Volume v = create(1);
+  Snapshot snap = service->create_snapshot("p", v.id, "s", "", false);
+  auto creating_copy = [&](std::string source_volid, std::string snapshot_id) {
+    Volume copy;
+    copy.id = "copy-in-progress";
+    copy.project = "p";
+    copy.size_gb = 1;
+    copy.status = VolumeStatus::creating;
+    copy.source_volid = std::move(source_volid);
+    copy.snapshot_id = std::move(snapshot_id);
+    store->insert_volume(copy);
+  };
+
+  // A copy starts after the delete validated: the delete is refused and the source kept as it was.
+  service->delete_snapshot("p", snap.id);
+  race_before("delete_volume", "mark_deleting", [&] { creating_copy(v.id, ""); });
+  EXPECT_THROW(service->delete_volume("p", v.id), ApiError);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+  store->delete_volume("copy-in-progress");
+
+  // The delete lands after the copy validated: the copy is refused and leaves nothing.
+  race_before("create_volume", "create_db_entry", [&] { service->delete_volume("p", v.id); });
+  CreateVolumeRequest clone;
+  clone.project = "p";
+  clone.source_volid = v.id;
+  EXPECT_THROW(service->create_volume(clone), ApiError);
+  EXPECT_TRUE(store->list_volumes("p").empty());
+  EXPECT_EQ(usage(kQuotaVolumes).in_use + usage(kQuotaVolumes).reserved, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use + usage(kQuotaGigabytes).reserved, 0);
+  EXPECT_TRUE(pool_files().empty());
+}
+
+TEST_F(ServiceTest, AVolumeFromASnapshotRacingItsDeleteNeverLosesTheSnapshot) {
+  Volume v = create(1);
+  Snapshot snap = service->create_snapshot("p", v.id, "s", "", false);
+
+  // A volume from it starts after the snapshot's delete validated: the delete is refused and
+  // the snapshot stays available (not error_deleting: nothing was attempted).
+  race_before("delete_snapshot", "mark_deleting", [&] {
+    Volume copy;
+    copy.id = "copy-in-progress";
+    copy.project = "p";
+    copy.size_gb = 1;
+    copy.status = VolumeStatus::creating;
+    copy.snapshot_id = snap.id;
+    store->insert_volume(copy);
+  });
+  EXPECT_THROW(service->delete_snapshot("p", snap.id), ApiError);
+  EXPECT_EQ(service->get_snapshot("p", snap.id).status, SnapshotStatus::available);
+  store->delete_volume("copy-in-progress");
+
+  // The delete lands after the new volume validated: the volume is refused and leaves nothing.
+  race_before("create_volume", "create_db_entry", [&] { service->delete_snapshot("p", snap.id); });
+  CreateVolumeRequest from_snap;
+  from_snap.project = "p";
+  from_snap.snapshot_id = snap.id;
+  EXPECT_THROW(service->create_volume(from_snap), ApiError);
+  EXPECT_FALSE(store->find_snapshot(snap.id));
+  EXPECT_EQ(store->list_volumes("p").size(), 1u);  // the original only
+  EXPECT_EQ(usage(kQuotaVolumes).in_use + usage(kQuotaVolumes).reserved, 1);
+  EXPECT_EQ(pool_files().size(), 1u);
+}
+
 TEST_F(ServiceTest, TwoRacingExtendsNeverLeaveSizeFileAndQuotaApart) {
   Volume v = create(2);
   // Another extend finishes between this one's validate and its mark: this one is refused.
