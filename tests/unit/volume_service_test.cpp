@@ -87,6 +87,18 @@ class ServiceTest : public ::testing::Test {
     return service->create_volume(r);
   }
 
+  // A volume row as a copy from `source_volid` or `snapshot_id` has it while its data is copied.
+  void insert_copy_in_progress(const std::string& source_volid, const std::string& snapshot_id) {
+    Volume copy;
+    copy.id = "copy-in-progress";
+    copy.project = "p";
+    copy.size_gb = 1;
+    copy.status = VolumeStatus::creating;
+    copy.source_volid = source_volid;
+    copy.snapshot_id = snapshot_id;
+    store->insert_volume(copy);
+  }
+
   QuotaLine usage(const char* resource) { return service->quota_usage("p")[resource]; }
 
   std::vector<std::string> pool_files() {
@@ -458,21 +470,8 @@ TEST_F(ServiceTest, ASnapshotRacingADeleteNeverLosesItsVolume) {
 
 TEST_F(ServiceTest, ACopyRacingADeleteOfItsSourceNeverLosesTheSource) {
   Volume v = create(1);
-  Snapshot snap = service->create_snapshot("p", v.id, "s", "", false);
-  auto creating_copy = [&](std::string source_volid, std::string snapshot_id) {
-    Volume copy;
-    copy.id = "copy-in-progress";
-    copy.project = "p";
-    copy.size_gb = 1;
-    copy.status = VolumeStatus::creating;
-    copy.source_volid = std::move(source_volid);
-    copy.snapshot_id = std::move(snapshot_id);
-    store->insert_volume(copy);
-  };
-
   // A copy starts after the delete validated: the delete is refused and the source kept as it was.
-  service->delete_snapshot("p", snap.id);
-  race_before("delete_volume", "mark_deleting", [&] { creating_copy(v.id, ""); });
+  race_before("delete_volume", "mark_deleting", [&] { insert_copy_in_progress(v.id, ""); });
   EXPECT_THROW(service->delete_volume("p", v.id), ApiError);
   EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
   store->delete_volume("copy-in-progress");
@@ -495,15 +494,7 @@ TEST_F(ServiceTest, AVolumeFromASnapshotRacingItsDeleteNeverLosesTheSnapshot) {
 
   // A volume from it starts after the snapshot's delete validated: the delete is refused and
   // the snapshot stays available (not error_deleting: nothing was attempted).
-  race_before("delete_snapshot", "mark_deleting", [&] {
-    Volume copy;
-    copy.id = "copy-in-progress";
-    copy.project = "p";
-    copy.size_gb = 1;
-    copy.status = VolumeStatus::creating;
-    copy.snapshot_id = snap.id;
-    store->insert_volume(copy);
-  });
+  race_before("delete_snapshot", "mark_deleting", [&] { insert_copy_in_progress("", snap.id); });
   EXPECT_THROW(service->delete_snapshot("p", snap.id), ApiError);
   EXPECT_EQ(service->get_snapshot("p", snap.id).status, SnapshotStatus::available);
   store->delete_volume("copy-in-progress");
