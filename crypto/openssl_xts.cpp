@@ -1,6 +1,7 @@
 #include "crypto/openssl_xts.hpp"
 
 #include <openssl/core_dispatch.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/provider.h>
@@ -49,8 +50,12 @@ bool names_include(std::string_view names, std::string_view name) {
 // function needed.
 OpensslXts::ProviderFunctions look_up(const char* name) {
   OpensslXts::ProviderFunctions found;
+  ERR_set_mark();  // a failed look-up only means EVP is used: it leaves no errors behind
   EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, name, nullptr);
-  if (!cipher) return found;
+  if (!cipher) {
+    ERR_pop_to_mark();
+    return found;
+  }
   const OSSL_PROVIDER* provider = EVP_CIPHER_get0_provider(cipher);
   int no_cache = 0;
   const OSSL_ALGORITHM* algorithms =
@@ -80,8 +85,10 @@ OpensslXts::ProviderFunctions look_up(const char* name) {
   if (algorithms) OSSL_PROVIDER_unquery_operation(provider, OSSL_OP_CIPHER, algorithms);
   if (!found.complete()) {
     EVP_CIPHER_free(cipher);
+    ERR_pop_to_mark();
     return {};
   }
+  ERR_clear_last_mark();
   return found;
 }
 
@@ -93,8 +100,7 @@ const OpensslXts::ProviderFunctions* provider_functions(size_t key_bytes) {
 }
 
 [[noreturn]] void refused() {
-  ERR_clear_error();
-  // OpenSSL refuses XTS keys whose two halves are equal: such a key has no XTS security.
+  ERR_pop_to_mark();  // only what the failed keying queued; older errors are not ours
   throw std::runtime_error("OpenSSL refused the AES-XTS volume key");
 }
 
@@ -107,25 +113,34 @@ OpensslXts::OpensslXts(std::span<const std::byte> key, bool encrypting) : encryp
     throw std::invalid_argument("an AES-XTS key is 256 or 512 bits, not " +
                                 std::to_string(key.size() * 8));
   auto* k = reinterpret_cast<const unsigned char*>(key.data());
+  // A key whose two halves are equal has no XTS security. OpenSSL refuses it only for
+  // encryption (its default provider lets such a key decrypt), so both directions check here.
+  const size_t half = key.size() / 2;
+  if (CRYPTO_memcmp(k, k + half, half) == 0)
+    throw std::runtime_error("the AES-XTS volume key's two halves are equal");
   provider_ = evp_only ? nullptr : provider_functions(key.size());
   if (provider_) {
     provider_context_ = provider_->newctx(provider_->provider_context);
     if (!provider_context_) throw std::bad_alloc();
+    ERR_set_mark();
     const int keyed = encrypting ? provider_->encrypt_init(provider_context_, k, key.size(), nullptr, 0, nullptr)
                                  : provider_->decrypt_init(provider_context_, k, key.size(), nullptr, 0, nullptr);
     if (keyed != 1) {
       provider_->freectx(provider_context_);
       refused();
     }
+    ERR_clear_last_mark();
     return;
   }
   evp_ = EVP_CIPHER_CTX_new();
   if (!evp_) throw std::bad_alloc();
   const EVP_CIPHER* cipher = key.size() == 64 ? EVP_aes_256_xts() : EVP_aes_128_xts();
+  ERR_set_mark();
   if (EVP_CipherInit_ex2(evp_, cipher, k, nullptr, encrypting ? 1 : 0, nullptr) != 1) {
     EVP_CIPHER_CTX_free(evp_);
     refused();
   }
+  ERR_clear_last_mark();
 }
 
 OpensslXts::~OpensslXts() {

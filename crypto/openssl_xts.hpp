@@ -20,8 +20,8 @@ namespace volgate::crypto {
 class OpensslXts {
  public:
   // `key` is the whole XTS key: 32 bytes (AES-128-XTS) or 64 (AES-256-XTS). Throws
-  // std::invalid_argument for another length, std::runtime_error if OpenSSL refuses the key
-  // (it refuses keys whose two halves are equal).
+  // std::invalid_argument for another length, std::runtime_error for a key whose two halves
+  // are equal (in either direction) or one OpenSSL refuses.
   OpensslXts(std::span<const std::byte> key, bool encrypting);
   ~OpensslXts();
   OpensslXts(const OpensslXts&) = delete;

@@ -65,6 +65,7 @@ TEST(OpensslXts, RefusesKeysWithEqualHalvesAndOddLengthsOnBothPaths) {
   for (bool evp_only : {false, true}) {
     EvpOnly evp(evp_only);
     EXPECT_THROW(OpensslXts(equal_halves, true), std::runtime_error) << evp_only;
+    EXPECT_THROW(OpensslXts(equal_halves, false), std::runtime_error) << evp_only;
     EXPECT_THROW(OpensslXts(std::vector<std::byte>(48, std::byte{1}), true), std::invalid_argument);
   }
 }

@@ -476,11 +476,19 @@ TEST_F(ServiceTest, ACopyRacingADeleteOfItsSourceNeverLosesTheSource) {
   EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
   store->delete_volume("copy-in-progress");
 
-  // The delete lands after the copy validated: the copy is refused and leaves nothing.
-  race_before("create_volume", "create_db_entry", [&] { service->delete_volume("p", v.id); });
+  // The delete marks the source after the copy validated: the copy is refused.
   CreateVolumeRequest clone;
   clone.project = "p";
   clone.source_volid = v.id;
+  race_before("create_volume", "create_db_entry", [&] {
+    store->update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::deleting; });
+  });
+  EXPECT_THROW(service->create_volume(clone), ApiError);
+  EXPECT_EQ(store->list_volumes("p").size(), 1u);
+  store->update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::available; });
+
+  // The delete finishes after the copy validated: the copy is refused and leaves nothing.
+  race_before("create_volume", "create_db_entry", [&] { service->delete_volume("p", v.id); });
   EXPECT_THROW(service->create_volume(clone), ApiError);
   EXPECT_TRUE(store->list_volumes("p").empty());
   EXPECT_EQ(usage(kQuotaVolumes).in_use + usage(kQuotaVolumes).reserved, 0);
@@ -499,11 +507,19 @@ TEST_F(ServiceTest, AVolumeFromASnapshotRacingItsDeleteNeverLosesTheSnapshot) {
   EXPECT_EQ(service->get_snapshot("p", snap.id).status, SnapshotStatus::available);
   store->delete_volume("copy-in-progress");
 
-  // The delete lands after the new volume validated: the volume is refused and leaves nothing.
-  race_before("create_volume", "create_db_entry", [&] { service->delete_snapshot("p", snap.id); });
+  // The delete marks the snapshot after the new volume validated: the volume is refused.
   CreateVolumeRequest from_snap;
   from_snap.project = "p";
   from_snap.snapshot_id = snap.id;
+  race_before("create_volume", "create_db_entry", [&] {
+    store->update_snapshot(snap.id, [](Snapshot& x) { x.status = SnapshotStatus::deleting; });
+  });
+  EXPECT_THROW(service->create_volume(from_snap), ApiError);
+  EXPECT_EQ(store->list_volumes("p").size(), 1u);
+  store->update_snapshot(snap.id, [](Snapshot& x) { x.status = SnapshotStatus::available; });
+
+  // The delete finishes after the new volume validated: the volume is refused and leaves nothing.
+  race_before("create_volume", "create_db_entry", [&] { service->delete_snapshot("p", snap.id); });
   EXPECT_THROW(service->create_volume(from_snap), ApiError);
   EXPECT_FALSE(store->find_snapshot(snap.id));
   EXPECT_EQ(store->list_volumes("p").size(), 1u);  // the original only
