@@ -108,7 +108,7 @@ const OpensslXts::ProviderFunctions* provider_functions(size_t key_bytes) {
 
 void OpensslXts::use_evp_only_for_testing(bool only) { evp_only = only; }
 
-OpensslXts::OpensslXts(std::span<const std::byte> key, bool encrypting) : encrypting_(encrypting) {
+OpensslXts::OpensslXts(std::span<const std::byte> key, bool encrypting) {
   if (key.size() != 32 && key.size() != 64)
     throw std::invalid_argument("an AES-XTS key is 256 or 512 bits, not " +
                                 std::to_string(key.size() * 8));
@@ -122,10 +122,9 @@ OpensslXts::OpensslXts(std::span<const std::byte> key, bool encrypting) : encryp
   if (provider_) {
     provider_context_ = provider_->newctx(provider_->provider_context);
     if (!provider_context_) throw std::bad_alloc();
+    provider_init_ = encrypting ? provider_->encrypt_init : provider_->decrypt_init;
     ERR_set_mark();
-    const int keyed = encrypting ? provider_->encrypt_init(provider_context_, k, key.size(), nullptr, 0, nullptr)
-                                 : provider_->decrypt_init(provider_context_, k, key.size(), nullptr, 0, nullptr);
-    if (keyed != 1) {
+    if (provider_init_(provider_context_, k, key.size(), nullptr, 0, nullptr) != 1) {
       provider_->freectx(provider_context_);
       refused();
     }
@@ -153,9 +152,7 @@ bool OpensslXts::transform_unit(const unsigned char* iv, const unsigned char* in
                                 unsigned char* out, size_t length) {
   if (provider_) {
     size_t produced = 0;
-    const int started = encrypting_ ? provider_->encrypt_init(provider_context_, nullptr, 0, iv, 16, nullptr)
-                                    : provider_->decrypt_init(provider_context_, nullptr, 0, iv, 16, nullptr);
-    return started == 1 &&
+    return provider_init_(provider_context_, nullptr, 0, iv, 16, nullptr) == 1 &&
            provider_->update(provider_context_, out, &produced, length, in, length) == 1 &&
            produced == length;
   }

@@ -14,6 +14,7 @@
 #include <span>
 
 struct evp_cipher_ctx_st;
+struct ossl_param_st;
 
 namespace volgate::crypto {
 
@@ -41,9 +42,11 @@ class OpensslXts {
   struct ProviderFunctions;
 
  private:
-  const bool encrypting_;
   const ProviderFunctions* provider_ = nullptr;
   void* provider_context_ = nullptr;   // with provider_
+  // The provider's encrypt_init or decrypt_init (one signature), chosen once by direction.
+  int (*provider_init_)(void*, const unsigned char*, size_t, const unsigned char*, size_t,
+                        const ossl_param_st*) = nullptr;
   evp_cipher_ctx_st* evp_ = nullptr;   // without
 };
 
