@@ -112,7 +112,7 @@ for i in 1 2 3 4 5 6; do
     id=$(json "d['volume']['id']" <"$T/par$i.json")
     par_ids+=("$id")
     assert_eq "$("$VOLGATE" volume show --output json "$id" | json "d['volume']['status']")" available "status of par$i"
-    show_targets | grep -q "Target [0-9]*: $PREFIX:volume-$id\$" || fail "no target for par$i"
+    show_targets | grep -q "Target [0-9]*: $PREFIX:volume-$id\$" || fail "no target for par$i ($id): $(show_targets | grep "^Target")"
 done
 assert_eq "$(show_targets | grep -c "^Target")" $((targets_before + 6)) "targets after six concurrent creates"
 pids=()
