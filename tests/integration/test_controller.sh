@@ -103,13 +103,13 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Auth-Token: wrong-token-of-s
 assert_eq "$code" 401 "request with a wrong token over TCP"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H @"$AUTH" "http://127.0.0.1:$PORT/v3/default/volumes")
 assert_eq "$code" 200 "request with the token over TCP"
-vg pool list --url "http://127.0.0.1:$PORT" --token-file "$STATE/token" --output json | grep -q '"pools"' ||
+grep -q '"pools"' <<<"$(vg pool list --url "http://127.0.0.1:$PORT" --token-file "$STATE/token" --output json)" ||
     fail "the CLI over TCP (--url http://...)"
 pass "API: socket 0600, 401 without the token, TCP works with it"
 
-vg pool list --output json | json "sorted(p['capabilities']['pool_name'] for p in d['pools'])" | grep -qF '["fast", "slow"]' ||
+grep -qF '["fast", "slow"]' <<<"$(vg pool list --output json | json "sorted(p['capabilities']['pool_name'] for p in d['pools'])")" ||
     fail "pool list: $(vg pool list)"
-vg pool list | grep -q '^slow ' || fail "pool list table: $(vg pool list)"
+grep -q '^slow ' <<<"$(vg pool list)" || fail "pool list table: $(vg pool list)"
 
 # ------------------------------------------------------------------ blank, typed, extend, delete
 blank=$(create --size 1G --type slow blank)
@@ -264,15 +264,15 @@ pass "8 concurrent creates and deletes: all succeed, quota exact"
 enc=$(create --size 1G --encrypted enc-blank)
 assert_eq "$(vol_field "$enc" encrypted)" True "encrypted flag"
 ef=$(volume_file "$enc")
-cryptsetup luksDump "$ef" | grep -q '^Version:[[:space:]]*2' || fail "no LUKS2 header on $ef"
+grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$ef")" || fail "no LUKS2 header on $ef"
 unwrap_key "$STATE" "$enc" "$T/enc.key"
 cryptsetup open --test-passphrase --key-file "$T/enc.key" "$ef" || fail "the unwrapped passphrase does not open $ef"
-if sqlite3 "$STATE/controller.db" .dump | grep -qF "$(cat "$T/enc.key")"; then fail "passphrase in the database"; fi
+if grep -qF "$(cat "$T/enc.key")" <<<"$(sqlite3 "$STATE/controller.db" .dump)"; then fail "passphrase in the database"; fi
 grep -qF "$(cat "$T/enc.key")" "$T"/controller.*.err && fail "passphrase in the log"
 
 enc_img=$(create --size 1G --type secret --image "$T/image.raw" enc-image)
 ei=$(volume_file "$enc_img")
-cryptsetup luksDump "$ei" | grep -q '^Version:[[:space:]]*2' || fail "no LUKS2 header on the encrypted image volume"
+grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$ei")" || fail "no LUKS2 header on the encrypted image volume"
 unwrap_key "$STATE" "$enc_img" "$T/enc-img.key"
 start_volgate --unix "$T/nbd.sock" --export "e=file:$ei,luks-key-file=$T/enc-img.key"
 nbdcopy "$(unix_uri e "$T/nbd.sock")" "$T/enc-back.raw"
@@ -307,7 +307,7 @@ _forget_pid "$CTL_PID"
 [[ $(sqlite3 "$STATE/controller.db" "SELECT count(*) FROM flow_journal") -ge 1 ]] || fail "no journal entry for the interrupted create"
 start_controller "$T/controller.json" "$SOCK" '^http://'
 assert_eq "$(vol_field "$long" status)" error "status of the interrupted create after restart"
-vol_field "$long" volgate:error | grep -q stopped || fail "error message: $(vol_field "$long" volgate:error)"
+grep -q stopped <<<"$(vol_field "$long" volgate:error)" || fail "error message: $(vol_field "$long" volgate:error)"
 assert_eq "$(quota_in_use gigabytes)" "$in_use_before" "gigabytes in use after recovery"
 assert_eq "$(quota_reserved gigabytes)" 0 "gigabytes reserved after recovery"
 assert_eq "$(ls "$T/slow" | sort)" "$slow_files_before" "files in the slow pool after recovery"
@@ -341,8 +341,8 @@ done
 grep -q "^unix:$EMB/controller.sock" "$T/controller.embedded.out" || fail "embedded controller: $(cat "$T/controller.embedded.err")"
 emb=$(VOLGATE_URL=unix:$EMB/controller.sock create --size 1G --type encrypted embedded)
 assert_eq "$(VOLGATE_URL=unix:$EMB/controller.sock vol_field "$emb" status)" available "embedded default: status"
-cryptsetup luksDump "$EMB/pool/volume-$emb.img" | grep -q '^Version:[[:space:]]*2' || fail "embedded default: no LUKS2 header"
-VOLGATE_URL=unix:$EMB/controller.sock vg volume list | grep -q "embedded" || fail "volume list table: $(VOLGATE_URL=unix:$EMB/controller.sock vg volume list)"
+grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$EMB/pool/volume-$emb.img")" || fail "embedded default: no LUKS2 header"
+grep -q "embedded" <<<"$(VOLGATE_URL=unix:$EMB/controller.sock vg volume list)" || fail "volume list table: $(VOLGATE_URL=unix:$EMB/controller.sock vg volume list)"
 stop_volgate "$CTL_PID" TERM 10
 pass "embedded default: --state-dir alone serves the API, a file pool and encrypted volumes"
 # A sanitizer build reports into the logs, also of the controller killed with SIGKILL.

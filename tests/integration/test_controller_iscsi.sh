@@ -56,13 +56,13 @@ print((int(re.search(r"RETURNED LOGICAL BLOCK ADDRESS:(\d+)", t).group(1)) + 1) 
 }
 show_targets() { tgtadm --lld iscsi --op show --mode target; }
 
-"$VOLGATE" pool list | grep -q '^tgt  *iSCSI .* true$' || fail "pool list (multipath): $("$VOLGATE" pool list)"
+grep -q '^tgt  *iSCSI .* true$' <<<"$("$VOLGATE" pool list)" || fail "pool list (multipath): $("$VOLGATE" pool list)"
 make_random_file "$T/image.raw" 24
 vol=$("$VOLGATE" volume create --output json --size 1G --image "$T/image.raw" from-image | json "d['volume']['id']")
 target=$("$VOLGATE" volume show --output json "$vol" | json "d['volume']['volgate:export_target']")
 assert_eq "$target" "iscsi://$PORTAL,$PORTAL2/$PREFIX:volume-$vol/1" "export target"
-show_targets | grep -q "Target [0-9]*: $PREFIX:volume-$vol" || fail "no target for $vol: $(show_targets)"
-show_targets | grep -q "Backing store path: $T/luns/volume-$vol.img" || fail "LUN not backed by the volume file"
+grep -q "Target [0-9]*: $PREFIX:volume-$vol" <<<"$(show_targets)" || fail "no target for $vol: $(show_targets)"
+grep -q "Backing store path: $T/luns/volume-$vol.img" <<<"$(show_targets)" || fail "LUN not backed by the volume file"
 assert_eq "$(capacity "$vol")" $((1 << 30)) "LUN capacity seen by an initiator"
 qemu-img convert -f raw -O raw "iscsi://$PORTAL2/$PREFIX:volume-$vol/1" "$T/back.raw"
 assert_eq "$(head -c $((24 << 20)) "$T/back.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "data read over iSCSI"
@@ -112,7 +112,7 @@ for i in 1 2 3 4 5 6; do
     id=$(json "d['volume']['id']" <"$T/par$i.json")
     par_ids+=("$id")
     assert_eq "$("$VOLGATE" volume show --output json "$id" | json "d['volume']['status']")" available "status of par$i"
-    show_targets | grep -q "Target [0-9]*: $PREFIX:volume-$id\$" || fail "no target for par$i ($id): $(show_targets | grep "^Target")"
+    grep -q "Target [0-9]*: $PREFIX:volume-$id\$" <<<"$(show_targets)" || fail "no target for par$i ($id): $(show_targets | grep "^Target")"
 done
 assert_eq "$(show_targets | grep -c "^Target")" $((targets_before + 6)) "targets after six concurrent creates"
 pids=()
@@ -159,7 +159,7 @@ _forget_pid "$CTL"
 start_controller "$T/controller.json" "$STATE/controller.sock" '^unix:'
 CTL=$CTL_PID
 assert_eq "$("$VOLGATE" volume show --output json "$long" | json "d['volume']['status']")" error "status after restart"
-if show_targets | grep -q "volume-$long"; then fail "the reverted create left its target: $(show_targets)"; fi
+if grep -q "volume-$long" <<<"$(show_targets)"; then fail "the reverted create left its target: $(show_targets)"; fi
 [[ ! -e $T/luns/volume-$long.img ]] || fail "the reverted create left its file"
 assert_eq "$(sqlite3 "$STATE/controller.db" "SELECT count(*) FROM flow_journal")" 0 "journal after recovery"
 "$VOLGATE" volume delete "$long" >/dev/null
@@ -168,7 +168,7 @@ pass "SIGKILL mid-copy: the restarted controller reverts the create (status erro
 "$VOLGATE" volume delete "$copy" >/dev/null
 "$VOLGATE" snapshot delete "$snap" >/dev/null
 "$VOLGATE" volume delete "$vol" >/dev/null
-if show_targets | grep -q "$PREFIX"; then fail "targets left after delete: $(show_targets)"; fi
+if grep -q "$PREFIX" <<<"$(show_targets)"; then fail "targets left after delete: $(show_targets)"; fi
 [[ -z $(ls "$T/luns") ]] || fail "files left in the pool: $(ls "$T/luns")"
 stop_volgate "$CTL" TERM 10
 pass "delete removes targets and files; the controller stops cleanly"

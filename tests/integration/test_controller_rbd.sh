@@ -33,7 +33,7 @@ create() { "$VOLGATE" volume create --output json "$@" | json "d['volume']['id']
 image_size() { rbd "${CEPH[@]}" info --format json "vols/$1" | json "d['size']"; }
 image_sum() { rbd "${CEPH[@]}" export "vols/$1" - 2>/dev/null | head -c $((16 << 20)) | sha256sum; }
 
-"$VOLGATE" pool list | grep -q '^ceph  *ceph' || fail "pool list: $("$VOLGATE" pool list)"
+grep -q '^ceph  *ceph' <<<"$("$VOLGATE" pool list)" || fail "pool list: $("$VOLGATE" pool list)"
 blank=$(create --size 1G blank)
 assert_eq "$(image_size "volume-$blank")" $((1 << 30)) "size of a blank volume's image"
 assert_eq "$("$VOLGATE" volume show --output json "$blank" | json "d['volume']['volgate:export_target']")" \
@@ -77,7 +77,7 @@ assert_eq "$("$VOLGATE" volume show --output json "$enc" | json "d['volume']['en
 # The LUKS2 header (16 MiB with its keyslots) as librbd stores it, checked by cryptsetup alone
 # (rbd export dies of SIGPIPE once head has what it needs).
 { rbd "${CEPH[@]}" export "vols/volume-$enc" - 2>/dev/null || true; } | head -c $((16 << 20)) >"$T/enc-header.raw"
-cryptsetup luksDump "$T/enc-header.raw" | grep -q '^Version:[[:space:]]*2' || fail "no LUKS2 header in the RBD image"
+grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$T/enc-header.raw")" || fail "no LUKS2 header in the RBD image"
 unwrap_key "$STATE" "$enc" "$T/enc.key"
 cryptsetup open --test-passphrase --key-file "$T/enc.key" "$T/enc-header.raw" ||
     fail "the unwrapped passphrase does not open the RBD image's header"

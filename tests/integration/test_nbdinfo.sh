@@ -135,7 +135,7 @@ pass "flags, block sizes and sizes of rw, direct, readonly, default exports"
 nbdinfo "nbd+unix:///ro?socket=$S" >"$TEST_TMP/info.txt"
 grep -q 'is_read_only: true' "$TEST_TMP/info.txt" || fail "nbdinfo text for ro lacks is_read_only: true"
 grep -q 'block_size_maximum: 33554432' "$TEST_TMP/info.txt" || fail "nbdinfo text lacks block_size_maximum"
-nbdinfo "nbd+unix:///ddisk?socket=$S" | grep -q 'block_size_minimum: 4096' || fail "ddisk text lacks block_size_minimum: 4096"
+grep -q 'block_size_minimum: 4096' <<<"$(nbdinfo "nbd+unix:///ddisk?socket=$S")" || fail "ddisk text lacks block_size_minimum: 4096"
 
 # nbdinfo --can / --is: exit 0 = true, 2 = false
 can() { # EXPECTED_RC ARGS...

@@ -248,7 +248,7 @@ unset VG_READY_S
 rbd_cmd create --size 40M "$CEPH_POOL/e2"
 "$VOLGATE" luks format --pbkdf-memory 32768 --iter-time 50 --key-file "$T/pass" "rbd:$CEPH_POOL/e2,$CEPH" \
     >"$T/fmt.out" 2>"$T/fmt.err" || fail "volgate luks format on rbd: $(cat "$T/fmt.err")"
-"$VOLGATE" luks dump "rbd:$CEPH_POOL/e2,$CEPH" | grep -q "^version: *LUKS2" || fail "volgate luks dump on rbd"
+grep -q "^version: *LUKS2" <<<"$("$VOLGATE" luks dump "rbd:$CEPH_POOL/e2,$CEPH")" || fail "volgate luks dump on rbd"
 start_volgate --unix "$S" --export "e2=rbd:$CEPH_POOL/e2,$CEPH,luks-key-file=$T/pass"
 size=$(nbdinfo --size "$(uri e2)")
 head -c "$size" /dev/urandom >"$T/plain2"
