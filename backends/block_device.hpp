@@ -60,6 +60,8 @@ struct DeviceCapabilities {
   // Requests usually finish within microseconds (RAM, the page cache), so the next request is
   // worth busy-polling for; not so for a network round trip (iSCSI, RBD).
   bool fast_completions = false;
+  // read_cached()/write_cached() can move bytes (see there); without this they move none.
+  bool can_transfer_cached = false;
   uint32_t min_block_size = 1;  // requests must be aligned to this
   uint32_t preferred_block_size = 4096;
 };
@@ -91,6 +93,21 @@ class BlockDevice {
   // paths live on one thread). A front-end that runs its connection there saves two thread
   // changes per request. Null: the device works on its callers' threads or its own pool.
   virtual boost::asio::io_context* home_context() { return nullptr; }
+
+  // Move bytes right here, on any thread, as far as that needs no wait for a device (page-cache
+  // hits), and return how many bytes from the start of `data` were moved: possibly none, and
+  // never an error (the rest goes through read()/write(), which report errors). A decorator
+  // that already runs on a helper thread (LUKS) can then do the copy there, while the bytes are
+  // in that core's cache, without a round trip through the I/O thread. These writes are not
+  // durable (no FUA).
+  virtual uint64_t read_cached(uint64_t offset, std::span<std::byte> data) {
+    (void)offset, (void)data;
+    return 0;
+  }
+  virtual uint64_t write_cached(uint64_t offset, std::span<const std::byte> data) {
+    (void)offset, (void)data;
+    return 0;
+  }
 };
 
 inline std::error_code errno_code(int error) { return {error, std::generic_category()}; }

@@ -256,6 +256,7 @@ DeviceCapabilities FileDevice::capabilities() const {
   caps.can_block_status = !is_block_device_;
   caps.can_multi_conn = true;
   caps.fast_completions = true;
+  caps.can_transfer_cached = inline_io_ != InlineIo::never;
   caps.min_block_size = options_.direct ? kDirectAlignment : 1;
   caps.preferred_block_size = 4096;
   return caps;
@@ -324,6 +325,17 @@ void FileDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFl
   op->data = bytes + moved;
   op->rw_flags = rw_flags;
   op->start();
+}
+
+uint64_t FileDevice::read_cached(uint64_t offset, std::span<std::byte> data) {
+  if (!in_range(offset, data.size())) return 0;
+  return transfer_inline(false, offset, data.data(), data.size(), 0);
+}
+
+uint64_t FileDevice::write_cached(uint64_t offset, std::span<const std::byte> data) {
+  if (options_.read_only || !in_range(offset, data.size())) return 0;
+  auto* bytes = const_cast<std::byte*>(data.data());  // only ever passed to write(2)
+  return transfer_inline(true, offset, bytes, data.size(), 0);
 }
 
 void FileDevice::flush(Completion done) {

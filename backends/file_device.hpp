@@ -43,6 +43,8 @@ class FileDevice final : public BlockDevice {
   void write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags, Completion done) override;
   void block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) override;
   void cache(uint64_t offset, uint64_t length, Completion done) override;
+  uint64_t read_cached(uint64_t offset, std::span<std::byte> data) override;
+  uint64_t write_cached(uint64_t offset, std::span<const std::byte> data) override;
 
   // Flushes synchronously; used at shutdown, outside any io_context.
   std::error_code flush_now();

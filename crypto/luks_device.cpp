@@ -18,13 +18,15 @@ using backends::errno_code;
 LuksDevice::LuksDevice(std::shared_ptr<backends::BlockDevice> base, UnlockedLuks unlocked)
     : base_(std::move(base)),
       info_(std::move(unlocked.info)),
-      cipher_(unlocked.volume_key.span(), info_.sector_size, info_.iv_offset) {}
+      cipher_(unlocked.volume_key.span(), info_.sector_size, info_.iv_offset),
+      base_cached_(base_->capabilities().can_transfer_cached) {}
 // `unlocked.volume_key` is wiped when the moved-from argument goes out of scope.
 
 LuksDevice::~LuksDevice() = default;
 
 backends::DeviceCapabilities LuksDevice::capabilities() const {
   auto caps = base_->capabilities();
+  caps.can_transfer_cached = false;  // the cached bytes are ciphertext
   caps.can_zero = !caps.read_only;  // written as encrypted zeroes
   caps.can_fast_zero = false;       // that is never faster than a write
   caps.min_block_size = std::max(caps.min_block_size, info_.sector_size);
@@ -47,76 +49,144 @@ std::error_code LuksDevice::check(uint64_t offset, uint64_t length, int out_of_r
 // EIO rather than escaping into the caller's event loop.
 static std::error_code cipher_failed() { return errno_code(EIO); }
 
-void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
-  if (auto ec = check(offset, data.size(), EINVAL)) return done(ec);
-  struct ReadOp {
-    const LuksDevice* self;
-    uint64_t offset;
-    std::span<std::byte> data;
-    Completion done;
-  };
-  auto* op = new ReadOp{this, offset, data, std::move(done)};
-  base_->read(info_.data_offset + offset, data, [op](std::error_code ec) {
-    if (!ec && op->data.size() >= kOffloadBytes) {
-      // Decrypt on a helper; the I/O thread goes on with other requests meanwhile.
-      return op->self->on_helper(
-          [op] { op->self->cipher_.decrypt_here(op->offset, op->data, op->data.data()); },
-          [op](std::error_code e) {
-            std::unique_ptr<ReadOp> owned(op);
-            owned->done(e);
-          });
-    }
-    std::unique_ptr<ReadOp> owned(op);
-    if (!ec) {
+// A read: [0, ready) of `data` is read and decrypted already (on a helper, from the cache);
+// the rest is read from the base and then decrypted.
+struct LuksDevice::ReadOp {
+  const LuksDevice* self;
+  uint64_t offset;
+  std::span<std::byte> data;
+  Completion done;
+  uint64_t ready = 0;
+
+  void finish(std::error_code ec) {
+    std::unique_ptr<ReadOp> owned(this);
+    owned->done(ec);
+  }
+
+  void read_rest() {
+    const LuksDevice& device = *self;
+    device.base_->read(device.info_.data_offset + offset + ready, data.subspan(ready), [this](std::error_code ec) {
+      if (ec) return finish(ec);
+      auto rest = data.subspan(ready);
+      if (rest.size() >= kOffloadBytes) {
+        // Decrypt on a helper; the I/O thread goes on with other requests meanwhile.
+        return self->on_helper(
+            [this] {
+              auto rest = data.subspan(ready);
+              self->cipher_.decrypt_here(offset + ready, rest, rest.data());
+            },
+            [this](std::error_code e) { finish(e); });
+      }
       try {
-        op->self->cipher_.decrypt_here(op->offset, op->data, op->data.data());
+        self->cipher_.decrypt_here(offset + ready, rest, rest.data());
       } catch (const std::exception&) {
         ec = cipher_failed();
       }
-    }
-    owned->done(ec);
-  });
+      finish(ec);
+    });
+  }
+};
+
+void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
+  if (auto ec = check(offset, data.size(), EINVAL)) return done(ec);
+  auto* op = new ReadOp{this, offset, data, std::move(done)};
+  if (data.size() < kOffloadBytes || !base_cached_) return op->read_rest();
+  // Read what the cache holds and decrypt it piece by piece on a helper, then fetch the rest.
+  on_helper([op] { op->ready = op->self->read_cached_decrypted(op->offset, op->data); },
+            [op](std::error_code ec) {
+              if (ec || op->ready == op->data.size()) return op->finish(ec);
+              op->read_rest();
+            });
 }
+
+uint64_t LuksDevice::read_cached_decrypted(uint64_t offset, std::span<std::byte> data) const {
+  uint64_t ready = 0;
+  while (ready < data.size()) {
+    auto piece = data.subspan(ready, std::min<size_t>(kPieceBytes, data.size() - ready));
+    uint64_t moved = base_->read_cached(info_.data_offset + offset + ready, piece);
+    moved -= moved % info_.sector_size;
+    cipher_.decrypt_here(offset + ready, piece.first(moved), piece.data());
+    ready += moved;
+    if (moved < piece.size()) break;
+  }
+  return ready;
+}
+
+// A write: the whole request is encrypted into `ciphertext`, of which [0, written) is in the
+// base already (written from a helper into the cache); the rest is written from this thread.
+struct LuksDevice::WriteOp {
+  LuksDevice* self;
+  uint64_t offset;
+  std::span<const std::byte> plaintext;
+  backends::WriteFlags flags;
+  Buffer ciphertext;
+  Completion done;
+  uint64_t written = 0;
+
+  void finish(std::error_code ec) {
+    std::unique_ptr<WriteOp> owned(this);
+    owned->done(ec);
+  }
+
+  void write_rest() {
+    auto rest = ciphertext.span().subspan(written);
+    self->base_->write(self->info_.data_offset + offset + written, rest, flags,
+                       [this](std::error_code ec) { finish(ec); });
+  }
+};
 
 void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backends::WriteFlags flags,
                        Completion done) {
   if (auto ec = check(offset, data.size(), ENOSPC)) return done(ec);
-  struct WriteOp {
-    LuksDevice* self;
-    uint64_t offset;
-    std::span<const std::byte> plaintext;
-    backends::WriteFlags flags;
-    Buffer ciphertext;
-    Completion done;
-
-    void write_ciphertext() {
-      auto span = ciphertext.span();
-      self->base_->write(self->info_.data_offset + offset, span, flags, [this](std::error_code ec) {
-        std::unique_ptr<WriteOp> owned(this);
-        owned->done(ec);
-      });
-    }
-  };
   std::unique_ptr<WriteOp> op;
   try {
     op.reset(new WriteOp{this, offset, data, flags, Buffer::allocate(data.size()), std::move(done)});
-    if (data.size() >= kOffloadBytes) {
-      // Encrypt on a helper, then write from this thread (the base device belongs to it).
-      WriteOp* raw = op.release();
-      return on_helper(
-          [raw] { raw->self->cipher_.encrypt_here(raw->offset, raw->plaintext, raw->ciphertext.data()); },
-          [raw](std::error_code ec) {
-            if (!ec) return raw->write_ciphertext();
-            std::unique_ptr<WriteOp> owned(raw);
-            owned->done(ec);
-          });
-    }
-    cipher_.encrypt_here(offset, data, op->ciphertext.data());
   } catch (const std::exception&) {
-    if (op) done = std::move(op->done);
-    return done(cipher_failed());
+    return done(errno_code(ENOMEM));
   }
-  op.release()->write_ciphertext();
+  if (data.size() < kOffloadBytes) {
+    try {
+      cipher_.encrypt_here(offset, data, op->ciphertext.data());
+    } catch (const std::exception&) {
+      return op.release()->finish(cipher_failed());
+    }
+    return op.release()->write_rest();
+  }
+  // Encrypt on a helper and, unless the write must be durable, put what the cache takes into
+  // the base from there too; the rest is written from this thread (the base device's).
+  WriteOp* raw = op.release();
+  const bool write_cached = base_cached_ && !flags.fua;
+  on_helper(
+      [raw, write_cached] {
+        if (write_cached) {
+          raw->written = raw->self->encrypt_write_cached(raw->offset, raw->plaintext, raw->ciphertext.data());
+        } else {
+          raw->self->cipher_.encrypt_here(raw->offset, raw->plaintext, raw->ciphertext.data());
+        }
+      },
+      [raw](std::error_code ec) {
+        if (ec || raw->written == raw->plaintext.size()) return raw->finish(ec);
+        raw->write_rest();
+      });
+}
+
+uint64_t LuksDevice::encrypt_write_cached(uint64_t offset, std::span<const std::byte> plaintext,
+                                          std::byte* ciphertext) const {
+  uint64_t written = 0;
+  bool writing = true;  // until the cache takes less than a whole piece
+  for (uint64_t at = 0; at < plaintext.size();) {
+    const size_t length = std::min<size_t>(kPieceBytes, plaintext.size() - at);
+    std::span<const std::byte> encrypted(ciphertext + at, length);
+    cipher_.encrypt_here(offset + at, plaintext.subspan(at, length), ciphertext + at);
+    if (writing) {
+      // Written while this core still holds the bytes it just encrypted.
+      const uint64_t moved = base_->write_cached(info_.data_offset + offset + at, encrypted);
+      written += moved;
+      writing = moved == length;
+    }
+    at += length;
+  }
+  return written;
 }
 
 // Runs `work` on a CryptoWorkers helper, then `then` with its outcome back on this thread's

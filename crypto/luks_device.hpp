@@ -3,7 +3,9 @@
 // the container (the way a crypto bdev sits on a base bdev).
 //
 // Reads decrypt in place in the caller's buffer; writes encrypt into a pooled buffer, so the
-// caller's data is never changed. Offsets are shifted past the header, which no request can
+// caller's data is never changed. Large requests do their cipher work on a helper thread, and
+// when the base can move bytes from any thread without waiting (a file in the page cache), the
+// helper also does the copy, piece by piece, each piece ciphered while in its cache. Offsets are shifted past the header, which no request can
 // reach. Zeroes are written as encrypted zeroes: a hole in the base device does not decrypt to
 // zeroes, so block status reports holes without the "reads as zero" bit.
 #include <functional>
@@ -44,8 +46,20 @@ class LuksDevice final : public backends::BlockDevice {
   // Requests this large have their cipher work done on a helper thread (see CryptoWorkers),
   // so the I/O thread overlaps network and storage work with AES on another core.
   static constexpr size_t kOffloadBytes = 128 * 1024;
+  // A helper moves bytes between the base's cache and the request in pieces this large, each
+  // ciphered right before or after its copy, while it is in the core's cache.
+  static constexpr size_t kPieceBytes = 64 * 1024;
 
+  struct ReadOp;
+  struct WriteOp;
   struct ZeroWriter;
+  // On a helper, for a base with cached transfers: read and decrypt as much of the request as
+  // the cache holds, whole sectors from the start; returns how many bytes are done.
+  uint64_t read_cached_decrypted(uint64_t offset, std::span<std::byte> data) const;
+  // On a helper: encrypt all of `plaintext` into `ciphertext`, writing into the base's cache
+  // as it goes while the cache takes it; returns how many bytes from the start are written.
+  uint64_t encrypt_write_cached(uint64_t offset, std::span<const std::byte> plaintext,
+                                std::byte* ciphertext) const;
   void on_helper(std::function<void()> work, std::function<void(std::error_code)> then) const;
   // EINVAL unless [offset, offset+length) is inside the payload and sector-aligned.
   std::error_code check(uint64_t offset, uint64_t length, int out_of_range_error) const;
@@ -53,6 +67,7 @@ class LuksDevice final : public backends::BlockDevice {
   const std::shared_ptr<backends::BlockDevice> base_;
   const LuksInfo info_;
   const XtsCipher cipher_;
+  const bool base_cached_;  // the base can_transfer_cached
 };
 
 }  // namespace volgate::crypto

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/buffer_pool.hpp"
 #include "device_sync.hpp"
@@ -123,6 +124,59 @@ TEST_F(FileDeviceTest, RangeAndReadOnlyErrors) {
   EXPECT_EQ(sync_.read(*ro, (1 << 20) - 1, buf).value(), EINVAL);
   EXPECT_TRUE(ro->capabilities().read_only);
   EXPECT_FALSE(sync_.run([&](auto done) { ro->flush(done); }));
+}
+
+// read_cached/write_cached run on whatever thread calls them (LUKS helpers), with no io_context.
+TEST_F(FileDeviceTest, CachedTransfersWorkFromAnyThreadAndNeverPastTheEnd) {
+  auto d = create(4 << 20);
+  ASSERT_TRUE(d->capabilities().can_transfer_cached);
+  const auto before = pattern(1 << 20, 4);
+  ASSERT_FALSE(sync_.write(*d, 0, before));  // allocated and in the page cache
+  const auto data = pattern(300001, 3);
+  std::vector<std::byte> back(data.size());
+  uint64_t written = 0, read = 0;
+  std::thread([&] {
+    // A disk filesystem may refuse buffered writes that must not wait (ext4 does): then
+    // nothing is written, and the caller's write() does it.
+    written = d->write_cached(12345, data);
+    read = d->read_cached(12345, back);
+  }).join();
+  EXPECT_TRUE(written == 0 || written == data.size()) << written;
+  EXPECT_EQ(read, data.size());  // what was just written is in the page cache
+  std::vector<std::byte> expected(before.begin() + 12345, before.begin() + 12345 + data.size());
+  std::copy(data.begin(), data.begin() + static_cast<ptrdiff_t>(written), expected.begin());
+  EXPECT_EQ(back, expected);
+
+  std::vector<std::byte> past_end(8192);
+  EXPECT_EQ(d->write_cached((4 << 20) - 4096, past_end), 0u);
+  EXPECT_EQ(d->read_cached((4 << 20) - 4096, past_end), 0u);
+  auto ro = FileDevice::open({.path = path_, .read_only = true});
+  EXPECT_EQ(ro->write_cached(0, past_end), 0u);
+  EXPECT_EQ(ro->read_cached(12345, back), back.size());
+  auto direct = FileDevice::open({.path = path_, .direct = true});
+  EXPECT_FALSE(direct->capabilities().can_transfer_cached);
+  EXPECT_EQ(direct->read_cached(0, past_end), 0u);
+}
+
+// On tmpfs there is no device to wait for: cached transfers move everything, holes included.
+TEST_F(FileDeviceTest, CachedTransfersOnTmpfsMoveEverything) {
+  if (!fs::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+  const std::string path = "/dev/shm/volgate-file-device-test-" + std::to_string(getpid());
+  struct Remove {
+    std::string path;
+    ~Remove() { fs::remove(path); }
+  } remove{path};
+  auto d = FileDevice::open({.path = path, .create_size = 4 << 20});
+  const auto data = pattern(300001, 8);
+  std::vector<std::byte> back(data.size());
+  uint64_t written = 0, read = 0;
+  std::thread([&] {
+    written = d->write_cached(777, data);
+    read = d->read_cached(777, back);
+  }).join();
+  EXPECT_EQ(written, data.size());
+  EXPECT_EQ(read, data.size());
+  EXPECT_EQ(back, data);
 }
 
 TEST_F(FileDeviceTest, OpenErrorsNameThePath) {

@@ -2,6 +2,7 @@
 // in-memory header copy that RBD and iSCSI volumes need.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "backends/memory_device.hpp"
@@ -189,6 +190,111 @@ TEST(LuksDevice, WriteZeroesStopsAtTheFirstFailedChunk) {
   base->armed = true;
   // Five 1 MiB chunks; the third write fails, inline, inside the writer's loop.
   EXPECT_EQ(io.run([&](auto done) { device.write_zeroes(0, 5 << 20, {}, done); }).value(), EIO);
+}
+
+// A MemoryDevice whose cache (read_cached/write_cached) holds only `budget` more bytes: past
+// that it moves part of a call and then nothing, as a page cache with missing pages would.
+class PartlyCached final : public backends::BlockDevice {
+ public:
+  PartlyCached(uint64_t size, uint64_t budget) : memory_(size, false), budget_(budget) {}
+  uint64_t size() const override { return memory_.size(); }
+  backends::DeviceCapabilities capabilities() const override {
+    auto caps = memory_.capabilities();
+    caps.can_transfer_cached = true;
+    return caps;
+  }
+  std::string description() const override { return "partly cached " + memory_.description(); }
+  void read(uint64_t o, std::span<std::byte> d, backends::Completion done) override {
+    memory_.read(o, d, std::move(done));
+  }
+  void write(uint64_t o, std::span<const std::byte> d, backends::WriteFlags f,
+             backends::Completion done) override {
+    memory_.write(o, d, f, std::move(done));
+  }
+  void flush(backends::Completion done) override { memory_.flush(std::move(done)); }
+  void trim(uint64_t o, uint64_t l, backends::Completion done) override { memory_.trim(o, l, std::move(done)); }
+  void write_zeroes(uint64_t o, uint64_t l, backends::ZeroFlags f, backends::Completion done) override {
+    memory_.write_zeroes(o, l, f, std::move(done));
+  }
+  void block_status(uint64_t o, uint64_t l, backends::ExtentsCompletion done) override {
+    memory_.block_status(o, l, std::move(done));
+  }
+  // MemoryDevice completes inline on any thread, so these may call it from a helper.
+  uint64_t read_cached(uint64_t o, std::span<std::byte> d) override {
+    auto n = take(d.size());
+    if (n) memory_.read(o, d.first(n), [](std::error_code) {});
+    return n;
+  }
+  uint64_t write_cached(uint64_t o, std::span<const std::byte> d) override {
+    auto n = take(d.size());
+    if (n) memory_.write(o, d.first(n), {}, [](std::error_code) {});
+    return n;
+  }
+  void refill(uint64_t budget) { budget_ = budget; }
+  std::atomic<int> cached_calls{0};
+
+ private:
+  uint64_t take(uint64_t wanted) {
+    ++cached_calls;
+    uint64_t n = std::min(wanted, budget_.load());
+    budget_ -= n;
+    return n;
+  }
+  backends::MemoryDevice memory_;
+  std::atomic<uint64_t> budget_;
+};
+
+// The helper's cached path (whole, partial, unaligned, empty) must write the same ciphertext
+// and read the same plaintext as the plain path through read()/write().
+TEST(LuksDevice, CachedTransfersMatchThePlainPathWhereverTheCacheRunsOut) {
+  constexpr uint64_t kSize = 16 << 20;
+  const auto options = quick("luks1", 512);
+  auto reference = std::make_shared<backends::MemoryDevice>(kSize, false);
+  DeviceSync io;
+  LuksContainer::format(*reference, options, secret("pw"));
+  std::vector<std::byte> header(2 << 20);
+  ASSERT_FALSE(io.read(*reference, 0, header));
+  const uint64_t data_offset = LuksContainer::load(*reference).info().data_offset;
+  LuksDevice plain(reference, LuksContainer::load(*reference).unlock(secret("pw")));
+
+  // Budgets: none, part of the first piece (not sector-aligned), a few pieces, all of it.
+  for (uint64_t budget : {uint64_t{0}, uint64_t{1000}, uint64_t{200 * 1024 + 77}, uint64_t{1} << 40}) {
+    SCOPED_TRACE("cache budget " + std::to_string(budget));
+    auto base = std::make_shared<PartlyCached>(kSize, 0);
+    ASSERT_FALSE(io.write(*base, 0, header));  // the same container, so the same volume key
+    LuksDevice device(base, LuksContainer::load(*base).unlock(secret("pw")));
+    const auto data = pattern(1 << 20, static_cast<uint8_t>(budget));
+    const uint64_t at = 3 << 20;
+
+    base->refill(budget);
+    ASSERT_FALSE(io.write(device, at, data));
+    ASSERT_FALSE(io.write(plain, at, data));
+    std::vector<std::byte> ciphertext(data.size()), expected(data.size());
+    ASSERT_FALSE(io.read(*base, data_offset + at, ciphertext));
+    ASSERT_FALSE(io.read(*reference, data_offset + at, expected));
+    EXPECT_TRUE(ciphertext == expected) << "ciphertext differs from the plain path's";
+
+    base->refill(budget);
+    std::vector<std::byte> back(data.size());
+    ASSERT_FALSE(io.read(device, at, back));
+    EXPECT_TRUE(back == data) << "read back differs";
+    EXPECT_GT(base->cached_calls.load(), 0);
+  }
+}
+
+TEST(LuksDevice, DurableWritesAndSmallRequestsSkipTheCachedPath) {
+  auto base = std::make_shared<PartlyCached>(32 << 20, uint64_t{1} << 40);
+  DeviceSync io;
+  LuksContainer::format(*base, quick("luks2", 4096), secret("pw"));
+  LuksDevice device(base, LuksContainer::load(*base).unlock(secret("pw")));
+  EXPECT_FALSE(device.capabilities().can_transfer_cached);  // its cache holds ciphertext
+  const auto data = pattern(1 << 20, 5);
+  ASSERT_FALSE(io.write(device, 0, data, /*fua=*/true));
+  ASSERT_FALSE(io.write(device, 0, pattern(64 * 1024, 6)));
+  std::vector<std::byte> small(64 * 1024);
+  ASSERT_FALSE(io.read(device, 0, small));
+  EXPECT_EQ(base->cached_calls.load(), 0);
+  EXPECT_TRUE(small == pattern(64 * 1024, 6));
 }
 
 TEST(LuksContainer, ADamagedHeaderIsNotMistakenForNoHeader) {
