@@ -64,8 +64,7 @@ struct LuksDevice::ReadOp {
   }
 
   void read_rest() {
-    const LuksDevice& device = *self;
-    device.base_->read(device.info_.data_offset + offset + ready, data.subspan(ready), [this](std::error_code ec) {
+    self->base_->read(self->info_.data_offset + offset + ready, data.subspan(ready), [this](std::error_code ec) {
       if (ec) return finish(ec);
       auto rest = data.subspan(ready);
       if (rest.size() >= kOffloadBytes) {
@@ -112,8 +111,8 @@ uint64_t LuksDevice::read_cached_decrypted(uint64_t offset, std::span<std::byte>
   return ready;
 }
 
-// A write: the whole request is encrypted into `ciphertext`, of which [0, written) is in the
-// base already (written from a helper into the cache); the rest is written from this thread.
+// A write: [0, written) is in the base already (encrypted and written into its cache on a
+// helper); the ciphertext of the rest is in `ciphertext`, written from this thread.
 struct LuksDevice::WriteOp {
   LuksDevice* self;
   uint64_t offset;
@@ -172,20 +171,24 @@ void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backend
 
 uint64_t LuksDevice::encrypt_write_cached(uint64_t offset, std::span<const std::byte> plaintext,
                                           std::byte* ciphertext) const {
+  // Each piece is encrypted into this helper's own small buffer, which stays in its cache, and
+  // copied into the base's cache from there; `ciphertext` is only filled (and so only brought
+  // into the cache) from the first piece the base's cache does not take whole.
+  thread_local const std::unique_ptr<std::byte[]> piece_buffer(new std::byte[kPieceBytes]);
   uint64_t written = 0;
-  bool writing = true;  // until the cache takes less than a whole piece
-  for (uint64_t at = 0; at < plaintext.size();) {
+  uint64_t at = 0;
+  for (; at < plaintext.size(); at += kPieceBytes) {
     const size_t length = std::min<size_t>(kPieceBytes, plaintext.size() - at);
-    std::span<const std::byte> encrypted(ciphertext + at, length);
-    cipher_.encrypt_here(offset + at, plaintext.subspan(at, length), ciphertext + at);
-    if (writing) {
-      // Written while this core still holds the bytes it just encrypted.
-      const uint64_t moved = base_->write_cached(info_.data_offset + offset + at, encrypted);
-      written += moved;
-      writing = moved == length;
+    cipher_.encrypt_here(offset + at, plaintext.subspan(at, length), piece_buffer.get());
+    const uint64_t moved = base_->write_cached(info_.data_offset + offset + at, {piece_buffer.get(), length});
+    written += moved;
+    if (moved < length) {
+      std::memcpy(ciphertext + at, piece_buffer.get(), length);
+      at += length;
+      break;
     }
-    at += length;
   }
+  cipher_.encrypt_here(offset + at, plaintext.subspan(at), ciphertext + at);
   return written;
 }
 

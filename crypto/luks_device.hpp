@@ -56,8 +56,9 @@ class LuksDevice final : public backends::BlockDevice {
   // On a helper, for a base with cached transfers: read and decrypt as much of the request as
   // the cache holds, whole sectors from the start; returns how many bytes are done.
   uint64_t read_cached_decrypted(uint64_t offset, std::span<std::byte> data) const;
-  // On a helper: encrypt all of `plaintext` into `ciphertext`, writing into the base's cache
-  // as it goes while the cache takes it; returns how many bytes from the start are written.
+  // On a helper: encrypt `plaintext` and write it into the base's cache while the cache takes
+  // it; returns how many bytes from the start are written, and leaves the ciphertext of the
+  // rest in `ciphertext` (at the same offsets) for the base's write().
   uint64_t encrypt_write_cached(uint64_t offset, std::span<const std::byte> plaintext,
                                 std::byte* ciphertext) const;
   void on_helper(std::function<void()> work, std::function<void(std::error_code)> then) const;
