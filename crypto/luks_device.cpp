@@ -64,7 +64,8 @@ struct LuksDevice::ReadOp {
   }
 
   void read_rest() {
-    self->base_->read(self->info_.data_offset + offset + ready, data.subspan(ready), [this](std::error_code ec) {
+    const uint64_t at = self->info_.data_offset + offset + ready;
+    self->base_->read(at, data.subspan(ready), [this](std::error_code ec) {
       if (ec) return finish(ec);
       auto rest = data.subspan(ready);
       if (rest.size() >= kOffloadBytes) {
@@ -158,7 +159,8 @@ void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backend
   on_helper(
       [raw, write_cached] {
         if (write_cached) {
-          raw->written = raw->self->encrypt_write_cached(raw->offset, raw->plaintext, raw->ciphertext.data());
+          raw->written =
+              raw->self->encrypt_write_cached(raw->offset, raw->plaintext, raw->ciphertext.data());
         } else {
           raw->self->cipher_.encrypt_here(raw->offset, raw->plaintext, raw->ciphertext.data());
         }
@@ -180,7 +182,8 @@ uint64_t LuksDevice::encrypt_write_cached(uint64_t offset, std::span<const std::
   for (; at < plaintext.size(); at += kPieceBytes) {
     const size_t length = std::min<size_t>(kPieceBytes, plaintext.size() - at);
     cipher_.encrypt_here(offset + at, plaintext.subspan(at, length), piece_buffer.get());
-    const uint64_t moved = base_->write_cached(info_.data_offset + offset + at, {piece_buffer.get(), length});
+    const uint64_t moved =
+        base_->write_cached(info_.data_offset + offset + at, {piece_buffer.get(), length});
     written += moved;
     if (moved < length) {
       std::memcpy(ciphertext + at, piece_buffer.get(), length);

@@ -5,9 +5,10 @@
 // Reads decrypt in place in the caller's buffer; writes encrypt into a pooled buffer, so the
 // caller's data is never changed. Large requests do their cipher work on a helper thread, and
 // when the base can move bytes from any thread without waiting (a file in the page cache), the
-// helper also does the copy, piece by piece, each piece ciphered while in its cache. Offsets are shifted past the header, which no request can
-// reach. Zeroes are written as encrypted zeroes: a hole in the base device does not decrypt to
-// zeroes, so block status reports holes without the "reads as zero" bit.
+// helper also does the copy, piece by piece, each piece ciphered while in its cache. Offsets
+// are shifted past the header, which no request can reach. Zeroes are written as encrypted
+// zeroes: a hole in the base device does not decrypt to zeroes, so block status reports holes
+// without the "reads as zero" bit.
 #include <functional>
 #include <memory>
 
