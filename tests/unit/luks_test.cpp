@@ -151,20 +151,19 @@ TEST(LuksContainer, WrongPassphraseAndKeyslotLifecycle) {
   }
 }
 
-// A MemoryDevice that fails every write after the first `good_writes` once armed, to inject
-// storage errors under LuksDevice.
-class FailingWrites final : public backends::BlockDevice {
+// A BlockDevice that passes every call to a MemoryDevice it owns: the base of the test
+// doubles below, which each change one thing.
+class ForwardsToMemory : public backends::BlockDevice {
  public:
-  FailingWrites(uint64_t size, int good_writes) : memory_(size, false), good_(good_writes) {}
+  explicit ForwardsToMemory(uint64_t size) : memory_(size, false) {}
   uint64_t size() const override { return memory_.size(); }
   backends::DeviceCapabilities capabilities() const override { return memory_.capabilities(); }
-  std::string description() const override { return "failing " + memory_.description(); }
+  std::string description() const override { return "test " + memory_.description(); }
   void read(uint64_t o, std::span<std::byte> d, backends::Completion done) override {
     memory_.read(o, d, std::move(done));
   }
   void write(uint64_t o, std::span<const std::byte> d, backends::WriteFlags f,
              backends::Completion done) override {
-    if (armed && good_-- <= 0) return done(backends::errno_code(EIO));
     memory_.write(o, d, f, std::move(done));
   }
   void flush(backends::Completion done) override { memory_.flush(std::move(done)); }
@@ -175,10 +174,24 @@ class FailingWrites final : public backends::BlockDevice {
   void block_status(uint64_t o, uint64_t l, backends::ExtentsCompletion done) override {
     memory_.block_status(o, l, std::move(done));
   }
+
+ protected:
+  backends::MemoryDevice memory_;
+};
+
+// Fails every write after the first `good_writes` once armed, to inject storage errors under
+// LuksDevice.
+class FailingWrites final : public ForwardsToMemory {
+ public:
+  FailingWrites(uint64_t size, int good_writes) : ForwardsToMemory(size), good_(good_writes) {}
+  void write(uint64_t o, std::span<const std::byte> d, backends::WriteFlags f,
+             backends::Completion done) override {
+    if (armed && good_-- <= 0) return done(backends::errno_code(EIO));
+    memory_.write(o, d, f, std::move(done));
+  }
   bool armed = false;
 
  private:
-  backends::MemoryDevice memory_;
   int good_;
 };
 
@@ -192,32 +205,15 @@ TEST(LuksDevice, WriteZeroesStopsAtTheFirstFailedChunk) {
   EXPECT_EQ(io.run([&](auto done) { device.write_zeroes(0, 5 << 20, {}, done); }).value(), EIO);
 }
 
-// A MemoryDevice whose cache (read_cached/write_cached) holds only `budget` more bytes: past
+// A memory device whose cache (read_cached/write_cached) holds only `budget` more bytes: past
 // that it moves part of a call and then nothing, as a page cache with missing pages would.
-class PartlyCached final : public backends::BlockDevice {
+class PartlyCached final : public ForwardsToMemory {
  public:
-  PartlyCached(uint64_t size, uint64_t budget) : memory_(size, false), budget_(budget) {}
-  uint64_t size() const override { return memory_.size(); }
+  PartlyCached(uint64_t size, uint64_t budget) : ForwardsToMemory(size), budget_(budget) {}
   backends::DeviceCapabilities capabilities() const override {
     auto caps = memory_.capabilities();
     caps.can_transfer_cached = true;
     return caps;
-  }
-  std::string description() const override { return "partly cached " + memory_.description(); }
-  void read(uint64_t o, std::span<std::byte> d, backends::Completion done) override {
-    memory_.read(o, d, std::move(done));
-  }
-  void write(uint64_t o, std::span<const std::byte> d, backends::WriteFlags f,
-             backends::Completion done) override {
-    memory_.write(o, d, f, std::move(done));
-  }
-  void flush(backends::Completion done) override { memory_.flush(std::move(done)); }
-  void trim(uint64_t o, uint64_t l, backends::Completion done) override { memory_.trim(o, l, std::move(done)); }
-  void write_zeroes(uint64_t o, uint64_t l, backends::ZeroFlags f, backends::Completion done) override {
-    memory_.write_zeroes(o, l, f, std::move(done));
-  }
-  void block_status(uint64_t o, uint64_t l, backends::ExtentsCompletion done) override {
-    memory_.block_status(o, l, std::move(done));
   }
   // MemoryDevice completes inline on any thread, so these may call it from a helper.
   uint64_t read_cached(uint64_t o, std::span<std::byte> d) override {
@@ -240,7 +236,6 @@ class PartlyCached final : public backends::BlockDevice {
     budget_ -= n;
     return n;
   }
-  backends::MemoryDevice memory_;
   std::atomic<uint64_t> budget_;
 };
 
