@@ -4,7 +4,8 @@
 //
 // Contract:
 //  - Calls are made from a worker thread that runs an io_context marked current
-//    (common/current_context.hpp). Every completion is invoked on that same io_context's thread,
+//    (common/current_context.hpp), except read_cached()/write_cached(), which any thread may
+//    call at any time. Every completion is invoked on that same io_context's thread,
 //    exactly once. It may be invoked before the call returns (memory-speed devices do that),
 //    so callers must not hold state across the call that the completion invalidates.
 //  - Ranges are already checked by the caller against size() and the device's alignment;
@@ -60,8 +61,10 @@ struct DeviceCapabilities {
   // Requests usually finish within microseconds (RAM, the page cache), so the next request is
   // worth busy-polling for; not so for a network round trip (iSCSI, RBD).
   bool fast_completions = false;
-  // read_cached()/write_cached() can move bytes (see there); without this they move none.
-  bool can_transfer_cached = false;
+  // read_cached()/write_cached() may move bytes (see there); without these they move none.
+  // They can turn false while the device is open (a filesystem found to refuse them).
+  bool can_read_cached = false;
+  bool can_write_cached = false;
   uint32_t min_block_size = 1;  // requests must be aligned to this
   uint32_t preferred_block_size = 4096;
 };
@@ -99,7 +102,7 @@ class BlockDevice {
   // never an error (the rest goes through read()/write(), which report errors). A decorator
   // that already runs on a helper thread (LUKS) can then do the copy there, while the bytes are
   // in that core's cache, without a round trip through the I/O thread. These writes are not
-  // durable (no FUA).
+  // durable (no FUA); a later flush() on any thread covers them, as it covers write()'s.
   virtual uint64_t read_cached(uint64_t offset, std::span<std::byte> data) {
     (void)offset, (void)data;
     return 0;

@@ -256,7 +256,13 @@ DeviceCapabilities FileDevice::capabilities() const {
   caps.can_block_status = !is_block_device_;
   caps.can_multi_conn = true;
   caps.fast_completions = true;
-  caps.can_transfer_cached = inline_io_ != InlineIo::never;
+  // On a disk filesystem these last until it first answers RWF_NOWAIT with EOPNOTSUPP (ext4
+  // does for buffered writes); tmpfs never waits for a device, so it needs no RWF_NOWAIT.
+  const bool always = inline_io_ == InlineIo::always;
+  const bool nowait = inline_io_ == InlineIo::cached_only;
+  caps.can_read_cached = always || (nowait && nowait_reads_.load(std::memory_order_relaxed));
+  caps.can_write_cached =
+      writable && (always || (nowait && nowait_writes_.load(std::memory_order_relaxed)));
   caps.min_block_size = options_.direct ? kDirectAlignment : 1;
   caps.preferred_block_size = 4096;
   return caps;

@@ -3,8 +3,10 @@
 // I/O threads: submit() hands a whole job over and returns (LuksDevice posts the result back to
 // its io_context); run() splits one job into shares, does one itself and waits for the rest.
 //
-// Helpers only ever run cipher work, never I/O, and never call run() themselves, so waiting
-// for them cannot deadlock.
+// Helpers run cipher work and, with it, copies to and from the page cache that wait for no
+// device and no I/O thread (BlockDevice::read_cached/write_cached); they never call run()
+// themselves. So a job always finishes without help from the thread waiting for it, and
+// waiting for helpers cannot deadlock.
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>

@@ -18,15 +18,14 @@ using backends::errno_code;
 LuksDevice::LuksDevice(std::shared_ptr<backends::BlockDevice> base, UnlockedLuks unlocked)
     : base_(std::move(base)),
       info_(std::move(unlocked.info)),
-      cipher_(unlocked.volume_key.span(), info_.sector_size, info_.iv_offset),
-      base_cached_(base_->capabilities().can_transfer_cached) {}
+      cipher_(unlocked.volume_key.span(), info_.sector_size, info_.iv_offset) {}
 // `unlocked.volume_key` is wiped when the moved-from argument goes out of scope.
 
 LuksDevice::~LuksDevice() = default;
 
 backends::DeviceCapabilities LuksDevice::capabilities() const {
   auto caps = base_->capabilities();
-  caps.can_transfer_cached = false;  // the cached bytes are ciphertext
+  caps.can_read_cached = caps.can_write_cached = false;  // the cached bytes are ciphertext
   caps.can_zero = !caps.read_only;  // written as encrypted zeroes
   caps.can_fast_zero = false;       // that is never faster than a write
   caps.min_block_size = std::max(caps.min_block_size, info_.sector_size);
@@ -90,7 +89,7 @@ struct LuksDevice::ReadOp {
 void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
   if (auto ec = check(offset, data.size(), EINVAL)) return done(ec);
   auto* op = new ReadOp{this, offset, data, std::move(done)};
-  if (data.size() < kOffloadBytes || !base_cached_) return op->read_rest();
+  if (data.size() < kOffloadBytes || !base_->capabilities().can_read_cached) return op->read_rest();
   // Read what the cache holds and decrypt it piece by piece on a helper, then fetch the rest.
   on_helper([op] { op->ready = op->self->read_cached_decrypted(op->offset, op->data); },
             [op](std::error_code ec) {
@@ -155,7 +154,7 @@ void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backend
   // Encrypt on a helper and, unless the write must be durable, put what the cache takes into
   // the base from there too; the rest is written from this thread (the base device's).
   WriteOp* raw = op.release();
-  const bool write_cached = base_cached_ && !flags.fua;
+  const bool write_cached = !flags.fua && base_->capabilities().can_write_cached;
   on_helper(
       [raw, write_cached] {
         if (write_cached) {
@@ -177,22 +176,24 @@ uint64_t LuksDevice::encrypt_write_cached(uint64_t offset, std::span<const std::
   // copied into the base's cache from there; `ciphertext` is only filled (and so only brought
   // into the cache) from the first piece the base's cache does not take whole.
   thread_local const std::unique_ptr<std::byte[]> piece_buffer(new std::byte[kPieceBytes]);
-  uint64_t written = 0;
   uint64_t at = 0;
-  for (; at < plaintext.size(); at += kPieceBytes) {
+  while (at < plaintext.size()) {
     const size_t length = std::min<size_t>(kPieceBytes, plaintext.size() - at);
     cipher_.encrypt_here(offset + at, plaintext.subspan(at, length), piece_buffer.get());
     const uint64_t moved =
         base_->write_cached(info_.data_offset + offset + at, {piece_buffer.get(), length});
-    written += moved;
     if (moved < length) {
+      // The rest goes through the base's write(), which wants whole sectors: it starts at the
+      // sector the cache took only part of (rewriting that part with the same bytes).
       std::memcpy(ciphertext + at, piece_buffer.get(), length);
+      const uint64_t written = at + moved - moved % info_.sector_size;
       at += length;
-      break;
+      cipher_.encrypt_here(offset + at, plaintext.subspan(at), ciphertext + at);
+      return written;
     }
+    at += length;
   }
-  cipher_.encrypt_here(offset + at, plaintext.subspan(at), ciphertext + at);
-  return written;
+  return at;
 }
 
 // Runs `work` on a CryptoWorkers helper, then `then` with its outcome back on this thread's
@@ -201,15 +202,20 @@ void LuksDevice::on_helper(std::function<void()> work,
                            std::function<void(std::error_code)> then) const {
   boost::asio::io_context& io = current_io_context();
   auto busy = boost::asio::make_work_guard(io);
-  CryptoWorkers::instance().submit([work = std::move(work), then = std::move(then), &io, busy] {
-    std::error_code ec;
-    try {
-      work();
-    } catch (const std::exception&) {
-      ec = cipher_failed();
-    }
-    boost::asio::post(io, [then, ec, busy] { then(ec); });
-  });
+  try {
+    // `then` is copied, not moved: it must still be there if nothing could be queued.
+    CryptoWorkers::instance().submit([work = std::move(work), then, &io, busy] {
+      std::error_code ec;
+      try {
+        work();
+      } catch (const std::exception&) {
+        ec = cipher_failed();
+      }
+      boost::asio::post(io, [then, ec, busy] { then(ec); });
+    });
+  } catch (const std::exception&) {  // out of memory: the job was not queued
+    then(errno_code(ENOMEM));
+  }
 }
 
 void LuksDevice::flush(Completion done) { base_->flush(std::move(done)); }

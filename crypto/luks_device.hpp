@@ -62,6 +62,8 @@ class LuksDevice final : public backends::BlockDevice {
   // rest in `ciphertext` (at the same offsets) for the base's write().
   uint64_t encrypt_write_cached(uint64_t offset, std::span<const std::byte> plaintext,
                                 std::byte* ciphertext) const;
+  // Runs `work` on a helper, then `then` on this thread's io_context with the outcome (EIO if
+  // `work` threw; ENOMEM, at once, if the job could not be queued).
   void on_helper(std::function<void()> work, std::function<void(std::error_code)> then) const;
   // EINVAL unless [offset, offset+length) is inside the payload and sector-aligned.
   std::error_code check(uint64_t offset, uint64_t length, int out_of_range_error) const;
@@ -69,7 +71,6 @@ class LuksDevice final : public backends::BlockDevice {
   const std::shared_ptr<backends::BlockDevice> base_;
   const LuksInfo info_;
   const XtsCipher cipher_;
-  const bool base_cached_;  // the base can_transfer_cached
 };
 
 }  // namespace volgate::crypto

@@ -211,6 +211,11 @@ for e in e4k e512; do
     (cd "$T" && fio --name=v --ioengine=nbd --uri="$(uri "$e")" --rw=write --bs=1M --iodepth=16 \
         --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --output="$T/fio2.$e" >/dev/null 2>&1) ||
         fail "$e: fio 1M verify failed: $(tail -5 "$T/fio2.$e")"
+    # Large requests that are not whole 64 KiB pieces of the helper's page-cache copy.
+    (cd "$T" && fio --name=v --ioengine=nbd --uri="$(uri "$e")" --rw=randwrite --bssplit=132k/50:1028k/50 \
+        --blockalign=4k --iodepth=8 --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --output="$T/fio3.$e" >/dev/null 2>&1) ||
+        fail "$e: fio 132k/1028k verify failed: $(tail -5 "$T/fio3.$e")"
 done
 stop_volgate
-pass "fio crc32c verification at depth 32 through 4096- and 512-byte-sector exports"
+pass "fio crc32c verification at depth 32 through 4096- and 512-byte-sector exports, 4 KiB to 1028 KiB"

@@ -212,8 +212,20 @@ class PartlyCached final : public ForwardsToMemory {
   PartlyCached(uint64_t size, uint64_t budget) : ForwardsToMemory(size), budget_(budget) {}
   backends::DeviceCapabilities capabilities() const override {
     auto caps = memory_.capabilities();
-    caps.can_transfer_cached = true;
+    caps.can_read_cached = caps.can_write_cached = true;
+    caps.min_block_size = 512;  // the normal path refuses what a sector device would
     return caps;
+  }
+  void read(uint64_t o, std::span<std::byte> d, backends::Completion done) override {
+    ++plain_calls;
+    if (o % 512 || d.size() % 512) return done(backends::errno_code(EINVAL));
+    memory_.read(o, d, std::move(done));
+  }
+  void write(uint64_t o, std::span<const std::byte> d, backends::WriteFlags f,
+             backends::Completion done) override {
+    ++plain_calls;
+    if (o % 512 || d.size() % 512) return done(backends::errno_code(EINVAL));
+    memory_.write(o, d, f, std::move(done));
   }
   // MemoryDevice completes inline on any thread, so these may call it from a helper.
   uint64_t read_cached(uint64_t o, std::span<std::byte> d) override {
@@ -226,8 +238,12 @@ class PartlyCached final : public ForwardsToMemory {
     if (n) memory_.write(o, d.first(n), {}, [](std::error_code) {});
     return n;
   }
-  void refill(uint64_t budget) { budget_ = budget; }
+  void refill(uint64_t budget) {
+    budget_ = budget;
+    cached_calls = plain_calls = 0;
+  }
   std::atomic<int> cached_calls{0};
+  std::atomic<int> plain_calls{0};
 
  private:
   uint64_t take(uint64_t wanted) {
@@ -239,50 +255,64 @@ class PartlyCached final : public ForwardsToMemory {
   std::atomic<uint64_t> budget_;
 };
 
-// The helper's cached path (whole, partial, unaligned, empty) must write the same ciphertext
-// and read the same plaintext as the plain path through read()/write().
-TEST(LuksDevice, CachedTransfersMatchThePlainPathWhereverTheCacheRunsOut) {
-  constexpr uint64_t kSize = 16 << 20;
-  const auto options = quick("luks1", 512);
+// The helper's cached path (whole, partial, unaligned, empty; requests that are and are not
+// multiples of its 64 KiB pieces) must write the same ciphertext and read the same plaintext
+// as the plain path through read()/write(), and hand the base only whole sectors.
+class LuksCachedTest : public ::testing::TestWithParam<std::pair<std::string, uint32_t>> {};
+
+TEST_P(LuksCachedTest, CachedTransfersMatchThePlainPathWhereverTheCacheRunsOut) {
+  constexpr uint64_t kSize = 48 << 20;
+  constexpr uint64_t kAll = uint64_t{1} << 40;
   auto reference = std::make_shared<backends::MemoryDevice>(kSize, false);
   DeviceSync io;
-  LuksContainer::format(*reference, options, secret("pw"));
-  std::vector<std::byte> header(2 << 20);
-  ASSERT_FALSE(io.read(*reference, 0, header));
+  LuksContainer::format(*reference, quick(GetParam().first, GetParam().second), secret("pw"));
   const uint64_t data_offset = LuksContainer::load(*reference).info().data_offset;
+  std::vector<std::byte> header(data_offset);
+  ASSERT_FALSE(io.read(*reference, 0, header));
   LuksDevice plain(reference, LuksContainer::load(*reference).unlock(secret("pw")));
 
   // Budgets: none, part of the first piece (not sector-aligned), a few pieces, all of it.
-  for (uint64_t budget : {uint64_t{0}, uint64_t{1000}, uint64_t{200 * 1024 + 77}, uint64_t{1} << 40}) {
-    SCOPED_TRACE("cache budget " + std::to_string(budget));
-    auto base = std::make_shared<PartlyCached>(kSize, 0);
-    ASSERT_FALSE(io.write(*base, 0, header));  // the same container, so the same volume key
-    LuksDevice device(base, LuksContainer::load(*base).unlock(secret("pw")));
-    const auto data = pattern(1 << 20, static_cast<uint8_t>(budget));
-    const uint64_t at = 3 << 20;
+  for (uint64_t size : {uint64_t{132} << 10, uint64_t{1} << 20, (uint64_t{1} << 20) + 4096}) {
+    for (uint64_t budget : {uint64_t{0}, uint64_t{1000}, uint64_t{200 * 1024 + 77}, kAll}) {
+      SCOPED_TRACE("request " + std::to_string(size) + ", cache budget " + std::to_string(budget));
+      auto base = std::make_shared<PartlyCached>(kSize, 0);
+      ASSERT_FALSE(io.write(*base, 0, header));  // the same container, so the same volume key
+      LuksDevice device(base, LuksContainer::load(*base).unlock(secret("pw")));
+      const auto data = pattern(size, static_cast<uint8_t>(budget + size));
+      const uint64_t at = 3 << 20;
+      const int plain_calls = budget >= size ? 0 : 1;  // the rest, in one call
 
-    base->refill(budget);
-    ASSERT_FALSE(io.write(device, at, data));
-    ASSERT_FALSE(io.write(plain, at, data));
-    std::vector<std::byte> ciphertext(data.size()), expected(data.size());
-    ASSERT_FALSE(io.read(*base, data_offset + at, ciphertext));
-    ASSERT_FALSE(io.read(*reference, data_offset + at, expected));
-    EXPECT_TRUE(ciphertext == expected) << "ciphertext differs from the plain path's";
+      base->refill(budget);
+      ASSERT_FALSE(io.write(device, at, data));
+      EXPECT_GT(base->cached_calls.load(), 0);
+      EXPECT_EQ(base->plain_calls.load(), plain_calls);
+      ASSERT_FALSE(io.write(plain, at, data));
+      std::vector<std::byte> ciphertext(size), expected(size);
+      ASSERT_FALSE(io.read(*base, data_offset + at, ciphertext));
+      ASSERT_FALSE(io.read(*reference, data_offset + at, expected));
+      EXPECT_TRUE(ciphertext == expected) << "ciphertext differs from the plain path's";
 
-    base->refill(budget);
-    std::vector<std::byte> back(data.size());
-    ASSERT_FALSE(io.read(device, at, back));
-    EXPECT_TRUE(back == data) << "read back differs";
-    EXPECT_GT(base->cached_calls.load(), 0);
+      base->refill(budget);
+      std::vector<std::byte> back(size);
+      ASSERT_FALSE(io.read(device, at, back));
+      EXPECT_TRUE(back == data) << "read back differs";
+      EXPECT_GT(base->cached_calls.load(), 0);
+      EXPECT_EQ(base->plain_calls.load(), plain_calls);
+    }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Formats, LuksCachedTest,
+                         ::testing::Values(std::make_pair(std::string("luks1"), 512u),
+                                           std::make_pair(std::string("luks2"), 4096u)));
 
 TEST(LuksDevice, DurableWritesAndSmallRequestsSkipTheCachedPath) {
   auto base = std::make_shared<PartlyCached>(32 << 20, uint64_t{1} << 40);
   DeviceSync io;
   LuksContainer::format(*base, quick("luks2", 4096), secret("pw"));
   LuksDevice device(base, LuksContainer::load(*base).unlock(secret("pw")));
-  EXPECT_FALSE(device.capabilities().can_transfer_cached);  // its cache holds ciphertext
+  EXPECT_FALSE(device.capabilities().can_read_cached);  // its cache holds ciphertext
+  EXPECT_FALSE(device.capabilities().can_write_cached);
   const auto data = pattern(1 << 20, 5);
   ASSERT_FALSE(io.write(device, 0, data, /*fua=*/true));
   ASSERT_FALSE(io.write(device, 0, pattern(64 * 1024, 6)));
