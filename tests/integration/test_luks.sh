@@ -124,8 +124,9 @@ pass "cryptsetup LUKS1: qemu-img reads what volgate reads"
     fail "volgate luks format failed: $(cat "$T/fmt.err")"
 grep -q "^version: *LUKS2" "$T/fmt.out" && grep -q "^sector size: *4096" "$T/fmt.out" ||
     fail "format summary: $(cat "$T/fmt.out")"
-grep -q "cipher: aes-xts-plain64" <<<"$(cryptsetup luksDump "$T/v2.img")" || fail "cryptsetup luksDump rejects volgate's LUKS2 header"
-grep -q "PBKDF: *argon2id" <<<"$(cryptsetup luksDump "$T/v2.img")" || fail "LUKS2 default PBKDF is not argon2id"
+v2_dump=$(cryptsetup luksDump "$T/v2.img") || fail "cryptsetup luksDump rejects volgate's LUKS2 header: $v2_dump"
+grep -q "cipher: aes-xts-plain64" <<<"$v2_dump" || fail "cryptsetup luksDump rejects volgate's LUKS2 header"
+grep -q "PBKDF: *argon2id" <<<"$v2_dump" || fail "LUKS2 default PBKDF is not argon2id"
 roundtrip volgate-luks2 "$T/v2.img" "$T/k1"
 "$VOLGATE" luks format --type luks1 --pbkdf-force-iterations 1000 --key-file "$T/k1" "file:$T/v1.img,size=32M" >/dev/null 2>&1 ||
     fail "volgate luks format --type luks1 failed"
