@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package volgate needs to build, test and benchmark.
+#   scripts/install-deps.sh [--fuzz]    --fuzz: also clang and libFuzzer, for scripts/fuzz.sh
 # Safe to run repeatedly; skips apt entirely when everything is already present.
 set -euo pipefail
 
@@ -21,6 +22,11 @@ packages=(
   # controller: SQLite, and the tools its integration test drives the REST API with
   libsqlite3-dev sqlite3 curl
 )
+case "${1:-}" in
+  "") ;;
+  --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+  *) echo "usage: scripts/install-deps.sh [--fuzz]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs a libFuzzer campaign on one of volgate's fuzz targets (tests/fuzz), with AddressSanitizer
+# and UndefinedBehaviorSanitizer, then merges the inputs that reached new code into the stored
+# corpus that the unit tests replay.
+#   scripts/fuzz.sh [--seconds N] [--no-merge] [TARGET]
+#     TARGET      a fuzz target (default: nbd_session_fuzz)
+#     --seconds   how long to fuzz (default: 600)
+#     --no-merge  leave tests/fuzz/corpus/TARGET as it is
+# Installs clang and libFuzzer if missing and builds into build-fuzz/. A crash leaves its input
+# in build-fuzz/fuzz-artifacts/ and the script exits non-zero; replay it with
+#   build-fuzz/tests/fuzz/TARGET FILE
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=600
+merge=1
+target=nbd_session_fuzz
+while (($#)); do
+  case "$1" in
+    --seconds) seconds=${2:?--seconds needs a number}; shift 2 ;;
+    --no-merge) merge=0; shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "fuzz.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) target=$1; shift ;;
+  esac
+done
+[[ $seconds =~ ^[0-9]+$ ]] || { echo "fuzz.sh: --seconds takes a whole number, not '$seconds'" >&2; exit 2; }
+[[ -f tests/fuzz/$target.cpp ]] || { echo "fuzz.sh: no fuzz target '$target' in tests/fuzz" >&2; exit 2; }
+
+scripts/install-deps.sh --fuzz
+scripts/build.sh fuzz
+
+stored=tests/fuzz/corpus/$target
+work=build-fuzz/fuzz-corpus/$target   # grows during campaigns; only its essence is stored
+artifacts=build-fuzz/fuzz-artifacts
+mkdir -p "$stored" "$work" "$artifacts"
+dict=()
+[[ -f tests/fuzz/$target.dict ]] && dict=(-dict="tests/fuzz/$target.dict")
+
+binary=build-fuzz/tests/fuzz/$target
+echo "fuzz.sh: $target for ${seconds} s (corpus $work, seeded from $stored)" >&2
+"$binary" "${dict[@]}" -max_total_time="$seconds" -max_len=8192 -timeout=25 \
+  -artifact_prefix="$artifacts/" -print_final_stats=1 "$work" "$stored"
+
+if ((merge)); then
+  # Keep the smallest set of inputs that covers everything the stored and new inputs cover.
+  merged=$(mktemp -d)
+  "$binary" -merge=1 "$merged" "$stored" "$work" 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new files' >&2 || true
+  rm -f "$stored"/*
+  cp "$merged"/* "$stored"/
+  rm -rf "$merged"
+  echo "fuzz.sh: $stored now holds $(ls "$stored" | wc -l) inputs" >&2
+fi
