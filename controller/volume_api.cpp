@@ -169,7 +169,12 @@ bool query_flag(const std::string& query, const std::string& name) {
   return false;
 }
 
-ApiResponse ok(int status, const json& body) { return {status, body.dump()}; }
+// Paths, methods and ids are echoed in messages, and a client may send any bytes in them.
+// nlohmann::json refuses to write a string that is not UTF-8 (it throws); such bytes go out
+// as U+FFFD instead.
+std::string to_text(const json& body) { return body.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+ApiResponse ok(int status, const json& body) { return {status, to_text(body)}; }
 
 [[noreturn]] void method_not_allowed(const std::string& method, const std::string& path) {
   throw ApiError(ApiError::Kind::method_not_allowed, method + " is not allowed on " + path + ".");
@@ -180,7 +185,7 @@ ApiResponse ok(int status, const json& body) { return {status, body.dump()}; }
 ApiResponse error_response(int status, std::string_view fault, const std::string& message) {
   json j;
   j[std::string(fault)] = {{"message", message}, {"code", status}};
-  return {status, j.dump()};
+  return {status, to_text(j)};
 }
 
 ApiResponse VolumeApi::handle(const std::string& method, const std::string& target, const std::string& body) {

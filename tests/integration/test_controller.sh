@@ -184,6 +184,24 @@ expect_api 404 itemNotFound DELETE /v3/default/volumes/00000000-0000-4000-8000-0
 expect_api 404 itemNotFound GET "/v3/other/volumes/$fast1" >/dev/null
 expect_api 405 HTTPMethodNotAllowed PUT /v3/default/volumes '{}' >/dev/null
 expect_api 404 itemNotFound GET /v3/default/backups >/dev/null
+# Raw bytes that are not UTF-8 in the path (curl would percent-encode them) are echoed in the
+# fault as U+FFFD; they once made the controller abort.
+raw=$(python3 - "$SOCK" "$STATE/token" <<'PY'
+import socket, sys
+token = open(sys.argv[2]).read().strip().encode()
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"GET /v3/p\xff/volumes HTTP/1.1\r\nHost: x\r\nX-Auth-Token: " + token +
+          b"\r\nConnection: close\r\n\r\n")
+reply = b""
+while chunk := s.recv(65536):
+    reply += chunk
+print(reply.decode("utf-8", "strict"))
+PY
+) || fail "raw non-UTF-8 path: no readable reply"
+grep -q '^HTTP/1.1 400' <<<"$raw" && grep -qF "Project 'p"$'\xef\xbf\xbd'"'" <<<"$raw" ||
+    fail "raw non-UTF-8 path: $raw"
+assert_alive "$CTL_PID"
 # The CLI: one line on stderr, exit 2.
 cli_refuses() {
     local rc=0

@@ -106,6 +106,22 @@ TEST_F(VolumeApiTest, BadInputGetsFaultBodies) {
   EXPECT_NE(fault(conflict, "conflictingRequest").find("extending"), std::string::npos);
 }
 
+// Paths and methods are echoed in fault messages; bytes that are not UTF-8 once made the JSON
+// writer throw out of handle(), which ended the controller (found by tests/fuzz/volume_api_fuzz).
+TEST_F(VolumeApiTest, BytesThatAreNotUtf8GetFaultBodiesToo) {
+  auto project = call("GET", "/v3/p\xff/volumes");
+  EXPECT_EQ(project.first, 400);
+  EXPECT_NE(fault(project, "badRequest").find("p\xEF\xBF\xBD"), std::string::npos)  // U+FFFD
+      << project.second.dump();
+  auto volume = call("GET", "/v3/p/volumes/\xc3");
+  EXPECT_EQ(volume.first, 404);
+  EXPECT_FALSE(fault(volume, "itemNotFound").empty());
+  auto method = call("POS\xde", "/v3/p/volumes");
+  EXPECT_EQ(method.first, 405);
+  EXPECT_FALSE(fault(method, "HTTPMethodNotAllowed").empty()) << method.second.dump();
+  EXPECT_EQ(call("GET", "/v3/p/bogus\xc3").first, 404);
+}
+
 TEST_F(VolumeApiTest, QuotaExceededIs413OverLimit) {
   EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"volumes": 1}})").first, 200);
   EXPECT_EQ(call("POST", "/v3/p/volumes", R"({"volume": {"size": 1}})").first, 202);
