@@ -2,8 +2,10 @@
 //
 // The input is everything a client sends. A real Session (the same code `volgate serve` runs)
 // reads it from one end of a socketpair while this harness writes the input into the other end,
-// closes it, and drains whatever the server answers. Two small memory exports stand behind it,
-// one of them read-only; they live for the whole run, so earlier inputs' writes stay in them.
+// closes it, and drains whatever the server answers. Four small exports stand behind it: a
+// memory disk, a read-only one, and LUKS2 (4096-byte sectors) and LUKS1 (512) containers on
+// memory, so the encrypted data path with its helper threads is fuzzed too. They live for the
+// whole run, so earlier inputs' writes stay in them.
 //
 // What must hold for every input: no crash, no sanitizer report, no hang, and the session ends
 // once the client's side is closed. Built two ways (see CMakeLists.txt): with libFuzzer for
@@ -21,10 +23,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
 #include "backends/memory_device.hpp"
+#include "common/current_context.hpp"
+#include "crypto/luks_container.hpp"
+#include "crypto/luks_device.hpp"
+#include "crypto/secure_bytes.hpp"
 #include "nbd/export.hpp"
 #include "nbd/server.hpp"
 #include "nbd/session.hpp"
@@ -33,14 +40,29 @@ namespace {
 
 using namespace volgate;
 
+// A LUKS container of `type` with about 1 MiB of payload, formatted and unlocked on memory.
+std::shared_ptr<backends::BlockDevice> luks_on_memory(const std::string& type, uint32_t sector,
+                                                      uint64_t header_bytes) {
+  auto base = std::make_shared<backends::MemoryDevice>(header_bytes + (1 << 20), false);
+  crypto::LuksFormatOptions options;
+  options.type = type;
+  options.sector_size = sector;
+  options.pbkdf = "pbkdf2";
+  options.pbkdf_iterations = 1000;  // the minimum: no timing benchmark at start
+  crypto::SecureBytes passphrase(4);
+  std::memcpy(passphrase.data(), "fuzz", 4);
+  auto container = crypto::LuksContainer::format(*base, options, passphrase);
+  return std::make_shared<crypto::LuksDevice>(base, container.unlock(passphrase));
+}
+
 // Exports that live for the whole process: building them per input would dominate the run.
 const nbd::ExportTable& exports() {
   static const nbd::ExportTable table = [] {
-    auto writable = std::make_shared<backends::MemoryDevice>(1 << 20, false);
-    auto read_only = std::make_shared<backends::MemoryDevice>(256 << 10, true);
     nbd::ExportTable t;
-    t.add({"disk", "a 1 MiB memory disk", writable});
-    t.add({"ro", "a read-only memory disk", read_only});
+    t.add({"disk", "a 1 MiB memory disk", std::make_shared<backends::MemoryDevice>(1 << 20, false)});
+    t.add({"ro", "a read-only memory disk", std::make_shared<backends::MemoryDevice>(256 << 10, true)});
+    t.add({"luks", "LUKS2 on memory", luks_on_memory("luks2", 4096, 16 << 20)});
+    t.add({"luks1", "LUKS1 on memory", luks_on_memory("luks1", 512, 2 << 20)});
     return t;
   }();
   return table;
@@ -82,6 +104,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ::fcntl(client, F_SETFL, ::fcntl(client, F_GETFL) | O_NONBLOCK);
 
   boost::asio::io_context io;
+  volgate::CurrentContextGuard current(io);  // where devices send their completions
   nbd::SessionRegistry registry;
   nbd::Session::adopt(fds[0], boost::asio::generic::stream_protocol(AF_UNIX, 0), io, registry,
                       exports(), "fuzz", nullptr);
