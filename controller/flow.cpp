@@ -34,7 +34,8 @@ Flow::Flow(Store& store, const FlowRecord& record, std::vector<Task> tasks)
 }
 
 void Flow::journal() {
-  record_.context = context_.dump();
+  // The context holds ids from request paths, which may be any bytes: write them, never throw.
+  record_.context = context_.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   store_.journal_write(record_);
 }
 
@@ -81,6 +82,12 @@ void Flow::revert_from(size_t index, const std::string& why) {
     const Task& task = tasks_[i];
     try {
       journal();
+    } catch (const std::exception& e) {
+      // Revert anyway: a resource left behind costs more than a journal one step behind.
+      spdlog::error("flow {} {}: cannot journal the revert of {}: {}", record_.kind, record_.id, task.name,
+                    e.what());
+    }
+    try {
       if (task.revert) task.revert(context_);
     } catch (const std::exception& e) {
       // A revert that fails leaves its resource for an operator (the statuses say which);

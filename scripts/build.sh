@@ -12,7 +12,7 @@ case "$flavour" in
   asan)    dir=build-asan; args=(-DCMAKE_BUILD_TYPE=Debug -DVOLGATE_SANITIZE=address,undefined) ;;
   tsan)    dir=build-tsan; args=(-DCMAKE_BUILD_TYPE=Debug -DVOLGATE_SANITIZE=thread) ;;
   fuzz)    dir=build-fuzz; targets=(--target fuzz_targets)
-           args=(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVOLGATE_FUZZ=ON
+           args=(-DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVOLGATE_FUZZ=ON
                  -DVOLGATE_SANITIZE=address,undefined) ;;
   *) echo "usage: scripts/build.sh [release|asan|tsan|fuzz]" >&2; exit 2 ;;
 esac

@@ -24,8 +24,8 @@ while (($#)); do
     *) target=$1; shift ;;
   esac
 done
-[[ $seconds =~ ^[0-9]+$ ]] || { echo "fuzz.sh: --seconds takes a whole number, not '$seconds'" >&2; exit 2; }
-[[ -f tests/fuzz/$target.cpp ]] || { echo "fuzz.sh: no fuzz target '$target' in tests/fuzz" >&2; exit 2; }
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --seconds takes a positive whole number, not '$seconds'" >&2; exit 2; }
+[[ -d tests/fuzz/corpus/$target ]] || { echo "fuzz.sh: no fuzz target '$target' (see tests/fuzz/corpus)" >&2; exit 2; }
 
 scripts/install-deps.sh --fuzz
 scripts/build.sh fuzz
@@ -37,6 +37,9 @@ mkdir -p "$stored" "$work" "$artifacts"
 dict=()
 [[ -f tests/fuzz/$target.dict ]] && dict=(-dict="tests/fuzz/$target.dict")
 
+# Stop at the first finding of either sanitizer, so it is saved as an artifact and fails the run.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 binary=build-fuzz/tests/fuzz/$target
 # No -max_len: libFuzzer then allows inputs as long as the longest stored one (at least 4 KiB),
 # which lets the NBD target keep requests large enough for the LUKS helper path.
@@ -46,10 +49,18 @@ echo "fuzz.sh: $target for ${seconds} s (corpus $work, seeded from $stored)" >&2
 
 if ((merge)); then
   # Keep the smallest set of inputs that covers everything the stored and new inputs cover.
+  # The stored corpus is replaced only once a merge has produced a non-empty one.
   merged=$(mktemp -d)
-  "$binary" -merge=1 "$merged" "$stored" "$work" 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new files' >&2 || true
+  trap 'rm -rf "$merged"' EXIT
+  "$binary" -merge=1 "$merged" "$stored" "$work" >"$merged.log" 2>&1 ||
+    { cat "$merged.log" >&2; rm -f "$merged.log"; echo "fuzz.sh: the merge failed; $stored is unchanged" >&2; exit 1; }
+  grep -E '^MERGE-OUTER: [0-9]+ new files' "$merged.log" >&2 || true
+  rm -f "$merged.log"
+  if [[ -z $(ls -A "$merged") ]]; then
+    echo "fuzz.sh: the merge kept no inputs; $stored is unchanged" >&2
+    exit 1
+  fi
   rm -f "$stored"/*
   cp "$merged"/* "$stored"/
-  rm -rf "$merged"
   echo "fuzz.sh: $stored now holds $(ls "$stored" | wc -l) inputs" >&2
 fi

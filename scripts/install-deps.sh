@@ -24,7 +24,7 @@ packages=(
 )
 case "${1:-}" in
   "") ;;
-  --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+  --fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;  # the pair Debian 12 ships
   *) echo "usage: scripts/install-deps.sh [--fuzz]" >&2; exit 2 ;;
 esac
 

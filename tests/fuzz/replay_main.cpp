@@ -1,6 +1,9 @@
 // Replays stored fuzz inputs through a fuzz target, for builds without libFuzzer.
 //   <target>_replay PATH...   (files, or directories whose files are inputs)
-// Fails if no input was found, so a missing corpus cannot pass as a clean run.
+// Inputs run in name order, so a run is repeatable even for targets that keep state between
+// inputs. Fails if a path is missing or unreadable, or if no input was found, so a lost corpus
+// cannot pass as a clean run.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -12,29 +15,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
-void replay(const std::filesystem::path& file) {
+bool replay(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "cannot read %s\n", file.c_str());
+    return false;
+  }
   const std::vector<char> bytes{std::istreambuf_iterator<char>(in), {}};
   LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  return true;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  size_t inputs = 0;
+  std::vector<std::filesystem::path> inputs;
   for (int i = 1; i < argc; ++i) {
     const std::filesystem::path path(argv[i]);
-    if (std::filesystem::is_directory(path)) {
-      for (const auto& entry : std::filesystem::directory_iterator(path)) {
-        if (!entry.is_regular_file()) continue;
-        replay(entry.path());
-        ++inputs;
-      }
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+      for (const auto& entry : std::filesystem::directory_iterator(path))
+        if (entry.is_regular_file()) inputs.push_back(entry.path());
+    } else if (std::filesystem::is_regular_file(path, ec)) {
+      inputs.push_back(path);
     } else {
-      replay(path);
-      ++inputs;
+      std::fprintf(stderr, "%s: no such file or directory\n", argv[i]);
+      return 1;
     }
   }
-  std::printf("replayed %zu inputs\n", inputs);
-  return inputs > 0 ? 0 : 1;
+  std::sort(inputs.begin(), inputs.end());
+  for (const auto& input : inputs)
+    if (!replay(input)) return 1;
+  std::printf("replayed %zu inputs\n", inputs.size());
+  if (inputs.empty()) std::fprintf(stderr, "no inputs found\n");
+  return inputs.empty() ? 1 : 0;
 }

@@ -6,8 +6,10 @@
 // or body stand for the ids of the last volume and snapshot the API reported.
 //
 // What must hold for every request: handle() returns (it promises never to throw), the status
-// is an HTTP status, the body is empty or JSON, and an error's body is one Cinder fault whose
-// code is the status. Each input starts from an empty database and pool.
+// is an HTTP status but not 500, the body is empty or JSON, and an error's body is one Cinder
+// fault whose code is the status. A 500 is an exception nobody expected: with SQLite in memory
+// and a pool in a temporary directory, any input the API refuses must get a 4xx saying why.
+// Each input starts from an empty database and pool.
 #include <unistd.h>
 
 #include <cstdint>
@@ -42,6 +44,7 @@ void replace_all(std::string& text, std::string_view token, const std::string& w
 
 void check_response(const ApiResponse& r, const std::string& request) {
   if (r.status < 200 || r.status > 599) fail("status " + std::to_string(r.status) + " for " + request);
+  if (r.status == 500) fail("an unexpected exception for " + request + ": " + r.body);
   if (r.body.empty()) return;
   const json body = json::parse(r.body, nullptr, false);
   if (body.is_discarded()) fail("a body that is not JSON for " + request + ": " + r.body);

@@ -120,6 +120,10 @@ TEST_F(VolumeApiTest, BytesThatAreNotUtf8GetFaultBodiesToo) {
   EXPECT_EQ(method.first, 405);
   EXPECT_FALSE(fault(method, "HTTPMethodNotAllowed").empty()) << method.second.dump();
   EXPECT_EQ(call("GET", "/v3/p/bogus\xc3").first, 404);
+  // Ids from the path also reach a flow's journal, which is JSON too.
+  EXPECT_EQ(call("DELETE", "/v3/p/volumes/\xff").first, 404);
+  EXPECT_EQ(call("POST", "/v3/p/volumes/\xff/action", R"({"os-extend": {"new_size": 2}})").first, 404);
+  EXPECT_EQ(call("DELETE", "/v3/p/snapshots/\xff").first, 404);
 }
 
 TEST_F(VolumeApiTest, QuotaExceededIs413OverLimit) {
