@@ -65,7 +65,11 @@ ClientResponse ApiClient::request(const std::string& method, const std::string& 
   request.set("X-Auth-Token", token_);
   if (body) {
     request.set(http::field::content_type, "application/json");
-    request.body() = body->dump();
+    try {
+      request.body() = body->dump();
+    } catch (const nlohmann::json::type_error&) {  // JSON strings must be UTF-8; paths need not be
+      throw std::runtime_error("an argument is not valid UTF-8, which the volume API (JSON) cannot carry");
+    }
   }
   request.keep_alive(false);
   request.prepare_payload();
