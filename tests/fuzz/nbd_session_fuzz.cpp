@@ -118,12 +118,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr auto kStall = std::chrono::seconds(20);
   auto deadline = std::chrono::steady_clock::now() + kStall;
   for (;;) {
-    bool progress = false;
+    bool bytes_moved = false;
     if (sent < size) {
       const ssize_t n = ::send(client, data + sent, size - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n > 0) {
         sent += static_cast<size_t>(n);
-        progress = true;
+        bytes_moved = true;
       } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         sent = size;  // the server hung up: the rest of the input would never be read
       }
@@ -133,16 +133,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       client_open_for_writing = false;
     }
     const ssize_t received = drain(client);
-    progress = progress || received > 0;
-    const bool bytes_moved = progress;
+    bytes_moved = bytes_moved || received > 0;
     if (io.stopped()) io.restart();
-    progress = io.poll() > 0 || progress;
+    const bool handlers_ran = io.poll() > 0;
     if (received < 0 && registry.empty()) break;
     if (bytes_moved) deadline = std::chrono::steady_clock::now() + kStall;
     else if (std::chrono::steady_clock::now() > deadline)
       fail("the session made no progress for 20 s (and did not end after the client closed)");
-    // Nothing moved: wait for the server's reactor (a completion or the socket) a little.
-    if (!progress) {
+    // Nothing happened: wait for the server's reactor (a completion or the socket) a little.
+    if (!bytes_moved && !handlers_ran) {
       if (io.stopped()) io.restart();
       io.run_one_for(std::chrono::milliseconds(1));
     }
