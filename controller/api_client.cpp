@@ -1,5 +1,7 @@
 #include "controller/api_client.hpp"
 
+#include <openssl/crypto.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -52,6 +54,8 @@ ApiClient::ApiClient(const std::string& url, std::string token) : url_(url), tok
     throw std::invalid_argument("URL '" + url + "': expected unix:PATH or http://HOST:PORT");
   }
 }
+
+ApiClient::~ApiClient() { OPENSSL_cleanse(token_.data(), token_.size()); }
 
 ClientResponse ApiClient::request(const std::string& method, const std::string& target,
                                   const std::optional<nlohmann::json>& body) const {

@@ -16,6 +16,9 @@ class ApiClient {
  public:
   // Throws std::invalid_argument for a URL of another form.
   ApiClient(const std::string& url, std::string token);
+  ~ApiClient();  // wipes the token
+  ApiClient(const ApiClient&) = delete;
+  ApiClient& operator=(const ApiClient&) = delete;
 
   // Throws std::runtime_error when the controller cannot be reached or answers garbage.
   ClientResponse request(const std::string& method, const std::string& target,

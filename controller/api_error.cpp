@@ -28,4 +28,27 @@ std::string_view ApiError::fault_name() const {
   return "computeFault";
 }
 
+std::string without_paths(std::string_view text) {
+  auto starts_path = [&](size_t i) {
+    if (text[i] != '/' || i + 1 >= text.size() || text[i + 1] == ' ') return false;
+    return i == 0 || std::string_view(" \t'\"(=[<,").find(text[i - 1]) != std::string_view::npos;
+  };
+  auto ends_path = [](char c) { return std::string_view(" \t'\",;)]>").find(c) != std::string_view::npos; };
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (!starts_path(i)) {
+      out += text[i++];
+      continue;
+    }
+    size_t end = i;
+    while (end < text.size() && !ends_path(text[end])) ++end;
+    // A path at the end of a clause: "open /x/y.img: No such file".
+    while (end > i + 1 && (text[end - 1] == ':' || text[end - 1] == '.')) --end;
+    out += "<path>";
+    i = end;
+  }
+  return out;
+}
+
 }  // namespace volgate::controller

@@ -34,4 +34,9 @@ class QuotaExceeded : public ApiError {
   explicit QuotaExceeded(const std::string& message) : ApiError(Kind::over_limit, message) {}
 };
 
+// `text` with every absolute file path in it replaced by "<path>": messages from pools and the
+// system name the files they failed on, which tell an API user how the host is laid out. The
+// log keeps the whole message; answers carry this one.
+std::string without_paths(std::string_view text);
+
 }  // namespace volgate::controller

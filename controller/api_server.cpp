@@ -7,9 +7,12 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <limits>
 #include <optional>
 
 namespace volgate::controller {
@@ -22,33 +25,74 @@ using boost::system::error_code;
 
 constexpr size_t kMaxBody = 1 << 20;
 
+// One HTTP connection. Its handlers run on a strand of their own, so the deadline timer and
+// the socket's completions never run at once.
 template <class Socket>
 class Session : public std::enable_shared_from_this<Session<Socket>> {
  public:
-  Session(Socket socket, ApiServer& server) : socket_(std::move(socket)), server_(server) {}
+  Session(Socket socket, ApiServer& server)
+      : socket_(std::move(socket)), server_(server), deadline_(socket_.get_executor()) {}
+  ~Session() { server_.connection_closed(); }
 
-  void start() { read(); }
+  void start() { wait_for_request(); }
 
  private:
-  void read() {
-    parser_.emplace();
-    parser_->body_limit(kMaxBody);
-    http::async_read(socket_, buffer_, *parser_,
-                     [self = this->shared_from_this()](error_code ec, size_t) { self->on_read(ec); });
+  // Arms the deadline for the current phase; when it passes, the socket is closed and whatever
+  // operation was pending completes with operation_aborted.
+  void arm(std::chrono::milliseconds timeout, const char* phase) {
+    deadline_.expires_after(timeout);
+    deadline_.async_wait([self = this->shared_from_this(), phase](error_code ec) {
+      if (ec) return;  // re-armed or cancelled
+      spdlog::debug("API connection closed: no {} within its time limit", phase);
+      error_code ignored;
+      self->socket_.close(ignored);
+    });
   }
 
-  void on_read(error_code ec) {
-    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset) return;
-    if (ec) {
-      if (ec == http::error::body_limit) respond(error_response(413, "overLimit", "The request body is too large."), false);
-      else if (ec != asio::error::operation_aborted)
-        respond(error_response(400, "badRequest", "Malformed HTTP request: " + ec.message()), false);
+  // Keep-alive: a quiet connection may wait `idle` for its next request, then `header` for
+  // the header once the first byte is there, then `body`.
+  void wait_for_request() {
+    if (buffer_.size() > 0) return read_header();  // pipelined bytes already here
+    arm(server_.limits().idle, "request");
+    socket_.async_wait(Socket::wait_read, [self = this->shared_from_this()](error_code ec) {
+      if (ec) return;
+      self->read_header();
+    });
+  }
+
+  void read_header() {
+    parser_.emplace();
+    parser_->body_limit(kMaxBody);
+    arm(server_.limits().header, "request header");
+    http::async_read_header(socket_, buffer_, *parser_,
+                            [self = this->shared_from_this()](error_code ec, size_t) {
+                              if (ec) return self->on_error(ec);
+                              self->read_body();
+                            });
+  }
+
+  void read_body() {
+    arm(server_.limits().body, "request body");
+    http::async_read(socket_, buffer_, *parser_, [self = this->shared_from_this()](error_code ec, size_t) {
+      if (ec) return self->on_error(ec);
+      self->on_request();
+    });
+  }
+
+  void on_error(error_code ec) {
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor)
       return;
-    }
-    auto request = parser_->release();
-    std::string token(request["X-Auth-Token"]);
-    ApiResponse r = server_.handle(std::string(request.method_string()), std::string(request.target()), token,
-                                   request.body());
+    if (ec == http::error::body_limit) respond(error_response(413, "overLimit", "The request body is too large."), false);
+    else respond(error_response(400, "badRequest", "Malformed HTTP request: " + ec.message()), false);
+  }
+
+  void on_request() {
+    const auto& request = parser_->get();
+    auto view = [](beast::string_view v) { return std::string_view(v.data(), v.size()); };
+    // The token is compared where it lies in the parser's buffer: no copy of it to wipe.
+    ApiResponse r = server_.handle(view(request.method_string()), view(request.target()),
+                                   view(request["X-Auth-Token"]), request.body());
     respond(r, request.keep_alive());
   }
 
@@ -61,29 +105,44 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     response->body() = r.body;
     response->keep_alive(keep_alive);
     response->prepare_payload();
+    arm(server_.limits().write, "reader for the answer");
     http::async_write(socket_, *response,
                       [self = this->shared_from_this(), response, keep_alive](error_code ec, size_t) {
-                        if (!ec && keep_alive) self->read();
-                        else {
-                          error_code ignored;
-                          self->socket_.shutdown(Socket::shutdown_send, ignored);
-                        }
+                        if (!ec && keep_alive) return self->wait_for_request();
+                        self->deadline_.cancel();
+                        error_code ignored;
+                        self->socket_.shutdown(Socket::shutdown_send, ignored);
                       });
   }
 
   Socket socket_;
   ApiServer& server_;
-  beast::flat_buffer buffer_;
+  asio::steady_timer deadline_;
+  beast::flat_buffer buffer_{16 * 1024};  // also caps the header at what fits
   std::optional<http::request_parser<http::string_body>> parser_;
 };
 
-template <class Acceptor>
-void accept_loop(Acceptor& acceptor, ApiServer& server) {
-  acceptor.async_accept([&acceptor, &server](error_code ec, typename Acceptor::protocol_type::socket socket) {
-    if (ec == asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Session<typename Acceptor::protocol_type::socket>>(std::move(socket), server)->start();
-    accept_loop(acceptor, server);
-  });
+// Log lines about refused or failed accepts: at most one a second, with a count.
+class AcceptLog {
+ public:
+  void note(const char* what, const std::string& detail) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    ++count_;
+    int64_t last = last_.load();
+    if (now - last < std::chrono::nanoseconds(std::chrono::seconds(1)).count() ||
+        !last_.compare_exchange_strong(last, now))
+      return;
+    spdlog::warn("API: {} ({}; {} time(s) since the last such line)", what, detail, count_.exchange(0));
+  }
+
+ private:
+  std::atomic<int64_t> last_{std::numeric_limits<int64_t>::min() / 2};
+  std::atomic<uint64_t> count_{0};
+};
+
+AcceptLog& accept_log() {
+  static AcceptLog log;
+  return log;
 }
 
 }  // namespace
@@ -93,8 +152,45 @@ struct ApiServer::Listeners {
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> tcp;
 };
 
-ApiServer::ApiServer(VolumeApi& api, std::string token, unsigned threads)
-    : api_(api), token_(std::move(token)), threads_(threads), listeners_(std::make_unique<Listeners>()) {}
+ApiServer::ApiServer(VolumeApi& api, crypto::SecureBytes token, unsigned threads, ApiServerLimits limits)
+    : api_(api),
+      token_(std::move(token)),
+      threads_(threads),
+      limits_(limits),
+      listeners_(std::make_unique<Listeners>()) {}
+
+bool ApiServer::admit_connection() {
+  if (connections_.fetch_add(1) < limits_.max_connections) return true;
+  connections_.fetch_sub(1);
+  accept_log().note("connection refused", "already " + std::to_string(limits_.max_connections) + " open");
+  return false;
+}
+
+void ApiServer::connection_closed() { connections_.fetch_sub(1); }
+
+template <class Acceptor>
+void ApiServer::accept_loop(Acceptor& acceptor) {
+  // Each connection gets a strand: its timer and socket handlers never run concurrently.
+  acceptor.async_accept(asio::make_strand(io_), [this, &acceptor](error_code ec, auto socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (ec) return pause_accepting(acceptor, ec);
+    if (admit_connection())
+      std::make_shared<Session<typename Acceptor::protocol_type::socket>>(std::move(socket), *this)->start();
+    accept_loop(acceptor);
+  });
+}
+
+// Out of descriptors (or memory), every accept fails at once: retrying at once would spin a
+// core and flood the log. Wait a moment; connections that close meanwhile free descriptors.
+template <class Acceptor>
+void ApiServer::pause_accepting(Acceptor& acceptor, const error_code& ec) {
+  accept_log().note("accept failed", ec.message());
+  auto timer = std::make_shared<asio::steady_timer>(io_, limits_.accept_backoff);
+  timer->async_wait([this, &acceptor, timer](error_code wait_ec) {
+    if (wait_ec || !acceptor.is_open()) return;
+    accept_loop(acceptor);
+  });
+}
 
 ApiServer::~ApiServer() {
   listeners_.reset();
@@ -123,7 +219,7 @@ void ApiServer::listen_unix(const std::string& path) {
   acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("socket " + path + ": " + ec.message());
   unix_paths_.push_back(path);
-  accept_loop(*acceptor, *this);
+  accept_loop(*acceptor);
   listeners_->unix.push_back(std::move(acceptor));
 }
 
@@ -148,18 +244,18 @@ uint16_t ApiServer::listen_tcp(const std::string& host_port) {
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("tcp listen '" + host_port + "': " + ec.message());
   uint16_t bound = acceptor->local_endpoint().port();
-  accept_loop(*acceptor, *this);
+  accept_loop(*acceptor);
   listeners_->tcp.push_back(std::move(acceptor));
   return bound;
 }
 
-ApiResponse ApiServer::handle(const std::string& method, const std::string& target, const std::string& token,
+ApiResponse ApiServer::handle(std::string_view method, std::string_view target, std::string_view token,
                               const std::string& body) {
   if (token.size() != token_.size() || CRYPTO_memcmp(token.data(), token_.data(), token_.size()) != 0) {
     spdlog::info("{} {}: 401 (no valid X-Auth-Token)", method, target);
     return error_response(401, "unauthorized", "The request needs a valid X-Auth-Token.");
   }
-  ApiResponse r = api_.handle(method, target, body);
+  ApiResponse r = api_.handle(std::string(method), std::string(target), body);
   spdlog::info("{} {}: {}", method, target, r.status);
   return r;
 }

@@ -2,20 +2,30 @@
 // The HTTP transport of the REST API (Boost.Beast): a unix socket (mode 0600, so only its owner
 // can connect) and/or TCP listeners, a few threads, HTTP/1.1 keep-alive, and the X-Auth-Token
 // check in front of VolumeApi.
+//
+// No client can hold the server: a connection waits at most `idle` for a request to begin,
+// `header` for its header and `body` for its body, and `write` for the answer to be taken;
+// at most `max_connections` are open at once (the rest are closed at accept); and when the
+// process runs out of descriptors, accepting pauses instead of spinning.
+#include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "controller/api_server_limits.hpp"
 #include "controller/volume_api.hpp"
+#include "crypto/secure_bytes.hpp"
 
 namespace volgate::controller {
 
 class ApiServer {
  public:
-  // `token`: what X-Auth-Token must carry (compared in constant time).
-  ApiServer(VolumeApi& api, std::string token, unsigned threads = 2);
+  // `token`: what X-Auth-Token must carry (compared in constant time; wiped when the server goes).
+  ApiServer(VolumeApi& api, crypto::SecureBytes token, unsigned threads = 2, ApiServerLimits limits = {});
   ~ApiServer();
 
   // Replaces a socket file a dead controller left; refuses one a live process listens on, and
@@ -30,17 +40,30 @@ class ApiServer {
   boost::asio::io_context& io_context() { return io_; }
 
   // Used by the sessions.
-  ApiResponse handle(const std::string& method, const std::string& target, const std::string& token,
+  ApiResponse handle(std::string_view method, std::string_view target, std::string_view token,
                      const std::string& body);
+  const ApiServerLimits& limits() const { return limits_; }
+  // Counts an accepted connection; false (and nothing counted) when the server is full.
+  bool admit_connection();
+  void connection_closed();
 
  private:
+  template <class Acceptor>
+  void accept_loop(Acceptor& acceptor);
+  template <class Acceptor>
+  void pause_accepting(Acceptor& acceptor, const boost::system::error_code& ec);
+
   VolumeApi& api_;
-  std::string token_;
+  crypto::SecureBytes token_;
   unsigned threads_;
+  ApiServerLimits limits_;
   boost::asio::io_context io_;
   std::vector<std::string> unix_paths_;
   struct Listeners;
   std::unique_ptr<Listeners> listeners_;
+  std::atomic<size_t> connections_{0};
+  // Accept failures since the last log line about them (logged at most once per back-off).
+  std::atomic<uint64_t> refused_full_{0};
 };
 
 }  // namespace volgate::controller

@@ -1,10 +1,12 @@
 #include "controller/controller_command.hpp"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,17 +45,38 @@ void ensure_token_file(const std::string& path) {
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "create token file " + path);
   bool written = ::write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size());
   ::close(fd);
+  OPENSSL_cleanse(token.data(), token.size());
+  OPENSSL_cleanse(bits, sizeof bits);
   if (!written) throw std::runtime_error("cannot write token file " + path);
   spdlog::info("created API token file {}", path);
 }
 
 // The token is the file's content without trailing whitespace, so `echo TOKEN > file` works.
-std::string read_token(const std::string& path) {
-  auto bytes = crypto::read_key_file(path);
-  std::string token(bytes.chars(), bytes.size());
-  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+crypto::SecureBytes read_token(const std::string& path) {
+  auto token = crypto::read_key_file(path);
+  size_t size = token.size();
+  while (size > 0 && std::isspace(static_cast<unsigned char>(token.chars()[size - 1]))) --size;
+  token.shrink(size);
   if (token.size() < 16) throw std::runtime_error("token file " + path + " must hold a token of 16 characters or more");
   return token;
+}
+
+// A secret file others can read is a secret no longer: say so (the controller keeps running,
+// as sshd would not, because refusing would take every volume's API down over a chmod).
+void warn_if_readable_by_others(const std::string& path, const char* what) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+    spdlog::warn("the {} file {} is readable or writable by others (mode {:04o}); chmod 600 it", what, path,
+                 st.st_mode & 07777);
+}
+
+// Each API connection is a descriptor: allow as many as the hard limit permits.
+void raise_descriptor_limit() {
+  struct rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
 }
 
 }  // namespace
@@ -107,12 +130,15 @@ int run_controller(const ControllerOptions& options) {
 
     // This process holds the master key: keep it out of core dumps.
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    raise_descriptor_limit();
     ensure_token_file(config.token_file);
-    std::string token = read_token(config.token_file);
+    warn_if_readable_by_others(config.token_file, "API token");
+    crypto::SecureBytes token = read_token(config.token_file);
     if (::access(config.master_key_file.c_str(), F_OK) != 0) {
       KeyWrap::create_key_file(config.master_key_file);
       spdlog::info("created master key file {}", config.master_key_file);
     }
+    warn_if_readable_by_others(config.master_key_file, "master key");
     std::optional<KeyWrap> key_wrap(KeyWrap::from_file(config.master_key_file));
 
     store = std::make_unique<SqliteStore>(config.database);
@@ -129,7 +155,7 @@ int run_controller(const ControllerOptions& options) {
     service->recover();
 
     api = std::make_unique<VolumeApi>(*service);
-    server = std::make_unique<ApiServer>(*api, token);
+    server = std::make_unique<ApiServer>(*api, std::move(token), 2, config.api_limits);
     if (!config.unix_socket.empty()) {
       server->listen_unix(config.unix_socket);
       listening.push_back("unix:" + config.unix_socket);

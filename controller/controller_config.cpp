@@ -1,5 +1,7 @@
 #include "controller/controller_config.hpp"
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -53,6 +55,32 @@ void default_luks(crypto::LuksFormatOptions& luks) {
   luks.pbkdf_iterations = 1000;
 }
 
+// `a` is `b` or a directory above it (both absolute, compared by their components).
+bool contains(const std::filesystem::path& a, const std::filesystem::path& b) {
+  auto [ai, bi] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+  return ai == a.end() || (std::next(ai) == a.end() && ai->empty());  // a trailing '/' in `a`
+}
+
+// An image directory is readable by every API user: it must not hold what the controller keeps
+// for itself (its state, keys, database, pools).
+void check_image_dirs(const ControllerConfig& config) {
+  for (const auto& image_dir : config.image_dirs) {
+    if (image_dir.empty()) throw std::runtime_error("image_dirs: an empty path");
+    const auto dir = std::filesystem::absolute(image_dir).lexically_normal();
+    std::vector<std::string> private_paths = {config.state_dir, config.database, config.token_file,
+                                              config.master_key_file};
+    for (const auto& pool : config.pools) {
+      private_paths.push_back(pool.directory);
+      private_paths.push_back(pool.ceph_keyring);
+      if (!pool.ceph_conf.empty()) private_paths.push_back(std::filesystem::path(pool.ceph_conf).parent_path());
+    }
+    for (const auto& p : private_paths)
+      if (!p.empty() && contains(dir, std::filesystem::absolute(p).lexically_normal()))
+        throw std::runtime_error("image directory " + image_dir + " contains " + p +
+                                 ", which API users must not be able to read");
+  }
+}
+
 }  // namespace
 
 ControllerConfig default_config(const std::string& state_dir) {
@@ -75,6 +103,8 @@ void finish_config(ControllerConfig& config) {
   }
   if (config.token_file.empty()) config.token_file = dir + "/token";
   if (config.master_key_file.empty()) config.master_key_file = dir + "/master.key";
+  if (config.image_dirs.empty()) config.image_dirs.push_back(dir + "/images");
+  check_image_dirs(config);
   add_default_types(config);
   if (!config.volume_types.count(config.default_volume_type))
     throw std::runtime_error("default_volume_type '" + config.default_volume_type + "' is not a volume type");
@@ -112,8 +142,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   const std::string where = "config " + path;
   only_keys(root, where,
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
-             "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler", "volume_types",
-             "pools", "luks"});
+             "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
+             "volume_types", "pools", "luks"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -129,10 +159,30 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   if (config.unix_socket != "none") config.unix_socket = resolve(config.unix_socket, dir);
   config.token_file = resolve(config.token_file, dir);
   config.master_key_file = resolve(config.master_key_file, dir);
+  get(root, "image_dirs", config.image_dirs, where);
+  for (auto& image_dir : config.image_dirs) image_dir = resolve(image_dir, dir);
   get(root, "default_availability_zone", config.default_availability_zone, where);
   get(root, "default_volume_type", config.default_volume_type, where);
   get(root, "workers", config.workers, where);
 
+  if (root.contains("api_limits")) {
+    const json& a = root["api_limits"];
+    const std::string w = where + ".api_limits";
+    only_keys(a, w, {"idle_timeout", "header_timeout", "body_timeout", "write_timeout", "max_connections"});
+    auto seconds = [&](const char* key, std::chrono::milliseconds& out) {
+      if (!a.contains(key)) return;
+      if (!a[key].is_number() || a[key].get<double>() <= 0 || a[key].get<double>() > 3600)
+        bad(w + "." + key, "must be a number of seconds, more than 0 and at most 3600");
+      out = std::chrono::milliseconds(static_cast<int64_t>(a[key].get<double>() * 1000));
+    };
+    seconds("idle_timeout", config.api_limits.idle);
+    seconds("header_timeout", config.api_limits.header);
+    seconds("body_timeout", config.api_limits.body);
+    seconds("write_timeout", config.api_limits.write);
+    get(a, "max_connections", config.api_limits.max_connections, w);
+    if (config.api_limits.max_connections == 0 || config.api_limits.max_connections > 65536)
+      bad(w + ".max_connections", "must be 1-65536");
+  }
   if (root.contains("quotas")) {
     const json& q = root["quotas"];
     only_keys(q, where + ".quotas", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes});

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "controller/api_server_limits.hpp"
 #include "controller/pool.hpp"
 #include "controller/quota.hpp"
 #include "controller/scheduler.hpp"
@@ -28,9 +29,12 @@ struct ControllerConfig {
   std::string tcp_listen;       // HOST:PORT, optional
   std::string token_file;       // default: STATE_DIR/token, generated on first start
   std::string master_key_file;  // default: STATE_DIR/master.key, generated on first start
+  // Where `imageRef` may take image files from; default: STATE_DIR/images (created at start).
+  std::vector<std::string> image_dirs;
   std::string default_availability_zone = "nova";
   std::string default_volume_type = "default";
   QuotaDeltas default_quotas{{kQuotaVolumes, 10}, {kQuotaSnapshots, 10}, {kQuotaGigabytes, 1000}};
+  ApiServerLimits api_limits;
   unsigned workers = 4;  // flows running in the background at once (copies, deletes)
   SchedulerOptions scheduler;
   std::map<std::string, VolumeType> volume_types;

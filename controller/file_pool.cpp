@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backends/file_device.hpp"
+#include "common/unique_fd.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -26,20 +27,6 @@ constexpr size_t kCopyChunk = 1 << 20;
 [[noreturn]] void fail(const std::string& what, const std::string& path, int error = errno) {
   throw std::system_error(error, std::generic_category(), what + " " + path);
 }
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 void check_id(const std::string& id) {
   if (id.empty() || id.find_first_not_of("0123456789abcdefABCDEF-") != std::string::npos)
@@ -100,7 +87,7 @@ std::map<std::string, std::string> FilePool::capabilities() const {
 
 void FilePool::create_volume(const std::string& volume_id, uint64_t bytes) {
   std::string path = volume_path(volume_id);
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
   if (fd.get() < 0) fail("create", path);
   if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) fail("size", path);
   // A thick pool hands out real blocks now, so a full filesystem fails the create, not a
@@ -113,18 +100,23 @@ void FilePool::create_volume(const std::string& volume_id, uint64_t bytes) {
 
 void FilePool::copy_file(const std::string& source, const std::string& target, uint64_t bytes, bool try_reflink,
                          const CopyProgress& progress) {
-  Fd in(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
-  if (in.get() < 0) fail("open", source);
+  UniqueFd in(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) fail("open", source);
+  copy_from(in.get(), source, target, bytes, try_reflink, progress);
+}
+
+void FilePool::copy_from(int in, const std::string& source, const std::string& target, uint64_t bytes,
+                         bool try_reflink, const CopyProgress& progress) {
   struct stat st{};
-  if (::fstat(in.get(), &st) != 0) fail("stat", source);
+  if (::fstat(in, &st) != 0) fail("stat", source);
   const uint64_t source_size = static_cast<uint64_t>(st.st_size);
   if (bytes < source_size)
     throw std::invalid_argument(source + " holds " + std::to_string(source_size) + " bytes, more than the " +
                                 std::to_string(bytes) + " of the new volume");
-  Fd out(::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  UniqueFd out(::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (out.get() < 0) fail("create", target);
 
-  bool cloned = try_reflink && ::ioctl(out.get(), FICLONE, in.get()) == 0;
+  bool cloned = try_reflink && ::ioctl(out.get(), FICLONE, in) == 0;
   if (!cloned) {
     if (::ftruncate(out.get(), static_cast<off_t>(source_size)) != 0) fail("size", target);
     std::vector<std::byte> buffer(kCopyChunk);
@@ -134,16 +126,16 @@ void FilePool::copy_file(const std::string& source, const std::string& target, u
     if (progress) progress(0, source_size);
     while (static_cast<uint64_t>(offset) < source_size) {
       // Only the allocated extents are read: holes stay holes in the copy.
-      off_t data = ::lseek(in.get(), offset, SEEK_DATA);
+      off_t data = ::lseek(in, offset, SEEK_DATA);
       if (data < 0) {
         if (errno == ENXIO) break;  // nothing but a hole up to the end
         fail("seek", source);
       }
-      off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
+      off_t hole = ::lseek(in, data, SEEK_HOLE);
       if (hole < 0) fail("seek", source);
       for (off_t at = data; at < hole;) {
         size_t want = static_cast<size_t>(std::min<off_t>(hole - at, static_cast<off_t>(kCopyChunk)));
-        ssize_t got = ::pread(in.get(), buffer.data(), want, at);
+        ssize_t got = ::pread(in, buffer.data(), want, at);
         if (got < 0) {
           if (errno == EINTR) continue;
           fail("read", source);
@@ -186,9 +178,9 @@ void FilePool::create_volume_from_snapshot(const std::string& volume_id, const s
   copy_file(snapshot_path(snapshot_id), volume_path(volume_id), bytes, true, progress);
 }
 
-void FilePool::create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+void FilePool::create_volume_from_file(const std::string& volume_id, int image_fd, uint64_t bytes,
                                        const CopyProgress& progress) {
-  copy_file(path, volume_path(volume_id), bytes, false, progress);
+  copy_from(image_fd, "the image", volume_path(volume_id), bytes, false, progress);
 }
 
 void FilePool::resize_volume(const std::string& volume_id, uint64_t bytes) {

@@ -20,7 +20,7 @@ class FilePool final : public Pool {
                     const CopyProgress& progress) override;
   void create_volume_from_snapshot(const std::string& volume_id, const std::string& snapshot_id, uint64_t bytes,
                                    const CopyProgress& progress) override;
-  void create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+  void create_volume_from_file(const std::string& volume_id, int image_fd, uint64_t bytes,
                                const CopyProgress& progress) override;
   void resize_volume(const std::string& volume_id, uint64_t bytes) override;
   void delete_volume(const std::string& volume_id) override;
@@ -40,6 +40,9 @@ class FilePool final : public Pool {
   // reflink when `try_reflink` and the filesystem allows, else a copy that skips holes and
   // zero blocks so a thin source stays thin.
   void copy_file(const std::string& source, const std::string& target, uint64_t bytes, bool try_reflink,
+                 const CopyProgress& progress);
+  // Copies from the open descriptor `in` (`source` names it in errors).
+  void copy_from(int in, const std::string& source, const std::string& target, uint64_t bytes, bool try_reflink,
                  const CopyProgress& progress);
 
   PoolConfig config_;

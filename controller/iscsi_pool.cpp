@@ -170,9 +170,9 @@ void IscsiPool::create_volume_from_snapshot(const std::string& volume_id, const 
   expose(volume_id);
 }
 
-void IscsiPool::create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+void IscsiPool::create_volume_from_file(const std::string& volume_id, int image_fd, uint64_t bytes,
                                         const CopyProgress& progress) {
-  files_.create_volume_from_file(volume_id, path, bytes, progress);
+  files_.create_volume_from_file(volume_id, image_fd, bytes, progress);
   expose(volume_id);
 }
 

@@ -25,7 +25,7 @@ class IscsiPool final : public Pool {
                     const CopyProgress& progress) override;
   void create_volume_from_snapshot(const std::string& volume_id, const std::string& snapshot_id, uint64_t bytes,
                                    const CopyProgress& progress) override;
-  void create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+  void create_volume_from_file(const std::string& volume_id, int image_fd, uint64_t bytes,
                                const CopyProgress& progress) override;
   void resize_volume(const std::string& volume_id, uint64_t bytes) override;
   void delete_volume(const std::string& volume_id) override;

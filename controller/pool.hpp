@@ -68,12 +68,12 @@ class Pool {
 
   virtual void create_volume(const std::string& volume_id, uint64_t bytes) = 0;
   // A new volume holding a copy of another volume or snapshot of this pool, or of an image
-  // file, grown to `bytes`.
+  // file (read from the open descriptor `image_fd`, from offset 0), grown to `bytes`.
   virtual void clone_volume(const std::string& volume_id, const std::string& source_volume_id, uint64_t bytes,
                             const CopyProgress& progress) = 0;
   virtual void create_volume_from_snapshot(const std::string& volume_id, const std::string& snapshot_id,
                                            uint64_t bytes, const CopyProgress& progress) = 0;
-  virtual void create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+  virtual void create_volume_from_file(const std::string& volume_id, int image_fd, uint64_t bytes,
                                        const CopyProgress& progress) = 0;
   // Sets the size; shrinking is only used to revert an extend nobody has seen yet.
   virtual void resize_volume(const std::string& volume_id, uint64_t bytes) = 0;

@@ -159,44 +159,36 @@ void RbdPool::create_volume_from_snapshot(const std::string& volume_id, const st
   copy_image(snapshot_image(snapshot_id), volume_image(volume_id), bytes, progress);
 }
 
-void RbdPool::create_volume_from_file(const std::string& volume_id, const std::string& path, uint64_t bytes,
+void RbdPool::create_volume_from_file(const std::string& volume_id, int image_fd, uint64_t bytes,
                                       const CopyProgress& progress) {
   const std::string where = "pool '" + config_.name + "': ";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
   struct stat st{};
-  ::fstat(fd, &st);
+  if (::fstat(image_fd, &st) != 0) throw std::system_error(errno, std::generic_category(), "stat the image");
   const uint64_t total = static_cast<uint64_t>(st.st_size);
-  try {
-    if (bytes < total) throw std::invalid_argument(path + " is larger than the new volume");
-    create_volume(volume_id, bytes);
-    librbd::Image image;
-    int rc = cluster_->rbd.open(cluster_->io, image, volume_image(volume_id).c_str());
-    if (rc < 0) throw std::runtime_error(where + "open image: " + std::strerror(-rc));
-    std::vector<char> buffer(kCopyChunk);
-    if (progress) progress(0, total);
-    for (uint64_t done = 0; done < total;) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
-      ssize_t got = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) throw std::system_error(got < 0 ? errno : EIO, std::generic_category(), "read " + path);
-      // Zero chunks are not written: the image stays thin, and a new image reads zeroes.
-      if (!all_zero(buffer.data(), static_cast<size_t>(got))) {
-        ceph::bufferlist bl;
-        bl.append(buffer.data(), static_cast<unsigned>(got));
-        ssize_t n = image.write(done, static_cast<size_t>(got), bl);
-        if (n != got) throw std::runtime_error(where + "write image: " + std::strerror(n < 0 ? static_cast<int>(-n) : EIO));
-      }
-      done += static_cast<uint64_t>(got);
-      if (progress) progress(done, total);
+  if (bytes < total) throw std::invalid_argument("the image is larger than the new volume");
+  create_volume(volume_id, bytes);
+  librbd::Image image;
+  int rc = cluster_->rbd.open(cluster_->io, image, volume_image(volume_id).c_str());
+  if (rc < 0) throw std::runtime_error(where + "open image: " + std::strerror(-rc));
+  std::vector<char> buffer(kCopyChunk);
+  if (progress) progress(0, total);
+  for (uint64_t done = 0; done < total;) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
+    ssize_t got = ::pread(image_fd, buffer.data(), want, static_cast<off_t>(done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) throw std::system_error(got < 0 ? errno : EIO, std::generic_category(), "read the image");
+    // Zero chunks are not written: the image stays thin, and a new image reads zeroes.
+    if (!all_zero(buffer.data(), static_cast<size_t>(got))) {
+      ceph::bufferlist bl;
+      bl.append(buffer.data(), static_cast<unsigned>(got));
+      ssize_t n = image.write(done, static_cast<size_t>(got), bl);
+      if (n != got) throw std::runtime_error(where + "write image: " + std::strerror(n < 0 ? static_cast<int>(-n) : EIO));
     }
-    rc = image.flush();
-    if (rc < 0) throw std::runtime_error(where + "flush image: " + std::strerror(-rc));
-  } catch (...) {
-    ::close(fd);
-    throw;
+    done += static_cast<uint64_t>(got);
+    if (progress) progress(done, total);
   }
-  ::close(fd);
+  rc = image.flush();
+  if (rc < 0) throw std::runtime_error(where + "flush image: " + std::strerror(-rc));
 }
 
 void RbdPool::resize_volume(const std::string& volume_id, uint64_t bytes) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "common/untrusted_json.hpp"
 #include "controller/api_error.hpp"
 
 namespace volgate::controller {
@@ -14,6 +15,11 @@ using nlohmann::json;
 
 // Sizes beyond this are typing mistakes, not volumes (1 PiB).
 constexpr uint64_t kMaxSizeGb = 1024 * 1024;
+
+// Paths, methods and ids are echoed in messages, and a client may send any bytes in them.
+// nlohmann::json refuses to write a string that is not UTF-8 (it throws); such bytes go out
+// as U+FFFD instead.
+std::string to_text(const json& body) { return body.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 json null_if_empty(const std::string& text) { return text.empty() ? json(nullptr) : json(text); }
 
@@ -38,7 +44,7 @@ json volume_view(VolumeService& service, const Volume& v) {
             {"os-vol-host-attr:host", v.pool.empty() ? json(nullptr) : json("volgate@" + v.pool + "#" + v.pool)}};
   // volgate's own attributes, prefixed so that they never clash with Cinder's.
   if (!v.image.empty()) j["volgate:image"] = v.image;
-  if (!v.error_message.empty()) j["volgate:error"] = v.error_message;
+  if (!v.error_message.empty()) j["volgate:error"] = without_paths(v.error_message);
   std::string target = service.export_target(v);
   if (!target.empty() && v.status != VolumeStatus::creating) j["volgate:export_target"] = target;
   if (v.status == VolumeStatus::creating)
@@ -59,7 +65,7 @@ json snapshot_view(const Snapshot& s) {
             {"os-extended-snapshot-attributes:project_id", s.project},
             {"os-extended-snapshot-attributes:progress",
              s.status == SnapshotStatus::available ? "100%" : "0%"}};
-  if (!s.error_message.empty()) j["volgate:error"] = s.error_message;
+  if (!s.error_message.empty()) j["volgate:error"] = without_paths(s.error_message);
   return j;
 }
 
@@ -95,14 +101,21 @@ json pool_view(const PoolReport& report, bool detail) {
 
 // Parses the body as {"<root>": {...}} and returns the inner object; refuses other top-level
 // keys and any inner key not in `allowed`.
+json parse_json(const std::string& body) {
+  try {
+    return parse_untrusted_json(body);
+  } catch (const UntrustedJsonError& e) {
+    bad_request(e.what());
+  }
+}
+
 json parse_body(const std::string& body, const char* root, std::initializer_list<const char*> allowed) {
-  json j = json::parse(body, nullptr, false);
-  if (j.is_discarded()) bad_request("The request body is not valid JSON.");
+  json j = parse_json(body);
   if (!j.is_object() || !j.contains(root) || !j[root].is_object())
     bad_request(std::string("The request body must be an object with a \"") + root + "\" object.");
   for (const auto& [key, value] : j.items())
     if (key != root) bad_request("Unknown field '" + key + "' in the request body.");
-  json inner = j[root];
+  json inner = std::move(j[root]);  // moved, not copied
   for (const auto& [key, value] : inner.items()) {
     bool ok = false;
     for (const char* a : allowed) ok = ok || key == a;
@@ -134,7 +147,7 @@ uint64_t size_field(const json& j, const char* key, bool required) {
   }
   if (n < 1 || static_cast<uint64_t>(n) > kMaxSizeGb)
     bad_request(std::string("Invalid input received: '") + key + "' must be a whole number of GiB between 1 and " +
-                std::to_string(kMaxSizeGb) + ", not " + v.dump() + ".");
+                std::to_string(kMaxSizeGb) + ", not " + to_text(v).substr(0, 64) + ".");
   return static_cast<uint64_t>(n);
 }
 
@@ -169,10 +182,6 @@ bool query_flag(const std::string& query, const std::string& name) {
   return false;
 }
 
-// Paths, methods and ids are echoed in messages, and a client may send any bytes in them.
-// nlohmann::json refuses to write a string that is not UTF-8 (it throws); such bytes go out
-// as U+FFFD instead.
-std::string to_text(const json& body) { return body.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 ApiResponse ok(int status, const json& body) { return {status, to_text(body)}; }
 
@@ -196,9 +205,9 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
   } catch (const IllegalTransition& e) {
     return error_response(409, "conflictingRequest", e.what());
   } catch (const std::exception& e) {
-    spdlog::error("{} {}: {}", method, target, e.what());
-    return error_response(500, "computeFault", std::string("The server has either erred or is incapable of "
-                                                           "performing the requested operation: ") + e.what());
+    spdlog::error("{} {}: {}", method, target, e.what());  // the whole story stays in the log
+    return error_response(500, "computeFault", "The server has either erred or is incapable of performing the "
+                                               "requested operation: " + without_paths(e.what()));
   }
 }
 
@@ -263,8 +272,8 @@ ApiResponse VolumeApi::route(const std::string& method, const std::string& targe
     }
     if (n == 5 && parts[4] == "action") {
       if (!post) method_not_allowed(method, path);
-      json j = json::parse(body, nullptr, false);
-      if (j.is_discarded() || !j.is_object() || j.size() != 1)
+      json j = parse_json(body);
+      if (!j.is_object() || j.size() != 1)
         bad_request("An action body is an object with exactly one action, e.g. {\"os-extend\": {\"new_size\": 2}}.");
       const std::string action = j.begin().key();
       if (action == "os-extend") {

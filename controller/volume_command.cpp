@@ -203,11 +203,11 @@ int volume_command(const std::string& name, const ClientCommandOptions& o) {
     if (!o.snapshot_id.empty()) v["snapshot_id"] = o.snapshot_id;
     if (!o.source_volid.empty()) v["source_volid"] = o.source_volid;
     if (!o.image.empty()) {
+      // A file here is named by its absolute path (the controller checks that it is in one of
+      // its image directories); anything else is a name within those directories.
       std::error_code ec;
       auto absolute = std::filesystem::absolute(o.image, ec);
-      if (ec || !std::filesystem::is_regular_file(absolute))
-        throw CommandError("--image " + o.image + ": not a regular file");
-      v["imageRef"] = absolute.string();
+      v["imageRef"] = !ec && std::filesystem::exists(absolute, ec) ? absolute.string() : o.image;
     }
     if (o.encrypted) v["encrypted"] = true;
     json created = client.call("POST", "/volumes", json{{"volume", v}})["volume"];
@@ -402,7 +402,9 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   create->add_option("--availability-zone", o.availability_zone, "Availability zone");
   auto* snap = create->add_option("--snapshot", o.snapshot_id, "Start from this snapshot")->type_name("ID");
   auto* vol = create->add_option("--source-volume", o.source_volid, "Start as a copy of this volume")->type_name("ID");
-  auto* img = create->add_option("--image", o.image, "Start from this raw image file (read by the controller)")
+  auto* img = create->add_option("--image", o.image, "Start from this raw image file, which must be in one of the\n"
+                                 "controller's image_dirs (default STATE_DIR/images): a path there\n"
+                                 "or a name relative to them")
                   ->type_name("FILE");
   snap->excludes(vol)->excludes(img);
   vol->excludes(img);

@@ -40,42 +40,45 @@ VolumeStatus status_before_extend(const json& c) {
   return parse_volume_status(str(c, "status_before")).value_or(VolumeStatus::available);
 }
 
-// Writes the file at `path` into `device` from offset 0, every byte (an encrypted device's
-// fresh blocks do not read as zeroes, so zeroes must be written too).
-void copy_file_into(const std::string& path, backends::BlockDevice& device, const CopyProgress& progress) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+// Writes the image file open on `fd` into `device` from offset 0, every byte (an encrypted
+// device's fresh blocks do not read as zeroes, so zeroes must be written too).
+void copy_file_into(int fd, backends::BlockDevice& device, const CopyProgress& progress) {
   struct stat st{};
-  ::fstat(fd, &st);
+  if (::fstat(fd, &st) != 0) throw std::system_error(errno, std::generic_category(), "stat the image");
   const uint64_t total = static_cast<uint64_t>(st.st_size);
   std::vector<std::byte> buffer(1 << 20);
   backends::SyncIo io;
-  try {
-    uint64_t done = 0;
-    while (done < total) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
-      ssize_t got = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) throw std::system_error(got < 0 ? errno : EIO, std::generic_category(), "read " + path);
-      // The encryption sector is the device's minimum block: pad the tail with zeroes.
-      size_t length = static_cast<size_t>(got);
-      uint32_t block = device.capabilities().min_block_size;
-      if (length % block) {
-        size_t padded = (length + block - 1) / block * block;
-        std::memset(buffer.data() + length, 0, padded - length);
-        length = padded;
-      }
-      if (auto ec = io.write(device, done, {buffer.data(), length}))
-        throw std::system_error(ec, "write into the volume");
-      done += static_cast<uint64_t>(got);
-      if (progress) progress(done, total);
+  uint64_t done = 0;
+  while (done < total) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - done));
+    ssize_t got = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) throw std::system_error(got < 0 ? errno : EIO, std::generic_category(), "read the image");
+    // The encryption sector is the device's minimum block: pad the tail with zeroes.
+    size_t length = static_cast<size_t>(got);
+    uint32_t block = device.capabilities().min_block_size;
+    if (length % block) {
+      size_t padded = (length + block - 1) / block * block;
+      std::memset(buffer.data() + length, 0, padded - length);
+      length = padded;
     }
-    if (auto ec = io.flush(device)) throw std::system_error(ec, "flush the volume");
-  } catch (...) {
-    ::close(fd);
-    throw;
+    if (auto ec = io.write(device, done, {buffer.data(), length}))
+      throw std::system_error(ec, "write into the volume");
+    done += static_cast<uint64_t>(got);
+    if (progress) progress(done, total);
   }
-  ::close(fd);
+  if (auto ec = io.flush(device)) throw std::system_error(ec, "flush the volume");
+}
+
+// Creates any of `directories` that is missing (the embedded default's image directory is new
+// on a first start) and returns them.
+const std::vector<std::string>& created_directories(const std::vector<std::string>& directories) {
+  for (const auto& dir : directories) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw std::runtime_error("image directory " + dir + ": " + ec.message());
+  }
+  return directories;
 }
 
 }  // namespace
@@ -86,7 +89,8 @@ VolumeService::VolumeService(const ControllerConfig& config, Store& store, std::
       store_(store),
       key_wrap_(std::move(key_wrap)),
       options_(std::move(options)),
-      scheduler_(config.scheduler) {
+      scheduler_(config.scheduler),
+      images_(created_directories(config.image_dirs)) {
   for (auto& p : pools) {
     pool_order_.push_back(p->config().name);
     pools_[p->config().name] = std::move(p);
@@ -161,32 +165,18 @@ void VolumeService::start_flow(std::shared_ptr<Flow> flow, size_t sync_tasks) {
   });
 }
 
-// The controller reads imageRef with its own rights, so a path naming its own secrets (the
-// master key, the token, the database, Ceph keyrings) or another volume's backing file must be
-// refused: anyone with the API token could otherwise copy them into a volume and read them back.
-bool VolumeService::is_private_path(const std::string& path) const {
-  std::error_code ec;
-  const fs::path real = fs::weakly_canonical(path, ec);
-  if (ec) return false;  // does not resolve: the readable-file check refuses it
-  auto inside = [&](const std::string& dir) {
-    if (dir.empty()) return false;
-    const fs::path root = fs::weakly_canonical(dir, ec);
-    if (ec) return false;
-    auto [r, p] = std::mismatch(root.begin(), root.end(), real.begin(), real.end());
-    return r == root.end();
-  };
-  if (inside(config_.state_dir) || inside(config_.token_file) || inside(config_.master_key_file))
-    return true;
-  if (!config_.database.empty())  // SQLite's WAL files sit beside the database
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"})
-      if (inside(config_.database + suffix)) return true;
-  for (const auto& pool_config : config_.pools) {
-    if (inside(pool_config.directory) || inside(pool_config.ceph_keyring)) return true;
-    // The Ceph configuration's directory holds the keyrings it names (/etc/ceph).
-    if (!pool_config.ceph_conf.empty() && inside(fs::path(pool_config.ceph_conf).parent_path().string()))
-      return true;
-  }
-  return false;
+std::shared_ptr<const OpenedImage> VolumeService::opened_image(const json& c) {
+  std::lock_guard lock(mutex_);
+  auto it = opened_images_.find(str(c, "image_handle"));
+  // A flow from before a restart: its descriptor went with the old process.
+  if (it == opened_images_.end()) throw std::runtime_error("the image file is no longer open");
+  return it->second;
+}
+
+void VolumeService::release_image(const std::string& handle) {
+  if (handle.empty()) return;
+  std::lock_guard lock(mutex_);
+  opened_images_.erase(handle);
 }
 
 Pool& VolumeService::pool(const std::string& name) {
@@ -339,18 +329,17 @@ std::vector<Task> VolumeService::create_volume_tasks() {
                     std::to_string(source->size_gb) + " GiB.");
       c["only_pool"] = source->pool;
     } else if (!image.empty()) {
-      if (image.front() != '/') bad_request("imageRef must be an absolute path of an image file on the controller.");
-      if (is_private_path(image))
-        bad_request("Image file " + image + " is inside the controller's state or a pool; copy a volume with "
-                    "source_volid instead.");
-      struct stat st{};
-      if (::stat(image.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(image.c_str(), R_OK) != 0)
-        bad_request("Image file " + image + " is not a readable regular file.");
-      const uint64_t need = gib_for(static_cast<uint64_t>(st.st_size) + (encrypted ? kLuksHeaderBytes : 0));
+      // Opened now, once: the copy reads this descriptor, whatever happens to the path later.
+      auto opened = std::make_shared<OpenedImage>(images_.open(image));
+      const uint64_t need = gib_for(opened->size + (encrypted ? kLuksHeaderBytes : 0));
       if (size == 0) size = need;
       if (size < need)
-        bad_request("Image " + image + " holds " + std::to_string(st.st_size) + " bytes; the volume must be at least " +
-                    std::to_string(need) + " GiB.");
+        bad_request("Image " + image + " holds " + std::to_string(opened->size) +
+                    " bytes; the volume must be at least " + std::to_string(need) + " GiB.");
+      const std::string handle = new_uuid();
+      c["image_handle"] = handle;
+      std::lock_guard lock(mutex_);
+      opened_images_[handle] = std::move(opened);
     }
     if (size == 0) bad_request("Volume size must be a whole number of GiB, at least 1.");
     c["size_gb"] = size;
@@ -372,7 +361,7 @@ std::vector<Task> VolumeService::create_volume_tasks() {
                     " source must be " + (source->encrypted ? "encrypted" : "plain") + " as well.");
       c["key_source"] = source->id;
     }
-  }, {}});
+  }, [this](json& c) { release_image(str(c, "image_handle")); }});
 
   tasks.push_back({"reserve_quota", [this](json& c) {
     if (!c.contains("reservation")) c["reservation"] = new_uuid();
@@ -467,8 +456,11 @@ std::vector<Task> VolumeService::create_volume_tasks() {
     if (store_.find_volume(id)) store_.update_volume(id, [](Volume& v) { v.wrapped_key.clear(); });
   }});
 
-  tasks.push_back({"create_on_pool", [this](json& c) { create_data(c); },
-                   [this](json& c) {
+  tasks.push_back({"create_on_pool", [this](json& c) {
+    create_data(c);
+    release_image(str(c, "image_handle"));
+  }, [this](json& c) {
+    release_image(str(c, "image_handle"));
     const std::string id = str(c, "volume_id");
     {
       std::lock_guard lock(mutex_);
@@ -504,7 +496,7 @@ void VolumeService::create_data(const json& c) {
   } else if (!source_volid.empty()) {
     p.clone_volume(id, source_volid, bytes, progress);
   } else if (!image.empty() && !encrypted) {
-    p.create_volume_from_file(id, image, bytes, progress);
+    p.create_volume_from_file(id, opened_image(c)->fd.get(), bytes, progress);
   } else {
     p.create_volume(id, bytes);
     if (encrypted) {
@@ -514,7 +506,7 @@ void VolumeService::create_data(const json& c) {
       auto container = crypto::LuksContainer::format(*device, config_.luks, passphrase);
       if (!image.empty()) {
         crypto::LuksDevice plain(device, container.unlock(passphrase));
-        copy_file_into(image, plain, progress);
+        copy_file_into(opened_image(c)->fd.get(), plain, progress);
       }
     }
   }

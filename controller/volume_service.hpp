@@ -23,6 +23,7 @@
 
 #include "controller/controller_config.hpp"
 #include "controller/flow.hpp"
+#include "controller/image_files.hpp"
 #include "controller/key_wrap.hpp"
 #include "controller/pool.hpp"
 #include "controller/store.hpp"
@@ -38,7 +39,7 @@ struct CreateVolumeRequest {
   std::string availability_zone;  // empty: the default zone
   std::string snapshot_id;        // at most one source
   std::string source_volid;
-  std::string image;              // absolute path of an image file (raw)
+  std::string image;              // imageRef: a raw image file in an image directory
   std::optional<bool> encrypted;  // empty: as the volume type says
 };
 
@@ -106,7 +107,9 @@ class VolumeService {
   void worker_loop();
 
   Pool& pool(const std::string& name);
-  bool is_private_path(const std::string& path) const;
+  // The image a create flow opened in validate, by the handle in its context.
+  std::shared_ptr<const OpenedImage> opened_image(const nlohmann::json& c);
+  void release_image(const std::string& handle);
   std::vector<PoolState> pool_states();
   CopyProgress progress_reporter(const std::string& volume_id);
   void create_data(const nlohmann::json& c);
@@ -119,6 +122,7 @@ class VolumeService {
   std::optional<KeyWrap> key_wrap_;
   ServiceOptions options_;
   Scheduler scheduler_;
+  ImageFiles images_;
 
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -128,6 +132,8 @@ class VolumeService {
   bool stopping_flag_ = false;
   std::atomic<bool> stopping_{false};
   std::map<std::string, double> progress_;
+  // Image files opened by create requests, until their copy is done or reverted.
+  std::map<std::string, std::shared_ptr<const OpenedImage>> opened_images_;
   std::vector<std::thread> workers_;
 };
 

@@ -3,7 +3,10 @@
 //
 // The input is a series of requests separated by NUL bytes, each "METHOD TARGET\nBODY". So
 // that a campaign can reach volumes and snapshots it created, "{vol}" and "{snap}" in a target
-// or body stand for the ids of the last volume and snapshot the API reported.
+// or body stand for the ids of the last volume and snapshot the API reported. So that small
+// inputs can make the large bodies a real client may send (up to the server's 1 MiB), "{xN}"
+// repeats the byte before it N more times: `[{x300000}` is 300,001 opening brackets, the kind
+// of nesting that once overflowed the controller's stack.
 //
 // What must hold for every request: handle() returns (it promises never to throw), the status
 // is an HTTP status but not 500, the body is empty or JSON, and an error's body is one Cinder
@@ -12,6 +15,7 @@
 // Each input starts from an empty database and pool.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -40,6 +44,30 @@ using nlohmann::json;
 void replace_all(std::string& text, std::string_view token, const std::string& with) {
   for (size_t at = text.find(token); at != std::string::npos; at = text.find(token, at + with.size()))
     text.replace(at, token.size(), with);
+}
+
+// Expands every "{xN}" (see above); the text stays within the API server's 1 MiB body limit.
+void expand_repeats(std::string& text) {
+  constexpr size_t kMaxBody = 1 << 20;
+  for (size_t at = text.find("{x"); at != std::string::npos; at = text.find("{x", at)) {
+    const size_t close = text.find('}', at);
+    if (at == 0 || close == std::string::npos || close - at > 9) {
+      at += 2;
+      continue;
+    }
+    size_t count = 0;
+    for (size_t i = at + 2; i < close && count <= kMaxBody; ++i) {
+      if (text[i] < '0' || text[i] > '9') {
+        count = 0;
+        break;
+      }
+      count = count * 10 + static_cast<size_t>(text[i] - '0');
+    }
+    const size_t room = kMaxBody > text.size() ? kMaxBody - text.size() : 0;
+    count = std::min(count, room);
+    text.replace(at, close - at + 1, std::string(count, text[at - 1]));
+    at += count;
+  }
 }
 
 void check_response(const ApiResponse& r, const std::string& request) {
@@ -108,6 +136,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         replace_all(*text, "{vol}", volume);
         replace_all(*text, "{snap}", snapshot);
       }
+      expand_repeats(body);
       const ApiResponse response = api.handle(method, target, body);
       check_response(response, method + " " + target);
       remember_ids(response, volume, snapshot);

@@ -24,9 +24,11 @@ PORT=$(free_tcp_port)
 export VOLGATE_URL=unix:$SOCK
 CTL_PID=
 
+mkdir -p "$T/images"  # where imageRef may take files from
 cat >"$T/controller.json" <<JSON
 {
   "state_dir": "$STATE",
+  "image_dirs": ["$T/images"],
   "tcp_listen": "127.0.0.1:$PORT",
   "quotas": {"volumes": 40, "snapshots": 10, "gigabytes": 100},
   "workers": 4,
@@ -130,10 +132,10 @@ assert_eq "$(quota_in_use gigabytes)" 1 "gigabytes in use after delete"
 pass "blank volume: sparse, placed by type, extended, deleted, quota follows"
 
 # ------------------------------------------------------------------ copies with checksums
-make_random_file "$T/image.raw" 48
-img_sum=$(sha256sum <"$T/image.raw")
+make_random_file "$T/images/image.raw" 48
+img_sum=$(sha256sum <"$T/images/image.raw")
 first_sum() { head -c $((48 << 20)) "$1" | sha256sum; }
-from_image=$(vg volume create --output json --size 1G --type slow --image "$T/image.raw" --progress from-image 2>"$T/progress" |
+from_image=$(vg volume create --output json --size 1G --type slow --image "$T/images/image.raw" --progress from-image 2>"$T/progress" |
     json "d['volume']['id']")
 grep -q '100%' "$T/progress" || fail "no progress bar on a copy: $(cat "$T/progress")"
 fi=$(volume_file "$from_image")
@@ -174,7 +176,7 @@ expect_api 400 badRequest POST /v3/default/volumes '{"volume": {"size": 1, "avai
 # The controller's own secrets are not images: the API must not copy them into a volume.
 for secret in "$STATE/master.key" "$STATE/token" "$STATE/controller.db"; do
     msg=$(expect_api 400 badRequest POST /v3/default/volumes '{"volume": {"size": 1, "imageRef": "'"$secret"'"}}')
-    [[ $msg == *"inside the controller's state"* ]] || fail "imageRef $secret: $msg"
+    [[ $msg == *"not a readable regular file in the controller's image directories"* ]] || fail "imageRef $secret: $msg"
 done
 fast1=$(vg volume list --output json | json "[v['id'] for v in d['volumes'] if v['name'] == 'fast1'][0]")
 msg=$(expect_api 400 badRequest POST "/v3/default/volumes/$fast1/action" '{"os-extend": {"new_size": 1}}')
@@ -288,7 +290,7 @@ cryptsetup open --test-passphrase --key-file "$T/enc.key" "$ef" || fail "the unw
 if grep -qF "$(cat "$T/enc.key")" <<<"$(sqlite3 "$STATE/controller.db" .dump)"; then fail "passphrase in the database"; fi
 grep -qF "$(cat "$T/enc.key")" "$T"/controller.*.err && fail "passphrase in the log"
 
-enc_img=$(create --size 1G --type secret --image "$T/image.raw" enc-image)
+enc_img=$(create --size 1G --type secret --image "$T/images/image.raw" enc-image)
 ei=$(volume_file "$enc_img")
 grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$ei")" || fail "no LUKS2 header on the encrypted image volume"
 unwrap_key "$STATE" "$enc_img" "$T/enc-img.key"
@@ -307,10 +309,10 @@ msg=$(expect_api 400 badRequest POST /v3/default/volumes "{\"volume\": {\"snapsh
 pass "encryption: LUKS2 header, passphrase only wrapped (unwrapped independently, opens it), image readable through volgate serve, clones keep the key"
 
 # ------------------------------------------------------------------ SIGKILL mid-copy
-make_random_file "$T/big.raw" 160
+make_random_file "$T/images/big.raw" 160
 in_use_before=$(quota_in_use gigabytes)
 slow_files_before=$(ls "$T/slow" | sort)
-long=$(vg volume create --output json --no-wait --size 1G --type slow --image "$T/big.raw" long | json "d['volume']['id']")
+long=$(vg volume create --output json --no-wait --size 1G --type slow --image "$T/images/big.raw" long | json "d['volume']['id']")
 for ((i = 0; i < 100; i++)); do
     p=$(vg volume show --output json "$long" | json "d['volume'].get('volgate:progress', 0)")
     ((p > 0)) && break
@@ -335,7 +337,7 @@ assert_eq "$(vol_field "$from_image" status)" available "other volumes are untou
 pass "SIGKILL during a long copy: restart reverts it (error, quota released, partial file gone)"
 
 # ------------------------------------------------------------------ SIGTERM mid-copy, then a clean stop
-long=$(vg volume create --output json --no-wait --size 1G --type slow --image "$T/big.raw" long2 | json "d['volume']['id']")
+long=$(vg volume create --output json --no-wait --size 1G --type slow --image "$T/images/big.raw" long2 | json "d['volume']['id']")
 sleep 0.5
 stop_volgate "$CTL_PID" TERM 15
 start_controller "$T/controller.json" "$SOCK" '^http://'

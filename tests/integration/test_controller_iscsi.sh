@@ -37,9 +37,11 @@ remove_targets() {  # tgtd ignores SIGTERM; its targets go first, then it is kil
 # set +e first: under set -e, (exit $_rc) with a failure code would end the trap before _cleanup.
 trap '_rc=$?; set +e; remove_targets; kill -KILL "$TGTD" 2>/dev/null; (exit $_rc); _cleanup' EXIT
 
+mkdir -p "$T/images"  # where imageRef may take files from
 cat >"$T/controller.json" <<JSON
 {
   "state_dir": "$STATE",
+  "image_dirs": ["$T/images"],
   "quotas": {"volumes": 12, "snapshots": 4, "gigabytes": 20},
   "pools": [{"name": "tgt", "driver": "iscsi", "directory": "$T/luns", "portals": ["$PORTAL", "$PORTAL2"],
              "iqn_prefix": "$PREFIX", "tgt_ipc_socket": "$TGT_IPC_SOCKET", "copy_bps_limit": 16777216}]
@@ -57,21 +59,21 @@ print((int(re.search(r"RETURNED LOGICAL BLOCK ADDRESS:(\d+)", t).group(1)) + 1) 
 show_targets() { tgtadm --lld iscsi --op show --mode target; }
 
 grep -q '^tgt  *iSCSI .* true$' <<<"$("$VOLGATE" pool list)" || fail "pool list (multipath): $("$VOLGATE" pool list)"
-make_random_file "$T/image.raw" 24
-vol=$("$VOLGATE" volume create --output json --size 1G --image "$T/image.raw" from-image | json "d['volume']['id']")
+make_random_file "$T/images/image.raw" 24
+vol=$("$VOLGATE" volume create --output json --size 1G --image "$T/images/image.raw" from-image | json "d['volume']['id']")
 target=$("$VOLGATE" volume show --output json "$vol" | json "d['volume']['volgate:export_target']")
 assert_eq "$target" "iscsi://$PORTAL,$PORTAL2/$PREFIX:volume-$vol/1" "export target"
 grep -q "Target [0-9]*: $PREFIX:volume-$vol" <<<"$(show_targets)" || fail "no target for $vol: $(show_targets)"
 grep -q "Backing store path: $T/luns/volume-$vol.img" <<<"$(show_targets)" || fail "LUN not backed by the volume file"
 assert_eq "$(capacity "$vol")" $((1 << 30)) "LUN capacity seen by an initiator"
 qemu-img convert -f raw -O raw "iscsi://$PORTAL2/$PREFIX:volume-$vol/1" "$T/back.raw"
-assert_eq "$(head -c $((24 << 20)) "$T/back.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "data read over iSCSI"
+assert_eq "$(head -c $((24 << 20)) "$T/back.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" "data read over iSCSI"
 rm -f "$T/back.raw"
 start_volgate --unix "$T/nbd.sock" --export "v=$target"
 nbdcopy "$(unix_uri v "$T/nbd.sock")" "$T/served.raw"
 stop_volgate
 grep -q "path 1 $PORTAL2: up" "$VG_ERR" || fail "volgate serve did not log in on the second portal: $(grep path "$VG_ERR")"
-assert_eq "$(head -c $((24 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" \
+assert_eq "$(head -c $((24 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" \
     "the volume served by volgate serve --export v=$target"
 rm -f "$T/served.raw"
 pass "volume from image: a target with one LUN, right size and data over iSCSI, served by volgate as it is"
@@ -82,11 +84,11 @@ snap=$("$VOLGATE" snapshot create --output json --volume "$vol" s1 | json "d['sn
 copy=$("$VOLGATE" volume create --output json --snapshot "$snap" copy | json "d['volume']['id']")
 assert_eq "$(capacity "$copy")" $((2 << 30)) "capacity of the copy's LUN"
 qemu-img convert -f raw -O raw "iscsi://$PORTAL/$PREFIX:volume-$copy/1" "$T/copy.raw"
-assert_eq "$(head -c $((24 << 20)) "$T/copy.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "copy's data over iSCSI"
+assert_eq "$(head -c $((24 << 20)) "$T/copy.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" "copy's data over iSCSI"
 rm -f "$T/copy.raw"
 clone=$("$VOLGATE" volume create --output json --source-volume "$vol" clone | json "d['volume']['id']")
 qemu-img convert -f raw -O raw "iscsi://$PORTAL/$PREFIX:volume-$clone/1" "$T/clone.raw"
-assert_eq "$(head -c $((24 << 20)) "$T/clone.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" "clone's data over iSCSI"
+assert_eq "$(head -c $((24 << 20)) "$T/clone.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" "clone's data over iSCSI"
 rm -f "$T/clone.raw"
 "$VOLGATE" volume delete "$clone" >/dev/null
 pass "extend re-adds the LUN at the new size; copies from a snapshot and from a volume are targets of their own"
@@ -144,8 +146,8 @@ pass "quota exhaustion and bad input are refused with no target made"
 
 # SIGKILL in the middle of a copy (16 MiB/s limit): the restarted controller reverts the create,
 # its target and its file included, and the journal is empty.
-make_random_file "$T/big.raw" 96
-long=$("$VOLGATE" volume create --output json --no-wait --size 1G --image "$T/big.raw" long | json "d['volume']['id']")
+make_random_file "$T/images/big.raw" 96
+long=$("$VOLGATE" volume create --output json --no-wait --size 1G --image "$T/images/big.raw" long | json "d['volume']['id']")
 for ((i = 0; i < 100; i++)); do
     p=$("$VOLGATE" volume show --output json "$long" | json "d['volume'].get('volgate:progress', 0)")
     ((p > 0)) && break

@@ -18,9 +18,11 @@ CEPH_POOL=vols
 ceph_start memstore
 CEPH=(--conf "$CEPH_CONF" --keyring "$CEPH_KEYRING" --id admin)
 
+mkdir -p "$T/images"  # where imageRef may take files from
 cat >"$T/controller.json" <<JSON
 {
   "state_dir": "$STATE",
+  "image_dirs": ["$T/images"],
   "pools": [{"name": "ceph", "driver": "rbd", "rbd_pool": "vols", "ceph_conf": "$CEPH_CONF",
              "ceph_keyring": "$CEPH_KEYRING",
              "total_capacity_gb": 100}]
@@ -38,14 +40,14 @@ blank=$(create --size 1G blank)
 assert_eq "$(image_size "volume-$blank")" $((1 << 30)) "size of a blank volume's image"
 assert_eq "$("$VOLGATE" volume show --output json "$blank" | json "d['volume']['volgate:export_target']")" \
     "rbd:vols/volume-$blank,ceph-conf=$CEPH_CONF,keyring=$CEPH_KEYRING" "export target (a BACKEND for volgate serve --export)"
-make_random_file "$T/image.raw" 16
-vol=$(create --size 1G --image "$T/image.raw" from-image)
-assert_eq "$(image_sum "volume-$vol")" "$(sha256sum <"$T/image.raw")" "image data in the RBD image"
+make_random_file "$T/images/image.raw" 16
+vol=$(create --size 1G --image "$T/images/image.raw" from-image)
+assert_eq "$(image_sum "volume-$vol")" "$(sha256sum <"$T/images/image.raw")" "image data in the RBD image"
 target=$("$VOLGATE" volume show --output json "$vol" | json "d['volume']['volgate:export_target']")
 start_volgate --unix "$T/nbd.sock" --export "v=$target"
 nbdcopy "$(unix_uri v "$T/nbd.sock")" "$T/served.raw"
 stop_volgate
-assert_eq "$(head -c $((16 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/image.raw")" \
+assert_eq "$(head -c $((16 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" \
     "the volume served by volgate serve --export v=$target"
 rm -f "$T/served.raw"
 pass "blank and from-image volumes are RBD images with the right size and data, served as they are"
@@ -59,9 +61,9 @@ assert_eq "$(rbd "${CEPH[@]}" info --format json "vols/snapshot-$snap" | json "d
 # the volume changes after the snapshot; the snapshot keeps the data of its time
 qemu-io --image-opts "driver=rbd,pool=vols,image=volume-$vol,conf=$CEPH_CONF,user=admin" \
     -c "write -P 0x5a 0 1M" >/dev/null || fail "qemu-io cannot write the volume"
-{ head -c $((1 << 20)) /dev/zero | tr '\0' Z; tail -c +$(((1 << 20) + 1)) "$T/image.raw"; } >"$T/changed.raw"
+{ head -c $((1 << 20)) /dev/zero | tr '\0' Z; tail -c +$(((1 << 20) + 1)) "$T/images/image.raw"; } >"$T/changed.raw"
 from_snap=$(create --snapshot "$snap" from-snap)
-assert_eq "$(image_sum "volume-$from_snap")" "$(sha256sum <"$T/image.raw")" "volume from snapshot"
+assert_eq "$(image_sum "volume-$from_snap")" "$(sha256sum <"$T/images/image.raw")" "volume from snapshot"
 assert_eq "$(rbd "${CEPH[@]}" info --format json "vols/volume-$from_snap" | json "'parent' in d")" False \
     "a volume from a snapshot depends on no other image"
 clone=$(create --source-volume "$vol" --size 2G clone)
@@ -72,7 +74,7 @@ assert_eq "$(image_size "volume-$blank")" $((3 << 30)) "image size after extend"
 pass "snapshots (RBD snapshots, point in time), copies from them, clones and extend work on RBD"
 
 # ------------------------------------------------------------------ encryption
-enc=$(create --size 1G --encrypted --image "$T/image.raw" enc)
+enc=$(create --size 1G --encrypted --image "$T/images/image.raw" enc)
 assert_eq "$("$VOLGATE" volume show --output json "$enc" | json "d['volume']['encrypted']")" True "encrypted flag"
 # The LUKS2 header (16 MiB with its keyslots) as librbd stores it, checked by cryptsetup alone
 # (rbd export dies of SIGPIPE once head has what it needs).
@@ -91,13 +93,13 @@ first16() {  # first16 QEMU-IMG-ARGS...: the first 16 MiB of a disk, through qem
     sha256sum <"$T/first16.raw"
 }
 start_volgate --unix "$T/nbd.sock" --export "e=$enc_target,luks-key-file=$T/enc.key"
-assert_eq "$(first16 -f raw if="$(unix_uri e "$T/nbd.sock")")" "$(sha256sum <"$T/image.raw")" \
+assert_eq "$(first16 -f raw if="$(unix_uri e "$T/nbd.sock")")" "$(sha256sum <"$T/images/image.raw")" \
     "encrypted volume from an image, read through volgate serve luks-key-file="
 # data written through the decrypted export is there after a restart of the export
 make_random_file "$T/more.raw" 4
 nbdcopy --flush "$T/more.raw" "$(unix_uri e "$T/nbd.sock")"
 stop_volgate
-{ cat "$T/more.raw"; tail -c +$(((4 << 20) + 1)) "$T/image.raw"; } >"$T/expected.raw"
+{ cat "$T/more.raw"; tail -c +$(((4 << 20) + 1)) "$T/images/image.raw"; } >"$T/expected.raw"
 start_volgate --unix "$T/nbd.sock" --export "e=$enc_target,luks-key-file=$T/enc.key,readonly"
 assert_eq "$(first16 -f raw if="$(unix_uri e "$T/nbd.sock")")" "$(sha256sum <"$T/expected.raw")" \
     "data written through the decrypted export"

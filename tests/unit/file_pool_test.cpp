@@ -1,5 +1,6 @@
 // FilePool on a real directory: sparse creates and copies, progress, the copy rate limit,
 // idempotent deletes, and ids that cannot escape the directory.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/unique_fd.hpp"
 #include "controller/file_pool.hpp"
 
 namespace volgate::controller {
@@ -110,7 +112,8 @@ TEST_F(FilePoolTest, CopyRateLimitIsHonoured) {
   std::string image = dir / "image.raw";
   std::ofstream(image, std::ios::binary) << std::string(8 << 20, 'x');
   auto start = std::chrono::steady_clock::now();
-  pool.create_volume_from_file("1a9", image, 8 << 20, {});
+  UniqueFd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  pool.create_volume_from_file("1a9", fd.get(), 8 << 20, {});
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_GE(seconds, 0.45);  // 8 MiB at 16 MiB/s
 }
@@ -120,7 +123,8 @@ TEST_F(FilePoolTest, ACancelledCopyStopsAtOnce) {
   std::string image = dir / "image.raw";
   std::ofstream(image, std::ios::binary) << std::string(8 << 20, 'x');
   int calls = 0;
-  EXPECT_THROW(pool.create_volume_from_file("1a9", image, 8 << 20,
+  UniqueFd fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_THROW(pool.create_volume_from_file("1a9", fd.get(), 8 << 20,
                                             [&](uint64_t done, uint64_t) {
                                               ++calls;
                                               if (done > 0) throw std::runtime_error("stop");

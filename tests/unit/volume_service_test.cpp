@@ -37,10 +37,11 @@ class ServiceTest : public ::testing::Test {
                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
     fs::remove_all(dir);
     fs::create_directories(dir);
-    images = dir.string() + "-images";  // outside the state directory, as imageRef requires
+    images = dir.string() + "-images";  // imageRef takes files from here only
     fs::remove_all(images);
     fs::create_directories(images);
     config = default_config(dir);
+    config.image_dirs = {images.string()};
     config.default_quotas = {{kQuotaVolumes, 5}, {kQuotaSnapshots, 5}, {kQuotaGigabytes, 20}};
     KeyWrap::create_key_file(dir / "master.key");
     open();
@@ -546,23 +547,67 @@ TEST_F(ServiceTest, TwoRacingExtendsNeverLeaveSizeFileAndQuotaApart) {
   EXPECT_EQ(store->find_volume(v.id)->status, VolumeStatus::deleting);
 }
 
-TEST_F(ServiceTest, ImageFilesInsideTheStateOrAPoolAreRefused) {
+// imageRef names a regular file beneath an image directory, reached without a symlink; anything
+// else gets one and the same answer, so it cannot probe for files elsewhere.
+TEST_F(ServiceTest, OnlyRegularFilesBeneathAnImageDirectoryAreImages) {
   Volume v = create(1);
   fs::create_symlink(dir / "master.key", images / "innocent.raw");
-  for (const std::string& path : {(dir / "master.key").string(), (dir / "c.db").string(), volume_file(v.id),
-                                  (images / "innocent.raw").string()}) {
+  fs::create_directories(images / "sub");
+  fs::create_symlink("/etc", images / "etc");
+  ASSERT_EQ(::mkfifo((images / "fifo.raw").c_str(), 0600), 0);
+  const std::string refused_message = "is not a readable regular file in the controller's image directories";
+  for (const std::string& path :
+       {(dir / "master.key").string(), (dir / "c.db").string(), volume_file(v.id), std::string("/etc/passwd"),
+        (images / "innocent.raw").string(), std::string("innocent.raw"), (images / "../etc/passwd").string(),
+        std::string("../../../../etc/passwd"), std::string("sub/../../x"), std::string("etc/passwd"),
+        (images / "fifo.raw").string(), (images / "sub").string(), std::string("sub"), std::string("missing.raw"),
+        std::string("/nonexistent/file")}) {
     CreateVolumeRequest r;
     r.project = "p";
     r.image = path;
+    r.size_gb = 1;
     try {
       service->create_volume(r);
       ADD_FAILURE() << path << " was accepted as an image";
     } catch (const ApiError& e) {
-      EXPECT_NE(std::string(e.what()).find("inside the controller's state or a pool"), std::string::npos) << e.what();
+      EXPECT_EQ(e.http_status(), 400) << path;
+      EXPECT_EQ(std::string(e.what()), "imageRef '" + path + "' " + refused_message + ".") << e.what();
     }
   }
   EXPECT_EQ(store->list_volumes("p").size(), 1u);
   EXPECT_EQ(usage(kQuotaVolumes).in_use, 1);
+}
+
+TEST_F(ServiceTest, AnImageIsNamedByItsPathOrRelativeToTheImageDirectory) {
+  fs::create_directories(images / "sub");
+  std::string image = images / "sub" / "image.raw";
+  { std::ofstream(image) << std::string(8192, 'i'); }
+  for (const std::string& ref : {image, std::string("sub/image.raw"), std::string("./sub//image.raw")}) {
+    CreateVolumeRequest r;
+    r.project = "p";
+    r.image = ref;
+    Volume created = service->create_volume(r);
+    EXPECT_EQ(store->find_volume(created.id)->status, VolumeStatus::available) << ref;
+    EXPECT_EQ(read_range(volume_file(created.id), 0, 8192), std::string(8192, 'i')) << ref;
+  }
+}
+
+// The file is opened when the request arrives: a path swapped for a symlink to a secret after
+// that (before the copy) still gives the file that was checked.
+TEST_F(ServiceTest, AnImageSwappedAfterTheRequestIsNotFollowed) {
+  std::string image = images / "image.raw";
+  { std::ofstream(image) << std::string(4096, 'g'); }
+  { std::ofstream(dir / "secret") << std::string(4096, 's'); }
+  race_before("create_volume", "create_on_pool", [&] {
+    fs::remove(image);
+    fs::create_symlink(dir / "secret", image);
+  });
+  CreateVolumeRequest r;
+  r.project = "p";
+  r.image = image;
+  Volume created = service->create_volume(r);
+  ASSERT_EQ(store->find_volume(created.id)->status, VolumeStatus::available);
+  EXPECT_EQ(read_range(volume_file(created.id), 0, 4096), std::string(4096, 'g'));
 }
 
 TEST_F(ServiceTest, ACopyStaysInItsSourcesZone) {

@@ -1,0 +1,101 @@
+#include "controller/image_files.hpp"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "controller/api_error.hpp"
+
+namespace volgate::controller {
+namespace {
+
+// O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused by fstat right after.
+constexpr int kImageOpenFlags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW;
+
+[[noreturn]] void not_an_image(const std::string& reference) {
+  bad_request("imageRef '" + reference + "' is not a readable regular file in the controller's image directories.");
+}
+
+// The path below `directory` that `reference` names, or nullopt when it names nothing there.
+std::optional<std::string> relative_to(const std::string& directory, const std::string& reference) {
+  if (reference.compare(0, directory.size(), directory) != 0) return std::nullopt;
+  if (reference.size() == directory.size() || reference[directory.size()] != '/') return std::nullopt;
+  return reference.substr(directory.size() + 1);
+}
+
+// The same resolution as openat2's RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, one component at a
+// time, for kernels without openat2 (before 5.6).
+int open_walking(int directory, const std::string& relative) {
+  UniqueFd here;
+  int at = directory;
+  size_t start = 0;
+  while (true) {
+    size_t slash = relative.find('/', start);
+    const bool last = slash == std::string::npos;
+    const std::string part = relative.substr(start, last ? std::string::npos : slash - start);
+    if (part == "..") {
+      errno = EXDEV;
+      return -1;
+    }
+    if (last) return ::openat(at, part.empty() ? "." : part.c_str(), kImageOpenFlags);
+    if (!part.empty() && part != ".") {
+      int next = ::openat(at, part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (next < 0) return -1;
+      here = UniqueFd(next);
+      at = here.get();
+    }
+    start = slash + 1;
+  }
+}
+
+}  // namespace
+
+ImageFiles::ImageFiles(const std::vector<std::string>& directories) {
+  for (std::string path : directories) {
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error("image directory " + path + ": " + std::strerror(errno));
+    paths_.push_back(path);
+    directories_.emplace_back(fd);
+  }
+}
+
+UniqueFd ImageFiles::open_beneath(const UniqueFd& directory, const std::string& relative) const {
+  if (relative.empty() || relative.front() == '/') return {};
+  open_how how{};
+  how.flags = static_cast<uint64_t>(kImageOpenFlags);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    long fd = ::syscall(SYS_openat2, directory.get(), relative.c_str(), &how, sizeof how);
+    if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+    if (errno == ENOSYS) return UniqueFd(open_walking(directory.get(), relative));
+    if (errno != EAGAIN && errno != EINTR) return {};  // EAGAIN: a rename raced the lookup
+  }
+  return {};
+}
+
+OpenedImage ImageFiles::open(const std::string& reference) const {
+  if (reference.empty() || reference.find('\0') != std::string::npos) not_an_image(reference);
+  for (size_t i = 0; i < directories_.size(); ++i) {
+    std::optional<std::string> relative =
+        reference.front() == '/' ? relative_to(paths_[i], reference) : std::optional<std::string>(reference);
+    if (!relative) continue;
+    UniqueFd fd = open_beneath(directories_[i], *relative);
+    if (!fd) continue;
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    // Back to blocking reads for the copy.
+    int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) continue;
+    return {std::move(fd), static_cast<uint64_t>(st.st_size)};
+  }
+  not_an_image(reference);
+}
+
+}  // namespace volgate::controller
