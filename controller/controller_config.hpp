@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "controller/api_server_limits.hpp"
-#include "controller/pool.hpp"
-#include "controller/quota.hpp"
-#include "controller/scheduler.hpp"
+#include "controller/api/api_server_limits.hpp"
+#include "controller/pools/pool.hpp"
+#include "controller/domain/quota.hpp"
+#include "controller/pools/scheduler.hpp"
 #include "crypto/luks_container.hpp"
 
 namespace volgate::controller {

@@ -5,8 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "controller/controller_command.hpp"
-#include "controller/volume_command.hpp"
+#include "controller/cli/controller_command.hpp"
+#include "controller/cli/volume_command.hpp"
 #include "gateway/luks_command.hpp"
 #include "gateway/serve_command.hpp"
 

@@ -27,9 +27,9 @@
 #include <string_view>
 #include <vector>
 
-#include "controller/file_pool.hpp"
-#include "controller/sqlite_store.hpp"
-#include "controller/volume_api.hpp"
+#include "controller/pools/file_pool.hpp"
+#include "controller/store/sqlite_store.hpp"
+#include "controller/api/volume_api.hpp"
 
 namespace {
 

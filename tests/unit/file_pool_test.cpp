@@ -10,7 +10,7 @@
 #include <fstream>
 
 #include "common/unique_fd.hpp"
-#include "controller/file_pool.hpp"
+#include "controller/pools/file_pool.hpp"
 
 namespace volgate::controller {
 namespace {

@@ -1,8 +1,8 @@
 // The flow engine: order, revert in reverse (the failed task included), journal, recovery.
 #include <gtest/gtest.h>
 
-#include "controller/flow.hpp"
-#include "controller/sqlite_store.hpp"
+#include "controller/flows/flow.hpp"
+#include "controller/store/sqlite_store.hpp"
 
 namespace volgate::controller {
 namespace {

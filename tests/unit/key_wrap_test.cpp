@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "controller/key_wrap.hpp"
+#include "controller/domain/key_wrap.hpp"
 
 namespace volgate::controller {
 namespace {

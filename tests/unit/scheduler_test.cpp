@@ -1,7 +1,7 @@
 // Scheduler filters and weighers, each alone, then together.
 #include <gtest/gtest.h>
 
-#include "controller/scheduler.hpp"
+#include "controller/pools/scheduler.hpp"
 
 namespace volgate::controller {
 namespace {

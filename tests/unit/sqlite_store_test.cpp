@@ -5,8 +5,8 @@
 
 #include <filesystem>
 
-#include "controller/api_error.hpp"
-#include "controller/sqlite_store.hpp"
+#include "controller/api/api_error.hpp"
+#include "controller/store/sqlite_store.hpp"
 
 namespace volgate::controller {
 namespace {

@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "controller/api_error.hpp"
-#include "controller/file_pool.hpp"
-#include "controller/sqlite_store.hpp"
-#include "controller/volume_api.hpp"
+#include "controller/api/api_error.hpp"
+#include "controller/pools/file_pool.hpp"
+#include "controller/store/sqlite_store.hpp"
+#include "controller/api/volume_api.hpp"
 
 namespace volgate::controller {
 namespace {

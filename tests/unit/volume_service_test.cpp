@@ -15,10 +15,10 @@
 #include <utility>
 
 #include "backends/file_device.hpp"
-#include "controller/api_error.hpp"
-#include "controller/file_pool.hpp"
-#include "controller/sqlite_store.hpp"
-#include "controller/volume_service.hpp"
+#include "controller/api/api_error.hpp"
+#include "controller/pools/file_pool.hpp"
+#include "controller/store/sqlite_store.hpp"
+#include "controller/flows/volume_service.hpp"
 #include "crypto/luks_container.hpp"
 
 namespace volgate::controller {

@@ -1,7 +1,7 @@
 // The volume and snapshot state machines: Cinder's names, and the transitions flows rely on.
 #include <gtest/gtest.h>
 
-#include "controller/volume_status.hpp"
+#include "controller/domain/volume_status.hpp"
 
 namespace volgate::controller {
 namespace {

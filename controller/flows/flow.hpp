@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "controller/flow_record.hpp"
-#include "controller/store.hpp"
+#include "controller/store/flow_record.hpp"
+#include "controller/store/store.hpp"
 
 namespace volgate::controller {
 

@@ -1,4 +1,4 @@
-#include "controller/file_pool.hpp"
+#include "controller/pools/file_pool.hpp"
 
 #include <fcntl.h>
 #include <linux/fs.h>

@@ -1,4 +1,4 @@
-#include "controller/volume_api.hpp"
+#include "controller/api/volume_api.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "common/untrusted_json.hpp"
-#include "controller/api_error.hpp"
+#include "controller/api/api_error.hpp"
 
 namespace volgate::controller {
 namespace {

@@ -1,4 +1,4 @@
-#include "controller/flow.hpp"
+#include "controller/flows/flow.hpp"
 
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>

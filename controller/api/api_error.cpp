@@ -1,4 +1,4 @@
-#include "controller/api_error.hpp"
+#include "controller/api/api_error.hpp"
 
 namespace volgate::controller {
 

@@ -1,15 +1,22 @@
 #pragma once
-// A pool that is a directory: one sparse file per volume (volume-ID.img) and per snapshot
-// (snapshot-ID.img). Snapshots and clones are reflinks where the filesystem can share blocks
-// (XFS, btrfs), otherwise sparse copies; capacity comes from statvfs.
-#include "controller/pool.hpp"
+// A pool in Ceph: each volume is an RBD image (volume-ID) of one Ceph pool; each snapshot is an
+// RBD snapshot of it, reached through a layered clone named snapshot-ID. Volumes made from a
+// snapshot or a volume are full copies, so no volume depends on another image. Thin, like RBD.
+//
+// Encrypted volumes are LUKS2 inside the image: open_volume gives the crypto module an
+// RbdDevice over the pool's own cluster connection, so the header is written through librbd.
+#include <memory>
+
+#include "backends/rados_cluster.hpp"
+#include "controller/pools/pool.hpp"
 
 namespace volgate::controller {
 
-class FilePool final : public Pool {
+class RbdPool final : public Pool {
  public:
-  // Creates the directory if needed. Throws std::runtime_error naming it.
-  explicit FilePool(PoolConfig config);
+  // Connects to the cluster. Throws std::runtime_error naming the pool and the reason.
+  explicit RbdPool(PoolConfig config);
+  ~RbdPool() override;
 
   const PoolConfig& config() const override { return config_; }
   PoolCapacity capacity() override;
@@ -26,26 +33,23 @@ class FilePool final : public Pool {
   void delete_volume(const std::string& volume_id) override;
   bool volume_exists(const std::string& volume_id) override;
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override;
+  // rbd:POOL/volume-ID,ceph-conf=PATH[,ceph-id=NAME][,keyring=PATH], as `volgate serve --export` takes it.
   std::string export_target(const std::string& volume_id) const override;
 
+  // A native RBD snapshot: instant, nothing to report.
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
                        const CopyProgress& progress) override;
   void delete_snapshot(const std::string& snapshot_id) override;
 
-  std::string volume_path(const std::string& volume_id) const;
-  std::string snapshot_path(const std::string& snapshot_id) const;
-
  private:
-  // Copies `source` into a new file `target` of `bytes` (at least the source's size): a
-  // reflink when `try_reflink` and the filesystem allows, else a copy that skips holes and
-  // zero blocks so a thin source stays thin.
-  void copy_file(const std::string& source, const std::string& target, uint64_t bytes, bool try_reflink,
-                 const CopyProgress& progress);
-  // Copies from the open descriptor `in` (`source` names it in errors).
-  void copy_from(int in, const std::string& source, const std::string& target, uint64_t bytes, bool try_reflink,
-                 const CopyProgress& progress);
+  struct Cluster;
+  backends::RadosClientOptions client_options() const;
+  void copy_image(const std::string& source, const std::string& target, uint64_t bytes, const CopyProgress& progress);
+  void remove_image(const std::string& name);
+  void remove_rbd_snapshot(const std::string& volume, const std::string& name);
 
   PoolConfig config_;
+  std::unique_ptr<Cluster> cluster_;
 };
 
 }  // namespace volgate::controller

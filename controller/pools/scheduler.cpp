@@ -1,4 +1,4 @@
-#include "controller/scheduler.hpp"
+#include "controller/pools/scheduler.hpp"
 
 #include <algorithm>
 #include <memory>

@@ -22,11 +22,11 @@
 #include <vector>
 
 #include "controller/controller_config.hpp"
-#include "controller/flow.hpp"
-#include "controller/image_files.hpp"
-#include "controller/key_wrap.hpp"
-#include "controller/pool.hpp"
-#include "controller/store.hpp"
+#include "controller/flows/flow.hpp"
+#include "controller/pools/image_files.hpp"
+#include "controller/domain/key_wrap.hpp"
+#include "controller/pools/pool.hpp"
+#include "controller/store/store.hpp"
 
 namespace volgate::controller {
 

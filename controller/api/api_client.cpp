@@ -1,4 +1,4 @@
-#include "controller/api_client.hpp"
+#include "controller/api/api_client.hpp"
 
 #include <openssl/crypto.h>
 

@@ -1,4 +1,4 @@
-#include "controller/sqlite_store.hpp"
+#include "controller/store/sqlite_store.hpp"
 
 #include <sqlite3.h>
 
@@ -6,7 +6,7 @@
 #include <ctime>
 #include <stdexcept>
 
-#include "controller/api_error.hpp"
+#include "controller/api/api_error.hpp"
 
 namespace volgate::controller {
 namespace {

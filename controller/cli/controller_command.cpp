@@ -1,4 +1,4 @@
-#include "controller/controller_command.hpp"
+#include "controller/cli/controller_command.hpp"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -17,15 +17,15 @@
 #include <fstream>
 #include <sstream>
 
-#include "controller/api_server.hpp"
+#include "controller/api/api_server.hpp"
 #include "controller/controller_config.hpp"
-#include "controller/file_pool.hpp"
-#include "controller/iscsi_pool.hpp"
-#include "controller/rbd_pool.hpp"
-#include "controller/key_wrap.hpp"
-#include "controller/sqlite_store.hpp"
-#include "controller/volume_api.hpp"
-#include "controller/volume_service.hpp"
+#include "controller/pools/file_pool.hpp"
+#include "controller/pools/iscsi_pool.hpp"
+#include "controller/pools/rbd_pool.hpp"
+#include "controller/domain/key_wrap.hpp"
+#include "controller/store/sqlite_store.hpp"
+#include "controller/api/volume_api.hpp"
+#include "controller/flows/volume_service.hpp"
 
 namespace volgate::controller {
 namespace {

@@ -1,4 +1,4 @@
-#include "controller/image_files.hpp"
+#include "controller/pools/image_files.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -10,7 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "controller/api_error.hpp"
+#include "controller/api/api_error.hpp"
 
 namespace volgate::controller {
 namespace {

@@ -1,4 +1,4 @@
-#include "controller/volume_status.hpp"
+#include "controller/domain/volume_status.hpp"
 
 #include <array>
 #include <initializer_list>

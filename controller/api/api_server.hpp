@@ -16,8 +16,8 @@
 #include <thread>
 #include <vector>
 
-#include "controller/api_server_limits.hpp"
-#include "controller/volume_api.hpp"
+#include "controller/api/api_server_limits.hpp"
+#include "controller/api/volume_api.hpp"
 #include "crypto/secure_bytes.hpp"
 
 namespace volgate::controller {

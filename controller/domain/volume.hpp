@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "controller/volume_status.hpp"
+#include "controller/domain/volume_status.hpp"
 
 namespace volgate::controller {
 

@@ -1,4 +1,4 @@
-#include "controller/volume_command.hpp"
+#include "controller/cli/volume_command.hpp"
 
 #include <unistd.h>
 
@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "common/size.hpp"
-#include "controller/api_client.hpp"
+#include "controller/api/api_client.hpp"
 #include "crypto/secure_bytes.hpp"
 
 namespace volgate::controller {

@@ -1,4 +1,4 @@
-#include "controller/volume_service.hpp"
+#include "controller/flows/volume_service.hpp"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "backends/sync_io.hpp"
-#include "controller/api_error.hpp"
+#include "controller/api/api_error.hpp"
 #include "crypto/luks_container.hpp"
 #include "crypto/luks_device.hpp"
 

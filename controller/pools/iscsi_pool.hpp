@@ -8,7 +8,7 @@
 // unexposing are idempotent and survive a controller restart.
 #include <mutex>
 
-#include "controller/file_pool.hpp"
+#include "controller/pools/file_pool.hpp"
 
 namespace volgate::controller {
 

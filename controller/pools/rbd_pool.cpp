@@ -1,4 +1,4 @@
-#include "controller/rbd_pool.hpp"
+#include "controller/pools/rbd_pool.hpp"
 
 #include <fcntl.h>
 #include <rados/librados.hpp>

@@ -1,4 +1,4 @@
-#include "controller/iscsi_pool.hpp"
+#include "controller/pools/iscsi_pool.hpp"
 
 #include <fcntl.h>
 #include <spawn.h>

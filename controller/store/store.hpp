@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "controller/flow_record.hpp"
-#include "controller/quota.hpp"
-#include "controller/snapshot.hpp"
-#include "controller/volume.hpp"
+#include "controller/store/flow_record.hpp"
+#include "controller/domain/quota.hpp"
+#include "controller/domain/snapshot.hpp"
+#include "controller/domain/volume.hpp"
 
 namespace volgate::controller {
 

@@ -1,4 +1,4 @@
-#include "controller/key_wrap.hpp"
+#include "controller/domain/key_wrap.hpp"
 
 #include <fcntl.h>
 #include <openssl/evp.h>

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-#include "controller/volume_status.hpp"
+#include "controller/domain/volume_status.hpp"
 
 namespace volgate::controller {
 

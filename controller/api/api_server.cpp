@@ -1,4 +1,4 @@
-#include "controller/api_server.hpp"
+#include "controller/api/api_server.hpp"
 
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>

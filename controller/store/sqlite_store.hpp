@@ -5,7 +5,7 @@
 #include <mutex>
 #include <string>
 
-#include "controller/store.hpp"
+#include "controller/store/store.hpp"
 
 struct sqlite3;
 
