@@ -9,7 +9,7 @@
 // The transport (sockets, token) is ApiServer's; this class maps one request to one response.
 #include <string>
 
-#include "controller/flows/volume_service.hpp"
+#include "controller/volume_service.hpp"
 
 namespace volgate::controller {
 

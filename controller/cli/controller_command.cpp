@@ -25,7 +25,7 @@
 #include "controller/domain/key_wrap.hpp"
 #include "controller/store/sqlite_store.hpp"
 #include "controller/api/volume_api.hpp"
-#include "controller/flows/volume_service.hpp"
+#include "controller/volume_service.hpp"
 
 namespace volgate::controller {
 namespace {

@@ -18,82 +18,82 @@ std::string new_uuid() {
   return out;
 }
 
-Flow::Flow(Store& store, std::string kind, std::string resource_id, std::vector<Task> tasks,
-           nlohmann::json context, BeforeTask before_task)
-    : store_(store), tasks_(std::move(tasks)), context_(std::move(context)), before_task_(std::move(before_task)) {
-  record_.id = new_uuid();
-  record_.kind = std::move(kind);
-  record_.resource_id = std::move(resource_id);
+FlowRunner::FlowRunner(Store& store, FlowRecord record, std::vector<Step> steps,
+                       std::function<std::string()> journal_text, FlowOutcome& outcome, BeforeTask before_task)
+    : store_(store),
+      record_(std::move(record)),
+      steps_(std::move(steps)),
+      journal_text_(std::move(journal_text)),
+      outcome_(outcome),
+      before_task_(std::move(before_task)),
+      next_(static_cast<size_t>(std::max(record_.task, 0))) {}
+
+size_t FlowRunner::index_of(std::string_view name) const {
+  for (size_t i = 0; i < steps_.size(); ++i)
+    if (steps_[i].name == name) return i;
+  throw std::logic_error("flow " + record_.kind + " has no task '" + std::string(name) + "'");
 }
 
-Flow::Flow(Store& store, const FlowRecord& record, std::vector<Task> tasks)
-    : store_(store), record_(record), tasks_(std::move(tasks)) {
-  context_ = nlohmann::json::parse(record.context, nullptr, false);
-  if (context_.is_discarded()) context_ = nlohmann::json::object();
-  next_ = static_cast<size_t>(std::max(record.task, 0));
-}
-
-void Flow::journal() {
-  // The context holds ids from request paths, which may be any bytes: write them, never throw.
-  record_.context = context_.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+void FlowRunner::journal() {
+  record_.context = journal_text_();
   store_.journal_write(record_);
 }
 
-void Flow::run(size_t until) {
-  while (!finished_ && next_ < tasks_.size() && next_ < until) {
-    const Task& task = tasks_[next_];
+void FlowRunner::run(size_t until) {
+  while (!finished_ && next_ < steps_.size() && next_ < until) {
+    const Step& step = steps_[next_];
     record_.task = static_cast<int>(next_);
     record_.phase = FlowRecord::Phase::running;
     try {
       journal();
-      if (before_task_) before_task_(record_.kind, task.name);
-      task.execute(context_);
+      if (before_task_) before_task_(record_.kind, step.name);
+      step.execute();
     } catch (const std::exception& e) {
-      spdlog::warn("flow {} {} ({}): task {} failed: {}", record_.kind, record_.id, record_.resource_id, task.name,
+      spdlog::warn("flow {} {} ({}): task {} failed: {}", record_.kind, record_.id, record_.resource_id, step.name,
                    e.what());
       revert_from(next_, e.what());
       throw;
     }
     ++next_;
   }
-  if (next_ >= tasks_.size() && !finished_) {
+  if (next_ >= steps_.size() && !finished_) {
     if (before_task_) before_task_(record_.kind, kAfterLastTask);
     finished_ = true;
     store_.journal_remove(record_.id);
   }
 }
 
-void Flow::revert(const std::string& why) {
+void FlowRunner::revert(const std::string& why) {
   if (finished_) return;
-  revert_from(std::min(next_, tasks_.size() - 1), why);
+  revert_from(std::min(next_, steps_.size() - 1), why);
 }
 
-void Flow::resume() {
+void FlowRunner::resume() {
   spdlog::info("flow {} {} ({}): resuming at task {}", record_.kind, record_.id, record_.resource_id,
-               next_ < tasks_.size() ? tasks_[next_].name : "end");
-  run();
+               next_ < steps_.size() ? steps_[next_].name : "end");
+  run(std::numeric_limits<size_t>::max());
 }
 
-void Flow::revert_from(size_t index, const std::string& why) {
-  if (!context_.contains("error")) context_["error"] = why;
+void FlowRunner::revert_from(size_t index, const std::string& why) {
+  if (outcome_.error.empty()) outcome_.error = why;
   record_.phase = FlowRecord::Phase::reverting;
   for (size_t i = index + 1; i-- > 0;) {
     record_.task = static_cast<int>(i);
-    const Task& task = tasks_[i];
+    const Step& step = steps_[i];
     try {
       journal();
     } catch (const std::exception& e) {
       // Revert anyway: a resource left behind costs more than a journal one step behind.
-      spdlog::error("flow {} {}: cannot journal the revert of {}: {}", record_.kind, record_.id, task.name,
+      spdlog::error("flow {} {}: cannot journal the revert of {}: {}", record_.kind, record_.id, step.name,
                     e.what());
     }
     try {
-      if (task.revert) task.revert(context_);
+      if (step.revert) step.revert();
     } catch (const std::exception& e) {
       // A revert that fails leaves its resource for an operator (the statuses say which);
       // the earlier tasks are still reverted, so quota and DB state stay accurate.
       spdlog::error("flow {} {} ({}): reverting {} failed: {}", record_.kind, record_.id, record_.resource_id,
-                    task.name, e.what());
+                    step.name, e.what());
     }
   }
   finished_ = true;

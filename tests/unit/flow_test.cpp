@@ -7,19 +7,28 @@
 namespace volgate::controller {
 namespace {
 
+// A context as flows have them: the outcome plus fields of its own, journaled as JSON.
+struct TestContext {
+  FlowOutcome outcome;
+  std::vector<std::string> done;  // the tasks that ran
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TestContext, outcome, done)
+
+using TestFlow = Flow<TestContext>;
+
 struct Recorder {
   std::vector<std::string> events;
-  std::vector<Task> tasks(int n, int fail_at = -1) {
-    std::vector<Task> out;
+  std::vector<Task<TestContext>> tasks(int n, int fail_at = -1) {
+    std::vector<Task<TestContext>> out;
     for (int i = 0; i < n; ++i) {
       std::string name = "t" + std::to_string(i);
       out.push_back({name,
-                     [this, name, i, fail_at](nlohmann::json& c) {
+                     [this, name, i, fail_at](TestContext& c) {
                        events.push_back("do " + name);
-                       c[name] = true;
+                       c.done.push_back(name);
                        if (i == fail_at) throw std::runtime_error(name + " broke");
                      },
-                     [this, name](nlohmann::json&) { events.push_back("undo " + name); }});
+                     [this, name](TestContext&) { events.push_back("undo " + name); }});
     }
     return out;
   }
@@ -28,7 +37,7 @@ struct Recorder {
 TEST(Flow, RunsEveryTaskInOrderAndClearsItsJournal) {
   SqliteStore store(":memory:");
   Recorder r;
-  Flow flow(store, "k", "res", r.tasks(3), nlohmann::json::object());
+  TestFlow flow(store, "k", "res", r.tasks(3), {});
   flow.run();
   EXPECT_TRUE(flow.finished());
   EXPECT_EQ(r.events, (std::vector<std::string>{"do t0", "do t1", "do t2"}));
@@ -38,7 +47,7 @@ TEST(Flow, RunsEveryTaskInOrderAndClearsItsJournal) {
 TEST(Flow, AFailureRevertsWhatRanInReverseOrderIncludingTheFailedTask) {
   SqliteStore store(":memory:");
   Recorder r;
-  Flow flow(store, "k", "res", r.tasks(4, 2), nlohmann::json::object());
+  TestFlow flow(store, "k", "res", r.tasks(4, 2), {});
   try {
     flow.run();
     FAIL();
@@ -46,7 +55,7 @@ TEST(Flow, AFailureRevertsWhatRanInReverseOrderIncludingTheFailedTask) {
     EXPECT_STREQ(e.what(), "t2 broke");
   }
   EXPECT_EQ(r.events, (std::vector<std::string>{"do t0", "do t1", "do t2", "undo t2", "undo t1", "undo t0"}));
-  EXPECT_EQ(flow.context()["error"], "t2 broke");
+  EXPECT_EQ(flow.context().outcome.error, "t2 broke");
   EXPECT_TRUE(flow.finished());
   EXPECT_TRUE(store.journal_unfinished().empty());
 }
@@ -54,8 +63,8 @@ TEST(Flow, AFailureRevertsWhatRanInReverseOrderIncludingTheFailedTask) {
 TEST(Flow, RunsInTwoPartsAndJournalsTheTaskInProgress) {
   SqliteStore store(":memory:");
   Recorder r;
-  Flow flow(store, "k", "res", r.tasks(4), nlohmann::json::object());
-  flow.run(2);
+  TestFlow flow(store, "k", "res", r.tasks(4), {});
+  flow.run_through("t1");
   EXPECT_FALSE(flow.finished());
   // While paused, the journal says task 1 was the last started, with its context.
   auto rows = store.journal_unfinished();
@@ -71,10 +80,10 @@ TEST(Flow, RunsInTwoPartsAndJournalsTheTaskInProgress) {
 TEST(Flow, ARecoveredFlowRevertsFromTheTaskThatWasRunning) {
   SqliteStore store(":memory:");
   Recorder r;
-  FlowRecord rec{.id = "f", .kind = "k", .resource_id = "res", .task = 2, .context = R"({"t0":true})"};
+  FlowRecord rec{.id = "f", .kind = "k", .resource_id = "res", .task = 2, .context = R"({"done":["t0"]})"};
   store.journal_write(rec);
-  Flow flow(store, rec, r.tasks(4));
-  EXPECT_EQ(flow.context()["t0"], true);
+  TestFlow flow(store, rec, r.tasks(4));
+  EXPECT_EQ(flow.context().done, std::vector<std::string>{"t0"});
   flow.revert("restart");
   EXPECT_EQ(r.events, (std::vector<std::string>{"undo t2", "undo t1", "undo t0"}));
   EXPECT_TRUE(store.journal_unfinished().empty());
@@ -85,7 +94,7 @@ TEST(Flow, ARecoveredFlowResumesAtTheTaskThatWasRunning) {
   Recorder r;
   FlowRecord rec{.id = "f", .kind = "k", .resource_id = "res", .task = 1, .context = "{}"};
   store.journal_write(rec);
-  Flow flow(store, rec, r.tasks(3));
+  TestFlow flow(store, rec, r.tasks(3));
   flow.resume();
   EXPECT_EQ(r.events, (std::vector<std::string>{"do t1", "do t2"}));
   EXPECT_TRUE(store.journal_unfinished().empty());
@@ -94,12 +103,12 @@ TEST(Flow, ARecoveredFlowResumesAtTheTaskThatWasRunning) {
 TEST(Flow, AFailingRevertDoesNotStopTheOthers) {
   SqliteStore store(":memory:");
   std::vector<std::string> events;
-  std::vector<Task> tasks{
-      {"a", [](nlohmann::json&) {}, [&](nlohmann::json&) { events.push_back("undo a"); }},
-      {"b", [](nlohmann::json&) {}, [](nlohmann::json&) { throw std::runtime_error("cannot undo b"); }},
-      {"c", [](nlohmann::json&) { throw std::runtime_error("c broke"); }, {}},
+  std::vector<Task<TestContext>> tasks{
+      {"a", [](TestContext&) {}, [&](TestContext&) { events.push_back("undo a"); }},
+      {"b", [](TestContext&) {}, [](TestContext&) { throw std::runtime_error("cannot undo b"); }},
+      {"c", [](TestContext&) { throw std::runtime_error("c broke"); }, {}},
   };
-  Flow flow(store, "k", "res", tasks, nlohmann::json::object());
+  TestFlow flow(store, "k", "res", tasks, {});
   EXPECT_THROW(flow.run(), std::runtime_error);
   EXPECT_EQ(events, std::vector<std::string>{"undo a"});
 }
@@ -107,11 +116,25 @@ TEST(Flow, AFailingRevertDoesNotStopTheOthers) {
 TEST(Flow, BeforeTaskCanInjectAFailure) {
   SqliteStore store(":memory:");
   Recorder r;
-  Flow flow(store, "k", "res", r.tasks(3), nlohmann::json::object(), [](const std::string& kind, const std::string& task) {
+  TestFlow flow(store, "k", "res", r.tasks(3), {}, [](const std::string& kind, const std::string& task) {
     if (kind == "k" && task == "t1") throw std::runtime_error("injected");
   });
   EXPECT_THROW(flow.run(), std::runtime_error);
   EXPECT_EQ(r.events, (std::vector<std::string>{"do t0", "undo t1", "undo t0"}));
+}
+
+TEST(Flow, TheContextIsJournaledAsJsonAndRunThroughNamesATask) {
+  SqliteStore store(":memory:");
+  Recorder r;
+  TestFlow flow(store, "k", "res", r.tasks(3), {});
+  flow.run_through("t1");
+  // Journaled as each task starts: t1's entry holds what t0 wrote.
+  auto rows = store.journal_unfinished();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(rows[0].context)["done"], nlohmann::json::array({"t0"}));
+  EXPECT_THROW(flow.run_through("no-such-task"), std::logic_error);
+  flow.run();
+  EXPECT_TRUE(flow.finished());
 }
 
 TEST(Flow, UuidsAreVersion4) {

@@ -18,7 +18,7 @@
 #include "controller/api/api_error.hpp"
 #include "controller/pools/file_pool.hpp"
 #include "controller/store/sqlite_store.hpp"
-#include "controller/flows/volume_service.hpp"
+#include "controller/volume_service.hpp"
 #include "crypto/luks_container.hpp"
 
 namespace volgate::controller {

@@ -1,15 +1,14 @@
 #pragma once
 // The volume service: what Cinder's API, scheduler and volume manager do together, as flows
-// of tasks over a Store and a set of Pools.
+// of tasks (controller/flows/) over a Store and a set of Pools.
 //
 // A mutating request runs the first tasks of its flow (validate, reserve quota, create the DB
-// entry, commit quota, or mark the status) on the caller's thread, so bad input, a quota limit
-// or an illegal state comes back as an error at once; the rest (schedule, copy, delete on the
-// pool) runs on a worker thread while the volume shows `creating` (with progress), `extending`
-// or `deleting`. A failure there reverts the whole flow and leaves the volume in `error`
-// (create), `available` (extend) or `error_deleting` (delete), with the quota usage matching
-// what exists.
-#include <atomic>
+// entry, commit quota, or mark the status: each flow names the task after which the caller is
+// answered) on the caller's thread, so bad input, a quota limit or an illegal state comes back
+// as an error at once; the rest (schedule, copy, delete on the pool) runs on a worker thread
+// while the volume shows `creating` (with progress), `extending` or `deleting`. A failure there
+// reverts the whole flow and leaves the volume in `error` (create), `available` (extend) or
+// `error_deleting` (delete), with the quota usage matching what exists.
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -23,10 +22,7 @@
 
 #include "controller/controller_config.hpp"
 #include "controller/flows/flow.hpp"
-#include "controller/pools/image_files.hpp"
-#include "controller/domain/key_wrap.hpp"
-#include "controller/pools/pool.hpp"
-#include "controller/store/store.hpp"
+#include "controller/flows/flow_services.hpp"
 
 namespace volgate::controller {
 
@@ -94,35 +90,21 @@ class VolumeService {
   std::string export_target(const Volume& volume);
 
  private:
-  std::vector<Task> create_volume_tasks();
-  std::vector<Task> extend_volume_tasks();
-  std::vector<Task> delete_volume_tasks();
-  std::vector<Task> create_snapshot_tasks();
-  std::vector<Task> delete_snapshot_tasks();
-  std::vector<Task> tasks_of(const std::string& kind);
+  // Runs flow F up to the task after which the caller is answered, then the rest on a worker.
+  template <class F>
+  void start(const std::string& resource_id, typename F::Context context);
+  // Finishes or reverts one half-done flow of kind F found in the journal.
+  template <class F>
+  void recover_one(const FlowRecord& record);
 
-  // Runs `sync_tasks` tasks now, the rest on a worker (or inline).
-  void start_flow(std::shared_ptr<Flow> flow, size_t sync_tasks);
   void run_in_background(std::function<void()> work);
   void worker_loop();
-
-  Pool& pool(const std::string& name);
-  // The image a create flow opened in validate, by the handle in its context.
-  std::shared_ptr<const OpenedImage> opened_image(const nlohmann::json& c);
-  void release_image(const std::string& handle);
-  std::vector<PoolState> pool_states();
-  CopyProgress progress_reporter(const std::string& volume_id);
-  void create_data(const nlohmann::json& c);
   void sweep_stuck_resources();
 
   ControllerConfig config_;
   Store& store_;
-  std::map<std::string, std::unique_ptr<Pool>> pools_;
-  std::vector<std::string> pool_order_;
-  std::optional<KeyWrap> key_wrap_;
   ServiceOptions options_;
-  Scheduler scheduler_;
-  ImageFiles images_;
+  FlowServices services_;
 
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -130,10 +112,6 @@ class VolumeService {
   std::deque<std::function<void()>> queue_;
   size_t running_ = 0;
   bool stopping_flag_ = false;
-  std::atomic<bool> stopping_{false};
-  std::map<std::string, double> progress_;
-  // Image files opened by create requests, until their copy is done or reverted.
-  std::map<std::string, std::shared_ptr<const OpenedImage>> opened_images_;
   std::vector<std::thread> workers_;
 };
 

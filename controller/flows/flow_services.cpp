@@ -1,0 +1,126 @@
+#include "controller/flows/flow_services.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "controller/api/api_error.hpp"
+
+namespace volgate::controller {
+namespace {
+
+// Creates any of `directories` that is missing (the embedded default's image directory is new
+// on a first start) and returns them.
+const std::vector<std::string>& created_directories(const std::vector<std::string>& directories) {
+  for (const auto& dir : directories) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw std::runtime_error("image directory " + dir + ": " + ec.message());
+  }
+  return directories;
+}
+
+}  // namespace
+
+FlowServices::FlowServices(const ControllerConfig& config, Store& store, std::vector<std::unique_ptr<Pool>> pools,
+                           std::optional<KeyWrap> key_wrap, BeforeTask before_task)
+    : config(config),
+      store(store),
+      key_wrap(std::move(key_wrap)),
+      scheduler(config.scheduler),
+      images(created_directories(config.image_dirs)),
+      before_task(std::move(before_task)) {
+  for (auto& p : pools) {
+    pool_order_.push_back(p->config().name);
+    pools_[p->config().name] = std::move(p);
+  }
+}
+
+Pool& FlowServices::pool(const std::string& name) {
+  auto it = pools_.find(name);
+  if (it == pools_.end()) throw std::runtime_error("pool '" + name + "' is not configured");
+  return *it->second;
+}
+
+std::vector<PoolState> FlowServices::pool_states() {
+  std::map<std::string, double> allocated;
+  for (const auto& v : store.all_volumes())
+    if (!v.pool.empty()) allocated[v.pool] += static_cast<double>(v.size_gb);
+  std::vector<PoolState> states;
+  for (const auto& name : pool_order_) {
+    Pool& p = *pools_.at(name);
+    const PoolConfig& c = p.config();
+    PoolState s;
+    s.name = name;
+    s.availability_zone = c.availability_zone;
+    try {
+      PoolCapacity cap = p.capacity();
+      s.total_gb = static_cast<double>(cap.total_bytes) / kGiB;
+      s.free_gb = static_cast<double>(cap.free_bytes) / kGiB;
+    } catch (const std::exception& e) {
+      spdlog::warn("pool {}: no capacity: {}", name, e.what());  // reported as 0: filtered out
+    }
+    s.allocated_gb = allocated[name];
+    s.max_over_subscription_ratio = c.max_over_subscription_ratio;
+    s.reserved_percentage = c.reserved_percentage;
+    s.thin_provisioning = c.thin_provisioning;
+    s.capabilities = p.capabilities();
+    states.push_back(std::move(s));
+  }
+  return states;
+}
+
+Volume FlowServices::get_volume(const std::string& project, const std::string& id) {
+  auto v = store.find_volume(id);
+  if (!v || v->project != project) not_found("Volume " + id + " could not be found.");
+  return *v;
+}
+
+Snapshot FlowServices::get_snapshot(const std::string& project, const std::string& id) {
+  auto s = store.find_snapshot(id);
+  if (!s || s->project != project) not_found("Snapshot " + id + " could not be found.");
+  return *s;
+}
+
+CopyProgress FlowServices::progress_reporter(const std::string& volume_id) {
+  return [this, volume_id](uint64_t done, uint64_t total) {
+    if (stopping) throw Cancelled();
+    std::lock_guard lock(mutex_);
+    progress_[volume_id] = total ? 100.0 * static_cast<double>(done) / static_cast<double>(total) : 100.0;
+  };
+}
+
+std::optional<double> FlowServices::progress(const std::string& volume_id) {
+  std::lock_guard lock(mutex_);
+  auto it = progress_.find(volume_id);
+  if (it == progress_.end()) return std::nullopt;
+  return it->second;
+}
+
+void FlowServices::clear_progress(const std::string& volume_id) {
+  std::lock_guard lock(mutex_);
+  progress_.erase(volume_id);
+}
+
+std::string FlowServices::hold_image(OpenedImage image) {
+  const std::string handle = new_uuid();
+  std::lock_guard lock(mutex_);
+  images_held_[handle] = std::make_shared<const OpenedImage>(std::move(image));
+  return handle;
+}
+
+std::shared_ptr<const OpenedImage> FlowServices::held_image(const std::string& handle) {
+  std::lock_guard lock(mutex_);
+  auto it = images_held_.find(handle);
+  // A flow from before a restart: its descriptor went with the old process.
+  if (it == images_held_.end()) throw std::runtime_error("the image file is no longer open");
+  return it->second;
+}
+
+void FlowServices::release_image(const std::string& handle) {
+  if (handle.empty()) return;
+  std::lock_guard lock(mutex_);
+  images_held_.erase(handle);
+}
+
+}  // namespace volgate::controller

@@ -1,0 +1,78 @@
+#pragma once
+// What every flow uses: the configuration, the store, the pools and the scheduler, the master
+// key, the image files requests opened, the copy progress board, and whether the controller is
+// stopping. One object, owned by the VolumeService and handed to each flow's tasks.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "controller/controller_config.hpp"
+#include "controller/domain/key_wrap.hpp"
+#include "controller/domain/snapshot.hpp"
+#include "controller/domain/volume.hpp"
+#include "controller/flows/flow.hpp"
+#include "controller/pools/image_files.hpp"
+#include "controller/pools/pool.hpp"
+#include "controller/pools/scheduler.hpp"
+#include "controller/store/store.hpp"
+
+namespace volgate::controller {
+
+// What LUKS2 puts before the data with libcryptsetup's defaults: an encrypted volume's payload
+// is its size minus this.
+inline constexpr uint64_t kLuksHeaderBytes = 16 << 20;
+
+// Thrown through a copy when the controller stops.
+class Cancelled : public std::runtime_error {
+ public:
+  Cancelled() : std::runtime_error("the controller stopped before the operation finished") {}
+};
+
+class FlowServices {
+ public:
+  FlowServices(const ControllerConfig& config, Store& store, std::vector<std::unique_ptr<Pool>> pools,
+               std::optional<KeyWrap> key_wrap, BeforeTask before_task);
+
+  const ControllerConfig& config;
+  Store& store;
+  std::optional<KeyWrap> key_wrap;
+  Scheduler scheduler;
+  ImageFiles images;
+  const BeforeTask before_task;  // failure injection for tests
+  std::atomic<bool> stopping{false};
+
+  Pool& pool(const std::string& name);
+  bool has_pool(const std::string& name) const { return pools_.count(name) != 0; }
+  const std::map<std::string, std::unique_ptr<Pool>>& pools() const { return pools_; }
+  // Every pool's capacity and what is allocated in it, in the configured order.
+  std::vector<PoolState> pool_states();
+
+  // The project's volume or snapshot; 404 (ApiError) when it is missing or another project's.
+  Volume get_volume(const std::string& project, const std::string& id);
+  Snapshot get_snapshot(const std::string& project, const std::string& id);
+
+  // Progress of copies, in percent, while a volume is being created from a source.
+  CopyProgress progress_reporter(const std::string& volume_id);
+  std::optional<double> progress(const std::string& volume_id);
+  void clear_progress(const std::string& volume_id);
+
+  // Image files opened by create requests, held by a handle in the flow's context until the
+  // copy is done or reverted.
+  std::string hold_image(OpenedImage image);
+  std::shared_ptr<const OpenedImage> held_image(const std::string& handle);
+  void release_image(const std::string& handle);
+
+ private:
+  std::map<std::string, std::unique_ptr<Pool>> pools_;
+  std::vector<std::string> pool_order_;
+  std::mutex mutex_;
+  std::map<std::string, double> progress_;
+  std::map<std::string, std::shared_ptr<const OpenedImage>> images_held_;
+};
+
+}  // namespace volgate::controller

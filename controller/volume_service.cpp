@@ -1,0 +1,243 @@
+#include "controller/volume_service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "controller/api/api_error.hpp"
+#include "controller/flows/create_snapshot.hpp"
+#include "controller/flows/create_volume.hpp"
+#include "controller/flows/delete_snapshot.hpp"
+#include "controller/flows/delete_volume.hpp"
+#include "controller/flows/extend_volume.hpp"
+
+namespace volgate::controller {
+
+VolumeService::VolumeService(const ControllerConfig& config, Store& store, std::vector<std::unique_ptr<Pool>> pools,
+                             std::optional<KeyWrap> key_wrap, ServiceOptions options)
+    : config_(config),
+      store_(store),
+      options_(std::move(options)),
+      services_(config_, store, std::move(pools), std::move(key_wrap), options_.before_task) {
+  if (!options_.run_inline)
+    for (unsigned i = 0; i < config_.workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+VolumeService::~VolumeService() { stop(); }
+
+void VolumeService::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_flag_ = true;
+  }
+  services_.stopping = true;
+  wake_.notify_all();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  workers_.clear();
+}
+
+void VolumeService::wait_idle() {
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return queue_.empty() && running_ == 0; });
+}
+
+void VolumeService::worker_loop() {
+  for (;;) {
+    std::function<void()> work;
+    {
+      std::unique_lock lock(mutex_);
+      // Queued work still runs when stopping: a flow cancelled at its first copy reverts.
+      wake_.wait(lock, [this] { return stopping_flag_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      work = std::move(queue_.front());
+      queue_.pop_front();
+      ++running_;
+    }
+    work();
+    {
+      std::lock_guard lock(mutex_);
+      --running_;
+    }
+    idle_.notify_all();
+  }
+}
+
+void VolumeService::run_in_background(std::function<void()> work) {
+  if (options_.run_inline) {
+    work();
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(work));
+  }
+  wake_.notify_one();
+}
+
+template <class F>
+void VolumeService::start(const std::string& resource_id, typename F::Context context) {
+  auto flow = std::make_shared<Flow<typename F::Context>>(store_, F::kind, resource_id, F::tasks(services_),
+                                                          std::move(context), services_.before_task);
+  flow->run_through(F::answer_after);  // failures here are the caller's (400, 404, 409, 413)
+  if (flow->finished()) return;
+  // From here on the caller has an answer; failures show in the resource's status.
+  flow->context().outcome.accepted = true;
+  run_in_background([flow] {
+    try {
+      flow->run();
+    } catch (const std::exception&) {
+      // Already logged and reverted by the flow; the status says what happened.
+    }
+  });
+}
+
+std::vector<PoolReport> VolumeService::pools() {
+  std::vector<PoolReport> out;
+  for (auto& s : services_.pool_states()) out.push_back({s, services_.pool(s.name).config().driver});
+  return out;
+}
+
+std::optional<double> VolumeService::progress(const std::string& volume_id) { return services_.progress(volume_id); }
+
+std::string VolumeService::export_target(const Volume& volume) {
+  return services_.has_pool(volume.pool) ? services_.pool(volume.pool).export_target(volume.id) : std::string();
+}
+
+// ------------------------------------------------------------------------------ reads
+
+Volume VolumeService::get_volume(const std::string& project, const std::string& id) {
+  return services_.get_volume(project, id);
+}
+
+std::vector<Volume> VolumeService::list_volumes(const std::string& project) { return store_.list_volumes(project); }
+
+Snapshot VolumeService::get_snapshot(const std::string& project, const std::string& id) {
+  return services_.get_snapshot(project, id);
+}
+
+std::vector<Snapshot> VolumeService::list_snapshots(const std::string& project) {
+  return store_.list_snapshots(project);
+}
+
+QuotaUsage VolumeService::quota_usage(const std::string& project) {
+  return store_.quota_usage(project, config_.default_quotas);
+}
+
+void VolumeService::set_quota_limit(const std::string& project, const std::string& resource, int64_t limit) {
+  if (!config_.default_quotas.count(resource)) bad_request("Unknown quota resource '" + resource + "'.");
+  if (limit < -1) bad_request("Quota limit for " + resource + " must be -1 (unlimited) or more.");
+  store_.set_quota_limit(project, resource, limit);
+}
+
+// ------------------------------------------------------------------------------ changes
+
+Volume VolumeService::create_volume(const CreateVolumeRequest& r) {
+  CreateVolumeContext c;
+  c.volume_id = new_uuid();
+  c.project = r.project;
+  c.name = r.name;
+  c.description = r.description;
+  c.size_gb = r.size_gb;
+  c.volume_type = r.volume_type;
+  c.availability_zone = r.availability_zone;
+  c.snapshot_id = r.snapshot_id;
+  c.source_volid = r.source_volid;
+  c.image = r.image;
+  c.encryption_asked = r.encrypted.has_value();
+  c.encryption_wanted = r.encrypted.value_or(false);
+  const std::string id = c.volume_id;
+  start<CreateVolumeFlow>(id, std::move(c));
+  return *store_.find_volume(id);
+}
+
+Volume VolumeService::extend_volume(const std::string& project, const std::string& id, uint64_t new_size_gb) {
+  start<ExtendVolumeFlow>(id, {.volume_id = id, .project = project, .new_size_gb = new_size_gb});
+  return *store_.find_volume(id);
+}
+
+void VolumeService::delete_volume(const std::string& project, const std::string& id) {
+  start<DeleteVolumeFlow>(id, {.volume_id = id, .project = project});
+}
+
+Snapshot VolumeService::create_snapshot(const std::string& project, const std::string& volume_id,
+                                        const std::string& name, const std::string& description, bool force) {
+  const std::string id = new_uuid();
+  start<CreateSnapshotFlow>(id, {.snapshot_id = id, .project = project, .volume_id = volume_id, .name = name,
+                                 .description = description, .force = force});
+  return *store_.find_snapshot(id);
+}
+
+void VolumeService::delete_snapshot(const std::string& project, const std::string& id) {
+  start<DeleteSnapshotFlow>(id, {.snapshot_id = id, .project = project});
+}
+
+// ------------------------------------------------------------------------------ recovery
+
+template <class F>
+void VolumeService::recover_one(const FlowRecord& record) {
+  Flow<typename F::Context> flow(store_, record, F::tasks(services_));
+  // Whoever started it got an answer (or lost the connection): the resource stays visible.
+  flow.context().outcome.accepted = true;
+  // The last task may have committed before the journal entry was cleared: the work is done
+  // and reverting it would undo what the user was told had succeeded. Tasks are idempotent,
+  // so running the last one again finishes the flow either way.
+  const bool in_last_task = static_cast<size_t>(record.task) + 1 == flow.task_count();
+  if ((F::on_restart == OnRestart::resume || in_last_task) && record.phase == FlowRecord::Phase::running) {
+    try {
+      flow.resume();
+    } catch (const std::exception& e) {
+      spdlog::error("flow {} {}: could not finish: {}", record.kind, record.id, e.what());
+    }
+  } else {
+    spdlog::warn("flow {} {} ({}): reverting what the previous run left half done", record.kind, record.id,
+                 record.resource_id);
+    flow.context().outcome.error = "the controller stopped before the operation finished";
+    flow.revert(flow.context().outcome.error);
+  }
+}
+
+void VolumeService::recover() {
+  using Recovery = void (VolumeService::*)(const FlowRecord&);
+  static const std::map<std::string, Recovery> recoveries = {
+      {CreateVolumeFlow::kind, &VolumeService::recover_one<CreateVolumeFlow>},
+      {ExtendVolumeFlow::kind, &VolumeService::recover_one<ExtendVolumeFlow>},
+      {DeleteVolumeFlow::kind, &VolumeService::recover_one<DeleteVolumeFlow>},
+      {CreateSnapshotFlow::kind, &VolumeService::recover_one<CreateSnapshotFlow>},
+      {DeleteSnapshotFlow::kind, &VolumeService::recover_one<DeleteSnapshotFlow>},
+  };
+  for (const FlowRecord& record : store_.journal_unfinished()) {
+    auto it = recoveries.find(record.kind);
+    if (it == recoveries.end()) {
+      spdlog::error("flow {}: unknown flow kind '{}'; left in the journal", record.id, record.kind);
+      continue;
+    }
+    (this->*it->second)(record);
+  }
+  sweep_stuck_resources();
+}
+
+// A resource in a transient state with no flow to move it on (e.g. its journal entry could
+// not be written) would stay there forever: give it a status an operator can act on.
+void VolumeService::sweep_stuck_resources() {
+  for (const auto& v : store_.all_volumes()) {
+    if (v.status != VolumeStatus::creating && v.status != VolumeStatus::extending &&
+        v.status != VolumeStatus::deleting)
+      continue;
+    spdlog::warn("volume {} was {} with no operation in progress; now error", v.id, to_string(v.status));
+    store_.update_volume(v.id, [](Volume& x) {
+      x.status = x.status == VolumeStatus::deleting ? VolumeStatus::error_deleting : VolumeStatus::error;
+      x.error_message = "the controller stopped before the operation finished";
+    });
+  }
+  for (const auto& v : store_.all_volumes()) {
+    for (const auto& s : store_.snapshots_of(v.id)) {
+      if (s.status != SnapshotStatus::creating && s.status != SnapshotStatus::deleting) continue;
+      spdlog::warn("snapshot {} was {} with no operation in progress; now error", s.id, to_string(s.status));
+      store_.update_snapshot(s.id, [](Snapshot& x) {
+        x.status = x.status == SnapshotStatus::deleting ? SnapshotStatus::error_deleting : SnapshotStatus::error;
+        x.error_message = "the controller stopped before the operation finished";
+      });
+    }
+  }
+}
+
+}  // namespace volgate::controller
