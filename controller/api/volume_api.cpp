@@ -158,35 +158,13 @@ bool valid_segment(const std::string& s) {
   return true;
 }
 
-std::vector<std::string> split_path(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start < path.size()) {
-    size_t slash = path.find('/', start);
-    if (slash == std::string::npos) slash = path.size();
-    if (slash > start) parts.push_back(path.substr(start, slash - start));
-    start = slash + 1;
-  }
-  return parts;
-}
-
-bool query_flag(const std::string& query, const std::string& name) {
-  size_t at = 0;
-  while (at < query.size()) {
-    size_t amp = query.find('&', at);
-    if (amp == std::string::npos) amp = query.size();
-    std::string kv = query.substr(at, amp - at);
-    if (kv == name + "=true" || kv == name + "=True" || kv == name + "=1") return true;
-    at = amp + 1;
-  }
-  return false;
-}
-
-
 ApiResponse ok(int status, const json& body) { return {status, to_text(body)}; }
 
-[[noreturn]] void method_not_allowed(const std::string& method, const std::string& path) {
-  throw ApiError(ApiError::Kind::method_not_allowed, method + " is not allowed on " + path + ".");
+
+json type_view(const VolumeType& t) {
+  json specs(t.extra_specs);
+  return json{{"id", t.name}, {"name", t.name}, {"description", t.description}, {"is_public", true},
+              {"extra_specs", specs.is_null() ? json::object() : specs}, {"volgate:encrypted", t.encrypted}};
 }
 
 }  // namespace
@@ -199,7 +177,7 @@ ApiResponse error_response(int status, std::string_view fault, const std::string
 
 ApiResponse VolumeApi::handle(const std::string& method, const std::string& target, const std::string& body) {
   try {
-    return route(method, target, body);
+    return router_.dispatch(method, target, body);
   } catch (const ApiError& e) {
     return error_response(e.http_status(), e.fault_name(), e.what());
   } catch (const IllegalTransition& e) {
@@ -211,147 +189,144 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
   }
 }
 
-ApiResponse VolumeApi::route(const std::string& method, const std::string& target, const std::string& body) {
-  const size_t q = target.find('?');
-  const std::string path = target.substr(0, q);
-  const std::string query = q == std::string::npos ? "" : target.substr(q + 1);
-  const auto parts = split_path(path);
-  const bool get = method == "GET", post = method == "POST", del = method == "DELETE", put = method == "PUT";
-
-  if (parts.empty() || (parts.size() == 1 && parts[0] == "v3")) {
-    if (!get) method_not_allowed(method, path);
-    return ok(200, {{"versions", {{{"id", "v3.0"}, {"status", "CURRENT"}, {"min_version", "3.0"}}}}});
-  }
-  if (parts[0] != "v3" || parts.size() < 3) not_found("Unknown path " + path + ".");
-  const std::string& project = parts[1];
+// The project in the path, checked: ids and names end up in logs and in the database.
+static const std::string& project_of(const ApiRequest& r, const char* param = "project") {
+  const std::string& project = r.param(param);
   if (!valid_segment(project)) bad_request("Project '" + project + "' must be 1-64 letters, digits, '-' or '_'.");
-  const std::string& collection = parts[2];
-  const size_t n = parts.size();
+  return project;
+}
 
-  if (collection == "volumes") {
-    if (n == 3 || (n == 4 && parts[3] == "detail")) {
-      if (get) {
-        json list = json::array();
-        for (const auto& v : service_.list_volumes(project)) list.push_back(volume_view(service_, v));
-        return ok(200, {{"volumes", list}});
-      }
-      if (post && n == 3) {
-        json v = parse_body(body, "volume",
-                            {"size", "name", "description", "volume_type", "availability_zone", "snapshot_id",
-                             "source_volid", "imageRef", "encrypted", "metadata"});
-        if (v.contains("metadata") && !(v["metadata"].is_object() && v["metadata"].empty()))
-          bad_request("Volume metadata is not supported by volgate yet; leave 'metadata' empty.");
-        CreateVolumeRequest r;
-        r.project = project;
-        r.snapshot_id = opt_string(v, "snapshot_id");
-        r.source_volid = opt_string(v, "source_volid");
-        r.image = opt_string(v, "imageRef");
-        r.size_gb = size_field(v, "size", r.snapshot_id.empty() && r.source_volid.empty() && r.image.empty());
-        r.name = opt_string(v, "name");
-        r.description = opt_string(v, "description");
-        r.volume_type = opt_string(v, "volume_type");
-        r.availability_zone = opt_string(v, "availability_zone");
-        if (r.name.size() > 255) bad_request("Volume name is longer than 255 characters.");
-        if (v.contains("encrypted")) {
-          if (!v["encrypted"].is_boolean()) bad_request("'encrypted' must be true or false.");
-          r.encrypted = v["encrypted"].get<bool>();
-        }
-        Volume created = service_.create_volume(r);
-        return ok(202, {{"volume", volume_view(service_, created)}});
-      }
-      method_not_allowed(method, path);
-    }
-    const std::string& id = parts[3];
-    if (n == 4) {
-      if (get) return ok(200, {{"volume", volume_view(service_, service_.get_volume(project, id))}});
-      if (del) {
-        service_.delete_volume(project, id);
-        return {202, ""};
-      }
-      method_not_allowed(method, path);
-    }
-    if (n == 5 && parts[4] == "action") {
-      if (!post) method_not_allowed(method, path);
-      json j = parse_json(body);
-      if (!j.is_object() || j.size() != 1)
-        bad_request("An action body is an object with exactly one action, e.g. {\"os-extend\": {\"new_size\": 2}}.");
-      const std::string action = j.begin().key();
-      if (action == "os-extend") {
-        json e = parse_body(body, "os-extend", {"new_size"});
-        service_.extend_volume(project, id, size_field(e, "new_size", true));
-        return {202, ""};
-      }
-      bad_request("Unknown or unsupported volume action '" + action + "'.");
-    }
-  } else if (collection == "snapshots") {
-    if (n == 3 || (n == 4 && parts[3] == "detail")) {
-      if (get) {
-        json list = json::array();
-        for (const auto& s : service_.list_snapshots(project)) list.push_back(snapshot_view(s));
-        return ok(200, {{"snapshots", list}});
-      }
-      if (post && n == 3) {
-        json s = parse_body(body, "snapshot", {"volume_id", "name", "description", "force", "metadata"});
-        const std::string volume_id = opt_string(s, "volume_id");
-        if (volume_id.empty()) bad_request("'volume_id' is required.");
-        bool force = false;
-        if (s.contains("force")) {
-          if (!s["force"].is_boolean()) bad_request("'force' must be true or false.");
-          force = s["force"].get<bool>();
-        }
-        if (s.contains("metadata") && !(s["metadata"].is_object() && s["metadata"].empty()))
-          bad_request("Snapshot metadata is not supported by volgate yet; leave 'metadata' empty.");
-        Snapshot created =
-            service_.create_snapshot(project, volume_id, opt_string(s, "name"), opt_string(s, "description"), force);
-        return ok(202, {{"snapshot", snapshot_view(created)}});
-      }
-      method_not_allowed(method, path);
-    }
-    if (n == 4) {
-      const std::string& id = parts[3];
-      if (get) return ok(200, {{"snapshot", snapshot_view(service_.get_snapshot(project, id))}});
-      if (del) {
-        service_.delete_snapshot(project, id);
-        return {202, ""};
-      }
-      method_not_allowed(method, path);
-    }
-  } else if (collection == "os-quota-sets" && n == 4) {
-    const std::string& target_project = parts[3];
-    if (!valid_segment(target_project)) bad_request("Invalid project '" + target_project + "'.");
-    if (get) return ok(200, {{"quota_set", quota_view(target_project, service_.quota_usage(target_project),
-                                                      query_flag(query, "usage"))}});
-    if (put) {
-      json j = parse_body(body, "quota_set", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes});
-      for (const auto& [resource, value] : j.items()) {
-        if (!value.is_number_integer()) bad_request("Quota limit for " + resource + " must be an integer.");
-        service_.set_quota_limit(target_project, resource, value.get<int64_t>());
-      }
-      return ok(200, {{"quota_set", quota_view(target_project, service_.quota_usage(target_project), false)}});
-    }
-    method_not_allowed(method, path);
-  } else if (collection == "scheduler-stats" && n == 4 && parts[3] == "get_pools") {
-    if (!get) method_not_allowed(method, path);
+VolumeApi::VolumeApi(VolumeService& service) : service_(service) {
+  Router& r = router_;
+  auto versions = [](const ApiRequest&) {
+    return ok(200, {{"versions", {{{"id", "v3.0"}, {"status", "CURRENT"}, {"min_version", "3.0"}}}}});
+  };
+  r.add("GET", "/", versions);
+  r.add("GET", "/v3", versions);
+
+  auto list_volumes = [this](const ApiRequest& q) {
     json list = json::array();
-    for (const auto& p : service_.pools()) list.push_back(pool_view(p, query_flag(query, "detail")));
-    return ok(200, {{"pools", list}});
-  } else if (collection == "types" && (n == 3 || n == 4)) {
-    if (!get) method_not_allowed(method, path);
-    auto view = [](const VolumeType& t) {
-      json specs(t.extra_specs);
-      return json{{"id", t.name}, {"name", t.name}, {"description", t.description}, {"is_public", true},
-                  {"extra_specs", specs.is_null() ? json::object() : specs}, {"volgate:encrypted", t.encrypted}};
-    };
-    if (n == 3) {
-      json list = json::array();
-      for (const auto& [name, t] : service_.volume_types()) list.push_back(view(t));
-      return ok(200, {{"volume_types", list}});
+    for (const auto& v : service_.list_volumes(project_of(q))) list.push_back(volume_view(service_, v));
+    return ok(200, {{"volumes", list}});
+  };
+  r.add("GET", "/v3/{project}/volumes", list_volumes);
+  r.add("GET", "/v3/{project}/volumes/detail", list_volumes);
+  r.add("POST", "/v3/{project}/volumes", [this](const ApiRequest& q) { return create_volume(q); });
+  r.add("GET", "/v3/{project}/volumes/{id}", [this](const ApiRequest& q) {
+    return ok(200, {{"volume", volume_view(service_, service_.get_volume(project_of(q), q.param("id")))}});
+  });
+  r.add("DELETE", "/v3/{project}/volumes/{id}", [this](const ApiRequest& q) {
+    service_.delete_volume(project_of(q), q.param("id"));
+    return ApiResponse{202, ""};
+  });
+  r.add("POST", "/v3/{project}/volumes/{id}/action", [this](const ApiRequest& q) { return volume_action(q); });
+
+  auto list_snapshots = [this](const ApiRequest& q) {
+    json list = json::array();
+    for (const auto& s : service_.list_snapshots(project_of(q))) list.push_back(snapshot_view(s));
+    return ok(200, {{"snapshots", list}});
+  };
+  r.add("GET", "/v3/{project}/snapshots", list_snapshots);
+  r.add("GET", "/v3/{project}/snapshots/detail", list_snapshots);
+  r.add("POST", "/v3/{project}/snapshots", [this](const ApiRequest& q) { return create_snapshot(q); });
+  r.add("GET", "/v3/{project}/snapshots/{id}", [this](const ApiRequest& q) {
+    return ok(200, {{"snapshot", snapshot_view(service_.get_snapshot(project_of(q), q.param("id")))}});
+  });
+  r.add("DELETE", "/v3/{project}/snapshots/{id}", [this](const ApiRequest& q) {
+    service_.delete_snapshot(project_of(q), q.param("id"));
+    return ApiResponse{202, ""};
+  });
+
+  r.add("GET", "/v3/{project}/os-quota-sets/{target}", [this](const ApiRequest& q) {
+    project_of(q);
+    const std::string& target = project_of(q, "target");
+    return ok(200, {{"quota_set", quota_view(target, service_.quota_usage(target), q.query_flag("usage"))}});
+  });
+  r.add("PUT", "/v3/{project}/os-quota-sets/{target}", [this](const ApiRequest& q) {
+    project_of(q);
+    const std::string& target = project_of(q, "target");
+    json j = parse_body(q.body, "quota_set", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes});
+    for (const auto& [resource, value] : j.items()) {
+      if (!value.is_number_integer()) bad_request("Quota limit for " + resource + " must be an integer.");
+      service_.set_quota_limit(target, resource, value.get<int64_t>());
     }
-    auto it = service_.volume_types().find(parts[3]);
-    if (it == service_.volume_types().end()) not_found("Volume type " + parts[3] + " could not be found.");
-    return ok(200, {{"volume_type", view(it->second)}});
+    return ok(200, {{"quota_set", quota_view(target, service_.quota_usage(target), false)}});
+  });
+
+  r.add("GET", "/v3/{project}/scheduler-stats/get_pools", [this](const ApiRequest& q) {
+    project_of(q);
+    json list = json::array();
+    for (const auto& p : service_.pools()) list.push_back(pool_view(p, q.query_flag("detail")));
+    return ok(200, {{"pools", list}});
+  });
+
+  r.add("GET", "/v3/{project}/types", [this](const ApiRequest& q) {
+    project_of(q);
+    json list = json::array();
+    for (const auto& [name, t] : service_.volume_types()) list.push_back(type_view(t));
+    return ok(200, {{"volume_types", list}});
+  });
+  r.add("GET", "/v3/{project}/types/{name}", [this](const ApiRequest& q) {
+    project_of(q);
+    auto it = service_.volume_types().find(q.param("name"));
+    if (it == service_.volume_types().end()) not_found("Volume type " + q.param("name") + " could not be found.");
+    return ok(200, {{"volume_type", type_view(it->second)}});
+  });
+}
+
+ApiResponse VolumeApi::create_volume(const ApiRequest& q) {
+  json v = parse_body(q.body, "volume",
+                      {"size", "name", "description", "volume_type", "availability_zone", "snapshot_id",
+                       "source_volid", "imageRef", "encrypted", "metadata"});
+  if (v.contains("metadata") && !(v["metadata"].is_object() && v["metadata"].empty()))
+    bad_request("Volume metadata is not supported by volgate yet; leave 'metadata' empty.");
+  CreateVolumeRequest r;
+  r.project = project_of(q);
+  r.snapshot_id = opt_string(v, "snapshot_id");
+  r.source_volid = opt_string(v, "source_volid");
+  r.image = opt_string(v, "imageRef");
+  r.size_gb = size_field(v, "size", r.snapshot_id.empty() && r.source_volid.empty() && r.image.empty());
+  r.name = opt_string(v, "name");
+  r.description = opt_string(v, "description");
+  r.volume_type = opt_string(v, "volume_type");
+  r.availability_zone = opt_string(v, "availability_zone");
+  if (r.name.size() > 255) bad_request("Volume name is longer than 255 characters.");
+  if (v.contains("encrypted")) {
+    if (!v["encrypted"].is_boolean()) bad_request("'encrypted' must be true or false.");
+    r.encrypted = v["encrypted"].get<bool>();
   }
-  not_found("Unknown path " + path + ".");
+  Volume created = service_.create_volume(r);
+  return ok(202, {{"volume", volume_view(service_, created)}});
+}
+
+ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
+  const std::string& project = project_of(q);
+  json j = parse_json(q.body);
+  if (!j.is_object() || j.size() != 1)
+    bad_request("An action body is an object with exactly one action, e.g. {\"os-extend\": {\"new_size\": 2}}.");
+  const std::string action = j.begin().key();
+  if (action == "os-extend") {
+    json e = parse_body(q.body, "os-extend", {"new_size"});
+    service_.extend_volume(project, q.param("id"), size_field(e, "new_size", true));
+    return {202, ""};
+  }
+  bad_request("Unknown or unsupported volume action '" + action + "'.");
+}
+
+ApiResponse VolumeApi::create_snapshot(const ApiRequest& q) {
+  json s = parse_body(q.body, "snapshot", {"volume_id", "name", "description", "force", "metadata"});
+  const std::string volume_id = opt_string(s, "volume_id");
+  if (volume_id.empty()) bad_request("'volume_id' is required.");
+  bool force = false;
+  if (s.contains("force")) {
+    if (!s["force"].is_boolean()) bad_request("'force' must be true or false.");
+    force = s["force"].get<bool>();
+  }
+  if (s.contains("metadata") && !(s["metadata"].is_object() && s["metadata"].empty()))
+    bad_request("Snapshot metadata is not supported by volgate yet; leave 'metadata' empty.");
+  Snapshot created =
+      service_.create_snapshot(project_of(q), volume_id, opt_string(s, "name"), opt_string(s, "description"), force);
+  return ok(202, {{"snapshot", snapshot_view(created)}});
 }
 
 }  // namespace volgate::controller

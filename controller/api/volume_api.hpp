@@ -9,26 +9,25 @@
 // The transport (sockets, token) is ApiServer's; this class maps one request to one response.
 #include <string>
 
+#include "controller/api/router.hpp"
 #include "controller/volume_service.hpp"
 
 namespace volgate::controller {
 
-struct ApiResponse {
-  int status = 200;
-  std::string body;  // JSON, or empty
-};
-
 class VolumeApi {
  public:
-  explicit VolumeApi(VolumeService& service) : service_(service) {}
+  explicit VolumeApi(VolumeService& service);
 
   // `target` is the request target (path and query). Never throws.
   ApiResponse handle(const std::string& method, const std::string& target, const std::string& body);
 
  private:
-  ApiResponse route(const std::string& method, const std::string& target, const std::string& body);
+  ApiResponse create_volume(const ApiRequest& request);
+  ApiResponse volume_action(const ApiRequest& request);
+  ApiResponse create_snapshot(const ApiRequest& request);
 
   VolumeService& service_;
+  Router router_;  // every route, in the constructor
 };
 
 // The fault body for an error, as Cinder shapes it.
