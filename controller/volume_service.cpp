@@ -99,7 +99,8 @@ std::vector<PoolReport> VolumeService::pools() {
 std::optional<double> VolumeService::progress(const std::string& volume_id) { return services_.progress(volume_id); }
 
 std::string VolumeService::export_target(const Volume& volume) {
-  return services_.has_pool(volume.pool) ? services_.pool(volume.pool).export_target(volume.id) : std::string();
+  if (!services_.has_pool(volume.pool)) return {};
+  return gateway::format_backend(services_.pool(volume.pool).export_spec(volume.id));
 }
 
 // ------------------------------------------------------------------------------ reads

@@ -86,7 +86,7 @@ class VolumeService {
   const std::map<std::string, VolumeType>& volume_types() const { return config_.volume_types; }
   // Percent of the copy done, while a volume is being created from a source.
   std::optional<double> progress(const std::string& volume_id);
-  // How the data plane reaches the volume ("file:PATH"), empty before it is placed.
+  // How `volgate serve --export` reaches the volume ("file:PATH"), empty before it is placed.
   std::string export_target(const Volume& volume);
 
  private:

@@ -247,4 +247,49 @@ std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec) {
   throw std::logic_error("unhandled backend");
 }
 
+std::string format_backend(const ExportSpec& spec) {
+  std::string text;
+  auto option = [&](std::string_view key, std::string_view value) {
+    text += ",";
+    text += key;
+    if (!value.empty()) {
+      text += "=";
+      text += value;
+    }
+  };
+  switch (spec.backend) {
+    case ExportSpec::Backend::file:
+      text = "file:" + spec.path;
+      if (spec.direct) option("direct", "");
+      break;
+    case ExportSpec::Backend::memory:
+      text = "memory:" + std::to_string(spec.memory_size);
+      break;
+    case ExportSpec::Backend::rbd: {
+      const auto& r = spec.rbd;
+      text = "rbd:" + r.pool + "/" + (r.rados_namespace ? *r.rados_namespace + "/" : "") + r.image +
+             (r.snapshot ? "@" + *r.snapshot : "");
+      if (r.ceph_conf) option("ceph-conf", *r.ceph_conf);
+      if (r.ceph_id != "admin") option("ceph-id", r.ceph_id);
+      if (r.keyring) option("keyring", *r.keyring);
+      break;
+    }
+    case ExportSpec::Backend::iscsi: {
+      const auto& i = spec.iscsi;
+      text = std::string(kIscsiScheme);
+      for (size_t n = 0; n < i.portals.size(); ++n) text += (n ? "," : "") + i.portals[n];
+      text += "/" + i.target + "/" + std::to_string(i.lun);
+      const backends::IscsiOptions defaults;
+      if (i.initiator_name != defaults.initiator_name) option("initiator-name", i.initiator_name);
+      if (!i.chap_user.empty()) option("chap-user", i.chap_user);
+      if (!i.chap_secret_file.empty()) option("chap-secret-file", i.chap_secret_file);
+      if (!i.mutual_chap_user.empty()) option("mutual-chap-user", i.mutual_chap_user);
+      if (!i.mutual_chap_secret_file.empty()) option("mutual-chap-secret-file", i.mutual_chap_secret_file);
+      break;
+    }
+  }
+  if (spec.read_only && !(spec.backend == ExportSpec::Backend::rbd && spec.rbd.snapshot)) option("readonly", "");
+  return text;
+}
+
 }  // namespace volgate::gateway

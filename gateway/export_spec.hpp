@@ -39,6 +39,12 @@ std::shared_ptr<backends::BlockDevice> open_device(const ExportSpec& spec);
 // Opens just the storage, ignoring luks-key-file.
 std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec);
 
+// The BACKEND[,OPTION...] text that parse_target_spec reads back as `spec` (storage and its
+// options: file path, RBD image and client, iSCSI portals and authentication, readonly), for
+// users to paste into `volgate serve --export NAME=...`. Timeouts left at their defaults and
+// luks-key-file are not written.
+std::string format_backend(const ExportSpec& spec);
+
 // The help text describing the syntax, shared by --help and error messages.
 extern const char* const kExportSyntaxHelp;
 

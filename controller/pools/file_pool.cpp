@@ -201,7 +201,9 @@ std::unique_ptr<backends::BlockDevice> FilePool::open_volume(const std::string& 
   return backends::FileDevice::open({.path = volume_path(volume_id)});
 }
 
-std::string FilePool::export_target(const std::string& volume_id) const { return "file:" + volume_path(volume_id); }
+gateway::ExportSpec FilePool::export_spec(const std::string& volume_id) const {
+  return {.name = "", .backend = gateway::ExportSpec::Backend::file, .path = volume_path(volume_id)};
+}
 
 void FilePool::create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
                                const CopyProgress& progress) {

@@ -26,7 +26,7 @@ class FilePool final : public Pool {
   void delete_volume(const std::string& volume_id) override;
   bool volume_exists(const std::string& volume_id) override;
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override;
-  std::string export_target(const std::string& volume_id) const override;
+  gateway::ExportSpec export_spec(const std::string& volume_id) const override;
 
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
                        const CopyProgress& progress) override;

@@ -63,10 +63,12 @@ std::string IscsiPool::target_name(const std::string& volume_id) const {
   return config_.iqn_prefix + ":volume-" + volume_id;
 }
 
-std::string IscsiPool::export_target(const std::string& volume_id) const {
-  std::string portals;
-  for (const auto& p : config_.portals) portals += (portals.empty() ? "" : ",") + p;
-  return "iscsi://" + portals + "/" + target_name(volume_id) + "/1";
+gateway::ExportSpec IscsiPool::export_spec(const std::string& volume_id) const {
+  gateway::ExportSpec spec{.backend = gateway::ExportSpec::Backend::iscsi};
+  spec.iscsi.portals = config_.portals;
+  spec.iscsi.target = target_name(volume_id);
+  spec.iscsi.lun = 1;
+  return spec;
 }
 
 std::string IscsiPool::tgtadm(const std::vector<std::string>& args) const {

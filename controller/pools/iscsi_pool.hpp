@@ -35,7 +35,7 @@ class IscsiPool final : public Pool {
     return files_.open_volume(volume_id);
   }
   // iscsi://PORTAL[,PORTAL...]/IQN/1: every portal, for the data plane's multipath.
-  std::string export_target(const std::string& volume_id) const override;
+  gateway::ExportSpec export_spec(const std::string& volume_id) const override;
 
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
                        const CopyProgress& progress) override {

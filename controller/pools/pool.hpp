@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/block_device.hpp"
+#include "gateway/export_spec.hpp"
 
 namespace volgate::controller {
 
@@ -80,8 +81,8 @@ class Pool {
   virtual void delete_volume(const std::string& volume_id) = 0;
   virtual bool volume_exists(const std::string& volume_id) = 0;
   virtual std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) = 0;
-  // How `volgate serve --export` reaches the volume, e.g. "file:/srv/pool/volume-ID.img".
-  virtual std::string export_target(const std::string& volume_id) const = 0;
+  // How the gateway reaches the volume: its storage and the options to open it with.
+  virtual gateway::ExportSpec export_spec(const std::string& volume_id) const = 0;
 
   // `progress` as for copies: a pool that copies data reports through it (and stops when it
   // throws); one that snapshots in place may ignore it.

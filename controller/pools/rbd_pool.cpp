@@ -239,11 +239,14 @@ std::unique_ptr<backends::BlockDevice> RbdPool::open_volume(const std::string& v
   }
 }
 
-std::string RbdPool::export_target(const std::string& volume_id) const {
-  std::string target = "rbd:" + config_.rbd_pool + "/" + volume_image(volume_id) + ",ceph-conf=" + config_.ceph_conf;
-  if (config_.ceph_client != "admin") target += ",ceph-id=" + config_.ceph_client;
-  if (!config_.ceph_keyring.empty()) target += ",keyring=" + config_.ceph_keyring;
-  return target;
+gateway::ExportSpec RbdPool::export_spec(const std::string& volume_id) const {
+  gateway::ExportSpec spec{.backend = gateway::ExportSpec::Backend::rbd};
+  spec.rbd.pool = config_.rbd_pool;
+  spec.rbd.image = volume_image(volume_id);
+  spec.rbd.ceph_conf = config_.ceph_conf;
+  spec.rbd.ceph_id = config_.ceph_client;
+  if (!config_.ceph_keyring.empty()) spec.rbd.keyring = config_.ceph_keyring;
+  return spec;
 }
 
 // A snapshot is an RBD snapshot of the volume's image (instant, and thin: only what the volume

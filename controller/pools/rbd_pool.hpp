@@ -34,7 +34,7 @@ class RbdPool final : public Pool {
   bool volume_exists(const std::string& volume_id) override;
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override;
   // rbd:POOL/volume-ID,ceph-conf=PATH[,ceph-id=NAME][,keyring=PATH], as `volgate serve --export` takes it.
-  std::string export_target(const std::string& volume_id) const override;
+  gateway::ExportSpec export_spec(const std::string& volume_id) const override;
 
   // A native RBD snapshot: instant, nothing to report.
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,

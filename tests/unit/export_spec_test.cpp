@@ -215,3 +215,24 @@ TEST(ExportSpec, IscsiErrorsQuoteTheProblem) {
   // Every message starts with the whole argument, so the user sees what was parsed.
   EXPECT_EQ(message("v=iscsi://a/vol1/1").rfind("--export 'v=iscsi://a/vol1/1': ", 0), 0u);
 }
+
+// format_backend writes what parse_target_spec reads back, for every backend.
+TEST(ExportSpec, FormattedBackendsParseBackToTheSameSpec) {
+  for (const char* text :
+       {"file:/srv/pool/volume-1.img", "file:/a b/c,direct", "file:/x,readonly", "memory:1048576",
+        "rbd:vols/volume-1,ceph-conf=/etc/ceph/ceph.conf", "rbd:vols/ns/img@snap,ceph-id=cinder,keyring=/k",
+        "iscsi://127.0.0.1:3260,127.0.0.2:3260/iqn.2026-01.x:vol/1",
+        "iscsi://h/iqn.2026-01.x:vol/2,initiator-name=iqn.2026-01.y:gw,chap-user=u,chap-secret-file=/s,readonly"}) {
+    ExportSpec spec = parse_target_spec(text);
+    const std::string formatted = format_backend(spec);
+    ExportSpec again = parse_target_spec(formatted);
+    EXPECT_EQ(format_backend(again), formatted) << text;
+    EXPECT_EQ(again.read_only, spec.read_only) << text;
+    EXPECT_EQ(again.path, spec.path) << text;
+    EXPECT_EQ(again.rbd.image, spec.rbd.image) << text;
+    EXPECT_EQ(again.rbd.snapshot, spec.rbd.snapshot) << text;
+    EXPECT_EQ(again.iscsi.portals, spec.iscsi.portals) << text;
+    EXPECT_EQ(again.iscsi.chap_secret_file, spec.iscsi.chap_secret_file) << text;
+  }
+  EXPECT_EQ(format_backend(parse_target_spec("file:/srv/v.img")), "file:/srv/v.img");
+}

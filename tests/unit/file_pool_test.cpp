@@ -53,7 +53,8 @@ TEST_F(FilePoolTest, CreatesSparseVolumesAndReportsCapacity) {
   EXPECT_EQ(allocated(path), 0u);
   EXPECT_TRUE(pool.volume_exists("aa-01"));
   pool.create_volume("aa-01", 1 << 30);  // again: idempotent
-  EXPECT_EQ(pool.export_target("aa-01"), "file:" + path);
+  EXPECT_EQ(pool.export_spec("aa-01").path, path);
+  EXPECT_EQ(gateway::format_backend(pool.export_spec("aa-01")), "file:" + path);
   PoolCapacity cap = pool.capacity();
   EXPECT_GT(cap.total_bytes, 0u);
   EXPECT_LE(cap.free_bytes, cap.total_bytes);
