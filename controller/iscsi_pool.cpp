@@ -69,7 +69,8 @@ std::string IscsiPool::target_name(const std::string& volume_id) const {
 std::string IscsiPool::export_target(const std::string& volume_id) const {
   std::string portals;
   for (const auto& p : config_.portals) portals += (portals.empty() ? "" : ",") + p;
-  std::string target = "iscsi://" + portals + "/" + target_name(volume_id) + "/1,initiator-name=" + config_.initiator_name;
+  std::string target = "iscsi://" + portals + "/" + target_name(volume_id) + "/1";
+  target += ",initiator-name=" + config_.initiator_name;
   if (!config_.chap_user.empty())
     target += ",chap-user=" + config_.chap_user + ",chap-secret-file=" + config_.chap_secret_file;
   return target;
