@@ -15,6 +15,7 @@
 
 #include "backends/libiscsi_path.hpp"
 #include "common/current_context.hpp"
+#include "crypto/chap_secret.hpp"
 
 namespace volgate::backends {
 namespace {
@@ -28,20 +29,6 @@ constexpr uint64_t kProvisioningPart = 64 << 20;  // per UNMAP or WRITE SAME
 alignas(4096) const std::byte zero_chunk[kZeroChunk] = {};
 // At shutdown, how long the paths get to drop their reservation keys.
 constexpr auto kUnregisterTimeout = std::chrono::seconds(2);
-
-// A CHAP secret as a C string for libiscsi: the file's bytes without a trailing line break.
-crypto::SecureBytes read_chap_secret(const std::string& path) {
-  crypto::SecureBytes raw = crypto::read_key_file(path);
-  size_t length = raw.size();
-  while (length > 0 && (raw.chars()[length - 1] == '\n' || raw.chars()[length - 1] == '\r')) --length;
-  if (length == 0) throw std::runtime_error(path + ": the CHAP secret is empty");
-  if (std::memchr(raw.data(), 0, length))
-    throw std::runtime_error(path + ": the CHAP secret contains a NUL byte");
-  crypto::SecureBytes secret(length + 1);
-  std::memcpy(secret.data(), raw.data(), length);
-  secret.data()[length] = std::byte{0};
-  return secret;
-}
 
 // Named in the log so that an administrator can tell whose registration is whose on the LUN.
 std::string key_text(const IscsiPath& path) {
@@ -113,7 +100,7 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
   if (options_.portals.empty()) throw std::invalid_argument("no portal given");
   if (!options_.chap_user.empty()) {
     if (options_.chap_secret_file.empty()) throw std::invalid_argument("chap-user needs chap-secret-file");
-    chap_secret_ = read_chap_secret(options_.chap_secret_file);
+    chap_secret_ = crypto::read_chap_secret(options_.chap_secret_file);
     credentials_.chap_user = options_.chap_user.c_str();
     credentials_.chap_secret = chap_secret_.chars();
   }
@@ -121,7 +108,7 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
     if (options_.chap_user.empty()) throw std::invalid_argument("mutual CHAP needs chap-user too");
     if (options_.mutual_chap_secret_file.empty())
       throw std::invalid_argument("mutual-chap-user needs mutual-chap-secret-file");
-    mutual_secret_ = read_chap_secret(options_.mutual_chap_secret_file);
+    mutual_secret_ = crypto::read_chap_secret(options_.mutual_chap_secret_file);
     credentials_.mutual_user = options_.mutual_chap_user.c_str();
     credentials_.mutual_secret = mutual_secret_.chars();
   }

@@ -2,11 +2,16 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <cctype>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+
+#include "controller/pools/iscsi_name.hpp"
+#include "crypto/chap_secret.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -81,6 +86,58 @@ void check_image_dirs(const ControllerConfig& config) {
   }
 }
 
+// CHAP secrets outside these bounds are refused up front rather than failing at every login.
+// CHAP over plain TCP lets anyone who sees one login guess the secret offline, so a short one
+// is little protection (Microsoft's initiator refuses fewer than 12 bytes for the same reason);
+// tgtd and libiscsi each keep at most 255 bytes of a secret and silently cut the rest.
+constexpr size_t kMinChapSecret = 12;
+constexpr size_t kMaxChapSecret = 255;
+constexpr size_t kMaxChapUser = 255;
+
+// Letters, digits and . _ : -: the user travels in tgtadm's "user=U,password=P" request and in
+// the export target's comma-separated options, where ',' and '=' would split it.
+bool is_chap_user(const std::string& user) {
+  if (user.empty() || user.size() > kMaxChapUser) return false;
+  for (char c : user)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' && c != '-') return false;
+  return true;
+}
+
+// An iscsi pool's access settings: the initiator name (defaulted here), and the CHAP user and
+// secret, which is read now so that a missing or unusable file stops the start with its name.
+void finish_iscsi_access(PoolConfig& pool) {
+  const std::string where = "pool '" + pool.name + "'";
+  if (pool.driver != "iscsi") {
+    if (!pool.initiator_name.empty() || !pool.chap_user.empty() || !pool.chap_secret_file.empty())
+      throw std::runtime_error(where + ": initiator_name, chap_user and chap_secret_file are for iscsi pools");
+    return;
+  }
+  if (pool.initiator_name.empty()) pool.initiator_name = default_initiator_name();
+  if (std::string problem = iscsi_name_problem(pool.initiator_name); !problem.empty())
+    throw std::runtime_error(where + ": initiator_name '" + pool.initiator_name + "' is not an iSCSI name: " + problem);
+  if (!pool.chap_user.empty() && pool.chap_secret_file.empty())
+    throw std::runtime_error(where + ": chap_user needs chap_secret_file (a file holding the secret; the config "
+                             "never holds it)");
+  if (pool.chap_user.empty() && !pool.chap_secret_file.empty())
+    throw std::runtime_error(where + ": chap_secret_file needs chap_user");
+  if (pool.chap_user.empty()) return;
+  if (!is_chap_user(pool.chap_user))
+    throw std::runtime_error(where + ": chap_user '" + pool.chap_user + "' must be 1-" + std::to_string(kMaxChapUser) +
+                             " letters, digits, '.', '_', ':' or '-'");
+  if (pool.chap_secret_file.find(',') != std::string::npos)
+    throw std::runtime_error(where + ": chap_secret_file " + pool.chap_secret_file +
+                             ": a path with ',' cannot go into the export target, whose options ',' separates");
+  size_t length = 0;
+  try {
+    length = crypto::secret_length(crypto::read_chap_secret(pool.chap_secret_file));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(where + ": chap_secret_file: " + e.what());
+  }
+  if (length < kMinChapSecret || length > kMaxChapSecret)
+    throw std::runtime_error(where + ": chap_secret_file " + pool.chap_secret_file + ": the CHAP secret must be " +
+                             std::to_string(kMinChapSecret) + "-" + std::to_string(kMaxChapSecret) + " bytes");
+}
+
 }  // namespace
 
 ControllerConfig default_config(const std::string& state_dir) {
@@ -110,7 +167,9 @@ void finish_config(ControllerConfig& config) {
     throw std::runtime_error("default_volume_type '" + config.default_volume_type + "' is not a volume type");
   if (config.workers == 0 || config.workers > 64) throw std::runtime_error("workers must be 1-64");
   std::set<std::string> names;
-  for (const auto& pool : config.pools) {
+  // tgtd has one account per CHAP user: pools on one tgtd naming the same user share its secret.
+  std::map<std::pair<std::string, std::string>, const PoolConfig*> chap_accounts;
+  for (auto& pool : config.pools) {
     if (pool.name.empty() || pool.name.find_first_of("/ #@") != std::string::npos)
       throw std::runtime_error("pool name '" + pool.name + "' must be non-empty, without '/', ' ', '#', '@'");
     if (!names.insert(pool.name).second) throw std::runtime_error("pool '" + pool.name + "' is configured twice");
@@ -123,10 +182,17 @@ void finish_config(ControllerConfig& config) {
       throw std::runtime_error("pool '" + pool.name + "': a " + pool.driver + " pool needs a directory");
     if (pool.driver == "iscsi" && pool.portals.empty())
       throw std::runtime_error("pool '" + pool.name + "': an iscsi pool needs portals");
+    finish_iscsi_access(pool);
     if (pool.max_over_subscription_ratio < 1.0)
       throw std::runtime_error("pool '" + pool.name + "': max_over_subscription_ratio must be at least 1");
     if (pool.reserved_percentage < 0 || pool.reserved_percentage > 100)
       throw std::runtime_error("pool '" + pool.name + "': reserved_percentage must be 0-100");
+    if (!pool.chap_user.empty()) {
+      auto [it, first] = chap_accounts.try_emplace({pool.tgt_ipc_socket, pool.chap_user}, &pool);
+      if (!first && it->second->chap_secret_file != pool.chap_secret_file)
+        throw std::runtime_error("pools '" + it->second->name + "' and '" + pool.name + "' give CHAP user '" +
+                                 pool.chap_user + "' on one tgtd two different chap_secret_files");
+    }
   }
   Scheduler check(config.scheduler);  // refuses unknown weighers
 }
@@ -223,7 +289,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       const std::string w = where + ".pools[" + pool.name + "]";
       only_keys(p, w, {"name", "driver", "directory", "availability_zone", "max_over_subscription_ratio",
                        "reserved_percentage", "thin_provisioning", "copy_bps_limit", "capabilities", "portals",
-                       "iqn_prefix", "tgt_ipc_socket", "initiator_addresses", "rbd_pool", "ceph_conf",
+                       "iqn_prefix", "tgt_ipc_socket", "initiator_name", "initiator_addresses", "chap_user",
+                       "chap_secret_file", "rbd_pool", "ceph_conf",
                        "ceph_client", "ceph_keyring", "total_capacity_gb"});
       get(p, "driver", pool.driver, w);
       get(p, "directory", pool.directory, w);
@@ -237,7 +304,11 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       get(p, "portals", pool.portals, w);
       get(p, "iqn_prefix", pool.iqn_prefix, w);
       get(p, "tgt_ipc_socket", pool.tgt_ipc_socket, w);
+      get(p, "initiator_name", pool.initiator_name, w);
       get(p, "initiator_addresses", pool.initiator_addresses, w);
+      get(p, "chap_user", pool.chap_user, w);
+      get(p, "chap_secret_file", pool.chap_secret_file, w);
+      pool.chap_secret_file = resolve(pool.chap_secret_file, dir);
       get(p, "rbd_pool", pool.rbd_pool, w);
       get(p, "ceph_conf", pool.ceph_conf, w);
       pool.ceph_conf = resolve(pool.ceph_conf, dir);

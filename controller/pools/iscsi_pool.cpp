@@ -5,47 +5,50 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <cstring>
 #include <set>
-#include <sstream>
 #include <stdexcept>
+
+#include "crypto/chap_secret.hpp"
 
 extern char** environ;
 
 namespace volgate::controller {
 namespace {
 
-struct TargetInfo {
-  int tid = 0;
-  bool has_lun1 = false;
-};
+bool contains(const std::vector<std::string>& list, const std::string& item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
 
-// Parses `tgtadm --op show --mode target`: "Target N: NAME" opens a block, "LUN: 1" inside it.
-std::map<std::string, TargetInfo> parse_targets(const std::string& show) {
-  std::map<std::string, TargetInfo> targets;
-  std::istringstream in(show);
-  std::string line;
-  TargetInfo* current = nullptr;
-  while (std::getline(in, line)) {
-    if (line.starts_with("Target ")) {
-      size_t colon = line.find(": ");
-      if (colon == std::string::npos) continue;
-      TargetInfo& t = targets[line.substr(colon + 2)];
-      t.tid = std::atoi(line.c_str() + 7);
-      current = &t;
-    } else if (current) {
-      size_t at = line.find_first_not_of(' ');
-      if (at != std::string::npos && line.compare(at, std::string::npos, "LUN: 1") == 0) current->has_lun1 = true;
-    }
+// `bytes` random bytes as lowercase hex, NUL-terminated, in memory kept out of swap and dumps.
+crypto::SecureBytes random_hex(size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) throw std::runtime_error("no random bytes");
+  static constexpr char kHex[] = "0123456789abcdef";
+  crypto::SecureBytes text(2 * bytes + 1);
+  char* out = reinterpret_cast<char*>(text.data());
+  for (size_t i = 0; i < bytes; ++i) {
+    out[2 * i] = kHex[raw[i] >> 4];
+    out[2 * i + 1] = kHex[raw[i] & 0xf];
   }
-  return targets;
+  out[2 * bytes] = '\0';
+  OPENSSL_cleanse(raw.data(), raw.size());
+  return text;
 }
 
 }  // namespace
 
 IscsiPool::IscsiPool(PoolConfig config) : config_(std::move(config)), files_(config_) {
   if (config_.portals.empty()) throw std::runtime_error("pool '" + config_.name + "': an iscsi pool needs portals");
-  tgtadm({"--op", "show", "--mode", "target"});  // fails now, naming the reason, if tgtd is not there
+  if (config_.initiator_name.empty())  // finish_config fills it in; without it no one could log in
+    throw std::runtime_error("pool '" + config_.name + "': an iscsi pool needs initiator_name");
+  show_targets();  // fails now, naming the reason, if tgtd is not there
+  secure_existing_targets();
 }
 
 std::map<std::string, std::string> IscsiPool::capabilities() const {
@@ -68,14 +71,27 @@ gateway::ExportSpec IscsiPool::export_spec(const std::string& volume_id) const {
   spec.iscsi.portals = config_.portals;
   spec.iscsi.target = target_name(volume_id);
   spec.iscsi.lun = 1;
+  spec.iscsi.initiator_name = config_.initiator_name;
+  spec.iscsi.chap_user = config_.chap_user;
+  spec.iscsi.chap_secret_file = config_.chap_secret_file;
   return spec;
 }
 
-std::string IscsiPool::tgtadm(const std::vector<std::string>& args) const {
+// tgtadm takes an account's password on its command line and nowhere else (no file, no standard
+// input). While it runs (milliseconds), the password is in its argv: readable in
+// /proc/PID/cmdline, and so by `ps`, by every local user unless /proc is mounted with hidepid=2;
+// tgtd itself also logs it if its debug logging is on. The alternative, speaking tgtd's private
+// IPC protocol, would tie us to the layout of one tgt version's request struct. The exposure is
+// limited instead: the password is given only when an account is (re)made, once per controller
+// start and after a tgtd restart, and never appears in our logs or error messages.
+std::string IscsiPool::tgtadm(const std::vector<std::string>& args, const crypto::SecureBytes* password) const {
   std::vector<std::string> argv_text{"tgtadm", "--lld", "iscsi"};
   argv_text.insert(argv_text.end(), args.begin(), args.end());
+  if (password) argv_text.emplace_back("--password");
   std::vector<char*> argv;
   for (auto& a : argv_text) argv.push_back(a.data());
+  // posix_spawn copies the arguments into the new process and never writes through them.
+  if (password) argv.push_back(const_cast<char*>(password->chars()));
   argv.push_back(nullptr);
   std::vector<std::string> env_text;
   for (char** e = environ; *e; ++e)
@@ -115,6 +131,7 @@ std::string IscsiPool::tgtadm(const std::vector<std::string>& args) const {
     while (!output.empty() && output.back() == '\n') output.pop_back();
     std::string command;
     for (const auto& a : args) command += " " + a;
+    if (password) command += " --password (secret)";
     throw std::runtime_error("pool '" + config_.name + "': tgtadm" + command + ": " +
                              (output.empty() ? "failed" : output));
   }
@@ -124,32 +141,95 @@ std::string IscsiPool::tgtadm(const std::vector<std::string>& args) const {
 void IscsiPool::expose(const std::string& volume_id) {
   std::lock_guard lock(mutex_);
   const std::string name = target_name(volume_id);
-  auto targets = parse_targets(tgtadm({"--op", "show", "--mode", "target"}));
+  auto targets = parse_tgt_targets(show_targets());
   auto it = targets.find(name);
-  int tid;
+  TgtTarget target;
   if (it != targets.end()) {
-    tid = it->second.tid;
+    target = it->second;
   } else {
     std::set<int> used;
     for (const auto& [n, t] : targets) used.insert(t.tid);
-    tid = 1;
-    while (used.count(tid)) ++tid;
-    tgtadm({"--op", "new", "--mode", "target", "--tid", std::to_string(tid), "-T", name});
-    if (config_.initiator_addresses.empty()) {
-      tgtadm({"--op", "bind", "--mode", "target", "--tid", std::to_string(tid), "-I", "ALL"});
-    } else {
-      for (const auto& address : config_.initiator_addresses)
-        tgtadm({"--op", "bind", "--mode", "target", "--tid", std::to_string(tid), "-I", address});
+    target.tid = 1;
+    while (used.count(target.tid)) ++target.tid;
+    // A new target's access list is empty, and tgtd admits no one to such a target.
+    tgtadm({"--op", "new", "--mode", "target", "--tid", std::to_string(target.tid), "-T", name});
+  }
+  std::vector<std::string> accounts;
+  apply_access(target.tid, target, accounts);
+  if (!target.has_lun1)
+    tgtadm({"--op", "new", "--mode", "logicalunit", "--tid", std::to_string(target.tid), "--lun", "1", "-b",
+            files_.volume_path(volume_id)});
+}
+
+void IscsiPool::apply_access(int tid, const TgtTarget& has, std::vector<std::string>& accounts) {
+  const TargetAccess want = target_access(config_);
+  if (!want.chap_user.empty() && !contains(has.incoming_users, want.chap_user)) {
+    // A restarted tgtd has forgotten its accounts (and targets: expose makes them again).
+    if (accounts.empty()) accounts = parse_tgt_accounts(tgtadm({"--op", "show", "--mode", "account"}));
+    if (!contains(accounts, want.chap_user)) {
+      new_account(want.chap_user, crypto::read_chap_secret(config_.chap_secret_file));
+      accounts.push_back(want.chap_user);
     }
   }
-  if (it == targets.end() || !it->second.has_lun1)
-    tgtadm({"--op", "new", "--mode", "logicalunit", "--tid", std::to_string(tid), "--lun", "1", "-b",
-            files_.volume_path(volume_id)});
+  for (const auto& command : access_commands(tid, has, want)) tgtadm(command);
+}
+
+void IscsiPool::new_account(const std::string& user, const crypto::SecureBytes& secret) {
+  tgtadm({"--op", "new", "--mode", "account", "--user", user}, &secret);
+}
+
+// tgtd keeps one account per CHAP user with the secret it was made with, and never shows the
+// secret: a secret changed in the file since can only take effect by remaking the account.
+// Deleting an account unbinds it from every target, and a target with no account asks for no
+// secret at all; so the targets that require the account first require a throwaway one too
+// (random name and secret that nobody has). Until the account is back and bound again, they
+// refuse every login instead of admitting anyone. Targets of other software on the same tgtd
+// that use the account get it back the same way. Should the controller die in between, the
+// throwaway account stays bound and those targets stay closed until the next start fixes ours.
+void IscsiPool::install_chap_account(const std::map<std::string, TgtTarget>& targets) {
+  crypto::SecureBytes secret = crypto::read_chap_secret(config_.chap_secret_file);
+  const std::string& user = config_.chap_user;
+  if (!contains(parse_tgt_accounts(tgtadm({"--op", "show", "--mode", "account"})), user)) {
+    new_account(user, secret);
+    return;
+  }
+  std::vector<std::string> holders;  // tids
+  for (const auto& [name, target] : targets)
+    if (contains(target.incoming_users, user)) holders.push_back(std::to_string(target.tid));
+  std::string lock_user;
+  if (!holders.empty()) {
+    lock_user = "volgate-lock-" + std::string(random_hex(8).chars());
+    new_account(lock_user, random_hex(32));
+    for (const auto& tid : holders) tgtadm({"--op", "bind", "--mode", "account", "--tid", tid, "--user", lock_user});
+  }
+  tgtadm({"--op", "delete", "--mode", "account", "--user", user});
+  new_account(user, secret);
+  for (const auto& tid : holders) tgtadm({"--op", "bind", "--mode", "account", "--tid", tid, "--user", user});
+  if (!lock_user.empty()) tgtadm({"--op", "delete", "--mode", "account", "--user", lock_user});
+}
+
+void IscsiPool::secure_existing_targets() {
+  std::lock_guard lock(mutex_);
+  if (!config_.chap_user.empty()) install_chap_account(parse_tgt_targets(show_targets()));
+  const std::string ours = config_.iqn_prefix + ":volume-";
+  std::vector<std::string> accounts;
+  size_t count = 0;
+  for (const auto& [name, target] : parse_tgt_targets(show_targets())) {
+    // Another pool may share the prefix and tgtd: a target is ours if its volume is in our directory.
+    if (!name.starts_with(ours) || !files_.volume_exists(name.substr(ours.size()))) continue;
+    apply_access(target.tid, target, accounts);
+    ++count;
+  }
+  const TargetAccess access = target_access(config_);
+  spdlog::info("pool '{}': {} existing target(s) admit {}{}", config_.name, count,
+               access.addresses.empty() ? "initiator " + config_.initiator_name
+                                        : std::to_string(access.addresses.size()) + " initiator address(es)",
+               access.chap_user.empty() ? ", without CHAP" : " with CHAP user " + access.chap_user);
 }
 
 void IscsiPool::unexpose(const std::string& volume_id) {
   std::lock_guard lock(mutex_);
-  auto targets = parse_targets(tgtadm({"--op", "show", "--mode", "target"}));
+  auto targets = parse_tgt_targets(show_targets());
   auto it = targets.find(target_name(volume_id));
   if (it == targets.end()) return;
   tgtadm({"--op", "delete", "--force", "--mode", "target", "--tid", std::to_string(it->second.tid)});

@@ -6,9 +6,16 @@
 //
 // The target is found again by its name rather than remembered by tid, so exposing and
 // unexposing are idempotent and survive a controller restart.
+//
+// Who may log in is set on every target (see target_access): the gateway's initiator name (or
+// the configured addresses) and, when configured, incoming CHAP. A target is never open to
+// anyone, not even between its creation and its access list; at start, targets left by an
+// earlier controller, perhaps open to all, are brought to the configured access too.
 #include <mutex>
 
 #include "controller/pools/file_pool.hpp"
+#include "controller/pools/tgt_access.hpp"
+#include "crypto/secure_bytes.hpp"
 
 namespace volgate::controller {
 
@@ -34,7 +41,8 @@ class IscsiPool final : public Pool {
   std::unique_ptr<backends::BlockDevice> open_volume(const std::string& volume_id) override {
     return files_.open_volume(volume_id);
   }
-  // iscsi://PORTAL[,PORTAL...]/IQN/1: every portal, for the data plane's multipath.
+  // iscsi://PORTAL[,PORTAL...]/IQN/1,initiator-name=NAME[,chap-user=U,chap-secret-file=PATH]:
+  // every portal, for the data plane's multipath, and how to get past the target's access check.
   gateway::ExportSpec export_spec(const std::string& volume_id) const override;
 
   void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
@@ -46,12 +54,23 @@ class IscsiPool final : public Pool {
   std::string target_name(const std::string& volume_id) const;
 
  private:
-  // Creates the target and its LUN when missing.
+  // Creates the target and its LUN when missing; gives it the configured access either way.
   void expose(const std::string& volume_id);
   // Deletes the target (with --force: a volume being deleted has no business being in use).
   void unexpose(const std::string& volume_id);
-  // Runs tgtadm with `args`; returns its output, throws with it when tgtadm fails.
-  std::string tgtadm(const std::vector<std::string>& args) const;
+  // At start: the CHAP account gets the secret now in the file, and every target of this pool
+  // the configured access, whatever an earlier controller (or configuration) left.
+  void secure_existing_targets();
+  // Runs access_commands for one target; `accounts` is tgtd's account list, read when empty.
+  void apply_access(int tid, const TgtTarget& has, std::vector<std::string>& accounts);
+  // (Re)creates the CHAP account with the secret from chap_secret_file (see the .cpp).
+  void install_chap_account(const std::map<std::string, TgtTarget>& targets);
+  // tgtadm --op new --mode account --user USER --password SECRET.
+  void new_account(const std::string& user, const crypto::SecureBytes& secret);
+  // Runs tgtadm with `args`, then "--password" and `password` when one is given; returns its
+  // output, throws with it when tgtadm fails (naming the arguments, never the password).
+  std::string tgtadm(const std::vector<std::string>& args, const crypto::SecureBytes* password = nullptr) const;
+  std::string show_targets() const { return tgtadm({"--op", "show", "--mode", "target"}); }
 
   PoolConfig config_;
   FilePool files_;

@@ -37,7 +37,16 @@ struct PoolConfig {
   std::vector<std::string> portals;  // HOST:PORT, as given to tgtd --iscsi portal=
   std::string iqn_prefix = "iqn.2026-11.org.volgate";
   std::string tgt_ipc_socket;  // TGT_IPC_SOCKET for tgtadm; empty: tgtd's default
-  std::vector<std::string> initiator_addresses;  // allowed to log in; empty: any
+  // Who may log in. tgtd admits an initiator whose name OR address is on a target's list, so
+  // the two are never bound together (that would admit the name from anywhere and anyone from
+  // the addresses): the targets admit initiator_addresses when given, else initiator_name.
+  // The gateway logs in with initiator_name either way (the export target says so).
+  std::string initiator_name;  // finish_config: default_initiator_name() for iscsi pools
+  std::vector<std::string> initiator_addresses;
+  // Incoming CHAP on every target when set: the user, and the file holding its secret (read by
+  // the controller to configure tgtd and by the gateway to log in; never in the config itself).
+  std::string chap_user;
+  std::string chap_secret_file;
 
   // rbd pools: one RBD image per volume and per snapshot in a Ceph pool.
   std::string rbd_pool;

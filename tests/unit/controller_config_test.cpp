@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "controller/controller_config.hpp"
+#include "controller/pools/iscsi_name.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -17,10 +18,16 @@ class ConfigTest : public ::testing::Test {
     std::filesystem::create_directories(dir);
   }
   void TearDown() override { std::filesystem::remove_all(dir); }
-  std::string write(const std::string& text) {
-    std::string path = dir / "c.json";
+  std::string write(const std::string& text, const std::string& name = "c.json") {
+    std::string path = dir / name;
     std::ofstream(path) << text;
     return path;
+  }
+  // A config with one iscsi pool whose other keys are `keys` (JSON members, may be empty).
+  std::string iscsi_pool(const std::string& keys) {
+    return R"({"state_dir": ")" + dir.string() +
+           R"(", "pools": [{"name": "san", "driver": "iscsi", "directory": "luns", "portals": ["127.0.0.1:3260"])" +
+           (keys.empty() ? "" : ", " + keys) + "}]}";
   }
   std::string error_of(const std::string& text) {
     try {
@@ -104,6 +111,85 @@ TEST_F(ConfigTest, MistakesAreRefusedByName) {
   EXPECT_NE(error_of("{not json").find("not valid JSON"), std::string::npos);
   EXPECT_NE(error_of(R"({"database": "x.db"})").find("state_dir"), std::string::npos);
   EXPECT_THROW(load_config(dir / "missing.json", ""), std::runtime_error);
+}
+
+TEST_F(ConfigTest, AnIscsiPoolAdmitsThisHostsInitiatorNameByDefault) {
+  ControllerConfig c = load_config(write(iscsi_pool("")), "");
+  ASSERT_EQ(c.pools.size(), 1u);
+  EXPECT_EQ(c.pools[0].initiator_name, default_initiator_name());
+  EXPECT_TRUE(c.pools[0].initiator_name.starts_with("iqn.2026-11.org.volgate:host-")) << c.pools[0].initiator_name;
+  EXPECT_EQ(iscsi_name_problem(c.pools[0].initiator_name), "");
+  EXPECT_TRUE(c.pools[0].chap_user.empty());
+  // Other drivers have no initiator name.
+  EXPECT_EQ(default_config("/srv/v").pools[0].initiator_name, "");
+}
+
+TEST_F(ConfigTest, AnIscsiPoolTakesAnInitiatorNameAndACHAPUserWithASecretFile) {
+  write("a-secret-of-16-b\n", "chap.secret");
+  ControllerConfig c = load_config(
+      write(iscsi_pool(R"("initiator_name": "iqn.2026-11.com.example:hv1", "chap_user": "gw-1",
+                          "chap_secret_file": "chap.secret", "initiator_addresses": ["10.0.0.0/24"])")),
+      "");
+  EXPECT_EQ(c.pools[0].initiator_name, "iqn.2026-11.com.example:hv1");
+  EXPECT_EQ(c.pools[0].chap_user, "gw-1");
+  EXPECT_EQ(c.pools[0].chap_secret_file, (dir / "chap.secret").string());  // relative to state_dir
+  EXPECT_EQ(c.pools[0].initiator_addresses, std::vector<std::string>{"10.0.0.0/24"});
+  // The secret itself is nowhere in the config.
+  EXPECT_EQ(c.pools[0].chap_secret_file.find("a-secret"), std::string::npos);
+}
+
+TEST_F(ConfigTest, BadInitiatorNamesAreRefusedSayingWhy) {
+  auto name_error = [&](const std::string& name) {
+    return error_of(iscsi_pool(R"("initiator_name": ")" + name + R"(")"));
+  };
+  for (const char* bad : {"gateway", "iqn.2026-11.org.volgate:Host", "iqn.2026-13.org.volgate:h",
+                          "iqn.26-11.org.volgate:h", "iqn.2026-11.:h", "iqn.2026-11.org.volgate:", "eui.12345",
+                          "iqn.2026-11.org.volgate:a b"}) {
+    std::string e = name_error(bad);
+    EXPECT_NE(e.find("initiator_name '" + std::string(bad) + "' is not an iSCSI name"), std::string::npos)
+        << bad << ": " << e;
+  }
+  EXPECT_NE(name_error("iqn.2026-11.org.volgate:" + std::string(220, 'x')).find("longer than 223"), std::string::npos);
+  EXPECT_EQ(name_error("eui.02004567A425678D"), "");
+  EXPECT_EQ(name_error("iqn.2026-11.org.volgate"), "");
+}
+
+TEST_F(ConfigTest, CHAPMistakesAreRefusedWithoutShowingTheSecret) {
+  write("short\n", "short.secret");
+  write("\n\n", "blank.secret");
+  write(std::string(256, 's'), "long.secret");
+  write("a-secret-of-16-b", "good.secret");
+  write("another-secret-16", "other.secret");
+  auto chap_error = [&](const std::string& keys) { return error_of(iscsi_pool(keys)); };
+  EXPECT_NE(chap_error(R"("chap_user": "gw")").find("chap_user needs chap_secret_file"), std::string::npos);
+  EXPECT_NE(chap_error(R"("chap_secret_file": "good.secret")").find("chap_secret_file needs chap_user"),
+            std::string::npos);
+  std::string missing = chap_error(R"("chap_user": "gw", "chap_secret_file": "missing.secret")");
+  EXPECT_NE(missing.find("chap_secret_file: key file " + (dir / "missing.secret").string() + ": No such file"),
+            std::string::npos)
+      << missing;
+  EXPECT_NE(chap_error(R"("chap_user": "gw", "chap_secret_file": "blank.secret")").find("the CHAP secret is empty"),
+            std::string::npos);
+  std::string short_error = chap_error(R"("chap_user": "gw", "chap_secret_file": "short.secret")");
+  EXPECT_NE(short_error.find("must be 12-255 bytes"), std::string::npos) << short_error;
+  EXPECT_EQ(short_error.find("short\n"), std::string::npos);
+  EXPECT_NE(chap_error(R"("chap_user": "gw", "chap_secret_file": "long.secret")").find("must be 12-255 bytes"),
+            std::string::npos);
+  EXPECT_NE(chap_error(R"("chap_user": "gw,x", "chap_secret_file": "good.secret")").find("chap_user 'gw,x' must be"),
+            std::string::npos);
+  EXPECT_NE(chap_error(R"("chap_user": "gw", "chap_secret_file": "a,b.secret")").find("','"), std::string::npos);
+  EXPECT_NE(error_of(R"({"state_dir": "/x", "pools": [{"name": "f", "driver": "file", "directory": "/p",
+                                                      "chap_user": "gw"}]})")
+                .find("for iscsi pools"),
+            std::string::npos);
+  const std::string dir_text = dir.string();
+  EXPECT_NE(error_of(R"({"state_dir": ")" + dir_text + R"(", "pools": [
+      {"name": "a", "driver": "iscsi", "directory": "a", "portals": ["127.0.0.1:3260"], "chap_user": "gw",
+       "chap_secret_file": "good.secret"},
+      {"name": "b", "driver": "iscsi", "directory": "b", "portals": ["127.0.0.1:3260"], "chap_user": "gw",
+       "chap_secret_file": "other.secret"}]})")
+                .find("two different chap_secret_files"),
+            std::string::npos);
 }
 
 }  // namespace
