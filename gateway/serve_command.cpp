@@ -5,10 +5,12 @@
 #include <charconv>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <thread>
 
 #include "common/size.hpp"
 #include "gateway/export_spec.hpp"
+#include "gateway/serve_process.hpp"
 #include "nbd/server.hpp"
 
 namespace volgate::gateway {
@@ -59,16 +61,45 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "that dominates latency at queue depth 1. 0 disables it.")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
+  serve->add_option("--max-connections", options.max_connections,
+                    "Connections open at once, handshakes included; one more is closed as soon\n"
+                    "as it is accepted")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  serve->add_option("--max-buffer-bytes", options.max_buffer_bytes,
+                    "Bytes of requests and replies (WRITE payloads, READ data) all connections\n"
+                    "may hold in memory together; past it, connections stop reading requests\n"
+                    "until bytes come back. A connection holding none may still take one request\n"
+                    "(up to 32 MiB) past it, so none can be starved. SIZE as for memory:SIZE")
+      ->type_name("SIZE")
+      ->capture_default_str();
+  serve->add_option("--handshake-timeout", options.handshake_timeout_s,
+                    "Seconds a client may take from connecting to the end of the NBD handshake\n"
+                    "before its connection is closed")
+      ->type_name("SECONDS")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   return serve;
 }
 
 int run_serve(const ServeOptions& options) {
+  const rlim_t open_files = raise_open_file_limit();
+
   nbd::ExportTable exports;
   std::vector<HostPort> tcp;
+  nbd::ServerLimits limits;
   try {
     if (options.unix_paths.empty() && options.tcp_listens.empty())
       throw std::invalid_argument("nothing to listen on: give --unix PATH and/or --listen HOST:PORT");
     for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
+    auto buffer_bytes = parse_size(options.max_buffer_bytes);
+    if (!buffer_bytes || *buffer_bytes < (uint64_t{1} << 20))
+      throw std::invalid_argument("--max-buffer-bytes '" + options.max_buffer_bytes +
+                                  "': expected a size of at least 1M");
+    limits.max_buffer_bytes = *buffer_bytes;
+    limits.max_connections = options.max_connections;
+    limits.handshake_timeout = std::chrono::seconds(options.handshake_timeout_s);
     for (const auto& text : options.exports) {
       ExportSpec spec = parse_export_spec(text);
       std::shared_ptr<backends::BlockDevice> device;
@@ -88,7 +119,7 @@ int run_serve(const ServeOptions& options) {
   unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   std::optional<nbd::Server> server;
   try {
-    server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us));
+    server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits);
     for (const auto& path : options.unix_paths) server->listen_unix(path);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
   } catch (const std::exception& e) {
@@ -98,7 +129,14 @@ int run_serve(const ServeOptions& options) {
 
   for (const auto& e : server->exports().all())
     spdlog::info("export '{}': {}, {}", e.name, e.device->description(), format_size(e.device->size()));
-  spdlog::info("serving with {} worker thread{}", threads, threads == 1 ? "" : "s");
+  spdlog::info("serving with {} worker thread{}; at most {} connections, {} of buffers, {} s to "
+               "handshake",
+               threads, threads == 1 ? "" : "s", limits.max_connections,
+               format_size(limits.max_buffer_bytes), limits.handshake_timeout.count() / 1000);
+  if (open_files < limits.max_connections + 64)
+    spdlog::warn("only {} descriptors may be open (RLIMIT_NOFILE), fewer than --max-connections "
+                 "{} needs: accepting will pause when they run out",
+                 open_files, limits.max_connections);
   for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
   std::fflush(stdout);
 
