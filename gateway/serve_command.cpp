@@ -1,9 +1,11 @@
 #include "gateway/serve_command.hpp"
 
+#include <grp.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <optional>
 #include <thread>
@@ -35,6 +37,20 @@ HostPort parse_host_port(const std::string& text) {
   return {host, static_cast<uint16_t>(port)};
 }
 
+// A group name from /etc/group (or NSS), or a numeric id as chgrp takes it.
+gid_t resolve_group(const std::string& name) {
+  group entry{};
+  group* found = nullptr;
+  std::vector<char> buffer(16 * 1024);
+  int err = ::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+  if (err == 0 && found) return found->gr_gid;
+  unsigned id = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+  if (!name.empty() && ec == std::errc() && end == name.data() + name.size()) return id;
+  throw std::invalid_argument("--socket-group '" + name + "': no such group" +
+                              (err ? std::string(" (") + std::strerror(err) + ")" : ""));
+}
+
 }  // namespace
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
@@ -61,6 +77,10 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "that dominates latency at queue depth 1. 0 disables it.")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
+  serve->add_option("--socket-group", options.socket_group,
+                    "Give the --unix sockets to this group with mode 0660, e.g. libvirt-qemu so\n"
+                    "that QEMU run by libvirt can connect (default: mode 0600, this user only)")
+      ->type_name("NAME");
   serve->add_option("--max-connections", options.max_connections,
                     "Connections open at once, handshakes included; one more is closed as soon\n"
                     "as it is accepted")
@@ -89,10 +109,15 @@ int run_serve(const ServeOptions& options) {
   nbd::ExportTable exports;
   std::vector<HostPort> tcp;
   nbd::ServerLimits limits;
+  std::optional<gid_t> socket_group;
   try {
     if (options.unix_paths.empty() && options.tcp_listens.empty())
       throw std::invalid_argument("nothing to listen on: give --unix PATH and/or --listen HOST:PORT");
     for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
+    if (!options.socket_group.empty()) {
+      if (options.unix_paths.empty()) throw std::invalid_argument("--socket-group needs a --unix socket");
+      socket_group = resolve_group(options.socket_group);
+    }
     auto buffer_bytes = parse_size(options.max_buffer_bytes);
     if (!buffer_bytes || *buffer_bytes < (uint64_t{1} << 20))
       throw std::invalid_argument("--max-buffer-bytes '" + options.max_buffer_bytes +
@@ -120,7 +145,7 @@ int run_serve(const ServeOptions& options) {
   std::optional<nbd::Server> server;
   try {
     server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits);
-    for (const auto& path : options.unix_paths) server->listen_unix(path);
+    for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: %s\n", e.what());

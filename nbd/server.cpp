@@ -51,6 +51,35 @@ void clear_stale_socket(const std::string& path) {
   ::unlink(path.c_str());
 }
 
+// The socket file bind() created goes to `group` with mode 0660, for a client that runs as
+// another user in that group (libvirt's QEMU runs as libvirt-qemu). Group first: at no moment
+// may the wider mode apply to the wrong group. The directory holding the socket must not be
+// writable by others (they could swap the path between bind and chmod); lchown and the lstat
+// check keep a symlink planted there from redirecting either call.
+void share_with_group(const std::string& path, gid_t group) {
+  auto failed = [&](const char* what) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    throw std::system_error(err, std::generic_category(),
+                            std::string(what) + " " + path + " for --socket-group");
+  };
+  if (::lchown(path.c_str(), static_cast<uid_t>(-1), group) != 0) failed("changing the group of");
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) failed("checking");
+  if (!S_ISSOCK(st.st_mode)) {
+    errno = EEXIST;
+    failed("checking");
+  }
+  if (::chmod(path.c_str(), 0660) != 0) failed("changing the mode of");
+}
+
+// Loopback: 127.0.0.0/8, ::1, and ::ffff:127.x.y.z.
+bool is_loopback(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
+  return address.is_loopback();
+}
+
 // Out of descriptors or memory: accepting again at once would fail the same way, for ever.
 bool is_resource_shortage(const boost::system::error_code& ec) {
   return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
@@ -130,7 +159,7 @@ Server::~Server() {
     if (!l->unix_path.empty()) ::unlink(l->unix_path.c_str());
 }
 
-void Server::listen_unix(const std::string& path) {
+void Server::listen_unix(const std::string& path, std::optional<gid_t> group) {
   if (path.size() >= sizeof(sockaddr_un::sun_path))
     throw std::system_error(ENAMETOOLONG, std::generic_category(), path);
   clear_stale_socket(path);
@@ -139,7 +168,15 @@ void Server::listen_unix(const std::string& path) {
   generic_stream::endpoint endpoint{asio::local::stream_protocol::endpoint(path)};
   boost::system::error_code ec;
   listener->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) listener->acceptor.bind(endpoint, ec);
+  if (!ec) {
+    // Whoever may connect may read and write every export: the socket file is born 0600 (bind
+    // applies the umask), so there is no moment at which a wider mode lets anyone in. The umask
+    // is the process's; a file another thread creates meanwhile comes out narrower, never wider.
+    const mode_t old_umask = ::umask(0177);
+    listener->acceptor.bind(endpoint, ec);
+    ::umask(old_umask);
+  }
+  if (!ec && group) share_with_group(path, *group);
   if (!ec) listener->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) fail(ec, "listening on " + path);
   listeners_.push_back(std::move(listener));
@@ -164,6 +201,11 @@ void Server::listen_tcp(const std::string& host, uint16_t port) {
   std::string shown = address.is_v6() ? "[" + host + "]" : host;
   listener->where = shown + ":" + std::to_string(actual.port());
   listener->uri_base = "nbd://" + listener->where + "/";
+  if (!is_loopback(address))
+    spdlog::warn("listening on {}, which is not a loopback address: anyone who can reach it can "
+                 "read and write every export, LUKS exports decrypted (there is no TLS or "
+                 "authentication yet); prefer a unix socket or 127.0.0.1, or firewall the port",
+                 listener->where);
   listeners_.push_back(std::move(listener));
 }
 

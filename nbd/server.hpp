@@ -17,6 +17,7 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <sys/types.h>
 #include <thread>
 #include <vector>
 
@@ -58,7 +59,9 @@ class Server {
   ~Server();
 
   // Both throw std::system_error with a message naming the address.
-  void listen_unix(const std::string& path);
+  // The socket is created 0600; with `group`, it then goes to that group, mode 0660.
+  void listen_unix(const std::string& path, std::optional<gid_t> group = std::nullopt);
+  // Warns in the log when the address is not a loopback one.
   void listen_tcp(const std::string& host, uint16_t port);
 
   // One URI per export and listener, for users to paste into a client.
