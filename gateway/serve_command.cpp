@@ -104,6 +104,16 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
 }
 
 int run_serve(const ServeOptions& options) {
+  // Always, before any export is opened: which exports hold secrets is not the only question
+  // (LUKS keys, CHAP secrets, the cephx key librados reads from a keyring; some of them sit in
+  // libraries' ordinary memory), the buffers hold guest data, plaintext for LUKS exports, and
+  // a dump of either must never land in a file other users or crash reporters can read.
+  try {
+    make_undumpable();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate serve: %s\n", e.what());
+    return 1;
+  }
   const rlim_t open_files = raise_open_file_limit();
 
   nbd::ExportTable exports;

@@ -3,14 +3,17 @@
 #  - socket: the --unix socket is 0600 whatever the umask (000 here), so another user cannot
 #    connect; with --socket-group it is 0660 and that group's, so a member can and others cannot;
 #  - listen: --listen on a non-loopback address logs a warning (anyone who can reach it gets
-#    every export); loopback does not.
+#    every export); loopback does not;
+#  - undumpable: the serving process is not dumpable (its /proc files belong to root even when
+#    it runs as nobody) and its core size limit is 0.
 # The other users are nobody and daemon, through setpriv. No traffic leaves loopback.
-# Usage: test_server_hardening.sh [CASE...]   CASE: socket socket_group listen
+# Usage: test_server_hardening.sh [CASE...]   CASE: socket socket_group listen undumpable
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
 require_tool setpriv
 
+REAL_VOLGATE=$(readlink -f "$VOLGATE")
 NOBODY=65534
 NOGROUP=$(getent group nogroup | cut -d: -f3)
 [[ -n $NOGROUP ]] || fail "no group 'nogroup' on this system"
@@ -92,10 +95,40 @@ case_listen() {
     pass "--listen 0.0.0.0 logs one warning; 127.0.0.1 and unix sockets none"
 }
 
+case_undumpable() {
+    info "undumpable: the server's /proc files belong to root even when it runs as nobody"
+    local dir=$TEST_TMP/nobody
+    mkdir -p "$dir"
+    chown "$NOBODY:$NOGROUP" "$dir"
+    # The control: any process of nobody's is dumpable, its /proc files are nobody's.
+    setpriv --reuid="$NOBODY" --regid="$NOGROUP" --clear-groups -- sleep 10 &
+    local control=$!
+    BG_PIDS+=("$control")
+    sleep 0.2
+    [[ $(stat -c %u "/proc/$control/status") == "$NOBODY" ]] ||
+        fail "control: /proc of a dumpable process of nobody is not nobody's; this check would prove nothing"
+    kill "$control" 2>/dev/null || true
+    cat >"$TEST_TMP/as-nobody" <<EOF
+#!/bin/sh
+exec setpriv --reuid=$NOBODY --regid=$NOGROUP --clear-groups -- "$REAL_VOLGATE" "\$@"
+EOF
+    chmod 0755 "$TEST_TMP/as-nobody"
+    VOLGATE=$TEST_TMP/as-nobody start_volgate --unix "$dir/s.sock" --export "d=memory:1M"
+    local uid owner core
+    uid=$(awk '/^Uid:/ {print $2}' "/proc/$VG_PID/status")
+    [[ $uid == "$NOBODY" ]] || fail "the server runs as uid $uid, not nobody"
+    owner=$(stat -c %u "/proc/$VG_PID/status")
+    core=$(awk '/^Max core file size/ {print $5, $6}' "/proc/$VG_PID/limits")
+    [[ $owner == 0 ]] || fail "the server (uid $NOBODY) is dumpable: its /proc files belong to uid $owner"
+    [[ $core == "0 0" ]] || fail "the server's core size limit (soft hard) is '$core', expected '0 0'"
+    pass "the server as nobody is not dumpable (/proc/PID owned by root) and its core limit is 0 0"
+    stop_volgate
+}
+
 # ---------------------------------------------------------------------------------------------
 CASES=("$@")
-((${#CASES[@]})) || CASES=(socket socket_group listen)
+((${#CASES[@]})) || CASES=(socket socket_group listen undumpable)
 for c in "${CASES[@]}"; do
-    declare -F "case_$c" >/dev/null || fail "no case '$c' (cases: socket socket_group listen)"
+    declare -F "case_$c" >/dev/null || fail "no case '$c' (cases: socket socket_group listen undumpable)"
     "case_$c"
 done
