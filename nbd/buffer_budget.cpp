@@ -64,7 +64,7 @@ void BufferBudget::tell_waiters_locked() {
     if (w->wanted_ <= free) {
       free -= w->wanted_;
       unlink_locked(*w);
-      w->budget_released();
+      w->released_();
     }
     w = next;
   }

@@ -9,24 +9,29 @@
 // until enough bytes come back (see take_or_wait).
 #include <atomic>
 #include <cstddef>
+#include <functional>
 #include <mutex>
 
 namespace volgate::nbd {
 
 class BufferBudget {
  public:
-  // Something (a connection) waiting for bytes. Lives in its owner, so waiting allocates nothing.
+  // Something (a connection) waiting for bytes. Lives in its owner as long as the owner does,
+  // so waiting allocates nothing.
   class Waiter {
    public:
-    // Called on whichever thread released bytes, with the budget's mutex held: it must not call
-    // back into the budget, only hand the news to its own thread (e.g. post a wake-up there).
-    virtual void budget_released() = 0;
-
-   protected:
-    ~Waiter() = default;
+    // `released` runs on whichever thread released bytes, with the budget's mutex held: it must
+    // not call back into the budget, only hand the news to its owner's thread (post a wake-up).
+    explicit Waiter(std::function<void()> released) : released_(std::move(released)) {}
+    Waiter(const Waiter&) = delete;
+    Waiter& operator=(const Waiter&) = delete;
 
    private:
     friend class BufferBudget;
+    // A callback rather than a virtual function: UBSan checks the dynamic type of a polymorphic
+    // object through a pipe, and reports a false error when descriptors have run out, which
+    // is a state this server must live through.
+    std::function<void()> released_;
     Waiter* next_ = nullptr;
     Waiter* prev_ = nullptr;
     size_t wanted_ = 0;
@@ -47,7 +52,7 @@ class BufferBudget {
   void release(size_t bytes);
 
   // Takes `bytes` if they fit; if not, queues `waiter` (first come, first told) and returns
-  // false: its budget_released() runs once they may fit, after which it tries again. Queueing
+  // false: its callback runs once they may fit, after which it tries again. Queueing
   // before the second look means a release racing with this call cannot go unnoticed.
   bool take_or_wait(size_t bytes, Waiter& waiter);
   // Leaves the queue, if `waiter` is in it (it gave up, or got its bytes another way).

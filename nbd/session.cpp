@@ -88,6 +88,7 @@ Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& re
       negotiation_(shared.exports),
       rx_(new std::byte[kReceiveBufferSize]),
       wake_(socket_.get_executor()),
+      budget_waiter_([this] { budget_released(); }),
       handshake_timer_(socket_.get_executor()) {
   registry_.add(this);
 }
@@ -102,7 +103,7 @@ Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& re
 }
 
 Session::~Session() {
-  shared_.buffers.cancel_wait(*this);  // never queued by now, but a dangling waiter would be fatal
+  shared_.buffers.cancel_wait(budget_waiter_);  // never queued by now; dangling, it would be fatal
   if (poller_) registry_.remove_poller();
   registry_.remove(this);
 }
@@ -245,7 +246,7 @@ awaitable<bool> Session::reserve_buffer(size_t bytes) {
       budget.take_anyway(bytes);
       co_return true;
     }
-    if (budget.try_take(bytes) || budget.take_or_wait(bytes, *this)) co_return true;
+    if (budget.try_take(bytes) || budget.take_or_wait(bytes, budget_waiter_)) co_return true;
     if (!paused) {
       spdlog::debug("{}: the buffer budget is spent ({} of {} bytes), reading paused", peer_,
                     budget.used(), budget.limit());
@@ -253,7 +254,7 @@ awaitable<bool> Session::reserve_buffer(size_t bytes) {
     }
     // Woken by budget_released(), by one of our own requests finishing, or by a stop.
     co_await wait_until_signalled();
-    budget.cancel_wait(*this);
+    budget.cancel_wait(budget_waiter_);
   }
   co_return false;
 }

@@ -46,7 +46,7 @@ struct SessionShared {
   const SessionHomes* homes = nullptr;
 };
 
-class Session : public std::enable_shared_from_this<Session>, private BufferBudget::Waiter {
+class Session : public std::enable_shared_from_this<Session> {
  public:
   using Socket = boost::asio::generic::stream_protocol::socket;
 
@@ -109,7 +109,8 @@ class Session : public std::enable_shared_from_this<Session>, private BufferBudg
   // the budget is spent (unless this connection holds none of it). False if the session stops
   // meanwhile.
   boost::asio::awaitable<bool> reserve_buffer(size_t bytes);
-  void budget_released() override;
+  // The budget's news that bytes came back, on the thread that released them.
+  void budget_released();
 
   uint32_t validate(const RequestHeader& header) const;
   void dispatch(Request* request);
@@ -161,6 +162,8 @@ class Session : public std::enable_shared_from_this<Session>, private BufferBudg
   boost::asio::steady_timer wake_;
   bool waiting_ = false;     // suspended in wait_until_signalled()
   bool signalled_ = false;   // signal() ran since wait_until_signalled() began
+
+  BufferBudget::Waiter budget_waiter_;  // queued while reserve_buffer() waits
 
   boost::asio::steady_timer handshake_timer_;
   bool negotiating_ = false;          // in negotiate(), where the handshake timeout applies

@@ -14,7 +14,7 @@ using volgate::nbd::BufferBudget;
 namespace {
 
 struct CountingWaiter : BufferBudget::Waiter {
-  void budget_released() override { ++told; }
+  CountingWaiter() : Waiter([this] { ++told; }) {}
   int told = 0;
 };
 
@@ -117,11 +117,11 @@ TEST(BufferBudget, NoWakeUpIsLostAcrossThreads) {
   BufferBudget budget(kLimit);
 
   struct ThreadWaiter : BufferBudget::Waiter {
-    void budget_released() override {
+    ThreadWaiter() : Waiter([this] {
       std::lock_guard lock(mutex);
       told = true;
       cv.notify_one();
-    }
+    }) {}
     std::mutex mutex;
     std::condition_variable cv;
     bool told = false;
