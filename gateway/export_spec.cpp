@@ -1,7 +1,5 @@
 #include "gateway/export_spec.hpp"
 
-#include <sys/prctl.h>
-
 #include <stdexcept>
 #include <vector>
 
@@ -218,10 +216,9 @@ ExportSpec parse_target_spec(std::string_view text) {
 std::shared_ptr<backends::BlockDevice> open_device(const ExportSpec& spec) {
   auto base = open_storage(spec);
   if (!spec.luks_key_file) return base;
-  // A process that holds volume keys must not leave them in a core dump. (The passphrase and
-  // key copies we own are also locked and wiped; OpenSSL's expanded key schedule is wiped when
-  // the export closes but lives in ordinary memory.)
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  // The caller keeps the process out of core dumps (`volgate serve` always does). The
+  // passphrase and key copies we own are also locked and wiped; OpenSSL's expanded key schedule
+  // is wiped when the export closes but lives in ordinary memory.
   auto passphrase = crypto::read_key_file(*spec.luks_key_file);
   auto container = crypto::LuksContainer::load(*base);
   return std::make_shared<crypto::LuksDevice>(base, container.unlock(passphrase));

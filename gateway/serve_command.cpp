@@ -1,14 +1,18 @@
 #include "gateway/serve_command.hpp"
 
+#include <grp.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <optional>
 #include <thread>
 
 #include "common/size.hpp"
 #include "gateway/export_spec.hpp"
+#include "gateway/serve_process.hpp"
 #include "nbd/server.hpp"
 
 namespace volgate::gateway {
@@ -31,6 +35,20 @@ HostPort parse_host_port(const std::string& text) {
   if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535)
     throw std::invalid_argument("--listen '" + text + "': port must be a number 0-65535");
   return {host, static_cast<uint16_t>(port)};
+}
+
+// A group name from /etc/group (or NSS), or a numeric id as chgrp takes it.
+gid_t resolve_group(const std::string& name) {
+  group entry{};
+  group* found = nullptr;
+  std::vector<char> buffer(16 * 1024);
+  int err = ::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+  if (err == 0 && found) return found->gr_gid;
+  unsigned id = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+  if (!name.empty() && ec == std::errc() && end == name.data() + name.size()) return id;
+  throw std::invalid_argument("--socket-group '" + name + "': no such group" +
+                              (err ? std::string(" (") + std::strerror(err) + ")" : ""));
 }
 
 }  // namespace
@@ -59,16 +77,64 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "that dominates latency at queue depth 1. 0 disables it.")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
+  serve->add_option("--socket-group", options.socket_group,
+                    "Give the --unix sockets to this group with mode 0660, e.g. libvirt-qemu so\n"
+                    "that QEMU run by libvirt can connect (default: mode 0600, this user only)")
+      ->type_name("NAME");
+  serve->add_option("--max-connections", options.max_connections,
+                    "Connections open at once, handshakes included; one more is closed as soon\n"
+                    "as it is accepted")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  serve->add_option("--max-buffer-bytes", options.max_buffer_bytes,
+                    "Bytes of requests and replies (WRITE payloads, READ data) all connections\n"
+                    "may hold in memory together; past it, connections stop reading requests\n"
+                    "until bytes come back. A connection holding none may still take one request\n"
+                    "(up to 32 MiB) past it, so none can be starved. SIZE as for memory:SIZE")
+      ->type_name("SIZE")
+      ->capture_default_str();
+  serve->add_option("--handshake-timeout", options.handshake_timeout_s,
+                    "Seconds a client may take from connecting to the end of the NBD handshake\n"
+                    "before its connection is closed")
+      ->type_name("SECONDS")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   return serve;
 }
 
 int run_serve(const ServeOptions& options) {
+  // Always, before any export is opened: which exports hold secrets is not the only question
+  // (LUKS keys, CHAP secrets, the cephx key librados reads from a keyring; some of them sit in
+  // libraries' ordinary memory), the buffers hold guest data, plaintext for LUKS exports, and
+  // a dump of either must never land in a file other users or crash reporters can read.
+  try {
+    make_undumpable();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate serve: %s\n", e.what());
+    return 1;
+  }
+  const rlim_t open_files = raise_open_file_limit();
+
   nbd::ExportTable exports;
   std::vector<HostPort> tcp;
+  nbd::ServerLimits limits;
+  std::optional<gid_t> socket_group;
   try {
     if (options.unix_paths.empty() && options.tcp_listens.empty())
       throw std::invalid_argument("nothing to listen on: give --unix PATH and/or --listen HOST:PORT");
     for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
+    if (!options.socket_group.empty()) {
+      if (options.unix_paths.empty()) throw std::invalid_argument("--socket-group needs a --unix socket");
+      socket_group = resolve_group(options.socket_group);
+    }
+    auto buffer_bytes = parse_size(options.max_buffer_bytes);
+    if (!buffer_bytes || *buffer_bytes < (uint64_t{1} << 20))
+      throw std::invalid_argument("--max-buffer-bytes '" + options.max_buffer_bytes +
+                                  "': expected a size of at least 1M");
+    limits.max_buffer_bytes = *buffer_bytes;
+    limits.max_connections = options.max_connections;
+    limits.handshake_timeout = std::chrono::seconds(options.handshake_timeout_s);
     for (const auto& text : options.exports) {
       ExportSpec spec = parse_export_spec(text);
       std::shared_ptr<backends::BlockDevice> device;
@@ -88,8 +154,8 @@ int run_serve(const ServeOptions& options) {
   unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   std::optional<nbd::Server> server;
   try {
-    server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us));
-    for (const auto& path : options.unix_paths) server->listen_unix(path);
+    server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits);
+    for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: %s\n", e.what());
@@ -98,7 +164,14 @@ int run_serve(const ServeOptions& options) {
 
   for (const auto& e : server->exports().all())
     spdlog::info("export '{}': {}, {}", e.name, e.device->description(), format_size(e.device->size()));
-  spdlog::info("serving with {} worker thread{}", threads, threads == 1 ? "" : "s");
+  spdlog::info("serving with {} worker thread{}; at most {} connections, {} of buffers, {} s to "
+               "handshake",
+               threads, threads == 1 ? "" : "s", limits.max_connections,
+               format_size(limits.max_buffer_bytes), limits.handshake_timeout.count() / 1000);
+  if (open_files < limits.max_connections + 64)
+    spdlog::warn("only {} descriptors may be open (RLIMIT_NOFILE), fewer than --max-connections "
+                 "{} needs: accepting will pause when they run out",
+                 open_files, limits.max_connections);
   for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
   std::fflush(stdout);
 

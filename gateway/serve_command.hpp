@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "nbd/server.hpp"
+
 namespace volgate::gateway {
 
 struct ServeOptions {
@@ -12,6 +14,11 @@ struct ServeOptions {
   std::vector<std::string> exports;      // NAME=BACKEND[,OPTION...]
   unsigned threads = 0;                  // 0: one per core
   unsigned poll_max_us = 50;             // busy-polling window at most, see nbd::Server
+  std::string socket_group;              // --unix sockets go to this group, mode 0660
+  // See nbd::ServerLimits.
+  unsigned max_connections = nbd::ServerLimits::kDefaultMaxConnections;
+  std::string max_buffer_bytes = "256M";  // a SIZE, as for memory:SIZE
+  unsigned handshake_timeout_s = nbd::ServerLimits::kDefaultHandshakeTimeout.count();
 };
 
 // Declares the subcommand's options on `app`, filling `options` when parsed.

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
@@ -50,6 +51,67 @@ void clear_stale_socket(const std::string& path) {
   ::unlink(path.c_str());
 }
 
+// The socket file bind() created goes to `group` with mode 0660, for a client that runs as
+// another user in that group (libvirt's QEMU runs as libvirt-qemu). Group first: at no moment
+// may the wider mode apply to the wrong group. The directory holding the socket must not be
+// writable by others (they could swap the path between bind and chmod); lchown and the lstat
+// check keep a symlink planted there from redirecting either call.
+void share_with_group(const std::string& path, gid_t group) {
+  auto failed = [&](const char* what) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    throw std::system_error(err, std::generic_category(),
+                            std::string(what) + " " + path + " for --socket-group");
+  };
+  if (::lchown(path.c_str(), static_cast<uid_t>(-1), group) != 0) failed("changing the group of");
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) failed("checking");
+  if (!S_ISSOCK(st.st_mode)) {
+    errno = EEXIST;
+    failed("checking");
+  }
+  if (::chmod(path.c_str(), 0660) != 0) failed("changing the mode of");
+}
+
+// Loopback: 127.0.0.0/8, ::1, and ::ffff:127.x.y.z.
+bool is_loopback(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
+  return address.is_loopback();
+}
+
+// Out of descriptors or memory: accepting again at once would fail the same way, for ever.
+bool is_resource_shortage(const boost::system::error_code& ec) {
+  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+         ec == asio::error::no_memory || ec.value() == ENFILE;
+}
+
+// "tcp#3 127.0.0.1:40312" or "unix#4 pid 1234 uid 64055": numbered in the order accepted,
+// with who is at the other end, so a log line names the client.
+std::string describe_peer(generic_stream::socket& socket, bool tcp, uint64_t number) {
+  std::string text = (tcp ? "tcp#" : "unix#") + std::to_string(number);
+  boost::system::error_code ec;
+  if (tcp) {
+    auto remote = socket.remote_endpoint(ec);
+    if (ec || remote.size() > sizeof(sockaddr_storage)) return text;
+    asio::ip::tcp::endpoint endpoint;
+    std::memcpy(endpoint.data(), remote.data(), remote.size());
+    const auto address = endpoint.address();
+    text += address.is_v6() ? " [" + address.to_string() + "]:" : " " + address.to_string() + ":";
+    return text + std::to_string(endpoint.port());
+  }
+  ucred credentials{};
+  socklen_t length = sizeof credentials;
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0)
+    text += " pid " + std::to_string(credentials.pid) + " uid " + std::to_string(credentials.uid);
+  return text;
+}
+
+// For a line that a LogThrottle let through: how many events it stands for.
+std::string times_since_last_line(uint64_t events) {
+  return events > 1 ? " " + std::to_string(events) + " times since the last such line" : "";
+}
+
 // Percent-encodes a socket path for the query part of an NBD URI.
 std::string uri_escape(const std::string& text) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -68,9 +130,13 @@ std::string uri_escape(const std::string& text) {
 
 }  // namespace
 
-Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max)
+Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max,
+               ServerLimits limits)
     : exports_(std::move(exports)),
       poll_max_(poll_max),
+      buffers_(limits.max_buffer_bytes),
+      connection_limit_(limits.max_connections),
+      shared_{exports_, buffers_, limits.handshake_timeout, &homes_},
       signals_([this, threads]() -> asio::io_context& {
         for (unsigned i = 0; i < std::max(threads, 1u); ++i)
           workers_.push_back(std::make_unique<Worker>());
@@ -80,6 +146,12 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
       idle_check_(workers_.front()->io) {
   for (const Export& e : exports_.all())
     if (auto* home = e.device->home_context()) homes_.add(home);
+  // Asio makes a worker's reactor (an epoll, an eventfd and a timerfd) with the first socket
+  // there, and throws, ending the process, if descriptors have run out by then. Make them now.
+  for (auto& w : workers_) {
+    generic_stream::socket make_socket_service(w->io);
+    asio::steady_timer make_timer_service(w->io);
+  }
 }
 
 Server::~Server() {
@@ -87,16 +159,24 @@ Server::~Server() {
     if (!l->unix_path.empty()) ::unlink(l->unix_path.c_str());
 }
 
-void Server::listen_unix(const std::string& path) {
+void Server::listen_unix(const std::string& path, std::optional<gid_t> group) {
   if (path.size() >= sizeof(sockaddr_un::sun_path))
     throw std::system_error(ENAMETOOLONG, std::generic_category(), path);
   clear_stale_socket(path);
-  auto listener = std::make_unique<Listener>(Listener{
-      asio::basic_socket_acceptor<generic_stream>(workers_.front()->io), path, "", false});
+  auto listener = std::make_unique<Listener>(workers_.front()->io, path, false);
+  listener->where = path;
   generic_stream::endpoint endpoint{asio::local::stream_protocol::endpoint(path)};
   boost::system::error_code ec;
   listener->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) listener->acceptor.bind(endpoint, ec);
+  if (!ec) {
+    // Whoever may connect may read and write every export: the socket file is born 0600 (bind
+    // applies the umask), so there is no moment at which a wider mode lets anyone in. The umask
+    // is the process's; a file another thread creates meanwhile comes out narrower, never wider.
+    const mode_t old_umask = ::umask(0177);
+    listener->acceptor.bind(endpoint, ec);
+    ::umask(old_umask);
+  }
+  if (!ec && group) share_with_group(path, *group);
   if (!ec) listener->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) fail(ec, "listening on " + path);
   listeners_.push_back(std::move(listener));
@@ -108,8 +188,7 @@ void Server::listen_tcp(const std::string& host, uint16_t port) {
   if (ec) fail(ec, "listen address '" + host + "'");
   asio::ip::tcp::endpoint tcp_endpoint(address, port);
   generic_stream::endpoint endpoint{tcp_endpoint};
-  auto listener = std::make_unique<Listener>(Listener{
-      asio::basic_socket_acceptor<generic_stream>(workers_.front()->io), "", "", true});
+  auto listener = std::make_unique<Listener>(workers_.front()->io, "", true);
   listener->acceptor.open(endpoint.protocol(), ec);
   if (!ec) listener->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) listener->acceptor.bind(endpoint, ec);
@@ -120,7 +199,13 @@ void Server::listen_tcp(const std::string& host, uint16_t port) {
   asio::ip::tcp::endpoint actual;
   std::memcpy(actual.data(), bound.data(), bound.size());
   std::string shown = address.is_v6() ? "[" + host + "]" : host;
-  listener->uri_base = "nbd://" + shown + ":" + std::to_string(actual.port()) + "/";
+  listener->where = shown + ":" + std::to_string(actual.port());
+  listener->uri_base = "nbd://" + listener->where + "/";
+  if (!is_loopback(address))
+    spdlog::warn("listening on {}, which is not a loopback address: anyone who can reach it can "
+                 "read and write every export, LUKS exports decrypted (there is no TLS or "
+                 "authentication yet); prefer a unix socket or 127.0.0.1, or firewall the port",
+                 listener->where);
   listeners_.push_back(std::move(listener));
 }
 
@@ -137,26 +222,60 @@ void Server::accept_next(Listener& listener) {
   listener.acceptor.async_accept([this, &listener](const boost::system::error_code& ec,
                                                    generic_stream::socket socket) {
     if (ec == asio::error::operation_aborted || stopping_) return;
-    if (ec) {
-      // EMFILE and friends: log and keep accepting; the client sees its connection refused.
-      spdlog::warn("accept failed: {}", ec.message());
-    } else {
-      Worker& worker = *workers_[next_worker_++ % workers_.size()];
-      std::string peer = (listener.tcp ? "tcp#" : "unix#") + std::to_string(++connections_);
-      boost::system::error_code ignored;
-      if (listener.tcp) socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-      // A 1 MiB read reply should fit the socket in one sendmsg rather than trickle out
-      // through several reactor wake-ups; the kernel caps this at net.core.wmem_max.
-      socket.set_option(asio::socket_base::send_buffer_size(kSendBufferSize), ignored);
-      // The descriptor moves to the worker's own reactor; the session is created on the
-      // worker's thread, which owns its registry.
-      generic_stream protocol = socket.local_endpoint(ignored).protocol();
-      int fd = socket.release(ignored);
-      asio::post(worker.io, [this, &worker, protocol, fd, peer] {
-        Session::adopt(fd, protocol, worker.io, worker.sessions, exports_, peer, &homes_);
-      });
-    }
+    if (ec) return on_accept_failed(listener, ec);
+    listener.pause = std::chrono::milliseconds(0);
+    hand_to_worker(listener, std::move(socket));
     accept_next(listener);
+  });
+}
+
+void Server::on_accept_failed(Listener& listener, const boost::system::error_code& ec) {
+  if (!is_resource_shortage(ec)) {
+    // A client that gave up while queued (ECONNABORTED) and the like: nothing to wait for.
+    if (uint64_t failures = accept_failed_log_.count())
+      spdlog::warn("accepting on {} failed{}: {}", listener.where, times_since_last_line(failures),
+                   ec.message());
+    return accept_next(listener);
+  }
+  // Out of descriptors (or memory): the connection stays queued and the listener readable, so
+  // accepting again at once fails again at once, a core's worth of times a second. Pause until
+  // connections close; the queued clients wait meanwhile (or give up).
+  listener.pause = listener.pause.count() == 0
+                       ? kFirstAcceptPause
+                       : std::min(listener.pause * 2, kLongestAcceptPause);
+  if (uint64_t failures = accept_failed_log_.count())
+    spdlog::warn("accepting on {} failed{}: {}; pausing accepts for {} ms at a time while this lasts",
+                 listener.where, times_since_last_line(failures), ec.message(), listener.pause.count());
+  listener.retry.expires_after(listener.pause);
+  listener.retry.async_wait([this, &listener](const boost::system::error_code& e) {
+    if (!e && !stopping_) accept_next(listener);
+  });
+}
+
+void Server::hand_to_worker(Listener& listener, generic_stream::socket socket) {
+  std::string peer = describe_peer(socket, listener.tcp, ++accepted_);
+  std::optional<ConnectionLimit::Slot> slot = connection_limit_.try_open();
+  if (!slot) {
+    if (uint64_t refused = refused_log_.count())
+      spdlog::warn("{}: closed at once: {} connections are open, the most allowed "
+                   "(--max-connections){}",
+                   peer, connection_limit_.max(),
+                   refused > 1 ? "; " + std::to_string(refused) + " refused since the last such line" : "");
+    return;  // the socket's destructor closes the connection
+  }
+  Worker& worker = *workers_[next_worker_++ % workers_.size()];
+  boost::system::error_code ignored;
+  if (listener.tcp) socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  // A 1 MiB read reply should fit the socket in one sendmsg rather than trickle out
+  // through several reactor wake-ups; the kernel caps this at net.core.wmem_max.
+  socket.set_option(asio::socket_base::send_buffer_size(kSendBufferSize), ignored);
+  // The descriptor moves to the worker's own reactor; the session is created on the
+  // worker's thread, which owns its registry.
+  generic_stream protocol = socket.local_endpoint(ignored).protocol();
+  int fd = socket.release(ignored);
+  asio::post(worker.io, [this, &worker, protocol, fd, peer = std::move(peer),
+                         slot = std::move(*slot)]() mutable {
+    Session::adopt(fd, protocol, worker.io, worker.sessions, shared_, std::move(peer), std::move(slot));
   });
 }
 
@@ -201,7 +320,10 @@ void Server::begin_stop() {
   stopping_ = true;
   boost::system::error_code ignored;
   signals_.cancel(ignored);
-  for (auto& l : listeners_) l->acceptor.close(ignored);
+  for (auto& l : listeners_) {
+    l->acceptor.close(ignored);
+    l->retry.cancel();
+  }
   for (auto& w : workers_)
     asio::post(w->io, [&w = *w] {
       w.sessions.shutdown_all();

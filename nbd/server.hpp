@@ -2,6 +2,10 @@
 // Accepts NBD connections on unix and TCP sockets and spreads them over one worker thread per
 // core. Each worker runs its own io_context; a connection stays on the worker that accepted it,
 // unless its export's device has a thread of its own (iSCSI), where it moves after the handshake.
+//
+// What clients can make the server hold is bounded (ServerLimits): connections, the bytes of
+// requests and replies buffered across all of them, and the time a handshake may take. When
+// descriptors run out, accepting pauses instead of spinning.
 #include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
@@ -13,26 +17,51 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <sys/types.h>
 #include <thread>
 #include <vector>
 
+#include "common/log_throttle.hpp"
+#include "nbd/buffer_budget.hpp"
+#include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
 #include "nbd/session.hpp"
 
 namespace volgate::nbd {
 
+struct ServerLimits {
+  // Enough for hundreds of guests with a few connections each (QEMU's multi-conn).
+  static constexpr size_t kDefaultMaxConnections = 1024;
+  // Eight of the largest requests (32 MiB), hundreds of ordinary ones.
+  static constexpr size_t kDefaultMaxBufferBytes = size_t{256} << 20;
+  static constexpr std::chrono::seconds kDefaultHandshakeTimeout{10};
+
+  size_t max_connections = kDefaultMaxConnections;
+  // Request payloads and read replies buffered across all connections. A connection holding
+  // none of it may still take one request past it (see BufferBudget::take_anyway).
+  size_t max_buffer_bytes = kDefaultMaxBufferBytes;
+  std::chrono::milliseconds handshake_timeout = kDefaultHandshakeTimeout;
+};
+
 class Server {
  public:
   // How long a graceful stop waits for clients before cutting connections.
   static constexpr std::chrono::seconds kDrainTimeout{10};
+  // After an accept fails for want of descriptors or memory, accepting pauses this long,
+  // doubling while it keeps failing, up to the maximum.
+  static constexpr std::chrono::milliseconds kFirstAcceptPause{100};
+  static constexpr std::chrono::milliseconds kLongestAcceptPause{1000};
 
   // poll_max: how long a worker busy-polls for the next event before it sleeps, at most (the
   // window adapts to the traffic: see common/adaptive_polling.hpp). Zero: sleep at once.
-  Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max);
+  Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max,
+         ServerLimits limits = {});
   ~Server();
 
   // Both throw std::system_error with a message naming the address.
-  void listen_unix(const std::string& path);
+  // The socket is created 0600; with `group`, it then goes to that group, mode 0660.
+  void listen_unix(const std::string& path, std::optional<gid_t> group = std::nullopt);
+  // Warns in the log when the address is not a loopback one.
   void listen_tcp(const std::string& host, uint16_t port);
 
   // One URI per export and listener, for users to paste into a client.
@@ -55,26 +84,39 @@ class Server {
         keep_alive;
   };
   struct Listener {
+    Listener(boost::asio::io_context& io, std::string unix_path, bool tcp)
+        : acceptor(io), unix_path(std::move(unix_path)), tcp(tcp), retry(io) {}
     boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol> acceptor;
     std::string unix_path;  // empty for TCP
     std::string uri_base;   // "nbd+unix:///%s?socket=..." style prefix pieces
     bool tcp;
+    std::string where;      // for the log: the path, or HOST:PORT
+    boost::asio::steady_timer retry;       // accepting paused after a failure
+    std::chrono::milliseconds pause{0};    // how long the last pause was; zero after a success
   };
 
   void accept_next(Listener& listener);
+  void on_accept_failed(Listener& listener, const boost::system::error_code& ec);
+  void hand_to_worker(Listener& listener, boost::asio::generic::stream_protocol::socket socket);
   void begin_stop();
   void cancel_drain_timer_when_idle();
   bool flush_all();
 
   ExportTable exports_;
   const std::chrono::microseconds poll_max_;
+  BufferBudget buffers_;
+  ConnectionLimit connection_limit_;
+  const SessionShared shared_;  // exports_, buffers_, homes_ and the handshake timeout
+  // Accepts run on worker 0 only, and so do these.
+  LogThrottle refused_log_{std::chrono::seconds(1)};
+  LogThrottle accept_failed_log_{std::chrono::seconds(1)};
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer drain_timer_;
   boost::asio::steady_timer idle_check_;
   size_t next_worker_ = 0;
-  uint64_t connections_ = 0;
+  uint64_t accepted_ = 0;  // connections accepted so far, to number them in the log
   std::atomic<bool> stopping_{false};
   SessionHomes homes_{stopping_};  // device threads that sessions move to
 };

@@ -78,22 +78,24 @@ struct Session::Request {
   Bytes extra;  // block status or error chunk, already complete
 };
 
-Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& registry,
-                 std::string peer, const SessionHomes* homes)
+Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& registry,
+                 std::string peer, ConnectionLimit::Slot slot)
     : socket_(std::move(socket)),
-      exports_(exports),
+      shared_(shared),
       registry_(registry),
       peer_(std::move(peer)),
-      homes_(homes),
-      negotiation_(exports),
+      slot_(std::move(slot)),
+      negotiation_(shared.exports),
       rx_(new std::byte[kReceiveBufferSize]),
-      wake_(socket_.get_executor()) {
+      wake_(socket_.get_executor()),
+      budget_waiter_([this] { budget_released(); }),
+      handshake_timer_(socket_.get_executor()) {
   registry_.add(this);
 }
 
-Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& registry,
-                 std::string peer, const SessionHomes* homes, Handshake handshake)
-    : Session(std::move(socket), exports, registry, std::move(peer), homes) {
+Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& registry,
+                 std::string peer, Handshake handshake)
+    : Session(std::move(socket), shared, registry, std::move(peer), std::move(handshake.slot)) {
   moved_in_ = true;
   negotiated_ = handshake.negotiated;
   std::copy(handshake.unparsed.begin(), handshake.unparsed.end(), rx_.get());  // often empty
@@ -101,6 +103,7 @@ Session::Session(Socket socket, const ExportTable& exports, SessionRegistry& reg
 }
 
 Session::~Session() {
+  shared_.buffers.cancel_wait(budget_waiter_);  // never queued by now; dangling, it would be fatal
   if (poller_) registry_.remove_poller();
   registry_.remove(this);
 }
@@ -134,7 +137,15 @@ void Session::abort() {
 awaitable<void> Session::run(std::shared_ptr<Session> self) {
   (void)self;  // the session lives until this coroutine ends
   try {
-    if (moved_in_ || co_await negotiate()) {
+    bool negotiated = moved_in_;
+    if (!negotiated) {
+      start_handshake_timer();
+      negotiating_ = true;
+      negotiated = co_await negotiate();
+      negotiating_ = false;
+      handshake_timer_.cancel();  // its handler may be queued already: hence negotiating_
+    }
+    if (negotiated && !handshake_timed_out_) {
       if (moved_in_ || !move_home()) {
         attach();
         co_await transmit();
@@ -225,8 +236,55 @@ void Session::signal() {
   if (waiting_) wake_.cancel();
 }
 
+awaitable<bool> Session::reserve_buffer(size_t bytes) {
+  BufferBudget& budget = shared_.buffers;
+  bool paused = false;
+  while (!stopping_ && !broken_) {
+    // A connection that holds nothing gets its request whatever the others hold: clients that
+    // never read their replies can spend the budget, but cannot stop anyone else.
+    if (bytes_in_flight_ == 0) {
+      budget.take_anyway(bytes);
+      co_return true;
+    }
+    if (budget.try_take(bytes) || budget.take_or_wait(bytes, budget_waiter_)) co_return true;
+    if (!paused) {
+      spdlog::debug("{}: the buffer budget is spent ({} of {} bytes), reading paused", peer_,
+                    budget.used(), budget.limit());
+      paused = true;
+    }
+    // Woken by budget_released(), by one of our own requests finishing, or by a stop.
+    co_await wait_until_signalled();
+    budget.cancel_wait(budget_waiter_);
+  }
+  co_return false;
+}
+
+// On the thread that released bytes, with the budget's lock held: only hand the news over.
+// The session is queued only while run() waits in reserve_buffer(), holding it alive; the
+// weak pointer is for safety's sake (a throw here would end the process).
+void Session::budget_released() {
+  if (auto self = weak_from_this().lock())
+    asio::post(wake_.get_executor(), [self = std::move(self)] { self->signal(); });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handshake
+
+void Session::start_handshake_timer() {
+  if (shared_.handshake_timeout.count() <= 0) return;
+  handshake_timer_.expires_after(shared_.handshake_timeout);
+  handshake_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || !self->negotiating_) return;
+    // A client that connects and never finishes the handshake would hold its connection (and
+    // its place under --max-connections) for ever.
+    self->handshake_timed_out_ = true;
+    spdlog::warn("{}: no handshake within {:.3g} s, closing the connection", self->peer_,
+                 std::chrono::duration<double>(self->shared_.handshake_timeout).count());
+    self->broken_ = true;
+    self->close_socket();
+  });
+}
 
 awaitable<bool> Session::negotiate() {
   if (!co_await send(encode_greeting())) co_return false;
@@ -290,8 +348,8 @@ void Session::attach() {
 
 bool Session::move_home() {
   asio::io_context* home_io = negotiated_.chosen->device->home_context();
-  if (!homes_ || !home_io || home_io == &current_io_context()) return false;
-  SessionHomes::Home* home = homes_->find(home_io);
+  if (!shared_.homes || !home_io || home_io == &current_io_context()) return false;
+  SessionHomes::Home* home = shared_.homes->find(home_io);
   if (!home) return false;  // unknown to the server: serve from here, with thread changes
 
   boost::system::error_code ec;
@@ -300,28 +358,28 @@ bool Session::move_home() {
   const int fd = socket_.release(ec);
   if (ec) return false;
   moved_out_ = true;
-  Handshake handshake{negotiated_, {rx_.get() + rx_begin_, rx_.get() + rx_end_}};
+  Handshake handshake{negotiated_, {rx_.get() + rx_begin_, rx_.get() + rx_end_}, std::move(slot_)};
   spdlog::debug("{}: moving to the thread of export '{}'", peer_, negotiated_.chosen->name);
   // Counted until registered there (or closed), so a server stopping meanwhile waits for it.
   home->arriving.fetch_add(1);
   // As when the server hands an accepted connection to a worker: the descriptor is taken up
   // by the home's own reactor, and the session made on that thread, which owns its registry.
-  asio::post(*home_io, [fd, protocol, home, homes = homes_, &exports = exports_, peer = peer_,
+  asio::post(*home_io, [fd, protocol, home, &shared = shared_, peer = peer_,
                         handshake = std::move(handshake)]() mutable {
     // Registered (or closed) before it stops counting as arriving.
-    adopt(fd, protocol, *home->io, home->sessions, exports, std::move(peer), homes, std::move(handshake));
+    adopt(fd, protocol, *home->io, home->sessions, shared, std::move(peer), {}, std::move(handshake));
     home->arriving.fetch_sub(1);
   });
   return true;
 }
 
 void Session::adopt(int fd, const Socket::protocol_type& protocol, asio::io_context& io, SessionRegistry& registry,
-                    const ExportTable& exports, std::string peer, const SessionHomes* homes) {
-  adopt(fd, protocol, io, registry, exports, std::move(peer), homes, std::nullopt);
+                    const SessionShared& shared, std::string peer, ConnectionLimit::Slot slot) {
+  adopt(fd, protocol, io, registry, shared, std::move(peer), std::move(slot), std::nullopt);
 }
 
 void Session::adopt(int fd, const Socket::protocol_type& protocol, asio::io_context& io, SessionRegistry& registry,
-                    const ExportTable& exports, std::string peer, const SessionHomes* homes,
+                    const SessionShared& shared, std::string peer, ConnectionLimit::Slot slot,
                     std::optional<Handshake> handshake) {
   Socket socket(io);
   boost::system::error_code ec;
@@ -330,11 +388,12 @@ void Session::adopt(int fd, const Socket::protocol_type& protocol, asio::io_cont
     ::close(fd);
     return;
   }
-  if (homes && homes->server_stopping()) return;  // the socket's destructor closes the connection
+  // The socket's destructor closes the connection.
+  if (shared.homes && shared.homes->server_stopping()) return;
   std::shared_ptr<Session> session =
-      handshake ? std::shared_ptr<Session>(new Session(std::move(socket), exports, registry, std::move(peer), homes,
+      handshake ? std::shared_ptr<Session>(new Session(std::move(socket), shared, registry, std::move(peer),
                                                        std::move(*handshake)))
-                : std::make_shared<Session>(std::move(socket), exports, registry, std::move(peer), homes);
+                : std::make_shared<Session>(std::move(socket), shared, registry, std::move(peer), std::move(slot));
   session->start();
 }
 
@@ -398,6 +457,12 @@ awaitable<void> Session::transmit() {
     Request* request = acquire();
     request->header = *header;
     uint32_t error = validate(*header);
+    // A READ's reply and a WRITE's payload are what a request buffers; the rest is small.
+    const bool buffers = !error && (header->type == kCmdRead || header->type == kCmdWrite);
+    if (buffers && !co_await reserve_buffer(header->length)) {
+      recycle(request);  // stopping: the request was read but is neither served nor answered
+      break;
+    }
     if (header->type == kCmdWrite) {
       if (error) {
         if (!co_await discard(header->length)) {
@@ -642,8 +707,10 @@ Session::Request* Session::acquire() {
 }
 
 void Session::recycle(Request* r) {
-  bytes_in_flight_ -= r->data.size();
+  const size_t buffered = r->data.size();  // what reserve_buffer() took for it
+  bytes_in_flight_ -= buffered;
   r->data = Buffer();
+  shared_.buffers.release(buffered);
   r->extra.clear();
   r->head_size = 0;
   r->send_data = false;

@@ -7,7 +7,8 @@
 // has one (BlockDevice::home_context), where a request then never changes thread.
 // Reads of the socket are batched into a receive buffer (several requests per recv), replies
 // are gathered into one sendmsg, and the number and bytes of requests in flight are bounded,
-// which bounds the memory a connection can pin.
+// which bounds the memory a connection can pin; the bytes all connections pin together are
+// bounded by the server's BufferBudget.
 #include <utility>  // before awaitable.hpp, which uses std::exchange without it (Boost 1.74)
 
 #include <boost/asio/awaitable.hpp>
@@ -15,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -23,7 +25,9 @@
 #include <vector>
 
 #include "common/buffer_pool.hpp"
+#include "nbd/buffer_budget.hpp"
 #include "nbd/codec.hpp"
+#include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
 #include "nbd/negotiation.hpp"
 
@@ -31,6 +35,16 @@ namespace volgate::nbd {
 
 class SessionRegistry;
 class SessionHomes;
+
+// What all sessions of one server share. It outlives them.
+struct SessionShared {
+  const ExportTable& exports;
+  BufferBudget& buffers;
+  // How long a client may take from connecting to the end of the handshake. Zero: no limit.
+  std::chrono::milliseconds handshake_timeout{0};
+  // The device threads sessions move to after the handshake; null: they stay where they are.
+  const SessionHomes* homes = nullptr;
+};
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -41,17 +55,18 @@ class Session : public std::enable_shared_from_this<Session> {
   // Read payload bytes worth sending without waiting for the rest of a batch.
   static constexpr size_t kEagerSendBytes = 256 * 1024;
 
-  // `homes`, when given, lets the session move to its device's thread after the handshake.
-  Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer,
-          const SessionHomes* homes = nullptr);
+  // `slot` is the connection's place under the server's connection limit, held until the
+  // connection closes.
+  Session(Socket socket, const SessionShared& shared, SessionRegistry& registry, std::string peer,
+          ConnectionLimit::Slot slot = {});
   ~Session();
 
   void start();
   // On `io`'s own thread: takes up a connection descriptor released on another thread and
   // starts a session for it there, unless the server is stopping (then the connection closes).
   static void adopt(int fd, const Socket::protocol_type& protocol, boost::asio::io_context& io,
-                    SessionRegistry& registry, const ExportTable& exports, std::string peer,
-                    const SessionHomes* homes);
+                    SessionRegistry& registry, const SessionShared& shared, std::string peer,
+                    ConnectionLimit::Slot slot = {});
   // Graceful stop: no new requests are read; those in flight finish and are answered.
   void shutdown();
   // Hard stop: drop the connection now; requests in flight finish but are not answered.
@@ -63,18 +78,21 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Handshake {
     NegotiatedSession negotiated;
     std::vector<std::byte> unparsed;  // received after the last option, not yet read
+    ConnectionLimit::Slot slot;
   };
 
   // The second half of a session that moved to its device's thread.
-  Session(Socket socket, const ExportTable& exports, SessionRegistry& registry, std::string peer,
-          const SessionHomes* homes, Handshake handshake);
+  Session(Socket socket, const SessionShared& shared, SessionRegistry& registry, std::string peer,
+          Handshake handshake);
   // adopt(), for a new connection (no handshake yet) or one that moved after it.
   static void adopt(int fd, const Socket::protocol_type& protocol, boost::asio::io_context& io,
-                    SessionRegistry& registry, const ExportTable& exports, std::string peer,
-                    const SessionHomes* homes, std::optional<Handshake> handshake);
+                    SessionRegistry& registry, const SessionShared& shared, std::string peer,
+                    ConnectionLimit::Slot slot, std::optional<Handshake> handshake);
 
   boost::asio::awaitable<void> run(std::shared_ptr<Session> self);
   boost::asio::awaitable<bool> negotiate();
+  // Closes a connection still in the handshake when the handshake timeout runs out.
+  void start_handshake_timer();
   // After the handshake: takes the chosen export's device and its limits.
   void attach();
   // Moves the connection to the chosen device's home thread, if it has one and this is not it.
@@ -87,6 +105,12 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> send(const Bytes& bytes);
   boost::asio::awaitable<void> wait_until_signalled();
   void signal();
+  // Takes `bytes` of the server's buffer budget for a request's payload or reply, waiting while
+  // the budget is spent (unless this connection holds none of it). False if the session stops
+  // meanwhile.
+  boost::asio::awaitable<bool> reserve_buffer(size_t bytes);
+  // The budget's news that bytes came back, on the thread that released them.
+  void budget_released();
 
   uint32_t validate(const RequestHeader& header) const;
   void dispatch(Request* request);
@@ -101,10 +125,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void close_socket();
 
   Socket socket_;
-  const ExportTable& exports_;
+  const SessionShared& shared_;
   SessionRegistry& registry_;
   const std::string peer_;
-  const SessionHomes* homes_;
+  ConnectionLimit::Slot slot_;
   bool moved_in_ = false;   // this session continues one that moved here after the handshake
   bool moved_out_ = false;  // the connection went on to the device's thread
   Negotiation negotiation_;
@@ -138,6 +162,12 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::steady_timer wake_;
   bool waiting_ = false;     // suspended in wait_until_signalled()
   bool signalled_ = false;   // signal() ran since wait_until_signalled() began
+
+  BufferBudget::Waiter budget_waiter_;  // queued while reserve_buffer() waits
+
+  boost::asio::steady_timer handshake_timer_;
+  bool negotiating_ = false;          // in negotiate(), where the handshake timeout applies
+  bool handshake_timed_out_ = false;  // and it ran out
 };
 
 // The sessions of one worker thread, so a server shutdown can reach each of them.

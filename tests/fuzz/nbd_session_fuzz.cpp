@@ -106,8 +106,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   boost::asio::io_context io;
   volgate::CurrentContextGuard current(io);  // where devices send their completions
   nbd::SessionRegistry registry;
+  // The server's default budget; no handshake timeout, so that a run does not depend on time.
+  static nbd::BufferBudget buffers(nbd::ServerLimits::kDefaultMaxBufferBytes);
+  static const nbd::SessionShared shared{exports(), buffers, std::chrono::milliseconds(0), nullptr};
   nbd::Session::adopt(fds[0], boost::asio::generic::stream_protocol(AF_UNIX, 0), io, registry,
-                      exports(), "fuzz", nullptr);
+                      shared, "fuzz");
 
   // Feed the input, then keep draining replies until the server closes the connection: the
   // session must notice the closed client side, finish what it has in flight and end.

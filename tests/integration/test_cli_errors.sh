@@ -57,6 +57,13 @@ expect_usage_error "--poll-max-us out of range" serve --poll-max-us 5000 --unix 
 expect_usage_error "negative --poll-max-us" serve --poll-max-us -1 --unix "$S" --export "d=memory:1M"
 expect_usage_error "bad --listen address" serve --listen "127.0.0.1:notaport" --export "d=memory:1M"
 expect_usage_error "bad --listen port range" serve --listen "127.0.0.1:70000" --export "d=memory:1M"
+expect_usage_error "unknown --socket-group" serve --unix "$S" --socket-group no-such-group-volgate --export "d=memory:1M"
+expect_usage_error "--socket-group without --unix" serve --listen "127.0.0.1:0" --socket-group nogroup --export "d=memory:1M"
+expect_usage_error "--max-connections 0" serve --max-connections 0 --unix "$S" --export "d=memory:1M"
+expect_usage_error "bad --max-buffer-bytes" serve --max-buffer-bytes lots --unix "$S" --export "d=memory:1M"
+expect_usage_error "--max-buffer-bytes under 1M" serve --max-buffer-bytes 512K --unix "$S" --export "d=memory:1M"
+expect_usage_error "--handshake-timeout 0" serve --handshake-timeout 0 --unix "$S" --export "d=memory:1M"
+expect_usage_error "bad --handshake-timeout" serve --handshake-timeout soon --unix "$S" --export "d=memory:1M"
 [[ ! -e $TEST_TMP/new.img ]] || fail "a file was created by an invocation refused for bad usage"
 
 # A --unix path that is an existing regular file is not a stale socket: it must not be deleted
@@ -101,10 +108,14 @@ grep -q 'serve' "$TEST_TMP/help" || fail "volgate --help does not mention 'serve
 rc=0
 "$VOLGATE" serve --help >"$TEST_TMP/help2" 2>&1 || rc=$?
 [[ $rc == 0 ]] || fail "volgate serve --help exit code $rc, expected 0"
-for w in --export --unix --listen --threads --poll-max-us; do
+for w in --export --unix --listen --threads --poll-max-us --socket-group --max-connections \
+    --max-buffer-bytes --handshake-timeout; do
     grep -q -- "$w" "$TEST_TMP/help2" "$TEST_TMP/help" || fail "--help output does not mention $w"
 done
-pass "--help and serve --help exit 0 and mention serve, --export, --unix, --listen, --threads, --poll-max-us"
+grep -q -- '--max-connections N.*=1024$' "$TEST_TMP/help2" || fail "serve --help does not show the default of --max-connections"
+grep -q -- '--max-buffer-bytes SIZE=256M$' "$TEST_TMP/help2" || fail "serve --help does not show the default of --max-buffer-bytes"
+grep -q -- '--handshake-timeout SECONDS.*=10$' "$TEST_TMP/help2" || fail "serve --help does not show the default of --handshake-timeout"
+pass "--help and serve --help exit 0 and mention serve, --export, --unix, --listen, --threads, --poll-max-us and the limits with their defaults"
 
 # The good counterpart of the cases above really serves (so the checks above are meaningful).
 start_volgate --unix "$S" --export "d=memory:1M" --export "f=file:$TEST_TMP/new.img,size=2M"
