@@ -119,6 +119,52 @@ std::vector<Snapshot> VolumeService::list_snapshots(const std::string& project) 
   return store_.list_snapshots(project);
 }
 
+// ------------------------------------------------------------------------------ names and metadata
+// Plain row updates: no flow, since nothing outside the database changes.
+
+Volume VolumeService::update_volume(const std::string& project, const std::string& id,
+                                    const ResourceChanges& changes) {
+  services_.get_volume(project, id);  // 404 for another project's
+  return store_.update_volume(id, [&](Volume& v) {
+    if (changes.name) v.name = *changes.name;
+    if (changes.description) v.description = *changes.description;
+    if (changes.metadata) v.metadata = *changes.metadata;
+  });
+}
+
+Metadata VolumeService::set_volume_metadata(const std::string& project, const std::string& id,
+                                            const Metadata& metadata, bool merge, const std::string& if_match) {
+  services_.get_volume(project, id);
+  return store_
+      .update_volume(id,
+                     [&](Volume& v) {
+                       // Checked inside the row's transaction: no other change can come between.
+                       if (!if_match.empty() && !etag_matches(if_match, metadata_etag(v.metadata)))
+                         throw ApiError(ApiError::Kind::precondition_failed,
+                                        "The metadata of volume " + id + " changed since it was read (If-Match).");
+                       if (!merge) v.metadata.clear();
+                       for (const auto& [key, value] : metadata) v.metadata[key] = value;
+                     })
+      .metadata;
+}
+
+void VolumeService::delete_volume_metadata(const std::string& project, const std::string& id,
+                                           const std::string& key) {
+  services_.get_volume(project, id);
+  store_.update_volume(id, [&](Volume& v) {
+    if (v.metadata.erase(key) == 0) not_found("Volume " + id + " has no metadata key '" + key + "'.");
+  });
+}
+
+Snapshot VolumeService::update_snapshot(const std::string& project, const std::string& id,
+                                        const ResourceChanges& changes) {
+  services_.get_snapshot(project, id);
+  return store_.update_snapshot(id, [&](Snapshot& s) {
+    if (changes.name) s.name = *changes.name;
+    if (changes.description) s.description = *changes.description;
+  });
+}
+
 QuotaUsage VolumeService::quota_usage(const std::string& project) {
   return store_.quota_usage(project, config_.default_quotas);
 }
@@ -143,6 +189,7 @@ Volume VolumeService::create_volume(const CreateVolumeRequest& r) {
   c.snapshot_id = r.snapshot_id;
   c.source_volid = r.source_volid;
   c.image = r.image;
+  c.metadata = r.metadata;
   c.encryption_asked = r.encrypted.has_value();
   c.encryption_wanted = r.encrypted.value_or(false);
   const std::string id = c.volume_id;

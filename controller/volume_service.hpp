@@ -37,6 +37,14 @@ struct CreateVolumeRequest {
   std::string source_volid;
   std::string image;              // imageRef: a raw image file in an image directory
   std::optional<bool> encrypted;  // empty: as the volume type says
+  Metadata metadata;
+};
+
+// What PUT /volumes/{id} and PUT /snapshots/{id} may change; empty fields stay as they are.
+struct ResourceChanges {
+  std::optional<std::string> name;
+  std::optional<std::string> description;
+  std::optional<Metadata> metadata;  // volumes only: replaces the whole set
 };
 
 struct ServiceOptions {
@@ -72,18 +80,32 @@ class VolumeService {
   void delete_volume(const std::string& project, const std::string& id);
   Volume get_volume(const std::string& project, const std::string& id);
   std::vector<Volume> list_volumes(const std::string& project);
+  Volume update_volume(const std::string& project, const std::string& id, const ResourceChanges& changes);
+
+  // Volume metadata. `merge`: the given keys are added or replaced, the others kept; otherwise
+  // the given set replaces the whole. A non-empty `if_match` must equal the metadata's current
+  // metadata_etag() (412 otherwise), so that two clients editing it cannot lose each other's
+  // change. Returns the metadata as written.
+  Metadata set_volume_metadata(const std::string& project, const std::string& id, const Metadata& metadata,
+                               bool merge, const std::string& if_match = {});
+  // 404 when the volume has no such key.
+  void delete_volume_metadata(const std::string& project, const std::string& id, const std::string& key);
 
   Snapshot create_snapshot(const std::string& project, const std::string& volume_id, const std::string& name,
                            const std::string& description, bool force);
   void delete_snapshot(const std::string& project, const std::string& id);
   Snapshot get_snapshot(const std::string& project, const std::string& id);
   std::vector<Snapshot> list_snapshots(const std::string& project);
+  Snapshot update_snapshot(const std::string& project, const std::string& id, const ResourceChanges& changes);
 
   QuotaUsage quota_usage(const std::string& project);
   void set_quota_limit(const std::string& project, const std::string& resource, int64_t limit);
 
   std::vector<PoolReport> pools();
   const std::map<std::string, VolumeType>& volume_types() const { return config_.volume_types; }
+  const std::string& default_volume_type() const { return config_.default_volume_type; }
+  const std::string& default_availability_zone() const { return config_.default_availability_zone; }
+  const QuotaDeltas& default_quotas() const { return config_.default_quotas; }
   // Percent of the copy done, while a volume is being created from a source.
   std::optional<double> progress(const std::string& volume_id);
   // How `volgate serve --export` reaches the volume ("file:PATH"), empty before it is placed.

@@ -8,7 +8,9 @@ int ApiError::http_status() const {
     case Kind::unauthorized: return 401;
     case Kind::not_found: return 404;
     case Kind::method_not_allowed: return 405;
+    case Kind::not_acceptable: return 406;
     case Kind::conflict: return 409;
+    case Kind::precondition_failed: return 412;
     case Kind::over_limit: return 413;
     case Kind::internal: return 500;
   }
@@ -21,6 +23,9 @@ std::string_view ApiError::fault_name() const {
     case Kind::unauthorized: return "unauthorized";
     case Kind::not_found: return "itemNotFound";
     case Kind::method_not_allowed: return "HTTPMethodNotAllowed";
+    // Cinder has no fault name of its own for these statuses and uses its generic one.
+    case Kind::not_acceptable: return "computeFault";
+    case Kind::precondition_failed: return "computeFault";
     case Kind::conflict: return "conflictingRequest";
     case Kind::over_limit: return "overLimit";
     case Kind::internal: return "computeFault";

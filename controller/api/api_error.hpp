@@ -9,7 +9,17 @@ namespace volgate::controller {
 
 class ApiError : public std::runtime_error {
  public:
-  enum class Kind { bad_request, unauthorized, not_found, method_not_allowed, conflict, over_limit, internal };
+  enum class Kind {
+    bad_request,
+    unauthorized,
+    not_found,
+    method_not_allowed,
+    not_acceptable,  // a microversion outside the offered range (406)
+    conflict,
+    precondition_failed,  // If-Match named another version of the resource (412)
+    over_limit,
+    internal
+  };
   ApiError(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
 
   int http_status() const;

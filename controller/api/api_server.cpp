@@ -90,9 +90,12 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   void on_request() {
     const auto& request = parser_->get();
     auto view = [](beast::string_view v) { return std::string_view(v.data(), v.size()); };
+    RequestHeaders headers{.api_version = std::string(view(request["OpenStack-API-Version"])),
+                           .host = std::string(view(request[http::field::host])),
+                           .if_match = std::string(view(request[http::field::if_match]))};
     // The token is compared where it lies in the parser's buffer: no copy of it to wipe.
     ApiResponse r = server_.handle(view(request.method_string()), view(request.target()),
-                                   view(request["X-Auth-Token"]), request.body());
+                                   view(request["X-Auth-Token"]), request.body(), headers);
     respond(r, request.keep_alive());
   }
 
@@ -102,6 +105,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     response->result(static_cast<http::status>(r.status));
     response->set(http::field::server, "volgate");
     if (!r.body.empty()) response->set(http::field::content_type, "application/json");
+    for (const auto& [name, value] : r.headers) response->set(name, value);
     response->body() = r.body;
     response->keep_alive(keep_alive);
     response->prepare_payload();
@@ -250,12 +254,14 @@ uint16_t ApiServer::listen_tcp(const std::string& host_port) {
 }
 
 ApiResponse ApiServer::handle(std::string_view method, std::string_view target, std::string_view token,
-                              const std::string& body) {
-  if (token.size() != token_.size() || CRYPTO_memcmp(token.data(), token_.data(), token_.size()) != 0) {
+                              const std::string& body, const RequestHeaders& headers) {
+  const bool token_ok =
+      token.size() == token_.size() && CRYPTO_memcmp(token.data(), token_.data(), token_.size()) == 0;
+  if (!token_ok && !VolumeApi::open_to_anyone(method, target)) {
     spdlog::info("{} {}: 401 (no valid X-Auth-Token)", method, target);
     return error_response(401, "unauthorized", "The request needs a valid X-Auth-Token.");
   }
-  ApiResponse r = api_.handle(std::string(method), std::string(target), body);
+  ApiResponse r = api_.handle(std::string(method), std::string(target), body, headers);
   spdlog::info("{} {}: {}", method, target, r.status);
   return r;
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The HTTP transport of the REST API (Boost.Beast): a unix socket (mode 0600, so only its owner
 // can connect) and/or TCP listeners, a few threads, HTTP/1.1 keep-alive, and the X-Auth-Token
-// check in front of VolumeApi.
+// check in front of VolumeApi (all but the versions document need it, as in Cinder).
 //
 // No client can hold the server: a connection waits at most `idle` for a request to begin,
 // `header` for its header and `body` for its body, and `write` for the answer to be taken;
@@ -41,7 +41,7 @@ class ApiServer {
 
   // Used by the sessions.
   ApiResponse handle(std::string_view method, std::string_view target, std::string_view token,
-                     const std::string& body);
+                     const std::string& body, const RequestHeaders& headers = {});
   const ApiServerLimits& limits() const { return limits_; }
   // Counts an accepted connection; false (and nothing counted) when the server is full.
   bool admit_connection();

@@ -3,10 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 #include <vector>
 
-#include "common/untrusted_json.hpp"
 #include "controller/api/api_error.hpp"
+#include "controller/api/list_query.hpp"
+#include "controller/api/request_parsing.hpp"
+#include "controller/api/route_groups.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -16,14 +19,19 @@ using nlohmann::json;
 // Sizes beyond this are typing mistakes, not volumes (1 PiB).
 constexpr uint64_t kMaxSizeGb = 1024 * 1024;
 
-// Paths, methods and ids are echoed in messages, and a client may send any bytes in them.
-// nlohmann::json refuses to write a string that is not UTF-8 (it throws); such bytes go out
-// as U+FFFD instead.
-std::string to_text(const json& body) { return body.dump(-1, ' ', false, json::error_handler_t::replace); }
+// Paths, methods and ids are echoed in messages, and a client may send any bytes in them:
+// json_text() writes bytes that are not UTF-8 as U+FFFD instead of throwing.
+std::string to_text(const json& body) { return json_text(body); }
+
+ApiResponse ok(int status, const json& body) { return json_response(status, body); }
 
 json null_if_empty(const std::string& text) { return text.empty() ? json(nullptr) : json(text); }
 
-json volume_view(VolumeService& service, const Volume& v) {
+std::string backend_host(const std::string& pool) { return "volgate@" + pool; }
+
+// Cinder's detailed volume view at the request's microversion: fields appear from the version
+// that introduced them.
+json volume_view(VolumeService& service, const Volume& v, ApiVersion version) {
   json j = {{"id", v.id},
             {"name", v.name},
             {"description", v.description},
@@ -37,11 +45,22 @@ json volume_view(VolumeService& service, const Volume& v) {
             {"bootable", "false"},
             {"multiattach", false},
             {"attachments", json::array()},
-            {"metadata", json::object()},
+            {"metadata", v.metadata},
+            {"links", json::array()},
+            {"user_id", nullptr},  // volgate has projects, not users
+            {"consistencygroup_id", nullptr},
+            {"replication_status", "disabled"},
             {"created_at", v.created_at},
             {"updated_at", v.updated_at},
             {"os-vol-tenant-attr:tenant_id", v.project},
-            {"os-vol-host-attr:host", v.pool.empty() ? json(nullptr) : json("volgate@" + v.pool + "#" + v.pool)}};
+            {"os-vol-host-attr:host", v.pool.empty() ? json(nullptr) : json(backend_host(v.pool) + "#" + v.pool)}};
+  if (version.since(13)) j["group_id"] = nullptr;
+  if (version.since(21)) j["provider_id"] = nullptr;
+  if (version.since(48)) {
+    // Each volume has an export of its own: nothing is shared that a host would need to lock.
+    j["shared_targets"] = false;
+    j["service_uuid"] = v.pool.empty() ? json(nullptr) : json(backend_host(v.pool));
+  }
   // volgate's own attributes, prefixed so that they never clash with Cinder's.
   if (!v.image.empty()) j["volgate:image"] = v.image;
   if (!v.error_message.empty()) j["volgate:error"] = without_paths(v.error_message);
@@ -52,7 +71,7 @@ json volume_view(VolumeService& service, const Volume& v) {
   return j;
 }
 
-json snapshot_view(const Snapshot& s) {
+json snapshot_view(const Snapshot& s, ApiVersion version) {
   json j = {{"id", s.id},
             {"name", s.name},
             {"description", s.description},
@@ -65,6 +84,8 @@ json snapshot_view(const Snapshot& s) {
             {"os-extended-snapshot-attributes:project_id", s.project},
             {"os-extended-snapshot-attributes:progress",
              s.status == SnapshotStatus::available ? "100%" : "0%"}};
+  if (version.since(14)) j["group_snapshot_id"] = nullptr;
+  if (version.since(41)) j["user_id"] = nullptr;
   if (!s.error_message.empty()) j["volgate:error"] = without_paths(s.error_message);
   return j;
 }
@@ -82,7 +103,7 @@ json quota_view(const std::string& project, const QuotaUsage& usage, bool with_u
 
 json pool_view(const PoolReport& report, bool detail) {
   const PoolState& s = report.state;
-  json j = {{"name", "volgate@" + s.name + "#" + s.name}};
+  json j = {{"name", backend_host(s.name) + "#" + s.name}};
   if (!detail) return j;
   json caps = {{"pool_name", s.name},
                {"volume_backend_name", s.name},
@@ -97,37 +118,6 @@ json pool_view(const PoolReport& report, bool detail) {
   for (const auto& [key, value] : s.capabilities) caps[key] = value;
   j["capabilities"] = caps;
   return j;
-}
-
-// Parses the body as {"<root>": {...}} and returns the inner object; refuses other top-level
-// keys and any inner key not in `allowed`.
-json parse_json(const std::string& body) {
-  try {
-    return parse_untrusted_json(body);
-  } catch (const UntrustedJsonError& e) {
-    bad_request(e.what());
-  }
-}
-
-json parse_body(const std::string& body, const char* root, std::initializer_list<const char*> allowed) {
-  json j = parse_json(body);
-  if (!j.is_object() || !j.contains(root) || !j[root].is_object())
-    bad_request(std::string("The request body must be an object with a \"") + root + "\" object.");
-  for (const auto& [key, value] : j.items())
-    if (key != root) bad_request("Unknown field '" + key + "' in the request body.");
-  json inner = std::move(j[root]);  // moved, not copied
-  for (const auto& [key, value] : inner.items()) {
-    bool ok = false;
-    for (const char* a : allowed) ok = ok || key == a;
-    if (!ok) bad_request(std::string("Unknown field '") + key + "' in " + root + ".");
-  }
-  return inner;
-}
-
-std::string opt_string(const json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return {};
-  if (!j[key].is_string()) bad_request(std::string("'") + key + "' must be a string.");
-  return j[key].get<std::string>();
 }
 
 uint64_t size_field(const json& j, const char* key, bool required) {
@@ -151,20 +141,83 @@ uint64_t size_field(const json& j, const char* key, bool required) {
   return static_cast<uint64_t>(n);
 }
 
-bool valid_segment(const std::string& s) {
-  if (s.empty() || s.size() > 64) return false;
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) return false;
-  return true;
+// Cinder's schema (3.53) wants these ids to be UUIDs when given.
+void check_uuid_field(const json& j, const char* key) {
+  const std::string text = opt_string(j, key);
+  if (text.empty()) return;
+  bool valid = text.size() == 36;
+  for (size_t i = 0; valid && i < text.size(); ++i)
+    valid = (i == 8 || i == 13 || i == 18 || i == 23) ? text[i] == '-' : std::isxdigit(static_cast<unsigned char>(text[i])) != 0;
+  if (!valid) bad_request(std::string("'") + key + "' must be a UUID, not '" + text.substr(0, 64) + "'.");
 }
 
-ApiResponse ok(int status, const json& body) { return {status, to_text(body)}; }
-
+// A name or description from the field or its older "display_" alias (the field wins).
+std::optional<std::string> name_field(const json& j, const char* field, const char* alias) {
+  auto value = changed_string(j, field);
+  if (!value) value = changed_string(j, alias);
+  if (value) check_length(*value, field);
+  return value;
+}
 
 json type_view(const VolumeType& t) {
   json specs(t.extra_specs);
   return json{{"id", t.name}, {"name", t.name}, {"description", t.description}, {"is_public", true},
+              {"os-volume-type-access:is_public", true},
               {"extra_specs", specs.is_null() ? json::object() : specs}, {"volgate:encrypted", t.encrypted}};
+}
+
+// The project's volumes filtered, sorted and paged as the query asks (see list_query.hpp).
+ListPage<Volume> query_volumes(VolumeService& service, const ApiRequest& q) {
+  static const std::set<std::string> filters = {"name", "status", "availability_zone", "volume_type", "bootable",
+                                                "metadata"};
+  static const std::set<std::string> sort_keys = {"id", "name", "size", "status", "availability_zone",
+                                                  "volume_type", "created_at", "updated_at"};
+  ListQuery query = parse_list_query(q, filters, sort_keys);
+  std::optional<Metadata> wanted_metadata;
+  if (query.filters.count("metadata")) {
+    // cinderclient writes the filter as a Python dict, {'k': 'v'}; JSON is taken too.
+    std::string text = query.filters["metadata"];
+    for (char& c : text)
+      if (c == '\'') c = '"';
+    wanted_metadata = metadata_from_json(parse_json(text), "metadata filter");
+  }
+  auto field = [](const Volume& v, const std::string& key) -> json {
+    if (key == "id") return v.id;
+    if (key == "name") return v.name;
+    if (key == "size") return v.size_gb;
+    if (key == "status") return to_string(v.status);
+    if (key == "availability_zone") return v.availability_zone;
+    if (key == "volume_type") return v.volume_type;
+    if (key == "bootable") return "false";
+    if (key == "created_at") return v.created_at;
+    return v.updated_at;
+  };
+  auto matches = [&](const Volume& v, const std::string& key, const std::string& wanted) -> std::optional<bool> {
+    if (key == "bootable") return wanted == "false" || wanted == "False" || wanted == "0";
+    if (key != "metadata") return std::nullopt;
+    for (const auto& [k, value] : *wanted_metadata)
+      if (!v.metadata.count(k) || v.metadata.at(k) != value) return false;
+    return true;
+  };
+  return apply_list_query<Volume>(query, service.list_volumes(project_of(q)), field,
+                                  [](const Volume& v) { return v.id; }, matches);
+}
+
+ListPage<Snapshot> query_snapshots(VolumeService& service, const ApiRequest& q) {
+  static const std::set<std::string> filters = {"name", "status", "volume_id"};
+  static const std::set<std::string> sort_keys = {"id", "name", "size", "status", "volume_id", "created_at",
+                                                  "updated_at"};
+  auto field = [](const Snapshot& s, const std::string& key) -> json {
+    if (key == "id") return s.id;
+    if (key == "name") return s.name;
+    if (key == "size") return s.size_gb;
+    if (key == "status") return to_string(s.status);
+    if (key == "volume_id") return s.volume_id;
+    if (key == "created_at") return s.created_at;
+    return s.updated_at;
+  };
+  return apply_list_query<Snapshot>(parse_list_query(q, filters, sort_keys), service.list_snapshots(project_of(q)),
+                                    field, [](const Snapshot& s) { return s.id; });
 }
 
 }  // namespace
@@ -175,62 +228,125 @@ ApiResponse error_response(int status, std::string_view fault, const std::string
   return {status, to_text(j)};
 }
 
-ApiResponse VolumeApi::handle(const std::string& method, const std::string& target, const std::string& body) {
-  try {
-    return router_.dispatch(method, target, body);
-  } catch (const ApiError& e) {
-    return error_response(e.http_status(), e.fault_name(), e.what());
-  } catch (const IllegalTransition& e) {
-    return error_response(409, "conflictingRequest", e.what());
-  } catch (const std::exception& e) {
-    spdlog::error("{} {}: {}", method, target, e.what());  // the whole story stays in the log
-    return error_response(500, "computeFault", "The server has either erred or is incapable of performing the "
-                                               "requested operation: " + without_paths(e.what()));
-  }
+namespace {
+std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
+}  // namespace
+
+bool VolumeApi::open_to_anyone(std::string_view method, std::string_view target) {
+  const std::string_view path = path_of(target);
+  return method == "GET" && (path == "/" || path == "/v3" || path == "/v3/");
 }
 
-// The project in the path, checked: ids and names end up in logs and in the database.
-static const std::string& project_of(const ApiRequest& r, const char* param = "project") {
-  const std::string& project = r.param(param);
-  if (!valid_segment(project)) bad_request("Project '" + project + "' must be 1-64 letters, digits, '-' or '_'.");
-  return project;
+ApiResponse VolumeApi::handle(const std::string& method, const std::string& target, const std::string& body,
+                              const RequestHeaders& headers) {
+  // The document at "/" lists the versions and has none itself, as in Cinder; everything
+  // under /v3 answers in the microversion the request names.
+  const bool versioned = path_of(target) != "/";
+  std::optional<ApiVersion> version;
+  ApiResponse r;
+  try {
+    if (versioned) version = negotiate_api_version(headers.api_version);
+    r = router_.dispatch(method, target, body, version.value_or(kMinApiVersion), headers);
+  } catch (const ApiError& e) {
+    r = error_response(e.http_status(), e.fault_name(), e.what());
+  } catch (const IllegalTransition& e) {
+    r = error_response(409, "conflictingRequest", e.what());
+  } catch (const std::exception& e) {
+    spdlog::error("{} {}: {}", method, target, e.what());  // the whole story stays in the log
+    r = error_response(500, "computeFault", "The server has either erred or is incapable of performing the "
+                                            "requested operation: " + without_paths(e.what()));
+  }
+  if (version) {
+    r.headers.emplace_back("OpenStack-API-Version", "volume " + version->text());
+    r.headers.emplace_back("Vary", "OpenStack-API-Version");
+  }
+  return r;
 }
 
 VolumeApi::VolumeApi(VolumeService& service) : service_(service) {
   Router& r = router_;
-  auto versions = [](const ApiRequest&) {
-    return ok(200, {{"versions", {{{"id", "v3.0"}, {"status", "CURRENT"}, {"min_version", "3.0"}}}}});
-  };
-  r.add("GET", "/", versions);
-  r.add("GET", "/v3", versions);
+  auto base_url = [](const ApiRequest& q) { return q.headers.host.empty() ? "" : "http://" + q.headers.host; };
+  // "/" offers a choice of versions (300, as Cinder); /v3 describes the one it is.
+  r.add("GET", "/", [base_url](const ApiRequest& q) {
+    return ok(300, {{"versions", json::array({version_entry(base_url(q))})}});
+  });
+  r.add("GET", "/v3", [base_url](const ApiRequest& q) {
+    return ok(200, {{"versions", json::array({version_entry(base_url(q))})}});
+  });
 
   auto list_volumes = [this](const ApiRequest& q) {
+    ListPage<Volume> page = query_volumes(service_, q);
     json list = json::array();
-    for (const auto& v : service_.list_volumes(project_of(q))) list.push_back(volume_view(service_, v));
-    return ok(200, {{"volumes", list}});
+    for (const auto& v : page.items) list.push_back(volume_view(service_, v, q.version));
+    json answer = {{"volumes", list}};
+    if (q.version.since(45) && q.query_flag("with_count")) answer["count"] = page.total;
+    return ok(200, answer);
   };
   r.add("GET", "/v3/{project}/volumes", list_volumes);
   r.add("GET", "/v3/{project}/volumes/detail", list_volumes);
+  r.add("GET", "/v3/{project}/volumes/summary", [this](const ApiRequest& q) {
+    if (!q.version.since(12)) not_found("The volumes summary needs microversion 3.12 or later.");
+    for (const auto& [key, value] : q.query_items())
+      if (key != "all_tenants") bad_request("Invalid filters " + key.substr(0, 64) + " are found in query options.");
+    uint64_t total_size = 0;
+    std::map<std::string, std::set<std::string>> metadata;  // key -> the values volumes give it
+    const auto volumes = service_.list_volumes(project_of(q));
+    for (const auto& v : volumes) {
+      total_size += v.size_gb;
+      for (const auto& [key, value] : v.metadata) metadata[key].insert(value);
+    }
+    json summary = {{"total_size", total_size}, {"total_count", volumes.size()}};
+    if (q.version.since(36)) summary["metadata"] = metadata;
+    return ok(200, {{"volume-summary", summary}});
+  });
   r.add("POST", "/v3/{project}/volumes", [this](const ApiRequest& q) { return create_volume(q); });
   r.add("GET", "/v3/{project}/volumes/{id}", [this](const ApiRequest& q) {
-    return ok(200, {{"volume", volume_view(service_, service_.get_volume(project_of(q), q.param("id")))}});
+    return ok(200, {{"volume", volume_view(service_, service_.get_volume(project_of(q), q.param("id")), q.version)}});
+  });
+  r.add("PUT", "/v3/{project}/volumes/{id}", [this](const ApiRequest& q) {
+    json v = parse_body(q.body, "volume", {"name", "description", "display_name", "display_description", "metadata"});
+    if (v.empty() && q.version.since(53))
+      bad_request("Give at least one of name, description or metadata to change.");
+    ResourceChanges changes;
+    changes.name = name_field(v, "name", "display_name");
+    changes.description = name_field(v, "description", "display_description");
+    if (v.contains("metadata")) changes.metadata = metadata_from_json(v["metadata"]);
+    const std::string& project = project_of(q);
+    return ok(200, {{"volume", volume_view(service_, service_.update_volume(project, q.param("id"), changes), q.version)}});
   });
   r.add("DELETE", "/v3/{project}/volumes/{id}", [this](const ApiRequest& q) {
+    // cascade (delete the snapshots too) and force (skip the state checks) are Cinder's; volgate
+    // offers neither, and says so rather than deleting less than asked.
+    if (q.query_flag("cascade")) bad_request("volgate does not delete snapshots with their volume (cascade); delete them first.");
+    if (q.query_flag("force")) bad_request("volgate does not force deletes past the volume's state (force).");
     service_.delete_volume(project_of(q), q.param("id"));
     return ApiResponse{202, ""};
   });
   r.add("POST", "/v3/{project}/volumes/{id}/action", [this](const ApiRequest& q) { return volume_action(q); });
+  add_volume_metadata_routes(r, service_);
 
   auto list_snapshots = [this](const ApiRequest& q) {
+    ListPage<Snapshot> page = query_snapshots(service_, q);
     json list = json::array();
-    for (const auto& s : service_.list_snapshots(project_of(q))) list.push_back(snapshot_view(s));
-    return ok(200, {{"snapshots", list}});
+    for (const auto& s : page.items) list.push_back(snapshot_view(s, q.version));
+    json answer = {{"snapshots", list}};
+    if (q.version.since(45) && q.query_flag("with_count")) answer["count"] = page.total;
+    return ok(200, answer);
   };
   r.add("GET", "/v3/{project}/snapshots", list_snapshots);
   r.add("GET", "/v3/{project}/snapshots/detail", list_snapshots);
   r.add("POST", "/v3/{project}/snapshots", [this](const ApiRequest& q) { return create_snapshot(q); });
   r.add("GET", "/v3/{project}/snapshots/{id}", [this](const ApiRequest& q) {
-    return ok(200, {{"snapshot", snapshot_view(service_.get_snapshot(project_of(q), q.param("id")))}});
+    return ok(200, {{"snapshot", snapshot_view(service_.get_snapshot(project_of(q), q.param("id")), q.version)}});
+  });
+  r.add("PUT", "/v3/{project}/snapshots/{id}", [this](const ApiRequest& q) {
+    json s = parse_body(q.body, "snapshot", {"name", "description", "display_name", "display_description"});
+    if (s.empty() && q.version.since(53)) bad_request("Give at least one of name or description to change.");
+    ResourceChanges changes;
+    changes.name = name_field(s, "name", "display_name");
+    changes.description = name_field(s, "description", "display_description");
+    const std::string& project = project_of(q);
+    return ok(200, {{"snapshot", snapshot_view(service_.update_snapshot(project, q.param("id"), changes), q.version)}});
   });
   r.add("DELETE", "/v3/{project}/snapshots/{id}", [this](const ApiRequest& q) {
     service_.delete_snapshot(project_of(q), q.param("id"));
@@ -242,14 +358,34 @@ VolumeApi::VolumeApi(VolumeService& service) : service_(service) {
     const std::string& target = project_of(q, "target");
     return ok(200, {{"quota_set", quota_view(target, service_.quota_usage(target), q.query_flag("usage"))}});
   });
+  r.add("GET", "/v3/{project}/os-quota-sets/{target}/defaults", [this](const ApiRequest& q) {
+    project_of(q);
+    const std::string& target = project_of(q, "target");
+    json j = {{"id", target}};
+    for (const auto& [resource, limit] : service_.default_quotas()) j[resource] = limit;
+    return ok(200, {{"quota_set", j}});
+  });
   r.add("PUT", "/v3/{project}/os-quota-sets/{target}", [this](const ApiRequest& q) {
     project_of(q);
     const std::string& target = project_of(q, "target");
-    json j = parse_body(q.body, "quota_set", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes});
+    // tenant_id and id name the project again (cinderclient sends tenant_id); Cinder ignores them.
+    json j = parse_body(q.body, "quota_set", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes, "tenant_id", "id"});
+    j.erase("tenant_id");
+    j.erase("id");
+    // ?skip_validation=false: refuse a limit below what is already used or reserved.
+    const auto skip = q.query_value("skip_validation");
+    const bool validate = skip && (*skip == "false" || *skip == "False" || *skip == "0");
+    const QuotaUsage usage = service_.quota_usage(target);
     for (const auto& [resource, value] : j.items()) {
       if (!value.is_number_integer()) bad_request("Quota limit for " + resource + " must be an integer.");
-      service_.set_quota_limit(target, resource, value.get<int64_t>());
+      const int64_t limit = value.get<int64_t>();
+      if (limit < -1) bad_request("Quota limit for " + resource + " must be -1 (unlimited) or more.");
+      if (validate && limit >= 0 && usage.count(resource) &&
+          limit < usage.at(resource).in_use + usage.at(resource).reserved)
+        bad_request("Quota limit " + std::to_string(limit) + " for " + resource + " is below what project " +
+                    target + " already uses (" + std::to_string(usage.at(resource).in_use) + ").");
     }
+    for (const auto& [resource, value] : j.items()) service_.set_quota_limit(target, resource, value.get<int64_t>());
     return ok(200, {{"quota_set", quota_view(target, service_.quota_usage(target), false)}});
   });
 
@@ -266,37 +402,77 @@ VolumeApi::VolumeApi(VolumeService& service) : service_(service) {
     for (const auto& [name, t] : service_.volume_types()) list.push_back(type_view(t));
     return ok(200, {{"volume_types", list}});
   });
-  r.add("GET", "/v3/{project}/types/{name}", [this](const ApiRequest& q) {
+  // "default" is the default type, whatever its name (cinderclient's type-default).
+  auto find_type = [this](const ApiRequest& q) -> const VolumeType& {
     project_of(q);
-    auto it = service_.volume_types().find(q.param("name"));
+    const std::string name = q.param("name") == "default" ? service_.default_volume_type() : q.param("name");
+    auto it = service_.volume_types().find(name);
     if (it == service_.volume_types().end()) not_found("Volume type " + q.param("name") + " could not be found.");
-    return ok(200, {{"volume_type", type_view(it->second)}});
+    return it->second;
+  };
+  r.add("GET", "/v3/{project}/types/{name}", [find_type](const ApiRequest& q) {
+    return ok(200, {{"volume_type", type_view(find_type(q))}});
   });
+  r.add("GET", "/v3/{project}/types/{name}/extra_specs", [find_type](const ApiRequest& q) {
+    return ok(200, {{"extra_specs", json(find_type(q).extra_specs)}});
+  });
+
+  add_system_routes(r, service_);
+  r.set_unmatched(answer_unmatched);
 }
 
 ApiResponse VolumeApi::create_volume(const ApiRequest& q) {
+  // Every field of Cinder's schema at 3.53 is accepted; null means absent. Those volgate cannot
+  // honour are refused by name when they ask for something.
   json v = parse_body(q.body, "volume",
-                      {"size", "name", "description", "volume_type", "availability_zone", "snapshot_id",
-                       "source_volid", "imageRef", "encrypted", "metadata"});
-  if (v.contains("metadata") && !(v["metadata"].is_object() && v["metadata"].empty()))
-    bad_request("Volume metadata is not supported by volgate yet; leave 'metadata' empty.");
+                      {"size", "name", "description", "display_name", "display_description", "volume_type",
+                       "availability_zone", "snapshot_id", "source_volid", "imageRef", "image_id", "metadata",
+                       "consistencygroup_id", "group_id", "backup_id", "multiattach",
+                       "encrypted"},  // the last is volgate's own
+                      {"OS-SCH-HNT:scheduler_hints"});
+  // The scheduler hints sit beside "volume", not in it.
+  json whole = parse_json(q.body);
+  if (whole.contains("OS-SCH-HNT:scheduler_hints")) {
+    const json& hints = whole["OS-SCH-HNT:scheduler_hints"];
+    if (!hints.is_null() && !hints.is_object()) bad_request("'OS-SCH-HNT:scheduler_hints' must be an object.");
+    if (hints.is_object() && !hints.empty())
+      bad_request("volgate's scheduler takes no hints (OS-SCH-HNT:scheduler_hints); use a volume type or an "
+                  "availability zone to place a volume.");
+  }
+  if (q.version.since(53))
+    for (const char* key : {"snapshot_id", "source_volid", "consistencygroup_id", "backup_id"}) check_uuid_field(v, key);
+  if (!opt_string(v, "consistencygroup_id").empty())
+    bad_request("volgate does not offer consistency groups; leave 'consistencygroup_id' out.");
+  if (!opt_string(v, "group_id").empty()) bad_request("volgate does not offer volume groups; leave 'group_id' out.");
+  if (!opt_string(v, "backup_id").empty())
+    bad_request("volgate does not offer backups, so no volume can be made from one; leave 'backup_id' out.");
+  if (opt_boolean(v, "multiattach").value_or(false))
+    bad_request("A volume is multiattach through its volume type, and no volgate volume type allows it.");
+
   CreateVolumeRequest r;
   r.project = project_of(q);
   r.snapshot_id = opt_string(v, "snapshot_id");
   r.source_volid = opt_string(v, "source_volid");
   r.image = opt_string(v, "imageRef");
+  const std::string image_id = opt_string(v, "image_id");
+  if (!image_id.empty() && !r.image.empty() && image_id != r.image)
+    bad_request("'imageRef' and 'image_id' name different images.");
+  if (r.image.empty()) r.image = image_id;
   r.size_gb = size_field(v, "size", r.snapshot_id.empty() && r.source_volid.empty() && r.image.empty());
-  r.name = opt_string(v, "name");
-  r.description = opt_string(v, "description");
+  r.name = name_field(v, "name", "display_name").value_or("");
+  r.description = name_field(v, "description", "display_description").value_or("");
   r.volume_type = opt_string(v, "volume_type");
   r.availability_zone = opt_string(v, "availability_zone");
-  if (r.name.size() > 255) bad_request("Volume name is longer than 255 characters.");
-  if (v.contains("encrypted")) {
-    if (!v["encrypted"].is_boolean()) bad_request("'encrypted' must be true or false.");
-    r.encrypted = v["encrypted"].get<bool>();
+  check_length(r.volume_type, "volume_type");
+  check_length(r.availability_zone, "availability_zone");
+  check_length(r.image, "imageRef");
+  if (v.contains("metadata")) r.metadata = metadata_from_json(v["metadata"]);
+  if (auto encrypted = v.contains("encrypted") ? std::optional<json>(v["encrypted"]) : std::nullopt) {
+    if (!encrypted->is_boolean()) bad_request("'encrypted' must be true or false.");
+    r.encrypted = encrypted->get<bool>();
   }
   Volume created = service_.create_volume(r);
-  return ok(202, {{"volume", volume_view(service_, created)}});
+  return ok(202, {{"volume", volume_view(service_, created, q.version)}});
 }
 
 ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
@@ -314,19 +490,17 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
 }
 
 ApiResponse VolumeApi::create_snapshot(const ApiRequest& q) {
-  json s = parse_body(q.body, "snapshot", {"volume_id", "name", "description", "force", "metadata"});
+  json s = parse_body(q.body, "snapshot",
+                      {"volume_id", "name", "description", "display_name", "display_description", "force", "metadata"});
   const std::string volume_id = opt_string(s, "volume_id");
   if (volume_id.empty()) bad_request("'volume_id' is required.");
-  bool force = false;
-  if (s.contains("force")) {
-    if (!s["force"].is_boolean()) bad_request("'force' must be true or false.");
-    force = s["force"].get<bool>();
-  }
-  if (s.contains("metadata") && !(s["metadata"].is_object() && s["metadata"].empty()))
+  const bool force = opt_boolean(s, "force").value_or(false);
+  if (s.contains("metadata") && !metadata_from_json(s["metadata"]).empty())
     bad_request("Snapshot metadata is not supported by volgate yet; leave 'metadata' empty.");
-  Snapshot created =
-      service_.create_snapshot(project_of(q), volume_id, opt_string(s, "name"), opt_string(s, "description"), force);
-  return ok(202, {{"snapshot", snapshot_view(created)}});
+  const std::string name = name_field(s, "name", "display_name").value_or("");
+  const std::string description = name_field(s, "description", "display_description").value_or("");
+  Snapshot created = service_.create_snapshot(project_of(q), volume_id, name, description, force);
+  return ok(202, {{"snapshot", snapshot_view(created, q.version)}});
 }
 
 }  // namespace volgate::controller

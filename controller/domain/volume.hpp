@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "controller/domain/metadata.hpp"
 #include "controller/domain/volume_status.hpp"
 
 namespace volgate::controller {
@@ -26,6 +27,7 @@ struct Volume {
   bool encrypted = false;
   // The LUKS passphrase, wrapped by the master key (KeyWrap); never stored in the clear.
   std::vector<uint8_t> wrapped_key;
+  Metadata metadata;          // the user's key/value pairs
   std::string error_message;  // why the last flow failed, for `error` volumes
   std::string created_at;     // ISO 8601, UTC
   std::string updated_at;

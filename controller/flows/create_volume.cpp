@@ -133,6 +133,7 @@ void create_db_entry(FlowServices& s, Context& c) {
   v.source_volid = c.source_volid;
   v.image = c.image;
   v.encrypted = c.encrypted;
+  v.metadata = c.metadata;
   s.store.insert_volume(v);
   // The other half of the checks in the deletes' mark_deleting: a source being deleted (or
   // gone) since validate is not copied. Each side looks at the other's row after writing

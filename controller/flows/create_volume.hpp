@@ -22,6 +22,7 @@ struct CreateVolumeContext {
   std::string snapshot_id;         // at most one source
   std::string source_volid;
   std::string image;
+  Metadata metadata;
   bool encryption_asked = false;   // the request said whether to encrypt...
   bool encryption_wanted = false;  // ...and this is what it said
   // Found by the tasks.
@@ -34,7 +35,7 @@ struct CreateVolumeContext {
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(CreateVolumeContext, outcome, volume_id, project, name, description,
                                                 size_gb, volume_type, availability_zone, snapshot_id, source_volid,
-                                                image, encryption_asked, encryption_wanted, encrypted, only_pool,
+                                                image, metadata, encryption_asked, encryption_wanted, encrypted, only_pool,
                                                 key_source, image_handle, reservation, pool)
 
 struct CreateVolumeFlow {

@@ -45,6 +45,11 @@ const char* const kMigrations[] = {
       resource_id TEXT NOT NULL, phase TEXT NOT NULL, task INTEGER NOT NULL,
       context TEXT NOT NULL, started_at TEXT NOT NULL);
     )sql",
+    // volume metadata (the user's key/value pairs)
+    R"sql(
+    CREATE TABLE volume_metadata (volume_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+      PRIMARY KEY (volume_id, key));
+    )sql",
 };
 
 std::string utc_now() {
@@ -221,6 +226,16 @@ void SqliteStore::write_volume_locked(const Volume& v, bool insert) {
   s.bind(11, v.source_volid).bind(12, v.image).bind(13, int64_t{v.encrypted}).bind_blob(14, v.wrapped_key);
   s.bind(15, v.created_at.empty() ? now : v.created_at).bind(16, now).bind(17, v.error_message);
   s.run();
+  // The metadata is part of the row: written whole with it, inside the caller's transaction.
+  Statement(db_, "DELETE FROM volume_metadata WHERE volume_id = ?").bind(1, v.id).run();
+  for (const auto& [key, value] : v.metadata)
+    Statement(db_, "INSERT INTO volume_metadata VALUES (?, ?, ?)").bind(1, v.id).bind(2, key).bind(3, value).run();
+}
+
+void SqliteStore::read_metadata_locked(Volume& v) {
+  Statement s(db_, "SELECT key, value FROM volume_metadata WHERE volume_id = ?");
+  s.bind(1, v.id);
+  while (s.step()) v.metadata[s.text(0)] = s.text(1);
 }
 
 namespace {
@@ -249,7 +264,9 @@ Volume read_volume(auto& s) {
 
 void SqliteStore::insert_volume(const Volume& volume) {
   std::lock_guard lock(mutex_);
+  Transaction tx(*this);
   write_volume_locked(volume, true);
+  tx.commit();
 }
 
 std::optional<Volume> SqliteStore::find_volume_locked(const std::string& id) {
@@ -257,7 +274,9 @@ std::optional<Volume> SqliteStore::find_volume_locked(const std::string& id) {
   Statement s(db_, sql.c_str());
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
-  return read_volume(s);
+  Volume v = read_volume(s);
+  read_metadata_locked(v);
+  return v;
 }
 
 std::optional<Volume> SqliteStore::find_volume(const std::string& id) {
@@ -272,6 +291,7 @@ std::vector<Volume> SqliteStore::list_volumes(const std::string& project) {
   s.bind(1, project);
   std::vector<Volume> out;
   while (s.step()) out.push_back(read_volume(s));
+  for (Volume& v : out) read_metadata_locked(v);
   return out;
 }
 
@@ -281,6 +301,7 @@ std::vector<Volume> SqliteStore::all_volumes() {
   Statement s(db_, sql.c_str());
   std::vector<Volume> out;
   while (s.step()) out.push_back(read_volume(s));
+  for (Volume& v : out) read_metadata_locked(v);
   return out;
 }
 
@@ -297,7 +318,10 @@ Volume SqliteStore::update_volume(const std::string& id, const std::function<voi
 
 void SqliteStore::delete_volume(const std::string& id) {
   std::lock_guard lock(mutex_);
+  Transaction tx(*this);
+  Statement(db_, "DELETE FROM volume_metadata WHERE volume_id = ?").bind(1, id).run();
   Statement(db_, "DELETE FROM volumes WHERE id = ?").bind(1, id).run();
+  tx.commit();
 }
 
 // ------------------------------------------------------------------------------ snapshots

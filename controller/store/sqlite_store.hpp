@@ -64,6 +64,7 @@ class SqliteStore final : public Store {
   std::optional<Volume> find_volume_locked(const std::string& id);
   std::optional<Snapshot> find_snapshot_locked(const std::string& id);
   void write_volume_locked(const Volume& volume, bool insert);
+  void read_metadata_locked(Volume& volume);
   void write_snapshot_locked(const Snapshot& snapshot, bool insert);
 
   const std::string path_;

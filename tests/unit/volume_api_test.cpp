@@ -35,9 +35,26 @@ class VolumeApiTest : public ::testing::Test {
     std::filesystem::remove_all(dir);
   }
 
-  std::pair<int, json> call(const std::string& method, const std::string& target, const std::string& body = "") {
-    ApiResponse r = api->handle(method, target, body);
+  std::pair<int, json> call(const std::string& method, const std::string& target, const std::string& body = "",
+                            const RequestHeaders& headers = {}) {
+    ApiResponse r = api->handle(method, target, body, headers);
+    last_headers = r.headers;
     return {r.status, r.body.empty() ? json() : json::parse(r.body)};
+  }
+  // A call in microversion 3.`minor`.
+  std::pair<int, json> call_at(int minor, const std::string& method, const std::string& target,
+                               const std::string& body = "") {
+    return call(method, target, body, {.api_version = "volume 3." + std::to_string(minor)});
+  }
+  std::string header(const std::string& name) {
+    for (const auto& [key, value] : last_headers)
+      if (key == name) return value;
+    return "";
+  }
+  std::string create_volume(const std::string& body = R"({"volume": {"size": 1}})") {
+    auto r = call("POST", "/v3/p/volumes", body);
+    EXPECT_EQ(r.first, 202) << r.second.dump();
+    return r.second["volume"].value("id", "");
   }
   // The fault's message, checking its shape: {"FAULT": {"message": ..., "code": STATUS}}.
   std::string fault(const std::pair<int, json>& r, const std::string& name) {
@@ -51,6 +68,7 @@ class VolumeApiTest : public ::testing::Test {
   std::unique_ptr<SqliteStore> store;
   std::unique_ptr<VolumeService> service;
   std::unique_ptr<VolumeApi> api;
+  std::vector<std::pair<std::string, std::string>> last_headers;
 };
 
 TEST_F(VolumeApiTest, VolumeLifecycleInCinderShapes) {
@@ -86,7 +104,7 @@ TEST_F(VolumeApiTest, BadInputGetsFaultBodies) {
                            R"({"volume": {"size": 1048577}})", R"({"volume": {"size": 1, "name": 5}})",
                            R"({"volume": {}})", "not json", R"({"volumes": {"size": 1}})",
                            R"({"volume": {"size": 1, "encrypted": "yes"}})",
-                           R"({"volume": {"size": 1, "metadata": {"k": "v"}}})"}) {
+                           R"({"volume": {"size": 1, "metadata": {"k": 1}}})"}) {
     auto bad = call("POST", "/v3/p/volumes", body);
     EXPECT_EQ(bad.first, 400) << body;
     EXPECT_FALSE(fault(bad, "badRequest").empty()) << body;
@@ -205,4 +223,259 @@ TEST_F(VolumeApiTest, FailuresShowNoHostPaths) {
   EXPECT_EQ(shown.second["volume"]["volgate:error"], "size <path>: Input/output error");
 }
 
+}  // namespace volgate::controller
+
+namespace volgate::controller {
+namespace {
+
+// ------------------------------------------------------------------ what cinderclient needs
+
+TEST_F(VolumeApiTest, VersionsDocumentOffersTheMicroversionRange) {
+  auto root = call("GET", "/", "", {.host = "127.0.0.1:8776"});
+  EXPECT_EQ(root.first, 300);
+  ASSERT_EQ(root.second["versions"].size(), 1u);
+  const json& v = root.second["versions"][0];
+  EXPECT_EQ(v["id"], "v3.0");
+  EXPECT_EQ(v["status"], "CURRENT");
+  EXPECT_EQ(v["min_version"], "3.0");
+  EXPECT_EQ(v["version"], kMaxApiVersion.text());
+  EXPECT_FALSE(v["updated"].get<std::string>().empty());
+  EXPECT_EQ(v["links"][0]["href"], "http://127.0.0.1:8776/v3/");
+  EXPECT_EQ(v["media-types"][0]["base"], "application/json");
+  EXPECT_TRUE(header("OpenStack-API-Version").empty()) << "the root document has no version of its own";
+  // A client asking for any version still gets the list (cinderclient asks with its own maximum).
+  EXPECT_EQ(call("GET", "/", "", {.api_version = "volume 3.70"}).first, 300);
+  EXPECT_EQ(call("GET", "/v3/").first, 200);
+  EXPECT_TRUE(VolumeApi::open_to_anyone("GET", "/"));
+  EXPECT_TRUE(VolumeApi::open_to_anyone("GET", "/v3/"));
+  EXPECT_FALSE(VolumeApi::open_to_anyone("GET", "/v3/p/volumes"));
+  EXPECT_FALSE(VolumeApi::open_to_anyone("POST", "/"));
+}
+
+TEST_F(VolumeApiTest, MicroversionHeaderIsHonouredAndEchoed) {
+  EXPECT_EQ(call("GET", "/v3/p/volumes").first, 200);
+  EXPECT_EQ(header("OpenStack-API-Version"), "volume 3.0");
+  EXPECT_EQ(header("Vary"), "OpenStack-API-Version");
+  EXPECT_EQ(call_at(27, "GET", "/v3/p/volumes").first, 200);
+  EXPECT_EQ(header("OpenStack-API-Version"), "volume 3.27");
+  EXPECT_EQ(call("GET", "/v3/p/volumes", "", {.api_version = "volume latest"}).first, 200);
+  EXPECT_EQ(header("OpenStack-API-Version"), "volume " + kMaxApiVersion.text());
+  EXPECT_EQ(call("GET", "/v3/p/volumes", "", {.api_version = "compute 2.1, volume 3.12"}).first, 200);
+  EXPECT_EQ(header("OpenStack-API-Version"), "volume 3.12");
+  EXPECT_EQ(call("GET", "/v3/p/volumes", "", {.api_version = "compute 2.60"}).first, 200);
+  EXPECT_EQ(header("OpenStack-API-Version"), "volume 3.0");
+  for (const char* outside : {"volume 3.999", "volume 2.0", "volume 4.0"}) {
+    auto r = call("GET", "/v3/p/volumes", "", {.api_version = outside});
+    EXPECT_EQ(r.first, 406) << outside;
+    EXPECT_NE(fault(r, "computeFault").find(kMaxApiVersion.text()), std::string::npos);
+  }
+  for (const char* garbage : {"volume 3", "volume 3.x", "volume", "volume 03.1", "volume -3.1"}) {
+    auto r = call("GET", "/v3/p/volumes", "", {.api_version = garbage});
+    EXPECT_EQ(r.first, garbage == std::string("volume") ? 200 : 400) << garbage;
+  }
+  // Views follow the version: shared_targets arrived in 3.48.
+  const std::string id = create_volume();
+  EXPECT_FALSE(call_at(47, "GET", "/v3/p/volumes/" + id).second["volume"].contains("shared_targets"));
+  EXPECT_EQ(call_at(48, "GET", "/v3/p/volumes/" + id).second["volume"]["shared_targets"], false);
+}
+
+TEST_F(VolumeApiTest, CreateAcceptsCinderclientsWholeBody) {
+  // What cinderclient 9.1 sends for `cinder create --name x 1`.
+  auto r = call_at(53, "POST", "/v3/p/volumes", R"({"volume": {"size": 1, "consistencygroup_id": null,
+      "snapshot_id": null, "name": "x", "description": null, "volume_type": null, "availability_zone": null,
+      "metadata": {"purpose": "test"}, "imageRef": null, "source_volid": null, "backup_id": null}})");
+  ASSERT_EQ(r.first, 202) << r.second.dump();
+  EXPECT_EQ(r.second["volume"]["name"], "x");
+  EXPECT_EQ(r.second["volume"]["metadata"]["purpose"], "test");
+  const std::string id = r.second["volume"]["id"];
+  EXPECT_EQ(call("GET", "/v3/p/volumes/" + id).second["volume"]["metadata"]["purpose"], "test");
+  // Other fields of Cinder's schema, null or harmless.
+  EXPECT_EQ(call("POST", "/v3/p/volumes", R"({"volume": {"size": 1, "group_id": null, "multiattach": false,
+      "image_id": null, "display_name": "old-style"}, "OS-SCH-HNT:scheduler_hints": null})").first, 202);
+  EXPECT_EQ(call("GET", "/v3/p/volumes?name=old-style").second["volumes"].size(), 1u);
+}
+
+TEST_F(VolumeApiTest, CreateRefusesWhatVolgateCannotHonourByName) {
+  const std::string uuid = "0b7d9a3e-5c2f-4a51-9b1e-2f6c8d4e7a10";
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {R"({"volume": {"size": 1, "backup_id": ")" + uuid + R"("}})", "backup"},
+      {R"({"volume": {"size": 1, "consistencygroup_id": ")" + uuid + R"("}})", "consistency group"},
+      {R"({"volume": {"size": 1, "group_id": "g1"}})", "group"},
+      {R"({"volume": {"size": 1, "multiattach": true}})", "multiattach"},
+      {R"({"volume": {"size": 1, "multiattach": "yes"}})", "multiattach"},
+      {R"({"volume": {"size": 1}, "OS-SCH-HNT:scheduler_hints": {"same_host": ["x"]}})", "hints"},
+      {R"({"volume": {"size": 1, "metadata": {"": "v"}}})", "empty"},
+      {R"({"volume": {"size": 1, "metadata": {"k": 1}}})", "string"},
+      {R"({"volume": {"size": 1, "metadata": {"k": ")" + std::string(256, 'v') + R"("}}})", "255"},
+      {R"({"volume": {"size": 1, "metadata": {")" + std::string(256, 'k') + R"(": "v"}}})", "255"},
+      {R"({"volume": {"size": 1, "metadata": {"k?": "v"}}})", "letters"},
+      {R"({"volume": {"size": 1, "name": ")" + std::string(256, 'n') + R"("}})", "255"},
+      {R"({"volume": {"size": 1, "description": ")" + std::string(256, 'd') + R"("}})", "255"},
+      {R"({"volume": {"size": 1, "imageRef": "a.img", "image_id": "b.img"}})", "different"},
+  };
+  for (const auto& [body, words] : refused) {
+    auto r = call_at(53, "POST", "/v3/p/volumes", body);
+    EXPECT_EQ(r.first, 400) << body;
+    EXPECT_NE(fault(r, "badRequest").find(words), std::string::npos) << r.second.dump();
+  }
+  // From 3.53 the source ids must be UUIDs (before, an unknown id is simply not found).
+  EXPECT_EQ(call_at(53, "POST", "/v3/p/volumes", R"({"volume": {"snapshot_id": "nope"}})").first, 400);
+  EXPECT_EQ(call_at(52, "POST", "/v3/p/volumes", R"({"volume": {"snapshot_id": "nope"}})").first, 404);
+  EXPECT_EQ(call("GET", "/v3/p/volumes").second["volumes"].size(), 0u) << "nothing created by refused requests";
+  EXPECT_EQ(call("GET", "/v3/p/os-quota-sets/p?usage=true").second["quota_set"]["volumes"]["in_use"], 0);
+}
+
+TEST_F(VolumeApiTest, VolumeMetadataRoutes) {
+  const std::string id = create_volume(R"({"volume": {"size": 1, "metadata": {"a": "1"}}})");
+  const std::string base = "/v3/p/volumes/" + id + "/metadata";
+  auto merged = call("POST", base, R"({"metadata": {"b": "2"}})");
+  ASSERT_EQ(merged.first, 200) << merged.second.dump();
+  EXPECT_EQ(merged.second["metadata"], json({{"a", "1"}, {"b", "2"}}));
+  auto replaced = call("PUT", base, R"({"metadata": {"c": "3"}})");
+  EXPECT_EQ(replaced.second["metadata"], json({{"c", "3"}}));
+  EXPECT_EQ(call("GET", base + "/c").second["meta"]["c"], "3");
+  EXPECT_EQ(call("PUT", base + "/c", R"({"meta": {"c": "4"}})").second["meta"]["c"], "4");
+  EXPECT_EQ(call("PUT", base + "/c", R"({"meta": {"d": "4"}})").first, 400) << "key differs from the path";
+  EXPECT_EQ(call("PUT", base + "/c", R"({"meta": {"c": "4", "e": "5"}})").first, 400);
+  EXPECT_EQ(call("DELETE", base + "/c").first, 200);
+  EXPECT_EQ(call("DELETE", base + "/c").first, 404);
+  EXPECT_EQ(call("GET", base + "/c").first, 404);
+  EXPECT_EQ(call("POST", base, R"({"metadata": {"k": 5}})").first, 400);
+  EXPECT_EQ(call("POST", base, R"({"meta": {"k": "v"}})").first, 400);
+  EXPECT_EQ(call("GET", base).second["metadata"], json::object()) << "refused requests change nothing";
+  EXPECT_EQ(call("GET", "/v3/other/volumes/" + id + "/metadata").first, 404);
+  // Since 3.15: an ETag, and If-Match refuses a stale update with 412.
+  call_at(15, "GET", base);
+  const std::string etag = header("ETag");
+  ASSERT_FALSE(etag.empty());
+  EXPECT_EQ(call("PUT", base, R"({"metadata": {"x": "1"}})", {.api_version = "volume 3.15", .if_match = etag}).first, 200);
+  auto stale = call("PUT", base, R"({"metadata": {"y": "1"}})", {.api_version = "volume 3.15", .if_match = etag});
+  EXPECT_EQ(stale.first, 412);
+  EXPECT_EQ(call("GET", base).second["metadata"], json({{"x", "1"}}));
+  // Metadata survives other changes of the row (extend rewrites it).
+  EXPECT_EQ(call("POST", "/v3/p/volumes/" + id + "/action", R"({"os-extend": {"new_size": 2}})").first, 202);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/" + id).second["volume"]["metadata"], json({{"x", "1"}}));
+}
+
+TEST_F(VolumeApiTest, RenameVolumesAndSnapshots) {
+  const std::string id = create_volume();
+  auto renamed = call("PUT", "/v3/p/volumes/" + id, R"({"volume": {"name": "new", "description": "d2"}})");
+  ASSERT_EQ(renamed.first, 200) << renamed.second.dump();
+  EXPECT_EQ(renamed.second["volume"]["name"], "new");
+  EXPECT_EQ(renamed.second["volume"]["description"], "d2");
+  EXPECT_EQ(call("PUT", "/v3/p/volumes/" + id, R"({"volume": {"metadata": {"k": "v"}}})").second["volume"]["metadata"],
+            json({{"k", "v"}}));
+  EXPECT_EQ(call("PUT", "/v3/p/volumes/" + id, R"({"volume": {"size": 5}})").first, 400);
+  EXPECT_EQ(call_at(53, "PUT", "/v3/p/volumes/" + id, R"({"volume": {}})").first, 400);
+  EXPECT_EQ(call("PUT", "/v3/p/volumes/nope", R"({"volume": {"name": "x"}})").first, 404);
+  auto snap = call("POST", "/v3/p/snapshots", R"({"snapshot": {"volume_id": ")" + id + R"(", "force": "False",
+      "name": "s", "description": null, "metadata": {}}})");
+  ASSERT_EQ(snap.first, 202) << snap.second.dump();
+  const std::string sid = snap.second["snapshot"]["id"];
+  auto srenamed = call("PUT", "/v3/p/snapshots/" + sid, R"({"snapshot": {"name": "s2"}})");
+  EXPECT_EQ(srenamed.first, 200);
+  EXPECT_EQ(srenamed.second["snapshot"]["name"], "s2");
+  EXPECT_EQ(call("PUT", "/v3/p/snapshots/" + sid, R"({"snapshot": {"volume_id": "x"}})").first, 400);
+  EXPECT_EQ(call("GET", "/v3/p/snapshots/" + sid).second["snapshot"]["name"], "s2");
+}
+
+TEST_F(VolumeApiTest, ListsFilterSortAndPage) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i)
+    ids.push_back(create_volume(R"({"volume": {"size": )" + std::to_string(i + 1) + R"(, "name": "v)" +
+                                std::to_string(i) + R"("}})"));
+  auto names = [](const json& list) {
+    std::vector<std::string> out;
+    for (const auto& v : list["volumes"]) out.push_back(v["name"]);
+    return out;
+  };
+  EXPECT_EQ(names(call("GET", "/v3/p/volumes/detail?sort=size:desc").second),
+            (std::vector<std::string>{"v3", "v2", "v1", "v0"}));
+  EXPECT_EQ(names(call("GET", "/v3/p/volumes/detail?sort=name:asc&limit=2").second),
+            (std::vector<std::string>{"v0", "v1"}));
+  EXPECT_EQ(names(call("GET", "/v3/p/volumes/detail?sort=name:asc&limit=2&marker=" + ids[1]).second),
+            (std::vector<std::string>{"v2", "v3"}));
+  EXPECT_EQ(names(call("GET", "/v3/p/volumes/detail?sort_key=name&sort_dir=asc&offset=3").second),
+            (std::vector<std::string>{"v3"}));
+  EXPECT_EQ(names(call("GET", "/v3/p/volumes/detail?all_tenants=1&name=v2").second), (std::vector<std::string>{"v2"}));
+  EXPECT_EQ(call("GET", "/v3/p/volumes/detail?status=available").second["volumes"].size(), 4u);
+  auto counted = call_at(45, "GET", "/v3/p/volumes/detail?with_count=true&limit=1");
+  EXPECT_EQ(counted.second["volumes"].size(), 1u);
+  EXPECT_EQ(counted.second["count"], 4);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/detail?colour=red").first, 400);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/detail?sort=colour").first, 400);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/detail?sort=name:sideways").first, 400);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/detail?limit=-1").first, 400);
+  EXPECT_EQ(call("GET", "/v3/p/volumes/detail?marker=nope").first, 404);
+  call("POST", "/v3/p/volumes/" + ids[0] + "/metadata", R"({"metadata": {"tier": "gold"}})");
+  EXPECT_EQ(names(call("GET", "/v3/p/volumes/detail?metadata=%7B%27tier%27%3A+%27gold%27%7D").second),
+            (std::vector<std::string>{"v0"}));
+  auto summary = call_at(36, "GET", "/v3/p/volumes/summary");
+  ASSERT_EQ(summary.first, 200) << summary.second.dump();
+  EXPECT_EQ(summary.second["volume-summary"]["total_count"], 4);
+  EXPECT_EQ(summary.second["volume-summary"]["total_size"], 10);
+  EXPECT_EQ(summary.second["volume-summary"]["metadata"]["tier"], json::array({"gold"}));
+  EXPECT_EQ(call_at(11, "GET", "/v3/p/volumes/summary").first, 404) << "summary arrived in 3.12";
+}
+
+TEST_F(VolumeApiTest, LimitsZonesAndServices) {
+  create_volume(R"({"volume": {"size": 3}})");
+  auto limits = call("GET", "/v3/p/limits");
+  ASSERT_EQ(limits.first, 200) << limits.second.dump();
+  const json& absolute = limits.second["limits"]["absolute"];
+  EXPECT_EQ(absolute["maxTotalVolumes"], 10);
+  EXPECT_EQ(absolute["totalVolumesUsed"], 1);
+  EXPECT_EQ(absolute["totalGigabytesUsed"], 3);
+  EXPECT_EQ(absolute["maxTotalVolumeGigabytes"], 1000);
+  EXPECT_EQ(limits.second["limits"]["rate"], json::array());
+  EXPECT_EQ(call("GET", "/v3/p/limits?tenant_id=q").second["limits"]["absolute"]["totalVolumesUsed"], 0);
+  EXPECT_EQ(call("GET", "/v3/p/limits?tenant_id=bad%20name").first, 400);
+
+  auto zones = call("GET", "/v3/p/os-availability-zone");
+  ASSERT_EQ(zones.second["availabilityZoneInfo"].size(), 1u);
+  EXPECT_EQ(zones.second["availabilityZoneInfo"][0]["zoneName"], "nova");
+  EXPECT_EQ(zones.second["availabilityZoneInfo"][0]["zoneState"]["available"], true);
+
+  auto services = call_at(49, "GET", "/v3/p/os-services");
+  ASSERT_EQ(services.second["services"].size(), 2u) << services.second.dump();
+  const json& scheduler = services.second["services"][0];
+  EXPECT_EQ(scheduler["binary"], "cinder-scheduler");
+  EXPECT_EQ(scheduler["state"], "up");
+  const json& volume = services.second["services"][1];
+  EXPECT_EQ(volume["binary"], "cinder-volume");
+  EXPECT_EQ(volume["host"], "volgate@default");
+  EXPECT_EQ(volume["zone"], "nova");
+  EXPECT_EQ(volume["status"], "enabled");
+  EXPECT_EQ(volume["backend_state"], "up");
+  EXPECT_EQ(call("GET", "/v3/p/os-services?binary=cinder-volume").second["services"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v3/p/os-services?host=elsewhere").second["services"].size(), 0u);
+}
+
+TEST_F(VolumeApiTest, QuotaUpdateTakesCinderclientsBody) {
+  create_volume(R"({"volume": {"size": 2}})");
+  auto r = call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"tenant_id": "p", "volumes": 5}})");
+  ASSERT_EQ(r.first, 200) << r.second.dump();
+  EXPECT_EQ(r.second["quota_set"]["volumes"], 5);
+  EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p?skip_validation=False", R"({"quota_set": {"gigabytes": 1}})").first,
+            400);
+  EXPECT_EQ(call("GET", "/v3/p/os-quota-sets/p").second["quota_set"]["gigabytes"], 1000) << "nothing changed";
+  EXPECT_EQ(call("GET", "/v3/p/os-quota-sets/p/defaults").second["quota_set"]["volumes"], 10);
+  EXPECT_EQ(call("GET", "/v3/p/types/default").second["volume_type"]["name"], "default");
+  EXPECT_EQ(call("GET", "/v3/p/types/encrypted/extra_specs").second["extra_specs"], json::object());
+}
+
+TEST_F(VolumeApiTest, ResourcesNotOfferedSaySo) {
+  for (const char* path : {"/v3/p/backups/detail", "/v3/p/groups", "/v3/p/os-volume-transfer/detail",
+                           "/v3/p/qos-specs", "/v3/p/consistencygroups/detail", "/v3/p/os-volume-manage"}) {
+    auto r = call("GET", path);
+    EXPECT_EQ(r.first, 404) << path;
+    EXPECT_NE(fault(r, "itemNotFound").find("volgate does not offer"), std::string::npos) << r.second.dump();
+  }
+  EXPECT_NE(fault(call("GET", "/v3/p/bogus"), "itemNotFound").find("Unknown path"), std::string::npos);
+  auto cascade = call("DELETE", "/v3/p/volumes/" + create_volume() + "?cascade=True");
+  EXPECT_EQ(cascade.first, 400);
+  EXPECT_NE(fault(cascade, "badRequest").find("cascade"), std::string::npos);
+}
+
+}  // namespace
 }  // namespace volgate::controller

@@ -1,0 +1,42 @@
+#pragma once
+// Cinder's microversions, as volgate offers them: which range the API answers, how a request
+// names the one it wants (the `OpenStack-API-Version: volume 3.x` header), and the versions
+// document cinderclient reads before anything else to learn that range.
+//
+// The highest version is the last one whose request and response shapes the API really
+// matches for every resource it serves (see README, "The cinder client"). Raising it is a
+// promise: read what changed in Cinder between the two versions first.
+#include <compare>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace volgate::controller {
+
+struct ApiVersion {
+  int major = 3;
+  int minor = 0;
+
+  auto operator<=>(const ApiVersion&) const = default;
+  std::string text() const { return std::to_string(major) + "." + std::to_string(minor); }
+  // True from version 3.`minor` on: `if (request.version.since(48)) ...`.
+  bool since(int minor_of_3) const { return *this >= ApiVersion{3, minor_of_3}; }
+};
+
+inline constexpr ApiVersion kMinApiVersion{3, 0};
+// 3.53: request bodies are checked against a strict schema (unknown fields are 400), as
+// volgate has always done; see README for what each version up to here changes.
+inline constexpr ApiVersion kMaxApiVersion{3, 53};
+
+// The version a request asks for, from the value of its OpenStack-API-Version header (empty:
+// no header, which means the minimum, as in Cinder; "volume latest" means the maximum; other
+// services named in the header are ignored). Throws ApiError: 400 for a value that is not a
+// version, 406 for one outside the range.
+ApiVersion negotiate_api_version(std::string_view header);
+
+// {"id": "v3.0", "version": MAX, "min_version": MIN, "status", "updated", "links",
+// "media-types"}: one entry of the versions document. `base_url` ("http://host:port", may be
+// empty) makes the self link absolute.
+nlohmann::json version_entry(const std::string& base_url);
+
+}  // namespace volgate::controller

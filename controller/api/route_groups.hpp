@@ -1,0 +1,21 @@
+#pragma once
+// Groups of routes VolumeApi adds beside its volume and snapshot ones, each in its own file.
+#include "controller/api/router.hpp"
+#include "controller/volume_service.hpp"
+
+namespace volgate::controller {
+
+// GET|POST|PUT /v3/{project}/volumes/{id}/metadata, GET|PUT|DELETE .../metadata/{key}
+// (metadata_routes.cpp).
+void add_volume_metadata_routes(Router& router, VolumeService& service);
+
+// GET /v3/{project}/limits, /os-availability-zone, /os-services: what the project may still
+// create and what the controller runs (system_routes.cpp).
+void add_system_routes(Router& router, VolumeService& service);
+
+// The answer for a path no route matches: Cinder's resources that volgate does not offer
+// (backups, groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path
+// (unsupported_resources.cpp).
+ApiResponse answer_unmatched(const ApiRequest& request);
+
+}  // namespace volgate::controller
