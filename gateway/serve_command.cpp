@@ -96,8 +96,8 @@ int run_serve(const ServeOptions& options) {
     return 2;
   }
 
-  for (const auto& e : server->exports().all())
-    spdlog::info("export '{}': {}, {}", e.name, e.device->description(), format_size(e.device->size()));
+  for (const auto& e : *server->exports().all())
+    spdlog::info("export '{}': {}, {}", e->name, e->device->description(), format_size(e->device->size()));
   spdlog::info("serving with {} worker thread{}", threads, threads == 1 ? "" : "s");
   for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
   std::fflush(stdout);
