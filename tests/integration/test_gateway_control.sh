@@ -162,8 +162,13 @@ print("%.1f %.1f" % (p, e))
 PY
 read -r LAT_PLAIN LAT_ENC <"$T/latency"
 info "PUT to first read: plain ${LAT_PLAIN} ms, encrypted (volume key) ${LAT_ENC} ms"
-"$SYSPY" -c "import sys; sys.exit(0 if $LAT_ENC < 100 else 1)" || fail "encrypted PUT to first read took ${LAT_ENC} ms (bar: 100)"
-pass "PUT to first read under 100 ms for the encrypted export (${LAT_ENC} ms)"
+# The bar is for an optimised build; sanitizers slow libcryptsetup and OpenSSL several times over.
+if ldd "$VOLGATE" | grep -Eq 'lib(a|t)san'; then
+    info "sanitizer build: the 100 ms bar is not checked"
+else
+    "$SYSPY" -c "import sys; sys.exit(0 if $LAT_ENC < 100 else 1)" || fail "encrypted PUT to first read took ${LAT_ENC} ms (bar: 100)"
+    pass "PUT to first read under 100 ms for the encrypted export (${LAT_ENC} ms)"
+fi
 
 # ------------------------------------------------------------------ DELETE with a connected client
 # The client connects, then sends 64 reads of 1 MiB without reading the replies, so the
