@@ -7,6 +7,7 @@
 // existing.
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 
 namespace volgate {
@@ -21,5 +22,25 @@ class UntrustedJsonError : public std::runtime_error {
 
 // Throws UntrustedJsonError saying what is wrong: not JSON, or nested too deep.
 nlohmann::json parse_untrusted_json(std::string_view text, int max_depth = kMaxRequestJsonDepth);
+
+// The same into another nlohmann::basic_json type (e.g. one whose strings wipe their memory).
+template <class Json>
+Json parse_untrusted_json_as(std::string_view text, int max_depth = kMaxRequestJsonDepth) {
+  struct TooDeep {};
+  auto bound = [max_depth](int depth, typename Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= max_depth)
+      throw TooDeep{};
+    return true;
+  };
+  Json value;
+  try {
+    value = Json::parse(text, bound, /*allow_exceptions=*/false);
+  } catch (const TooDeep&) {
+    throw UntrustedJsonError("The JSON is nested deeper than " + std::to_string(max_depth) + " levels.");
+  }
+  if (value.is_discarded()) throw UntrustedJsonError("The request body is not valid JSON.");
+  return value;
+}
 
 }  // namespace volgate

@@ -358,6 +358,22 @@ int LuksContainer::remove_key(const SecureBytes& passphrase) {
   return slot;
 }
 
+UnlockedLuks LuksContainer::unlock_with_volume_key(SecureBytes volume_key) {
+  if (!info_.unsupported.empty())
+    fail(Kind::unsupported, "volgate cannot serve this " + info_.version + " container: " + info_.unsupported);
+  // Never the key in a message: its size is all that is said about it.
+  if (volume_key.size() != info_.key_bits / 8)
+    fail(Kind::wrong_volume_key, "the volume key has " + std::to_string(volume_key.size() * 8) +
+                                     " bits; this container's has " + std::to_string(info_.key_bits));
+  int rc = crypt_volume_key_verify(image_->cd, volume_key.chars(), volume_key.size());
+  if (rc == -EPERM) fail(Kind::wrong_volume_key, "the volume key does not match this container's digest");
+  if (rc < 0) fail(Kind::io, image_->error_or("checking the volume key failed: " + errno_text(rc)));
+  UnlockedLuks unlocked;
+  unlocked.volume_key = std::move(volume_key);
+  unlocked.info = info_;
+  return unlocked;
+}
+
 // Writes the parts of the header copy that differ from what the device held (all of it with
 // `whole`), in 4 KiB units, with FUA, then flushes.
 void LuksContainer::write_back(bool whole) {

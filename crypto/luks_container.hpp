@@ -19,7 +19,7 @@ namespace volgate::crypto {
 
 class LuksError : public std::runtime_error {
  public:
-  enum class Kind { not_luks, wrong_passphrase, unsupported, invalid, io };
+  enum class Kind { not_luks, wrong_passphrase, wrong_volume_key, unsupported, invalid, io };
   LuksError(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
   const Kind kind;
 };
@@ -81,6 +81,10 @@ class LuksContainer {
 
   // Recovers the volume key; refuses a container volgate cannot serve correctly.
   UnlockedLuks unlock(const SecureBytes& passphrase);
+  // The same with the volume key itself (no key derivation: milliseconds, where a keyslot's
+  // PBKDF takes a second or more). The key is checked against the header's digest, so a wrong
+  // one is refused here instead of serving garbage. Takes the key, as the result holds it.
+  UnlockedLuks unlock_with_volume_key(SecureBytes volume_key);
   // Adds a keyslot for `new_passphrase`, unlocking with `passphrase`; returns its index. The
   // PBKDF fields of `kdf` choose the new keyslot's key derivation (the rest is ignored).
   int add_key(const SecureBytes& passphrase, const SecureBytes& new_passphrase,

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/size.hpp"
+#include "gateway/control_api.hpp"
 #include "gateway/export_spec.hpp"
 #include "gateway/serve_process.hpp"
 #include "nbd/server.hpp"
@@ -57,16 +58,22 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
   auto* serve = app.add_subcommand(
       "serve",
       "Serve volumes as NBD exports. Runs in the foreground, logs to stderr, prints one NBD URI\n"
-      "per export and listener on stdout once listening. The first --export is also the\n"
-      "default export (the empty name). SIGINT/SIGTERM finish in-flight requests, flush, exit 0.");
+      "per export and listener on stdout once listening. The first export is also the\n"
+      "default export (the empty name). SIGINT/SIGTERM finish in-flight requests, flush, exit 0.\n"
+      "With --control, exports can be added and removed while serving (see README, \"Gateway\n"
+      "control API\"); --export is then optional.");
   serve->add_option("--unix", options.unix_paths, "Listen on a unix socket at PATH (repeatable)")
       ->type_name("PATH");
   serve->add_option("--listen", options.tcp_listens,
                     "Listen on TCP HOST:PORT, e.g. 127.0.0.1:10809 or [::1]:10809 (repeatable)")
       ->type_name("HOST:PORT");
   serve->add_option("--export", options.exports, kExportSyntaxHelp)
-      ->type_name("SPEC")
-      ->required();
+      ->type_name("SPEC");
+  serve->add_option("--control", options.control_path,
+                    "Serve the control API (HTTP/JSON: add, remove and list exports while serving)\n"
+                    "on a unix socket at PATH, created 0600; only its owner and root may use it.\n"
+                    "Keys of encrypted exports travel only in its request bodies.")
+      ->type_name("PATH");
   serve->add_option("--threads", options.threads, "Worker threads (default: one per core)")
       ->check(CLI::Range(1, 256));
   serve->add_option("--poll-max-us", options.poll_max_us,
@@ -117,12 +124,15 @@ int run_serve(const ServeOptions& options) {
   const rlim_t open_files = raise_open_file_limit();
 
   nbd::ExportTable exports;
+  std::vector<ExportSpec> specs;
   std::vector<HostPort> tcp;
   nbd::ServerLimits limits;
   std::optional<gid_t> socket_group;
   try {
     if (options.unix_paths.empty() && options.tcp_listens.empty())
       throw std::invalid_argument("nothing to listen on: give --unix PATH and/or --listen HOST:PORT");
+    if (options.exports.empty() && options.control_path.empty())
+      throw std::invalid_argument("nothing to serve: give --export SPEC, or --control PATH to add exports later");
     for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
     if (!options.socket_group.empty()) {
       if (options.unix_paths.empty()) throw std::invalid_argument("--socket-group needs a --unix socket");
@@ -145,6 +155,7 @@ int run_serve(const ServeOptions& options) {
       }
       std::string description = device->description();
       exports.add({spec.name, description, std::move(device)});
+      specs.push_back(std::move(spec));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: %s\n", e.what());
@@ -153,8 +164,10 @@ int run_serve(const ServeOptions& options) {
 
   unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   std::optional<nbd::Server> server;
+  std::optional<ControlApi> control;  // after the server: it goes first
   try {
     server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits);
+    if (!options.control_path.empty()) control.emplace(*server, options.control_path, specs);
     for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
   } catch (const std::exception& e) {
@@ -162,8 +175,8 @@ int run_serve(const ServeOptions& options) {
     return 2;
   }
 
-  for (const auto& e : server->exports().all())
-    spdlog::info("export '{}': {}, {}", e.name, e.device->description(), format_size(e.device->size()));
+  for (const auto& e : *server->exports().all())
+    spdlog::info("export '{}': {}, {}", e->name, e->device->description(), format_size(e->device->size()));
   spdlog::info("serving with {} worker thread{}; at most {} connections, {} of buffers, {} s to "
                "handshake",
                threads, threads == 1 ? "" : "s", limits.max_connections,
@@ -175,7 +188,9 @@ int run_serve(const ServeOptions& options) {
   for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
   std::fflush(stdout);
 
+  if (control) control->start();
   bool flushed = server->run();
+  if (control) control->shutdown();
   spdlog::info("stopped");
   return flushed ? 0 : 1;
 }

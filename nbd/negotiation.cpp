@@ -63,7 +63,7 @@ Negotiation::Step Negotiation::handle_oversized(uint32_t option) {
 Negotiation::Step Negotiation::export_name(std::span<const std::byte> payload) {
   if (payload.size() > kMaxStringLength) return {{}, Next::close};
   std::string name(reinterpret_cast<const char*>(payload.data()), payload.size());
-  const Export* chosen = exports_.find(name);
+  auto chosen = exports_.find(name);
   if (!chosen || name.find('\0') != std::string::npos) return {{}, Next::close};
   enter_transmission(chosen);
   auto caps = chosen->device->capabilities();
@@ -77,9 +77,9 @@ Negotiation::Step Negotiation::export_name(std::span<const std::byte> payload) {
 Negotiation::Step Negotiation::list(uint32_t option, std::span<const std::byte> payload) {
   if (!payload.empty()) return error(option, kRepErrInvalid, "NBD_OPT_LIST takes no data");
   Bytes out;
-  for (const Export& e : exports_.all()) {
+  for (const auto& e : *exports_.all()) {
     Bytes data;
-    Writer(data).u32(static_cast<uint32_t>(e.name.size())).str(e.name).str(e.description);
+    Writer(data).u32(static_cast<uint32_t>(e->name.size())).str(e->name).str(e->description);
     append(out, encode_option_reply(option, kRepServer, data));
   }
   append(out, encode_option_reply(option, kRepAck));
@@ -89,8 +89,11 @@ Negotiation::Step Negotiation::list(uint32_t option, std::span<const std::byte> 
 Negotiation::Step Negotiation::info_or_go(uint32_t option, std::span<const std::byte> payload) {
   auto query = parse_export_query(payload);
   if (!query) return error(option, kRepErrInvalid, "malformed export query");
-  const Export* chosen = exports_.find(query->name);
-  if (!chosen) return error(option, kRepErrUnknown, "no export named '" + query->name + "'");
+  auto chosen = exports_.find(query->name);
+  if (!chosen)
+    return error(option, kRepErrUnknown,
+                 query->name.empty() ? "there is no default export: name one"
+                                     : "no export named '" + query->name + "'");
 
   auto caps = chosen->device->capabilities();
   Bytes out;
@@ -117,7 +120,7 @@ Negotiation::Step Negotiation::info_or_go(uint32_t option, std::span<const std::
   append(out, encode_option_reply(option, kRepAck));
 
   if (option == kOptInfo) return reply(std::move(out));
-  enter_transmission(chosen);
+  enter_transmission(std::move(chosen));
   return reply(std::move(out), Next::transmission);
 }
 
@@ -136,7 +139,7 @@ Negotiation::Step Negotiation::meta_context(uint32_t option, std::span<const std
     return error(option, kRepErrInvalid, "metadata contexts need structured replies first");
   auto query = parse_meta_context_query(payload);
   if (!query) return error(option, kRepErrInvalid, "malformed metadata context query");
-  const Export* target = exports_.find(query->export_name);
+  auto target = exports_.find(query->export_name);
   if (!target) return error(option, kRepErrUnknown, "no export named '" + query->export_name + "'");
 
   const bool listing = option == kOptListMetaContext;
@@ -157,15 +160,15 @@ Negotiation::Step Negotiation::meta_context(uint32_t option, std::span<const std
   append(out, encode_option_reply(option, kRepAck));
   if (!listing) {
     session_.base_allocation = matched;
-    meta_context_export_ = target;
+    meta_context_export_ = std::move(target);
   }
   return reply(std::move(out));
 }
 
-void Negotiation::enter_transmission(const Export* chosen) {
-  session_.chosen = chosen;
+void Negotiation::enter_transmission(std::shared_ptr<const Export> chosen) {
   // Contexts chosen for another export do not carry over.
   if (meta_context_export_ != chosen) session_.base_allocation = false;
+  session_.chosen = std::move(chosen);
 }
 
 }  // namespace volgate::nbd

@@ -3,6 +3,7 @@
 // and options and writes back whatever it returns. Keeping sockets out makes every option path
 // testable byte for byte.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -13,7 +14,7 @@ namespace volgate::nbd {
 
 // What the transmission phase needs to know about the handshake's outcome.
 struct NegotiatedSession {
-  const Export* chosen = nullptr;
+  std::shared_ptr<const Export> chosen;  // held: the export may leave the table meanwhile
   bool structured_replies = false;
   bool base_allocation = false;  // base:allocation selected for BLOCK_STATUS
 };
@@ -47,13 +48,13 @@ class Negotiation {
   Step info_or_go(uint32_t option, std::span<const std::byte> payload);
   Step structured_reply(uint32_t option, std::span<const std::byte> payload);
   Step meta_context(uint32_t option, std::span<const std::byte> payload);
-  void enter_transmission(const Export* chosen);
+  void enter_transmission(std::shared_ptr<const Export> chosen);
 
   const ExportTable& exports_;
   NegotiatedSession session_;
   bool no_zeroes_ = false;
   bool shutting_down_ = false;
-  const Export* meta_context_export_ = nullptr;  // export named in the last SET_META_CONTEXT
+  std::shared_ptr<const Export> meta_context_export_;  // named in the last SET_META_CONTEXT
 };
 
 }  // namespace volgate::nbd

@@ -144,8 +144,9 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
       }()),
       drain_timer_(workers_.front()->io),
       idle_check_(workers_.front()->io) {
-  for (const Export& e : exports_.all())
-    if (auto* home = e.device->home_context()) homes_.add(home);
+  // Devices of exports added later serve from the worker that accepted their connection.
+  for (const auto& e : *exports_.all())
+    if (auto* home = e->device->home_context()) homes_.add(home);
   // Asio makes a worker's reactor (an epoll, an eventfd and a timerfd) with the first socket
   // there, and throws, ending the process, if descriptors have run out by then. Make them now.
   for (auto& w : workers_) {
@@ -212,9 +213,9 @@ void Server::listen_tcp(const std::string& host, uint16_t port) {
 std::vector<std::string> Server::uris() const {
   std::vector<std::string> out;
   for (const auto& l : listeners_)
-    for (const Export& e : exports_.all())
-      out.push_back(l->tcp ? l->uri_base + e.name
-                           : "nbd+unix:///" + e.name + "?socket=" + uri_escape(l->unix_path));
+    for (const auto& e : *exports_.all())
+      out.push_back(l->tcp ? l->uri_base + e->name
+                           : "nbd+unix:///" + e->name + "?socket=" + uri_escape(l->unix_path));
   return out;
 }
 
@@ -324,6 +325,7 @@ void Server::begin_stop() {
     l->acceptor.close(ignored);
     l->retry.cancel();
   }
+  if (on_stop_) on_stop_();
   for (auto& w : workers_)
     asio::post(w->io, [&w = *w] {
       w.sessions.shutdown_all();
@@ -358,13 +360,32 @@ void Server::cancel_drain_timer_when_idle() {
   });
 }
 
+void Server::close_sessions_of(const Export& e, bool hard) {
+  const Export* target = &e;  // compared, never followed: the caller holds the export
+  for (auto& w : workers_)
+    asio::post(w->io, [&w = *w, target, hard] {
+      hard ? w.sessions.abort_export(target) : w.sessions.shutdown_export(target);
+    });
+  for (auto& home : homes_.all())
+    asio::post(*home->io, [&home = *home, target, hard] {
+      hard ? home.sessions.abort_export(target) : home.sessions.shutdown_export(target);
+    });
+}
+
+size_t Server::connection_count() const {
+  size_t count = 0;
+  for (const auto& w : workers_) count += w->sessions.size();
+  for (const auto& home : homes_.all()) count += home->sessions.size();
+  return count;
+}
+
 bool Server::flush_all() {
   // One last flush of every device, on a private io_context since the workers are gone.
   asio::io_context io;
   CurrentContextGuard current(io);
   bool ok = true;
-  for (const Export& e : exports_.all()) {
-    e.device->flush([&, name = e.name](std::error_code ec) {
+  for (const auto& e : *exports_.all()) {
+    e->device->flush([&, name = e->name](std::error_code ec) {
       if (ec) {
         spdlog::error("export '{}': final flush failed: {}", name, ec.message());
         ok = false;

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <memory>
 #include <string>
@@ -66,7 +67,17 @@ class Server {
 
   // One URI per export and listener, for users to paste into a client.
   std::vector<std::string> uris() const;
+  // Exports may be added and removed while serving, from any thread (see ExportTable).
+  ExportTable& exports() { return exports_; }
   const ExportTable& exports() const { return exports_; }
+  // Stops the sessions attached to `e`, from any thread: gracefully (no new requests, those
+  // in flight are answered, then the connection closes) or, with `hard`, at once.
+  void close_sessions_of(const Export& e, bool hard);
+  // Open NBD connections, handshakes included; from any thread.
+  size_t connection_count() const;
+  bool stopping() const { return stopping_.load(); }
+  // Called on a worker thread when a stop begins (signal or stop()); set before run().
+  void on_stop(std::function<void()> callback) { on_stop_ = std::move(callback); }
 
   // Serves until SIGINT/SIGTERM or stop(), then lets in-flight requests finish and flushes
   // every device. Returns false if the final flush failed.
@@ -118,6 +129,7 @@ class Server {
   size_t next_worker_ = 0;
   uint64_t accepted_ = 0;  // connections accepted so far, to number them in the log
   std::atomic<bool> stopping_{false};
+  std::function<void()> on_stop_;
   SessionHomes homes_{stopping_};  // device threads that sessions move to
 };
 

@@ -104,6 +104,7 @@ Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& re
 
 Session::~Session() {
   shared_.buffers.cancel_wait(budget_waiter_);  // never queued by now; dangling, it would be fatal
+  if (attached_) shared_.exports.detach(*attached_);
   if (poller_) registry_.remove_poller();
   registry_.remove(this);
 }
@@ -146,10 +147,7 @@ awaitable<void> Session::run(std::shared_ptr<Session> self) {
       handshake_timer_.cancel();  // its handler may be queued already: hence negotiating_
     }
     if (negotiated && !handshake_timed_out_) {
-      if (moved_in_ || !move_home()) {
-        attach();
-        co_await transmit();
-      }
+      if ((moved_in_ || !move_home()) && attach()) co_await transmit();
     }
   } catch (const std::exception& e) {
     spdlog::error("{}: session failed: {}", peer_, e.what());
@@ -332,7 +330,14 @@ awaitable<bool> Session::negotiate() {
   co_return true;
 }
 
-void Session::attach() {
+bool Session::attach() {
+  if (!shared_.exports.attach(*negotiated_.chosen)) {
+    spdlog::info("{}: export '{}' was removed during the handshake, closing", peer_,
+                 negotiated_.chosen->name);
+    return false;
+  }
+  attached_ = negotiated_.chosen;
+  counters_ = attached_->counters.get();
   device_ = negotiated_.chosen->device.get();
   export_size_ = device_->size();
   auto caps = device_->capabilities();
@@ -344,6 +349,7 @@ void Session::attach() {
   }
   spdlog::debug("{}: attached to export '{}'{}", peer_, negotiated_.chosen->name,
                 negotiated_.structured_replies ? " (structured replies)" : "");
+  return true;
 }
 
 bool Session::move_home() {
@@ -570,6 +576,13 @@ void Session::complete(Request* r, std::error_code ec) {
     return complete_with_error(r, error, ec.message());
   }
   const RequestHeader& h = r->header;
+  if (h.type == kCmdRead) {
+    counters_->reads.fetch_add(1, std::memory_order_relaxed);
+    counters_->bytes_read.fetch_add(h.length, std::memory_order_relaxed);
+  } else if (h.type == kCmdWrite) {
+    counters_->writes.fetch_add(1, std::memory_order_relaxed);
+    counters_->bytes_written.fetch_add(h.length, std::memory_order_relaxed);
+  }
   if (negotiated_.structured_replies && h.type == kCmdRead) {
     encode_structured_header(kReplyFlagDone, kReplyOffsetData, h.handle, 8 + h.length,
                              std::span<std::byte, kStructuredHeaderSize>(r->head.data(), kStructuredHeaderSize));
@@ -589,6 +602,7 @@ void Session::complete(Request* r, std::error_code ec) {
 }
 
 void Session::complete_with_error(Request* r, uint32_t error, std::string_view message) {
+  counters_->errors.fetch_add(1, std::memory_order_relaxed);
   r->send_data = false;
   if (negotiated_.structured_replies) {
     r->head_size = 0;
@@ -743,6 +757,18 @@ void SessionRegistry::shutdown_all() {
 void SessionRegistry::abort_all() {
   auto copy = sessions_;
   for (Session* s : copy) s->abort();
+}
+
+void SessionRegistry::shutdown_export(const Export* e) {
+  auto copy = sessions_;
+  for (Session* s : copy)
+    if (s->attached_export() == e) s->shutdown();
+}
+
+void SessionRegistry::abort_export(const Export* e) {
+  auto copy = sessions_;
+  for (Session* s : copy)
+    if (s->attached_export() == e) s->abort();
 }
 
 void SessionHomes::add(asio::io_context* io) {

@@ -71,6 +71,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void shutdown();
   // Hard stop: drop the connection now; requests in flight finish but are not answered.
   void abort();
+  // The export this session serves requests of; null during the handshake.
+  const Export* attached_export() const { return attached_.get(); }
 
  private:
   struct Request;
@@ -93,8 +95,9 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> negotiate();
   // Closes a connection still in the handshake when the handshake timeout runs out.
   void start_handshake_timer();
-  // After the handshake: takes the chosen export's device and its limits.
-  void attach();
+  // After the handshake: takes the chosen export's device and its limits. False when the
+  // export was removed meanwhile: the session then closes.
+  bool attach();
   // Moves the connection to the chosen device's home thread, if it has one and this is not it.
   // True when it did: this session then ends without closing the socket.
   bool move_home();
@@ -133,6 +136,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool moved_out_ = false;  // the connection went on to the device's thread
   Negotiation negotiation_;
   NegotiatedSession negotiated_;
+  std::shared_ptr<const Export> attached_;  // counted in its connections while set
+  ExportCounters* counters_ = nullptr;      // attached_'s
   backends::BlockDevice* device_ = nullptr;
   uint64_t export_size_ = 0;
   uint32_t min_block_ = 1;
@@ -178,6 +183,9 @@ class SessionRegistry {
   void remove(Session* s);
   void shutdown_all();
   void abort_all();
+  // The same, for the sessions attached to `e` only.
+  void shutdown_export(const Export* e);
+  void abort_export(const Export* e);
   size_t size() const { return count_.load(std::memory_order_acquire); }
   bool empty() const { return size() == 0; }
   // Sessions whose device completes fast enough for their worker to busy-poll for them

@@ -73,6 +73,46 @@ TEST_P(LuksTest, FormatThenLoadUnlockAndServeTheDecryptedPayload) {
   EXPECT_EQ(header_after, header_before);
 }
 
+// The controller's path: the volume key itself, checked against the header's digest, opens
+// the same payload as the passphrase; any other key, or one of the wrong size, is refused.
+TEST_P(LuksTest, UnlockWithTheVolumeKeyServesTheSamePayloadAndRefusesAnyOtherKey) {
+  auto [type, sector] = GetParam();
+  LuksContainer::format(*base, quick(type, sector), secret("pw"));
+  auto by_passphrase = LuksContainer::load(*base).unlock(secret("pw"));
+  SecureBytes key(by_passphrase.volume_key.size());
+  std::memcpy(key.data(), by_passphrase.volume_key.data(), key.size());
+  LuksDevice reference(base, std::move(by_passphrase));
+  auto data = pattern(16 * 1024, 9);
+  ASSERT_FALSE(io.write(reference, 4096 * 3, data));
+
+  SecureBytes wrong(key.size());
+  std::memcpy(wrong.data(), key.data(), key.size());
+  wrong.data()[7] ^= std::byte{1};
+  try {
+    LuksContainer::load(*base).unlock_with_volume_key(std::move(wrong));
+    ADD_FAILURE() << "a wrong volume key was accepted";
+  } catch (const LuksError& e) {
+    EXPECT_EQ(e.kind, LuksError::Kind::wrong_volume_key);
+  }
+  SecureBytes short_key(32);
+  std::memcpy(short_key.data(), key.data(), 32);
+  try {
+    LuksContainer::load(*base).unlock_with_volume_key(std::move(short_key));
+    ADD_FAILURE() << "a 256-bit key was accepted for a 512-bit container";
+  } catch (const LuksError& e) {
+    EXPECT_EQ(e.kind, LuksError::Kind::wrong_volume_key);
+    EXPECT_NE(std::string(e.what()).find("256 bits"), std::string::npos) << e.what();
+  }
+
+  auto unlocked = LuksContainer::load(*base).unlock_with_volume_key(std::move(key));
+  EXPECT_EQ(unlocked.keyslot, -1);
+  EXPECT_EQ(unlocked.volume_key.size(), 64u);
+  LuksDevice device(base, std::move(unlocked));
+  std::vector<std::byte> back(data.size());
+  ASSERT_FALSE(io.read(device, 4096 * 3, back));
+  EXPECT_EQ(back, data);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, LuksTest,
                          ::testing::Values(std::pair<std::string, uint32_t>{"luks2", 4096},
                                            std::pair<std::string, uint32_t>{"luks2", 512},

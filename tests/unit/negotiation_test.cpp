@@ -195,3 +195,20 @@ TEST_F(NegotiationTest, OversizedPayload) {
   EXPECT_EQ(replies(n_.handle_oversized(kOptGo).reply)[0].type, uint32_t{kRepErrTooBig});
   EXPECT_EQ(n_.handle_oversized(kOptExportName).next, Negotiation::Next::close);
 }
+
+TEST_F(NegotiationTest, ListAndGoSeeExportsAddedAndRemovedMidHandshake) {
+  exports_.add({"late", "added while negotiating", std::make_shared<MemoryDevice>(1 << 20, false)});
+  auto r = replies(n_.handle(kOptList, {}).reply);
+  ASSERT_EQ(r.size(), 4u);  // first, ro, late, ACK
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(r[2].data.data() + 4), 4), "late");
+
+  ASSERT_EQ(exports_.remove("first", false).outcome, ExportTable::Removal::Outcome::removed);
+  EXPECT_EQ(replies(n_.handle(kOptList, {}).reply).size(), 3u);
+  // The default export went with "first": the empty name is an error, not another export.
+  auto step = n_.handle(kOptGo, export_query(""));
+  EXPECT_EQ(step.next, Negotiation::Next::more_options);
+  auto refused = replies(step.reply);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].type, uint32_t{kRepErrUnknown});
+  EXPECT_EQ(n_.handle(kOptGo, export_query("late")).next, Negotiation::Next::transmission);
+}

@@ -1,0 +1,246 @@
+#include "gateway/control_service.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <thread>
+
+#include "common/current_context.hpp"
+#include "common/untrusted_json.hpp"
+#include "crypto/luks_device.hpp"
+
+namespace volgate::gateway {
+namespace {
+
+using control::Json;
+
+// Clients that went on sending after their export was removed with force get this long to
+// receive the answers to what they had in flight before their connections are cut (as at a
+// graceful stop of the server), then this long to go once cut.
+constexpr auto kGracefulDrain = nbd::Server::kDrainTimeout;
+constexpr auto kHardDrain = std::chrono::seconds(5);
+// How long a removal without force waits for connections that are closing anyway.
+constexpr auto kDisconnectSettle = std::chrono::milliseconds(500);
+// A removed export's last flush: storage that does not answer in this time is left to finish
+// on its own (the answer to DELETE does not wait for it).
+constexpr auto kFinalFlushTimeout = std::chrono::seconds(15);
+
+ControlResponse json_response(int status, const Json& body) {
+  WipingString text = body.dump();
+  return {status, std::string(text.data(), text.size())};
+}
+
+ControlResponse error(int status, std::string_view message) {
+  return json_response(status, control::error_to_json(status, message));
+}
+
+std::string to_std(const WipingString& s) { return std::string(s.data(), s.size()); }
+
+// The device `request` describes, unlocked when it carries a LUKS key. Throws with a message
+// for the caller: it names the target, never the key.
+std::shared_ptr<backends::BlockDevice> open_target(control::PutExportRequest& request) {
+  auto base = open_storage(request.target);
+  if (!request.luks) return base;
+  // As for --export luks-key-file: a process holding volume keys must not dump them in a core.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  auto container = crypto::LuksContainer::load(*base);
+  control::LuksKey& key = *request.luks;
+  crypto::UnlockedLuks unlocked = key.kind == control::LuksKey::Kind::volume_key
+                                      ? container.unlock_with_volume_key(std::move(key.bytes))
+                                      : container.unlock(key.bytes);
+  return std::make_shared<crypto::LuksDevice>(base, std::move(unlocked));
+}
+
+// The device's last flush before it goes, on a private io_context. If the storage does not
+// answer in time, the context is left to the completion (which holds it) rather than freed
+// under it.
+void final_flush(const nbd::Export& e) {
+  auto io = std::make_shared<boost::asio::io_context>();
+  auto result = std::make_shared<std::optional<std::error_code>>();
+  {
+    CurrentContextGuard current(*io);
+    e.device->flush([io, result](std::error_code ec) { *result = ec; });
+  }
+  io->run_for(kFinalFlushTimeout);
+  if (!*result)
+    spdlog::warn("export '{}': removed; its final flush did not finish within {} s", e.name,
+                 kFinalFlushTimeout.count());
+  else if (**result)
+    spdlog::error("export '{}': removed; its final flush failed: {}", e.name, (*result)->message());
+}
+
+}  // namespace
+
+void ControlService::adopt(const ExportSpec& spec, std::shared_ptr<const nbd::Export> served) {
+  std::lock_guard lock(mutex_);
+  Entry entry{spec, spec.read_only, spec.luks_key_file.has_value(), control::target_to_json(spec), std::move(served)};
+  entries_.insert_or_assign(spec.name, std::move(entry));
+}
+
+ControlResponse ControlService::handle(std::string_view method, std::string_view target, const WipingString& body) {
+  std::string_view path = target.substr(0, target.find('?'));
+  std::string_view query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view();
+  constexpr std::string_view kExports = "/v1/exports";
+  if (path == "/v1/health") {
+    if (method != "GET") return error(405, "/v1/health takes GET");
+    return health();
+  }
+  if (path == kExports) {
+    if (method != "GET") return error(405, "/v1/exports takes GET");
+    return list();
+  }
+  if (!path.starts_with(kExports) || path.size() <= kExports.size() + 1 || path[kExports.size()] != '/')
+    return error(404, "no such resource");
+  std::string name(path.substr(kExports.size() + 1));
+  if (!control::valid_export_name(name))
+    return error(400, "export names are 1-255 characters of letters, digits, '-', '_', '.', ':'");
+  bool force = false;
+  if (method == "DELETE") {
+    if (query == "force=true") force = true;
+    else if (!query.empty() && query != "force=false") return error(400, "DELETE takes ?force=true or nothing");
+  } else if (!query.empty()) {
+    return error(400, std::string(method) + " takes no query string");
+  }
+  if (method == "GET") return get(name);
+  if (method == "PUT") return put(name, body);
+  if (method == "DELETE") return remove(name, force);
+  return error(405, "/v1/exports/{name} takes GET, PUT or DELETE");
+}
+
+ControlResponse ControlService::health() const {
+  std::lock_guard lock(mutex_);
+  control::Health h{"ok", entries_.size(), server_.connection_count(), static_cast<int64_t>(::getpid())};
+  return json_response(200, control::health_to_json(h));
+}
+
+control::ExportInfo ControlService::info(const std::string& name, const Entry& entry) const {
+  const nbd::ExportCounters& c = *entry.served->counters;
+  auto load = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+  control::ExportInfo out;
+  out.name = name;
+  out.target = entry.target;
+  out.read_only = entry.read_only;
+  out.encrypted = entry.encrypted;
+  out.size = entry.served->device->size();
+  out.connections = c.connections.load(std::memory_order_relaxed);
+  out.requests = {load(c.reads), load(c.writes), load(c.bytes_read), load(c.bytes_written), load(c.errors)};
+  return out;
+}
+
+ControlResponse ControlService::list() const {
+  std::lock_guard lock(mutex_);
+  Json exports = Json::array();
+  // In the order they were added, as NBD_OPT_LIST shows them.
+  for (const auto& served : *server_.exports().all()) {
+    auto it = entries_.find(served->name);
+    if (it != entries_.end()) exports.push_back(control::export_to_json(info(it->first, it->second)));
+  }
+  return json_response(200, Json{{"exports", std::move(exports)}});
+}
+
+ControlResponse ControlService::get(const std::string& name) const {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return error(404, "no export named '" + name + "'");
+  return json_response(200, Json{{"export", control::export_to_json(info(name, it->second))}});
+}
+
+ControlResponse ControlService::put(const std::string& name, const WipingString& body) {
+  control::PutExportRequest request;
+  try {
+    request = control::put_request_from_json(parse_untrusted_json_as<Json>(std::string_view(body.data(), body.size())));
+  } catch (const std::exception& e) {  // ProtocolError or UntrustedJsonError
+    return error(400, e.what());
+  }
+  request.target.name = name;
+
+  std::lock_guard lock(mutex_);
+  if (server_.stopping()) return error(503, "the gateway is stopping");
+  const bool encrypted = request.luks.has_value();
+  Json canonical = control::target_to_json(request.target);
+  if (auto it = entries_.find(name); it != entries_.end()) {
+    const Entry& existing = it->second;
+    if (existing.canonical_target != canonical || existing.read_only != request.read_only ||
+        existing.encrypted != encrypted)
+      return error(409, "export '" + name + "' is already served with another target, read_only or encryption (" +
+                            to_std(existing.canonical_target.dump()) + ", read_only " +
+                            (existing.read_only ? "true" : "false") + ")");
+    return json_response(200, Json{{"export", control::export_to_json(info(name, existing))}, {"unchanged", true}});
+  }
+
+  std::shared_ptr<backends::BlockDevice> device;
+  try {
+    device = open_target(request);
+  } catch (const crypto::LuksError& e) {
+    const char* what = e.kind == crypto::LuksError::Kind::wrong_volume_key ? "luks.volume_key: "
+                       : e.kind == crypto::LuksError::Kind::wrong_passphrase ? "luks.passphrase: "
+                                                                               : "LUKS: ";
+    return error(400, "export '" + name + "': " + what + e.what());
+  } catch (const std::exception& e) {
+    return error(400, "export '" + name + "': " + e.what());
+  }
+  std::string description = device->description();
+  std::shared_ptr<const nbd::Export> served;
+  try {
+    served = server_.exports().add({name, description, std::move(device)});
+  } catch (const std::invalid_argument& e) {
+    return error(409, e.what());  // added meanwhile by no one but us: cannot happen, but say so
+  }
+  Entry entry{std::move(request.target), request.read_only, encrypted, std::move(canonical), std::move(served)};
+  auto [it, inserted] = entries_.insert_or_assign(name, std::move(entry));
+  spdlog::info("export '{}' added: {}, {} bytes", name, description, it->second.served->device->size());
+  return json_response(201, Json{{"export", control::export_to_json(info(name, it->second))}});
+}
+
+ControlResponse ControlService::remove(const std::string& name, bool force) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return error(404, "no export named '" + name + "'");
+  using Outcome = nbd::ExportTable::Removal::Outcome;
+  auto removal = server_.exports().remove(name, force);
+  // A client that has just hung up (QEMU after a detach) is counted until its session has
+  // wound down, a moment later: a removal right behind it should not be refused for that.
+  const auto settle = std::chrono::steady_clock::now() + kDisconnectSettle;
+  while (removal.outcome == Outcome::busy && std::chrono::steady_clock::now() < settle) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    removal = server_.exports().remove(name, force);
+  }
+  if (removal.outcome == Outcome::not_found) {
+    entries_.erase(it);
+    return error(404, "no export named '" + name + "'");
+  }
+  if (removal.outcome == Outcome::busy)
+    return error(409, "export '" + name + "' has " + std::to_string(removal.connections) +
+                          " connected client(s); DELETE with ?force=true to disconnect them");
+  entries_.erase(it);
+  const nbd::Export& e = *removal.removed;
+  if (removal.connections > 0) {
+    spdlog::info("export '{}': removing, {} client(s) to disconnect", name, removal.connections);
+    drain(e);
+  }
+  final_flush(e);
+  spdlog::info("export '{}' removed", name);
+  return {204, {}};
+}
+
+void ControlService::drain(const nbd::Export& e) {
+  auto wait_until_idle = [&](auto timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (e.counters->connections.load() > 0) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  };
+  server_.close_sessions_of(e, false);
+  if (wait_until_idle(kGracefulDrain)) return;
+  spdlog::warn("export '{}': clients still connected after {} s, closing their connections", e.name,
+               kGracefulDrain.count());
+  server_.close_sessions_of(e, true);
+  if (!wait_until_idle(kHardDrain))
+    spdlog::warn("export '{}': {} session(s) still winding down", e.name, e.counters->connections.load());
+}
+
+}  // namespace volgate::gateway
