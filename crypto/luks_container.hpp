@@ -8,21 +8,14 @@
 // (format, add-key, remove-key) write the changed copy back to the device.
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "backends/block_device.hpp"
+#include "crypto/luks_error.hpp"
 #include "crypto/secure_bytes.hpp"
 
 namespace volgate::crypto {
-
-class LuksError : public std::runtime_error {
- public:
-  enum class Kind { not_luks, wrong_passphrase, unsupported, invalid, io };
-  LuksError(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
-  const Kind kind;
-};
 
 struct LuksKeyslot {
   int index = 0;
