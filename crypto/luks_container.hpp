@@ -1,11 +1,13 @@
 #pragma once
 // A LUKS1 or LUKS2 container on any BlockDevice, through libcryptsetup.
 //
-// libcryptsetup wants a path, and a volume on RBD or iSCSI has none. So the header area (from
-// the start of the device to the start of the data segment) is copied into an anonymous
-// in-memory file the size of the device (sparse, so only the copied header takes memory), and
-// libcryptsetup works on that copy. Only the operations that are meant to change the header
-// (format, add-key, remove-key) write the changed copy back to the device.
+// libcryptsetup wants a path, and a volume on RBD or iSCSI has none. So the parts of the device
+// libcryptsetup reads (the header copies and the keyslots' key material, found by
+// locate_luks_areas) are copied into an anonymous in-memory file the size of the device, and
+// libcryptsetup works on that copy. The rest of the file is a hole: it costs nothing and is
+// never read from the device, however far out the header puts the data. Only the operations
+// that are meant to change the header (format, add-key, remove-key) write the changed parts of
+// the copy back to the device.
 #include <cstdint>
 #include <memory>
 #include <string>
