@@ -27,6 +27,8 @@ using Kind = LuksError::Kind;
 constexpr uint64_t kUnit = 4096;
 // Longest single read or write of the device.
 constexpr uint64_t kCopyChunk = 1024 * 1024;
+// Where a LUKS1 binary header keeps the iteration count of its volume key digest.
+constexpr uint64_t kLuks1DigestIterationsAt = 164;
 
 [[noreturn]] void fail(Kind kind, const std::string& message) { throw LuksError(kind, message); }
 
@@ -246,6 +248,22 @@ LuksContainer LuksContainer::format(backends::BlockDevice& device, const LuksFor
   return container;
 }
 
+// The largest iteration count of the pbkdf2 digests in LUKS2 metadata; 0 if one is not pbkdf2
+// or has none (its cost is then unknown).
+static uint32_t largest_digest_iterations(const nlohmann::json& metadata) {
+  auto digests = metadata.find("digests");
+  if (digests == metadata.end() || !digests->is_object() || digests->empty()) return 0;
+  uint32_t largest = 0;
+  for (const auto& digest : *digests) {
+    auto iterations = digest.is_object() ? digest.find("iterations") : digest.end();
+    if (!digest.is_object() || iterations == digest.end() || !iterations->is_number_unsigned() ||
+        iterations->get<uint64_t>() > UINT32_MAX)
+      return 0;
+    largest = std::max(largest, iterations->get<uint32_t>());
+  }
+  return largest;
+}
+
 void LuksContainer::refresh_info() {
   crypt_device* cd = image_->cd;
   LuksInfo info;
@@ -298,7 +316,12 @@ void LuksContainer::refresh_info() {
           info.payload_size = std::min(info.payload_size, fixed);
         }
       }
+      info.digest_iterations = largest_digest_iterations(json);
     }
+  } else {
+    // LUKS1 has one digest, its iteration count at a fixed place in the binary header.
+    const auto bytes = image_->read_copy(kLuks1DigestIterationsAt, 4);
+    for (std::byte b : bytes) info.digest_iterations = info.digest_iterations << 8 | std::to_integer<uint32_t>(b);
   }
   info.payload_size -= info.payload_size % info.sector_size;  // a partial last sector is unusable
   if (info.payload_size == 0) problems.push_back("no room for data after the header");
@@ -323,6 +346,7 @@ void LuksContainer::refresh_info() {
       ks.pbkdf = kdf.type ? kdf.type : "";
       ks.iterations = kdf.iterations;
       ks.memory_kib = kdf.max_memory_kb;
+      ks.threads = kdf.parallel_threads;
     }
     info.keyslots.push_back(ks);
   }

@@ -24,6 +24,7 @@ struct LuksKeyslot {
   std::string pbkdf;  // "argon2id", "argon2i" or "pbkdf2"
   uint32_t iterations = 0;
   uint32_t memory_kib = 0;
+  uint32_t threads = 0;  // argon2's parallel lanes
 };
 
 struct LuksInfo {
@@ -36,6 +37,9 @@ struct LuksInfo {
   uint64_t payload_size = 0;  // bytes of decrypted data
   uint64_t iv_offset = 0;     // in 512-byte sectors (LUKS2 iv_tweak)
   std::vector<LuksKeyslot> keyslots;  // active ones
+  // PBKDF2 iterations of the volume key digest, which every unlock attempt pays on top of its
+  // keyslot's PBKDF (the largest, if LUKS2 has several digests); 0 if unknown.
+  uint32_t digest_iterations = 0;
   // Why volgate cannot serve this container; empty when it can.
   std::string unsupported;
 };
