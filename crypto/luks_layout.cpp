@@ -7,6 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "common/size.hpp"
@@ -142,19 +143,21 @@ class Luks2Locator {
     }
     // With no usable copy libcryptsetup fails to load; say why when a field is to blame.
     if (copies_.empty() && !first_problem_.empty()) refuse(first_problem_);
-    uint64_t keyslot_bytes = 0;
     std::string unparsed;
     for (const auto& copy : copies_) {
       std::string why;
       if (auto json = parse_json(copy, why))
-        keyslot_bytes += add_keyslot_areas(copy, *json);
+        add_keyslot_areas(copy, *json);
       else if (unparsed.empty())
         unparsed = "LUKS2 header at " + std::to_string(copy.offset) + ": the JSON metadata " + why;
     }
     // With no copy parsed here, keyslots libcryptsetup might still find would not be copied:
     // refuse rather than let a right passphrase seem wrong. (An unparsable copy beside a good
-    // one is damage, which libcryptsetup repairs from the good one.)
+    // one is damage, which libcryptsetup passes over for the good one.)
     if (parsed_ == 0 && !unparsed.empty()) refuse(unparsed);
+    // Both copies normally list the same areas: count each once.
+    uint64_t keyslot_bytes = 0;
+    for (const auto& [offset, size] : keyslot_areas_) keyslot_bytes += size;
     if (keyslot_bytes > kMaxKeyslotAreas)
       refuse("LUKS2 header: the keyslot areas add up to " + bytes_text(keyslot_bytes) +
              ", more than the " + format_size(kMaxKeyslotAreas) + " any real container needs");
@@ -203,8 +206,8 @@ class Luks2Locator {
     return std::nullopt;
   }
 
-  // Adds the areas of the keyslots that hold key material; returns their bytes.
-  uint64_t add_keyslot_areas(const Luks2Copy& copy, const nlohmann::json& json) {
+  // Adds the areas of the keyslots that hold key material.
+  void add_keyslot_areas(const Luks2Copy& copy, const nlohmann::json& json) {
     ++parsed_;
     const uint64_t hdr_size = copy.bytes.size();
     const std::string where = "LUKS2 header at " + std::to_string(copy.offset) + ": ";
@@ -213,7 +216,6 @@ class Luks2Locator {
     if (keyslots->size() > kLuks2Keyslots)
       refuse(where + "keyslots lists " + std::to_string(keyslots->size()) + " entries; LUKS2 has at most " +
              std::to_string(kLuks2Keyslots));
-    uint64_t total = 0;
     for (const auto& [id, keyslot] : keyslots->items()) {
       const bool number = !id.empty() && id.size() <= 2 &&
                           std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -239,9 +241,8 @@ class Luks2Locator {
         refuse(name + "area.offset " + std::to_string(offset) + " and area.size " + std::to_string(size) +
                " reach beyond the device's end at " + bytes_text(device_size_));
       layout_.areas.push_back({offset, size});
-      total += size;
+      keyslot_areas_.emplace(offset, size);
     }
-    return total;
   }
 
   // The JSON text of a copy (up to its first NUL), parsed with nesting limited; nothing, and
@@ -290,6 +291,7 @@ class Luks2Locator {
   LuksLayout& layout_;
   std::vector<Luks2Copy> copies_;
   int parsed_ = 0;
+  std::set<std::pair<uint64_t, uint64_t>> keyslot_areas_;  // offset, size
   std::string first_problem_;
 };
 

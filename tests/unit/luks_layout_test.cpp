@@ -206,6 +206,45 @@ TEST(UntrustedLuksHeader, Luks2KeyslotAreasThatMakeNoSenseAreRefusedByName) {
   }
 }
 
+// `count` keyslots of 1 MiB each, side by side after the header, in both header copies.
+void many_keyslots(backends::BlockDevice& device, int count) {
+  edit_luks2(device, [&](nlohmann::json& j) {
+    const nlohmann::json model = j["keyslots"]["0"];
+    for (int i = 0; i < count; ++i) {
+      auto& slot = j["keyslots"][std::to_string(i)] = model;
+      slot["area"]["offset"] = std::to_string((16 + i) * kMiB);
+      slot["area"]["size"] = std::to_string(kMiB);
+    }
+  });
+}
+
+LuksLayout locate(backends::BlockDevice& device) {
+  return locate_luks_areas(device.size(), [&](uint64_t offset, uint64_t length) {
+    std::vector<std::byte> bytes(length);
+    if (DeviceSync().read(device, offset, bytes)) throw std::runtime_error("read failed");
+    return bytes;
+  });
+}
+
+// All keyslot areas together are bounded (16 MiB), each counted once although both header copies
+// list it.
+TEST(UntrustedLuksHeader, KeyslotAreasAreBoundedTogether) {
+  auto device = std::make_shared<backends::MemoryDevice>(64 * kMiB, false);
+  DeviceSync io;
+  std::vector<std::byte> header(16 * kMiB);
+  ASSERT_FALSE(io.read(*formatted("luks2"), 0, header));
+  ASSERT_FALSE(io.write(*device, 0, header));
+  many_keyslots(*device, 12);
+  EXPECT_EQ(locate(*device).version, 2);
+  many_keyslots(*device, 17);
+  try {
+    locate(*device);
+    ADD_FAILURE() << "17 MiB of keyslot areas were accepted";
+  } catch (const LuksError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("the keyslot areas add up to 17825792 (17 MiB)"));
+  }
+}
+
 TEST(UntrustedLuksHeader, Luks1KeyslotsThatMakeNoSenseAreRefusedByName) {
   auto beyond = formatted("luks1");
   put_be32(*beyond, kLuks1Keyslot0MaterialAt, 1u << 30);  // 512 GiB in
