@@ -88,7 +88,13 @@ class LuksContainer {
   int remove_key(const SecureBytes& passphrase);
 
  private:
+  struct OpenedKeyslot {
+    SecureBytes volume_key;
+    int keyslot;
+  };
+
   LuksContainer(backends::BlockDevice& device, std::unique_ptr<Image> image);
+  OpenedKeyslot open_keyslot(const SecureBytes& passphrase);
   void refresh_info();
   void write_back(bool whole = false);
 

@@ -267,6 +267,38 @@ TEST(UntrustedLuksHeader, JsonNestedDeeperThanLibcryptsetupTakesIsRefused) {
   EXPECT_THAT(load_error(*device), ::testing::HasSubstr("the JSON metadata nests deeper than 32 levels"));
 }
 
+// libcryptsetup 2.6 takes a digest it cannot compute (an unknown hash, a short salt or digest)
+// for a match, so any passphrase "opens" the first keyslot, with a wrong volume key; adding or
+// removing a keyslot then writes with it. Found by luks_header_fuzz. Such a header opens nothing
+// and nothing is written.
+TEST(UntrustedLuksHeader, ADigestThatCannotBeComputedOpensNothing) {
+  for (auto [field, value] : {std::pair{"hash", "nosuchhash"}, std::pair{"salt", "AAAA"},
+                              std::pair{"digest", "AAAAAAAAAAAAAAAAAAAAAAAAAA=="}}) {
+    SCOPED_TRACE(std::string(field) + " = " + value);
+    auto device = formatted("luks2");
+    LuksContainer::load(*device).add_key(secret("pw"), secret("pw2"), quick("luks2"));
+    edit_luks2(*device, [&](nlohmann::json& j) { j["digests"]["0"][field] = value; });
+    DeviceSync io;
+    std::vector<std::byte> before(16 * kMiB), after(16 * kMiB);
+    ASSERT_FALSE(io.read(*device, 0, before));
+    auto container = LuksContainer::load(*device);
+    for (const char* passphrase : {"pw", "wrong"}) {
+      SCOPED_TRACE(passphrase);
+      try {
+        container.unlock(secret(passphrase));
+        ADD_FAILURE() << "unlocked";
+      } catch (const LuksError& e) {
+        EXPECT_EQ(e.kind, LuksError::Kind::invalid) << e.what();
+        EXPECT_THAT(e.what(), ::testing::HasSubstr("digest"));
+      }
+      EXPECT_THROW(container.add_key(secret(passphrase), secret("new"), quick("luks2")), LuksError);
+      EXPECT_THROW(container.remove_key(secret(passphrase)), LuksError);
+    }
+    ASSERT_FALSE(io.read(*device, 0, after));
+    EXPECT_TRUE(after == before) << "the header changed";
+  }
+}
+
 // Without its primary binary header a LUKS2 container opens from the secondary copy, found at
 // one of the offsets the format allows; the reads stay small.
 TEST(UntrustedLuksHeader, ADestroyedPrimaryHeaderStillOpensFromTheSecondary) {
