@@ -8,23 +8,29 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <utility>
 
 #include "backends/sync_io.hpp"
 #include "common/size.hpp"
+#include "crypto/luks_digest.hpp"
+#include "crypto/luks_layout.hpp"
 
 namespace volgate::crypto {
 namespace {
 
 using Kind = LuksError::Kind;
 
-// Enough for a LUKS1 header and for LUKS2 with cryptsetup's default 16 MiB data offset; a
-// container whose data starts later is read a second time up to its data offset.
-constexpr uint64_t kFirstRead = 16 * 1024 * 1024;
-// LUKS2 allows large metadata areas, but nothing sane needs more than this before its data.
-constexpr uint64_t kMaxHeaderArea = 1024ull * 1024 * 1024;
-constexpr size_t kCopyChunk = 1024 * 1024;
+// The memory file mirrors the device in units this large: what is read from the device, and
+// what is compared and written back, is always whole units (aligned for any device).
+constexpr uint64_t kUnit = 4096;
+// Longest single read or write of the device.
+constexpr uint64_t kCopyChunk = 1024 * 1024;
+// Where a LUKS1 binary header keeps the iteration count of its volume key digest, and its size.
+constexpr uint64_t kLuks1DigestIterationsAt = 164;
+constexpr uint64_t kLuks1HeaderBytes = 592;
 
 [[noreturn]] void fail(Kind kind, const std::string& message) { throw LuksError(kind, message); }
 
@@ -36,9 +42,10 @@ struct LuksContainer::Image {
   int fd = -1;
   crypt_device* cd = nullptr;
   uint64_t device_size = 0;
-  uint64_t copied = 0;              // bytes of the device held in the memory file
-  std::vector<std::byte> original;  // those bytes as read, to write back only what changed
-  std::string last_error;           // libcryptsetup's latest error message
+  // The units of the device held in the memory file, by index, as the device had them when they
+  // were read or last written: to write back only what changed. The rest of the file is a hole.
+  std::map<uint64_t, std::vector<std::byte>> original;
+  std::string last_error;  // libcryptsetup's latest error message
 
   ~Image() {
     close_device();
@@ -47,20 +54,6 @@ struct LuksContainer::Image {
 
   std::string path() const { return "/proc/self/fd/" + std::to_string(fd); }
 
-  // The primary header magic at 0 (LUKS1 and LUKS2), or a LUKS2 secondary header at one of
-  // the offsets the format allows (16 KiB to 4 MiB).
-  bool has_luks_signature() const {
-    static const unsigned char primary[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
-    static const unsigned char secondary[6] = {'S', 'K', 'U', 'L', 0xba, 0xbe};
-    auto magic_at = [&](uint64_t at, const unsigned char* magic) {
-      return at + 6 <= original.size() && std::memcmp(original.data() + at, magic, 6) == 0;
-    };
-    if (magic_at(0, primary)) return true;
-    for (uint64_t at = 16 * 1024; at <= 4 * 1024 * 1024; at *= 2)
-      if (magic_at(at, secondary)) return true;
-    return false;
-  }
-
   static std::unique_ptr<Image> create(uint64_t device_size) {
     // libcryptsetup takes a global metadata lock per device; our copy is private to us.
     crypt_metadata_locking(nullptr, 0);
@@ -68,7 +61,8 @@ struct LuksContainer::Image {
     image->device_size = device_size;
     image->fd = ::memfd_create("volgate-luks-header", MFD_CLOEXEC);
     if (image->fd < 0) fail(Kind::io, std::string("memfd_create: ") + std::strerror(errno));
-    // As large as the device, so libcryptsetup sees its real size; sparse, so it costs nothing.
+    // As large as the device, so libcryptsetup sees its real size; sparse, so only the copied
+    // units take memory.
     if (::ftruncate(image->fd, static_cast<off_t>(device_size)) < 0)
       fail(Kind::io, std::string("sizing the header copy: ") + std::strerror(errno));
     return image;
@@ -99,19 +93,48 @@ struct LuksContainer::Image {
     crypt_set_log_callback(cd, &Image::log, this);
   }
 
-  // Copies [copied, until) of the device into the memory file.
-  void copy_from(backends::BlockDevice& device, backends::SyncIo& io, uint64_t until) {
-    std::vector<std::byte> chunk;
-    while (copied < until) {
-      chunk.resize(static_cast<size_t>(std::min<uint64_t>(kCopyChunk, until - copied)));
-      if (auto ec = io.read(device, copied, chunk))
-        fail(Kind::io, "reading the header at offset " + std::to_string(copied) + ": " + ec.message());
-      if (::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(copied)) !=
-          static_cast<ssize_t>(chunk.size()))
+  // [first, end) in units, clipped to the device.
+  std::pair<uint64_t, uint64_t> units_of(uint64_t offset, uint64_t length) const {
+    const uint64_t start = std::min(offset, device_size);
+    const uint64_t end = start + std::min(length, device_size - start);
+    return {start / kUnit, (end + kUnit - 1) / kUnit};
+  }
+  uint64_t unit_bytes(uint64_t unit) const { return std::min(kUnit, device_size - unit * kUnit); }
+
+  // Bytes of the memory file; throws LuksError.
+  std::vector<std::byte> read_copy(uint64_t offset, uint64_t length) const {
+    std::vector<std::byte> bytes(static_cast<size_t>(length));
+    if (::pread(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset)) != static_cast<ssize_t>(bytes.size()))
+      fail(Kind::io, std::string("reading the header copy: ") + std::strerror(errno));
+    return bytes;
+  }
+
+  // Brings the units covering [offset, offset + length) from the device into the memory file
+  // (those not there yet), and returns those bytes of the copy.
+  std::vector<std::byte> fetch(backends::BlockDevice& device, backends::SyncIo& io, uint64_t offset,
+                               uint64_t length) {
+    auto [unit, end] = units_of(offset, length);
+    while (unit < end) {
+      if (original.count(unit)) {
+        ++unit;
+        continue;
+      }
+      // A run of missing units, read at once.
+      uint64_t run_end = unit + 1;
+      while (run_end < end && !original.count(run_end) && (run_end - unit) * kUnit < kCopyChunk) ++run_end;
+      const uint64_t at = unit * kUnit;
+      std::vector<std::byte> chunk(static_cast<size_t>(std::min(device_size, run_end * kUnit) - at));
+      if (auto ec = io.read(device, at, chunk))
+        fail(Kind::io, "reading the header at offset " + std::to_string(at) + ": " + ec.message());
+      if (::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(at)) != static_cast<ssize_t>(chunk.size()))
         fail(Kind::io, std::string("writing the header copy: ") + std::strerror(errno));
-      original.insert(original.end(), chunk.begin(), chunk.end());
-      copied += chunk.size();
+      for (uint64_t u = unit; u < run_end; ++u) {
+        const auto* from = chunk.data() + (u - unit) * kUnit;
+        original.emplace(u, std::vector<std::byte>(from, from + unit_bytes(u)));
+      }
+      unit = run_end;
     }
+    return read_copy(offset, length);
   }
 };
 
@@ -151,23 +174,24 @@ LuksContainer::~LuksContainer() = default;
 LuksContainer LuksContainer::load(backends::BlockDevice& device) {
   backends::SyncIo io;
   auto image = Image::create(device.size());
-  image->copy_from(device, io, std::min(device.size(), kFirstRead));
-  for (;;) {
-    image->open_device();
-    if (int rc = crypt_load(image->cd, CRYPT_LUKS, nullptr); rc < 0) {
-      // A LUKS signature that does not load is a damaged header, never "not LUKS": that
-      // answer lets `format` go ahead without --force.
-      if (!image->has_luks_signature())
-        fail(Kind::not_luks, "no LUKS header found");
-      fail(Kind::invalid, image->error_or("the LUKS header is damaged: " + errno_text(rc)));
-    }
-    uint64_t data_offset = crypt_get_data_offset(image->cd) * 512;
-    if (data_offset <= image->copied) break;
-    if (data_offset > kMaxHeaderArea || data_offset > device.size())
-      fail(Kind::unsupported, "the LUKS data offset " + std::to_string(data_offset) +
-                                  " is beyond the device or over 1 GiB");
-    image->copy_from(device, io, data_offset);
-  }
+  // Only the header and keyslot areas are copied: the data offset is the header's word, and an
+  // untrusted header may put it far out (copying up to it once cost 1 GiB for a crafted one).
+  const LuksLayout layout = locate_luks_areas(device.size(), [&](uint64_t offset, uint64_t length) {
+    return image->fetch(device, io, offset, length);
+  });
+  // A LUKS signature that does not load is a damaged header, never "not LUKS": that answer
+  // lets `format` go ahead without --force.
+  if (!layout.signature) fail(Kind::not_luks, "no LUKS header found");
+  for (const ByteRange& area : layout.areas) image->fetch(device, io, area.offset, area.length);
+  image->open_device();
+  if (int rc = crypt_load(image->cd, CRYPT_LUKS, nullptr); rc < 0)
+    fail(Kind::invalid, image->error_or("the LUKS header is damaged: " + errno_text(rc)));
+  const uint64_t data_offset = crypt_get_data_offset(image->cd) * 512;
+  if (data_offset > device.size())
+    fail(Kind::invalid, std::string("the LUKS data offset (") +
+                            (layout.version == 1 ? "payload_offset" : "segments.*.offset") + ") " +
+                            std::to_string(data_offset) + " is beyond the device's end at " +
+                            std::to_string(device.size()));
   return LuksContainer(device, std::move(image));
 }
 
@@ -221,10 +245,25 @@ LuksContainer LuksContainer::format(backends::BlockDevice& device, const LuksFor
   if (data_offset >= device.size())
     fail(Kind::invalid, "the device (" + format_size(device.size()) +
                             ") has no room for data after a " + format_size(data_offset) + " header");
-  image->copied = data_offset;
   LuksContainer container(device, std::move(image));
   container.write_back(true);
   return container;
+}
+
+// The largest iteration count of the pbkdf2 digests in LUKS2 metadata; 0 if one is not pbkdf2
+// or has none (its cost is then unknown).
+static uint32_t largest_digest_iterations(const nlohmann::json& metadata) {
+  auto digests = metadata.find("digests");
+  if (digests == metadata.end() || !digests->is_object() || digests->empty()) return 0;
+  uint32_t largest = 0;
+  for (const auto& digest : *digests) {
+    auto iterations = digest.is_object() ? digest.find("iterations") : digest.end();
+    if (!digest.is_object() || iterations == digest.end() || !iterations->is_number_unsigned() ||
+        iterations->get<uint64_t>() > UINT32_MAX)
+      return 0;
+    largest = std::max(largest, iterations->get<uint32_t>());
+  }
+  return largest;
 }
 
 void LuksContainer::refresh_info() {
@@ -279,7 +318,12 @@ void LuksContainer::refresh_info() {
           info.payload_size = std::min(info.payload_size, fixed);
         }
       }
+      info.digest_iterations = largest_digest_iterations(json);
     }
+  } else {
+    // LUKS1 has one digest, its iteration count at a fixed place in the binary header.
+    const auto bytes = image_->read_copy(kLuks1DigestIterationsAt, 4);
+    for (std::byte b : bytes) info.digest_iterations = info.digest_iterations << 8 | std::to_integer<uint32_t>(b);
   }
   info.payload_size -= info.payload_size % info.sector_size;  // a partial last sector is unusable
   if (info.payload_size == 0) problems.push_back("no room for data after the header");
@@ -304,25 +348,53 @@ void LuksContainer::refresh_info() {
       ks.pbkdf = kdf.type ? kdf.type : "";
       ks.iterations = kdf.iterations;
       ks.memory_kib = kdf.max_memory_kb;
+      ks.threads = kdf.parallel_threads;
     }
     info.keyslots.push_back(ks);
   }
   info_ = std::move(info);
 }
 
+// Recovers the volume key with `passphrase`, and checks it against the header's digest on our
+// own (see luks_digest.hpp: libcryptsetup 2.6 hands out a wrong key for any passphrase when it
+// cannot compute the digest). The check costs one more digest PBKDF: about 125 ms for a
+// cryptsetup-made LUKS2 header, a few ms for LUKS1.
+LuksContainer::OpenedKeyslot LuksContainer::open_keyslot(const SecureBytes& passphrase) {
+  crypt_device* cd = image_->cd;
+  const int key_bytes = crypt_get_volume_key_size(cd);
+  if (key_bytes <= 0) fail(Kind::invalid, image_->error_or("the header names no volume key size"));
+  OpenedKeyslot opened{SecureBytes(static_cast<size_t>(key_bytes)), -1};
+  size_t key_size = opened.volume_key.size();
+  int rc = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, reinterpret_cast<char*>(opened.volume_key.data()),
+                                &key_size, passphrase.chars(), passphrase.size());
+  if (rc == -EPERM) fail(Kind::wrong_passphrase, "no keyslot opens with this passphrase");
+  if (rc < 0) fail(Kind::io, image_->error_or("unlocking failed: " + errno_text(rc)));
+  opened.volume_key.shrink(key_size);
+  opened.keyslot = rc;
+  LuksDigest digest;
+  if (info_.version == "LUKS1") {
+    digest = luks1_digest(image_->read_copy(0, kLuks1HeaderBytes));
+  } else {
+    const char* metadata = nullptr;
+    if (crypt_dump_json(cd, &metadata, 0) < 0 || !metadata) fail(Kind::io, "cannot read the LUKS2 metadata");
+    digest = luks2_digest(metadata, opened.keyslot);
+  }
+  if (!luks_digest_matches(digest, opened.volume_key.span()))
+    fail(Kind::wrong_passphrase, "no keyslot opens with this passphrase");
+  return opened;
+}
+
 UnlockedLuks LuksContainer::unlock(const SecureBytes& passphrase) {
   if (!info_.unsupported.empty())
     fail(Kind::unsupported, "volgate cannot serve this " + info_.version + " container: " + info_.unsupported);
+  OpenedKeyslot opened = open_keyslot(passphrase);
+  if (opened.volume_key.size() != info_.key_bits / 8)
+    fail(Kind::invalid, "keyslot " + std::to_string(opened.keyslot) + " holds a " +
+                            std::to_string(opened.volume_key.size() * 8) + "-bit key, not " +
+                            std::to_string(info_.key_bits));
   UnlockedLuks unlocked;
-  unlocked.volume_key = SecureBytes(info_.key_bits / 8);
-  size_t key_size = unlocked.volume_key.size();
-  int rc = crypt_volume_key_get(image_->cd, CRYPT_ANY_SLOT,
-                                reinterpret_cast<char*>(unlocked.volume_key.data()), &key_size,
-                                passphrase.chars(), passphrase.size());
-  if (rc == -EPERM) fail(Kind::wrong_passphrase, "no keyslot opens with this passphrase");
-  if (rc < 0) fail(Kind::io, image_->error_or("unlocking failed: " + errno_text(rc)));
-  unlocked.volume_key.shrink(key_size);
-  unlocked.keyslot = rc;
+  unlocked.volume_key = std::move(opened.volume_key);
+  unlocked.keyslot = opened.keyslot;
   unlocked.info = info_;
   return unlocked;
 }
@@ -331,11 +403,12 @@ int LuksContainer::add_key(const SecureBytes& passphrase, const SecureBytes& new
                            const LuksFormatOptions& kdf) {
   if (info_.version == "LUKS1" && !kdf.pbkdf.empty() && kdf.pbkdf != "pbkdf2")
     fail(Kind::invalid, "LUKS1 keyslots use pbkdf2 only");
+  // The new keyslot stores the checked key, never one libcryptsetup merely accepted.
+  const OpenedKeyslot opened = open_keyslot(passphrase);
   set_pbkdf(*image_, info_.version == "LUKS2", kdf);
-  int rc = crypt_keyslot_add_by_passphrase(image_->cd, CRYPT_ANY_SLOT, passphrase.chars(),
-                                           passphrase.size(), new_passphrase.chars(),
+  int rc = crypt_keyslot_add_by_volume_key(image_->cd, CRYPT_ANY_SLOT, opened.volume_key.chars(),
+                                           opened.volume_key.size(), new_passphrase.chars(),
                                            new_passphrase.size());
-  if (rc == -EPERM) fail(Kind::wrong_passphrase, "no keyslot opens with this passphrase");
   if (rc < 0) fail(Kind::io, image_->error_or("adding a keyslot failed: " + errno_text(rc)));
   write_back();
   refresh_info();
@@ -343,11 +416,7 @@ int LuksContainer::add_key(const SecureBytes& passphrase, const SecureBytes& new
 }
 
 int LuksContainer::remove_key(const SecureBytes& passphrase) {
-  // Activation without a name only checks the passphrase and tells which keyslot it opens.
-  int slot = crypt_activate_by_passphrase(image_->cd, nullptr, CRYPT_ANY_SLOT, passphrase.chars(),
-                                          passphrase.size(), 0);
-  if (slot == -EPERM) fail(Kind::wrong_passphrase, "no keyslot opens with this passphrase");
-  if (slot < 0) fail(Kind::io, image_->error_or("checking the passphrase failed: " + errno_text(slot)));
+  const int slot = open_keyslot(passphrase).keyslot;
   if (info_.keyslots.size() <= 1)
     fail(Kind::invalid, "keyslot " + std::to_string(slot) +
                             " is the last one; removing it would make the data unreadable forever");
@@ -368,43 +437,70 @@ UnlockedLuks LuksContainer::unlock_with_volume_key(SecureBytes volume_key) {
   int rc = crypt_volume_key_verify(image_->cd, volume_key.chars(), volume_key.size());
   if (rc == -EPERM) fail(Kind::wrong_volume_key, "the volume key does not match this container's digest");
   if (rc < 0) fail(Kind::io, image_->error_or("checking the volume key failed: " + errno_text(rc)));
+  // libcryptsetup 2.6 takes a digest it cannot compute for a match (see open_keyslot): check
+  // the key against the header's digest on our own as well.
+  LuksDigest digest;
+  if (info_.version == "LUKS1") {
+    digest = luks1_digest(image_->read_copy(0, kLuks1HeaderBytes));
+  } else {
+    if (info_.keyslots.empty()) fail(Kind::invalid, "the header has no keyslot, so no digest to check a key with");
+    const char* metadata = nullptr;
+    if (crypt_dump_json(image_->cd, &metadata, 0) < 0 || !metadata) fail(Kind::io, "cannot read the LUKS2 metadata");
+    digest = luks2_digest(metadata, info_.keyslots.front().index);
+  }
+  if (!luks_digest_matches(digest, volume_key.span()))
+    fail(Kind::wrong_volume_key, "the volume key does not match this container's digest");
   UnlockedLuks unlocked;
   unlocked.volume_key = std::move(volume_key);
   unlocked.info = info_;
   return unlocked;
 }
 
-// Writes the parts of the header copy that differ from what the device held (all of it with
-// `whole`), in 4 KiB units, with FUA, then flushes.
+// Writes the units of the header copy that differ from what the device held (all of them up to
+// the data offset with `whole`), with FUA, then flushes. The units considered are the ones
+// copied from the device and those of the areas the header names now (a new keyslot's area was
+// never copied, and is all new).
 void LuksContainer::write_back(bool whole) {
   backends::SyncIo io;
-  constexpr size_t kUnit = 4096;
-  // Only the header area: the copy may extend past the data offset, and those bytes are data.
-  std::vector<std::byte> current(static_cast<size_t>(std::min(image_->copied, info_.data_offset)));
-  if (::pread(image_->fd, current.data(), current.size(), 0) != static_cast<ssize_t>(current.size()))
-    fail(Kind::io, std::string("reading the header copy: ") + std::strerror(errno));
-  const std::vector<std::byte>& before = image_->original;
-  auto changed = [&](size_t from, size_t to) {
-    return whole || before.size() < to || std::memcmp(current.data() + from, before.data() + from, to - from) != 0;
-  };
-  size_t pos = 0;
-  while (pos < current.size()) {
-    size_t end = std::min(current.size(), pos + kUnit);
-    if (!changed(pos, end)) {
-      pos = end;
-      continue;
+  Image& image = *image_;
+  // Only the header area: past the data offset, the bytes are data.
+  const uint64_t limit = std::min(info_.data_offset, image.device_size);
+  std::set<uint64_t> units;
+  if (whole) {
+    for (uint64_t unit = 0; unit * kUnit < limit; ++unit) units.insert(unit);
+  } else {
+    for (const auto& [unit, bytes] : image.original) units.insert(unit);
+    const LuksLayout now = locate_luks_areas(
+        image.device_size, [&](uint64_t offset, uint64_t length) { return image.read_copy(offset, length); });
+    for (const ByteRange& area : now.areas) {
+      auto [first, end] = image.units_of(area.offset, area.length);
+      for (uint64_t unit = first; unit < end; ++unit) units.insert(unit);
     }
-    // Extend the run over the following changed units, for fewer and larger writes.
-    while (end < current.size() && changed(end, std::min(current.size(), end + kUnit)))
-      end = std::min(current.size(), end + kUnit);
-    std::span<const std::byte> run(current.data() + pos, end - pos);
-    if (auto ec = io.write(*device_, pos, run, true))
-      fail(Kind::io, "writing the header at offset " + std::to_string(pos) + ": " + ec.message());
-    pos = end;
   }
+  // Runs of consecutive changed units, each written at once.
+  std::vector<std::byte> run;
+  uint64_t run_start = 0;
+  auto write_run = [&] {
+    if (run.empty()) return;
+    if (auto ec = io.write(*device_, run_start, run, true))
+      fail(Kind::io, "writing the header at offset " + std::to_string(run_start) + ": " + ec.message());
+    run.clear();
+  };
+  for (uint64_t unit : units) {
+    const uint64_t at = unit * kUnit;
+    if (at >= limit) break;
+    auto current = image.read_copy(at, std::min(image.unit_bytes(unit), limit - at));
+    auto known = image.original.find(unit);
+    const bool changed = whole || known == image.original.end() || known->second != current;
+    if (!changed || run_start + run.size() != at || run.size() >= kCopyChunk) write_run();
+    if (changed) {
+      if (run.empty()) run_start = at;
+      run.insert(run.end(), current.begin(), current.end());
+    }
+    image.original[unit] = std::move(current);
+  }
+  write_run();
   if (auto ec = io.flush(*device_)) fail(Kind::io, "flushing the header: " + ec.message());
-  if (image_->original.size() < current.size()) image_->original.resize(current.size());
-  std::copy(current.begin(), current.end(), image_->original.begin());
 }
 
 }  // namespace volgate::crypto

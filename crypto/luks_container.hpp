@@ -1,34 +1,30 @@
 #pragma once
 // A LUKS1 or LUKS2 container on any BlockDevice, through libcryptsetup.
 //
-// libcryptsetup wants a path, and a volume on RBD or iSCSI has none. So the header area (from
-// the start of the device to the start of the data segment) is copied into an anonymous
-// in-memory file the size of the device (sparse, so only the copied header takes memory), and
-// libcryptsetup works on that copy. Only the operations that are meant to change the header
-// (format, add-key, remove-key) write the changed copy back to the device.
+// libcryptsetup wants a path, and a volume on RBD or iSCSI has none. So the parts of the device
+// libcryptsetup reads (the header copies and the keyslots' key material, found by
+// locate_luks_areas) are copied into an anonymous in-memory file the size of the device, and
+// libcryptsetup works on that copy. The rest of the file is a hole: it costs nothing and is
+// never read from the device, however far out the header puts the data. Only the operations
+// that are meant to change the header (format, add-key, remove-key) write the changed parts of
+// the copy back to the device.
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "backends/block_device.hpp"
+#include "crypto/luks_error.hpp"
 #include "crypto/secure_bytes.hpp"
 
 namespace volgate::crypto {
-
-class LuksError : public std::runtime_error {
- public:
-  enum class Kind { not_luks, wrong_passphrase, wrong_volume_key, unsupported, invalid, io };
-  LuksError(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
-  const Kind kind;
-};
 
 struct LuksKeyslot {
   int index = 0;
   std::string pbkdf;  // "argon2id", "argon2i" or "pbkdf2"
   uint32_t iterations = 0;
   uint32_t memory_kib = 0;
+  uint32_t threads = 0;  // argon2's parallel lanes
 };
 
 struct LuksInfo {
@@ -41,6 +37,9 @@ struct LuksInfo {
   uint64_t payload_size = 0;  // bytes of decrypted data
   uint64_t iv_offset = 0;     // in 512-byte sectors (LUKS2 iv_tweak)
   std::vector<LuksKeyslot> keyslots;  // active ones
+  // PBKDF2 iterations of the volume key digest, which every unlock attempt pays on top of its
+  // keyslot's PBKDF (the largest, if LUKS2 has several digests); 0 if unknown.
+  uint32_t digest_iterations = 0;
   // Why volgate cannot serve this container; empty when it can.
   std::string unsupported;
 };
@@ -93,7 +92,13 @@ class LuksContainer {
   int remove_key(const SecureBytes& passphrase);
 
  private:
+  struct OpenedKeyslot {
+    SecureBytes volume_key;
+    int keyslot;
+  };
+
   LuksContainer(backends::BlockDevice& device, std::unique_ptr<Image> image);
+  OpenedKeyslot open_keyslot(const SecureBytes& passphrase);
   void refresh_info();
   void write_back(bool whole = false);
 

@@ -6,8 +6,8 @@
 #     TARGET      a fuzz target (default: nbd_session_fuzz)
 #     --seconds   how long to fuzz (default: 600)
 #     --no-merge  leave tests/fuzz/corpus/TARGET as it is
-# Installs clang and libFuzzer if missing and builds into build-fuzz/. A crash leaves its input
-# in build-fuzz/fuzz-artifacts/ and the script exits non-zero; replay it with
+# Installs clang and libFuzzer if missing and builds TARGET into build-fuzz/. A crash leaves its
+# input in build-fuzz/fuzz-artifacts/ and the script exits non-zero; replay it with
 #   build-fuzz/tests/fuzz/TARGET FILE
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ done
 [[ -d tests/fuzz/corpus/$target ]] || { echo "fuzz.sh: no fuzz target '$target' (see tests/fuzz/corpus)" >&2; exit 2; }
 
 scripts/install-deps.sh --fuzz
-scripts/build.sh fuzz
+scripts/build.sh fuzz "$target"  # just the one: the machine has two cores
 
 stored=tests/fuzz/corpus/$target
 work=build-fuzz/fuzz-corpus/$target   # grows during campaigns; only its essence is stored

@@ -4,6 +4,7 @@ checksums: a way to make containers that cryptsetup cannot create here (no devic
 
     luks2_edit.py IMAGE requirement NAME   # add NAME to config.requirements.mandatory
     luks2_edit.py IMAGE integrity ALG      # give data segment 0 an integrity section
+    luks2_edit.py IMAGE data-offset BYTES  # move data segment 0 (a crafted header, e.g. 1 GiB)
 """
 import hashlib
 import json
@@ -45,6 +46,9 @@ def main():
         def change(meta):
             meta["segments"]["0"]["integrity"] = {
                 "type": value, "journal_encryption": "none", "journal_integrity": "none"}
+    elif what == "data-offset":
+        def change(meta):
+            meta["segments"]["0"]["offset"] = str(int(value))
     else:
         sys.exit("unknown edit " + what)
     rewrite(image, change)

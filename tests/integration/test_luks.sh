@@ -8,7 +8,8 @@
 #  - a wrong passphrase, an unsupported cipher, a reencryption in progress, an unknown LUKS2
 #    requirement, integrity protection and a destroyed header are refused with one clear line and
 #    exit code 2, leaving the image byte for byte unchanged;
-#  - a damaged primary LUKS2 header with a good secondary still opens; fio verifies through
+#  - a damaged primary LUKS2 header with a good secondary still opens; a crafted header with a
+#    1 GiB data offset opens without copying that gigabyte (peak RSS, time); fio verifies through
 #    encrypted exports with both sector sizes.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -201,6 +202,29 @@ for edit in "requirement volgate-test-unknown:an unknown LUKS2 requirement" "int
     refused_to_serve "${edit%%:*}" "$T/edit.img" "$T/k1" "${edit#*:}"
     pass "refused by name: $(cat "$T/err")"
 done
+
+# ------------------------------------------------------------------ a crafted 1 GiB data offset
+# Opening such a header once copied everything before the data into memory (1 GiB of RSS and
+# seconds); only the header and keyslot areas are read now. VmHWM is the server's peak RSS.
+truncate -s 1100M "$T/far.img"
+cryptsetup luksFormat -q --type luks2 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/far.img"
+"$SYSPY" "$INTEGRATION_DIR/luks2_edit.py" "$T/far.img" data-offset $((1023 << 20))
+cryptsetup luksDump "$T/far.img" | grep -q "offset: $((1023 << 20)) \[bytes\]" || fail "the data offset edit did not take"
+t0=$(now_ms)
+serve_one far "$T/far.img" "$T/k1"
+open_ms=$(($(now_ms) - t0))
+[[ $(nbdinfo --size "$(uri far)") == $((77 << 20)) ]] || fail "the far container's payload is not 77 MiB"
+head -c 1M /dev/urandom >"$T/far.plain"
+nbdcopy --flush "$T/far.plain" "$(uri far)"
+nbdcopy "$(uri far)" "$T/far.back"
+cmp -s -n $((1 << 20)) "$T/far.back" "$T/far.plain" || fail "the far container reads back wrong"
+peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$VG_PID/status")
+stop_volgate
+((peak_kib < 128 * 1024)) || fail "opening a header with a 1 GiB data offset peaked at $peak_kib KiB of RSS"
+((open_ms < 5000)) || fail "opening a header with a 1 GiB data offset took $open_ms ms"
+$PAYLOAD decrypt "$T/far.img" "$T/k1" "$T/far.indep"
+cmp -s -n $((1 << 20)) "$T/far.plain" "$T/far.indep" || fail "the far container's data does not decrypt independently"
+pass "1 GiB data offset: served after $open_ms ms with a $peak_kib KiB peak RSS; cryptsetup's decryption agrees"
 
 # ------------------------------------------------------------------ fio through encrypted exports
 start_volgate --unix "$S" --export "e4k=file:$T/l2-4k.img,luks-key-file=$T/k1" \
