@@ -55,7 +55,10 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     if (buffer_.size() > 0) return read_header();  // pipelined bytes already here
     arm(server_.limits().idle, "request");
     socket_.async_wait(Socket::wait_read, [self = this->shared_from_this()](error_code ec) {
-      if (ec) return;
+      if (ec) {
+        self->deadline_.cancel();
+        return;
+      }
       self->read_header();
     });
   }
@@ -80,6 +83,9 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   }
 
   void on_error(error_code ec) {
+    // The connection is done: a pending deadline would keep this session (and its slot under
+    // max_connections) alive until it fired.
+    deadline_.cancel();
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
         ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor)
       return;
