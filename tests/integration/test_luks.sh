@@ -220,7 +220,11 @@ nbdcopy "$(uri far)" "$T/far.back"
 cmp -s -n $((1 << 20)) "$T/far.back" "$T/far.plain" || fail "the far container reads back wrong"
 peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$VG_PID/status")
 stop_volgate
-((peak_kib < 128 * 1024)) || fail "opening a header with a 1 GiB data offset peaked at $peak_kib KiB of RSS"
+# A sanitizer's shadow memory and quarantine add hundreds of MiB of their own (270 MiB seen under
+# ASan): the bound holds for the real binary only; the time bound holds everywhere.
+if [[ ! $(ldd "$VOLGATE") =~ lib[at]san ]]; then
+    ((peak_kib < 128 * 1024)) || fail "opening a header with a 1 GiB data offset peaked at $peak_kib KiB of RSS"
+fi
 ((open_ms < 5000)) || fail "opening a header with a 1 GiB data offset took $open_ms ms"
 $PAYLOAD decrypt "$T/far.img" "$T/k1" "$T/far.indep"
 cmp -s -n $((1 << 20)) "$T/far.plain" "$T/far.indep" || fail "the far container's data does not decrypt independently"
