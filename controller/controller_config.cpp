@@ -1,5 +1,8 @@
 #include "controller/controller_config.hpp"
 
+#include <grp.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <cctype>
@@ -138,7 +141,36 @@ void finish_iscsi_access(PoolConfig& pool) {
                              std::to_string(kMinChapSecret) + "-" + std::to_string(kMaxChapSecret) + " bytes");
 }
 
+// Fills in the gateway's defaults (sockets in DIR/run, which QEMU may reach: see controller_command).
+void finish_gateway(GatewayConfig& g, const std::string& dir) {
+  if (g.control_socket.empty()) g.control_socket = dir + "/run/gateway.sock";
+  if (g.control_socket == "none") {
+    if (g.start) throw std::runtime_error("gateway.control_socket is none, so no gateway can be started (--gateway)");
+    g.control_socket.clear();
+    return;
+  }
+  if (g.nbd_socket.empty()) g.nbd_socket = dir + "/run/nbd.sock";
+  if (g.log_file.empty()) g.log_file = dir + "/gateway.log";
+  if (g.control_socket.front() != '/' || g.nbd_socket.front() != '/')
+    throw std::runtime_error("gateway.control_socket and gateway.nbd_socket must be absolute paths");
+  if (g.socket_group == "auto") g.socket_group = qemu_socket_group();
+  if (g.check_interval.count() <= 0 || g.repair_interval.count() <= 0)
+    throw std::runtime_error("gateway.check_interval and gateway.repair_interval must be more than 0");
+}
+
 }  // namespace
+
+std::string qemu_socket_group() {
+  struct group* g = ::getgrnam("libvirt-qemu");
+  if (!g) return {};
+  if (::geteuid() == 0) return g->gr_name;
+  // Without root, only a group this process is in can be given to a socket.
+  std::vector<gid_t> groups(static_cast<size_t>(std::max(::getgroups(0, nullptr), 0)));
+  int n = ::getgroups(static_cast<int>(groups.size()), groups.data());
+  for (int i = 0; i < n; ++i)
+    if (groups[static_cast<size_t>(i)] == g->gr_gid) return g->gr_name;
+  return ::getegid() == g->gr_gid ? std::string(g->gr_name) : std::string();
+}
 
 ControllerConfig default_config(const std::string& state_dir) {
   ControllerConfig config;
@@ -161,6 +193,7 @@ void finish_config(ControllerConfig& config) {
   if (config.token_file.empty()) config.token_file = dir + "/token";
   if (config.master_key_file.empty()) config.master_key_file = dir + "/master.key";
   if (config.image_dirs.empty()) config.image_dirs.push_back(dir + "/images");
+  finish_gateway(config.gateway, dir);
   check_image_dirs(config);
   add_default_types(config);
   if (!config.volume_types.count(config.default_volume_type))
@@ -209,7 +242,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   only_keys(root, where,
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
-             "volume_types", "pools", "luks"});
+             "volume_types", "pools", "luks", "gateway"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -248,6 +281,29 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
     get(a, "max_connections", config.api_limits.max_connections, w);
     if (config.api_limits.max_connections == 0 || config.api_limits.max_connections > 65536)
       bad(w + ".max_connections", "must be 1-65536");
+  }
+  if (root.contains("gateway")) {
+    const json& g = root["gateway"];
+    const std::string w = where + ".gateway";
+    only_keys(g, w, {"control_socket", "nbd_socket", "socket_group", "start", "log_file", "check_interval",
+                     "repair_interval"});
+    get(g, "control_socket", config.gateway.control_socket, w);
+    get(g, "nbd_socket", config.gateway.nbd_socket, w);
+    get(g, "socket_group", config.gateway.socket_group, w);
+    get(g, "start", config.gateway.start, w);
+    get(g, "log_file", config.gateway.log_file, w);
+    if (config.gateway.control_socket != "none")
+      config.gateway.control_socket = resolve(config.gateway.control_socket, dir);
+    config.gateway.nbd_socket = resolve(config.gateway.nbd_socket, dir);
+    config.gateway.log_file = resolve(config.gateway.log_file, dir);
+    auto seconds = [&](const char* key, std::chrono::milliseconds& out) {
+      if (!g.contains(key)) return;
+      if (!g[key].is_number() || g[key].get<double>() < 0.05 || g[key].get<double>() > 3600)
+        bad(w + "." + key, "must be a number of seconds, from 0.05 to 3600");
+      out = std::chrono::milliseconds(static_cast<int64_t>(g[key].get<double>() * 1000));
+    };
+    seconds("check_interval", config.gateway.check_interval);
+    seconds("repair_interval", config.gateway.repair_interval);
   }
   if (root.contains("quotas")) {
     const json& q = root["quotas"];

@@ -2,6 +2,7 @@
 // The controller's configuration: where its state lives, what it listens on, its pools,
 // volume types, quotas and scheduler settings. Read from a JSON file (see README, section
 // "Controller"), or the embedded default for `volgate controller --state-dir DIR`.
+#include <chrono>
 #include <map>
 #include <string>
 #include <vector>
@@ -22,6 +23,25 @@ struct VolumeType {
   std::map<std::string, std::string> extra_specs;
 };
 
+// The gateway that serves attached volumes on this host (`volgate serve --control`).
+struct GatewayConfig {
+  // Its control socket; default STATE_DIR/run/gateway.sock. "none": no gateway, so attachments
+  // can be reserved but not connected (503).
+  std::string control_socket;
+  // Its NBD socket, which attachments' connection info names; default STATE_DIR/run/nbd.sock.
+  std::string nbd_socket;
+  // Group given the NBD socket (mode 0660) so that QEMU can connect. Default: libvirt-qemu when
+  // that group exists and this process may give it; "" for none.
+  std::string socket_group = "auto";
+  // Start the gateway (`volgate controller --gateway`) when none answers on the control socket.
+  bool start = false;
+  std::string log_file;  // its output, when started here; default STATE_DIR/gateway.log
+  // How often the gateway is asked whether it restarted (its exports are then put back), and
+  // how often its exports are compared with the attachments anyway.
+  std::chrono::milliseconds check_interval{500};
+  std::chrono::milliseconds repair_interval{std::chrono::seconds(30)};
+};
+
 struct ControllerConfig {
   std::string state_dir;
   std::string database;         // default: STATE_DIR/controller.db
@@ -35,6 +55,7 @@ struct ControllerConfig {
   std::string default_volume_type = "default";
   QuotaDeltas default_quotas{{kQuotaVolumes, 10}, {kQuotaSnapshots, 10}, {kQuotaGigabytes, 1000}};
   ApiServerLimits api_limits;
+  GatewayConfig gateway;
   unsigned workers = 4;  // flows running in the background at once (copies, deletes)
   SchedulerOptions scheduler;
   std::map<std::string, VolumeType> volume_types;
@@ -52,6 +73,10 @@ ControllerConfig default_config(const std::string& state_dir);
 // file are relative to the state directory. Throws std::runtime_error naming the file and the
 // offending key (unknown keys are refused, so a typo is never silently ignored).
 ControllerConfig load_config(const std::string& path, const std::string& state_dir);
+
+// libvirt-qemu (the group QEMU runs in on Debian) when it exists and this process may give it
+// to a socket; empty otherwise.
+std::string qemu_socket_group();
 
 // Fills in defaults and checks the whole: pool names unique, known drivers, a default type.
 void finish_config(ControllerConfig& config);

@@ -3,11 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include "controller/api/api_error.hpp"
+#include "controller/flows/create_attachment.hpp"
 #include "controller/flows/create_snapshot.hpp"
 #include "controller/flows/create_volume.hpp"
+#include "controller/flows/delete_attachment.hpp"
 #include "controller/flows/delete_snapshot.hpp"
 #include "controller/flows/delete_volume.hpp"
 #include "controller/flows/extend_volume.hpp"
+#include "controller/flows/update_attachment.hpp"
 
 namespace volgate::controller {
 
@@ -218,6 +221,109 @@ void VolumeService::delete_snapshot(const std::string& project, const std::strin
   start<DeleteSnapshotFlow>(id, {.snapshot_id = id, .project = project});
 }
 
+// ------------------------------------------------------------------------------ attachments
+
+Attachment VolumeService::create_attachment(const CreateAttachmentRequest& r) {
+  CreateAttachmentContext c;
+  c.attachment_id = new_uuid();
+  c.project = r.project;
+  c.volume_id = r.volume_id;
+  c.instance_uuid = r.instance_uuid;
+  c.step.read_only = r.read_only;
+  c.step.connector = r.connector;
+  c.step.host = r.host;
+  const std::string id = c.attachment_id;
+  start<CreateAttachmentFlow>(id, std::move(c));
+  return *store_.find_attachment(id);
+}
+
+Attachment VolumeService::update_attachment(const std::string& project, const std::string& id,
+                                            const std::string& connector, const std::string& host) {
+  UpdateAttachmentContext c{.attachment_id = id, .project = project};
+  c.step.connector = connector;
+  c.step.host = host;
+  start<UpdateAttachmentFlow>(id, std::move(c));
+  return *store_.find_attachment(id);
+}
+
+Attachment VolumeService::complete_attachment(const std::string& project, const std::string& id) {
+  services_.get_volume(project, controller::get_attachment(services_, project, id).volume_id);
+  start<CompleteAttachmentFlow>(id, {.attachment_id = id, .project = project});
+  return *store_.find_attachment(id);
+}
+
+std::vector<Attachment> VolumeService::delete_attachment(const std::string& project, const std::string& id) {
+  const std::string volume_id = controller::get_attachment(services_, project, id).volume_id;
+  start<DeleteAttachmentFlow>(id, {.attachment_id = id, .project = project});
+  return store_.attachments_of(volume_id);
+}
+
+Attachment VolumeService::get_attachment(const std::string& project, const std::string& id) {
+  return controller::get_attachment(services_, project, id);
+}
+
+std::vector<Attachment> VolumeService::list_attachments(const std::string& project) {
+  return store_.list_attachments(project);
+}
+
+std::vector<Attachment> VolumeService::attachments_of(const std::string& volume_id) {
+  return store_.attachments_of(volume_id);
+}
+
+bool VolumeService::multiattach(const Volume& volume) const { return multiattach_allowed(services_, volume); }
+
+std::string VolumeService::nbd_socket() const {
+  return services_.gateway ? services_.gateway->nbd_socket() : std::string();
+}
+
+void VolumeService::reserve_volume(const std::string& project, const std::string& id) {
+  services_.get_volume(project, id);
+  store_.update_volume(id, [&](Volume& v) {
+    require_transition("volume " + id, v.status, VolumeStatus::reserved);
+    v.status = VolumeStatus::reserved;
+  });
+}
+
+void VolumeService::unreserve_volume(const std::string& project, const std::string& id) {
+  services_.get_volume(project, id);
+  store_.update_volume_attachments(id, [&](Store::VolumeAttachments& state) {
+    if (state.volume.status != VolumeStatus::reserved)
+      conflict("Volume " + id + " is " + std::string(to_string(state.volume.status)) + ", not reserved.");
+    state.volume.status = status_for_attachments(state.attachments);
+  });
+}
+
+void VolumeService::begin_detaching(const std::string& project, const std::string& id) {
+  services_.get_volume(project, id);
+  store_.update_volume(id, [&](Volume& v) {
+    if (v.status != VolumeStatus::in_use)
+      conflict("Volume " + id + " is " + std::string(to_string(v.status)) + "; only an in-use volume can begin detaching.");
+    v.status = VolumeStatus::detaching;
+  });
+}
+
+void VolumeService::roll_detaching(const std::string& project, const std::string& id) {
+  services_.get_volume(project, id);
+  store_.update_volume_attachments(id, [&](Store::VolumeAttachments& state) {
+    // Cinder ignores a roll-back of a volume that is not detaching; so does volgate.
+    if (state.volume.status == VolumeStatus::detaching) state.volume.status = status_for_attachments(state.attachments);
+  });
+}
+
+void VolumeService::force_detach(const std::string& project, const std::string& id, const std::string& attachment_id) {
+  services_.get_volume(project, id);
+  std::vector<std::string> ids;
+  for (const auto& a : store_.attachments_of(id))
+    if (attachment_id.empty() || a.id == attachment_id) ids.push_back(a.id);
+  if (!attachment_id.empty() && ids.empty())
+    not_found("Volume " + id + " has no attachment " + attachment_id + ".");
+  for (const auto& a : ids) start<DeleteAttachmentFlow>(a, {.attachment_id = a, .project = project});
+  // A volume left detaching by os-begin_detaching with nothing attached any more is available.
+  store_.update_volume_attachments(id, [](Store::VolumeAttachments& state) { settle_volume_status(state); });
+}
+
+ExportRepairs VolumeService::reconcile_exports() { return controller::reconcile_exports(services_); }
+
 // ------------------------------------------------------------------------------ recovery
 
 template <class F>
@@ -251,6 +357,10 @@ void VolumeService::recover() {
       {DeleteVolumeFlow::kind, &VolumeService::recover_one<DeleteVolumeFlow>},
       {CreateSnapshotFlow::kind, &VolumeService::recover_one<CreateSnapshotFlow>},
       {DeleteSnapshotFlow::kind, &VolumeService::recover_one<DeleteSnapshotFlow>},
+      {CreateAttachmentFlow::kind, &VolumeService::recover_one<CreateAttachmentFlow>},
+      {UpdateAttachmentFlow::kind, &VolumeService::recover_one<UpdateAttachmentFlow>},
+      {CompleteAttachmentFlow::kind, &VolumeService::recover_one<CompleteAttachmentFlow>},
+      {DeleteAttachmentFlow::kind, &VolumeService::recover_one<DeleteAttachmentFlow>},
   };
   for (const FlowRecord& record : store_.journal_unfinished()) {
     auto it = recoveries.find(record.kind);
@@ -261,6 +371,27 @@ void VolumeService::recover() {
     (this->*it->second)(record);
   }
   sweep_stuck_resources();
+  settle_attachments();
+}
+
+// After the journal is replayed no attachment flow runs: an attachment still `detaching` was
+// being deleted by a flow whose journal entry is gone, and a volume's status is what its
+// attachments say (an os-reserve or os-begin_detaching of the previous run is forgotten, as
+// Nova retries those). Exports left behind go at the first export check.
+void VolumeService::settle_attachments() {
+  for (const auto& v : store_.all_volumes()) {
+    if (v.status != VolumeStatus::reserved && v.status != VolumeStatus::attaching &&
+        v.status != VolumeStatus::detaching && v.status != VolumeStatus::in_use)
+      continue;
+    store_.update_volume_attachments(v.id, [&](Store::VolumeAttachments& state) {
+      const VolumeStatus before = state.volume.status;
+      std::erase_if(state.attachments, [](const Attachment& a) { return a.status == AttachmentStatus::detaching; });
+      settle_volume_status(state);
+      if (state.volume.status != before)
+        spdlog::warn("volume {} was {} with no operation in progress; its attachments make it {}", v.id,
+                     to_string(before), to_string(state.volume.status));
+    });
+  }
 }
 
 // A resource in a transient state with no flow to move it on (e.g. its journal entry could

@@ -22,6 +22,7 @@
 
 #include "controller/controller_config.hpp"
 #include "controller/flows/flow.hpp"
+#include "controller/exports/export_reconciler.hpp"
 #include "controller/flows/flow_services.hpp"
 
 namespace volgate::controller {
@@ -45,6 +46,15 @@ struct ResourceChanges {
   std::optional<std::string> name;
   std::optional<std::string> description;
   std::optional<Metadata> metadata;  // volumes only: replaces the whole set
+};
+
+struct CreateAttachmentRequest {
+  std::string project;
+  std::string volume_id;
+  std::string instance_uuid;
+  bool read_only = false;
+  std::string connector;  // JSON text; empty: reserve only
+  std::string host;       // the connector's host
 };
 
 struct ServiceOptions {
@@ -79,6 +89,8 @@ class VolumeService {
   Volume extend_volume(const std::string& project, const std::string& id, uint64_t new_size_gb);
   void delete_volume(const std::string& project, const std::string& id);
   Volume get_volume(const std::string& project, const std::string& id);
+  // Any project's volume, for views of records that name it.
+  std::optional<Volume> find_volume(const std::string& id) { return store_.find_volume(id); }
   std::vector<Volume> list_volumes(const std::string& project);
   Volume update_volume(const std::string& project, const std::string& id, const ResourceChanges& changes);
 
@@ -97,6 +109,35 @@ class VolumeService {
   Snapshot get_snapshot(const std::string& project, const std::string& id);
   std::vector<Snapshot> list_snapshots(const std::string& project);
   Snapshot update_snapshot(const std::string& project, const std::string& id, const ResourceChanges& changes);
+
+  // Attachments (Cinder's v3 attachment API). All run whole on the caller's thread.
+  Attachment create_attachment(const CreateAttachmentRequest& request);
+  // The host's connector (JSON text): the gateway serves the volume, for connection_info().
+  Attachment update_attachment(const std::string& project, const std::string& id, const std::string& connector,
+                               const std::string& host);
+  Attachment complete_attachment(const std::string& project, const std::string& id);
+  // Returns the attachments the volume still has.
+  std::vector<Attachment> delete_attachment(const std::string& project, const std::string& id);
+  Attachment get_attachment(const std::string& project, const std::string& id);
+  std::vector<Attachment> list_attachments(const std::string& project);
+  std::vector<Attachment> attachments_of(const std::string& volume_id);
+  // Whether the volume's type lets it have more than one attachment.
+  bool multiattach(const Volume& volume) const;
+  // Where hosts reach exports (the gateway's NBD socket); empty without a gateway.
+  std::string nbd_socket() const;
+
+  // The volume actions Nova uses around attach and detach: plain status changes.
+  void reserve_volume(const std::string& project, const std::string& id);
+  void unreserve_volume(const std::string& project, const std::string& id);
+  void begin_detaching(const std::string& project, const std::string& id);
+  void roll_detaching(const std::string& project, const std::string& id);
+  // Deletes the volume's attachment `attachment_id`, or all of them when it is empty.
+  void force_detach(const std::string& project, const std::string& id, const std::string& attachment_id);
+
+  // The gateway that serves attachments (not owned); set before serving requests.
+  void set_gateway(GatewayExports* gateway) { services_.gateway = gateway; }
+  // One pass of the export check (export_reconciler.hpp).
+  ExportRepairs reconcile_exports();
 
   QuotaUsage quota_usage(const std::string& project);
   void set_quota_limit(const std::string& project, const std::string& resource, int64_t limit);
@@ -122,6 +163,7 @@ class VolumeService {
   void run_in_background(std::function<void()> work);
   void worker_loop();
   void sweep_stuck_resources();
+  void settle_attachments();
 
   ControllerConfig config_;
   Store& store_;

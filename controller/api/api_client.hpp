@@ -28,6 +28,8 @@ class ApiClient {
   static std::string error_message(const ClientResponse& response);
 
   const std::string& url() const { return url_; }
+  // The microversion to ask for ("3.44"); none (3.0) by default.
+  void set_api_version(std::string version) { api_version_ = std::move(version); }
 
  private:
   std::string url_;
@@ -35,6 +37,7 @@ class ApiClient {
   std::string host_;
   std::string port_;
   std::string token_;
+  std::string api_version_;
 };
 
 }  // namespace volgate::controller

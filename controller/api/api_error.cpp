@@ -13,6 +13,7 @@ int ApiError::http_status() const {
     case Kind::precondition_failed: return 412;
     case Kind::over_limit: return 413;
     case Kind::internal: return 500;
+    case Kind::service_unavailable: return 503;
   }
   return 500;
 }
@@ -29,6 +30,7 @@ std::string_view ApiError::fault_name() const {
     case Kind::conflict: return "conflictingRequest";
     case Kind::over_limit: return "overLimit";
     case Kind::internal: return "computeFault";
+    case Kind::service_unavailable: return "serviceUnavailable";
   }
   return "computeFault";
 }

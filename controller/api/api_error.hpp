@@ -18,7 +18,8 @@ class ApiError : public std::runtime_error {
     conflict,
     precondition_failed,  // If-Match named another version of the resource (412)
     over_limit,
-    internal
+    internal,
+    service_unavailable,  // a part the request needs (the gateway) does not answer (503)
   };
   ApiError(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
 

@@ -13,7 +13,6 @@ namespace {
 // The first path segment after /v3/{project}/ -> what it is, in the message.
 const std::map<std::string_view, std::string_view>& not_offered() {
   static const std::map<std::string_view, std::string_view> resources = {
-      {"attachments", "volume attachments"},
       {"backups", "volume backups"},
       {"capabilities", "backend capabilities"},
       {"cgsnapshots", "consistency group snapshots"},

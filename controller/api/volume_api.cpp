@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "controller/api/api_error.hpp"
+#include "controller/api/attachment_view.hpp"
 #include "controller/api/list_query.hpp"
 #include "controller/api/request_parsing.hpp"
 #include "controller/api/route_groups.hpp"
@@ -43,8 +44,8 @@ json volume_view(VolumeService& service, const Volume& v, ApiVersion version) {
             {"source_volid", null_if_empty(v.source_volid)},
             {"encrypted", v.encrypted},
             {"bootable", "false"},
-            {"multiattach", false},
-            {"attachments", json::array()},
+            {"multiattach", service.multiattach(v)},
+            {"attachments", volume_attachments_view(service, v)},
             {"metadata", v.metadata},
             {"links", json::array()},
             {"user_id", nullptr},  // volgate has projects, not users
@@ -324,6 +325,7 @@ VolumeApi::VolumeApi(VolumeService& service) : service_(service) {
   });
   r.add("POST", "/v3/{project}/volumes/{id}/action", [this](const ApiRequest& q) { return volume_action(q); });
   add_volume_metadata_routes(r, service_);
+  add_attachment_routes(r, service_);
 
   auto list_snapshots = [this](const ApiRequest& q) {
     ListPage<Snapshot> page = query_snapshots(service_, q);
@@ -484,6 +486,36 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
   if (action == "os-extend") {
     json e = parse_body(q.body, "os-extend", {"new_size"});
     service_.extend_volume(project, q.param("id"), size_field(e, "new_size", true));
+    return {202, ""};
+  }
+  // The actions Nova uses around attach and detach; their bodies carry nothing volgate needs.
+  const std::string& id = q.param("id");
+  if (action == "os-reserve") {
+    service_.reserve_volume(project, id);
+    return {202, ""};
+  }
+  if (action == "os-unreserve") {
+    service_.unreserve_volume(project, id);
+    return {202, ""};
+  }
+  if (action == "os-begin_detaching") {
+    service_.begin_detaching(project, id);
+    return {202, ""};
+  }
+  if (action == "os-roll_detaching") {
+    service_.roll_detaching(project, id);
+    return {202, ""};
+  }
+  if (action == "os-force_detach") {
+    const json& f = j["os-force_detach"];
+    if (!f.is_null() && !f.is_object()) bad_request("'os-force_detach' takes an object: {\"attachment_id\": ...}.");
+    std::string attachment_id;
+    if (f.is_object()) {
+      for (const auto& [key, value] : f.items())
+        if (key != "attachment_id" && key != "connector") bad_request("Unknown field '" + key + "' in os-force_detach.");
+      attachment_id = opt_string(f, "attachment_id");
+    }
+    service_.force_detach(project, id, attachment_id);
     return {202, ""};
   }
   bad_request("Unknown or unsupported volume action '" + action + "'.");

@@ -19,6 +19,9 @@
 
 #include "controller/api/api_server.hpp"
 #include "controller/controller_config.hpp"
+#include "controller/exports/gateway_exports.hpp"
+#include "controller/exports/gateway_process.hpp"
+#include "controller/exports/gateway_watch.hpp"
 #include "controller/pools/file_pool.hpp"
 #include "controller/pools/iscsi_pool.hpp"
 #include "controller/pools/rbd_pool.hpp"
@@ -79,6 +82,20 @@ void raise_descriptor_limit() {
   }
 }
 
+// The gateway's sockets live in a directory of their own that QEMU (another user) may enter:
+// the state directory is made traversable (0711: its files stay 0600, its listing private) and
+// the socket directory readable by the socket group.
+void prepare_socket_directory(const GatewayConfig& gateway, const std::string& state_dir) {
+  if (gateway.control_socket.empty()) return;
+  for (const auto& socket : {gateway.control_socket, gateway.nbd_socket}) {
+    const auto dir = std::filesystem::path(socket).parent_path();
+    std::error_code ec;
+    if (std::filesystem::create_directories(dir, ec) && dir.string().starts_with(state_dir)) ::chmod(dir.c_str(), 0711);
+    if (ec) throw std::runtime_error("gateway socket directory " + dir.string() + ": " + ec.message());
+  }
+  ::chmod(state_dir.c_str(), 0711);
+}
+
 }  // namespace
 
 CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options) {
@@ -88,12 +105,18 @@ CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options) {
       "state in SQLite, a REST API shaped like Cinder's v3 on a unix socket (mode 0600) and/or TCP,\n"
       "protected by a token file. With only --state-dir, everything lives in that directory: the\n"
       "database, one file pool (DIR/pool), the socket DIR/controller.sock, the token DIR/token and\n"
-      "the master key DIR/master.key (both generated on first start).");
+      "the master key DIR/master.key (both generated on first start).\n"
+      "Attached volumes are served by the gateway on the control socket DIR/run/gateway.sock (NBD on\n"
+      "DIR/run/nbd.sock); with --gateway the controller starts that gateway itself when none answers.");
   cmd->add_option("--config", options.config_file, "JSON config file (see README, section Controller)")
       ->type_name("PATH");
   cmd->add_option("--state-dir", options.state_dir, "Directory for the database, sockets and default pool")
       ->type_name("DIR");
   cmd->add_option("--listen", options.tcp_listen, "Also serve the API on TCP HOST:PORT")->type_name("HOST:PORT");
+  cmd->add_flag("--gateway", options.start_gateway,
+                "Start the gateway (volgate serve --control) that serves attached volumes when none answers on\n"
+                "its control socket, and again whenever it dies. It outlives a controller stop while it serves\n"
+                "exports (guests keep their disks); one that serves none stops with the controller.");
   return cmd;
 }
 
@@ -101,6 +124,9 @@ int run_controller(const ControllerOptions& options) {
   ControllerConfig config;
   std::unique_ptr<SqliteStore> store;
   std::unique_ptr<VolumeService> service;
+  std::unique_ptr<GatewayExports> gateway;
+  std::unique_ptr<GatewayProcess> gateway_process;
+  std::unique_ptr<GatewayWatch> gateway_watch;
   std::unique_ptr<VolumeApi> api;
   std::unique_ptr<ApiServer> server;
   std::vector<std::string> listening;
@@ -116,10 +142,16 @@ int run_controller(const ControllerOptions& options) {
                                                                                 : std::filesystem::absolute(
                                                                                       options.state_dir).string());
     if (!options.tcp_listen.empty()) config.tcp_listen = options.tcp_listen;
+    if (options.start_gateway) {
+      if (config.gateway.control_socket.empty())
+        throw std::invalid_argument("--gateway: the config's gateway.control_socket is none");
+      config.gateway.start = true;
+    }
     std::error_code ec;
     std::filesystem::create_directories(config.state_dir, ec);
     if (ec) throw std::runtime_error("state directory " + config.state_dir + ": " + ec.message());
     ::chmod(config.state_dir.c_str(), 0700);
+    prepare_socket_directory(config.gateway, config.state_dir);
     // One controller per state: a second one would take the first one's running flows for
     // half-done ones and revert them. The lock goes when the process does, however it ends.
     const std::string lock_path = config.state_dir + "/controller.lock";
@@ -152,6 +184,11 @@ int run_controller(const ControllerOptions& options) {
         pools.push_back(std::make_unique<FilePool>(pool_config));
     }
     service = std::make_unique<VolumeService>(config, *store, std::move(pools), std::move(key_wrap));
+    if (!config.gateway.control_socket.empty()) {
+      gateway = std::make_unique<GatewayControlExports>(config.gateway.control_socket, config.gateway.nbd_socket);
+      service->set_gateway(gateway.get());
+      if (config.gateway.start) gateway_process = std::make_unique<GatewayProcess>(config.gateway);
+    }
     service->recover();
 
     api = std::make_unique<VolumeApi>(*service);
@@ -190,8 +227,29 @@ int run_controller(const ControllerOptions& options) {
   for (const auto& url : listening) std::printf("%s\n", url.c_str());
   std::fflush(stdout);
 
+  if (gateway) {
+    GatewayWatch::Actions actions{.reconcile = [&] {
+      auto repairs = service->reconcile_exports();
+      if (repairs.added || repairs.removed || repairs.failed)
+        spdlog::info("export check: {} served again, {} removed, {} failed", repairs.added, repairs.removed,
+                     repairs.failed);
+    }};
+    if (gateway_process) actions.unreachable = [&] { gateway_process->start(); };
+    gateway_watch = std::make_unique<GatewayWatch>(*gateway, std::move(actions), config.gateway.check_interval,
+                                                   config.gateway.repair_interval);
+    gateway_watch->start();
+  }
+
   server->run();
+  if (gateway_watch) gateway_watch->stop();
   service->stop();
+  if (gateway_process) {
+    try {
+      gateway_process->stop_if_idle(gateway::GatewayControlClient(config.gateway.control_socket).health());
+    } catch (const std::exception&) {
+      // No gateway answers: nothing to stop.
+    }
+  }
   signals.reset();
   server.reset();
   spdlog::info("stopped");

@@ -9,6 +9,7 @@ struct ControllerOptions {
   std::string config_file;
   std::string state_dir;
   std::string tcp_listen;  // adds (or replaces) the config's TCP listener
+  bool start_gateway = false;  // --gateway: start `volgate serve --control` when none answers
 };
 
 CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options);

@@ -11,6 +11,8 @@
 
 #include "common/size.hpp"
 #include "controller/api/api_client.hpp"
+#include "controller/cli/attachment_command.hpp"
+#include "controller/cli/command_client.hpp"
 #include "crypto/secure_bytes.hpp"
 
 namespace volgate::controller {
@@ -19,11 +21,6 @@ namespace {
 using nlohmann::json;
 
 constexpr uint64_t kGiBytes = uint64_t{1} << 30;
-
-class CommandError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // "10G", "10GiB" or a bare "10" (GiB, as Cinder counts): a whole number of GiB.
 uint64_t parse_gib(const std::string& text) {
@@ -36,72 +33,6 @@ uint64_t parse_gib(const std::string& text) {
   if (!bytes || *bytes == 0) throw CommandError("--size '" + text + "' is not a size (e.g. 10G)");
   if (*bytes % kGiBytes) throw CommandError("--size '" + text + "': volumes are whole GiB (e.g. 1G, 20G)");
   return *bytes / kGiBytes;
-}
-
-std::string read_token(const ClientCommandOptions& o) {
-  std::string path = o.token_file;
-  if (path.empty() && o.url.starts_with("unix:")) {
-    // The embedded default keeps the token beside the socket.
-    std::string beside = std::filesystem::path(o.url.substr(5)).parent_path() / "token";
-    if (::access(beside.c_str(), R_OK) == 0) path = beside;
-  }
-  if (path.empty()) throw CommandError("no API token: give --token-file PATH or set VOLGATE_TOKEN_FILE");
-  auto bytes = crypto::read_key_file(path);
-  std::string token(bytes.chars(), bytes.size());
-  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
-  for (char c : token)
-    if (c < 0x21 || c > 0x7e) throw CommandError("token file " + path + " does not hold a token (one word of printable characters)");
-  return token;
-}
-
-class Client {
- public:
-  explicit Client(const ClientCommandOptions& o) : o_(o), api_(check_url(o.url), read_token(o)) {}
-
-  json call(const std::string& method, const std::string& path, const std::optional<json>& body = std::nullopt,
-            int* status = nullptr) {
-    auto r = api_.request(method, "/v3/" + o_.project + path, body);
-    if (status) *status = r.status;
-    if (r.status >= 400 && !(status && r.status == 404)) throw CommandError(ApiClient::error_message(r));
-    return r.body;
-  }
-
- private:
-  static std::string check_url(const std::string& url) {
-    if (url.empty()) throw CommandError("no controller URL: give --url unix:PATH|http://HOST:PORT or set VOLGATE_URL");
-    return url;
-  }
-  const ClientCommandOptions& o_;
-  ApiClient api_;
-};
-
-std::string text(const json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return "-";
-  if (j[key].is_string()) return j[key].get<std::string>();
-  return j[key].dump();
-}
-
-void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const auto& row : rows)
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  auto line = [&](const std::vector<std::string>& cells) {
-    std::string out;
-    for (size_t i = 0; i < cells.size(); ++i) {
-      out += cells[i];
-      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
-    }
-    std::printf("%s\n", out.c_str());
-  };
-  line(header);
-  for (const auto& row : rows) line(row);
-}
-
-void print_fields(const std::vector<std::pair<std::string, std::string>>& fields) {
-  size_t w = 0;
-  for (const auto& [k, v] : fields) w = std::max(w, k.size());
-  for (const auto& [k, v] : fields) std::printf("%-*s  %s\n", static_cast<int>(w), k.c_str(), v.c_str());
 }
 
 void show_volume(const ClientCommandOptions& o, const json& v) {
@@ -452,6 +383,29 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   qset->add_option("--snapshots", o.quota_snapshots, "Most snapshots")->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
   qset->add_option("--gigabytes", o.quota_gigabytes, "Most GiB of volumes and snapshots together")
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+
+  c.attachment = app.add_subcommand("attachment", "Volume attachments (Cinder's attachment API): what a host uses to reach a volume");
+  c.attachment->require_subcommand(1);
+  add_common(c.attachment, o);
+  auto connector_options = [&o](CLI::App* cmd) {
+    cmd->add_option("--connector", o.connector, "The host's connector, a JSON object (e.g. '{\"host\": \"hv1\"}')")
+        ->type_name("JSON");
+    cmd->add_option("--host", o.host, "Shorthand for --connector '{\"host\": NAME}'")->type_name("NAME");
+  };
+  auto* acreate = sub(c.attachment, "create", "Reserve a volume for an instance; with a connector, also make it reachable");
+  acreate->add_option("--instance", o.instance, "The instance (server) it is for")->type_name("UUID");
+  acreate->add_option("--mode", o.mode, "rw or ro")->check(CLI::IsMember({"rw", "ro"}))->capture_default_str();
+  connector_options(acreate);
+  acreate->add_option("VOLUME", o.id, "Volume id")->required();
+  auto* aupdate = sub(c.attachment, "update", "Send the host's connector: the gateway serves the volume (connection info)");
+  connector_options(aupdate);
+  aupdate->add_option("ID", o.id, "Attachment id")->required();
+  sub(c.attachment, "show", "Show one attachment with its connection info")->add_option("ID", o.id, "Attachment id")->required();
+  sub(c.attachment, "list", "The project's attachments")->add_option("--volume", o.id, "Only this volume's")->type_name("ID");
+  sub(c.attachment, "complete", "Say the host has attached it (the volume becomes in-use)")
+      ->add_option("ID", o.id, "Attachment id")->required();
+  sub(c.attachment, "delete", "Let the volume go: the export is removed when no other attachment uses it")
+      ->add_option("ID", o.id, "Attachment id")->required();
   return c;
 }
 
@@ -470,7 +424,7 @@ ClientCommandOptions with_environment(ClientCommandOptions o, const CLI::App& gr
 
 std::optional<int> run_client_commands(const ClientCommands& c, const ClientCommandOptions& parsed) {
   const CLI::App* group = nullptr;
-  for (const CLI::App* g : {c.volume, c.snapshot, c.pool, c.quota})
+  for (const CLI::App* g : {c.volume, c.snapshot, c.pool, c.quota, c.attachment})
     if (g->parsed()) group = g;
   if (!group) return std::nullopt;
   const std::string name = group->get_subcommands().front()->get_name();
@@ -484,6 +438,7 @@ std::optional<int> run_client_commands(const ClientCommands& c, const ClientComm
     }
     if (group == c.snapshot) return snapshot_command(name, o);
     if (group == c.pool) return pool_command(o);
+    if (group == c.attachment) return attachment_command(name, o);
     return quota_command(name, o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", label.c_str(), e.what());

@@ -1,7 +1,8 @@
 #pragma once
 // The command-line client of the controller:
 //   volgate volume create|list|show|extend|delete, volgate snapshot create|list|show|delete,
-//   volgate pool list, volgate quota show|set.
+//   volgate pool list, volgate quota show|set,
+//   volgate attachment create|update|show|list|complete|delete (attachment_command.hpp).
 // Each talks to the REST API found through --url or VOLGATE_URL (unix:PATH or
 // http://HOST:PORT), prints a table (or --output json), and exits 2 with one line on stderr
 // when anything fails.
@@ -30,6 +31,10 @@ struct ClientCommandOptions {
   std::string description;
   bool encrypted = false;
   bool force = false;
+  std::string instance;   // attachment create: the instance it is for
+  std::string mode = "rw";
+  std::string connector;  // JSON
+  std::string host;       // a connector of just {"host": HOST}
   std::optional<int64_t> quota_volumes;
   std::optional<int64_t> quota_snapshots;
   std::optional<int64_t> quota_gigabytes;
@@ -40,6 +45,7 @@ struct ClientCommands {
   CLI::App* snapshot = nullptr;
   CLI::App* pool = nullptr;
   CLI::App* quota = nullptr;
+  CLI::App* attachment = nullptr;
 };
 
 ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& options);

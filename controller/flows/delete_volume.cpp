@@ -21,6 +21,9 @@ std::vector<Task<Context>> DeleteVolumeFlow::tasks(FlowServices& s) {
   std::vector<Task<Context>> tasks;
   tasks.push_back({"validate", [&s](Context& c) {
     Volume v = s.get_volume(c.project, c.volume_id);
+    if (auto attachments = s.store.attachments_of(v.id); !attachments.empty())
+      conflict("Volume " + v.id + " has " + std::to_string(attachments.size()) +
+               " attachment(s) (e.g. " + attachments.front().id + "); delete them before the volume.");
     require_transition("volume " + v.id, v.status, VolumeStatus::deleting);
     auto snaps = s.store.snapshots_of(v.id);
     if (!snaps.empty())

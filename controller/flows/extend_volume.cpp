@@ -22,8 +22,11 @@ std::vector<Task<Context>> ExtendVolumeFlow::tasks(FlowServices& s) {
     if (c.new_size_gb <= v.size_gb)
       bad_request("New size for extend must be greater than current size. (current: " + std::to_string(v.size_gb) +
                   ", extended: " + std::to_string(c.new_size_gb) + ").");
+    if (auto attachments = s.store.attachments_of(v.id); !attachments.empty())
+      conflict("Volume " + v.id + " has " + std::to_string(attachments.size()) +
+               " attachment(s): an attached volume cannot be extended, since QEMU's NBD client does not see an "
+               "export grow. Detach it, extend it, attach it again.");
     require_transition("volume " + v.id, v.status, VolumeStatus::extending);
-    // An attached (in-use) volume can grow too; it goes back to what it was.
     c.status_before = std::string(to_string(v.status));
     c.old_size_gb = v.size_gb;
     c.pool = v.pool;

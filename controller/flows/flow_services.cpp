@@ -36,6 +36,36 @@ FlowServices::FlowServices(const ControllerConfig& config, Store& store, std::ve
   }
 }
 
+void FlowServices::publish_export(const Volume& volume, const std::string& export_name, bool read_only) {
+  if (!gateway)
+    throw ApiError(ApiError::Kind::service_unavailable,
+                   "No gateway is configured to serve volumes on this host (see the README, section Controller).");
+  std::optional<gateway::control::LuksKey> key;
+  if (volume.encrypted) {
+    if (!key_wrap || volume.wrapped_key.empty())
+      throw std::runtime_error("encrypted volume " + volume.id + " has no passphrase to unlock it with");
+    key = gateway::control::LuksKey{gateway::control::LuksKey::Kind::passphrase,
+                                    key_wrap->unwrap(volume.wrapped_key, volume.id)};
+  }
+  try {
+    gateway->publish(export_name, pool(volume.pool).export_spec(volume.id), read_only, key ? &*key : nullptr);
+  } catch (const gateway::GatewayControlError& e) {
+    if (e.status == 0)
+      throw ApiError(ApiError::Kind::service_unavailable, std::string("The gateway did not answer: ") + e.what());
+    throw std::runtime_error(std::string("the gateway refused to serve the volume: ") + e.what());
+  }
+}
+
+void FlowServices::withdraw_export(const std::string& export_name) {
+  if (!gateway) return;
+  try {
+    gateway->withdraw(export_name);
+  } catch (const std::exception& e) {
+    spdlog::warn("export {}: could not remove it from the gateway ({}); the export check will", export_name,
+                 e.what());
+  }
+}
+
 Pool& FlowServices::pool(const std::string& name) {
   auto it = pools_.find(name);
   if (it == pools_.end()) throw std::runtime_error("pool '" + name + "' is not configured");

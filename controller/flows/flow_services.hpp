@@ -15,6 +15,7 @@
 #include "controller/domain/key_wrap.hpp"
 #include "controller/domain/snapshot.hpp"
 #include "controller/domain/volume.hpp"
+#include "controller/exports/gateway_exports.hpp"
 #include "controller/flows/flow.hpp"
 #include "controller/pools/image_files.hpp"
 #include "controller/pools/pool.hpp"
@@ -45,6 +46,8 @@ class FlowServices {
   ImageFiles images;
   const BeforeTask before_task;  // failure injection for tests
   std::atomic<bool> stopping{false};
+  // The gateway that serves attached volumes on this host; null when none is configured.
+  GatewayExports* gateway = nullptr;
 
   Pool& pool(const std::string& name);
   bool has_pool(const std::string& name) const { return pools_.count(name) != 0; }
@@ -60,6 +63,14 @@ class FlowServices {
   CopyProgress progress_reporter(const std::string& volume_id);
   std::optional<double> progress(const std::string& volume_id);
   void clear_progress(const std::string& volume_id);
+
+  // Serves `volume` as `export_name` on the gateway, unlocked with its passphrase when it is
+  // encrypted (unwrapped here, only to travel over the control socket). Idempotent. Throws
+  // ApiError: 503 when there is no gateway or it does not answer, 500 when it cannot open it.
+  void publish_export(const Volume& volume, const std::string& export_name, bool read_only);
+  // Stops serving `export_name`. A failure is logged, not thrown: an export left behind is owned
+  // by no attachment, and the export check (export_reconciler.hpp) removes it.
+  void withdraw_export(const std::string& export_name);
 
   // Image files opened by create requests, held by a handle in the flow's context until the
   // copy is done or reverted.

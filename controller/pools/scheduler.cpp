@@ -64,6 +64,9 @@ FilterResult capabilities_filter(const PoolState& pool, const ScheduleRequest& r
     std::string have;
     if (key == "volume_backend_name") {
       have = pool.name;
+    } else if (key == "multiattach") {
+      // Every pool can: the attachments of a volume share one gateway export.
+      have = "True";
     } else {
       auto it = pool.capabilities.find(key);
       if (it == pool.capabilities.end()) return "no capability " + key;

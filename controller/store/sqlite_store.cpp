@@ -50,6 +50,16 @@ const char* const kMigrations[] = {
     CREATE TABLE volume_metadata (volume_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
       PRIMARY KEY (volume_id, key));
     )sql",
+    // volume attachments (Cinder's v3 attachment API)
+    R"sql(
+    CREATE TABLE attachments (
+      id TEXT PRIMARY KEY, project TEXT NOT NULL, volume_id TEXT NOT NULL,
+      instance_uuid TEXT NOT NULL, status TEXT NOT NULL, read_only INTEGER NOT NULL,
+      connector TEXT NOT NULL, host TEXT NOT NULL, export_name TEXT NOT NULL,
+      attached_at TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX attachments_volume ON attachments(volume_id);
+    CREATE INDEX attachments_project ON attachments(project);
+    )sql",
 };
 
 std::string utc_now() {
@@ -410,6 +420,89 @@ Snapshot SqliteStore::update_snapshot(const std::string& id, const std::function
 void SqliteStore::delete_snapshot(const std::string& id) {
   std::lock_guard lock(mutex_);
   Statement(db_, "DELETE FROM snapshots WHERE id = ?").bind(1, id).run();
+}
+
+// ------------------------------------------------------------------------------ attachments
+
+namespace {
+const char* const kAttachmentColumns =
+    "id, project, volume_id, instance_uuid, status, read_only, connector, host, export_name, attached_at, "
+    "created_at, updated_at";
+
+Attachment read_attachment(auto& s) {
+  Attachment a;
+  a.id = s.text(0);
+  a.project = s.text(1);
+  a.volume_id = s.text(2);
+  a.instance_uuid = s.text(3);
+  // A status this build does not know is one nothing may build on: detaching lets it go.
+  a.status = parse_attachment_status(s.text(4)).value_or(AttachmentStatus::detaching);
+  a.read_only = s.integer(5) != 0;
+  a.connector = s.text(6);
+  a.host = s.text(7);
+  a.export_name = s.text(8);
+  a.attached_at = s.text(9);
+  a.created_at = s.text(10);
+  a.updated_at = s.text(11);
+  return a;
+}
+}  // namespace
+
+std::vector<Attachment> SqliteStore::select_attachments_locked(const char* where, const std::string& value) {
+  std::string sql = std::string("SELECT ") + kAttachmentColumns + " FROM attachments" + where + " ORDER BY created_at";
+  Statement s(db_, sql.c_str());
+  if (!value.empty()) s.bind(1, value);
+  std::vector<Attachment> out;
+  while (s.step()) out.push_back(read_attachment(s));
+  return out;
+}
+
+std::optional<Attachment> SqliteStore::find_attachment(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto found = select_attachments_locked(" WHERE id = ?", id);
+  if (found.empty()) return std::nullopt;
+  return found.front();
+}
+
+std::vector<Attachment> SqliteStore::list_attachments(const std::string& project) {
+  std::lock_guard lock(mutex_);
+  return select_attachments_locked(" WHERE project = ?", project);
+}
+
+std::vector<Attachment> SqliteStore::all_attachments() {
+  std::lock_guard lock(mutex_);
+  return select_attachments_locked("", {});
+}
+
+std::vector<Attachment> SqliteStore::attachments_of(const std::string& volume_id) {
+  std::lock_guard lock(mutex_);
+  return select_attachments_locked(" WHERE volume_id = ?", volume_id);
+}
+
+Store::VolumeAttachments SqliteStore::update_volume_attachments(
+    const std::string& volume_id, const std::function<void(VolumeAttachments&)>& change) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(*this);
+  auto volume = find_volume_locked(volume_id);
+  if (!volume) not_found("Volume " + volume_id + " could not be found.");
+  VolumeAttachments state{*volume, select_attachments_locked(" WHERE volume_id = ?", volume_id)};
+  change(state);
+  write_volume_locked(state.volume, false);
+  // The set is small (one per host and instance): written whole, like a volume's metadata.
+  Statement(db_, "DELETE FROM attachments WHERE volume_id = ?").bind(1, volume_id).run();
+  const std::string now = utc_now();
+  for (const Attachment& a : state.attachments) {
+    std::string sql = std::string("INSERT INTO attachments (") + kAttachmentColumns +
+                      ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)";
+    Statement s(db_, sql.c_str());
+    s.bind(1, a.id).bind(2, a.project).bind(3, volume_id).bind(4, a.instance_uuid);
+    s.bind(5, std::string(to_string(a.status))).bind(6, int64_t{a.read_only}).bind(7, a.connector);
+    s.bind(8, a.host).bind(9, a.export_name).bind(10, a.attached_at);
+    s.bind(11, a.created_at.empty() ? now : a.created_at).bind(12, now);
+    s.run();
+  }
+  tx.commit();
+  return {*find_volume_locked(volume_id), select_attachments_locked(" WHERE volume_id = ?", volume_id)};
 }
 
 // ------------------------------------------------------------------------------ quotas

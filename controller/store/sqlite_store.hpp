@@ -41,6 +41,13 @@ class SqliteStore final : public Store {
   Snapshot update_snapshot(const std::string& id, const std::function<void(Snapshot&)>& change) override;
   void delete_snapshot(const std::string& id) override;
 
+  std::optional<Attachment> find_attachment(const std::string& id) override;
+  std::vector<Attachment> list_attachments(const std::string& project) override;
+  std::vector<Attachment> all_attachments() override;
+  std::vector<Attachment> attachments_of(const std::string& volume_id) override;
+  VolumeAttachments update_volume_attachments(const std::string& volume_id,
+                                              const std::function<void(VolumeAttachments&)>& change) override;
+
   void reserve_quota(const std::string& reservation, const std::string& project,
                      const QuotaDeltas& deltas, const QuotaDeltas& defaults) override;
   void rollback_quota(const std::string& reservation) override;
@@ -65,6 +72,8 @@ class SqliteStore final : public Store {
   std::optional<Snapshot> find_snapshot_locked(const std::string& id);
   void write_volume_locked(const Volume& volume, bool insert);
   void read_metadata_locked(Volume& volume);
+  // Attachments matching `where` (" WHERE col = ?" bound to `value`, or empty for all).
+  std::vector<Attachment> select_attachments_locked(const char* where, const std::string& value);
   void write_snapshot_locked(const Snapshot& snapshot, bool insert);
 
   const std::string path_;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "controller/store/flow_record.hpp"
+#include "controller/domain/attachment.hpp"
 #include "controller/domain/quota.hpp"
 #include "controller/domain/snapshot.hpp"
 #include "controller/domain/volume.hpp"
@@ -37,6 +38,21 @@ class Store {
   virtual std::vector<Snapshot> snapshots_of(const std::string& volume_id) = 0;
   virtual Snapshot update_snapshot(const std::string& id, const std::function<void(Snapshot&)>& change) = 0;
   virtual void delete_snapshot(const std::string& id) = 0;
+
+  // Attachments. They change together with their volume's status, so every change goes through
+  // update_volume_attachments: it reads the volume and all its attachments, lets `change` edit,
+  // add or remove attachments and edit the volume, and writes both in one transaction (`change`
+  // may throw to leave everything as it was). Throws ApiError (not_found) for an unknown volume.
+  struct VolumeAttachments {
+    Volume volume;
+    std::vector<Attachment> attachments;
+  };
+  virtual std::optional<Attachment> find_attachment(const std::string& id) = 0;
+  virtual std::vector<Attachment> list_attachments(const std::string& project) = 0;
+  virtual std::vector<Attachment> all_attachments() = 0;
+  virtual std::vector<Attachment> attachments_of(const std::string& volume_id) = 0;
+  virtual VolumeAttachments update_volume_attachments(const std::string& volume_id,
+                                                      const std::function<void(VolumeAttachments&)>& change) = 0;
 
   // Quotas (see quota.hpp). `defaults` are the limits of projects with no limit of their own.
   // reserve_quota throws QuotaExceeded naming the resource when a limit would be exceeded.

@@ -117,7 +117,11 @@ _cleanup() {
         kill -KILL "$p" 2>/dev/null
         wait "$p" 2>/dev/null
     done
+    # Gateways a controller started (--gateway) run in sessions of their own and may outlive it.
+    pkill -KILL -f -- "serve --control $TEST_TMP/" 2>/dev/null
     if ((rc != 0)); then
+        # A started gateway logs into its state directory.
+        for p in "$TEST_TMP"/*/gateway.log; do [[ -f $p ]] && VG_LOGS+=("$p"); done
         for p in "${VG_LOGS[@]}"; do
             if [[ -s $p ]]; then
                 echo "---- last lines of $p ----" >&2
@@ -154,16 +158,17 @@ free_tcp_port() {
     "$SYSPY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_controller CONFIG SOCKET [STDOUT-PATTERN]: runs `volgate controller --config CONFIG` in
-# the background until its API socket exists (and, given a pattern, until a line of its stdout
-# matches it, e.g. '^http://' for a TCP listener). Sets CTL_PID and VG_ERR; its stderr is $TEST_TMP/controller.N.err
+# start_controller CONFIG SOCKET [STDOUT-PATTERN [ARGS...]]: runs `volgate controller --config
+# CONFIG ARGS...` in the background until its API socket exists (and, given a pattern, until a
+# line of its stdout matches it, e.g. '^http://' for a TCP listener). Sets CTL_PID and VG_ERR; its stderr is $TEST_TMP/controller.N.err
 # (dumped if the test fails), its stdout controller.N.out beside it.
 start_controller() {
     local config=$1 socket=$2 pattern=${3:-}
+    shift $(($# < 3 ? $# : 3))
     local out=$TEST_TMP/controller.$VG_COUNT.out err=$TEST_TMP/controller.$VG_COUNT.err
     VG_COUNT=$((VG_COUNT + 1))
     VG_LOGS+=("$err")
-    "$VOLGATE" controller --config "$config" >"$out" 2>"$err" &
+    "$VOLGATE" controller --config "$config" "$@" >"$out" 2>"$err" &
     CTL_PID=$!
     VG_PIDS+=("$CTL_PID")
     VG_LOG_OF[$CTL_PID]=$err

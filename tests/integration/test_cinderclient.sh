@@ -7,12 +7,14 @@
 #  - a call volgate does not offer (backup-list) fails with a clear message, not a traceback;
 #  - the microversion header is echoed, refused out of range (406), and the versions document
 #    is served without the token;
+#  - attachment-create (reserve, and --connect for connection info), -list, -show, -complete and
+#    -delete, with the volume's status following, and the export reachable with nbdinfo;
 #  - the Python library (cinderclient.client.Client with a keystoneauth session) does the same
 #    lifecycle, including cinderclient's standard create body and list paging.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
-require_tool curl cinder
+require_tool curl cinder nbdinfo
 T=$TEST_TMP
 STATE=$T/state
 SOCK=$STATE/controller.sock
@@ -30,7 +32,7 @@ cat >"$T/controller.json" <<JSON
   "pools": [{"name": "files", "driver": "file", "directory": "$T/pool"}]
 }
 JSON
-start_controller "$T/controller.json" "$SOCK" '^http://'
+start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
 
 # The token and the endpoint come from the environment: the token stays off every command line.
 # The auth type must not: cinderclient 9.1 with OS_AUTH_TYPE=admin_token in its environment
@@ -248,5 +250,37 @@ assert not c.volumes.list()
 print("library: ok")
 PY
 pass "cinderclient library: discovery, create/list paging/update/metadata/extend, snapshots, quotas, limits, zones, services"
+
+# ------------------------------------------------------------------ attachments
+for ((i = 0; i < 100; i++)); do [[ -S $STATE/run/nbd.sock ]] && break; sleep 0.05; done
+av=$(cinder_max create --name attach-me 1 | field id)
+wait_for "$av" status available
+server=5e1f7a3c-8d2b-4c6e-9a10-3b7f2d4e6c81
+cinder_max attachment-create "$av" "$server" >"$T/att"
+att=$(field id <"$T/att")
+assert_eq "$(field status <"$T/att")" reserved "attachment-create without a connector"
+assert_eq "$(show "$av" status)" reserved "volume after attachment-create"
+cinder_max attachment-list >"$T/atts"
+grep -q "$att" "$T/atts" || fail "attachment-list: $(cat "$T/atts")"
+cinder_max attachment-delete "$att" >/dev/null
+assert_eq "$(show "$av" status)" available "volume after attachment-delete"
+
+cinder_max attachment-create --connect True --host "$(hostname)" --platform x86_64 --ostype linux --mode rw \
+    "$av" "$server" >"$T/att"
+att=$(field id <"$T/att")
+assert_eq "$(field status <"$T/att")" attaching "attachment-create --connect"
+grep -q "'driver_volume_type': 'nbd'" "$T/att" || fail "no NBD connection info: $(cat "$T/att")"
+nbdinfo --size "$(unix_uri "volume-$av" "$STATE/run/nbd.sock")" >/dev/null || fail "the attachment's export is not served"
+cinder_max attachment-complete "$att" >/dev/null
+assert_eq "$(show "$av" status)" in-use "volume after attachment-complete"
+assert_eq "$(cinder_max attachment-show "$att" | field status)" attached "attachment-show after complete"
+rc=0
+OS_VOLUME_API_VERSION=$MAX_VERSION cinder delete "$av" >"$T/out" 2>"$T/err" || rc=$?
+grep -q 'attachment' "$T/err" || fail "delete of an attached volume: rc $rc, $(cat "$T/out" "$T/err")"
+cinder_max attachment-delete "$att" >/dev/null
+assert_eq "$(show "$av" status)" available "volume after the last attachment-delete"
+nbdinfo --size "$(unix_uri "volume-$av" "$STATE/run/nbd.sock")" >/dev/null 2>&1 && fail "the export outlived its attachment"
+cinder_max delete "$av" >/dev/null
+pass "cinder attachment-create/--connect/list/show/complete/delete: states, NBD connection info, export served and removed"
 
 stop_volgate "$CTL_PID" TERM 10

@@ -1,0 +1,44 @@
+#pragma once
+// What every client command (volume, snapshot, pool, quota, attachment) shares: its error, the
+// API client built from --url/--token-file/--project, and table and field printing.
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "controller/api/api_client.hpp"
+#include "controller/cli/volume_command.hpp"
+
+namespace volgate::controller {
+
+// A failure the command reports on one line (exit code 2).
+class CommandError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The controller's API for one project, as the options name it.
+class Client {
+ public:
+  // `api_version`: the microversion to ask for ("3.44"), empty for the base version.
+  explicit Client(const ClientCommandOptions& o, std::string api_version = {});
+
+  // METHOD /v3/PROJECT/PATH. A fault throws CommandError with its message, except a 404 when
+  // `status` is given (it is set to every answer's status).
+  nlohmann::json call(const std::string& method, const std::string& path,
+                      const std::optional<nlohmann::json>& body = std::nullopt, int* status = nullptr);
+
+ private:
+  const ClientCommandOptions& o_;
+  ApiClient api_;
+};
+
+// j[key] as text: strings as they are, null or absent as "-", anything else as JSON.
+std::string text(const nlohmann::json& j, const char* key);
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
+// "key  value" lines, the values aligned.
+void print_fields(const std::vector<std::pair<std::string, std::string>>& fields);
+
+}  // namespace volgate::controller
