@@ -122,7 +122,10 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       }
     }
     forget_request();
-    spdlog::info("control: {} {}: {}", method, target, response.status);
+    // The controller asks for health twice a second: reads that worked are debug, so that the
+    // log shows the changes.
+    const auto level = method == "GET" && response.status < 400 ? spdlog::level::debug : spdlog::level::info;
+    spdlog::log(level, "control: {} {}: {}", method, target, response.status);
     respond(std::move(response), keep_alive && allowed_);
   }
 
