@@ -55,7 +55,8 @@ void add_attachment_routes(Router& r, VolumeService& service) {
     const std::string mode = opt_string(a, "mode");
     if (!mode.empty() && mode != "rw" && mode != "ro") bad_request("'mode' must be \"rw\" or \"ro\".");
     request.read_only = mode == "ro";
-    if (a.contains("connector") && !a["connector"].is_null())
+    // An empty connector is none, as in Cinder (cinderclient sends {} without --connect).
+    if (a.contains("connector") && !a["connector"].is_null() && !(a["connector"].is_object() && a["connector"].empty()))
       std::tie(request.connector, request.host) = connector_field(a["connector"]);
     Attachment created = service.create_attachment(request);
     return json_response(200, {{"attachment", attachment_detail(service, created)}});
