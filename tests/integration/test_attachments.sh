@@ -199,6 +199,22 @@ ok 200 DELETE "/attachments/$a1" >/dev/null
 assert_eq "$(vol_status "$shared")" available "shared volume after both detach"
 pass "multiattach: two attachments, a read-only export of its own, each removed with its last attachment"
 
+# ------------------------------------------------------------------ the command line
+cli_att=$(vg attachment create --project p --instance vm-c --output json "$plain" | json "d['attachment']['id']")
+assert_eq "$(vg attachment show --project p --output json "$cli_att" | json "d['attachment']['status']")" reserved "CLI create"
+out=$(vg attachment update --project p --host "$(hostname)" "$cli_att")
+grep -q "^uri  *nbd+unix:///volume-$plain?socket=$NBD\$" <<<"$out" || fail "attachment update: $out"
+nbdinfo --size "$(unix_uri "volume-$plain" "$NBD")" >/dev/null || fail "the CLI's attachment is not served"
+vg attachment complete --project p "$cli_att" | grep -q '^status  *attached$' || fail "attachment complete"
+vg attachment list --project p --volume "$plain" | grep -q "^$cli_att  *$plain  *attached  *vm-c  *rw$" ||
+    fail "attachment list: $(vg attachment list --project p --volume "$plain")"
+rc=0
+vg attachment update --project p --connector '[1]' "$cli_att" 2>"$T/cli.err" || rc=$?
+[[ $rc == 2 ]] && grep -q 'JSON object' "$T/cli.err" || fail "bad --connector: rc $rc, $(cat "$T/cli.err")"
+vg attachment delete --project p "$cli_att" | grep -q "deleted attachment $cli_att" || fail "attachment delete"
+assert_eq "$(vol_status "$plain")" available "volume after the CLI's attachment delete"
+pass "volgate attachment create/update/complete/list/show/delete"
+
 # ------------------------------------------------------------------ controller restart
 kill -TERM "$CTL_PID"
 wait "$CTL_PID" || true
