@@ -183,6 +183,22 @@ assert_eq "$(vol_status "$plain")" available "the plain volume after refused att
 assert_eq "$(exports)" "volume-$vol" "no export left behind by refused requests"
 pass "bad attachment requests: 400/404/409 in Cinder's shape, nothing changed, nothing served"
 
+# The volume actions Nova uses around attach and detach.
+ok 202 POST "/volumes/$plain/action" '{"os-reserve": null}' >/dev/null
+assert_eq "$(vol_status "$plain")" reserved "after os-reserve"
+ok 409 POST "/volumes/$plain/action" '{"os-reserve": null}' >/dev/null
+ok 202 POST "/volumes/$plain/action" '{"os-unreserve": null}' >/dev/null
+assert_eq "$(vol_status "$plain")" available "after os-unreserve"
+ok 409 POST "/volumes/$plain/action" '{"os-begin_detaching": null}' >/dev/null
+ok 202 POST "/volumes/$vol/action" '{"os-begin_detaching": null}' >/dev/null
+assert_eq "$(vol_status "$vol")" detaching "after os-begin_detaching"
+ok 202 POST "/volumes/$vol/action" '{"os-roll_detaching": null}' >/dev/null
+assert_eq "$(vol_status "$vol")" in-use "after os-roll_detaching"
+ok 400 POST "/volumes/$vol/action" '{"os-force_detach": {"bogus": 1}}' >/dev/null
+ok 404 POST "/volumes/$vol/action" '{"os-force_detach": {"attachment_id": "nope"}}' >/dev/null
+assert_eq "$(exports)" "volume-$vol" "exports after the volume actions"
+pass "os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching; os-force_detach checks its body"
+
 # ------------------------------------------------------------------ multiattach, read-only
 shared=$(create --size 1 --type shared shared)
 wait_status "$shared" available
