@@ -22,6 +22,8 @@ packages=(
   # controller: SQLite, and the tools its integration tests drive the REST API with (curl,
   # and OpenStack's own client, to prove the API is Cinder's to it)
   libsqlite3-dev sqlite3 curl python3-cinderclient
+  # the controller's virt driver: libvirt's C API
+  libvirt-dev
 )
 case "${1:-}" in
   "") ;;

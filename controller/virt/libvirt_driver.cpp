@@ -1,0 +1,271 @@
+#include "controller/virt/libvirt_driver.hpp"
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/property_tree/ptree.hpp>
+#include <boost/property_tree/xml_parser.hpp>
+#include <memory>
+#include <mutex>
+#include <sstream>
+
+namespace volgate::controller {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) {
+  const char* message = virGetLastErrorMessage();
+  throw VirtError(what + ": " + (message ? message : "unknown libvirt error"));
+}
+
+struct DomainFree {
+  void operator()(virDomainPtr d) const { virDomainFree(d); }
+};
+using Domain = std::unique_ptr<virDomain, DomainFree>;
+
+struct CharFree {
+  void operator()(char* p) const { std::free(p); }
+};
+
+std::string xml_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '\'': out += "&apos;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string uuid_of(virDomainPtr d) {
+  char uuid[VIR_UUID_STRING_BUFLEN] = {};
+  virDomainGetUUIDString(d, uuid);
+  return uuid;
+}
+
+Server server_of(virDomainPtr d) {
+  Server s;
+  s.uuid = uuid_of(d);
+  const char* name = virDomainGetName(d);
+  s.name = name ? name : "";
+  int state = VIR_DOMAIN_NOSTATE, reason = 0;
+  if (virDomainGetState(d, &state, &reason, 0) == 0) {
+    switch (state) {
+      case VIR_DOMAIN_RUNNING: s.state = ServerState::running; break;
+      case VIR_DOMAIN_PAUSED: s.state = ServerState::paused; break;
+      case VIR_DOMAIN_SHUTOFF: s.state = ServerState::shut_off; break;
+      default: s.state = ServerState::other;
+    }
+  }
+  s.persistent = virDomainIsPersistent(d) == 1;
+  return s;
+}
+
+// libvirt's default event loop is process-wide and must be registered before the first
+// connection that wants events.
+void register_event_loop_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (virEventRegisterDefaultImpl() != 0) fail("libvirt event loop");
+  });
+}
+
+void device_removed_callback(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque) {
+  static_cast<LibvirtDriver*>(opaque)->on_device_removed(uuid_of(dom), alias ? alias : "");
+}
+
+}  // namespace
+
+std::string_view to_string(ServerState state) {
+  switch (state) {
+    case ServerState::running: return "running";
+    case ServerState::paused: return "paused";
+    case ServerState::shut_off: return "shut off";
+    case ServerState::other: return "other";
+  }
+  return "other";
+}
+
+std::string disk_xml(const DiskRequest& d) {
+  std::ostringstream x;
+  x << "<disk type='network' device='disk'>"
+    << "<driver name='qemu' type='raw' cache='none' discard='unmap'/>"
+    << "<source protocol='nbd' name='" << xml_escape(d.export_name) << "'>"
+    << "<host transport='unix' socket='" << xml_escape(d.socket) << "'/></source>"
+    << "<target dev='" << xml_escape(d.target) << "' bus='" << xml_escape(d.bus) << "'/>"
+    << "<serial>" << xml_escape(d.serial) << "</serial>"
+    << "<alias name='ua-" << xml_escape(d.serial) << "'/>";
+  if (d.read_only) x << "<readonly/>";
+  if (d.bus == "scsi")
+    x << "<address type='drive' controller='0' bus='0' target='0' unit='" << d.scsi_unit << "'/>";
+  x << "</disk>";
+  return x.str();
+}
+
+std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml) {
+  namespace pt = boost::property_tree;
+  pt::ptree doc;
+  try {
+    std::istringstream in(xml);
+    pt::read_xml(in, doc);
+  } catch (const pt::xml_parser_error& e) {
+    throw VirtError(std::string("domain XML: ") + e.what());
+  }
+  std::vector<GuestDisk> out;
+  auto devices = doc.get_child_optional("domain.devices");
+  if (!devices) return out;
+  for (const auto& [tag, disk] : *devices) {
+    if (tag != "disk") continue;
+    GuestDisk g;
+    g.serial = disk.get("serial", "");
+    g.target = disk.get("target.<xmlattr>.dev", "");
+    g.bus = disk.get("target.<xmlattr>.bus", "");
+    g.alias = disk.get("alias.<xmlattr>.name", "");
+    g.export_name = disk.get("source.<xmlattr>.name", "");
+    g.socket = disk.get("source.host.<xmlattr>.socket", "");
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+LibvirtDriver::LibvirtDriver(const std::string& uri, DetachOptions detach) : uri_(uri), detach_(detach) {
+  register_event_loop_once();
+  conn_ = virConnectOpen(uri_.c_str());
+  if (!conn_) fail("libvirt " + uri_);
+  // A libvirtd that goes away is noticed within seconds rather than at the next call.
+  virConnectSetKeepAlive(conn_, 5, 3);
+  removed_callback_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                                       VIR_DOMAIN_EVENT_CALLBACK(device_removed_callback), this,
+                                                       nullptr);
+  if (removed_callback_ < 0) {
+    virConnectClose(conn_);
+    fail("libvirt " + uri_ + ": DEVICE_REMOVED events");
+  }
+  event_thread_ = std::thread([this] {
+    for (;;) {
+      {
+        std::lock_guard lock(mutex_);
+        if (stopping_) return;
+      }
+      // Returns after each dispatched event or timer (keep-alive runs one every few seconds).
+      if (virEventRunDefaultImpl() < 0) spdlog::warn("libvirt event loop: {}", virGetLastErrorMessage());
+    }
+  });
+}
+
+LibvirtDriver::~LibvirtDriver() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  // Unregistering and closing wake the loop (they touch its handles), so the thread returns.
+  if (removed_callback_ >= 0) virConnectDomainEventDeregisterAny(conn_, removed_callback_);
+  virConnectClose(conn_);
+  // A timer that fires at once makes sure the loop comes round to see stopping_.
+  int timer = virEventAddTimeout(0, [](int, void*) {}, nullptr, nullptr);
+  if (event_thread_.joinable()) event_thread_.join();
+  if (timer >= 0) virEventRemoveTimeout(timer);
+}
+
+void LibvirtDriver::on_device_removed(const std::string& uuid, const std::string& alias) {
+  {
+    std::lock_guard lock(mutex_);
+    removed_.emplace(uuid, alias);
+  }
+  removed_changed_.notify_all();
+}
+
+bool LibvirtDriver::wait_removed(const std::string& uuid, const std::string& alias, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return removed_changed_.wait_for(lock, timeout, [&] { return removed_.count({uuid, alias}) != 0; });
+}
+
+std::vector<Server> LibvirtDriver::list_servers() {
+  virDomainPtr* domains = nullptr;
+  int n = virConnectListAllDomains(conn_, &domains, 0);
+  if (n < 0) fail("listing the domains");
+  std::vector<Server> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(server_of(domains[i]));
+    virDomainFree(domains[i]);
+  }
+  std::free(domains);
+  return out;
+}
+
+std::optional<Server> LibvirtDriver::find_server(const std::string& uuid_or_name) {
+  std::optional<Server> by_name;
+  int named = 0;
+  for (auto& s : list_servers()) {
+    if (s.uuid == uuid_or_name) return s;
+    if (s.name == uuid_or_name) {
+      by_name = s;
+      ++named;
+    }
+  }
+  return named == 1 ? by_name : std::nullopt;
+}
+
+std::vector<GuestDisk> LibvirtDriver::disks(const std::string& uuid, bool persistent) {
+  Domain d(virDomainLookupByUUIDString(conn_, uuid.c_str()));
+  if (!d) fail("domain " + uuid);
+  std::unique_ptr<char, CharFree> xml(virDomainGetXMLDesc(d.get(), persistent ? VIR_DOMAIN_XML_INACTIVE : 0));
+  if (!xml) fail("domain " + uuid + ": XML");
+  return disks_in_domain_xml(xml.get());
+}
+
+void LibvirtDriver::attach_disk(const std::string& uuid, const DiskRequest& disk) {
+  Domain d(virDomainLookupByUUIDString(conn_, uuid.c_str()));
+  if (!d) fail("domain " + uuid);
+  unsigned flags = 0;
+  if (virDomainIsActive(d.get()) == 1) flags |= VIR_DOMAIN_AFFECT_LIVE;
+  if (virDomainIsPersistent(d.get()) == 1) flags |= VIR_DOMAIN_AFFECT_CONFIG;
+  const std::string xml = disk_xml(disk);
+  if (virDomainAttachDeviceFlags(d.get(), xml.c_str(), flags) != 0)
+    fail("attaching volume " + disk.serial + " to domain " + uuid);
+}
+
+void LibvirtDriver::detach_disk(const std::string& uuid, const std::string& serial) {
+  Domain d(virDomainLookupByUUIDString(conn_, uuid.c_str()));
+  if (!d) fail("domain " + uuid);
+  auto find = [&](bool persistent) -> std::optional<GuestDisk> {
+    for (auto& g : disks(uuid, persistent))
+      if (g.serial == serial) return g;
+    return std::nullopt;
+  };
+  const bool active = virDomainIsActive(d.get()) == 1;
+  if (active) {
+    for (unsigned attempt = 1;; ++attempt) {
+      auto disk = find(false);
+      if (!disk) break;  // gone: done (also when the guest let go between attempts)
+      {
+        std::lock_guard lock(mutex_);
+        removed_.erase({uuid, disk->alias});
+      }
+      if (virDomainDetachDeviceAlias(d.get(), disk->alias.c_str(), VIR_DOMAIN_AFFECT_LIVE) != 0) {
+        if (!find(false)) break;  // removed meanwhile
+        fail("detaching volume " + serial + " from domain " + uuid);
+      }
+      if (wait_removed(uuid, disk->alias, detach_.wait_per_attempt) || !find(false)) break;
+      if (attempt >= detach_.attempts)
+        throw VirtError("domain " + uuid + " did not release volume " + serial + " after " +
+                        std::to_string(attempt) + " detach requests (the guest keeps the disk)");
+      spdlog::warn("domain {}: volume {} still attached after detach request {}; asking again", uuid, serial,
+                   attempt);
+    }
+  }
+  if (virDomainIsPersistent(d.get()) == 1) {
+    if (auto disk = find(true)) {
+      if (disk->alias.empty() ||
+          virDomainDetachDeviceAlias(d.get(), disk->alias.c_str(), VIR_DOMAIN_AFFECT_CONFIG) != 0)
+        fail("removing volume " + serial + " from the definition of domain " + uuid);
+    }
+  }
+}
+
+}  // namespace volgate::controller

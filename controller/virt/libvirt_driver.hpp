@@ -1,0 +1,65 @@
+#pragma once
+// VirtDriver over libvirt's C API: one connection (with keep-alive) and libvirt's default event
+// loop on a thread of its own, whose DEVICE_REMOVED events tell a detach when the guest has let
+// a disk go. libvirt 9.0 reports a live detach as done as soon as it has asked the guest, so
+// only the event (or the disk gone from the live XML) proves it.
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "controller/virt/virt_driver.hpp"
+
+struct _virConnect;
+
+namespace volgate::controller {
+
+struct DetachOptions {
+  // Nova retries a live detach 8 times; each waits this long for DEVICE_REMOVED.
+  unsigned attempts = 8;
+  std::chrono::milliseconds wait_per_attempt{std::chrono::seconds(5)};
+};
+
+class LibvirtDriver final : public VirtDriver {
+ public:
+  // Connects to `uri` (e.g. qemu:///system). Throws VirtError naming it when it cannot.
+  explicit LibvirtDriver(const std::string& uri, DetachOptions detach = {});
+  ~LibvirtDriver() override;
+  LibvirtDriver(const LibvirtDriver&) = delete;
+  LibvirtDriver& operator=(const LibvirtDriver&) = delete;
+
+  std::vector<Server> list_servers() override;
+  std::optional<Server> find_server(const std::string& uuid_or_name) override;
+  std::vector<GuestDisk> disks(const std::string& uuid, bool persistent) override;
+  void attach_disk(const std::string& uuid, const DiskRequest& disk) override;
+  void detach_disk(const std::string& uuid, const std::string& serial) override;
+
+  // Called by the event loop (a C callback forwards here).
+  void on_device_removed(const std::string& uuid, const std::string& alias);
+
+ private:
+  // Waits until DEVICE_REMOVED for (uuid, alias) came, or `timeout`; true if it came.
+  bool wait_removed(const std::string& uuid, const std::string& alias, std::chrono::milliseconds timeout);
+
+  const std::string uri_;
+  const DetachOptions detach_;
+  _virConnect* conn_ = nullptr;
+  int removed_callback_ = -1;
+  std::thread event_thread_;
+  bool stopping_ = false;  // guarded by mutex_
+
+  std::mutex mutex_;
+  std::condition_variable removed_changed_;
+  std::set<std::pair<std::string, std::string>> removed_;  // (uuid, alias) seen since asked
+};
+
+// The <disk> XML for a volume's export: raw, cache none, discard unmap, the volume id as the
+// serial, a user alias (ua-SERIAL) to detach it by, an explicit drive address on scsi.
+std::string disk_xml(const DiskRequest& disk);
+// The disks in a domain XML document. Throws VirtError when it is not one.
+std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml);
+
+}  // namespace volgate::controller

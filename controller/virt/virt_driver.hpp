@@ -1,0 +1,70 @@
+#pragma once
+// What the controller needs of the hypervisor on its host (Nova's virt driver, cut to volumes):
+// the servers (libvirt domains) and their state, the disks in them, and attaching and detaching
+// a volume's NBD export as a disk. LibvirtDriver does it through libvirt's C API; unit tests
+// put a fake in its place to inject failures.
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace volgate::controller {
+
+enum class ServerState { running, paused, shut_off, other };
+
+std::string_view to_string(ServerState state);
+
+struct Server {
+  std::string uuid;
+  std::string name;
+  ServerState state = ServerState::other;
+  bool persistent = true;  // a transient domain has no definition to keep a disk in
+};
+
+// A disk as the domain's XML has it.
+struct GuestDisk {
+  std::string serial;  // volgate puts the volume id here (the guest's /dev/disk/by-id)
+  std::string target;  // sdb, vdb
+  std::string bus;     // scsi, virtio
+  std::string alias;   // libvirt's name for the device (ua-... when volgate attached it)
+  std::string export_name;  // the NBD source's export, for network disks
+  std::string socket;       // the NBD source's unix socket
+};
+
+// A volume's export to attach as a disk.
+struct DiskRequest {
+  std::string socket;       // the gateway's NBD unix socket
+  std::string export_name;  // the export on it
+  std::string serial;       // the volume id
+  std::string target;       // device name in the domain: sdb, vdc
+  std::string bus = "scsi";
+  // On scsi, the unit on controller 0: an explicit drive address, or libvirt adds a controller
+  // per disk for targets past the first few.
+  unsigned scsi_unit = 0;
+  bool read_only = false;
+};
+
+// libvirt refused or failed; the message is libvirt's.
+class VirtError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class VirtDriver {
+ public:
+  virtual ~VirtDriver() = default;
+
+  virtual std::vector<Server> list_servers() = 0;
+  // By UUID, else by name when exactly one domain has it; nullopt when none does.
+  virtual std::optional<Server> find_server(const std::string& uuid_or_name) = 0;
+  // The disks of the running definition (running or paused) or the persistent one.
+  virtual std::vector<GuestDisk> disks(const std::string& uuid, bool persistent) = 0;
+  // Attaches live when the domain runs and persistently when it has a definition.
+  virtual void attach_disk(const std::string& uuid, const DiskRequest& disk) = 0;
+  // Detaches the disk whose serial is `serial`, live (waiting for the guest to let it go,
+  // retrying as a guest may ignore the first request) and from the definition. A disk that is
+  // not there is success. Throws VirtError when the guest keeps the disk after every retry.
+  virtual void detach_disk(const std::string& uuid, const std::string& serial) = 0;
+};
+
+}  // namespace volgate::controller

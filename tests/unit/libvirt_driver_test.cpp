@@ -1,0 +1,88 @@
+// The XML the libvirt driver writes and reads: a disk for a volume's export, and the disks of
+// a domain as libvirt 9.0 describes them (live and persistent). The calls to libvirt itself are
+// exercised against a real libvirtd in the integration suite.
+#include "controller/virt/libvirt_driver.hpp"
+
+#include <gtest/gtest.h>
+
+namespace volgate::controller {
+namespace {
+
+TEST(DiskXml, NamesTheExportSocketSerialAliasAndAddress) {
+  DiskRequest d{.socket = "/srv/state/run/nbd.sock", .export_name = "volume-1234", .serial = "1234",
+                .target = "sdb", .bus = "scsi", .scsi_unit = 3};
+  const std::string xml = disk_xml(d);
+  EXPECT_NE(xml.find("<source protocol='nbd' name='volume-1234'>"), std::string::npos) << xml;
+  EXPECT_NE(xml.find("<host transport='unix' socket='/srv/state/run/nbd.sock'/>"), std::string::npos);
+  EXPECT_NE(xml.find("<driver name='qemu' type='raw' cache='none' discard='unmap'/>"), std::string::npos);
+  EXPECT_NE(xml.find("<serial>1234</serial>"), std::string::npos);
+  EXPECT_NE(xml.find("<alias name='ua-1234'/>"), std::string::npos);
+  EXPECT_NE(xml.find("<address type='drive' controller='0' bus='0' target='0' unit='3'/>"), std::string::npos);
+  EXPECT_EQ(xml.find("<readonly/>"), std::string::npos);
+  // It reads back as the same disk.
+  auto disks = disks_in_domain_xml("<domain><devices>" + xml + "</devices></domain>");
+  ASSERT_EQ(disks.size(), 1u);
+  EXPECT_EQ(disks[0].serial, "1234");
+  EXPECT_EQ(disks[0].target, "sdb");
+  EXPECT_EQ(disks[0].bus, "scsi");
+  EXPECT_EQ(disks[0].alias, "ua-1234");
+  EXPECT_EQ(disks[0].export_name, "volume-1234");
+  EXPECT_EQ(disks[0].socket, "/srv/state/run/nbd.sock");
+}
+
+TEST(DiskXml, VirtioHasNoDriveAddressAndReadOnlyIsMarked) {
+  DiskRequest d{.socket = "/s", .export_name = "e", .serial = "v", .target = "vdb", .bus = "virtio", .read_only = true};
+  const std::string xml = disk_xml(d);
+  EXPECT_EQ(xml.find("<address"), std::string::npos) << xml;
+  EXPECT_NE(xml.find("<readonly/>"), std::string::npos);
+}
+
+TEST(DiskXml, EscapesWhatItQuotes) {
+  DiskRequest d{.socket = "/a'b&c", .export_name = "x<y", .serial = "s\"", .target = "sdb"};
+  const std::string xml = disk_xml(d);
+  EXPECT_NE(xml.find("socket='/a&apos;b&amp;c'"), std::string::npos) << xml;
+  auto disks = disks_in_domain_xml("<domain><devices>" + xml + "</devices></domain>");
+  ASSERT_EQ(disks.size(), 1u);
+  EXPECT_EQ(disks[0].socket, "/a'b&c");
+  EXPECT_EQ(disks[0].export_name, "x<y");
+  EXPECT_EQ(disks[0].serial, "s\"");
+}
+
+TEST(DomainXml, ReadsEveryDiskOfALiveDefinition) {
+  const char* xml = R"(<domain type='qemu' id='3'>
+  <name>guest</name>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='/var/lib/root.img'/>
+      <target dev='vda' bus='virtio'/>
+      <alias name='virtio-disk0'/>
+    </disk>
+    <disk type='network' device='disk'>
+      <source protocol='nbd' name='volume-9'>
+        <host transport='unix' socket='/run/nbd.sock'/>
+      </source>
+      <target dev='sdc' bus='scsi'/>
+      <serial>9</serial>
+      <alias name='ua-9'/>
+    </disk>
+    <controller type='scsi' index='0' model='virtio-scsi'/>
+  </devices>
+</domain>)";
+  auto disks = disks_in_domain_xml(xml);
+  ASSERT_EQ(disks.size(), 2u);
+  EXPECT_EQ(disks[0].target, "vda");
+  EXPECT_EQ(disks[0].serial, "");
+  EXPECT_EQ(disks[1].serial, "9");
+  EXPECT_EQ(disks[1].alias, "ua-9");
+  EXPECT_EQ(disks[1].socket, "/run/nbd.sock");
+}
+
+TEST(DomainXml, GarbageIsAVirtError) {
+  EXPECT_THROW(disks_in_domain_xml("<domain><devices>"), VirtError);
+  EXPECT_TRUE(disks_in_domain_xml("<domain/>").empty());
+}
+
+}  // namespace
+}  // namespace volgate::controller
