@@ -56,6 +56,9 @@ struct ControllerConfig {
   QuotaDeltas default_quotas{{kQuotaVolumes, 10}, {kQuotaSnapshots, 10}, {kQuotaGigabytes, 1000}};
   ApiServerLimits api_limits;
   GatewayConfig gateway;
+  // The hypervisor whose domains are the servers volumes attach to; "none" (stored empty): no
+  // servers API.
+  std::string libvirt_uri = "qemu:///system";
   unsigned workers = 4;  // flows running in the background at once (copies, deletes)
   SchedulerOptions scheduler;
   std::map<std::string, VolumeType> volume_types;

@@ -1,6 +1,7 @@
 #pragma once
 // Groups of routes VolumeApi adds beside its volume and snapshot ones, each in its own file.
 #include "controller/api/router.hpp"
+#include "controller/virt/hypervisor.hpp"
 #include "controller/volume_service.hpp"
 
 namespace volgate::controller {
@@ -16,6 +17,10 @@ void add_system_routes(Router& router, VolumeService& service);
 // POST|GET /v3/{project}/attachments[/detail], GET|PUT|DELETE .../attachments/{id},
 // POST .../attachments/{id}/action (attachment_routes.cpp).
 void add_attachment_routes(Router& router, VolumeService& service);
+
+// GET /v2.1/servers[/detail], GET /v2.1/servers/{id}: the hypervisor's domains as Nova's
+// servers (server_routes.cpp).
+void add_server_routes(Router& router, Hypervisor& hypervisor);
 
 // The answer for a path no route matches: Cinder's resources that volgate does not offer
 // (backups, groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path

@@ -242,7 +242,8 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
                               const RequestHeaders& headers) {
   // The document at "/" lists the versions and has none itself, as in Cinder; everything
   // under /v3 answers in the microversion the request names.
-  const bool versioned = path_of(target) != "/";
+  // Nova's /v2.1 (servers) has microversions of its own, not negotiated yet: it answers as 2.1.
+  const bool versioned = path_of(target) != "/" && !path_of(target).starts_with("/v2.1");
   std::optional<ApiVersion> version;
   ApiResponse r;
   try {
@@ -264,7 +265,7 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
   return r;
 }
 
-VolumeApi::VolumeApi(VolumeService& service) : service_(service) {
+VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor) : service_(service) {
   Router& r = router_;
   auto base_url = [](const ApiRequest& q) { return q.headers.host.empty() ? "" : "http://" + q.headers.host; };
   // "/" offers a choice of versions (300, as Cinder); /v3 describes the one it is.
@@ -326,6 +327,7 @@ VolumeApi::VolumeApi(VolumeService& service) : service_(service) {
   r.add("POST", "/v3/{project}/volumes/{id}/action", [this](const ApiRequest& q) { return volume_action(q); });
   add_volume_metadata_routes(r, service_);
   add_attachment_routes(r, service_);
+  if (hypervisor) add_server_routes(r, *hypervisor);
 
   auto list_snapshots = [this](const ApiRequest& q) {
     ListPage<Snapshot> page = query_snapshots(service_, q);

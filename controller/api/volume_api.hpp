@@ -16,13 +16,15 @@
 #include <string_view>
 
 #include "controller/api/router.hpp"
+#include "controller/virt/hypervisor.hpp"
 #include "controller/volume_service.hpp"
 
 namespace volgate::controller {
 
 class VolumeApi {
  public:
-  explicit VolumeApi(VolumeService& service);
+  // `hypervisor`: the servers API (Nova's) is served when given.
+  explicit VolumeApi(VolumeService& service, Hypervisor* hypervisor = nullptr);
 
   // `target` is the request target (path and query). Never throws. Answers under /v3 carry
   // the microversion they were made in (OpenStack-API-Version, Vary).

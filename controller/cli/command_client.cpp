@@ -43,7 +43,12 @@ Client::Client(const ClientCommandOptions& o, std::string api_version) : o_(o), 
 }
 
 json Client::call(const std::string& method, const std::string& path, const std::optional<json>& body, int* status) {
-  auto r = api_.request(method, "/v3/" + o_.project + path, body);
+  return call_path(method, "/v3/" + o_.project + path, body, status);
+}
+
+json Client::call_path(const std::string& method, const std::string& path, const std::optional<json>& body,
+                       int* status) {
+  auto r = api_.request(method, path, body);
   if (status) *status = r.status;
   if (r.status >= 400 && !(status && r.status == 404)) throw CommandError(ApiClient::error_message(r));
   return r.body;

@@ -29,6 +29,9 @@ class Client {
   // `status` is given (it is set to every answer's status).
   nlohmann::json call(const std::string& method, const std::string& path,
                       const std::optional<nlohmann::json>& body = std::nullopt, int* status = nullptr);
+  // The same for a path outside /v3/PROJECT (Nova's /v2.1/...).
+  nlohmann::json call_path(const std::string& method, const std::string& path,
+                           const std::optional<nlohmann::json>& body = std::nullopt, int* status = nullptr);
 
  private:
   const ClientCommandOptions& o_;

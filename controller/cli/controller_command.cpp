@@ -127,6 +127,7 @@ int run_controller(const ControllerOptions& options) {
   std::unique_ptr<GatewayExports> gateway;
   std::unique_ptr<GatewayProcess> gateway_process;
   std::unique_ptr<GatewayWatch> gateway_watch;
+  std::unique_ptr<Hypervisor> hypervisor;
   std::unique_ptr<VolumeApi> api;
   std::unique_ptr<ApiServer> server;
   std::vector<std::string> listening;
@@ -191,7 +192,8 @@ int run_controller(const ControllerOptions& options) {
     }
     service->recover();
 
-    api = std::make_unique<VolumeApi>(*service);
+    hypervisor = std::make_unique<Hypervisor>(config.libvirt_uri);
+    api = std::make_unique<VolumeApi>(*service, hypervisor.get());
     server = std::make_unique<ApiServer>(*api, std::move(token), 2, config.api_limits);
     if (!config.unix_socket.empty()) {
       server->listen_unix(config.unix_socket);
@@ -252,6 +254,7 @@ int run_controller(const ControllerOptions& options) {
   }
   signals.reset();
   server.reset();
+  hypervisor.reset();
   spdlog::info("stopped");
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "controller/api/api_client.hpp"
 #include "controller/cli/attachment_command.hpp"
 #include "controller/cli/command_client.hpp"
+#include "controller/cli/server_command.hpp"
 #include "crypto/secure_bytes.hpp"
 
 namespace volgate::controller {
@@ -406,6 +407,12 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
       ->add_option("ID", o.id, "Attachment id")->required();
   sub(c.attachment, "delete", "Let the volume go: the export is removed when no other attachment uses it")
       ->add_option("ID", o.id, "Attachment id")->required();
+
+  c.server = app.add_subcommand("server", "Servers: the hypervisor's domains (libvirt) that volumes attach to");
+  c.server->require_subcommand(1);
+  add_common(c.server, o);
+  sub(c.server, "list", "The domains on this host, with their state");
+  sub(c.server, "show", "One server")->add_option("SERVER", o.id, "Its UUID, or its name if no other has it")->required();
   return c;
 }
 
@@ -424,7 +431,7 @@ ClientCommandOptions with_environment(ClientCommandOptions o, const CLI::App& gr
 
 std::optional<int> run_client_commands(const ClientCommands& c, const ClientCommandOptions& parsed) {
   const CLI::App* group = nullptr;
-  for (const CLI::App* g : {c.volume, c.snapshot, c.pool, c.quota, c.attachment})
+  for (const CLI::App* g : {c.volume, c.snapshot, c.pool, c.quota, c.attachment, c.server})
     if (g->parsed()) group = g;
   if (!group) return std::nullopt;
   const std::string name = group->get_subcommands().front()->get_name();
@@ -439,6 +446,7 @@ std::optional<int> run_client_commands(const ClientCommands& c, const ClientComm
     if (group == c.snapshot) return snapshot_command(name, o);
     if (group == c.pool) return pool_command(o);
     if (group == c.attachment) return attachment_command(name, o);
+    if (group == c.server) return server_command(name, o);
     return quota_command(name, o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", label.c_str(), e.what());

@@ -2,7 +2,8 @@
 // The command-line client of the controller:
 //   volgate volume create|list|show|extend|delete, volgate snapshot create|list|show|delete,
 //   volgate pool list, volgate quota show|set,
-//   volgate attachment create|update|show|list|complete|delete (attachment_command.hpp).
+//   volgate attachment create|update|show|list|complete|delete (attachment_command.hpp),
+//   volgate server list|show (server_command.hpp).
 // Each talks to the REST API found through --url or VOLGATE_URL (unix:PATH or
 // http://HOST:PORT), prints a table (or --output json), and exits 2 with one line on stderr
 // when anything fails.
@@ -46,6 +47,7 @@ struct ClientCommands {
   CLI::App* pool = nullptr;
   CLI::App* quota = nullptr;
   CLI::App* attachment = nullptr;
+  CLI::App* server = nullptr;
 };
 
 ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& options);

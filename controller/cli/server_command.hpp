@@ -1,0 +1,13 @@
+#pragma once
+// `volgate server list|show`: the hypervisor's domains as the controller's servers API (Nova's
+// shapes) shows them.
+#include <string>
+
+#include "controller/cli/volume_command.hpp"
+
+namespace volgate::controller {
+
+// Runs the server subcommand `name`; throws CommandError (see command_client.hpp).
+int server_command(const std::string& name, const ClientCommandOptions& options);
+
+}  // namespace volgate::controller
