@@ -2,11 +2,18 @@
 
 #include <unistd.h>
 
+#include <boost/asio/detail/config.hpp>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <stdexcept>
+
+// Ceph's libraries share Asio's call-stack keys with every Asio user in the process (see
+// BOOST_ASIO_DISABLE_THREAD_KEYWORD_EXTENSION in the top CMakeLists.txt): ours must be theirs.
+#if defined(BOOST_ASIO_HAS_THREAD_KEYWORD_EXTENSION)
+#error "build with BOOST_ASIO_DISABLE_THREAD_KEYWORD_EXTENSION, as Ceph's libraries are"
+#endif
 
 namespace volgate::backends {
 namespace {

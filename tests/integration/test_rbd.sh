@@ -13,16 +13,6 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ceph_cluster.sh"
 require_volgate
-# Under AddressSanitizer, librados' own threads die in the sanitizer's __tls_get_addr interceptor
-# while libceph-common initialises its thread-local storage (CachedStackStringStream), before any
-# volgate code runs on them (gdb: SIGSEGV in __interceptor___tls_get_addr from
-# md_config_t::set_mon_vals on an io_context_pool thread). Seen on 2026-12-04; neither
-# intercept_tls_get_addr=0 nor a larger optional static TLS avoided it. The release and TSan builds
-# run this test in full.
-if [[ $(ldd "$VOLGATE") == *libasan* ]]; then
-    echo "skip [$(basename "$0")]: librados crashes inside AddressSanitizer's TLS interceptor (see the comment)"
-    exit 0
-fi
 require_tool fio nbdcopy nbdinfo qemu-img qemu-io
 # For a TSan build: librados and librbd are not instrumented (see the file).
 export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$INTEGRATION_DIR/tsan-ceph.supp"
