@@ -2,13 +2,12 @@
 // services), in Cinder's shapes. volgate's "services" are the controller itself, acting as
 // Cinder's scheduler, and one volume service per pool, on the host name the volume views use
 // ("volgate@POOL"); a pool that cannot report its capacity is shown down.
-#include <chrono>
-#include <ctime>
 #include <set>
 
 #include "controller/api/api_error.hpp"
 #include "controller/api/request_parsing.hpp"
 #include "controller/api/route_groups.hpp"
+#include "controller/domain/timestamp.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -31,14 +30,6 @@ json limits_view(const QuotaUsage& usage) {
 
 bool pool_up(const PoolReport& pool) { return pool.state.total_gb > 0; }
 
-std::string utc_now() {
-  std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S.000000", &tm);
-  return text;
-}
 
 json service_view(const ApiRequest& q, const char* binary, const std::string& host, const std::string& zone,
                   bool up, const std::string& now) {
@@ -93,7 +84,7 @@ void add_system_routes(Router& r, VolumeService& service) {
       else if (key == "binary") binary_filter = value;
       else bad_request("Invalid filters " + key.substr(0, 64) + " are found in query options.");
     }
-    const std::string now = utc_now();
+    const std::string now = utc_timestamp();
     const auto pools = service.pools();
     json list = json::array();
     auto add = [&](json s) {

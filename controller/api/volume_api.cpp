@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
@@ -490,22 +491,18 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
     service_.extend_volume(project, q.param("id"), size_field(e, "new_size", true));
     return {202, ""};
   }
-  // The actions Nova uses around attach and detach; their bodies carry nothing volgate needs.
+  // The actions Nova uses around attach and detach: status changes whose bodies carry nothing
+  // volgate needs.
+  using StatusAction = void (VolumeService::*)(const std::string&, const std::string&);
+  static const std::map<std::string, StatusAction> status_actions = {
+      {"os-reserve", &VolumeService::reserve_volume},
+      {"os-unreserve", &VolumeService::unreserve_volume},
+      {"os-begin_detaching", &VolumeService::begin_detaching},
+      {"os-roll_detaching", &VolumeService::roll_detaching},
+  };
   const std::string& id = q.param("id");
-  if (action == "os-reserve") {
-    service_.reserve_volume(project, id);
-    return {202, ""};
-  }
-  if (action == "os-unreserve") {
-    service_.unreserve_volume(project, id);
-    return {202, ""};
-  }
-  if (action == "os-begin_detaching") {
-    service_.begin_detaching(project, id);
-    return {202, ""};
-  }
-  if (action == "os-roll_detaching") {
-    service_.roll_detaching(project, id);
+  if (auto it = status_actions.find(action); it != status_actions.end()) {
+    (service_.*(it->second))(project, id);
     return {202, ""};
   }
   if (action == "os-force_detach") {

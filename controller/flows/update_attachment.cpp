@@ -1,21 +1,8 @@
 #include "controller/flows/update_attachment.hpp"
 
-#include <chrono>
-#include <ctime>
+#include "controller/domain/timestamp.hpp"
 
 namespace volgate::controller {
-namespace {
-
-std::string utc_now_seconds() {
-  std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S.000000", &tm);
-  return text;
-}
-
-}  // namespace
 
 Attachment get_attachment(FlowServices& s, const std::string& project, const std::string& id) {
   auto a = s.store.find_attachment(id);
@@ -49,7 +36,7 @@ std::vector<Task<CompleteAttachmentContext>> CompleteAttachmentFlow::tasks(FlowS
         conflict("Attachment " + a->id + " is " + std::string(to_string(a->status)) +
                  "; only an attaching one (updated with the host's connector) can be completed.");
       a->status = AttachmentStatus::attached;
-      a->attached_at = utc_now_seconds();
+      a->attached_at = utc_timestamp();
       settle_volume_status(state);
     });
   }, {}});

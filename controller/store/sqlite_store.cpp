@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "controller/api/api_error.hpp"
+#include "controller/domain/timestamp.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -62,18 +63,8 @@ const char* const kMigrations[] = {
     )sql",
 };
 
-std::string utc_now() {
-  auto now = std::chrono::system_clock::now();
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() % 1000000;
-  char text[40];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof out, "%s.%06lld", text, static_cast<long long>(micros));
-  return out;
-}
+// Every row's times.
+std::string utc_now() { return utc_timestamp(); }
 
 }  // namespace
 

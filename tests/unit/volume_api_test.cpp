@@ -477,5 +477,64 @@ TEST_F(VolumeApiTest, ResourcesNotOfferedSaySo) {
   EXPECT_NE(fault(cascade, "badRequest").find("cascade"), std::string::npos);
 }
 
+// ------------------------------------------------------------------------------ servers
+
+class FakeVirt final : public VirtDriver {
+ public:
+  std::vector<Server> list_servers() override {
+    return {{"11111111-1111-1111-1111-111111111111", "web", ServerState::running, true},
+            {"22222222-2222-2222-2222-222222222222", "db", ServerState::shut_off, true},
+            {"33333333-3333-3333-3333-333333333333", "db", ServerState::paused, false}};
+  }
+  std::optional<Server> find_server(const std::string& id) override {
+    std::optional<Server> found;
+    int named = 0;
+    for (auto& s : list_servers()) {
+      if (s.uuid == id) return s;
+      if (s.name == id) found = s, ++named;
+    }
+    return named == 1 ? found : std::nullopt;
+  }
+  std::vector<GuestDisk> disks(const std::string&, bool) override { return {}; }
+  void attach_disk(const std::string&, const DiskRequest&) override {}
+  void detach_disk(const std::string&, const std::string&) override {}
+};
+
+TEST_F(VolumeApiTest, ServersAreTheHypervisorsDomainsInNovasShapes) {
+  Hypervisor hypervisor("test:///fake", [](const std::string&) { return std::make_unique<FakeVirt>(); });
+  api = std::make_unique<VolumeApi>(*service, &hypervisor);
+  auto r = call("GET", "/v2.1/servers");
+  ASSERT_EQ(r.first, 200) << r.second.dump();
+  ASSERT_EQ(r.second["servers"].size(), 3u);
+  EXPECT_EQ(r.second["servers"][0]["name"], "web");
+  EXPECT_FALSE(r.second["servers"][0].contains("status"));
+  r = call("GET", "/v2.1/p/servers/detail");
+  ASSERT_EQ(r.first, 200);
+  EXPECT_EQ(r.second["servers"][0]["status"], "ACTIVE");
+  EXPECT_EQ(r.second["servers"][1]["status"], "SHUTOFF");
+  EXPECT_EQ(r.second["servers"][2]["status"], "PAUSED");
+  r = call("GET", "/v2.1/servers/web");
+  ASSERT_EQ(r.first, 200);
+  EXPECT_EQ(r.second["server"]["id"], "11111111-1111-1111-1111-111111111111");
+  EXPECT_EQ(r.second["server"]["OS-EXT-STS:vm_state"], "active");
+  // Two domains are called db: the name is ambiguous, the UUID is not.
+  EXPECT_FALSE(fault(call("GET", "/v2.1/servers/db"), "itemNotFound").empty());
+  EXPECT_EQ(call("GET", "/v2.1/servers/22222222-2222-2222-2222-222222222222").first, 200);
+}
+
+TEST_F(VolumeApiTest, ServersWithoutAReachableHypervisorAre503) {
+  Hypervisor down("qemu:///nowhere", [](const std::string&) -> std::unique_ptr<VirtDriver> {
+    throw VirtError("Failed to connect socket");
+  });
+  api = std::make_unique<VolumeApi>(*service, &down);
+  auto message = fault(call("GET", "/v2.1/servers"), "serviceUnavailable");
+  EXPECT_NE(message.find("Failed to connect socket"), std::string::npos) << message;
+  Hypervisor none("");
+  api = std::make_unique<VolumeApi>(*service, &none);
+  EXPECT_EQ(call("GET", "/v2.1/servers").first, 503);
+  // Without a hypervisor the volume API is unchanged.
+  EXPECT_EQ(call("GET", "/v3/p/volumes").first, 200);
+}
+
 }  // namespace
 }  // namespace volgate::controller
