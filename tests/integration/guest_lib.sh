@@ -131,7 +131,8 @@ EOF
 #   SCSI:       scsi-0VENDOR_MODEL_SERIAL from the Unit Serial Number VPD page (0x80), which
 #               the kernel caches in /sys/block/sdX/device/vpd_pg80 (4-byte header, then the
 #               serial); QEMU's scsi-hd puts libvirt's <serial> there (36 bytes max, so a
-#               volume's UUID fits whole).
+#               volume's UUID fits whole). Not /sys/block/sdX/device/wwid: with QEMU's scsi-hd
+#               reading it fails with EINVAL here (6.1 kernel, QEMU 7.2).
 _guest_disk_links() {
     cat <<'EOF'
 #!/bin/sh
