@@ -30,6 +30,8 @@ QEMU_USER=libvirt-qemu     # Debian's default in /etc/libvirt/qemu.conf
 LIBVIRT_STARTED=()         # daemons started by libvirt_start: stopped by the exit cleanup
 GUESTS=()                  # domains guest_define made: destroyed and undefined at exit
 declare -A GUEST_DIR=()    # domain -> its directory (console log, shell socket)
+# The guest kernel's command line; drop "quiet" to see its boot in DIR/console.log.
+GUEST_CMDLINE=${GUEST_CMDLINE:-console=ttyS0 quiet panic=-1}
 GUEST_BOOT_MS=             # how long the last guest_define took from start to a working shell
 
 # The drivers the guest needs; the cloud kernel builds them as modules. guest_image adds what
@@ -261,7 +263,7 @@ guest_define() {
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>$dir/vmlinuz</kernel>
     <initrd>$dir/initramfs.cpio.gz</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
+    <cmdline>$GUEST_CMDLINE</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
