@@ -22,8 +22,10 @@ packages=(
   # controller: SQLite, and the tools its integration tests drive the REST API with (curl,
   # and OpenStack's own client, to prove the API is Cinder's to it)
   libsqlite3-dev sqlite3 curl python3-cinderclient
-  # the controller's virt driver: libvirt's C API
-  libvirt-dev
+  # the controller's virt driver (libvirt's C API), a real libvirtd and a tiny TCG guest
+  # (busybox initramfs) that attached volumes are put into; the guest's kernel is only
+  # downloaded and unpacked (see guest_kernel_deb below), never installed
+  libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 busybox-static cpio
 )
 case "${1:-}" in
   "") ;;
@@ -43,4 +45,20 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq
   $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The guest's kernel: the .deb of the kernel Debian's cloud-amd64 meta-package points at, kept in
+# the cache that tests/integration/guest_lib.sh builds the guest from (it unpacks it with dpkg -x).
+# Downloaded, not installed: this machine keeps its own kernel.
+guest_cache=${VOLGATE_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/volgate-guest}
+kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*-cloud-amd64\)$/\1/p' | head -n 1)
+if [[ -z $kernel_pkg ]]; then
+  echo "install-deps: no linux-image-cloud-amd64 in the package lists (apt-get update?)" >&2
+  exit 1
+fi
+if ! compgen -G "$guest_cache/${kernel_pkg}_*.deb" >/dev/null; then
+  echo "install-deps: downloading $kernel_pkg for the test guest into $guest_cache" >&2
+  mkdir -p "$guest_cache"
+  # (as root: _apt, the sandbox user, may not write into a private cache directory)
+  (cd "$guest_cache" && apt-get -o DPkg::Lock::Timeout=900 -o APT::Sandbox::User="$(id -un)" download -qq "$kernel_pkg")
 fi
