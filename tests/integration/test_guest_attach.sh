@@ -137,6 +137,13 @@ GUEST_UUID=$("${VIRSH[@]}" domuuid "$GUEST")
 step "guest boot to a working shell"
 pass "libvirtd running, guest $GUEST booted (kernel $GUEST_KERNEL) in $GUEST_BOOT_MS ms"
 
+# The controller sees the guest as a server (its servers API reads libvirt through the C API).
+"$VOLGATE" server list --output json >"$T/servers.json"
+assert_eq "$(json "[s['status'] for s in d['servers'] if s['id'] == '$GUEST_UUID'][0]" <"$T/servers.json")" ACTIVE \
+    "the guest in volgate server list"
+"$VOLGATE" server show "$GUEST" | grep -q "^id  *$GUEST_UUID$" || fail "volgate server show $GUEST: $("$VOLGATE" server show "$GUEST" 2>&1)"
+pass "volgate server list/show: the guest is a server, ACTIVE"
+
 # ------------------------------------------------------------------ attach; the guest writes
 vol=$("$VOLGATE" volume create --project p --size 1 --encrypted --output json guest-data | json "d['volume']['id']")
 wait_status "$vol" available
