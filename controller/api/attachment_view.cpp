@@ -34,7 +34,8 @@ json attachment_detail(VolumeService& service, const Attachment& a) {
   j["attach_mode"] = attach_mode(a);
   j["connection_info"] = connection_info(service, a);
   // The connector was parsed (and bounded) when it came in; what is stored is valid JSON.
-  j["connector"] = a.connector.empty() ? json(nullptr) : json::parse(a.connector, nullptr, false);
+  json connector = a.connector.empty() ? json(nullptr) : json::parse(a.connector, nullptr, false);
+  j["connector"] = connector.is_discarded() ? json(nullptr) : connector;
   return j;
 }
 

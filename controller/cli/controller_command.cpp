@@ -1,6 +1,7 @@
 #include "controller/cli/controller_command.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
@@ -82,9 +83,9 @@ void raise_descriptor_limit() {
   }
 }
 
-// The gateway's sockets live in a directory of their own that QEMU (another user) may enter:
-// the state directory is made traversable (0711: its files stay 0600, its listing private) and
-// the socket directory readable by the socket group.
+// The gateway's sockets live in a directory of their own that QEMU (another user) must be able
+// to enter: the state directory and that directory are made traversable (0711: their files stay
+// 0600 and their listings private; the NBD socket itself is 0660 for the socket group).
 void prepare_socket_directory(const GatewayConfig& gateway, const std::string& state_dir) {
   if (gateway.control_socket.empty()) return;
   for (const auto& socket : {gateway.control_socket, gateway.nbd_socket}) {
@@ -94,6 +95,31 @@ void prepare_socket_directory(const GatewayConfig& gateway, const std::string& s
     if (ec) throw std::runtime_error("gateway socket directory " + dir.string() + ": " + ec.message());
   }
   ::chmod(state_dir.c_str(), 0711);
+}
+
+// QEMU runs as another user (libvirt-qemu): an NBD socket it cannot reach fails every attach
+// with libvirt's bare "Failed to attach device". Say so at start, naming the directory to fix.
+void warn_if_qemu_cannot_reach(const GatewayConfig& gateway) {
+  if (gateway.nbd_socket.empty()) return;
+  if (gateway.socket_group.empty()) {
+    spdlog::warn("the NBD socket {} gets no group QEMU runs in (libvirt-qemu is missing, or this user may not "
+                 "give it: set gateway.socket_group): a QEMU running as another user cannot attach volumes",
+                 gateway.nbd_socket);
+    return;
+  }
+  const struct group* g = ::getgrnam(gateway.socket_group.c_str());
+  for (auto dir = std::filesystem::path(gateway.nbd_socket).parent_path(); !dir.empty() && dir != dir.root_path();
+       dir = dir.parent_path()) {
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) != 0) continue;
+    const bool reachable = (st.st_mode & S_IXOTH) || (g && st.st_gid == g->gr_gid && (st.st_mode & S_IXGRP));
+    if (!reachable) {
+      spdlog::warn("QEMU (group {}) cannot reach the NBD socket {}: {} is mode {:04o}; chmod o+x it, or put the "
+                   "state directory elsewhere", gateway.socket_group, gateway.nbd_socket, dir.string(),
+                   st.st_mode & 07777);
+      return;
+    }
+  }
 }
 
 }  // namespace
@@ -153,6 +179,7 @@ int run_controller(const ControllerOptions& options) {
     if (ec) throw std::runtime_error("state directory " + config.state_dir + ": " + ec.message());
     ::chmod(config.state_dir.c_str(), 0700);
     prepare_socket_directory(config.gateway, config.state_dir);
+    warn_if_qemu_cannot_reach(config.gateway);
     // One controller per state: a second one would take the first one's running flows for
     // half-done ones and revert them. The lock goes when the process does, however it ends.
     const std::string lock_path = config.state_dir + "/controller.lock";

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 namespace volgate::controller {
 namespace {
@@ -66,12 +67,21 @@ Server server_of(virDomainPtr d) {
   return s;
 }
 
-// libvirt's default event loop is process-wide and must be registered before the first
-// connection that wants events.
-void register_event_loop_once() {
+// libvirt's default event loop is process-wide: registered before the first connection that
+// wants events, and run by one thread for the life of the process (a second runner would be
+// refused, and drivers come and go as connections break).
+void start_event_loop_once() {
   static std::once_flag once;
   std::call_once(once, [] {
     if (virEventRegisterDefaultImpl() != 0) fail("libvirt event loop");
+    std::thread([] {
+      for (;;) {
+        if (virEventRunDefaultImpl() < 0) {
+          spdlog::warn("libvirt event loop: {}", virGetLastErrorMessage());
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    }).detach();
   });
 }
 
@@ -134,7 +144,7 @@ std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml) {
 }
 
 LibvirtDriver::LibvirtDriver(const std::string& uri, DetachOptions detach) : uri_(uri), detach_(detach) {
-  register_event_loop_once();
+  start_event_loop_once();
   conn_ = virConnectOpen(uri_.c_str());
   if (!conn_) fail("libvirt " + uri_);
   // A libvirtd that goes away is noticed within seconds rather than at the next call.
@@ -143,46 +153,41 @@ LibvirtDriver::LibvirtDriver(const std::string& uri, DetachOptions detach) : uri
                                                        VIR_DOMAIN_EVENT_CALLBACK(device_removed_callback), this,
                                                        nullptr);
   if (removed_callback_ < 0) {
+    const std::string why = virGetLastErrorMessage();
     virConnectClose(conn_);
-    fail("libvirt " + uri_ + ": DEVICE_REMOVED events");
+    throw VirtError("libvirt " + uri_ + ": DEVICE_REMOVED events: " + why);
   }
-  event_thread_ = std::thread([this] {
-    for (;;) {
-      {
-        std::lock_guard lock(mutex_);
-        if (stopping_) return;
-      }
-      // Returns after each dispatched event or timer (keep-alive runs one every few seconds).
-      if (virEventRunDefaultImpl() < 0) spdlog::warn("libvirt event loop: {}", virGetLastErrorMessage());
-    }
-  });
 }
 
 LibvirtDriver::~LibvirtDriver() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  // Unregistering and closing wake the loop (they touch its handles), so the thread returns.
+  // After this no event reaches this object: libvirt runs no callback of a deregistered id.
   if (removed_callback_ >= 0) virConnectDomainEventDeregisterAny(conn_, removed_callback_);
   virConnectClose(conn_);
-  // A timer that fires at once makes sure the loop comes round to see stopping_.
-  int timer = virEventAddTimeout(0, [](int, void*) {}, nullptr, nullptr);
-  if (event_thread_.joinable()) event_thread_.join();
-  if (timer >= 0) virEventRemoveTimeout(timer);
 }
 
 void LibvirtDriver::on_device_removed(const std::string& uuid, const std::string& alias) {
   {
     std::lock_guard lock(mutex_);
+    // Only what a detach waits for is kept: removals done outside the controller are not.
+    if (!waiting_.count({uuid, alias})) return;
     removed_.emplace(uuid, alias);
   }
   removed_changed_.notify_all();
 }
 
+void LibvirtDriver::expect_removal(const std::string& uuid, const std::string& alias) {
+  std::lock_guard lock(mutex_);
+  waiting_.emplace(uuid, alias);
+  removed_.erase({uuid, alias});
+}
+
 bool LibvirtDriver::wait_removed(const std::string& uuid, const std::string& alias, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  return removed_changed_.wait_for(lock, timeout, [&] { return removed_.count({uuid, alias}) != 0; });
+  const bool removed =
+      removed_changed_.wait_for(lock, timeout, [&] { return removed_.count({uuid, alias}) != 0; });
+  waiting_.erase({uuid, alias});
+  removed_.erase({uuid, alias});
+  return removed;
 }
 
 std::vector<Server> LibvirtDriver::list_servers() {
@@ -243,11 +248,9 @@ void LibvirtDriver::detach_disk(const std::string& uuid, const std::string& seri
     for (unsigned attempt = 1;; ++attempt) {
       auto disk = find(false);
       if (!disk) break;  // gone: done (also when the guest let go between attempts)
-      {
-        std::lock_guard lock(mutex_);
-        removed_.erase({uuid, disk->alias});
-      }
+      expect_removal(uuid, disk->alias);
       if (virDomainDetachDeviceAlias(d.get(), disk->alias.c_str(), VIR_DOMAIN_AFFECT_LIVE) != 0) {
+        wait_removed(uuid, disk->alias, std::chrono::milliseconds(0));  // forget the expectation
         if (!find(false)) break;  // removed meanwhile
         fail("detaching volume " + serial + " from domain " + uuid);
       }

@@ -1,14 +1,13 @@
 #pragma once
-// VirtDriver over libvirt's C API: one connection (with keep-alive) and libvirt's default event
-// loop on a thread of its own, whose DEVICE_REMOVED events tell a detach when the guest has let
-// a disk go. libvirt 9.0 reports a live detach as done as soon as it has asked the guest, so
+// VirtDriver over libvirt's C API: one connection (with keep-alive), and libvirt's default event
+// loop on a thread of the process, whose DEVICE_REMOVED events tell a detach when the guest has
+// let a disk go. libvirt 9.0 reports a live detach as done as soon as it has asked the guest, so
 // only the event (or the disk gone from the live XML) proves it.
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <set>
 #include <string>
-#include <thread>
 #include <utility>
 
 #include "controller/virt/virt_driver.hpp"
@@ -41,19 +40,23 @@ class LibvirtDriver final : public VirtDriver {
   void on_device_removed(const std::string& uuid, const std::string& alias);
 
  private:
-  // Waits until DEVICE_REMOVED for (uuid, alias) came, or `timeout`; true if it came.
+  // Before asking for a detach: DEVICE_REMOVED for (uuid, alias) is to be kept for wait_removed.
+  void expect_removal(const std::string& uuid, const std::string& alias);
+  // Waits until DEVICE_REMOVED for (uuid, alias) came, or `timeout`; true if it came. Either
+  // way the expectation is over.
   bool wait_removed(const std::string& uuid, const std::string& alias, std::chrono::milliseconds timeout);
 
   const std::string uri_;
   const DetachOptions detach_;
   _virConnect* conn_ = nullptr;
   int removed_callback_ = -1;
-  std::thread event_thread_;
-  bool stopping_ = false;  // guarded by mutex_
 
   std::mutex mutex_;
   std::condition_variable removed_changed_;
-  std::set<std::pair<std::string, std::string>> removed_;  // (uuid, alias) seen since asked
+  // (uuid, alias) of the detaches in progress, and those of them whose DEVICE_REMOVED came:
+  // both hold only what a running detach_disk waits for.
+  std::set<std::pair<std::string, std::string>> waiting_;
+  std::set<std::pair<std::string, std::string>> removed_;
 };
 
 // The <disk> XML for a volume's export: raw, cache none, discard unmap, the volume id as the
