@@ -61,6 +61,15 @@ const char* const kMigrations[] = {
     CREATE INDEX attachments_volume ON attachments(volume_id);
     CREATE INDEX attachments_project ON attachments(project);
     )sql",
+    // block device mappings (Nova's BDMs): volumes attached to servers, with their device names
+    R"sql(
+    CREATE TABLE block_device_mappings (
+      id TEXT PRIMARY KEY, project TEXT NOT NULL, server_id TEXT NOT NULL, volume_id TEXT NOT NULL,
+      attachment_id TEXT NOT NULL, device TEXT NOT NULL, bus TEXT NOT NULL, tag TEXT NOT NULL,
+      delete_on_termination INTEGER NOT NULL, connection_info TEXT NOT NULL, status TEXT NOT NULL,
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+      UNIQUE (server_id, device), UNIQUE (server_id, volume_id));
+    )sql",
 };
 
 // Every row's times.
@@ -494,6 +503,105 @@ Store::VolumeAttachments SqliteStore::update_volume_attachments(
   }
   tx.commit();
   return {*find_volume_locked(volume_id), select_attachments_locked(" WHERE volume_id = ?", volume_id)};
+}
+
+// ------------------------------------------------------------------------------ block device mappings
+
+namespace {
+const char* const kMappingColumns =
+    "id, project, server_id, volume_id, attachment_id, device, bus, tag, delete_on_termination, "
+    "connection_info, status, created_at, updated_at";
+
+BlockDeviceMapping read_mapping(auto& s) {
+  BlockDeviceMapping m;
+  m.id = s.text(0);
+  m.project = s.text(1);
+  m.server_id = s.text(2);
+  m.volume_id = s.text(3);
+  m.attachment_id = s.text(4);
+  m.device = s.text(5);
+  m.bus = s.text(6);
+  m.tag = s.text(7);
+  m.delete_on_termination = s.integer(8) != 0;
+  m.connection_info = s.text(9);
+  // A status this build does not know: detaching lets it go.
+  m.status = parse_mapping_status(s.text(10)).value_or(MappingStatus::detaching);
+  m.created_at = s.text(11);
+  m.updated_at = s.text(12);
+  return m;
+}
+}  // namespace
+
+std::vector<BlockDeviceMapping> SqliteStore::select_mappings_locked(const char* where, const std::string& a,
+                                                                     const std::string& b) {
+  std::string sql = std::string("SELECT ") + kMappingColumns + " FROM block_device_mappings" + where +
+                    " ORDER BY created_at";
+  Statement s(db_, sql.c_str());
+  if (!a.empty()) s.bind(1, a);
+  if (!b.empty()) s.bind(2, b);
+  std::vector<BlockDeviceMapping> out;
+  while (s.step()) out.push_back(read_mapping(s));
+  return out;
+}
+
+void SqliteStore::write_mapping_locked(const BlockDeviceMapping& m, bool insert) {
+  std::string sql = std::string(insert ? "INSERT" : "REPLACE") + " INTO block_device_mappings (" + kMappingColumns +
+                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
+  Statement s(db_, sql.c_str());
+  const std::string now = utc_now();
+  s.bind(1, m.id).bind(2, m.project).bind(3, m.server_id).bind(4, m.volume_id).bind(5, m.attachment_id);
+  s.bind(6, m.device).bind(7, m.bus).bind(8, m.tag).bind(9, int64_t{m.delete_on_termination});
+  s.bind(10, m.connection_info).bind(11, std::string(to_string(m.status)));
+  s.bind(12, m.created_at.empty() ? now : m.created_at).bind(13, now);
+  s.run();
+}
+
+void SqliteStore::insert_mapping(const BlockDeviceMapping& m) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(*this);
+  for (const auto& other : select_mappings_locked(" WHERE server_id = ?", m.server_id)) {
+    if (other.volume_id == m.volume_id)
+      conflict("Volume " + m.volume_id + " is already attached to server " + m.server_id + ".");
+    if (other.device == m.device)
+      conflict("Device " + m.device + " is already in use on server " + m.server_id + ".");
+  }
+  write_mapping_locked(m, true);
+  tx.commit();
+}
+
+std::optional<BlockDeviceMapping> SqliteStore::find_mapping(const std::string& server_id,
+                                                            const std::string& volume_id) {
+  std::lock_guard lock(mutex_);
+  auto found = select_mappings_locked(" WHERE server_id = ? AND volume_id = ?", server_id, volume_id);
+  if (found.empty()) return std::nullopt;
+  return found.front();
+}
+
+std::vector<BlockDeviceMapping> SqliteStore::mappings_of_server(const std::string& server_id) {
+  std::lock_guard lock(mutex_);
+  return select_mappings_locked(" WHERE server_id = ?", server_id);
+}
+
+std::vector<BlockDeviceMapping> SqliteStore::all_mappings() {
+  std::lock_guard lock(mutex_);
+  return select_mappings_locked("", {});
+}
+
+BlockDeviceMapping SqliteStore::update_mapping(const std::string& id,
+                                               const std::function<void(BlockDeviceMapping&)>& change) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(*this);
+  auto found = select_mappings_locked(" WHERE id = ?", id);
+  if (found.empty()) not_found("Block device mapping " + id + " could not be found.");
+  change(found.front());
+  write_mapping_locked(found.front(), false);
+  tx.commit();
+  return select_mappings_locked(" WHERE id = ?", id).front();
+}
+
+void SqliteStore::delete_mapping(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Statement(db_, "DELETE FROM block_device_mappings WHERE id = ?").bind(1, id).run();
 }
 
 // ------------------------------------------------------------------------------ quotas

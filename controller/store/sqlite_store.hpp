@@ -48,6 +48,14 @@ class SqliteStore final : public Store {
   VolumeAttachments update_volume_attachments(const std::string& volume_id,
                                               const std::function<void(VolumeAttachments&)>& change) override;
 
+  void insert_mapping(const BlockDeviceMapping& mapping) override;
+  std::optional<BlockDeviceMapping> find_mapping(const std::string& server_id, const std::string& volume_id) override;
+  std::vector<BlockDeviceMapping> mappings_of_server(const std::string& server_id) override;
+  std::vector<BlockDeviceMapping> all_mappings() override;
+  BlockDeviceMapping update_mapping(const std::string& id,
+                                    const std::function<void(BlockDeviceMapping&)>& change) override;
+  void delete_mapping(const std::string& id) override;
+
   void reserve_quota(const std::string& reservation, const std::string& project,
                      const QuotaDeltas& deltas, const QuotaDeltas& defaults) override;
   void rollback_quota(const std::string& reservation) override;
@@ -74,6 +82,9 @@ class SqliteStore final : public Store {
   void read_metadata_locked(Volume& volume);
   // Attachments matching `where` (" WHERE col = ?" bound to `value`, or empty for all).
   std::vector<Attachment> select_attachments_locked(const char* where, const std::string& value);
+  std::vector<BlockDeviceMapping> select_mappings_locked(const char* where, const std::string& a,
+                                                        const std::string& b = {});
+  void write_mapping_locked(const BlockDeviceMapping& mapping, bool insert);
   void write_snapshot_locked(const Snapshot& snapshot, bool insert);
 
   const std::string path_;

@@ -12,6 +12,7 @@
 
 #include "controller/store/flow_record.hpp"
 #include "controller/domain/attachment.hpp"
+#include "controller/domain/block_device_mapping.hpp"
 #include "controller/domain/quota.hpp"
 #include "controller/domain/snapshot.hpp"
 #include "controller/domain/volume.hpp"
@@ -53,6 +54,18 @@ class Store {
   virtual std::vector<Attachment> attachments_of(const std::string& volume_id) = 0;
   virtual VolumeAttachments update_volume_attachments(const std::string& volume_id,
                                                       const std::function<void(VolumeAttachments&)>& change) = 0;
+
+  // Block device mappings. insert_mapping refuses (ApiError conflict) a device name the server
+  // already uses and a volume already mapped to it: the row is what reserves the name.
+  virtual void insert_mapping(const BlockDeviceMapping& mapping) = 0;
+  virtual std::optional<BlockDeviceMapping> find_mapping(const std::string& server_id,
+                                                         const std::string& volume_id) = 0;
+  virtual std::vector<BlockDeviceMapping> mappings_of_server(const std::string& server_id) = 0;
+  virtual std::vector<BlockDeviceMapping> all_mappings() = 0;
+  // Throws ApiError (not_found) when the mapping is gone.
+  virtual BlockDeviceMapping update_mapping(const std::string& id,
+                                            const std::function<void(BlockDeviceMapping&)>& change) = 0;
+  virtual void delete_mapping(const std::string& id) = 0;
 
   // Quotas (see quota.hpp). `defaults` are the limits of projects with no limit of their own.
   // reserve_quota throws QuotaExceeded naming the resource when a limit would be exceeded.

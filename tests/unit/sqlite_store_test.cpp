@@ -178,5 +178,42 @@ TEST_F(SqliteStoreTest, JournalKeepsUnfinishedFlowsInOrder) {
   EXPECT_EQ(store.journal_unfinished().size(), 1u);
 }
 
+TEST_F(SqliteStoreTest, AMappingReservesItsDeviceNameAndVolumeOnItsServer) {
+  SqliteStore store(path);
+  BlockDeviceMapping m{.id = "m1", .project = "p", .server_id = "s1", .volume_id = "v1", .device = "/dev/sdb"};
+  store.insert_mapping(m);
+  auto refused = [&](BlockDeviceMapping other) {
+    try {
+      store.insert_mapping(other);
+    } catch (const ApiError& e) {
+      return e.kind == ApiError::Kind::conflict;
+    }
+    return false;
+  };
+  EXPECT_TRUE(refused({.id = "m2", .server_id = "s1", .volume_id = "v2", .device = "/dev/sdb"}));
+  EXPECT_TRUE(refused({.id = "m3", .server_id = "s1", .volume_id = "v1", .device = "/dev/sdc"}));
+  // Another server may use the same name (and, multiattach, the same volume).
+  store.insert_mapping({.id = "m4", .server_id = "s2", .volume_id = "v1", .device = "/dev/sdb"});
+  EXPECT_EQ(store.mappings_of_server("s1").size(), 1u);
+  EXPECT_EQ(store.all_mappings().size(), 2u);
+
+  auto updated = store.update_mapping("m1", [](BlockDeviceMapping& x) {
+    x.status = MappingStatus::attached;
+    x.attachment_id = "a1";
+    x.connection_info = R"({"driver_volume_type":"nbd"})";
+  });
+  EXPECT_EQ(updated.status, MappingStatus::attached);
+  auto found = store.find_mapping("s1", "v1");
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->attachment_id, "a1");
+  EXPECT_EQ(found->device, "/dev/sdb");
+  EXPECT_EQ(found->connection_info, R"({"driver_volume_type":"nbd"})");
+  store.delete_mapping("m1");
+  EXPECT_FALSE(store.find_mapping("s1", "v1"));
+  EXPECT_THROW(store.update_mapping("m1", [](BlockDeviceMapping&) {}), ApiError);
+  // The name is free again.
+  store.insert_mapping({.id = "m5", .server_id = "s1", .volume_id = "v3", .device = "/dev/sdb"});
+}
+
 }  // namespace
 }  // namespace volgate::controller
