@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "controller/api/api_error.hpp"
 #include "controller/flows/create_attachment.hpp"
 #include "controller/flows/create_snapshot.hpp"
@@ -349,7 +351,7 @@ void VolumeService::recover_one(const FlowRecord& record) {
   }
 }
 
-void VolumeService::recover() {
+void VolumeService::recover(const std::vector<std::string>& left_to_others) {
   using Recovery = void (VolumeService::*)(const FlowRecord&);
   static const std::map<std::string, Recovery> recoveries = {
       {CreateVolumeFlow::kind, &VolumeService::recover_one<CreateVolumeFlow>},
@@ -364,6 +366,7 @@ void VolumeService::recover() {
   };
   for (const FlowRecord& record : store_.journal_unfinished()) {
     auto it = recoveries.find(record.kind);
+    if (std::find(left_to_others.begin(), left_to_others.end(), record.kind) != left_to_others.end()) continue;
     if (it == recoveries.end()) {
       spdlog::error("flow {}: unknown flow kind '{}'; left in the journal", record.id, record.kind);
       continue;

@@ -78,8 +78,9 @@ class VolumeService {
   VolumeService& operator=(const VolumeService&) = delete;
 
   // Finishes or reverts the flows a previous run left half done (see flow.hpp); call once
-  // before serving requests.
-  void recover();
+  // before serving requests. Flows of the kinds in `left_to_others` (the compute service's)
+  // are left for their own service.
+  void recover(const std::vector<std::string>& left_to_others = {});
   // Cancels running copies (their flows revert) and waits for the workers.
   void stop();
   // Waits until no flow runs in the background (tests).

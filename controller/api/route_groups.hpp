@@ -1,6 +1,7 @@
 #pragma once
 // Groups of routes VolumeApi adds beside its volume and snapshot ones, each in its own file.
 #include "controller/api/router.hpp"
+#include "controller/compute/compute_service.hpp"
 #include "controller/virt/hypervisor.hpp"
 #include "controller/volume_service.hpp"
 
@@ -21,6 +22,10 @@ void add_attachment_routes(Router& router, VolumeService& service);
 // GET /v2.1/servers[/detail], GET /v2.1/servers/{id}: the hypervisor's domains as Nova's
 // servers (server_routes.cpp).
 void add_server_routes(Router& router, Hypervisor& hypervisor);
+
+// POST|GET /v2.1[/{project}]/servers/{server}/os-volume_attachments, GET|DELETE .../{volume}:
+// Nova's volume attach and detach (volume_attachment_routes.cpp).
+void add_volume_attachment_routes(Router& router, ComputeService& compute);
 
 // The answer for a path no route matches: Cinder's resources that volgate does not offer
 // (backups, groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path

@@ -266,7 +266,7 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
   return r;
 }
 
-VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor) : service_(service) {
+VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeService* compute) : service_(service) {
   Router& r = router_;
   auto base_url = [](const ApiRequest& q) { return q.headers.host.empty() ? "" : "http://" + q.headers.host; };
   // "/" offers a choice of versions (300, as Cinder); /v3 describes the one it is.
@@ -329,6 +329,7 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor) : service_(
   add_volume_metadata_routes(r, service_);
   add_attachment_routes(r, service_);
   if (hypervisor) add_server_routes(r, *hypervisor);
+  if (compute) add_volume_attachment_routes(r, *compute);
 
   auto list_snapshots = [this](const ApiRequest& q) {
     ListPage<Snapshot> page = query_snapshots(service_, q);

@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "controller/api/router.hpp"
+#include "controller/compute/compute_service.hpp"
 #include "controller/virt/hypervisor.hpp"
 #include "controller/volume_service.hpp"
 
@@ -23,8 +24,9 @@ namespace volgate::controller {
 
 class VolumeApi {
  public:
-  // `hypervisor`: the servers API (Nova's) is served when given.
-  explicit VolumeApi(VolumeService& service, Hypervisor* hypervisor = nullptr);
+  // `hypervisor`: the servers API (Nova's) is served when given; with `compute`, volumes attach
+  // to those servers too.
+  explicit VolumeApi(VolumeService& service, Hypervisor* hypervisor = nullptr, ComputeService* compute = nullptr);
 
   // `target` is the request target (path and query). Never throws. Answers under /v3 carry
   // the microversion they were made in (OpenStack-API-Version, Vary).

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "controller/api/api_server.hpp"
+#include "controller/compute/compute_service.hpp"
 #include "controller/controller_config.hpp"
 #include "controller/exports/gateway_exports.hpp"
 #include "controller/exports/gateway_process.hpp"
@@ -154,6 +155,7 @@ int run_controller(const ControllerOptions& options) {
   std::unique_ptr<GatewayProcess> gateway_process;
   std::unique_ptr<GatewayWatch> gateway_watch;
   std::unique_ptr<Hypervisor> hypervisor;
+  std::unique_ptr<ComputeService> compute;
   std::unique_ptr<VolumeApi> api;
   std::unique_ptr<ApiServer> server;
   std::vector<std::string> listening;
@@ -217,10 +219,14 @@ int run_controller(const ControllerOptions& options) {
       service->set_gateway(gateway.get());
       if (config.gateway.start) gateway_process = std::make_unique<GatewayProcess>(config.gateway);
     }
-    service->recover();
-
     hypervisor = std::make_unique<Hypervisor>(config.libvirt_uri);
-    api = std::make_unique<VolumeApi>(*service, hypervisor.get());
+    compute = std::make_unique<ComputeService>(*store, *service, *hypervisor);
+    service->recover(ComputeService::flow_kinds());
+    // After the volume flows: an attach being undone deletes its attachment, which needs its
+    // volume settled. Without libvirt the compute flows wait in the journal for a start with it.
+    if (!config.libvirt_uri.empty()) compute->recover();
+
+    api = std::make_unique<VolumeApi>(*service, hypervisor.get(), compute.get());
     server = std::make_unique<ApiServer>(*api, std::move(token), 2, config.api_limits);
     if (!config.unix_socket.empty()) {
       server->listen_unix(config.unix_socket);

@@ -1,0 +1,110 @@
+#include "controller/compute/attach_volume.hpp"
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "controller/api/api_error.hpp"
+
+namespace volgate::controller {
+namespace {
+
+using Context = AttachVolumeContext;
+using nlohmann::json;
+
+Server server_for_attach(ComputeServices& s, const std::string& id) {
+  auto server = s.hypervisor.with_driver([&](VirtDriver& d) { return d.find_server(id); });
+  if (!server) not_found("Instance " + id + " could not be found.");
+  if (server->state == ServerState::other)
+    conflict("Cannot 'attach_volume' instance " + id + " while it is in neither a running, paused nor shut-off "
+             "state.");
+  return *server;
+}
+
+}  // namespace
+
+std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
+  std::vector<Task<Context>> tasks;
+  tasks.push_back({"validate", [&s](Context& c) {
+    c.server_id = server_for_attach(s, c.server_id).uuid;
+    Volume v = s.volumes.get_volume(c.project, c.volume_id);  // 404 for another project's
+    if (s.store.find_mapping(c.server_id, c.volume_id))
+      conflict("Volume " + c.volume_id + " is already attached to instance " + c.server_id + ".");
+    if (v.status != VolumeStatus::available && !(v.status == VolumeStatus::in_use && s.volumes.multiattach(v)))
+      conflict("Volume " + v.id + " is " + std::string(to_string(v.status)) + "; it must be available to be attached.");
+    if (!c.device.empty()) {
+      auto bus = bus_of_device(c.device);
+      if (!bus) bad_request("Device name " + c.device + " is not one volgate gives: /dev/sdb-/dev/sdz (scsi) or "
+                            "/dev/vdb-/dev/vdz (virtio).");
+      c.bus = *bus;
+      if (c.device.front() != '/') c.device = "/dev/" + c.device;
+    }
+  }, {}});
+
+  tasks.push_back({"reserve_device", [&s](Context& c) {
+    if (c.mapping_id.empty()) c.mapping_id = new_uuid();
+    if (s.store.find_mapping(c.server_id, c.volume_id)) return;  // resumed: ours is there
+    if (c.device.empty()) {
+      std::set<std::string> used;
+      for (const auto& m : s.store.mappings_of_server(c.server_id)) used.insert(m.device);
+      // The server's own disks (its root) take names too.
+      for (const auto& d : s.hypervisor.with_driver([&](VirtDriver& v) { return v.disks(c.server_id, true); }))
+        used.insert("/dev/" + d.target);
+      auto name = next_device_name(c.bus, used);
+      if (!name) conflict("Instance " + c.server_id + " has no free " + c.bus + " device name left.");
+      c.device = *name;
+    }
+    // The row reserves the name: a second attach racing this one for it is refused here.
+    s.store.insert_mapping({.id = c.mapping_id, .project = c.project, .server_id = c.server_id,
+                            .volume_id = c.volume_id, .device = c.device, .bus = c.bus, .tag = c.tag,
+                            .delete_on_termination = c.delete_on_termination});
+  }, [&s](Context& c) {
+    if (auto m = s.store.find_mapping(c.server_id, c.volume_id); m && m->id == c.mapping_id)
+      s.store.delete_mapping(m->id);
+  }});
+
+  tasks.push_back({"create_attachment", [&s](Context& c) {
+    if (!c.attachment_id.empty()) return;
+    CreateAttachmentRequest r{.project = c.project, .volume_id = c.volume_id, .instance_uuid = c.server_id};
+    c.attachment_id = s.volumes.create_attachment(r).id;
+  }, [&s](Context& c) {
+    if (c.attachment_id.empty()) return;
+    try {
+      s.volumes.delete_attachment(c.project, c.attachment_id);
+    } catch (const ApiError& e) {
+      if (e.kind != ApiError::Kind::not_found) throw;  // gone already: nothing to undo
+    }
+  }});
+
+  tasks.push_back({"connect", [&s](Context& c) {
+    const json connector = {{"host", s.host}, {"platform", "x86_64"}, {"os_type", "linux"}, {"multipath", false}};
+    Attachment a = s.volumes.update_attachment(c.project, c.attachment_id, connector.dump(), s.host);
+    s.store.update_mapping(c.mapping_id, [&](BlockDeviceMapping& m) {
+      m.attachment_id = a.id;
+      m.connection_info = json{{"socket", s.volumes.nbd_socket()}, {"export", a.export_name}}.dump();
+    });
+  }, {}});  // the attachment's delete (create_attachment's revert) takes the export away
+
+  tasks.push_back({"attach_disk", [&s](Context& c) {
+    Attachment a = s.volumes.get_attachment(c.project, c.attachment_id);
+    DiskRequest disk{.socket = s.volumes.nbd_socket(), .export_name = a.export_name, .serial = c.volume_id,
+                     .target = std::string(target_of(c.device)), .bus = c.bus,
+                     .scsi_unit = scsi_unit_of(c.device), .read_only = a.read_only};
+    c.disk_attached = true;  // before: a half-done attach is detached too
+    s.hypervisor.with_driver([&](VirtDriver& d) {
+      for (const auto& existing : d.disks(c.server_id, false))
+        if (existing.serial == c.volume_id) return;  // resumed: already in the guest
+      d.attach_disk(c.server_id, disk);
+    });
+  }, [&s](Context& c) {
+    if (!c.disk_attached) return;
+    s.hypervisor.with_driver([&](VirtDriver& d) { d.detach_disk(c.server_id, c.volume_id); });
+  }});
+
+  tasks.push_back({"complete_attachment", [&s](Context& c) {
+    s.volumes.complete_attachment(c.project, c.attachment_id);
+    s.store.update_mapping(c.mapping_id, [](BlockDeviceMapping& m) { m.status = MappingStatus::attached; });
+  }, {}});
+  return tasks;
+}
+
+}  // namespace volgate::controller

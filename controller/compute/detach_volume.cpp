@@ -1,0 +1,59 @@
+#include "controller/compute/detach_volume.hpp"
+
+#include "controller/api/api_error.hpp"
+
+namespace volgate::controller {
+
+std::vector<Task<DetachVolumeContext>> DetachVolumeFlow::tasks(ComputeServices& s) {
+  using Context = DetachVolumeContext;
+  std::vector<Task<Context>> tasks;
+  tasks.push_back({"validate", [&s](Context& c) {
+    auto server = s.hypervisor.with_driver([&](VirtDriver& d) { return d.find_server(c.server_id); });
+    if (!server) not_found("Instance " + c.server_id + " could not be found.");
+    c.server_id = server->uuid;
+    s.volumes.get_volume(c.project, c.volume_id);
+    auto m = s.store.find_mapping(c.server_id, c.volume_id);
+    if (!m || m->project != c.project)
+      not_found("Volume " + c.volume_id + " is not attached to instance " + c.server_id + ".");
+    if (m->status != MappingStatus::attached)
+      conflict("Volume " + c.volume_id + " is " + std::string(to_string(m->status)) + " on instance " +
+               c.server_id + "; wait until that is done.");
+    c.mapping_id = m->id;
+    c.attachment_id = m->attachment_id;
+  }, {}});
+
+  tasks.push_back({"begin_detaching", [&s](Context& c) {
+    s.store.update_mapping(c.mapping_id, [](BlockDeviceMapping& m) { m.status = MappingStatus::detaching; });
+    // On a multiattach volume another server keeps it in-use: only the mapping says detaching.
+    if (s.volumes.get_volume(c.project, c.volume_id).status == VolumeStatus::in_use &&
+        s.volumes.attachments_of(c.volume_id).size() == 1) {
+      s.volumes.begin_detaching(c.project, c.volume_id);
+      c.began = true;
+    }
+  }, [&s](Context& c) {
+    if (c.began) s.volumes.roll_detaching(c.project, c.volume_id);
+    try {
+      s.store.update_mapping(c.mapping_id, [](BlockDeviceMapping& m) { m.status = MappingStatus::attached; });
+    } catch (const ApiError&) {
+      // The mapping is gone: the detach got further than this revert knows.
+    }
+  }});
+
+  tasks.push_back({"detach_disk", [&s](Context& c) {
+    s.hypervisor.with_driver([&](VirtDriver& d) { d.detach_disk(c.server_id, c.volume_id); });
+  }, {}});  // nothing to put back: a disk that did not go is still there
+
+  tasks.push_back({"delete_attachment", [&s](Context& c) {
+    if (c.attachment_id.empty()) return;
+    try {
+      s.volumes.delete_attachment(c.project, c.attachment_id);
+    } catch (const ApiError& e) {
+      if (e.kind != ApiError::Kind::not_found) throw;
+    }
+  }, {}});
+
+  tasks.push_back({"destroy_mapping", [&s](Context& c) { s.store.delete_mapping(c.mapping_id); }, {}});
+  return tasks;
+}
+
+}  // namespace volgate::controller
