@@ -1,0 +1,242 @@
+// Nova's attach and detach over real SQLite, a real file pool and the real volume service, with
+// the gateway and libvirt replaced by fakes that record what they hold: after every step, failure
+// and crash, the mapping, the attachment, the export and the guest's disk must agree.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include "controller/api/api_error.hpp"
+#include "controller/compute/compute_service.hpp"
+#include "controller/pools/file_pool.hpp"
+#include "controller/store/sqlite_store.hpp"
+
+namespace volgate::controller {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Injected : std::runtime_error {
+  Injected() : std::runtime_error("injected failure") {}
+};
+
+class FakeGateway final : public GatewayExports {
+ public:
+  void publish(const std::string& name, const gateway::ExportSpec&, bool, const gateway::control::LuksKey*) override {
+    exports.insert(name);
+  }
+  bool withdraw(const std::string& name) override { return exports.erase(name) > 0; }
+  std::vector<Served> list() override {
+    std::vector<Served> out;
+    for (const auto& e : exports) out.push_back({e, 0});
+    return out;
+  }
+  int64_t instance() override { return 1; }
+  const std::string& nbd_socket() const override { return socket_; }
+  std::set<std::string> exports;
+
+ private:
+  std::string socket_ = "/run/test/nbd.sock";
+};
+
+// One running server "vm" with a root disk vda; disks attached by serial.
+class FakeVirt final : public VirtDriver {
+ public:
+  std::vector<Server> list_servers() override { return {{kUuid, "vm", state, true}}; }
+  std::optional<Server> find_server(const std::string& id) override {
+    if (id == kUuid || id == "vm") return list_servers().front();
+    return std::nullopt;
+  }
+  std::vector<GuestDisk> disks(const std::string&, bool) override {
+    std::vector<GuestDisk> out = {{.serial = "", .target = "vda", .bus = "virtio"}};
+    for (const auto& [serial, target] : attached) out.push_back({.serial = serial, .target = target, .bus = "scsi"});
+    return out;
+  }
+  void attach_disk(const std::string&, const DiskRequest& d) override {
+    if (refuse_attach) throw VirtError("internal error: unable to execute QEMU command 'device_add'");
+    attached[d.serial] = d.target;
+    last = d;
+  }
+  void detach_disk(const std::string&, const std::string& serial) override {
+    if (guest_keeps_disks) throw VirtError("the guest keeps the disk");
+    attached.erase(serial);
+  }
+  static constexpr const char* kUuid = "6b0f0a0e-0000-4000-8000-00000000000a";
+  ServerState state = ServerState::running;
+  std::map<std::string, std::string> attached;  // serial -> target
+  DiskRequest last;
+  bool refuse_attach = false;
+  bool guest_keeps_disks = false;
+};
+
+class ComputeTest : public ::testing::Test {
+ public:
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("compute-" + std::to_string(::getpid()) + "-" +
+                                       std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    config = default_config(dir);
+    KeyWrap::create_key_file(dir / "master.key");
+    hypervisor = std::make_unique<Hypervisor>("fake:///", [this](const std::string&) {
+      return std::unique_ptr<VirtDriver>(new Forward(virt));
+    });
+    open();
+  }
+  void TearDown() override {
+    compute.reset();
+    volumes.reset();
+    store.reset();
+    fs::remove_all(dir);
+  }
+
+  // The Hypervisor owns its driver; this one forwards to the test's FakeVirt.
+  struct Forward final : VirtDriver {
+    explicit Forward(FakeVirt& v) : v(v) {}
+    std::vector<Server> list_servers() override { return v.list_servers(); }
+    std::optional<Server> find_server(const std::string& id) override { return v.find_server(id); }
+    std::vector<GuestDisk> disks(const std::string& u, bool p) override { return v.disks(u, p); }
+    void attach_disk(const std::string& u, const DiskRequest& d) override { v.attach_disk(u, d); }
+    void detach_disk(const std::string& u, const std::string& s) override { v.detach_disk(u, s); }
+    FakeVirt& v;
+  };
+
+  void open(BeforeTask before = {}) {
+    compute.reset();
+    volumes.reset();
+    store = std::make_unique<SqliteStore>(dir / "c.db");
+    std::vector<std::unique_ptr<Pool>> pools;
+    pools.push_back(std::make_unique<FilePool>(config.pools[0]));
+    ServiceOptions options{.before_task = before, .run_inline = true};
+    volumes = std::make_unique<VolumeService>(config, *store, std::move(pools), KeyWrap::from_file(dir / "master.key"),
+                                              options);
+    volumes->set_gateway(&gateway);
+    compute = std::make_unique<ComputeService>(*store, *volumes, *hypervisor, before);
+  }
+
+  std::string create_volume() {
+    CreateVolumeRequest r{.project = "p", .size_gb = 1};
+    return volumes->create_volume(r).id;
+  }
+  VolumeStatus status(const std::string& id) { return volumes->get_volume("p", id).status; }
+
+  template <class F>
+  ApiError::Kind error_of(F&& f) {
+    try {
+      f();
+    } catch (const ApiError& e) {
+      return e.kind;
+    }
+    ADD_FAILURE() << "no ApiError";
+    return ApiError::Kind::internal;
+  }
+
+  // Nothing of `volume` is left anywhere: available, no mapping, no attachment, no export, no disk.
+  void expect_detached(const std::string& volume) {
+    EXPECT_EQ(status(volume), VolumeStatus::available);
+    EXPECT_FALSE(store->find_mapping(FakeVirt::kUuid, volume));
+    EXPECT_TRUE(volumes->attachments_of(volume).empty());
+    EXPECT_EQ(gateway.exports.count("volume-" + volume), 0u);
+    EXPECT_EQ(virt.attached.count(volume), 0u);
+  }
+
+  fs::path dir;
+  ControllerConfig config;
+  FakeGateway gateway;
+  FakeVirt virt;
+  std::unique_ptr<Hypervisor> hypervisor;
+  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<VolumeService> volumes;
+  std::unique_ptr<ComputeService> compute;
+};
+
+TEST_F(ComputeTest, AttachAndDetachInNovasOrder) {
+  const std::string v = create_volume();
+  BlockDeviceMapping m = compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .tag = "data"});
+  EXPECT_EQ(m.device, "/dev/sdb");  // vda is the root's; sdb is the first free scsi name
+  EXPECT_EQ(m.status, MappingStatus::attached);
+  EXPECT_EQ(m.tag, "data");
+  EXPECT_EQ(status(v), VolumeStatus::in_use);
+  EXPECT_EQ(virt.attached.at(v), "sdb");
+  EXPECT_EQ(virt.last.export_name, "volume-" + v);
+  EXPECT_EQ(virt.last.socket, "/run/test/nbd.sock");
+  EXPECT_EQ(virt.last.scsi_unit, 1u);
+  EXPECT_EQ(gateway.exports.count("volume-" + v), 1u);
+  ASSERT_EQ(volumes->attachments_of(v).size(), 1u);
+  EXPECT_EQ(volumes->attachments_of(v)[0].status, AttachmentStatus::attached);
+  EXPECT_EQ(volumes->attachments_of(v)[0].instance_uuid, FakeVirt::kUuid);
+
+  const std::string w = create_volume();
+  EXPECT_EQ(compute->attach_volume({.project = "p", .server = FakeVirt::kUuid, .volume_id = w}).device, "/dev/sdc");
+  EXPECT_EQ(compute->volume_attachments("p", "vm").size(), 2u);
+
+  compute->detach_volume("p", "vm", v);
+  expect_detached(v);
+  EXPECT_EQ(status(w), VolumeStatus::in_use);
+}
+
+TEST_F(ComputeTest, RefusalsChangeNothing) {
+  const std::string v = create_volume();
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "nope", .volume_id = v}); }),
+            ApiError::Kind::not_found);
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "q", .server = "vm", .volume_id = v}); }),
+            ApiError::Kind::not_found);
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .device = "/dev/hdb"}); }),
+            ApiError::Kind::bad_request);
+  EXPECT_EQ(error_of([&] { compute->detach_volume("p", "vm", v); }), ApiError::Kind::not_found);
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .device = "/dev/sdd"});
+  EXPECT_EQ(virt.attached.at(v), "sdd");
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}); }),
+            ApiError::Kind::conflict);
+  const std::string w = create_volume();
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "vm", .volume_id = w, .device = "sdd"}); }),
+            ApiError::Kind::conflict);
+  expect_detached(w);
+  virt.state = ServerState::other;
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "vm", .volume_id = w}); }),
+            ApiError::Kind::conflict);
+  expect_detached(w);
+}
+
+TEST_F(ComputeTest, LibvirtRefusingTheDiskUndoesEverything) {
+  const std::string v = create_volume();
+  virt.refuse_attach = true;
+  EXPECT_THROW(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}), VirtError);
+  expect_detached(v);
+}
+
+TEST_F(ComputeTest, AGuestThatKeepsTheDiskLeavesItAttachedAndInUse) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  virt.guest_keeps_disks = true;
+  EXPECT_THROW(compute->detach_volume("p", "vm", v), VirtError);
+  EXPECT_EQ(status(v), VolumeStatus::in_use);
+  auto m = store->find_mapping(FakeVirt::kUuid, v);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, MappingStatus::attached);
+  EXPECT_EQ(gateway.exports.count("volume-" + v), 1u);
+  virt.guest_keeps_disks = false;
+  compute->detach_volume("p", "vm", v);
+  expect_detached(v);
+}
+
+class AttachRevert : public ComputeTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(AttachRevert, EachFailedStepLeavesNothing) {
+  const std::string v = create_volume();
+  open([task = GetParam()](const std::string& kind, const std::string& t) {
+    if (kind == "attach_volume" && t == task) throw Injected();
+  });
+  EXPECT_THROW(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}), Injected);
+  expect_detached(v);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, AttachRevert,
+                         ::testing::Values("validate", "reserve_device", "create_attachment", "connect", "attach_disk",
+                                           "complete_attachment"));
+
+}  // namespace
+}  // namespace volgate::controller
