@@ -181,7 +181,6 @@ int run_controller(const ControllerOptions& options) {
     if (ec) throw std::runtime_error("state directory " + config.state_dir + ": " + ec.message());
     ::chmod(config.state_dir.c_str(), 0700);
     prepare_socket_directory(config.gateway, config.state_dir);
-    warn_if_qemu_cannot_reach(config.gateway);
     // One controller per state: a second one would take the first one's running flows for
     // half-done ones and revert them. The lock goes when the process does, however it ends.
     const std::string lock_path = config.state_dir + "/controller.lock";
@@ -189,6 +188,8 @@ int run_controller(const ControllerOptions& options) {
     if (lock_fd < 0) throw std::system_error(errno, std::generic_category(), "lock file " + lock_path);
     if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
       throw std::runtime_error("another controller is running on " + config.state_dir);
+    // Only now: a start refused above says one thing, its reason.
+    warn_if_qemu_cannot_reach(config.gateway);
 
     // This process holds the master key: keep it out of core dumps.
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
