@@ -21,7 +21,7 @@ packages=(
   libiscsi-dev libiscsi-bin tgt
   # controller: SQLite, and the tools its integration tests drive the REST API with (curl,
   # and OpenStack's own client, to prove the API is Cinder's to it)
-  libsqlite3-dev sqlite3 curl python3-cinderclient
+  libsqlite3-dev sqlite3 curl python3-cinderclient python3-novaclient
   # the controller's virt driver (libvirt's C API), a real libvirtd and a tiny TCG guest
   # (busybox initramfs) that attached volumes are put into; the guest's kernel is only
   # downloaded and unpacked (see guest_kernel_deb below), never installed
