@@ -331,24 +331,7 @@ ExportRepairs VolumeService::reconcile_exports() { return controller::reconcile_
 template <class F>
 void VolumeService::recover_one(const FlowRecord& record) {
   Flow<typename F::Context> flow(store_, record, F::tasks(services_));
-  // Whoever started it got an answer (or lost the connection): the resource stays visible.
-  flow.context().outcome.accepted = true;
-  // The last task may have committed before the journal entry was cleared: the work is done
-  // and reverting it would undo what the user was told had succeeded. Tasks are idempotent,
-  // so running the last one again finishes the flow either way.
-  const bool in_last_task = static_cast<size_t>(record.task) + 1 == flow.task_count();
-  if ((F::on_restart == OnRestart::resume || in_last_task) && record.phase == FlowRecord::Phase::running) {
-    try {
-      flow.resume();
-    } catch (const std::exception& e) {
-      spdlog::error("flow {} {}: could not finish: {}", record.kind, record.id, e.what());
-    }
-  } else {
-    spdlog::warn("flow {} {} ({}): reverting what the previous run left half done", record.kind, record.id,
-                 record.resource_id);
-    flow.context().outcome.error = "the controller stopped before the operation finished";
-    flow.revert(flow.context().outcome.error);
-  }
+  flow.recover(F::on_restart == OnRestart::resume || flow.was_in_last_task());
 }
 
 void VolumeService::recover(const std::vector<std::string>& left_to_others) {

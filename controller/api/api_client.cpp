@@ -67,7 +67,7 @@ ClientResponse ApiClient::request(const std::string& method, const std::string& 
   request.set(http::field::user_agent, "volgate-cli");
   request.set(http::field::accept, "application/json");
   request.set("X-Auth-Token", token_);
-  if (!api_version_.empty()) request.set("OpenStack-API-Version", "volume " + api_version_);
+  if (!api_version_.empty()) request.set("OpenStack-API-Version", api_version_);
   if (body) {
     request.set(http::field::content_type, "application/json");
     try {

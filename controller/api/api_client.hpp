@@ -28,8 +28,11 @@ class ApiClient {
   static std::string error_message(const ClientResponse& response);
 
   const std::string& url() const { return url_; }
-  // The microversion to ask for ("3.44"); none (3.0) by default.
-  void set_api_version(std::string version) { api_version_ = std::move(version); }
+  // The microversion to ask for ("3.44" of "volume", "2.89" of "compute"); none (the base
+  // version) by default.
+  void set_api_version(const std::string& version, const std::string& service = "volume") {
+    api_version_ = service + " " + version;
+  }
 
  private:
   std::string url_;
@@ -37,7 +40,7 @@ class ApiClient {
   std::string host_;
   std::string port_;
   std::string token_;
-  std::string api_version_;
+  std::string api_version_;  // the OpenStack-API-Version header's value
 };
 
 }  // namespace volgate::controller

@@ -97,6 +97,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     const auto& request = parser_->get();
     auto view = [](beast::string_view v) { return std::string_view(v.data(), v.size()); };
     RequestHeaders headers{.api_version = std::string(view(request["OpenStack-API-Version"])),
+                           .nova_api_version = std::string(view(request["X-OpenStack-Nova-API-Version"])),
                            .host = std::string(view(request[http::field::host])),
                            .if_match = std::string(view(request[http::field::if_match]))};
     // The token is compared where it lies in the parser's buffer: no copy of it to wipe.

@@ -42,8 +42,17 @@ std::optional<ApiVersion> parse_number(std::string_view text) {
 
 }  // namespace
 
-ApiVersion negotiate_api_version(std::string_view header) {
-  // The header may carry several services' versions: "compute 2.60, volume 3.27".
+namespace {
+
+// What one service's versions are called in the header, and its range.
+struct VersionRange {
+  std::string_view service;
+  ApiVersion min, max;
+};
+
+// The version `service` names in an OpenStack-API-Version header, which may carry several
+// services' ("compute 2.60, volume 3.27").
+std::optional<std::string_view> named_version(std::string_view header, std::string_view service) {
   std::optional<std::string_view> wanted;
   while (!header.empty()) {
     const size_t comma = header.find(',');
@@ -51,19 +60,39 @@ ApiVersion negotiate_api_version(std::string_view header) {
     header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
     const size_t space = item.find(' ');
     if (space == std::string_view::npos) continue;
-    if (equals_ignoring_case(item.substr(0, space), "volume")) wanted = trim(item.substr(space + 1));
+    if (equals_ignoring_case(item.substr(0, space), service)) wanted = trim(item.substr(space + 1));
   }
-  if (!wanted) return kMinApiVersion;
-  if (equals_ignoring_case(*wanted, "latest")) return kMaxApiVersion;
-  auto version = parse_number(*wanted);
+  return wanted;
+}
+
+ApiVersion checked_version(std::string_view wanted, const VersionRange& range) {
+  if (equals_ignoring_case(wanted, "latest")) return range.max;
+  auto version = parse_number(wanted);
   if (!version)
-    bad_request("Invalid API version '" + std::string(wanted->substr(0, 32)) +
-                "' in OpenStack-API-Version; expected 'volume 3.N' or 'volume latest'.");
-  if (*version < kMinApiVersion || *version > kMaxApiVersion)
+    bad_request("Invalid API version '" + std::string(wanted.substr(0, 32)) + "'; expected '" +
+                std::string(range.service) + " " + std::to_string(range.min.major) + ".N' or '" +
+                std::string(range.service) + " latest'.");
+  if (*version < range.min || *version > range.max)
     throw ApiError(ApiError::Kind::not_acceptable, "Version " + version->text() +
                                                        " is not supported by this API; it offers " +
-                                                       kMinApiVersion.text() + " to " + kMaxApiVersion.text() + ".");
+                                                       range.min.text() + " to " + range.max.text() + ".");
   return *version;
+}
+
+}  // namespace
+
+ApiVersion negotiate_api_version(std::string_view header) {
+  auto wanted = named_version(header, "volume");
+  if (!wanted) return kMinApiVersion;
+  return checked_version(*wanted, {"volume", kMinApiVersion, kMaxApiVersion});
+}
+
+ApiVersion negotiate_compute_version(std::string_view header, std::string_view nova_header) {
+  const VersionRange range{"compute", kMinComputeVersion, kMaxComputeVersion};
+  if (auto wanted = named_version(header, "compute")) return checked_version(*wanted, range);
+  nova_header = trim(nova_header);
+  if (!nova_header.empty()) return checked_version(nova_header, range);
+  return kMinComputeVersion;
 }
 
 nlohmann::json version_entry(const std::string& base_url) {
@@ -76,6 +105,17 @@ nlohmann::json version_entry(const std::string& base_url) {
           {"links", nlohmann::json::array({{{"rel", "self"}, {"href", base_url + "/v3/"}}})},
           {"media-types", nlohmann::json::array({{{"base", "application/json"},
                                                   {"type", "application/vnd.openstack.volume+json;version=3"}}})}};
+}
+
+nlohmann::json compute_version_entry(const std::string& base_url) {
+  return {{"id", "v2.1"},
+          {"status", "CURRENT"},
+          {"version", kMaxComputeVersion.text()},
+          {"min_version", kMinComputeVersion.text()},
+          {"updated", "2026-12-04T00:00:00Z"},
+          {"links", nlohmann::json::array({{{"rel", "self"}, {"href", base_url + "/v2.1/"}}})},
+          {"media-types", nlohmann::json::array({{{"base", "application/json"},
+                                                  {"type", "application/vnd.openstack.compute+json;version=2.1"}}})}};
 }
 
 }  // namespace volgate::controller

@@ -96,4 +96,8 @@ const std::string& checked_project_name(const std::string& project) {
   return project;
 }
 
+std::string compute_project_of(const ApiRequest& request) {
+  return request.params.count("project") ? project_of(request) : std::string("default");
+}
+
 }  // namespace volgate::controller

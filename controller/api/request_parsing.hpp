@@ -41,5 +41,8 @@ const std::string& checked_project_name(const std::string& project);
 // The path segment `param` (default: the project), checked: ids and names end up in logs and
 // in the database.
 const std::string& project_of(const ApiRequest& request, const char* param = "project");
+// The project of a Nova request: /v2.1/{project}/... acts in that project, the bare /v2.1/...
+// in "default" (the token here is the operator's).
+std::string compute_project_of(const ApiRequest& request);
 
 }  // namespace volgate::controller

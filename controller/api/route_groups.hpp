@@ -21,11 +21,16 @@ void add_attachment_routes(Router& router, VolumeService& service);
 
 // GET /v2.1/servers[/detail], GET /v2.1/servers/{id}: the hypervisor's domains as Nova's
 // servers (server_routes.cpp).
-void add_server_routes(Router& router, Hypervisor& hypervisor);
+// With `compute`, a server shows its attached volumes and availability zone.
+void add_server_routes(Router& router, Hypervisor& hypervisor, ComputeService* compute);
 
 // POST|GET /v2.1[/{project}]/servers/{server}/os-volume_attachments, GET|DELETE .../{volume}:
 // Nova's volume attach and detach (volume_attachment_routes.cpp).
 void add_volume_attachment_routes(Router& router, ComputeService& compute);
+
+// GET /v2.1[/{project}]/servers/{server}/os-instance-actions[/{request_id}]: the server's action
+// log (instance_action_routes.cpp).
+void add_instance_action_routes(Router& router, ComputeService& compute);
 
 // The answer for a path no route matches: Cinder's resources that volgate does not offer
 // (backups, groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path

@@ -22,9 +22,13 @@ struct ApiResponse {
 
 // The request headers the API looks at (the transport reads them; tests fill them in).
 struct RequestHeaders {
-  std::string api_version;  // OpenStack-API-Version
+  std::string api_version;       // OpenStack-API-Version
+  std::string nova_api_version;  // X-OpenStack-Nova-API-Version, Nova's older header
   std::string host;         // Host, for absolute links
   std::string if_match;     // If-Match, for metadata updates (3.15)
+  // Not a header: the id the API gives this request ("req-UUID"), which it answers in
+  // x-openstack-request-id and the action log keeps.
+  std::string request_id;
 };
 
 struct ApiRequest {

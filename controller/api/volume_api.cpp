@@ -12,6 +12,7 @@
 #include "controller/api/list_query.hpp"
 #include "controller/api/request_parsing.hpp"
 #include "controller/api/route_groups.hpp"
+#include "controller/compute/action_log.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -234,32 +235,45 @@ namespace {
 std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
 }  // namespace
 
+// The versions documents, which clients read before they authenticate.
 bool VolumeApi::open_to_anyone(std::string_view method, std::string_view target) {
   const std::string_view path = path_of(target);
-  return method == "GET" && (path == "/" || path == "/v3" || path == "/v3/");
+  return method == "GET" && (path == "/" || path == "/v3" || path == "/v3/" || path == "/v2.1" || path == "/v2.1/");
 }
 
 ApiResponse VolumeApi::handle(const std::string& method, const std::string& target, const std::string& body,
-                              const RequestHeaders& headers) {
-  // The document at "/" lists the versions and has none itself, as in Cinder; everything
-  // under /v3 answers in the microversion the request names.
-  // Nova's /v2.1 (servers) has microversions of its own, not negotiated yet: it answers as 2.1.
-  const bool versioned = path_of(target) != "/" && !path_of(target).starts_with("/v2.1");
+                              const RequestHeaders& request_headers) {
+  // Every answer names the request (x-openstack-request-id), as the action log does.
+  RequestHeaders headers = request_headers;
+  headers.request_id = new_request_id();
+  // The documents at "/", "/v3" and "/v2.1" list versions and have none themselves; requests
+  // under /v3 answer in the volume microversion they name, those under /v2.1 in the compute one.
+  const std::string_view path = path_of(target);
+  const bool documents = path == "/" || path == "/v3" || path == "/v3/" || path == "/v2.1" || path == "/v2.1/";
+  const bool compute = path.starts_with("/v2.1/");
   std::optional<ApiVersion> version;
   ApiResponse r;
   try {
-    if (versioned) version = negotiate_api_version(headers.api_version);
+    if (!documents)
+      version = compute ? negotiate_compute_version(headers.api_version, headers.nova_api_version)
+                        : negotiate_api_version(headers.api_version);
     r = router_.dispatch(method, target, body, version.value_or(kMinApiVersion), headers);
   } catch (const ApiError& e) {
     r = error_response(e.http_status(), e.fault_name(), e.what());
   } catch (const IllegalTransition& e) {
     r = error_response(409, "conflictingRequest", e.what());
   } catch (const std::exception& e) {
-    spdlog::error("{} {}: {}", method, target, e.what());  // the whole story stays in the log
+    spdlog::error("{} {} ({}): {}", method, target, headers.request_id, e.what());  // the whole story in the log
     r = error_response(500, "computeFault", "The server has either erred or is incapable of performing the "
                                             "requested operation: " + without_paths(e.what()));
   }
-  if (version) {
+  r.headers.emplace_back("x-openstack-request-id", headers.request_id);
+  if (compute) r.headers.emplace_back("x-compute-request-id", headers.request_id);
+  if (version && compute) {
+    r.headers.emplace_back("OpenStack-API-Version", "compute " + version->text());
+    r.headers.emplace_back("X-OpenStack-Nova-API-Version", version->text());
+    r.headers.emplace_back("Vary", "OpenStack-API-Version, X-OpenStack-Nova-API-Version");
+  } else if (version) {
     r.headers.emplace_back("OpenStack-API-Version", "volume " + version->text());
     r.headers.emplace_back("Vary", "OpenStack-API-Version");
   }
@@ -276,6 +290,11 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
   r.add("GET", "/v3", [base_url](const ApiRequest& q) {
     return ok(200, {{"versions", json::array({version_entry(base_url(q))})}});
   });
+  // Nova's: novaclient reads the one at its endpoint ("/v2.1") to learn the compute range.
+  if (hypervisor)
+    r.add("GET", "/v2.1", [base_url](const ApiRequest& q) {
+      return ok(200, {{"version", compute_version_entry(base_url(q))}});
+    });
 
   auto list_volumes = [this](const ApiRequest& q) {
     ListPage<Volume> page = query_volumes(service_, q);
@@ -328,8 +347,11 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
   r.add("POST", "/v3/{project}/volumes/{id}/action", [this](const ApiRequest& q) { return volume_action(q); });
   add_volume_metadata_routes(r, service_);
   add_attachment_routes(r, service_);
-  if (hypervisor) add_server_routes(r, *hypervisor);
-  if (compute) add_volume_attachment_routes(r, *compute);
+  if (hypervisor) add_server_routes(r, *hypervisor, compute);
+  if (compute) {
+    add_volume_attachment_routes(r, *compute);
+    add_instance_action_routes(r, *compute);
+  }
 
   auto list_snapshots = [this](const ApiRequest& q) {
     ListPage<Snapshot> page = query_snapshots(service_, q);

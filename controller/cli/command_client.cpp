@@ -38,8 +38,9 @@ std::string check_url(const std::string& url) {
 
 }  // namespace
 
-Client::Client(const ClientCommandOptions& o, std::string api_version) : o_(o), api_(check_url(o.url), read_token(o)) {
-  if (!api_version.empty()) api_.set_api_version(std::move(api_version));
+Client::Client(const ClientCommandOptions& o, const std::string& api_version, const std::string& service)
+    : o_(o), api_(check_url(o.url), read_token(o)) {
+  if (!api_version.empty()) api_.set_api_version(api_version, service);
 }
 
 json Client::call(const std::string& method, const std::string& path, const std::optional<json>& body, int* status) {

@@ -22,8 +22,9 @@ class CommandError : public std::runtime_error {
 // The controller's API for one project, as the options name it.
 class Client {
  public:
-  // `api_version`: the microversion to ask for ("3.44"), empty for the base version.
-  explicit Client(const ClientCommandOptions& o, std::string api_version = {});
+  // `api_version`: the microversion of `service` to ask for ("3.44"), empty for the base version.
+  explicit Client(const ClientCommandOptions& o, const std::string& api_version = {},
+                  const std::string& service = "volume");
 
   // METHOD /v3/PROJECT/PATH. A fault throws CommandError with its message, except a 404 when
   // `status` is given (it is set to every answer's status).

@@ -1,6 +1,6 @@
 #pragma once
-// `volgate server list|show`: the hypervisor's domains as the controller's servers API (Nova's
-// shapes) shows them.
+// `volgate server list|show|attach|detach|volumes|actions`: the hypervisor's domains as the
+// controller's servers API (Nova's shapes) shows them, and volumes attached to them.
 #include <string>
 
 #include "controller/cli/volume_command.hpp"

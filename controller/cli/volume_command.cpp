@@ -412,7 +412,27 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   c.server->require_subcommand(1);
   add_common(c.server, o);
   sub(c.server, "list", "The domains on this host, with their state");
-  sub(c.server, "show", "One server")->add_option("SERVER", o.id, "Its UUID, or its name if no other has it")->required();
+  auto server_arg = [&o](CLI::App* cmd) {
+    cmd->add_option("SERVER", o.id, "Its UUID, or its name if no other has it")->required();
+  };
+  server_arg(sub(c.server, "show", "One server"));
+  auto* attach = sub(c.server, "attach", "Attach a volume to a server as a disk (Nova's volume attach)");
+  server_arg(attach);
+  attach->add_option("VOLUME", o.volume, "Volume id")->required();
+  attach->add_option("--device", o.device, "The device name in the guest (default: the next free one)")
+      ->type_name("/dev/sdX|/dev/vdX");
+  attach->add_option("--bus", o.bus, "The disk bus: scsi (virtio-scsi, the default) or virtio (virtio-blk)")
+      ->check(CLI::IsMember({"scsi", "virtio"}));
+  attach->add_option("--tag", o.tag, "A tag the guest sees in its device metadata (up to 60 characters)");
+  attach->add_flag("--delete-on-termination", o.delete_on_termination,
+                   "Delete the volume with the server (recorded, as Nova does)");
+  auto* detach = sub(c.server, "detach", "Detach a volume from a server (the guest lets go of the disk first)");
+  server_arg(detach);
+  detach->add_option("VOLUME", o.volume, "Volume id")->required();
+  server_arg(sub(c.server, "volumes", "The server's attached volumes (block device mappings)"));
+  auto* actions = sub(c.server, "actions", "The server's action log: attach and detach requests and how they ended");
+  server_arg(actions);
+  actions->add_option("REQUEST_ID", o.request_id, "Show this action with its events");
   return c;
 }
 

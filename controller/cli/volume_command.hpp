@@ -3,7 +3,7 @@
 //   volgate volume create|list|show|extend|delete, volgate snapshot create|list|show|delete,
 //   volgate pool list, volgate quota show|set,
 //   volgate attachment create|update|show|list|complete|delete (attachment_command.hpp),
-//   volgate server list|show (server_command.hpp).
+//   volgate server list|show|attach|detach|volumes|actions (server_command.hpp).
 // Each talks to the REST API found through --url or VOLGATE_URL (unix:PATH or
 // http://HOST:PORT), prints a table (or --output json), and exits 2 with one line on stderr
 // when anything fails.
@@ -36,6 +36,12 @@ struct ClientCommandOptions {
   std::string mode = "rw";
   std::string connector;  // JSON
   std::string host;       // a connector of just {"host": HOST}
+  std::string volume;     // server attach|detach: the volume (the server is `id`)
+  std::string device;     // server attach: /dev/sdX or /dev/vdX
+  std::string bus;        // server attach: scsi or virtio
+  std::string tag;
+  bool delete_on_termination = false;
+  std::string request_id;  // server actions: one action
   std::optional<int64_t> quota_volumes;
   std::optional<int64_t> quota_snapshots;
   std::optional<int64_t> quota_gigabytes;

@@ -4,12 +4,15 @@
 #include <set>
 
 #include "controller/api/api_error.hpp"
+#include "controller/compute/action_log.hpp"
 
 namespace volgate::controller {
 namespace {
 
 using Context = AttachVolumeContext;
 using nlohmann::json;
+
+constexpr const char* kAttachEvent = "compute_attach_volume";
 
 Server server_for_attach(ComputeServices& s, const std::string& id) {
   auto server = s.hypervisor.with_driver([&](VirtDriver& d) { return d.find_server(id); });
@@ -31,14 +34,23 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
       conflict("Volume " + c.volume_id + " is already attached to instance " + c.server_id + ".");
     if (v.status != VolumeStatus::available && !(v.status == VolumeStatus::in_use && s.volumes.multiattach(v)))
       conflict("Volume " + v.id + " is " + std::string(to_string(v.status)) + "; it must be available to be attached.");
+    if (!c.bus.empty() && c.bus != "scsi" && c.bus != "virtio")
+      bad_request("Bus " + c.bus.substr(0, 32) + " is not one volgate offers: scsi or virtio.");
     if (!c.device.empty()) {
       auto bus = bus_of_device(c.device);
       if (!bus) bad_request("Device name " + c.device + " is not one volgate gives: /dev/sdb-/dev/sdz (scsi) or "
                             "/dev/vdb-/dev/vdz (virtio).");
+      if (!c.bus.empty() && *bus != c.bus)
+        bad_request("Device name " + c.device + " is on the " + *bus + " bus, not " + c.bus + ".");
       c.bus = *bus;
       if (c.device.front() != '/') c.device = "/dev/" + c.device;
     }
+    if (c.bus.empty()) c.bus = "scsi";
   }, {}});
+
+  tasks.push_back({"start_action", [&s](Context& c) {
+    record_action_start(s.store, {c.request_id, c.server_id, c.project, "attach_volume", kAttachEvent});
+  }, [&s](Context& c) { record_event_end(s.store, c.request_id, kAttachEvent, c.outcome.error); }});
 
   tasks.push_back({"reserve_device", [&s](Context& c) {
     if (c.mapping_id.empty()) c.mapping_id = new_uuid();
@@ -104,6 +116,9 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
     s.volumes.complete_attachment(c.project, c.attachment_id);
     s.store.update_mapping(c.mapping_id, [](BlockDeviceMapping& m) { m.status = MappingStatus::attached; });
   }, {}});
+
+  tasks.push_back({"finish_action", [&s](Context& c) { record_event_end(s.store, c.request_id, kAttachEvent, ""); },
+                   {}});
   return tasks;
 }
 

@@ -14,25 +14,26 @@ namespace volgate::controller {
 
 struct AttachVolumeContext {
   FlowOutcome outcome;
+  std::string request_id;  // the action log's entry
   std::string project;
   std::string server_id;
   std::string volume_id;
   std::string device;  // asked for, or chosen by reserve_device
-  std::string bus = "scsi";
+  std::string bus;     // asked for (scsi, virtio), else the device's, else scsi
   std::string tag;
   bool delete_on_termination = false;
   std::string mapping_id;
   std::string attachment_id;
   bool disk_attached = false;
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(AttachVolumeContext, outcome, project, server_id, volume_id, device,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(AttachVolumeContext, outcome, request_id, project, server_id, volume_id, device,
                                                 bus, tag, delete_on_termination, mapping_id, attachment_id,
                                                 disk_attached)
 
 struct AttachVolumeFlow {
   using Context = AttachVolumeContext;
   static constexpr const char* kind = "attach_volume";
-  static constexpr const char* answer_after = "complete_attachment";
+  static constexpr const char* answer_after = "finish_action";
   static constexpr OnRestart on_restart = OnRestart::revert;
   static std::vector<Task<Context>> tasks(ComputeServices& s);
 };

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "controller/api/api_error.hpp"
+#include "controller/compute/action_log.hpp"
 #include "controller/compute/attach_volume.hpp"
 #include "controller/compute/detach_volume.hpp"
 
@@ -51,15 +52,30 @@ void ComputeService::run(const std::string& server_id, typename F::Context conte
 
 BlockDeviceMapping ComputeService::attach_volume(const AttachVolumeRequest& r) {
   const std::string server_id = server_uuid(r.server);
-  run<AttachVolumeFlow>(server_id, {.project = r.project, .server_id = server_id, .volume_id = r.volume_id,
-                                    .device = r.device, .tag = r.tag,
+  run<AttachVolumeFlow>(server_id, {.request_id = r.request_id.empty() ? new_request_id() : r.request_id,
+                                    .project = r.project, .server_id = server_id, .volume_id = r.volume_id,
+                                    .device = r.device, .bus = r.bus, .tag = r.tag,
                                     .delete_on_termination = r.delete_on_termination});
   return *services_.store.find_mapping(server_id, r.volume_id);
 }
 
-void ComputeService::detach_volume(const std::string& project, const std::string& server, const std::string& volume_id) {
+void ComputeService::detach_volume(const std::string& project, const std::string& server, const std::string& volume_id,
+                                   const std::string& request_id) {
   const std::string server_id = server_uuid(server);
-  run<DetachVolumeFlow>(server_id, {.project = project, .server_id = server_id, .volume_id = volume_id});
+  run<DetachVolumeFlow>(server_id, {.request_id = request_id.empty() ? new_request_id() : request_id,
+                                    .project = project, .server_id = server_id, .volume_id = volume_id});
+}
+
+std::vector<InstanceAction> ComputeService::actions(const std::string& server) {
+  return services_.store.actions_of_server(server_uuid(server));
+}
+
+InstanceAction ComputeService::action(const std::string& server, const std::string& request_id) {
+  const std::string server_id = server_uuid(server);
+  auto found = services_.store.find_action(request_id);
+  if (!found || found->server_id != server_id)
+    not_found("Action " + request_id + " on instance " + server_id + " could not be found.");
+  return *found;
 }
 
 std::vector<BlockDeviceMapping> ComputeService::volume_attachments(const std::string& project,
@@ -77,39 +93,27 @@ BlockDeviceMapping ComputeService::volume_attachment(const std::string& project,
   return *m;
 }
 
+// Attaches are reverted unless their last task ran. A detach whose disk has left the guest
+// (live and definition) is finished: reverting it would say in-use of a volume the guest no
+// longer has.
 template <class F>
 void ComputeService::recover_one(const FlowRecord& record) {
   Flow<typename F::Context> flow(services_.store, record, F::tasks(services_));
-  flow.context().outcome.accepted = true;
-  bool finish = static_cast<size_t>(record.task) + 1 == flow.task_count();
-  if constexpr (std::is_same_v<F, DetachVolumeFlow>) {
-    // A detach whose disk has left the guest (live and definition) is finished: reverting it
-    // would say in-use of a volume the guest no longer has.
-    if (flow.context().began || !flow.context().mapping_id.empty()) {
-      const auto& c = flow.context();
-      bool in_guest = false;
-      try {
-        for (bool persistent : {false, true})
-          for (const auto& d :
-               services_.hypervisor.with_driver([&](VirtDriver& v) { return v.disks(c.server_id, persistent); }))
-            in_guest = in_guest || d.serial == c.volume_id;
-      } catch (const std::exception&) {
-        in_guest = true;  // cannot tell: keep the volume attached, which loses nothing
-      }
-      finish = finish || (!in_guest && record.task >= 2);
-    }
-  }
+  bool finish = flow.was_in_last_task();
+  if constexpr (std::is_same_v<F, DetachVolumeFlow>)
+    finish = finish || (static_cast<size_t>(record.task) >= flow.index_of("detach_disk") &&
+                        !in_guest(flow.context().server_id, flow.context().volume_id));
+  flow.recover(finish);
+}
+
+bool ComputeService::in_guest(const std::string& server_id, const std::string& volume_id) {
   try {
-    if (finish && record.phase == FlowRecord::Phase::running) {
-      flow.resume();
-    } else {
-      spdlog::warn("flow {} {} (server {}): reverting what the previous run left half done", record.kind, record.id,
-                   record.resource_id);
-      flow.context().outcome.error = "the controller stopped before the operation finished";
-      flow.revert(flow.context().outcome.error);
-    }
-  } catch (const std::exception& e) {
-    spdlog::error("flow {} {}: could not finish or revert: {}", record.kind, record.id, e.what());
+    for (bool persistent : {false, true})
+      for (const auto& d : services_.hypervisor.with_driver([&](VirtDriver& v) { return v.disks(server_id, persistent); }))
+        if (d.serial == volume_id) return true;
+    return false;
+  } catch (const std::exception&) {
+    return true;  // cannot tell: keep the volume attached, which loses nothing
   }
 }
 

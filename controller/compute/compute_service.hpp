@@ -21,8 +21,10 @@ struct AttachVolumeRequest {
   std::string server;  // UUID or unique name
   std::string volume_id;
   std::string device;  // empty: the next free name
+  std::string bus;     // scsi or virtio; empty: the device name's, else scsi
   std::string tag;
   bool delete_on_termination = false;
+  std::string request_id;  // the action log's entry; empty: a new one
 };
 
 class ComputeService {
@@ -35,16 +37,30 @@ class ComputeService {
   void recover();
 
   BlockDeviceMapping attach_volume(const AttachVolumeRequest& request);
-  void detach_volume(const std::string& project, const std::string& server, const std::string& volume_id);
+  void detach_volume(const std::string& project, const std::string& server, const std::string& volume_id,
+                     const std::string& request_id = {});
   std::vector<BlockDeviceMapping> volume_attachments(const std::string& project, const std::string& server);
   BlockDeviceMapping volume_attachment(const std::string& project, const std::string& server,
                                        const std::string& volume_id);
+  // The volumes mapped to a server (by UUID), of every project.
+  std::vector<BlockDeviceMapping> mappings_of(const std::string& server_id) {
+    return services_.store.mappings_of_server(server_id);
+  }
+  const std::string& host() const { return services_.host; }
+  const std::string& availability_zone() const { return services_.volumes.default_availability_zone(); }
+
+  // The server's action log, newest first; one entry (404 when the server has none by that id).
+  std::vector<InstanceAction> actions(const std::string& server);
+  InstanceAction action(const std::string& server, const std::string& request_id);
 
  private:
   template <class F>
   void run(const std::string& server_id, typename F::Context context);
   template <class F>
   void recover_one(const FlowRecord& record);
+  // Whether the volume's disk is in the server's live or persistent definition (true when
+  // libvirt cannot say).
+  bool in_guest(const std::string& server_id, const std::string& volume_id);
   std::string server_uuid(const std::string& server);
   std::mutex& server_lock(const std::string& server_id);
 

@@ -1,8 +1,12 @@
 #include "controller/compute/detach_volume.hpp"
 
 #include "controller/api/api_error.hpp"
+#include "controller/compute/action_log.hpp"
 
 namespace volgate::controller {
+namespace {
+constexpr const char* kDetachEvent = "compute_detach_volume";
+}  // namespace
 
 std::vector<Task<DetachVolumeContext>> DetachVolumeFlow::tasks(ComputeServices& s) {
   using Context = DetachVolumeContext;
@@ -21,6 +25,10 @@ std::vector<Task<DetachVolumeContext>> DetachVolumeFlow::tasks(ComputeServices& 
     c.mapping_id = m->id;
     c.attachment_id = m->attachment_id;
   }, {}});
+
+  tasks.push_back({"start_action", [&s](Context& c) {
+    record_action_start(s.store, {c.request_id, c.server_id, c.project, "detach_volume", kDetachEvent});
+  }, [&s](Context& c) { record_event_end(s.store, c.request_id, kDetachEvent, c.outcome.error); }});
 
   tasks.push_back({"begin_detaching", [&s](Context& c) {
     s.store.update_mapping(c.mapping_id, [](BlockDeviceMapping& m) { m.status = MappingStatus::detaching; });
@@ -53,6 +61,9 @@ std::vector<Task<DetachVolumeContext>> DetachVolumeFlow::tasks(ComputeServices& 
   }, {}});
 
   tasks.push_back({"destroy_mapping", [&s](Context& c) { s.store.delete_mapping(c.mapping_id); }, {}});
+
+  tasks.push_back({"finish_action", [&s](Context& c) { record_event_end(s.store, c.request_id, kDetachEvent, ""); },
+                   {}});
   return tasks;
 }
 

@@ -14,6 +14,7 @@ namespace volgate::controller {
 
 struct DetachVolumeContext {
   FlowOutcome outcome;
+  std::string request_id;  // the action log's entry
   std::string project;
   std::string server_id;
   std::string volume_id;
@@ -21,13 +22,13 @@ struct DetachVolumeContext {
   std::string attachment_id;
   bool began = false;  // this flow set the volume detaching
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DetachVolumeContext, outcome, project, server_id, volume_id,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DetachVolumeContext, outcome, request_id, project, server_id, volume_id,
                                                 mapping_id, attachment_id, began)
 
 struct DetachVolumeFlow {
   using Context = DetachVolumeContext;
   static constexpr const char* kind = "detach_volume";
-  static constexpr const char* answer_after = "destroy_mapping";
+  static constexpr const char* answer_after = "finish_action";
   static constexpr OnRestart on_restart = OnRestart::revert;
   static std::vector<Task<Context>> tasks(ComputeServices& s);
 };

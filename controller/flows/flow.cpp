@@ -74,6 +74,23 @@ void FlowRunner::resume() {
   run(std::numeric_limits<size_t>::max());
 }
 
+void FlowRunner::recover(bool finish) {
+  outcome_.accepted = true;  // whoever started it got an answer, or lost the connection
+  try {
+    if (finish && record_.phase == FlowRecord::Phase::running) {
+      resume();
+      return;
+    }
+    spdlog::warn("flow {} {} ({}): reverting what the previous run left half done", record_.kind, record_.id,
+                 record_.resource_id);
+    outcome_.error = "the controller stopped before the operation finished";
+    revert(outcome_.error);
+  } catch (const std::exception& e) {
+    spdlog::error("flow {} {} ({}): could not finish or revert: {}", record_.kind, record_.id, record_.resource_id,
+                  e.what());
+  }
+}
+
 void FlowRunner::revert_from(size_t index, const std::string& why) {
   if (outcome_.error.empty()) outcome_.error = why;
   record_.phase = FlowRecord::Phase::reverting;

@@ -67,6 +67,7 @@ class FlowRunner {
   void run(size_t until);
   void revert(const std::string& why);
   void resume();
+  void recover(bool finish);
   // Index of the task called `name`; throws std::logic_error when there is none (a typo).
   size_t index_of(std::string_view name) const;
 
@@ -114,11 +115,20 @@ class Flow {
   void run_through(std::string_view name) { runner_.run(runner_.index_of(name) + 1); }
   void revert(const std::string& why) { runner_.revert(why); }
   void resume() { runner_.resume(); }
+  // For a flow found in the journal: finishes it when `finish` (and it was running, not
+  // reverting), else reverts it, with "the controller stopped before the operation finished"
+  // as the error. Either way the caller had its answer (accepted). Logs a failure, never throws.
+  void recover(bool finish) { runner_.recover(finish); }
+  // Whether the previous run was in the last task: its work is done (and reverting it would undo
+  // what the user was told had succeeded), so a recovery finishes it.
+  bool was_in_last_task() const { return static_cast<size_t>(record().task) + 1 == task_count(); }
 
   bool finished() const { return runner_.finished(); }
   Context& context() { return context_; }
   const FlowRecord& record() const { return runner_.record(); }
   size_t task_count() const { return runner_.task_count(); }
+  // Index of the task called `name` (std::logic_error for a typo).
+  size_t index_of(std::string_view name) const { return runner_.index_of(name); }
 
  private:
   static FlowRecord new_record(std::string kind, std::string resource_id);

@@ -1,5 +1,6 @@
 #include "controller/store/sqlite_store.hpp"
 
+#include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
 #include <chrono>
@@ -69,6 +70,14 @@ const char* const kMigrations[] = {
       delete_on_termination INTEGER NOT NULL, connection_info TEXT NOT NULL, status TEXT NOT NULL,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
       UNIQUE (server_id, device), UNIQUE (server_id, volume_id));
+    )sql",
+    // the servers' action logs (Nova's instance actions); the few events of an action as JSON
+    R"sql(
+    CREATE TABLE instance_actions (
+      request_id TEXT PRIMARY KEY, server_id TEXT NOT NULL, project TEXT NOT NULL,
+      action TEXT NOT NULL, message TEXT NOT NULL, events TEXT NOT NULL,
+      start_time TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX instance_actions_server ON instance_actions(server_id, start_time);
     )sql",
 };
 
@@ -602,6 +611,85 @@ BlockDeviceMapping SqliteStore::update_mapping(const std::string& id,
 void SqliteStore::delete_mapping(const std::string& id) {
   std::lock_guard lock(mutex_);
   Statement(db_, "DELETE FROM block_device_mappings WHERE id = ?").bind(1, id).run();
+}
+
+// ------------------------------------------------------------------------------ instance actions
+
+namespace {
+const char* const kActionColumns = "request_id, server_id, project, action, message, events, start_time, updated_at";
+
+nlohmann::json events_json(const std::vector<InstanceActionEvent>& events) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& e : events)
+    list.push_back({{"event", e.event}, {"start_time", e.start_time}, {"finish_time", e.finish_time},
+                    {"result", e.result}, {"details", e.details}});
+  return list;
+}
+
+std::vector<InstanceActionEvent> events_from(const std::string& text) {
+  std::vector<InstanceActionEvent> events;
+  const auto list = nlohmann::json::parse(text, nullptr, false);
+  if (!list.is_array()) return events;  // a damaged row shows without events rather than failing
+  for (const auto& e : list) {
+    if (!e.is_object()) continue;
+    events.push_back({e.value("event", ""), e.value("start_time", ""), e.value("finish_time", ""),
+                      e.value("result", ""), e.value("details", "")});
+  }
+  return events;
+}
+}  // namespace
+
+std::vector<InstanceAction> SqliteStore::select_actions_locked(const char* where, const std::string& value) {
+  std::string sql = std::string("SELECT ") + kActionColumns + " FROM instance_actions" + where +
+                    " ORDER BY start_time DESC, rowid DESC";
+  Statement s(db_, sql.c_str());
+  s.bind(1, value);
+  std::vector<InstanceAction> out;
+  while (s.step()) {
+    InstanceAction a{.request_id = s.text(0), .server_id = s.text(1), .project = s.text(2), .action = s.text(3),
+                     .message = s.text(4), .start_time = s.text(6), .updated_at = s.text(7)};
+    a.events = events_from(s.text(5));
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+void SqliteStore::write_action_locked(const InstanceAction& a, bool insert) {
+  std::string sql = std::string(insert ? "INSERT OR IGNORE" : "REPLACE") + " INTO instance_actions (" +
+                    kActionColumns + ") VALUES (?,?,?,?,?,?,?,?)";
+  Statement s(db_, sql.c_str());
+  const std::string now = utc_now();
+  s.bind(1, a.request_id).bind(2, a.server_id).bind(3, a.project).bind(4, a.action).bind(5, a.message);
+  s.bind(6, events_json(a.events).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  s.bind(7, a.start_time.empty() ? now : a.start_time).bind(8, now);
+  s.run();
+}
+
+void SqliteStore::insert_action(const InstanceAction& action) {
+  std::lock_guard lock(mutex_);
+  write_action_locked(action, true);
+}
+
+std::optional<InstanceAction> SqliteStore::find_action(const std::string& request_id) {
+  std::lock_guard lock(mutex_);
+  auto found = select_actions_locked(" WHERE request_id = ?", request_id);
+  if (found.empty()) return std::nullopt;
+  return found.front();
+}
+
+std::vector<InstanceAction> SqliteStore::actions_of_server(const std::string& server_id) {
+  std::lock_guard lock(mutex_);
+  return select_actions_locked(" WHERE server_id = ?", server_id);
+}
+
+void SqliteStore::update_action(const std::string& request_id, const std::function<void(InstanceAction&)>& change) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(*this);
+  auto found = select_actions_locked(" WHERE request_id = ?", request_id);
+  if (found.empty()) not_found("Action " + request_id + " could not be found.");
+  change(found.front());
+  write_action_locked(found.front(), false);
+  tx.commit();
 }
 
 // ------------------------------------------------------------------------------ quotas

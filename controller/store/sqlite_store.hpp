@@ -56,6 +56,11 @@ class SqliteStore final : public Store {
                                     const std::function<void(BlockDeviceMapping&)>& change) override;
   void delete_mapping(const std::string& id) override;
 
+  void insert_action(const InstanceAction& action) override;
+  std::optional<InstanceAction> find_action(const std::string& request_id) override;
+  std::vector<InstanceAction> actions_of_server(const std::string& server_id) override;
+  void update_action(const std::string& request_id, const std::function<void(InstanceAction&)>& change) override;
+
   void reserve_quota(const std::string& reservation, const std::string& project,
                      const QuotaDeltas& deltas, const QuotaDeltas& defaults) override;
   void rollback_quota(const std::string& reservation) override;
@@ -85,6 +90,8 @@ class SqliteStore final : public Store {
   std::vector<BlockDeviceMapping> select_mappings_locked(const char* where, const std::string& a,
                                                         const std::string& b = {});
   void write_mapping_locked(const BlockDeviceMapping& mapping, bool insert);
+  std::vector<InstanceAction> select_actions_locked(const char* where, const std::string& value);
+  void write_action_locked(const InstanceAction& action, bool insert);
   void write_snapshot_locked(const Snapshot& snapshot, bool insert);
 
   const std::string path_;

@@ -13,6 +13,7 @@
 #include "controller/store/flow_record.hpp"
 #include "controller/domain/attachment.hpp"
 #include "controller/domain/block_device_mapping.hpp"
+#include "controller/domain/instance_action.hpp"
 #include "controller/domain/quota.hpp"
 #include "controller/domain/snapshot.hpp"
 #include "controller/domain/volume.hpp"
@@ -66,6 +67,14 @@ class Store {
   virtual BlockDeviceMapping update_mapping(const std::string& id,
                                             const std::function<void(BlockDeviceMapping&)>& change) = 0;
   virtual void delete_mapping(const std::string& id) = 0;
+
+  // The servers' action logs. insert_action keeps an entry that is already there (a flow
+  // resumed after a restart records its start again). Lists are newest first.
+  virtual void insert_action(const InstanceAction& action) = 0;
+  virtual std::optional<InstanceAction> find_action(const std::string& request_id) = 0;
+  virtual std::vector<InstanceAction> actions_of_server(const std::string& server_id) = 0;
+  // Throws ApiError (not_found) when there is no such entry.
+  virtual void update_action(const std::string& request_id, const std::function<void(InstanceAction&)>& change) = 0;
 
   // Quotas (see quota.hpp). `defaults` are the limits of projects with no limit of their own.
   // reserve_quota throws QuotaExceeded naming the resource when a limit would be exceeded.

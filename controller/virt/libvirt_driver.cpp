@@ -64,6 +64,11 @@ Server server_of(virDomainPtr d) {
     }
   }
   s.persistent = virDomainIsPersistent(d) == 1;
+  virDomainInfo info{};
+  if (virDomainGetInfo(d, &info) == 0) {
+    s.vcpus = info.nrVirtCpu;
+    s.memory_mib = info.maxMem / 1024;
+  }
   return s;
 }
 

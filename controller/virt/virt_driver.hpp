@@ -3,6 +3,7 @@
 // the servers (libvirt domains) and their state, the disks in them, and attaching and detaching
 // a volume's NBD export as a disk. LibvirtDriver does it through libvirt's C API; unit tests
 // put a fake in its place to inject failures.
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,8 @@ struct Server {
   std::string name;
   ServerState state = ServerState::other;
   bool persistent = true;  // a transient domain has no definition to keep a disk in
+  unsigned vcpus = 0;      // what Nova's flavor would say of it
+  uint64_t memory_mib = 0;
 };
 
 // A disk as the domain's XML has it.

@@ -222,6 +222,51 @@ TEST_F(ComputeTest, AGuestThatKeepsTheDiskLeavesItAttachedAndInUse) {
   expect_detached(v);
 }
 
+TEST_F(ComputeTest, TheBusAskedForChoosesTheDeviceName) {
+  const std::string v = create_volume();
+  EXPECT_EQ(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .bus = "virtio"}).device,
+            "/dev/vdb");
+  const std::string w = create_volume();
+  EXPECT_EQ(error_of([&] {
+              compute->attach_volume({.project = "p", .server = "vm", .volume_id = w, .device = "/dev/sdc", .bus = "virtio"});
+            }),
+            ApiError::Kind::bad_request);
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "vm", .volume_id = w, .bus = "ide"}); }),
+            ApiError::Kind::bad_request);
+  expect_detached(w);
+}
+
+TEST_F(ComputeTest, TheActionLogSaysWhatEachRequestDidAndWhy) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .request_id = "req-attach"});
+  virt.guest_keeps_disks = true;
+  EXPECT_THROW(compute->detach_volume("p", "vm", v, "req-kept"), VirtError);
+  virt.guest_keeps_disks = false;
+  compute->detach_volume("p", "vm", v, "req-detach");
+  // A refusal before anything was done (not attached) is an answer, not an action.
+  EXPECT_EQ(error_of([&] { compute->detach_volume("p", "vm", v, "req-refused"); }), ApiError::Kind::not_found);
+
+  const auto actions = compute->actions("vm");
+  ASSERT_EQ(actions.size(), 3u);
+  EXPECT_EQ(actions[0].request_id, "req-detach");  // newest first
+  EXPECT_EQ(actions[2].request_id, "req-attach");
+  EXPECT_EQ(actions[2].action, "attach_volume");
+  EXPECT_EQ(actions[2].server_id, FakeVirt::kUuid);
+  EXPECT_EQ(actions[2].message, "");
+  ASSERT_EQ(actions[2].events.size(), 1u);
+  EXPECT_EQ(actions[2].events[0].event, "compute_attach_volume");
+  EXPECT_EQ(actions[2].events[0].result, kEventSuccess);
+  EXPECT_FALSE(actions[2].events[0].finish_time.empty());
+
+  const InstanceAction kept = compute->action(FakeVirt::kUuid, "req-kept");
+  EXPECT_EQ(kept.action, "detach_volume");
+  EXPECT_EQ(kept.message, kEventError);
+  ASSERT_EQ(kept.events.size(), 1u);
+  EXPECT_EQ(kept.events[0].result, kEventError);
+  EXPECT_NE(kept.events[0].details.find("keeps"), std::string::npos) << kept.events[0].details;
+  EXPECT_EQ(error_of([&] { compute->action("vm", "req-refused"); }), ApiError::Kind::not_found);
+}
+
 class AttachRevert : public ComputeTest, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(AttachRevert, EachFailedStepLeavesNothing) {
@@ -229,14 +274,21 @@ TEST_P(AttachRevert, EachFailedStepLeavesNothing) {
   open([task = GetParam()](const std::string& kind, const std::string& t) {
     if (kind == "attach_volume" && t == task) throw Injected();
   });
-  EXPECT_THROW(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}), Injected);
+  EXPECT_THROW(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .request_id = "req-1"}),
+               Injected);
   expect_detached(v);
   EXPECT_TRUE(store->journal_unfinished().empty());
+  // Once the action is recorded, its event says the attach failed.
+  if (auto a = store->find_action("req-1")) {
+    ASSERT_EQ(a->events.size(), 1u);
+    EXPECT_EQ(a->events[0].result, kEventError);
+    EXPECT_EQ(a->message, kEventError);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(EachTask, AttachRevert,
-                         ::testing::Values("validate", "reserve_device", "create_attachment", "connect", "attach_disk",
-                                           "complete_attachment"));
+                         ::testing::Values("validate", "start_action", "reserve_device", "create_attachment", "connect",
+                                           "attach_disk", "complete_attachment", "finish_action"));
 
 }  // namespace
 }  // namespace volgate::controller

@@ -215,5 +215,39 @@ TEST_F(SqliteStoreTest, AMappingReservesItsDeviceNameAndVolumeOnItsServer) {
   store.insert_mapping({.id = "m5", .server_id = "s1", .volume_id = "v3", .device = "/dev/sdb"});
 }
 
+TEST_F(SqliteStoreTest, AServersActionLogKeepsItsEventsAndListsNewestFirst) {
+  {
+    SqliteStore store(path);
+    store.insert_action({.request_id = "req-1", .server_id = "s1", .project = "p", .action = "attach_volume",
+                         .start_time = "2026-12-04T10:00:00.000000",
+                         .events = {{.event = "compute_attach_volume", .start_time = "2026-12-04T10:00:00.000000"}}});
+    store.insert_action({.request_id = "req-2", .server_id = "s1", .project = "p", .action = "detach_volume",
+                         .start_time = "2026-12-04T11:00:00.000000"});
+    store.insert_action({.request_id = "req-3", .server_id = "s2", .project = "p", .action = "attach_volume"});
+    // Recorded again (a resumed flow): the entry stays as it was.
+    store.insert_action({.request_id = "req-1", .server_id = "s1", .project = "p", .action = "other"});
+    store.update_action("req-1", [](InstanceAction& a) {
+      a.message = "Error";
+      a.events[0].result = "Error";
+      a.events[0].details = "libvirt said \"no\"\n";
+    });
+    EXPECT_THROW(store.update_action("req-9", [](InstanceAction&) {}), ApiError);
+  }
+  SqliteStore store(path);  // and it is all there after a restart
+  const auto log = store.actions_of_server("s1");
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].request_id, "req-2");
+  EXPECT_EQ(log[1].action, "attach_volume");
+  EXPECT_EQ(log[1].message, "Error");
+  ASSERT_EQ(log[1].events.size(), 1u);
+  EXPECT_EQ(log[1].events[0].details, "libvirt said \"no\"\n");
+  EXPECT_FALSE(log[1].updated_at.empty());
+  auto found = store.find_action("req-3");
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->server_id, "s2");
+  EXPECT_FALSE(found->start_time.empty());
+  EXPECT_FALSE(store.find_action("req-9"));
+}
+
 }  // namespace
 }  // namespace volgate::controller

@@ -522,6 +522,48 @@ TEST_F(VolumeApiTest, ServersAreTheHypervisorsDomainsInNovasShapes) {
   EXPECT_EQ(call("GET", "/v2.1/servers/22222222-2222-2222-2222-222222222222").first, 200);
 }
 
+TEST_F(VolumeApiTest, ComputeMicroversionsAreNegotiatedAsNovaDoes) {
+  Hypervisor hypervisor("test:///fake", [](const std::string&) { return std::make_unique<FakeVirt>(); });
+  api = std::make_unique<VolumeApi>(*service, &hypervisor);
+  // novaclient reads the document at its endpoint before anything else, without a version.
+  auto doc = call("GET", "/v2.1");
+  ASSERT_EQ(doc.first, 200) << doc.second.dump();
+  EXPECT_EQ(doc.second["version"]["id"], "v2.1");
+  EXPECT_EQ(doc.second["version"]["min_version"], "2.1");
+  EXPECT_EQ(doc.second["version"]["version"], kMaxComputeVersion.text());
+  EXPECT_TRUE(VolumeApi::open_to_anyone("GET", "/v2.1/"));
+  EXPECT_FALSE(VolumeApi::open_to_anyone("GET", "/v2.1/servers"));
+
+  call("GET", "/v2.1/servers/web");
+  EXPECT_EQ(header("OpenStack-API-Version"), "compute 2.1");  // none asked for: the base version
+  EXPECT_EQ(header("x-compute-request-id").substr(0, 4), "req-");
+  EXPECT_EQ(header("x-openstack-request-id"), header("x-compute-request-id"));
+  auto r = call("GET", "/v2.1/servers/web", "", {.api_version = "compute 2.47, volume 3.1"});
+  EXPECT_EQ(header("OpenStack-API-Version"), "compute 2.47");
+  EXPECT_EQ(r.second["server"]["flavor"]["original_name"], "libvirt-domain");  // the flavor embedded from 2.47
+  r = call("GET", "/v2.1/servers/web", "", {.nova_api_version = "2.9"});
+  EXPECT_EQ(header("X-OpenStack-Nova-API-Version"), "2.9");
+  EXPECT_EQ(r.second["server"]["locked"], false);
+  EXPECT_TRUE(r.second["server"]["flavor"].contains("id"));
+  EXPECT_EQ(call("GET", "/v2.1/servers", "", {.api_version = "compute latest"}).first, 200);
+  EXPECT_EQ(header("OpenStack-API-Version"), "compute " + kMaxComputeVersion.text());
+  EXPECT_EQ(call("GET", "/v2.1/servers", "", {.api_version = "compute 2.200"}).first, 406);
+  EXPECT_EQ(call("GET", "/v2.1/servers", "", {.api_version = "compute 3.1"}).first, 406);
+  EXPECT_EQ(call("GET", "/v2.1/servers", "", {.nova_api_version = "two"}).first, 400);
+  // A volume version in the header does not make a compute request fail, nor the other way.
+  EXPECT_EQ(call("GET", "/v2.1/servers", "", {.api_version = "volume 3.999"}).first, 200);
+  EXPECT_EQ(call("GET", "/v3/p/volumes", "", {.api_version = "compute 2.999"}).first, 200);
+  EXPECT_EQ(header("x-openstack-request-id").substr(0, 4), "req-");
+
+  // Nova's list filters: name is a regular expression, status one of Nova's.
+  r = call("GET", "/v2.1/servers/detail?name=%5Ed");
+  ASSERT_EQ(r.second["servers"].size(), 2u);
+  r = call("GET", "/v2.1/servers/detail?status=paused");
+  ASSERT_EQ(r.second["servers"].size(), 1u);
+  EXPECT_EQ(r.second["servers"][0]["id"], "33333333-3333-3333-3333-333333333333");
+  EXPECT_EQ(call("GET", "/v2.1/servers?name=(").first, 400);
+}
+
 TEST_F(VolumeApiTest, ServersWithoutAReachableHypervisorAre503) {
   Hypervisor down("qemu:///nowhere", [](const std::string&) -> std::unique_ptr<VirtDriver> {
     throw VirtError("Failed to connect socket");
