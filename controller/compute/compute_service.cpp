@@ -83,16 +83,20 @@ void ComputeService::recover_one(const FlowRecord& record) {
   flow.context().outcome.accepted = true;
   bool finish = static_cast<size_t>(record.task) + 1 == flow.task_count();
   if constexpr (std::is_same_v<F, DetachVolumeFlow>) {
-    // A detach whose disk has left the guest (live and definition) is finished: reverting it
-    // would say in-use of a volume the guest no longer has.
+    // A detach whose disk has left the guest is finished: reverting it would say in-use of a
+    // volume the guest no longer has. For a running guest the live XML tells (the kill may
+    // have come between the live detach and the definition's, which finishing completes).
     if (flow.context().began || !flow.context().mapping_id.empty()) {
       const auto& c = flow.context();
       bool in_guest = false;
       try {
-        for (bool persistent : {false, true})
-          for (const auto& d :
-               services_.hypervisor.with_driver([&](VirtDriver& v) { return v.disks(c.server_id, persistent); }))
-            in_guest = in_guest || d.serial == c.volume_id;
+        services_.hypervisor.with_driver([&](VirtDriver& v) {
+          auto server = v.find_server(c.server_id);
+          in_guest = !server;  // a domain gone is not for this flow to settle: keep what it had
+          if (!server) return;
+          const bool persistent = server->state == ServerState::shut_off;
+          for (const auto& d : v.disks(c.server_id, persistent)) in_guest = in_guest || d.serial == c.volume_id;
+        });
       } catch (const std::exception&) {
         in_guest = true;  // cannot tell: keep the volume attached, which loses nothing
       }

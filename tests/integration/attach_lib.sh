@@ -1,0 +1,83 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source this file
+# Nova's os-volume_attachments against the real controller, for the attach tests that inject
+# faults. Source it after lib.sh and guest_lib.sh, once STATE (the controller's state
+# directory) is set:
+#   nova STATUS METHOD PATH [BODY]  a /v2.1 request that must answer STATUS; prints the body
+#   json EXPR                       evaluates EXPR on the JSON of stdin (d)
+#   vol_status VOLUME               the volume's status
+#   exports                         the gateway's exports, sorted, space-separated (none when
+#                                   GATEWAY_DOWN=1)
+#   assert_attached VOLUME SERVER   attached whole: in-use, one attachment, its mapping, its export,
+#                                   its disk in the live XML and in the definition
+#   assert_detached VOLUME SERVER   nothing of it anywhere: available, no attachment, no mapping,
+#                                   no export, no disk live or in the definition
+#   assert_settled VOLUME SERVER    one of the two (after a crash); prints which
+
+SOCK=$STATE/controller.sock
+GW=$STATE/run/gateway.sock
+AUTH=$TEST_TMP/auth.header
+export VOLGATE_URL=unix:$SOCK
+
+json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print(r if not isinstance(r, (dict, list)) else json.dumps(r))' "$1"; }
+
+# The API token, once the controller has made it.
+auth_header() {
+    (umask 077 && printf 'X-Auth-Token: %s\n' "$(cat "$STATE/token")" >"$AUTH")
+}
+
+nova() {
+    local want=$1 method=$2 path=$3 code
+    local args=(-s --max-time 120 -o "$TEST_TMP/api.body" -w '%{http_code}' --unix-socket "$SOCK" -X "$method"
+                -H @"$AUTH")
+    [[ $# -ge 4 ]] && args+=(-H 'Content-Type: application/json' --data "$4")
+    code=$(curl "${args[@]}" "http://localhost/v2.1$path") || true
+    [[ $code == "$want" ]] || fail "$method $path -> $code $(cat "$TEST_TMP/api.body" 2>/dev/null) (expected $want)"
+    cat "$TEST_TMP/api.body"
+}
+
+vol_status() { "$VOLGATE" volume show --output json "$1" | json "d['volume']['status']"; }
+vol_attachments() { "$VOLGATE" volume show --output json "$1" | json "len(d['volume']['attachments'])"; }
+exports() {
+    # A test that stopped the gateway on purpose says so (GATEWAY_DOWN=1): it serves nothing.
+    [[ ${GATEWAY_DOWN:-0} == 1 ]] && return 0
+    curl -s --max-time 5 --unix-socket "$GW" http://gateway/v1/exports |
+        json "' '.join(sorted(e['name'] for e in d['exports']))"
+}
+# in_xml SERVER VOLUME [--inactive]: true when the domain's XML has the volume's disk
+in_xml() { "${VIRSH[@]}" dumpxml ${3:+"$3"} "$1" | grep -q "<serial>$2</serial>"; }
+mapped() {
+    nova 200 GET "/servers/$1/os-volume_attachments" | json "'$2' in [a['volumeId'] for a in d['volumeAttachments']]"
+}
+unfinished_flows() { sqlite3 "$STATE/controller.db" "SELECT count(*) FROM flow_journal"; }
+
+assert_attached() {
+    local vol=$1 server=$2
+    assert_eq "$(vol_status "$vol")" in-use "status of $vol"
+    assert_eq "$(vol_attachments "$vol")" 1 "attachments of $vol"
+    assert_eq "$(mapped "$server" "$vol")" True "$vol in os-volume_attachments"
+    [[ " $(exports) " == *" volume-$vol "* ]] || fail "the gateway does not serve volume-$vol: $(exports)"
+    in_xml "$server" "$vol" || fail "$vol is not in the live XML"
+    in_xml "$server" "$vol" --inactive || fail "$vol is not in the definition"
+}
+
+assert_detached() {
+    local vol=$1 server=$2
+    assert_eq "$(vol_status "$vol")" available "status of $vol"
+    assert_eq "$(vol_attachments "$vol")" 0 "attachments of $vol"
+    assert_eq "$(mapped "$server" "$vol")" False "$vol in os-volume_attachments"
+    [[ " $(exports) " != *" volume-$vol "* ]] || fail "the gateway still serves volume-$vol"
+    in_xml "$server" "$vol" && fail "$vol is still in the live XML"
+    in_xml "$server" "$vol" --inactive && fail "$vol is still in the definition"
+    return 0
+}
+
+assert_settled() {
+    local vol=$1 server=$2 status
+    assert_eq "$(unfinished_flows)" 0 "flows left in the journal"
+    status=$(vol_status "$vol")
+    case $status in
+        in-use) assert_attached "$vol" "$server"; echo attached ;;
+        available) assert_detached "$vol" "$server"; echo detached ;;
+        *) fail "volume $vol is $status after the restart" ;;
+    esac
+}
