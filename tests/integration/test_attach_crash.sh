@@ -33,6 +33,7 @@ DETACH_KILLS=(detach_volume:validate detach_volume:begin_detaching detach_volume
 libvirt_start
 guest_image "$T/guest"
 start_controller "$T/controller.json" "$SOCK" '' --gateway
+wait_gateway
 auth_header
 guest_define "$GUEST" "$T/guest"
 uuid=$("${VIRSH[@]}" domuuid "$GUEST")
@@ -48,6 +49,8 @@ crash() {
     wait "$CTL_PID" || true
     _forget_pid "$CTL_PID"
     VOLGATE_TEST_KILL_BEFORE=$spec start_controller "$T/controller.json" "$SOCK" '' --gateway
+    wait_gateway
+wait_gateway
     local args=(-s --max-time 60 -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" -X "$method" -H @"$AUTH")
     [[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data "$body")
     code=$(curl "${args[@]}" "http://localhost/v2.1$path") || true
@@ -57,7 +60,11 @@ crash() {
     _forget_pid "$CTL_PID"
     ((rc == 137)) || fail "$spec: the controller exited with $rc, not by SIGKILL; $(tail -n 3 "$VG_ERR")"
     grep -q "test hook: SIGKILL before ${spec%%:*}:" "$VG_ERR" || fail "$spec: the hook did not fire"
+    # The dead controller's socket file is left: start_controller waits for the socket to exist.
+    rm -f "$SOCK"
     start_controller "$T/controller.json" "$SOCK" '' --gateway
+    wait_gateway
+wait_gateway
 }
 
 t0=$(now_ms)

@@ -30,9 +30,12 @@ cat >"$T/controller.json" <<JSON
 JSON
 t_start=$(now_ms)
 
+# ACPI: PCI hot-plug on the 'pc' machine, for the virtio-blk disk below.
+GUEST_FEATURES='<acpi/>'
 libvirt_start
 guest_image "$T/guest"
 start_controller "$T/controller.json" "$SOCK" '' --gateway
+wait_gateway
 auth_header
 guest_define "$GUEST" "$T/guest"
 uuid=$("${VIRSH[@]}" domuuid "$GUEST")
@@ -75,6 +78,7 @@ cat >"$T/$ROOTED.xml" <<XML
 XML
 "${VIRSH[@]}" define "$T/$ROOTED.xml" >/dev/null || fail "virsh define $ROOTED failed"
 GUESTS+=("$ROOTED")
+GUEST_DIR[$ROOTED]=$T
 rooted=$("${VIRSH[@]}" domuuid "$ROOTED")
 nova 409 POST "/servers/$rooted/os-volume_attachments" "$(body "$v1")" >/dev/null  # in-use on $GUEST
 [[ $(message) == *"in-use"* ]] || fail "409 for an in-use volume says: $(message)"
@@ -141,6 +145,8 @@ pass "a paused guest keeps its virtio disk: the detach failed after 2 requests (
 kill -TERM "$CTL_PID"; wait "$CTL_PID" || true; _forget_pid "$CTL_PID"
 VOLGATE_TEST_STALL_BEFORE=attach_volume:complete_attachment:1000 \
     start_controller "$T/controller.json" "$SOCK" '' --gateway
+    wait_gateway
+wait_gateway
 curl -s --max-time 60 -o "$T/locked.body" -w '%{http_code}' --unix-socket "$SOCK" -X POST -H @"$AUTH" \
     -H 'Content-Type: application/json' --data "$(body "$v2")" "http://localhost/v2.1$ATTACHMENTS" >"$T/locked.code" &
 curl_pid=$!
@@ -176,9 +182,11 @@ start_controller "$T/controller.json" "$SOCK"
 nova 503 POST "$ATTACHMENTS" "$(body "$v2")" >/dev/null
 info "gateway down: $(message)"
 [[ $(message) == *[Gg]ateway* ]] || fail "the 503 does not name the gateway: $(message)"
+[[ $(message) != *"$STATE"* ]] || fail "the 503 shows a host path: $(message)"
 GATEWAY_DOWN=1 assert_detached "$v2" "$uuid"
 kill -TERM "$CTL_PID"; wait "$CTL_PID" || true; _forget_pid "$CTL_PID"
 start_controller "$T/controller.json" "$SOCK" '' --gateway
+wait_gateway
 nova 200 POST "$ATTACHMENTS" "$(body "$v2")" >/dev/null
 assert_attached "$v2" "$uuid"
 nova 202 DELETE "$ATTACHMENTS/$v2" >/dev/null
