@@ -225,9 +225,10 @@ int run_controller(const ControllerOptions& options) {
       service->set_gateway(gateway.get());
       if (config.gateway.start) gateway_process = std::make_unique<GatewayProcess>(config.gateway);
     }
-    hypervisor = std::make_unique<Hypervisor>(config.libvirt_uri, [detach = config.libvirt_detach](const std::string& uri) {
-      return std::make_unique<LibvirtDriver>(uri, detach);
-    });
+    hypervisor = std::make_unique<Hypervisor>(config.libvirt_uri,
+                                              [detach = config.libvirt_detach](const std::string& uri) {
+                                                return std::make_unique<LibvirtDriver>(uri, detach);
+                                              });
     compute = std::make_unique<ComputeService>(*store, *service, *hypervisor, test_fault);
     service->recover(ComputeService::flow_kinds());
     // After the volume flows: an attach being undone deletes its attachment, which needs its

@@ -30,6 +30,13 @@ DETACH_KILLS=(detach_volume:validate detach_volume:begin_detaching detach_volume
               detach_volume:delete_attachment detach_volume:destroy_mapping detach_volume:end
               delete_attachment:withdraw_export delete_attachment:end)
 
+# A hook the controller cannot read stops it at start, naming the variable.
+rc=0
+VOLGATE_TEST_KILL_BEFORE=attach_volume "$VOLGATE" controller --config "$T/controller.json" >/dev/null 2>"$T/bad-hook.err" ||
+    rc=$?
+assert_eq "$rc" 2 "exit code of a controller given a malformed hook"
+grep -q "VOLGATE_TEST_KILL_BEFORE: expected KIND:TASK" "$T/bad-hook.err" || fail "bad hook: $(cat "$T/bad-hook.err")"
+
 libvirt_start
 guest_image "$T/guest"
 start_controller "$T/controller.json" "$SOCK" '' --gateway

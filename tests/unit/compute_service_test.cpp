@@ -310,7 +310,9 @@ TEST_F(ComputeTest, ADeviceNameADiskOfTheDomainHasIs409) {
   const std::string outside = "not-a-volume";
   virt.attached[outside] = "sdc";  // plugged in without volgate: no mapping
   const std::string v = create_volume();
-  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .device = "/dev/sdc"}); }),
+  EXPECT_EQ(error_of([&] {
+              compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .device = "/dev/sdc"});
+            }),
             ApiError::Kind::conflict);
   expect_detached(v);
   EXPECT_EQ(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}).device, "/dev/sdb");
