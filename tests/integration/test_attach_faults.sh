@@ -141,18 +141,18 @@ assert_detached "$v2" "$uuid"
 pass "a paused guest keeps its virtio disk: the detach failed after 2 requests ($kept_ms ms), all of it kept; detached once it ran"
 
 # The database locked by another process past the busy timeout (10 s) while the attach is in
-# its last step: the attach fails with SQLite's reason and reverts once the lock is gone.
+# its last step (the lock is taken while the test hook holds the attach 3 s before that step):
+# the attach fails with SQLite's reason and reverts once the lock is gone.
 kill -TERM "$CTL_PID"; wait "$CTL_PID" || true; _forget_pid "$CTL_PID"
-VOLGATE_TEST_STALL_BEFORE=attach_volume:complete_attachment:1000 \
+VOLGATE_TEST_STALL_BEFORE=attach_volume:complete_attachment:3000 \
     start_controller "$T/controller.json" "$SOCK" '' --gateway
-    wait_gateway
 wait_gateway
 curl -s --max-time 60 -o "$T/locked.body" -w '%{http_code}' --unix-socket "$SOCK" -X POST -H @"$AUTH" \
     -H 'Content-Type: application/json' --data "$(body "$v2")" "http://localhost/v2.1$ATTACHMENTS" >"$T/locked.code" &
 curl_pid=$!
 BG_PIDS+=("$curl_pid")
 wait_for_line "$VG_ERR" "test hook: stalling" "the attach"
-"$SYSPY" - "$STATE/controller.db" 13 >"$T/lock.out" 2>&1 <<'PY' &
+"$SYSPY" - "$STATE/controller.db" 15 >"$T/lock.out" 2>&1 <<'PY' &
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
 db.execute("BEGIN EXCLUSIVE")
@@ -171,7 +171,7 @@ assert_eq "$(cat "$T/locked.code")" 500 "attach while the database is locked"
 [[ $(cat "$T/locked.body") == *"database is locked"* ]] || fail "the 500 does not say why: $(cat "$T/locked.body")"
 assert_detached "$v2" "$uuid"
 assert_eq "$(unfinished_flows)" 0 "flows left in the journal"
-pass "database locked for 13 s during the attach: 500 'database is locked', reverted whole after the lock (answered $locked_ms ms after it was taken)"
+pass "database locked for 15 s during the attach: 500 'database is locked', reverted whole after the lock (answered $locked_ms ms after it was taken)"
 
 # The gateway down, and no --gateway to start it again: 503, nothing reserved.
 gw_pid=$(curl -s --max-time 5 --unix-socket "$GW" http://gateway/v1/health | json "d['pid']")
