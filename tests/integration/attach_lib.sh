@@ -13,6 +13,7 @@
 #   assert_detached VOLUME SERVER   nothing of it anywhere: available, no attachment, no mapping,
 #                                   no export, no disk live or in the definition
 #   assert_settled VOLUME SERVER    one of the two (after a crash); prints which
+#   assert_no_sanitizer_reports     no ASan/UBSan report in any controller's or the gateway's log
 
 SOCK=$STATE/controller.sock
 GW=$STATE/run/gateway.sock
@@ -95,4 +96,12 @@ assert_settled() {
         available) assert_detached "$vol" "$server"; echo detached ;;
         *) fail "volume $vol is $status after the restart" ;;
     esac
+}
+
+# Controllers here are stopped and killed many times over: their logs are checked all at once.
+assert_no_sanitizer_reports() {
+    local hits
+    hits=$(grep -El 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer' \
+           "$TEST_TMP"/controller.*.err "$STATE/gateway.log" 2>/dev/null || true)
+    [[ -z $hits ]] || fail "sanitizer reports in: $hits"
 }

@@ -115,3 +115,4 @@ assert_detached "$vol" "$uuid"
 grep -h "reverting what the previous run\|resuming at task" "$T"/controller.*.err >/dev/null ||
     fail "no restart recovered a flow"
 pass "after the crashes the guest reads the volume, and it detaches clean"
+assert_no_sanitizer_reports

@@ -194,3 +194,4 @@ assert_detached "$v2" "$uuid"
 pass "gateway down: 503 naming it, nothing left; with the gateway back the attach works"
 stop_volgate "$CTL_PID"
 info "whole file: $(($(now_ms) - t_start)) ms"
+assert_no_sanitizer_reports
