@@ -242,7 +242,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   only_keys(root, where,
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
-             "volume_types", "pools", "luks", "gateway", "libvirt_uri"});
+             "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -265,6 +265,21 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   get(root, "workers", config.workers, where);
   get(root, "libvirt_uri", config.libvirt_uri, where);
   if (config.libvirt_uri == "none") config.libvirt_uri.clear();
+  if (root.contains("libvirt")) {
+    // Nova's [libvirt] device_detach_attempts and device_detach_timeout, under the same names.
+    const json& l = root["libvirt"];
+    const std::string w = where + ".libvirt";
+    only_keys(l, w, {"device_detach_attempts", "device_detach_timeout"});
+    get(l, "device_detach_attempts", config.libvirt_detach.attempts, w);
+    if (config.libvirt_detach.attempts < 1 || config.libvirt_detach.attempts > 100)
+      bad(w + ".device_detach_attempts", "must be 1-100");
+    if (l.contains("device_detach_timeout")) {
+      const json& t = l["device_detach_timeout"];
+      if (!t.is_number() || t.get<double>() < 0.05 || t.get<double>() > 600)
+        bad(w + ".device_detach_timeout", "must be a number of seconds, from 0.05 to 600");
+      config.libvirt_detach.wait_per_attempt = std::chrono::milliseconds(static_cast<int64_t>(t.get<double>() * 1000));
+    }
+  }
 
   if (root.contains("api_limits")) {
     const json& a = root["api_limits"];

@@ -11,6 +11,7 @@
 #include "controller/pools/pool.hpp"
 #include "controller/domain/quota.hpp"
 #include "controller/pools/scheduler.hpp"
+#include "controller/virt/libvirt_driver.hpp"
 #include "crypto/luks_container.hpp"
 
 namespace volgate::controller {
@@ -59,6 +60,8 @@ struct ControllerConfig {
   // The hypervisor whose domains are the servers volumes attach to; "none" (stored empty): no
   // servers API.
   std::string libvirt_uri = "qemu:///system";
+  // How long a live detach waits for the guest to let a disk go (the config's "libvirt" block).
+  DetachOptions libvirt_detach;
   unsigned workers = 4;  // flows running in the background at once (copies, deletes)
   SchedulerOptions scheduler;
   std::map<std::string, VolumeType> volume_types;

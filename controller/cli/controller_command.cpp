@@ -24,11 +24,13 @@
 #include "controller/exports/gateway_exports.hpp"
 #include "controller/exports/gateway_process.hpp"
 #include "controller/exports/gateway_watch.hpp"
+#include "controller/flows/test_fault_hook.hpp"
 #include "controller/pools/file_pool.hpp"
 #include "controller/pools/iscsi_pool.hpp"
 #include "controller/pools/rbd_pool.hpp"
 #include "controller/domain/key_wrap.hpp"
 #include "controller/store/sqlite_store.hpp"
+#include "controller/virt/libvirt_driver.hpp"
 #include "controller/api/volume_api.hpp"
 #include "controller/volume_service.hpp"
 
@@ -214,14 +216,20 @@ int run_controller(const ControllerOptions& options) {
       else
         pools.push_back(std::make_unique<FilePool>(pool_config));
     }
-    service = std::make_unique<VolumeService>(config, *store, std::move(pools), std::move(key_wrap));
+    // Tests only (VOLGATE_TEST_KILL_BEFORE / _STALL_BEFORE); unset in production: no hook.
+    const BeforeTask test_fault = test_fault_hook_from_environment();
+    service = std::make_unique<VolumeService>(config, *store, std::move(pools), std::move(key_wrap),
+                                              ServiceOptions{.before_task = test_fault});
     if (!config.gateway.control_socket.empty()) {
       gateway = std::make_unique<GatewayControlExports>(config.gateway.control_socket, config.gateway.nbd_socket);
       service->set_gateway(gateway.get());
       if (config.gateway.start) gateway_process = std::make_unique<GatewayProcess>(config.gateway);
     }
-    hypervisor = std::make_unique<Hypervisor>(config.libvirt_uri);
-    compute = std::make_unique<ComputeService>(*store, *service, *hypervisor);
+    hypervisor = std::make_unique<Hypervisor>(config.libvirt_uri,
+                                              [detach = config.libvirt_detach](const std::string& uri) {
+                                                return std::make_unique<LibvirtDriver>(uri, detach);
+                                              });
+    compute = std::make_unique<ComputeService>(*store, *service, *hypervisor, test_fault);
     service->recover(ComputeService::flow_kinds());
     // After the volume flows: an attach being undone deletes its attachment, which needs its
     // volume settled. Without libvirt the compute flows wait in the journal for a start with it.

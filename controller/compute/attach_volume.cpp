@@ -55,12 +55,15 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
   tasks.push_back({"reserve_device", [&s](Context& c) {
     if (c.mapping_id.empty()) c.mapping_id = new_uuid();
     if (s.store.find_mapping(c.server_id, c.volume_id)) return;  // resumed: ours is there
-    if (c.device.empty()) {
-      std::set<std::string> used;
-      for (const auto& m : s.store.mappings_of_server(c.server_id)) used.insert(m.device);
-      // The server's own disks (its root) take names too.
-      for (const auto& d : s.hypervisor.with_driver([&](VirtDriver& v) { return v.disks(c.server_id, true); }))
+    std::set<std::string> used;
+    for (const auto& m : s.store.mappings_of_server(c.server_id)) used.insert(m.device);
+    // The server's own disks (its root, disks plugged outside volgate) take names too.
+    for (bool persistent : {true, false})
+      for (const auto& d : s.hypervisor.with_driver([&](VirtDriver& v) { return v.disks(c.server_id, persistent); }))
         used.insert("/dev/" + d.target);
+    if (!c.device.empty() && used.count(c.device))
+      conflict("The supplied device path (" + c.device + ") is in use.");
+    if (c.device.empty()) {
       auto name = next_device_name(c.bus, used);
       if (!name) conflict("Instance " + c.server_id + " has no free " + c.bus + " device name left.");
       c.device = *name;
@@ -79,11 +82,19 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
     CreateAttachmentRequest r{.project = c.project, .volume_id = c.volume_id, .instance_uuid = c.server_id};
     c.attachment_id = s.volumes.create_attachment(r).id;
   }, [&s](Context& c) {
-    if (c.attachment_id.empty()) return;
-    try {
-      s.volumes.delete_attachment(c.project, c.attachment_id);
-    } catch (const ApiError& e) {
-      if (e.kind != ApiError::Kind::not_found) throw;  // gone already: nothing to undo
+    // A controller killed inside create_attachment made the attachment without journaling its
+    // id: validate refused a volume already attached here, so this server's is ours.
+    std::vector<std::string> ids;
+    if (!c.attachment_id.empty()) ids.push_back(c.attachment_id);
+    else
+      for (const auto& a : s.volumes.attachments_of(c.volume_id))
+        if (a.instance_uuid == c.server_id) ids.push_back(a.id);
+    for (const auto& id : ids) {
+      try {
+        s.volumes.delete_attachment(c.project, id);
+      } catch (const ApiError& e) {
+        if (e.kind != ApiError::Kind::not_found) throw;  // gone already: nothing to undo
+      }
     }
   }});
 
@@ -101,14 +112,15 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
     DiskRequest disk{.socket = s.volumes.nbd_socket(), .export_name = a.export_name, .serial = c.volume_id,
                      .target = std::string(target_of(c.device)), .bus = c.bus,
                      .scsi_unit = scsi_unit_of(c.device), .read_only = a.read_only};
-    c.disk_attached = true;  // before: a half-done attach is detached too
     s.hypervisor.with_driver([&](VirtDriver& d) {
       for (const auto& existing : d.disks(c.server_id, false))
         if (existing.serial == c.volume_id) return;  // resumed: already in the guest
       d.attach_disk(c.server_id, disk);
     });
   }, [&s](Context& c) {
-    if (!c.disk_attached) return;
+    // Whether or not the attach got through: a controller killed between libvirt's attach and
+    // the next journal write left a disk its journal cannot tell of. Detaching a disk that is
+    // not there succeeds, and validate let no other attach of this volume to this server be.
     s.hypervisor.with_driver([&](VirtDriver& d) { d.detach_disk(c.server_id, c.volume_id); });
   }});
 

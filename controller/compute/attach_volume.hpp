@@ -24,11 +24,9 @@ struct AttachVolumeContext {
   bool delete_on_termination = false;
   std::string mapping_id;
   std::string attachment_id;
-  bool disk_attached = false;
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(AttachVolumeContext, outcome, request_id, project, server_id, volume_id, device,
-                                                bus, tag, delete_on_termination, mapping_id, attachment_id,
-                                                disk_attached)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(AttachVolumeContext, outcome, request_id, project, server_id, volume_id,
+                                                device, bus, tag, delete_on_termination, mapping_id, attachment_id)
 
 struct AttachVolumeFlow {
   using Context = AttachVolumeContext;

@@ -107,11 +107,16 @@ void ComputeService::recover_one(const FlowRecord& record) {
 }
 
 bool ComputeService::in_guest(const std::string& server_id, const std::string& volume_id) {
+  // For a running guest the live XML tells (a kill between the live detach and the
+  // definition's is finished by resuming); a domain gone is not for the flow to settle.
   try {
-    for (bool persistent : {false, true})
-      for (const auto& d : services_.hypervisor.with_driver([&](VirtDriver& v) { return v.disks(server_id, persistent); }))
+    return services_.hypervisor.with_driver([&](VirtDriver& v) {
+      auto server = v.find_server(server_id);
+      if (!server) return true;
+      for (const auto& d : v.disks(server_id, server->state == ServerState::shut_off))
         if (d.serial == volume_id) return true;
-    return false;
+      return false;
+    });
   } catch (const std::exception&) {
     return true;  // cannot tell: keep the volume attached, which loses nothing
   }

@@ -58,8 +58,8 @@ class ComputeService {
   void run(const std::string& server_id, typename F::Context context);
   template <class F>
   void recover_one(const FlowRecord& record);
-  // Whether the volume's disk is in the server's live or persistent definition (true when
-  // libvirt cannot say).
+  // Whether the volume's disk is in the server (its live definition, or the persistent one when
+  // shut off); true when libvirt cannot say or the domain is gone.
   bool in_guest(const std::string& server_id, const std::string& volume_id);
   std::string server_uuid(const std::string& server);
   std::mutex& server_lock(const std::string& server_id);

@@ -14,8 +14,20 @@ std::vector<Task<DetachVolumeContext>> DetachVolumeFlow::tasks(ComputeServices& 
   tasks.push_back({"validate", [&s](Context& c) {
     auto server = s.hypervisor.with_driver([&](VirtDriver& d) { return d.find_server(c.server_id); });
     if (!server) not_found("Instance " + c.server_id + " could not be found.");
+    if (server->state == ServerState::other)
+      conflict("Cannot 'detach_volume' instance " + c.server_id + " while it is in neither a running, paused nor "
+               "shut-off state.");
     c.server_id = server->uuid;
     s.volumes.get_volume(c.project, c.volume_id);
+    // Before the mapping: a root disk the server was defined with has none, and "not attached"
+    // would be false.
+    s.hypervisor.with_driver([&](VirtDriver& d) {
+      for (bool persistent : {false, true}) {
+        if (persistent ? !server->persistent : server->state == ServerState::shut_off) continue;
+        for (const auto& disk : d.disks(c.server_id, persistent))
+          if (disk.serial == c.volume_id && disk.boot) bad_request("Cannot detach a root device volume");
+      }
+    });
     auto m = s.store.find_mapping(c.server_id, c.volume_id);
     if (!m || m->project != c.project)
       not_found("Volume " + c.volume_id + " is not attached to instance " + c.server_id + ".");

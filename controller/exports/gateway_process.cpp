@@ -62,6 +62,10 @@ void GatewayProcess::start() {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, config_.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  // Nothing else of the controller's: the gateway outlives it, and an inherited API listening
+  // socket (Asio does not make them close-on-exec) would keep the controller's socket taken, so
+  // a controller restarted after a crash could not listen on it.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   // A session of its own: a Ctrl-C meant for the controller does not reach the gateway.
   sigset_t none;
   sigemptyset(&none);

@@ -50,8 +50,11 @@ void FlowServices::publish_export(const Volume& volume, const std::string& expor
   try {
     gateway->publish(export_name, pool(volume.pool).export_spec(volume.id), read_only, key ? &*key : nullptr);
   } catch (const gateway::GatewayControlError& e) {
-    if (e.status == 0)
-      throw ApiError(ApiError::Kind::service_unavailable, std::string("The gateway did not answer: ") + e.what());
+    if (e.status == 0) {
+      // The answer goes to API users, who are not told how the host is laid out: the log names the socket.
+      spdlog::warn("the gateway did not answer: {}", e.what());
+      throw ApiError(ApiError::Kind::service_unavailable, "The gateway did not answer: " + without_paths(e.what()));
+    }
     throw std::runtime_error(std::string("the gateway refused to serve the volume: ") + e.what());
   }
 }

@@ -8,6 +8,7 @@
 #include <boost/property_tree/xml_parser.hpp>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -134,6 +135,8 @@ std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml) {
   std::vector<GuestDisk> out;
   auto devices = doc.get_child_optional("domain.devices");
   if (!devices) return out;
+  bool any_boot_order = false;
+  std::optional<size_t> first_hard_disk;  // not a cdrom, floppy or lun
   for (const auto& [tag, disk] : *devices) {
     if (tag != "disk") continue;
     GuestDisk g;
@@ -143,7 +146,24 @@ std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml) {
     g.alias = disk.get("alias.<xmlattr>.name", "");
     g.export_name = disk.get("source.<xmlattr>.name", "");
     g.socket = disk.get("source.host.<xmlattr>.socket", "");
+    const auto order = disk.get_optional<std::string>("boot.<xmlattr>.order");
+    any_boot_order = any_boot_order || order.has_value();
+    g.boot = order && *order == "1";
+    if (!first_hard_disk && disk.get("<xmlattr>.device", "disk") == "disk") first_hard_disk = out.size();
     out.push_back(std::move(g));
+  }
+  // Without per-device orders the firmware's list decides, and libvirt's default list is hd:
+  // the first hard disk is the root. A direct kernel boot reads no disk at all.
+  if (!any_boot_order && first_hard_disk && !doc.get_optional<std::string>("domain.os.kernel")) {
+    std::string first_dev = "hd";
+    if (auto os = doc.get_child_optional("domain.os")) {
+      for (const auto& [tag, boot] : *os)
+        if (tag == "boot") {
+          first_dev = boot.get("<xmlattr>.dev", "");
+          break;
+        }
+    }
+    if (first_dev == "hd") out[*first_hard_disk].boot = true;
   }
   return out;
 }
@@ -255,9 +275,15 @@ void LibvirtDriver::detach_disk(const std::string& uuid, const std::string& seri
       if (!disk) break;  // gone: done (also when the guest let go between attempts)
       expect_removal(uuid, disk->alias);
       if (virDomainDetachDeviceAlias(d.get(), disk->alias.c_str(), VIR_DOMAIN_AFFECT_LIVE) != 0) {
-        wait_removed(uuid, disk->alias, std::chrono::milliseconds(0));  // forget the expectation
-        if (!find(false)) break;  // removed meanwhile
-        fail("detaching volume " + serial + " from domain " + uuid);
+        const char* message = virGetLastErrorMessage();  // before the next call resets it
+        const std::string why = message ? message : "unknown libvirt error";
+        // QEMU refuses a second request while the guest has not answered the first (and a
+        // paused guest never does): that one is still pending, so wait for it as for a new one.
+        if (why.find("already in the process of unplug") == std::string::npos) {
+          wait_removed(uuid, disk->alias, std::chrono::milliseconds(0));  // forget the expectation
+          if (!find(false)) break;  // removed meanwhile
+          throw VirtError("detaching volume " + serial + " from domain " + uuid + ": " + why);
+        }
       }
       if (wait_removed(uuid, disk->alias, detach_.wait_per_attempt) || !find(false)) break;
       if (attempt >= detach_.attempts)

@@ -62,7 +62,7 @@ class LibvirtDriver final : public VirtDriver {
 // The <disk> XML for a volume's export: raw, cache none, discard unmap, the volume id as the
 // serial, a user alias (ua-SERIAL) to detach it by, an explicit drive address on scsi.
 std::string disk_xml(const DiskRequest& disk);
-// The disks in a domain XML document. Throws VirtError when it is not one.
+// The disks in a domain XML document, the root one marked. Throws VirtError when it is not one.
 std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml);
 
 }  // namespace volgate::controller

@@ -32,6 +32,10 @@ struct GuestDisk {
   std::string alias;   // libvirt's name for the device (ua-... when volgate attached it)
   std::string export_name;  // the NBD source's export, for network disks
   std::string socket;       // the NBD source's unix socket
+  // The domain boots from it (its root disk): boot order 1, or the first disk of a domain
+  // that boots from hd with no per-device order and no direct kernel. Nova refuses to detach
+  // a root volume; so does the controller.
+  bool boot = false;
 };
 
 // A volume's export to attach as a disk.

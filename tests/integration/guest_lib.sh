@@ -33,6 +33,9 @@ declare -A GUEST_DIR=()    # domain -> its directory (console log, shell socket)
 # The guest kernel's command line; drop "quiet" to see its boot in DIR/console.log.
 GUEST_CMDLINE=${GUEST_CMDLINE:-console=ttyS0 quiet panic=-1}
 GUEST_BOOT_MS=             # how long the last guest_define took from start to a working shell
+# Extra elements for the domain's <features> (e.g. '<acpi/>', without which a 'pc' machine has
+# no PCI hot-plug: virtio-blk disks can then be neither attached nor detached live).
+GUEST_FEATURES=${GUEST_FEATURES:-}
 
 # The drivers the guest needs; the cloud kernel builds them as modules. guest_image adds what
 # they depend on and orders them (insmod, unlike modprobe, does not resolve dependencies, and
@@ -265,6 +268,7 @@ guest_define() {
     <initrd>$dir/initramfs.cpio.gz</initrd>
     <cmdline>$GUEST_CMDLINE</cmdline>
   </os>
+  <features>$GUEST_FEATURES</features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -373,7 +377,7 @@ _guest_cleanup() {
     if ((rc != 0)); then
         for g in "${GUESTS[@]}"; do
             echo "---- last lines of guest $g's console ----" >&2
-            tail -n 20 "${GUEST_DIR[$g]}/console.log" >&2 2>/dev/null
+            tail -n 20 "${GUEST_DIR[$g]:-/nonexistent}/console.log" >&2 2>/dev/null
         done
     fi
     for g in "${GUESTS[@]}"; do guest_destroy "$g"; done

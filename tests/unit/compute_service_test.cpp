@@ -22,6 +22,10 @@ struct Injected : std::runtime_error {
   Injected() : std::runtime_error("injected failure") {}
 };
 
+// A controller killed at that point: not a std::exception, so no flow catches it and none
+// reverts; the journal keeps the row of the task that was running, as after a SIGKILL.
+struct Die {};
+
 class FakeGateway final : public GatewayExports {
  public:
   void publish(const std::string& name, const gateway::ExportSpec&, bool, const gateway::control::LuksKey*) override {
@@ -49,26 +53,34 @@ class FakeVirt final : public VirtDriver {
     if (id == kUuid || id == "vm") return list_servers().front();
     return std::nullopt;
   }
-  std::vector<GuestDisk> disks(const std::string&, bool) override {
-    std::vector<GuestDisk> out = {{.serial = "", .target = "vda", .bus = "virtio"}};
+  std::vector<GuestDisk> disks(const std::string&, bool persistent) override {
+    std::vector<GuestDisk> out = {{.serial = root_serial, .target = "vda", .bus = "virtio", .boot = true}};
     for (const auto& [serial, target] : attached) out.push_back({.serial = serial, .target = target, .bus = "scsi"});
+    if (persistent)
+      for (const auto& [serial, target] : definition_only)
+        out.push_back({.serial = serial, .target = target, .bus = "scsi"});
     return out;
   }
   void attach_disk(const std::string&, const DiskRequest& d) override {
     if (refuse_attach) throw VirtError("internal error: unable to execute QEMU command 'device_add'");
     attached[d.serial] = d.target;
     last = d;
+    if (die_after_attach) throw Die();
   }
   void detach_disk(const std::string&, const std::string& serial) override {
     if (guest_keeps_disks) throw VirtError("the guest keeps the disk");
     attached.erase(serial);
+    definition_only.erase(serial);
   }
   static constexpr const char* kUuid = "6b0f0a0e-0000-4000-8000-00000000000a";
   ServerState state = ServerState::running;
-  std::map<std::string, std::string> attached;  // serial -> target
+  std::map<std::string, std::string> attached;         // serial -> target, live and in the definition
+  std::map<std::string, std::string> definition_only;  // in the definition, no longer live
+  std::string root_serial;  // the serial of the root disk vda (a volume the server boots from)
   DiskRequest last;
   bool refuse_attach = false;
   bool guest_keeps_disks = false;
+  bool die_after_attach = false;  // the controller dies right after libvirt attached the disk
 };
 
 class ComputeTest : public ::testing::Test {
@@ -140,6 +152,37 @@ class ComputeTest : public ::testing::Test {
     EXPECT_TRUE(volumes->attachments_of(volume).empty());
     EXPECT_EQ(gateway.exports.count("volume-" + volume), 0u);
     EXPECT_EQ(virt.attached.count(volume), 0u);
+    EXPECT_EQ(virt.definition_only.count(volume), 0u);
+  }
+
+  // Everything of an attached `volume` is there: in-use, its mapping attached, one attachment,
+  // its export, its disk live and in the definition.
+  void expect_attached(const std::string& volume) {
+    EXPECT_EQ(status(volume), VolumeStatus::in_use);
+    auto m = store->find_mapping(FakeVirt::kUuid, volume);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->status, MappingStatus::attached);
+    ASSERT_EQ(volumes->attachments_of(volume).size(), 1u);
+    EXPECT_EQ(volumes->attachments_of(volume)[0].status, AttachmentStatus::attached);
+    EXPECT_EQ(gateway.exports.count("volume-" + volume), 1u);
+    EXPECT_EQ(virt.attached.count(volume), 1u);
+  }
+
+  // A restarted controller: new services over the same database, the journal replayed.
+  void restart() {
+    open();
+    volumes->recover(ComputeService::flow_kinds());
+    compute->recover();
+    EXPECT_TRUE(store->journal_unfinished().empty());
+    // Every action the killed run recorded is closed: finished, or failed with the reason.
+    for (const auto& a : store->actions_of_server(FakeVirt::kUuid))
+      for (const auto& e : a.events) EXPECT_FALSE(e.result.empty()) << a.action << " " << e.event << " still running";
+  }
+
+  static BeforeTask die_at(std::string flow_kind, std::string task) {
+    return [flow_kind, task](const std::string& kind, const std::string& t) {
+      if (kind == flow_kind && t == task) throw Die();
+    };
   }
 
   fs::path dir;
@@ -289,6 +332,119 @@ TEST_P(AttachRevert, EachFailedStepLeavesNothing) {
 INSTANTIATE_TEST_SUITE_P(EachTask, AttachRevert,
                          ::testing::Values("validate", "start_action", "reserve_device", "create_attachment", "connect",
                                            "attach_disk", "complete_attachment", "finish_action"));
+
+TEST_F(ComputeTest, DetachOfTheRootVolumeIs400AndChangesNothing) {
+  const std::string root = create_volume();
+  virt.root_serial = root;  // the server boots from it (vda, boot order 1)
+  EXPECT_EQ(error_of([&] { compute->detach_volume("p", "vm", root); }), ApiError::Kind::bad_request);
+  try {
+    compute->detach_volume("p", "vm", root);
+  } catch (const ApiError& e) {
+    EXPECT_STREQ(e.what(), "Cannot detach a root device volume");
+  }
+  EXPECT_EQ(status(root), VolumeStatus::available);
+  // Another volume of the same server detaches as usual.
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  compute->detach_volume("p", "vm", v);
+  expect_detached(v);
+}
+
+TEST_F(ComputeTest, ADetachInAStateOutsideRunningPausedShutOffIs409) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  virt.state = ServerState::other;  // crashed, pmsuspended: what TCG here cannot produce on demand
+  EXPECT_EQ(error_of([&] { compute->detach_volume("p", "vm", v); }), ApiError::Kind::conflict);
+  expect_attached(v);
+  virt.state = ServerState::running;
+  compute->detach_volume("p", "vm", v);
+  expect_detached(v);
+}
+
+TEST_F(ComputeTest, ADeviceNameADiskOfTheDomainHasIs409) {
+  const std::string outside = "not-a-volume";
+  virt.attached[outside] = "sdc";  // plugged in without volgate: no mapping
+  const std::string v = create_volume();
+  EXPECT_EQ(error_of([&] {
+              compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .device = "/dev/sdc"});
+            }),
+            ApiError::Kind::conflict);
+  expect_detached(v);
+  EXPECT_EQ(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}).device, "/dev/sdb");
+}
+
+// SIGKILL at each step (Die), then a restart: the volume is attached whole or not at all.
+class AttachCrash : public ComputeTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(AttachCrash, ARestartLeavesTheVolumeAttachedWholeOrNotAtAll) {
+  const std::string v = create_volume();
+  open(die_at("attach_volume", GetParam()));
+  EXPECT_THROW(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}), Die);
+  restart();
+  if (status(v) == VolumeStatus::in_use) {
+    expect_attached(v);
+    compute->detach_volume("p", "vm", v);
+  }
+  expect_detached(v);
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  expect_attached(v);
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, AttachCrash,
+                         ::testing::Values("validate", "start_action", "reserve_device", "create_attachment", "connect", "attach_disk",
+                                           "complete_attachment", "finish_action", kAfterLastTask));
+
+// Inside the steps: after the volume service made the attachment and before the compute
+// journal has its id; after libvirt attached the disk and before the journal says so.
+TEST_F(ComputeTest, AKillInsideCreateAttachmentLeavesNoAttachment) {
+  const std::string v = create_volume();
+  open(die_at("create_attachment", kAfterLastTask));
+  EXPECT_THROW(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}), Die);
+  restart();
+  expect_detached(v);
+}
+
+TEST_F(ComputeTest, AKillRightAfterLibvirtAttachedLeavesNoDisk) {
+  const std::string v = create_volume();
+  virt.die_after_attach = true;
+  EXPECT_THROW(compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}), Die);
+  virt.die_after_attach = false;
+  EXPECT_EQ(virt.attached.count(v), 1u);
+  restart();
+  expect_detached(v);
+}
+
+class DetachCrash : public ComputeTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(DetachCrash, ARestartLeavesTheVolumeAttachedWholeOrNotAtAll) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  open(die_at("detach_volume", GetParam()));
+  EXPECT_THROW(compute->detach_volume("p", "vm", v), Die);
+  restart();
+  if (status(v) == VolumeStatus::in_use) {
+    expect_attached(v);
+    compute->detach_volume("p", "vm", v);
+  }
+  expect_detached(v);
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, DetachCrash,
+                         ::testing::Values("validate", "start_action", "begin_detaching", "detach_disk", "delete_attachment",
+                                           "destroy_mapping", "finish_action", kAfterLastTask));
+
+// Killed between libvirt's live detach and the definition's: the guest no longer has the disk,
+// so the restart finishes the detach (and takes the disk out of the definition too).
+TEST_F(ComputeTest, AKillBetweenTheLiveAndTheDefinitionDetachFinishesIt) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  open(die_at("detach_volume", "detach_disk"));
+  EXPECT_THROW(compute->detach_volume("p", "vm", v), Die);
+  virt.definition_only[v] = virt.attached.at(v);
+  virt.attached.erase(v);
+  restart();
+  expect_detached(v);
+}
 
 }  // namespace
 }  // namespace volgate::controller

@@ -113,6 +113,24 @@ TEST_F(ConfigTest, MistakesAreRefusedByName) {
   EXPECT_THROW(load_config(dir / "missing.json", ""), std::runtime_error);
 }
 
+TEST_F(ConfigTest, TheLibvirtBlockSetsHowLongADetachWaits) {
+  ControllerConfig d = default_config(dir);
+  EXPECT_EQ(d.libvirt_detach.attempts, 8u);  // Nova's device_detach_attempts
+  EXPECT_EQ(d.libvirt_detach.wait_per_attempt, std::chrono::seconds(5));
+  ControllerConfig c = load_config(
+      write(R"({"state_dir": "/x", "libvirt": {"device_detach_attempts": 2, "device_detach_timeout": 0.25}})"), "");
+  EXPECT_EQ(c.libvirt_detach.attempts, 2u);
+  EXPECT_EQ(c.libvirt_detach.wait_per_attempt, std::chrono::milliseconds(250));
+  EXPECT_NE(error_of(R"({"state_dir": "/x", "libvirt": {"device_detach_attempts": 0}})")
+                .find("libvirt.device_detach_attempts"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"state_dir": "/x", "libvirt": {"device_detach_timeout": "5s"}})")
+                .find("libvirt.device_detach_timeout"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"state_dir": "/x", "libvirt": {"detach_timeout": 1}})").find("unknown key 'detach_timeout'"),
+            std::string::npos);
+}
+
 TEST_F(ConfigTest, AnIscsiPoolAdmitsThisHostsInitiatorNameByDefault) {
   ControllerConfig c = load_config(write(iscsi_pool("")), "");
   ASSERT_EQ(c.pools.size(), 1u);

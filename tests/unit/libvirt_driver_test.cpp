@@ -79,6 +79,42 @@ TEST(DomainXml, ReadsEveryDiskOfALiveDefinition) {
   EXPECT_EQ(disks[1].socket, "/run/nbd.sock");
 }
 
+// The root disk: what the guest boots from. Nova refuses to detach it.
+TEST(DomainXml, TheDiskWithBootOrderOneIsTheRoot) {
+  auto disks = disks_in_domain_xml(R"(<domain><os><type>hvm</type></os><devices>
+    <disk type='file' device='disk'><target dev='sda' bus='scsi'/><serial>a</serial><boot order='2'/></disk>
+    <disk type='network' device='disk'><target dev='sdb' bus='scsi'/><serial>b</serial><boot order='1'/></disk>
+  </devices></domain>)");
+  ASSERT_EQ(disks.size(), 2u);
+  EXPECT_FALSE(disks[0].boot);
+  EXPECT_TRUE(disks[1].boot);
+}
+
+TEST(DomainXml, WithoutPerDeviceOrderTheFirstHardDiskOfAnHdBootIsTheRoot) {
+  const char* hd = R"(<domain><os><type>hvm</type><boot dev='hd'/></os><devices>
+    <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/></disk>
+    <disk type='network' device='disk'><target dev='sda' bus='scsi'/><serial>root</serial></disk>
+    <disk type='network' device='disk'><target dev='sdb' bus='scsi'/><serial>data</serial></disk>
+  </devices></domain>)";
+  auto disks = disks_in_domain_xml(hd);
+  ASSERT_EQ(disks.size(), 3u);
+  EXPECT_FALSE(disks[0].boot);
+  EXPECT_TRUE(disks[1].boot);
+  EXPECT_FALSE(disks[2].boot);
+  // No <boot> at all is libvirt's default, hd.
+  EXPECT_TRUE(disks_in_domain_xml(R"(<domain><os><type>hvm</type></os><devices>
+    <disk type='network' device='disk'><target dev='sda' bus='scsi'/></disk></devices></domain>)")[0].boot);
+}
+
+TEST(DomainXml, ANetworkOrKernelBootHasNoRootDisk) {
+  auto network = disks_in_domain_xml(R"(<domain><os><type>hvm</type><boot dev='network'/><boot dev='hd'/></os>
+    <devices><disk type='network' device='disk'><target dev='sda' bus='scsi'/></disk></devices></domain>)");
+  EXPECT_FALSE(network[0].boot);
+  auto kernel = disks_in_domain_xml(R"(<domain><os><type>hvm</type><kernel>/boot/vmlinuz</kernel><boot dev='hd'/></os>
+    <devices><disk type='network' device='disk'><target dev='sdb' bus='scsi'/></disk></devices></domain>)");
+  EXPECT_FALSE(kernel[0].boot);
+}
+
 TEST(DomainXml, GarbageIsAVirtError) {
   EXPECT_THROW(disks_in_domain_xml("<domain><devices>"), VirtError);
   EXPECT_TRUE(disks_in_domain_xml("<domain/>").empty());
