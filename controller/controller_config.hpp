@@ -59,6 +59,9 @@ struct ControllerConfig {
   // The hypervisor whose domains are the servers volumes attach to; "none" (stored empty): no
   // servers API.
   std::string libvirt_uri = "qemu:///system";
+  // How long `os-stop` waits for a guest to shut down before powering it off (Nova's
+  // shutdown_timeout).
+  std::chrono::milliseconds server_shutdown_timeout{std::chrono::seconds(60)};
   unsigned workers = 4;  // flows running in the background at once (copies, deletes)
   SchedulerOptions scheduler;
   std::map<std::string, VolumeType> volume_types;

@@ -29,10 +29,7 @@ json detail(const Server& s) {
   json j = summary(s);
   j["status"] = status;
   j["OS-EXT-STS:power_state"] = power;
-  j["OS-EXT-STS:vm_state"] = s.state == ServerState::running  ? "active"
-                             : s.state == ServerState::paused ? "paused"
-                             : s.state == ServerState::shut_off ? "stopped"
-                                                                : "error";
+  j["OS-EXT-STS:vm_state"] = vm_state(s.state);
   j["OS-EXT-STS:task_state"] = nullptr;
   j["OS-EXT-SRV-ATTR:instance_name"] = s.name;
   j["volgate:persistent"] = s.persistent;

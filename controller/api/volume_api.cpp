@@ -330,6 +330,7 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
   add_attachment_routes(r, service_);
   if (hypervisor) add_server_routes(r, *hypervisor);
   if (compute) add_volume_attachment_routes(r, *compute);
+  if (compute) add_server_action_routes(r, *compute);
 
   auto list_snapshots = [this](const ApiRequest& q) {
     ListPage<Snapshot> page = query_snapshots(service_, q);

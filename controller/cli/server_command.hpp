@@ -1,6 +1,6 @@
 #pragma once
-// `volgate server list|show`: the hypervisor's domains as the controller's servers API (Nova's
-// shapes) shows them.
+// `volgate server list|show|start|stop`: the hypervisor's domains as the controller's servers
+// API (Nova's shapes) shows them, and Nova's os-start/os-stop, waiting for the new state.
 #include <string>
 
 #include "controller/cli/volume_command.hpp"

@@ -413,6 +413,14 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   add_common(c.server, o);
   sub(c.server, "list", "The domains on this host, with their state");
   sub(c.server, "show", "One server")->add_option("SERVER", o.id, "Its UUID, or its name if no other has it")->required();
+  for (auto [verb, what] : {std::pair{"start", "Boot a shut-off server (its volumes' exports are checked first)"},
+                            std::pair{"stop", "Shut a server down (powered off after the controller's shutdown timeout)"}}) {
+    auto* power = sub(c.server, verb, what);
+    power->add_option("SERVER", o.id, "Its UUID, or its name if no other has it")->required();
+    power->add_option("--timeout", o.wait_timeout, "Seconds to wait for the new state")
+        ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
+  }
   return c;
 }
 
