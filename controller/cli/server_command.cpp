@@ -49,7 +49,8 @@ int server_command(const std::string& name, const ClientCommandOptions& o) {
         std::printf("%s: stopped and gone (it was transient)\n", o.id.c_str());
         return 0;
       }
-      if (status != 200) throw CommandError("server " + o.id + " could not be read back (HTTP " + std::to_string(status) + ")");
+      if (status != 200)
+        throw CommandError("server " + o.id + " could not be read back (HTTP " + std::to_string(status) + ")");
       const json& s = body["server"];
       if (text(s, "status") == want) {
         if (o.output == "json") {
