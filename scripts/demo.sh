@@ -22,7 +22,9 @@ guest=volgate-demo
 ctl=$state/controller
 export VOLGATE_URL="unix:$ctl/controller.sock"
 t_start=$(now_ms)
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m== %s\033[0m (at %d s)\n' "$*" $((($(now_ms) - t_start) / 1000)); }
+# virsh on a terminal tries to start a polkit agent, and says it cannot (root needs none).
+virsh_() { "${VIRSH[@]}" "$@" 2> >(grep -v '^Authorization not available' >&2); }
 # Nova's API with the controller's token, which goes to curl on stdin, never on a command line.
 nova() {  # METHOD PATH [BODY]: prints the body; fails on an HTTP error
   local args=(-sS --fail-with-body --unix-socket "$ctl/controller.sock" -X "$1" -H @-)
@@ -38,16 +40,16 @@ stop() {
   set +e
   trap '' INT TERM
   step "Stopping"
-  if [[ -n $controller ]] && "${VIRSH[@]}" dominfo "$guest" >/dev/null 2>&1; then
+  if [[ -n $controller ]] && virsh_ dominfo "$guest" >/dev/null 2>&1; then
     # Volumes the user attached go back first, so that the gateway has nothing left to serve.
     for m in $(nova GET "/servers/$guest/os-volume_attachments" 2>/dev/null |
                "$py" -c 'import json, sys; print(" ".join(a["volumeId"] for a in json.load(sys.stdin)["volumeAttachments"]))' 2>/dev/null); do
       nova DELETE "/servers/$guest/os-volume_attachments/$m" >/dev/null && echo "volume $m detached"
     done
   fi
-  if "${VIRSH[@]}" dominfo "$guest" >/dev/null 2>&1; then
-    "${VIRSH[@]}" destroy "$guest" >/dev/null 2>&1
-    "${VIRSH[@]}" undefine "$guest" >/dev/null && echo "guest $guest destroyed and undefined"
+  if virsh_ dominfo "$guest" >/dev/null 2>&1; then
+    virsh_ destroy "$guest" >/dev/null 2>&1
+    virsh_ undefine "$guest" >/dev/null && echo "guest $guest destroyed and undefined"
   fi
   if [[ -n $controller ]]; then
     kill -TERM "$controller" 2>/dev/null
@@ -91,12 +93,12 @@ echo "API $VOLGATE_URL, log $state/controller.log"
 
 step "The guest"
 # A guest left by a run that was killed goes first; the controller gives its volumes back.
-if "${VIRSH[@]}" dominfo "$guest" >/dev/null 2>&1; then
-  "${VIRSH[@]}" destroy "$guest" >/dev/null 2>&1 || true
-  "${VIRSH[@]}" undefine "$guest" >/dev/null
+if virsh_ dominfo "$guest" >/dev/null 2>&1; then
+  virsh_ destroy "$guest" >/dev/null 2>&1 || true
+  virsh_ undefine "$guest" >/dev/null
 fi
 guest_domain_xml "$guest" "$state/guest" >"$state/guest/$guest.xml"
-"${VIRSH[@]}" define "$state/guest/$guest.xml" >/dev/null
+virsh_ define "$state/guest/$guest.xml" >/dev/null
 rm -f "$state/guest/console.log"
 t0=$(now_ms)
 "$volgate" server start "$guest"
@@ -143,7 +145,8 @@ echo '\$ echo \"$message\" | dd of=\$dev oflag=direct'
 dd if=/tmp/block of=\$dev bs=4096 count=1 oflag=direct 2>&1 | tail -1
 echo '\$ dd if=\$dev iflag=direct | head -1'
 dd if=\$dev bs=4096 count=1 iflag=direct 2>/dev/null | head -1"
-if grep -qaF "$message" "$ctl/pool/volume-$vol.img"; then
+# The guest wrote at the start of the volume: in the file, after the LUKS2 header (16 MiB).
+if head -c 64M "$ctl/pool/volume-$vol.img" | grep -qaF "$message"; then
   fail "the guest's text is in the pool file in clear"
 fi
 echo "(the pool file holds only ciphertext: the text is not in $ctl/pool/volume-$vol.img)"
@@ -154,7 +157,7 @@ nova DELETE "/servers/$guest/os-volume_attachments/$vol" >/dev/null
 echo "detached in $(($(now_ms) - t0)) ms; the volume is $("$volgate" volume show --output json "$vol" | "$py" -c 'import json, sys; print(json.load(sys.stdin)["volume"]["status"])') and the guest's disks are now:"
 in_guest "ls /dev/disk/by-id/ | grep . || echo '(none)'"
 
-step "Ready ($(( ($(now_ms) - t_start) / 1000 )) s since the start of the demo)"
+step "Ready"
 cat <<MSG
 The controller (log: $state/controller.log), its gateway (log: $ctl/gateway.log) and the
 guest '$guest' (console: $state/guest/console.log) keep running until Ctrl-C. From another
