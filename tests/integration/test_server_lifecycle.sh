@@ -4,7 +4,8 @@
 # gateway), `volgate server start` (the guest sees and uses the disk), `volgate server stop`,
 # `virsh start` (the export was kept), detach from the shut-off server; then libvirt events
 # reconciled: the domain undefined under an attached volume, and a disk detached by hand with
-# virsh, each give the volume back (available, export gone) within seconds.
+# virsh, each give the volume back (available, export gone) within seconds; the guest's I/O
+# errors on a volume whose export vanished are logged once, naming server and volume.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/guest_lib.sh"
@@ -129,11 +130,25 @@ grep -q "server $uuid: volume $vol released, the server is gone" "$VG_ERR" || fa
     fail "the volume still has an attachment"
 pass "virsh undefine of a shut-off server: its volume available in $ms ms, export and attachment gone"
 
-# ---- libvirt events: a disk detached by hand from a running guest
+# ---- the same volume on a running guest
 guest_define "$GUEST" "$T/guest"
 uuid=$("${VIRSH[@]}" domuuid "$GUEST")
 attach "$vol"
 in_xml "$vol" || fail "the disk is not in the running guest"
+
+# ---- libvirt events: QEMU's I/O errors on the volume, logged once with the server and volume
+# The export withdrawn behind the controller's back (as a crashed gateway would lose it): the
+# guest's reads fail until the export check serves it again.
+code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$STATE/run/gateway.sock" -X DELETE \
+       "http://localhost/v1/exports/volume-$vol?force=true")
+assert_eq "$code" 204 "export withdrawn from the gateway"
+guest_run "$GUEST" "$(on_disk "$vol" "for i in 1 2 3 4 5 6; do dd if=\$dev of=/dev/null bs=4096 count=1 skip=\$i iflag=direct 2>&1 | tail -1; done")" 120 >/dev/null || true
+for ((i = 0; i < 50; i++)); do grep -q "I/O error on volume $vol" "$VG_ERR" && break; sleep 0.1; done
+io_lines=$(grep -c "server $uuid: I/O error on volume $vol" "$VG_ERR" || true)
+assert_eq "$io_lines" 1 "log lines for the guest's failed reads (one, throttled)"
+pass "QEMU I/O errors on the volume: one log line naming server and volume ($(grep -m1 "I/O error on volume $vol" "$VG_ERR" | sed 's/.*: //'))"
+
+# ---- libvirt events: a disk detached by hand from a running guest
 target=$("${VIRSH[@]}" domblklist "$GUEST" | awk -v v="volume-$vol" '$2 ~ v {print $1}')
 [[ -n $target ]] || target=sdb
 "${VIRSH[@]}" detach-disk "$GUEST" "$target" --persistent >/dev/null
