@@ -18,7 +18,7 @@ state=$(realpath -m "${1:-demo-state}")
 mkdir -p "$state"
 volgate=$PWD/build/volgate
 py=/usr/bin/python3
-guest=volgate-demo
+guest="volgate-demo"
 ctl=$state/controller
 export VOLGATE_URL="unix:$ctl/controller.sock"
 t_start=$(now_ms)
