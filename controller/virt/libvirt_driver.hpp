@@ -2,7 +2,9 @@
 // VirtDriver over libvirt's C API: one connection (with keep-alive), and libvirt's default event
 // loop on a thread of the process, whose DEVICE_REMOVED events tell a detach when the guest has
 // let a disk go. libvirt 9.0 reports a live detach as done as soon as it has asked the guest, so
-// only the event (or the disk gone from the live XML) proves it.
+// only the event (or the disk gone from the live XML) proves it. The other events the controller
+// reconciles (a domain undefined or stopped, a disk removed that no detach waited for, QEMU's I/O
+// errors) go to the handler given to watch_events, on the event loop's thread.
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
