@@ -5,7 +5,8 @@
 # `virsh start` (the export was kept), detach from the shut-off server; then libvirt events
 # reconciled: the domain undefined under an attached volume, and a disk detached by hand with
 # virsh, each give the volume back (available, export gone) within seconds; the guest's I/O
-# errors on a volume whose export vanished are logged once, naming server and volume.
+# errors on a volume whose export vanished are logged once, naming server and volume; a domain
+# undefined while the controller was down has its volume released at the controller's start.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/guest_lib.sh"
@@ -157,3 +158,17 @@ served "$vol" && fail "the export is still served after the disk was detached by
 grep -q "server $uuid: volume $vol released, its disk was removed" "$VG_ERR" || fail "no release line in the log"
 [[ $("${VIRSH[@]}" domstate "$GUEST") == running ]] || fail "the guest did not survive"
 pass "virsh detach-disk by hand: the volume available in $ms ms, export gone, guest running"
+
+# ---- a domain that went away while the controller was down: reconciled at its start
+attach "$vol"
+assert_eq "$(vol_status "$vol")" in-use "volume attached again"
+kill -TERM "$CTL_PID"
+wait "$CTL_PID" 2>/dev/null || true
+_forget_pid "$CTL_PID"
+"${VIRSH[@]}" destroy "$GUEST" >/dev/null
+"${VIRSH[@]}" undefine "$GUEST" >/dev/null
+start_controller "$T/controller.json" "$SOCK" '' --gateway
+ms=$(wait_available "$vol" "restart")
+served "$vol" && fail "the export is still served after the restart"
+grep -q "server $uuid: volume $vol released, the server is gone" "$VG_ERR" || fail "no release line in the log"
+pass "a server undefined while the controller was down: its volume available $ms ms after the restart"
