@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Runs one shell command in the tiny guest (the tests' and the main job's) and prints its output; exits with its status.
+"""Runs one shell command in the tiny guest and prints its output; exits with its status.
 
     guest_shell.py SOCKET TIMEOUT_S COMMAND
 
