@@ -6,7 +6,8 @@
 # reconciled: the domain undefined under an attached volume, and a disk detached by hand with
 # virsh, each give the volume back (available, export gone) within seconds; the guest's I/O
 # errors on a volume whose export vanished are logged once, naming server and volume; a domain
-# undefined while the controller was down has its volume released at the controller's start.
+# undefined while the controller was down has its volume released at the controller's start; so
+# has a transient domain destroyed.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/guest_lib.sh"
@@ -172,3 +173,31 @@ ms=$(wait_available "$vol" "restart")
 served "$vol" && fail "the export is still served after the restart"
 grep -q "server $uuid: volume $vol released, the server is gone" "$VG_ERR" || fail "no release line in the log"
 pass "a server undefined while the controller was down: its volume available $ms ms after the restart"
+
+# ---- a transient domain destroyed: gone with its disks. It needs no OS for a SCSI hot-plug, so
+# it boots none (it waits in the BIOS) and costs no guest boot.
+TRANSIENT=volgate-it-transient-$$
+cat >"$T/transient.xml" <<XML
+<domain type='qemu'>
+  <name>$TRANSIENT</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='scsi' index='0' model='virtio-scsi'/>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+XML
+"${VIRSH[@]}" create "$T/transient.xml" >/dev/null || fail "virsh create $TRANSIENT failed"
+GUESTS+=("$TRANSIENT")  # destroyed at exit should the test fail before
+tuuid=$("${VIRSH[@]}" domuuid "$TRANSIENT")
+nova 200 POST "/servers/$tuuid/os-volume_attachments" '{"volumeAttachment": {"volumeId": "'"$vol"'"}}' >/dev/null
+assert_eq "$(vol_status "$vol")" in-use "volume attached to the transient domain"
+"${VIRSH[@]}" destroy "$TRANSIENT" >/dev/null
+ms=$(wait_available "$vol" "transient destroy")
+served "$vol" && fail "the export is still served after the transient domain went"
+grep -q "server $tuuid: volume $vol released, the server is gone" "$VG_ERR" || fail "no release line in the log"
+pass "a transient domain destroyed: its volume available in $ms ms, export gone"
