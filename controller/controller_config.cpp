@@ -242,7 +242,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   only_keys(root, where,
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
-             "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt"});
+             "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -279,6 +279,12 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
         bad(w + ".device_detach_timeout", "must be a number of seconds, from 0.05 to 600");
       config.libvirt_detach.wait_per_attempt = std::chrono::milliseconds(static_cast<int64_t>(t.get<double>() * 1000));
     }
+  }
+  if (root.contains("server_shutdown_timeout")) {
+    const json& t = root["server_shutdown_timeout"];
+    if (!t.is_number() || t.get<double>() < 0 || t.get<double>() > 3600)
+      bad(where + ".server_shutdown_timeout", "must be a number of seconds, from 0 to 3600");
+    config.server_shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(t.get<double>() * 1000));
   }
 
   if (root.contains("api_limits")) {

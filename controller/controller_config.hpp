@@ -62,6 +62,9 @@ struct ControllerConfig {
   std::string libvirt_uri = "qemu:///system";
   // How long a live detach waits for the guest to let a disk go (the config's "libvirt" block).
   DetachOptions libvirt_detach;
+  // How long `os-stop` waits for a guest to shut down before powering it off (Nova's
+  // shutdown_timeout).
+  std::chrono::milliseconds server_shutdown_timeout{std::chrono::seconds(60)};
   unsigned workers = 4;  // flows running in the background at once (copies, deletes)
   SchedulerOptions scheduler;
   std::map<std::string, VolumeType> volume_types;

@@ -326,6 +326,18 @@ void VolumeService::force_detach(const std::string& project, const std::string& 
 
 ExportRepairs VolumeService::reconcile_exports() { return controller::reconcile_exports(services_); }
 
+std::set<std::string> VolumeService::served_exports() {
+  if (!services_.gateway)
+    throw ApiError(ApiError::Kind::service_unavailable, "This controller has no gateway to serve volumes.");
+  std::set<std::string> names;
+  try {
+    for (const auto& e : services_.gateway->list()) names.insert(e.name);
+  } catch (const std::exception& e) {
+    throw ApiError(ApiError::Kind::service_unavailable, std::string("The gateway does not answer: ") + e.what());
+  }
+  return names;
+}
+
 // ------------------------------------------------------------------------------ recovery
 
 template <class F>

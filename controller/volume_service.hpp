@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -139,6 +140,9 @@ class VolumeService {
   void set_gateway(GatewayExports* gateway) { services_.gateway = gateway; }
   // One pass of the export check (export_reconciler.hpp).
   ExportRepairs reconcile_exports();
+  // The names of the exports the gateway serves now. Throws ApiError 503 without a gateway or
+  // when it does not answer.
+  std::set<std::string> served_exports();
 
   QuotaUsage quota_usage(const std::string& project);
   void set_quota_limit(const std::string& project, const std::string& resource, int64_t limit);

@@ -48,7 +48,7 @@ if ((${#missing[@]})); then
 fi
 
 # The guest's kernel: the .deb of the kernel Debian's cloud-amd64 meta-package points at, kept in
-# the cache that tests/integration/guest_lib.sh builds the guest from (it unpacks it with dpkg -x).
+# the cache that scripts/guest-lib.sh builds the guest from (it unpacks it with dpkg -x).
 # Downloaded, not installed: this machine keeps its own kernel.
 guest_cache=${VOLGATE_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/volgate-guest}
 kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*-cloud-amd64\)$/\1/p' | head -n 1)

@@ -31,6 +31,8 @@ void add_volume_attachment_routes(Router& router, ComputeService& compute);
 // GET /v2.1[/{project}]/servers/{server}/os-instance-actions[/{request_id}]: the server's action
 // log (instance_action_routes.cpp).
 void add_instance_action_routes(Router& router, ComputeService& compute);
+// POST /v2.1[/{project}]/servers/{id}/action: os-start and os-stop (server_action_routes.cpp).
+void add_server_action_routes(Router& router, ComputeService& compute);
 
 // The answer for a path no route matches: Cinder's resources that volgate does not offer
 // (backups, groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path

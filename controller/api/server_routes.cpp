@@ -1,4 +1,4 @@
-// Nova's server resources, read-only: the libvirt domains on this host as servers
+// Nova's server resources: the libvirt domains on this host as servers
 // (GET /v2.1/servers[/detail], GET /v2.1/servers/{id}), identified by UUID, or by name where
 // exactly one domain has it. Nova's project-scoped form (/v2.1/{project}/servers) is accepted
 // too, as novaclient may use either. The detail has every field Nova's has at the request's
@@ -15,21 +15,20 @@ namespace {
 
 using nlohmann::json;
 
-// Nova's status, vm_state and power state for a domain state.
+// Nova's status and power state for a domain state (its vm_state: compute_service.hpp).
 struct NovaState {
   const char* status;
-  const char* vm_state;
   int power_state;
 };
 
 NovaState nova_state(ServerState state) {
   switch (state) {
-    case ServerState::running: return {"ACTIVE", "active", 1};     // power_state RUNNING
-    case ServerState::paused: return {"PAUSED", "paused", 3};      // PAUSED
-    case ServerState::shut_off: return {"SHUTOFF", "stopped", 4};  // SHUTDOWN
+    case ServerState::running: return {"ACTIVE", 1};     // power_state RUNNING
+    case ServerState::paused: return {"PAUSED", 3};      // PAUSED
+    case ServerState::shut_off: return {"SHUTOFF", 4};   // SHUTDOWN
     case ServerState::other: break;
   }
-  return {"UNKNOWN", "error", 0};  // NOSTATE
+  return {"UNKNOWN", 0};  // NOSTATE
 }
 
 json links(const ApiRequest& q, const Server& s) {
@@ -65,7 +64,7 @@ json detail(const ApiRequest& q, const Server& s, ComputeService* compute) {
   j["config_drive"] = "";
   j["key_name"] = nullptr;
   j["OS-DCF:diskConfig"] = "MANUAL";
-  j["OS-EXT-STS:vm_state"] = state.vm_state;
+  j["OS-EXT-STS:vm_state"] = vm_state(s.state);
   j["OS-EXT-STS:power_state"] = state.power_state;
   j["OS-EXT-STS:task_state"] = nullptr;
   j["OS-SRV-USG:launched_at"] = nullptr;

@@ -351,6 +351,7 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
   if (compute) {
     add_volume_attachment_routes(r, *compute);
     add_instance_action_routes(r, *compute);
+    add_server_action_routes(r, *compute);
   }
 
   auto list_snapshots = [this](const ApiRequest& q) {

@@ -20,6 +20,7 @@
 
 #include "controller/api/api_server.hpp"
 #include "controller/compute/compute_service.hpp"
+#include "controller/compute/domain_event_worker.hpp"
 #include "controller/controller_config.hpp"
 #include "controller/exports/gateway_exports.hpp"
 #include "controller/exports/gateway_process.hpp"
@@ -158,6 +159,7 @@ int run_controller(const ControllerOptions& options) {
   std::unique_ptr<GatewayWatch> gateway_watch;
   std::unique_ptr<Hypervisor> hypervisor;
   std::unique_ptr<ComputeService> compute;
+  std::unique_ptr<DomainEventWorker> domain_events;
   std::unique_ptr<VolumeApi> api;
   std::unique_ptr<ApiServer> server;
   std::vector<std::string> listening;
@@ -229,7 +231,8 @@ int run_controller(const ControllerOptions& options) {
                                               [detach = config.libvirt_detach](const std::string& uri) {
                                                 return std::make_unique<LibvirtDriver>(uri, detach);
                                               });
-    compute = std::make_unique<ComputeService>(*store, *service, *hypervisor, test_fault);
+    compute = std::make_unique<ComputeService>(*store, *service, *hypervisor, test_fault,
+                                               ComputeOptions{.shutdown_timeout = config.server_shutdown_timeout});
     service->recover(ComputeService::flow_kinds());
     // After the volume flows: an attach being undone deletes its attachment, which needs its
     // volume settled. Without libvirt the compute flows wait in the journal for a start with it.
@@ -283,8 +286,14 @@ int run_controller(const ControllerOptions& options) {
                                                    config.gateway.repair_interval);
     gateway_watch->start();
   }
+  // After recovery and with the gateway watched: releasing a volume deletes its attachment.
+  if (!config.libvirt_uri.empty()) {
+    domain_events = std::make_unique<DomainEventWorker>(*compute, *hypervisor);
+    domain_events->start();
+  }
 
   server->run();
+  if (domain_events) domain_events->stop();
   if (gateway_watch) gateway_watch->stop();
   service->stop();
   if (gateway_process) {
@@ -296,6 +305,9 @@ int run_controller(const ControllerOptions& options) {
   }
   signals.reset();
   server.reset();
+  api.reset();
+  domain_events.reset();
+  compute.reset();  // waits for the stops still running, which use the hypervisor
   hypervisor.reset();
   spdlog::info("stopped");
   return 0;

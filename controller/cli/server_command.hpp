@@ -1,6 +1,7 @@
 #pragma once
-// `volgate server list|show|attach|detach|volumes|actions`: the hypervisor's domains as the
-// controller's servers API (Nova's shapes) shows them, and volumes attached to them.
+// `volgate server list|show|start|stop|attach|detach|volumes|actions`: the hypervisor's domains
+// as the controller's servers API (Nova's shapes) shows them, Nova's os-start/os-stop (waiting
+// for the new state), and volumes attached to them.
 #include <string>
 
 #include "controller/cli/volume_command.hpp"

@@ -433,6 +433,14 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   auto* actions = sub(c.server, "actions", "The server's action log: attach and detach requests and how they ended");
   server_arg(actions);
   actions->add_option("REQUEST_ID", o.request_id, "Show this action with its events");
+  for (auto [verb, what] : {std::pair{"start", "Boot a shut-off server (its volumes' exports are checked first)"},
+                            std::pair{"stop", "Shut a server down (powered off after the controller's shutdown timeout)"}}) {
+    auto* power = sub(c.server, verb, what);
+    server_arg(power);
+    power->add_option("--timeout", o.wait_timeout, "Seconds to wait for the new state")
+        ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
+  }
   return c;
 }
 

@@ -45,6 +45,7 @@ struct ClientCommandOptions {
   std::optional<int64_t> quota_volumes;
   std::optional<int64_t> quota_snapshots;
   std::optional<int64_t> quota_gigabytes;
+  double wait_timeout = 120;  // server start|stop: seconds to wait for the new state
 };
 
 struct ClientCommands {

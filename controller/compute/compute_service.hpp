@@ -5,6 +5,7 @@
 // the hypervisor. Attaches and detaches on one server run one at a time (a lock per server);
 // different servers in parallel. Each is a flow (journaled, reverted on failure, recovered after
 // a crash), run whole on the caller's thread.
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "controller/compute/compute_services.hpp"
+#include "controller/compute/power_jobs.hpp"
 
 namespace volgate::controller {
 
@@ -27,9 +29,21 @@ struct AttachVolumeRequest {
   std::string request_id;  // the action log's entry; empty: a new one
 };
 
+struct ComputeOptions {
+  // How long os-stop waits for the guest to shut down before powering it off (Nova's
+  // shutdown_timeout).
+  std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(60)};
+};
+
+// Nova's vm_state of a server in `state`: active, paused, stopped, error.
+std::string_view vm_state(ServerState state);
+
 class ComputeService {
  public:
-  ComputeService(Store& store, VolumeService& volumes, Hypervisor& hypervisor, BeforeTask before_task = {});
+  ComputeService(Store& store, VolumeService& volumes, Hypervisor& hypervisor, BeforeTask before_task = {},
+                 ComputeOptions options = {});
+  // Waits for the stops still running.
+  ~ComputeService();
 
   // The flow kinds recover() handles (the volume service leaves them to it).
   static const std::vector<std::string>& flow_kinds();
@@ -53,6 +67,23 @@ class ComputeService {
   std::vector<InstanceAction> actions(const std::string& server);
   InstanceAction action(const std::string& server, const std::string& request_id);
 
+  // Nova's os-start: boots a shut-off server (409 in any other state). Its volumes' exports are
+  // checked first, and served again through the export check when one is missing, so that the
+  // guest does not boot with a disk QEMU cannot open (409 when one still is not served).
+  void start_server(const std::string& server);
+  // Nova's os-stop: a running or paused server (409 otherwise) is shut down in the background,
+  // gracefully for up to the shutdown timeout, then powered off; this returns once it is asked.
+  void stop_server(const std::string& server);
+
+  // Releases (ReleaseVolumeFlow) every volume mapped to server `uuid` whose disk is no longer
+  // there: the domain is gone, or the disk is in neither its live nor its persistent XML.
+  // Under the server's lock, so never in the middle of an attach or detach. Returns how many.
+  // Throws when libvirt cannot tell.
+  size_t reconcile_server(const std::string& uuid);
+  // reconcile_server for every server that has mappings (at start and at each new connection
+  // to libvirt: the events in between were missed). Logs what fails.
+  size_t reconcile_servers();
+
  private:
   template <class F>
   void run(const std::string& server_id, typename F::Context context);
@@ -63,8 +94,11 @@ class ComputeService {
   bool in_guest(const std::string& server_id, const std::string& volume_id);
   std::string server_uuid(const std::string& server);
   std::mutex& server_lock(const std::string& server_id);
+  void check_exports(const std::string& server_id);
 
   ComputeServices services_;
+  ComputeOptions options_;
+  PowerJobs power_jobs_;  // waited for by the destructor, before anything they use goes
   std::mutex locks_mutex_;
   std::map<std::string, std::unique_ptr<std::mutex>> server_locks_;
 };

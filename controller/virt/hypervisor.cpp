@@ -20,11 +20,23 @@ std::shared_ptr<VirtDriver> Hypervisor::connected() {
     try {
       driver_ = connect_(uri_);
       spdlog::info("connected to libvirt at {}", uri_);
+      driver_->watch_events([this](const DomainEvent& e) { dispatch(e); });
+      dispatch({.kind = DomainEvent::Kind::connected});
     } catch (const std::exception& e) {
       throw ApiError(ApiError::Kind::service_unavailable, std::string("Cannot reach the hypervisor: ") + e.what());
     }
   }
   return driver_;
+}
+
+void Hypervisor::watch(DomainEventHandler handler) {
+  std::lock_guard lock(handler_mutex_);
+  handler_ = std::move(handler);
+}
+
+void Hypervisor::dispatch(const DomainEvent& event) {
+  std::lock_guard lock(handler_mutex_);
+  if (handler_) handler_(event);
 }
 
 void Hypervisor::drop_if_broken(const std::shared_ptr<VirtDriver>& driver) {

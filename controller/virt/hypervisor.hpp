@@ -35,13 +35,22 @@ class Hypervisor {
 
   const std::string& uri() const { return uri_; }
 
+  // Domain events of every connection go to `handler` (on libvirt's event thread), preceded by
+  // a DomainEvent::Kind::connected at each new connection, as events may have been missed while
+  // there was none. An empty handler stops them; the handler is not called after this returns.
+  void watch(DomainEventHandler handler);
+
  private:
   std::shared_ptr<VirtDriver> connected();
   void drop_if_broken(const std::shared_ptr<VirtDriver>& driver);
+  void dispatch(const DomainEvent& event);
 
   const std::string uri_;
   Connect connect_;
   std::mutex mutex_;
+  std::mutex handler_mutex_;  // held while the handler runs, so that watch({}) waits for it
+  DomainEventHandler handler_;
+  // Last: destroyed first, so its events stop before what dispatches them goes.
   std::shared_ptr<VirtDriver> driver_;
 };
 

@@ -95,6 +95,27 @@ void device_removed_callback(virConnectPtr, virDomainPtr dom, const char* alias,
   static_cast<LibvirtDriver*>(opaque)->on_device_removed(uuid_of(dom), alias ? alias : "");
 }
 
+void lifecycle_callback(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
+  // Undefined: a persistent domain is gone. Stopped: a transient one is gone with it (and a
+  // persistent one is merely shut off, which the reconcile tells apart).
+  if (event != VIR_DOMAIN_EVENT_UNDEFINED && event != VIR_DOMAIN_EVENT_STOPPED) return;
+  static_cast<LibvirtDriver*>(opaque)->on_event({.kind = DomainEvent::Kind::changed, .uuid = uuid_of(dom)});
+}
+
+void io_error_callback(virConnectPtr, virDomainPtr dom, const char*, const char* alias, int, const char* reason,
+                       void* opaque) {
+  static_cast<LibvirtDriver*>(opaque)->on_event(
+      {.kind = DomainEvent::Kind::io_error, .uuid = uuid_of(dom), .alias = alias ? alias : "",
+       .reason = reason ? reason : ""});
+}
+
+// The domain's state, or nullopt when it no longer exists (a transient domain that stopped).
+std::optional<int> state_of(virDomainPtr d) {
+  int state = VIR_DOMAIN_NOSTATE, reason = 0;
+  if (virDomainGetState(d, &state, &reason, 0) != 0) return std::nullopt;
+  return state;
+}
+
 }  // namespace
 
 std::string_view to_string(ServerState state) {
@@ -177,27 +198,57 @@ LibvirtDriver::LibvirtDriver(const std::string& uri, DetachOptions detach) : uri
   removed_callback_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                                                        VIR_DOMAIN_EVENT_CALLBACK(device_removed_callback), this,
                                                        nullptr);
-  if (removed_callback_ < 0) {
+  if (removed_callback_ >= 0)
+    lifecycle_callback_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                           VIR_DOMAIN_EVENT_CALLBACK(lifecycle_callback), this,
+                                                           nullptr);
+  if (lifecycle_callback_ >= 0)
+    io_error_callback_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON,
+                                                          VIR_DOMAIN_EVENT_CALLBACK(io_error_callback), this,
+                                                          nullptr);
+  if (io_error_callback_ < 0) {
     const std::string why = virGetLastErrorMessage();
+    for (int id : {removed_callback_, lifecycle_callback_})
+      if (id >= 0) virConnectDomainEventDeregisterAny(conn_, id);
     virConnectClose(conn_);
-    throw VirtError("libvirt " + uri_ + ": DEVICE_REMOVED events: " + why);
+    throw VirtError("libvirt " + uri_ + ": domain events: " + why);
   }
 }
 
 LibvirtDriver::~LibvirtDriver() {
   // After this no event reaches this object: libvirt runs no callback of a deregistered id.
-  if (removed_callback_ >= 0) virConnectDomainEventDeregisterAny(conn_, removed_callback_);
+  for (int id : {removed_callback_, lifecycle_callback_, io_error_callback_})
+    if (id >= 0) virConnectDomainEventDeregisterAny(conn_, id);
   virConnectClose(conn_);
 }
 
-void LibvirtDriver::on_device_removed(const std::string& uuid, const std::string& alias) {
+void LibvirtDriver::watch_events(DomainEventHandler handler) {
+  std::lock_guard lock(mutex_);
+  handler_ = std::move(handler);
+}
+
+void LibvirtDriver::on_event(const DomainEvent& event) {
+  DomainEventHandler handler;
   {
     std::lock_guard lock(mutex_);
-    // Only what a detach waits for is kept: removals done outside the controller are not.
-    if (!waiting_.count({uuid, alias})) return;
-    removed_.emplace(uuid, alias);
+    handler = handler_;
   }
-  removed_changed_.notify_all();
+  if (handler) handler(event);
+}
+
+void LibvirtDriver::on_device_removed(const std::string& uuid, const std::string& alias) {
+  bool awaited = false;
+  {
+    std::lock_guard lock(mutex_);
+    awaited = waiting_.count({uuid, alias}) != 0;
+    if (awaited) removed_.emplace(uuid, alias);
+  }
+  if (awaited) {
+    removed_changed_.notify_all();
+    return;
+  }
+  // A removal no detach of ours waits for was done outside the controller.
+  on_event({.kind = DomainEvent::Kind::device_removed, .uuid = uuid, .alias = alias});
 }
 
 void LibvirtDriver::expect_removal(const std::string& uuid, const std::string& alias) {
@@ -300,6 +351,37 @@ void LibvirtDriver::detach_disk(const std::string& uuid, const std::string& seri
         fail("removing volume " + serial + " from the definition of domain " + uuid);
     }
   }
+}
+
+
+void LibvirtDriver::start_server(const std::string& uuid) {
+  Domain d(virDomainLookupByUUIDString(conn_, uuid.c_str()));
+  if (!d) fail("domain " + uuid);
+  if (virDomainCreate(d.get()) != 0) fail("starting domain " + uuid);
+}
+
+bool LibvirtDriver::stop_server(const std::string& uuid, std::chrono::milliseconds graceful) {
+  Domain d(virDomainLookupByUUIDString(conn_, uuid.c_str()));
+  if (!d) fail("domain " + uuid);
+  auto stopped = [&] {
+    auto state = state_of(d.get());
+    return !state || *state == VIR_DOMAIN_SHUTOFF;
+  };
+  if (stopped()) return true;
+  if (virDomainShutdown(d.get()) == 0) {
+    const auto deadline = std::chrono::steady_clock::now() + graceful;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (stopped()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    spdlog::warn("domain {}: did not shut down within {} ms; powering it off", uuid, graceful.count());
+  } else {
+    // A guest without ACPI cannot be asked: it can only be powered off.
+    spdlog::warn("domain {}: cannot ask the guest to shut down ({}); powering it off", uuid,
+                 virGetLastErrorMessage());
+  }
+  if (virDomainDestroy(d.get()) != 0 && !stopped()) fail("powering off domain " + uuid);
+  return false;
 }
 
 }  // namespace volgate::controller

@@ -2,7 +2,9 @@
 // VirtDriver over libvirt's C API: one connection (with keep-alive), and libvirt's default event
 // loop on a thread of the process, whose DEVICE_REMOVED events tell a detach when the guest has
 // let a disk go. libvirt 9.0 reports a live detach as done as soon as it has asked the guest, so
-// only the event (or the disk gone from the live XML) proves it.
+// only the event (or the disk gone from the live XML) proves it. The other events the controller
+// reconciles (a domain undefined or stopped, a disk removed that no detach waited for, QEMU's I/O
+// errors) go to the handler given to watch_events, on the event loop's thread.
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -35,9 +37,13 @@ class LibvirtDriver final : public VirtDriver {
   std::vector<GuestDisk> disks(const std::string& uuid, bool persistent) override;
   void attach_disk(const std::string& uuid, const DiskRequest& disk) override;
   void detach_disk(const std::string& uuid, const std::string& serial) override;
+  void start_server(const std::string& uuid) override;
+  bool stop_server(const std::string& uuid, std::chrono::milliseconds graceful) override;
+  void watch_events(DomainEventHandler handler) override;
 
-  // Called by the event loop (a C callback forwards here).
+  // Called by the event loop (the C callbacks forward here).
   void on_device_removed(const std::string& uuid, const std::string& alias);
+  void on_event(const DomainEvent& event);
 
  private:
   // Before asking for a detach: DEVICE_REMOVED for (uuid, alias) is to be kept for wait_removed.
@@ -50,6 +56,8 @@ class LibvirtDriver final : public VirtDriver {
   const DetachOptions detach_;
   _virConnect* conn_ = nullptr;
   int removed_callback_ = -1;
+  int lifecycle_callback_ = -1;
+  int io_error_callback_ = -1;
 
   std::mutex mutex_;
   std::condition_variable removed_changed_;
@@ -57,6 +65,7 @@ class LibvirtDriver final : public VirtDriver {
   // both hold only what a running detach_disk waits for.
   std::set<std::pair<std::string, std::string>> waiting_;
   std::set<std::pair<std::string, std::string>> removed_;
+  DomainEventHandler handler_;
 };
 
 // The <disk> XML for a volume's export: raw, cache none, discard unmap, the volume id as the

@@ -4,6 +4,8 @@
 // a volume's NBD export as a disk. LibvirtDriver does it through libvirt's C API; unit tests
 // put a fake in its place to inject failures.
 #include <cstdint>
+#include <chrono>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -51,6 +53,22 @@ struct DiskRequest {
   bool read_only = false;
 };
 
+// What libvirt reports about domains that the controller reconciles (see DomainEventWorker).
+struct DomainEvent {
+  enum class Kind {
+    connected,       // a (new) connection: events before it were missed; look at every server
+    changed,         // the domain was undefined or stopped: it may be gone
+    device_removed,  // a device left the domain (alias says which)
+    io_error,        // QEMU stopped or reported an I/O error on a disk (alias, reason)
+  };
+  Kind kind = Kind::changed;
+  std::string uuid;
+  std::string alias;   // device_removed, io_error
+  std::string reason;  // io_error: QEMU's reason (e.g. "enospc", or "" for EIO)
+};
+// Called on libvirt's event thread: it must only hand the event on, never block or call libvirt.
+using DomainEventHandler = std::function<void(const DomainEvent&)>;
+
 // libvirt refused or failed; the message is libvirt's.
 class VirtError : public std::runtime_error {
  public:
@@ -72,6 +90,18 @@ class VirtDriver {
   // retrying as a guest may ignore the first request) and from the definition. A disk that is
   // not there is success. Throws VirtError when the guest keeps the disk after every retry.
   virtual void detach_disk(const std::string& uuid, const std::string& serial) = 0;
+
+  // Boots a shut-off domain (virDomainCreate). Throws VirtError with libvirt's reason (QEMU's
+  // "Failed to connect" for a disk whose export is not served).
+  virtual void start_server(const std::string& uuid) = 0;
+  // Asks the guest to shut down (ACPI) and waits up to `graceful` for it; a guest still running
+  // then is powered off (destroyed), as Nova's power_off with a timeout does. True when the guest
+  // shut down by itself.
+  virtual bool stop_server(const std::string& uuid, std::chrono::milliseconds graceful) = 0;
+
+  // Events about domains go to `handler` from now on (replacing any earlier one; an empty one
+  // stops them). A driver without events ignores this.
+  virtual void watch_events(DomainEventHandler handler) { (void)handler; }
 };
 
 }  // namespace volgate::controller

@@ -5,11 +5,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include "controller/api/api_error.hpp"
 #include "controller/compute/compute_service.hpp"
+#include "controller/compute/domain_event_worker.hpp"
 #include "controller/pools/file_pool.hpp"
 #include "controller/store/sqlite_store.hpp"
 
@@ -29,6 +34,7 @@ struct Die {};
 class FakeGateway final : public GatewayExports {
  public:
   void publish(const std::string& name, const gateway::ExportSpec&, bool, const gateway::control::LuksKey*) override {
+    if (refuse_publish) throw std::runtime_error("the gateway refuses");
     exports.insert(name);
   }
   bool withdraw(const std::string& name) override { return exports.erase(name) > 0; }
@@ -40,6 +46,7 @@ class FakeGateway final : public GatewayExports {
   int64_t instance() override { return 1; }
   const std::string& nbd_socket() const override { return socket_; }
   std::set<std::string> exports;
+  bool refuse_publish = false;
 
  private:
   std::string socket_ = "/run/test/nbd.sock";
@@ -48,9 +55,12 @@ class FakeGateway final : public GatewayExports {
 // One running server "vm" with a root disk vda; disks attached by serial.
 class FakeVirt final : public VirtDriver {
  public:
-  std::vector<Server> list_servers() override { return {{kUuid, "vm", state, true}}; }
+  std::vector<Server> list_servers() override {
+    if (!defined) return {};
+    return {{kUuid, "vm", state, true}};
+  }
   std::optional<Server> find_server(const std::string& id) override {
-    if (id == kUuid || id == "vm") return list_servers().front();
+    if (defined && (id == kUuid || id == "vm")) return list_servers().front();
     return std::nullopt;
   }
   std::vector<GuestDisk> disks(const std::string&, bool persistent) override {
@@ -72,8 +82,28 @@ class FakeVirt final : public VirtDriver {
     attached.erase(serial);
     definition_only.erase(serial);
   }
+  void start_server(const std::string&) override {
+    state = ServerState::running;
+    ++starts;
+  }
+  bool stop_server(const std::string&, std::chrono::milliseconds graceful) override {
+    state = ServerState::shut_off;
+    stop_timeouts.push_back(graceful);
+    return false;
+  }
+  void watch_events(DomainEventHandler h) override { handler = std::move(h); }
+  // What libvirt does when the domain is undefined: it and its disks are gone.
+  void undefine() {
+    defined = false;
+    attached.clear();
+    if (handler) handler({.kind = DomainEvent::Kind::changed, .uuid = kUuid});
+  }
   static constexpr const char* kUuid = "6b0f0a0e-0000-4000-8000-00000000000a";
   ServerState state = ServerState::running;
+  bool defined = true;
+  int starts = 0;
+  std::vector<std::chrono::milliseconds> stop_timeouts;
+  DomainEventHandler handler;
   std::map<std::string, std::string> attached;         // serial -> target, live and in the definition
   std::map<std::string, std::string> definition_only;  // in the definition, no longer live
   std::string root_serial;  // the serial of the root disk vda (a volume the server boots from)
@@ -112,6 +142,9 @@ class ComputeTest : public ::testing::Test {
     std::vector<GuestDisk> disks(const std::string& u, bool p) override { return v.disks(u, p); }
     void attach_disk(const std::string& u, const DiskRequest& d) override { v.attach_disk(u, d); }
     void detach_disk(const std::string& u, const std::string& s) override { v.detach_disk(u, s); }
+    void start_server(const std::string& u) override { v.start_server(u); }
+    bool stop_server(const std::string& u, std::chrono::milliseconds t) override { return v.stop_server(u, t); }
+    void watch_events(DomainEventHandler h) override { v.watch_events(std::move(h)); }
     FakeVirt& v;
   };
 
@@ -125,7 +158,8 @@ class ComputeTest : public ::testing::Test {
     volumes = std::make_unique<VolumeService>(config, *store, std::move(pools), KeyWrap::from_file(dir / "master.key"),
                                               options);
     volumes->set_gateway(&gateway);
-    compute = std::make_unique<ComputeService>(*store, *volumes, *hypervisor, before);
+    compute = std::make_unique<ComputeService>(*store, *volumes, *hypervisor, before,
+                                               ComputeOptions{.shutdown_timeout = std::chrono::milliseconds(1500)});
   }
 
   std::string create_volume() {
@@ -308,6 +342,173 @@ TEST_F(ComputeTest, TheActionLogSaysWhatEachRequestDidAndWhy) {
   EXPECT_EQ(kept.events[0].result, kEventError);
   EXPECT_NE(kept.events[0].details.find("keeps"), std::string::npos) << kept.events[0].details;
   EXPECT_EQ(error_of([&] { compute->action("vm", "req-refused"); }), ApiError::Kind::not_found);
+}
+
+// ------------------------------------------------------------------------------ start and stop
+
+TEST_F(ComputeTest, StartAndStopOnlyFromTheStatesNovaAllows) {
+  auto message_of = [](auto&& f) {
+    try {
+      f();
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.kind, ApiError::Kind::conflict);
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "no ApiError";
+    return std::string();
+  };
+  EXPECT_EQ(message_of([&] { compute->start_server("vm"); }),
+            std::string("Cannot 'start' instance ") + FakeVirt::kUuid + " while it is in vm_state active");
+  compute->stop_server("vm");
+  open();  // waits for the stop running in the background
+  ASSERT_EQ(virt.stop_timeouts.size(), 1u);
+  EXPECT_EQ(virt.stop_timeouts[0], std::chrono::milliseconds(1500));  // the configured shutdown timeout
+  EXPECT_EQ(virt.state, ServerState::shut_off);
+  EXPECT_NE(message_of([&] { compute->stop_server("vm"); }).find("while it is in vm_state stopped"),
+            std::string::npos);
+  compute->start_server(FakeVirt::kUuid);
+  EXPECT_EQ(virt.starts, 1);
+  EXPECT_EQ(virt.state, ServerState::running);
+  EXPECT_EQ(error_of([&] { compute->start_server("nope"); }), ApiError::Kind::not_found);
+}
+
+TEST_F(ComputeTest, AVolumeAttachedWhileShutOffIsServedAgainBeforeTheStart) {
+  virt.state = ServerState::shut_off;
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  EXPECT_EQ(status(v), VolumeStatus::in_use);
+  EXPECT_EQ(gateway.exports.count("volume-" + v), 1u);  // kept while shut off, as Nova keeps its connection
+  gateway.exports.clear();  // the gateway restarted and nothing has put it back yet
+  compute->start_server("vm");
+  EXPECT_EQ(gateway.exports.count("volume-" + v), 1u);
+  EXPECT_EQ(virt.starts, 1);
+}
+
+TEST_F(ComputeTest, AStartIsRefusedWhileAVolumeCannotBeServed) {
+  virt.state = ServerState::shut_off;
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  gateway.exports.clear();
+  gateway.refuse_publish = true;
+  try {
+    compute->start_server("vm");
+    ADD_FAILURE() << "started with a volume the gateway does not serve";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.kind, ApiError::Kind::conflict);
+    EXPECT_NE(std::string(e.what()).find(v), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(virt.starts, 0);
+  EXPECT_EQ(virt.state, ServerState::shut_off);
+  EXPECT_EQ(status(v), VolumeStatus::in_use);  // nothing lost: the start can be tried again
+}
+
+// ------------------------------------------------------------------------------ reconcile
+
+TEST_F(ComputeTest, AnUndefinedServerReleasesAllItsVolumes) {
+  const std::string v = create_volume(), w = create_volume(), other = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = w});
+  EXPECT_EQ(compute->reconcile_server(FakeVirt::kUuid), 0u);  // everything in place: nothing to do
+  EXPECT_EQ(status(v), VolumeStatus::in_use);
+  virt.defined = false;
+  virt.attached.clear();
+  EXPECT_EQ(compute->reconcile_servers(), 2u);
+  expect_detached(v);
+  expect_detached(w);
+  EXPECT_EQ(status(other), VolumeStatus::available);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+TEST_F(ComputeTest, ADiskRemovedByHandReleasesOnlyThatVolume) {
+  const std::string v = create_volume(), w = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = w});
+  virt.attached.erase(v);  // virsh detach-disk --persistent: out of the live and persistent XML
+  EXPECT_EQ(compute->reconcile_server(FakeVirt::kUuid), 1u);
+  expect_detached(v);
+  EXPECT_EQ(status(w), VolumeStatus::in_use);
+  EXPECT_EQ(gateway.exports.count("volume-" + w), 1u);
+}
+
+TEST_F(ComputeTest, AFailedReleaseLeavesTheVolumeAttachedForTheNextTry) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  open([](const std::string& kind, const std::string& task) {
+    if (kind == "release_volume" && task == "delete_attachment") throw Injected();
+  });
+  virt.attached.erase(v);
+  EXPECT_EQ(compute->reconcile_server(FakeVirt::kUuid), 0u);
+  EXPECT_EQ(status(v), VolumeStatus::in_use);
+  ASSERT_TRUE(store->find_mapping(FakeVirt::kUuid, v));
+  EXPECT_EQ(store->find_mapping(FakeVirt::kUuid, v)->status, MappingStatus::attached);
+  open();
+  EXPECT_EQ(compute->reconcile_server(FakeVirt::kUuid), 1u);
+  expect_detached(v);
+}
+
+TEST_F(ComputeTest, AReleaseInterruptedByACrashIsFinishedAtRestart) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  virt.attached.erase(v);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Its own objects: the fixture's belong to the parent.
+    SqliteStore child_store(dir / "c.db");
+    std::vector<std::unique_ptr<Pool>> pools;
+    pools.push_back(std::make_unique<FilePool>(config.pools[0]));
+    VolumeService child_volumes(config, child_store, std::move(pools), KeyWrap::from_file(dir / "master.key"),
+                                {.run_inline = true});
+    child_volumes.set_gateway(&gateway);
+    auto die = [](const std::string& kind, const std::string& task) {
+      if (kind == "release_volume" && task == "destroy_mapping") ::_exit(0);
+    };
+    ComputeService child_compute(child_store, child_volumes, *hypervisor, die);
+    child_compute.reconcile_server(FakeVirt::kUuid);
+    ::_exit(1);
+  }
+  int wstatus = 0;
+  ::waitpid(child, &wstatus, 0);
+  ASSERT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  open();
+  volumes->recover(ComputeService::flow_kinds());
+  compute->recover();
+  // The child withdrew the export from its copy of the fake gateway; the export check, which
+  // the controller runs after a restart, does it here.
+  volumes->reconcile_exports();
+  expect_detached(v);
+  EXPECT_TRUE(store->journal_unfinished().empty());
+}
+
+TEST_F(ComputeTest, DomainEventsAreReconciledOffTheEventThread) {
+  const std::string v = create_volume();
+  compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
+  std::ostringstream log;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(
+      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  {
+    DomainEventWorker worker(*compute, *hypervisor,
+                             {.connect_interval = std::chrono::seconds(60),
+                              .io_error_interval = std::chrono::seconds(60)});
+    worker.start();
+    ASSERT_TRUE(worker.wait_idle(std::chrono::seconds(10)));
+    ASSERT_TRUE(virt.handler);  // the worker's connection watches the events
+    for (int i = 0; i < 100; ++i)
+      virt.handler({.kind = DomainEvent::Kind::io_error, .uuid = FakeVirt::kUuid, .alias = "ua-" + v});
+    virt.undefine();
+    ASSERT_TRUE(worker.wait_idle(std::chrono::seconds(10)));
+    expect_detached(v);
+    worker.stop();
+  }
+  spdlog::set_default_logger(previous);
+  const std::string text = log.str();
+  size_t io_lines = 0;
+  for (size_t at = text.find("I/O error on volume " + v); at != std::string::npos;
+       at = text.find("I/O error on volume " + v, at + 1))
+    ++io_lines;
+  EXPECT_EQ(io_lines, 1u) << text;  // 100 errors, one line within the interval
+  EXPECT_NE(text.find("volume " + v + " released, the server is gone"), std::string::npos) << text;
 }
 
 class AttachRevert : public ComputeTest, public ::testing::WithParamInterface<std::string> {};

@@ -498,6 +498,13 @@ class FakeVirt final : public VirtDriver {
   std::vector<GuestDisk> disks(const std::string&, bool) override { return {}; }
   void attach_disk(const std::string&, const DiskRequest&) override {}
   void detach_disk(const std::string&, const std::string&) override {}
+  void start_server(const std::string& uuid) override { power_calls.push_back("start " + uuid); }
+  bool stop_server(const std::string& uuid, std::chrono::milliseconds) override {
+    power_calls.push_back("stop " + uuid);
+    return true;
+  }
+  // The calls of every FakeVirt, in order (the Hypervisor owns the driver it made).
+  static inline std::vector<std::string> power_calls;
 };
 
 TEST_F(VolumeApiTest, ServersAreTheHypervisorsDomainsInNovasShapes) {
@@ -562,6 +569,30 @@ TEST_F(VolumeApiTest, ComputeMicroversionsAreNegotiatedAsNovaDoes) {
   ASSERT_EQ(r.second["servers"].size(), 1u);
   EXPECT_EQ(r.second["servers"][0]["id"], "33333333-3333-3333-3333-333333333333");
   EXPECT_EQ(call("GET", "/v2.1/servers?name=(").first, 400);
+}
+
+TEST_F(VolumeApiTest, ServerStartAndStopAreNovasActions) {
+  FakeVirt::power_calls.clear();
+  Hypervisor hypervisor("test:///fake", [](const std::string&) { return std::make_unique<FakeVirt>(); });
+  auto compute = std::make_unique<ComputeService>(*store, *service, hypervisor);
+  api = std::make_unique<VolumeApi>(*service, &hypervisor, compute.get());
+  const std::string web = "/v2.1/servers/11111111-1111-1111-1111-111111111111/action";
+  const std::string db = "/v2.1/p/servers/22222222-2222-2222-2222-222222222222/action";
+  EXPECT_EQ(fault(call("POST", web, R"({"os-start": null})"), "conflictingRequest"),
+            "Cannot 'start' instance 11111111-1111-1111-1111-111111111111 while it is in vm_state active");
+  EXPECT_NE(fault(call("POST", db, R"({"os-stop": null})"), "conflictingRequest").find("vm_state stopped"),
+            std::string::npos);
+  EXPECT_EQ(call("POST", db, R"({"os-start": null})").first, 202);
+  EXPECT_EQ(call("POST", "/v2.1/servers/web/action", R"({"os-stop": null})").first, 202);
+  for (const char* body : {R"({"reboot": {"type": "HARD"}})", R"({"os-start": {"x": 1}})", "{}",
+                           R"({"os-start": null, "os-stop": null})", "[]"})
+    EXPECT_FALSE(fault(call("POST", web, body), "badRequest").empty()) << body;
+  EXPECT_FALSE(fault(call("POST", "/v2.1/servers/nope/action", R"({"os-start": null})"), "itemNotFound").empty());
+  compute.reset();  // waits for the stop, which runs in the background
+  EXPECT_EQ(FakeVirt::power_calls,
+            (std::vector<std::string>{"start 22222222-2222-2222-2222-222222222222",
+                                      "stop 11111111-1111-1111-1111-111111111111"}));
+  api.reset();
 }
 
 TEST_F(VolumeApiTest, ServersWithoutAReachableHypervisorAre503) {

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""Runs one shell command in the test guest and prints its output; exits with its status.
+"""Runs one shell command in the tiny guest and prints its output; exits with its status.
 
     guest_shell.py SOCKET TIMEOUT_S COMMAND
 
 SOCKET is the guest's second serial port (ttyS1), which QEMU serves as a unix socket on the
-host (see guest_lib.sh). The guest's /init reads one line per command from that port:
+host (see scripts/guest-lib.sh). The guest's /init reads one line per command from that port:
 
     <id> <command, base64>\\n
 
