@@ -37,8 +37,11 @@ class UnixHTTP(http.client.HTTPConnection):
 
 
 class Api:
-    def __init__(self, state):
+    """The controller's REST API on its unix socket; paths are relative to `prefix`."""
+
+    def __init__(self, state, prefix="/v3/bench"):
         self.sock = os.path.join(state, "controller.sock")
+        self.prefix = prefix
         with open(os.path.join(state, "token")) as f:
             self.token = f.read().strip()
 
@@ -49,7 +52,7 @@ class Api:
         if body is not None:
             data = json.dumps(body)
             headers["Content-Type"] = "application/json"
-        c.request(method, "/v3/bench" + path, data, headers)
+        c.request(method, self.prefix + path, data, headers)
         r = c.getresponse()
         text = r.read()
         c.close()

@@ -93,7 +93,22 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     else respond(error_response(400, "badRequest", "Malformed HTTP request: " + ec.message()), false);
   }
 
+  // The answer may take long (an attach waits for its server's lock, then for libvirt): it is
+  // worked out on a thread of its own (ApiServer::run_handler), so a request never waits for
+  // another one to let go of an I/O thread, and no deadline runs meanwhile.
   void on_request() {
+    deadline_.cancel();
+    server_.run_handler([self = this->shared_from_this()] { self->handle_request(); },
+                        [self = this->shared_from_this()] {
+                          self->respond(error_response(503, "serviceUnavailable",
+                                                       "The controller cannot take more requests now."),
+                                        false);
+                        });
+  }
+
+  // Off the strand: the strand starts nothing on this session until the answer is posted back,
+  // so the parser's buffer (and the token in it) stays as it is.
+  void handle_request() {
     const auto& request = parser_->get();
     auto view = [](beast::string_view v) { return std::string_view(v.data(), v.size()); };
     RequestHeaders headers{.api_version = std::string(view(request["OpenStack-API-Version"])),
@@ -103,7 +118,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     // The token is compared where it lies in the parser's buffer: no copy of it to wipe.
     ApiResponse r = server_.handle(view(request.method_string()), view(request.target()),
                                    view(request["X-Auth-Token"]), request.body(), headers);
-    respond(r, request.keep_alive());
+    asio::post(socket_.get_executor(), [self = this->shared_from_this(), r = std::move(r),
+                                        keep_alive = request.keep_alive()] { self->respond(r, keep_alive); });
   }
 
   void respond(const ApiResponse& r, bool keep_alive) {
@@ -204,6 +220,7 @@ void ApiServer::pause_accepting(Acceptor& acceptor, const error_code& ec) {
 }
 
 ApiServer::~ApiServer() {
+  wait_for_handlers();  // they use this object
   listeners_.reset();
   for (const auto& path : unix_paths_) ::unlink(path.c_str());
 }
@@ -273,11 +290,48 @@ ApiResponse ApiServer::handle(std::string_view method, std::string_view target, 
   return r;
 }
 
+void ApiServer::run_handler(std::function<void()> handler, std::function<void()> refused) {
+  {
+    std::lock_guard lock(handlers_mutex_);
+    ++handlers_running_;
+  }
+  // A thread per request, not a pool: a pool's threads would all end up waiting on one busy
+  // server's lock with requests for other servers queued behind them. max_connections bounds
+  // how many there are.
+  try {
+    std::thread([this, handler = std::move(handler)]() mutable {
+      try {
+        handler();
+      } catch (const std::exception& e) {
+        spdlog::error("API: a request's handler failed: {}", e.what());
+      }
+      handler = nullptr;  // what it holds (the session) goes while this server surely exists
+      std::lock_guard lock(handlers_mutex_);
+      if (--handlers_running_ == 0) handlers_done_.notify_all();
+    }).detach();
+  } catch (const std::system_error& e) {
+    {
+      std::lock_guard lock(handlers_mutex_);
+      if (--handlers_running_ == 0) handlers_done_.notify_all();
+    }
+    accept_log().note("no thread for a request", e.what());
+    refused();
+  }
+}
+
+void ApiServer::wait_for_handlers() {
+  std::unique_lock lock(handlers_mutex_);
+  handlers_done_.wait(lock, [this] { return handlers_running_ == 0; });
+}
+
 void ApiServer::run() {
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < threads_; ++i) threads.emplace_back([this] { io_.run(); });
   io_.run();
   for (auto& t : threads) t.join();
+  // Requests being handled finish (their answers go nowhere: the I/O has stopped), as they did
+  // when they ran on the I/O threads: a flow is not cut in the middle.
+  wait_for_handlers();
 }
 
 void ApiServer::stop() {

@@ -1,7 +1,8 @@
 #pragma once
 // The HTTP transport of the REST API (Boost.Beast): a unix socket (mode 0600, so only its owner
-// can connect) and/or TCP listeners, a few threads, HTTP/1.1 keep-alive, and the X-Auth-Token
-// check in front of VolumeApi (all but the versions document need it, as in Cinder).
+// can connect) and/or TCP listeners, a few I/O threads (each request is then handled on a thread
+// of its own), HTTP/1.1 keep-alive, and the X-Auth-Token check in front of VolumeApi (all but
+// the versions document need it, as in Cinder).
 //
 // No client can hold the server: a connection waits at most `idle` for a request to begin,
 // `header` for its header and `body` for its body, and `write` for the answer to be taken;
@@ -10,7 +11,10 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -43,6 +47,9 @@ class ApiServer {
   ApiResponse handle(std::string_view method, std::string_view target, std::string_view token,
                      const std::string& body, const RequestHeaders& headers = {});
   const ApiServerLimits& limits() const { return limits_; }
+  // Runs a request's `handler` on a thread of its own; `refused` instead (on the caller's
+  // thread) when no thread can be made.
+  void run_handler(std::function<void()> handler, std::function<void()> refused);
   // Counts an accepted connection; false (and nothing counted) when the server is full.
   bool admit_connection();
   void connection_closed();
@@ -62,6 +69,11 @@ class ApiServer {
   struct Listeners;
   std::unique_ptr<Listeners> listeners_;
   std::atomic<size_t> connections_{0};
+  // Handlers still running (run_handler's threads): waited for before the server goes.
+  void wait_for_handlers();
+  std::mutex handlers_mutex_;
+  std::condition_variable handlers_done_;
+  size_t handlers_running_ = 0;
   // Accept failures since the last log line about them (logged at most once per back-off).
   std::atomic<uint64_t> refused_full_{0};
 };
