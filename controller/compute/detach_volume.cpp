@@ -2,6 +2,7 @@
 
 #include "controller/api/api_error.hpp"
 #include "controller/compute/action_log.hpp"
+#include "controller/compute/detach_tasks.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -42,37 +43,14 @@ std::vector<Task<DetachVolumeContext>> DetachVolumeFlow::tasks(ComputeServices& 
     record_action_start(s.store, {c.request_id, c.server_id, c.project, "detach_volume", kDetachEvent});
   }, [&s](Context& c) { record_event_end(s.store, c.request_id, kDetachEvent, c.outcome.error); }});
 
-  tasks.push_back({"begin_detaching", [&s](Context& c) {
-    s.store.update_mapping(c.mapping_id, [](BlockDeviceMapping& m) { m.status = MappingStatus::detaching; });
-    // On a multiattach volume another server keeps it in-use: only the mapping says detaching.
-    if (s.volumes.get_volume(c.project, c.volume_id).status == VolumeStatus::in_use &&
-        s.volumes.attachments_of(c.volume_id).size() == 1) {
-      s.volumes.begin_detaching(c.project, c.volume_id);
-      c.began = true;
-    }
-  }, [&s](Context& c) {
-    if (c.began) s.volumes.roll_detaching(c.project, c.volume_id);
-    try {
-      s.store.update_mapping(c.mapping_id, [](BlockDeviceMapping& m) { m.status = MappingStatus::attached; });
-    } catch (const ApiError&) {
-      // The mapping is gone: the detach got further than this revert knows.
-    }
-  }});
+  tasks.push_back(begin_detaching_task<Context>(s));
 
   tasks.push_back({"detach_disk", [&s](Context& c) {
     s.hypervisor.with_driver([&](VirtDriver& d) { d.detach_disk(c.server_id, c.volume_id); });
   }, {}});  // nothing to put back: a disk that did not go is still there
 
-  tasks.push_back({"delete_attachment", [&s](Context& c) {
-    if (c.attachment_id.empty()) return;
-    try {
-      s.volumes.delete_attachment(c.project, c.attachment_id);
-    } catch (const ApiError& e) {
-      if (e.kind != ApiError::Kind::not_found) throw;
-    }
-  }, {}});
-
-  tasks.push_back({"destroy_mapping", [&s](Context& c) { s.store.delete_mapping(c.mapping_id); }, {}});
+  tasks.push_back(delete_attachment_task<Context>(s));
+  tasks.push_back(destroy_mapping_task<Context>(s));
 
   tasks.push_back({"finish_action", [&s](Context& c) { record_event_end(s.store, c.request_id, kDetachEvent, ""); },
                    {}});
