@@ -242,7 +242,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   only_keys(root, where,
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
-             "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout"});
+             "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout",
+             "cross_az_attach"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -264,6 +265,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   get(root, "default_volume_type", config.default_volume_type, where);
   get(root, "workers", config.workers, where);
   get(root, "libvirt_uri", config.libvirt_uri, where);
+  get(root, "cross_az_attach", config.cross_az_attach, where);
   if (config.libvirt_uri == "none") config.libvirt_uri.clear();
   if (root.contains("libvirt")) {
     // Nova's [libvirt] device_detach_attempts and device_detach_timeout, under the same names.

@@ -65,6 +65,9 @@ struct ControllerConfig {
   // How long `os-stop` waits for a guest to shut down before powering it off (Nova's
   // shutdown_timeout).
   std::chrono::milliseconds server_shutdown_timeout{std::chrono::seconds(60)};
+  // Whether a volume may be attached to a server in another availability zone (Nova's
+  // [cinder] cross_az_attach); the servers here are in default_availability_zone.
+  bool cross_az_attach = false;
   unsigned workers = 4;  // flows running in the background at once (copies, deletes)
   SchedulerOptions scheduler;
   std::map<std::string, VolumeType> volume_types;

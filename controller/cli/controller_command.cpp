@@ -232,7 +232,8 @@ int run_controller(const ControllerOptions& options) {
                                                 return std::make_unique<LibvirtDriver>(uri, detach);
                                               });
     compute = std::make_unique<ComputeService>(*store, *service, *hypervisor, test_fault,
-                                               ComputeOptions{.shutdown_timeout = config.server_shutdown_timeout});
+                                               ComputeOptions{.shutdown_timeout = config.server_shutdown_timeout,
+                                                              .cross_az_attach = config.cross_az_attach});
     service->recover(ComputeService::flow_kinds());
     // After the volume flows: an attach being undone deletes its attachment, which needs its
     // volume settled. Without libvirt the compute flows wait in the journal for a start with it.

@@ -32,6 +32,10 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
     Volume v = s.volumes.get_volume(c.project, c.volume_id);  // 404 for another project's
     if (s.store.find_mapping(c.server_id, c.volume_id))
       conflict("Volume " + c.volume_id + " is already attached to instance " + c.server_id + ".");
+    const std::string& zone = s.volumes.default_availability_zone();  // this host's servers'
+    if (!s.cross_az_attach && v.availability_zone != zone)
+      bad_request("Server and volumes are not in the same availability zone. Server is in: " + zone +
+                  ". Volumes are in: " + v.availability_zone + ".");
     if (v.status != VolumeStatus::available && !(v.status == VolumeStatus::in_use && s.volumes.multiattach(v)))
       conflict("Volume " + v.id + " is " + std::string(to_string(v.status)) + "; it must be available to be attached.");
     if (!c.bus.empty() && c.bus != "scsi" && c.bus != "virtio")

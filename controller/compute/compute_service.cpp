@@ -35,7 +35,8 @@ std::string_view vm_state(ServerState state) {
 
 ComputeService::ComputeService(Store& store, VolumeService& volumes, Hypervisor& hypervisor, BeforeTask before_task,
                                ComputeOptions options)
-    : services_{store, volumes, hypervisor, host_name(), std::move(before_task)}, options_(options) {}
+    : services_{store, volumes, hypervisor, host_name(), std::move(before_task), options.cross_az_attach},
+      options_(options) {}
 
 ComputeService::~ComputeService() { power_jobs_.wait_all(); }
 

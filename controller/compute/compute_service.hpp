@@ -33,6 +33,7 @@ struct ComputeOptions {
   // How long os-stop waits for the guest to shut down before powering it off (Nova's
   // shutdown_timeout).
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(60)};
+  bool cross_az_attach = false;  // see ComputeServices
 };
 
 // Nova's vm_state of a server in `state`: active, paused, stopped, error.

@@ -17,6 +17,9 @@ struct ComputeServices {
   Hypervisor& hypervisor;
   std::string host;  // this host's name: the connector's "host"
   BeforeTask before_task;
+  // Nova's [cinder] cross_az_attach: a volume in another availability zone than the servers'
+  // (this host's, the controller's default zone) may be attached.
+  bool cross_az_attach = false;
 };
 
 }  // namespace volgate::controller

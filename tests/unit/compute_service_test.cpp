@@ -313,6 +313,14 @@ TEST_F(ComputeTest, TheBusAskedForChoosesTheDeviceName) {
   expect_detached(w);
 }
 
+TEST_F(ComputeTest, AVolumeInAnotherZoneIsRefusedAsNovaDoesByDefault) {
+  const std::string v = create_volume();
+  store->update_volume(v, [](Volume& x) { x.availability_zone = "elsewhere"; });
+  EXPECT_EQ(error_of([&] { compute->attach_volume({.project = "p", .server = "vm", .volume_id = v}); }),
+            ApiError::Kind::bad_request);
+  expect_detached(v);
+}
+
 TEST_F(ComputeTest, TheActionLogSaysWhatEachRequestDidAndWhy) {
   const std::string v = create_volume();
   compute->attach_volume({.project = "p", .server = "vm", .volume_id = v, .request_id = "req-attach"});
