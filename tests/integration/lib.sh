@@ -18,6 +18,9 @@ REPO_ROOT=$(cd "$INTEGRATION_DIR/../.." && pwd)
 VOLGATE=${VOLGATE:-$REPO_ROOT/build/volgate}
 # The python on PATH may be a pyenv build without libnbd: always use the system one.
 SYSPY=/usr/bin/python3
+# In a TSan build: what is reported inside the uninstrumented libraries (Ceph, libvirt) is not
+# ours (see the file).
+export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$INTEGRATION_DIR/tsan.supp"
 # Python snippets in the tests import helpers (nbd_go) from this directory.
 export PYTHONPATH=$INTEGRATION_DIR${PYTHONPATH:+:$PYTHONPATH}
 # /usr/bin/nbdsh runs `python3 -m nbd` with whatever python3 is first on PATH: pin the system one.

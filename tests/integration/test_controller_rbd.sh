@@ -11,8 +11,6 @@ set -euo pipefail
 . "$(dirname "$0")/ceph_cluster.sh"
 require_volgate
 require_tool nbdcopy cryptsetup sqlite3 qemu-img
-# For a TSan build: librados and librbd are not instrumented (see the file).
-export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$INTEGRATION_DIR/tsan-ceph.supp"
 T=$TEST_TMP
 STATE=$T/state
 export VOLGATE_URL=unix:$STATE/controller.sock

@@ -14,8 +14,6 @@ set -euo pipefail
 . "$(dirname "$0")/ceph_cluster.sh"
 require_volgate
 require_tool fio nbdcopy nbdinfo qemu-img qemu-io
-# For a TSan build: librados and librbd are not instrumented (see the file).
-export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}suppressions=$INTEGRATION_DIR/tsan-ceph.supp"
 ceph_start memstore
 
 T=$TEST_TMP
