@@ -51,6 +51,18 @@ void DomainEventWorker::post(const DomainEvent& event) {
 }
 
 void DomainEventWorker::push_locked(const DomainEvent& event, std::chrono::milliseconds delay) {
+  // A flood of events (a guest going up and down, disks failing) must not grow the queue without
+  // bound: past the limit they are dropped and one look at every server, which covers whatever
+  // they said, is queued instead.
+  if (queue_.size() >= kMaxQueuedEvents) {
+    if (!full_reconcile_queued_) {
+      spdlog::warn("more than {} libvirt events waiting: the rest are dropped, every server is looked at instead",
+                   kMaxQueuedEvents);
+      queue_.push_back({DomainEvent{.kind = DomainEvent::Kind::connected}, std::chrono::steady_clock::now()});
+      full_reconcile_queued_ = true;
+    }
+    return;
+  }
   queue_.push_back({event, std::chrono::steady_clock::now() + delay});
 }
 
@@ -76,6 +88,7 @@ void DomainEventWorker::loop() {
     if (due != queue_.end()) {
       DomainEvent event = std::move(due->event);
       queue_.erase(due);
+      if (event.kind == DomainEvent::Kind::connected) full_reconcile_queued_ = false;
       busy_ = true;
       lock.unlock();
       handle(event);

@@ -62,7 +62,9 @@ class DomainEventWorker {
     DomainEvent event;
     std::chrono::steady_clock::time_point due;
   };
+  static constexpr size_t kMaxQueuedEvents = 1024;
   std::deque<Queued> queue_;  // in order of arrival; a delayed one waits until it is due
+  bool full_reconcile_queued_ = false;  // the queue overflowed: a look at every server waits in it
   bool busy_ = false;
   bool stopping_ = false;
   struct Throttle {
