@@ -488,13 +488,27 @@ TEST_F(ComputeTest, AReleaseInterruptedByACrashIsFinishedAtRestart) {
   EXPECT_TRUE(store->journal_unfinished().empty());
 }
 
+// What the controller logs while it lives, instead of stderr.
+class CapturedLog {
+ public:
+  CapturedLog() : previous_(spdlog::default_logger()) {
+    spdlog::set_default_logger(
+        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_)));
+  }
+  ~CapturedLog() { spdlog::set_default_logger(previous_); }
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+  std::string text() const { return stream_.str(); }
+
+ private:
+  std::ostringstream stream_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
 TEST_F(ComputeTest, DomainEventsAreReconciledOffTheEventThread) {
   const std::string v = create_volume();
   compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
-  std::ostringstream log;
-  auto previous = spdlog::default_logger();
-  spdlog::set_default_logger(
-      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  CapturedLog log;
   {
     DomainEventWorker worker(*compute, *hypervisor,
                              {.connect_interval = std::chrono::seconds(60),
@@ -509,8 +523,7 @@ TEST_F(ComputeTest, DomainEventsAreReconciledOffTheEventThread) {
     expect_detached(v);
     worker.stop();
   }
-  spdlog::set_default_logger(previous);
-  const std::string text = log.str();
+  const std::string text = log.text();
   size_t io_lines = 0;
   for (size_t at = text.find("I/O error on volume " + v); at != std::string::npos;
        at = text.find("I/O error on volume " + v, at + 1))
@@ -524,10 +537,7 @@ TEST_F(ComputeTest, DomainEventsAreReconciledOffTheEventThread) {
 TEST_F(ComputeTest, AFloodOfDomainEventsIsBoundedAndStillReconciled) {
   const std::string v = create_volume();
   compute->attach_volume({.project = "p", .server = "vm", .volume_id = v});
-  std::ostringstream log;
-  auto previous = spdlog::default_logger();
-  spdlog::set_default_logger(
-      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  CapturedLog log;
   {
     DomainEventWorker worker(*compute, *hypervisor, {.connect_interval = std::chrono::seconds(60)});
     // Not started: nothing is handled, so the queue fills.
@@ -539,8 +549,7 @@ TEST_F(ComputeTest, AFloodOfDomainEventsIsBoundedAndStillReconciled) {
     expect_detached(v);
     worker.stop();
   }
-  spdlog::set_default_logger(previous);
-  const std::string text = log.str();
+  const std::string text = log.text();
   EXPECT_NE(text.find("more than 1024 libvirt events waiting"), std::string::npos) << text.substr(0, 2000);
   EXPECT_EQ(text.find("more than 1024", text.find("more than 1024") + 1), std::string::npos)
       << "the overflow is said once";
