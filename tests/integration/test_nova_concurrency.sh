@@ -19,26 +19,14 @@ require_tool curl virsh
 
 T=$TEST_TMP
 STATE=$T/state
-SOCK=$STATE/controller.sock
-GW=$STATE/run/gateway.sock
 GUEST_A=volgate-it-conc-a-$$
 GUEST_B=volgate-it-conc-b-$$
-export VOLGATE_URL=unix:$SOCK
 t_test=$(now_ms)
 cat >"$T/controller.json" <<JSON
 {"state_dir": "$STATE"}
 JSON
-json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print(r if not isinstance(r, (dict, list)) else json.dumps(r))' "$1"; }
-AUTH=$T/auth.header
+. "$INTEGRATION_DIR/attach_lib.sh"  # nova, json, vol_status, exports, in_xml, auth_header, wait_gateway
 CURL=(curl -s --max-time 120 --unix-socket "$SOCK" -H @"$AUTH")
-nova() {  # STATUS METHOD PATH [BODY]: prints the body
-    local want=$1 method=$2 path=$3 code
-    local args=(-o "$T/api.body" -w '%{http_code}' -X "$method")
-    [[ $# -ge 4 ]] && args+=(-H 'Content-Type: application/json' --data "$4")
-    code=$("${CURL[@]}" "${args[@]}" "http://localhost/v2.1$path")
-    [[ $code == "$want" ]] || fail "$method $path -> $code $(cat "$T/api.body") (expected $want)"
-    cat "$T/api.body"
-}
 # Requests sent at once: parallel NAME=METHOD:PATH[:BODY]... sends them together (PATH under
 # /v2.1) and sets WALL_MS (from their release to the last answer); req_code, req_body and req_ms
 # (that request's own time) read each one's answer.
@@ -53,7 +41,6 @@ req_ms() { cat "$T/$1.ms"; }
 req_body() { cat "$T/$1.body"; }
 attach_body() { echo '{"volumeAttachment": {"volumeId": "'"$1"'"}}'; }
 
-vol_status() { "$VOLGATE" volume show --project default --output json "$1" | json "d['volume']['status']"; }
 volume_create() {  # NAME [--encrypted]: prints the id of an available 1 GiB volume
     local id i
     id=$("$VOLGATE" volume create --size 1 ${2:+"$2"} --output json "$1" | json "d['volume']['id']")
@@ -61,14 +48,7 @@ volume_create() {  # NAME [--encrypted]: prints the id of an available 1 GiB vol
     assert_eq "$(vol_status "$id")" available "volume $1 after create"
     echo "$id"
 }
-# in_xml GUEST VOLUME live|inactive: true when the domain's XML has a disk with that serial.
-in_xml() {
-    local flag=()
-    [[ $3 == inactive ]] && flag=(--inactive)
-    "${VIRSH[@]}" dumpxml "${flag[@]}" "$1" | grep -q "<serial>$2</serial>"
-}
 gw() { curl -s --max-time 5 --unix-socket "$GW" "http://gateway$1"; }
-exports() { gw /v1/exports | json "' '.join(sorted(e['name'] for e in d['exports']))"; }
 # The guest's kernel sees a hot-plug or an unplug a moment after libvirt: wait_links GUEST
 # present|absent VOLUME... waits until every volume's by-id link is there (or none is).
 wait_links() {
@@ -89,8 +69,8 @@ libvirt_start
 guest_image "$T/guest-a"
 guest_image "$T/guest-b"
 start_controller "$T/controller.json" "$SOCK" '' --gateway
-(umask 077 && printf 'X-Auth-Token: %s\n' "$(cat "$STATE/token")" >"$AUTH")
-for ((i = 0; i < 200; i++)); do gw /v1/health >/dev/null 2>&1 && break; sleep 0.05; done
+auth_header
+wait_gateway
 BG_PIDS+=("$(gw /v1/health | json "d['pid']")")  # it outlives a controller that fails: the test's exit kills it
 guest_define "$GUEST_A" "$T/guest-a"
 boot_a=$GUEST_BOOT_MS
@@ -129,15 +109,15 @@ for n in 1 2 3; do
     assert_eq "$(req_body "att$n" | json "d['volumeAttachment']['volumeId']")" "${!v}" "volume of answer $n"
     devices+=("$(req_body "att$n" | json "d['volumeAttachment']['device']")")
     assert_eq "$(vol_status "${!v}")" in-use "volume $n after the parallel attaches"
-    in_xml "$GUEST_A" "${!v}" live || fail "volume $n (${!v}) is not in $GUEST_A's live XML"
-    in_xml "$GUEST_A" "${!v}" inactive || fail "volume $n (${!v}) is not in $GUEST_A's definition"
+    in_xml "$GUEST_A" "${!v}" || fail "volume $n (${!v}) is not in $GUEST_A's live XML"
+    in_xml "$GUEST_A" "${!v}" --inactive || fail "volume $n (${!v}) is not in $GUEST_A's definition"
 done
 assert_eq "$(printf '%s\n' "${devices[@]}" | sort -u | wc -l)" 3 "distinct device names (${devices[*]})"
 assert_eq "$(printf '%s\n' "${devices[@]}" | sort | tr '\n' ' ')" "/dev/sdb /dev/sdc /dev/sdd " "device names"
 list=$(nova 200 GET "/servers/$A/os-volume_attachments")
 assert_eq "$(json "' '.join(sorted(a['volumeId'] for a in d['volumeAttachments']))" <<<"$list")" \
     "$(printf '%s\n' "$a1" "$a2" "$a3" | sort | tr '\n' ' ' | sed 's/ $//')" "os-volume_attachments of $GUEST_A"
-in_xml "$GUEST_B" "$a1" live && fail "volume a1 is in the other guest"
+in_xml "$GUEST_B" "$a1" && fail "volume a1 is in the other guest"
 pass "three parallel attaches to one guest: all 200, devices ${devices[*]}, live and persistent ($three_attach_ms ms; each: $(req_ms att1)/$(req_ms att2)/$(req_ms att3) ms)"
 
 # The guest finds each disk by its serial; a pattern of its own on each, written to all three
@@ -170,8 +150,8 @@ for n in 1 2 3; do
     v=a$n
     assert_eq "$(req_code "det$n")" 202 "parallel detach $n: $(req_body "det$n")"
     assert_eq "$(vol_status "${!v}")" available "volume $n after the parallel detaches"
-    in_xml "$GUEST_A" "${!v}" live && fail "volume $n is still in the live XML"
-    in_xml "$GUEST_A" "${!v}" inactive && fail "volume $n is still in the definition"
+    in_xml "$GUEST_A" "${!v}" && fail "volume $n is still in the live XML"
+    in_xml "$GUEST_A" "${!v}" --inactive && fail "volume $n is still in the definition"
 done
 assert_eq "$(nova 200 GET "/servers/$A/os-volume_attachments" | json "len(d['volumeAttachments'])")" 0 "mappings left"
 assert_eq "$(exports)" "" "the gateway's exports after the detaches"
@@ -184,10 +164,10 @@ parallel ga=POST:"/servers/$A/os-volume_attachments:$(attach_body "$a1")" \
 two_attach_ms=$WALL_MS
 assert_eq "$(req_code ga)" 200 "attach to $GUEST_A beside one to $GUEST_B: $(req_body ga)"
 assert_eq "$(req_code gb)" 200 "attach to $GUEST_B beside one to $GUEST_A: $(req_body gb)"
-in_xml "$GUEST_A" "$a1" live || fail "a1 is not in $GUEST_A"
-in_xml "$GUEST_B" "$b1" live || fail "b1 is not in $GUEST_B"
-in_xml "$GUEST_A" "$b1" live && fail "b1 is in $GUEST_A"
-in_xml "$GUEST_B" "$a1" live && fail "a1 is in $GUEST_B"
+in_xml "$GUEST_A" "$a1" || fail "a1 is not in $GUEST_A"
+in_xml "$GUEST_B" "$b1" || fail "b1 is not in $GUEST_B"
+in_xml "$GUEST_A" "$b1" && fail "b1 is in $GUEST_A"
+in_xml "$GUEST_B" "$a1" && fail "a1 is in $GUEST_B"
 parallel ga=DELETE:"/servers/$A/os-volume_attachments/$a1" gb=DELETE:"/servers/$B/os-volume_attachments/$b1"
 two_detach_ms=$WALL_MS
 assert_eq "$(req_code ga)" 202 "detach from $GUEST_A: $(req_body ga)"
@@ -230,9 +210,9 @@ esac
 req_body "$lost" | json "d['conflictingRequest']['message']" >/dev/null ||
     fail "the 409 is not Nova's conflictingRequest: $(req_body "$lost")"
 assert_eq "$(vol_status "$s1")" in-use "the shared volume after the race"
-in_xml "$wguest" "$s1" live || fail "the winner $wguest does not have the volume"
-in_xml "$lguest" "$s1" live && fail "the loser $lguest has the volume in its live XML"
-in_xml "$lguest" "$s1" inactive && fail "the loser $lguest has the volume in its definition"
+in_xml "$wguest" "$s1" || fail "the winner $wguest does not have the volume"
+in_xml "$lguest" "$s1" && fail "the loser $lguest has the volume in its live XML"
+in_xml "$lguest" "$s1" --inactive && fail "the loser $lguest has the volume in its definition"
 assert_eq "$(nova 200 GET "/servers/$loser/os-volume_attachments" | json "len(d['volumeAttachments'])")" 0 \
     "mappings of the loser"
 assert_eq "$(nova 200 GET "/servers/$winner/os-volume_attachments" | json "len(d['volumeAttachments'])")" 1 \
