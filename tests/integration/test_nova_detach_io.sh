@@ -18,16 +18,12 @@ require_tool curl virsh
 
 T=$TEST_TMP
 STATE=$T/state
-SOCK=$STATE/controller.sock
-GW=$STATE/run/gateway.sock
 GUEST=volgate-it-detach-io-$$
-export VOLGATE_URL=unix:$SOCK
 t_test=$(now_ms)
 cat >"$T/controller.json" <<JSON
 {"state_dir": "$STATE"}
 JSON
-json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print(r if not isinstance(r, (dict, list)) else json.dumps(r))' "$1"; }
-AUTH=$T/auth.header
+. "$INTEGRATION_DIR/attach_lib.sh"  # json, vol_status, exports, auth_header, wait_gateway
 api() {  # STATUS METHOD PATH [BODY]: prints the body (PATH from the host: /v2.1/... or /v3/...)
     local want=$1 method=$2 path=$3 code
     local args=(-s --max-time 120 -o "$T/api.body" -w '%{http_code}' --unix-socket "$SOCK" -X "$method"
@@ -37,15 +33,13 @@ api() {  # STATUS METHOD PATH [BODY]: prints the body (PATH from the host: /v2.1
     [[ $code == "$want" ]] || fail "$method $path -> $code $(cat "$T/api.body") (expected $want)"
     cat "$T/api.body"
 }
-vol_status() { "$VOLGATE" volume show --project default --output json "$1" | json "d['volume']['status']"; }
 gw() { curl -s --max-time 5 --unix-socket "$GW" "http://gateway$1"; }
-exports() { gw /v1/exports | json "' '.join(sorted(e['name'] for e in d['exports']))"; }
 
 libvirt_start
 guest_image "$T/guest"
 start_controller "$T/controller.json" "$SOCK" '' --gateway
-(umask 077 && printf 'X-Auth-Token: %s\n' "$(cat "$STATE/token")" >"$AUTH")
-for ((i = 0; i < 200; i++)); do gw /v1/health >/dev/null 2>&1 && break; sleep 0.05; done
+auth_header
+wait_gateway
 BG_PIDS+=("$(gw /v1/health | json "d['pid']")")  # it outlives a controller that fails: the test's exit kills it
 guest_define "$GUEST" "$T/guest"
 uuid=$("${VIRSH[@]}" domuuid "$GUEST")
