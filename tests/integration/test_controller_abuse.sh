@@ -36,8 +36,10 @@ TOKEN_FILE=$STATE/token
 # api METHOD PATH [BODY-FILE]: prints "STATUS BODY"; the token goes in a header file
 AUTH=$T/auth.header
 (umask 077 && printf 'X-Auth-Token: %s\n' "$(cat "$TOKEN_FILE")" >"$AUTH")
+# api METHOD PATH [BODY_FILE]: "CODE BODY". $API_VERSION, when set, is sent as OpenStack-API-Version.
 api() {
     local args=(-s -o "$T/api.body" -w '%{http_code}' --unix-socket "$SOCK" -X "$1" -H @"$AUTH")
+    [[ -n ${API_VERSION:-} ]] && args+=(-H "OpenStack-API-Version: $API_VERSION")
     [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data-binary @"$3")
     echo "$(curl "${args[@]}" "http://localhost$2") $(head -c 2000 "$T/api.body")"
 }
@@ -80,14 +82,22 @@ bodies = {
     "action": '{"os-extend": {"new_size": %s}}' % deep,
     "snapshots": '{"snapshot": {"volume_id": "x", "name": %s}}' % deep,
     "quota": '{"quota_set": {"volumes": %s}}' % ('{"a":' * (d // 5) + "1" + "}" * (d // 5)),
+    "attachment": '{"attachment": {"volume_uuid": "x", "connector": %s}}' % deep,
+    "volume-attachment": '{"volumeAttachment": {"volumeId": %s}}' % deep,
+    "server-action": '{"os-stop": %s}' % deep,
 }
 for name, body in bodies.items():
     open(f"{sys.argv[1]}/deep-{name}.json", "w").write(body)
 PY
 for route in "POST /v3/default/volumes deep-volumes" "POST /v3/default/volumes/$vol/action deep-action" \
-    "POST /v3/default/snapshots deep-snapshots" "PUT /v3/default/os-quota-sets/default deep-quota"; do
+    "POST /v3/default/snapshots deep-snapshots" "PUT /v3/default/os-quota-sets/default deep-quota" \
+    "POST /v3/default/attachments deep-attachment" "PUT /v3/default/attachments/x deep-attachment" \
+    "POST /v2.1/servers/x/os-volume_attachments deep-volume-attachment" "POST /v2.1/servers/x/action deep-server-action"; do
     set -- $route
-    r=$(api "$1" "$2" "$T/$3.json")
+    case $2 in  # attachments exist from volume 3.27; Nova's routes take compute versions
+        /v3/*/attachments*) version='volume 3.44' ;; /v2.1/*) version='compute 2.89' ;; *) version= ;;
+    esac
+    r=$(API_VERSION=$version api "$1" "$2" "$T/$3.json")
     [[ ${r%% *} == 400 && $r == *"nested deeper than"* ]] || fail "$1 $2 with a deep body: ${r:0:300}"
     assert_alive "$CTL_PID"
 done
