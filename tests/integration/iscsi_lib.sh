@@ -55,6 +55,13 @@ require_chap() {
     fi
 }
 
+# tgt_sessions NAME: how many sessions (I_T nexus) tgtd NAME holds, over all its targets
+tgt_sessions() {
+    local n
+    n=$(tgt "$1" --op show --mode target | grep -c "I_T nexus:") || true
+    echo "${n:-0}"
+}
+
 # start_relay NAME LISTEN_HOST:PORT TARGET_HOST:PORT [RELAY_OPTIONS...]: the relay's output
 # (with --iscsi, what it saw on the wire; see tcp_relay.py) goes to $TEST_TMP/relay-NAME.out
 start_relay() {

@@ -169,8 +169,15 @@ stale_write_run() {
     STUCK_MS=$ms
     pattern cc          # the newest data, through b
     thaw_relay a        # whatever a still holds is delivered now
-    wait_for_log "$VG_ERR" "path 0 127.0.0.2:$P: up, failing back" 10 "path a back after the freeze"
-    sleep 1
+    wait_for_log "$VG_ERR" "$PATH0: up, failing back" 30 "path a back after the freeze"
+    # The relay hands on what it held and closes the frozen session's connection; tgtd is done
+    # with that session (it has carried out or refused everything it got) when it drops it,
+    # leaving the two live sessions of the paths.
+    local deadline=$(($(now_ms) + 30000))
+    until (($(tgt_sessions main) <= 2)); do
+        (($(now_ms) < deadline)) || fail "tgtd still holds $(tgt_sessions main) sessions 30 s after the release"
+        sleep 0.05
+    done
     stop_volgate
     STALE=$(bytes_of bb)
     [[ $(($(bytes_of cc) + STALE)) == $((1 << 20)) ]] || fail "the LUN's first MiB holds neither the newer nor the stuck data"
