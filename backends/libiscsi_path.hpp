@@ -83,7 +83,8 @@ class LibiscsiPath final : public IscsiPath {
   iscsi_context* ctx_ = nullptr;
   uint64_t session_ = 0;  // bumped per session, so stale callbacks and waits recognise themselves
   Step step_ = Step::login;
-  std::chrono::steady_clock::time_point step_since_{};
+  // When this session's connect() began: login_timeout bounds the whole bring-up, not each step.
+  std::chrono::steady_clock::time_point connecting_since_{};
   unsigned unit_attentions_ = 0;
   boost::asio::posix::stream_descriptor socket_;
   bool waiting_read_ = false;

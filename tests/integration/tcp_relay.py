@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """A TCP relay standing in for the network path to one iSCSI portal, so tests can break it.
 
-    tcp_relay.py [--iscsi [REWRITES] [--control FILE]] LISTEN_HOST:PORT TARGET_HOST:PORT
+    tcp_relay.py [--delay-answers MS] [--iscsi [REWRITES] [--control FILE]] LISTEN TARGET
 
-Prints "listening" once it accepts connections. Faults, from the test:
+LISTEN and TARGET are HOST:PORT ([V6ADDR]:PORT for IPv6). Prints "listening" once it accepts
+connections. Faults, from the test:
   SIGKILL       the path dies: the kernel closes both ends (restart the relay to heal it)
   SIGUSR1       every connection is reset (RST on both sides); new connections are accepted
   SIGSTOP/CONT  the path freezes and thaws: what was sent meanwhile waits in socket buffers
                 and is delivered late, like a stalled network or target process
+  --delay-answers MS   everything the target sends reaches the initiator MS later (in order):
+                a slow target, which answers every request, late
 
 With --iscsi the relay also reads the iSCSI PDUs going through (RFC 7143: a 48-byte basic
 header segment, additional header segments, a data segment padded to 4 bytes; no digests: it
@@ -32,6 +35,7 @@ and, on SIGUSR2, it reads commands from the --control file, one a line, and answ
                               execute them: a retry of the same command is harmless.
 """
 import argparse
+import collections
 import selectors
 import signal
 import socket
@@ -301,6 +305,8 @@ class Relay:
         self.peer = {}     # socket -> the other end of its pair
         self.pending = {}  # socket -> bytes waiting to be written to it
         self.iscsi = {}    # socket -> (IscsiConnection, "initiator" or "target"): what it sends
+        self.servers = set()  # the sockets to the target
+        self.delayed = collections.deque()  # (when, socket, bytes): held back by --delay-answers
         self.injections = {}
         self.connections = 0
         self.controls = 0
@@ -335,6 +341,7 @@ class Relay:
             del self.peer[s]
             self.pending.pop(s, None)
             self.iscsi.pop(s, None)
+            self.servers.discard(s)
 
     def accept(self):
         try:
@@ -352,6 +359,7 @@ class Relay:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer[client] = server
         self.peer[server] = client
+        self.servers.add(server)
         if self.options.iscsi:
             self.connections += 1
             connection = IscsiConnection(self.connections, self.options, self.injections)
@@ -382,9 +390,26 @@ class Relay:
             if connection.broken:
                 return self.close_pair(sock, reset=True)
         peer = self.peer[sock]
+        if self.options.delay_answers and sock in self.servers:
+            when = time.monotonic() + self.options.delay_answers / 1000
+            self.delayed.append((when, peer, data))
+            return
         self.pending[peer] = self.pending.get(peer, b"") + data
         self.watch(peer)
         self.watch(sock)
+
+    def release_delayed(self):
+        """Passes on what --delay-answers held back long enough; returns the wait until the next."""
+        while self.delayed:
+            when, sock, data = self.delayed[0]
+            wait = when - time.monotonic()
+            if wait > 0:
+                return wait
+            self.delayed.popleft()
+            if sock in self.peer:
+                self.pending[sock] = self.pending.get(sock, b"") + data
+                self.watch(sock)
+        return None
 
     def writable(self, sock):
         data = self.pending.get(sock, b"")
@@ -425,7 +450,8 @@ class Relay:
             if self.control_requested:
                 self.control_requested = False
                 self.control()
-            for key, events in self.selector.select(timeout=0.05):
+            wait = self.release_delayed()
+            for key, events in self.selector.select(timeout=min(0.05, wait or 0.05)):
                 sock = key.fileobj
                 if sock is self.listener:
                     self.accept()
@@ -442,6 +468,7 @@ def main():
     parser = argparse.ArgumentParser(description="a TCP relay for fault injection")
     parser.add_argument("listen")
     parser.add_argument("target")
+    parser.add_argument("--delay-answers", type=int, metavar="MS", help="a slow target (see above)")
     parser.add_argument("--iscsi", action="store_true", help="parse iSCSI PDUs (see above)")
     parser.add_argument("--max-transfer-blocks", type=int)
     parser.add_argument("--max-unmap-blocks", type=int)

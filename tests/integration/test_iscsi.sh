@@ -3,9 +3,10 @@
 # file byte for byte; fio verifies crc32c through the NBD export; `volgate luks format` and
 # luks-key-file work on an iSCSI LUN; one-way and mutual CHAP log in, a wrong secret is one
 # clear error; a portal that shows another LUN is refused; bad URIs exit 2; a portal that takes
-# the connection but never answers the login is given up after login-timeout; IPv6 portals; with
-# every path down, I/O waits for a path up to no-path-timeout (and completes when one returns in
-# time), then fails with EIO, and the export recovers when a path is back; a LUN that grows is seen.
+# the connection but never answers the login, or answers every step late, is given up after
+# login-timeout; IPv6 portals; with every path down, I/O waits for a path up to no-path-timeout
+# (and completes when one returns in time), then fails with EIO, and the export recovers when a
+# path is back; a LUN that grows is seen.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/iscsi_lib.sh"
@@ -105,6 +106,17 @@ stop_volgate
 ((ms >= 2000)) || fail "the export opened after $ms ms, before the mute portal's login-timeout"
 pass "a mute portal beside a working one: down after login-timeout, the export served through the other ($ms ms to open)"
 kill_relay mute
+# login-timeout bounds the whole bring-up (login and a dozen checks), not each step: a target
+# that answers every request 0.4 s late (each step well within the timeout, all of them ~5 s)
+# is given up after 2 s.
+start_relay slow "127.0.0.6:$P" "127.0.0.1:$P" --delay-answers 400
+t=$(now_ms)
+expect_refusal "a portal that answers every step late" "127.0.0.6:$P: .*within 2000 ms" \
+    --export "v=iscsi://127.0.0.6:$P/$IQN/1,login-timeout=2"
+ms=$(($(now_ms) - t))
+((ms >= 2000 && ms < 20000)) || fail "the slow portal was given up after $ms ms, expected login-timeout (2 s)"
+pass "a portal that answers every step 0.4 s late: given up after $ms ms in all (login-timeout=2)"
+kill_relay slow
 
 # --- one path: bytes land in the LUN ----------------------------------------------------------
 VG_LOG_LEVEL=debug start_volgate --unix "$S" --export "v=iscsi://127.0.0.2:$P/$IQN/1"
