@@ -265,19 +265,6 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       if (!capacity || capacity->block_length == 0) return fail_soon("READ CAPACITY(16) returned no block size");
       blocks_ = capacity->returned_lba + 1;
       block_size_ = capacity->block_length;
-      return run_step(Step::mode_sense);
-    }
-    case Step::mode_sense: {
-      // A target that does not answer (no MODE SENSE, or tgtd refusing it to an unregistered
-      // initiator while another holds the reservation) is taken not to honour FUA: forced
-      // writes then get a flush, which is always correct.
-      supports_fua_ = false;
-      if (good) {
-        auto* sense = static_cast<scsi_mode_sense*>(scsi_datain_unmarshall(task));
-        supports_fua_ = sense && (sense->device_specific_parameter & kDpoFuaBit);
-      } else if (status != SCSI_STATUS_CHECK_CONDITION && status != SCSI_STATUS_RESERVATION_CONFLICT) {
-        return failed();
-      }
       return run_step(Step::limits);
     }
     case Step::limits: {
@@ -297,7 +284,7 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
         return failed();
       }
       registered_keys_.clear();
-      if (options_.read_only || key_ == 0 || !reservations_supported_) break;
+      if (options_.read_only || key_ == 0 || !reservations_supported_) return run_step(Step::mode_sense);
       return run_step(Step::register_key);
     }
     case Step::provisioning: {
@@ -315,13 +302,13 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       }
       zero_block_.assign(block_size_, 0);
       registered_keys_.clear();
-      if (options_.read_only || key_ == 0 || !reservations_supported_) break;
+      if (options_.read_only || key_ == 0 || !reservations_supported_) return run_step(Step::mode_sense);
       return run_step(Step::register_key);
     }
     case Step::register_key:
       if (illegal_request) {
         reservations_supported_ = false;  // the owner warns: no fencing on this LUN
-        break;
+        return run_step(Step::mode_sense);
       }
       if (!good) return failed();
       registered_ = true;
@@ -345,12 +332,28 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
                       static_cast<unsigned>(reservation->pr_type));
         return fail_soon(why);
       }
-      break;  // another path (or gateway) reserved it; as a registrant we may write
+      // Another path (or gateway) reserved it; as a registrant we may write.
+      return run_step(Step::mode_sense);
     }
     case Step::reserve:
       // A conflict means another registrant reserved it first, which is just as good.
       if (!good && status != SCSI_STATUS_RESERVATION_CONFLICT) return failed();
+      return run_step(Step::mode_sense);
+    case Step::mode_sense: {
+      // Last, once this session is a registrant: tgtd refuses MODE SENSE (RESERVATION
+      // CONFLICT) to a session that is not while another holds the reservation, which made the
+      // second export of a LUN, or a gateway restarted over its own leftover keys, take the
+      // target for one without DPOFUA. A target that still does not answer is taken not to
+      // honour FUA: forced writes then get a flush, which is always correct.
+      supports_fua_ = false;
+      if (good) {
+        auto* sense = static_cast<scsi_mode_sense*>(scsi_datain_unmarshall(task));
+        supports_fua_ = sense && (sense->device_specific_parameter & kDpoFuaBit);
+      } else if (status != SCSI_STATUS_CHECK_CONDITION && status != SCSI_STATUS_RESERVATION_CONFLICT) {
+        return failed();
+      }
       break;
+    }
   }
   state_ = State::up;
   // Not from inside libiscsi: the owner may refuse this path, which destroys the context.

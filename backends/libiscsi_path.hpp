@@ -2,7 +2,8 @@
 // An IscsiPath over libiscsi: one libiscsi context per session, its socket watched by Asio.
 //
 // Bring-up runs in named steps: login, TEST UNIT READY until the unit attentions are drained,
-// the VPD 0x83 identifier, READ CAPACITY(16), then the session's persistent-reservation key.
+// the VPD 0x83 identifier, READ CAPACITY(16), the Block Limits and provisioning pages, the
+// session's persistent-reservation key, and last MODE SENSE (for DPOFUA, once a registrant).
 // libiscsi's own reconnect is off. A session that fails is abandoned with a reset (SO_LINGER 0),
 // never a graceful close, so nothing queued in it is sent later by our kernel.
 //

@@ -3,7 +3,7 @@
 # relay that parses the iSCSI PDUs (tcp_relay.py --iscsi) stands between volgate and tgtd, logs
 # every SCSI command and answer, and can change the target's words.
 #  - tgtd as it is: no transfer limit (an 8 MiB request is one WRITE(16)), DPOFUA (a FUA write is
-#    WRITE(16) with FUA and no flush), unlimited UNMAP and WRITE SAME (72 MiB go out in parts
+#    WRITE(16) with FUA and no flush, also through a second export of the LUN), unlimited UNMAP and WRITE SAME (72 MiB go out in parts
 #    of at most 64 MiB, one after the other), and without thin provisioning zeroes written as data;
 #  - tgtd's Block Limits page rewritten (maximum transfer 64 KiB, UNMAP 8 MiB, WRITE SAME 4 MiB)
 #    and DPOFUA cleared in MODE SENSE: requests are split to fit, and a FUA write is a plain
@@ -39,12 +39,15 @@ run_steps() {
 
 # --- tgtd as it is ------------------------------------------------------------------------------
 start_relay plain "127.0.0.2:$P" "127.0.0.1:$P" --iscsi
-start_volgate --unix "$S" --export "t=iscsi://127.0.0.2:$P/$IQN/1" --export "thick=iscsi://127.0.0.2:$P/$IQN/2"
+# t2, a second export of LUN 1, logs in while t holds the LUN's reservation: it must see DPOFUA
+# too (tgtd refuses MODE SENSE to a session that has not registered yet).
+start_volgate --unix "$S" --export "t=iscsi://127.0.0.2:$P/$IQN/1" --export "thick=iscsi://127.0.0.2:$P/$IQN/2" \
+    --export "t2=iscsi://127.0.0.2:$P/$IQN/1"
 grep -q "does not honour FUA" "$VG_ERR" && fail "tgtd's DPOFUA was not seen: $(grep -m1 'honour FUA' "$VG_ERR")"
 grep -q "login conn=1 HeaderDigest=None DataDigest=None" "$TEST_TMP/relay-plain.out" ||
     fail "the relay did not see a login without digests: $(head -n 3 "$TEST_TMP/relay-plain.out")"
-U_T=$(unix_uri t "$S") U_THICK=$(unix_uri thick "$S")
-export U_T U_THICK LUN THICK
+U_T=$(unix_uri t "$S") U_THICK=$(unix_uri thick "$S") U_T2=$(unix_uri t2 "$S")
+export U_T U_THICK U_T2 LUN THICK
 run_steps plain '
 import os, random
 from iscsi_wire import *
@@ -60,8 +63,18 @@ wire.mark()
 v.write(64 * 1024, random.randbytes(8192), fua=True)
 assert [(c["lba"], c["blocks"], c["fua"]) for c in wire.commands("WRITE16")] == [(128, 16, 1)], wire.commands()
 assert not wire.commands("SYNC_CACHE10", "SYNC_CACHE16"), "a flush after a FUA write to a DPOFUA target"
+second = nbd.NBD()
+second.connect_uri(os.environ["U_T2"])
+data = random.randbytes(4096)
+wire.mark()
+second.pwrite(data, 128 * 1024, nbd.CMD_FLAG_FUA)
+writes = wire.commands("WRITE16")
+assert [(c["lba"], c["blocks"], c["fua"]) for c in writes] == [(256, 8, 1)], "second export: %r" % writes
+assert not wire.commands("SYNC_CACHE10", "SYNC_CACHE16"), "a flush after the FUA write through the second export"
+second.shutdown()
+v.model[128 * 1024:128 * 1024 + 4096] = data
 v.check(0, 1 * MiB)
-print("FUA write: WRITE(16) with FUA, no SYNCHRONIZE CACHE")
+print("FUA write: WRITE(16) with FUA, no SYNCHRONIZE CACHE; the same through a second export of the LUN")
 
 wire.mark()
 v.trim(0, 72 * MiB)
