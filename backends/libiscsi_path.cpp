@@ -153,7 +153,7 @@ void LibiscsiPath::connect(uint64_t reservation_key) {
   iscsi_set_timeout(ctx_, 0);  // timeouts are enforced here, in milliseconds
   state_ = State::checking;
   step_ = Step::login;
-  step_since_ = Clock::now();
+  connecting_since_ = Clock::now();
   if (iscsi_full_connect_async(ctx_, portal_.c_str(), options_.lun, on_connected, this) != 0)
     return close_session(State::down, "cannot connect: " + error_text());
   watch();
@@ -175,7 +175,6 @@ void LibiscsiPath::on_connected(iscsi_context* iscsi, int status, void*, void* s
 
 void LibiscsiPath::run_step(Step step) {
   step_ = step;
-  step_since_ = Clock::now();
   scsi_task* task = nullptr;
   const int lun = options_.lun;
   scsi_persistent_reserve_out_basic params{};
@@ -266,19 +265,6 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       if (!capacity || capacity->block_length == 0) return fail_soon("READ CAPACITY(16) returned no block size");
       blocks_ = capacity->returned_lba + 1;
       block_size_ = capacity->block_length;
-      return run_step(Step::mode_sense);
-    }
-    case Step::mode_sense: {
-      // A target that does not answer (no MODE SENSE, or tgtd refusing it to an unregistered
-      // initiator while another holds the reservation) is taken not to honour FUA: forced
-      // writes then get a flush, which is always correct.
-      supports_fua_ = false;
-      if (good) {
-        auto* sense = static_cast<scsi_mode_sense*>(scsi_datain_unmarshall(task));
-        supports_fua_ = sense && (sense->device_specific_parameter & kDpoFuaBit);
-      } else if (status != SCSI_STATUS_CHECK_CONDITION && status != SCSI_STATUS_RESERVATION_CONFLICT) {
-        return failed();
-      }
       return run_step(Step::limits);
     }
     case Step::limits: {
@@ -298,7 +284,7 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
         return failed();
       }
       registered_keys_.clear();
-      if (options_.read_only || key_ == 0 || !reservations_supported_) break;
+      if (options_.read_only || key_ == 0 || !reservations_supported_) return run_step(Step::mode_sense);
       return run_step(Step::register_key);
     }
     case Step::provisioning: {
@@ -316,13 +302,13 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
       }
       zero_block_.assign(block_size_, 0);
       registered_keys_.clear();
-      if (options_.read_only || key_ == 0 || !reservations_supported_) break;
+      if (options_.read_only || key_ == 0 || !reservations_supported_) return run_step(Step::mode_sense);
       return run_step(Step::register_key);
     }
     case Step::register_key:
       if (illegal_request) {
         reservations_supported_ = false;  // the owner warns: no fencing on this LUN
-        break;
+        return run_step(Step::mode_sense);
       }
       if (!good) return failed();
       registered_ = true;
@@ -346,12 +332,28 @@ void LibiscsiPath::step_finished(int status, scsi_task* task) {
                       static_cast<unsigned>(reservation->pr_type));
         return fail_soon(why);
       }
-      break;  // another path (or gateway) reserved it; as a registrant we may write
+      // Another path (or gateway) reserved it; as a registrant we may write.
+      return run_step(Step::mode_sense);
     }
     case Step::reserve:
       // A conflict means another registrant reserved it first, which is just as good.
       if (!good && status != SCSI_STATUS_RESERVATION_CONFLICT) return failed();
+      return run_step(Step::mode_sense);
+    case Step::mode_sense: {
+      // Last, once this session is a registrant: tgtd refuses MODE SENSE (RESERVATION
+      // CONFLICT) to a session that is not while another holds the reservation, which made the
+      // second export of a LUN, or a gateway restarted over its own leftover keys, take the
+      // target for one without DPOFUA. A target that still does not answer is taken not to
+      // honour FUA: forced writes then get a flush, which is always correct.
+      supports_fua_ = false;
+      if (good) {
+        auto* sense = static_cast<scsi_mode_sense*>(scsi_datain_unmarshall(task));
+        supports_fua_ = sense && (sense->device_specific_parameter & kDpoFuaBit);
+      } else if (status != SCSI_STATUS_CHECK_CONDITION && status != SCSI_STATUS_RESERVATION_CONFLICT) {
+        return failed();
+      }
       break;
+    }
   }
   state_ = State::up;
   // Not from inside libiscsi: the owner may refuse this path, which destroys the context.
@@ -547,10 +549,17 @@ void LibiscsiPath::on_unregister(iscsi_context* iscsi, int status, void* data, v
 
 void LibiscsiPath::enforce_timeouts(Clock::time_point now) {
   if (!ctx_) return;
-  if (state_ == State::checking && now - step_since_ > options_.login_timeout)
-    return close_session(State::down, std::string("no answer to ") +
-                                          step_name(static_cast<int>(step_)) + " within " +
-                                          std::to_string(options_.login_timeout.count()) + " ms");
+  // The whole bring-up, not each of its steps: a target that answers every step just in time
+  // would otherwise hold a start (which waits for every portal's first attempt) for ten times
+  // as long.
+  if (state_ == State::checking && now - connecting_since_ > options_.login_timeout) {
+    const std::string limit = std::to_string(options_.login_timeout.count()) + " ms";
+    const char* step = step_name(static_cast<int>(step_));
+    return close_session(State::down, step_ == Step::login
+                                          ? "no answer to login within " + limit
+                                          : "not logged in and checked within " + limit +
+                                                " (waiting for " + step + ")");
+  }
   if (state_ != State::up) return;
   bool late = (fence_done_ && now - fence_since_ > options_.io_timeout) ||
               (checking_capacity_ && now - check_since_ > options_.io_timeout);

@@ -2,7 +2,8 @@
 // An IscsiPath over libiscsi: one libiscsi context per session, its socket watched by Asio.
 //
 // Bring-up runs in named steps: login, TEST UNIT READY until the unit attentions are drained,
-// the VPD 0x83 identifier, READ CAPACITY(16), then the session's persistent-reservation key.
+// the VPD 0x83 identifier, READ CAPACITY(16), the Block Limits and provisioning pages, the
+// session's persistent-reservation key, and last MODE SENSE (for DPOFUA, once a registrant).
 // libiscsi's own reconnect is off. A session that fails is abandoned with a reset (SO_LINGER 0),
 // never a graceful close, so nothing queued in it is sent later by our kernel.
 //
@@ -83,7 +84,8 @@ class LibiscsiPath final : public IscsiPath {
   iscsi_context* ctx_ = nullptr;
   uint64_t session_ = 0;  // bumped per session, so stale callbacks and waits recognise themselves
   Step step_ = Step::login;
-  std::chrono::steady_clock::time_point step_since_{};
+  // When this session's connect() began: login_timeout bounds the whole bring-up, not each step.
+  std::chrono::steady_clock::time_point connecting_since_{};
   unsigned unit_attentions_ = 0;
   boost::asio::posix::stream_descriptor socket_;
   bool waiting_read_ = false;

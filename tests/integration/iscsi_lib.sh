@@ -11,7 +11,7 @@ require_tool tgtd tgtadm
 TGTD_PORT=        # the port of the most recently started tgtd
 declare -A TGTD_IPC=()     # tgtd name -> its control socket
 declare -A RELAY_PID=()    # relay name -> pid
-declare -A RELAY_ARGS=()   # relay name -> "LISTEN TARGET", to restart it
+declare -A RELAY_ARGS=()   # relay name -> "LISTEN TARGET [OPTIONS]", to restart it
 
 # start_tgtd NAME HOST...: a tgtd listening on a free port on every HOST; sets TGTD_PORT.
 start_tgtd() {
@@ -55,11 +55,20 @@ require_chap() {
     fi
 }
 
-# start_relay NAME LISTEN_HOST:PORT TARGET_HOST:PORT
+# tgt_sessions NAME: how many sessions (I_T nexus) tgtd NAME holds, over all its targets
+tgt_sessions() {
+    local n
+    n=$(tgt "$1" --op show --mode target | grep -c "I_T nexus:") || true
+    echo "${n:-0}"
+}
+
+# start_relay NAME LISTEN_HOST:PORT TARGET_HOST:PORT [RELAY_OPTIONS...]: the relay's output
+# (with --iscsi, what it saw on the wire; see tcp_relay.py) goes to $TEST_TMP/relay-NAME.out
 start_relay() {
     local name=$1 out=$TEST_TMP/relay-$1.out
-    RELAY_ARGS[$name]="$2 $3"
-    "$SYSPY" "$INTEGRATION_DIR/tcp_relay.py" "$2" "$3" >"$out" 2>&1 &
+    shift
+    RELAY_ARGS[$name]="$*"
+    "$SYSPY" "$INTEGRATION_DIR/tcp_relay.py" "$@" >"$out" 2>&1 &
     RELAY_PID[$name]=$!
     BG_PIDS+=($!)
     wait_for_line "$out" listening "relay $name"
@@ -73,7 +82,7 @@ kill_relay() {
 
 # restore_relay NAME: after kill_relay, the path works again
 restore_relay() {
-    # shellcheck disable=SC2086  # two words on purpose
+    # shellcheck disable=SC2086  # several words on purpose (no spaces inside any)
     start_relay "$1" ${RELAY_ARGS[$1]}
 }
 
@@ -89,13 +98,22 @@ path_counters() {
 # path_ios LOG PATH_INDEX: that path's completed requests, from its last log line
 path_ios() { path_counters "$1" "$2" | sed -E 's/.*ios ([0-9]+).*/\1/'; }
 
-# wait_for_log LOG REGEX SECONDS WHAT: waits until the server logged a line matching REGEX
+# wait_for_log LOG REGEX SECONDS WHAT [COUNT]: waits until the server logged COUNT (default 1)
+# lines matching REGEX
 wait_for_log() {
-    local deadline=$(($(now_ms) + $3 * 1000))
-    until grep -Eq -- "$2" "$1"; do
-        (($(now_ms) < deadline)) || fail "$4: no log line matching '$2' within $3 s; log: $(tail -n 5 "$1")"
+    local deadline=$(($(now_ms) + $3 * 1000)) want=${5:-1}
+    until (($(log_count "$1" "$2") >= want)); do
+        (($(now_ms) < deadline)) ||
+            fail "$4: $(log_count "$1" "$2") of $want log lines matching '$2' within $3 s; log: $(tail -n 5 "$1" 2>/dev/null)"
         sleep 0.05
     done
+}
+
+# log_count LOG REGEX: how many lines of LOG match REGEX (0 while LOG does not exist)
+log_count() {
+    local n
+    n=$(grep -Ec -- "$2" "$1" 2>/dev/null) || true
+    echo "${n:-0}"
 }
 
 # check_fio JSON: fio's JSON output shows no job error, no I/O error, and every byte written
