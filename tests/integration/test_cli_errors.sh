@@ -8,6 +8,16 @@ require_volgate
 S=$TEST_TMP/s.sock
 IMG=$TEST_TMP/disk.img
 truncate -s 1M "$IMG"
+PORT=$(free_tcp_port)
+
+# First the good counterpart of the cases below, with the same kinds of arguments: it really
+# serves, so an exit 2 below is the refusal of that bad argument, not a binary that cannot run.
+start_volgate --unix "$S" --listen "127.0.0.1:$PORT" --export "d=memory:1M" --export "f=file:$TEST_TMP/good.img,size=2M"
+[[ $(stat -c %s "$TEST_TMP/good.img") == 2097152 ]] || fail "size=2M did not create a 2 MiB file"
+nbdsh -u "$(unix_uri d "$S")" -c 'assert h.get_size() == 1048576' || fail "the good invocation does not serve on --unix"
+nbdsh -u "nbd://127.0.0.1:$PORT/f" -c 'assert h.get_size() == 2097152' || fail "the good invocation does not serve on --listen"
+stop_volgate
+pass "a valid invocation (--unix, --listen, memory and file exports, size=) serves and exits 0 on SIGTERM"
 
 # expect_usage_error DESCRIPTION ARGS...
 expect_usage_error() {
@@ -67,23 +77,16 @@ expect_usage_error "bad --handshake-timeout" serve --handshake-timeout soon --un
 [[ ! -e $TEST_TMP/new.img ]] || fail "a file was created by an invocation refused for bad usage"
 
 # A --unix path that is an existing regular file is not a stale socket: it must not be deleted
-# or replaced, and the server must not run (any non-zero exit, within 10 s).
+# or replaced, and the server must not run.
 echo "precious" >"$TEST_TMP/regular.txt"
-rc=0
-timeout -k 2 10 "$VOLGATE" serve --unix "$TEST_TMP/regular.txt" --export "d=memory:1M" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
-[[ $rc != 0 && $rc != 124 && $rc != 137 ]] || fail "--unix on a regular file: exit code $rc (expected a quick failure)"
+expect_usage_error "--unix on an existing regular file" serve --unix "$TEST_TMP/regular.txt" --export "d=memory:1M"
 [[ -f $TEST_TMP/regular.txt && $(cat "$TEST_TMP/regular.txt") == precious ]] || fail "--unix on a regular file destroyed the file"
-pass "--unix on an existing regular file refused (exit $rc), file intact: $(head -n 1 "$TEST_TMP/err")"
+pass "--unix on an existing regular file: the file is intact"
 
-# A --unix path in a directory that does not exist: quick non-zero exit
-rc=0
-timeout -k 2 10 "$VOLGATE" serve --unix "$TEST_TMP/no/such/dir/s.sock" --export "d=memory:1M" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
-[[ $rc != 0 && $rc != 124 && $rc != 137 ]] || fail "--unix in a missing directory: exit code $rc (expected a quick failure)"
-[[ ! -s $TEST_TMP/out ]] || fail "--unix in a missing directory printed URIs: $(cat "$TEST_TMP/out")"
-pass "--unix in a missing directory refused (exit $rc): $(head -n 1 "$TEST_TMP/err")"
+expect_usage_error "--unix in a missing directory" serve --unix "$TEST_TMP/no/such/dir/s.sock" --export "d=memory:1M"
+[[ ! -e $TEST_TMP/no ]] || fail "--unix in a missing directory created $TEST_TMP/no"
 
-# A TCP port already in use: quick non-zero exit, nothing printed
-PORT=$(free_tcp_port)
+# The port the good invocation above listened on, now held by another process
 "$SYSPY" -c "
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -91,11 +94,7 @@ s.bind(('127.0.0.1', $PORT)); s.listen(1); print('bound', flush=True); time.slee
 HOLDER=$!
 BG_PIDS+=("$HOLDER")
 wait_for_line "$TEST_TMP/holder.out" bound "the port holder"
-rc=0
-timeout -k 2 10 "$VOLGATE" serve --listen "127.0.0.1:$PORT" --export "d=memory:1M" >"$TEST_TMP/out" 2>"$TEST_TMP/err" </dev/null || rc=$?
-[[ $rc != 0 && $rc != 124 && $rc != 137 ]] || fail "--listen on a busy port: exit code $rc (expected a quick failure)"
-[[ ! -s $TEST_TMP/out ]] || fail "--listen on a busy port printed URIs: $(cat "$TEST_TMP/out")"
-pass "--listen on a port in use refused (exit $rc): $(head -n 1 "$TEST_TMP/err")"
+expect_usage_error "--listen on a port in use" serve --listen "127.0.0.1:$PORT" --export "d=memory:1M"
 kill "$HOLDER" 2>/dev/null || true
 wait "$HOLDER" 2>/dev/null || true
 BG_PIDS=()
@@ -116,11 +115,3 @@ grep -q -- '--max-connections N.*=1024$' "$TEST_TMP/help2" || fail "serve --help
 grep -q -- '--max-buffer-bytes SIZE=256M$' "$TEST_TMP/help2" || fail "serve --help does not show the default of --max-buffer-bytes"
 grep -q -- '--handshake-timeout SECONDS.*=10$' "$TEST_TMP/help2" || fail "serve --help does not show the default of --handshake-timeout"
 pass "--help and serve --help exit 0 and mention serve, --export, --unix, --listen, --threads, --poll-max-us and the limits with their defaults"
-
-# The good counterpart of the cases above really serves (so the checks above are meaningful).
-start_volgate --unix "$S" --export "d=memory:1M" --export "f=file:$TEST_TMP/new.img,size=2M"
-[[ -S $S ]] || fail "socket missing after a good start"
-[[ $(stat -c %s "$TEST_TMP/new.img") == 2097152 ]] || fail "size=2M did not create a 2 MiB file"
-stop_volgate
-[[ ! -e $S ]] || info "note: socket file $S left behind after exit"
-pass "a valid invocation serves and exits 0 on SIGTERM"
