@@ -140,8 +140,7 @@ from_image=$(vg volume create --output json --size 1G --type slow --image "$T/im
 grep -q '100%' "$T/progress" || fail "no progress bar on a copy: $(cat "$T/progress")"
 fi=$(volume_file "$from_image")
 assert_eq "$(first_sum "$fi")" "$img_sum" "volume from image: checksum"
-cmp -s -n $((1 << 30)) <(tail -c +$(((48 << 20) + 1)) "$fi") /dev/zero || true
-[[ $(tail -c $(((1 << 30) - (48 << 20))) "$fi" | tr -d '\0' | head -c 1 | wc -c) == 0 ]] ||
+cmp -s -n $(((1 << 30) - (48 << 20))) <(tail -c +$(((48 << 20) + 1)) "$fi") /dev/zero ||
     fail "volume from image: not zero past the image"
 snap=$(vg snapshot create --output json --volume "$from_image" snap1 | json "d['snapshot']['id']")
 assert_eq "$(vg snapshot show --output json "$snap" | json "d['snapshot']['status']")" available "snapshot status"
