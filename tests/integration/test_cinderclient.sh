@@ -276,7 +276,7 @@ assert_eq "$(show "$av" status)" in-use "volume after attachment-complete"
 assert_eq "$(cinder_max attachment-show "$att" | field status)" attached "attachment-show after complete"
 rc=0
 OS_VOLUME_API_VERSION=$MAX_VERSION cinder delete "$av" >"$T/out" 2>"$T/err" || rc=$?
-cat "$T/out" "$T/err" | grep -q 'attachment.*HTTP 409' || fail "delete of an attached volume: rc $rc, $(cat "$T/out" "$T/err")"
+grep -q 'attachment.*HTTP 409' "$T/out" "$T/err" || fail "delete of an attached volume: rc $rc, $(cat "$T/out" "$T/err")"
 cinder_max attachment-delete "$att" >/dev/null
 assert_eq "$(show "$av" status)" available "volume after the last attachment-delete"
 nbdinfo --size "$(unix_uri "volume-$av" "$STATE/run/nbd.sock")" >/dev/null 2>&1 && fail "the export outlived its attachment"
