@@ -60,7 +60,12 @@ exports() {
         json "' '.join(sorted(e['name'] for e in d['exports']))"
 }
 # in_xml SERVER VOLUME [--inactive]: true when the domain's XML has the volume's disk
-in_xml() { "${VIRSH[@]}" dumpxml ${3:+"$3"} "$1" | grep -q "<serial>$2</serial>"; }
+# (A virsh that fails fails the test: a domain we cannot read is not one without the disk.)
+in_xml() {
+    local xml
+    xml=$("${VIRSH[@]}" dumpxml ${3:+"$3"} "$1") || fail "virsh dumpxml $1 failed"
+    grep -q "<serial>$2</serial>" <<<"$xml"
+}
 mapped() {
     nova 200 GET "/servers/$1/os-volume_attachments" | json "'$2' in [a['volumeId'] for a in d['volumeAttachments']]"
 }

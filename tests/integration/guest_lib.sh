@@ -51,8 +51,11 @@ guest_destroy() {
 }
 
 # guest_has_disk NAME TEXT: true while the domain's live XML mentions TEXT (e.g. an export).
+# A virsh that fails fails the test: a domain we cannot read is not one without the disk.
 guest_has_disk() {
-    "${VIRSH[@]}" dumpxml "$1" | grep -qF -- "$2"
+    local xml
+    xml=$("${VIRSH[@]}" dumpxml "$1") || fail "virsh dumpxml $1 failed"
+    grep -qF -- "$2" <<<"$xml"
 }
 
 # ------------------------------------------------------------------------------------ disks

@@ -301,6 +301,20 @@ wait_for_line() {
     fail "$3 did not get going: $(cat "$1" 2>/dev/null)"
 }
 
+# refute_grep WHAT GREP-ARGS...: fails naming WHAT when grep finds a match (the first one is
+# shown), and also when grep could not search (exit 2: a missing or unreadable file), so that
+# nothing is ever declared absent from a file that was not read.
+refute_grep() {
+    local what=$1 rc=0
+    shift
+    grep -q "$@" || rc=$?
+    case $rc in
+        1) return 0 ;;
+        0) fail "$what: $(grep -m 1 "$@" | head -c 300)" ;;
+        *) fail "$what: grep $* could not search (exit $rc)" ;;
+    esac
+}
+
 # unix_uri NAME SOCKET
 unix_uri() { echo "nbd+unix:///$1?socket=$2"; }
 

@@ -155,6 +155,7 @@ assert_eq "$(first_sum "$(volume_file "$from_vol")")" "$vol_sum" "volume from vo
 assert_eq "$(stat -c %s "$(volume_file "$from_vol")")" $((2 << 30)) "clone grown to its size"
 msg=$(expect_api 400 badRequest DELETE "/v3/default/volumes/$from_image")
 [[ $msg == *"dependent snapshot"* ]] || fail "delete with a snapshot: $msg"
+ls "$T/slow" | grep -q snapshot || fail "no snapshot file in the pool: $(ls "$T/slow")"
 vg snapshot delete "$snap" >/dev/null
 [[ -z $(ls "$T/slow" | grep snapshot || true) ]] || fail "snapshot file left"
 vg volume delete "$from_snap" >/dev/null
@@ -287,7 +288,7 @@ grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$ef")" || fail "no L
 unwrap_key "$STATE" "$enc" "$T/enc.key"
 cryptsetup open --test-passphrase --key-file "$T/enc.key" "$ef" || fail "the unwrapped passphrase does not open $ef"
 if grep -qF "$(cat "$T/enc.key")" <<<"$(sqlite3 "$STATE/controller.db" .dump)"; then fail "passphrase in the database"; fi
-grep -qF "$(cat "$T/enc.key")" "$T"/controller.*.err && fail "passphrase in the log"
+refute_grep "passphrase in the log" -F -e "$(cat "$T/enc.key")" "$T"/controller.*.err
 
 enc_img=$(create --size 1G --type secret --image "$T/images/image.raw" enc-image)
 ei=$(volume_file "$enc_img")

@@ -83,7 +83,7 @@ grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$T/enc-header.raw")"
 unwrap_key "$STATE" "$enc" "$T/enc.key"
 cryptsetup open --test-passphrase --key-file "$T/enc.key" "$T/enc-header.raw" ||
     fail "the unwrapped passphrase does not open the RBD image's header"
-grep -qF "$(cat "$T/enc.key")" "${VG_LOG_OF[$CTL]}" && fail "passphrase in the log"
+refute_grep "passphrase in the log" -F -e "$(cat "$T/enc.key")" "${VG_LOG_OF[$CTL]}"
 enc_target=$("$VOLGATE" volume show --output json "$enc" | json "d['volume']['volgate:export_target']")
 # Only the first 16 MiB are read back: the rest of the 1 GiB volume decrypts to noise and
 # would only cost time.

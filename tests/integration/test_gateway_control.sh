@@ -51,8 +51,9 @@ expect_status health 200 GET /v1/health
 assert_eq "$(jq_body 'b["status"], b["exports"], b["connections"], b["pid"]')" "ok 0 0 $VG_PID" "health"
 expect_status "empty list" 200 GET /v1/exports
 assert_eq "$(jq_body 'b')" "{'exports': []}" "empty list"
-nbdinfo --list "nbd+unix://?socket=$S" >"$T/list0" 2>&1 || true
-grep -q 'export=' "$T/list0" && fail "NBD_OPT_LIST shows exports on an empty gateway: $(cat "$T/list0")"
+nbdinfo --list "nbd+unix://?socket=$S" >"$T/list0" 2>&1 || fail "nbdinfo --list of an empty gateway: $(cat "$T/list0")"
+grep -q '^protocol: newstyle-fixed' "$T/list0" || fail "nbdinfo --list did not negotiate: $(cat "$T/list0")"
+refute_grep "NBD_OPT_LIST shows exports on an empty gateway" 'export=' "$T/list0"
 pass "a gateway with --control and no --export serves, with an empty list"
 
 # ------------------------------------------------------------------ a plain file export
@@ -130,7 +131,7 @@ cmp -s "$T/enc.plain" "$T/enc.indep" || fail "what the volume-key export wrote d
 pass "LUKS2 export unlocked by volume key: data decrypts with an independent AES-XTS reader; wrong key 400"
 
 for secret in "$KEY_B64" "$KEY_HEX" "${KEY_HEX^^}" "$WRONG_B64" "$WRONG_HEX" "${KEY_HEX:0:32}"; do
-    grep -qiF -- "$secret" "$VG_ERR" && fail "key material in the gateway's log"
+    refute_grep "key material in the gateway's log" -iF -- "$secret" "$VG_ERR"
 done
 pass "no key material (base64 or hex) in the gateway's log"
 

@@ -68,17 +68,17 @@ write_and_check "$U" 22 4096
 info "restarted and served a write in $(($(now_ms) - t)) ms"
 mapfile -t preempted < <(grep -Eo 'reservation key 0x[0-9a-f]+ was left by an earlier run' "$VG_ERR" | awk '{print $3}' | sort -u)
 assert_eq "${preempted[*]}" "${first_keys[*]}" "keys preempted by the restarted gateway"
-grep -Eq 'path [01] [^ ]+: down' "$VG_ERR" && fail "the restarted gateway lost a path: $(grep -E ': down' "$VG_ERR" | head -n 2)"
+refute_grep "the restarted gateway lost a path" -E 'path [01] [^ ]+: down' "$VG_ERR"
 # Its sessions logged in under the killed run's reservation: MODE SENSE, asked once they are
 # registrants, still shows tgtd's DPOFUA.
-grep -q "does not honour FUA" "$VG_ERR" && fail "the restarted gateway took tgtd for a target without DPOFUA"
+refute_grep "the restarted gateway took tgtd for a target without DPOFUA" "does not honour FUA" "$VG_ERR"
 new_key=$(keys_of "$VG_ERR" | head -n 1)
 same_host "$new_key" "${first_keys[0]}" || fail "the host part of the keys changed across the restart: $new_key vs ${first_keys[*]}"
 pass "restart after SIGKILL: preempted exactly its own ${#preempted[@]} old keys, I/O at once"
 
 # The other host's registration stands: its writes go through without a path failure.
 write_and_check "$(unix_uri v "$S_OTHER")" 33 8192
-grep -Eq ': down' "$OTHER_LOG" && fail "the other gateway lost a path: $(grep -E ': down' "$OTHER_LOG" | head -n 2)"
+refute_grep "the other gateway lost a path" -E ': down' "$OTHER_LOG"
 for key in "${preempted[@]}"; do
     [[ " ${other_keys[*]} " != *" $key "* ]] || fail "preempted another host's key $key"
 done

@@ -149,7 +149,7 @@ rc=0; "$VOLGATE" luks add-key --key-file "$T/bad" --new-key-file "$T/k2" "file:$
     fail "add-key with a wrong passphrase: rc $rc, $(cat "$T/err")"
 refused_to_serve "serve with a wrong passphrase" "$T/v2.img" "$T/bad" "export 'x'.*no keyslot opens"
 [[ $(sha256sum <"$T/v2.img") == "$before" ]] || fail "a wrong passphrase changed the image"
-! grep -rq "not the passphrase\|correct horse" "$T"/*.err "$T/err" 2>/dev/null || fail "a passphrase appeared in a log"
+refute_grep "a passphrase appeared in a log" "not the passphrase\|correct horse" "$T"/*.err "$T/err"
 pass "wrong passphrase: one clear line, exit 2, image unchanged, no passphrase in any log"
 
 "$VOLGATE" luks add-key --pbkdf-memory 32768 --iter-time 50 --key-file "$T/k1" --new-key-file "$T/k2" "file:$T/v2.img" >"$T/out" 2>&1 ||
@@ -161,7 +161,9 @@ nbdcopy "$(uri k2)" "$T/back"
 stop_volgate
 cmp -s "$T/volgate-luks2.plain" "$T/back" || fail "the second keyslot opens a different volume"
 "$VOLGATE" luks remove-key --key-file "$T/k1" "file:$T/v2.img" >"$T/out" 2>&1 || fail "remove-key: $(cat "$T/out")"
-! cryptsetup luksOpen --test-passphrase --key-file "$T/k1" "$T/v2.img" 2>/dev/null || fail "a removed key still opens (cryptsetup)"
+# cryptsetup's exit code 2 is "no key available with this passphrase" (1 would be bad arguments)
+rc=0; cryptsetup luksOpen --test-passphrase --key-file "$T/k1" "$T/v2.img" 2>/dev/null || rc=$?
+assert_eq "$rc" 2 "cryptsetup with a removed key"
 refused_to_serve "a removed key (volgate)" "$T/v2.img" "$T/k1" "no keyslot opens"
 rc=0; "$VOLGATE" luks remove-key --key-file "$T/k2" "file:$T/v2.img" >/dev/null 2>"$T/err" || rc=$?
 [[ $rc == 2 ]] && grep -q "last one" "$T/err" || fail "removing the last keyslot: rc $rc, $(cat "$T/err")"

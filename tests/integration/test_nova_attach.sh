@@ -64,7 +64,7 @@ t0=$(now_ms)
 api 202 DELETE "/servers/$uuid/os-volume_attachments/$vol" >/dev/null
 detach_ms=$(($(now_ms) - t0))
 assert_eq "$(vol_status "$vol")" available "volume after detach"
-"${VIRSH[@]}" dumpxml "$GUEST" | grep -q "<serial>$vol</serial>" && fail "the disk is still in the guest"
+guest_has_disk "$GUEST" "<serial>$vol</serial>" && fail "the disk is still in the guest"
 api 404 DELETE "/servers/$uuid/os-volume_attachments/$vol" >/dev/null
 pass "detach through Nova's API: out of the guest and its definition, volume available ($detach_ms ms)"
 

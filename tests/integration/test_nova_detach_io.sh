@@ -79,7 +79,7 @@ detach_ms=$(($(now_ms) - t0))
 during=$(($(written) - before))
 assert_eq "$(vol_status "$vol")" available "volume after the detach"
 assert_eq "$(exports)" "" "the gateway's exports after the detach"
-"${VIRSH[@]}" dumpxml "$GUEST" | grep -q "<serial>$vol</serial>" && fail "the disk is still in the live XML"
+in_xml "$GUEST" "$vol" && fail "the disk is still in the live XML"
 pass "detach while the guest writes: 202 in $detach_ms ms ($before writes done before it, $during while it ran), volume available"
 
 # The guest's side: the writer must end by itself, on a failed write, without hanging.

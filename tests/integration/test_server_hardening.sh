@@ -91,7 +91,7 @@ case_listen() {
     port=$(free_tcp_port)
     start_volgate --listen "127.0.0.1:$port" --unix "$TEST_TMP/l.sock" --export "d=memory:1M"
     stop_volgate
-    ! grep -q "loopback" "$VG_ERR" || fail "a warning for 127.0.0.1: $(grep loopback "$VG_ERR")"
+    refute_grep "a warning for 127.0.0.1" "loopback" "$VG_ERR"
     pass "--listen 0.0.0.0 logs one warning; 127.0.0.1 and unix sockets none"
 }
 

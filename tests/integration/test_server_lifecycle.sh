@@ -37,8 +37,10 @@ nova() {  # STATUS METHOD PATH [BODY]: prints the body
 }
 vol_status() { "$VOLGATE" volume show --project default --output json "$1" | json "d['volume']['status']"; }
 served() { nbdinfo --size "$(unix_uri "volume-$1" "$NBD_SOCK")" >/dev/null 2>&1; }
-in_xml() {  # VOLUME [--inactive]: the disk is in the live (or persistent) XML
-    "${VIRSH[@]}" dumpxml "${@:2}" "$GUEST" | grep -q "<serial>$1</serial>"
+in_xml() {  # VOLUME [--inactive]: the disk is in the live (or persistent) XML; a failing virsh fails
+    local xml
+    xml=$("${VIRSH[@]}" dumpxml "${@:2}" "$GUEST") || fail "virsh dumpxml $GUEST failed"
+    grep -q "<serial>$1</serial>" <<<"$xml"
 }
 attach() { nova 200 POST "/servers/$uuid/os-volume_attachments" '{"volumeAttachment": {"volumeId": "'"$1"'"}}' >/dev/null; }
 # wait_available VOLUME WHAT: the controller gives the volume back within 10 s; prints the ms.
