@@ -47,9 +47,20 @@ TEST(BufferPool, MoveTransfersOwnership) {
 
 TEST(BufferPool, FreedOnAnotherThread) {
   Buffer b = Buffer::allocate(8192);
-  std::thread t([buffer = std::move(b)]() mutable { buffer = Buffer(); });
+  const std::byte* p = b.data();
+  const size_t held = buffer_pool_bytes_held();
+  const std::byte* reused = nullptr;
+  size_t held_while_cached = 0;
+  std::thread t([&, buffer = std::move(b)]() mutable {
+    buffer = Buffer();  // joins this thread's cache: still held, not returned to the system
+    held_while_cached = buffer_pool_bytes_held();
+    reused = Buffer::allocate(8000).data();  // same size class: served from that cache
+  });
   t.join();
-  SUCCEED();
+  EXPECT_EQ(held_while_cached, held);
+  EXPECT_EQ(reused, p);
+  // The thread's cache went back to the system when the thread ended: nothing leaked.
+  EXPECT_EQ(buffer_pool_bytes_held(), held - 8192);
 }
 
 TEST(BufferPool, RefusesOversize) {
