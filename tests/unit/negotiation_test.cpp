@@ -73,7 +73,22 @@ TEST_F(NegotiationTest, UnknownOptionIsUnsupportedAndHarmless) {
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].type, uint32_t{kRepErrUnsup});
   EXPECT_EQ(r[0].option, 999u);
-  EXPECT_EQ(n_.handle(kOptStartTls, {}).next, Negotiation::Next::more_options);
+}
+
+// No TLS yet: STARTTLS is refused as unsupported (not TLS_REQD, not INVALID), with a message,
+// and the handshake goes on in the clear.
+TEST_F(NegotiationTest, StartTlsIsUnsupported) {
+  auto step = n_.handle(kOptStartTls, {});
+  EXPECT_EQ(step.next, Negotiation::Next::more_options);
+  auto r = replies(step.reply);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].option, uint32_t{kOptStartTls});
+  EXPECT_EQ(r[0].type, uint32_t{kRepErrUnsup});
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(r[0].data.data()), r[0].data.size()),
+            "TLS is not enabled on this server");
+  auto go = n_.handle(kOptGo, export_query("first"));
+  EXPECT_EQ(go.next, Negotiation::Next::transmission);
+  EXPECT_EQ(replies(go.reply).back().type, uint32_t{kRepAck});
 }
 
 TEST_F(NegotiationTest, ListNamesEveryExport) {
