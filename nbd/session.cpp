@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "common/current_context.hpp"
@@ -100,6 +101,7 @@ Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& re
   negotiated_ = handshake.negotiated;
   std::copy(handshake.unparsed.begin(), handshake.unparsed.end(), rx_.get());  // often empty
   rx_end_ = handshake.unparsed.size();
+  received_ = rx_end_;
 }
 
 Session::~Session() {
@@ -119,10 +121,23 @@ void Session::start() {
 }
 
 void Session::shutdown() {
-  if (stopping_) return;
-  stopping_ = true;
+  if (stopping_ || receive_limit_) return;
   negotiation_.begin_shutdown();
-  // Ending the receive side wakes a pending read with EOF; replies can still go out.
+  // The client may send requests once the export is chosen (GO answered, or EXPORT_NAME read).
+  const bool handshake_over = negotiated_.chosen || negotiation_.result().chosen;
+  if (!handshake_over) {
+    stopping_ = true;  // a handshake has nothing in flight: it ends
+  } else {
+    // Every request the client has sent by now is in flight, whether we have parsed it, hold it
+    // unparsed in rx_ or the kernel still queues it: those are read, served and answered, and
+    // reading stops where they end (see transmit()). FIONREAD counts the kernel's part.
+    int queued = 0;
+    if (::ioctl(socket_.native_handle(), FIONREAD, &queued) != 0 || queued < 0) queued = 0;
+    receive_limit_ = received_ + static_cast<uint64_t>(queued);
+  }
+  // Ending the receive side wakes a pending read: it still gets what the kernel had queued,
+  // then EOF (on a unix socket the client cannot add more; TCP may, and receive_limit_ ignores
+  // it). Replies can still go out.
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_receive, ignored);
   signal();
@@ -181,6 +196,7 @@ awaitable<bool> Session::fill(size_t needed) {
         asio::redirect_error(use_awaitable, ec));
     if (ec || n == 0) co_return false;
     rx_end_ += n;
+    received_ += n;
   }
   co_return true;
 }
@@ -194,8 +210,9 @@ awaitable<bool> Session::read_payload(std::byte* out, size_t length) {
   rx_begin_ += buffered;
   if (buffered == length) co_return true;
   boost::system::error_code ec;
-  co_await asio::async_read(socket_, asio::buffer(out + buffered, length - buffered),
-                            asio::redirect_error(use_awaitable, ec));
+  size_t n = co_await asio::async_read(socket_, asio::buffer(out + buffered, length - buffered),
+                                       asio::redirect_error(use_awaitable, ec));
+  received_ += n;
   co_return !ec;
 }
 
@@ -442,8 +459,18 @@ uint32_t Session::validate(const RequestHeader& h) const {
   return 0;
 }
 
+// Where the client's stream stands: bytes received and parsed (or skipped).
+uint64_t Session::consumed() const { return received_ - (rx_end_ - rx_begin_); }
+
+// True when a request of `bytes` starting where the stream stands was not wholly sent before
+// shutdown(): it is not in flight, and is neither read nor served.
+bool Session::beyond_receive_limit(uint64_t bytes) const {
+  return receive_limit_ && (consumed() > *receive_limit_ || *receive_limit_ - consumed() < bytes);
+}
+
 awaitable<void> Session::transmit() {
   while (!stopping_ && !broken_) {
+    if (beyond_receive_limit(kRequestHeaderSize)) break;  // every request in flight is read
     if (!co_await fill(kRequestHeaderSize)) break;
     auto header = parse_request(
         std::span<const std::byte, kRequestHeaderSize>(rx_.get() + rx_begin_, kRequestHeaderSize));
@@ -454,6 +481,7 @@ awaitable<void> Session::transmit() {
       break;
     }
     rx_begin_ += kRequestHeaderSize;
+    if (header->type == kCmdWrite && beyond_receive_limit(header->length)) break;
 
     if (header->type == kCmdDisc) {
       stopping_ = true;  // answer what is in flight, then close

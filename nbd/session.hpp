@@ -67,7 +67,9 @@ class Session : public std::enable_shared_from_this<Session> {
   static void adopt(int fd, const Socket::protocol_type& protocol, boost::asio::io_context& io,
                     SessionRegistry& registry, const SessionShared& shared, std::string peer,
                     ConnectionLimit::Slot slot = {});
-  // Graceful stop: no new requests are read; those in flight finish and are answered.
+  // Graceful stop: requests in flight finish and are answered, and no other is read. In flight
+  // are the requests whose bytes had all reached our socket by then, parsed yet or not; a
+  // connection still in the handshake is ended.
   void shutdown();
   // Hard stop: drop the connection now; requests in flight finish but are not answered.
   void abort();
@@ -102,6 +104,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // True when it did: this session then ends without closing the socket.
   bool move_home();
   boost::asio::awaitable<void> transmit();
+  uint64_t consumed() const;
+  bool beyond_receive_limit(uint64_t bytes) const;
   boost::asio::awaitable<bool> fill(size_t needed);
   boost::asio::awaitable<bool> read_payload(std::byte* out, size_t length);
   boost::asio::awaitable<bool> discard(uint64_t length);
@@ -147,6 +151,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<std::byte[]> rx_;
   size_t rx_begin_ = 0;
   size_t rx_end_ = 0;
+  uint64_t received_ = 0;  // bytes read from the socket, rx_ or straight into payloads
+  // Set by shutdown() after the handshake: the end of what the client had sent by then (a
+  // count of received_). Requests that end before it are read and served; nothing after it.
+  std::optional<uint64_t> receive_limit_;
 
   std::vector<std::unique_ptr<Request>> all_requests_;
   std::vector<Request*> free_requests_;
@@ -161,7 +169,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool write_posted_ = false;
   bool reading_batch_ = false;  // the reader is dispatching; it sends replies when it next waits
 
-  bool stopping_ = false;  // shutdown() or DISC: read no more requests
+  bool stopping_ = false;  // DISC, or shutdown() in the handshake: read no more requests
   bool broken_ = false;    // the socket failed or the client broke the protocol
   bool poller_ = false;    // counted in registry_'s pollers
   boost::asio::steady_timer wake_;
