@@ -43,7 +43,7 @@ start_relay plain "127.0.0.2:$P" "127.0.0.1:$P" --iscsi
 # too (tgtd refuses MODE SENSE to a session that has not registered yet).
 start_volgate --unix "$S" --export "t=iscsi://127.0.0.2:$P/$IQN/1" --export "thick=iscsi://127.0.0.2:$P/$IQN/2" \
     --export "t2=iscsi://127.0.0.2:$P/$IQN/1"
-grep -q "does not honour FUA" "$VG_ERR" && fail "tgtd's DPOFUA was not seen: $(grep -m1 'honour FUA' "$VG_ERR")"
+refute_grep "tgtd's DPOFUA was not seen" "does not honour FUA" "$VG_ERR"
 grep -q "login conn=1 HeaderDigest=None DataDigest=None" "$TEST_TMP/relay-plain.out" ||
     fail "the relay did not see a login without digests: $(head -n 3 "$TEST_TMP/relay-plain.out")"
 U_T=$(unix_uri t "$S") U_THICK=$(unix_uri thick "$S") U_T2=$(unix_uri t2 "$S")
@@ -122,7 +122,7 @@ tiles(wire.commands("WRITE16"), 1, 3 * 2048, 2048)
 thick.check(0, 8 * MiB)
 print("without thin provisioning zeroes go out as WRITE(16) of 1 MiB at most")
 ' || fail "tgtd as it is: see above"
-grep -Eq ": path [0-9]+ [^ ]+: down" "$VG_ERR" && fail "a path went down: $(grep -E ': down' "$VG_ERR" | head -n 2)"
+refute_grep "a path went down" -E ": path [0-9]+ [^ ]+: down" "$VG_ERR"
 pass "tgtd as it is: no transfer limit, native FUA, 64 MiB parts for UNMAP and WRITE SAME, zeroes as data without them"
 stop_volgate
 
@@ -225,6 +225,6 @@ v.check(0, MiB)
 print("a target that stays BUSY: EIO after %.2f s and %d tries" % (waited, tries))
 ' || fail "rewritten limits: see above"
 stop_volgate
-grep -Eq ": path [0-9]+ [^ ]+: down" "$VG_ERR" && fail "a path went down: $(grep -E ': down' "$VG_ERR" | head -n 2)"
+refute_grep "a path went down" -E ": path [0-9]+ [^ ]+: down" "$VG_ERR"
 grep -q "failed with EIO: the target kept answering BUSY for 1 s" "$VG_ERR" || fail "no log line for the EIO after BUSY"
 pass "the target's limits rewritten: requests split to fit, FUA as a flush, BUSY and TASK SET FULL sent again after a pause"
