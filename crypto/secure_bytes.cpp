@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -64,11 +65,20 @@ SecureBytes read_key_file(const std::string& path) {
   const std::string name = from_stdin ? "standard input" : "key file " + path;
   int fd = from_stdin ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error(name + ": " + std::strerror(errno));
-  // One byte more than allowed, so an oversized file is recognised rather than truncated.
-  SecureBytes buffer(kMaxKeyFileSize + 1);
+  // The buffer starts at one page and doubles while the file fills it, so a passphrase takes
+  // a page of locked memory. A buffer of the largest size up front would never be locked for
+  // a user without CAP_IPC_LOCK: it is just over the 8 MiB RLIMIT_MEMLOCK they get by default.
+  // It ends one byte past the limit, so an oversized file is recognised rather than truncated.
+  SecureBytes buffer(static_cast<size_t>(::sysconf(_SC_PAGESIZE)));
   size_t got = 0;
   int error = 0;
-  while (got < buffer.size()) {
+  for (;;) {
+    if (got == buffer.size()) {
+      if (got > kMaxKeyFileSize) break;
+      SecureBytes larger(std::min(2 * got, kMaxKeyFileSize + 1));
+      std::memcpy(larger.data(), buffer.data(), got);
+      buffer = std::move(larger);  // the smaller one is wiped as it goes
+    }
     ssize_t n = ::read(fd, buffer.data() + got, buffer.size() - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) error = errno;

@@ -4,7 +4,8 @@
 # HTTP (curl on the unix socket and TCP):
 #  - blank volumes, copies from an image file, a snapshot and a volume hold the right data
 #    (checksums), extend grows the file, delete removes it, the capabilities filter places
-#    typed volumes in the right pool;
+#    typed volumes in the right pool; a snapshot (a copy: no filesystem here shares blocks)
+#    allocates only its volume's data, and `snapshot list` shows it;
 #  - quotas are enforced and usage stays exact, also with concurrent creates;
 #  - bad input gets 400/404/409/413 with a Cinder fault body, the CLI one line and exit 2, a
 #    missing token 401; the socket is mode 0600;
@@ -12,7 +13,8 @@
 #    independently with python3-cryptography) opens it, and `volgate serve` with that passphrase
 #    reads back the image it was created from;
 #  - a controller killed with SIGKILL in the middle of a long copy comes back with the volume in
-#    `error`, its quota released, its partial file removed and the journal empty.
+#    `error`, its quota released, its partial file removed and the journal empty;
+#  - `--state-dir` alone is a working controller; with `--listen` the CLI works over TCP.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -142,8 +144,24 @@ fi=$(volume_file "$from_image")
 assert_eq "$(first_sum "$fi")" "$img_sum" "volume from image: checksum"
 cmp -s -n $(((1 << 30) - (48 << 20))) <(tail -c +$(((48 << 20) + 1)) "$fi") /dev/zero ||
     fail "volume from image: not zero past the image"
+# 8 MiB of zeroes the volume holds allocated: a snapshot need not copy them.
+dd if=/dev/zero of="$fi" bs=1M count=8 seek=256 conv=notrunc status=none
 snap=$(vg snapshot create --output json --volume "$from_image" snap1 | json "d['snapshot']['id']")
 assert_eq "$(vg snapshot show --output json "$snap" | json "d['snapshot']['status']")" available "snapshot status"
+# No filesystem here shares blocks (tmpfs and ext4 refuse FICLONE), so the snapshot is the
+# fallback copy: the same bytes, with only the 48 MiB of data allocated.
+sf=$T/slow/snapshot-$snap.img
+cmp -s "$fi" "$sf" || fail "the snapshot file differs from its volume"
+vol_mib=$(($(file_blocks "$fi") / 2048)) snap_mib=$(($(file_blocks "$sf") / 2048))
+((vol_mib >= 56 && snap_mib <= 48)) ||
+    fail "a snapshot of a volume with 48 MiB of data and 8 MiB of allocated zeroes ($vol_mib MiB) allocates $snap_mib MiB"
+# snapshot list: the table and JSON name it with its volume; another project sees none.
+row=$(vg snapshot list | awk -v id="$snap" '$1 == id {print $2, $3, $4, $5}')
+assert_eq "$row" "snap1 available 1 $from_image" "the snapshot's row in 'volgate snapshot list'"
+vg snapshot list | head -n 1 | grep -q '^ID  *NAME  *STATUS  *SIZE(GiB)  *VOLUME' || fail "snapshot list header: $(vg snapshot list | head -n 1)"
+assert_eq "$(vg snapshot list --output json | json "[(s['id'], s['name'], s['volume_id']) for s in d['snapshots']] == [('$snap', 'snap1', '$from_image')]")" \
+    True "snapshot list --output json"
+assert_eq "$(vg snapshot list --project q --output json | json "len(d['snapshots'])")" 0 "snapshots another project sees"
 # The guest writes to the volume after the snapshot.
 dd if=/dev/urandom of="$fi" bs=1M count=4 seek=8 conv=notrunc status=none
 vol_sum=$(first_sum "$fi")
@@ -158,9 +176,10 @@ msg=$(expect_api 400 badRequest DELETE "/v3/default/volumes/$from_image")
 ls "$T/slow" | grep -q snapshot || fail "no snapshot file in the pool: $(ls "$T/slow")"
 vg snapshot delete "$snap" >/dev/null
 [[ -z $(ls "$T/slow" | grep snapshot || true) ]] || fail "snapshot file left"
+assert_eq "$(vg snapshot list --output json | json "len(d['snapshots'])")" 0 "snapshots listed after the delete"
 vg volume delete "$from_snap" >/dev/null
 vg volume delete "$from_vol" >/dev/null
-pass "copies: from image, snapshot and volume hold the right data; snapshot delete cleans up"
+pass "copies: from image, snapshot and volume hold the right data; the snapshot copy skips holes and zeroes ($snap_mib of $vol_mib MiB); snapshot list shows it; delete cleans up"
 
 # ------------------------------------------------------------------ invalid input
 msg=$(expect_api 400 badRequest POST /v3/default/volumes '{"volume": {"size": 1, "colour": "red"}}')
@@ -350,21 +369,35 @@ pass "SIGTERM cancels a copy cleanly and exits 0"
 # ------------------------------------------------------------------ the embedded default
 # `volgate controller --state-dir DIR` with no config: SQLite and one file pool in DIR, the API
 # on DIR/controller.sock (the CLI finds the token beside it); the "encrypted" type is LUKS2.
+# --listen adds the API on TCP, where the CLI needs --url and --token-file and a request
+# without the token is 401.
 EMB=$T/embedded
-"$VOLGATE" controller --state-dir "$EMB" >"$T/controller.embedded.out" 2>"$T/controller.embedded.err" &
+EMB_PORT=$(free_tcp_port)
+EMB_URL=http://127.0.0.1:$EMB_PORT
+"$VOLGATE" controller --state-dir "$EMB" --listen "127.0.0.1:$EMB_PORT" >"$T/controller.embedded.out" 2>"$T/controller.embedded.err" &
 CTL_PID=$!
 VG_PIDS+=("$CTL_PID")
 for ((i = 0; i < 200; i++)); do
-    grep -q '^unix:' "$T/controller.embedded.out" 2>/dev/null && break
+    grep -q '^http:' "$T/controller.embedded.out" 2>/dev/null && break
     sleep 0.05
 done
 grep -q "^unix:$EMB/controller.sock" "$T/controller.embedded.out" || fail "embedded controller: $(cat "$T/controller.embedded.err")"
+grep -qx "$EMB_URL" "$T/controller.embedded.out" || fail "embedded controller with --listen: $(cat "$T/controller.embedded.out" "$T/controller.embedded.err")"
 emb=$(VOLGATE_URL=unix:$EMB/controller.sock create --size 1G --type encrypted embedded)
 assert_eq "$(VOLGATE_URL=unix:$EMB/controller.sock vol_field "$emb" status)" available "embedded default: status"
 grep -q '^Version:[[:space:]]*2' <<<"$(cryptsetup luksDump "$EMB/pool/volume-$emb.img")" || fail "embedded default: no LUKS2 header"
 grep -q "embedded" <<<"$(VOLGATE_URL=unix:$EMB/controller.sock vg volume list)" || fail "volume list table: $(VOLGATE_URL=unix:$EMB/controller.sock vg volume list)"
+tcp=$(vg volume create --output json --url "$EMB_URL" --token-file "$EMB/token" --size 1G over-tcp | json "d['volume']['id']")
+[[ -f $EMB/pool/volume-$tcp.img ]] || fail "a volume created through --listen has no file"
+vg volume list --url "$EMB_URL" --token-file "$EMB/token" | awk -v id="$tcp" '$1 == id' | grep -q " over-tcp  *available " ||
+    fail "volume list over TCP: $(vg volume list --url "$EMB_URL" --token-file "$EMB/token")"
+code=$(curl -s -o "$T/api.body" -w '%{http_code}' "$EMB_URL/v3/default/volumes")
+[[ $code == 401 ]] && grep -q '"unauthorized"' "$T/api.body" || fail "GET over TCP without a token: $code $(cat "$T/api.body")"
+assert_eq "$(curl -s -o /dev/null -w '%{http_code}' "$EMB_URL/")" 300 "the versions document over TCP, which needs no token"
+cli_refuses volume list --url "$EMB_URL"
+grep -q 'no API token' "$T/cli.err" || fail "the CLI over TCP without a token: $(cat "$T/cli.err")"
 stop_volgate "$CTL_PID" TERM 10
-pass "embedded default: --state-dir alone serves the API, a file pool and encrypted volumes"
+pass "embedded default: --state-dir alone serves the API, a file pool and encrypted volumes; --listen serves the CLI (--url, --token-file) over TCP, 401 without the token"
 # A sanitizer build reports into the logs, also of the controller killed with SIGKILL.
 if grep -Eq 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer' "$T"/controller.*.err; then
     fail "sanitizer report: $(grep -Eh 'runtime error:|Sanitizer' "$T"/controller.*.err | head -n 3)"

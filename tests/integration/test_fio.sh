@@ -2,7 +2,9 @@
 # fio's nbd engine against volgate with crc32c verification: 4 KiB random writes at depth 32,
 # 1 MiB sequential writes at depth 16, two connections at once, variable sub-4K block sizes,
 # and a second fio process that only verifies what the first one wrote. Memory, file and
-# direct-file exports. Any I/O error or verify failure fails the test.
+# direct-file exports. Any I/O error or verify failure fails the test. Then --poll-max-us 1000
+# and 0: the data is right with both, and the first makes the server sleep far less often at
+# queue depth 1 (the window is used).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -98,3 +100,30 @@ run_fio "direct: 4k randwrite with verify_backlog" $M64 $M64 \
 assert_alive
 stop_volgate
 pass "server exits 0 on SIGTERM"
+
+# --poll-max-us: windows other than the default are taken, and the data is right with them. At
+# queue depth 1 with 300 µs between requests, a window of 1000 µs covers every gap, so the
+# worker rarely sleeps; with 0 it sleeps in epoll_wait after most requests. Sleeps are the
+# process's voluntary context switches (a yield while polling is not one). A loaded machine can
+# keep a worker of either from sleeping (it is preempted instead), so the pair runs up to three
+# times until one round shows the difference.
+voluntary_switches() { cat "/proc/$1/task/"*/status | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
+declare -A POLL_PID=() SLEEPS=()
+for window in 1000 0; do
+    start_volgate --unix "$TEST_TMP/poll$window.sock" --poll-max-us "$window" --export "mem=memory:16M"
+    POLL_PID[$window]=$VG_PID
+done
+for round in 1 2 3; do
+    for window in 1000 0; do
+        before=$(voluntary_switches "${POLL_PID[$window]}")
+        run_fio "--poll-max-us $window: 4k randwrite depth 1, 300 us apart, verify" $((1 << 20)) $((1 << 20)) \
+            --name=poll --uri="$(unix_uri mem "$TEST_TMP/poll$window.sock")" --rw=randwrite --bs=4k --iodepth=1 \
+            --size=1M --thinktime=300 --verify=crc32c --do_verify=1
+        SLEEPS[$window]=$(($(voluntary_switches "${POLL_PID[$window]}") - before))
+    done
+    info "round $round, 512 requests at depth 1: ${SLEEPS[1000]} sleeps with --poll-max-us 1000, ${SLEEPS[0]} with 0"
+    ((SLEEPS[1000] * 2 < SLEEPS[0])) && break
+    ((round < 3)) || fail "--poll-max-us 1000 never slept far less often than --poll-max-us 0 (last round ${SLEEPS[1000]} and ${SLEEPS[0]} times): the window is not used"
+done
+for window in 1000 0; do stop_volgate "${POLL_PID[$window]}"; done
+pass "--poll-max-us 1000 and 0: data verified; the server slept ${SLEEPS[1000]} and ${SLEEPS[0]} times over the same 512 requests"

@@ -5,9 +5,14 @@
 #    independent decryptor (python3-cryptography with cryptsetup's volume key), by qemu-img and by
 #    nbdkit's luks filter; what they write is read correctly through volgate;
 #  - `volgate luks format` output passes cryptsetup luksDump, keyslots can be added and removed;
+#    --key-size 256 (AES-128-XTS) works both ways with cryptsetup, a size that is no 4 KiB
+#    multiple gets 512-byte sectors, --force overwrites a container, `-` is standard input;
 #  - a wrong passphrase, an unsupported cipher, a reencryption in progress, an unknown LUKS2
 #    requirement, integrity protection and a destroyed header are refused with one clear line and
-#    exit code 2, leaving the image byte for byte unchanged;
+#    exit code 2, leaving the image byte for byte unchanged; `luks dump` says why it does not
+#    serve a container or cannot read a header;
+#  - run as nobody, `volgate serve` reading a passphrase from standard input holds it in locked
+#    memory kept out of core dumps, and is not dumpable;
 #  - a damaged primary LUKS2 header with a good secondary still opens; a crafted header with a
 #    1 GiB data offset opens without copying that gigabyte (peak RSS, time); fio verifies through
 #    encrypted exports with both sector sizes.
@@ -142,6 +147,99 @@ rc=0; "$VOLGATE" luks format --key-file "$T/k1" "file:$T/v1.img" >/dev/null 2>"$
 [[ $rc == 2 ]] && grep -q "already holds a LUKS container" "$T/err" || fail "format over a container: rc $rc, $(cat "$T/err")"
 pass "format refuses to overwrite a container without --force"
 
+# ------------------------------------------------------------------ AES-128-XTS, the sector default
+# --key-size 256 is AES-128-XTS, both ways: cryptsetup reads volgate's header and volgate serves
+# cryptsetup's, and the data of both agrees with the independent AES-XTS (whose key is the 32
+# bytes cryptsetup dumps). 20 MiB and 1.5 KiB is no multiple of 4 KiB: the sector is 512 bytes.
+"$VOLGATE" luks format --key-size 256 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "file:$T/aes128.img,size=$(((20 << 20) + 1536))" \
+    >"$T/fmt.out" 2>"$T/fmt.err" || fail "volgate luks format --key-size 256: $(cat "$T/fmt.err")"
+grep -q "^cipher: *aes-xts-plain64, 256-bit key$" "$T/fmt.out" || fail "format --key-size 256 says: $(cat "$T/fmt.out")"
+grep -q "^sector size: *512$" "$T/fmt.out" || fail "the default sector of a size that is no 4 KiB multiple: $(cat "$T/fmt.out")"
+aes128_dump=$(cryptsetup luksDump "$T/aes128.img") || fail "cryptsetup luksDump rejects volgate's AES-128-XTS header"
+grep -q "Cipher key: *256 bits" <<<"$aes128_dump" && grep -q "sector: 512 \[bytes\]" <<<"$aes128_dump" ||
+    fail "cryptsetup sees another key size or sector: $aes128_dump"
+cryptsetup open --test-passphrase --key-file "$T/k1" "$T/aes128.img" || fail "cryptsetup cannot open volgate's AES-128-XTS container"
+roundtrip volgate-aes128 "$T/aes128.img" "$T/k1"
+truncate -s 20M "$T/cs-aes128.img"
+cryptsetup luksFormat -q --type luks2 --key-size 256 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/cs-aes128.img"
+roundtrip cryptsetup-aes128 "$T/cs-aes128.img" "$T/k1"
+pass "--key-size 256 (AES-128-XTS): cryptsetup opens volgate's container, volgate serves cryptsetup's; 512-byte sectors by default for 20 MiB + 1.5 KiB"
+
+# --force overwrites a container. --key-file - is standard input, read byte for byte: k2's
+# trailing newline is part of the passphrase.
+old_uuid=$(cryptsetup luksUUID "$T/aes128.img")
+"$VOLGATE" luks format --force "${FAST_PBKDF2[@]}" --key-file - "file:$T/aes128.img" <"$T/k2" >/dev/null 2>"$T/err" ||
+    fail "format --force: $(cat "$T/err")"
+[[ $(cryptsetup luksUUID "$T/aes128.img") != "$old_uuid" ]] || fail "format --force left the old header"
+cryptsetup open --test-passphrase --key-file "$T/k2" "$T/aes128.img" || fail "the passphrase given on standard input does not open the new container"
+! cryptsetup open --test-passphrase --key-file "$T/k1" "$T/aes128.img" 2>/dev/null || fail "the old passphrase still opens the container --force replaced"
+printf 'second passphrase' >"$T/k2-no-newline"
+! cryptsetup open --test-passphrase --key-file "$T/k2-no-newline" "$T/aes128.img" 2>/dev/null ||
+    fail "the newline at the end of standard input was not taken as part of the passphrase"
+pass "format --force replaces a container (new UUID, only the new passphrase opens it); --key-file - reads standard input byte for byte"
+
+# ------------------------------------------------------------------ the passphrase in memory
+# `volgate serve`, run as nobody, reads the passphrase of a LUKS export from standard input: a
+# FIFO that a helper holds. While the server waits for it, the helper looks at the server from
+# outside: the buffer for the passphrase is locked (VmLck, and VmFlags "lo" in smaps; nobody may
+# lock 8 MiB at most) and kept out of core dumps ("dd"), and the process is not dumpable (its
+# /proc files belong to root although it runs as nobody). Then the helper sends the passphrase
+# and the export serves the container's data.
+NOBODY=65534
+NOGROUP=$(getent group nogroup | cut -d: -f3)
+N=$T/nobody
+mkdir -p "$N"
+chmod 0711 "$T"
+cp "$T/l2-512.img" "$N/e.img"
+mkfifo "$N/key"
+chown -R "$NOBODY:$NOGROUP" "$N"
+cat >"$N/as-nobody" <<WRAPPER
+#!/bin/sh
+echo \$\$ >"$N/pid"
+exec setpriv --reuid=$NOBODY --regid=$NOGROUP --clear-groups -- "$(readlink -f "$VOLGATE")" "\$@" <"$N/key"
+WRAPPER
+chmod 0755 "$N/as-nobody"
+"$SYSPY" - "$N" "$T/k1" >"$T/key-wait.out" 2>&1 <<'PY' &
+import os, sys, time
+n, key = sys.argv[1:3]
+deadline = time.monotonic() + 20
+while not os.path.exists(n + "/pid") and time.monotonic() < deadline:
+    time.sleep(0.02)
+pid = open(n + "/pid").read().strip()
+fifo = open(n + "/key", "wb")  # meets the server's end of it
+deadline = time.monotonic() + 8  # then the passphrase goes anyway, and the checks below fail
+
+
+def locked_kib():
+    for line in open("/proc/%s/status" % pid):
+        if line.startswith("VmLck:"):
+            return int(line.split()[1])
+
+
+while locked_kib() == 0 and time.monotonic() < deadline:
+    time.sleep(0.02)
+flags = [l.split()[1:] for l in open("/proc/%s/smaps" % pid) if l.startswith("VmFlags:")]
+uid = [l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("Uid:")][0]
+print("vmlck %d" % locked_kib())
+print("locked-undumped-areas %d" % sum("lo" in f and "dd" in f for f in flags))
+print("uid %s owner %d" % (uid, os.stat("/proc/%s/status" % pid).st_uid), flush=True)
+fifo.write(open(key, "rb").read())
+fifo.close()
+PY
+BG_PIDS+=($!)
+VOLGATE=$N/as-nobody VG_READY_S=30 start_volgate --unix "$N/s.sock" --export "e=file:$N/e.img,luks-key-file=-"
+info "while it waited for the passphrase: $(tr '\n' ' ' <"$T/key-wait.out")"
+vmlck=$(awk '/^vmlck/ {print $2}' "$T/key-wait.out")
+((vmlck > 0)) || fail "the server held no locked memory while it read the passphrase: $(cat "$T/key-wait.out")"
+grep -q '^locked-undumped-areas [1-9]' "$T/key-wait.out" ||
+    fail "no locked memory area is also excluded from core dumps: $(cat "$T/key-wait.out")"
+grep -q "^uid $NOBODY owner 0$" "$T/key-wait.out" ||
+    fail "the server run as nobody is dumpable (its /proc files are not root's): $(cat "$T/key-wait.out")"
+nbdcopy "$(unix_uri e "$N/s.sock")" "$T/back"
+stop_volgate
+cmp -s "$T/luks2-512.plain" "$T/back" || fail "the export unlocked with a passphrase from standard input reads wrong"
+pass "luks-key-file=- as nobody: $vmlck KiB locked and out of core dumps while it waited for the passphrase, not dumpable; then served"
+
 # ------------------------------------------------------------------ keyslots and wrong passphrases
 before=$(sha256sum <"$T/v2.img")
 rc=0; "$VOLGATE" luks add-key --key-file "$T/bad" --new-key-file "$T/k2" "file:$T/v2.img" >/dev/null 2>"$T/err" || rc=$?
@@ -170,6 +268,14 @@ rc=0; "$VOLGATE" luks remove-key --key-file "$T/k2" "file:$T/v2.img" >/dev/null 
 pass "add-key and remove-key: cryptsetup agrees, a removed key no longer opens, the last one stays"
 
 # ------------------------------------------------------------------ damaged and unsupported headers
+# dump_unreadable IMAGE PATTERN: a header volgate cannot read at all: `luks dump` exits 2 with
+# one line naming the reason (PATTERN).
+dump_unreadable() {
+    local rc=0
+    "$VOLGATE" luks dump "file:$1" >"$T/out" 2>"$T/err" || rc=$?
+    [[ $rc == 2 && $(wc -l <"$T/err") == 1 && ! -s $T/out ]] && grep -q -- "$2" "$T/err" ||
+        fail "luks dump of $1: rc $rc, stdout $(cat "$T/out"), stderr $(cat "$T/err")"
+}
 cp "$T/l2-4k.img" "$T/damaged.img"
 dd if=/dev/zero of="$T/damaged.img" bs=4096 count=1 conv=notrunc status=none  # primary binary header
 serve_one damaged "$T/damaged.img" "$T/k1"
@@ -179,12 +285,24 @@ cmp -s "$T/luks2-4k.plain" "$T/back" || fail "a LUKS2 container with a damaged p
 pass "damaged primary LUKS2 header: opens from the secondary copy"
 dd if=/dev/zero of="$T/damaged.img" bs=16384 count=2 conv=notrunc status=none  # both copies
 refused_to_serve "both headers destroyed" "$T/damaged.img" "$T/k1" "no LUKS header found"
-pass "both LUKS2 headers destroyed: $(cat "$T/err")"
+dump_unreadable "$T/damaged.img" "no LUKS header found"
+pass "both LUKS2 headers destroyed: $(cat "$T/err") (serve and luks dump)"
+# The signature left, but the metadata of both copies garbled (their checksums fail).
+cp "$T/l2-4k.img" "$T/garbled.img"
+for at in 5000 $((16384 + 5000)); do
+    head -c 200 /dev/urandom | dd of="$T/garbled.img" bs=1 seek="$at" conv=notrunc status=none
+done
+dump_unreadable "$T/garbled.img" "the LUKS header is damaged"
+pass "luks dump of a header whose metadata is garbled: $(cat "$T/err")"
 
 truncate -s 20M "$T/cbc.img"
 cryptsetup luksFormat -q --type luks2 --cipher aes-cbc-essiv:sha256 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/cbc.img"
 refused_to_serve "unsupported cipher" "$T/cbc.img" "$T/k1" "aes-cbc-essiv:sha256"
-pass "unsupported cipher refused: $(cat "$T/err")"
+# luks dump describes it (exit 0) and says why it cannot be served.
+rc=0; cbc_dump=$("$VOLGATE" luks dump "file:$T/cbc.img" 2>&1) || rc=$?
+[[ $rc == 0 ]] && grep -q "^servable: *no: cipher aes-cbc-essiv:sha256 (volgate serves aes-xts-plain64 only)$" <<<"$cbc_dump" ||
+    fail "luks dump of the aes-cbc container: rc $rc, $cbc_dump"
+pass "unsupported cipher refused: $(cat "$T/err"); luks dump says '$(grep '^servable' <<<"$cbc_dump")'"
 
 cp "$T/l2-512.img" "$T/reenc.img"
 if cryptsetup reencrypt -q --init-only "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/reenc.img" 2>"$T/reenc.err"; then

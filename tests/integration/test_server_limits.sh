@@ -4,6 +4,10 @@
 #  - memory: clients that pipeline READs and never read the replies take the server's RSS up by
 #    about --max-buffer-bytes, not by 64 MiB per connection; with a budget far smaller than what
 #    clients keep in flight, they all still make progress (no deadlock) and get the right data;
+#  - in flight: one connection's replies come as requests complete (READs sent behind a slow
+#    FLUSH are answered before it), and it holds at most 256 requests and 64 MiB of replies:
+#    past that it stops reading (counted from outside: completed READs, from the control API,
+#    minus the replies that reached the client);
 #  - connections: past --max-connections a new one is closed at once, with one log line for a
 #    burst, and the slot comes back when a connection closes;
 #  - handshakes: a client that connects and says nothing (or stops halfway) is closed after
@@ -12,7 +16,7 @@
 #    a few log lines), and resumes once descriptors are free; the soft limit is raised to the
 #    hard one at start.
 # All traffic stays on unix sockets and 127.0.0.1.
-# Usage: test_server_limits.sh [CASE...]   CASE: memory tight connections handshake nofile emfile
+# Usage: test_server_limits.sh [CASE...]   CASE: memory tight inflight connections handshake nofile emfile
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -134,6 +138,108 @@ if errors:
 print("..   6 connections x (32 x 1 MiB WRITEs + READs) through an 8 MiB budget in %.1f s" % (time.monotonic() - t0))
 PY
     pass "an 8 MiB budget under 6 connections with 32 MiB in flight each: every request served, data intact"
+    assert_alive
+    stop_volgate
+}
+
+# ---------------------------------------------------------------------------------------------
+case_inflight() {
+    info "in flight: one connection's replies come out of order; it holds at most 256 requests and 64 MiB"
+    need_disk_tmpdir
+    truncate -s 64M "$DISK_TMP/ooo.img"
+    start_volgate --unix "$S" --control "$TEST_TMP/control.sock" --export "m=memory:128M" \
+        --export "f=file:$DISK_TMP/ooo.img"
+    "$SYSPY" - "$S" "$TEST_TMP/control.sock" <<'PY' || fail "requests in flight on one connection (see above)"
+import array, fcntl, json, os, socket, struct, sys, termios, time
+import nbd_go
+from nbd_go import request, simple_reply, recv_exact, NBD_CMD_READ as READ, NBD_CMD_WRITE as WRITE
+
+sock, control = sys.argv[1:3]
+MiB = 1 << 20
+FLUSH = 3
+
+# Out of order: a FLUSH of 32 MiB written just before, to a file on a disk, takes the disk's
+# time (an fdatasync in io_uring's workers); the small READs sent right behind it are page
+# cache hits served at once, so their replies overtake the FLUSH's. A server that answers in
+# the order of the requests never shows that. The machine may stall the server at the wrong
+# moment, so it gets three tries.
+c = nbd_go.go(sock, "f")
+orders = []
+for attempt in range(3):
+    data = os.urandom(32 * MiB)
+    c.sendall(request(WRITE, 1, 0, 32 * MiB) + data)
+    simple_reply(c, 1)
+    c.sendall(request(FLUSH, 100, 0, 0) + b"".join(request(READ, 200 + i, i * 4096, 4096) for i in range(8)))
+    order, reads = [], {}
+    for _ in range(9):
+        _magic, error, handle = struct.unpack(">IIQ", recv_exact(c, 16))
+        assert error == 0, "request %d failed: error %d" % (handle, error)
+        if handle != 100:
+            reads[handle] = recv_exact(c, 4096)
+        order.append(handle)
+    for i in range(8):
+        assert reads[200 + i] == data[i * 4096:(i + 1) * 4096], "read %d returned wrong data" % i
+    orders.append(order.index(100))
+    if order[0] != 100:
+        break
+print("..   replies before the FLUSH's, try by try: %s" % orders)
+assert orders[-1] > 0, "the FLUSH was answered before every READ sent after it, three times"
+c.close()
+
+
+def reads_completed():
+    """The export's completed READs, from the gateway's control API."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(control)
+    s.sendall(b"GET /v1/exports/m HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])["export"]["requests"]["read"]
+
+
+def settled(before):
+    """Completed READs once the server has stopped reading requests (the count holds still)."""
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + 20
+    while time.monotonic() < deadline:
+        n = reads_completed() - before
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > 0.7:
+            return n
+        time.sleep(0.05)
+    raise AssertionError("the server kept reading requests for 20 s")
+
+
+def held(count, length):
+    """Sends COUNT READs of LENGTH on a new connection and reads no reply. Returns how many the
+    server completed before it stopped reading, and how many replies reached the client whole."""
+    before = reads_completed()
+    s = nbd_go.go(sock, "m")
+    s.sendall(b"".join(request(READ, i, i * length % (128 * MiB - length), length) for i in range(count)))
+    completed = settled(before)
+    queued = array.array("i", [0])
+    fcntl.ioctl(s, termios.FIONREAD, queued)
+    delivered = queued[0] // (16 + length)
+    s.close()
+    print("..   %d READs of %d bytes: %d completed, %d of them delivered" % (count, length, completed, delivered))
+    return completed, delivered
+
+
+# The server stops reading once the requests it holds (completed or not, replies not yet sent
+# whole) reach a bound. Replies the client has whole left the server, except those of a batch
+# still being written (at most 64), which it counts until the batch is done: so what it held
+# when it stopped is completed - delivered, or up to 64 more.
+# Requests: 4 KiB READs, far more than the socket takes (it holds about 2000 replies).
+completed, delivered = held(4000, 4096)
+assert 256 - 64 <= completed - delivered <= 256, \
+    "one connection held %d READs of 4 KiB (to %d), expected 256 at most" % (completed - delivered, completed - delivered + 64)
+# Bytes: 1 MiB READs, 64 MiB of them.
+completed, delivered = held(100, MiB)
+assert completed >= 64 and completed - delivered <= 64, \
+    "one connection held %d READs of 1 MiB (%d completed), expected 64 (64 MiB)" % (completed - delivered, completed)
+PY
+    pass "one connection: READs sent behind a FLUSH are answered before it; at most 256 requests and 64 MiB in flight"
     assert_alive
     stop_volgate
 }
@@ -326,8 +432,8 @@ PY
 
 # ---------------------------------------------------------------------------------------------
 CASES=("$@")
-((${#CASES[@]})) || CASES=(memory tight connections handshake nofile emfile)
+((${#CASES[@]})) || CASES=(memory tight inflight connections handshake nofile emfile)
 for c in "${CASES[@]}"; do
-    declare -F "case_$c" >/dev/null || fail "no case '$c' (cases: memory tight connections handshake nofile emfile)"
+    declare -F "case_$c" >/dev/null || fail "no case '$c' (cases: memory tight inflight connections handshake nofile emfile)"
     "case_$c"
 done

@@ -11,7 +11,8 @@
 #  3. SIGINT with idle clients (one stuck in the handshake): exit without the cut-off.
 #  3b. SIGTERM with a client that never reads its replies: cut off after 10 s, exit 0.
 #  4. SIGTERM with a client stuck mid-payload: exit without the cut-off, the write not applied.
-#  5. A restart on the same socket path after a clean exit and after SIGKILL.
+#  5. A restart on the same socket path after a clean exit and after SIGKILL; a second server on
+#     the socket of a live one is refused (exit 2, one line) and the live one serves on.
 # Waits are on conditions with deadlines; no assertion depends on how fast a loaded machine is.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -401,7 +402,7 @@ kill "$STUCK" 2>/dev/null || true
 wait "$STUCK" 2>/dev/null || true
 BG_PIDS=()
 
-# ---------------------------------------- 5. restart on the same socket path, after a clean exit
+# ------------------------- 5. restart on the same socket path, after a clean exit; a live one refused
 S=$TEST_TMP/a.sock
 start_volgate --unix "$S" --export "load=file:$TEST_TMP/load.img"
 nbdsh -u "$(unix_uri load "$S")" -c "assert h.pread(1048576, 200 * 1048576) == open('$TEST_TMP/marker','rb').read()" ||
@@ -414,5 +415,18 @@ _forget_pid "$VG_PID"
 start_volgate --unix "$S" --export "load=file:$TEST_TMP/load.img"
 nbdsh -u "$(unix_uri load "$S")" -c "assert h.pread(1048576, 200 * 1048576) == open('$TEST_TMP/marker','rb').read()" ||
     fail "server restarted over a stale socket does not serve"
-stop_volgate
 pass "restart on the same socket path (after clean exit and after SIGKILL) serves the persisted data"
+# ... but a socket a live server listens on is not taken over: a second server on it exits 2
+# with one line, and the first one keeps its socket (the same inode) and serves on.
+inode=$(stat -c %i "$S")
+rc=0
+timeout -k 2 10 "$VOLGATE" serve --unix "$S" --export "d=memory:1M" >"$TEST_TMP/second.out" 2>"$TEST_TMP/second.err" </dev/null || rc=$?
+[[ $rc == 2 && $(wc -l <"$TEST_TMP/second.err") == 1 && ! -s $TEST_TMP/second.out ]] ||
+    fail "a second server on a live socket: exit $rc, stdout '$(cat "$TEST_TMP/second.out")', stderr '$(cat "$TEST_TMP/second.err")'"
+grep -q "$S: another server is listening there" "$TEST_TMP/second.err" || fail "the refusal does not say why: $(cat "$TEST_TMP/second.err")"
+[[ $(stat -c %i "$S") == "$inode" ]] || fail "the second server replaced the live server's socket"
+assert_alive
+nbdsh -u "$(unix_uri load "$S")" -c "assert h.pread(1048576, 200 * 1048576) == open('$TEST_TMP/marker','rb').read()" ||
+    fail "the first server no longer serves after a second one tried its socket"
+stop_volgate
+pass "a second server on a live socket: exit 2, '$(cat "$TEST_TMP/second.err")'; the first keeps serving"
