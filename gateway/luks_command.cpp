@@ -6,6 +6,7 @@
 #include "common/size.hpp"
 #include "crypto/secure_bytes.hpp"
 #include "gateway/export_spec.hpp"
+#include "gateway/serve_process.hpp"
 
 namespace volgate::gateway {
 namespace {
@@ -160,6 +161,8 @@ int run_luks(const CLI::App& luks, const LuksOptions& options) {
   const CLI::App* sub = luks.get_subcommands().front();
   const std::string name = sub->get_name();
   try {
+    // Every subcommand holds a passphrase or the volume key in memory: no core dump may carry it.
+    make_undumpable();
     if (name == "format") return format(options);
     if (name == "dump") return dump(options);
     if (name == "add-key") return add_key(options);

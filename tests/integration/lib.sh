@@ -203,7 +203,7 @@ PY
 
 # start_volgate SERVE_ARGS...
 # Runs `$VOLGATE serve SERVE_ARGS...` in the background and waits (VG_READY_S seconds, default
-# 10) until it has printed one URI line per export per listener and every --unix socket exists.
+# 30: a sanitizer build under load can take over 10 s to open a LUKS1 container) until it has printed one URI line per export per listener and every --unix socket exists.
 # Sets VG_PID, VG_OUT, VG_ERR.
 start_volgate() {
     require_volgate
@@ -230,7 +230,7 @@ start_volgate() {
     VG_PID=$!
     VG_PIDS+=("$VG_PID")
     VG_LOG_OF[$VG_PID]=$VG_ERR
-    local ready_s=${VG_READY_S:-10}
+    local ready_s=${VG_READY_S:-30}
     local deadline=$(($(now_ms) + ready_s * 1000)) got s ready
     while :; do
         if ! _proc_running "$VG_PID"; then

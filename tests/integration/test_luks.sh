@@ -251,6 +251,32 @@ stop_volgate
 cmp -s "$T/luks2-512.plain" "$T/back" || fail "the export unlocked with a passphrase from standard input reads wrong"
 pass "luks-key-file=- as nobody: $vmlck KiB locked and out of core dumps while it waited for the passphrase, not dumpable; then served"
 
+# `volgate luks` holds passphrases and the volume key too: a format run as nobody, waiting for its
+# passphrase on standard input, is not dumpable either (its /proc files are root's).
+truncate -s 8M "$N/f.img"
+chown "$NOBODY:$NOGROUP" "$N/f.img"
+mkfifo "$N/fkey"
+chown "$NOBODY:$NOGROUP" "$N/fkey"
+setpriv --reuid=$NOBODY --regid=$NOGROUP --clear-groups -- "$(readlink -f "$VOLGATE")" luks format \
+    --pbkdf-memory 32768 --iter-time 50 --key-file - "file:$N/f.img" <"$N/fkey" >"$T/fmt.out" 2>&1 &
+fmt_pid=$!
+BG_PIDS+=($fmt_pid)
+exec {fkey}>"$N/fkey"  # opens once the format has opened its end: it is running by then
+# Until setpriv has execed volgate as nobody the child is a root shell, whose /proc is root's
+# anyway: wait for volgate running as nobody, then for its /proc to become root's.
+seen=
+for ((i = 0; i < 200; i++)); do  # it makes itself undumpable before it reads the passphrase
+    seen="$(cat "/proc/$fmt_pid/comm" 2>/dev/null) uid $(awk '/^Uid:/ {print $2}' "/proc/$fmt_pid/status" 2>/dev/null) owner $(stat -c %u "/proc/$fmt_pid/status" 2>/dev/null)"
+    [[ $seen == "volgate uid $NOBODY owner 0" ]] && break
+    sleep 0.05
+done
+assert_eq "$seen" "volgate uid $NOBODY owner 0" "volgate luks format as nobody (its /proc would be nobody's if it were dumpable)"
+cat "$T/k1" >&$fkey
+exec {fkey}>&-
+wait "$fmt_pid" || fail "luks format as nobody: $(cat "$T/fmt.out")"
+cryptsetup luksOpen --test-passphrase --key-file "$T/k1" "$N/f.img" || fail "cryptsetup cannot open the container nobody formatted"
+pass "volgate luks format as nobody is not dumpable while it waits for the passphrase"
+
 # ------------------------------------------------------------------ keyslots and wrong passphrases
 before=$(sha256sum <"$T/v2.img")
 rc=0; "$VOLGATE" luks add-key --key-file "$T/bad" --new-key-file "$T/k2" "file:$T/v2.img" >/dev/null 2>"$T/err" || rc=$?
