@@ -253,7 +253,7 @@ pass "luks-key-file=- as nobody: $vmlck KiB locked and out of core dumps while i
 
 # `volgate luks` holds passphrases and the volume key too: a format run as nobody, waiting for its
 # passphrase on standard input, is not dumpable either (its /proc files are root's).
-truncate -s 8M "$N/f.img"
+truncate -s 20M "$N/f.img"  # room for the 16 MiB LUKS2 header and data
 chown "$NOBODY:$NOGROUP" "$N/f.img"
 mkfifo "$N/fkey"
 chown "$NOBODY:$NOGROUP" "$N/fkey"
