@@ -16,6 +16,7 @@ import itertools
 import mmap
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +31,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 VOLGATE = os.environ.get("VOLGATE") or os.path.join(REPO, "build", "volgate")
+# What a sanitizer build writes when it finds something (lib.sh's SANITIZER_REPORT_RE).
+SANITIZER_REPORT = re.compile(r"runtime error:|(ERROR|WARNING): [A-Za-z]*Sanitizer:")
 
 # ---- protocol constants
 NBDMAGIC = 0x4E42444D41474943
@@ -512,6 +515,7 @@ class Server:
         self.tmp = tempfile.mkdtemp(prefix="volgate-abuse.", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.disk = self._direct_dir()
         self.sock = os.path.join(self.tmp, "s.sock")
+        self.err_path = os.path.join(self.tmp, "stderr")
         self.proc = None
         self.mirror = {}
         self.paths = {}
@@ -570,7 +574,6 @@ class Server:
                 "--export", "mem=memory:64M",
                 "--export", "mem2=memory:16M"]
         self.out = open(os.path.join(self.tmp, "stdout"), "w+")
-        self.err_path = os.path.join(self.tmp, "stderr")
         self.errf = open(self.err_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.out, stderr=self.errf, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -603,10 +606,24 @@ class Server:
             self.proc.wait()
             return None
 
-    def cleanup(self):
+    def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    # The first lines of the first sanitizer report in the server's log (lib.sh's pattern), or "".
+    def sanitizer_report(self):
+        try:
+            lines = open(self.err_path, errors="replace").read().splitlines()
+        except OSError:
+            return ""
+        for i, line in enumerate(lines):
+            if SANITIZER_REPORT.search(line):
+                return "\n".join("    " + l for l in lines[i:i + 16])
+        return ""
+
+    def cleanup(self):
+        self.kill()
         if os.environ.get("VOLGATE_KEEP_TMP") == "1":
             print("keeping %s %s" % (self.tmp, self.disk))
             return
@@ -1555,18 +1572,19 @@ def main():
                 print("FAIL [test_protocol_abuse.py]: exit code after SIGTERM %s" % rc, file=sys.stderr)
             else:
                 print("ok   [test_protocol_abuse.py]: server alive after all cases, exits 0 on SIGTERM")
-                log = open(SRV.err_path, errors="replace").read()
-                for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                               "WARNING: ThreadSanitizer"):
-                    if marker in log:
-                        failures.append("sanitizer report in the server log: %s" % marker)
-                        print("FAIL [test_protocol_abuse.py]: sanitizer report in the server log (%s)" % marker,
-                              file=sys.stderr)
                 # the file export holds what the tests wrote (mirror), after the clean shutdown
                 if open(SRV.paths["file"], "rb").read() != bytes(SRV.mirror["file"]):
                     failures.append("file export's backing file differs from the expected content after shutdown")
                     print("FAIL [test_protocol_abuse.py]: backing file content differs after shutdown", file=sys.stderr)
     finally:
+        # However the server ended (stopped, died, killed here), a sanitizer report it wrote
+        # fails the run, as lib.sh does for the shell tests.
+        SRV.kill()
+        report = SRV.sanitizer_report()
+        if report:
+            failures.append("sanitizer report in the server log")
+            print("FAIL [test_protocol_abuse.py]: sanitizer report in %s:\n%s" % (SRV.err_path, report),
+                  file=sys.stderr)
         if failures:
             print("---- volgate stderr (tail) ----\n" + SRV.log_tail(30), file=sys.stderr)
         SRV.cleanup()
