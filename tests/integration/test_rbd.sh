@@ -330,14 +330,11 @@ BG_PIDS+=("$FIO_PID")
 import json, os, signal, socket, sys, time
 control, osd, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
+from gateway_requests import export_requests
+
+
 def writes():
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(control)
-    s.sendall(b"GET /v1/exports/a HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
-    answer = b""
-    while chunk := s.recv(65536):
-        answer += chunk
-    return json.loads(answer.split(b"\r\n\r\n", 1)[1])["export"]["requests"]["write"]
+    return export_requests(control, "a")["write"]
 
 deadline = time.monotonic() + 30
 while writes() < 100:

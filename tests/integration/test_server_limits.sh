@@ -153,6 +153,7 @@ case_inflight() {
 import array, fcntl, json, os, socket, struct, sys, termios, time
 import nbd_go
 from nbd_go import request, simple_reply, recv_exact, NBD_CMD_READ as READ, NBD_CMD_WRITE as WRITE
+from gateway_requests import export_requests
 
 sock, control = sys.argv[1:3]
 MiB = 1 << 20
@@ -189,13 +190,7 @@ c.close()
 
 def reads_completed():
     """The export's completed READs, from the gateway's control API."""
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(control)
-    s.sendall(b"GET /v1/exports/m HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
-    answer = b""
-    while chunk := s.recv(65536):
-        answer += chunk
-    return json.loads(answer.split(b"\r\n\r\n", 1)[1])["export"]["requests"]["read"]
+    return export_requests(control, "m")["read"]
 
 
 def settled(before):

@@ -42,23 +42,14 @@ for e in load mem; do
 done
 # wait until both fio jobs really write: 2000 writes on each export (the control API counts them)
 CTL=$CTL "$SYSPY" - <<'EOF' || fail "fio did not get going"
-import http.client, json, os, socket, sys, time
-
-
-class Control(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(os.environ["CTL"])
-
+import os, sys, time
+from gateway_requests import export_requests
 
 deadline = time.monotonic() + 30
 writes = {}
 while True:
     try:
-        c = Control("gateway", timeout=10)
-        c.request("GET", "/v1/exports")
-        writes = {e["name"]: e["requests"]["write"] for e in json.load(c.getresponse())["exports"]}
-        c.close()
+        writes = {name: r["write"] for name, r in export_requests(os.environ["CTL"]).items()}
     except OSError:
         pass  # the control API not up yet: ask again
     if writes.get("load", 0) >= 2000 and writes.get("mem", 0) >= 2000:
