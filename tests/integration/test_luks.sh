@@ -210,9 +210,10 @@ echo \$\$ >"$N/pid"
 exec setpriv --reuid=$NOBODY --regid=$NOGROUP --clear-groups -- "$(readlink -f "$VOLGATE")" "\$@" <"$N/key"
 WRAPPER
 chmod 0755 "$N/as-nobody"
-# ASan's mlock interceptor locks nothing: there the helper waits only for volgate to be running.
+# The sanitizers' mlock interceptor (ASan's and TSan's alike) locks nothing: there the helper
+# waits only for volgate to be running.
 expect_lock=1
-[[ $(ldd "$VOLGATE" 2>/dev/null) == *libasan* ]] && expect_lock=0
+[[ $(ldd "$VOLGATE" 2>/dev/null) =~ lib[at]san ]] && expect_lock=0
 "$SYSPY" - "$N" "$T/k1" "$expect_lock" >"$T/key-wait.out" 2>&1 <<'PY' &
 import os, sys, time
 n, key, expect_lock = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
@@ -253,7 +254,7 @@ VOLGATE=$N/as-nobody VG_READY_S=30 start_volgate --unix "$N/s.sock" --export "e=
 info "while it waited for the passphrase: $(tr '\n' ' ' <"$T/key-wait.out")"
 vmlck=$(awk '/^vmlck/ {print $2}' "$T/key-wait.out")
 if ((!expect_lock)); then
-    info "AddressSanitizer build: its mlock interceptor locks nothing, so VmLck is not checked"
+    info "sanitizer build: its mlock interceptor locks nothing, so VmLck is not checked"
 else
     ((vmlck > 0)) || fail "the server held no locked memory while it read the passphrase: $(cat "$T/key-wait.out")"
     grep -q '^locked-undumped-areas [1-9]' "$T/key-wait.out" ||
