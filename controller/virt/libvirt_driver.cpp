@@ -91,22 +91,67 @@ void start_event_loop_once() {
   });
 }
 
+}  // namespace
+
+// libvirt drops its lock while it runs an event callback, so virConnectDomainEventDeregisterAny
+// can return while one of ours is still running on the event loop's thread, and a driver freed
+// then would be used after its end. The callbacks therefore reach the driver through this relay,
+// under its mutex: the destructor detaches the driver under the same mutex, which waits for a
+// callback in progress, and no later callback finds it. libvirt calls release() once per
+// registration when it has really forgotten it (at once, or after the dispatch in progress),
+// the driver once when it is done; the last of these frees the relay.
+struct LibvirtDriver::EventRelay {
+  std::mutex mutex;
+  LibvirtDriver* driver;
+  int holders = 1;  // the driver, and each registration libvirt holds
+
+  explicit EventRelay(LibvirtDriver* d) : driver(d) {}
+
+  template <typename F>
+  static void deliver(void* opaque, F&& to_driver) {
+    auto* relay = static_cast<EventRelay*>(opaque);
+    std::lock_guard lock(relay->mutex);
+    if (relay->driver) to_driver(*relay->driver);
+  }
+
+  // Called by libvirt (a registration's free callback) and by the driver when it is done.
+  static void release(void* opaque) {
+    auto* relay = static_cast<EventRelay*>(opaque);
+    bool last;
+    {
+      std::lock_guard lock(relay->mutex);
+      last = --relay->holders == 0;
+    }
+    if (last) delete relay;
+  }
+
+  // The driver's end: waits for a callback in progress; none reaches the driver afterwards.
+  static void detach(EventRelay* relay) {
+    {
+      std::lock_guard lock(relay->mutex);
+      relay->driver = nullptr;
+    }
+    release(relay);
+  }
+};
+
+namespace {
+
 void device_removed_callback(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque) {
-  static_cast<LibvirtDriver*>(opaque)->on_device_removed(uuid_of(dom), alias ? alias : "");
+  LibvirtDriver::deliver_device_removed(opaque, uuid_of(dom), alias ? alias : "");
 }
 
 void lifecycle_callback(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
   // Undefined: a persistent domain is gone. Stopped: a transient one is gone with it (and a
   // persistent one is merely shut off, which the reconcile tells apart).
   if (event != VIR_DOMAIN_EVENT_UNDEFINED && event != VIR_DOMAIN_EVENT_STOPPED) return;
-  static_cast<LibvirtDriver*>(opaque)->on_event({.kind = DomainEvent::Kind::changed, .uuid = uuid_of(dom)});
+  LibvirtDriver::deliver_event(opaque, {.kind = DomainEvent::Kind::changed, .uuid = uuid_of(dom)});
 }
 
 void io_error_callback(virConnectPtr, virDomainPtr dom, const char*, const char* alias, int, const char* reason,
                        void* opaque) {
-  static_cast<LibvirtDriver*>(opaque)->on_event(
-      {.kind = DomainEvent::Kind::io_error, .uuid = uuid_of(dom), .alias = alias ? alias : "",
-       .reason = reason ? reason : ""});
+  LibvirtDriver::deliver_event(opaque, {.kind = DomainEvent::Kind::io_error, .uuid = uuid_of(dom),
+                                        .alias = alias ? alias : "", .reason = reason ? reason : ""});
 }
 
 // The domain's state, or nullopt when it no longer exists (a transient domain that stopped).
@@ -195,31 +240,61 @@ LibvirtDriver::LibvirtDriver(const std::string& uri, DetachOptions detach) : uri
   if (!conn_) fail("libvirt " + uri_);
   // A libvirtd that goes away is noticed within seconds rather than at the next call.
   virConnectSetKeepAlive(conn_, 5, 3);
-  removed_callback_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
-                                                       VIR_DOMAIN_EVENT_CALLBACK(device_removed_callback), this,
-                                                       nullptr);
-  if (removed_callback_ >= 0)
-    lifecycle_callback_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                                           VIR_DOMAIN_EVENT_CALLBACK(lifecycle_callback), this,
-                                                           nullptr);
-  if (lifecycle_callback_ >= 0)
-    io_error_callback_ = virConnectDomainEventRegisterAny(conn_, nullptr, VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON,
-                                                          VIR_DOMAIN_EVENT_CALLBACK(io_error_callback), this,
-                                                          nullptr);
-  if (io_error_callback_ < 0) {
-    const std::string why = virGetLastErrorMessage();
-    for (int id : {removed_callback_, lifecycle_callback_})
-      if (id >= 0) virConnectDomainEventDeregisterAny(conn_, id);
+  relay_ = new EventRelay(this);
+  try {
+    register_events();
+  } catch (...) {
+    EventRelay::detach(relay_);
     virConnectClose(conn_);
-    throw VirtError("libvirt " + uri_ + ": domain events: " + why);
+    throw;
+  }
+}
+
+void LibvirtDriver::register_events() {
+  struct Wanted {
+    int* id;
+    int event;
+    virConnectDomainEventGenericCallback callback;
+  };
+  const Wanted wanted[] = {
+      {&removed_callback_, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, VIR_DOMAIN_EVENT_CALLBACK(device_removed_callback)},
+      {&lifecycle_callback_, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(lifecycle_callback)},
+      {&io_error_callback_, VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON, VIR_DOMAIN_EVENT_CALLBACK(io_error_callback)},
+  };
+  for (const auto& w : wanted) {
+    {
+      // Counted before: libvirt may run the free callback as soon as the registration exists.
+      std::lock_guard lock(relay_->mutex);
+      ++relay_->holders;
+    }
+    *w.id = virConnectDomainEventRegisterAny(conn_, nullptr, w.event, w.callback, relay_, EventRelay::release);
+    if (*w.id < 0) {
+      const char* message = virGetLastErrorMessage();
+      const std::string why = message ? message : "unknown libvirt error";
+      {
+        std::lock_guard lock(relay_->mutex);
+        --relay_->holders;  // a failed registration never calls the free callback
+      }
+      for (int id : {removed_callback_, lifecycle_callback_})
+        if (id >= 0) virConnectDomainEventDeregisterAny(conn_, id);
+      throw VirtError("libvirt " + uri_ + ": domain events: " + why);
+    }
   }
 }
 
 LibvirtDriver::~LibvirtDriver() {
-  // After this no event reaches this object: libvirt runs no callback of a deregistered id.
   for (int id : {removed_callback_, lifecycle_callback_, io_error_callback_})
     if (id >= 0) virConnectDomainEventDeregisterAny(conn_, id);
+  EventRelay::detach(relay_);
   virConnectClose(conn_);
+}
+
+void LibvirtDriver::deliver_device_removed(void* relay, const std::string& uuid, const std::string& alias) {
+  EventRelay::deliver(relay, [&](LibvirtDriver& d) { d.on_device_removed(uuid, alias); });
+}
+
+void LibvirtDriver::deliver_event(void* relay, const DomainEvent& event) {
+  EventRelay::deliver(relay, [&](LibvirtDriver& d) { d.on_event(event); });
 }
 
 void LibvirtDriver::watch_events(DomainEventHandler handler) {

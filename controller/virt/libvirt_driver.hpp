@@ -41,20 +41,29 @@ class LibvirtDriver final : public VirtDriver {
   bool stop_server(const std::string& uuid, std::chrono::milliseconds graceful) override;
   void watch_events(DomainEventHandler handler) override;
 
-  // Called by the event loop (the C callbacks forward here).
-  void on_device_removed(const std::string& uuid, const std::string& alias);
-  void on_event(const DomainEvent& event);
+  // The C event callbacks' way in, on the event loop's thread: `relay` is what they were
+  // registered with.
+  static void deliver_device_removed(void* relay, const std::string& uuid, const std::string& alias);
+  static void deliver_event(void* relay, const DomainEvent& event);
 
  private:
+  void on_device_removed(const std::string& uuid, const std::string& alias);
+  void on_event(const DomainEvent& event);
   // Before asking for a detach: DEVICE_REMOVED for (uuid, alias) is to be kept for wait_removed.
   void expect_removal(const std::string& uuid, const std::string& alias);
   // Waits until DEVICE_REMOVED for (uuid, alias) came, or `timeout`; true if it came. Either
   // way the expectation is over.
   bool wait_removed(const std::string& uuid, const std::string& alias, std::chrono::milliseconds timeout);
 
+  // What libvirt's event callbacks point at instead of this driver (see the .cpp): libvirt may
+  // still be inside one of them when deregistration returns, and frees the relay itself.
+  struct EventRelay;
+  void register_events();
+
   const std::string uri_;
   const DetachOptions detach_;
   _virConnect* conn_ = nullptr;
+  EventRelay* relay_ = nullptr;
   int removed_callback_ = -1;
   int lifecycle_callback_ = -1;
   int io_error_callback_ = -1;

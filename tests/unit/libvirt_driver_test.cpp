@@ -1,9 +1,17 @@
 // The XML the libvirt driver writes and reads: a disk for a volume's export, and the disks of
-// a domain as libvirt 9.0 describes them (live and persistent). The calls to libvirt itself are
-// exercised against a real libvirtd in the integration suite.
+// a domain as libvirt 9.0 describes them (live and persistent); and the driver's end while
+// libvirt runs one of its event callbacks, on libvirt's in-process test driver. The calls to
+// libvirt itself are exercised against a real libvirtd in the integration suite.
 #include "controller/virt/libvirt_driver.hpp"
 
 #include <gtest/gtest.h>
+#include <libvirt/libvirt.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <thread>
 
 namespace volgate::controller {
 namespace {
@@ -118,6 +126,45 @@ TEST(DomainXml, ANetworkOrKernelBootHasNoRootDisk) {
 TEST(DomainXml, GarbageIsAVirtError) {
   EXPECT_THROW(disks_in_domain_xml("<domain><devices>"), VirtError);
   EXPECT_TRUE(disks_in_domain_xml("<domain/>").empty());
+}
+
+// libvirt runs event callbacks with its own lock dropped, so deregistering returns even while
+// one runs: the driver must not be freed under it (it was, before the callbacks went through a
+// relay). The handler holds the callback open while the driver is destroyed on another thread.
+TEST(LibvirtDriverEvents, DestructionWaitsForTheCallbackInProgress) {
+  // test:///default is libvirt's in-process driver: one shared host with a running domain
+  // "test", whose events go through the same event loop as a real libvirtd's.
+  auto driver = std::make_unique<LibvirtDriver>("test:///default");
+  std::promise<void> entered, release;
+  std::atomic<bool> first{true};
+  auto released = release.get_future().share();
+  driver->watch_events([&](const DomainEvent& e) {
+    if (e.kind != DomainEvent::Kind::changed || !first.exchange(false)) return;
+    entered.set_value();
+    released.wait();
+  });
+
+  virConnectPtr other = virConnectOpen("test:///default");
+  ASSERT_NE(other, nullptr);
+  virDomainPtr dom = virDomainLookupByName(other, "test");
+  ASSERT_NE(dom, nullptr);
+  ASSERT_EQ(virDomainDestroy(dom), 0);  // a STOPPED lifecycle event
+  virDomainFree(dom);
+  ASSERT_EQ(entered.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready)
+      << "the lifecycle event never reached the handler";
+
+  std::atomic<bool> destroyed{false};
+  std::thread ender([&] {
+    driver.reset();
+    destroyed = true;
+  });
+  // A destructor that does not wait returns at once; give it ample time to show that.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(destroyed) << "the driver was freed while libvirt was running its callback";
+  release.set_value();
+  ender.join();
+  EXPECT_TRUE(destroyed);
+  virConnectClose(other);
 }
 
 }  // namespace
