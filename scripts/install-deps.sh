@@ -11,7 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   libssl-dev libcryptsetup-dev nlohmann-json3-dev
   # real NBD clients and peers used by the tests and the benchmark
-  libnbd-bin python3-libnbd nbdkit qemu-utils fio python3 python3-cryptography
+  libnbd-bin python3-libnbd nbdkit nbdkit-plugin-dev qemu-utils fio python3 python3-cryptography
   procps time
   # LUKS interoperability tests
   cryptsetup-bin

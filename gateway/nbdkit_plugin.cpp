@@ -1,0 +1,385 @@
+// The nbdkit plugin: `nbdkit nbdkit-volgate-plugin.so SPEC` (or `nbdkit volgate SPEC` once
+// installed in nbdkit's plugin directory) serves the device stack that SPEC names, the
+// BACKEND[,OPTION...] part of `volgate serve --export`, parsed and built by the same code
+// (gateway/export_spec). nbdkit then puts its filters and transports in front of it.
+//
+// nbdkit calls a plugin synchronously, on as many threads as it likes (thread model parallel);
+// our devices are asynchronous and belong on threads that run an io_context. Each callback
+// hands its request to a DeviceWorkers thread and blocks its own nbdkit thread until the
+// completion. Those threads are started in .after_fork, as the SDK asks of every thread a
+// plugin owns (nbdkit may fork into the background after .get_ready, and a fork keeps only the
+// forking thread). Everything that can fail and needs no thread of its own (parsing SPEC,
+// opening a file, unlocking LUKS) happens before, in .config_complete and .get_ready, where
+// nbdkit still shows errors to the user and exits non-zero.
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "gateway/backend_spec.hpp"
+#include "gateway/device_workers.hpp"
+#include "gateway/serve_process.hpp"
+#include "nbd/protocol.hpp"
+
+namespace volgate::gateway {
+namespace {
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+using backends::BlockDevice;
+using backends::DeviceCapabilities;
+
+// How long a worker busy-polls for the next request of a fast device, as `volgate serve`'s
+// default --poll-max-us.
+constexpr std::chrono::microseconds kPollMax{50};
+
+struct Plugin {
+  std::optional<std::string> spec_text;
+  std::optional<ExportSpec> spec;
+  unsigned threads = 0;  // 0: one per core
+  std::shared_ptr<BlockDevice> device;
+  DeviceCapabilities caps;
+  uint64_t size = 0;
+  std::unique_ptr<DeviceWorkers> workers;
+};
+Plugin plugin_state;
+
+// What the devices log goes where nbdkit's own messages go (stderr, or syslog once nbdkit is in
+// the background): warnings and errors always, the rest with nbdkit -v.
+class NbdkitSink : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    const std::string text(msg.payload.data(), msg.payload.size());
+    if (msg.level >= spdlog::level::warn)
+      nbdkit_error("%s", text.c_str());
+    else
+      nbdkit_debug("%s", text.c_str());
+  }
+  void flush_() override {}
+};
+
+// Backends whose opening starts no thread, so it can happen in .get_ready. librados and the
+// iSCSI multipath device start threads as they open.
+bool opens_without_threads(const ExportSpec& spec) {
+  return spec.backend == ExportSpec::Backend::file || spec.backend == ExportSpec::Backend::memory;
+}
+
+int open_device() {
+  try {
+    plugin_state.device = gateway::open_device(*plugin_state.spec);
+  } catch (const std::exception& e) {
+    nbdkit_error("volgate: %s", e.what());
+    return -1;
+  }
+  plugin_state.caps = plugin_state.device->capabilities();
+  plugin_state.size = plugin_state.device->size();
+  nbdkit_debug("volgate: serving %s, %" PRIu64 " bytes", plugin_state.device->description().c_str(),
+               plugin_state.size);
+  return 0;
+}
+
+void release() {
+  plugin_state.workers.reset();  // first: no worker may run a device call any more
+  plugin_state.device.reset();
+}
+
+// An errno for nbdkit (which turns it into the NBD error the client sees). Devices give errno
+// values in the generic category; anything else is an I/O error.
+int to_errno(std::error_code ec) {
+  if (ec.category() == std::generic_category() || ec.category() == std::system_category())
+    return ec.value() > 0 ? ec.value() : EIO;
+  return EIO;
+}
+
+int fail(const char* what, uint64_t length, uint64_t offset, std::error_code ec) {
+  const int error = to_errno(ec);
+  // ENOTSUP answers a fast zero that would be slow, or makes nbdkit emulate: not a failure.
+  if (error != ENOTSUP && error != EOPNOTSUPP)
+    nbdkit_error("%s of %" PRIu64 " bytes at %" PRIu64 " failed: %s", what, length, offset,
+                 ec.message().c_str());
+  nbdkit_set_error(error);
+  return -1;
+}
+
+// Requests must be aligned to the device's block size (a LUKS sector), which .block_size
+// advertises; like `volgate serve`, the plugin refuses what a client sends against it.
+bool misaligned(uint64_t offset, uint64_t length) {
+  const uint32_t block = std::max<uint32_t>(plugin_state.caps.min_block_size, 1);
+  if (block == 1 || (offset % block == 0 && length % block == 0)) return false;
+  nbdkit_debug("volgate: refused %" PRIu64 " bytes at %" PRIu64 ", not aligned to %" PRIu32,
+               length, offset, block);
+  nbdkit_set_error(EINVAL);
+  return true;
+}
+
+// Per connection: the io_context its requests run on.
+struct Connection {
+  boost::asio::io_context* io;
+};
+
+boost::asio::io_context& io_of(void* handle) { return *static_cast<Connection*>(handle)->io; }
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+void volgate_unload() { release(); }
+
+int volgate_config(const char* key, const char* value) {
+  const std::string_view k(key);
+  if (k == "spec") {
+    if (plugin_state.spec_text) {
+      nbdkit_error("volgate: one SPEC per nbdkit (got '%s' and '%s')", plugin_state.spec_text->c_str(),
+                   value);
+      return -1;
+    }
+    plugin_state.spec_text = value;
+    try {
+      plugin_state.spec = parse_backend_spec(value, "SPEC");
+    } catch (const std::exception& e) {
+      nbdkit_error("volgate: %s", e.what());
+      return -1;
+    }
+    return 0;
+  }
+  if (k == "threads") {
+    if (nbdkit_parse_unsigned("threads", value, &plugin_state.threads) == -1) return -1;
+    if (plugin_state.threads == 0 || plugin_state.threads > 256) {
+      nbdkit_error("volgate: threads=%s: expected 1 to 256", value);
+      return -1;
+    }
+    return 0;
+  }
+  nbdkit_error("volgate: unknown parameter '%s' (expected SPEC or threads=N; see nbdkit volgate --help)", key);
+  return -1;
+}
+
+int volgate_config_complete() {
+  if (!plugin_state.spec) {
+    nbdkit_error("volgate: no SPEC given: nbdkit volgate BACKEND[,OPTION...], e.g. file:disk.img");
+    return -1;
+  }
+  if (plugin_state.spec->luks_key_file == "-" && !nbdkit_stdio_safe()) {
+    nbdkit_error("volgate: luks-key-file=- reads standard input, which nbdkit uses here (-s or --run)");
+    return -1;
+  }
+  return 0;
+}
+
+int volgate_get_ready() {
+  // The process will hold a LUKS volume key and guest data, as `volgate serve` does.
+  try {
+    make_undumpable();
+  } catch (const std::exception& e) {
+    nbdkit_error("volgate: %s", e.what());
+    return -1;
+  }
+  auto logger = std::make_shared<spdlog::logger>("volgate", std::make_shared<NbdkitSink>());
+  logger->set_pattern("%v");
+  spdlog::set_default_logger(std::move(logger));
+  if (opens_without_threads(*plugin_state.spec)) return open_device();
+  return 0;
+}
+
+int volgate_after_fork() {
+  if (!plugin_state.device && open_device() == -1) return -1;
+  const unsigned threads = plugin_state.threads ? plugin_state.threads
+                                                : std::max(1u, std::thread::hardware_concurrency());
+  try {
+    plugin_state.workers =
+        std::make_unique<DeviceWorkers>(threads, kPollMax, plugin_state.caps.fast_completions);
+  } catch (const std::exception& e) {
+    nbdkit_error("volgate: cannot start the device threads: %s", e.what());
+    return -1;
+  }
+  return 0;
+}
+
+void volgate_cleanup() { release(); }
+
+void volgate_dump_plugin() {
+  std::printf("volgate_backends=file,memory,rbd,iscsi\n");
+  std::printf("volgate_encryption=luks1,luks2\n");
+  std::printf("volgate_spec=BACKEND[,OPTION...] as volgate serve --export NAME=... takes it\n");
+}
+
+void* volgate_open(int readonly) {
+  (void)readonly;  // nbdkit refuses writes itself then, as it does for a read-only device
+  try {
+    return new Connection{&plugin_state.workers->assign(*plugin_state.device)};
+  } catch (const std::bad_alloc&) {
+    nbdkit_error("volgate: out of memory");
+    return nullptr;
+  }
+}
+
+void volgate_close(void* handle) { delete static_cast<Connection*>(handle); }
+
+// ---------------------------------------------------------------------------------------------
+// What the device can do, from its capabilities
+
+int64_t volgate_get_size(void*) { return static_cast<int64_t>(plugin_state.size); }
+
+int volgate_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maximum) {
+  *minimum = std::max<uint32_t>(plugin_state.caps.min_block_size, 1);
+  *preferred = std::max(plugin_state.caps.preferred_block_size, *minimum);
+  *maximum = nbd::kMaxPayload;  // as volgate serve: the size every NBD client accepts
+  return 0;
+}
+
+int volgate_can_write(void*) { return !plugin_state.caps.read_only; }
+int volgate_can_flush(void*) { return plugin_state.caps.can_flush; }
+int volgate_is_rotational(void*) { return 0; }
+int volgate_can_trim(void*) { return plugin_state.caps.can_trim; }
+// Every writable device writes zeroes without being sent them (writing them itself where the
+// storage has nothing faster), so nbdkit need not emulate it with writes.
+int volgate_can_zero(void*) { return !plugin_state.caps.read_only; }
+int volgate_can_fast_zero(void*) { return plugin_state.caps.can_fast_zero; }
+int volgate_can_fua(void*) {
+  if (plugin_state.caps.can_fua) return NBDKIT_FUA_NATIVE;
+  return plugin_state.caps.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+}
+int volgate_can_multi_conn(void*) { return plugin_state.caps.can_multi_conn; }
+int volgate_can_extents(void*) { return plugin_state.caps.can_block_status; }
+int volgate_can_cache(void*) { return plugin_state.caps.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE; }
+
+// ---------------------------------------------------------------------------------------------
+// Requests. nbdkit has checked the range against the size and refuses writes where can_write
+// said no.
+
+int volgate_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint32_t) {
+  if (misaligned(offset, count)) return -1;
+  std::span<std::byte> data(static_cast<std::byte*>(buf), count);
+  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+    plugin_state.device->read(offset, data, std::move(done));
+  });
+  return ec ? fail("read", count, offset, ec) : 0;
+}
+
+int volgate_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
+  if (misaligned(offset, count)) return -1;
+  std::span<const std::byte> data(static_cast<const std::byte*>(buf), count);
+  const bool fua = flags & NBDKIT_FLAG_FUA;
+  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+    plugin_state.device->write(offset, data, {.fua = fua}, std::move(done));
+  });
+  return ec ? fail("write", count, offset, ec) : 0;
+}
+
+int volgate_flush(void* handle, uint32_t) {
+  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) { plugin_state.device->flush(std::move(done)); });
+  return ec ? fail("flush", 0, 0, ec) : 0;
+}
+
+int volgate_trim(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+  if (misaligned(offset, count)) return -1;
+  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) { plugin_state.device->trim(offset, count, std::move(done)); });
+  // FUA on a trim (native FUA): the deallocation is durable before the answer, as volgate serve.
+  if (!ec && (flags & NBDKIT_FLAG_FUA))
+    ec = DeviceWorkers::call(io_of(handle), [&](auto done) { plugin_state.device->flush(std::move(done)); });
+  return ec ? fail("trim", count, offset, ec) : 0;
+}
+
+int volgate_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+  if (misaligned(offset, count)) return -1;
+  const backends::ZeroFlags zero{.may_trim = bool(flags & NBDKIT_FLAG_MAY_TRIM),
+                                 .fast_only = bool(flags & NBDKIT_FLAG_FAST_ZERO),
+                                 .fua = bool(flags & NBDKIT_FLAG_FUA)};
+  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+    plugin_state.device->write_zeroes(offset, count, zero, std::move(done));
+  });
+  return ec ? fail("write_zeroes", count, offset, ec) : 0;
+}
+
+int volgate_extents(void* handle, uint32_t count, uint64_t offset, uint32_t, nbdkit_extents* extents) {
+  std::vector<backends::Extent> found;
+  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+    plugin_state.device->block_status(offset, count,
+                                      [&found, done = std::move(done)](std::error_code e, std::vector<backends::Extent> list) {
+                                        found = std::move(list);
+                                        done(e);
+                                      });
+  });
+  if (!ec && found.empty()) ec = backends::errno_code(EIO);  // a device must describe something
+  if (ec) return fail("block_status", count, offset, ec);
+  uint64_t at = offset;
+  for (const auto& e : found) {
+    const uint32_t type = (e.hole ? NBDKIT_EXTENT_HOLE : 0) | (e.zero ? NBDKIT_EXTENT_ZERO : 0);
+    if (nbdkit_add_extent(extents, at, e.length, type) == -1) return -1;  // it set the error
+    at += e.length;
+  }
+  return 0;
+}
+
+int volgate_cache(void* handle, uint32_t count, uint64_t offset, uint32_t) {
+  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+    plugin_state.device->cache(offset, count, std::move(done));
+  });
+  return ec ? fail("cache", count, offset, ec) : 0;
+}
+
+const std::string& config_help() {
+  static const std::string text =
+      std::string("[spec=]BACKEND[,OPTION...]  the storage to serve, written as for\n"
+                  "  `volgate serve --export NAME=BACKEND[,OPTION...]`; passphrases only from a\n"
+                  "  luks-key-file (never on this command line):\n") +
+      kBackendSyntaxHelp +
+      "\nthreads=N  threads that run the device's requests (default: one per core)";
+  return text;
+}
+
+nbdkit_plugin make_plugin() {
+  nbdkit_plugin p{};
+  p.name = "volgate";
+  p.longname = "volgate device stack (file, memory, Ceph RBD, iSCSI multipath; LUKS on any)";
+  p.version = "1";
+  p.description = "serves one volgate device stack, named as volgate serve --export names it";
+  p.unload = volgate_unload;
+  p.config = volgate_config;
+  p.config_complete = volgate_config_complete;
+  p.config_help = config_help().c_str();
+  p.magic_config_key = "spec";
+  p.get_ready = volgate_get_ready;
+  p.after_fork = volgate_after_fork;
+  p.cleanup = volgate_cleanup;
+  p.dump_plugin = volgate_dump_plugin;
+  p.open = volgate_open;
+  p.close = volgate_close;
+  p.get_size = volgate_get_size;
+  p.block_size = volgate_block_size;
+  p.can_write = volgate_can_write;
+  p.can_flush = volgate_can_flush;
+  p.is_rotational = volgate_is_rotational;
+  p.can_trim = volgate_can_trim;
+  p.can_zero = volgate_can_zero;
+  p.can_fast_zero = volgate_can_fast_zero;
+  p.can_fua = volgate_can_fua;
+  p.can_multi_conn = volgate_can_multi_conn;
+  p.can_extents = volgate_can_extents;
+  p.can_cache = volgate_can_cache;
+  p.pread = volgate_pread;
+  p.pwrite = volgate_pwrite;
+  p.flush = volgate_flush;
+  p.trim = volgate_trim;
+  p.zero = volgate_zero;
+  p.extents = volgate_extents;
+  p.cache = volgate_cache;
+  return p;
+}
+
+nbdkit_plugin plugin = make_plugin();
+
+}  // namespace
+}  // namespace volgate::gateway
+
+// Outside any namespace: the macro defines the one symbol nbdkit looks up, plugin_init.
+using volgate::gateway::plugin;
+NBDKIT_REGISTER_PLUGIN(plugin)
