@@ -167,9 +167,16 @@ int volgate_config_complete() {
     nbdkit_error("volgate: no SPEC given: nbdkit volgate BACKEND[,OPTION...], e.g. file:disk.img");
     return -1;
   }
-  if (plugin_state.spec->luks_key_file == "-" && !nbdkit_stdio_safe()) {
-    nbdkit_error("volgate: luks-key-file=- reads standard input, which nbdkit uses here (-s or --run)");
-    return -1;
+  if (plugin_state.spec->luks_key_file == "-") {
+    if (!nbdkit_stdio_safe()) {
+      nbdkit_error("volgate: luks-key-file=- reads standard input, which nbdkit uses here (-s)");
+      return -1;
+    }
+    // These open after nbdkit forks (see volgate_get_ready), when standard input may be gone.
+    if (!opens_without_threads(*plugin_state.spec)) {
+      nbdkit_error("volgate: luks-key-file=- works with file: and memory: only; give rbd: and iscsi:// a key file");
+      return -1;
+    }
   }
   return 0;
 }

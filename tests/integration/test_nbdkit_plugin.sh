@@ -10,7 +10,9 @@
 #    refused with EINVAL, as volgate serve refuses it;
 #  - LUKS2 (4096-byte sectors): qemu-io and fio verify through the plugin, then the container's
 #    ciphertext decrypts independently (luks_payload.py) to what was written; the nbdkit process
-#    serving it is undumpable and leaves no core, and the passphrase is in no log;
+#    serving it (passphrase on standard input) is undumpable and leaves no core, and the
+#    passphrase is in no log; luks-key-file=- is refused where nbdkit needs stdin (-s) and for
+#    backends that open after nbdkit forks (rbd:);
 #  - with --filter=cow in front, fio verifies and the file underneath stays unchanged.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -36,7 +38,8 @@ start_plugin() {
     NK=$((NK + 1))
     NK_ERR=$T/nbdkit.$NK.err
     watch_log "$NK_ERR"
-    LD_PRELOAD=$SAN_PRELOAD nbdkit -f -v -U "$sock" "${opts[@]}" "$PLUGIN" "$@" 2>"$NK_ERR" &
+    # <&0: a background command otherwise reads /dev/null, not the caller's redirection
+    LD_PRELOAD=$SAN_PRELOAD nbdkit -f -v -U "$sock" "${opts[@]}" "$PLUGIN" "$@" 2>"$NK_ERR" <&0 &
     NK_PID=$!
     VG_PIDS+=("$NK_PID")
     VG_LOG_OF[$NK_PID]=$NK_ERR
@@ -162,9 +165,15 @@ printf 'wrong passphrase' >"$T/wrong"
 truncate -s 48M "$T/l.img"
 cryptsetup luksFormat -q --type luks2 --sector-size 4096 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
     --key-file "$T/key" "$T/l.img"
-refused "wrong passphrase" "passphrase" "file:$T/l.img,luks-key-file=$T/wrong"
+refused "wrong passphrase" "no keyslot opens with this passphrase" "file:$T/l.img,luks-key-file=$T/wrong"
+refused "luks-key-file=- on RBD (opened after nbdkit may fork)" "give rbd: and iscsi:// a key file" "rbd:p/i,luks-key-file=-"
+rc=0
+LD_PRELOAD=$SAN_PRELOAD timeout 30 nbdkit -s "$PLUGIN" "file:$T/l.img,luks-key-file=-" </dev/null >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 1 && $(wc -l <"$T/err") == 1 ]] && grep -q "standard input, which nbdkit uses here" "$T/err" ||
+    fail "luks-key-file=- with nbdkit -s: exit $rc, $(cat "$T/err")"
+pass "luks-key-file=- with nbdkit -s: refused, exit 1"
 
-start_plugin "$T/l.sock" -- "file:$T/l.img,luks-key-file=$T/key"
+start_plugin "$T/l.sock" -- "file:$T/l.img,luks-key-file=-" <"$T/key"
 L=$(unix_uri "" "$T/l.sock")
 info_of "$L" >"$T/info"
 for want in export-size=$((32 << 20)) block_size_minimum=4096 can_fast_zero=False; do
