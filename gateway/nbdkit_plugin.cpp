@@ -4,13 +4,23 @@
 // (gateway/export_spec). nbdkit then puts its filters and transports in front of it.
 //
 // nbdkit calls a plugin synchronously, on as many threads as it likes (thread model parallel);
-// our devices are asynchronous and belong on threads that run an io_context. Each callback
-// hands its request to a DeviceWorkers thread and blocks its own nbdkit thread until the
-// completion. Those threads are started in .after_fork, as the SDK asks of every thread a
-// plugin owns (nbdkit may fork into the background after .get_ready, and a fork keeps only the
-// forking thread). Everything that can fail and needs no thread of its own (parsing SPEC,
-// opening a file, unlocking LUKS) happens before, in .config_complete and .get_ready, where
-// nbdkit still shows errors to the user and exits non-zero.
+// our devices are asynchronous and must be called from a thread that runs an io_context marked
+// current. Each nbdkit thread gets one of its own (a SyncIo, as command-line tools use) and
+// runs its request to completion there: the device is called right on that thread, and what
+// completes later (an io_uring completion, a librbd callback posted back, an iSCSI reply, the
+// cipher work of a large LUKS request) is run by that thread while it waits. A request so
+// blocks only its own nbdkit thread, and requests that complete at memory speed (RAM, the page
+// cache, small LUKS requests) need no thread change at all, as with nbdkit's own file plugin.
+// Handing requests to worker threads of the plugin's instead cost two thread wake-ups per
+// request: measured, 0.17x nbdkit-file's IOPS at queue depth 1 and 0.46x at depth 32 on a
+// loaded 2-core machine.
+//
+// The plugin starts no thread of its own; devices that do (librados, the iSCSI multipath
+// device) are opened in .after_fork, as the SDK asks of every thread a plugin causes, since
+// nbdkit may fork into the background after .get_ready and a fork keeps only the forking
+// thread. Everything else that can fail (parsing SPEC, opening a file, unlocking LUKS) happens
+// before, in .config and .get_ready, where nbdkit still shows errors to the user and exits
+// non-zero.
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -23,10 +33,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 
+#include "backends/sync_io.hpp"
 #include "gateway/backend_spec.hpp"
-#include "gateway/device_workers.hpp"
 #include "gateway/serve_process.hpp"
 #include "nbd/protocol.hpp"
 
@@ -38,18 +47,12 @@ namespace {
 using backends::BlockDevice;
 using backends::DeviceCapabilities;
 
-// How long a worker busy-polls for the next request of a fast device, as `volgate serve`'s
-// default --poll-max-us.
-constexpr std::chrono::microseconds kPollMax{50};
-
 struct Plugin {
   std::optional<std::string> spec_text;
   std::optional<ExportSpec> spec;
-  unsigned threads = 0;  // 0: one per core
   std::shared_ptr<BlockDevice> device;
   DeviceCapabilities caps;
   uint64_t size = 0;
-  std::unique_ptr<DeviceWorkers> workers;
 };
 Plugin plugin_state;
 
@@ -87,9 +90,19 @@ int open_device() {
   return 0;
 }
 
-void release() {
-  plugin_state.workers.reset();  // first: no worker may run a device call any more
-  plugin_state.device.reset();
+// nbdkit has closed every connection by now: no request is in flight.
+void release() { plugin_state.device.reset(); }
+
+// The calling nbdkit thread's io_context, marked current for the thread's life.
+backends::SyncIo& thread_io() {
+  thread_local backends::SyncIo io;
+  return io;
+}
+
+// Runs start(done) on the calling thread until done(ec) is called; returns ec.
+template <class Start>
+std::error_code run(Start&& start) {
+  return thread_io().run(std::forward<Start>(start));
 }
 
 // An errno for nbdkit (which turns it into the NBD error the client sees). Devices give errno
@@ -121,13 +134,6 @@ bool misaligned(uint64_t offset, uint64_t length) {
   return true;
 }
 
-// Per connection: the io_context its requests run on.
-struct Connection {
-  boost::asio::io_context* io;
-};
-
-boost::asio::io_context& io_of(void* handle) { return *static_cast<Connection*>(handle)->io; }
-
 // ---------------------------------------------------------------------------------------------
 // Lifecycle
 
@@ -150,15 +156,7 @@ int volgate_config(const char* key, const char* value) {
     }
     return 0;
   }
-  if (k == "threads") {
-    if (nbdkit_parse_unsigned("threads", value, &plugin_state.threads) == -1) return -1;
-    if (plugin_state.threads == 0 || plugin_state.threads > 256) {
-      nbdkit_error("volgate: threads=%s: expected 1 to 256", value);
-      return -1;
-    }
-    return 0;
-  }
-  nbdkit_error("volgate: unknown parameter '%s' (expected SPEC or threads=N; see nbdkit volgate --help)", key);
+  nbdkit_error("volgate: unknown parameter '%s' (expected SPEC; see nbdkit volgate --help)", key);
   return -1;
 }
 
@@ -196,19 +194,8 @@ int volgate_get_ready() {
   return 0;
 }
 
-int volgate_after_fork() {
-  if (!plugin_state.device && open_device() == -1) return -1;
-  const unsigned threads = plugin_state.threads ? plugin_state.threads
-                                                : std::max(1u, std::thread::hardware_concurrency());
-  try {
-    plugin_state.workers =
-        std::make_unique<DeviceWorkers>(threads, kPollMax, plugin_state.caps.fast_completions);
-  } catch (const std::exception& e) {
-    nbdkit_error("volgate: cannot start the device threads: %s", e.what());
-    return -1;
-  }
-  return 0;
-}
+// RBD and iSCSI devices, which start threads as they open.
+int volgate_after_fork() { return plugin_state.device ? 0 : open_device(); }
 
 void volgate_cleanup() { release(); }
 
@@ -218,17 +205,9 @@ void volgate_dump_plugin() {
   std::printf("volgate_spec=BACKEND[,OPTION...] as volgate serve --export NAME=... takes it\n");
 }
 
-void* volgate_open(int readonly) {
-  (void)readonly;  // nbdkit refuses writes itself then, as it does for a read-only device
-  try {
-    return new Connection{&plugin_state.workers->assign(*plugin_state.device)};
-  } catch (const std::bad_alloc&) {
-    nbdkit_error("volgate: out of memory");
-    return nullptr;
-  }
-}
-
-void volgate_close(void* handle) { delete static_cast<Connection*>(handle); }
+// Connections share the one device and need no state of their own. With -r, nbdkit refuses
+// writes itself, as it does when can_write says no.
+void* volgate_open(int) { return NBDKIT_HANDLE_NOT_NEEDED; }
 
 // ---------------------------------------------------------------------------------------------
 // What the device can do, from its capabilities
@@ -262,53 +241,53 @@ int volgate_can_cache(void*) { return plugin_state.caps.can_cache ? NBDKIT_CACHE
 // Requests. nbdkit has checked the range against the size and refuses writes where can_write
 // said no.
 
-int volgate_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint32_t) {
+int volgate_pread(void*, void* buf, uint32_t count, uint64_t offset, uint32_t) {
   if (misaligned(offset, count)) return -1;
   std::span<std::byte> data(static_cast<std::byte*>(buf), count);
-  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+  auto ec = run([&](auto done) {
     plugin_state.device->read(offset, data, std::move(done));
   });
   return ec ? fail("read", count, offset, ec) : 0;
 }
 
-int volgate_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
+int volgate_pwrite(void*, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
   if (misaligned(offset, count)) return -1;
   std::span<const std::byte> data(static_cast<const std::byte*>(buf), count);
   const bool fua = flags & NBDKIT_FLAG_FUA;
-  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+  auto ec = run([&](auto done) {
     plugin_state.device->write(offset, data, {.fua = fua}, std::move(done));
   });
   return ec ? fail("write", count, offset, ec) : 0;
 }
 
-int volgate_flush(void* handle, uint32_t) {
-  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) { plugin_state.device->flush(std::move(done)); });
+int volgate_flush(void*, uint32_t) {
+  auto ec = run([&](auto done) { plugin_state.device->flush(std::move(done)); });
   return ec ? fail("flush", 0, 0, ec) : 0;
 }
 
-int volgate_trim(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+int volgate_trim(void*, uint32_t count, uint64_t offset, uint32_t flags) {
   if (misaligned(offset, count)) return -1;
-  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) { plugin_state.device->trim(offset, count, std::move(done)); });
+  auto ec = run([&](auto done) { plugin_state.device->trim(offset, count, std::move(done)); });
   // FUA on a trim (native FUA): the deallocation is durable before the answer, as volgate serve.
   if (!ec && (flags & NBDKIT_FLAG_FUA))
-    ec = DeviceWorkers::call(io_of(handle), [&](auto done) { plugin_state.device->flush(std::move(done)); });
+    ec = run([&](auto done) { plugin_state.device->flush(std::move(done)); });
   return ec ? fail("trim", count, offset, ec) : 0;
 }
 
-int volgate_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+int volgate_zero(void*, uint32_t count, uint64_t offset, uint32_t flags) {
   if (misaligned(offset, count)) return -1;
   const backends::ZeroFlags zero{.may_trim = bool(flags & NBDKIT_FLAG_MAY_TRIM),
                                  .fast_only = bool(flags & NBDKIT_FLAG_FAST_ZERO),
                                  .fua = bool(flags & NBDKIT_FLAG_FUA)};
-  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+  auto ec = run([&](auto done) {
     plugin_state.device->write_zeroes(offset, count, zero, std::move(done));
   });
   return ec ? fail("write_zeroes", count, offset, ec) : 0;
 }
 
-int volgate_extents(void* handle, uint32_t count, uint64_t offset, uint32_t, nbdkit_extents* extents) {
+int volgate_extents(void*, uint32_t count, uint64_t offset, uint32_t, nbdkit_extents* extents) {
   std::vector<backends::Extent> found;
-  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+  auto ec = run([&](auto done) {
     plugin_state.device->block_status(offset, count,
                                       [&found, done = std::move(done)](std::error_code e, std::vector<backends::Extent> list) {
                                         found = std::move(list);
@@ -326,8 +305,8 @@ int volgate_extents(void* handle, uint32_t count, uint64_t offset, uint32_t, nbd
   return 0;
 }
 
-int volgate_cache(void* handle, uint32_t count, uint64_t offset, uint32_t) {
-  auto ec = DeviceWorkers::call(io_of(handle), [&](auto done) {
+int volgate_cache(void*, uint32_t count, uint64_t offset, uint32_t) {
+  auto ec = run([&](auto done) {
     plugin_state.device->cache(offset, count, std::move(done));
   });
   return ec ? fail("cache", count, offset, ec) : 0;
@@ -338,8 +317,7 @@ const std::string& config_help() {
       std::string("[spec=]BACKEND[,OPTION...]  the storage to serve, written as for\n"
                   "  `volgate serve --export NAME=BACKEND[,OPTION...]`; passphrases only from a\n"
                   "  luks-key-file (never on this command line):\n") +
-      kBackendSyntaxHelp +
-      "\nthreads=N  threads that run the device's requests (default: one per core)";
+      kBackendSyntaxHelp;
   return text;
 }
 
@@ -359,7 +337,6 @@ nbdkit_plugin make_plugin() {
   p.cleanup = volgate_cleanup;
   p.dump_plugin = volgate_dump_plugin;
   p.open = volgate_open;
-  p.close = volgate_close;
   p.get_size = volgate_get_size;
   p.block_size = volgate_block_size;
   p.can_write = volgate_can_write;
