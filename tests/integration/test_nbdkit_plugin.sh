@@ -22,8 +22,18 @@ PLUGIN=${VOLGATE_NBDKIT_PLUGIN:-$(dirname "$VOLGATE")/nbdkit-volgate-plugin.so}
 T=$TEST_TMP
 PAYLOAD="$SYSPY $INTEGRATION_DIR/luks_payload.py"
 
-# nbdkit is not built with the sanitizers: a plugin that is must have their runtime loaded first.
+# nbdkit is not built with the sanitizers: a plugin that is must have their runtime loaded first,
+# and with ASan libstdc++ too (nbdkit is C): its interceptor of __cxa_throw looks the real one up
+# when it starts, and finds none if libstdc++ only comes with the plugin.
 SAN_PRELOAD=$(ldd "$PLUGIN" | awk '/lib(asan|tsan)\.so/ {print $3; exit}')
+[[ $SAN_PRELOAD == *asan* ]] && SAN_PRELOAD+=:$(ldd "$PLUGIN" | awk '/libstdc\+\+\.so/ {print $3; exit}')
+# But Debian's nbdkit with libasan preloaded never exits: at exit, libp11-kit's destructor waits
+# for glibc's locale lock for ever (seen with nbdkit's own file plugin too, no volgate code
+# loaded). Exit code 77: ctest reports the test as skipped, not passed.
+if [[ $SAN_PRELOAD == *asan* ]]; then
+    echo "skip [$TEST_NAME]: nbdkit with AddressSanitizer preloaded hangs at exit (libp11-kit's destructor), whatever the plugin" >&2
+    exit 77
+fi
 nbdkit_() { LD_PRELOAD=$SAN_PRELOAD nbdkit "$@"; }
 
 NK=0
