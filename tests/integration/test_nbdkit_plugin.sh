@@ -4,7 +4,8 @@
 #    passphrase each stop nbdkit with one clear error line and a non-zero exit;
 #  - memory and file SPECs: qemu-io writes and reads patterns, fio's nbd engine writes and
 #    verifies (crc32c) at depth 16 on two connections, zeroes and trims show as holes in block
-#    status; what nbdkit wrote to the file is in the file (cmp against it directly);
+#    status; what nbdkit wrote to the file is in the file (cmp against it directly); a readonly
+#    SPEC is advertised read-only and a write to it fails with EPERM;
 #  - what the plugin advertises comes from the device: multi-conn, FUA, trim, fast zero and
 #    block sizes (the minimum is the LUKS sector); an unaligned request on a LUKS export is
 #    refused with EINVAL, as volgate serve refuses it;
@@ -155,6 +156,22 @@ assert h.pread(4096, 4 << 20) == bytes(4096)' || fail "memory: trim and block st
 pass "memory: qemu-io patterns (unaligned too) and write -z read back; a trim is a hole in block status"
 fio_verify "memory" "$M" 24M
 stop_volgate "$NK_PID"
+
+start_plugin "$T/ro.sock" -- memory:1M,readonly
+RO=$(unix_uri "" "$T/ro.sock")
+info_of "$RO" >"$T/info"
+grep -qx "is_read_only=True" "$T/info" || fail "readonly: nbdkit does not advertise a read-only export"
+nbdsh -u "$RO" -c '
+import errno
+assert h.pread(4096, 0) == bytes(4096)
+h.set_strict_mode(0)    # let the write go out
+try:
+    h.pwrite(b"x" * 4096, 0)
+    raise SystemExit("a write to a readonly SPEC succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.EPERM, e' || fail "readonly: a write was not refused with EPERM"
+stop_volgate "$NK_PID"
+pass "memory:1M,readonly: advertised read-only, reads work, a write is refused with EPERM"
 
 # ------------------------------------------------------------------ file, and cow in front of it
 truncate -s 64M "$T/f.img"
