@@ -12,6 +12,10 @@ done
 ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
              volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2
              volgate-iscsi volgate-iscsi-rr qemu-nbd-iscsi)
+# Rows of volgate's device stack inside nbdkit (the plugin, build/nbdkit-volgate-plugin.so): on
+# the same image as nbdkit-file and volgate-file, and on the LUKS2 image of volgate-luks2.
+PLUGIN_SERVERS=(nbdkit-volgate-file nbdkit-volgate-luks2)
+ALL_SERVERS+=("${PLUGIN_SERVERS[@]}")
 # Rows on a Ceph RBD image; they need --ceph, which starts a throwaway cluster.
 RBD_SERVERS=(volgate-rbd qemu-nbd-rbd rbd-bench)
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
@@ -49,6 +53,9 @@ Options:
   --servers LIST     comma-separated subset of:
                        ${ALL_SERVERS[*]}
                        ${RBD_SERVERS[*]} (with --ceph)
+                     nbdkit-volgate-file and nbdkit-volgate-luks2 are nbdkit with volgate's
+                     plugin (nbdkit-volgate-plugin.so beside --volgate) on the image of
+                     nbdkit-file and volgate-file, and on the LUKS2 image of volgate-luks2
                      (default: all of them; the RBD ones only with --ceph)
   --workloads LIST   comma-separated subset of (default: all):
                        seq-read       1 MiB sequential read,  iodepth 16
@@ -142,7 +149,7 @@ for w in "${WORKLOADS[@]}"; do [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die 
 ((${#SERVERS[@]} && ${#WORKLOADS[@]})) || die "empty --servers or --workloads"
 
 need_volgate=0
-for s in "${SERVERS[@]}"; do [[ $s == volgate-* ]] && need_volgate=1; done
+for s in "${SERVERS[@]}"; do [[ $s == volgate-* || $s == nbdkit-volgate-* ]] && need_volgate=1; done
 for tool in fio ss; do command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh)"; done
 [[ -x /usr/bin/python3 ]] || die "/usr/bin/python3 not found"
 for s in "${SERVERS[@]}"; do
@@ -158,6 +165,10 @@ if ((need_volgate)); then
   [[ -x $VOLGATE ]] || die "volgate binary not found at $VOLGATE (build it, pass --volgate, or leave volgate-* out of --servers)"
   VOLGATE=$(cd "$(dirname "$VOLGATE")" && pwd)/$(basename "$VOLGATE")
 fi
+PLUGIN=$(dirname "$VOLGATE")/nbdkit-volgate-plugin.so
+for s in "${SERVERS[@]}"; do
+  [[ $s != nbdkit-volgate-* || -f $PLUGIN ]] || die "the nbdkit plugin is not at $PLUGIN (build it, or leave $s out of --servers)"
+done
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd ioengine"
 
 avail=$(df -B1 --output=avail "$SHM" | tail -1)
@@ -246,6 +257,16 @@ server_cmd() { # server sock -> prints argv, one per line
     volgate-iscsi-rr) printf '%s\n' "$VOLGATE" serve --unix "$sock" \
                       --export "bench=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$ISCSI_IQN/1,path-policy=round-robin" ;;
     qemu-nbd-iscsi) printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback "iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
+    nbdkit-volgate-*) plugin_server_cmd "$s" "$sock" ;;
+  esac
+}
+
+# The nbdkit plugin rows: nbdkit's own threads (16 per connection by default, as for
+# nbdkit-file) call the plugin, which runs the device on its worker threads.
+plugin_server_cmd() { # server sock -> prints argv, one per line
+  case $1 in
+    nbdkit-volgate-file)  printf '%s\n' nbdkit -f -U "$2" "$PLUGIN" "file:$IMG" ;;
+    nbdkit-volgate-luks2) printf '%s\n' nbdkit -f -U "$2" "$PLUGIN" "file:$LUKS2_IMG,luks-key-file=$KEY" ;;
   esac
 }
 
@@ -479,7 +500,7 @@ need_luks1=0 need_luks2=0
 for s in "${SERVERS[@]}"; do
   case $s in
     volgate-luks | nbdkit-luks | qemu-nbd-luks) need_luks1=1 ;;
-    volgate-luks2) need_luks2=1 ;;
+    volgate-luks2 | nbdkit-volgate-luks2) need_luks2=1 ;;
   esac
 done
 if ((need_luks1 + need_luks2)); then
@@ -667,6 +688,8 @@ report() {
   echo "  ×nbdkit = volgate value / nbdkit value on the same backend (MiB/s: higher is better; CPU s/GiB: lower is better)"
   echo "  ×best other LUKS = volgate LUKS MiB/s / the faster of nbdkit-luks and qemu-nbd-luks (same LUKS1 image);"
   echo "  ×volgate-file = volgate LUKS MiB/s / volgate's plaintext file export"
+  echo "  nbdkit-volgate-*: ×nbdkit is against nbdkit-file (the plugin on the same image; bar: ≥ 0.90), or"
+  echo "  against volgate-luks2 for the plugin's LUKS2 row; ×volgate-file = the plugin / volgate serve on the same image"
   echo
   local w s ref r1 r2 plain=0
   for s in "${SERVERS[@]}"; do [[ " ${RBD_SERVERS[*]} " == *" $s "* ]] || plain=1; done
@@ -689,6 +712,16 @@ report() {
           r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[$ref|$w|cpug]:-}")
           [[ -n $r1 ]] || r1="n/a"
           [[ -n $r2 ]] || r2="n/a"
+          ;;
+        nbdkit-volgate-file | nbdkit-volgate-luks2)
+          # the plugin against nbdkit's file plugin (the bar: within 10 %), and against volgate serve
+          ref=nbdkit-file
+          [[ $s == nbdkit-volgate-luks2 ]] && ref=volgate-luks2
+          r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}")
+          r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[$ref|$w|cpug]:-}")
+          [[ -n $r1 ]] && r1="$r1 ($ref)" || r1="n/a"
+          [[ -n $r2 ]] || r2="n/a"
+          [[ $s == nbdkit-volgate-file ]] && r4=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[volgate-file|$w|mibs]:-}")
           ;;
         volgate-luks | volgate-luks2)
           ref=$(faster "$w" nbdkit-luks qemu-nbd-luks)

@@ -1,4 +1,5 @@
 #include "gateway/export_spec.hpp"
+#include "gateway/backend_spec.hpp"
 
 #include <stdexcept>
 #include <vector>
@@ -13,29 +14,33 @@
 
 namespace volgate::gateway {
 
-const char* const kExportSyntaxHelp =
-    "NAME=BACKEND[,OPTION...]\n"
-    "  BACKEND: file:PATH    an existing file or block device (or one created with size=)\n"
-    "           memory:SIZE  a sparse RAM disk, e.g. memory:4G\n"
-    "           rbd:POOL/[NAMESPACE/]IMAGE[@SNAPSHOT]  a Ceph RBD image (snapshots: read-only)\n"
-    "           iscsi://PORTAL[,PORTAL...]/TARGET-IQN/LUN  an iSCSI LUN, with failover across\n"
-    "                        the portals (PORTAL = HOST[:PORT], default port 3260)\n"
-    "  OPTION:  readonly     refuse writes\n"
-    "           size=SIZE    file: create the file, or grow it, to SIZE\n"
-    "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n"
-    "           ceph-conf=PATH  rbd: the cluster's ceph.conf (default: /etc/ceph/ceph.conf)\n"
-    "           ceph-id=ID   rbd: connect as client.ID (default: admin)\n"
-    "           keyring=PATH rbd: the client's keyring (default: as ceph.conf says)\n"
-    "           luks-key-file=PATH  serve the decrypted payload of the LUKS1/LUKS2 container\n"
-    "                        on BACKEND, unlocked with the passphrase in PATH ('-': stdin)\n"
-    "           iscsi: chap-user=USER, chap-secret-file=PATH, mutual-chap-user=USER,\n"
-    "           mutual-chap-secret-file=PATH, initiator-name=IQN,\n"
-    "           path-policy=failover|round-robin, no-path-timeout=SECONDS (default 30),\n"
-    "           path-check-interval=SECONDS (default 5), reservations=on|off (default on:\n"
-    "           fence lost paths with SCSI persistent reservations), io-timeout=SECONDS (a\n"
-    "           request unanswered this long fails over; default 3), login-timeout=SECONDS\n"
-    "           (connect, log in and check a portal; default 5)\n"
-    "  SIZE is bytes or a number with K, M, G, T (powers of 1024).";
+// The export syntax is NAME= in front of the backend syntax.
+#define VOLGATE_BACKEND_SYNTAX_HELP \
+    "  BACKEND: file:PATH    an existing file or block device (or one created with size=)\n" \
+    "           memory:SIZE  a sparse RAM disk, e.g. memory:4G\n" \
+    "           rbd:POOL/[NAMESPACE/]IMAGE[@SNAPSHOT]  a Ceph RBD image (snapshots: read-only)\n" \
+    "           iscsi://PORTAL[,PORTAL...]/TARGET-IQN/LUN  an iSCSI LUN, with failover across\n" \
+    "                        the portals (PORTAL = HOST[:PORT], default port 3260)\n" \
+    "  OPTION:  readonly     refuse writes\n" \
+    "           size=SIZE    file: create the file, or grow it, to SIZE\n" \
+    "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n" \
+    "           ceph-conf=PATH  rbd: the cluster's ceph.conf (default: /etc/ceph/ceph.conf)\n" \
+    "           ceph-id=ID   rbd: connect as client.ID (default: admin)\n" \
+    "           keyring=PATH rbd: the client's keyring (default: as ceph.conf says)\n" \
+    "           luks-key-file=PATH  serve the decrypted payload of the LUKS1/LUKS2 container\n" \
+    "                        on BACKEND, unlocked with the passphrase in PATH ('-': stdin)\n" \
+    "           iscsi: chap-user=USER, chap-secret-file=PATH, mutual-chap-user=USER,\n" \
+    "           mutual-chap-secret-file=PATH, initiator-name=IQN,\n" \
+    "           path-policy=failover|round-robin, no-path-timeout=SECONDS (default 30),\n" \
+    "           path-check-interval=SECONDS (default 5), reservations=on|off (default on:\n" \
+    "           fence lost paths with SCSI persistent reservations), io-timeout=SECONDS (a\n" \
+    "           request unanswered this long fails over; default 3), login-timeout=SECONDS\n" \
+    "           (connect, log in and check a portal; default 5)\n" \
+    "  SIZE is bytes or a number with K, M, G, T (powers of 1024)."
+
+const char* const kBackendSyntaxHelp = "BACKEND[,OPTION...]\n" VOLGATE_BACKEND_SYNTAX_HELP;
+const char* const kExportSyntaxHelp = "NAME=BACKEND[,OPTION...]\n" VOLGATE_BACKEND_SYNTAX_HELP;
+#undef VOLGATE_BACKEND_SYNTAX_HELP
 
 namespace {
 
@@ -203,6 +208,13 @@ ExportSpec parse_export_spec(std::string_view text) {
   if (!valid_name(spec.name))
     bad(source, "export name must be 1-255 characters of letters, digits, '-', '_', '.', ':'");
   parse_backend(source, text.substr(eq + 1), spec, true);
+  return spec;
+}
+
+ExportSpec parse_backend_spec(std::string_view text, std::string_view label) {
+  ExportSpec spec;
+  spec.name = "backend";
+  parse_backend({label, text}, text, spec, true);
   return spec;
 }
 

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
+#include "gateway/backend_spec.hpp"
+
 using namespace volgate::gateway;
 
 TEST(ExportSpec, File) {
@@ -92,6 +96,26 @@ TEST(ExportSpec, RbdTarget) {
   EXPECT_EQ(t.backend, ExportSpec::Backend::rbd);
   EXPECT_EQ(t.rbd.pool, "p");
   EXPECT_THROW(parse_target_spec("rbd:p/img,luks-key-file=/k"), std::invalid_argument);
+}
+
+// The nbdkit plugin's SPEC: the backend part of --export, LUKS included, errors labelled SPEC.
+TEST(ExportSpec, BackendSpec) {
+  auto s = parse_backend_spec("file:/srv/v.img,readonly,luks-key-file=/etc/v.key", "SPEC");
+  EXPECT_EQ(s.backend, ExportSpec::Backend::file);
+  EXPECT_EQ(s.path, "/srv/v.img");
+  EXPECT_TRUE(s.read_only);
+  EXPECT_EQ(s.luks_key_file, "/etc/v.key");
+  auto i = parse_backend_spec("iscsi://a:1,b:2/iqn.2026-01.x:y/7,path-policy=round-robin", "SPEC");
+  EXPECT_EQ(i.iscsi.portals.size(), 2u);
+  try {
+    parse_backend_spec("nosuch:x", "SPEC");
+    FAIL() << "an unknown backend was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("SPEC 'nosuch:x': unknown backend", 0), 0u) << e.what();
+  }
+  // NAME= belongs to --export only.
+  EXPECT_THROW(parse_backend_spec("disk=file:/srv/v.img", "SPEC"), std::invalid_argument);
+  EXPECT_EQ(std::string(kExportSyntaxHelp).substr(std::string("NAME=").size()), kBackendSyntaxHelp);
 }
 
 TEST(ExportSpec, RbdErrors) {
