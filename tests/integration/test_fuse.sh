@@ -7,6 +7,8 @@
 #    the next read of the file (no stale page cache), and one through the file by NBD;
 #  - qemu-img convert onto the file and compare (with the source and with the NBD view), qemu-io
 #    on the file, buffered and O_DIRECT (-t none), at unaligned offsets;
+#  - O_DIRECT reads reach volgate in requests of 1 MiB (max_pages 256; read from the export's
+#    counters in the control API);
 #  - fio with crc32c verify: libaio O_DIRECT at depth 32 (4-256 KiB) and psync;
 #  - fallocate: a punched hole reads as zeroes, deallocates the backing file's blocks and is
 #    found by SEEK_HOLE/SEEK_DATA; ZERO_RANGE zeroes exactly its range; plain preallocation is
@@ -103,6 +105,16 @@ qemu-img convert -n -f raw -O raw "$T/src.img" "$M/mem"
 qemu-img compare -q -f raw -F raw "$T/src.img" "$M/mem" || fail "qemu-img compare: source and the file differ"
 qemu-img compare -q -f raw "$M/mem" "$(uri mem)" || fail "qemu-img compare: the file and the NBD view differ"
 pass "qemu-img convert onto the file; compare with the source and with NBD"
+
+# ------------------------------------------------------------------ request size
+# 16 MiB read with O_DIRECT in 4 MiB calls: the kernel splits them into requests of at most
+# max_pages (256 pages, 1 MiB; its default would be 32 pages): the export's counters say how many.
+counts() { api GET /v1/exports/mem >/dev/null; "$SYSPY" -c "import json; r = json.load(open('$T/body'))['export']['requests']; print(r['read'], r['bytes_read'])"; }
+read -r reads0 bytes0 < <(counts)
+dd if="$M/mem" of=/dev/null bs=4M count=4 iflag=direct status=none
+read -r reads1 bytes1 < <(counts)
+assert_eq "$((bytes1 - bytes0)) $((reads1 - reads0))" "16777216 16" "bytes and requests of a 16 MiB O_DIRECT read"
+pass "a 16 MiB O_DIRECT read reaches volgate as 16 requests of 1 MiB"
 
 # ------------------------------------------------------------------ fio with verify
 run_fio() {
