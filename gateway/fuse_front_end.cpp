@@ -151,6 +151,7 @@ FuseFrontEnd::FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_po
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
   const fuse_lowlevel_ops ops = Ops::table();
   session_ = fuse_session_new(&args, &ops, sizeof ops, this);
+  fuse_opt_free_args(&args);  // parsing copied them
   if (!session_) throw std::runtime_error("--fuse " + mount_point_ + ": cannot create a FUSE session");
   if (fuse_session_mount(session_, mount_point_.c_str()) != 0) {
     fuse_session_destroy(session_);
