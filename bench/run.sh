@@ -30,6 +30,7 @@ WORKLOADS_ARG=$(IFS=,; echo "${ALL_WORKLOADS[*]}")
 VOLGATE=$ROOT/build/volgate
 OUT=""
 SHM=/dev/shm
+FUSE_ROWS=0  # --fuse: the FUSE section (bench/fuse_rows.sh)
 
 usage() {
   cat <<EOF
@@ -78,6 +79,11 @@ Options:
   --volgate PATH     volgate binary (default: build/volgate under the repo root,
                      i.e. $ROOT/build/volgate)
   --out FILE         also append the header and table to FILE
+  --fuse             add the FUSE section (bench/fuse_rows.sh): the image as a file, fio
+                     libaio O_DIRECT with each workload, through volgate serve --fuse, through
+                     nbdfuse over volgate's NBD export, and through qemu-storage-daemon's FUSE
+                     export; its own table. With --fuse and no --servers, no NBD rows run
+                     (--servers none does the same without --fuse)
   -h, --help         show this help
 
 Defaults take about 11 minutes (10 servers x 5 workloads x (ramp + runtime + ~0.5 s),
@@ -108,6 +114,7 @@ while (($#)); do
     --out) OUT=${2:?}; shift 2 ;;
     --ceph) CEPH_STORE=${2:?}; shift 2 ;;
     --repeat) REPEAT=${2:?}; shift 2 ;;
+    --fuse) FUSE_ROWS=1; shift ;;
     --runtime=*|--ramp=*|--size=*|--servers=*|--workloads=*|--volgate=*|--out=*|--ceph=*|--repeat=*)
       set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
     -h|--help) usage; exit 0 ;;
@@ -130,11 +137,13 @@ if ((SIZE % (1 << 30) == 0)); then SIZE_STR=$((SIZE >> 30))G; else SIZE_STR=$((S
 
 [[ -z $CEPH_STORE || $CEPH_STORE == memstore || $CEPH_STORE == bluestore ]] ||
   die "--ceph takes memstore or bluestore"
+((FUSE_ROWS)) && [[ -z $SERVERS_ARG ]] && SERVERS_ARG=none
 if [[ -z $SERVERS_ARG ]]; then
   SERVERS_ARG=$(IFS=,; echo "${ALL_SERVERS[*]}")
   [[ -n $CEPH_STORE ]] && SERVERS_ARG+=,$(IFS=,; echo "${RBD_SERVERS[*]}")
 fi
 IFS=, read -r -a SERVERS <<<"$SERVERS_ARG"
+[[ $SERVERS_ARG == none ]] && SERVERS=()
 IFS=, read -r -a WORKLOADS <<<"$WORKLOADS_ARG"
 need_ceph=0
 for s in "${SERVERS[@]}"; do
@@ -146,10 +155,15 @@ for s in "${SERVERS[@]}"; do
   fi
 done
 for w in "${WORKLOADS[@]}"; do [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w'"; done
-((${#SERVERS[@]} && ${#WORKLOADS[@]})) || die "empty --servers or --workloads"
+(((${#SERVERS[@]} || FUSE_ROWS) && ${#WORKLOADS[@]})) || die "empty --servers or --workloads"
 
 need_volgate=0
 for s in "${SERVERS[@]}"; do [[ $s == volgate-* || $s == nbdkit-volgate-* ]] && need_volgate=1; done
+if ((FUSE_ROWS)); then
+  need_volgate=1
+  . "$ROOT/bench/fuse_rows.sh"
+  fuse_rows_check_tools
+fi
 for tool in fio ss; do command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh)"; done
 [[ -x /usr/bin/python3 ]] || die "/usr/bin/python3 not found"
 for s in "${SERVERS[@]}"; do
@@ -617,7 +631,7 @@ pick_median() {
 rows=$((${#SERVERS[@]} * ${#WORKLOADS[@]} * REPEAT))
 log "$rows rows, about $((rows * (RUNTIME + RAMP + 1))) s plus prefills"
 row=0
-for ((round = 1; round <= REPEAT; round++)); do
+for ((round = 1; round <= (${#SERVERS[@]} ? REPEAT : 0); round++)); do  # none with --fuse alone
   # Rotate the server order so that no server is always the first after a quiet spell.
   ordered=("${SERVERS[@]:$(((round - 1) % ${#SERVERS[@]}))}" "${SERVERS[@]:0:$(((round - 1) % ${#SERVERS[@]}))}")
   for w in "${WORKLOADS[@]}"; do
@@ -637,6 +651,7 @@ done
 for s in "${SERVERS[@]}"; do
   for w in "${WORKLOADS[@]}"; do pick_median "$s|$w"; done
 done
+((FUSE_ROWS)) && fuse_rows_run
 
 # ---------------------------------------------------------------------------
 ratio() { # a b -> a/b with 2 decimals, or empty
@@ -733,6 +748,7 @@ report() {
     done
   done
   ((need_ceph)) && rbd_report
+  ((FUSE_ROWS)) && fuse_rows_report
   if ((REPEAT > 1)); then
     echo
     echo "MiB/s of every run (rounds in order; the table shows the median):"

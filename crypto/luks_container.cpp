@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "backends/sync_io.hpp"
+#include "common/buffer_pool.hpp"
 #include "common/size.hpp"
 #include "crypto/luks_digest.hpp"
 #include "crypto/luks_layout.hpp"
@@ -123,8 +124,9 @@ struct LuksContainer::Image {
       uint64_t run_end = unit + 1;
       while (run_end < end && !original.count(run_end) && (run_end - unit) * kUnit < kCopyChunk) ++run_end;
       const uint64_t at = unit * kUnit;
-      std::vector<std::byte> chunk(static_cast<size_t>(std::min(device_size, run_end * kUnit) - at));
-      if (auto ec = io.read(device, at, chunk))
+      // Page-aligned: a file opened O_DIRECT (`direct`) refuses other buffers with EINVAL.
+      Buffer chunk = Buffer::allocate(static_cast<size_t>(std::min(device_size, run_end * kUnit) - at));
+      if (auto ec = io.read(device, at, chunk.span()))
         fail(Kind::io, "reading the header at offset " + std::to_string(at) + ": " + ec.message());
       if (::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(at)) != static_cast<ssize_t>(chunk.size()))
         fail(Kind::io, std::string("writing the header copy: ") + std::strerror(errno));
@@ -482,7 +484,9 @@ void LuksContainer::write_back(bool whole) {
   uint64_t run_start = 0;
   auto write_run = [&] {
     if (run.empty()) return;
-    if (auto ec = io.write(*device_, run_start, run, true))
+    Buffer aligned = Buffer::allocate(run.size());  // for O_DIRECT, as in fetch()
+    std::memcpy(aligned.data(), run.data(), run.size());
+    if (auto ec = io.write(*device_, run_start, aligned.span(), true))
       fail(Kind::io, "writing the header at offset " + std::to_string(run_start) + ": " + ec.message());
     run.clear();
   };

@@ -14,8 +14,10 @@ class ControlApi {
  public:
   // Listens on `path` (see ControlServer::listen for what throws) and lists the exports the
   // command line gave, `specs`, which `server` serves already.
-  ControlApi(nbd::Server& server, const std::string& path, const std::vector<ExportSpec>& specs)
-      : service_(server), http_(service_) {
+  // `other_clients`: see ControlService.
+  ControlApi(nbd::Server& server, const std::string& path, const std::vector<ExportSpec>& specs,
+             ExportClients* other_clients = nullptr)
+      : service_(server, other_clients), http_(service_) {
     http_.listen(path);
     for (const auto& spec : specs) service_.adopt(spec, server.exports().find(spec.name));
     // A graceful stop closes the control socket at once; requests in flight still finish.

@@ -235,10 +235,12 @@ void ControlService::drain(const nbd::Export& e) {
     return true;
   };
   server_.close_sessions_of(e, false);
+  if (other_clients_) other_clients_->close_clients_of(e, false);
   if (wait_until_idle(kGracefulDrain)) return;
   spdlog::warn("export '{}': clients still connected after {} s, closing their connections", e.name,
                kGracefulDrain.count());
   server_.close_sessions_of(e, true);
+  if (other_clients_) other_clients_->close_clients_of(e, true);
   if (!wait_until_idle(kHardDrain))
     spdlog::warn("export '{}': {} session(s) still winding down", e.name, e.counters->connections.load());
 }

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "gateway/control_protocol.hpp"
+#include "gateway/export_clients.hpp"
 #include "nbd/server.hpp"
 
 namespace volgate::gateway {
@@ -21,7 +22,10 @@ struct ControlResponse {
 
 class ControlService {
  public:
-  explicit ControlService(nbd::Server& server) : server_(server) {}
+  // `other_clients`: clients of the exports besides the server's NBD sessions (the FUSE
+  // mount's open files), stopped with them when an export is removed with force; may be null.
+  explicit ControlService(nbd::Server& server, ExportClients* other_clients = nullptr)
+      : server_(server), other_clients_(other_clients) {}
 
   // Lists an export that the command line gave (--export), so the API can report and remove it.
   void adopt(const ExportSpec& spec, std::shared_ptr<const nbd::Export> served);
@@ -48,6 +52,7 @@ class ControlService {
   void drain(const nbd::Export& e);
 
   nbd::Server& server_;
+  ExportClients* const other_clients_;
   mutable std::mutex mutex_;  // entries_, and one change at a time
   std::map<std::string, Entry, std::less<>> entries_;
 };

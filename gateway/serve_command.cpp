@@ -13,6 +13,8 @@
 #include "common/size.hpp"
 #include "gateway/control_api.hpp"
 #include "gateway/export_spec.hpp"
+#include "gateway/fuse_front_end.hpp"
+#include "gateway/fuse_mount_point.hpp"
 #include "gateway/serve_process.hpp"
 #include "nbd/server.hpp"
 
@@ -74,6 +76,13 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "on a unix socket at PATH, created 0600; only its owner and root may use it.\n"
                     "Keys of encrypted exports travel only in its request bodies.")
       ->type_name("PATH");
+  serve->add_option("--fuse", options.fuse_dir,
+                    "Also show every export as a regular file DIR/NAME of the export's size (FUSE;\n"
+                    "DIR must be an existing directory). Reads and writes at any offset, fsync,\n"
+                    "fallocate punch-hole/zero-range and SEEK_DATA/SEEK_HOLE reach the same device\n"
+                    "as NBD clients do, without a page cache. A mount left by a volgate that died\n"
+                    "is detached first. With --fuse, --unix and --listen are optional.")
+      ->type_name("DIR");
   serve->add_option("--threads", options.threads, "Worker threads (default: one per core)")
       ->check(CLI::Range(1, 256));
   serve->add_option("--poll-max-us", options.poll_max_us,
@@ -128,9 +137,11 @@ int run_serve(const ServeOptions& options) {
   std::vector<HostPort> tcp;
   nbd::ServerLimits limits;
   std::optional<gid_t> socket_group;
+  std::string fuse_dir;  // absolute
   try {
-    if (options.unix_paths.empty() && options.tcp_listens.empty())
-      throw std::invalid_argument("nothing to listen on: give --unix PATH and/or --listen HOST:PORT");
+    if (options.unix_paths.empty() && options.tcp_listens.empty() && options.fuse_dir.empty())
+      throw std::invalid_argument("nothing to listen on: give --unix PATH, --listen HOST:PORT and/or --fuse DIR");
+    if (!options.fuse_dir.empty()) fuse_dir = prepare_fuse_mount_point(options.fuse_dir);
     if (options.exports.empty() && options.control_path.empty())
       throw std::invalid_argument("nothing to serve: give --export SPEC, or --control PATH to add exports later");
     for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
@@ -164,16 +175,20 @@ int run_serve(const ServeOptions& options) {
 
   unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   std::optional<nbd::Server> server;
+  std::optional<FuseFrontEnd> fuse;      // after the server, before the control API
   std::optional<ControlApi> control;  // after the server: it goes first
   try {
     server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits);
-    if (!options.control_path.empty()) control.emplace(*server, options.control_path, specs);
     for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
+    if (!fuse_dir.empty()) fuse.emplace(server->exports(), fuse_dir);
+    if (!options.control_path.empty())
+      control.emplace(*server, options.control_path, specs, fuse ? &*fuse : nullptr);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: %s\n", e.what());
     return 2;
   }
+  if (fuse) server->on_stop([&fuse] { fuse->stop(); });
 
   for (const auto& e : *server->exports().all())
     spdlog::info("export '{}': {}, {}", e->name, e->device->description(), format_size(e->device->size()));
@@ -186,10 +201,15 @@ int run_serve(const ServeOptions& options) {
                  "{} needs: accepting will pause when they run out",
                  open_files, limits.max_connections);
   for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
+  if (fuse)
+    for (const auto& e : *server->exports().all()) std::printf("%s/%s\n", fuse_dir.c_str(), e->name.c_str());
   std::fflush(stdout);
 
+  if (fuse) fuse->start();
   if (control) control->start();
   bool flushed = server->run();
+  // The FUSE stop began with the server's; it has its own last flush of what the files wrote.
+  if (fuse && !fuse->wait()) flushed = false;
   if (control) control->shutdown();
   spdlog::info("stopped");
   return flushed ? 0 : 1;

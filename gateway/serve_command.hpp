@@ -13,6 +13,7 @@ struct ServeOptions {
   std::vector<std::string> tcp_listens;  // HOST:PORT
   std::vector<std::string> exports;      // NAME=BACKEND[,OPTION...]
   std::string control_path;              // the control API's unix socket; empty: none
+  std::string fuse_dir;                  // mount the exports as files here; empty: no FUSE
   unsigned threads = 0;                  // 0: one per core
   unsigned poll_max_us = 50;             // busy-polling window at most, see nbd::Server
   std::string socket_group;              // --unix sockets go to this group, mode 0660

@@ -325,7 +325,7 @@ void Server::begin_stop() {
     l->acceptor.close(ignored);
     l->retry.cancel();
   }
-  if (on_stop_) on_stop_();
+  for (auto& callback : on_stop_) callback();
   for (auto& w : workers_)
     asio::post(w->io, [&w = *w] {
       w.sessions.shutdown_all();

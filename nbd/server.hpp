@@ -76,8 +76,9 @@ class Server {
   // Open NBD connections, handshakes included; from any thread.
   size_t connection_count() const;
   bool stopping() const { return stopping_.load(); }
-  // Called on a worker thread when a stop begins (signal or stop()); set before run().
-  void on_stop(std::function<void()> callback) { on_stop_ = std::move(callback); }
+  // Called on a worker thread when a stop begins (signal or stop()); set before run(). Each
+  // call adds one; they run in the order added.
+  void on_stop(std::function<void()> callback) { on_stop_.push_back(std::move(callback)); }
 
   // Serves until SIGINT/SIGTERM or stop(), then lets in-flight requests finish and flushes
   // every device. Returns false if the final flush failed.
@@ -129,7 +130,7 @@ class Server {
   size_t next_worker_ = 0;
   uint64_t accepted_ = 0;  // connections accepted so far, to number them in the log
   std::atomic<bool> stopping_{false};
-  std::function<void()> on_stop_;
+  std::vector<std::function<void()>> on_stop_;
   SessionHomes homes_{stopping_};  // device threads that sessions move to
 };
 

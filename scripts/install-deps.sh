@@ -27,6 +27,10 @@ packages=(
   # (busybox initramfs) that attached volumes are put into; the guest's kernel is only
   # downloaded and unpacked (see guest_kernel_deb below), never installed
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 busybox-static cpio
+  # volgate serve --fuse (libfuse3; fusermount3 for non-root mounts and dead-mount cleanup);
+  # the benchmark's FUSE rows also use nbdfuse (libnbd-bin) and qemu-storage-daemon
+  # (qemu-system-x86), both listed above
+  libfuse3-dev fuse3
 )
 case "${1:-}" in
   "") ;;

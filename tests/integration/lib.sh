@@ -211,7 +211,7 @@ PY
 
 # start_volgate SERVE_ARGS...
 # Runs `$VOLGATE serve SERVE_ARGS...` in the background and waits (VG_READY_S seconds, default
-# 30: a sanitizer build under load can take over 10 s to open a LUKS1 container) until it has printed one URI line per export per listener and every --unix socket exists.
+# 30: a sanitizer build under load can take over 10 s to open a LUKS1 container) until it has printed one URI line per export per listener, every --unix socket exists and every --fuse DIR is mounted.
 # Sets VG_PID, VG_OUT, VG_ERR.
 start_volgate() {
     require_volgate
@@ -220,16 +220,18 @@ start_volgate() {
     VG_OUT="$TEST_TMP/volgate.$n.out"
     VG_ERR="$TEST_TMP/volgate.$n.err"
     VG_LOGS+=("$VG_ERR")
-    local nexp=0 nlis=0 a prev='' socks=()
+    local nexp=0 nlis=0 a prev='' socks=() mounts=()
     for a in "$@"; do
         case $prev in
             --unix) socks+=("$a") ;;
+            --fuse) mounts+=("$a") ;;
         esac
         case $a in
             --export | --export=*) nexp=$((nexp + 1)) ;;
             --unix | --listen) nlis=$((nlis + 1)) ;;
             --unix=*) nlis=$((nlis + 1)); socks+=("${a#--unix=}") ;;
             --listen=*) nlis=$((nlis + 1)) ;;
+            --fuse=*) mounts+=("${a#--fuse=}") ;;
         esac
         prev=$a
     done
@@ -251,6 +253,7 @@ start_volgate() {
         ready=1
         ((got >= want)) || ready=0
         for s in "${socks[@]}"; do [[ -S $s ]] || ready=0; done
+        for s in "${mounts[@]}"; do mountpoint -q "$s" || ready=0; done
         ((ready)) && break
         (($(now_ms) < deadline)) || fail "volgate not ready within $ready_s s ($got of $want URI lines); args: $*"
         sleep 0.05

@@ -1,0 +1,723 @@
+#define FUSE_USE_VERSION 35
+#include "gateway/fuse_front_end.hpp"
+
+#include <fcntl.h>
+#include <fuse3/fuse_lowlevel.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <future>
+#include <stdexcept>
+
+#include "backends/read_modify_write_device.hpp"
+#include "common/current_context.hpp"
+
+namespace volgate::gateway {
+
+namespace asio = boost::asio;
+using backends::Extent;
+
+namespace {
+
+constexpr fuse_ino_t kRootInode = FUSE_ROOT_ID;
+// Background requests the kernel may have outstanding (async direct I/O, libaio): its default
+// of 12 would cap a queue depth of 32 at 12.
+constexpr unsigned kMaxBackground = 128;
+// A lseek(SEEK_DATA/SEEK_HOLE) asks for block status in steps this large.
+constexpr uint64_t kSeekStep = uint64_t{1} << 30;
+// How often the sizes of open and known files are compared with their exports' (RBD and iSCSI
+// volumes grow while served).
+constexpr auto kSizeCheckInterval = std::chrono::seconds(1);
+
+// libfuse's own messages go to our log.
+void log_from_libfuse(enum fuse_log_level level, const char* format, va_list args) {
+  char text[512];
+  std::vsnprintf(text, sizeof text, format, args);
+  std::string_view line(text);
+  while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (level <= FUSE_LOG_ERR)
+    spdlog::error("fuse: {}", line);
+  else if (level <= FUSE_LOG_NOTICE)
+    spdlog::info("fuse: {}", line);
+  else
+    spdlog::debug("fuse: {}", line);
+}
+
+FuseFrontEnd* self_of(fuse_req_t req) { return static_cast<FuseFrontEnd*>(fuse_req_userdata(req)); }
+
+struct timespec now_realtime() {
+  struct timespec t {};
+  ::clock_gettime(CLOCK_REALTIME, &t);
+  return t;
+}
+
+}  // namespace
+
+struct FuseFrontEnd::Request {
+  FuseFrontEnd* self = nullptr;
+  fuse_req_t req = nullptr;
+  Handle* handle = nullptr;
+  Buffer data;  // a write's payload, or a read's result
+  std::span<const std::byte> payload;  // what a write writes (in `data`)
+  uint64_t offset = 0;
+  size_t length = 0;
+  int whence = 0;
+  bool calling = false;          // seek_next: inside the device call
+  bool continue_inline = false;  // seek_next: the call completed inside and wants the next step
+};
+
+// The table libfuse calls through: each entry finds the front-end in the request's userdata.
+struct FuseFrontEnd::Ops {
+  static void init(void* userdata, fuse_conn_info* conn) { static_cast<FuseFrontEnd*>(userdata)->on_init(conn); }
+  static void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) { self_of(req)->on_lookup(req, parent, name); }
+  static void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    self_of(req)->on_forget(ino, nlookup);
+    fuse_reply_none(req);
+  }
+  static void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    for (size_t i = 0; i < count; ++i) self_of(req)->on_forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+  }
+  static void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { self_of(req)->on_getattr(req, ino, fi); }
+  static void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+    self_of(req)->on_setattr(req, ino, attr, to_set, fi);
+  }
+  static void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { self_of(req)->on_opendir(req, ino, fi); }
+  static void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    self_of(req)->on_readdir(req, ino, size, off, fi);
+  }
+  static void releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { self_of(req)->on_releasedir(req, ino, fi); }
+  static void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { self_of(req)->on_open(req, ino, fi); }
+  static void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { self_of(req)->on_release(req, ino, fi); }
+  static void read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+    self_of(req)->on_read(req, size, off, fi);
+  }
+  static void write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+    self_of(req)->on_write(req, data, size, off, fi);
+  }
+  static void flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+  static void fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) { self_of(req)->on_fsync(req, fi); }
+  static void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+    self_of(req)->on_fallocate(req, mode, offset, length, fi);
+  }
+  static void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+    self_of(req)->on_lseek(req, off, whence, fi);
+  }
+
+  static fuse_lowlevel_ops table() {
+    fuse_lowlevel_ops ops{};
+    ops.init = init;
+    ops.lookup = lookup;
+    ops.forget = forget;
+    ops.forget_multi = forget_multi;
+    ops.getattr = getattr;
+    ops.setattr = setattr;
+    ops.opendir = opendir;
+    ops.readdir = readdir;
+    ops.releasedir = releasedir;
+    ops.open = open;
+    ops.release = release;
+    ops.read = read;
+    ops.write = write;
+    ops.flush = flush;
+    ops.fsync = fsync;
+    ops.fallocate = fallocate;
+    ops.lseek = lseek;
+    return ops;
+  }
+};
+
+FuseFrontEnd::FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_point)
+    : exports_(exports),
+      mount_point_(std::move(mount_point)),
+      device_fd_(io_),
+      drain_timer_(io_),
+      size_timer_(io_),
+      mounted_at_(now_realtime()),
+      uid_(::getuid()),
+      gid_(::getgid()),
+      receive_buffer_(Buffer::allocate(kMaxRequestBytes + 4096)) {
+  fuse_set_log_func(log_from_libfuse);
+  // fsname and subtype make the mount show as "volgate" of type fuse.volgate (which
+  // prepare_fuse_mount_point looks for); default_permissions lets the kernel apply the files'
+  // modes (0600, 0400 for read-only exports) to anyone but root.
+  const char* argv[] = {"volgate", "-o", "fsname=volgate,subtype=volgate,default_permissions"};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  const fuse_lowlevel_ops ops = Ops::table();
+  session_ = fuse_session_new(&args, &ops, sizeof ops, this);
+  fuse_opt_free_args(&args);  // parsing copied them
+  if (!session_) throw std::runtime_error("--fuse " + mount_point_ + ": cannot create a FUSE session");
+  if (fuse_session_mount(session_, mount_point_.c_str()) != 0) {
+    fuse_session_destroy(session_);
+    session_ = nullptr;
+    throw std::runtime_error("--fuse " + mount_point_ + ": mounting failed (see the lines above; is /dev/fuse there?)");
+  }
+  const int fd = fuse_session_fd(session_);
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  device_fd_.assign(fd);
+}
+
+FuseFrontEnd::~FuseFrontEnd() {
+  if (thread_.joinable()) {
+    stop();
+    wait();
+  }
+  boost::system::error_code ignored;
+  if (device_fd_.is_open()) device_fd_.release();
+  if (session_) {
+    fuse_session_unmount(session_);
+    fuse_session_destroy(session_);
+  }
+}
+
+void FuseFrontEnd::start() {
+  keep_alive_.emplace(asio::make_work_guard(io_));
+  asio::post(io_, [this] {
+    watch_device();
+    check_sizes();
+  });
+  thread_ = std::thread([this] {
+    CurrentContextGuard current(io_);
+    io_.run();
+  });
+}
+
+void FuseFrontEnd::stop() {
+  asio::post(io_, [this] { begin_stop(); });
+}
+
+bool FuseFrontEnd::wait() {
+  if (thread_.joinable()) thread_.join();
+  return flushed_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop: the descriptor is read while it has requests, up to the in-flight bound.
+
+void FuseFrontEnd::watch_device() {
+  if (watching_ || stopping_ || finished_ || in_flight_ >= kMaxRequestsInFlight) return;
+  watching_ = true;
+  device_fd_.async_wait(asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& ec) {
+    watching_ = false;
+    if (!ec) receive();
+  });
+}
+
+void FuseFrontEnd::receive() {
+  // A batch at a time, so that completions and the stop get their turn on a busy mount.
+  for (int batch = 0; batch < 64 && !stopping_ && in_flight_ < kMaxRequestsInFlight; ++batch) {
+    fuse_buf buf{};
+    buf.mem = receive_buffer_.data();
+    buf.size = receive_buffer_.size();
+    const int received = fuse_session_receive_buf(session_, &buf);
+    if (received == -EINTR) continue;
+    if (received == -EAGAIN) break;
+    if (received <= 0) {
+      // ENODEV: unmounted from outside (fusermount3 -u) or the connection aborted.
+      if (!stopping_)
+        spdlog::warn("--fuse {}: the mount went away ({}); FUSE serving ends, NBD goes on", mount_point_,
+                     received == 0 ? "unmounted" : std::strerror(-received));
+      stopping_ = true;
+      return stop_when_drained();
+    }
+    fuse_session_process_buf(session_, &buf);
+  }
+  watch_device();
+}
+
+void FuseFrontEnd::begin_stop() {
+  if (stopping_ || finished_) return;
+  stopping_ = true;
+  boost::system::error_code ignored;
+  device_fd_.cancel(ignored);
+  drain_timer_.expires_after(kDrainTimeout);
+  drain_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || finished_) return;
+    spdlog::warn("--fuse {}: {} request(s) still in flight after {} s; unmounting anyway", mount_point_,
+                 in_flight_, kDrainTimeout.count());
+    finish(false);
+  });
+  stop_when_drained();
+}
+
+void FuseFrontEnd::stop_when_drained() {
+  if (in_flight_ > 0 || finished_) return;
+  // Every export's last flush, so that what the files took is on the storage before the mount
+  // (and perhaps the process) goes.
+  auto list = exports_.all();
+  if (list->empty()) return finish(true);
+  auto pending = std::make_shared<size_t>(list->size());
+  auto ok = std::make_shared<bool>(true);
+  for (const auto& e : *list) {
+    e->device->flush([this, pending, ok, e](std::error_code ec) {
+      if (ec) {
+        spdlog::error("--fuse {}: export '{}': final flush failed: {}", mount_point_, e->name, ec.message());
+        *ok = false;
+      }
+      if (--*pending == 0) finish(*ok);
+    });
+  }
+}
+
+void FuseFrontEnd::finish(bool flushed) {
+  if (finished_) return;
+  finished_ = true;
+  flushed_ = flushed;
+  drain_timer_.cancel();
+  size_timer_.cancel();
+  boost::system::error_code ignored;
+  device_fd_.cancel(ignored);
+  if (device_fd_.is_open()) device_fd_.release();  // libfuse closes it
+  // As root: umount2(MNT_DETACH); otherwise fusermount3 -u -z. Files still open elsewhere
+  // then fail with ENOTCONN instead of holding the mount.
+  fuse_session_unmount(session_);
+  spdlog::info("--fuse {}: unmounted", mount_point_);
+  keep_alive_.reset();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names and attributes
+
+void FuseFrontEnd::on_init(fuse_conn_info* conn) {
+  // No page cache (see the header) and no splicing: requests are read into our own buffer.
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+                  FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE);
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  conn->max_write = kMaxRequestBytes;  // libfuse derives max_pages from it
+  conn->max_background = kMaxBackground;
+  conn->congestion_threshold = kMaxBackground * 3 / 4;
+  spdlog::info("--fuse {}: mounted; requests up to {} KiB, {} in the background", mount_point_,
+               conn->max_write / 1024, kMaxBackground);
+}
+
+uint64_t FuseFrontEnd::inode_of(const std::shared_ptr<const nbd::Export>& e) {
+  auto it = inode_by_export_.find(e.get());
+  if (it != inode_by_export_.end()) {
+    auto node = nodes_.find(it->second);
+    // The same address may be a later export's once the first is gone.
+    if (node != nodes_.end() && node->second.exported.lock() == e) return it->second;
+  }
+  const uint64_t ino = next_inode_++;
+  nodes_[ino] = Node{e, e->name, 0, e->device->size()};
+  inode_by_export_[e.get()] = ino;
+  return ino;
+}
+
+std::shared_ptr<const nbd::Export> FuseFrontEnd::export_of(uint64_t ino, fuse_file_info* fi) const {
+  if (fi && fi->fh) return reinterpret_cast<Handle*>(fi->fh)->view->exported;
+  auto node = nodes_.find(ino);
+  if (node == nodes_.end()) return nullptr;
+  return node->second.exported.lock();
+}
+
+void FuseFrontEnd::fill_attributes(uint64_t ino, const nbd::Export* e, struct stat* st) {
+  *st = {};
+  st->st_ino = ino;
+  st->st_uid = uid_;
+  st->st_gid = gid_;
+  st->st_atim = st->st_mtim = st->st_ctim = mounted_at_;
+  if (!e) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    return;
+  }
+  const auto caps = e->device->capabilities();
+  st->st_mode = S_IFREG | (caps.read_only ? 0400 : 0600);
+  st->st_nlink = exports_.find(e->name).get() == e ? 1 : 0;  // 0 once removed
+  st->st_size = static_cast<off_t>(e->device->size());
+  st->st_blksize = std::max<uint32_t>(caps.preferred_block_size, caps.min_block_size);
+  st->st_blocks = (st->st_size + 511) / 512;
+  if (auto node = nodes_.find(ino); node != nodes_.end()) node->second.size = e->device->size();
+}
+
+void FuseFrontEnd::fill_entry(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry) {
+  *entry = {};
+  entry->ino = ino;
+  entry->generation = 1;
+  fill_attributes(ino, &e, &entry->attr);
+  entry->attr_timeout = 0;   // sizes change (volumes grow)
+  entry->entry_timeout = 0;  // exports come and go
+}
+
+void FuseFrontEnd::on_lookup(fuse_req_t req, uint64_t parent, const char* name) {
+  if (parent != kRootInode) return void(fuse_reply_err(req, ENOTDIR));
+  auto e = *name ? exports_.find(name) : nullptr;  // the empty name is NBD's default export
+  if (!e) return void(fuse_reply_err(req, ENOENT));
+  const uint64_t ino = inode_of(e);
+  fuse_entry_param entry;
+  fill_entry(ino, *e, &entry);
+  if (fuse_reply_entry(req, &entry) == 0) ++nodes_[ino].lookups;
+}
+
+void FuseFrontEnd::on_forget(uint64_t ino, uint64_t count) {
+  auto node = nodes_.find(ino);
+  if (node == nodes_.end()) return;
+  node->second.lookups -= std::min(node->second.lookups, count);
+  if (node->second.lookups > 0) return;
+  auto by_export = std::find_if(inode_by_export_.begin(), inode_by_export_.end(),
+                                [&](const auto& entry) { return entry.second == ino; });
+  if (by_export != inode_by_export_.end()) inode_by_export_.erase(by_export);
+  nodes_.erase(node);
+}
+
+void FuseFrontEnd::on_getattr(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
+  struct stat st;
+  if (ino == kRootInode) {
+    fill_attributes(ino, nullptr, &st);
+  } else {
+    auto e = export_of(ino, fi);
+    if (!e) return void(fuse_reply_err(req, ENOENT));
+    fill_attributes(ino, e.get(), &st);
+  }
+  fuse_reply_attr(req, &st, 0);
+}
+
+void FuseFrontEnd::on_setattr(fuse_req_t req, uint64_t ino, const struct stat* attr, int to_set,
+                              fuse_file_info* fi) {
+  std::shared_ptr<const nbd::Export> e = ino == kRootInode ? nullptr : export_of(ino, fi);
+  if (ino != kRootInode && !e) return void(fuse_reply_err(req, ENOENT));
+  // A volume's size is the storage's: truncating it (or growing it) is refused. Owner and
+  // mode are fixed too; times are accepted and not kept (touch works).
+  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+    return void(fuse_reply_err(req, EPERM));
+  if ((to_set & FUSE_SET_ATTR_SIZE) && (!e || static_cast<uint64_t>(attr->st_size) != e->device->size()))
+    return void(fuse_reply_err(req, EPERM));
+  struct stat st;
+  fill_attributes(ino, e.get(), &st);
+  fuse_reply_attr(req, &st, 0);
+}
+
+void FuseFrontEnd::on_opendir(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
+  if (ino != kRootInode) return void(fuse_reply_err(req, ENOTDIR));
+  // The listing is taken once per opendir, so that the offsets of one readdir to the next
+  // stay meaningful while exports come and go.
+  auto* names = new std::vector<std::pair<std::string, uint64_t>>();
+  for (const auto& e : *exports_.all()) {
+    if (e->name.size() > 255 || e->name == "." || e->name == "..") continue;  // no file can have that name
+    names->emplace_back(e->name, inode_of(e));
+  }
+  fi->fh = reinterpret_cast<uint64_t>(names);
+  if (fuse_reply_open(req, fi) != 0) delete names;
+}
+
+void FuseFrontEnd::on_readdir(fuse_req_t req, uint64_t, size_t size, off_t off, fuse_file_info* fi) {
+  const auto& names = *reinterpret_cast<std::vector<std::pair<std::string, uint64_t>>*>(fi->fh);
+  std::vector<char> buffer(size);
+  size_t used = 0;
+  // Offsets: 1 after ".", 2 after "..", 3 + i after names[i].
+  for (off_t at = off; at < static_cast<off_t>(names.size()) + 2; ++at) {
+    struct stat st {};
+    const char* name;
+    if (at == 0) {
+      name = ".", st.st_ino = kRootInode, st.st_mode = S_IFDIR;
+    } else if (at == 1) {
+      name = "..", st.st_ino = kRootInode, st.st_mode = S_IFDIR;
+    } else {
+      name = names[at - 2].first.c_str(), st.st_ino = names[at - 2].second, st.st_mode = S_IFREG;
+    }
+    const size_t need = fuse_add_direntry(req, buffer.data() + used, size - used, name, &st, at + 1);
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buffer.data(), used);
+}
+
+void FuseFrontEnd::on_releasedir(fuse_req_t req, uint64_t, fuse_file_info* fi) {
+  delete reinterpret_cast<std::vector<std::pair<std::string, uint64_t>>*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open files
+
+void FuseFrontEnd::on_open(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
+  auto node = nodes_.find(ino);
+  std::shared_ptr<const nbd::Export> e = node == nodes_.end() ? nullptr : node->second.exported.lock();
+  if (!e) return void(fuse_reply_err(req, ENOENT));
+  const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+  if (writable && e->device->capabilities().read_only) return void(fuse_reply_err(req, EROFS));
+  if (fi->flags & O_TRUNC) return void(fuse_reply_err(req, EPERM));  // see on_setattr
+  // Counted as a connection of the export, like an NBD client: a removal without force is
+  // refused while the file is open. False once the export has left the table.
+  if (!exports_.attach(*e)) return void(fuse_reply_err(req, ENOENT));
+  std::shared_ptr<View> view = views_[e.get()].lock();
+  if (!view || view->exported != e) {
+    view = std::make_shared<View>(View{e, backends::ReadModifyWriteDevice::over(e->device)});
+    views_[e.get()] = view;
+  }
+  auto* handle = new Handle{view, writable, (fi->flags & O_DSYNC) != 0};
+  handles_.insert(handle);
+  fi->fh = reinterpret_cast<uint64_t>(handle);
+  fi->direct_io = 1;   // no page cache: see the header
+  fi->keep_cache = 0;
+  fi->noflush = 1;     // close() needs no round trip: fsync is the flush
+  if (fuse_reply_open(req, fi) != 0) {
+    handle->released = true;
+    detach(handle);
+  }
+}
+
+void FuseFrontEnd::on_release(fuse_req_t req, uint64_t, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<Handle*>(fi->fh);
+  handle->released = true;
+  detach(handle);
+  fuse_reply_err(req, 0);
+}
+
+// Stops counting `h` among its export's connections once nothing of it is in flight, and frees
+// it once the kernel released it too.
+void FuseFrontEnd::detach(Handle* h) {
+  if (h->in_flight > 0) return;
+  if (h->attached) {
+    h->attached = false;
+    exports_.detach(*h->view->exported);
+  }
+  if (h->released) {
+    handles_.erase(h);
+    auto it = views_.find(h->view->exported.get());
+    delete h;
+    if (it != views_.end() && it->second.expired()) views_.erase(it);
+  }
+}
+
+void FuseFrontEnd::close_clients_of(const nbd::Export& e, bool hard) {
+  (void)hard;  // requests in flight are answered either way; open files cannot be closed for their owners
+  const nbd::Export* target = &e;
+  asio::post(io_, [this, target] {
+    for (Handle* h : std::set<Handle*>(handles_)) {
+      if (h->view->exported.get() != target || h->closed) continue;
+      h->closed = true;
+      detach(h);
+    }
+  });
+}
+
+FuseFrontEnd::Request* FuseFrontEnd::begin(fuse_req_t req, fuse_file_info* fi, bool writes) {
+  auto* handle = reinterpret_cast<Handle*>(fi->fh);
+  if (handle->closed) return fuse_reply_err(req, ENXIO), nullptr;  // its export was removed
+  if (writes && (!handle->writable || handle->view->device->capabilities().read_only))
+    return fuse_reply_err(req, handle->writable ? EROFS : EBADF), nullptr;
+  Request* r;
+  if (free_requests_.empty()) {
+    all_requests_.push_back(std::make_unique<Request>());
+    r = all_requests_.back().get();
+    r->self = this;
+  } else {
+    r = free_requests_.back();
+    free_requests_.pop_back();
+  }
+  r->req = req;
+  r->handle = handle;
+  ++handle->in_flight;
+  ++in_flight_;
+  return r;
+}
+
+void FuseFrontEnd::answer_error(Request* r, int error) {
+  r->handle->view->exported->counters->errors.fetch_add(1, std::memory_order_relaxed);
+  fuse_reply_err(r->req, error);
+  end(r);
+}
+
+void FuseFrontEnd::end(Request* r) {
+  Handle* h = r->handle;
+  r->data = Buffer();
+  r->payload = {};
+  r->continue_inline = r->calling = false;
+  free_requests_.push_back(r);
+  --in_flight_;
+  if (--h->in_flight == 0 && (h->released || h->closed)) detach(h);
+  if (stopping_) return stop_when_drained();
+  watch_device();  // it may have stopped at the in-flight bound
+}
+
+static int error_number(std::error_code ec) { return ec.value() > 0 ? ec.value() : EIO; }
+
+void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
+  Request* r = begin(req, fi, false);
+  if (!r) return;
+  const uint64_t device_size = r->handle->view->device->size();
+  const uint64_t offset = static_cast<uint64_t>(off);
+  if (off < 0) return answer_error(r, EINVAL);
+  r->offset = offset;
+  r->length = offset >= device_size ? 0 : std::min<uint64_t>(size, device_size - offset);
+  if (r->length == 0) {  // at or past the end: end of file
+    fuse_reply_buf(req, nullptr, 0);
+    return end(r);
+  }
+  r->data = Buffer::allocate(r->length);
+  r->handle->view->device->read(offset, r->data.span().first(r->length), [r](std::error_code ec) {
+    FuseFrontEnd* self = r->self;
+    if (ec) return self->answer_error(r, error_number(ec));
+    auto& counters = *r->handle->view->exported->counters;
+    counters.reads.fetch_add(1, std::memory_order_relaxed);
+    counters.bytes_read.fetch_add(r->length, std::memory_order_relaxed);
+    fuse_reply_buf(r->req, reinterpret_cast<const char*>(r->data.data()), r->length);
+    self->end(r);
+  });
+}
+
+void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+  Request* r = begin(req, fi, true);
+  if (!r) return;
+  const uint64_t device_size = r->handle->view->device->size();
+  const uint64_t offset = static_cast<uint64_t>(off);
+  if (off < 0) return answer_error(r, EINVAL);
+  // Like a disk: a write that starts at the end finds no space; one that crosses it is short.
+  if (size == 0) {
+    fuse_reply_write(req, 0);
+    return end(r);
+  }
+  if (offset >= device_size) return answer_error(r, ENOSPC);
+  r->offset = offset;
+  r->length = std::min<uint64_t>(size, device_size - offset);
+  // The payload sits in the receive buffer, which the next request reuses: a large one takes the
+  // buffer along (the next read gets a fresh one from the pool), a small one is copied.
+  const auto* bytes = reinterpret_cast<const std::byte*>(data);
+  const bool in_receive_buffer =
+      bytes >= receive_buffer_.data() && bytes + r->length <= receive_buffer_.data() + receive_buffer_.size();
+  if (in_receive_buffer && r->length >= 256 * 1024) {
+    r->data = std::move(receive_buffer_);
+    receive_buffer_ = Buffer::allocate(kMaxRequestBytes + 4096);
+    r->payload = std::span<const std::byte>(bytes, r->length);
+  } else {
+    r->data = Buffer::allocate(r->length);
+    std::memcpy(r->data.data(), bytes, r->length);
+    r->payload = r->data.span().first(r->length);
+  }
+  r->handle->view->device->write(offset, r->payload, {.fua = r->handle->sync}, [r](std::error_code ec) {
+    FuseFrontEnd* self = r->self;
+    if (ec) return self->answer_error(r, error_number(ec));
+    auto& counters = *r->handle->view->exported->counters;
+    counters.writes.fetch_add(1, std::memory_order_relaxed);
+    counters.bytes_written.fetch_add(r->length, std::memory_order_relaxed);
+    fuse_reply_write(r->req, r->length);
+    self->end(r);
+  });
+}
+
+void FuseFrontEnd::on_fsync(fuse_req_t req, fuse_file_info* fi) {
+  Request* r = begin(req, fi, false);
+  if (!r) return;
+  r->handle->view->device->flush([r](std::error_code ec) {
+    if (ec) return r->self->answer_error(r, error_number(ec));
+    fuse_reply_err(r->req, 0);
+    r->self->end(r);
+  });
+}
+
+void FuseFrontEnd::on_fallocate(fuse_req_t req, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+  Request* r = begin(req, fi, true);
+  if (!r) return;
+  const uint64_t device_size = r->handle->view->device->size();
+  if (offset < 0 || length <= 0) return answer_error(r, EINVAL);
+  const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
+  uint64_t start = static_cast<uint64_t>(offset);
+  uint64_t end = start + static_cast<uint64_t>(length);
+  if (end > device_size) {
+    if (!keep_size) return answer_error(r, EFBIG);  // the file cannot grow
+    end = device_size;
+  }
+  backends::ZeroFlags flags;
+  if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+    // A punched hole must read back as zeroes (qemu and cp rely on it), which NBD's TRIM does
+    // not promise (a LUKS volume's trimmed sectors decrypt to noise): zeroing that may
+    // deallocate is the device's hole punch, a trim where zeroes come from it.
+    flags.may_trim = true;
+  } else if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE) {
+    flags.may_trim = false;  // the range stays allocated, as ZERO_RANGE leaves it
+  } else {
+    // Plain preallocation cannot be promised by thin storage (and every byte is addressable).
+    return answer_error(r, EOPNOTSUPP);
+  }
+  if (start >= end) {
+    fuse_reply_err(req, 0);
+    return this->end(r);
+  }
+  r->handle->view->device->write_zeroes(start, end - start, flags, [r](std::error_code ec) {
+    if (ec) return r->self->answer_error(r, error_number(ec));
+    fuse_reply_err(r->req, 0);
+    r->self->end(r);
+  });
+}
+
+void FuseFrontEnd::on_lseek(fuse_req_t req, off_t off, int whence, fuse_file_info* fi) {
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return void(fuse_reply_err(req, EINVAL));
+  Request* r = begin(req, fi, false);
+  if (!r) return;
+  if (off < 0) return answer_error(r, ENXIO);
+  r->offset = static_cast<uint64_t>(off);
+  r->whence = whence;
+  seek_next(r);
+}
+
+// SEEK_DATA/SEEK_HOLE from block status, a step at a time. A hole is what is unallocated and
+// reads as zeroes: a LUKS volume's unallocated sectors do not (they decrypt to noise), so they
+// are data here, as they must be for qemu-img, which reads holes as zeroes.
+void FuseFrontEnd::seek_next(Request* r) {
+  backends::BlockDevice& device = *r->handle->view->device;
+  for (;;) {
+    const uint64_t size = device.size();
+    if (r->offset >= size) {
+      if (r->whence == SEEK_DATA) return answer_error(r, ENXIO);
+      fuse_reply_lseek(r->req, static_cast<off_t>(size));
+      return end(r);
+    }
+    if (!device.capabilities().can_block_status) {  // all data
+      fuse_reply_lseek(r->req, static_cast<off_t>(r->whence == SEEK_DATA ? r->offset : size));
+      return end(r);
+    }
+    r->calling = true;
+    r->continue_inline = false;
+    device.block_status(r->offset, std::min(size - r->offset, kSeekStep),
+                        [r](std::error_code ec, std::vector<Extent> extents) {
+                          FuseFrontEnd* self = r->self;
+                          if (ec) return self->answer_error(r, error_number(ec));
+                          for (const Extent& e : extents) {
+                            const bool hole = e.hole && e.zero;
+                            if (hole == (r->whence == SEEK_HOLE)) {
+                              fuse_reply_lseek(r->req, static_cast<off_t>(r->offset));
+                              return self->end(r);
+                            }
+                            r->offset += e.length;
+                          }
+                          // Not found in this step: the next one, here or in the caller's loop.
+                          if (r->calling)
+                            r->continue_inline = true;
+                          else
+                            self->seek_next(r);
+                        });
+    // end() clears both flags, so a request answered inside the call stops here.
+    const bool again = r->continue_inline;
+    r->calling = false;
+    if (!again) return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void FuseFrontEnd::check_sizes() {
+  if (finished_) return;
+  for (auto& [ino, node] : nodes_) {
+    auto e = node.exported.lock();
+    if (!e) continue;
+    const uint64_t size = e->device->size();
+    if (size == node.size) continue;
+    spdlog::info("--fuse {}: {} is now {} bytes (was {})", mount_point_, node.name, size, node.size);
+    node.size = size;
+    // Attributes only (a negative offset): the kernel asks again at the next access.
+    fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+  }
+  size_timer_.expires_after(kSizeCheckInterval);
+  size_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) check_sizes();
+  });
+}
+
+}  // namespace volgate::gateway

@@ -1,0 +1,172 @@
+#pragma once
+// `volgate serve --fuse DIR`: every export as a regular file DIR/NAME of the export's size,
+// through libfuse3's low-level API, on the same device stack the NBD server uses.
+//
+// Threads: one. The session's /dev/fuse descriptor is non-blocking and watched by an io_context
+// of our own, whose thread reads each request, calls the device and returns to reading; the
+// device's completion comes back on that same thread (it is the current io_context there) and
+// answers the request. So many requests are in flight at once (up to kMaxRequestsInFlight), no
+// request changes thread, and none waits on another. libfuse's multi-threaded loop was not
+// chosen: its threads each block in read() for one request and would have to hand every request
+// to an io_context and back, and its public API cannot answer on the cloned descriptor a request
+// came from. The work that needs CPU (AES-XTS for LUKS) runs on the devices' helper threads,
+// storage I/O in the kernel (io_uring) or the devices' libraries, so one thread suffices for
+// FUSE's own part.
+//
+// Caching: files are opened direct_io, so the kernel keeps no page cache of them and every read
+// and write reaches the device. Data written through NBD (or any other front-end) to the same
+// export is therefore seen by the next read of the file; invalidating cached pages instead
+// would need every writer of every front-end to tell this one what it wrote. O_DIRECT opens
+// work the same way. Attributes and names are not cached either (timeouts 0), so a size change
+// and exports added or removed through the control API show at the next stat or lookup.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/buffer_pool.hpp"
+#include "gateway/export_clients.hpp"
+#include "nbd/export.hpp"
+
+struct fuse_session;
+struct fuse_req;
+struct fuse_conn_info;
+struct fuse_file_info;
+struct fuse_entry_param;
+
+namespace volgate::gateway {
+
+class FuseFrontEnd final : public ExportClients {
+ public:
+  // Requests read from the kernel and not answered yet; beyond it the descriptor is not read
+  // until one is answered. With 1 MiB requests this bounds the buffers to 256 MiB.
+  static constexpr size_t kMaxRequestsInFlight = 256;
+  // The largest read or write the kernel sends (its maximum: 256 pages).
+  static constexpr uint32_t kMaxRequestBytes = 1024 * 1024;
+  // At a stop, how long requests in flight may take before the mount goes anyway.
+  static constexpr std::chrono::seconds kDrainTimeout{10};
+
+  // Mounts `mount_point` (an absolute path, see prepare_fuse_mount_point) and serves the
+  // exports of `exports` there, as the table holds them at each lookup. Throws
+  // std::runtime_error naming the directory when mounting fails. Nothing is served until
+  // start().
+  FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_point);
+  ~FuseFrontEnd() override;
+  FuseFrontEnd(const FuseFrontEnd&) = delete;
+  FuseFrontEnd& operator=(const FuseFrontEnd&) = delete;
+
+  const std::string& mount_point() const { return mount_point_; }
+  void start();
+  // From any thread: stops reading requests, lets those in flight finish, flushes every
+  // export and unmounts. Accesses after that fail (ENOTCONN) or find an empty directory.
+  void stop();
+  // Waits until the stop has unmounted; false if a final flush failed.
+  bool wait();
+  void close_clients_of(const nbd::Export& e, bool hard) override;
+
+  // libfuse's callbacks (fuse_lowlevel_ops), public for the table in the .cpp only.
+  struct Ops;
+
+ private:
+  // What a file of the directory stands for: an export, held weakly (a removed export must not
+  // be kept open by a name the kernel still remembers).
+  struct Node {
+    std::weak_ptr<const nbd::Export> exported;
+    std::string name;
+    uint64_t lookups = 0;  // the kernel's references (lookup minus forget)
+    uint64_t size = 0;     // last reported
+  };
+  // The device as the files of one export see it: byte-addressed (read-modify-write over
+  // block-aligned devices such as LUKS), shared by every open file of the export so that their
+  // partial-block writes lock each other out.
+  struct View {
+    std::shared_ptr<const nbd::Export> exported;
+    std::shared_ptr<backends::BlockDevice> device;
+  };
+  struct Handle {
+    std::shared_ptr<View> view;
+    bool writable = false;
+    bool sync = false;        // opened O_SYNC/O_DSYNC: writes are FUA
+    bool attached = true;     // counted in the export's connections
+    bool closed = false;      // its export was removed with force: requests fail with ENXIO
+    bool released = false;    // the kernel released it; freed when nothing is in flight
+    uint32_t in_flight = 0;
+  };
+  struct Request;
+
+  void on_init(fuse_conn_info* conn);
+  void on_lookup(fuse_req* req, uint64_t parent, const char* name);
+  void on_forget(uint64_t ino, uint64_t count);
+  void on_getattr(fuse_req* req, uint64_t ino, fuse_file_info* fi);
+  void on_setattr(fuse_req* req, uint64_t ino, const struct stat* attr, int to_set, fuse_file_info* fi);
+  void on_opendir(fuse_req* req, uint64_t ino, fuse_file_info* fi);
+  void on_readdir(fuse_req* req, uint64_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void on_releasedir(fuse_req* req, uint64_t ino, fuse_file_info* fi);
+  void on_open(fuse_req* req, uint64_t ino, fuse_file_info* fi);
+  void on_release(fuse_req* req, uint64_t ino, fuse_file_info* fi);
+  void on_read(fuse_req* req, size_t size, off_t off, fuse_file_info* fi);
+  void on_write(fuse_req* req, const char* data, size_t size, off_t off, fuse_file_info* fi);
+  void on_fsync(fuse_req* req, fuse_file_info* fi);
+  void on_fallocate(fuse_req* req, int mode, off_t offset, off_t length, fuse_file_info* fi);
+  void on_lseek(fuse_req* req, off_t off, int whence, fuse_file_info* fi);
+
+  // The export behind `ino`, if it is still served (or still open through `fi`).
+  std::shared_ptr<const nbd::Export> export_of(uint64_t ino, fuse_file_info* fi) const;
+  // The inode of `e`, made when first seen.
+  uint64_t inode_of(const std::shared_ptr<const nbd::Export>& e);
+  void fill_attributes(uint64_t ino, const nbd::Export* e, struct stat* st);
+  void fill_entry(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry);
+
+  // Starts a request on the file of `fi`: null (and the request answered) if it cannot go on.
+  Request* begin(fuse_req* req, fuse_file_info* fi, bool writes);
+  void answer_error(Request* r, int error);
+  void end(Request* r);
+  void seek_next(Request* r);
+  void detach(Handle* h);
+
+  void watch_device();
+  void receive();
+  void begin_stop();
+  void stop_when_drained();
+  void finish(bool flushed);
+  // Tells the kernel to forget the attributes of files whose export changed size.
+  void check_sizes();
+
+  const nbd::ExportTable& exports_;
+  const std::string mount_point_;
+  fuse_session* session_ = nullptr;
+  boost::asio::io_context io_{1};
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> keep_alive_;
+  boost::asio::posix::stream_descriptor device_fd_;
+  boost::asio::steady_timer drain_timer_;
+  boost::asio::steady_timer size_timer_;
+  std::thread thread_;
+  const struct timespec mounted_at_;
+  const uid_t uid_;
+  const gid_t gid_;
+
+  Buffer receive_buffer_;
+  bool watching_ = false;
+  bool stopping_ = false;
+  bool finished_ = false;
+  bool flushed_ = true;
+  size_t in_flight_ = 0;
+
+  std::unordered_map<uint64_t, Node> nodes_;
+  std::map<const nbd::Export*, uint64_t> inode_by_export_;
+  uint64_t next_inode_ = 2;  // 1 is the directory
+  std::map<const nbd::Export*, std::weak_ptr<View>> views_;
+  std::set<Handle*> handles_;
+  std::vector<std::unique_ptr<Request>> all_requests_;
+  std::vector<Request*> free_requests_;
+};
+
+}  // namespace volgate::gateway
