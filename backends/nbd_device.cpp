@@ -456,10 +456,14 @@ void NbdDevice::issue(Part* part) {
     // Not queued: libnbd will not call back. A handle that died under us is a lost
     // connection (pump() notices), anything else the request's own fault.
     int error = nbd_get_errno();
+    std::string why = nbd_get_error() ? nbd_get_error() : "";
     const bool dead = nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
-    spdlog::debug("nbd upstream {}: command not sent: {}", options_.uri, nbd_get_error());
+    spdlog::debug("nbd upstream {}: command not sent: {}", options_.uri, why);
     connection->unlink(part);
     finished_.emplace_back(part, dead ? ENOTCONN : (error ? error : EIO));
+    // Lost now, before the part is sent again: left "up", this connection would be picked for
+    // the retry and refuse it again, forever (seen when an upstream died under fio).
+    if (dead) connection_lost(*connection, why.empty() ? "the connection died" : why);
   }
 }
 
