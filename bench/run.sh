@@ -16,6 +16,9 @@ ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null q
 # the same image as nbdkit-file and volgate-file, and on the LUKS2 image of volgate-luks2.
 PLUGIN_SERVERS=(nbdkit-volgate-file nbdkit-volgate-luks2)
 ALL_SERVERS+=("${PLUGIN_SERVERS[@]}")
+# volgate re-exporting another NBD server (its libnbd backend): chained to a private
+# `nbdkit memory`, compared with the nbdkit-memory row (the same upstream, direct).
+ALL_SERVERS+=(volgate-nbd-memory)
 # Rows on a Ceph RBD image; they need --ceph, which starts a throwaway cluster.
 RBD_SERVERS=(volgate-rbd qemu-nbd-rbd rbd-bench)
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
@@ -95,6 +98,10 @@ The iSCSI rows serve the image through a private tgtd (two portals on 127.0.0.1 
 127.0.0.2, the image as a file-backed LUN): volgate-iscsi over one portal, volgate-iscsi-rr over
 both with path-policy=round-robin, qemu-nbd-iscsi with QEMU's iscsi:// driver on the same LUN.
 tgtd's CPU is counted neither as the server's nor as other CPU.
+volgate-nbd-memory is volgate serving nbd+unix:///?socket=UPSTREAM, a private \`nbdkit -f
+memory --size\` started once for the run (its CPU is counted neither as the server's nor as
+other CPU); its ×nbdkit ratios compare it with the nbdkit-memory row, i.e. with going to the
+same kind of upstream directly.
 Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
 /usr/bin/python3; tgt and qemu-block-extra for the iSCSI rows.
 Exits non-zero if any row failed; the failures are listed under the table.
@@ -270,6 +277,7 @@ server_cmd() { # server sock -> prints argv, one per line
     volgate-iscsi)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
     volgate-iscsi-rr) printf '%s\n' "$VOLGATE" serve --unix "$sock" \
                       --export "bench=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$ISCSI_IQN/1,path-policy=round-robin" ;;
+    volgate-nbd-memory) printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=nbd+unix:///?socket=$CHAIN_SOCK" ;;
     qemu-nbd-iscsi) printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback "iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
     nbdkit-volgate-*) plugin_server_cmd "$s" "$sock" ;;
   esac
@@ -596,6 +604,17 @@ if ((need_tgtd)); then
   log "tgtd (pid $TGTD_PID) serves the image on 127.0.0.1:$TGTD_PORT and 127.0.0.2:$TGTD_PORT"
 fi
 
+# The chained row's upstream: one nbdkit memory for the whole run, like tgtd (BG_PIDS: killed
+# at exit, its CPU counted as the storage's).
+CHAIN_SOCK=$WORK/chain-upstream.sock
+if [[ " ${SERVERS[*]} " == *" volgate-nbd-memory "* ]]; then
+  nbdkit -f -U "$CHAIN_SOCK" memory "$SIZE" >"$WORK/chain-upstream.log" 2>&1 &
+  BG_PIDS+=($!)
+  for _ in {1..100}; do [[ -S $CHAIN_SOCK ]] && break; sleep 0.05; done
+  [[ -S $CHAIN_SOCK ]] || die "the nbdkit memory upstream did not start: $(tail -c 300 "$WORK/chain-upstream.log")"
+  log "nbdkit memory (pid ${BG_PIDS[-1]}) is the upstream of volgate-nbd-memory"
+fi
+
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN{exit !(l > 0.5)}'; then
   log "WARNING: load average is $LOAD_START before the run; other work on this machine will skew the numbers"
@@ -721,8 +740,9 @@ report() {
       fi
       r1="" r2="" r3="" r4=""
       case $s in
-        volgate-file | volgate-memory)
+        volgate-file | volgate-memory | volgate-nbd-memory)
           ref=nbdkit-${s#volgate-}
+          ref=${ref/nbdkit-nbd-/nbdkit-}  # the chained export against its upstream, direct
           r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}")
           r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[$ref|$w|cpug]:-}")
           [[ -n $r1 ]] || r1="n/a"

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "gateway/iscsi_spec.hpp"
+#include "gateway/nbd_spec.hpp"
 
 namespace volgate::gateway::control {
 namespace {
@@ -201,6 +202,38 @@ Json iscsi_to_json(const backends::IscsiOptions& o) {
   return j;
 }
 
+// The NBD upstream as the command line's URI and options, through the same checks.
+void nbd_from_json(ObjectReader& r, ExportSpec& spec) {
+  spec.backend = ExportSpec::Backend::nbd;
+  try {
+    spec.nbd = parse_nbd_uri(r.string("uri"));
+  } catch (const std::invalid_argument& e) {
+    bad(r.name("uri") + ": " + e.what());
+  }
+  static constexpr std::pair<const char*, const char*> kNumbers[] = {
+      {"reconnect_delay", "reconnect-delay"},
+      {"connections", "connections"},
+      {"connect_timeout", "connect-timeout"},
+  };
+  for (auto [key, option] : kNumbers) {
+    if (auto value = r.optional_unsigned(key)) {
+      try {
+        apply_nbd_option(spec.nbd, option, std::to_string(*value), true);
+      } catch (const std::invalid_argument& e) {
+        bad(r.name(key) + ": " + e.what());
+      }
+    }
+  }
+}
+
+Json nbd_to_json(const backends::NbdOptions& o) {
+  return {{"backend", "nbd"},
+          {"uri", wiping(o.uri)},
+          {"reconnect_delay", static_cast<uint64_t>(o.reconnect_delay.count())},
+          {"connections", static_cast<uint64_t>(o.connections)},
+          {"connect_timeout", static_cast<uint64_t>(o.connect_timeout.count())}};
+}
+
 RequestCounters counters_from_json(const Json& json) {
   ObjectReader r(json, "export.requests");
   RequestCounters c;
@@ -238,8 +271,10 @@ ExportSpec target_from_json(const Json& target) {
     rbd_from_json(r, spec);
   } else if (backend == "iscsi") {
     iscsi_from_json(r, spec);
+  } else if (backend == "nbd") {
+    nbd_from_json(r, spec);
   } else {
-    bad("target.backend '" + backend + "' is not one of file, memory, rbd, iscsi");
+    bad("target.backend '" + backend + "' is not one of file, memory, rbd, iscsi, nbd");
   }
   r.done();
   return spec;
@@ -266,6 +301,8 @@ Json target_to_json(const ExportSpec& spec) {
     }
     case ExportSpec::Backend::iscsi:
       return iscsi_to_json(spec.iscsi);
+    case ExportSpec::Backend::nbd:
+      return nbd_to_json(spec.nbd);
   }
   throw std::logic_error("unhandled backend");
 }
@@ -277,6 +314,7 @@ PutExportRequest put_request_from_json(const Json& body) {
   request.read_only = r.boolean("read_only", false);
   request.target.read_only = request.read_only;
   request.target.iscsi.read_only = request.read_only;
+  request.target.nbd.read_only = request.read_only;
   if (request.target.backend == ExportSpec::Backend::rbd && request.target.rbd.snapshot && !request.read_only)
     bad("read_only must be true for an RBD snapshot (snapshots cannot be written)");
   if (const Json* luks = r.optional("luks")) {

@@ -7,10 +7,12 @@
 #include "backends/file_device.hpp"
 #include "backends/iscsi_multipath_device.hpp"
 #include "backends/memory_device.hpp"
+#include "backends/nbd_device.hpp"
 #include "common/size.hpp"
 #include "crypto/luks_device.hpp"
 #include "crypto/secure_bytes.hpp"
 #include "gateway/iscsi_spec.hpp"
+#include "gateway/nbd_spec.hpp"
 
 namespace volgate::gateway {
 
@@ -21,6 +23,8 @@ namespace volgate::gateway {
     "           rbd:POOL/[NAMESPACE/]IMAGE[@SNAPSHOT]  a Ceph RBD image (snapshots: read-only)\n" \
     "           iscsi://PORTAL[,PORTAL...]/TARGET-IQN/LUN  an iSCSI LUN, with failover across\n" \
     "                        the portals (PORTAL = HOST[:PORT], default port 3260)\n" \
+    "           nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH  another NBD\n" \
+    "                        server's export (default port 10809; ',' in a name as %2C)\n" \
     "  OPTION:  readonly     refuse writes\n" \
     "           size=SIZE    file: create the file, or grow it, to SIZE\n" \
     "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n" \
@@ -36,6 +40,10 @@ namespace volgate::gateway {
     "           fence lost paths with SCSI persistent reservations), io-timeout=SECONDS (a\n" \
     "           request unanswered this long fails over; default 3), login-timeout=SECONDS\n" \
     "           (connect, log in and check a portal; default 5)\n" \
+    "           nbd: reconnect-delay=SECONDS (a lost connection is made again and requests\n" \
+    "           wait this long for it, then fail; default 0: they fail at once),\n" \
+    "           connections=N (upstream connections if the server allows multi-conn; default\n" \
+    "           1), connect-timeout=SECONDS (connect and handshake; default 10)\n" \
     "  SIZE is bytes or a number with K, M, G, T (powers of 1024)."
 
 const char* const kBackendSyntaxHelp = "BACKEND[,OPTION...]\n" VOLGATE_BACKEND_SYNTAX_HELP;
@@ -137,16 +145,25 @@ void parse_backend(const Source& text, std::string_view backend_and_options, Exp
     } catch (const std::invalid_argument& e) {
       bad(text, e.what());
     }
+  } else if (is_nbd_uri(backend)) {
+    spec.backend = ExportSpec::Backend::nbd;
+    try {
+      spec.nbd = parse_nbd_uri(backend);
+    } catch (const std::invalid_argument& e) {
+      bad(text, e.what());
+    }
   } else {
     bad(text, "unknown backend '" + std::string(backend) +
-                  "' (expected file:PATH, memory:SIZE, rbd:POOL/IMAGE[@SNAPSHOT] or "
-                  "iscsi://PORTAL/TARGET-IQN/LUN)");
+                  "' (expected file:PATH, memory:SIZE, rbd:POOL/IMAGE[@SNAPSHOT], "
+                  "iscsi://PORTAL/TARGET-IQN/LUN, nbd://HOST[:PORT]/EXPORT or "
+                  "nbd+unix:///EXPORT?socket=PATH)");
   }
 
   const bool is_file = spec.backend == ExportSpec::Backend::file;
   const bool is_rbd = spec.backend == ExportSpec::Backend::rbd;
   const bool is_iscsi = spec.backend == ExportSpec::Backend::iscsi;
-  const char* backend_name = is_file ? "file" : is_rbd ? "rbd" : is_iscsi ? "iscsi" : "memory";
+  const bool is_nbd = spec.backend == ExportSpec::Backend::nbd;
+  const char* backend_name = is_file ? "file" : is_rbd ? "rbd" : is_iscsi ? "iscsi" : is_nbd ? "nbd" : "memory";
   for (size_t i = 1; i < parts.size(); ++i) {
     std::string_view option = parts[i];
     size_t oeq = option.find('=');
@@ -156,6 +173,13 @@ void parse_backend(const Source& text, std::string_view backend_and_options, Exp
     if (is_iscsi) {
       try {
         if (apply_iscsi_option(spec.iscsi, key, value, has_value)) continue;
+      } catch (const std::invalid_argument& e) {
+        bad(text, e.what());
+      }
+    }
+    if (is_nbd) {
+      try {
+        if (apply_nbd_option(spec.nbd, key, value, has_value)) continue;
       } catch (const std::invalid_argument& e) {
         bad(text, e.what());
       }
@@ -193,6 +217,7 @@ void parse_backend(const Source& text, std::string_view backend_and_options, Exp
       bad(text, e.what());
     }
   }
+  spec.nbd.read_only = spec.read_only;
   if (spec.read_only && spec.file_size) bad(text, "size= creates or grows the file; it cannot be readonly");
   if (is_rbd && spec.rbd.snapshot) spec.read_only = true;  // snapshots are immutable
 }
@@ -252,6 +277,11 @@ std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec) {
     }
     case ExportSpec::Backend::iscsi:
       return backends::IscsiMultipathDevice::open(spec.iscsi);
+    case ExportSpec::Backend::nbd: {
+      auto options = spec.nbd;
+      options.read_only = spec.read_only;
+      return backends::NbdDevice::open(options);
+    }
   }
   throw std::logic_error("unhandled backend");
 }
@@ -294,6 +324,15 @@ std::string format_backend(const ExportSpec& spec) {
       if (!i.chap_secret_file.empty()) option("chap-secret-file", i.chap_secret_file);
       if (!i.mutual_chap_user.empty()) option("mutual-chap-user", i.mutual_chap_user);
       if (!i.mutual_chap_secret_file.empty()) option("mutual-chap-secret-file", i.mutual_chap_secret_file);
+      break;
+    }
+    case ExportSpec::Backend::nbd: {
+      const auto& n = spec.nbd;
+      const backends::NbdOptions defaults;
+      text = n.uri;
+      if (n.reconnect_delay != defaults.reconnect_delay)
+        option("reconnect-delay", std::to_string(n.reconnect_delay.count()));
+      if (n.connections != defaults.connections) option("connections", std::to_string(n.connections));
       break;
     }
   }

@@ -8,12 +8,13 @@
 
 #include "backends/block_device.hpp"
 #include "backends/iscsi_options.hpp"
+#include "backends/nbd_options.hpp"
 #include "backends/rbd_device.hpp"
 
 namespace volgate::gateway {
 
 struct ExportSpec {
-  enum class Backend { file, memory, rbd, iscsi };
+  enum class Backend { file, memory, rbd, iscsi, nbd };
 
   std::string name;
   Backend backend = Backend::file;
@@ -25,6 +26,7 @@ struct ExportSpec {
   std::optional<uint64_t> file_size;  // file only: create or grow to this size
   std::optional<std::string> luks_key_file;  // serve the decrypted LUKS payload
   backends::IscsiOptions iscsi;       // iscsi
+  backends::NbdOptions nbd;           // nbd (its read_only follows read_only)
 };
 
 // Throws std::invalid_argument with a message that quotes the offending part.
@@ -40,7 +42,8 @@ std::shared_ptr<backends::BlockDevice> open_device(const ExportSpec& spec);
 std::shared_ptr<backends::BlockDevice> open_storage(const ExportSpec& spec);
 
 // The BACKEND[,OPTION...] text that parse_target_spec reads back as `spec` (storage and its
-// options: file path, RBD image and client, iSCSI portals and authentication, readonly), for
+// options: file path, RBD image and client, iSCSI portals and authentication, NBD URI and its
+// options, readonly), for
 // users to paste into `volgate serve --export NAME=...`. Timeouts left at their defaults and
 // luks-key-file are not written.
 std::string format_backend(const ExportSpec& spec);

@@ -1,5 +1,7 @@
 #include "gateway/iscsi_spec.hpp"
 
+#include "gateway/spec_values.hpp"
+
 #include <charconv>
 #include <stdexcept>
 #include <string>
@@ -9,55 +11,8 @@ namespace {
 
 constexpr unsigned kDefaultPort = 3260;
 constexpr unsigned kMaxLun = 16383;                 // the flat LUN space (SAM)
-constexpr unsigned kMaxSeconds = 7 * 24 * 3600;     // anything longer is a typo
 
 [[noreturn]] void bad(const std::string& why) { throw std::invalid_argument(why); }
-
-bool parse_unsigned(std::string_view text, unsigned max, unsigned& out) {
-  if (text.empty()) return false;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc() && end == text.data() + text.size() && out <= max;
-}
-
-// HOST[:PORT] or [IPV6][:PORT] as libiscsi wants it: always with a port.
-std::string parse_portal(std::string_view text) {
-  std::string_view host;
-  std::string_view port;
-  if (text.starts_with('[')) {
-    size_t close = text.find(']');
-    if (close == std::string_view::npos) bad("portal '" + std::string(text) + "': missing ']'");
-    host = text.substr(0, close + 1);
-    std::string_view rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') bad("portal '" + std::string(text) + "': expected ':' after ']'");
-      port = rest.substr(1);
-      if (port.empty()) bad("portal '" + std::string(text) + "': empty port");
-    }
-    if (host.size() == 2) bad("portal '" + std::string(text) + "': empty host");
-  } else {
-    size_t colon = text.find(':');
-    host = text.substr(0, colon);
-    if (colon != std::string_view::npos) {
-      port = text.substr(colon + 1);
-      if (port.empty()) bad("portal '" + std::string(text) + "': empty port");
-    }
-  }
-  if (host.empty()) bad("empty portal (expected HOST[:PORT])");
-  for (char c : host)
-    if (c == '/' || c == '?' || c == '@' || c == ' ') bad("portal '" + std::string(text) + "': bad host");
-  unsigned number = kDefaultPort;
-  if (!port.empty() && (!parse_unsigned(port, 65535, number) || number == 0))
-    bad("portal '" + std::string(text) + "': port must be a number 1-65535");
-  return std::string(host) + ":" + std::to_string(number);
-}
-
-std::chrono::seconds parse_seconds(std::string_view key, std::string_view value, unsigned min) {
-  unsigned seconds = 0;
-  if (!parse_unsigned(value, kMaxSeconds, seconds) || seconds < min)
-    bad(std::string(key) + " '" + std::string(value) + "' must be a whole number of seconds, " +
-        std::to_string(min) + "-" + std::to_string(kMaxSeconds));
-  return std::chrono::seconds(seconds);
-}
 
 }  // namespace
 
@@ -78,7 +33,7 @@ backends::IscsiOptions parse_iscsi_uri(std::string_view uri) {
   if (portals.empty()) bad("no portal (expected iscsi://HOST[:PORT]/TARGET-IQN/LUN)");
   for (;;) {
     size_t comma = portals.find(',');
-    options.portals.push_back(parse_portal(portals.substr(0, comma)));
+    options.portals.push_back(parse_host_port(portals.substr(0, comma), kDefaultPort, "portal"));
     if (comma == std::string_view::npos) break;
     portals = portals.substr(comma + 1);
   }

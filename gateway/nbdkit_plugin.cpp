@@ -200,7 +200,7 @@ int volgate_after_fork() { return plugin_state.device ? 0 : open_device(); }
 void volgate_cleanup() { release(); }
 
 void volgate_dump_plugin() {
-  std::printf("volgate_backends=file,memory,rbd,iscsi\n");
+  std::printf("volgate_backends=file,memory,rbd,iscsi,nbd\n");
   std::printf("volgate_encryption=luks1,luks2\n");
   std::printf("volgate_spec=BACKEND[,OPTION...] as volgate serve --export NAME=... takes it\n");
 }
@@ -324,7 +324,7 @@ const std::string& config_help() {
 nbdkit_plugin make_plugin() {
   nbdkit_plugin p{};
   p.name = "volgate";
-  p.longname = "volgate device stack (file, memory, Ceph RBD, iSCSI multipath; LUKS on any)";
+  p.longname = "volgate device stack (file, memory, Ceph RBD, iSCSI multipath, NBD upstream; LUKS on any)";
   p.version = "1";
   p.description = "serves one volgate device stack, named as volgate serve --export names it";
   p.unload = volgate_unload;

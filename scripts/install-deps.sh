@@ -20,6 +20,8 @@ packages=(
   librbd-dev librados-dev libradospp-dev ceph-mon ceph-osd ceph-common qemu-block-extra
   # iSCSI volumes (and the controller's iscsi pools): libiscsi, and tgt as the real target
   libiscsi-dev libiscsi-bin tgt
+  # NBD servers as backends (libnbd's asynchronous API)
+  libnbd-dev
   # controller: SQLite, and the tools its integration tests drive the REST API with (curl,
   # and OpenStack's own client, to prove the API is Cinder's to it)
   libsqlite3-dev sqlite3 curl python3-cinderclient python3-novaclient

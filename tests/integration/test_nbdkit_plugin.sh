@@ -114,7 +114,7 @@ for k in ("export-size", "can_multi_conn", "can_fua", "can_trim", "can_zero", "c
 # ------------------------------------------------------------------ what nbdkit says about it
 nbdkit_ --dump-plugin "$PLUGIN" >"$T/dump" 2>&1 || fail "nbdkit --dump-plugin failed: $(cat "$T/dump")"
 grep -qx "name=volgate" "$T/dump" && grep -qx "thread_model=parallel" "$T/dump" &&
-    grep -qx "volgate_backends=file,memory,rbd,iscsi" "$T/dump" || fail "--dump-plugin: $(cat "$T/dump")"
+    grep -qx "volgate_backends=file,memory,rbd,iscsi,nbd" "$T/dump" || fail "--dump-plugin: $(cat "$T/dump")"
 grep -qx "api_version=2" "$T/dump" || fail "--dump-plugin: not API version 2"
 nbdkit_ "$PLUGIN" --help >"$T/help" 2>&1 || fail "nbdkit PLUGIN --help failed"
 grep -q "luks-key-file=PATH" "$T/help" && grep -q "iscsi://PORTAL" "$T/help" || fail "--help lacks the SPEC syntax"

@@ -1,0 +1,25 @@
+#pragma once
+// Which NBD server a NbdDevice re-exports and how it keeps the connection: the parsed form of
+// nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH with their options.
+#include <chrono>
+#include <string>
+
+namespace volgate::backends {
+
+struct NbdOptions {
+  std::string uri;          // as the user wrote it; handed to libnbd unchanged
+  std::string export_name;  // decoded, for messages ("" is the server's default export)
+  std::string socket;       // nbd+unix: the socket's path
+  std::string host;         // nbd: host name or address, and port
+  unsigned port = 10809;
+  // How long requests wait for a lost upstream connection to come back before they fail with
+  // EIO (QEMU's reconnect-delay). Zero: they fail at once. Reconnection itself never stops.
+  std::chrono::seconds reconnect_delay{0};
+  // Upstream connections; more than one only when the server advertises multi-conn.
+  unsigned connections = 1;
+  // Each connection attempt (connect and handshake) is abandoned after this long.
+  std::chrono::seconds connect_timeout{10};
+  bool read_only = false;
+};
+
+}  // namespace volgate::backends
