@@ -1,7 +1,5 @@
 #include "backends/iscsi_multipath_device.hpp"
 
-#include <pthread.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include <stdexcept>
 
 #include "backends/libiscsi_path.hpp"
+#include "backends/network_device_thread.hpp"
 #include "common/current_context.hpp"
 #include "crypto/chap_secret.hpp"
 
@@ -124,20 +123,7 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
 
 void IscsiMultipathDevice::start() {
   keep_running_.emplace(io_.get_executor());
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "volgate-iscsi");
-    // libiscsi writes data with writev(2), which raises SIGPIPE when a path's peer has gone
-    // and would kill the process. Blocked in this thread, where all its sockets live, the
-    // signal stays pending and the call fails with EPIPE, which is just a lost path.
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-    // NBD sessions on this LUN's exports run here too (home_context): their device calls
-    // must find this io_context as the caller's.
-    CurrentContextGuard current(io_);
-    io_.run();
-  });
+  thread_ = start_network_device_thread(io_, "volgate-iscsi");
   boost::asio::post(io_, [this] {
     // A portal that fails at once (an unknown host) must not settle the start before the
     // others have even been tried.

@@ -2,8 +2,6 @@
 
 #include <libnbd.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +12,7 @@
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include "backends/network_device_thread.hpp"
 #include "common/current_context.hpp"
 
 namespace volgate::backends {
@@ -159,18 +158,7 @@ NbdDevice::~NbdDevice() { stop(); }
 
 void NbdDevice::start(size_t connections) {
   keep_running_.emplace(io_.get_executor());
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "volgate-nbd");
-    // A write to a connection the upstream has closed must fail with EPIPE (a lost
-    // connection), not kill the process.
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-    // NBD sessions on this device's exports run here too (home_context).
-    CurrentContextGuard current(io_);
-    io_.run();
-  });
+  thread_ = start_network_device_thread(io_, "volgate-nbd");
 
   // Connects `count` connections from `first` on, and waits for all of them to settle.
   auto connect_some = [this](size_t first, size_t count) {
