@@ -14,6 +14,7 @@
 //    map them onto its own protocol's error set.
 //  - A device may be used from several threads at once; data buffers belong to the caller until
 //    the completion runs.
+#include <cerrno>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -114,5 +115,12 @@ class BlockDevice {
 };
 
 inline std::error_code errno_code(int error) { return {error, std::generic_category()}; }
+// The errno a front-end reports for a device's error (FUSE replies, nbdkit_set_error): devices
+// give errno values in the generic category; anything else is an I/O error.
+inline int errno_of(std::error_code ec) {
+  if (ec.category() == std::generic_category() || ec.category() == std::system_category())
+    return ec.value() > 0 ? ec.value() : EIO;
+  return EIO;
+}
 
 }  // namespace volgate::backends

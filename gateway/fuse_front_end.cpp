@@ -537,8 +537,6 @@ void FuseFrontEnd::end(Request* r) {
   watch_device();  // it may have stopped at the in-flight bound
 }
 
-static int error_number(std::error_code ec) { return ec.value() > 0 ? ec.value() : EIO; }
-
 void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
   Request* r = begin(req, fi, false);
   if (!r) return;
@@ -554,7 +552,7 @@ void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_inf
   r->data = Buffer::allocate(r->length);
   r->handle->view->device->read(offset, r->data.span().first(r->length), [r](std::error_code ec) {
     FuseFrontEnd* self = r->self;
-    if (ec) return self->answer_error(r, error_number(ec));
+    if (ec) return self->answer_error(r, backends::errno_of(ec));
     auto& counters = *r->handle->view->exported->counters;
     counters.reads.fetch_add(1, std::memory_order_relaxed);
     counters.bytes_read.fetch_add(r->length, std::memory_order_relaxed);
@@ -593,7 +591,7 @@ void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t
   }
   r->handle->view->device->write(offset, r->payload, {.fua = r->handle->sync}, [r](std::error_code ec) {
     FuseFrontEnd* self = r->self;
-    if (ec) return self->answer_error(r, error_number(ec));
+    if (ec) return self->answer_error(r, backends::errno_of(ec));
     auto& counters = *r->handle->view->exported->counters;
     counters.writes.fetch_add(1, std::memory_order_relaxed);
     counters.bytes_written.fetch_add(r->length, std::memory_order_relaxed);
@@ -606,7 +604,7 @@ void FuseFrontEnd::on_fsync(fuse_req_t req, fuse_file_info* fi) {
   Request* r = begin(req, fi, false);
   if (!r) return;
   r->handle->view->device->flush([r](std::error_code ec) {
-    if (ec) return r->self->answer_error(r, error_number(ec));
+    if (ec) return r->self->answer_error(r, backends::errno_of(ec));
     fuse_reply_err(r->req, 0);
     r->self->end(r);
   });
@@ -641,7 +639,7 @@ void FuseFrontEnd::on_fallocate(fuse_req_t req, int mode, off_t offset, off_t le
     return this->end(r);
   }
   r->handle->view->device->write_zeroes(start, end - start, flags, [r](std::error_code ec) {
-    if (ec) return r->self->answer_error(r, error_number(ec));
+    if (ec) return r->self->answer_error(r, backends::errno_of(ec));
     fuse_reply_err(r->req, 0);
     r->self->end(r);
   });
@@ -678,7 +676,7 @@ void FuseFrontEnd::seek_next(Request* r) {
     device.block_status(r->offset, std::min(size - r->offset, kSeekStep),
                         [r](std::error_code ec, std::vector<Extent> extents) {
                           FuseFrontEnd* self = r->self;
-                          if (ec) return self->answer_error(r, error_number(ec));
+                          if (ec) return self->answer_error(r, backends::errno_of(ec));
                           for (const Extent& e : extents) {
                             const bool hole = e.hole && e.zero;
                             if (hole == (r->whence == SEEK_HOLE)) {

@@ -105,16 +105,8 @@ std::error_code run(Start&& start) {
   return thread_io().run(std::forward<Start>(start));
 }
 
-// An errno for nbdkit (which turns it into the NBD error the client sees). Devices give errno
-// values in the generic category; anything else is an I/O error.
-int to_errno(std::error_code ec) {
-  if (ec.category() == std::generic_category() || ec.category() == std::system_category())
-    return ec.value() > 0 ? ec.value() : EIO;
-  return EIO;
-}
-
 int fail(const char* what, uint64_t length, uint64_t offset, std::error_code ec) {
-  const int error = to_errno(ec);
+  const int error = backends::errno_of(ec);  // nbdkit turns it into the NBD error
   // ENOTSUP answers a fast zero that would be slow, or makes nbdkit emulate: not a failure.
   if (error != ENOTSUP && error != EOPNOTSUPP)
     nbdkit_error("%s of %" PRIu64 " bytes at %" PRIu64 " failed: %s", what, length, offset,
