@@ -51,12 +51,13 @@ mapfile -t other_keys < <(keys_of "$OTHER_LOG")
 assert_eq "${#first_keys[@]}" 2 "keys registered by the first run (one per path)"
 same_host "${first_keys[0]}" "${other_keys[0]}" && fail "another initiator's keys share our host part"
 
-# SIGKILL in the middle of fio: no clean exit, the keys and the reservation stay.
+# SIGKILL in the middle of fio: no clean exit, the keys and the reservation stay. The kill comes
+# once fio reports writes being answered (its progress line, every second), not after a guess.
 (cd "$TEST_TMP" && timeout -k 5 60 fio --name=killed --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k \
-    --iodepth=32 --size=32M --time_based --runtime=30 >fio.log 2>&1) &
+    --iodepth=32 --size=32M --time_based --runtime=30 --eta=always --eta-newline=1 >fio.log 2>&1) &
 FIO_PID=$!
 BG_PIDS+=("$FIO_PID")
-sleep 2
+wait_for_line "$TEST_TMP/fio.log" '\[w=[1-9][0-9.]*k\{0,1\} IOPS\]' "fio's writes"
 kill -KILL "$FIRST_PID"
 wait "$FIRST_PID" 2>/dev/null || true
 _forget_pid "$FIRST_PID"
