@@ -9,9 +9,10 @@ NBD_REP_ACK = 1
 
 
 def go(path, name, timeout=20):
-    """Connects to the unix socket PATH, negotiates fixed newstyle and NBD_OPT_GO for export
-    NAME (simple replies, no structured replies), and returns the socket in transmission."""
-    s = socket.socket(socket.AF_UNIX)
+    """Connects to the unix socket PATH (or the TCP address PATH, a (host, port) tuple),
+    negotiates fixed newstyle and NBD_OPT_GO for export NAME (simple replies, no structured
+    replies), and returns the socket in transmission."""
+    s = socket.socket(socket.AF_INET if isinstance(path, tuple) else socket.AF_UNIX)
     s.connect(path)
     s.settimeout(timeout)
     s.recv(18, socket.MSG_WAITALL)  # NBDMAGIC, IHAVEOPT, handshake flags

@@ -74,15 +74,21 @@ cmp <(head -c $MiB "$TEST_TMP/marker") <(dd if="$TEST_TMP/load.img" bs=1M skip=2
 pass "flushed marker intact after shutdown under load"
 
 # ------------------------------------- 2. every request in flight at SIGTERM answered and applied
+# One connection over the unix socket, the other over TCP: the end of a client's stream is found
+# on either kind of socket.
 S=$TEST_TMP/b.sock
+PORT=$(free_tcp_port)
 truncate -s 160M "$TEST_TMP/plain.img" "$DISK_TMP/direct.img"
-start_volgate --unix "$S" --export "plain=file:$TEST_TMP/plain.img" --export "direct=file:$DISK_TMP/direct.img,direct"
-SOCK=$S PID=$VG_PID PLAIN=$TEST_TMP/plain.img DIRECT=$DISK_TMP/direct.img "$SYSPY" - <<'EOF' ||
+start_volgate --unix "$S" --listen "127.0.0.1:$PORT" \
+    --export "plain=file:$TEST_TMP/plain.img" --export "direct=file:$DISK_TMP/direct.img,direct"
+SOCK=$S PORT=$PORT PID=$VG_PID PLAIN=$TEST_TMP/plain.img DIRECT=$DISK_TMP/direct.img "$SYSPY" - <<'EOF' ||
 import os, random, signal, struct, sys, threading, time
 import nbd
 import nbd_go
 S, PID = os.environ["SOCK"], int(os.environ["PID"])
 IMGS = {"plain": os.environ["PLAIN"], "direct": os.environ["DIRECT"]}
+ADDRESS = {"plain": S, "direct": ("127.0.0.1", int(os.environ["PORT"]))}
+URI = {"plain": "nbd+unix:///plain?socket=%s" % S, "direct": "nbd://127.0.0.1:%s/direct" % os.environ["PORT"]}
 MiB = 1 << 20
 T = "..   [test_shutdown.sh]:"
 RND = random.Random()  # data unique enough to catch a misplaced write, cheaper than urandom
@@ -109,7 +115,7 @@ expect = {name: {} for name in IMGS}  # offset -> bytes that must be in the file
 hs = {}
 for name in IMGS:
     h = nbd.NBD()
-    h.connect_uri("nbd+unix:///%s?socket=%s" % (name, S))
+    h.connect_uri(URI[name])
     d = RND.randbytes(4 * MiB)  # acknowledged and flushed before the signal
     h.pwrite(d, 0)
     h.flush()
@@ -129,7 +135,7 @@ for name in IMGS:
 READ_AT = 64 * MiB
 socks, sent, stream = {}, {}, {}
 for name in IMGS:
-    socks[name] = nbd_go.go(S, name)
+    socks[name] = nbd_go.go(ADDRESS[name], name)
     sent[name] = {}
     parts = []
     for i in range(32):
@@ -220,7 +226,7 @@ EOF
     fail "requests in flight at SIGTERM"
 stop_volgate "$VG_PID" none 30
 refute_grep "the requests in flight waited for the cut-off" "$CUT_OFF" "$VG_ERR"
-pass "SIGTERM with 161 requests in flight per connection (some unread): all answered, all writes in the files, exit 0"
+pass "SIGTERM with 161 requests in flight per connection (unix and TCP, some unread): all answered, all writes in the files, exit 0"
 
 # ------------------- 2b. SIGTERM in the middle of a stream of writes: those sent before it acknowledged
 S=$TEST_TMP/r.sock
