@@ -12,6 +12,7 @@ require_tool nbdinfo nbdcopy qemu-img qemu-io openssl
 
 MiB=1048576
 T=$TEST_TMP
+export T
 cmp_files() { cmp -s "$1" "$2" || fail "$3: contents differ"; }
 
 # ---- credentials: a CA, the server's certificate, clients' certificates good and bad
@@ -227,7 +228,32 @@ awk -v s="$secs" 'BEGIN { exit !(s >= 1.5 && s < 4) }' || fail "stalled handshak
 tail -n +"$((before + 1))" "$VG_ERR" | grep -q "no handshake within 2 s (stalled in the TLS handshake)" ||
     fail "no log line for the stalled handshake: $(tail -n +"$((before + 1))" "$VG_ERR")"
 pass "a handshake stalled in TLS cut after ${secs}s with one line; others served meanwhile"
-stop_volgate
+
+# SIGTERM with requests in flight over TLS: every write the client had sent is answered and
+# applied, then the server exits 0.
+VG="$VG_PID" tls_nbdsh "nbds+unix:///disk?socket=$S&tls-certificates=$T/client" -c '
+import os, signal
+blocks = [os.urandom(4096) for _ in range(16)]
+cookies = [h.aio_pwrite(b, 4 * 1024 * 1024 + i * 8192) for i, b in enumerate(blocks)]
+os.kill(int(os.environ["VG"]), signal.SIGTERM)
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+for c in cookies:
+    assert h.aio_command_completed(c)  # raises if the write failed
+open(os.environ["T"] + "/inflight.bin", "wb").write(b"".join(blocks))
+' || fail "writes in flight at SIGTERM over TLS"
+stop_volgate "$VG_PID" none
+"$SYSPY" -c '
+import os, sys
+t = os.environ["T"]
+want = open(t + "/inflight.bin", "rb").read()
+with open(t + "/data.img", "rb") as f:
+    for i in range(16):
+        f.seek(4 * 1024 * 1024 + i * 8192)
+        if f.read(4096) != want[i * 4096:(i + 1) * 4096]:
+            sys.exit("write %d in flight at SIGTERM is not in the file" % i)
+' || fail "writes in flight at SIGTERM over TLS were not applied"
+pass "SIGTERM over TLS: the 16 writes in flight answered and applied, exit 0"
 
 # ---- PSK, --tls on: TLS clients with the right key, clear-text clients too
 PORT=$(free_tcp_port)
