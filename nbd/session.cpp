@@ -333,8 +333,9 @@ awaitable<bool> Session::start_tls() {
       if (!co_await tls_wait(result.status)) co_return false;
       continue;
     }
-    // Garbage instead of a ClientHello, a wrong key, a refused certificate: one line.
-    if (!handshake_timed_out_)
+    // Garbage instead of a ClientHello, a wrong key, a refused certificate: one line. (Not
+    // when the handshake timer or a server stop cut it: they say so themselves.)
+    if (!handshake_timed_out_ && !stopping_)
       spdlog::warn("{}: {}, closing the connection", peer_,
                    tls_->failure().empty() ? "the client hung up in the TLS handshake" : tls_->failure());
     co_return false;

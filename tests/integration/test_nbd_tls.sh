@@ -172,7 +172,9 @@ pass "qemu-img info/convert and qemu-io write+read with tls-creds-x509"
 # Python's ssl (OpenSSL) as a raw client: LIST works after TLS, a second STARTTLS is invalid.
 out=$("$SYSPY" "$INTEGRATION_DIR/tls_wire.py" x509-list 127.0.0.1 "$PORT" "$T/client") || fail "raw TLS client"
 [[ $out == "disk mem TLSv1."* ]] || fail "raw TLS client listed: $out"
-pass "raw STARTTLS with Python's ssl: exports listed after TLS ($out)"
+out12=$("$SYSPY" "$INTEGRATION_DIR/tls_wire.py" x509-list 127.0.0.1 "$PORT" "$T/client" 1.2) || fail "raw TLS 1.2 client"
+assert_eq "$out12" "disk mem TLSv1.2" "raw TLS 1.2 client"
+pass "raw STARTTLS with Python's ssl: exports listed after TLS ($out; and $out12)"
 
 # ---- refused in clear: every option but STARTTLS before TLS, and clients without TLS
 nbdinfo --size "nbd://127.0.0.1:$PORT/disk" >/dev/null 2>&1 && fail "a client without TLS was served"

@@ -7,8 +7,9 @@ usage: tls_wire.py require-refusals HOST PORT    every option but STARTTLS/ABORT
                                                   prints the seconds until the server hung up
        tls_wire.py stall HOST PORT               STARTTLS, half a ClientHello, then silence:
                                                   prints the seconds until the server hung up
-       tls_wire.py x509-list HOST PORT CADIR     STARTTLS, TLS with Python's ssl (OpenSSL),
-                                                  then NBD_OPT_LIST: prints the export names
+       tls_wire.py x509-list HOST PORT CADIR [1.2]  STARTTLS, TLS with Python's ssl (OpenSSL;
+                                                  TLS 1.2 at most with "1.2"), then NBD_OPT_LIST:
+                                                  prints the export names and the TLS version
 """
 import socket
 import ssl
@@ -126,9 +127,11 @@ def stall(host, port):
     print("%.2f" % seconds_until_closed(s, start))
 
 
-def x509_list(host, port, cadir):
+def x509_list(host, port, cadir, version=None):
     s = starttls(host, port)
     ctx = ssl.create_default_context(cafile=cadir + "/ca-cert.pem")
+    if version == "1.2":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cadir + "/client-cert.pem", cadir + "/client-key.pem")
     t = ctx.wrap_socket(s, server_hostname="localhost")
     names = []
@@ -155,6 +158,6 @@ if __name__ == "__main__":
     elif what == "stall":
         stall(host, port)
     elif what == "x509-list":
-        x509_list(host, port, sys.argv[4])
+        x509_list(host, port, sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
     else:
         sys.exit(__doc__)
