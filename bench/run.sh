@@ -19,6 +19,9 @@ ALL_SERVERS+=("${PLUGIN_SERVERS[@]}")
 # volgate re-exporting another NBD server (its libnbd backend): chained to a private
 # `nbdkit memory`, compared with the nbdkit-memory row (the same upstream, direct).
 ALL_SERVERS+=(volgate-nbd-memory)
+# NBD over TLS (x509, TLS required) on the image of the file rows: volgate, nbdkit and qemu-nbd.
+TLS_SERVERS=(volgate-file-tls nbdkit-file-tls qemu-nbd-tls)
+ALL_SERVERS+=("${TLS_SERVERS[@]}")
 # Rows on a Ceph RBD image; they need --ceph, which starts a throwaway cluster.
 RBD_SERVERS=(volgate-rbd qemu-nbd-rbd rbd-bench)
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
@@ -98,6 +101,12 @@ The iSCSI rows serve the image through a private tgtd (two portals on 127.0.0.1 
 127.0.0.2, the image as a file-backed LUN): volgate-iscsi over one portal, volgate-iscsi-rr over
 both with path-policy=round-robin, qemu-nbd-iscsi with QEMU's iscsi:// driver on the same LUN.
 tgtd's CPU is counted neither as the server's nor as other CPU.
+The TLS rows (volgate-file-tls, nbdkit-file-tls, qemu-nbd-tls) serve the image of the file rows
+with TLS required and x509 certificates made for the run (openssl, ECDSA P-256), no client
+certificates asked for (qemu-nbd: verify-peer=off); fio's libnbd
+(GnuTLS) connects with nbds+unix:// and finds the CA in \$HOME/.pki/libnbd (a private HOME).
+volgate-file-tls's ×nbdkit is against nbdkit-file-tls, its ×volgate-file against the clear-text
+volgate-file row.
 volgate-nbd-memory is volgate serving nbd+unix:///?socket=UPSTREAM, a private \`nbdkit -f
 memory --size\` started once for the run (its CPU is counted neither as the server's nor as
 other CPU); its ×nbdkit ratios compare it with the nbdkit-memory row, i.e. with going to the
@@ -279,6 +288,11 @@ server_cmd() { # server sock -> prints argv, one per line
                       --export "bench=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$ISCSI_IQN/1,path-policy=round-robin" ;;
     volgate-nbd-memory) printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=nbd+unix:///?socket=$CHAIN_SOCK" ;;
     qemu-nbd-iscsi) printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback "iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
+    volgate-file-tls) printf '%s\n' "$VOLGATE" serve --unix "$sock" --tls require --tls-certificates "$TLS_DIR" \
+                      --export "bench=file:$IMG" ;;
+    nbdkit-file-tls) printf '%s\n' nbdkit -f -U "$sock" --tls=require --tls-certificates="$TLS_DIR" file "$IMG" ;;
+    qemu-nbd-tls)   printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback --aio=threads \
+                      --object "tls-creds-x509,id=tls0,dir=$TLS_DIR,endpoint=server,verify-peer=off" --tls-creds tls0 "$IMG" ;;
     nbdkit-volgate-*) plugin_server_cmd "$s" "$sock" ;;
   esac
 }
@@ -360,7 +374,8 @@ stop_server() {
   rm -f "$SOCK"
 }
 
-uri() { echo "nbd+unix:///?socket=$1"; }
+# uri SOCKET [SERVER]: nbds+unix:// for the TLS rows (the CA is in $HOME/.pki/libnbd, see fio()).
+uri() { if [[ ${2:-} == *-tls ]]; then echo "nbds+unix:///?socket=$1"; else echo "nbd+unix:///?socket=$1"; fi; }
 
 # fio JSON -> "io_bytes bw_bytes iops lat_mean_ns usr_cpu sys_cpu error"
 parse_fio() {
@@ -396,7 +411,7 @@ run_row() {
   json=$WORK/$id.json
   err=$WORK/$id.fio.err
   # shellcheck disable=SC2046
-  fio --name="$w" --ioengine=nbd --uri="$(uri "$SOCK")" $(workload_args "$w") \
+  fio --name="$w" --ioengine=nbd --uri="$(uri "$SOCK" "$s")" $(workload_args "$w") \
       --numjobs=1 --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
       --norandommap --randrepeat=0 --output-format=json --output="$json" \
       >"$WORK/$id.fio.out" 2>"$err" </dev/null &
@@ -545,6 +560,30 @@ prepare_luks() {  # IMAGE: fills the payload through a volgate export
 }
 
 # ---------------------------------------------------------------------------
+# TLS rows: a CA and a server certificate for this run; the clients (fio's libnbd) trust the CA
+# from $HOME/.pki/libnbd, HOME being private to fio.
+TLS_DIR=$WORK/tls
+need_tls=0
+for s in "${SERVERS[@]}"; do [[ " ${TLS_SERVERS[*]} " == *" $s "* ]] && need_tls=1; done
+if ((need_tls)); then
+  command -v openssl >/dev/null || die "openssl not found"
+  mkdir -p "$TLS_DIR" "$WORK/home/.pki/libnbd"
+  tls_key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  # shellcheck disable=SC2086
+  openssl req -x509 $tls_key -keyout "$TLS_DIR/ca-key.pem" -out "$TLS_DIR/ca-cert.pem" -days 2 \
+      -subj "/CN=bench CA" 2>"$WORK/tls.err" &&
+  openssl req $tls_key -keyout "$TLS_DIR/server-key.pem" -out "$TLS_DIR/server.csr" -subj /CN=localhost \
+      2>>"$WORK/tls.err" &&
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TLS_DIR/server.ext" &&
+  openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca-cert.pem" -CAkey "$TLS_DIR/ca-key.pem" \
+      -CAcreateserial -days 2 -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server-cert.pem" 2>>"$WORK/tls.err" ||
+    die "making the TLS certificates failed: $(cat "$WORK/tls.err")"
+  chmod 600 "$TLS_DIR/server-key.pem"
+  cp "$TLS_DIR/ca-cert.pem" "$WORK/home/.pki/libnbd/ca-cert.pem"
+  FIO_HOME=$WORK/home
+fi
+fio() { HOME=${FIO_HOME:-$HOME} command fio "$@"; }
+
 if ((need_luks1)); then
   log "LUKS1 image by qemu-img: $LUKS1_IMG ($SIZE_STR payload)"
   # QEMU's PBKDF timing sometimes fails on a busy VM ("Unable to get accurate CPU usage"): retry.
@@ -757,6 +796,13 @@ report() {
           [[ -n $r1 ]] && r1="$r1 ($ref)" || r1="n/a"
           [[ -n $r2 ]] || r2="n/a"
           [[ $s == nbdkit-volgate-file ]] && r4=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[volgate-file|$w|mibs]:-}")
+          ;;
+        volgate-file-tls)
+          r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[nbdkit-file-tls|$w|mibs]:-}")
+          r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[nbdkit-file-tls|$w|cpug]:-}")
+          [[ -n $r1 ]] && r1="$r1 (nbdkit-file-tls)" || r1="n/a"
+          [[ -n $r2 ]] || r2="n/a"
+          r4=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[volgate-file|$w|mibs]:-}")
           ;;
         volgate-luks | volgate-luks2)
           ref=$(faster "$w" nbdkit-luks qemu-nbd-luks)

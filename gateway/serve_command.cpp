@@ -116,6 +116,22 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
       ->type_name("SECONDS")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  serve->add_option("--tls", options.tls.mode,
+                    "NBD over TLS (NBD_OPT_STARTTLS): off; on (clients choose TLS or clear text);\n"
+                    "require (every option but STARTTLS is refused before TLS, nothing is listed\n"
+                    "in clear). on and require need --tls-certificates or --tls-psk")
+      ->type_name("off|on|require")
+      ->capture_default_str();
+  serve->add_option("--tls-certificates", options.tls.certificates_dir,
+                    "x509 credentials: DIR holds server-cert.pem, server-key.pem and, to verify\n"
+                    "clients, ca-cert.pem (and ca-crl.pem if any), as for QEMU and nbdkit")
+      ->type_name("DIR");
+  serve->add_option("--tls-psk", options.tls.psk_file,
+                    "Pre-shared keys instead of certificates: FILE of IDENTITY:HEXKEY lines\n"
+                    "(nbdkit's and QEMU's keys.psk format, e.g. from psktool); keep it mode 0600")
+      ->type_name("FILE");
+  serve->add_flag("--tls-verify-peer", options.tls.verify_peer,
+                  "With --tls-certificates: clients must show a certificate signed by ca-cert.pem");
   return serve;
 }
 
@@ -136,6 +152,7 @@ int run_serve(const ServeOptions& options) {
   std::vector<ExportSpec> specs;
   std::vector<HostPort> tcp;
   nbd::ServerLimits limits;
+  nbd::ServerTls tls;
   std::optional<gid_t> socket_group;
   std::string fuse_dir;  // absolute
   try {
@@ -156,6 +173,7 @@ int run_serve(const ServeOptions& options) {
     limits.max_buffer_bytes = *buffer_bytes;
     limits.max_connections = options.max_connections;
     limits.handshake_timeout = std::chrono::seconds(options.handshake_timeout_s);
+    tls = load_server_tls(options.tls);
     for (const auto& text : options.exports) {
       ExportSpec spec = parse_export_spec(text);
       std::shared_ptr<backends::BlockDevice> device;
@@ -178,7 +196,8 @@ int run_serve(const ServeOptions& options) {
   std::optional<FuseFrontEnd> fuse;      // after the server, before the control API
   std::optional<ControlApi> control;  // after the server: it goes first
   try {
-    server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits);
+    server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits,
+                   tls);
     for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
     if (!fuse_dir.empty()) fuse.emplace(server->exports(), fuse_dir);
@@ -196,6 +215,9 @@ int run_serve(const ServeOptions& options) {
                "handshake",
                threads, threads == 1 ? "" : "s", limits.max_connections,
                format_size(limits.max_buffer_bytes), limits.handshake_timeout.count() / 1000);
+  if (tls.credentials)
+    spdlog::info("TLS {}: {}", options.tls.mode == "require" ? "required" : "offered",
+                 tls.credentials->description());
   if (open_files < limits.max_connections + 64)
     spdlog::warn("only {} descriptors may be open (RLIMIT_NOFILE), fewer than --max-connections "
                  "{} needs: accepting will pause when they run out",

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/tls_options.hpp"
 #include "nbd/server.hpp"
 
 namespace volgate::gateway {
@@ -21,6 +22,7 @@ struct ServeOptions {
   unsigned max_connections = nbd::ServerLimits::kDefaultMaxConnections;
   std::string max_buffer_bytes = "256M";  // a SIZE, as for memory:SIZE
   unsigned handshake_timeout_s = nbd::ServerLimits::kDefaultHandshakeTimeout.count();
+  TlsOptionsText tls;
 };
 
 // Declares the subcommand's options on `app`, filling `options` when parsed.

@@ -32,6 +32,12 @@ bool Negotiation::accept_client_flags(uint32_t flags) {
 Negotiation::Step Negotiation::handle(uint32_t option, std::span<const std::byte> payload) {
   if (shutting_down_ && option != kOptAbort)
     return error(option, kRepErrShutdown, "server is shutting down");
+  if (tls_mode_ == TlsMode::require && !session_.tls && option != kOptStartTls &&
+      option != kOptAbort) {
+    // EXPORT_NAME cannot be answered with an error: hanging up is the only refusal.
+    if (option == kOptExportName) return {{}, Next::close};
+    return error(option, kRepErrTlsReqd, "this server requires TLS: send NBD_OPT_STARTTLS first");
+  }
   switch (option) {
     case kOptExportName:
       return export_name(payload);
@@ -40,7 +46,7 @@ Negotiation::Step Negotiation::handle(uint32_t option, std::span<const std::byte
     case kOptList:
       return list(option, payload);
     case kOptStartTls:
-      return error(option, kRepErrUnsup, "TLS is not enabled on this server");
+      return start_tls(option, payload);
     case kOptInfo:
     case kOptGo:
       return info_or_go(option, payload);
@@ -54,9 +60,24 @@ Negotiation::Step Negotiation::handle(uint32_t option, std::span<const std::byte
   }
 }
 
+Negotiation::Step Negotiation::start_tls(uint32_t option, std::span<const std::byte> payload) {
+  if (tls_mode_ == TlsMode::off) return error(option, kRepErrUnsup, "TLS is not enabled on this server");
+  if (!payload.empty()) return error(option, kRepErrInvalid, "NBD_OPT_STARTTLS takes no data");
+  if (session_.tls) return error(option, kRepErrInvalid, "TLS is already on");
+  return reply(encode_option_reply(option, kRepAck), Next::start_tls);
+}
+
+void Negotiation::tls_started() {
+  session_ = NegotiatedSession{};
+  session_.tls = true;
+  meta_context_export_.reset();
+}
+
 Negotiation::Step Negotiation::handle_oversized(uint32_t option) {
   // EXPORT_NAME cannot be answered with an error: the only way to refuse it is to hang up.
   if (option == kOptExportName) return {{}, Next::close};
+  if (tls_mode_ == TlsMode::require && !session_.tls && option != kOptStartTls && option != kOptAbort)
+    return error(option, kRepErrTlsReqd, "this server requires TLS: send NBD_OPT_STARTTLS first");
   return error(option, kRepErrTooBig, "option payload too large");
 }
 

@@ -131,12 +131,14 @@ std::string uri_escape(const std::string& text) {
 }  // namespace
 
 Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max,
-               ServerLimits limits)
+               ServerLimits limits, ServerTls tls)
     : exports_(std::move(exports)),
+      tls_(std::move(tls)),
       poll_max_(poll_max),
       buffers_(limits.max_buffer_bytes),
       connection_limit_(limits.max_connections),
-      shared_{exports_, buffers_, limits.handshake_timeout, &homes_},
+      shared_{exports_, buffers_, limits.handshake_timeout, &homes_, tls_.mode,
+              tls_.credentials.get()},
       signals_([this, threads]() -> asio::io_context& {
         for (unsigned i = 0; i < std::max(threads, 1u); ++i)
           workers_.push_back(std::make_unique<Worker>());
@@ -144,6 +146,11 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
       }()),
       drain_timer_(workers_.front()->io),
       idle_check_(workers_.front()->io) {
+  if (tls_.mode != TlsMode::off && !tls_.credentials)
+    throw std::invalid_argument("TLS needs credentials");
+  // OpenSSL writes TLS records with write(), which raises SIGPIPE (ending the process) when the
+  // client is gone; Asio's own sends use MSG_NOSIGNAL. A failed write is an error we handle.
+  if (tls_.mode != TlsMode::off) ::signal(SIGPIPE, SIG_IGN);
   // Devices of exports added later serve from the worker that accepted their connection.
   for (const auto& e : *exports_.all())
     if (auto* home = e->device->home_context()) homes_.add(home);
@@ -201,12 +208,15 @@ void Server::listen_tcp(const std::string& host, uint16_t port) {
   std::memcpy(actual.data(), bound.data(), bound.size());
   std::string shown = address.is_v6() ? "[" + host + "]" : host;
   listener->where = shown + ":" + std::to_string(actual.port());
-  listener->uri_base = "nbd://" + listener->where + "/";
-  if (!is_loopback(address))
-    spdlog::warn("listening on {}, which is not a loopback address: anyone who can reach it can "
-                 "read and write every export, LUKS exports decrypted (there is no TLS or "
-                 "authentication yet); prefer a unix socket or 127.0.0.1, or firewall the port",
+  listener->uri_base = (tls_.mode == TlsMode::require ? "nbds://" : "nbd://") + listener->where + "/";
+  if (!is_loopback(address) && tls_.mode == TlsMode::off)
+    spdlog::warn("listening on {}, which is not a loopback address, without TLS: anyone who can "
+                 "reach it can read and write every export, LUKS exports decrypted; use --tls "
+                 "require, prefer a unix socket or 127.0.0.1, or firewall the port",
                  listener->where);
+  else if (!is_loopback(address) && tls_.mode == TlsMode::on)
+    spdlog::warn("listening on {}, which is not a loopback address, with --tls on: clients may "
+                 "still choose clear text; use --tls require to refuse them", listener->where);
   listeners_.push_back(std::move(listener));
 }
 
@@ -215,7 +225,8 @@ std::vector<std::string> Server::uris() const {
   for (const auto& l : listeners_)
     for (const auto& e : *exports_.all())
       out.push_back(l->tcp ? l->uri_base + e->name
-                           : "nbd+unix:///" + e->name + "?socket=" + uri_escape(l->unix_path));
+                           : (tls_.mode == TlsMode::require ? "nbds+unix:///" : "nbd+unix:///") +
+                                 e->name + "?socket=" + uri_escape(l->unix_path));
   return out;
 }
 

@@ -26,6 +26,7 @@
 #include "nbd/buffer_budget.hpp"
 #include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
+#include "crypto/tls_credentials.hpp"
 #include "nbd/session.hpp"
 
 namespace volgate::nbd {
@@ -44,6 +45,12 @@ struct ServerLimits {
   std::chrono::milliseconds handshake_timeout = kDefaultHandshakeTimeout;
 };
 
+// NBD_OPT_STARTTLS: the mode, and the credentials it uses unless it is off.
+struct ServerTls {
+  TlsMode mode = TlsMode::off;
+  std::shared_ptr<const crypto::TlsServerCredentials> credentials;
+};
+
 class Server {
  public:
   // How long a graceful stop waits for clients before cutting connections.
@@ -56,7 +63,7 @@ class Server {
   // poll_max: how long a worker busy-polls for the next event before it sleeps, at most (the
   // window adapts to the traffic: see common/adaptive_polling.hpp). Zero: sleep at once.
   Server(ExportTable exports, unsigned threads, std::chrono::microseconds poll_max,
-         ServerLimits limits = {});
+         ServerLimits limits = {}, ServerTls tls = {});
   ~Server();
 
   // Both throw std::system_error with a message naming the address.
@@ -115,6 +122,7 @@ class Server {
   bool flush_all();
 
   ExportTable exports_;
+  const ServerTls tls_;
   const std::chrono::microseconds poll_max_;
   BufferBudget buffers_;
   ConnectionLimit connection_limit_;

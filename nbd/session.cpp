@@ -86,7 +86,7 @@ Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& re
       registry_(registry),
       peer_(std::move(peer)),
       slot_(std::move(slot)),
-      negotiation_(shared.exports),
+      negotiation_(shared.exports, shared.tls_mode),
       rx_(new std::byte[kReceiveBufferSize]),
       wake_(socket_.get_executor()),
       budget_waiter_([this] { budget_released(); }),
@@ -99,6 +99,7 @@ Session::Session(Socket socket, const SessionShared& shared, SessionRegistry& re
     : Session(std::move(socket), shared, registry, std::move(peer), std::move(handshake.slot)) {
   moved_in_ = true;
   negotiated_ = handshake.negotiated;
+  tls_ = std::move(handshake.tls);
   std::copy(handshake.unparsed.begin(), handshake.unparsed.end(), rx_.get());  // often empty
   rx_end_ = handshake.unparsed.size();
   received_ = rx_end_;
@@ -133,7 +134,10 @@ void Session::shutdown() {
     // reading stops where they end (see transmit()). FIONREAD counts the kernel's part.
     int queued = 0;
     if (::ioctl(socket_.native_handle(), FIONREAD, &queued) != 0 || queued < 0) queued = 0;
-    receive_limit_ = received_ + static_cast<uint64_t>(queued);
+    // Over TLS the kernel queues ciphertext, which is more than the plaintext it holds (record
+    // headers and tags): the limit then lies past the end, and reading ends at the EOF that
+    // shutting the receive side gives instead. A record cut in the middle decrypts to nothing.
+    receive_limit_ = received_ + static_cast<uint64_t>(queued) + (tls_ ? tls_->pending() : 0);
   }
   // Ending the receive side wakes a pending read: it still gets what the kernel had queued,
   // then EOF (on a unix socket the client cannot add more; TCP may, and receive_limit_ ignores
@@ -191,9 +195,14 @@ awaitable<bool> Session::fill(size_t needed) {
   }
   while (rx_end_ - rx_begin_ < needed) {
     boost::system::error_code ec;
-    size_t n = co_await socket_.async_read_some(
-        asio::buffer(rx_.get() + rx_end_, kReceiveBufferSize - rx_end_),
-        asio::redirect_error(use_awaitable, ec));
+    size_t n = 0;
+    if (tls_) {
+      n = co_await tls_read_some(rx_.get() + rx_end_, kReceiveBufferSize - rx_end_, ec);
+    } else {
+      n = co_await socket_.async_read_some(
+          asio::buffer(rx_.get() + rx_end_, kReceiveBufferSize - rx_end_),
+          asio::redirect_error(use_awaitable, ec));
+    }
     if (ec || n == 0) co_return false;
     rx_end_ += n;
     received_ += n;
@@ -210,6 +219,16 @@ awaitable<bool> Session::read_payload(std::byte* out, size_t length) {
   rx_begin_ += buffered;
   if (buffered == length) co_return true;
   boost::system::error_code ec;
+  if (tls_) {
+    // Decrypted straight into `out`, record by record.
+    for (size_t done = buffered; done < length;) {
+      size_t n = co_await tls_read_some(out + done, length - done, ec);
+      if (ec || n == 0) co_return false;
+      done += n;
+      received_ += n;
+    }
+    co_return true;
+  }
   size_t n = co_await asio::async_read(socket_, asio::buffer(out + buffered, length - buffered),
                                        asio::redirect_error(use_awaitable, ec));
   received_ += n;
@@ -228,10 +247,102 @@ awaitable<bool> Session::discard(uint64_t length) {
 }
 
 awaitable<bool> Session::send(const Bytes& bytes) {
+  if (tls_) co_return co_await tls_write_all(bytes.data(), bytes.size());
   boost::system::error_code ec;
   co_await asio::async_write(socket_, asio::buffer(bytes), asio::redirect_error(use_awaitable, ec));
   if (ec) spdlog::debug("{}: send failed: {}", peer_, ec.message());
   co_return !ec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: OpenSSL reads and writes the non-blocking socket itself; the reactor only waits for it.
+
+awaitable<bool> Session::tls_wait(crypto::TlsStream::Status want) {
+  boost::system::error_code ec;
+  co_await socket_.async_wait(want == crypto::TlsStream::Status::want_write
+                                  ? Socket::wait_write
+                                  : Socket::wait_read,
+                              asio::redirect_error(use_awaitable, ec));
+  co_return !ec;
+}
+
+awaitable<size_t> Session::tls_read_some(std::byte* out, size_t length,
+                                          boost::system::error_code& ec) {
+  using Status = crypto::TlsStream::Status;
+  size_t got = 0;
+  for (;;) {
+    auto result = tls_->read(out + got, length - got);
+    if (result.status == Status::done) {
+      got += result.bytes;
+      // A read returns one record at most: take what OpenSSL already holds as well (its
+      // read-ahead brings several records per recv), without asking the socket again.
+      if (got < length && tls_->has_buffered_input()) continue;
+      co_return got;
+    }
+    if (got > 0) co_return got;
+    if (result.status == Status::want_read || result.status == Status::want_write) {
+      if (!co_await tls_wait(result.status)) {
+        ec = asio::error::operation_aborted;
+        co_return 0;
+      }
+      continue;
+    }
+    if (result.status == Status::failed && !broken_)
+      spdlog::warn("{}: {}, closing the connection", peer_, tls_->failure());
+    ec = asio::error::eof;
+    co_return 0;
+  }
+}
+
+awaitable<bool> Session::tls_write_all(const std::byte* data, size_t length) {
+  using Status = crypto::TlsStream::Status;
+  while (length > 0) {
+    auto result = tls_->write(data, length);
+    if (result.status == Status::done) {
+      data += result.bytes;
+      length -= result.bytes;
+    } else if (result.status == Status::want_read || result.status == Status::want_write) {
+      if (!co_await tls_wait(result.status)) co_return false;
+    } else {
+      if (result.status == Status::failed) spdlog::warn("{}: {}", peer_, tls_->failure());
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
+awaitable<bool> Session::start_tls() {
+  using Status = crypto::TlsStream::Status;
+  // The client waits for our ACK before its ClientHello: bytes already here came from a
+  // client that does not follow the protocol, and would be read as plaintext options.
+  if (rx_begin_ != rx_end_) {
+    spdlog::warn("{}: data sent after NBD_OPT_STARTTLS before its reply, closing", peer_);
+    co_return false;
+  }
+  try {
+    tls_ = std::make_unique<crypto::TlsStream>(*shared_.tls, socket_.native_handle());
+  } catch (const std::exception& e) {
+    spdlog::error("{}: {}", peer_, e.what());
+    co_return false;
+  }
+  for (;;) {
+    auto result = tls_->handshake();
+    if (result.status == Status::done) break;
+    if (result.status == Status::want_read || result.status == Status::want_write) {
+      // The handshake timer closes the socket of a client that stalls here.
+      if (!co_await tls_wait(result.status)) co_return false;
+      continue;
+    }
+    // Garbage instead of a ClientHello, a wrong key, a refused certificate: one line. (Not
+    // when the handshake timer or a server stop cut it: they say so themselves.)
+    if (!handshake_timed_out_ && !stopping_)
+      spdlog::warn("{}: {}, closing the connection", peer_,
+                   tls_->failure().empty() ? "the client hung up in the TLS handshake" : tls_->failure());
+    co_return false;
+  }
+  negotiation_.tls_started();
+  spdlog::debug("{}: TLS started: {}", peer_, tls_->summary());
+  co_return true;
 }
 
 awaitable<void> Session::wait_until_signalled() {
@@ -294,8 +405,9 @@ void Session::start_handshake_timer() {
     // A client that connects and never finishes the handshake would hold its connection (and
     // its place under --max-connections) for ever.
     self->handshake_timed_out_ = true;
-    spdlog::warn("{}: no handshake within {:.3g} s, closing the connection", self->peer_,
-                 std::chrono::duration<double>(self->shared_.handshake_timeout).count());
+    spdlog::warn("{}: no handshake within {:.3g} s{}, closing the connection", self->peer_,
+                 std::chrono::duration<double>(self->shared_.handshake_timeout).count(),
+                 self->tls_ && !self->tls_->established() ? " (stalled in the TLS handshake)" : "");
     self->broken_ = true;
     self->close_socket();
   });
@@ -340,6 +452,10 @@ awaitable<bool> Session::negotiate() {
     spdlog::debug("{}: option {} with {} bytes of data", peer_, header->option, header->length);
     if (!step.reply.empty() && !co_await send(step.reply)) co_return false;
     if (step.next == Negotiation::Next::close) co_return false;
+    if (step.next == Negotiation::Next::start_tls) {
+      if (!co_await start_tls()) co_return false;
+      continue;
+    }
     if (step.next == Negotiation::Next::transmission) break;
   }
 
@@ -381,7 +497,8 @@ bool Session::move_home() {
   const int fd = socket_.release(ec);
   if (ec) return false;
   moved_out_ = true;
-  Handshake handshake{negotiated_, {rx_.get() + rx_begin_, rx_.get() + rx_end_}, std::move(slot_)};
+  Handshake handshake{negotiated_, {rx_.get() + rx_begin_, rx_.get() + rx_end_}, std::move(slot_),
+                      std::move(tls_)};
   spdlog::debug("{}: moving to the thread of export '{}'", peer_, negotiated_.chosen->name);
   // Counted until registered there (or closed), so a server stopping meanwhile waits for it.
   home->arriving.fetch_add(1);
@@ -683,19 +800,10 @@ void Session::start_write() {
       ready_payload_bytes_ = 0;
       return;
     }
-    iov_.clear();
-    writing_batch_.clear();
-    constexpr size_t kMaxBatch = 64;  // well under IOV_MAX (1024) at three buffers a reply
-    while (!ready_.empty() && writing_batch_.size() < kMaxBatch) {
-      Request* r = ready_.front();
-      ready_.pop_front();
-      writing_batch_.push_back(r);
-      if (r->head_size) iov_.emplace_back(r->head.data(), r->head_size);
-      if (r->send_data) {
-        iov_.emplace_back(r->data.data(), r->data.size());
-        ready_payload_bytes_ -= r->data.size();
-      }
-      if (!r->extra.empty()) iov_.emplace_back(r->extra.data(), r->extra.size());
+    gather_replies();
+    if (tls_) {
+      tls_send_batch();
+      continue;  // sent (then recycled), or writing_ while it waits for the socket
     }
 
     boost::system::error_code ec;
@@ -719,6 +827,93 @@ void Session::start_write() {
     asio::async_write(socket_, iov_,
                       [this](const boost::system::error_code& e, size_t) { on_written(e); });
   }
+}
+
+void Session::gather_replies() {
+  iov_.clear();
+  writing_batch_.clear();
+  constexpr size_t kMaxBatch = 64;  // well under IOV_MAX (1024) at three buffers a reply
+  while (!ready_.empty() && writing_batch_.size() < kMaxBatch) {
+    Request* r = ready_.front();
+    ready_.pop_front();
+    writing_batch_.push_back(r);
+    if (r->head_size) iov_.emplace_back(r->head.data(), r->head_size);
+    if (r->send_data) {
+      iov_.emplace_back(r->data.data(), r->data.size());
+      ready_payload_bytes_ -= r->data.size();
+    }
+    if (!r->extra.empty()) iov_.emplace_back(r->extra.data(), r->extra.size());
+  }
+  tls_piece_ = tls_offset_ = 0;
+}
+
+// OpenSSL has no gathering write, and each write makes at least one record and one send: the
+// small pieces of a batch (reply headers, short reads, error chunks) are copied together into
+// records of up to kTlsRecordBytes, while a large payload is encrypted straight from its
+// buffer, after its first bytes have topped up the record in front of it.
+void Session::tls_send_batch() {
+  using Status = crypto::TlsStream::Status;
+  constexpr size_t kTlsRecordBytes = 16 * 1024;  // TLS's largest record
+  for (;;) {
+    const std::byte* data;
+    size_t length;
+    const bool staged = tls_stage_sent_ < tls_stage_.size();
+    if (staged) {
+      data = tls_stage_.data() + tls_stage_sent_;
+      length = tls_stage_.size() - tls_stage_sent_;
+    } else {
+      tls_stage_.clear();
+      tls_stage_sent_ = 0;
+      if (tls_piece_ == iov_.size()) break;  // the whole batch went out
+      const size_t rest = iov_[tls_piece_].size() - tls_offset_;
+      if (rest < kTlsRecordBytes) {
+        // Gather small pieces, and the head of the next large one, into a record.
+        while (tls_piece_ < iov_.size() && tls_stage_.size() < kTlsRecordBytes) {
+          const auto* piece = static_cast<const std::byte*>(iov_[tls_piece_].data()) + tls_offset_;
+          const size_t left = iov_[tls_piece_].size() - tls_offset_;
+          const size_t take = std::min(left, kTlsRecordBytes - tls_stage_.size());
+          tls_stage_.insert(tls_stage_.end(), piece, piece + take);
+          tls_offset_ += take;
+          if (tls_offset_ == iov_[tls_piece_].size()) ++tls_piece_, tls_offset_ = 0;
+        }
+        continue;
+      }
+      data = static_cast<const std::byte*>(iov_[tls_piece_].data()) + tls_offset_;
+      length = rest;
+    }
+    auto result = tls_->write(data, length);
+    if (result.status == Status::done) {
+      if (staged) {
+        tls_stage_sent_ += result.bytes;
+      } else {
+        tls_offset_ += result.bytes;
+        if (tls_offset_ == iov_[tls_piece_].size()) ++tls_piece_, tls_offset_ = 0;
+      }
+      continue;
+    }
+    if (result.status == Status::want_read || result.status == Status::want_write) {
+      // Retried with the same bytes once the socket is ready (OpenSSL requires it).
+      writing_ = true;
+      socket_.async_wait(result.status == Status::want_write ? Socket::wait_write : Socket::wait_read,
+                         [this](const boost::system::error_code& ec) {
+                           writing_ = false;
+                           if (ec) return on_written(ec);
+                           tls_send_batch();
+                           // Done (or failed): go on with the next batch, as after a sendmsg.
+                           if (!writing_) on_written({});
+                         });
+      return;
+    }
+    if (result.status == Status::failed) spdlog::warn("{}: {}", peer_, tls_->failure());
+    tls_stage_.clear();
+    tls_stage_sent_ = 0;
+    writing_ = true;  // on_written() ends the batch as a failed write would
+    on_written(asio::error::broken_pipe);
+    return;
+  }
+  // Everything went out: recycle the batch, as a completed sendmsg does.
+  for (Request* r : writing_batch_) recycle(r);
+  writing_batch_.clear();
 }
 
 void Session::on_written(const boost::system::error_code& ec) {
@@ -762,6 +957,8 @@ void Session::recycle(Request* r) {
 }
 
 void Session::close_socket() {
+  // The protocol asks to end TLS before closing; a broken connection gets no more bytes.
+  if (tls_ && !broken_) tls_->close_notify();
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_both, ignored);
   socket_.close(ignored);

@@ -25,11 +25,16 @@
 #include <vector>
 
 #include "common/buffer_pool.hpp"
+#include "crypto/tls_stream.hpp"
 #include "nbd/buffer_budget.hpp"
 #include "nbd/codec.hpp"
 #include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
 #include "nbd/negotiation.hpp"
+
+namespace volgate::crypto {
+class TlsServerCredentials;
+}
 
 namespace volgate::nbd {
 
@@ -44,6 +49,9 @@ struct SessionShared {
   std::chrono::milliseconds handshake_timeout{0};
   // The device threads sessions move to after the handshake; null: they stay where they are.
   const SessionHomes* homes = nullptr;
+  // NBD_OPT_STARTTLS (see TlsMode); credentials are set unless the mode is off.
+  TlsMode tls_mode = TlsMode::off;
+  const crypto::TlsServerCredentials* tls = nullptr;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -83,6 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
     NegotiatedSession negotiated;
     std::vector<std::byte> unparsed;  // received after the last option, not yet read
     ConnectionLimit::Slot slot;
+    std::unique_ptr<crypto::TlsStream> tls;  // the connection's TLS, if it started TLS
   };
 
   // The second half of a session that moved to its device's thread.
@@ -95,6 +104,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   boost::asio::awaitable<void> run(std::shared_ptr<Session> self);
   boost::asio::awaitable<bool> negotiate();
+  // After STARTTLS was acknowledged: the TLS handshake, within the handshake timeout.
+  boost::asio::awaitable<bool> start_tls();
+  // The socket's reads and writes through TLS; `ec` set (and 0 returned) when the connection
+  // ended or failed.
+  boost::asio::awaitable<size_t> tls_read_some(std::byte* out, size_t length,
+                                               boost::system::error_code& ec);
+  boost::asio::awaitable<bool> tls_write_all(const std::byte* data, size_t length);
+  // Waits until the socket is ready for what TLS asked for. False if the wait failed.
+  boost::asio::awaitable<bool> tls_wait(crypto::TlsStream::Status want);
   // Closes a connection still in the handshake when the handshake timeout runs out.
   void start_handshake_timer();
   // After the handshake: takes the chosen export's device and its limits. False when the
@@ -126,12 +144,24 @@ class Session : public std::enable_shared_from_this<Session> {
   void queue_reply(Request* request);
   void schedule_write();
   void start_write();
+  // Moves ready replies into writing_batch_ and iov_, as many as one write takes.
+  void gather_replies();
+  // Sends iov_ through TLS; when the socket is full, waits for it and goes on by itself.
+  void tls_send_batch();
   void on_written(const boost::system::error_code& ec);
   Request* acquire();
   void recycle(Request* request);
   void close_socket();
 
   Socket socket_;
+  // Set once NBD_OPT_STARTTLS was acknowledged: every byte from then on goes through it.
+  std::unique_ptr<crypto::TlsStream> tls_;
+  // TLS sending: how far into iov_ the batch has gone, and a record's worth of small pieces
+  // (reply headers, short reads) gathered so that they share one record and one send.
+  size_t tls_piece_ = 0;
+  size_t tls_offset_ = 0;
+  std::vector<std::byte> tls_stage_;
+  size_t tls_stage_sent_ = 0;
   const SessionShared& shared_;
   SessionRegistry& registry_;
   const std::string peer_;

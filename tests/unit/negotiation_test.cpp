@@ -75,7 +75,7 @@ TEST_F(NegotiationTest, UnknownOptionIsUnsupportedAndHarmless) {
   EXPECT_EQ(r[0].option, 999u);
 }
 
-// No TLS yet: STARTTLS is refused as unsupported (not TLS_REQD, not INVALID), with a message,
+// TLS off: STARTTLS is refused as unsupported (not TLS_REQD, not INVALID), with a message,
 // and the handshake goes on in the clear.
 TEST_F(NegotiationTest, StartTlsIsUnsupported) {
   auto step = n_.handle(kOptStartTls, {});
@@ -226,4 +226,99 @@ TEST_F(NegotiationTest, ListAndGoSeeExportsAddedAndRemovedMidHandshake) {
   ASSERT_EQ(refused.size(), 1u);
   EXPECT_EQ(refused[0].type, uint32_t{kRepErrUnknown});
   EXPECT_EQ(n_.handle(kOptGo, export_query("late")).next, Negotiation::Next::transmission);
+}
+
+// --tls on: STARTTLS is acknowledged and the session must run the handshake; what was
+// negotiated in clear (structured replies, metadata contexts) does not survive it.
+TEST_F(NegotiationTest, StartTlsOnForgetsWhatWasNegotiatedInClear) {
+  Negotiation n(exports_, TlsMode::on);
+  ASSERT_EQ(replies(n.handle(kOptStructuredReply, {}).reply)[0].type, uint32_t{kRepAck});
+  ASSERT_EQ(replies(n.handle(kOptSetMetaContext, meta_query("first", {"base:allocation"})).reply)
+                .front()
+                .type,
+            uint32_t{kRepMetaContext});
+  auto step = n.handle(kOptStartTls, {});
+  EXPECT_EQ(step.next, Negotiation::Next::start_tls);
+  auto r = replies(step.reply);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].type, uint32_t{kRepAck});
+  n.tls_started();
+  auto go = n.handle(kOptGo, export_query("first"));
+  EXPECT_EQ(go.next, Negotiation::Next::transmission);
+  EXPECT_TRUE(n.result().tls);
+  EXPECT_FALSE(n.result().structured_replies);
+  EXPECT_FALSE(n.result().base_allocation);
+}
+
+// --tls on: a client that never asks for TLS is served in clear.
+TEST_F(NegotiationTest, TlsOnStillServesClearText) {
+  Negotiation n(exports_, TlsMode::on);
+  auto list = replies(n.handle(kOptList, {}).reply);
+  EXPECT_EQ(list.size(), 3u);  // two exports and the ACK
+  auto go = n.handle(kOptGo, export_query("first"));
+  EXPECT_EQ(go.next, Negotiation::Next::transmission);
+  EXPECT_FALSE(n.result().tls);
+}
+
+// STARTTLS with data is invalid, and a second STARTTLS once TLS is up too.
+TEST_F(NegotiationTest, StartTlsWithDataOrTwiceIsInvalid) {
+  Negotiation n(exports_, TlsMode::require);
+  Bytes junk{std::byte{1}};
+  auto with_data = n.handle(kOptStartTls, junk);
+  EXPECT_EQ(with_data.next, Negotiation::Next::more_options);
+  EXPECT_EQ(replies(with_data.reply)[0].type, uint32_t{kRepErrInvalid});
+  ASSERT_EQ(n.handle(kOptStartTls, {}).next, Negotiation::Next::start_tls);
+  n.tls_started();
+  auto again = n.handle(kOptStartTls, {});
+  EXPECT_EQ(again.next, Negotiation::Next::more_options);
+  EXPECT_EQ(replies(again.reply)[0].type, uint32_t{kRepErrInvalid});
+}
+
+// --tls require (FORCEDTLS): before TLS every option but STARTTLS and ABORT gets TLS_REQD,
+// nothing is listed, EXPORT_NAME closes; after it, everything works and TLS_REQD never comes.
+TEST_F(NegotiationTest, TlsRequireRefusesEverythingButStartTlsBeforeTls) {
+  Negotiation n(exports_, TlsMode::require);
+  const std::pair<uint32_t, Bytes> options[] = {
+      {kOptList, {}},
+      {kOptInfo, export_query("first")},
+      {kOptGo, export_query("first")},
+      {kOptStructuredReply, {}},
+      {kOptListMetaContext, meta_query("first", {})},
+      {kOptSetMetaContext, meta_query("first", {"base:allocation"})},
+      {999, {}},
+  };
+  for (const auto& [option, payload] : options) {
+    auto step = n.handle(option, payload);
+    EXPECT_EQ(step.next, Negotiation::Next::more_options) << option;
+    auto r = replies(step.reply);
+    ASSERT_EQ(r.size(), 1u) << option;  // no NBD_REP_SERVER line leaks an export name
+    EXPECT_EQ(r[0].option, option);
+    EXPECT_EQ(r[0].type, uint32_t{kRepErrTlsReqd}) << option;
+  }
+  EXPECT_EQ(n.handle_oversized(kOptList).reply.size() > 0, true);
+  EXPECT_EQ(replies(n.handle_oversized(kOptList).reply)[0].type, uint32_t{kRepErrTlsReqd});
+  Negotiation export_name(exports_, TlsMode::require);
+  auto closed = export_name.handle(kOptExportName, Bytes{std::byte{'f'}});
+  EXPECT_EQ(closed.next, Negotiation::Next::close);
+  EXPECT_TRUE(closed.reply.empty());
+
+  ASSERT_EQ(n.handle(kOptStartTls, {}).next, Negotiation::Next::start_tls);
+  n.tls_started();
+  auto list = replies(n.handle(kOptList, {}).reply);
+  EXPECT_EQ(list.size(), 3u);
+  EXPECT_EQ(list.back().type, uint32_t{kRepAck});
+  for (const auto& [option, payload] : options) {
+    auto r = replies(n.handle(option, payload).reply);
+    for (const auto& reply : r) EXPECT_NE(reply.type, uint32_t{kRepErrTlsReqd}) << option;
+    if (option == kOptGo) break;  // in transmission now
+  }
+  EXPECT_EQ(n.result().chosen->name, "first");
+}
+
+// ABORT needs no TLS.
+TEST_F(NegotiationTest, TlsRequireLetsAbortThrough) {
+  Negotiation n(exports_, TlsMode::require);
+  auto step = n.handle(kOptAbort, {});
+  EXPECT_EQ(step.next, Negotiation::Next::close);
+  EXPECT_EQ(replies(step.reply)[0].type, uint32_t{kRepAck});
 }
