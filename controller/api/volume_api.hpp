@@ -40,8 +40,10 @@ class VolumeApi {
   ApiResponse create_volume(const ApiRequest& request);
   ApiResponse volume_action(const ApiRequest& request);
   ApiResponse create_snapshot(const ApiRequest& request);
+  void check_server_owner(std::string_view path, const Caller& caller);
 
   VolumeService& service_;
+  Hypervisor* hypervisor_;
   Router router_;  // every route, in the constructor
 };
 

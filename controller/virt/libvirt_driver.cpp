@@ -50,6 +50,26 @@ std::string uuid_of(virDomainPtr d) {
   return uuid;
 }
 
+// The project in the domain's volgate metadata element; empty when it has none.
+std::string owner_of(virDomainPtr d) {
+  std::unique_ptr<char, CharFree> xml(
+      virDomainGetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT, kServerOwnerNamespace, VIR_DOMAIN_AFFECT_CURRENT));
+  if (!xml) {
+    virResetLastError();  // VIR_ERR_NO_DOMAIN_METADATA: no owner, not a failure
+    return "";
+  }
+  try {
+    std::istringstream in(xml.get());
+    boost::property_tree::ptree tree;
+    boost::property_tree::read_xml(in, tree);
+    if (tree.empty()) return "";
+    return tree.front().second.get<std::string>("<xmlattr>.project", "");
+  } catch (const boost::property_tree::ptree_error& e) {
+    spdlog::warn("domain {}: its volgate metadata is not readable ({}); no project owns it", uuid_of(d), e.what());
+    return "";
+  }
+}
+
 Server server_of(virDomainPtr d) {
   Server s;
   s.uuid = uuid_of(d);
@@ -70,6 +90,7 @@ Server server_of(virDomainPtr d) {
     s.vcpus = info.nrVirtCpu;
     s.memory_mib = info.maxMem / 1024;
   }
+  s.project = owner_of(d);
   return s;
 }
 
