@@ -114,6 +114,16 @@ Volume VolumeService::get_volume(const std::string& project, const std::string& 
   return services_.get_volume(project, id);
 }
 
+std::optional<std::string> VolumeService::owner_of(std::string_view kind, const std::string& id) {
+  if (kind == "volumes")
+    if (auto v = store_.find_volume(id)) return v->project;
+  if (kind == "snapshots")
+    if (auto s = store_.find_snapshot(id)) return s->project;
+  if (kind == "attachments")
+    if (auto a = store_.find_attachment(id)) return a->project;
+  return std::nullopt;
+}
+
 std::vector<Volume> VolumeService::list_volumes(const std::optional<std::string>& project) {
   return project ? store_.list_volumes(*project) : store_.all_volumes();
 }

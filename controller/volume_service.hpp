@@ -18,6 +18,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -93,6 +94,9 @@ class VolumeService {
   Volume get_volume(const std::string& project, const std::string& id);
   // Any project's volume, for views of records that name it.
   std::optional<Volume> find_volume(const std::string& id) { return store_.find_volume(id); }
+  // The project that owns a volume, snapshot or attachment (`kind` "volumes", "snapshots" or
+  // "attachments", as in the API's paths); nullopt when there is none by that id.
+  std::optional<std::string> owner_of(std::string_view kind, const std::string& id);
   // The project's volumes; every project's with nullopt (an admin's all_tenants list).
   std::vector<Volume> list_volumes(const std::optional<std::string>& project);
   Volume update_volume(const std::string& project, const std::string& id, const ResourceChanges& changes);

@@ -88,6 +88,17 @@ void authorize_request(const Caller& caller, std::string_view method, std::strin
   }
 }
 
+std::optional<ObjectInPath> object_in_path(std::string_view path) {
+  path = path.substr(0, path.find('?'));
+  if (!path.starts_with("/v3/")) return std::nullopt;
+  const auto segments = split_path(path);
+  if (segments.size() < 4) return std::nullopt;
+  const std::string& kind = segments[2];
+  if (kind != "volumes" && kind != "snapshots" && kind != "attachments") return std::nullopt;
+  if (segments[3] == "detail" || segments[3] == "summary") return std::nullopt;
+  return ObjectInPath{.project = segments[1], .kind = kind, .id = segments[3], .project_at = path.find(segments[1], 3)};
+}
+
 std::optional<std::string> server_in_path(std::string_view path) {
   const PathParts parts = parts_of(path.substr(0, path.find('?')));
   if (!path.starts_with("/v2.1/") || parts.resource.size() < 2 || parts.resource[0] != "servers" ||

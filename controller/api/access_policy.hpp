@@ -28,6 +28,15 @@ std::string project_in_path(std::string_view path);
 // objects). `target` is the path with its query.
 void authorize_request(const Caller& caller, std::string_view method, std::string_view target);
 
+// A volume, snapshot or attachment a Cinder path names: /v3/{project}/{kind}/{id}[/...].
+struct ObjectInPath {
+  std::string project;
+  std::string kind;  // volumes, snapshots, attachments
+  std::string id;
+  size_t project_at = 0;  // where the project starts in the path
+};
+std::optional<ObjectInPath> object_in_path(std::string_view path);
+
 // The server a Nova path names (/v2.1[/{project}]/servers/{id}[/...]); nullopt for none (the
 // lists, /servers/detail).
 std::optional<std::string> server_in_path(std::string_view path);

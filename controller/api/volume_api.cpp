@@ -260,7 +260,7 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
       version = compute ? negotiate_compute_version(headers.api_version, headers.nova_api_version)
                         : negotiate_api_version(headers.api_version);
     if (compute) check_server_owner(path, headers.caller);
-    r = router_.dispatch(method, target, body, version.value_or(kMinApiVersion), headers);
+    r = router_.dispatch(method, admin_target(target, headers.caller), body, version.value_or(kMinApiVersion), headers);
   } catch (const ApiError& e) {
     r = error_response(e.http_status(), e.fault_name(), e.what());
   } catch (const IllegalTransition& e) {
@@ -291,6 +291,18 @@ void VolumeApi::check_server_owner(std::string_view path, const Caller& caller) 
   if (!id) return;
   auto server = hypervisor_->with_driver([&](VirtDriver& d) { return d.find_server(*id); });
   if (server && !may_see_server(caller, server->project)) not_found("Instance " + *id + " could not be found.");
+}
+
+// An admin reaches any project's volume, snapshot or attachment through any project's URL, as in
+// Cinder (where an admin's lookups are not scoped): the request then acts in the object's own
+// project, whose quotas and attachments it concerns.
+std::string VolumeApi::admin_target(const std::string& target, const Caller& caller) {
+  if (!caller.admin()) return target;
+  const auto object = object_in_path(target);
+  if (!object) return target;
+  const auto owner = service_.owner_of(object->kind, object->id);
+  if (!owner || *owner == object->project) return target;
+  return target.substr(0, object->project_at) + *owner + target.substr(object->project_at + object->project.size());
 }
 
 VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeService* compute)

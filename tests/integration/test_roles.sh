@@ -230,10 +230,13 @@ assert_eq "$(expect 200 "$ADM" GET "/v3/default/volumes/detail" | json "len(d['v
 expect 200 "$ADM" GET "/v3/default/snapshots?all_tenants=1" | grep -q "$b_snap" || fail "admin's all_tenants snapshots"
 expect 200 "$ADM" GET "/v3/default/attachments?all_tenants=1" | grep -q "$b_att" || fail "admin's all_tenants attachments"
 expect 200 "$ADM" GET /v3/default/os-services >/dev/null
-expect 202 "$ADM" POST "/v3/beta/volumes/$b_vol/action" '{"os-force_detach": {"attachment_id": "'"$b_att"'"}}' >/dev/null
+# Any project's object through any project's URL, as Cinder's admin; it acts in the object's project.
+assert_eq "$(expect 200 "$ADM" GET "/v3/default/volumes/$b_vol" | json "d['volume']['os-vol-tenant-attr:tenant_id']")" beta "admin's show of beta's volume"
+expect 200 "$ADM" GET "/v3/default/attachments/$b_att" >/dev/null
+expect 202 "$ADM" POST "/v3/default/volumes/$b_vol/action" '{"os-force_detach": {"attachment_id": "'"$b_att"'"}}' >/dev/null
 expect 404 "$B" GET "/v3/beta/attachments/$b_att" >/dev/null
 wait_available "$B" beta "$b_vol"
-pass "the admin lists every project with all_tenants=1, acts in beta's URL and force-detaches"
+pass "the admin lists every project with all_tenants=1, reaches beta's objects through its own URL and force-detaches"
 
 # ------------------------------------------------------------------ Nova's servers
 nova_api() { expect "$@"; }

@@ -92,6 +92,22 @@ TEST(AccessPolicyTest, AdminVolumeActions) {
     EXPECT_FALSE(admin_only_volume_action(action)) << action;
 }
 
+TEST(AccessPolicyTest, ObjectsInPaths) {
+  auto o = object_in_path("/v3/alpha/volumes/abc/action?x=1");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->project, "alpha");
+  EXPECT_EQ(o->kind, "volumes");
+  EXPECT_EQ(o->id, "abc");
+  EXPECT_EQ(o->project_at, 4u);
+  EXPECT_EQ(object_in_path("/v3/p/snapshots/s")->kind, "snapshots");
+  EXPECT_EQ(object_in_path("/v3/p/attachments/a/action")->id, "a");
+  EXPECT_EQ(object_in_path("/v3/p/volumes"), std::nullopt);
+  EXPECT_EQ(object_in_path("/v3/p/volumes/detail"), std::nullopt);
+  EXPECT_EQ(object_in_path("/v3/p/volumes/summary"), std::nullopt);
+  EXPECT_EQ(object_in_path("/v3/p/types/default"), std::nullopt);
+  EXPECT_EQ(object_in_path("/v2.1/servers/s"), std::nullopt);
+}
+
 TEST(AccessPolicyTest, ServersAndTheirOwners) {
   EXPECT_EQ(server_in_path("/v2.1/servers/abc"), "abc");
   EXPECT_EQ(server_in_path("/v2.1/alpha/servers/abc/os-volume_attachments/v"), "abc");

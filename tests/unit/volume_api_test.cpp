@@ -344,7 +344,10 @@ TEST_F(VolumeApiTest, VolumeMetadataRoutes) {
   EXPECT_EQ(call("POST", base, R"({"metadata": {"k": 5}})").first, 400);
   EXPECT_EQ(call("POST", base, R"({"meta": {"k": "v"}})").first, 400);
   EXPECT_EQ(call("GET", base).second["metadata"], json::object()) << "refused requests change nothing";
-  EXPECT_EQ(call("GET", "/v3/other/volumes/" + id + "/metadata").first, 404);
+  // Another project's member does not find it (an admin would: see the projects and roles tests).
+  RequestHeaders other;
+  other.caller = {.project = "other", .role = Role::member};
+  EXPECT_EQ(call("GET", "/v3/other/volumes/" + id + "/metadata", "", other).first, 404);
   // Since 3.15: an ETag, and If-Match refuses a stale update with 412.
   call_at(15, "GET", base);
   const std::string etag = header("ETag");
@@ -692,8 +695,15 @@ TEST_F(VolumeApiTest, AMemberSeesAndActsOnItsProjectsObjectsOnly) {
   }
   auto all = call("GET", "/v3/ops/volumes/detail?all_tenants=1", "", admin);
   EXPECT_EQ(all.second["volumes"][0]["os-vol-tenant-attr:tenant_id"], "beta");
-  // ... and it acts in any project its URL names.
+  // ... and it acts in any project its URL names, and reaches any project's object through any
+  // project's URL (the request then acts in the object's project).
   EXPECT_EQ(call("GET", "/v3/beta/volumes/" + vol, "", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v3/ops/volumes/" + vol, "", admin).second["volume"]["os-vol-tenant-attr:tenant_id"], "beta");
+  EXPECT_EQ(call("GET", "/v3/ops/snapshots/" + snap + "?x=1", "", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v3/ops/attachments/" + att, "", admin).first, 200);
+  EXPECT_EQ(call("PUT", "/v3/ops/volumes/" + vol, R"({"volume": {"description": "by the admin"}})", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v3/beta/volumes/" + vol, "", bob).second["volume"]["description"], "by the admin");
+  EXPECT_EQ(call("GET", "/v3/ops/volumes/00000000-0000-4000-8000-000000000000", "", admin).first, 404);
 }
 
 TEST_F(VolumeApiTest, AdminActionsAreForbiddenToMembers) {
