@@ -62,10 +62,11 @@ std::vector<Finding> check_directories(const ControllerConfig& config, bool libv
     const bool exists = std::filesystem::is_directory(config.state_dir, ec);
     const auto where = exists ? std::filesystem::path(config.state_dir) : existing_ancestor(config.state_dir);
     if (::access(where.c_str(), W_OK | X_OK) != 0) {
+      const std::string why = std::strerror(errno);
       state.severity = Severity::failure;
-      state.what = config.state_dir + (exists ? " is not writable by this user" : " cannot be created: " +
-                                                                                      where.string() + " is not writable") +
-                   " (" + std::strerror(errno) + ")";
+      state.what = config.state_dir +
+                   (exists ? " is not writable by this user" : " cannot be created: " + where.string() + " is not writable") +
+                   " (" + why + ")";
       state.fix = "run the controller as the user that owns it, or give another --state-dir";
     } else {
       state.what = config.state_dir + (exists ? " is writable" : " can be created");
