@@ -286,7 +286,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   }
   if (root.contains("tokens")) {
     const json& list = root["tokens"];
-    if (!list.is_array()) bad(where + ".tokens", "expected a list of {\"project\", \"role\", \"token_file\" or \"token_sha256\"}");
+    if (!list.is_array())
+      bad(where + ".tokens", "expected a list of {\"project\", \"role\", \"token_file\" or \"token_sha256\"}");
     for (size_t i = 0; i < list.size(); ++i) {
       const std::string w = where + ".tokens[" + std::to_string(i) + "]";
       only_keys(list[i], w, {"project", "role", "token_file", "token_sha256"});

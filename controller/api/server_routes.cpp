@@ -133,7 +133,8 @@ void add_server_routes(Router& r, Hypervisor& hypervisor, ComputeService* comput
       const ServerFilter filter(q);
       json servers = json::array();
       for (const auto& s : hypervisor.with_driver([](VirtDriver& d) { return d.list_servers(); }))
-        if (filter.matches(s) && may_see_server(q.headers.caller, s.project)) servers.push_back(detailed ? detail(q, s, compute) : summary(q, s));
+        if (filter.matches(s) && may_see_server(q.headers.caller, s.project))
+          servers.push_back(detailed ? detail(q, s, compute) : summary(q, s));
       return json_response(200, {{"servers", servers}});
     };
   };

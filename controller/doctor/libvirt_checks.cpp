@@ -97,7 +97,8 @@ std::vector<std::string> missing_qemu_features(const std::string& device_help, c
       missing.push_back(std::string("device ") + device);
   // "Supported formats: ... nbd ..." (the block drivers, protocols included).
   const size_t line = format_help.find("Supported formats:");
-  const std::string formats = line == std::string::npos ? "" : format_help.substr(line, format_help.find('\n', line) - line) + " ";
+  const std::string formats =
+      line == std::string::npos ? "" : format_help.substr(line, format_help.find('\n', line) - line) + " ";
   if (formats.find(" nbd ") == std::string::npos) missing.push_back("block driver nbd");
   return missing;
 }
