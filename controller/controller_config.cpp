@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "controller/api/token_table.hpp"
 #include "controller/pools/iscsi_name.hpp"
 #include "crypto/chap_secret.hpp"
 
@@ -77,6 +78,7 @@ void check_image_dirs(const ControllerConfig& config) {
     const auto dir = std::filesystem::absolute(image_dir).lexically_normal();
     std::vector<std::string> private_paths = {config.state_dir, config.database, config.token_file,
                                               config.master_key_file};
+    for (const auto& token : config.tokens) private_paths.push_back(token.token_file);
     for (const auto& pool : config.pools) {
       private_paths.push_back(pool.directory);
       private_paths.push_back(pool.ceph_keyring);
@@ -243,7 +245,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
              "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout",
-             "cross_az_attach"});
+             "cross_az_attach", "tokens"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -280,6 +282,31 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       if (!t.is_number() || t.get<double>() < 0.05 || t.get<double>() > 600)
         bad(w + ".device_detach_timeout", "must be a number of seconds, from 0.05 to 600");
       config.libvirt_detach.wait_per_attempt = std::chrono::milliseconds(static_cast<int64_t>(t.get<double>() * 1000));
+    }
+  }
+  if (root.contains("tokens")) {
+    const json& list = root["tokens"];
+    if (!list.is_array())
+      bad(where + ".tokens", "expected a list of {\"project\", \"role\", \"token_file\" or \"token_sha256\"}");
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string w = where + ".tokens[" + std::to_string(i) + "]";
+      only_keys(list[i], w, {"project", "role", "token_file", "token_sha256"});
+      ApiTokenConfig token;
+      std::string role = "member";
+      get(list[i], "project", token.project, w);
+      get(list[i], "role", role, w);
+      get(list[i], "token_file", token.token_file, w);
+      get(list[i], "token_sha256", token.token_sha256, w);
+      if (!is_project_name(token.project)) bad(w + ".project", "must be 1-64 letters, digits, '-' or '_'");
+      auto parsed = role_from_string(role);
+      if (!parsed) bad(w + ".role", "must be admin or member, not '" + role + "'");
+      token.role = *parsed;
+      if (token.token_file.empty() == token.token_sha256.empty())
+        bad(w, "give the token as exactly one of token_file and token_sha256");
+      if (!token.token_sha256.empty() && !TokenTable::digest_from_hex(token.token_sha256))
+        bad(w + ".token_sha256", "must be 64 hex digits (sha256sum of the token)");
+      token.token_file = resolve(token.token_file, dir);
+      config.tokens.push_back(std::move(token));
     }
   }
   if (root.contains("server_shutdown_timeout")) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "controller/api/api_server_limits.hpp"
+#include "controller/api/caller.hpp"
 #include "controller/pools/pool.hpp"
 #include "controller/domain/quota.hpp"
 #include "controller/pools/scheduler.hpp"
@@ -43,12 +44,23 @@ struct GatewayConfig {
   std::chrono::milliseconds repair_interval{std::chrono::seconds(30)};
 };
 
+// One API token beyond `token_file` (the `tokens` list): the project it acts in and its role,
+// and the token itself in a file, or only its SHA-256 digest (64 hex digits) in the config.
+struct ApiTokenConfig {
+  std::string project;
+  Role role = Role::member;
+  std::string token_file;
+  std::string token_sha256;
+};
+
 struct ControllerConfig {
   std::string state_dir;
   std::string database;         // default: STATE_DIR/controller.db
   std::string unix_socket;      // default: STATE_DIR/controller.sock; "none": TCP only
   std::string tcp_listen;       // HOST:PORT, optional
-  std::string token_file;       // default: STATE_DIR/token, generated on first start
+  std::string token_file;       // default: STATE_DIR/token, generated on first start: an admin of
+                                // project "default" (where Nova's bare /v2.1 URLs act)
+  std::vector<ApiTokenConfig> tokens;  // more tokens, each with its project and role
   std::string master_key_file;  // default: STATE_DIR/master.key, generated on first start
   // Where `imageRef` may take image files from; default: STATE_DIR/images (created at start).
   std::vector<std::string> image_dirs;

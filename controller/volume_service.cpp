@@ -114,14 +114,26 @@ Volume VolumeService::get_volume(const std::string& project, const std::string& 
   return services_.get_volume(project, id);
 }
 
-std::vector<Volume> VolumeService::list_volumes(const std::string& project) { return store_.list_volumes(project); }
+std::optional<std::string> VolumeService::owner_of(std::string_view kind, const std::string& id) {
+  if (kind == "volumes")
+    if (auto v = store_.find_volume(id)) return v->project;
+  if (kind == "snapshots")
+    if (auto s = store_.find_snapshot(id)) return s->project;
+  if (kind == "attachments")
+    if (auto a = store_.find_attachment(id)) return a->project;
+  return std::nullopt;
+}
+
+std::vector<Volume> VolumeService::list_volumes(const std::optional<std::string>& project) {
+  return project ? store_.list_volumes(*project) : store_.all_volumes();
+}
 
 Snapshot VolumeService::get_snapshot(const std::string& project, const std::string& id) {
   return services_.get_snapshot(project, id);
 }
 
-std::vector<Snapshot> VolumeService::list_snapshots(const std::string& project) {
-  return store_.list_snapshots(project);
+std::vector<Snapshot> VolumeService::list_snapshots(const std::optional<std::string>& project) {
+  return project ? store_.list_snapshots(*project) : store_.all_snapshots();
 }
 
 // ------------------------------------------------------------------------------ names and metadata
@@ -264,8 +276,8 @@ Attachment VolumeService::get_attachment(const std::string& project, const std::
   return controller::get_attachment(services_, project, id);
 }
 
-std::vector<Attachment> VolumeService::list_attachments(const std::string& project) {
-  return store_.list_attachments(project);
+std::vector<Attachment> VolumeService::list_attachments(const std::optional<std::string>& project) {
+  return project ? store_.list_attachments(*project) : store_.all_attachments();
 }
 
 std::vector<Attachment> VolumeService::attachments_of(const std::string& volume_id) {

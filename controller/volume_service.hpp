@@ -18,6 +18,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -93,7 +94,11 @@ class VolumeService {
   Volume get_volume(const std::string& project, const std::string& id);
   // Any project's volume, for views of records that name it.
   std::optional<Volume> find_volume(const std::string& id) { return store_.find_volume(id); }
-  std::vector<Volume> list_volumes(const std::string& project);
+  // The project that owns a volume, snapshot or attachment (`kind` "volumes", "snapshots" or
+  // "attachments", as in the API's paths); nullopt when there is none by that id.
+  std::optional<std::string> owner_of(std::string_view kind, const std::string& id);
+  // The project's volumes; every project's with nullopt (an admin's all_tenants list).
+  std::vector<Volume> list_volumes(const std::optional<std::string>& project);
   Volume update_volume(const std::string& project, const std::string& id, const ResourceChanges& changes);
 
   // Volume metadata. `merge`: the given keys are added or replaced, the others kept; otherwise
@@ -109,7 +114,7 @@ class VolumeService {
                            const std::string& description, bool force);
   void delete_snapshot(const std::string& project, const std::string& id);
   Snapshot get_snapshot(const std::string& project, const std::string& id);
-  std::vector<Snapshot> list_snapshots(const std::string& project);
+  std::vector<Snapshot> list_snapshots(const std::optional<std::string>& project);  // nullopt: all
   Snapshot update_snapshot(const std::string& project, const std::string& id, const ResourceChanges& changes);
 
   // Attachments (Cinder's v3 attachment API). All run whole on the caller's thread.
@@ -121,7 +126,7 @@ class VolumeService {
   // Returns the attachments the volume still has.
   std::vector<Attachment> delete_attachment(const std::string& project, const std::string& id);
   Attachment get_attachment(const std::string& project, const std::string& id);
-  std::vector<Attachment> list_attachments(const std::string& project);
+  std::vector<Attachment> list_attachments(const std::optional<std::string>& project);  // nullopt: all
   std::vector<Attachment> attachments_of(const std::string& volume_id);
   // Whether the volume's type lets it have more than one attachment.
   bool multiattach(const Volume& volume) const;

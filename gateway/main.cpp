@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "controller/cli/controller_command.hpp"
+#include "controller/cli/doctor_command.hpp"
 #include "controller/cli/volume_command.hpp"
 #include "gateway/luks_command.hpp"
 #include "gateway/serve_command.hpp"
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
   auto* luks = volgate::gateway::add_luks_command(app, luks_options);
   volgate::controller::ControllerOptions controller_options;
   auto* controller = volgate::controller::add_controller_command(app, controller_options);
+  volgate::controller::DoctorOptions doctor_options;
+  auto* doctor = volgate::controller::add_doctor_command(app, doctor_options);
   volgate::controller::ClientCommandOptions client_options;
   auto client = volgate::controller::add_client_commands(app, client_options);
 
@@ -49,6 +52,7 @@ int main(int argc, char** argv) {
   if (serve->parsed()) return volgate::gateway::run_serve(serve_options);
   if (luks->parsed()) return volgate::gateway::run_luks(*luks, luks_options);
   if (controller->parsed()) return volgate::controller::run_controller(controller_options);
+  if (doctor->parsed()) return volgate::controller::run_doctor(doctor_options);
   if (auto rc = volgate::controller::run_client_commands(client, client_options)) return *rc;
   return 2;
 }

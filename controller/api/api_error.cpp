@@ -6,6 +6,7 @@ int ApiError::http_status() const {
   switch (kind) {
     case Kind::bad_request: return 400;
     case Kind::unauthorized: return 401;
+    case Kind::forbidden: return 403;
     case Kind::not_found: return 404;
     case Kind::method_not_allowed: return 405;
     case Kind::not_acceptable: return 406;
@@ -22,6 +23,7 @@ std::string_view ApiError::fault_name() const {
   switch (kind) {
     case Kind::bad_request: return "badRequest";
     case Kind::unauthorized: return "unauthorized";
+    case Kind::forbidden: return "forbidden";
     case Kind::not_found: return "itemNotFound";
     case Kind::method_not_allowed: return "HTTPMethodNotAllowed";
     // Cinder has no fault name of its own for these statuses and uses its generic one.

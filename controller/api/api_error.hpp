@@ -12,6 +12,7 @@ class ApiError : public std::runtime_error {
   enum class Kind {
     bad_request,
     unauthorized,
+    forbidden,  // the caller's role may not do this (403)
     not_found,
     method_not_allowed,
     not_acceptable,  // a microversion outside the offered range (406)
@@ -34,6 +35,9 @@ class ApiError : public std::runtime_error {
 }
 [[noreturn]] inline void not_found(const std::string& message) {
   throw ApiError(ApiError::Kind::not_found, message);
+}
+[[noreturn]] inline void forbidden(const std::string& message) {
+  throw ApiError(ApiError::Kind::forbidden, message);
 }
 [[noreturn]] inline void conflict(const std::string& message) {
   throw ApiError(ApiError::Kind::conflict, message);

@@ -1,6 +1,5 @@
 #include "controller/api/api_server.hpp"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -179,9 +178,9 @@ struct ApiServer::Listeners {
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> tcp;
 };
 
-ApiServer::ApiServer(VolumeApi& api, crypto::SecureBytes token, unsigned threads, ApiServerLimits limits)
+ApiServer::ApiServer(VolumeApi& api, TokenTable tokens, unsigned threads, ApiServerLimits limits)
     : api_(api),
-      token_(std::move(token)),
+      tokens_(std::move(tokens)),
       threads_(threads),
       limits_(limits),
       listeners_(std::make_unique<Listeners>()) {}
@@ -279,14 +278,19 @@ uint16_t ApiServer::listen_tcp(const std::string& host_port) {
 
 ApiResponse ApiServer::handle(std::string_view method, std::string_view target, std::string_view token,
                               const std::string& body, const RequestHeaders& headers) {
-  const bool token_ok =
-      token.size() == token_.size() && CRYPTO_memcmp(token.data(), token_.data(), token_.size()) == 0;
-  if (!token_ok && !VolumeApi::open_to_anyone(method, target)) {
+  const std::optional<Caller> caller = tokens_.find(token);
+  if (!caller && !VolumeApi::open_to_anyone(method, target)) {
     spdlog::info("{} {}: 401 (no valid X-Auth-Token)", method, target);
     return error_response(401, "unauthorized", "The request needs a valid X-Auth-Token.");
   }
-  ApiResponse r = api_.handle(std::string(method), std::string(target), body, headers);
-  spdlog::info("{} {}: {}", method, target, r.status);
+  RequestHeaders with_caller = headers;
+  with_caller.caller = caller.value_or(Caller{});  // without a token: a member of no project
+  ApiResponse r = api_.handle(std::string(method), std::string(target), body, with_caller);
+  // Who asked (never the token): a refusal can be traced to the project whose token it was.
+  if (caller)
+    spdlog::info("{} {} ({} of {}): {}", method, target, to_string(caller->role), caller->project, r.status);
+  else
+    spdlog::info("{} {} (no token): {}", method, target, r.status);
   return r;
 }
 

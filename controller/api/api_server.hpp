@@ -2,7 +2,8 @@
 // The HTTP transport of the REST API (Boost.Beast): a unix socket (mode 0600, so only its owner
 // can connect) and/or TCP listeners, a few I/O threads (each request is then handled on a thread
 // of its own), HTTP/1.1 keep-alive, and the X-Auth-Token check in front of VolumeApi (all but
-// the versions document need it, as in Cinder).
+// the versions document need it, as in Cinder): the token says who the caller is (its project
+// and role, token_table.hpp), which VolumeApi's policy then applies (access_policy.hpp).
 //
 // No client can hold the server: a connection waits at most `idle` for a request to begin,
 // `header` for its header and `body` for its body, and `write` for the answer to be taken;
@@ -22,14 +23,14 @@
 
 #include "controller/api/api_server_limits.hpp"
 #include "controller/api/volume_api.hpp"
-#include "crypto/secure_bytes.hpp"
+#include "controller/api/token_table.hpp"
 
 namespace volgate::controller {
 
 class ApiServer {
  public:
-  // `token`: what X-Auth-Token must carry (compared in constant time; wiped when the server goes).
-  ApiServer(VolumeApi& api, crypto::SecureBytes token, unsigned threads = 2, ApiServerLimits limits = {});
+  // `tokens`: the X-Auth-Token values it accepts, and who each is.
+  ApiServer(VolumeApi& api, TokenTable tokens, unsigned threads = 2, ApiServerLimits limits = {});
   ~ApiServer();
 
   // Replaces a socket file a dead controller left; refuses one a live process listens on, and
@@ -61,7 +62,7 @@ class ApiServer {
   void pause_accepting(Acceptor& acceptor, const boost::system::error_code& ec);
 
   VolumeApi& api_;
-  crypto::SecureBytes token_;
+  const TokenTable tokens_;
   unsigned threads_;
   ApiServerLimits limits_;
   boost::asio::io_context io_;

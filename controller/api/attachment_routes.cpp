@@ -1,6 +1,7 @@
 // Cinder's attachment API (microversion 3.27 on; os-complete from 3.44): a host reserves a
 // volume for an instance, sends its connector to get connection info, says when it has
 // attached, and deletes the attachment when it has let the volume go.
+#include "controller/api/access_policy.hpp"
 #include "controller/api/api_error.hpp"
 #include "controller/api/attachment_view.hpp"
 #include "controller/api/request_parsing.hpp"
@@ -94,7 +95,7 @@ void add_attachment_routes(Router& r, VolumeService& service) {
   auto list = [&service](bool detail) {
     return [&service, detail](const ApiRequest& q) {
       require_version(q, 27);
-      std::vector<Attachment> all = service.list_attachments(project_of(q));
+      std::vector<Attachment> all = service.list_attachments(listed_project(q));
       // Cinder's filters for this list: by volume and by instance.
       const auto volume = q.query_value("volume_id");
       const auto instance = q.query_value("instance_id");

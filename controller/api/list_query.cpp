@@ -39,7 +39,7 @@ ListQuery parse_list_query(const ApiRequest& request, const std::set<std::string
     } else if (key == "with_count") {
       q.with_count = value == "true" || value == "True" || value == "1";
     } else if (key == "all_tenants" || key == "is_public") {
-      // Accepted, no effect (see the header).
+      // all_tenants is the list's own (see the header); is_public has no effect.
     } else if (key == "sort") {
       size_t at = 0;
       while (at <= value.size()) {

@@ -4,8 +4,8 @@
 // which the page starts), `offset`, `with_count` (3.45) and `all_tenants`. A parameter the list
 // does not know is a 400 naming it, as Cinder answers filters it does not allow.
 //
-// `all_tenants` is accepted and changes nothing: every request acts in the project of its
-// path, and there are no per-user roles that would make a cross-project view meaningful.
+// `all_tenants` is read by the list itself (listed_project() in access_policy.hpp: an admin's
+// list then spans every project; a member's stays in its own).
 #include <algorithm>
 #include <cstddef>
 #include <functional>

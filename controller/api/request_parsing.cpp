@@ -90,14 +90,12 @@ Metadata metadata_from_json(const json& value, const char* what) {
 const std::string& project_of(const ApiRequest& r, const char* param) { return checked_project_name(r.param(param)); }
 
 const std::string& checked_project_name(const std::string& project) {
-  bool valid = !project.empty() && project.size() <= 64;
-  for (char c : project) valid = valid && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_');
-  if (!valid) bad_request("Project '" + project + "' must be 1-64 letters, digits, '-' or '_'.");
+  if (!is_project_name(project)) bad_request("Project '" + project + "' must be 1-64 letters, digits, '-' or '_'.");
   return project;
 }
 
 std::string compute_project_of(const ApiRequest& request) {
-  return request.params.count("project") ? project_of(request) : std::string("default");
+  return request.params.count("project") ? project_of(request) : request.headers.caller.project;
 }
 
 }  // namespace volgate::controller

@@ -42,7 +42,7 @@ const std::string& checked_project_name(const std::string& project);
 // in the database.
 const std::string& project_of(const ApiRequest& request, const char* param = "project");
 // The project of a Nova request: /v2.1/{project}/... acts in that project, the bare /v2.1/...
-// in "default" (the token here is the operator's).
+// in its token's (the operator's token_file is project "default"'s).
 std::string compute_project_of(const ApiRequest& request);
 
 }  // namespace volgate::controller

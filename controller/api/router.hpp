@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "controller/api/api_version.hpp"
+#include "controller/api/caller.hpp"
 
 namespace volgate::controller {
 
@@ -29,6 +30,9 @@ struct RequestHeaders {
   // Not a header: the id the API gives this request ("req-UUID"), which it answers in
   // x-openstack-request-id and the action log keeps.
   std::string request_id;
+  // Not a header: who sent it, from its token (ApiServer sets it for every request; what calls
+  // VolumeApi in the process itself, e.g. the unit tests, is the operator).
+  Caller caller{.project = "default", .role = Role::admin};
 };
 
 struct ApiRequest {

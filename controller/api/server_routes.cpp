@@ -6,6 +6,7 @@
 // networks or key pair here: those are empty as in a server booted from a volume).
 #include <regex>
 
+#include "controller/api/access_policy.hpp"
 #include "controller/api/api_error.hpp"
 #include "controller/api/request_parsing.hpp"
 #include "controller/api/route_groups.hpp"
@@ -46,7 +47,7 @@ json detail(const ApiRequest& q, const Server& s, ComputeService* compute) {
   const auto& v = q.version;
   json j = summary(q, s);
   j["status"] = state.status;
-  j["tenant_id"] = compute_project_of(q);
+  j["tenant_id"] = s.project.empty() ? compute_project_of(q) : s.project;
   j["user_id"] = "volgate";
   j["metadata"] = json::object();
   j["hostId"] = "";
@@ -132,7 +133,8 @@ void add_server_routes(Router& r, Hypervisor& hypervisor, ComputeService* comput
       const ServerFilter filter(q);
       json servers = json::array();
       for (const auto& s : hypervisor.with_driver([](VirtDriver& d) { return d.list_servers(); }))
-        if (filter.matches(s)) servers.push_back(detailed ? detail(q, s, compute) : summary(q, s));
+        if (filter.matches(s) && may_see_server(q.headers.caller, s.project))
+          servers.push_back(detailed ? detail(q, s, compute) : summary(q, s));
       return json_response(200, {{"servers", servers}});
     };
   };

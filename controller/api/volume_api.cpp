@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "controller/api/access_policy.hpp"
 #include "controller/api/api_error.hpp"
 #include "controller/api/attachment_view.hpp"
 #include "controller/api/list_query.hpp"
@@ -202,7 +203,7 @@ ListPage<Volume> query_volumes(VolumeService& service, const ApiRequest& q) {
       if (!v.metadata.count(k) || v.metadata.at(k) != value) return false;
     return true;
   };
-  return apply_list_query<Volume>(query, service.list_volumes(project_of(q)), field,
+  return apply_list_query<Volume>(query, service.list_volumes(listed_project(q)), field,
                                   [](const Volume& v) { return v.id; }, matches);
 }
 
@@ -219,7 +220,7 @@ ListPage<Snapshot> query_snapshots(VolumeService& service, const ApiRequest& q) 
     if (key == "created_at") return s.created_at;
     return s.updated_at;
   };
-  return apply_list_query<Snapshot>(parse_list_query(q, filters, sort_keys), service.list_snapshots(project_of(q)),
+  return apply_list_query<Snapshot>(parse_list_query(q, filters, sort_keys), service.list_snapshots(listed_project(q)),
                                     field, [](const Snapshot& s) { return s.id; });
 }
 
@@ -254,10 +255,12 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
   std::optional<ApiVersion> version;
   ApiResponse r;
   try {
+    authorize_request(headers.caller, method, target);
     if (!documents)
       version = compute ? negotiate_compute_version(headers.api_version, headers.nova_api_version)
                         : negotiate_api_version(headers.api_version);
-    r = router_.dispatch(method, target, body, version.value_or(kMinApiVersion), headers);
+    if (compute) check_server_owner(path, headers.caller);
+    r = router_.dispatch(method, admin_target(target, headers.caller), body, version.value_or(kMinApiVersion), headers);
   } catch (const ApiError& e) {
     r = error_response(e.http_status(), e.fault_name(), e.what());
   } catch (const IllegalTransition& e) {
@@ -280,7 +283,30 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
   return r;
 }
 
-VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeService* compute) : service_(service) {
+// A member reaches only its project's servers: a path that names another's (or one no project
+// owns) is answered as if there were no such server.
+void VolumeApi::check_server_owner(std::string_view path, const Caller& caller) {
+  if (caller.admin() || !hypervisor_) return;
+  const auto id = server_in_path(path);
+  if (!id) return;
+  auto server = hypervisor_->with_driver([&](VirtDriver& d) { return d.find_server(*id); });
+  if (server && !may_see_server(caller, server->project)) not_found("Instance " + *id + " could not be found.");
+}
+
+// An admin reaches any project's volume, snapshot or attachment through any project's URL, as in
+// Cinder (where an admin's lookups are not scoped): the request then acts in the object's own
+// project, whose quotas and attachments it concerns.
+std::string VolumeApi::admin_target(const std::string& target, const Caller& caller) {
+  if (!caller.admin()) return target;
+  const auto object = object_in_path(target);
+  if (!object) return target;
+  const auto owner = service_.owner_of(object->kind, object->id);
+  if (!owner || *owner == object->project) return target;
+  return target.substr(0, object->project_at) + *owner + target.substr(object->project_at + object->project.size());
+}
+
+VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeService* compute)
+    : service_(service), hypervisor_(hypervisor) {
   Router& r = router_;
   auto base_url = [](const ApiRequest& q) { return q.headers.host.empty() ? "" : "http://" + q.headers.host; };
   // "/" offers a choice of versions (300, as Cinder); /v3 describes the one it is.
@@ -312,7 +338,7 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
       if (key != "all_tenants") bad_request("Invalid filters " + key.substr(0, 64) + " are found in query options.");
     uint64_t total_size = 0;
     std::map<std::string, std::set<std::string>> metadata;  // key -> the values volumes give it
-    const auto volumes = service_.list_volumes(project_of(q));
+    const auto volumes = service_.list_volumes(listed_project(q));
     for (const auto& v : volumes) {
       total_size += v.size_gb;
       for (const auto& [key, value] : v.metadata) metadata[key].insert(value);
@@ -510,6 +536,7 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
   if (!j.is_object() || j.size() != 1)
     bad_request("An action body is an object with exactly one action, e.g. {\"os-extend\": {\"new_size\": 2}}.");
   const std::string action = j.begin().key();
+  if (admin_only_volume_action(action)) require_admin(q.headers.caller, "do " + action);
   if (action == "os-extend") {
     json e = parse_body(q.body, "os-extend", {"new_size"});
     service_.extend_volume(project, q.param("id"), size_field(e, "new_size", true));

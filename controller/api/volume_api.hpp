@@ -40,8 +40,11 @@ class VolumeApi {
   ApiResponse create_volume(const ApiRequest& request);
   ApiResponse volume_action(const ApiRequest& request);
   ApiResponse create_snapshot(const ApiRequest& request);
+  void check_server_owner(std::string_view path, const Caller& caller);
+  std::string admin_target(const std::string& target, const Caller& caller);
 
   VolumeService& service_;
+  Hypervisor* hypervisor_;
   Router router_;  // every route, in the constructor
 };
 

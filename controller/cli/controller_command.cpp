@@ -78,6 +78,28 @@ void warn_if_readable_by_others(const std::string& path, const char* what) {
                  st.st_mode & 07777);
 }
 
+// Every token the API accepts, by digest: the operator's token_file (an admin of project
+// "default") and the config's `tokens`. Token files are read, hashed and wiped here.
+TokenTable api_tokens(const ControllerConfig& config) {
+  TokenTable table;
+  auto add_file = [&](const std::string& path, Caller caller) {
+    warn_if_readable_by_others(path, "API token");
+    crypto::SecureBytes token = read_token(path);
+    table.add(TokenTable::digest_of(std::string_view(token.chars(), token.size())), std::move(caller));
+  };
+  try {
+    add_file(config.token_file, {.project = "default", .role = Role::admin});
+    for (const auto& t : config.tokens) {
+      Caller caller{.project = t.project, .role = t.role};
+      if (!t.token_file.empty()) add_file(t.token_file, std::move(caller));
+      else table.add(*TokenTable::digest_from_hex(t.token_sha256), std::move(caller));
+    }
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("tokens: ") + e.what());
+  }
+  return table;
+}
+
 // Each API connection is a descriptor: allow as many as the hard limit permits.
 void raise_descriptor_limit() {
   struct rlimit limit{};
@@ -133,9 +155,10 @@ CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options) {
       "controller",
       "Run the volume service (what Cinder does): volumes and snapshots in pools, quotas, a scheduler,\n"
       "state in SQLite, a REST API shaped like Cinder's v3 on a unix socket (mode 0600) and/or TCP,\n"
-      "protected by a token file. With only --state-dir, everything lives in that directory: the\n"
-      "database, one file pool (DIR/pool), the socket DIR/controller.sock, the token DIR/token and\n"
-      "the master key DIR/master.key (both generated on first start).\n"
+      "protected by tokens, each acting in its project as a member or an admin (the config's tokens;\n"
+      "the token file is an admin's). With only --state-dir, everything lives in that directory:\n"
+      "the database, one file pool (DIR/pool), the socket DIR/controller.sock, the admin token\n"
+      "DIR/token and the master key DIR/master.key (both generated on first start).\n"
       "Attached volumes are served by the gateway on the control socket DIR/run/gateway.sock (NBD on\n"
       "DIR/run/nbd.sock); with --gateway the controller starts that gateway itself when none answers.");
   cmd->add_option("--config", options.config_file, "JSON config file (see README, section Controller)")
@@ -199,8 +222,7 @@ int run_controller(const ControllerOptions& options) {
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     raise_descriptor_limit();
     ensure_token_file(config.token_file);
-    warn_if_readable_by_others(config.token_file, "API token");
-    crypto::SecureBytes token = read_token(config.token_file);
+    TokenTable tokens = api_tokens(config);
     if (::access(config.master_key_file.c_str(), F_OK) != 0) {
       KeyWrap::create_key_file(config.master_key_file);
       spdlog::info("created master key file {}", config.master_key_file);
@@ -240,7 +262,7 @@ int run_controller(const ControllerOptions& options) {
     if (!config.libvirt_uri.empty()) compute->recover();
 
     api = std::make_unique<VolumeApi>(*service, hypervisor.get(), compute.get());
-    server = std::make_unique<ApiServer>(*api, std::move(token), 2, config.api_limits);
+    server = std::make_unique<ApiServer>(*api, std::move(tokens), 2, config.api_limits);
     if (!config.unix_socket.empty()) {
       server->listen_unix(config.unix_socket);
       listening.push_back("unix:" + config.unix_socket);

@@ -405,6 +405,15 @@ std::vector<Snapshot> SqliteStore::list_snapshots(const std::string& project) {
   return out;
 }
 
+std::vector<Snapshot> SqliteStore::all_snapshots() {
+  std::lock_guard lock(mutex_);
+  std::string sql = std::string("SELECT ") + kSnapshotColumns + " FROM snapshots ORDER BY created_at";
+  Statement s(db_, sql.c_str());
+  std::vector<Snapshot> out;
+  while (s.step()) out.push_back(read_snapshot(s));
+  return out;
+}
+
 std::vector<Snapshot> SqliteStore::snapshots_of(const std::string& volume_id) {
   std::lock_guard lock(mutex_);
   std::string sql = std::string("SELECT ") + kSnapshotColumns + " FROM snapshots WHERE volume_id = ? ORDER BY created_at";

@@ -37,6 +37,7 @@ class SqliteStore final : public Store {
   void insert_snapshot(const Snapshot& snapshot) override;
   std::optional<Snapshot> find_snapshot(const std::string& id) override;
   std::vector<Snapshot> list_snapshots(const std::string& project) override;
+  std::vector<Snapshot> all_snapshots() override;
   std::vector<Snapshot> snapshots_of(const std::string& volume_id) override;
   Snapshot update_snapshot(const std::string& id, const std::function<void(Snapshot&)>& change) override;
   void delete_snapshot(const std::string& id) override;

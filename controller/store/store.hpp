@@ -37,6 +37,7 @@ class Store {
   virtual void insert_snapshot(const Snapshot& snapshot) = 0;
   virtual std::optional<Snapshot> find_snapshot(const std::string& id) = 0;
   virtual std::vector<Snapshot> list_snapshots(const std::string& project) = 0;
+  virtual std::vector<Snapshot> all_snapshots() = 0;  // of every project
   virtual std::vector<Snapshot> snapshots_of(const std::string& volume_id) = 0;
   virtual Snapshot update_snapshot(const std::string& id, const std::function<void(Snapshot&)>& change) = 0;
   virtual void delete_snapshot(const std::string& id) = 0;

@@ -50,6 +50,35 @@ std::string uuid_of(virDomainPtr d) {
   return uuid;
 }
 
+// The project in the domain's volgate metadata element; empty when it has none. Read from the
+// domain's XML rather than with virDomainGetMetadata, which reports a domain without the element
+// as an error (that libvirt prints on stderr, once per domain and listing).
+std::string owner_of(virDomainPtr d) {
+  std::unique_ptr<char, CharFree> xml(virDomainGetXMLDesc(d, 0));
+  if (!xml) {
+    virResetLastError();  // the domain went away meanwhile: it has no owner to show
+    return "";
+  }
+  try {
+    std::istringstream in(xml.get());
+    boost::property_tree::ptree tree;
+    boost::property_tree::read_xml(in, tree);
+    auto metadata = tree.get_child_optional("domain.metadata");
+    if (!metadata) return "";
+    // Any prefix may name the namespace: the element is the one that declares it.
+    for (const auto& [name, element] : *metadata) {
+      auto attributes = element.get_child_optional("<xmlattr>");
+      if (!attributes) continue;
+      for (const auto& [attribute, value] : *attributes)
+        if (attribute.starts_with("xmlns") && value.data() == kServerOwnerNamespace)
+          return attributes->get<std::string>("project", "");
+    }
+  } catch (const boost::property_tree::ptree_error& e) {
+    spdlog::warn("domain {}: its XML is not readable ({}); no project owns it", uuid_of(d), e.what());
+  }
+  return "";
+}
+
 Server server_of(virDomainPtr d) {
   Server s;
   s.uuid = uuid_of(d);
@@ -70,6 +99,7 @@ Server server_of(virDomainPtr d) {
     s.vcpus = info.nrVirtCpu;
     s.memory_mib = info.maxMem / 1024;
   }
+  s.project = owner_of(d);
   return s;
 }
 

@@ -24,7 +24,14 @@ struct Server {
   bool persistent = true;  // a transient domain has no definition to keep a disk in
   unsigned vcpus = 0;      // what Nova's flavor would say of it
   uint64_t memory_mib = 0;
+  // The project that owns it (Nova's tenant): the `project` attribute of the element in
+  // kServerOwnerNamespace in the domain's <metadata>; empty when it has none (admins only).
+  std::string project;
 };
+
+// The namespace of volgate's element in a domain's <metadata>, e.g.
+// <volgate:owner xmlns:volgate="urn:volgate:server" project="alpha"/>.
+inline constexpr const char* kServerOwnerNamespace = "urn:volgate:server";
 
 // A disk as the domain's XML has it.
 struct GuestDisk {

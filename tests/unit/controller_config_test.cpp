@@ -210,5 +210,38 @@ TEST_F(ConfigTest, CHAPMistakesAreRefusedWithoutShowingTheSecret) {
             std::string::npos);
 }
 
+TEST_F(ConfigTest, TokensCarryAProjectAndARole) {
+  const std::string sha(64, 'a');
+  auto c = load_config(write(R"({"state_dir": ")" + dir.string() + R"(", "tokens": [
+      {"project": "alpha", "token_file": "alpha.token"},
+      {"project": "ops", "role": "admin", "token_sha256": ")" + sha + R"("}]})"),
+                       "");
+  ASSERT_EQ(c.tokens.size(), 2u);
+  EXPECT_EQ(c.tokens[0].project, "alpha");
+  EXPECT_EQ(c.tokens[0].role, Role::member);  // the default
+  EXPECT_EQ(c.tokens[0].token_file, dir.string() + "/alpha.token");  // relative to the state directory
+  EXPECT_EQ(c.tokens[1].role, Role::admin);
+  EXPECT_EQ(c.tokens[1].token_sha256, sha);
+  EXPECT_TRUE(default_config("/srv/v").tokens.empty());
+  auto with = [&](const std::string& tokens) {
+    return error_of(R"({"state_dir": ")" + dir.string() + R"(", "tokens": )" + tokens + "}");
+  };
+  EXPECT_NE(with(R"({"project": "a"})").find("tokens: expected a list"), std::string::npos);
+  EXPECT_NE(with(R"([{"project": "a", "token_file": "f", "token_sha256": ")" + sha + R"("}])")
+                .find("tokens[0]: give the token as exactly one of token_file and token_sha256"),
+            std::string::npos);
+  EXPECT_NE(with(R"([{"project": "a", "role": "root", "token_file": "f"}])").find("tokens[0].role: must be admin or member"),
+            std::string::npos);
+  EXPECT_NE(with(R"([{"project": "", "token_file": "f"}])").find("tokens[0].project"), std::string::npos);
+  EXPECT_NE(with(R"([{"project": "a", "token_sha256": "xyz"}])").find("tokens[0].token_sha256: must be 64 hex digits"),
+            std::string::npos);
+  EXPECT_NE(with(R"([{"project": "a", "token_file": "f", "secret": "x"}])").find("secret"), std::string::npos);
+  // A token file inside an image directory would be readable through imageRef.
+  EXPECT_NE(error_of(R"({"state_dir": ")" + dir.string() + R"(", "image_dirs": ["/srv/img"], "tokens": [
+      {"project": "a", "token_file": "/srv/img/a.token"}]})")
+                .find("contains /srv/img/a.token"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace volgate::controller

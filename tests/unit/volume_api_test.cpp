@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "controller/api/access_policy.hpp"
 #include "controller/api/api_error.hpp"
 #include "controller/pools/file_pool.hpp"
 #include "controller/store/sqlite_store.hpp"
@@ -343,7 +344,10 @@ TEST_F(VolumeApiTest, VolumeMetadataRoutes) {
   EXPECT_EQ(call("POST", base, R"({"metadata": {"k": 5}})").first, 400);
   EXPECT_EQ(call("POST", base, R"({"meta": {"k": "v"}})").first, 400);
   EXPECT_EQ(call("GET", base).second["metadata"], json::object()) << "refused requests change nothing";
-  EXPECT_EQ(call("GET", "/v3/other/volumes/" + id + "/metadata").first, 404);
+  // Another project's member does not find it (an admin would: see the projects and roles tests).
+  RequestHeaders other;
+  other.caller = {.project = "other", .role = Role::member};
+  EXPECT_EQ(call("GET", "/v3/other/volumes/" + id + "/metadata", "", other).first, 404);
   // Since 3.15: an ETag, and If-Match refuses a stale update with 412.
   call_at(15, "GET", base);
   const std::string etag = header("ETag");
@@ -607,6 +611,185 @@ TEST_F(VolumeApiTest, ServersWithoutAReachableHypervisorAre503) {
   EXPECT_EQ(call("GET", "/v2.1/servers").first, 503);
   // Without a hypervisor the volume API is unchanged.
   EXPECT_EQ(call("GET", "/v3/p/volumes").first, 200);
+}
+
+// ------------------------------------------------------------------ projects and roles
+
+RequestHeaders as(const std::string& project, Role role, const std::string& api_version = "volume 3.53") {
+  RequestHeaders h;
+  h.api_version = api_version;
+  h.caller = {.project = project, .role = role};
+  return h;
+}
+
+TEST_F(VolumeApiTest, AMemberSeesAndActsOnItsProjectsObjectsOnly) {
+  const auto alice = as("alpha", Role::member), bob = as("beta", Role::member), admin = as("ops", Role::admin);
+  auto made = call("POST", "/v3/beta/volumes", R"({"volume": {"size": 1, "name": "b"}})", bob);
+  ASSERT_EQ(made.first, 202) << made.second.dump();
+  const std::string vol = made.second["volume"]["id"];
+  made = call("POST", "/v3/beta/snapshots", R"({"snapshot": {"volume_id": ")" + vol + R"("}})", bob);
+  ASSERT_EQ(made.first, 202) << made.second.dump();
+  const std::string snap = made.second["snapshot"]["id"];
+  made = call("POST", "/v3/beta/attachments", R"({"attachment": {"volume_uuid": ")" + vol + R"("}})", bob);
+  ASSERT_EQ(made.first, 200) << made.second.dump();
+  const std::string att = made.second["attachment"]["id"];
+  // The owner reaches each.
+  EXPECT_EQ(call("GET", "/v3/beta/volumes/" + vol, "", bob).first, 200);
+  EXPECT_EQ(call("GET", "/v3/beta/snapshots/" + snap, "", bob).first, 200);
+  EXPECT_EQ(call("GET", "/v3/beta/attachments/" + att, "", bob).first, 200);
+
+  // Another member, through its own project's URL: none of them exists.
+  struct Request {
+    const char* method;
+    std::string path;
+    std::string body;
+  };
+  const std::vector<Request> reach = {
+      {"GET", "/volumes/" + vol, ""},
+      {"PUT", "/volumes/" + vol, R"({"volume": {"name": "mine"}})"},
+      {"DELETE", "/volumes/" + vol, ""},
+      {"POST", "/volumes/" + vol + "/action", R"({"os-extend": {"new_size": 2}})"},
+      {"POST", "/volumes/" + vol + "/action", R"({"os-reserve": null})"},
+      {"GET", "/volumes/" + vol + "/metadata", ""},
+      {"PUT", "/volumes/" + vol + "/metadata", R"({"metadata": {"k": "v"}})"},
+      {"GET", "/snapshots/" + snap, ""},
+      {"PUT", "/snapshots/" + snap, R"({"snapshot": {"name": "mine"}})"},
+      {"DELETE", "/snapshots/" + snap, ""},
+      {"POST", "/snapshots", R"({"snapshot": {"volume_id": ")" + vol + R"("}})"},
+      {"POST", "/volumes", R"({"volume": {"source_volid": ")" + vol + R"("}})"},
+      {"POST", "/volumes", R"({"volume": {"snapshot_id": ")" + snap + R"("}})"},
+      {"GET", "/attachments/" + att, ""},
+      {"PUT", "/attachments/" + att, R"({"attachment": {"connector": {"host": "h"}}})"},
+      {"POST", "/attachments/" + att + "/action", R"({"os-complete": null})"},
+      {"DELETE", "/attachments/" + att, ""},
+      {"POST", "/attachments", R"({"attachment": {"volume_uuid": ")" + vol + R"("}})"},
+  };
+  for (const auto& r : reach) {
+    auto answer = call(r.method, "/v3/alpha" + r.path, r.body, alice);
+    EXPECT_EQ(answer.first, 404) << r.method << " " << r.path << ": " << answer.second.dump();
+    // Through the other project's URL: refused before anything is looked up.
+    answer = call(r.method, "/v3/beta" + r.path, r.body, alice);
+    EXPECT_EQ(answer.first, 400) << r.method << " " << r.path << ": " << answer.second.dump();
+  }
+  // Lists: its own only, all_tenants or not.
+  for (const char* list : {"/volumes", "/volumes/detail", "/snapshots", "/snapshots/detail", "/attachments"}) {
+    for (const char* query : {"", "?all_tenants=1"}) {
+      auto r = call("GET", std::string("/v3/alpha") + list + query, "", alice);
+      ASSERT_EQ(r.first, 200) << list << query << ": " << r.second.dump();
+      EXPECT_TRUE(r.second.begin()->empty()) << list << query << ": " << r.second.dump();
+    }
+  }
+  EXPECT_EQ(call("GET", "/v3/alpha/volumes/summary?all_tenants=1", "", alice).second["volume-summary"]["total_count"], 0);
+  // Nothing changed for the owner.
+  auto shown = call("GET", "/v3/beta/volumes/" + vol, "", bob);
+  EXPECT_EQ(shown.second["volume"]["name"], "b");
+  EXPECT_EQ(shown.second["volume"]["status"], "reserved");
+  EXPECT_EQ(shown.second["volume"]["size"], 1);
+
+  // An admin's all_tenants lists span every project.
+  for (const char* list : {"/volumes/detail", "/snapshots", "/attachments"}) {
+    auto r = call("GET", std::string("/v3/ops") + list + "?all_tenants=1", "", admin);
+    ASSERT_EQ(r.first, 200) << r.second.dump();
+    EXPECT_EQ(r.second.begin()->size(), 1u) << list << ": " << r.second.dump();
+    EXPECT_TRUE(call("GET", std::string("/v3/ops") + list, "", admin).second.begin()->empty()) << list;
+  }
+  auto all = call("GET", "/v3/ops/volumes/detail?all_tenants=1", "", admin);
+  EXPECT_EQ(all.second["volumes"][0]["os-vol-tenant-attr:tenant_id"], "beta");
+  // ... and it acts in any project its URL names, and reaches any project's object through any
+  // project's URL (the request then acts in the object's project).
+  EXPECT_EQ(call("GET", "/v3/beta/volumes/" + vol, "", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v3/ops/volumes/" + vol, "", admin).second["volume"]["os-vol-tenant-attr:tenant_id"], "beta");
+  EXPECT_EQ(call("GET", "/v3/ops/snapshots/" + snap + "?x=1", "", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v3/ops/attachments/" + att, "", admin).first, 200);
+  EXPECT_EQ(call("PUT", "/v3/ops/volumes/" + vol, R"({"volume": {"description": "by the admin"}})", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v3/beta/volumes/" + vol, "", bob).second["volume"]["description"], "by the admin");
+  EXPECT_EQ(call("GET", "/v3/ops/volumes/00000000-0000-4000-8000-000000000000", "", admin).first, 404);
+}
+
+TEST_F(VolumeApiTest, AdminActionsAreForbiddenToMembers) {
+  const auto alice = as("alpha", Role::member), admin = as("ops", Role::admin);
+  auto made = call("POST", "/v3/alpha/volumes", R"({"volume": {"size": 1}})", alice);
+  ASSERT_EQ(made.first, 202);
+  const std::string vol = made.second["volume"]["id"];
+  const std::string action = "/v3/alpha/volumes/" + vol + "/action";
+  made = call("POST", "/v3/alpha/attachments", R"({"attachment": {"volume_uuid": ")" + vol + R"("}})", alice);
+  ASSERT_EQ(made.first, 200) << made.second.dump();
+  // 403 on its own volume, and on one that does not exist: the answer says nothing of ids.
+  for (const auto& target : {action, std::string("/v3/alpha/volumes/00000000-0000-4000-8000-000000000000/action")}) {
+    for (const char* body : {R"({"os-force_detach": {}})", R"({"os-reset_status": {"status": "available"}})",
+                             R"({"os-force_delete": null})"}) {
+      auto r = call("POST", target, body, alice);
+      EXPECT_EQ(r.first, 403) << body << ": " << r.second.dump();
+      EXPECT_NE(fault(r, "forbidden").find("Only an admin may do os-"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(call("GET", "/v3/alpha/volumes/" + vol, "", alice).second["volume"]["status"], "reserved");
+  EXPECT_EQ(call("GET", "/v3/alpha/os-services", "", alice).first, 403);
+  EXPECT_EQ(call("GET", "/v3/alpha/scheduler-stats/get_pools", "", alice).first, 403);
+  EXPECT_EQ(call("PUT", "/v3/alpha/os-quota-sets/alpha", R"({"quota_set": {"volumes": 100}})", alice).first, 403);
+  EXPECT_EQ(call("GET", "/v3/alpha/os-quota-sets/alpha", "", alice).first, 200);
+  // The owner's own actions stay open to it.
+  EXPECT_NE(call("POST", action, R"({"os-begin_detaching": null})", alice).first, 403);
+  // The admin force-detaches it (through the project's URL, as the all_tenants list names it).
+  auto r = call("POST", action, R"({"os-force_detach": {}})", admin);
+  EXPECT_EQ(r.first, 202) << r.second.dump();
+  EXPECT_EQ(call("GET", "/v3/alpha/volumes/" + vol, "", alice).second["volume"]["status"], "available");
+  EXPECT_EQ(call("PUT", "/v3/ops/os-quota-sets/alpha", R"({"quota_set": {"volumes": 100}})", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v3/ops/os-services", "", admin).first, 200);
+}
+
+// Domains owned by projects (their volgate metadata), and one owned by none.
+class OwnedServers final : public VirtDriver {
+ public:
+  std::vector<Server> list_servers() override {
+    Server a{"aaaaaaaa-1111-1111-1111-111111111111", "web-a", ServerState::running, true};
+    a.project = "alpha";
+    Server b{"bbbbbbbb-2222-2222-2222-222222222222", "web-b", ServerState::running, true};
+    b.project = "beta";
+    Server none{"cccccccc-3333-3333-3333-333333333333", "unowned", ServerState::shut_off, true};
+    return {a, b, none};
+  }
+  std::optional<Server> find_server(const std::string& id) override {
+    for (auto& s : list_servers())
+      if (s.uuid == id || s.name == id) return s;
+    return std::nullopt;
+  }
+  std::vector<GuestDisk> disks(const std::string&, bool) override { return {}; }
+  void attach_disk(const std::string&, const DiskRequest&) override {}
+  void detach_disk(const std::string&, const std::string&) override {}
+  void start_server(const std::string&) override {}
+  bool stop_server(const std::string&, std::chrono::milliseconds) override { return true; }
+};
+
+TEST_F(VolumeApiTest, AMemberSeesItsProjectsServersOnly) {
+  Hypervisor hypervisor("test:///fake", [](const std::string&) { return std::make_unique<OwnedServers>(); });
+  api = std::make_unique<VolumeApi>(*service, &hypervisor);
+  const auto alice = as("alpha", Role::member, ""), admin = as("ops", Role::admin, "");
+  auto names = [](const json& list) {
+    std::vector<std::string> out;
+    for (const auto& s : list["servers"]) out.push_back(s["name"]);
+    return out;
+  };
+  EXPECT_EQ(names(call("GET", "/v2.1/servers", "", alice).second), std::vector<std::string>{"web-a"});
+  EXPECT_EQ(names(call("GET", "/v2.1/alpha/servers/detail", "", alice).second), std::vector<std::string>{"web-a"});
+  EXPECT_EQ(names(call("GET", "/v2.1/servers", "", admin).second),
+            (std::vector<std::string>{"web-a", "web-b", "unowned"}));
+  auto shown = call("GET", "/v2.1/servers/web-a", "", alice);
+  ASSERT_EQ(shown.first, 200);
+  EXPECT_EQ(shown.second["server"]["tenant_id"], "alpha");
+  // Another project's server, or one no project owns, is not there for a member: its page and
+  // everything under it (answered before routing, so whatever the route would do).
+  for (const std::string server : {"web-b", "bbbbbbbb-2222-2222-2222-222222222222", "unowned"}) {
+    for (const std::string& path : {"/v2.1/servers/" + server, "/v2.1/alpha/servers/" + server + "/os-volume_attachments",
+                                    "/v2.1/servers/" + server + "/os-instance-actions", "/v2.1/servers/" + server + "/action"}) {
+      auto r = call(path.ends_with("action") ? "POST" : "GET", path, R"({"os-start": null})", alice);
+      EXPECT_EQ(fault(r, "itemNotFound"), "Instance " + server + " could not be found.") << path;
+    }
+  }
+  EXPECT_EQ(fault(call("GET", "/v2.1/servers/nope", "", alice), "itemNotFound"), "Instance nope could not be found.");
+  EXPECT_EQ(call("GET", "/v2.1/beta/servers", "", alice).first, 400);
+  EXPECT_EQ(call("GET", "/v2.1/servers/web-b", "", admin).first, 200);
+  EXPECT_EQ(call("GET", "/v2.1/servers/unowned", "", admin).second["server"]["tenant_id"], "ops");
 }
 
 }  // namespace
