@@ -62,7 +62,7 @@ LUKS_IMG=$DISK_TMP/luks.img
 truncate -s 40M "$LUKS_IMG"
 cryptsetup luksFormat -q --type luks2 --sector-size 4096 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
     --key-file "$T/key" "$LUKS_IMG"
-start_volgate --unix "$S" --control "$C" --fuse "$M" \
+start_volgate --unix "$S" --control "$C" --fuse "$M" --fuse-threads 3 \
     --export "file=file:$T/file.img" \
     --export "mem=memory:64M" \
     --export "ro=file:$T/ro.img,readonly" \
@@ -78,6 +78,8 @@ assert_eq "$(errno_of "os.truncate('$M/file', 1 << 30)")" EPERM "growing a file"
 assert_eq "$(errno_of "os.open('$M/file', os.O_WRONLY | os.O_TRUNC)")" EPERM "O_TRUNC"
 cmp -s "$M/ro" "$T/ro.img" || fail "the read-only export reads differently from its file"
 pass "listing, sizes, modes; read-only, truncation and O_TRUNC refused"
+grep -q "mounted; .*, 3 threads" "$VG_ERR" || fail "the mount does not say it is served on 3 threads: $(grep -m1 mounted "$VG_ERR")"
+assert_eq "$(cat /proc/"$VG_PID"/task/*/comm | grep -c '^volgate-fuse-[0-9]*$')" 3 "threads named volgate-fuse-N"
 
 # ------------------------------------------------------------------ dd, cmp with NBD, no stale cache
 head -c $((3 * 1024 * 1024 + 777)) /dev/urandom >"$T/chunk"
