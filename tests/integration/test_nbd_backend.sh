@@ -7,7 +7,9 @@
 # SIGKILLed and restarted under fio --verify: no error with reconnect-delay; without it the error
 # reaches the client at once, and the export works again once the upstream is back. LUKS2 on top
 # of an upstream, checked with the independent decryptor on the upstream's file. Bad URIs and
-# unreachable, missing, TLS-only upstreams: one line on stderr, exit code 2.
+# unreachable, missing, TLS-only upstreams, a name that does not resolve and one whose DNS server
+# never answers (given up at connect-timeout): one line on stderr, exit code 2. nbd://localhost:PORT
+# carries data (the name resolved off the device's thread).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -55,6 +57,28 @@ expect_startup_error "bad option" "connections '0'" --export "x=nbd://localhost/
 expect_startup_error "no such socket" "No such file or directory" \
     --export "x=nbd+unix:///e?socket=$T/missing.sock"
 expect_startup_error "TCP port closed" "refused" --export "x=nbd://127.0.0.1:$(free_tcp_port)/e"
+expect_startup_error "a name that does not resolve" "cannot resolve 'no-such-host.invalid'" \
+    --export "x=nbd://no-such-host.invalid/e"
+# A DNS server that never answers: resolving the name (on a thread of its own) is given up at
+# connect-timeout, and the process exits without waiting for it. volgate runs in a mount namespace
+# of its own whose /etc/resolv.conf names a UDP socket that reads queries and never answers.
+"$SYSPY" -c 'import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.77", 53))
+open(sys.argv[1], "w").write("ready\n")
+while True: s.recvfrom(512)' "$T/mute-dns.ready" &
+BG_PIDS+=("$!")
+for ((i = 0; i < 100; i++)); do [[ -s $T/mute-dns.ready ]] && break; sleep 0.05; done
+printf 'nameserver 127.0.0.77\noptions timeout:5 attempts:3\n' >"$T/resolv.conf"
+t0=$(now_ms)
+rc=0
+timeout -k 5 30 unshare -m sh -c 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh "$T/resolv.conf" \
+    "$VOLGATE" serve --unix "$T/never.sock" --export "x=nbd://mute.example/e,connect-timeout=2" \
+    >/dev/null 2>"$T/err" </dev/null || rc=$?
+ms=$(($(now_ms) - t0))
+[[ $rc == 2 ]] && grep -q "resolving 'mute.example' took longer than 2 s (connect-timeout)" "$T/err" ||
+    fail "a DNS server that never answers: exit $rc after $ms ms: $(cat "$T/err")"
+((ms < 6000)) || fail "a DNS server that never answers: volgate took $ms ms to give up (connect-timeout=2)"
+pass "a DNS server that never answers: exit 2 after $ms ms, '$(tail -c 160 "$T/err" | tr -d '\n')'"
 
 truncate -s 64M "$T/qemu.img"
 qemu-nbd -f raw --socket="$T/qemu.sock" --export-name=q --shared=4 --discard=unmap "$T/qemu.img" \
@@ -74,6 +98,19 @@ BG_PIDS+=("$!")
 for ((i = 0; i < 100; i++)); do [[ -S $T/mute.sock ]] && break; sleep 0.05; done
 expect_startup_error "handshake never answered" "connect-timeout" \
     --export "x=nbd+unix:///?socket=$T/mute.sock,connect-timeout=1"
+
+# ---- a TCP upstream by name: the name resolved off the I/O thread, its addresses tried in turn ----
+PORT=$(free_tcp_port)
+nbdkit -f -i 127.0.0.1 -p "$PORT" memory 16M 2>>"$T/nbdkit.log" &
+BG_PIDS+=("$!")
+for ((i = 0; i < 200; i++)); do nbdinfo --size "nbd://127.0.0.1:$PORT/" >/dev/null 2>&1 && break; sleep 0.05; done
+start_volgate --unix "$S" --export "t=nbd://localhost:$PORT/"
+qemu-io -f raw -c 'write -P 0x6b 1M 2M' -c 'read -P 0x6b 1M 2M' "$(u t)" | grep -q 'read 2097152/2097152' ||
+    fail "nbd://localhost:PORT: data does not go through"
+qemu-io -f raw -c 'read -P 0x6b 1M 2M' "nbd://127.0.0.1:$PORT/" | grep -q 'read 2097152/2097152' ||
+    fail "nbd://localhost:PORT: the upstream does not hold what was written through volgate"
+stop_volgate
+pass "nbd://localhost:PORT (resolved off the I/O thread): qemu-io writes through volgate land in the upstream"
 
 # ---- upstreams: nbdkit memory and file, qemu-nbd; and one with block size limits ----
 truncate -s 64M "$T/kit.img"
