@@ -6,12 +6,14 @@
 # the connection but never answers the login, or answers every step late, is given up after
 # login-timeout; IPv6 portals; with every path down, I/O waits for a path up to no-path-timeout
 # (and completes when one returns in time), then fails with EIO, and the export recovers when a
-# path is back; a LUN that grows is seen.
+# path is back; a LUN that grows is seen; the nbdkit plugin opens an iscsi:// SPEC after nbdkit
+# forks and qemu-img moves 64 MiB through it into the LUN byte for byte.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/iscsi_lib.sh"
 require_volgate
-require_tool fio nbdcopy cryptsetup
+require_tool fio nbdcopy cryptsetup nbdkit qemu-img
+. "$(dirname "$0")/nbdkit_plugin_lib.sh"
 
 IQN=iqn.2026-01.org.volgate.test:vol
 LUN=$TEST_TMP/lun.img
@@ -150,22 +152,30 @@ stop_volgate
 grep -q "path 0 127.0.0.2:$P: closing" "$VG_ERR" || fail "no closing line with the path's counters"
 pass "counters logged at exit: $(path_counters "$VG_ERR" 0)"
 
+# --- the nbdkit plugin on the LUN, through both portals ----------------------------------------
+plugin_forked_roundtrip "nbdkit plugin on iscsi://" "iscsi://$PORTALS/$IQN/1" 64
+cmp -s "$TEST_TMP/plugin.data" "$LUN" || fail "the LUN's backing file differs from what qemu-img wrote through the plugin"
+pass "the nbdkit plugin opens an iscsi:// SPEC with two portals after nbdkit forks; 64 MiB through it land in the LUN byte for byte"
+
 # --- LUKS on an iSCSI LUN ---------------------------------------------------------------------
 printf 'correct horse battery staple' >"$TEST_TMP/pass"
 "$VOLGATE" luks format --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
     --key-file "$TEST_TMP/pass" "iscsi://$PORTALS/$IQN/1" 2>"$TEST_TMP/format.err" ||
     fail "luks format on iSCSI: $(cat "$TEST_TMP/format.err")"
 cryptsetup isLuks "$LUN" || fail "cryptsetup does not see a LUKS header in the LUN after luks format"
-start_volgate --unix "$S" --export "secret=iscsi://$PORTALS/$IQN/1,luks-key-file=$TEST_TMP/pass"
+VG_LOG_LEVEL=debug start_volgate --unix "$S" --export "secret=iscsi://$PORTALS/$IQN/1,luks-key-file=$TEST_TMP/pass"
 U=$(unix_uri secret "$S")
 head -c $((8 << 20)) "$TEST_TMP/random.img" >"$TEST_TMP/plain.img"
 nbdcopy "$TEST_TMP/plain.img" "$U"
 nbdcopy "$U" "$TEST_TMP/decrypted.img"
 cmp -s -n $((8 << 20)) "$TEST_TMP/decrypted.img" "$TEST_TMP/plain.img" || fail "LUKS on iSCSI: read-back differs"
+# LUKS passes the LUN's thread on (home_context): the connections move there, as for a plain LUN.
+[[ $(grep -c "moving to the thread of export 'secret'" "$VG_ERR") -ge 2 ]] ||
+    fail "the connections to the LUKS export did not move to the iSCSI thread: $(grep -c moving "$VG_ERR") moves logged"
 grep -qF "$(head -c 4096 "$TEST_TMP/plain.img" | od -An -tx1 | head -n 1)" <(od -An -tx1 "$LUN") &&
     fail "LUKS on iSCSI: plaintext found in the LUN"
 stop_volgate
-pass "luks format and luks-key-file on an iSCSI LUN (cryptsetup recognises the header)"
+pass "luks format and luks-key-file on an iSCSI LUN (cryptsetup recognises the header; its connections served on the LUN's thread)"
 
 # --- CHAP -------------------------------------------------------------------------------------
 CHAP_IQN=$IQN-chap
