@@ -38,11 +38,6 @@ class LuksDevice final : public backends::BlockDevice {
                     backends::Completion done) override;
   void block_status(uint64_t offset, uint64_t length, backends::ExtentsCompletion done) override;
   void cache(uint64_t offset, uint64_t length, backends::Completion done) override;
-  // The base's thread, if it has one (iSCSI, an NBD upstream): NBD sessions of the encrypted
-  // export move there as they do for the plain one, so that a request does not change thread
-  // twice on the way to the base and back. Small requests are then ciphered on that thread;
-  // large ones still go to the cipher helpers, whose completions come back to it.
-  boost::asio::io_context* home_context() override { return base_->home_context(); }
 
   const backends::BlockDevice& base() const { return *base_; }
   // Not the base's home: small requests are ciphered inline on the caller's thread, and on one
