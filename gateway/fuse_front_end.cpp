@@ -275,7 +275,7 @@ void FuseFrontEnd::start() {
       if (w.index == 0) check_sizes();
     });
     w.thread = std::thread([&w] {
-      // Named for ps -L and /proc/PID/task (the tests read each thread's CPU time there).
+      // Named for ps -L and /proc/PID/task/*/comm (test_fuse.sh counts them there).
       const std::string name = "volgate-fuse-" + std::to_string(w.index);
       pthread_setname_np(pthread_self(), name.c_str());
       CurrentContextGuard current(w.io);
