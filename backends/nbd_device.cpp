@@ -46,6 +46,18 @@ struct NbdDevice::Address {
   socklen_t length = 0;
 };
 
+namespace {
+
+std::string numeric_host(const NbdDevice::Address& address) {
+  char host[NI_MAXHOST];
+  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&address.storage), address.length, host, sizeof host,
+                    nullptr, 0, NI_NUMERICHOST) != 0)
+    return "?";
+  return host;
+}
+
+}  // namespace
+
 struct NbdDevice::Request {
   Kind kind;
   uint64_t offset;
@@ -820,8 +832,9 @@ void NbdDevice::connect_failed(Connection& c, const std::string& why, bool try_n
   c.close();
   if (try_next && !stopping_ && c.next_address < c.addresses.size()) {
     // The name's next address, within the same attempt and deadline (as libnbd does).
-    spdlog::debug("nbd upstream {}: connection {}: address {} of {} failed ({}); trying the next", options_.uri,
-                  c.index, c.next_address, c.addresses.size(), why);
+    spdlog::debug("nbd upstream {}: connection {}: address {} of {} ({}) failed ({}); trying the next",
+                  options_.uri, c.index, c.next_address, c.addresses.size(),
+                  numeric_host(c.addresses[c.next_address - 1]), why);
     c.state = Connection::State::connecting;
     c.last_error.clear();
     arm_deadline(c);

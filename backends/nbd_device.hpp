@@ -61,6 +61,8 @@ class NbdDevice final : public BlockDevice {
   // Test hook: connections currently up.
   size_t connections_up() const { return up_.load(std::memory_order_relaxed); }
 
+  struct Address;  // one address nbd://HOST resolved to (the .cpp's)
+
  private:
   using Clock = std::chrono::steady_clock;
   using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
@@ -90,7 +92,6 @@ class NbdDevice final : public BlockDevice {
   void connect(Connection& connection);
   void arm_deadline(Connection& connection);
   void resolve(Connection& connection);
-  struct Address;
   void resolved(Connection& connection, std::vector<Address> addresses, const std::string& error);
   // Starts libnbd's connection and handshake: to `address` (nbd://) or to the URI (nbd+unix://).
   void open_handle(Connection& connection, const Address* address);

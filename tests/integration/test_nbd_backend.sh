@@ -9,7 +9,8 @@
 # of an upstream, checked with the independent decryptor on the upstream's file. Bad URIs and
 # unreachable, missing, TLS-only upstreams, a name that does not resolve and one whose DNS server
 # never answers (given up at connect-timeout): one line on stderr, exit code 2. nbd://localhost:PORT
-# carries data (the name resolved off the device's thread).
+# carries data (the name resolved off the device's thread), and a name whose first address is
+# refused is served through its second.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -61,7 +62,8 @@ expect_startup_error "a name that does not resolve" "cannot resolve 'no-such-hos
     --export "x=nbd://no-such-host.invalid/e"
 # A DNS server that never answers: resolving the name (on a thread of its own) is given up at
 # connect-timeout, and the process exits without waiting for it. volgate runs in a mount namespace
-# of its own whose /etc/resolv.conf names a UDP socket that reads queries and never answers.
+# of its own (in_namespace.sh) whose /etc/resolv.conf names a UDP socket that reads queries and
+# never answers.
 "$SYSPY" -c 'import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.77", 53))
 open(sys.argv[1], "w").write("ready\n")
@@ -71,8 +73,8 @@ for ((i = 0; i < 100; i++)); do [[ -s $T/mute-dns.ready ]] && break; sleep 0.05;
 printf 'nameserver 127.0.0.77\noptions timeout:5 attempts:3\n' >"$T/resolv.conf"
 t0=$(now_ms)
 rc=0
-timeout -k 5 30 unshare -m sh -c 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh "$T/resolv.conf" \
-    "$VOLGATE" serve --unix "$T/never.sock" --export "x=nbd://mute.example/e,connect-timeout=2" \
+NS_RESOLV=$T/resolv.conf VOLGATE_REAL=$VOLGATE timeout -k 5 30 "$INTEGRATION_DIR/in_namespace.sh" \
+    serve --unix "$T/never.sock" --export "x=nbd://mute.example/e,connect-timeout=2" \
     >/dev/null 2>"$T/err" </dev/null || rc=$?
 ms=$(($(now_ms) - t0))
 [[ $rc == 2 ]] && grep -q "resolving 'mute.example' took longer than 2 s (connect-timeout)" "$T/err" ||
@@ -111,6 +113,17 @@ qemu-io -f raw -c 'read -P 0x6b 1M 2M' "nbd://127.0.0.1:$PORT/" | grep -q 'read 
     fail "nbd://localhost:PORT: the upstream does not hold what was written through volgate"
 stop_volgate
 pass "nbd://localhost:PORT (resolved off the I/O thread): qemu-io writes through volgate land in the upstream"
+# A name with two addresses, the first refused (nothing listens on ::1): the second is tried
+# within the same attempt. volgate runs in a mount namespace whose /etc/hosts gives the name ::1
+# first, then 127.0.0.1.
+printf '::1 dual.example\n127.0.0.1 dual.example\n' >"$T/hosts"
+VG_LOG_LEVEL=debug VOLGATE_REAL=$VOLGATE VOLGATE=$INTEGRATION_DIR/in_namespace.sh NS_HOSTS=$T/hosts \
+    start_volgate --unix "$S" --export "d=nbd://dual.example:$PORT/"
+qemu-io -f raw -c 'read -P 0x6b 1M 2M' "$(u d)" | grep -q 'read 2097152/2097152' ||
+    fail "nbd://dual.example: data does not go through"
+grep -q "address 1 of 2 (::1) failed" "$VG_ERR" || fail "nbd://dual.example: the first address was not tried and given up: $(grep -m3 upstream "$VG_ERR")"
+stop_volgate
+pass "nbd://NAME with two addresses, the first refused: the second one serves ($(grep -m1 -o 'address 1 of 2 (::1) failed ([^)]*)' "$VG_ERR"))"
 
 # ---- upstreams: nbdkit memory and file, qemu-nbd; and one with block size limits ----
 truncate -s 64M "$T/kit.img"
