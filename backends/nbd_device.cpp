@@ -1,7 +1,9 @@
 #include "backends/nbd_device.hpp"
 
 #include <libnbd.h>
+#include <netdb.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -35,6 +37,24 @@ constexpr uint64_t kZeroBlockBytes = 1u << 20;
 
 // The upstream's answer when a connection broke under a request: worth sending again.
 bool connection_error(int error) { return error == ENOTCONN || error == ESHUTDOWN; }
+
+}  // namespace
+
+// One address nbd://HOST resolved to.
+struct NbdDevice::Address {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+};
+
+namespace {
+
+std::string numeric_host(const NbdDevice::Address& address) {
+  char host[NI_MAXHOST];
+  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&address.storage), address.length, host, sizeof host,
+                    nullptr, 0, NI_NUMERICHOST) != 0)
+    return "?";
+  return host;
+}
 
 }  // namespace
 
@@ -92,6 +112,11 @@ struct NbdDevice::Connection {
   Part* parts = nullptr;  // commands in flight
   size_t in_flight = 0;
   bool was_up = false;              // has been up once: later ups are reconnections
+  uint64_t attempt = 0;             // connect() calls: deadlines of earlier attempts are stale
+  Clock::time_point deadline{};     // of this attempt (connect-timeout)
+  bool resolving = false;           // nbd://: a resolution of the name runs for it
+  std::vector<Address> addresses;   // nbd://: this attempt's, tried in turn
+  size_t next_address = 0;
   Clock::time_point lost_at{};
   bool reported_lost = false;
 
@@ -157,6 +182,7 @@ NbdDevice::NbdDevice(const NbdOptions& options) : options_(options), give_up_tim
 NbdDevice::~NbdDevice() { stop(); }
 
 void NbdDevice::start(size_t connections) {
+  resolver_link_->device = this;
   keep_running_.emplace(io_.get_executor());
   thread_ = start_network_device_thread(io_, "volgate-nbd");
 
@@ -201,6 +227,10 @@ void NbdDevice::start(size_t connections) {
 
 void NbdDevice::stop() {
   if (!thread_.joinable()) return;
+  {
+    std::lock_guard lock(resolver_link_->mutex);
+    resolver_link_->device = nullptr;  // a resolution still running answers nobody
+  }
   boost::asio::post(io_, [this] {
     stopping_ = true;
     give_up_timer_.cancel();
@@ -519,21 +549,86 @@ void NbdDevice::fail_waiting(std::error_code ec) {
 
 void NbdDevice::connect(Connection& c) {
   c.last_error.clear();
-  c.handle = nbd_create();
-  if (!c.handle) return connect_failed(c, nbd_get_error());
   c.state = Connection::State::connecting;
-  nbd_set_handle_name(c.handle, ("volgate-" + std::to_string(c.index)).c_str());
-  if (nbd_add_meta_context(c.handle, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      nbd_aio_connect_uri(c.handle, options_.uri.c_str()) == -1)
-    return connect_failed(c, nbd_get_error());
-  c.dirty = true;
-  c.timer.expires_after(options_.connect_timeout);
-  c.timer.async_wait([this, &c, handle = c.handle](boost::system::error_code ec) {
-    if (ec || c.handle != handle || c.state != Connection::State::connecting) return;
-    connect_failed(c, "no answer within " + std::to_string(options_.connect_timeout.count()) +
-                          " s (connect-timeout)");
+  ++c.attempt;
+  c.deadline = Clock::now() + options_.connect_timeout;
+  arm_deadline(c);
+  if (!options_.socket.empty()) return open_handle(c, nullptr);
+  resolve(c);  // nbd://HOST: the name first, every attempt (it may have moved)
+}
+
+void NbdDevice::arm_deadline(Connection& c) {
+  c.timer.expires_at(c.deadline);
+  c.timer.async_wait([this, &c, attempt = c.attempt](boost::system::error_code ec) {
+    if (ec || c.attempt != attempt || c.state != Connection::State::connecting) return;
+    connect_failed(c, (c.resolving && !c.handle ? "resolving '" + options_.host + "' took longer than " : "no answer within ") +
+                          std::to_string(options_.connect_timeout.count()) + " s (connect-timeout)",
+                   false);
     settle();
   });
+}
+
+void NbdDevice::resolve(Connection& c) {
+  // One resolution per connection at a time: an attempt that finds one running (its own
+  // attempt gave up on it) takes its answer.
+  if (c.resolving) return;
+  c.resolving = true;
+  std::string host = options_.host;
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  std::thread([link = resolver_link_, &c, host, port = std::to_string(options_.port)] {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    addrinfo* found = nullptr;
+    const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
+    std::string error = rc == 0 ? "" : rc == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(rc);
+    std::vector<Address> addresses;
+    for (addrinfo* a = found; a; a = a->ai_next) {
+      if (a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+      Address address;
+      std::memcpy(&address.storage, a->ai_addr, a->ai_addrlen);
+      address.length = a->ai_addrlen;
+      addresses.push_back(address);
+    }
+    if (found) ::freeaddrinfo(found);
+    if (rc == 0 && addresses.empty()) error = "no address";
+    std::lock_guard lock(link->mutex);
+    if (!link->device) return;
+    NbdDevice* device = link->device;
+    boost::asio::post(device->io_, [device, &c, addresses = std::move(addresses), error]() mutable {
+      device->resolved(c, std::move(addresses), error);
+    });
+  }).detach();
+}
+
+void NbdDevice::resolved(Connection& c, std::vector<Address> addresses, const std::string& error) {
+  c.resolving = false;
+  // The attempt that asked may have ended meanwhile (connect-timeout); a later one takes it.
+  if (stopping_ || c.state != Connection::State::connecting || c.handle) return;
+  if (!error.empty()) {
+    connect_failed(c, "cannot resolve '" + options_.host + "': " + error, false);
+    return settle();
+  }
+  c.addresses = std::move(addresses);
+  c.next_address = 0;
+  open_handle(c, &c.addresses[c.next_address++]);
+  settle();
+}
+
+void NbdDevice::open_handle(Connection& c, const Address* address) {
+  c.handle = nbd_create();
+  if (!c.handle) return connect_failed(c, nbd_get_error(), false);
+  nbd_set_handle_name(c.handle, ("volgate-" + std::to_string(c.index)).c_str());
+  int r = nbd_add_meta_context(c.handle, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  if (r != -1 && address) {
+    r = nbd_set_export_name(c.handle, options_.export_name.c_str());
+    if (r != -1) r = nbd_aio_connect(c.handle, reinterpret_cast<const sockaddr*>(&address->storage), address->length);
+  } else if (r != -1) {
+    r = nbd_aio_connect_uri(c.handle, options_.uri.c_str());
+  }
+  if (r == -1) return connect_failed(c, nbd_get_error());
+  c.dirty = true;
 }
 
 bool NbdDevice::pump(Connection& c) {
@@ -733,8 +828,20 @@ void NbdDevice::connection_lost(Connection& c, const std::string& why) {
   }
 }
 
-void NbdDevice::connect_failed(Connection& c, const std::string& why) {
+void NbdDevice::connect_failed(Connection& c, const std::string& why, bool try_next) {
   c.close();
+  if (try_next && !stopping_ && c.next_address < c.addresses.size()) {
+    // The name's next address, within the same attempt and deadline (as libnbd does).
+    spdlog::debug("nbd upstream {}: connection {}: address {} of {} ({}) failed ({}); trying the next",
+                  options_.uri, c.index, c.next_address, c.addresses.size(),
+                  numeric_host(c.addresses[c.next_address - 1]), why);
+    c.state = Connection::State::connecting;
+    c.last_error.clear();
+    arm_deadline(c);
+    return open_handle(c, &c.addresses[c.next_address++]);
+  }
+  c.addresses.clear();
+  c.next_address = 0;
   if (c.starting) {
     c.starting = false;
     std::lock_guard lock(start_mutex_);

@@ -6,7 +6,11 @@
 // (home_context: NBD sessions on this device move there, so a request never changes thread).
 // libnbd is asked for its socket and the direction it waits in; Asio waits on that descriptor
 // and tells libnbd when it is readable or writable, so there is no thread per request and no
-// blocking call, the handshake included (bounded by connect-timeout).
+// blocking call, the handshake included (bounded by connect-timeout). The one call that can
+// block, resolving nbd://HOST's name (getaddrinfo, which libnbd would make on this thread and
+// which waits as long as the DNS server takes), runs on a thread of its own, at most one per
+// connection; the attempt's connect-timeout bounds the wait for it, and a device that stops does
+// not wait for it at all. libnbd then gets the addresses one by one, as it tries them itself.
 //
 // A lost connection is re-established in the background. With reconnect-delay, the requests
 // it had in flight, and those arriving meanwhile, wait for it up to that long and are sent
@@ -57,6 +61,8 @@ class NbdDevice final : public BlockDevice {
   // Test hook: connections currently up.
   size_t connections_up() const { return up_.load(std::memory_order_relaxed); }
 
+  struct Address;  // one address nbd://HOST resolved to (the .cpp's)
+
  private:
   using Clock = std::chrono::steady_clock;
   using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
@@ -84,11 +90,17 @@ class NbdDevice final : public BlockDevice {
   // it waits for its socket; then arms the waits.
   void settle();
   void connect(Connection& connection);
+  void arm_deadline(Connection& connection);
+  void resolve(Connection& connection);
+  void resolved(Connection& connection, std::vector<Address> addresses, const std::string& error);
+  // Starts libnbd's connection and handshake: to `address` (nbd://) or to the URI (nbd+unix://).
+  void open_handle(Connection& connection, const Address* address);
   bool pump(Connection& connection);  // one step; false when it waits for the socket
   void arm(Connection& connection);
   void connection_up(Connection& connection);
   void connection_lost(Connection& connection, const std::string& why);
-  void connect_failed(Connection& connection, const std::string& why);
+  // Ends the attempt; with `try_next`, an nbd:// attempt goes on with the name's next address.
+  void connect_failed(Connection& connection, const std::string& why, bool try_next = true);
   void schedule_reconnect(Connection& connection);
   Connection* pick_connection();
   void read_upstream_facts(Connection& connection);
@@ -123,6 +135,14 @@ class NbdDevice final : public BlockDevice {
   std::condition_variable start_cv_;
   size_t start_pending_ = 0;
   std::string start_error_;
+
+  // Where name resolutions send their answers: null once the device stopped (they run on
+  // detached threads, which may outlive it).
+  struct ResolverLink {
+    std::mutex mutex;
+    NbdDevice* device = nullptr;
+  };
+  const std::shared_ptr<ResolverLink> resolver_link_ = std::make_shared<ResolverLink>();
 
   std::thread thread_;
 };

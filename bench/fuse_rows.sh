@@ -1,14 +1,15 @@
 # shellcheck shell=bash
 # The FUSE rows of bench/run.sh (`--fuse`), sourced by it: the same image as a file in a FUSE
 # mount, driven by fio's libaio engine with O_DIRECT (the workloads' block sizes and depths):
-#   volgate-fuse     volgate serve --fuse DIR --export bench=file:IMAGE
+#   volgate-fuse     volgate serve --fuse DIR --export bench=file:IMAGE (default --fuse-threads)
+#   volgate-fuse-1t  the same with --fuse-threads 1 (one thread reads /dev/fuse, as before 2026-12-05)
 #   nbdfuse-volgate  nbdfuse (libnbd-bin) mounting volgate's NBD export of the image
 #   qsd-fuse         qemu-storage-daemon's FUSE export of the image (file driver, io_uring)
 # Server CPU is the whole stack's: volgate plus nbdfuse for the second row.
 # Uses run.sh's helpers (cpu_ticks, parse_fio, workload_args, account_other, alive, log,
 # anomaly, RES) and its variables (VOLGATE, IMG, WORK, RUNTIME, RAMP, CLK_TCK).
 
-FUSE_SERVERS=(volgate-fuse nbdfuse-volgate qsd-fuse)
+FUSE_SERVERS=(volgate-fuse volgate-fuse-1t nbdfuse-volgate qsd-fuse)
 
 fuse_rows_check_tools() {
   command -v nbdfuse >/dev/null || die "nbdfuse not found (apt-get install libnbd-bin)"
@@ -24,12 +25,14 @@ fuse_start() {
   FUSE_PIDS=()
   FUSE_LOG=$WORK/$id.server
   case $s in
-    volgate-fuse)
+    volgate-fuse | volgate-fuse-1t)
       FUSE_MNT=$WORK/$id.mnt
       mkdir -p "$FUSE_MNT"
       FUSE_FILE=$FUSE_MNT/bench
-      RES[$s|cmd]="volgate serve --fuse DIR --export bench=file:IMAGE"
-      "$VOLGATE" serve --fuse "$FUSE_MNT" --export "bench=file:$IMG" >"$FUSE_LOG.out" 2>"$FUSE_LOG.err" </dev/null &
+      local threads=()
+      [[ $s == volgate-fuse-1t ]] && threads=(--fuse-threads 1)
+      RES[$s|cmd]="volgate serve --fuse DIR ${threads[*]}${threads:+ }--export bench=file:IMAGE"
+      "$VOLGATE" serve --fuse "$FUSE_MNT" "${threads[@]}" --export "bench=file:$IMG" >"$FUSE_LOG.out" 2>"$FUSE_LOG.err" </dev/null &
       FUSE_PIDS+=($!)
       ;;
     nbdfuse-volgate)
@@ -153,7 +156,7 @@ fuse_rows_report() {
   echo
   echo "### FUSE: the image as a file, fio libaio O_DIRECT (the workloads' block sizes and depths)"
   echo
-  echo "- srv CPU = the whole stack (volgate + nbdfuse for nbdfuse-volgate); ×nbdfuse and ×qsd = volgate-fuse MiB/s / theirs"
+  echo "- srv CPU = the whole stack (volgate + nbdfuse for nbdfuse-volgate); ×nbdfuse and ×qsd = volgate-fuse[-1t] MiB/s / theirs"
   echo "  (the issue's bars: at least 1.5 ×nbdfuse and 1.0 ×qsd on every workload)"
   local s
   for s in "${FUSE_SERVERS[@]}"; do echo "  - $s: \`${RES[$s|cmd]:-}\`"; done
@@ -168,7 +171,7 @@ fuse_rows_report() {
         continue
       fi
       r1="" r2=""
-      if [[ $s == volgate-fuse ]]; then
+      if [[ $s == volgate-fuse* ]]; then
         r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[nbdfuse-volgate|$w|mibs]:-}")
         r2=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[qsd-fuse|$w|mibs]:-}")
       fi

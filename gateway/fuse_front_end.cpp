@@ -2,9 +2,13 @@
 #include "gateway/fuse_front_end.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <linux/fuse.h>  // FUSE_DEV_IOC_CLONE
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,10 +61,67 @@ struct timespec now_realtime() {
   return t;
 }
 
+// A second descriptor of the mount's FUSE connection: requests read from it are answered on it.
+int clone_fuse_device(int session_fd, const std::string& mount_point) {
+  const int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw std::runtime_error("--fuse " + mount_point + ": opening /dev/fuse: " + std::strerror(errno));
+  uint32_t original = static_cast<uint32_t>(session_fd);
+  if (::ioctl(fd, FUSE_DEV_IOC_CLONE, &original) != 0) {
+    const int error = errno;
+    ::close(fd);
+    throw std::runtime_error("--fuse " + mount_point + ": cloning the FUSE descriptor: " + std::strerror(error));
+  }
+  return fd;
+}
+
 }  // namespace
+
+// One serving thread: its io_context, its descriptor of the connection, its requests.
+struct FuseFrontEnd::Worker {
+  Worker(size_t index, int fd, size_t max_in_flight)
+      : index(index), fd(fd), max_in_flight(max_in_flight), device(io),
+        receive_buffer(Buffer::allocate(kMaxRequestBytes + 4096)) {}
+
+  const size_t index;
+  const int fd;  // the session's for the first worker (libfuse closes it), a clone for the others
+  const size_t max_in_flight;
+  asio::io_context io{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> keep_alive;
+  asio::posix::stream_descriptor device;
+  std::thread thread;
+  Buffer receive_buffer;
+  bool watching = false;
+  bool stopping = false;  // reads no more requests
+  bool drained = false;   // stopping, and nothing in flight any more: told the first worker
+  size_t in_flight = 0;
+  std::vector<std::unique_ptr<Request>> all_requests;
+  std::vector<Request*> free_requests;
+};
+
+namespace {
+
+// The worker whose thread this is; null on other threads.
+thread_local FuseFrontEnd::Worker* this_worker = nullptr;
+
+// libfuse's reads and answers, on the calling worker's descriptor: a request is answered on the
+// descriptor it came from, which is the one of the thread that read it, since a request's
+// completion runs on that thread. Elsewhere (notifications from other threads) the session's.
+ssize_t read_device(int fd, void* buf, size_t length, void*) {
+  return ::read(this_worker ? this_worker->fd : fd, buf, length);
+}
+ssize_t write_device(int fd, struct iovec* iov, int count, void*) {
+  return ::writev(this_worker ? this_worker->fd : fd, iov, count);
+}
+
+}  // namespace
+
+unsigned FuseFrontEnd::default_threads() {
+  return std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+}
 
 struct FuseFrontEnd::Request {
   FuseFrontEnd* self = nullptr;
+  Worker* worker = nullptr;  // whose thread runs it, and whose pool it goes back to
   fuse_req_t req = nullptr;
   Handle* handle = nullptr;
   Buffer data;  // a write's payload, or a read's result
@@ -81,7 +142,11 @@ struct FuseFrontEnd::Ops {
     fuse_reply_none(req);
   }
   static void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-    for (size_t i = 0; i < count; ++i) self_of(req)->on_forget(forgets[i].ino, forgets[i].nlookup);
+    FuseFrontEnd* self = self_of(req);
+    {
+      std::lock_guard lock(self->mutex_);
+      for (size_t i = 0; i < count; ++i) self->forget_locked(forgets[i].ino, forgets[i].nlookup);
+    }
     fuse_reply_none(req);
   }
   static void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { self_of(req)->on_getattr(req, ino, fi); }
@@ -133,16 +198,14 @@ struct FuseFrontEnd::Ops {
   }
 };
 
-FuseFrontEnd::FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_point)
+FuseFrontEnd::FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_point, unsigned threads)
     : exports_(exports),
       mount_point_(std::move(mount_point)),
-      device_fd_(io_),
-      drain_timer_(io_),
-      size_timer_(io_),
       mounted_at_(now_realtime()),
       uid_(::getuid()),
-      gid_(::getgid()),
-      receive_buffer_(Buffer::allocate(kMaxRequestBytes + 4096)) {
+      gid_(::getgid()) {
+  if (threads < 1 || threads > kMaxThreads)
+    throw std::invalid_argument("--fuse-threads must be 1-" + std::to_string(kMaxThreads));
   fuse_set_log_func(log_from_libfuse);
   // fsname and subtype make the mount show as "volgate" of type fuse.volgate (which
   // prepare_fuse_mount_point looks for); default_permissions lets the kernel apply the files'
@@ -160,16 +223,43 @@ FuseFrontEnd::FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_po
   }
   const int fd = fuse_session_fd(session_);
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  device_fd_.assign(fd);
+  // The same descriptor, mounted as before; only libfuse's reads and writes go through us.
+  const fuse_custom_io io{.writev = write_device, .read = read_device, .splice_receive = nullptr, .splice_send = nullptr};
+  if (fuse_session_custom_io(session_, &io, fd) != 0) {
+    fuse_session_unmount(session_);
+    fuse_session_destroy(session_);
+    session_ = nullptr;
+    throw std::runtime_error("--fuse " + mount_point_ + ": cannot set the session's I/O");
+  }
+  const size_t share = std::max<size_t>(1, kMaxRequestsInFlight / threads);
+  try {
+    for (unsigned i = 0; i < threads; ++i)
+      workers_.push_back(std::make_unique<Worker>(i, i == 0 ? fd : clone_fuse_device(fd, mount_point_), share));
+  } catch (...) {
+    for (size_t i = 1; i < workers_.size(); ++i) ::close(workers_[i]->fd);
+    workers_.clear();
+    fuse_session_unmount(session_);
+    fuse_session_destroy(session_);
+    session_ = nullptr;
+    throw;
+  }
+  for (auto& w : workers_) w->device.assign(w->fd);
+  drain_timer_.emplace(workers_[0]->io);
+  size_timer_.emplace(workers_[0]->io);
 }
 
 FuseFrontEnd::~FuseFrontEnd() {
-  if (thread_.joinable()) {
+  if (std::any_of(workers_.begin(), workers_.end(), [](const auto& w) { return w->thread.joinable(); })) {
     stop();
     wait();
   }
-  boost::system::error_code ignored;
-  if (device_fd_.is_open()) device_fd_.release();
+  drain_timer_.reset();
+  size_timer_.reset();
+  for (auto& w : workers_) {
+    if (w->device.is_open()) w->device.release();
+    if (w->index > 0) ::close(w->fd);
+  }
+  workers_.clear();
   if (session_) {
     fuse_session_unmount(session_);
     fuse_session_destroy(session_);
@@ -177,79 +267,108 @@ FuseFrontEnd::~FuseFrontEnd() {
 }
 
 void FuseFrontEnd::start() {
-  keep_alive_.emplace(asio::make_work_guard(io_));
-  asio::post(io_, [this] {
-    watch_device();
-    check_sizes();
-  });
-  thread_ = std::thread([this] {
-    CurrentContextGuard current(io_);
-    io_.run();
-  });
+  for (auto& owned : workers_) {
+    Worker& w = *owned;
+    w.keep_alive.emplace(asio::make_work_guard(w.io));
+    asio::post(w.io, [this, &w] {
+      watch_device(w);
+      if (w.index == 0) check_sizes();
+    });
+    w.thread = std::thread([&w] {
+      // Named for ps -L and /proc/PID/task/*/comm (test_fuse.sh counts them there).
+      const std::string name = "volgate-fuse-" + std::to_string(w.index);
+      pthread_setname_np(pthread_self(), name.c_str());
+      CurrentContextGuard current(w.io);
+      this_worker = &w;
+      w.io.run();
+      this_worker = nullptr;
+    });
+  }
 }
 
 void FuseFrontEnd::stop() {
-  asio::post(io_, [this] { begin_stop(); });
+  asio::post(workers_[0]->io, [this] { begin_stop(); });
 }
 
 bool FuseFrontEnd::wait() {
-  if (thread_.joinable()) thread_.join();
+  for (auto& w : workers_)
+    if (w->thread.joinable()) w->thread.join();
   return flushed_;
 }
 
 // ---------------------------------------------------------------------------------------------
-// The loop: the descriptor is read while it has requests, up to the in-flight bound.
+// The loop: each worker reads its descriptor while it has requests, up to its share of the
+// in-flight bound.
 
-void FuseFrontEnd::watch_device() {
-  if (watching_ || stopping_ || finished_ || in_flight_ >= kMaxRequestsInFlight) return;
-  watching_ = true;
-  device_fd_.async_wait(asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& ec) {
-    watching_ = false;
-    if (!ec) receive();
+void FuseFrontEnd::watch_device(Worker& w) {
+  if (w.watching || w.stopping || w.in_flight >= w.max_in_flight) return;
+  w.watching = true;
+  w.device.async_wait(asio::posix::descriptor_base::wait_read, [this, &w](const boost::system::error_code& ec) {
+    w.watching = false;
+    if (!ec) receive(w);
   });
 }
 
-void FuseFrontEnd::receive() {
+void FuseFrontEnd::receive(Worker& w) {
   // A batch at a time, so that completions and the stop get their turn on a busy mount.
-  for (int batch = 0; batch < 64 && !stopping_ && in_flight_ < kMaxRequestsInFlight; ++batch) {
+  for (int batch = 0; batch < 64 && !w.stopping && w.in_flight < w.max_in_flight; ++batch) {
     fuse_buf buf{};
-    buf.mem = receive_buffer_.data();
-    buf.size = receive_buffer_.size();
+    buf.mem = w.receive_buffer.data();
+    buf.size = w.receive_buffer.size();
     const int received = fuse_session_receive_buf(session_, &buf);
     if (received == -EINTR) continue;
     if (received == -EAGAIN) break;
     if (received <= 0) {
-      // ENODEV: unmounted from outside (fusermount3 -u) or the connection aborted.
-      if (!stopping_)
+      // ENODEV: unmounted from outside (fusermount3 -u) or the connection aborted. Every
+      // worker sees it; the first says it.
+      if (!went_away_said_.exchange(true))
         spdlog::warn("--fuse {}: the mount went away ({}); FUSE serving ends, NBD goes on", mount_point_,
                      received == 0 ? "unmounted" : std::strerror(-received));
-      stopping_ = true;
-      return stop_when_drained();
+      asio::post(workers_[0]->io, [this] { begin_stop(); });
+      return stop_worker(w);
     }
     fuse_session_process_buf(session_, &buf);
   }
-  watch_device();
+  watch_device(w);
+}
+
+void FuseFrontEnd::stop_worker(Worker& w) {
+  w.stopping = true;
+  boost::system::error_code ignored;
+  w.device.cancel(ignored);
+  check_drained(w);
+}
+
+// Tells the first worker once this one has nothing in flight during a stop.
+void FuseFrontEnd::check_drained(Worker& w) {
+  if (!w.stopping || w.in_flight > 0 || w.drained) return;
+  w.drained = true;
+  asio::post(workers_[0]->io, [this] {
+    if (--undrained_ == 0) flush_all();
+  });
 }
 
 void FuseFrontEnd::begin_stop() {
   if (stopping_ || finished_) return;
   stopping_ = true;
-  boost::system::error_code ignored;
-  device_fd_.cancel(ignored);
-  drain_timer_.expires_after(kDrainTimeout);
-  drain_timer_.async_wait([this](const boost::system::error_code& ec) {
+  undrained_ = workers_.size();
+  drain_timer_->expires_after(kDrainTimeout);
+  drain_timer_->async_wait([this](const boost::system::error_code& ec) {
     if (ec || finished_) return;
-    spdlog::warn("--fuse {}: {} request(s) still in flight after {} s; unmounting anyway", mount_point_,
-                 in_flight_, kDrainTimeout.count());
+    spdlog::warn("--fuse {}: {} thread(s) still have requests in flight after {} s; unmounting anyway",
+                 mount_point_, undrained_, kDrainTimeout.count());
     finish(false);
   });
-  stop_when_drained();
+  for (auto& owned : workers_) {
+    Worker& w = *owned;
+    asio::post(w.io, [this, &w] { stop_worker(w); });
+  }
 }
 
-void FuseFrontEnd::stop_when_drained() {
-  if (in_flight_ > 0 || finished_) return;
-  // Every export's last flush, so that what the files took is on the storage before the mount
-  // (and perhaps the process) goes.
+// Every export's last flush, so that what the files took is on the storage before the mount (and
+// perhaps the process) goes.
+void FuseFrontEnd::flush_all() {
+  if (finished_) return;
   auto list = exports_.all();
   if (list->empty()) return finish(true);
   auto pending = std::make_shared<size_t>(list->size());
@@ -269,16 +388,27 @@ void FuseFrontEnd::finish(bool flushed) {
   if (finished_) return;
   finished_ = true;
   flushed_ = flushed;
-  drain_timer_.cancel();
-  size_timer_.cancel();
+  drain_timer_->cancel();
+  size_timer_->cancel();
+  // The other workers let go of their descriptors (closed when the front-end goes) and end.
+  for (size_t i = 1; i < workers_.size(); ++i) {
+    Worker& w = *workers_[i];
+    asio::post(w.io, [&w] {
+      boost::system::error_code ignored;
+      w.device.cancel(ignored);
+      if (w.device.is_open()) w.device.release();
+      w.keep_alive.reset();
+    });
+  }
+  Worker& first = *workers_[0];
   boost::system::error_code ignored;
-  device_fd_.cancel(ignored);
-  if (device_fd_.is_open()) device_fd_.release();  // libfuse closes it
+  first.device.cancel(ignored);
+  if (first.device.is_open()) first.device.release();  // libfuse closes it
   // As root: umount2(MNT_DETACH); otherwise fusermount3 -u -z. Files still open elsewhere
   // then fail with ENOTCONN instead of holding the mount.
   fuse_session_unmount(session_);
   spdlog::info("--fuse {}: unmounted", mount_point_);
-  keep_alive_.reset();
+  first.keep_alive.reset();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,11 +422,11 @@ void FuseFrontEnd::on_init(fuse_conn_info* conn) {
   conn->max_write = kMaxRequestBytes;  // libfuse derives max_pages from it
   conn->max_background = kMaxBackground;
   conn->congestion_threshold = kMaxBackground * 3 / 4;
-  spdlog::info("--fuse {}: mounted; requests up to {} KiB, {} in the background", mount_point_,
-               conn->max_write / 1024, kMaxBackground);
+  spdlog::info("--fuse {}: mounted; requests up to {} KiB, {} in the background, {} thread{}", mount_point_,
+               conn->max_write / 1024, kMaxBackground, workers_.size(), workers_.size() == 1 ? "" : "s");
 }
 
-uint64_t FuseFrontEnd::inode_of(const std::shared_ptr<const nbd::Export>& e) {
+uint64_t FuseFrontEnd::inode_of_locked(const std::shared_ptr<const nbd::Export>& e) {
   auto it = inode_by_export_.find(e.get());
   if (it != inode_by_export_.end()) {
     auto node = nodes_.find(it->second);
@@ -309,14 +439,14 @@ uint64_t FuseFrontEnd::inode_of(const std::shared_ptr<const nbd::Export>& e) {
   return ino;
 }
 
-std::shared_ptr<const nbd::Export> FuseFrontEnd::export_of(uint64_t ino, fuse_file_info* fi) const {
+std::shared_ptr<const nbd::Export> FuseFrontEnd::export_of_locked(uint64_t ino, fuse_file_info* fi) const {
   if (fi && fi->fh) return reinterpret_cast<Handle*>(fi->fh)->view->exported;
   auto node = nodes_.find(ino);
   if (node == nodes_.end()) return nullptr;
   return node->second.exported.lock();
 }
 
-void FuseFrontEnd::fill_attributes(uint64_t ino, const nbd::Export* e, struct stat* st) {
+void FuseFrontEnd::fill_attributes_locked(uint64_t ino, const nbd::Export* e, struct stat* st) {
   *st = {};
   st->st_ino = ino;
   st->st_uid = uid_;
@@ -328,19 +458,20 @@ void FuseFrontEnd::fill_attributes(uint64_t ino, const nbd::Export* e, struct st
     return;
   }
   const auto caps = e->device->capabilities();
+  const uint64_t size = e->device->size();
   st->st_mode = S_IFREG | (caps.read_only ? 0400 : 0600);
   st->st_nlink = exports_.find(e->name).get() == e ? 1 : 0;  // 0 once removed
-  st->st_size = static_cast<off_t>(e->device->size());
+  st->st_size = static_cast<off_t>(size);
   st->st_blksize = std::max<uint32_t>(caps.preferred_block_size, caps.min_block_size);
   st->st_blocks = (st->st_size + 511) / 512;
-  if (auto node = nodes_.find(ino); node != nodes_.end()) node->second.size = e->device->size();
+  if (auto node = nodes_.find(ino); node != nodes_.end()) node->second.size = size;
 }
 
-void FuseFrontEnd::fill_entry(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry) {
+void FuseFrontEnd::fill_entry_locked(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry) {
   *entry = {};
   entry->ino = ino;
   entry->generation = 1;
-  fill_attributes(ino, &e, &entry->attr);
+  fill_attributes_locked(ino, &e, &entry->attr);
   entry->attr_timeout = 0;   // sizes change (volumes grow)
   entry->entry_timeout = 0;  // exports come and go
 }
@@ -349,13 +480,27 @@ void FuseFrontEnd::on_lookup(fuse_req_t req, uint64_t parent, const char* name) 
   if (parent != kRootInode) return void(fuse_reply_err(req, ENOTDIR));
   auto e = *name ? exports_.find(name) : nullptr;  // the empty name is NBD's default export
   if (!e) return void(fuse_reply_err(req, ENOENT));
-  const uint64_t ino = inode_of(e);
   fuse_entry_param entry;
-  fill_entry(ino, *e, &entry);
-  if (fuse_reply_entry(req, &entry) == 0) ++nodes_[ino].lookups;
+  uint64_t ino;
+  {
+    std::lock_guard lock(mutex_);
+    ino = inode_of_locked(e);
+    fill_entry_locked(ino, *e, &entry);
+    // Counted before the answer: the kernel may forget it on another thread as soon as it has it.
+    ++nodes_[ino].lookups;
+  }
+  if (fuse_reply_entry(req, &entry) != 0) {
+    std::lock_guard lock(mutex_);
+    forget_locked(ino, 1);
+  }
 }
 
 void FuseFrontEnd::on_forget(uint64_t ino, uint64_t count) {
+  std::lock_guard lock(mutex_);
+  forget_locked(ino, count);
+}
+
+void FuseFrontEnd::forget_locked(uint64_t ino, uint64_t count) {
   auto node = nodes_.find(ino);
   if (node == nodes_.end()) return;
   node->second.lookups -= std::min(node->second.lookups, count);
@@ -368,68 +513,89 @@ void FuseFrontEnd::on_forget(uint64_t ino, uint64_t count) {
 
 void FuseFrontEnd::on_getattr(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
   struct stat st;
-  if (ino == kRootInode) {
-    fill_attributes(ino, nullptr, &st);
-  } else {
-    auto e = export_of(ino, fi);
-    if (!e) return void(fuse_reply_err(req, ENOENT));
-    fill_attributes(ino, e.get(), &st);
+  {
+    std::lock_guard lock(mutex_);
+    if (ino == kRootInode) {
+      fill_attributes_locked(ino, nullptr, &st);
+    } else {
+      auto e = export_of_locked(ino, fi);
+      if (!e) return void(fuse_reply_err(req, ENOENT));
+      fill_attributes_locked(ino, e.get(), &st);
+    }
   }
   fuse_reply_attr(req, &st, 0);
 }
 
 void FuseFrontEnd::on_setattr(fuse_req_t req, uint64_t ino, const struct stat* attr, int to_set,
                               fuse_file_info* fi) {
-  std::shared_ptr<const nbd::Export> e = ino == kRootInode ? nullptr : export_of(ino, fi);
-  if (ino != kRootInode && !e) return void(fuse_reply_err(req, ENOENT));
-  // A volume's size is the storage's: truncating it (or growing it) is refused. Owner and
-  // mode are fixed too; times are accepted and not kept (touch works).
-  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
-    return void(fuse_reply_err(req, EPERM));
-  if ((to_set & FUSE_SET_ATTR_SIZE) && (!e || static_cast<uint64_t>(attr->st_size) != e->device->size()))
-    return void(fuse_reply_err(req, EPERM));
   struct stat st;
-  fill_attributes(ino, e.get(), &st);
+  {
+    std::lock_guard lock(mutex_);
+    std::shared_ptr<const nbd::Export> e = ino == kRootInode ? nullptr : export_of_locked(ino, fi);
+    if (ino != kRootInode && !e) return void(fuse_reply_err(req, ENOENT));
+    // A volume's size is the storage's: truncating it (or growing it) is refused. Owner and
+    // mode are fixed too; times are accepted and not kept (touch works).
+    if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+      return void(fuse_reply_err(req, EPERM));
+    if ((to_set & FUSE_SET_ATTR_SIZE) && (!e || static_cast<uint64_t>(attr->st_size) != e->device->size()))
+      return void(fuse_reply_err(req, EPERM));
+    fill_attributes_locked(ino, e.get(), &st);
+  }
   fuse_reply_attr(req, &st, 0);
 }
 
+// A directory listing, taken once per opendir so that the offsets of one readdir to the next stay
+// meaningful while exports come and go.
+using Listing = std::vector<std::pair<std::string, uint64_t>>;
+
 void FuseFrontEnd::on_opendir(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
   if (ino != kRootInode) return void(fuse_reply_err(req, ENOTDIR));
-  // The listing is taken once per opendir, so that the offsets of one readdir to the next
-  // stay meaningful while exports come and go.
-  auto* names = new std::vector<std::pair<std::string, uint64_t>>();
-  for (const auto& e : *exports_.all()) {
-    if (e->name.size() > 255 || e->name == "." || e->name == "..") continue;  // no file can have that name
-    names->emplace_back(e->name, inode_of(e));
+  auto* names = new Listing();
+  {
+    // Made under the mutex, read under it (readdir may run on another thread).
+    std::lock_guard lock(mutex_);
+    for (const auto& e : *exports_.all()) {
+      if (e->name.size() > 255 || e->name == "." || e->name == "..") continue;  // no file can have that name
+      names->emplace_back(e->name, inode_of_locked(e));
+    }
   }
   fi->fh = reinterpret_cast<uint64_t>(names);
-  if (fuse_reply_open(req, fi) != 0) delete names;
+  if (fuse_reply_open(req, fi) != 0) {
+    std::lock_guard lock(mutex_);
+    delete names;
+  }
 }
 
 void FuseFrontEnd::on_readdir(fuse_req_t req, uint64_t, size_t size, off_t off, fuse_file_info* fi) {
-  const auto& names = *reinterpret_cast<std::vector<std::pair<std::string, uint64_t>>*>(fi->fh);
   std::vector<char> buffer(size);
   size_t used = 0;
-  // Offsets: 1 after ".", 2 after "..", 3 + i after names[i].
-  for (off_t at = off; at < static_cast<off_t>(names.size()) + 2; ++at) {
-    struct stat st {};
-    const char* name;
-    if (at == 0) {
-      name = ".", st.st_ino = kRootInode, st.st_mode = S_IFDIR;
-    } else if (at == 1) {
-      name = "..", st.st_ino = kRootInode, st.st_mode = S_IFDIR;
-    } else {
-      name = names[at - 2].first.c_str(), st.st_ino = names[at - 2].second, st.st_mode = S_IFREG;
+  {
+    std::lock_guard lock(mutex_);
+    const Listing& names = *reinterpret_cast<const Listing*>(fi->fh);
+    // Offsets: 1 after ".", 2 after "..", 3 + i after names[i].
+    for (off_t at = off; at < static_cast<off_t>(names.size()) + 2; ++at) {
+      struct stat st {};
+      const char* name;
+      if (at == 0) {
+        name = ".", st.st_ino = kRootInode, st.st_mode = S_IFDIR;
+      } else if (at == 1) {
+        name = "..", st.st_ino = kRootInode, st.st_mode = S_IFDIR;
+      } else {
+        name = names[at - 2].first.c_str(), st.st_ino = names[at - 2].second, st.st_mode = S_IFREG;
+      }
+      const size_t need = fuse_add_direntry(req, buffer.data() + used, size - used, name, &st, at + 1);
+      if (need > size - used) break;
+      used += need;
     }
-    const size_t need = fuse_add_direntry(req, buffer.data() + used, size - used, name, &st, at + 1);
-    if (need > size - used) break;
-    used += need;
   }
   fuse_reply_buf(req, buffer.data(), used);
 }
 
 void FuseFrontEnd::on_releasedir(fuse_req_t req, uint64_t, fuse_file_info* fi) {
-  delete reinterpret_cast<std::vector<std::pair<std::string, uint64_t>>*>(fi->fh);
+  {
+    std::lock_guard lock(mutex_);
+    delete reinterpret_cast<Listing*>(fi->fh);
+  }
   fuse_reply_err(req, 0);
 }
 
@@ -437,15 +603,16 @@ void FuseFrontEnd::on_releasedir(fuse_req_t req, uint64_t, fuse_file_info* fi) {
 // Open files
 
 void FuseFrontEnd::on_open(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
+  std::unique_lock lock(mutex_);
   auto node = nodes_.find(ino);
   std::shared_ptr<const nbd::Export> e = node == nodes_.end() ? nullptr : node->second.exported.lock();
-  if (!e) return void(fuse_reply_err(req, ENOENT));
+  if (!e) return void((lock.unlock(), fuse_reply_err(req, ENOENT)));
   const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
-  if (writable && e->device->capabilities().read_only) return void(fuse_reply_err(req, EROFS));
-  if (fi->flags & O_TRUNC) return void(fuse_reply_err(req, EPERM));  // see on_setattr
+  if (writable && e->device->capabilities().read_only) return void((lock.unlock(), fuse_reply_err(req, EROFS)));
+  if (fi->flags & O_TRUNC) return void((lock.unlock(), fuse_reply_err(req, EPERM)));  // see on_setattr
   // Counted as a connection of the export, like an NBD client: a removal without force is
   // refused while the file is open. False once the export has left the table.
-  if (!exports_.attach(*e)) return void(fuse_reply_err(req, ENOENT));
+  if (!exports_.attach(*e)) return void((lock.unlock(), fuse_reply_err(req, ENOENT)));
   std::shared_ptr<View> view = views_[e.get()].lock();
   if (!view || view->exported != e) {
     view = std::make_shared<View>(View{e, backends::ReadModifyWriteDevice::over(e->device)});
@@ -453,26 +620,29 @@ void FuseFrontEnd::on_open(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
   }
   auto* handle = new Handle{view, writable, (fi->flags & O_DSYNC) != 0};
   handles_.insert(handle);
+  lock.unlock();
   fi->fh = reinterpret_cast<uint64_t>(handle);
   fi->direct_io = 1;   // no page cache: see the header
   fi->keep_cache = 0;
   fi->noflush = 1;     // close() needs no round trip: fsync is the flush
   if (fuse_reply_open(req, fi) != 0) {
+    lock.lock();
     handle->released = true;
-    detach(handle);
+    detach_locked(handle);
   }
 }
 
 void FuseFrontEnd::on_release(fuse_req_t req, uint64_t, fuse_file_info* fi) {
-  auto* handle = reinterpret_cast<Handle*>(fi->fh);
-  handle->released = true;
-  detach(handle);
+  {
+    std::lock_guard lock(mutex_);
+    auto* handle = reinterpret_cast<Handle*>(fi->fh);
+    handle->released = true;
+    detach_locked(handle);
+  }
   fuse_reply_err(req, 0);
 }
 
-// Stops counting `h` among its export's connections once nothing of it is in flight, and frees
-// it once the kernel released it too.
-void FuseFrontEnd::detach(Handle* h) {
+void FuseFrontEnd::detach_locked(Handle* h) {
   if (h->in_flight > 0) return;
   if (h->attached) {
     h->attached = false;
@@ -488,34 +658,37 @@ void FuseFrontEnd::detach(Handle* h) {
 
 void FuseFrontEnd::close_clients_of(const nbd::Export& e, bool hard) {
   (void)hard;  // requests in flight are answered either way; open files cannot be closed for their owners
-  const nbd::Export* target = &e;
-  asio::post(io_, [this, target] {
-    for (Handle* h : std::set<Handle*>(handles_)) {
-      if (h->view->exported.get() != target || h->closed) continue;
-      h->closed = true;
-      detach(h);
-    }
-  });
+  std::lock_guard lock(mutex_);
+  for (Handle* h : std::set<Handle*>(handles_)) {
+    if (h->view->exported.get() != &e || h->closed) continue;
+    h->closed = true;
+    detach_locked(h);
+  }
 }
 
 FuseFrontEnd::Request* FuseFrontEnd::begin(fuse_req_t req, fuse_file_info* fi, bool writes) {
+  Worker& w = *this_worker;
   auto* handle = reinterpret_cast<Handle*>(fi->fh);
-  if (handle->closed) return fuse_reply_err(req, ENXIO), nullptr;  // its export was removed
-  if (writes && (!handle->writable || handle->view->device->capabilities().read_only))
-    return fuse_reply_err(req, handle->writable ? EROFS : EBADF), nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (handle->closed) return fuse_reply_err(req, ENXIO), nullptr;  // its export was removed
+    if (writes && (!handle->writable || handle->view->device->capabilities().read_only))
+      return fuse_reply_err(req, handle->writable ? EROFS : EBADF), nullptr;
+    ++handle->in_flight;
+  }
   Request* r;
-  if (free_requests_.empty()) {
-    all_requests_.push_back(std::make_unique<Request>());
-    r = all_requests_.back().get();
+  if (w.free_requests.empty()) {
+    w.all_requests.push_back(std::make_unique<Request>());
+    r = w.all_requests.back().get();
     r->self = this;
+    r->worker = &w;
   } else {
-    r = free_requests_.back();
-    free_requests_.pop_back();
+    r = w.free_requests.back();
+    w.free_requests.pop_back();
   }
   r->req = req;
   r->handle = handle;
-  ++handle->in_flight;
-  ++in_flight_;
+  ++w.in_flight;
   return r;
 }
 
@@ -526,15 +699,19 @@ void FuseFrontEnd::answer_error(Request* r, int error) {
 }
 
 void FuseFrontEnd::end(Request* r) {
+  Worker& w = *r->worker;
   Handle* h = r->handle;
   r->data = Buffer();
   r->payload = {};
   r->continue_inline = r->calling = false;
-  free_requests_.push_back(r);
-  --in_flight_;
-  if (--h->in_flight == 0 && (h->released || h->closed)) detach(h);
-  if (stopping_) return stop_when_drained();
-  watch_device();  // it may have stopped at the in-flight bound
+  w.free_requests.push_back(r);
+  {
+    std::lock_guard lock(mutex_);
+    if (--h->in_flight == 0 && (h->released || h->closed)) detach_locked(h);
+  }
+  --w.in_flight;
+  if (w.stopping) return check_drained(w);
+  watch_device(w);  // it may have stopped at the in-flight bound
 }
 
 void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
@@ -575,14 +752,15 @@ void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t
   if (offset >= device_size) return answer_error(r, ENOSPC);
   r->offset = offset;
   r->length = std::min<uint64_t>(size, device_size - offset);
-  // The payload sits in the receive buffer, which the next request reuses: a large one takes the
-  // buffer along (the next read gets a fresh one from the pool), a small one is copied.
+  // The payload sits in the worker's receive buffer, which the next request reuses: a large one
+  // takes the buffer along (the next read gets a fresh one from the pool), a small one is copied.
   const auto* bytes = reinterpret_cast<const std::byte*>(data);
+  Buffer& receive_buffer = r->worker->receive_buffer;
   const bool in_receive_buffer =
-      bytes >= receive_buffer_.data() && bytes + r->length <= receive_buffer_.data() + receive_buffer_.size();
+      bytes >= receive_buffer.data() && bytes + r->length <= receive_buffer.data() + receive_buffer.size();
   if (in_receive_buffer && r->length >= 256 * 1024) {
-    r->data = std::move(receive_buffer_);
-    receive_buffer_ = Buffer::allocate(kMaxRequestBytes + 4096);
+    r->data = std::move(receive_buffer);
+    receive_buffer = Buffer::allocate(kMaxRequestBytes + 4096);
     r->payload = std::span<const std::byte>(bytes, r->length);
   } else {
     r->data = Buffer::allocate(r->length);
@@ -702,18 +880,23 @@ void FuseFrontEnd::seek_next(Request* r) {
 
 void FuseFrontEnd::check_sizes() {
   if (finished_) return;
-  for (auto& [ino, node] : nodes_) {
-    auto e = node.exported.lock();
-    if (!e) continue;
-    const uint64_t size = e->device->size();
-    if (size == node.size) continue;
-    spdlog::info("--fuse {}: {} is now {} bytes (was {})", mount_point_, node.name, size, node.size);
-    node.size = size;
-    // Attributes only (a negative offset): the kernel asks again at the next access.
-    fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+  std::vector<uint64_t> changed;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [ino, node] : nodes_) {
+      auto e = node.exported.lock();
+      if (!e) continue;
+      const uint64_t size = e->device->size();
+      if (size == node.size) continue;
+      spdlog::info("--fuse {}: {} is now {} bytes (was {})", mount_point_, node.name, size, node.size);
+      node.size = size;
+      changed.push_back(ino);
+    }
   }
-  size_timer_.expires_after(kSizeCheckInterval);
-  size_timer_.async_wait([this](const boost::system::error_code& ec) {
+  // Attributes only (a negative offset): the kernel asks again at the next access.
+  for (uint64_t ino : changed) fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+  size_timer_->expires_after(kSizeCheckInterval);
+  size_timer_->async_wait([this](const boost::system::error_code& ec) {
     if (!ec) check_sizes();
   });
 }

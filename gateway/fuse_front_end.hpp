@@ -2,16 +2,24 @@
 // `volgate serve --fuse DIR`: every export as a regular file DIR/NAME of the export's size,
 // through libfuse3's low-level API, on the same device stack the NBD server uses.
 //
-// Threads: one. The session's /dev/fuse descriptor is non-blocking and watched by an io_context
-// of our own, whose thread reads each request, calls the device and returns to reading; the
-// device's completion comes back on that same thread (it is the current io_context there) and
-// answers the request. So many requests are in flight at once (up to kMaxRequestsInFlight), no
-// request changes thread, and none waits on another. libfuse's multi-threaded loop was not
-// chosen: its threads each block in read() for one request and would have to hand every request
-// to an io_context and back, and its public API cannot answer on the cloned descriptor a request
-// came from. The work that needs CPU (AES-XTS for LUKS) runs on the devices' helper threads,
-// storage I/O in the kernel (io_uring) or the devices' libraries, so one thread suffices for
-// FUSE's own part.
+// Threads: a few (--fuse-threads, default min(4, cores)), each with an io_context and a /dev/fuse
+// descriptor of its own: the first thread has the mount's, the others a clone of it
+// (FUSE_DEV_IOC_CLONE, as libfuse's multi-threaded loop makes with clone_fd). The kernel hands
+// each request to whichever descriptor reads it first and takes its answer only on that same
+// descriptor. Each thread reads its descriptor (non-blocking, watched by its io_context), calls
+// the device, and returns to reading; the device's completion comes back on that same thread
+// (its io_context is the current one there) and answers the request. So many requests are in
+// flight at once (up to kMaxRequestsInFlight over all threads), no request changes thread, and
+// none waits on another. libfuse answers through the session, whose descriptor is the first
+// thread's: a custom I/O (fuse_session_custom_io) sends what a thread answers to that thread's
+// descriptor. libfuse's own multi-threaded loop was not used: its threads each block in read()
+// for one request, so every request would have to go to an io_context and back. One thread
+// sufficed while the work that needs CPU ran elsewhere (AES-XTS on the LUKS helper threads,
+// storage I/O in io_uring); copying 1 MiB requests in and out of /dev/fuse is FUSE's own share,
+// and on sequential reads it saturated one thread.
+//
+// Shared state (the names, the open files and their requests in flight) is under one mutex,
+// taken twice per read or write and never across a device call.
 //
 // Caching: files are opened direct_io, so the kernel keeps no page cache of them and every read
 // and write reaches the device. Data written through NBD (or any other front-end) to the same
@@ -22,9 +30,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -46,19 +56,23 @@ namespace volgate::gateway {
 
 class FuseFrontEnd final : public ExportClients {
  public:
-  // Requests read from the kernel and not answered yet; beyond it the descriptor is not read
-  // until one is answered. With 1 MiB requests this bounds the buffers to 256 MiB.
+  // Requests read from the kernel and not answered yet, over all threads (each gets its share);
+  // beyond it a thread does not read its descriptor until one is answered. With 1 MiB requests
+  // this bounds the buffers to 256 MiB.
   static constexpr size_t kMaxRequestsInFlight = 256;
+  static constexpr unsigned kMaxThreads = 64;
+  // --fuse-threads by default: min(4, cores).
+  static unsigned default_threads();
   // The largest read or write the kernel sends (its maximum: 256 pages).
   static constexpr uint32_t kMaxRequestBytes = 1024 * 1024;
   // At a stop, how long requests in flight may take before the mount goes anyway.
   static constexpr std::chrono::seconds kDrainTimeout{10};
 
   // Mounts `mount_point` (an absolute path, see prepare_fuse_mount_point) and serves the
-  // exports of `exports` there, as the table holds them at each lookup. Throws
-  // std::runtime_error naming the directory when mounting fails. Nothing is served until
-  // start().
-  FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_point);
+  // exports of `exports` there, as the table holds them at each lookup, on `threads` threads
+  // (1 to kMaxThreads). Throws std::runtime_error naming the directory when mounting fails.
+  // Nothing is served until start().
+  FuseFrontEnd(const nbd::ExportTable& exports, std::string mount_point, unsigned threads);
   ~FuseFrontEnd() override;
   FuseFrontEnd(const FuseFrontEnd&) = delete;
   FuseFrontEnd& operator=(const FuseFrontEnd&) = delete;
@@ -72,8 +86,9 @@ class FuseFrontEnd final : public ExportClients {
   bool wait();
   void close_clients_of(const nbd::Export& e, bool hard) override;
 
-  // libfuse's callbacks (fuse_lowlevel_ops), public for the table in the .cpp only.
+  // libfuse's callbacks (fuse_lowlevel_ops), and one serving thread; public for the .cpp only.
   struct Ops;
+  struct Worker;
 
  private:
   // What a file of the directory stands for: an export, held weakly (a removed export must not
@@ -91,6 +106,7 @@ class FuseFrontEnd final : public ExportClients {
     std::shared_ptr<const nbd::Export> exported;
     std::shared_ptr<backends::BlockDevice> device;
   };
+  // What the kernel opened. view, writable and sync never change; the rest is under mutex_.
   struct Handle {
     std::shared_ptr<View> view;
     bool writable = false;
@@ -118,24 +134,33 @@ class FuseFrontEnd final : public ExportClients {
   void on_fallocate(fuse_req* req, int mode, off_t offset, off_t length, fuse_file_info* fi);
   void on_lseek(fuse_req* req, off_t off, int whence, fuse_file_info* fi);
 
+  // With mutex_ held (the _locked ones):
   // The export behind `ino`, if it is still served (or still open through `fi`).
-  std::shared_ptr<const nbd::Export> export_of(uint64_t ino, fuse_file_info* fi) const;
+  std::shared_ptr<const nbd::Export> export_of_locked(uint64_t ino, fuse_file_info* fi) const;
   // The inode of `e`, made when first seen.
-  uint64_t inode_of(const std::shared_ptr<const nbd::Export>& e);
-  void fill_attributes(uint64_t ino, const nbd::Export* e, struct stat* st);
-  void fill_entry(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry);
+  uint64_t inode_of_locked(const std::shared_ptr<const nbd::Export>& e);
+  void fill_attributes_locked(uint64_t ino, const nbd::Export* e, struct stat* st);
+  void fill_entry_locked(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry);
+  // Stops counting `h` among its export's connections once nothing of it is in flight, and
+  // frees it once the kernel released it too.
+  void detach_locked(Handle* h);
+  void forget_locked(uint64_t ino, uint64_t count);
 
-  // Starts a request on the file of `fi`: null (and the request answered) if it cannot go on.
+  // On the calling worker's thread: starts a request on the file of `fi`; null (and the request
+  // answered) if it cannot go on.
   Request* begin(fuse_req* req, fuse_file_info* fi, bool writes);
   void answer_error(Request* r, int error);
   void end(Request* r);
   void seek_next(Request* r);
-  void detach(Handle* h);
 
-  void watch_device();
-  void receive();
+  // Each worker on its own thread:
+  void watch_device(Worker& w);
+  void receive(Worker& w);
+  void stop_worker(Worker& w);
+  void check_drained(Worker& w);
+  // On the first worker's thread, which runs the stop:
   void begin_stop();
-  void stop_when_drained();
+  void flush_all();
   void finish(bool flushed);
   // Tells the kernel to forget the attributes of files whose export changed size.
   void check_sizes();
@@ -143,30 +168,26 @@ class FuseFrontEnd final : public ExportClients {
   const nbd::ExportTable& exports_;
   const std::string mount_point_;
   fuse_session* session_ = nullptr;
-  boost::asio::io_context io_{1};
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> keep_alive_;
-  boost::asio::posix::stream_descriptor device_fd_;
-  boost::asio::steady_timer drain_timer_;
-  boost::asio::steady_timer size_timer_;
-  std::thread thread_;
   const struct timespec mounted_at_;
   const uid_t uid_;
   const gid_t gid_;
+  std::vector<std::unique_ptr<Worker>> workers_;  // [0] has the session's descriptor and runs the stop
 
-  Buffer receive_buffer_;
-  bool watching_ = false;
+  // On the first worker's thread:
+  std::optional<boost::asio::steady_timer> drain_timer_;
+  std::optional<boost::asio::steady_timer> size_timer_;
   bool stopping_ = false;
   bool finished_ = false;
-  bool flushed_ = true;
-  size_t in_flight_ = 0;
+  size_t undrained_ = 0;  // workers with requests still in flight during a stop
+  bool flushed_ = true;   // read by wait() after every thread ended
+  std::atomic<bool> went_away_said_{false};
 
+  std::mutex mutex_;
   std::unordered_map<uint64_t, Node> nodes_;
   std::map<const nbd::Export*, uint64_t> inode_by_export_;
   uint64_t next_inode_ = 2;  // 1 is the directory
   std::map<const nbd::Export*, std::weak_ptr<View>> views_;
   std::set<Handle*> handles_;
-  std::vector<std::unique_ptr<Request>> all_requests_;
-  std::vector<Request*> free_requests_;
 };
 
 }  // namespace volgate::gateway

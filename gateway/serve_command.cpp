@@ -83,6 +83,12 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "as NBD clients do, without a page cache. A mount left by a volgate that died\n"
                     "is detached first. With --fuse, --unix and --listen are optional.")
       ->type_name("DIR");
+  serve->add_option("--fuse-threads", options.fuse_threads,
+                    "Threads serving the --fuse mount, each with its own descriptor of it and its\n"
+                    "own share of the requests in flight (default: min(4, cores)); the NBD\n"
+                    "workers of --threads are others")
+      ->type_name("N")
+      ->check(CLI::Range(1u, FuseFrontEnd::kMaxThreads));
   serve->add_option("--threads", options.threads, "Worker threads (default: one per core)")
       ->check(CLI::Range(1, 256));
   serve->add_option("--poll-max-us", options.poll_max_us,
@@ -200,7 +206,9 @@ int run_serve(const ServeOptions& options) {
                    tls);
     for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
-    if (!fuse_dir.empty()) fuse.emplace(server->exports(), fuse_dir);
+    if (!fuse_dir.empty())
+      fuse.emplace(server->exports(), fuse_dir,
+                   options.fuse_threads ? options.fuse_threads : FuseFrontEnd::default_threads());
     if (!options.control_path.empty())
       control.emplace(*server, options.control_path, specs, fuse ? &*fuse : nullptr);
   } catch (const std::exception& e) {

@@ -16,6 +16,7 @@ struct ServeOptions {
   std::string control_path;              // the control API's unix socket; empty: none
   std::string fuse_dir;                  // mount the exports as files here; empty: no FUSE
   unsigned threads = 0;                  // 0: one per core
+  unsigned fuse_threads = 0;             // 0: FuseFrontEnd::default_threads()
   unsigned poll_max_us = 50;             // busy-polling window at most, see nbd::Server
   std::string socket_group;              // --unix sockets go to this group, mode 0660
   // See nbd::ServerLimits.

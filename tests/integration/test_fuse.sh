@@ -21,7 +21,11 @@
 #    one makes the file vanish and its further I/O fail with ENXIO;
 #  - SIGTERM unmounts (exit 0); after SIGKILL accesses fail at once (ENOTCONN, no hang) and a
 #    restart on the same DIR, with no NBD listener, detaches the dead mount and serves;
-#  - a missing DIR, a file as DIR and a live volgate mount there: exit 2, one line.
+#  - a missing DIR, a file as DIR and a live volgate mount there, --fuse-threads 0 or 65: exit 2,
+#    one line;
+#  - the mount is served by --fuse-threads threads (3 here, named volgate-fuse-N), each on its own
+#    /dev/fuse descriptor; every check above runs on them (an answer written to another
+#    descriptor than its request's would leave that request hanging until the tools time out).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -62,7 +66,7 @@ LUKS_IMG=$DISK_TMP/luks.img
 truncate -s 40M "$LUKS_IMG"
 cryptsetup luksFormat -q --type luks2 --sector-size 4096 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
     --key-file "$T/key" "$LUKS_IMG"
-start_volgate --unix "$S" --control "$C" --fuse "$M" \
+start_volgate --unix "$S" --control "$C" --fuse "$M" --fuse-threads 3 \
     --export "file=file:$T/file.img" \
     --export "mem=memory:64M" \
     --export "ro=file:$T/ro.img,readonly" \
@@ -78,6 +82,8 @@ assert_eq "$(errno_of "os.truncate('$M/file', 1 << 30)")" EPERM "growing a file"
 assert_eq "$(errno_of "os.open('$M/file', os.O_WRONLY | os.O_TRUNC)")" EPERM "O_TRUNC"
 cmp -s "$M/ro" "$T/ro.img" || fail "the read-only export reads differently from its file"
 pass "listing, sizes, modes; read-only, truncation and O_TRUNC refused"
+grep -q "mounted; .*, 3 threads" "$VG_ERR" || fail "the mount does not say it is served on 3 threads: $(grep -m1 mounted "$VG_ERR")"
+assert_eq "$(cat /proc/"$VG_PID"/task/*/comm | grep -c '^volgate-fuse-[0-9]*$')" 3 "threads named volgate-fuse-N"
 
 # ------------------------------------------------------------------ dd, cmp with NBD, no stale cache
 head -c $((3 * 1024 * 1024 + 777)) /dev/urandom >"$T/chunk"
@@ -214,7 +220,13 @@ for bad in "$T/nowhere" "$T/file.img" "$M"; do
     assert_eq "$(wc -l <"$T/bad.err")" 1 "lines on stderr for --fuse $bad"
 done
 grep -q "another volgate" "$T/bad.err" || fail "a live mount is not named as such: $(cat "$T/bad.err")"
-pass "a missing DIR, a file, a live volgate mount: exit 2 with one line"
+for bad in 0 65; do
+    rc=0
+    "$VOLGATE" serve --fuse "$T" --fuse-threads "$bad" --export "x=memory:1M" >/dev/null 2>"$T/bad.err" || rc=$?
+    assert_eq "$rc $(wc -l <"$T/bad.err")" "2 1" "exit code and lines on stderr for --fuse-threads $bad"
+    grep -q "fuse-threads.* not in range 1 to 64" "$T/bad.err" || fail "--fuse-threads $bad: $(cat "$T/bad.err")"
+done
+pass "a missing DIR, a file, a live volgate mount, --fuse-threads 0 and 65: exit 2 with one line"
 
 # ------------------------------------------------------------------ SIGTERM, SIGKILL, restart
 stop_volgate

@@ -6,12 +6,14 @@
 # the connection but never answers the login, or answers every step late, is given up after
 # login-timeout; IPv6 portals; with every path down, I/O waits for a path up to no-path-timeout
 # (and completes when one returns in time), then fails with EIO, and the export recovers when a
-# path is back; a LUN that grows is seen.
+# path is back; a LUN that grows is seen; the nbdkit plugin opens an iscsi:// SPEC after nbdkit
+# forks and qemu-img moves 64 MiB through it into the LUN byte for byte.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/iscsi_lib.sh"
 require_volgate
-require_tool fio nbdcopy cryptsetup
+require_tool fio nbdcopy cryptsetup nbdkit qemu-img
+. "$(dirname "$0")/nbdkit_plugin_lib.sh"
 
 IQN=iqn.2026-01.org.volgate.test:vol
 LUN=$TEST_TMP/lun.img
@@ -149,6 +151,11 @@ pass "fio 4k randwrite depth 32 with crc32c verify through one path"
 stop_volgate
 grep -q "path 0 127.0.0.2:$P: closing" "$VG_ERR" || fail "no closing line with the path's counters"
 pass "counters logged at exit: $(path_counters "$VG_ERR" 0)"
+
+# --- the nbdkit plugin on the LUN, through both portals ----------------------------------------
+plugin_forked_roundtrip "nbdkit plugin on iscsi://" "iscsi://$PORTALS/$IQN/1" 64
+cmp -s "$TEST_TMP/plugin.data" "$LUN" || fail "the LUN's backing file differs from what qemu-img wrote through the plugin"
+pass "the nbdkit plugin opens an iscsi:// SPEC with two portals after nbdkit forks; 64 MiB through it land in the LUN byte for byte"
 
 # --- LUKS on an iSCSI LUN ---------------------------------------------------------------------
 printf 'correct horse battery staple' >"$TEST_TMP/pass"

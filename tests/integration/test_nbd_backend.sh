@@ -7,7 +7,10 @@
 # SIGKILLed and restarted under fio --verify: no error with reconnect-delay; without it the error
 # reaches the client at once, and the export works again once the upstream is back. LUKS2 on top
 # of an upstream, checked with the independent decryptor on the upstream's file. Bad URIs and
-# unreachable, missing, TLS-only upstreams: one line on stderr, exit code 2.
+# unreachable, missing, TLS-only upstreams, a name that does not resolve and one whose DNS server
+# never answers (given up at connect-timeout): one line on stderr, exit code 2. nbd://localhost:PORT
+# carries data (the name resolved off the device's thread), and a name whose first address is
+# refused is served through its second.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -55,6 +58,29 @@ expect_startup_error "bad option" "connections '0'" --export "x=nbd://localhost/
 expect_startup_error "no such socket" "No such file or directory" \
     --export "x=nbd+unix:///e?socket=$T/missing.sock"
 expect_startup_error "TCP port closed" "refused" --export "x=nbd://127.0.0.1:$(free_tcp_port)/e"
+expect_startup_error "a name that does not resolve" "cannot resolve 'no-such-host.invalid'" \
+    --export "x=nbd://no-such-host.invalid/e"
+# A DNS server that never answers: resolving the name (on a thread of its own) is given up at
+# connect-timeout, and the process exits without waiting for it. volgate runs in a mount namespace
+# of its own (in_namespace.sh) whose /etc/resolv.conf names a UDP socket that reads queries and
+# never answers.
+"$SYSPY" -c 'import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.77", 53))
+open(sys.argv[1], "w").write("ready\n")
+while True: s.recvfrom(512)' "$T/mute-dns.ready" &
+BG_PIDS+=("$!")
+for ((i = 0; i < 100; i++)); do [[ -s $T/mute-dns.ready ]] && break; sleep 0.05; done
+printf 'nameserver 127.0.0.77\noptions timeout:5 attempts:3\n' >"$T/resolv.conf"
+t0=$(now_ms)
+rc=0
+NS_RESOLV=$T/resolv.conf VOLGATE_REAL=$VOLGATE timeout -k 5 30 "$INTEGRATION_DIR/in_namespace.sh" \
+    serve --unix "$T/never.sock" --export "x=nbd://mute.example/e,connect-timeout=2" \
+    >/dev/null 2>"$T/err" </dev/null || rc=$?
+ms=$(($(now_ms) - t0))
+[[ $rc == 2 ]] && grep -q "resolving 'mute.example' took longer than 2 s (connect-timeout)" "$T/err" ||
+    fail "a DNS server that never answers: exit $rc after $ms ms: $(cat "$T/err")"
+((ms < 6000)) || fail "a DNS server that never answers: volgate took $ms ms to give up (connect-timeout=2)"
+pass "a DNS server that never answers: exit 2 after $ms ms, '$(tail -c 160 "$T/err" | tr -d '\n')'"
 
 truncate -s 64M "$T/qemu.img"
 qemu-nbd -f raw --socket="$T/qemu.sock" --export-name=q --shared=4 --discard=unmap "$T/qemu.img" \
@@ -74,6 +100,30 @@ BG_PIDS+=("$!")
 for ((i = 0; i < 100; i++)); do [[ -S $T/mute.sock ]] && break; sleep 0.05; done
 expect_startup_error "handshake never answered" "connect-timeout" \
     --export "x=nbd+unix:///?socket=$T/mute.sock,connect-timeout=1"
+
+# ---- a TCP upstream by name: the name resolved off the I/O thread, its addresses tried in turn ----
+PORT=$(free_tcp_port)
+nbdkit -f -i 127.0.0.1 -p "$PORT" memory 16M 2>>"$T/nbdkit.log" &
+BG_PIDS+=("$!")
+for ((i = 0; i < 200; i++)); do nbdinfo --size "nbd://127.0.0.1:$PORT/" >/dev/null 2>&1 && break; sleep 0.05; done
+start_volgate --unix "$S" --export "t=nbd://localhost:$PORT/"
+qemu-io -f raw -c 'write -P 0x6b 1M 2M' -c 'read -P 0x6b 1M 2M' "$(u t)" | grep -q 'read 2097152/2097152' ||
+    fail "nbd://localhost:PORT: data does not go through"
+qemu-io -f raw -c 'read -P 0x6b 1M 2M' "nbd://127.0.0.1:$PORT/" | grep -q 'read 2097152/2097152' ||
+    fail "nbd://localhost:PORT: the upstream does not hold what was written through volgate"
+stop_volgate
+pass "nbd://localhost:PORT (resolved off the I/O thread): qemu-io writes through volgate land in the upstream"
+# A name with two addresses, the first refused (nothing listens on ::1): the second is tried
+# within the same attempt. volgate runs in a mount namespace whose /etc/hosts gives the name ::1
+# first, then 127.0.0.1.
+printf '::1 dual.example\n127.0.0.1 dual.example\n' >"$T/hosts"
+VG_LOG_LEVEL=debug VOLGATE_REAL=$VOLGATE VOLGATE=$INTEGRATION_DIR/in_namespace.sh NS_HOSTS=$T/hosts \
+    start_volgate --unix "$S" --export "d=nbd://dual.example:$PORT/"
+qemu-io -f raw -c 'read -P 0x6b 1M 2M' "$(u d)" | grep -q 'read 2097152/2097152' ||
+    fail "nbd://dual.example: data does not go through"
+grep -q "address 1 of 2 (::1) failed" "$VG_ERR" || fail "nbd://dual.example: the first address was not tried and given up: $(grep -m3 upstream "$VG_ERR")"
+stop_volgate
+pass "nbd://NAME with two addresses, the first refused: the second one serves ($(grep -m1 -o 'address 1 of 2 (::1) failed ([^)]*)' "$VG_ERR"))"
 
 # ---- upstreams: nbdkit memory and file, qemu-nbd; and one with block size limits ----
 truncate -s 64M "$T/kit.img"

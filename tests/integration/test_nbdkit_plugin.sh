@@ -19,17 +19,9 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_tool nbdkit nbdinfo nbdsh qemu-io fio cryptsetup
-PLUGIN=${VOLGATE_NBDKIT_PLUGIN:-$(dirname "$VOLGATE")/nbdkit-volgate-plugin.so}
-[[ -f $PLUGIN ]] || fail "plugin not found at '$PLUGIN' (build it, or set VOLGATE_NBDKIT_PLUGIN)"
+. "$(dirname "$0")/nbdkit_plugin_lib.sh"
 T=$TEST_TMP
 PAYLOAD="$SYSPY $INTEGRATION_DIR/luks_payload.py"
-
-# nbdkit is not built with the sanitizers: a plugin that is must have their runtime loaded first,
-# and with ASan libstdc++ too (nbdkit is C): its interceptor of __cxa_throw looks the real one up
-# when it starts, and finds none if libstdc++ only comes with the plugin.
-SAN_PRELOAD=$(ldd "$PLUGIN" | awk '/lib(asan|tsan)\.so/ {print $3; exit}')
-[[ $SAN_PRELOAD == *asan* ]] && SAN_PRELOAD+=:$(ldd "$PLUGIN" | awk '/libstdc\+\+\.so/ {print $3; exit}')
-nbdkit_() { LD_PRELOAD=$SAN_PRELOAD nbdkit "$@"; }
 
 NK=0
 # start_plugin SOCKET [NBDKIT-OPTIONS...] -- PLUGIN-ARGS...: nbdkit in the foreground (in the

@@ -4,8 +4,11 @@
 #  - fio with verify=crc32c at depth 32 through NBD; `rbd export` equals what nbdcopy wrote;
 #  - a snapshot is served read-only with the snapshot's data; trim frees space (`rbd du`) and
 #    block status reports the holes, at most 1 GiB per answer; a resize while served shows in
-#    new connections; a client other than admin, with its own keyring and caps on the pool only,
-#    is served;
+#    new connections, and in the export's FUSE file (--fuse): its size (stat, and fstat of a file
+#    opened before), and reads and writes in the grown range, O_DIRECT too; a client other than
+#    admin, with its own keyring and caps on the pool only, is served;
+#  - the nbdkit plugin opens an rbd: SPEC in nbdkit forked into the background (librados's
+#    threads started after the fork), and qemu-img moves 16 MiB through it byte for byte;
 #  - LUKS2 interop both ways with librbd's own encryption (`rbd encryption format`, and QEMU's
 #    rbd driver with encrypt.format=luks2 as the independent reader and writer), and
 #    `volgate luks format/dump` on an RBD target;
@@ -16,7 +19,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ceph_cluster.sh"
 require_volgate
-require_tool fio nbdcopy nbdinfo qemu-img qemu-io
+require_tool fio nbdcopy nbdinfo qemu-img qemu-io nbdkit
+. "$(dirname "$0")/nbdkit_plugin_lib.sh"
 ceph_start memstore
 
 T=$TEST_TMP
@@ -50,6 +54,8 @@ rbd_used() {
 
 # ------------------------------------------------------------------ data path
 rbd_cmd create --size 64M "$CEPH_POOL/a"
+FUSE_DIR=$T/mnt
+mkdir "$FUSE_DIR"
 start_volgate --unix "$S" --export "a=rbd:$CEPH_POOL/a,$CEPH"
 nbdinfo --json "$(uri a)" | "$SYSPY" -c '
 import json, sys
@@ -144,7 +150,7 @@ rbd_cmd namespace create "$CEPH_POOL/tenant1" 2>/dev/null || fail "rbd namespace
 rbd_cmd create --size 8M "$CEPH_POOL/tenant1/n"
 rbd_cmd create --size 3G "$CEPH_POOL/big"
 stop_volgate
-start_volgate --unix "$S" --export "a=rbd:$CEPH_POOL/a,$CEPH" --export "snap=rbd:$CEPH_POOL/a@s1,$CEPH" \
+start_volgate --unix "$S" --fuse "$FUSE_DIR" --export "a=rbd:$CEPH_POOL/a,$CEPH" --export "snap=rbd:$CEPH_POOL/a@s1,$CEPH" \
     --export "n=rbd:$CEPH_POOL/tenant1/n,$CEPH" --export "big=rbd:$CEPH_POOL/big,$CEPH"
 nbdinfo --json "$(uri snap)" | "$SYSPY" -c '
 import json, sys
@@ -189,6 +195,7 @@ pass "block status of a 3 GiB image: each answer covers 1 GiB, the cap, with tha
 
 # ------------------------------------------------------------------ resize while served
 nbdsh -u "$(uri a)" -c 'h.pwrite(b"\x77" * 4096, 0); h.flush()'   # holds the exclusive lock
+exec {OPENED_BEFORE}<>"$FUSE_DIR/a"
 rbd_cmd resize --size 96M "$CEPH_POOL/a" >/dev/null 2>&1 || fail "rbd resize while served failed"
 for ((i = 0; i < 100; i++)); do
     [[ $(nbdinfo --size "$(uri a)") == $((96 * M)) ]] && break
@@ -199,8 +206,38 @@ nbdsh -u "$(uri a)" -c '
 h.pwrite(b"\x42" * 4096, 96 * 2**20 - 4096); h.flush()
 assert h.pread(4096, 96 * 2**20 - 4096) == b"\x42" * 4096' || fail "cannot use the grown part"
 pass "rbd resize 64M -> 96M while served: new connections get 96 MiB and can use it"
+
+# The export's FUSE file: a file opened before the resize sees the new size (fstat) and takes
+# writes in the grown range; a new stat sees it too; O_DIRECT reads the grown range back, and
+# NBD sees what the file wrote there.
+assert_eq "$(stat -c %s "$FUSE_DIR/a")" $((96 * M)) "the FUSE file's size after the resize"
+"$SYSPY" - "$FUSE_DIR/a" "$OPENED_BEFORE" <<'PY' 2>"$T/err" || fail "the FUSE file after the resize: $(cat "$T/err")"
+import os, sys
+path, fd = sys.argv[1], int(sys.argv[2])
+M = 1 << 20
+assert os.fstat(fd).st_size == 96 * M, os.fstat(fd).st_size
+assert os.pread(fd, 4096, 96 * M - 4096) == b"\x42" * 4096, "the grown range does not read what NBD wrote"
+assert os.pwrite(fd, b"\x24" * 12345, 80 * M + 1000) == 12345
+os.fsync(fd)
+assert os.pread(fd, 12345, 80 * M + 1000) == b"\x24" * 12345
+assert os.pread(fd, 4096, 96 * M) == b"", "a read at the new end is not the end of file"
+PY
+cmp -s <(head -c 12345 /dev/zero | tr '\0' '\044') \
+    <(dd if="$FUSE_DIR/a" bs=1M skip=80 count=1 iflag=direct status=none | tail -c +1001 | head -c 12345) \
+    || fail "an O_DIRECT read of the grown range through the FUSE file differs"
+nbdsh -u "$(uri a)" -c 'assert h.pread(12345, 80 * 2**20 + 1000) == b"\x24" * 12345' \
+    || fail "NBD does not see what the FUSE file wrote in the grown range"
+exec {OPENED_BEFORE}<&-
+pass "rbd resize: the FUSE file (one opened before too) is 96 MiB and reads and writes the grown range, O_DIRECT too"
 assert_alive
 stop_volgate
+
+# ------------------------------------------------------------------ the nbdkit plugin, forked
+rbd_cmd create --size 16M "$CEPH_POOL/plugin"
+plugin_forked_roundtrip "nbdkit plugin on rbd:" "rbd:$CEPH_POOL/plugin,$CEPH" 16
+rbd_cmd export "$CEPH_POOL/plugin" "$T/plugin.export" >/dev/null 2>&1
+cmp -s "$TEST_TMP/plugin.data" "$T/plugin.export" || fail "rbd export of what qemu-img wrote through the plugin differs"
+pass "the nbdkit plugin opens an rbd: SPEC after nbdkit forks; 16 MiB through it equal rbd export's copy"
 
 # ------------------------------------------------------------------ a client other than admin
 # client.volgate may use the pool and nothing else (Ceph's rbd profiles), with its own keyring:
