@@ -127,8 +127,19 @@ def completes_within(c, seconds):
             return True
         h.poll(100)
     return h.aio_command_completed(c)
+def thread_state(pid, tid):
+    try:
+        return open("/proc/%d/task/%s/stat" % (pid, tid)).read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:  # the thread ended meanwhile
+        return "T"
+def stopped(pid):  # every thread of PID in state T: kill() returns before they all are
+    return all(thread_state(pid, t) in "tT" for t in os.listdir("/proc/%d/task" % pid))
 os.kill(osd, signal.SIGSTOP)
 try:
+    end = time.time() + 10
+    while not stopped(osd):
+        assert time.time() < end, "the OSD did not stop within 10 s of SIGSTOP"
+        time.sleep(0.01)
     plain = h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(b"\x22" * 4096)), 0)
     plain_early = completes_within(plain, 1.5)
     fua = h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(b"\x11" * 4096)), 2 * M, flags=nbd.CMD_FLAG_FUA)
