@@ -14,6 +14,7 @@ struct ServeOptions {
   std::vector<std::string> exports;      // NAME=BACKEND[,OPTION...]
   std::string control_path;              // the control API's unix socket; empty: none
   std::string fuse_dir;                  // mount the exports as files here; empty: no FUSE
+  std::string metrics;                   // [HOST:]PORT of the Prometheus endpoint; empty: none
   unsigned threads = 0;                  // 0: one per core
   unsigned poll_max_us = 50;             // busy-polling window at most, see nbd::Server
   std::string socket_group;              // --unix sockets go to this group, mode 0660
