@@ -15,6 +15,8 @@
 #include <limits>
 #include <optional>
 
+#include "controller/metrics/controller_metrics.hpp"
+
 namespace volgate::controller {
 namespace {
 
@@ -283,6 +285,7 @@ ApiResponse ApiServer::handle(std::string_view method, std::string_view target, 
       token.size() == token_.size() && CRYPTO_memcmp(token.data(), token_.data(), token_.size()) == 0;
   if (!token_ok && !VolumeApi::open_to_anyone(method, target)) {
     spdlog::info("{} {}: 401 (no valid X-Auth-Token)", method, target);
+    ControllerMetrics::process().api_request(method, "unauthenticated", 401);
     return error_response(401, "unauthorized", "The request needs a valid X-Auth-Token.");
   }
   ApiResponse r = api_.handle(std::string(method), std::string(target), body, headers);
