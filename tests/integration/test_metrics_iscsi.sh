@@ -70,7 +70,7 @@ nbdsh -u "$(unix_uri enc "$S")" -c 'h.pwrite(b"\x33" * 65536, 0)' || fail "a wri
 # ------------------------------------------------------------ the Grafana dashboard's metrics
 DASH=$REPO_ROOT/monitoring/grafana/volgate-gateway.json
 scrape "$URL" "$TEST_TMP/m4"
-"$SYSPY" - "$DASH" "$TEST_TMP/m4" <<'PY' || fail "the dashboard does not match the scrape (see above)"
+cat >"$TEST_TMP/check_dashboard.py" <<'PY'
 import json, re, sys
 dash = json.load(open(sys.argv[1]))  # valid JSON, or this fails
 declared = set(re.findall(r"^# TYPE (\S+) (\S+)", open(sys.argv[2]).read(), re.M))
@@ -103,6 +103,18 @@ assert not missing, "queried but not in a real scrape: %s" % missing
 assert dash.get("title") and dash.get("panels"), "no title or panels"
 print("%d queries, %d metrics, all in the scrape" % (len(exprs), len(used)))
 PY
+"$SYSPY" "$TEST_TMP/check_dashboard.py" "$DASH" "$TEST_TMP/m4" || fail "the dashboard does not match the scrape (see above)"
+# The check catches a query of a metric the gateway does not export.
+"$SYSPY" - "$DASH" "$TEST_TMP/bad-dash.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["panels"][1]["targets"][0]["expr"] = "rate(volgate_export_no_such_thing_total[5m])"
+json.dump(d, open(sys.argv[2], "w"))
+PY
+if "$SYSPY" "$TEST_TMP/check_dashboard.py" "$TEST_TMP/bad-dash.json" "$TEST_TMP/m4" >"$TEST_TMP/bad-dash.out" 2>&1; then
+    fail "a dashboard querying volgate_export_no_such_thing_total passed the check"
+fi
+grep -q volgate_export_no_such_thing_total "$TEST_TMP/bad-dash.out" || fail "the check did not name the missing metric: $(cat "$TEST_TMP/bad-dash.out")"
 pass "the Grafana dashboard is valid JSON and every metric it queries is in the scrape"
 
 stop_volgate
