@@ -153,6 +153,11 @@ MetricsHttpServer::MetricsHttpServer(const tcp::endpoint& endpoint, Collect coll
     throw std::system_error(ec.value(), std::generic_category(),
                             "metrics: listening on " + endpoint.address().to_string() + ":" +
                                 std::to_string(endpoint.port()));
+  // Read once, here: the acceptor is the server thread's from start() on.
+  const tcp::endpoint bound = acceptor_.local_endpoint(ec);
+  port_ = bound.port();
+  address_ = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string()) +
+             ":" + std::to_string(port_);
   if (!endpoint.address().is_loopback())
     spdlog::warn("metrics on {}, which is not a loopback address: anyone who can reach it sees the "
                  "export names and their traffic",
@@ -160,18 +165,6 @@ MetricsHttpServer::MetricsHttpServer(const tcp::endpoint& endpoint, Collect coll
 }
 
 MetricsHttpServer::~MetricsHttpServer() { stop(); }
-
-std::string MetricsHttpServer::address() const {
-  error_code ec;
-  auto bound = acceptor_.local_endpoint(ec);
-  const std::string host = bound.address().to_string();
-  return (bound.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(bound.port());
-}
-
-uint16_t MetricsHttpServer::port() const {
-  error_code ec;
-  return acceptor_.local_endpoint(ec).port();
-}
 
 void MetricsHttpServer::start() {
   accept_next();

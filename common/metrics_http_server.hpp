@@ -44,8 +44,8 @@ class MetricsHttpServer {
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
   // The address bound (the kernel's port when given port 0), as HOST:PORT.
-  std::string address() const;
-  uint16_t port() const;
+  const std::string& address() const { return address_; }
+  uint16_t port() const { return port_; }
   void start();
   // Closes every connection and joins the thread; also done by the destructor.
   void stop();
@@ -59,6 +59,8 @@ class MetricsHttpServer {
   const Collect collect_;
   const MetricsServerLimits limits_;
   std::shared_ptr<size_t> open_;  // connections open; touched only on the server's thread
+  std::string address_;
+  uint16_t port_ = 0;
   std::thread thread_;
 };
 
