@@ -35,6 +35,14 @@ URL=$(grep '^http://' "$VG_OUT") || fail "no metrics URL on stdout: $(cat "$VG_O
 [[ $URL == http://127.0.0.1:*/metrics ]] || fail "metrics URL: $URL"
 info "metrics at $URL"
 
+# The port is taken now: a second gateway asking for it stops at start.
+rc=0
+TAKEN=${URL#http://}; TAKEN=${TAKEN%/metrics}
+timeout 20 "$VOLGATE" serve --unix "$TEST_TMP/second.sock" --export m=memory:1M --metrics "$TAKEN" >/dev/null 2>"$TEST_TMP/second.err" || rc=$?
+assert_eq "$rc" 2 "exit code for --metrics on a port in use"
+grep -q "metrics: listening on" "$TEST_TMP/second.err" || fail "no metrics address in the error: $(cat "$TEST_TMP/second.err")"
+pass "--metrics on a port in use: exit 2 with the address named"
+
 scrape "$URL" "$TEST_TMP/m0"
 assert_sample "$TEST_TMP/m0" 'volgate_export_requests_total{export="mem",type="write"}' 0
 assert_sample "$TEST_TMP/m0" 'volgate_export_connections{export="mem"}' 0
