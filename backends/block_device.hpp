@@ -22,11 +22,16 @@
 #include <system_error>
 #include <vector>
 
+#include "common/metrics_report.hpp"
+
 namespace boost::asio {
 class io_context;
 }
 
 namespace volgate::backends {
+
+using volgate::MetricLabels;
+using volgate::MetricsReport;
 
 // Completions are std::function; capture at most two pointers so they stay in its small-object
 // buffer and do not allocate on the data path.
@@ -97,6 +102,11 @@ class BlockDevice {
   // paths live on one thread). A front-end that runs its connection there saves two thread
   // changes per request. Null: the device works on its callers' threads or its own pool.
   virtual boost::asio::io_context* home_context() { return nullptr; }
+
+  // Adds this device's own metrics (iSCSI paths, LUKS cipher bytes; most devices have none) to
+  // a scrape, each sample with `labels` first (the export's name). From any thread, at any
+  // time, without waiting for the device's thread. A decorator adds its base's too.
+  virtual void report_metrics(MetricsReport& /*report*/, const MetricLabels& /*labels*/) const {}
 
   // Move bytes right here, on any thread, as far as that needs no wait for a device (page-cache
   // hits), and return how many bytes from the start of `data` were moved: possibly none, and

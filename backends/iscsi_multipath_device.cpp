@@ -114,6 +114,7 @@ IscsiMultipathDevice::IscsiMultipathDevice(const IscsiOptions& options,
   key_host_ = host_key_part(options_);
   key_run_ = process_run_part();
   reported_up_.assign(options_.portals.size(), false);
+  path_metrics_ = std::make_unique<PathMetrics[]>(options_.portals.size());
   last_down_reason_.resize(options_.portals.size());
   announced_checking_.assign(options_.portals.size(), false);
   IscsiPath::Owner& owner = *this;
@@ -547,6 +548,7 @@ void IscsiMultipathDevice::finish_start_when_settled() {
         fence_earlier_runs(*path);
       }
       reported_up_[path->index()] = path->state() == IscsiPath::State::up;
+      if (reported_up_[path->index()]) note_path_up(*path);
       if (path->state() == IscsiPath::State::up)
         log_path(Tone::news, *path, "up", key_text(*path));
       else
@@ -605,6 +607,7 @@ void IscsiMultipathDevice::path_up(IscsiPath& path) {
     return log_path(Tone::trouble, path, "refused", "block size changed");
   }
   reported_up_[path.index()] = true;
+  note_path_up(path);
   announced_checking_[path.index()] = false;
   adopt_transfer_limit(path);
   fence_earlier_runs(path);
@@ -624,6 +627,12 @@ void IscsiMultipathDevice::path_down(IscsiPath& path, const std::string& why, ui
   if (fence_key != 0) fences_.push_back(fence_key);
   const bool was_up = reported_up_[path.index()];
   reported_up_[path.index()] = false;
+  if (was_up) {
+    PathMetrics& m = path_metrics_[path.index()];
+    m.up.store(false, std::memory_order_relaxed);
+    bump(m.failovers);
+    m.lost = true;
+  }
   if (stopping_) return;
   if (starting_) return finish_start_when_settled();
   // A path that stays down is tried every path-check-interval: say so once per reason.
@@ -636,7 +645,46 @@ void IscsiMultipathDevice::path_down(IscsiPath& path, const std::string& why, ui
   schedule_dispatch();
 }
 
+void IscsiMultipathDevice::note_path_up(const IscsiPath& path) {
+  PathMetrics& m = path_metrics_[path.index()];
+  m.up.store(true, std::memory_order_relaxed);
+  m.last_success_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  if (m.lost) bump(m.failbacks);
+  m.lost = false;
+}
+
+void IscsiMultipathDevice::report_metrics(MetricsReport& report, const MetricLabels& labels) const {
+  constexpr const char* kUp = "volgate_iscsi_path_up";
+  constexpr const char* kUpHelp = "1 while an iSCSI path is logged in and checked, else 0.";
+  constexpr const char* kFailovers = "volgate_iscsi_path_failovers_total";
+  constexpr const char* kFailoversHelp = "Times an iSCSI path was lost while up (its requests went to other paths).";
+  constexpr const char* kFailbacks = "volgate_iscsi_path_failbacks_total";
+  constexpr const char* kFailbacksHelp = "Times a lost iSCSI path came back up and took requests again.";
+  constexpr const char* kSince = "volgate_iscsi_path_seconds_since_success";
+  constexpr const char* kSinceHelp =
+      "Seconds since a request (or the path's check at bring-up) last succeeded on an iSCSI path; absent "
+      "until one has.";
+  const int64_t now = Clock::now().time_since_epoch().count();
+  for (size_t i = 0; i < options_.portals.size(); ++i) {
+    const PathMetrics& m = path_metrics_[i];
+    MetricLabels with = labels;
+    with.emplace_back("path", std::to_string(i));
+    with.emplace_back("portal", options_.portals[i]);
+    report.add(kUp, MetricType::gauge, kUpHelp, with, m.up.load(std::memory_order_relaxed) ? 1 : 0);
+    report.add(kFailovers, MetricType::counter, kFailoversHelp, with,
+               static_cast<double>(m.failovers.load(std::memory_order_relaxed)));
+    report.add(kFailbacks, MetricType::counter, kFailbacksHelp, with,
+               static_cast<double>(m.failbacks.load(std::memory_order_relaxed)));
+    const int64_t last = m.last_success_ns.load(std::memory_order_relaxed);
+    if (last != 0)
+      report.add(kSince, MetricType::gauge, kSinceHelp, with, static_cast<double>(std::max<int64_t>(now - last, 0)) / 1e9);
+  }
+}
+
 void IscsiMultipathDevice::io_done(IscsiIo* io, std::error_code ec) {
+  if (!ec && io->path)
+    path_metrics_[io->path->index()].last_success_ns.store(Clock::now().time_since_epoch().count(),
+                                                           std::memory_order_relaxed);
   complete(static_cast<Request*>(io), ec);
   if (!queue_.empty()) schedule_dispatch();
 }

@@ -62,6 +62,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) override;
   // The paths' thread: a session running there never hands a request to another thread.
   boost::asio::io_context* home_context() override { return &io_; }
+  // Per path: up, failovers, failbacks, seconds since the last success.
+  void report_metrics(MetricsReport& report, const MetricLabels& labels) const override;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -145,6 +147,19 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   bool dispatch_posted_ = false;
   size_t next_path_ = 0;  // round-robin
   std::vector<bool> reported_up_;  // per path: its coming up was logged
+  // Per path, for the metrics: written on the paths' thread only, read by scrapes.
+  struct PathMetrics {
+    std::atomic<bool> up{false};
+    std::atomic<uint64_t> failovers{0};
+    std::atomic<uint64_t> failbacks{0};
+    std::atomic<int64_t> last_success_ns{0};  // steady clock; 0: never
+    bool lost = false;  // went down since it was last up (paths' thread only)
+  };
+  static void bump(std::atomic<uint64_t>& counter) {
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  void note_path_up(const IscsiPath& path);
+  std::unique_ptr<PathMetrics[]> path_metrics_;
   std::vector<std::string> last_down_reason_;  // per path: the last failure logged
   std::vector<bool> announced_checking_;       // per path: "checking" logged in this outage
   // Reservation keys: this host and LUN (32 bits), this process's run (16), the session (16). A

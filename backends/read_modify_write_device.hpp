@@ -46,6 +46,9 @@ class ReadModifyWriteDevice final : public BlockDevice {
   void block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) override;
   void cache(uint64_t offset, uint64_t length, Completion done) override;
   boost::asio::io_context* home_context() override { return base_->home_context(); }
+  void report_metrics(MetricsReport& report, const MetricLabels& labels) const override {
+    base_->report_metrics(report, labels);
+  }
 
   const BlockDevice& base() const { return *base_; }
 

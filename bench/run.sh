@@ -9,7 +9,7 @@ for a in "$@"; do
   if [[ $a =~ ^[A-Za-z0-9_./,=:@+%-]+$ ]]; then CMDLINE+=" $a"; else CMDLINE+=" $(printf '%q' "$a")"; fi
 done
 
-ALL_SERVERS=(volgate-file volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
+ALL_SERVERS=(volgate-file volgate-file-metrics volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
              volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2
              volgate-iscsi volgate-iscsi-rr qemu-nbd-iscsi)
 # Rows of volgate's device stack inside nbdkit (the plugin, build/nbdkit-volgate-plugin.so): on
@@ -269,6 +269,8 @@ server_cmd() { # server sock -> prints argv, one per line
   local s=$1 sock=$2
   case $s in
     volgate-file)   printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=file:$IMG" ;;
+    # The same with --metrics: requests timed for the latency histograms (counting is always on).
+    volgate-file-metrics) printf '%s\n' "$VOLGATE" serve --unix "$sock" --metrics 127.0.0.1:0 --export "bench=file:$IMG" ;;
     volgate-memory) printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=memory:$SIZE_STR" ;;
     nbdkit-file)    printf '%s\n' nbdkit -f -U "$sock" file "$IMG" ;;
     nbdkit-memory)  printf '%s\n' nbdkit -f -U "$sock" memory "size=$SIZE" ;;
@@ -779,13 +781,16 @@ report() {
       fi
       r1="" r2="" r3="" r4=""
       case $s in
-        volgate-file | volgate-memory | volgate-nbd-memory)
+        volgate-file | volgate-memory | volgate-nbd-memory | volgate-file-metrics)
           ref=nbdkit-${s#volgate-}
+          ref=${ref%-metrics}
           ref=${ref/nbdkit-nbd-/nbdkit-}  # the chained export against its upstream, direct
           r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}")
           r2=$(ratio "${RES[$s|$w|cpug]:-}" "${RES[$ref|$w|cpug]:-}")
           [[ -n $r1 ]] || r1="n/a"
           [[ -n $r2 ]] || r2="n/a"
+          # metrics on against off, same image and run
+          [[ $s == volgate-file-metrics ]] && r4=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[volgate-file|$w|mibs]:-}")
           ;;
         nbdkit-volgate-file | nbdkit-volgate-luks2)
           # the plugin against nbdkit's file plugin (the bar: within 10 %), and against volgate serve

@@ -40,7 +40,7 @@ void PollWindow::slept(Duration slept) {
 }
 
 void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration max_window,
-                               const std::function<bool()>& worth_polling) {
+                               const std::function<bool()>& worth_polling, std::atomic<uint64_t>* polled_ns) {
   if (max_window.count() <= 0) {
     io.run();
     return;
@@ -62,10 +62,19 @@ void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration
       // Yielding between polls gives the core to any other runnable thread (a backend's own
       // thread, a storage daemon on the same host) and so keeps polling from delaying the
       // very work it waits for: the thread only spins on a core nobody else wants.
-      while (Clock::now() < deadline) {
-        if ((found = io.poll() > 0)) break;
+      auto now = idle_since;
+      while ((now = Clock::now()) < deadline) {
+        if (io.poll() > 0) {
+          found = true;  // `now` was read before poll() ran them: their time is not polling
+          break;
+        }
         sched_yield();
         relax_cpu();
+      }
+      if (polled_ns) {
+        const auto spent = std::chrono::duration_cast<std::chrono::nanoseconds>(now - idle_since).count();
+        polled_ns->store(polled_ns->load(std::memory_order_relaxed) + static_cast<uint64_t>(spent),
+                         std::memory_order_relaxed);
       }
     }
     if (found) continue;

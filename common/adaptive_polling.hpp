@@ -9,7 +9,9 @@
 // soon after the thread went to sleep, and shrinks when they keep coming much later than the
 // largest window, so an idle or slow connection costs no CPU beyond one short poll per sleep.
 #include <boost/asio/io_context.hpp>
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 
 namespace volgate {
@@ -37,8 +39,10 @@ class PollWindow {
 
 // io_context::run() with polling while worth_polling() says so (a max_window of zero is plain
 // run()). worth_polling is asked on the loop's thread each time it runs out of handlers.
-// Returns when the io_context runs out of work or is stopped.
+// Returns when the io_context runs out of work or is stopped. With `polled_ns`, adds the time
+// spent polling (spinning for events, not running handlers) to it; only this thread writes it.
 void run_with_adaptive_polling(boost::asio::io_context& io, PollWindow::Duration max_window,
-                               const std::function<bool()>& worth_polling);
+                               const std::function<bool()>& worth_polling,
+                               std::atomic<uint64_t>* polled_ns = nullptr);
 
 }  // namespace volgate

@@ -13,6 +13,7 @@
 #include "controller/flows/delete_volume.hpp"
 #include "controller/flows/extend_volume.hpp"
 #include "controller/flows/update_attachment.hpp"
+#include "controller/metrics/controller_metrics.hpp"
 
 namespace volgate::controller {
 
@@ -336,7 +337,11 @@ void VolumeService::force_detach(const std::string& project, const std::string& 
   store_.update_volume_attachments(id, [](Store::VolumeAttachments& state) { settle_volume_status(state); });
 }
 
-ExportRepairs VolumeService::reconcile_exports() { return controller::reconcile_exports(services_); }
+ExportRepairs VolumeService::reconcile_exports() {
+  ExportRepairs repairs = controller::reconcile_exports(services_);
+  ControllerMetrics::process().export_repairs(repairs);
+  return repairs;
+}
 
 std::set<std::string> VolumeService::served_exports() {
   if (!services_.gateway)

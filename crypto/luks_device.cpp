@@ -37,6 +37,19 @@ std::string LuksDevice::description() const {
   return info_.version + " " + info_.cipher + " on " + base_->description();
 }
 
+void LuksDevice::report_metrics(MetricsReport& report, const MetricLabels& labels) const {
+  constexpr const char* kName = "volgate_luks_cipher_bytes_total";
+  constexpr const char* kHelp =
+      "Bytes a LUKS export encrypted (writes, zeroes written as ciphertext) and decrypted (reads).";
+  const auto sums = cipher_bytes_.sums();
+  MetricLabels with = labels;
+  with.emplace_back("operation", "encrypt");
+  report.add(kName, MetricType::counter, kHelp, with, static_cast<double>(sums[kEncrypted]));
+  with.back().second = "decrypt";
+  report.add(kName, MetricType::counter, kHelp, with, static_cast<double>(sums[kDecrypted]));
+  base_->report_metrics(report, labels);
+}
+
 std::error_code LuksDevice::check(uint64_t offset, uint64_t length, int out_of_range_error) const {
   if (offset > info_.payload_size || length > info_.payload_size - offset)
     return errno_code(out_of_range_error);
@@ -59,6 +72,7 @@ struct LuksDevice::ReadOp {
 
   void finish(std::error_code ec) {
     std::unique_ptr<ReadOp> owned(this);
+    if (!ec) self->cipher_bytes_.add(kDecrypted, data.size());
     owned->done(ec);
   }
 
@@ -124,6 +138,7 @@ struct LuksDevice::WriteOp {
 
   void finish(std::error_code ec) {
     std::unique_ptr<WriteOp> owned(this);
+    if (!ec) self->cipher_bytes_.add(kEncrypted, plaintext.size());
     owned->done(ec);
   }
 
@@ -252,6 +267,7 @@ struct LuksDevice::ZeroWriter {
       } catch (const std::exception&) {
         return finish(cipher_failed());
       }
+      self->cipher_bytes_.add(kEncrypted, length);
       const uint64_t at = offset;
       offset += length;
       remaining -= length;

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "backends/block_device.hpp"
+#include "common/thread_counters.hpp"
 #include "crypto/luks_container.hpp"
 #include "crypto/xts_cipher.hpp"
 
@@ -40,6 +41,8 @@ class LuksDevice final : public backends::BlockDevice {
   void cache(uint64_t offset, uint64_t length, backends::Completion done) override;
 
   const backends::BlockDevice& base() const { return *base_; }
+  // volgate_luks_cipher_bytes_total, then the base's metrics.
+  void report_metrics(MetricsReport& report, const MetricLabels& labels) const override;
   // Not the base's home: small requests are ciphered inline on the caller's thread, and on one
   // iSCSI thread every connection's cipher work would queue behind the others.
 
@@ -71,6 +74,9 @@ class LuksDevice final : public backends::BlockDevice {
   const std::shared_ptr<backends::BlockDevice> base_;
   const LuksInfo info_;
   const XtsCipher cipher_;
+  // Bytes ciphered by requests that succeeded, counted on the thread that completes them.
+  enum : size_t { kEncrypted, kDecrypted };
+  mutable ThreadCounters<2> cipher_bytes_;
 };
 
 }  // namespace volgate::crypto

@@ -117,7 +117,7 @@ ControlResponse ControlService::health() const {
 
 control::ExportInfo ControlService::info(const std::string& name, const Entry& entry) const {
   const nbd::ExportCounters& c = *entry.served->counters;
-  auto load = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+  const nbd::ExportCounters::Totals t = c.totals();
   control::ExportInfo out;
   out.name = name;
   out.target = entry.target;
@@ -125,7 +125,7 @@ control::ExportInfo ControlService::info(const std::string& name, const Entry& e
   out.encrypted = entry.encrypted;
   out.size = entry.served->device->size();
   out.connections = c.connections.load(std::memory_order_relaxed);
-  out.requests = {load(c.reads), load(c.writes), load(c.bytes_read), load(c.bytes_written), load(c.errors)};
+  out.requests = {t.reads, t.writes, t.bytes_read, t.bytes_written, t.errors};
   return out;
 }
 

@@ -129,6 +129,8 @@ struct FuseFrontEnd::Request {
   uint64_t offset = 0;
   size_t length = 0;
   int whence = 0;
+  // What the export's counters count it as; SEEK_DATA/SEEK_HOLE (unknown) are not counted.
+  nbd::RequestKind kind = nbd::RequestKind::unknown;
   bool calling = false;          // seek_next: inside the device call
   bool continue_inline = false;  // seek_next: the call completed inside and wants the next step
 };
@@ -693,7 +695,7 @@ FuseFrontEnd::Request* FuseFrontEnd::begin(fuse_req_t req, fuse_file_info* fi, b
 }
 
 void FuseFrontEnd::answer_error(Request* r, int error) {
-  r->handle->view->exported->counters->errors.fetch_add(1, std::memory_order_relaxed);
+  if (r->kind != nbd::RequestKind::unknown) r->handle->view->exported->counters->failed_errno(r->kind, error);
   fuse_reply_err(r->req, error);
   end(r);
 }
@@ -704,6 +706,7 @@ void FuseFrontEnd::end(Request* r) {
   r->data = Buffer();
   r->payload = {};
   r->continue_inline = r->calling = false;
+  r->kind = nbd::RequestKind::unknown;
   w.free_requests.push_back(r);
   {
     std::lock_guard lock(mutex_);
@@ -717,6 +720,7 @@ void FuseFrontEnd::end(Request* r) {
 void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
   Request* r = begin(req, fi, false);
   if (!r) return;
+  r->kind = nbd::RequestKind::read;
   const uint64_t device_size = r->handle->view->device->size();
   const uint64_t offset = static_cast<uint64_t>(off);
   if (off < 0) return answer_error(r, EINVAL);
@@ -730,9 +734,7 @@ void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_inf
   r->handle->view->device->read(offset, r->data.span().first(r->length), [r](std::error_code ec) {
     FuseFrontEnd* self = r->self;
     if (ec) return self->answer_error(r, backends::errno_of(ec));
-    auto& counters = *r->handle->view->exported->counters;
-    counters.reads.fetch_add(1, std::memory_order_relaxed);
-    counters.bytes_read.fetch_add(r->length, std::memory_order_relaxed);
+    r->handle->view->exported->counters->answered(nbd::RequestKind::read, r->length);
     fuse_reply_buf(r->req, reinterpret_cast<const char*>(r->data.data()), r->length);
     self->end(r);
   });
@@ -741,6 +743,7 @@ void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_inf
 void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   Request* r = begin(req, fi, true);
   if (!r) return;
+  r->kind = nbd::RequestKind::write;
   const uint64_t device_size = r->handle->view->device->size();
   const uint64_t offset = static_cast<uint64_t>(off);
   if (off < 0) return answer_error(r, EINVAL);
@@ -770,9 +773,7 @@ void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t
   r->handle->view->device->write(offset, r->payload, {.fua = r->handle->sync}, [r](std::error_code ec) {
     FuseFrontEnd* self = r->self;
     if (ec) return self->answer_error(r, backends::errno_of(ec));
-    auto& counters = *r->handle->view->exported->counters;
-    counters.writes.fetch_add(1, std::memory_order_relaxed);
-    counters.bytes_written.fetch_add(r->length, std::memory_order_relaxed);
+    r->handle->view->exported->counters->answered(nbd::RequestKind::write, r->length);
     fuse_reply_write(r->req, r->length);
     self->end(r);
   });
@@ -781,8 +782,10 @@ void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t
 void FuseFrontEnd::on_fsync(fuse_req_t req, fuse_file_info* fi) {
   Request* r = begin(req, fi, false);
   if (!r) return;
+  r->kind = nbd::RequestKind::flush;
   r->handle->view->device->flush([r](std::error_code ec) {
     if (ec) return r->self->answer_error(r, backends::errno_of(ec));
+    r->handle->view->exported->counters->answered(nbd::RequestKind::flush, 0);
     fuse_reply_err(r->req, 0);
     r->self->end(r);
   });
@@ -791,6 +794,7 @@ void FuseFrontEnd::on_fsync(fuse_req_t req, fuse_file_info* fi) {
 void FuseFrontEnd::on_fallocate(fuse_req_t req, int mode, off_t offset, off_t length, fuse_file_info* fi) {
   Request* r = begin(req, fi, true);
   if (!r) return;
+  r->kind = nbd::RequestKind::write_zeroes;
   const uint64_t device_size = r->handle->view->device->size();
   if (offset < 0 || length <= 0) return answer_error(r, EINVAL);
   const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
@@ -816,8 +820,10 @@ void FuseFrontEnd::on_fallocate(fuse_req_t req, int mode, off_t offset, off_t le
     fuse_reply_err(req, 0);
     return this->end(r);
   }
+  r->length = end - start;
   r->handle->view->device->write_zeroes(start, end - start, flags, [r](std::error_code ec) {
     if (ec) return r->self->answer_error(r, backends::errno_of(ec));
+    r->handle->view->exported->counters->answered(nbd::RequestKind::write_zeroes, r->length);
     fuse_reply_err(r->req, 0);
     r->self->end(r);
   });

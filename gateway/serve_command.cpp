@@ -10,6 +10,8 @@
 #include <optional>
 #include <thread>
 
+#include "common/metrics_http_server.hpp"
+#include "common/process_metrics.hpp"
 #include "common/size.hpp"
 #include "gateway/control_api.hpp"
 #include "gateway/export_spec.hpp"
@@ -89,6 +91,12 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "workers of --threads are others")
       ->type_name("N")
       ->check(CLI::Range(1u, FuseFrontEnd::kMaxThreads));
+  serve->add_option("--metrics", options.metrics,
+                    "Serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT is\n"
+                    "127.0.0.1:PORT): per export requests, bytes, errors, latency, connections;\n"
+                    "iSCSI paths, LUKS cipher bytes, the process and its workers (see README,\n"
+                    "\"Metrics\"). Its URL is printed after the NBD URIs")
+      ->type_name("[HOST:]PORT");
   serve->add_option("--threads", options.threads, "Worker threads (default: one per core)")
       ->check(CLI::Range(1, 256));
   serve->add_option("--poll-max-us", options.poll_max_us,
@@ -161,7 +169,9 @@ int run_serve(const ServeOptions& options) {
   nbd::ServerTls tls;
   std::optional<gid_t> socket_group;
   std::string fuse_dir;  // absolute
+  std::optional<boost::asio::ip::tcp::endpoint> metrics_endpoint;
   try {
+    if (!options.metrics.empty()) metrics_endpoint = parse_metrics_address(options.metrics, "--metrics");
     if (options.unix_paths.empty() && options.tcp_listens.empty() && options.fuse_dir.empty())
       throw std::invalid_argument("nothing to listen on: give --unix PATH, --listen HOST:PORT and/or --fuse DIR");
     if (!options.fuse_dir.empty()) fuse_dir = prepare_fuse_mount_point(options.fuse_dir);
@@ -201,9 +211,19 @@ int run_serve(const ServeOptions& options) {
   std::optional<nbd::Server> server;
   std::optional<FuseFrontEnd> fuse;      // after the server, before the control API
   std::optional<ControlApi> control;  // after the server: it goes first
+  std::optional<MetricsHttpServer> metrics;  // after the server: its scrapes read the server
   try {
     server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits,
                    tls);
+    if (metrics_endpoint) {
+      server->measure_latency(true);
+      metrics.emplace(*metrics_endpoint, [&server] {
+        MetricsReport report;
+        server->report_metrics(report);
+        report_process_metrics(report);
+        return report.text();
+      });
+    }
     for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
     for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
     if (!fuse_dir.empty())
@@ -231,13 +251,19 @@ int run_serve(const ServeOptions& options) {
                  "{} needs: accepting will pause when they run out",
                  open_files, limits.max_connections);
   for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
+  if (metrics) std::printf("http://%s/metrics\n", metrics->address().c_str());
   if (fuse)
     for (const auto& e : *server->exports().all()) std::printf("%s/%s\n", fuse_dir.c_str(), e->name.c_str());
   std::fflush(stdout);
 
   if (fuse) fuse->start();
   if (control) control->start();
+  if (metrics) {
+    metrics->start();
+    spdlog::info("metrics at http://{}/metrics", metrics->address());
+  }
   bool flushed = server->run();
+  if (metrics) metrics->stop();
   // The FUSE stop began with the server's; it has its own last flush of what the files wrote.
   if (fuse && !fuse->wait()) flushed = false;
   if (control) control->shutdown();

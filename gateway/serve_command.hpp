@@ -15,6 +15,7 @@ struct ServeOptions {
   std::vector<std::string> exports;      // NAME=BACKEND[,OPTION...]
   std::string control_path;              // the control API's unix socket; empty: none
   std::string fuse_dir;                  // mount the exports as files here; empty: no FUSE
+  std::string metrics;                   // [HOST:]PORT of the Prometheus endpoint; empty: none
   unsigned threads = 0;                  // 0: one per core
   unsigned fuse_threads = 0;             // 0: FuseFrontEnd::default_threads()
   unsigned poll_max_us = 50;             // busy-polling window at most, see nbd::Server

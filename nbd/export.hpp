@@ -4,7 +4,8 @@
 // Exports come and go while the server runs (the gateway's control API), so the table is an
 // immutable list swapped under a mutex: a session takes what it needs (one lookup per option,
 // one list per NBD_OPT_LIST) and then holds its export through a shared_ptr, never the table.
-// Nothing on the request path touches the table; a request only bumps its export's counters.
+// Nothing on the request path touches the table; a request only adds to its export's counters
+// (per thread: see export_counters.hpp).
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -14,18 +15,9 @@
 #include <vector>
 
 #include "backends/block_device.hpp"
+#include "nbd/export_counters.hpp"
 
 namespace volgate::nbd {
-
-// Counted per export, from any session's thread: relaxed atomics, read only for reporting.
-struct ExportCounters {
-  std::atomic<uint64_t> reads{0};
-  std::atomic<uint64_t> writes{0};
-  std::atomic<uint64_t> bytes_read{0};
-  std::atomic<uint64_t> bytes_written{0};
-  std::atomic<uint64_t> errors{0};  // requests answered with an error
-  std::atomic<uint32_t> connections{0};  // sessions in the transmission phase
-};
 
 struct Export {
   std::string name;

@@ -138,7 +138,7 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
       buffers_(limits.max_buffer_bytes),
       connection_limit_(limits.max_connections),
       shared_{exports_, buffers_, limits.handshake_timeout, &homes_, tls_.mode,
-              tls_.credentials.get()},
+              tls_.credentials.get(), &measure_latency_},
       signals_([this, threads]() -> asio::io_context& {
         for (unsigned i = 0; i < std::max(threads, 1u); ++i)
           workers_.push_back(std::make_unique<Worker>());
@@ -305,8 +305,13 @@ bool Server::run() {
     w->keep_alive.emplace(asio::make_work_guard(w->io));
     w->thread = std::thread([&w = *w, poll_max = poll_max_] {
       CurrentContextGuard current(w.io);
-      run_with_adaptive_polling(w.io, poll_max, [&w] { return w.sessions.wants_polling(); });
+      run_with_adaptive_polling(w.io, poll_max, [&w] { return w.sessions.wants_polling(); }, &w.polled_ns);
     });
+    clockid_t clock{};
+    if (::pthread_getcpuclockid(w->thread.native_handle(), &clock) == 0) {
+      std::lock_guard lock(metrics_mutex_);
+      w->cpu_clock = clock;
+    }
   }
   // Each worker returns once the server stopped and its last session is gone; worker 0 also
   // waits for the sessions on device threads (cancel_drain_timer_when_idle), but one that
@@ -321,6 +326,34 @@ bool Server::run() {
     ran.get_future().wait();
   }
   return flush_all();
+}
+
+void Server::report_metrics(MetricsReport& report) const {
+  ExportCounters::declare(report);
+  for (const auto& e : *exports_.all()) {
+    e->counters->report(report, e->name);
+    e->device->report_metrics(report, {{"export", e->name}});
+  }
+  constexpr const char* kCpu = "volgate_worker_cpu_seconds_total";
+  constexpr const char* kCpuHelp =
+      "CPU time of each NBD worker thread, busy-polling included (see volgate_worker_poll_seconds_total).";
+  constexpr const char* kPoll = "volgate_worker_poll_seconds_total";
+  constexpr const char* kPollHelp =
+      "Time each NBD worker spent busy-polling for its next event (--poll-max-us) rather than serving.";
+  report.declare(kCpu, MetricType::counter, kCpuHelp);
+  report.declare(kPoll, MetricType::counter, kPollHelp);
+  std::lock_guard lock(metrics_mutex_);
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    const Worker& w = *workers_[i];
+    const MetricLabels labels{{"worker", std::to_string(i)}};
+    timespec cpu{};
+    // A thread that has ended has no clock any more: its sample is left out.
+    if (w.cpu_clock && !stopping_.load() && ::clock_gettime(*w.cpu_clock, &cpu) == 0)
+      report.add(kCpu, MetricType::counter, kCpuHelp, labels,
+                 static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) / 1e9);
+    report.add(kPoll, MetricType::counter, kPollHelp, labels,
+               static_cast<double>(w.polled_ns.load(std::memory_order_relaxed)) / 1e9);
+  }
 }
 
 void Server::stop() {

@@ -17,12 +17,16 @@
 #include <functional>
 #include <optional>
 #include <memory>
+#include <mutex>
+#include <pthread.h>
 #include <string>
 #include <sys/types.h>
+#include <time.h>
 #include <thread>
 #include <vector>
 
 #include "common/log_throttle.hpp"
+#include "common/metrics_report.hpp"
 #include "nbd/buffer_budget.hpp"
 #include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
@@ -83,6 +87,13 @@ class Server {
   // Open NBD connections, handshakes included; from any thread.
   size_t connection_count() const;
   bool stopping() const { return stopping_.load(); }
+  // Times requests for the export latency histograms (see SessionShared::measure_latency).
+  // Before run().
+  void measure_latency(bool on) { measure_latency_ = on; }
+  // Every export's counters and device metrics, and the workers' CPU and polling time. From
+  // any thread.
+  void report_metrics(MetricsReport& report) const;
+
   // Called on a worker thread when a stop begins (signal or stop()); set before run(). Each
   // call adds one; they run in the order added.
   void on_stop(std::function<void()> callback) { on_stop_.push_back(std::move(callback)); }
@@ -101,6 +112,10 @@ class Server {
     // Keeps an idle worker's run() from returning until the server stops.
     std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>
         keep_alive;
+    // Time spent busy-polling (see run_with_adaptive_polling); written by the worker only.
+    std::atomic<uint64_t> polled_ns{0};
+    // The thread's CPU-time clock, for the metrics; set by run() once the thread exists.
+    std::optional<clockid_t> cpu_clock;
   };
   struct Listener {
     Listener(boost::asio::io_context& io, std::string unix_path, bool tcp)
@@ -124,6 +139,8 @@ class Server {
   ExportTable exports_;
   const ServerTls tls_;
   const std::chrono::microseconds poll_max_;
+  bool measure_latency_ = false;
+  mutable std::mutex metrics_mutex_;  // guards the workers' cpu_clock
   BufferBudget buffers_;
   ConnectionLimit connection_limit_;
   const SessionShared shared_;  // exports_, buffers_, homes_ and the handshake timeout

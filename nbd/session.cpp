@@ -27,29 +27,7 @@ namespace {
 
 constexpr size_t kReceiveBufferSize = 256 * 1024;
 
-uint32_t to_wire_error(std::error_code ec) {
-  switch (ec.value()) {
-    case EPERM:
-    case EROFS:
-      return kEperm;
-    case ENOMEM:
-      return kEnomem;
-    case EINVAL:
-      return kEinval;
-    case ENOSPC:
-    case EDQUOT:
-    case EFBIG:
-      return kEnospc;
-    case EOVERFLOW:
-      return kEoverflow;
-    case ENOTSUP:
-      return kEnotsup;
-    case ESHUTDOWN:
-      return kEshutdown;
-    default:
-      return kEio;
-  }
-}
+uint32_t to_wire_error(std::error_code ec) { return nbd_error_of(ec.value()); }
 
 const char* command_name(uint16_t type) {
   switch (type) {
@@ -70,6 +48,7 @@ const char* command_name(uint16_t type) {
 struct Session::Request {
   Session* session = nullptr;
   RequestHeader header{};
+  std::chrono::steady_clock::time_point dispatched{};  // when timed (Session::timed_)
   Buffer data;  // WRITE payload, or READ result
   // Reply header: a simple reply (16 bytes), or a structured chunk header (20) plus, for
   // OFFSET_DATA, the 8-byte offset.
@@ -470,7 +449,8 @@ bool Session::attach() {
     return false;
   }
   attached_ = negotiated_.chosen;
-  counters_ = attached_->counters.get();
+  counters_ = &attached_->counters->counters.this_thread_slot();
+  timed_ = shared_.measure_latency && *shared_.measure_latency;
   device_ = negotiated_.chosen->device.get();
   export_size_ = device_->size();
   auto caps = device_->capabilities();
@@ -648,6 +628,7 @@ awaitable<void> Session::transmit() {
 
 void Session::dispatch(Request* r) {
   const RequestHeader& h = r->header;
+  if (timed_) r->dispatched = std::chrono::steady_clock::now();
   auto done = [r](std::error_code ec) { r->session->complete(r, ec); };
   const bool fua = h.flags & kCmdFlagFua;
   switch (h.type) {
@@ -701,6 +682,7 @@ void Session::dispatch(Request* r) {
         }
         if (descriptors.empty()) return s->complete(r, backends::errno_code(EIO));
         if (one) descriptors.resize(1);
+        s->count_answer(r, 0);
         r->extra = encode_block_status_chunk(r->header.handle, kBaseAllocationId, true,
                                              descriptors);
         r->head_size = 0;
@@ -721,13 +703,7 @@ void Session::complete(Request* r, std::error_code ec) {
     return complete_with_error(r, error, ec.message());
   }
   const RequestHeader& h = r->header;
-  if (h.type == kCmdRead) {
-    counters_->reads.fetch_add(1, std::memory_order_relaxed);
-    counters_->bytes_read.fetch_add(h.length, std::memory_order_relaxed);
-  } else if (h.type == kCmdWrite) {
-    counters_->writes.fetch_add(1, std::memory_order_relaxed);
-    counters_->bytes_written.fetch_add(h.length, std::memory_order_relaxed);
-  }
+  count_answer(r, 0);
   if (negotiated_.structured_replies && h.type == kCmdRead) {
     encode_structured_header(kReplyFlagDone, kReplyOffsetData, h.handle, 8 + h.length,
                              std::span<std::byte, kStructuredHeaderSize>(r->head.data(), kStructuredHeaderSize));
@@ -746,8 +722,26 @@ void Session::complete(Request* r, std::error_code ec) {
   queue_reply(r);
 }
 
+void Session::count_answer(const Request* r, uint32_t error) {
+  const RequestHeader& h = r->header;
+  const RequestKind kind = request_kind(h.type);
+  if (error) {
+    ExportCounters::failed(*counters_, kind, error);
+  } else {
+    const bool ranged = kind != RequestKind::flush && kind != RequestKind::block_status;
+    ExportCounters::answered(*counters_, kind, ranged ? h.length : 0);
+  }
+  // Only requests that reached the device were timed; a refused one says nothing of it.
+  if (timed_ && r->dispatched != std::chrono::steady_clock::time_point{}) {
+    const auto elapsed = std::chrono::steady_clock::now() - r->dispatched;
+    if (kind == RequestKind::read) ExportCounters::took(*counters_, TimedKind::read, elapsed);
+    else if (kind == RequestKind::write) ExportCounters::took(*counters_, TimedKind::write, elapsed);
+    else if (kind == RequestKind::flush) ExportCounters::took(*counters_, TimedKind::flush, elapsed);
+  }
+}
+
 void Session::complete_with_error(Request* r, uint32_t error, std::string_view message) {
-  counters_->errors.fetch_add(1, std::memory_order_relaxed);
+  count_answer(r, error);
   r->send_data = false;
   if (negotiated_.structured_replies) {
     r->head_size = 0;
@@ -940,6 +934,7 @@ Session::Request* Session::acquire() {
     free_requests_.pop_back();
   }
   ++requests_in_flight_;
+  counters_->add(ExportCounters::kStarted);
   return r;
 }
 
@@ -951,6 +946,8 @@ void Session::recycle(Request* r) {
   r->extra.clear();
   r->head_size = 0;
   r->send_data = false;
+  r->dispatched = {};
+  counters_->add(ExportCounters::kFinished);
   free_requests_.push_back(r);
   --requests_in_flight_;
   signal();

@@ -52,6 +52,9 @@ struct SessionShared {
   // NBD_OPT_STARTTLS (see TlsMode); credentials are set unless the mode is off.
   TlsMode tls_mode = TlsMode::off;
   const crypto::TlsServerCredentials* tls = nullptr;
+  // Whether requests are timed for the latency histograms (two clock reads per request): only
+  // while metrics are served. Set before the first session starts.
+  const bool* measure_latency = nullptr;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -141,6 +144,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void dispatch(Request* request);
   void complete(Request* request, std::error_code ec);
   void complete_with_error(Request* request, uint32_t error, std::string_view message);
+  // Counts a request answered with `error` (0: success) in its export's counters.
+  void count_answer(const Request* request, uint32_t error);
   void queue_reply(Request* request);
   void schedule_write();
   void start_write();
@@ -171,7 +176,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Negotiation negotiation_;
   NegotiatedSession negotiated_;
   std::shared_ptr<const Export> attached_;  // counted in its connections while set
-  ExportCounters* counters_ = nullptr;      // attached_'s
+  ExportCounters::Slot* counters_ = nullptr;  // this thread's slot of attached_'s counters
+  bool timed_ = false;                         // requests are timed (SessionShared::measure_latency)
   backends::BlockDevice* device_ = nullptr;
   uint64_t export_size_ = 0;
   uint32_t min_block_ = 1;

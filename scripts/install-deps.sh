@@ -33,6 +33,9 @@ packages=(
   # the benchmark's FUSE rows also use nbdfuse (libnbd-bin) and qemu-storage-daemon
   # (qemu-system-x86), both listed above
   libfuse3-dev fuse3
+  # the metrics tests check every scrape with promtool (the prometheus package: ~19 MB to
+  # download, ~96 MB installed; its service is not started here)
+  prometheus
 )
 case "${1:-}" in
   "") ;;

@@ -14,6 +14,8 @@
 #include <limits>
 #include <optional>
 
+#include "controller/metrics/controller_metrics.hpp"
+
 namespace volgate::controller {
 namespace {
 
@@ -281,6 +283,7 @@ ApiResponse ApiServer::handle(std::string_view method, std::string_view target, 
   const std::optional<Caller> caller = tokens_.find(token);
   if (!caller && !VolumeApi::open_to_anyone(method, target)) {
     spdlog::info("{} {}: 401 (no valid X-Auth-Token)", method, target);
+    ControllerMetrics::process().api_request(method, "unauthenticated", 401);
     return error_response(401, "unauthorized", "The request needs a valid X-Auth-Token.");
   }
   RequestHeaders with_caller = headers;

@@ -69,7 +69,7 @@ bool ApiRequest::query_flag(std::string_view name) const {
 }
 
 void Router::add(std::string method, std::string_view pattern, Handler handler) {
-  routes_.push_back({std::move(method), split_path(pattern), std::move(handler)});
+  routes_.push_back({std::move(method), std::string(pattern), split_path(pattern), std::move(handler)});
 }
 
 bool Router::match(const Route& route, const std::vector<std::string>& parts,
@@ -87,7 +87,7 @@ bool Router::match(const Route& route, const std::vector<std::string>& parts,
 }
 
 ApiResponse Router::dispatch(const std::string& method, const std::string& target, const std::string& body,
-                             ApiVersion version, const RequestHeaders& headers) const {
+                             ApiVersion version, const RequestHeaders& headers, std::string* route_out) const {
   const size_t q = target.find('?');
   ApiRequest request{method, target.substr(0, q), q == std::string::npos ? "" : target.substr(q + 1), body, {},
                      version, headers};
@@ -99,6 +99,7 @@ ApiResponse Router::dispatch(const std::string& method, const std::string& targe
   bool path_known = false;
   for (const Route& route : routes_) {
     if (!match(route, parts, params)) continue;
+    if (route.segments.size() - params.size() >= most_literals && route_out) *route_out = route.pattern;
     most_literals = std::max(most_literals, route.segments.size() - params.size());
     path_known = true;
   }

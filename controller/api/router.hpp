@@ -61,12 +61,16 @@ class Router {
   // Answers requests whose path no pattern matches (instead of a plain 404).
   void set_unmatched(Handler handler) { unmatched_ = std::move(handler); }
   // Throws ApiError: 404 when no pattern matches the path, 405 when none with this method.
+  // `route`, when given, is set to the pattern of the route the path matched (for metrics),
+  // before its handler runs; left as it is when none matched.
   ApiResponse dispatch(const std::string& method, const std::string& target, const std::string& body,
-                       ApiVersion version = kMinApiVersion, const RequestHeaders& headers = {}) const;
+                       ApiVersion version = kMinApiVersion, const RequestHeaders& headers = {},
+                       std::string* route = nullptr) const;
 
  private:
   struct Route {
     std::string method;
+    std::string pattern;
     std::vector<std::string> segments;
     Handler handler;
   };

@@ -14,6 +14,7 @@
 #include "controller/api/request_parsing.hpp"
 #include "controller/api/route_groups.hpp"
 #include "controller/compute/action_log.hpp"
+#include "controller/metrics/controller_metrics.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -254,13 +255,15 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
   const bool compute = path.starts_with("/v2.1/");
   std::optional<ApiVersion> version;
   ApiResponse r;
+  std::string route = "unmatched";
   try {
     authorize_request(headers.caller, method, target);
     if (!documents)
       version = compute ? negotiate_compute_version(headers.api_version, headers.nova_api_version)
                         : negotiate_api_version(headers.api_version);
     if (compute) check_server_owner(path, headers.caller);
-    r = router_.dispatch(method, admin_target(target, headers.caller), body, version.value_or(kMinApiVersion), headers);
+    r = router_.dispatch(method, admin_target(target, headers.caller), body, version.value_or(kMinApiVersion), headers,
+                         &route);
   } catch (const ApiError& e) {
     r = error_response(e.http_status(), e.fault_name(), e.what());
   } catch (const IllegalTransition& e) {
@@ -270,6 +273,7 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
     r = error_response(500, "computeFault", "The server has either erred or is incapable of performing the "
                                             "requested operation: " + without_paths(e.what()));
   }
+  ControllerMetrics::process().api_request(method, route, r.status);
   r.headers.emplace_back("x-openstack-request-id", headers.request_id);
   if (compute) r.headers.emplace_back("x-compute-request-id", headers.request_id);
   if (version && compute) {

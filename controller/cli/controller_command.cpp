@@ -18,6 +18,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/metrics_http_server.hpp"
+#include "common/process_metrics.hpp"
 #include "controller/api/api_server.hpp"
 #include "controller/compute/compute_service.hpp"
 #include "controller/compute/domain_event_worker.hpp"
@@ -26,6 +28,7 @@
 #include "controller/exports/gateway_process.hpp"
 #include "controller/exports/gateway_watch.hpp"
 #include "controller/flows/test_fault_hook.hpp"
+#include "controller/metrics/controller_metrics.hpp"
 #include "controller/pools/file_pool.hpp"
 #include "controller/pools/iscsi_pool.hpp"
 #include "controller/pools/rbd_pool.hpp"
@@ -170,6 +173,11 @@ CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options) {
                 "Start the gateway (volgate serve --control) that serves attached volumes when none answers on\n"
                 "its control socket, and again whenever it dies. It outlives a controller stop while it serves\n"
                 "exports (guests keep their disks); one that serves none stops with the controller.");
+  cmd->add_option("--metrics", options.metrics,
+                  "Serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT is 127.0.0.1:PORT):\n"
+                  "volumes and attachments by status, flows by kind, API requests by route and status,\n"
+                  "export repairs (see README, \"Metrics\"). Its URL is printed after the API's")
+      ->type_name("[HOST:]PORT");
   return cmd;
 }
 
@@ -185,6 +193,7 @@ int run_controller(const ControllerOptions& options) {
   std::unique_ptr<DomainEventWorker> domain_events;
   std::unique_ptr<VolumeApi> api;
   std::unique_ptr<ApiServer> server;
+  std::unique_ptr<MetricsHttpServer> metrics;  // after the store and service its scrapes read
   std::vector<std::string> listening;
   int lock_fd = -1;  // held until the process exits
   // The database holds wrapped keys and the state directory the token: owner only.
@@ -198,6 +207,8 @@ int run_controller(const ControllerOptions& options) {
                                                                                 : std::filesystem::absolute(
                                                                                       options.state_dir).string());
     if (!options.tcp_listen.empty()) config.tcp_listen = options.tcp_listen;
+    std::optional<boost::asio::ip::tcp::endpoint> metrics_endpoint;
+    if (!options.metrics.empty()) metrics_endpoint = parse_metrics_address(options.metrics, "--metrics");
     if (options.start_gateway) {
       if (config.gateway.control_socket.empty())
         throw std::invalid_argument("--gateway: the config's gateway.control_socket is none");
@@ -277,6 +288,16 @@ int run_controller(const ControllerOptions& options) {
         spdlog::warn("the API on {} is plain HTTP: its token crosses the network in clear; keep it on loopback "
                      "or put a TLS proxy in front", config.tcp_listen);
     }
+    if (metrics_endpoint) {
+      metrics = std::make_unique<MetricsHttpServer>(*metrics_endpoint, [&store] {
+        MetricsReport report;
+        ControllerMetrics::process().report(report);
+        report_store_metrics(*store, report);
+        report_process_metrics(report);
+        return report.text();
+      });
+      listening.push_back("http://" + metrics->address() + "/metrics");
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate controller: %s\n", e.what());
     return 2;
@@ -315,7 +336,9 @@ int run_controller(const ControllerOptions& options) {
     domain_events->start();
   }
 
+  if (metrics) metrics->start();
   server->run();
+  if (metrics) metrics->stop();
   if (domain_events) domain_events->stop();
   if (gateway_watch) gateway_watch->stop();
   service->stop();

@@ -10,6 +10,7 @@ struct ControllerOptions {
   std::string state_dir;
   std::string tcp_listen;  // adds (or replaces) the config's TCP listener
   bool start_gateway = false;  // --gateway: start `volgate serve --control` when none answers
+  std::string metrics;  // [HOST:]PORT of the Prometheus endpoint; empty: none
 };
 
 CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options);

@@ -1,5 +1,7 @@
 #include "controller/flows/flow.hpp"
 
+#include "controller/metrics/controller_metrics.hpp"
+
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
@@ -39,7 +41,21 @@ void FlowRunner::journal() {
   store_.journal_write(record_);
 }
 
+void FlowRunner::note_started() {
+  if (started_) return;
+  started_ = std::chrono::steady_clock::now();
+  ControllerMetrics::process().flow_started(record_.kind);
+}
+
+void FlowRunner::note_ended(bool reverted) {
+  note_started();  // a flow reverted before it ran (recovered from the journal) started now
+  ControllerMetrics::process().flow_ended(
+      record_.kind, reverted ? ControllerMetrics::FlowEnd::reverted : ControllerMetrics::FlowEnd::finished,
+      std::chrono::steady_clock::now() - *started_);
+}
+
 void FlowRunner::run(size_t until) {
+  note_started();
   while (!finished_ && next_ < steps_.size() && next_ < until) {
     const Step& step = steps_[next_];
     record_.task = static_cast<int>(next_);
@@ -60,6 +76,7 @@ void FlowRunner::run(size_t until) {
     if (before_task_) before_task_(record_.kind, kAfterLastTask);
     finished_ = true;
     store_.journal_remove(record_.id);
+    note_ended(false);
   }
 }
 
@@ -114,6 +131,7 @@ void FlowRunner::revert_from(size_t index, const std::string& why) {
     }
   }
   finished_ = true;
+  note_ended(true);
   try {
     store_.journal_remove(record_.id);
   } catch (const std::exception& e) {

@@ -10,11 +10,13 @@
 // journal row at start and either reverts it or runs it to the end (see flow_registry.hpp), so
 // every task's execute and revert must be idempotent and cope with a half-done or never-started
 // task.
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -78,6 +80,9 @@ class FlowRunner {
  private:
   void journal();
   void revert_from(size_t index, const std::string& why);
+  // Counts the flow as started in this process (ControllerMetrics), once.
+  void note_started();
+  void note_ended(bool reverted);
 
   Store& store_;
   FlowRecord record_;
@@ -87,6 +92,7 @@ class FlowRunner {
   BeforeTask before_task_;
   size_t next_ = 0;
   bool finished_ = false;
+  std::optional<std::chrono::steady_clock::time_point> started_;  // by note_started()
 };
 
 template <class Context>

@@ -106,7 +106,7 @@ TEST(ExportTable, ConcurrentReadersAndAWriter) {
         if (auto e = table.find(name)) {
           if (table.attach(*e)) {
             ++attached;
-            e->counters->reads.fetch_add(1, std::memory_order_relaxed);
+            e->counters->answered(nbd::RequestKind::read, 4096);
             table.detach(*e);
           }
         }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "controller/flows/flow.hpp"
+#include "controller/metrics/controller_metrics.hpp"
 #include "controller/store/sqlite_store.hpp"
 
 namespace volgate::controller {
@@ -75,6 +76,36 @@ TEST(Flow, RunsInTwoPartsAndJournalsTheTaskInProgress) {
   flow.run();
   EXPECT_TRUE(flow.finished());
   EXPECT_EQ(r.events.size(), 4u);
+}
+
+// The count of `series` in the controller's metrics now ("absent" when it has none).
+std::string metric(const std::string& series) {
+  MetricsReport report;
+  ControllerMetrics::process().report(report);
+  const std::string text = report.text();
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return "absent";
+  const size_t start = at + series.size() + 2;
+  return text.substr(start, text.find('\n', start) - start);
+}
+
+TEST(Flow, CountsStartsEndsAndDurationsByKindOnceEach) {
+  SqliteStore store(":memory:");
+  Recorder r;
+  {
+    TestFlow ok(store, "metered", "a", r.tasks(3), {});
+    ok.run_through("t0");  // a flow run in two parts starts once
+    ok.run();
+    ok.run();  // and ends once
+    TestFlow broken(store, "metered", "b", r.tasks(3, 1), {});
+    EXPECT_THROW(broken.run(), std::runtime_error);
+    broken.revert("again");  // a finished flow reverts nothing more
+  }
+  EXPECT_EQ(metric("volgate_controller_flows_started_total{kind=\"metered\"}"), "2");
+  EXPECT_EQ(metric("volgate_controller_flows_finished_total{kind=\"metered\"}"), "1");
+  EXPECT_EQ(metric("volgate_controller_flows_reverted_total{kind=\"metered\"}"), "1");
+  EXPECT_EQ(metric("volgate_controller_flow_duration_seconds_count{kind=\"metered\"}"), "2");
+  EXPECT_EQ(metric("volgate_controller_flow_duration_seconds_bucket{kind=\"metered\",le=\"120\"}"), "2");
 }
 
 TEST(Flow, ARecoveredFlowRevertsFromTheTaskThatWasRunning) {

@@ -267,6 +267,17 @@ TEST(IscsiMultipathDevice, ARequestOnAFailedPathIsResentOnlyAfterItsSessionIsFen
   ASSERT_TRUE(ready_within(done, kPatience));
   EXPECT_FALSE(done.get()) << "the caller never sees the failover";
   EXPECT_EQ(lab.paths[0]->counters().failovers, 1u);
+  // The metrics, read from this (another) thread: path 0 down after one failover.
+  MetricsReport report;
+  device->report_metrics(report, {{"export", "e"}});
+  const std::string text = report.text();
+  const std::string p0 = "{export=\"e\",path=\"0\",portal=\"" + two_portals().portals[0] + "\"}";
+  const std::string p1 = "{export=\"e\",path=\"1\",portal=\"" + two_portals().portals[1] + "\"}";
+  EXPECT_NE(text.find("volgate_iscsi_path_up" + p0 + " 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("volgate_iscsi_path_up" + p1 + " 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("volgate_iscsi_path_failovers_total" + p0 + " 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("volgate_iscsi_path_failbacks_total" + p0 + " 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("volgate_iscsi_path_seconds_since_success" + p1), std::string::npos) << text;
 }
 
 TEST(IscsiMultipathDevice, WithNoPathRequestsFailWithEioAfterNoPathTimeout) {
