@@ -5,14 +5,15 @@
 #    HTTP to the HTTPS port fails and leaves the controller serving;
 #  - the volgate CLI with --cacert (and VOLGATE_CACERT) creates and lists volumes; a host name
 #    the certificate does not name is refused, the same call with a name it does succeeding;
-#  - python3-cinderclient lists and creates volumes over HTTPS, with --os-cacert;
+#  - python3-cinderclient lists and creates volumes over HTTPS, with --os-cacert, and
+#    python3-novaclient lists servers (libvirt's test driver) with OS_CACERT;
 #  - clients that connect and send nothing, send garbage, or stop mid-handshake are each cut
 #    off with one log line while another client is served;
 #  - a non-loopback --listen without certificates is refused at start: exit 2, one line.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
-require_tool curl openssl cinder
+require_tool curl openssl cinder nova
 T=$TEST_TMP
 STATE=$T/state
 SOCK=$STATE/controller.sock
@@ -60,7 +61,7 @@ cat >"$T/controller.json" <<JSON
   "quotas": {"volumes": 10, "snapshots": 10, "gigabytes": 100},
   "pools": [{"name": "files", "driver": "file", "directory": "$T/pool"}],
   "gateway": {"control_socket": "none"},
-  "libvirt_uri": "none"
+  "libvirt_uri": "test:///default"
 }
 JSON
 start_controller "$T/controller.json" "$SOCK" '^https://'
@@ -131,6 +132,13 @@ set -e
 [[ $rc != 0 ]] || fail "cinder list without the CA succeeded"
 grep -qi "certificate" "$T/cinder-noca.err" || fail "cinder without the CA: $(cat "$T/cinder-noca.err")"
 pass "cinderclient create and list over HTTPS with --os-cacert; without it: refused"
+
+# novaclient 18.1 insists on an auth URL even for admin_token, which never contacts it
+OS_CACERT=$CA OS_PROJECT_ID=default OS_AUTH_URL=http://127.0.0.1:1/unused \
+    command nova --os-auth-type admin_token --os-endpoint "$URL/v2.1" list >"$T/nova.out" 2>"$T/nova.err" ||
+    fail "nova list over HTTPS: $(cat "$T/nova.err")"
+grep -Eq "\| test +\| (ACTIVE|SHUTOFF)" "$T/nova.out" || fail "nova list: $(cat "$T/nova.out")"
+pass "novaclient list over HTTPS with OS_CACERT"
 
 # ---- stallers: silent, garbage, half a ClientHello; each cut off, another client served
 "$SYSPY" - "$PORT" "$CA" "$AUTH" <<'PY' || fail "stallers (see above)"
