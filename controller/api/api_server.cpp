@@ -299,6 +299,7 @@ void ApiServer::accept_loop(Acceptor& acceptor, TlsListener* tls) {
           std::make_shared<Session<asio::ssl::stream<Socket>>>(asio::ssl::stream<Socket>(std::move(socket), *tls->context),
                                                                *this)->start();
         } catch (const std::exception& e) {  // OpenSSL could not make the connection's object
+          connection_closed();
           accept_log().note("no TLS for a connection", e.what());
         }
       } else {
