@@ -245,7 +245,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
              "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout",
-             "cross_az_attach", "tokens"});
+             "cross_az_attach", "tokens", "tls_certificates"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -255,11 +255,13 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   get(root, "database", config.database, where);
   get(root, "unix_socket", config.unix_socket, where);
   get(root, "tcp_listen", config.tcp_listen, where);
+  get(root, "tls_certificates", config.tls_certificates, where);
   get(root, "token_file", config.token_file, where);
   get(root, "master_key_file", config.master_key_file, where);
   config.database = resolve(config.database, dir);
   if (config.unix_socket != "none") config.unix_socket = resolve(config.unix_socket, dir);
   config.token_file = resolve(config.token_file, dir);
+  if (!config.tls_certificates.empty()) config.tls_certificates = resolve(config.tls_certificates, dir);
   config.master_key_file = resolve(config.master_key_file, dir);
   get(root, "image_dirs", config.image_dirs, where);
   for (auto& image_dir : config.image_dirs) image_dir = resolve(image_dir, dir);
@@ -319,7 +321,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   if (root.contains("api_limits")) {
     const json& a = root["api_limits"];
     const std::string w = where + ".api_limits";
-    only_keys(a, w, {"idle_timeout", "header_timeout", "body_timeout", "write_timeout", "max_connections"});
+    only_keys(a, w, {"idle_timeout", "header_timeout", "body_timeout", "write_timeout", "handshake_timeout",
+                     "max_connections"});
     auto seconds = [&](const char* key, std::chrono::milliseconds& out) {
       if (!a.contains(key)) return;
       if (!a[key].is_number() || a[key].get<double>() <= 0 || a[key].get<double>() > 3600)
@@ -330,6 +333,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
     seconds("header_timeout", config.api_limits.header);
     seconds("body_timeout", config.api_limits.body);
     seconds("write_timeout", config.api_limits.write);
+    seconds("handshake_timeout", config.api_limits.handshake);
     get(a, "max_connections", config.api_limits.max_connections, w);
     if (config.api_limits.max_connections == 0 || config.api_limits.max_connections > 65536)
       bad(w + ".max_connections", "must be 1-65536");

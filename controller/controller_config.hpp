@@ -58,6 +58,9 @@ struct ControllerConfig {
   std::string database;         // default: STATE_DIR/controller.db
   std::string unix_socket;      // default: STATE_DIR/controller.sock; "none": TCP only
   std::string tcp_listen;       // HOST:PORT, optional
+  // x509 for the TCP listener (ca-cert.pem, server-cert.pem, server-key.pem, as `volgate serve
+  // --tls-certificates`): HTTPS. Without it the TCP listener must be on a loopback address.
+  std::string tls_certificates;
   std::string token_file;       // default: STATE_DIR/token, generated on first start: an admin of
                                 // project "default" (where Nova's bare /v2.1 URLs act)
   std::vector<ApiTokenConfig> tokens;  // more tokens, each with its project and role

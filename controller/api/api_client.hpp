@@ -1,6 +1,7 @@
 #pragma once
 // A small blocking client of the controller's REST API for the command line: one connection
-// per request over a unix socket (unix:PATH) or TCP (http://HOST:PORT).
+// per request over a unix socket (unix:PATH), TCP (http://HOST:PORT) or TLS (https://HOST:PORT,
+// the server's certificate checked against a CA and its name against HOST).
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -14,8 +15,9 @@ struct ClientResponse {
 
 class ApiClient {
  public:
-  // Throws std::invalid_argument for a URL of another form.
-  ApiClient(const std::string& url, std::string token);
+  // Throws std::invalid_argument for a URL of another form. `cacert`: the PEM file of the CAs
+  // an https:// server's certificate must chain to; empty: the system's CAs.
+  ApiClient(const std::string& url, std::string token, std::string cacert = {});
   ~ApiClient();  // wipes the token
   ApiClient(const ApiClient&) = delete;
   ApiClient& operator=(const ApiClient&) = delete;
@@ -40,6 +42,8 @@ class ApiClient {
   std::string host_;
   std::string port_;
   std::string token_;
+  bool tls_ = false;
+  std::string cacert_;
   std::string api_version_;  // the OpenStack-API-Version header's value
 };
 

@@ -6,6 +6,9 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
@@ -13,6 +16,7 @@
 #include <charconv>
 #include <limits>
 #include <optional>
+#include <type_traits>
 
 #include "controller/metrics/controller_metrics.hpp"
 
@@ -26,16 +30,42 @@ using boost::system::error_code;
 
 constexpr size_t kMaxBody = 1 << 20;
 
-// One HTTP connection. Its handlers run on a strand of their own, so the deadline timer and
-// the socket's completions never run at once.
+template <class T>
+struct IsTls : std::false_type {};
+template <class T>
+struct IsTls<asio::ssl::stream<T>> : std::true_type {};
+
+// Who is at the other end, for log lines.
 template <class Socket>
-class Session : public std::enable_shared_from_this<Session<Socket>> {
+std::string peer_of(const Socket& socket) {
+  if constexpr (std::is_same_v<typename Socket::protocol_type, asio::ip::tcp>) {
+    error_code ec;
+    auto endpoint = socket.remote_endpoint(ec);
+    if (!ec) return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+    return "a TCP client";
+  } else {
+    return "a unix socket client";
+  }
+}
+
+// One HTTP connection (over a socket, or over TLS on a socket: Stream). Its handlers run on a
+// strand of their own, so the deadline timer and the stream's completions never run at once.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = IsTls<Stream>::value;
+
  public:
-  Session(Socket socket, ApiServer& server)
-      : socket_(std::move(socket)), server_(server), deadline_(socket_.get_executor()) {}
+  Session(Stream stream, ApiServer& server)
+      : socket_(std::move(stream)),
+        server_(server),
+        deadline_(socket_.get_executor()),
+        peer_(peer_of(beast::get_lowest_layer(socket_))) {}
   ~Session() { server_.connection_closed(); }
 
-  void start() { wait_for_request(); }
+  void start() {
+    if constexpr (kTls) handshake();
+    else wait_for_request();
+  }
 
  private:
   // Arms the deadline for the current phase; when it passes, the socket is closed and whatever
@@ -44,9 +74,29 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     deadline_.expires_after(timeout);
     deadline_.async_wait([self = this->shared_from_this(), phase](error_code ec) {
       if (ec) return;  // re-armed or cancelled
-      spdlog::debug("API connection closed: no {} within its time limit", phase);
+      // A handshake cut off is worth a line (a client that cannot speak TLS, or one holding
+      // connections); a keep-alive connection going quiet is not.
+      if (!self->established_) spdlog::warn("API: {}: no TLS handshake within its time limit; connection closed", self->peer_);
+      else spdlog::debug("API connection closed: no {} within its time limit", phase);
       error_code ignored;
-      self->socket_.close(ignored);
+      beast::get_lowest_layer(self->socket_).close(ignored);
+    });
+  }
+
+  // HTTPS: the handshake first, within its own time limit. A failure (plain HTTP, garbage, an
+  // untrusted client) is one line and the connection's end.
+  void handshake() {
+    established_ = false;
+    arm(server_.limits().handshake, "TLS handshake");
+    socket_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](error_code ec) {
+      if (ec) {
+        const bool timed_out = !beast::get_lowest_layer(self->socket_).is_open();
+        self->deadline_.cancel();
+        if (!timed_out) spdlog::warn("API: {}: TLS handshake failed: {}", self->peer_, ec.message());
+        return;
+      }
+      self->established_ = true;
+      self->wait_for_request();
     });
   }
 
@@ -55,13 +105,25 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   void wait_for_request() {
     if (buffer_.size() > 0) return read_header();  // pipelined bytes already here
     arm(server_.limits().idle, "request");
-    socket_.async_wait(Socket::wait_read, [self = this->shared_from_this()](error_code ec) {
-      if (ec) {
-        self->deadline_.cancel();
-        return;
-      }
-      self->read_header();
-    });
+    if constexpr (kTls) {
+      // TLS may hold decrypted bytes the socket no longer shows as readable: read them.
+      socket_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](error_code ec, size_t n) {
+        if (ec) {
+          self->deadline_.cancel();
+          return;
+        }
+        self->buffer_.commit(n);
+        self->read_header();
+      });
+    } else {
+      socket_.async_wait(Stream::wait_read, [self = this->shared_from_this()](error_code ec) {
+        if (ec) {
+          self->deadline_.cancel();
+          return;
+        }
+        self->read_header();
+      });
+    }
   }
 
   void read_header() {
@@ -88,7 +150,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     // max_connections) alive until it fired.
     deadline_.cancel();
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor)
+        ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor ||
+        ec == asio::ssl::error::stream_truncated)
       return;
     if (ec == http::error::body_limit) respond(error_response(413, "overLimit", "The request body is too large."), false);
     else respond(error_response(400, "badRequest", "Malformed HTTP request: " + ec.message()), false);
@@ -139,13 +202,17 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
                         if (!ec && keep_alive) return self->wait_for_request();
                         self->deadline_.cancel();
                         error_code ignored;
-                        self->socket_.shutdown(Socket::shutdown_send, ignored);
+                        // Over TLS too only the TCP side is shut: the answer said where it ends,
+                        // and waiting for the client's close_notify would hold the slot.
+                        beast::get_lowest_layer(self->socket_).shutdown(asio::socket_base::shutdown_send, ignored);
                       });
   }
 
-  Socket socket_;
+  Stream socket_;
   ApiServer& server_;
   asio::steady_timer deadline_;
+  const std::string peer_;
+  bool established_ = true;  // false while a TLS handshake runs
   beast::flat_buffer buffer_{16 * 1024};  // also caps the header at what fits
   std::optional<http::request_parser<http::string_body>> parser_;
 };
@@ -175,9 +242,34 @@ AcceptLog& accept_log() {
 
 }  // namespace
 
+// An HTTPS listener's TLS: the credentials' SSL_CTX, seen through the asio::ssl::context that
+// asio's streams are made from.
+struct ApiServer::TlsListener {
+  explicit TlsListener(std::shared_ptr<const crypto::TlsServerCredentials> c) : credentials(std::move(c)) {
+    SSL_CTX_up_ref(credentials->context());  // the asio context frees the reference it holds
+    context.emplace(credentials->context());
+  }
+  ~TlsListener() {
+    // asio takes a context's app data for its own verify callback and deletes it with the
+    // context; this one's is the credentials' (set by crypto/), not asio's to delete. No
+    // handshake runs now (the listeners go after the I/O has stopped).
+    SSL_CTX* ctx = credentials->context();
+    void* app_data = SSL_CTX_get_app_data(ctx);
+    SSL_CTX_set_app_data(ctx, nullptr);
+    context.reset();
+    SSL_CTX_set_app_data(ctx, app_data);
+  }
+  TlsListener(const TlsListener&) = delete;
+  TlsListener& operator=(const TlsListener&) = delete;
+
+  std::shared_ptr<const crypto::TlsServerCredentials> credentials;
+  std::optional<asio::ssl::context> context;
+};
+
 struct ApiServer::Listeners {
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> unix;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> tcp;
+  std::vector<std::unique_ptr<TlsListener>> tls;
 };
 
 ApiServer::ApiServer(VolumeApi& api, TokenTable tokens, unsigned threads, ApiServerLimits limits)
@@ -197,26 +289,38 @@ bool ApiServer::admit_connection() {
 void ApiServer::connection_closed() { connections_.fetch_sub(1); }
 
 template <class Acceptor>
-void ApiServer::accept_loop(Acceptor& acceptor) {
+void ApiServer::accept_loop(Acceptor& acceptor, TlsListener* tls) {
   // Each connection gets a strand: its timer and socket handlers never run concurrently.
-  acceptor.async_accept(asio::make_strand(io_), [this, &acceptor](error_code ec, auto socket) {
+  acceptor.async_accept(asio::make_strand(io_), [this, &acceptor, tls](error_code ec, auto socket) {
     if (ec == asio::error::operation_aborted) return;
-    if (ec) return pause_accepting(acceptor, ec);
-    if (admit_connection())
-      std::make_shared<Session<typename Acceptor::protocol_type::socket>>(std::move(socket), *this)->start();
-    accept_loop(acceptor);
+    if (ec) return pause_accepting(acceptor, tls, ec);
+    using Socket = typename Acceptor::protocol_type::socket;
+    if (admit_connection()) {
+      if (tls) {
+        try {
+          std::make_shared<Session<asio::ssl::stream<Socket>>>(asio::ssl::stream<Socket>(std::move(socket), *tls->context),
+                                                               *this)->start();
+        } catch (const std::exception& e) {  // OpenSSL could not make the connection's object
+          connection_closed();
+          accept_log().note("no TLS for a connection", e.what());
+        }
+      } else {
+        std::make_shared<Session<Socket>>(std::move(socket), *this)->start();
+      }
+    }
+    accept_loop(acceptor, tls);
   });
 }
 
 // Out of descriptors (or memory), every accept fails at once: retrying at once would spin a
 // core and flood the log. Wait a moment; connections that close meanwhile free descriptors.
 template <class Acceptor>
-void ApiServer::pause_accepting(Acceptor& acceptor, const error_code& ec) {
+void ApiServer::pause_accepting(Acceptor& acceptor, TlsListener* tls, const error_code& ec) {
   accept_log().note("accept failed", ec.message());
   auto timer = std::make_shared<asio::steady_timer>(io_, limits_.accept_backoff);
-  timer->async_wait([this, &acceptor, timer](error_code wait_ec) {
+  timer->async_wait([this, &acceptor, tls, timer](error_code wait_ec) {
     if (wait_ec || !acceptor.is_open()) return;
-    accept_loop(acceptor);
+    accept_loop(acceptor, tls);
   });
 }
 
@@ -252,7 +356,10 @@ void ApiServer::listen_unix(const std::string& path) {
   listeners_->unix.push_back(std::move(acceptor));
 }
 
-uint16_t ApiServer::listen_tcp(const std::string& host_port) {
+uint16_t ApiServer::listen_tcp(const std::string& host_port,
+                               std::shared_ptr<const crypto::TlsServerCredentials> tls) {
+  if (tls && tls->uses_psk())
+    throw std::runtime_error("tcp listen '" + host_port + "': HTTPS needs x509 certificates, not PSK");
   size_t colon = host_port.rfind(':');
   if (colon == std::string::npos || colon == 0) throw std::runtime_error("tcp listen '" + host_port + "': expected HOST:PORT");
   std::string host = host_port.substr(0, colon);
@@ -273,7 +380,12 @@ uint16_t ApiServer::listen_tcp(const std::string& host_port) {
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("tcp listen '" + host_port + "': " + ec.message());
   uint16_t bound = acceptor->local_endpoint().port();
-  accept_loop(*acceptor);
+  TlsListener* tls_listener = nullptr;
+  if (tls) {
+    listeners_->tls.push_back(std::make_unique<TlsListener>(std::move(tls)));
+    tls_listener = listeners_->tls.back().get();
+  }
+  accept_loop(*acceptor, tls_listener);
   listeners_->tcp.push_back(std::move(acceptor));
   return bound;
 }

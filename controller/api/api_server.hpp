@@ -6,7 +6,8 @@
 // and role, token_table.hpp), which VolumeApi's policy then applies (access_policy.hpp).
 //
 // No client can hold the server: a connection waits at most `idle` for a request to begin,
-// `header` for its header and `body` for its body, and `write` for the answer to be taken;
+// `header` for its header and `body` for its body, and `write` for the answer to be taken (over
+// HTTPS, first `handshake` for the TLS handshake to end);
 // at most `max_connections` are open at once (the rest are closed at accept); and when the
 // process runs out of descriptors, accepting pauses instead of spinning.
 #include <atomic>
@@ -24,6 +25,7 @@
 #include "controller/api/api_server_limits.hpp"
 #include "controller/api/volume_api.hpp"
 #include "controller/api/token_table.hpp"
+#include "crypto/tls_credentials.hpp"
 
 namespace volgate::controller {
 
@@ -36,8 +38,9 @@ class ApiServer {
   // Replaces a socket file a dead controller left; refuses one a live process listens on, and
   // any other kind of file. Throws std::runtime_error naming the path.
   void listen_unix(const std::string& path);
-  // HOST:PORT; port 0 picks a free one. Returns the port bound.
-  uint16_t listen_tcp(const std::string& host_port);
+  // HOST:PORT; port 0 picks a free one. Returns the port bound. With `tls` (x509 credentials,
+  // crypto/tls_credentials.hpp) the listener serves HTTPS only.
+  uint16_t listen_tcp(const std::string& host_port, std::shared_ptr<const crypto::TlsServerCredentials> tls = {});
 
   // Serves until stop(); returns after every thread has finished.
   void run();
@@ -56,10 +59,12 @@ class ApiServer {
   void connection_closed();
 
  private:
+  struct TlsListener;
+  // `tls`: the listener's TLS context, null for plain HTTP.
   template <class Acceptor>
-  void accept_loop(Acceptor& acceptor);
+  void accept_loop(Acceptor& acceptor, TlsListener* tls = nullptr);
   template <class Acceptor>
-  void pause_accepting(Acceptor& acceptor, const boost::system::error_code& ec);
+  void pause_accepting(Acceptor& acceptor, TlsListener* tls, const boost::system::error_code& ec);
 
   VolumeApi& api_;
   const TokenTable tokens_;

@@ -32,14 +32,14 @@ std::string read_token(const ClientCommandOptions& o) {
 }
 
 std::string check_url(const std::string& url) {
-  if (url.empty()) throw CommandError("no controller URL: give --url unix:PATH|http://HOST:PORT or set VOLGATE_URL");
+  if (url.empty()) throw CommandError("no controller URL: give --url unix:PATH|http://HOST:PORT|https://HOST:PORT or set VOLGATE_URL");
   return url;
 }
 
 }  // namespace
 
 Client::Client(const ClientCommandOptions& o, const std::string& api_version, const std::string& service)
-    : o_(o), api_(check_url(o.url), read_token(o)) {
+    : o_(o), api_(check_url(o.url), read_token(o), o.cacert) {
   if (!api_version.empty()) api_.set_api_version(api_version, service);
 }
 

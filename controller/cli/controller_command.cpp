@@ -103,6 +103,16 @@ TokenTable api_tokens(const ControllerConfig& config) {
   return table;
 }
 
+// Whether HOST:PORT names a loopback address (127.0.0.0/8, ::1), where plain HTTP stays on the
+// host. A name or a malformed address is not.
+bool is_loopback(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(host, ec);
+  return !ec && address.is_loopback();
+}
+
 // Each API connection is a descriptor: allow as many as the hard limit permits.
 void raise_descriptor_limit() {
   struct rlimit limit{};
@@ -168,7 +178,14 @@ CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options) {
       ->type_name("PATH");
   cmd->add_option("--state-dir", options.state_dir, "Directory for the database, sockets and default pool")
       ->type_name("DIR");
-  cmd->add_option("--listen", options.tcp_listen, "Also serve the API on TCP HOST:PORT")->type_name("HOST:PORT");
+  cmd->add_option("--listen", options.tcp_listen,
+                  "Also serve the API on TCP HOST:PORT: HTTPS with --tls-certificates, plain HTTP only\n"
+                  "on a loopback address (the config's tcp_listen)")
+      ->type_name("HOST:PORT");
+  cmd->add_option("--tls-certificates", options.tls_certificates,
+                  "Serve the TCP listener over HTTPS with the x509 certificates in DIR: server-cert.pem,\n"
+                  "server-key.pem (and ca-cert.pem), as for volgate serve (the config's tls_certificates)")
+      ->type_name("DIR");
   cmd->add_flag("--gateway", options.start_gateway,
                 "Start the gateway (volgate serve --control) that serves attached volumes when none answers on\n"
                 "its control socket, and again whenever it dies. It outlives a controller stop while it serves\n"
@@ -209,6 +226,18 @@ int run_controller(const ControllerOptions& options) {
     if (!options.tcp_listen.empty()) config.tcp_listen = options.tcp_listen;
     std::optional<boost::asio::ip::tcp::endpoint> metrics_endpoint;
     if (!options.metrics.empty()) metrics_endpoint = parse_metrics_address(options.metrics, "--metrics");
+    if (!options.tls_certificates.empty()) config.tls_certificates = std::filesystem::absolute(options.tls_certificates);
+    // Refused before anything else happens: a token in clear on the network is not a choice
+    // the operator should discover in a log line.
+    std::shared_ptr<const crypto::TlsServerCredentials> tls;
+    if (!config.tls_certificates.empty()) {
+      if (config.tcp_listen.empty())
+        throw std::invalid_argument("tls_certificates " + config.tls_certificates + ": there is no TCP listener (--listen) to serve HTTPS on");
+      tls = crypto::TlsServerCredentials::load({.certificates_dir = config.tls_certificates});
+    } else if (!config.tcp_listen.empty() && !is_loopback(config.tcp_listen)) {
+      throw std::invalid_argument("--listen " + config.tcp_listen +
+                                  ": plain HTTP only on a loopback address; give --tls-certificates DIR for HTTPS");
+    }
     if (options.start_gateway) {
       if (config.gateway.control_socket.empty())
         throw std::invalid_argument("--gateway: the config's gateway.control_socket is none");
@@ -280,13 +309,9 @@ int run_controller(const ControllerOptions& options) {
     }
     if (!config.tcp_listen.empty()) {
       std::string host = config.tcp_listen.substr(0, config.tcp_listen.rfind(':'));
-      uint16_t port = server->listen_tcp(config.tcp_listen);
-      listening.push_back("http://" + host + ":" + std::to_string(port));
-      boost::system::error_code ec;
-      auto address = boost::asio::ip::make_address(host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host, ec);
-      if (ec || !address.is_loopback())
-        spdlog::warn("the API on {} is plain HTTP: its token crosses the network in clear; keep it on loopback "
-                     "or put a TLS proxy in front", config.tcp_listen);
+      uint16_t port = server->listen_tcp(config.tcp_listen, tls);
+      listening.push_back((tls ? "https://" : "http://") + host + ":" + std::to_string(port));
+      if (tls) spdlog::info("the API on {} is HTTPS: {}", config.tcp_listen, tls->description());
     }
     if (metrics_endpoint) {
       metrics = std::make_unique<MetricsHttpServer>(*metrics_endpoint, [&store] {

@@ -9,6 +9,7 @@ struct ControllerOptions {
   std::string config_file;
   std::string state_dir;
   std::string tcp_listen;  // adds (or replaces) the config's TCP listener
+  std::string tls_certificates;  // x509 directory for HTTPS on the TCP listener (or the config's)
   bool start_gateway = false;  // --gateway: start `volgate serve --control` when none answers
   std::string metrics;  // [HOST:]PORT of the Prometheus endpoint; empty: none
 };

@@ -301,8 +301,13 @@ int quota_command(const std::string& name, const ClientCommandOptions& o) {
 void add_common(CLI::App* cmd, ClientCommandOptions& o) {
   // The environment variables are read after parsing (with_environment): CLI11 2.1 lets them
   // override an option a subcommand passed up to its group.
-  cmd->add_option("--url", o.url, "Controller API: unix:PATH or http://HOST:PORT (env VOLGATE_URL)")
+  cmd->add_option("--url", o.url, "Controller API: unix:PATH, http://HOST:PORT or https://HOST:PORT\n"
+                  "(env VOLGATE_URL)")
       ->type_name("URL");
+  cmd->add_option("--cacert", o.cacert,
+                  "https://: PEM file of the CA(s) the controller's certificate must chain to; its\n"
+                  "name must match HOST (env VOLGATE_CACERT; default: the system's CAs)")
+      ->type_name("FILE");
   cmd->add_option("--token-file", o.token_file,
                   "File holding the API token (env VOLGATE_TOKEN_FILE; default with\n"
                   "unix:DIR/controller.sock: DIR/token)")
@@ -452,6 +457,7 @@ ClientCommandOptions with_environment(ClientCommandOptions o, const CLI::App& gr
   };
   if (group.count("--url") == 0) o.url = env("VOLGATE_URL");
   if (group.count("--token-file") == 0) o.token_file = env("VOLGATE_TOKEN_FILE");
+  if (group.count("--cacert") == 0) o.cacert = env("VOLGATE_CACERT");
   if (group.count("--project") == 0 && !env("VOLGATE_PROJECT").empty()) o.project = env("VOLGATE_PROJECT");
   return o;
 }

@@ -4,8 +4,8 @@
 //   volgate pool list, volgate quota show|set,
 //   volgate attachment create|update|show|list|complete|delete (attachment_command.hpp),
 //   volgate server list|show|attach|detach|volumes|actions (server_command.hpp).
-// Each talks to the REST API found through --url or VOLGATE_URL (unix:PATH or
-// http://HOST:PORT), prints a table (or --output json), and exits 2 with one line on stderr
+// Each talks to the REST API found through --url or VOLGATE_URL (unix:PATH, http://HOST:PORT
+// or https://HOST:PORT, checked against --cacert or VOLGATE_CACERT), prints a table (or --output json), and exits 2 with one line on stderr
 // when anything fails.
 #include <CLI/CLI.hpp>
 #include <optional>
@@ -16,6 +16,7 @@ namespace volgate::controller {
 struct ClientCommandOptions {
   std::string url;
   std::string token_file;
+  std::string cacert;  // https://: the CA file the controller's certificate must chain to
   std::string project = "default";
   std::string output = "table";
   bool wait = true;

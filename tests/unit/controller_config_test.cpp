@@ -84,6 +84,18 @@ TEST_F(ConfigTest, AFileSetsPoolsTypesQuotasAndResolvesRelativePaths) {
   EXPECT_EQ(load_config(dir / "c.json", "/elsewhere").database, "/elsewhere/db/c.db");
 }
 
+TEST_F(ConfigTest, TlsCertificatesAndTheHandshakeTimeoutAreRead) {
+  ControllerConfig c = load_config(write(R"({"state_dir": "/var/lib/vg", "tcp_listen": "0.0.0.0:8776",
+    "tls_certificates": "api-tls", "api_limits": {"handshake_timeout": 2.5}})"), "");
+  EXPECT_EQ(c.tls_certificates, "/var/lib/vg/api-tls");  // relative to the state directory
+  EXPECT_EQ(c.api_limits.handshake, std::chrono::milliseconds(2500));
+  EXPECT_EQ(load_config(write(R"({"state_dir": "/var/lib/vg"})"), "").api_limits.handshake, std::chrono::seconds(10));
+  EXPECT_NE(error_of(R"({"state_dir": "/x", "api_limits": {"handshake_timeout": 0}})")
+                .find("api_limits.handshake_timeout"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"state_dir": "/x", "tls_certificates": 5})").find("tls_certificates"), std::string::npos);
+}
+
 TEST_F(ConfigTest, MistakesAreRefusedByName) {
   EXPECT_NE(error_of(R"({"state_dir": "/x", "pool": []})").find("unknown key 'pool'"), std::string::npos);
   EXPECT_NE(error_of(R"({"state_dir": "/x", "pools": [{"name": "a", "driver": "file", "dir": "/p"}]})")
