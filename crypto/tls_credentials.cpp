@@ -14,6 +14,14 @@
 namespace volgate::crypto {
 namespace {
 
+// Where an SSL_CTX keeps its TlsServerCredentials, for the PSK callback. An index of our own,
+// not the context's app data: asio::ssl::context (the controller's HTTPS) claims that slot and
+// deletes what it holds.
+int credentials_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
 // OpenSSL reads this much of the socket at once when it can (read-ahead): several records per
 // recv for large WRITE payloads, instead of a header and a body read per 16 KiB record.
 constexpr size_t kReadAheadBytes = 128 * 1024;
@@ -42,7 +50,7 @@ int hex_value(char c) {
 // the key, or 0 to refuse, with the reason kept for the connection's log line.
 unsigned psk_server_callback(SSL* ssl, const char* identity, unsigned char* psk, unsigned max_length) {
   auto* credentials =
-      static_cast<const TlsServerCredentials*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+      static_cast<const TlsServerCredentials*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), credentials_index()));
   TlsStream* stream = TlsStream::of(ssl);
   std::string name = identity ? identity : "";
   if (name.size() > 256) name = name.substr(0, 256) + "...";
@@ -125,7 +133,7 @@ std::shared_ptr<const TlsServerCredentials> TlsServerCredentials::load(const Tls
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_read_ahead(ctx, 1);
   SSL_CTX_set_default_read_buffer_len(ctx, kReadAheadBytes);
-  SSL_CTX_set_app_data(ctx, credentials.get());
+  SSL_CTX_set_ex_data(ctx, credentials_index(), credentials.get());
   if (!options.certificates_dir.empty()) {
     credentials->load_x509(options);
   } else {

@@ -249,16 +249,6 @@ struct ApiServer::TlsListener {
     SSL_CTX_up_ref(credentials->context());  // the asio context frees the reference it holds
     context.emplace(credentials->context());
   }
-  ~TlsListener() {
-    // asio takes a context's app data for its own verify callback and deletes it with the
-    // context; this one's is the credentials' (set by crypto/), not asio's to delete. No
-    // handshake runs now (the listeners go after the I/O has stopped).
-    SSL_CTX* ctx = credentials->context();
-    void* app_data = SSL_CTX_get_app_data(ctx);
-    SSL_CTX_set_app_data(ctx, nullptr);
-    context.reset();
-    SSL_CTX_set_app_data(ctx, app_data);
-  }
   TlsListener(const TlsListener&) = delete;
   TlsListener& operator=(const TlsListener&) = delete;
 
