@@ -11,7 +11,7 @@
 #include <sstream>
 #include <thread>
 
-#include "controller/doctor/run_program.hpp"
+#include "common/run_program.hpp"
 
 namespace volgate::controller::doctor {
 namespace {

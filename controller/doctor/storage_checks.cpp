@@ -13,7 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "controller/doctor/run_program.hpp"
+#include "common/run_program.hpp"
 
 namespace volgate::controller::doctor {
 namespace {

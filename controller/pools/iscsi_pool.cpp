@@ -1,10 +1,5 @@
 #include "controller/pools/iscsi_pool.hpp"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
@@ -14,9 +9,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "common/run_program.hpp"
 #include "crypto/chap_secret.hpp"
-
-extern char** environ;
 
 namespace volgate::controller {
 namespace {
@@ -85,55 +79,30 @@ gateway::ExportSpec IscsiPool::export_spec(const std::string& volume_id) const {
 // limited instead: the password is given only when an account is (re)made, once per controller
 // start and after a tgtd restart, and never appears in our logs or error messages.
 std::string IscsiPool::tgtadm(const std::vector<std::string>& args, const crypto::SecureBytes* password) const {
-  std::vector<std::string> argv_text{"tgtadm", "--lld", "iscsi"};
-  argv_text.insert(argv_text.end(), args.begin(), args.end());
-  if (password) argv_text.emplace_back("--password");
-  std::vector<char*> argv;
-  for (auto& a : argv_text) argv.push_back(a.data());
-  // posix_spawn copies the arguments into the new process and never writes through them.
-  if (password) argv.push_back(const_cast<char*>(password->chars()));
-  argv.push_back(nullptr);
-  std::vector<std::string> env_text;
-  for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "TGT_IPC_SOCKET=", 15) != 0) env_text.emplace_back(*e);
-  if (!config_.tgt_ipc_socket.empty()) env_text.push_back("TGT_IPC_SOCKET=" + config_.tgt_ipc_socket);
-  std::vector<char*> envp;
-  for (auto& e : env_text) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
-  pid_t pid = 0;
-  int rc = ::posix_spawnp(&pid, "tgtadm", &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(out[1]);
-  if (rc != 0) {
-    ::close(out[0]);
-    throw std::system_error(rc, std::generic_category(), "run tgtadm");
+  std::vector<const char*> argv{"tgtadm", "--lld", "iscsi"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  if (password) {
+    argv.push_back("--password");
+    argv.push_back(password->chars());  // from its wiped memory, never copied into a string
   }
-  std::string output;
-  char buffer[4096];
-  for (;;) {
-    ssize_t n = ::read(out[0], buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    output.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(out[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  // tgtadm talks to the local tgtd: seconds at most, unless tgtd hangs, which must not hang a
+  // flow with it. Its listings grow with the targets: the output bound is far above any pool's.
+  constexpr auto kTimeout = std::chrono::seconds(30);
+  constexpr size_t kMaxOutput = size_t{64} << 20;
+  const std::string socket_variable =
+      config_.tgt_ipc_socket.empty() ? "TGT_IPC_SOCKET" : "TGT_IPC_SOCKET=" + config_.tgt_ipc_socket;
+  ProgramResult result = run_program(std::span<const char* const>(argv), kTimeout, {socket_variable}, kMaxOutput);
+  std::string& output = result.output;
+  if (result.exit_code != 0 || result.output_truncated) {
     while (!output.empty() && output.back() == '\n') output.pop_back();
     std::string command;
     for (const auto& a : args) command += " " + a;
     if (password) command += " --password (secret)";
-    throw std::runtime_error("pool '" + config_.name + "': tgtadm" + command + ": " +
-                             (output.empty() ? "failed" : output));
+    const std::string why = result.timed_out          ? "no answer within 30 s (is tgtd hung?)"
+                            : result.output_truncated ? "more than 64 MiB of output"
+                            : output.empty()          ? "failed"
+                                                      : output;
+    throw std::runtime_error("pool '" + config_.name + "': tgtadm" + command + ": " + why);
   }
   return output;
 }

@@ -1,12 +1,13 @@
-// Running a program for the doctor: its output and exit code, its environment, and a bound on
-// its time.
-#include "controller/doctor/run_program.hpp"
+// Running a program (tgtadm, the doctor's probes): its output and exit code, its environment,
+// and bounds on its time and output.
+#include "common/run_program.hpp"
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <system_error>
 
-namespace volgate::controller::doctor {
+namespace volgate {
 namespace {
 
 TEST(RunProgramTest, OutputExitCodeAndEnvironment) {
@@ -17,6 +18,13 @@ TEST(RunProgramTest, OutputExitCodeAndEnvironment) {
   r = run_program({"sh", "-c", "echo $VOLGATE_DOCTOR_TEST"}, std::chrono::seconds(5), {"VOLGATE_DOCTOR_TEST=given"});
   EXPECT_EQ(r.output, "given\n");
   EXPECT_EQ(r.exit_code, 0);
+  ::setenv("VOLGATE_RUN_PROGRAM_TEST", "inherited", 1);
+  r = run_program({"sh", "-c", "echo ${VOLGATE_RUN_PROGRAM_TEST-unset}"}, std::chrono::seconds(5));
+  EXPECT_EQ(r.output, "inherited\n");
+  r = run_program({"sh", "-c", "echo ${VOLGATE_RUN_PROGRAM_TEST-unset}"}, std::chrono::seconds(5),
+                  {"VOLGATE_RUN_PROGRAM_TEST"});
+  EXPECT_EQ(r.output, "unset\n");
+  ::unsetenv("VOLGATE_RUN_PROGRAM_TEST");
   EXPECT_THROW(run_program({"/nonexistent/program"}, std::chrono::seconds(5)), std::system_error);
 }
 
@@ -31,5 +39,16 @@ TEST(RunProgramTest, AHungProgramIsKilledInTime) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
+TEST(RunProgramTest, OutputIsBoundedAndArgumentsMayBePointers) {
+  const char* argv[] = {"sh", "-c", "head -c 100000 /dev/zero; echo done >&2"};
+  auto r = run_program(std::span<const char* const>(argv), std::chrono::seconds(5), {}, 4096);
+  EXPECT_EQ(r.output.size(), 4096u);
+  EXPECT_TRUE(r.output_truncated);
+  EXPECT_EQ(r.exit_code, 0);  // read to the end, so the program finished
+  r = run_program(std::span<const char* const>(argv), std::chrono::seconds(5));
+  EXPECT_EQ(r.output.size(), 100005u);
+  EXPECT_FALSE(r.output_truncated);
+}
+
 }  // namespace
-}  // namespace volgate::controller::doctor
+}  // namespace volgate

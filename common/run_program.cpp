@@ -1,4 +1,4 @@
-#include "controller/doctor/run_program.hpp"
+#include "common/run_program.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -8,27 +8,40 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <system_error>
 
 extern char** environ;
 
-namespace volgate::controller::doctor {
+namespace volgate {
 
 ProgramResult run_program(const std::vector<std::string>& argv_text, std::chrono::milliseconds timeout,
-                          const std::vector<std::string>& environment) {
+                          const std::vector<std::string>& environment, size_t max_output) {
+  std::vector<const char*> argv;
+  for (const auto& a : argv_text) argv.push_back(a.c_str());
+  return run_program(std::span<const char* const>(argv), timeout, environment, max_output);
+}
+
+ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::milliseconds timeout,
+                          const std::vector<std::string>& environment, size_t max_output) {
+  if (argv_given.empty()) throw std::invalid_argument("run_program: no program");
+  // posix_spawn copies the arguments into the new process and never writes through them.
   std::vector<char*> argv;
-  for (const auto& a : argv_text) argv.push_back(const_cast<char*>(a.c_str()));
+  for (const char* a : argv_given) argv.push_back(const_cast<char*>(a));
   argv.push_back(nullptr);
+  // An entry's name: what comes before its '=' (all of it for a bare NAME, which removes).
+  auto name_of = [](std::string_view entry) { return entry.substr(0, entry.find('=')); };
   std::vector<std::string> env_text;
   for (char** e = environ; *e; ++e) {
     const std::string_view entry(*e);
     bool replaced = false;
-    for (const auto& mine : environment)
-      replaced = replaced || entry.substr(0, entry.find('=') + 1) == std::string_view(mine).substr(0, mine.find('=') + 1);
+    for (const auto& mine : environment) replaced = replaced || name_of(entry) == name_of(mine);
     if (!replaced) env_text.emplace_back(entry);
   }
-  env_text.insert(env_text.end(), environment.begin(), environment.end());
+  for (const auto& mine : environment)
+    if (mine.find('=') != std::string::npos) env_text.push_back(mine);
   std::vector<char*> envp;
   for (auto& e : env_text) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -46,7 +59,7 @@ ProgramResult run_program(const std::vector<std::string>& argv_text, std::chrono
   ::close(out[1]);
   if (rc != 0) {
     ::close(out[0]);
-    throw std::system_error(rc, std::generic_category(), "run " + argv_text[0]);
+    throw std::system_error(rc, std::generic_category(), std::string("run ") + argv_given[0]);
   }
   ProgramResult result;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -65,7 +78,9 @@ ProgramResult run_program(const std::vector<std::string>& argv_text, std::chrono
     const ssize_t n = ::read(out[0], buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    if (result.output.size() < (1u << 20)) result.output.append(buffer, static_cast<size_t>(n));
+    const size_t room = max_output - result.output.size();
+    if (static_cast<size_t>(n) > room) result.output_truncated = true;
+    result.output.append(buffer, std::min(room, static_cast<size_t>(n)));
   }
   ::close(out[0]);
   // A program that closed its output may still run: it gets what is left of the time.
@@ -83,4 +98,4 @@ ProgramResult run_program(const std::vector<std::string>& argv_text, std::chrono
   return result;
 }
 
-}  // namespace volgate::controller::doctor
+}  // namespace volgate
