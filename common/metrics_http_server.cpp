@@ -1,6 +1,8 @@
 #include "common/metrics_http_server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -153,15 +155,38 @@ MetricsHttpServer::MetricsHttpServer(const tcp::endpoint& endpoint, Collect coll
     throw std::system_error(ec.value(), std::generic_category(),
                             "metrics: listening on " + endpoint.address().to_string() + ":" +
                                 std::to_string(endpoint.port()));
-  // Read once, here: the acceptor is the server thread's from start() on.
-  const tcp::endpoint bound = acceptor_.local_endpoint(ec);
-  port_ = bound.port();
-  address_ = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string()) +
-             ":" + std::to_string(port_);
+  describe_bound_address();
   if (!endpoint.address().is_loopback())
     spdlog::warn("metrics on {}, which is not a loopback address: anyone who can reach it sees the "
                  "export names and their traffic",
                  address());
+}
+
+MetricsHttpServer::MetricsHttpServer(int listening_fd, Collect collect, MetricsServerLimits limits)
+    : acceptor_(io_), collect_(std::move(collect)), limits_(limits), open_(std::make_shared<size_t>(0)) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(listening_fd, reinterpret_cast<sockaddr*>(&address), &length) != 0 ||
+      (address.ss_family != AF_INET && address.ss_family != AF_INET6)) {
+    ::close(listening_fd);
+    throw std::system_error(EINVAL, std::generic_category(), "metrics: the handed-over socket is not a TCP one");
+  }
+  error_code ec;
+  acceptor_.assign(address.ss_family == AF_INET ? tcp::v4() : tcp::v6(), listening_fd, ec);
+  if (ec) {
+    ::close(listening_fd);
+    throw std::system_error(ec.value(), std::generic_category(), "metrics: the handed-over socket");
+  }
+  describe_bound_address();
+}
+
+void MetricsHttpServer::describe_bound_address() {
+  // Read once, here: the acceptor is the server thread's from start() on.
+  error_code ec;
+  const tcp::endpoint bound = acceptor_.local_endpoint(ec);
+  port_ = bound.port();
+  address_ = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string()) +
+             ":" + std::to_string(port_);
 }
 
 MetricsHttpServer::~MetricsHttpServer() { stop(); }

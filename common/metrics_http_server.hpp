@@ -39,12 +39,17 @@ class MetricsHttpServer {
   // start(). Warns in the log when the address is not a loopback one.
   MetricsHttpServer(const boost::asio::ip::tcp::endpoint& endpoint, Collect collect,
                     MetricsServerLimits limits = {});
+  // Serves on a listening TCP socket another process handed over (volgate serve --take-over);
+  // takes the descriptor, also when it throws.
+  MetricsHttpServer(int listening_fd, Collect collect, MetricsServerLimits limits = {});
   ~MetricsHttpServer();
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
   // The address bound (the kernel's port when given port 0), as HOST:PORT.
   const std::string& address() const { return address_; }
+  // For a hand-over to a successor.
+  int listening_descriptor() { return acceptor_.native_handle(); }
   uint16_t port() const { return port_; }
   void start();
   // Closes every connection and joins the thread; also done by the destructor.
@@ -53,6 +58,7 @@ class MetricsHttpServer {
  private:
   class Connection;
   void accept_next();
+  void describe_bound_address();
 
   boost::asio::io_context io_{1};
   boost::asio::ip::tcp::acceptor acceptor_;

@@ -18,8 +18,8 @@ using backends::errno_code;
 LuksDevice::LuksDevice(std::shared_ptr<backends::BlockDevice> base, UnlockedLuks unlocked)
     : base_(std::move(base)),
       info_(std::move(unlocked.info)),
-      cipher_(unlocked.volume_key.span(), info_.sector_size, info_.iv_offset) {}
-// `unlocked.volume_key` is wiped when the moved-from argument goes out of scope.
+      volume_key_(std::move(unlocked.volume_key)),
+      cipher_(volume_key_.span(), info_.sector_size, info_.iv_offset) {}
 
 LuksDevice::~LuksDevice() = default;
 

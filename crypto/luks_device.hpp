@@ -21,7 +21,8 @@ namespace volgate::crypto {
 
 class LuksDevice final : public backends::BlockDevice {
  public:
-  // Takes the unlocked volume key; the cipher keeps it only inside OpenSSL contexts, which are
+  // Takes the unlocked volume key. Besides the OpenSSL contexts of the cipher, the device keeps
+  // one copy in locked memory, for a hand-over to a successor process (volume_key()); both are
   // wiped when the device is destroyed.
   LuksDevice(std::shared_ptr<backends::BlockDevice> base, UnlockedLuks unlocked);
   ~LuksDevice() override;
@@ -41,6 +42,9 @@ class LuksDevice final : public backends::BlockDevice {
   void cache(uint64_t offset, uint64_t length, backends::Completion done) override;
 
   const backends::BlockDevice& base() const { return *base_; }
+  // For `volgate serve --take-over`: the successor opens the same volume with it, without a
+  // keyslot's key derivation.
+  const SecureBytes& volume_key() const { return volume_key_; }
   // volgate_luks_cipher_bytes_total, then the base's metrics.
   void report_metrics(MetricsReport& report, const MetricLabels& labels) const override;
   // Not the base's home: small requests are ciphered inline on the caller's thread, and on one
@@ -73,6 +77,7 @@ class LuksDevice final : public backends::BlockDevice {
 
   const std::shared_ptr<backends::BlockDevice> base_;
   const LuksInfo info_;
+  const SecureBytes volume_key_;
   const XtsCipher cipher_;
   // Bytes ciphered by requests that succeeded, counted on the thread that completes them.
   enum : size_t { kEncrypted, kDecrypted };

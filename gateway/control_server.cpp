@@ -10,6 +10,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
 #include <optional>
 
 namespace volgate::gateway {
@@ -111,6 +113,19 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
     const std::string target(request.target());
     const bool keep_alive = request.keep_alive();
     ControlResponse response;
+    if (allowed_ && target == "/v1/handover" && server_.handover_.run) {
+      if (method != "POST") {
+        response = {405, error_text(405, "/v1/handover takes POST")};
+      } else if (auto refused = server_.handover_.refuse(request.body())) {
+        response = std::move(*refused);
+      } else {
+        forget_request();
+        return hand_over();
+      }
+      forget_request();
+      spdlog::info("control: {} {}: {}", method, target, response.status);
+      return respond(std::move(response), false);
+    }
     if (!allowed_) {
       response = {403, error_text(403, "only the user the gateway runs as, or root, may use its control socket")};
     } else {
@@ -156,6 +171,24 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       if (!ec && keep_alive) return self->wait_for_request();
       self->finish();
     });
+  }
+
+  // The connection stops being HTTP: answered 101 here, it goes to the hand-over as a bare
+  // socket, on this thread (see HandoverHandler).
+  void hand_over() {
+    deadline_.cancel();
+    static constexpr std::string_view kSwitching =
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: volgate-handover\r\n\r\n";
+    error_code ec;
+    socket_.non_blocking(false, ec);
+    if (!ec) asio::write(socket_, asio::buffer(kSwitching), ec);
+    if (ec || buffer_.size() > 0) {  // nothing may follow the request before our answer
+      spdlog::warn("control: hand-over request dropped: {}", ec ? ec.message() : "bytes after the request");
+      return finish();
+    }
+    const int fd = socket_.release(ec);
+    if (ec) return finish();
+    server_.handover_.run(UniqueFd(fd));
   }
 
   // The end of the connection: the deadline, which holds it alive, goes too, so the
@@ -205,6 +238,23 @@ void ControlServer::listen(const std::string& path) {
   path_ = path;
 }
 
+void ControlServer::adopt(UniqueFd listening) {
+  sockaddr_un address{};
+  socklen_t length = sizeof address;
+  int listening_flag = 0;
+  socklen_t flag_length = sizeof listening_flag;
+  if (::getsockname(listening.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0 ||
+      address.sun_family != AF_UNIX ||
+      ::getsockopt(listening.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening_flag, &flag_length) != 0 ||
+      !listening_flag)
+    throw std::runtime_error("the handed-over control socket is not a listening unix socket");
+  error_code ec;
+  acceptor_.assign(asio::local::stream_protocol(), listening.get(), ec);
+  if (ec) throw std::runtime_error("the handed-over control socket: " + ec.message());
+  path_.assign(address.sun_path, ::strnlen(address.sun_path, sizeof address.sun_path));
+  (void)listening.release();
+}
+
 void ControlServer::start() {
   accept_next();
   thread_ = std::thread([this] { io_.run(); });
@@ -239,7 +289,8 @@ void ControlServer::stop() {
     if (!acceptor_.is_open()) return;
     error_code ignored;
     acceptor_.close(ignored);
-    if (!path_.empty()) ::unlink(path_.c_str());
+    if (path_.empty()) return spdlog::info("control: socket handed over");
+    ::unlink(path_.c_str());
     spdlog::info("control: socket {} closed", path_);
   });
 }

@@ -8,13 +8,16 @@
 // live only in buffers that are wiped when freed.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 
+#include "common/unique_fd.hpp"
 #include "gateway/control_service.hpp"
 
 namespace volgate::gateway {
@@ -28,6 +31,15 @@ struct ControlServerLimits {
   std::chrono::milliseconds accept_backoff{200};  // when out of descriptors
 };
 
+// POST /v1/handover (see gateway/handover_state.hpp): the request is checked first; when
+// accepted, the connection is answered 101 and handed, as a bare socket, to `run`, which holds
+// the server's thread until the hand-over ends.
+struct HandoverHandler {
+  // An error answer when a hand-over cannot start; nullopt to start it.
+  std::function<std::optional<ControlResponse>(const WipingString& body)> refuse;
+  std::function<void(UniqueFd connection)> run;
+};
+
 class ControlServer {
  public:
   ControlServer(ControlService& service, ControlServerLimits limits = {});
@@ -38,6 +50,14 @@ class ControlServer {
   // Throws std::runtime_error (one line) when `path` exists and is not a socket, or another
   // process listens on it; a socket file left by a dead process is replaced.
   void listen(const std::string& path);
+  // Serves on a listening socket a predecessor handed over (its path from getsockname).
+  // Throws std::runtime_error when it is not a listening unix stream socket.
+  void adopt(UniqueFd listening);
+  int listening_descriptor() { return acceptor_.native_handle(); }
+  // After a hand-over: the socket file is the successor's, stop() must leave it.
+  void forget_socket_file() { path_.clear(); }
+  // Before start().
+  void set_handover_handler(HandoverHandler handler) { handover_ = std::move(handler); }
   // Serves on a thread of its own until shutdown().
   void start();
   // Stops accepting and removes the socket file; from any thread. Connections open now still
@@ -61,6 +81,7 @@ class ControlServer {
   boost::asio::io_context io_{1};
   boost::asio::local::stream_protocol::acceptor acceptor_{io_};
   std::string path_;
+  HandoverHandler handover_;
   std::thread thread_;
 };
 

@@ -1,7 +1,6 @@
 #include "gateway/control_service.hpp"
 
 #include <spdlog/spdlog.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -10,6 +9,7 @@
 #include "common/current_context.hpp"
 #include "common/untrusted_json.hpp"
 #include "crypto/luks_device.hpp"
+#include "gateway/unlocked_device.hpp"
 
 namespace volgate::gateway {
 namespace {
@@ -38,21 +38,6 @@ ControlResponse error(int status, std::string_view message) {
 
 std::string to_std(const WipingString& s) { return std::string(s.data(), s.size()); }
 
-// The device `request` describes, unlocked when it carries a LUKS key. Throws with a message
-// for the caller: it names the target, never the key.
-std::shared_ptr<backends::BlockDevice> open_target(control::PutExportRequest& request) {
-  auto base = open_storage(request.target);
-  if (!request.luks) return base;
-  // As for --export luks-key-file: a process holding volume keys must not dump them in a core.
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  auto container = crypto::LuksContainer::load(*base);
-  control::LuksKey& key = *request.luks;
-  crypto::UnlockedLuks unlocked = key.kind == control::LuksKey::Kind::volume_key
-                                      ? container.unlock_with_volume_key(std::move(key.bytes))
-                                      : container.unlock(key.bytes);
-  return std::make_shared<crypto::LuksDevice>(base, std::move(unlocked));
-}
-
 // The device's last flush before it goes, on a private io_context. If the storage does not
 // answer in time, the context is left to the completion (which holds it) rather than freed
 // under it.
@@ -77,6 +62,43 @@ void ControlService::adopt(const ExportSpec& spec, std::shared_ptr<const nbd::Ex
   std::lock_guard lock(mutex_);
   Entry entry{spec, spec.read_only, spec.luks_key_file.has_value(), control::target_to_json(spec), std::move(served)};
   entries_.insert_or_assign(spec.name, std::move(entry));
+}
+
+void ControlService::adopt(const handover::ExportDefinition& d, std::shared_ptr<const nbd::Export> served) {
+  std::lock_guard lock(mutex_);
+  Entry entry{d.target, d.read_only, d.luks.has_value(), control::target_to_json(d.target), std::move(served)};
+  entries_.insert_or_assign(d.name, std::move(entry));
+}
+
+std::vector<handover::ExportDefinition> ControlService::definitions() const {
+  std::lock_guard lock(mutex_);
+  std::vector<handover::ExportDefinition> out;
+  for (const auto& served : *server_.exports().all()) {
+    auto it = entries_.find(served->name);
+    if (it == entries_.end()) continue;
+    handover::ExportDefinition d;
+    d.name = served->name;
+    d.target = handover::with_absolute_paths(it->second.target);
+    d.target.luks_key_file.reset();
+    d.read_only = it->second.read_only;
+    if (it->second.encrypted) {
+      const auto* luks = dynamic_cast<const crypto::LuksDevice*>(served->device.get());
+      if (!luks) throw std::logic_error("export '" + served->name + "' is encrypted but not a LUKS device");
+      const crypto::SecureBytes& key = luks->volume_key();
+      control::LuksKey copy{control::LuksKey::Kind::volume_key, crypto::SecureBytes(key.size())};
+      std::copy(key.data(), key.data() + key.size(), copy.bytes.data());
+      d.luks = std::move(copy);
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+std::optional<std::string> ControlService::first_export_on(ExportSpec::Backend backend) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, entry] : entries_)
+    if (entry.target.backend == backend) return name;
+  return std::nullopt;
 }
 
 ControlResponse ControlService::handle(std::string_view method, std::string_view target, const WipingString& body) {
@@ -172,7 +194,7 @@ ControlResponse ControlService::put(const std::string& name, const WipingString&
 
   std::shared_ptr<backends::BlockDevice> device;
   try {
-    device = open_target(request);
+    device = open_unlocked(request.target, request.luks);
   } catch (const crypto::LuksError& e) {
     const char* what = e.kind == crypto::LuksError::Kind::wrong_volume_key ? "luks.volume_key: "
                        : e.kind == crypto::LuksError::Kind::wrong_passphrase ? "luks.passphrase: "

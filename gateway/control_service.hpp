@@ -6,11 +6,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "gateway/control_protocol.hpp"
 #include "gateway/export_clients.hpp"
+#include "gateway/handover_state.hpp"
 #include "nbd/server.hpp"
 
 namespace volgate::gateway {
@@ -29,6 +31,13 @@ class ControlService {
 
   // Lists an export that the command line gave (--export), so the API can report and remove it.
   void adopt(const ExportSpec& spec, std::shared_ptr<const nbd::Export> served);
+  // Lists an export a predecessor served (volgate serve --take-over).
+  void adopt(const handover::ExportDefinition& definition, std::shared_ptr<const nbd::Export> served);
+  // Every export, in the order served, with the volume keys of encrypted ones: what a
+  // successor needs to open them (see HandoverSource).
+  std::vector<handover::ExportDefinition> definitions() const;
+  // The name of an export on that kind of storage, if any.
+  std::optional<std::string> first_export_on(ExportSpec::Backend backend) const;
 
   // `body` may hold a key: it is read in place and wiped by its owner.
   ControlResponse handle(std::string_view method, std::string_view target, const WipingString& body);

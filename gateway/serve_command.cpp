@@ -2,9 +2,12 @@
 
 #include <grp.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -17,7 +20,9 @@
 #include "gateway/export_spec.hpp"
 #include "gateway/fuse_front_end.hpp"
 #include "gateway/fuse_mount_point.hpp"
+#include "gateway/handover_successor.hpp"
 #include "gateway/serve_process.hpp"
+#include "gateway/unlocked_device.hpp"
 #include "nbd/server.hpp"
 
 namespace volgate::gateway {
@@ -106,7 +111,8 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
                     "quickly and shrinks to zero on an idle connection. Polling saves the wake-up\n"
                     "that dominates latency at queue depth 1. 0 disables it.")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1000));
+      ->check(CLI::Range(0, 1000))
+      ->each([&options](const std::string&) { options.poll_max_us_given = true; });
   serve->add_option("--socket-group", options.socket_group,
                     "Give the --unix sockets to this group with mode 0660, e.g. libvirt-qemu so\n"
                     "that QEMU run by libvirt can connect (default: mode 0600, this user only)")
@@ -146,8 +152,184 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
       ->type_name("FILE");
   serve->add_flag("--tls-verify-peer", options.tls.verify_peer,
                   "With --tls-certificates: clients must show a certificate signed by ca-cert.pem");
+  auto* take_over = serve->add_option(
+      "--take-over", options.take_over,
+      "Take over from the gateway serving the control socket at PATH, with no client\n"
+      "noticing more than a pause: its listeners, control socket, metrics endpoint, exports\n"
+      "(LUKS ones by their volume keys) and every NBD connection move to this process, which\n"
+      "may be a newer volgate; the other one exits 0. If anything fails before this process\n"
+      "has everything, the other serves on and this one exits 1. TLS connections are closed\n"
+      "(clients reconnect). Only --threads and --poll-max-us may be given with it; the rest\n"
+      "comes from the running gateway. `volgate gateway restart` runs this in the background.")
+      ->type_name("PATH");
+  // Checked here rather than with CLI11's excludes(), which would print a note under every
+  // other option in --help.
+  serve->parse_complete_callback([serve, take_over] {
+    if (!take_over->count()) return;
+    for (const CLI::Option* option : serve->get_options())
+      if (option != take_over && option->count() && option->get_name() != "--threads" &&
+          option->get_name() != "--poll-max-us")
+        throw CLI::ValidationError(option->get_name(), "comes from the running gateway with --take-over (only "
+                                                       "--threads and --poll-max-us may be given with it)");
+  });
   return serve;
 }
+
+namespace {
+
+// Everything one `volgate serve` process runs. Members go in reverse order: the metrics first
+// (their scrapes read the server), the control API (it drives the server), FUSE, the server.
+struct Serving {
+  std::optional<nbd::Server> server;
+  std::optional<FuseFrontEnd> fuse;
+  std::optional<ControlApi> control;
+  std::optional<MetricsHttpServer> metrics;
+  std::string fuse_dir;  // absolute; empty without --fuse
+};
+
+MetricsHttpServer::Collect collect_metrics(Serving& serving) {
+  return [&serving] {
+    MetricsReport report;
+    serving.server->report_metrics(report);
+    report_process_metrics(report);
+    return report.text();
+  };
+}
+
+nbd::ServerLimits limits_of(const ServeOptions& options) {
+  nbd::ServerLimits limits;
+  auto buffer_bytes = parse_size(options.max_buffer_bytes);
+  if (!buffer_bytes || *buffer_bytes < (uint64_t{1} << 20))
+    throw std::invalid_argument("--max-buffer-bytes '" + options.max_buffer_bytes +
+                                "': expected a size of at least 1M");
+  limits.max_buffer_bytes = *buffer_bytes;
+  limits.max_connections = options.max_connections;
+  limits.handshake_timeout = std::chrono::seconds(options.handshake_timeout_s);
+  return limits;
+}
+
+unsigned thread_count(const ServeOptions& options) {
+  return options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Tells systemd (Type=notify) that the service is ready, and which process it is now: after a
+// hand-over that is this one, not the process systemd started.
+void notify_service_manager() {
+  if (!std::getenv("NOTIFY_SOCKET")) return;
+  const std::string state = "READY=1\nMAINPID=" + std::to_string(::getpid());
+  if (int err = sd_notify(0, state.c_str()); err < 0)
+    spdlog::warn("sd_notify: {}", std::strerror(-err));
+}
+
+// From the moment everything listens to the end: what `volgate serve` prints, the log lines
+// that describe it, and the run until a stop (or a hand-over to a successor).
+int serve_until_stopped(Serving& s, const ServeOptions& options, const nbd::ServerLimits& limits,
+                        const nbd::ServerTls& tls, rlim_t open_files) {
+  if (s.fuse) s.server->on_stop([&fuse = s.fuse] { fuse->stop(); });
+
+  for (const auto& e : *s.server->exports().all())
+    spdlog::info("export '{}': {}, {}", e->name, e->device->description(), format_size(e->device->size()));
+  const unsigned threads = thread_count(options);
+  spdlog::info("serving with {} worker thread{}; at most {} connections, {} of buffers, {} s to "
+               "handshake",
+               threads, threads == 1 ? "" : "s", limits.max_connections,
+               format_size(limits.max_buffer_bytes), limits.handshake_timeout.count() / 1000);
+  if (tls.credentials)
+    spdlog::info("TLS {}: {}", options.tls.mode == "require" ? "required" : "offered",
+                 tls.credentials->description());
+  if (open_files < limits.max_connections + 64)
+    spdlog::warn("only {} descriptors may be open (RLIMIT_NOFILE), fewer than --max-connections "
+                 "{} needs: accepting will pause when they run out",
+                 open_files, limits.max_connections);
+  for (const auto& uri : s.server->uris()) std::printf("%s\n", uri.c_str());
+  if (s.metrics) std::printf("http://%s/metrics\n", s.metrics->address().c_str());
+  if (s.fuse)
+    for (const auto& e : *s.server->exports().all()) std::printf("%s/%s\n", s.fuse_dir.c_str(), e->name.c_str());
+  std::fflush(stdout);
+
+  if (s.fuse) s.fuse->start();
+  if (s.control) s.control->start();
+  if (s.metrics) {
+    s.metrics->start();
+    spdlog::info("metrics at http://{}/metrics", s.metrics->address());
+  }
+  notify_service_manager();
+  bool flushed = s.server->run();
+  if (s.metrics) s.metrics->stop();
+  // The FUSE stop began with the server's; it has its own last flush of what the files wrote.
+  if (s.fuse && !s.fuse->wait()) flushed = false;
+  if (s.control) s.control->shutdown();
+  spdlog::info("stopped");
+  return flushed ? 0 : 1;
+}
+
+// `volgate serve --take-over PATH`: everything comes from the gateway serving PATH.
+int run_take_over(const ServeOptions& given, rlim_t open_files) {
+  std::optional<HandoverSuccessor> successor;
+  try {
+    successor.emplace(given.take_over);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate serve: %s\n", e.what());
+    return 1;
+  }
+  handover::State& state = successor->state();
+  ServeOptions options = given;
+  const handover::Settings& inherited = state.settings;
+  if (!given.threads) options.threads = inherited.threads;
+  if (!given.poll_max_us_given) options.poll_max_us = inherited.poll_max_us;
+  options.max_connections = inherited.max_connections;
+  options.max_buffer_bytes = inherited.max_buffer_bytes;
+  options.handshake_timeout_s = inherited.handshake_timeout_s;
+  options.tls = inherited.tls;
+  options.control_path.clear();
+
+  Serving s;
+  nbd::ServerLimits limits;
+  nbd::ServerTls tls;
+  try {
+    limits = limits_of(options);
+    tls = load_server_tls(options.tls);
+    nbd::ExportTable exports;
+    for (auto& d : state.exports) {
+      try {
+        auto device = open_unlocked(d.target, d.luks);
+        std::string description = device->description();
+        exports.add({d.name, description, std::move(device)});
+      } catch (const std::exception& e) {
+        throw std::runtime_error("export '" + d.name + "': " + e.what());
+      }
+    }
+    s.server.emplace(std::move(exports), thread_count(options), std::chrono::microseconds(options.poll_max_us),
+                     limits, tls);
+    for (auto& fd : successor->take_nbd_listeners()) s.server->adopt_listener(fd.release());
+    s.control.emplace(*s.server, successor->take_control_listener(), state.exports);
+    if (state.metrics) {
+      s.server->measure_latency(true);
+      s.metrics.emplace(successor->take_metrics_listener().release(), collect_metrics(s));
+    }
+    s.control->enable_handover(handover::settings_of(options), s.metrics ? s.metrics->listening_descriptor() : -1, "");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate serve: cannot take over: %s\n", e.what());
+    successor->abort(e.what());
+    return 1;
+  }
+
+  std::vector<nbd::PausedConnection> connections;
+  try {
+    connections = successor->take_connections();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "volgate serve: cannot take over: %s\n", e.what());
+    return 1;
+  }
+  size_t adopted = 0;
+  for (auto& c : connections) adopted += s.server->adopt_connection(std::move(c));
+  spdlog::info("took over from pid {}: {} export{}, {} connection{}", successor->predecessor(),
+               state.exports.size(), state.exports.size() == 1 ? "" : "s", adopted, adopted == 1 ? "" : "s");
+  successor.reset();  // the channel closes: the predecessor is on its way out
+  return serve_until_stopped(s, options, limits, tls, open_files);
+}
+
+}  // namespace
 
 int run_serve(const ServeOptions& options) {
   // Always, before any export is opened: which exports hold secrets is not the only question
@@ -161,6 +343,7 @@ int run_serve(const ServeOptions& options) {
     return 1;
   }
   const rlim_t open_files = raise_open_file_limit();
+  if (!options.take_over.empty()) return run_take_over(options, open_files);
 
   nbd::ExportTable exports;
   std::vector<ExportSpec> specs;
@@ -168,13 +351,13 @@ int run_serve(const ServeOptions& options) {
   nbd::ServerLimits limits;
   nbd::ServerTls tls;
   std::optional<gid_t> socket_group;
-  std::string fuse_dir;  // absolute
+  Serving s;
   std::optional<boost::asio::ip::tcp::endpoint> metrics_endpoint;
   try {
     if (!options.metrics.empty()) metrics_endpoint = parse_metrics_address(options.metrics, "--metrics");
     if (options.unix_paths.empty() && options.tcp_listens.empty() && options.fuse_dir.empty())
       throw std::invalid_argument("nothing to listen on: give --unix PATH, --listen HOST:PORT and/or --fuse DIR");
-    if (!options.fuse_dir.empty()) fuse_dir = prepare_fuse_mount_point(options.fuse_dir);
+    if (!options.fuse_dir.empty()) s.fuse_dir = prepare_fuse_mount_point(options.fuse_dir);
     if (options.exports.empty() && options.control_path.empty())
       throw std::invalid_argument("nothing to serve: give --export SPEC, or --control PATH to add exports later");
     for (const auto& text : options.tcp_listens) tcp.push_back(parse_host_port(text));
@@ -182,13 +365,7 @@ int run_serve(const ServeOptions& options) {
       if (options.unix_paths.empty()) throw std::invalid_argument("--socket-group needs a --unix socket");
       socket_group = resolve_group(options.socket_group);
     }
-    auto buffer_bytes = parse_size(options.max_buffer_bytes);
-    if (!buffer_bytes || *buffer_bytes < (uint64_t{1} << 20))
-      throw std::invalid_argument("--max-buffer-bytes '" + options.max_buffer_bytes +
-                                  "': expected a size of at least 1M");
-    limits.max_buffer_bytes = *buffer_bytes;
-    limits.max_connections = options.max_connections;
-    limits.handshake_timeout = std::chrono::seconds(options.handshake_timeout_s);
+    limits = limits_of(options);
     tls = load_server_tls(options.tls);
     for (const auto& text : options.exports) {
       ExportSpec spec = parse_export_spec(text);
@@ -207,68 +384,29 @@ int run_serve(const ServeOptions& options) {
     return 2;
   }
 
-  unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-  std::optional<nbd::Server> server;
-  std::optional<FuseFrontEnd> fuse;      // after the server, before the control API
-  std::optional<ControlApi> control;  // after the server: it goes first
-  std::optional<MetricsHttpServer> metrics;  // after the server: its scrapes read the server
   try {
-    server.emplace(std::move(exports), threads, std::chrono::microseconds(options.poll_max_us), limits,
-                   tls);
+    s.server.emplace(std::move(exports), thread_count(options), std::chrono::microseconds(options.poll_max_us),
+                     limits, tls);
     if (metrics_endpoint) {
-      server->measure_latency(true);
-      metrics.emplace(*metrics_endpoint, [&server] {
-        MetricsReport report;
-        server->report_metrics(report);
-        report_process_metrics(report);
-        return report.text();
-      });
+      s.server->measure_latency(true);
+      s.metrics.emplace(*metrics_endpoint, collect_metrics(s));
     }
-    for (const auto& path : options.unix_paths) server->listen_unix(path, socket_group);
-    for (const auto& hp : tcp) server->listen_tcp(hp.host, hp.port);
-    if (!fuse_dir.empty())
-      fuse.emplace(server->exports(), fuse_dir,
-                   options.fuse_threads ? options.fuse_threads : FuseFrontEnd::default_threads());
-    if (!options.control_path.empty())
-      control.emplace(*server, options.control_path, specs, fuse ? &*fuse : nullptr);
+    for (const auto& path : options.unix_paths) s.server->listen_unix(path, socket_group);
+    for (const auto& hp : tcp) s.server->listen_tcp(hp.host, hp.port);
+    if (!s.fuse_dir.empty())
+      s.fuse.emplace(s.server->exports(), s.fuse_dir,
+                     options.fuse_threads ? options.fuse_threads : FuseFrontEnd::default_threads());
+    if (!options.control_path.empty()) {
+      s.control.emplace(*s.server, options.control_path, specs, s.fuse ? &*s.fuse : nullptr);
+      s.control->enable_handover(handover::settings_of(options), s.metrics ? s.metrics->listening_descriptor() : -1,
+                                 s.fuse ? "this gateway serves --fuse: its mount cannot move to another process"
+                                        : "");
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: %s\n", e.what());
     return 2;
   }
-  if (fuse) server->on_stop([&fuse] { fuse->stop(); });
-
-  for (const auto& e : *server->exports().all())
-    spdlog::info("export '{}': {}, {}", e->name, e->device->description(), format_size(e->device->size()));
-  spdlog::info("serving with {} worker thread{}; at most {} connections, {} of buffers, {} s to "
-               "handshake",
-               threads, threads == 1 ? "" : "s", limits.max_connections,
-               format_size(limits.max_buffer_bytes), limits.handshake_timeout.count() / 1000);
-  if (tls.credentials)
-    spdlog::info("TLS {}: {}", options.tls.mode == "require" ? "required" : "offered",
-                 tls.credentials->description());
-  if (open_files < limits.max_connections + 64)
-    spdlog::warn("only {} descriptors may be open (RLIMIT_NOFILE), fewer than --max-connections "
-                 "{} needs: accepting will pause when they run out",
-                 open_files, limits.max_connections);
-  for (const auto& uri : server->uris()) std::printf("%s\n", uri.c_str());
-  if (metrics) std::printf("http://%s/metrics\n", metrics->address().c_str());
-  if (fuse)
-    for (const auto& e : *server->exports().all()) std::printf("%s/%s\n", fuse_dir.c_str(), e->name.c_str());
-  std::fflush(stdout);
-
-  if (fuse) fuse->start();
-  if (control) control->start();
-  if (metrics) {
-    metrics->start();
-    spdlog::info("metrics at http://{}/metrics", metrics->address());
-  }
-  bool flushed = server->run();
-  if (metrics) metrics->stop();
-  // The FUSE stop began with the server's; it has its own last flush of what the files wrote.
-  if (fuse && !fuse->wait()) flushed = false;
-  if (control) control->shutdown();
-  spdlog::info("stopped");
-  return flushed ? 0 : 1;
+  return serve_until_stopped(s, options, limits, tls, open_files);
 }
 
 }  // namespace volgate::gateway

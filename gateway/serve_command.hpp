@@ -19,12 +19,14 @@ struct ServeOptions {
   unsigned threads = 0;                  // 0: one per core
   unsigned fuse_threads = 0;             // 0: FuseFrontEnd::default_threads()
   unsigned poll_max_us = 50;             // busy-polling window at most, see nbd::Server
+  bool poll_max_us_given = false;        // on the command line (--take-over keeps the old one else)
   std::string socket_group;              // --unix sockets go to this group, mode 0660
   // See nbd::ServerLimits.
   unsigned max_connections = nbd::ServerLimits::kDefaultMaxConnections;
   std::string max_buffer_bytes = "256M";  // a SIZE, as for memory:SIZE
   unsigned handshake_timeout_s = nbd::ServerLimits::kDefaultHandshakeTimeout.count();
   TlsOptionsText tls;
+  std::string take_over;                 // the control socket of a gateway to take over from
 };
 
 // Declares the subcommand's options on `app`, filling `options` when parsed.

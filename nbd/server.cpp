@@ -202,21 +202,55 @@ void Server::listen_tcp(const std::string& host, uint16_t port) {
   if (!ec) listener->acceptor.bind(endpoint, ec);
   if (!ec) listener->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) fail(ec, "listening on " + host + ":" + std::to_string(port));
-  // Report the port the kernel chose when asked for port 0.
-  auto bound = listener->acceptor.local_endpoint();
+  describe_tcp_listener(*listener);
+  listeners_.push_back(std::move(listener));
+}
+
+void Server::describe_tcp_listener(Listener& listener) {
+  // The bound address, with the port the kernel chose when asked for port 0.
+  auto bound = listener.acceptor.local_endpoint();
   asio::ip::tcp::endpoint actual;
-  std::memcpy(actual.data(), bound.data(), bound.size());
-  std::string shown = address.is_v6() ? "[" + host + "]" : host;
-  listener->where = shown + ":" + std::to_string(actual.port());
-  listener->uri_base = (tls_.mode == TlsMode::require ? "nbds://" : "nbd://") + listener->where + "/";
+  std::memcpy(actual.data(), bound.data(), std::min<size_t>(bound.size(), sizeof(sockaddr_in6)));
+  const auto address = actual.address();
+  std::string host = address.to_string();
+  listener.where = (address.is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(actual.port());
+  listener.uri_base = (tls_.mode == TlsMode::require ? "nbds://" : "nbd://") + listener.where + "/";
   if (!is_loopback(address) && tls_.mode == TlsMode::off)
     spdlog::warn("listening on {}, which is not a loopback address, without TLS: anyone who can "
                  "reach it can read and write every export, LUKS exports decrypted; use --tls "
                  "require, prefer a unix socket or 127.0.0.1, or firewall the port",
-                 listener->where);
+                 listener.where);
   else if (!is_loopback(address) && tls_.mode == TlsMode::on)
     spdlog::warn("listening on {}, which is not a loopback address, with --tls on: clients may "
-                 "still choose clear text; use --tls require to refuse them", listener->where);
+                 "still choose clear text; use --tls require to refuse them", listener.where);
+}
+
+void Server::adopt_listener(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  int type = 0, listening = 0;
+  socklen_t option_length = sizeof type;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0 ||
+      ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &option_length) != 0)
+    throw std::system_error(errno, std::generic_category(), "a handed-over listening socket");
+  option_length = sizeof listening;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &option_length) != 0 ||
+      type != SOCK_STREAM || !listening ||
+      (address.ss_family != AF_UNIX && address.ss_family != AF_INET && address.ss_family != AF_INET6))
+    throw std::system_error(EINVAL, std::generic_category(),
+                            "a handed-over descriptor is not a listening stream socket");
+  const bool tcp = address.ss_family != AF_UNIX;
+  std::string path;
+  if (!tcp) {
+    const auto* un = reinterpret_cast<const sockaddr_un*>(&address);
+    path.assign(un->sun_path, ::strnlen(un->sun_path, length - offsetof(sockaddr_un, sun_path)));
+  }
+  auto listener = std::make_unique<Listener>(workers_.front()->io, path, tcp);
+  boost::system::error_code ec;
+  listener->acceptor.assign(generic_stream(address.ss_family, SOCK_STREAM), fd, ec);
+  if (ec) fail(ec, "a handed-over listening socket");
+  if (tcp) describe_tcp_listener(*listener);
+  else listener->where = path;
   listeners_.push_back(std::move(listener));
 }
 
@@ -234,6 +268,12 @@ void Server::accept_next(Listener& listener) {
   listener.acceptor.async_accept([this, &listener](const boost::system::error_code& ec,
                                                    generic_stream::socket socket) {
     if (ec == asio::error::operation_aborted || stopping_) return;
+    if (handing_over_) {
+      // Accepted just before the pause cancelled accepting: it pauses in its handshake like
+      // the others (see Session::adopt). Accepting itself waits for the hand-over's outcome.
+      if (!ec) hand_to_worker(listener, std::move(socket));
+      return;
+    }
     if (ec) return on_accept_failed(listener, ec);
     listener.pause = std::chrono::milliseconds(0);
     hand_to_worker(listener, std::move(socket));
@@ -285,10 +325,117 @@ void Server::hand_to_worker(Listener& listener, generic_stream::socket socket) {
   // worker's thread, which owns its registry.
   generic_stream protocol = socket.local_endpoint(ignored).protocol();
   int fd = socket.release(ignored);
+  // During a hand-over's pause the new session pauses too, and the pause waits for it.
+  std::shared_ptr<SessionPause> pause = homes_.pause();
+  if (pause) pause->begin_pending();
   asio::post(worker.io, [this, &worker, protocol, fd, peer = std::move(peer),
-                         slot = std::move(*slot)]() mutable {
+                         slot = std::move(*slot), pause]() mutable {
     Session::adopt(fd, protocol, worker.io, worker.sessions, shared_, std::move(peer), std::move(slot));
+    if (pause) pause->end_pending();
   });
+}
+
+std::vector<PausedConnection> Server::pause_for_handover(std::chrono::steady_clock::time_point deadline) {
+  auto pause = std::make_shared<SessionPause>();
+  pause->begin_pending();  // until every thread has been asked to pause its sessions
+  asio::post(workers_.front()->io, [this, pause] {
+    handing_over_ = true;
+    homes_.set_pause(pause);
+    boost::system::error_code ignored;
+    // Connections that arrive from now on wait in the listen queue, for the successor.
+    for (auto& l : listeners_) {
+      l->acceptor.cancel(ignored);
+      l->retry.cancel();
+    }
+    // Posted from here, after every connection this thread handed to a worker so far: each
+    // reaches its worker's registry before the pause does.
+    auto ask = [&pause](asio::io_context& io, SessionRegistry& sessions) {
+      pause->begin_pending();
+      asio::post(io, [&sessions, pause] {
+        sessions.pause_all(pause);
+        pause->end_pending();
+      });
+    };
+    for (auto& w : workers_) ask(w->io, w->sessions);
+    for (auto& home : homes_.all()) ask(*home->io, home->sessions);
+    pause->end_pending();
+  });
+  auto connections = pause->wait(deadline, [this] { return !homes_.arrivals_pending(); });
+  if (size_t late = pause->missing())
+    spdlog::warn("hand-over: {} connection{} did not pause within the time allowed and will be closed",
+                 late, late == 1 ? "" : "s");
+  return connections;
+}
+
+void Server::resume_after_handover() {
+  asio::post(workers_.front()->io, [this] {
+    if (!handing_over_) return;
+    handing_over_ = false;
+    homes_.set_pause(nullptr);
+    for (auto& w : workers_) asio::post(w->io, [&w = *w] { w.sessions.resume_all(); });
+    for (auto& home : homes_.all()) asio::post(*home->io, [&home = *home] { home.sessions.resume_all(); });
+    if (stop_put_off_) return begin_stop();
+    for (auto& l : listeners_) accept_next(*l);
+  });
+}
+
+void Server::finish_handover() {
+  asio::post(workers_.front()->io, [this] {
+    handing_over_ = false;
+    stop_put_off_ = false;
+    // Released before the stop's shutdown_all reaches them (both are posted from here, in this
+    // order): a released session never touches its socket again.
+    for (auto& w : workers_) asio::post(w->io, [&w = *w] { w.sessions.release_all(); });
+    for (auto& home : homes_.all()) asio::post(*home->io, [&home = *home] { home.sessions.release_all(); });
+    homes_.set_pause(nullptr);
+    boost::system::error_code ignored;
+    for (auto& l : listeners_) {
+      l->unix_path.clear();  // the successor's now: ~Server must not remove it
+      l->acceptor.close(ignored);
+    }
+    begin_stop();
+  });
+}
+
+std::vector<int> Server::listening_descriptors() const {
+  std::vector<int> fds;
+  for (const auto& l : listeners_) fds.push_back(const_cast<Listener&>(*l).acceptor.native_handle());
+  return fds;
+}
+
+bool Server::adopt_connection(PausedConnection c) {
+  std::shared_ptr<const Export> chosen = exports_.find(c.export_name);
+  std::optional<ConnectionLimit::Slot> slot = connection_limit_.try_open();
+  if (!chosen || !slot) {
+    spdlog::warn("{}: handed over for export '{}', {}; closing it", c.peer, c.export_name,
+                 chosen ? "but --max-connections are open" : "which is not served here");
+    ::close(c.fd);
+    return false;
+  }
+  NegotiatedSession negotiated{chosen, c.structured_replies, c.base_allocation, false};
+  // Straight to the device's own thread when it has one, as Session::move_home would.
+  // (The server's constructor knew every export's home: the successor adds none before this.)
+  SessionHomes::Home* home = nullptr;
+  if (auto* home_io = chosen->device->home_context()) home = homes_.find(home_io);
+  asio::io_context* io = nullptr;
+  SessionRegistry* registry = nullptr;
+  if (home) {
+    io = home->io;
+    registry = &home->sessions;
+    home->arriving.fetch_add(1);
+  } else {
+    Worker& worker = *workers_[next_worker_++ % workers_.size()];
+    io = &worker.io;
+    registry = &worker.sessions;
+  }
+  asio::post(*io, [this, io, registry, home, fd = c.fd, protocol = generic_stream(c.family, SOCK_STREAM),
+                   peer = c.peer + " (handed over)", slot = std::move(*slot),
+                   negotiated = std::move(negotiated), unparsed = std::move(c.unparsed)]() mutable {
+    Session::adopt_handed_over(fd, protocol, *io, *registry, shared_, std::move(peer), std::move(slot),
+                               std::move(negotiated), std::move(unparsed));
+    if (home) home->arriving.fetch_sub(1);
+  });
+  return true;
 }
 
 bool Server::run() {
@@ -362,6 +509,13 @@ void Server::stop() {
 
 void Server::begin_stop() {
   if (stopping_) return;
+  if (handing_over_) {
+    // Paused connections may be the successor's already: they must not be touched until the
+    // hand-over's outcome is known (it comes within its deadline).
+    if (!stop_put_off_) spdlog::info("stopping once the hand-over in progress has ended");
+    stop_put_off_ = true;
+    return;
+  }
   stopping_ = true;
   boost::system::error_code ignored;
   signals_.cancel(ignored);

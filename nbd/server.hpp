@@ -98,6 +98,27 @@ class Server {
   // call adds one; they run in the order added.
   void on_stop(std::function<void()> callback) { on_stop_.push_back(std::move(callback)); }
 
+  // Hand-over to another process (gateway/handover_source.hpp drives it), from a thread that
+  // is not one of the server's. pause_for_handover() stops accepting and pauses every session
+  // (see SessionPause), returning the connections paused by `deadline`; those later close. A
+  // stop asked for meanwhile (a signal) waits until the hand-over ends, by one of:
+  std::vector<PausedConnection> pause_for_handover(std::chrono::steady_clock::time_point deadline);
+  // it failed: accepting and every paused session go on as before;
+  void resume_after_handover();
+  // it succeeded: paused sessions let go of their connections without a word to the client,
+  // listeners close and leave their socket files to the successor, and the server stops.
+  void finish_handover();
+  // The listening sockets, to hand over (their descriptors stay ours).
+  std::vector<int> listening_descriptors() const;
+
+  // The successor's side, before run(). A listening socket the predecessor handed over (unix
+  // or TCP, bound and listening): served as if listen_unix/listen_tcp had made it. Throws
+  // std::system_error when the descriptor is not a listening stream socket.
+  void adopt_listener(int fd);
+  // A connection the predecessor paused: its session goes on where that one stopped. False
+  // (the descriptor closed) when its export is not served here or no connection slot is free.
+  bool adopt_connection(PausedConnection connection);
+
   // Serves until SIGINT/SIGTERM or stop(), then lets in-flight requests finish and flushes
   // every device. Returns false if the final flush failed.
   bool run();
@@ -130,6 +151,8 @@ class Server {
   };
 
   void accept_next(Listener& listener);
+  // Names a TCP listener for the log and its URIs, and warns when it is not on loopback.
+  void describe_tcp_listener(Listener& listener);
   void on_accept_failed(Listener& listener, const boost::system::error_code& ec);
   void hand_to_worker(Listener& listener, boost::asio::generic::stream_protocol::socket socket);
   void begin_stop();
@@ -155,6 +178,10 @@ class Server {
   size_t next_worker_ = 0;
   uint64_t accepted_ = 0;  // connections accepted so far, to number them in the log
   std::atomic<bool> stopping_{false};
+  // Hand-over, on worker 0 only: between pause_for_handover and its outcome, accepting is
+  // paused and a stop is put off until the outcome.
+  bool handing_over_ = false;
+  bool stop_put_off_ = false;
   std::vector<std::function<void()>> on_stop_;
   SessionHomes homes_{stopping_};  // device threads that sessions move to
 };

@@ -101,7 +101,8 @@ void Session::start() {
 }
 
 void Session::shutdown() {
-  if (stopping_ || receive_limit_) return;
+  // A released connection is the successor's: a shutdown() of the socket would end it there.
+  if (released_ || stopping_ || receive_limit_) return;
   negotiation_.begin_shutdown();
   // The client may send requests once the export is chosen (GO answered, or EXPORT_NAME read).
   const bool handshake_over = negotiated_.chosen || negotiation_.result().chosen;
@@ -127,6 +128,7 @@ void Session::shutdown() {
 }
 
 void Session::abort() {
+  if (released_) return;  // as in shutdown()
   stopping_ = true;
   broken_ = true;
   close_socket();
@@ -144,15 +146,30 @@ awaitable<void> Session::run(std::shared_ptr<Session> self) {
       negotiating_ = false;
       handshake_timer_.cancel();  // its handler may be queued already: hence negotiating_
     }
+    // A session asked to pause in its handshake stays here: moving now would slip past the pause.
     if (negotiated && !handshake_timed_out_) {
-      if ((moved_in_ || !move_home()) && attach()) co_await transmit();
+      if ((moved_in_ || pause_ || !move_home()) && attach()) {
+        while (co_await transmit())
+          if (!co_await stay_paused()) break;
+      }
     }
   } catch (const std::exception& e) {
     spdlog::error("{}: session failed: {}", peer_, e.what());
   }
   // Wait for every request in flight: their completions reference this session.
   while (requests_in_flight_ > 0 || writing_ || write_posted_) co_await wait_until_signalled();
+  if (pause_ && !pause_reported_) {
+    pause_reported_ = true;
+    pause_->closed();
+  }
   if (moved_out_) co_return;  // the connection lives on in the session on the device's thread
+  if (released_) {
+    // The successor holds a duplicate of the descriptor: closing ours ends nothing, while
+    // shutdown() (close_socket) would end the connection for both.
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    co_return;
+  }
   close_socket();
   spdlog::debug("{}: connection closed", peer_);
 }
@@ -173,6 +190,11 @@ awaitable<bool> Session::fill(size_t needed) {
     rx_begin_ = 0;
   }
   while (rx_end_ - rx_begin_ < needed) {
+    // Waiting for the next request header is where a pause for a hand-over stops reading.
+    if (awaiting_header_ && pause_) {
+      header_wait_interrupted_ = true;
+      co_return false;
+    }
     boost::system::error_code ec;
     size_t n = 0;
     if (tls_) {
@@ -182,6 +204,8 @@ awaitable<bool> Session::fill(size_t needed) {
           asio::buffer(rx_.get() + rx_end_, kReceiveBufferSize - rx_end_),
           asio::redirect_error(use_awaitable, ec));
     }
+    // interrupt_header_wait() cancelled the read; a resume() may have come since.
+    if (ec == asio::error::operation_aborted && awaiting_header_) continue;
     if (ec || n == 0) co_return false;
     rx_end_ += n;
     received_ += n;
@@ -515,6 +539,21 @@ void Session::adopt(int fd, const Socket::protocol_type& protocol, asio::io_cont
                                                        std::move(*handshake)))
                 : std::make_shared<Session>(std::move(socket), shared, registry, std::move(peer), std::move(slot));
   session->start();
+  // Accepted, or arrived from another thread, after the pause reached this one.
+  if (shared.homes)
+    if (auto pause = shared.homes->pause()) session->pause(std::move(pause));
+}
+
+void Session::adopt_handed_over(int fd, const Socket::protocol_type& protocol, asio::io_context& io,
+                                SessionRegistry& registry, const SessionShared& shared, std::string peer,
+                                ConnectionLimit::Slot slot, NegotiatedSession negotiated,
+                                std::vector<std::byte> unparsed) {
+  if (unparsed.size() > kReceiveBufferSize) {  // more than a session of ours can have held
+    ::close(fd);
+    return;
+  }
+  adopt(fd, protocol, io, registry, shared, std::move(peer), {},
+        Handshake{std::move(negotiated), std::move(unparsed), std::move(slot), nullptr});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,10 +604,18 @@ bool Session::beyond_receive_limit(uint64_t bytes) const {
   return receive_limit_ && (consumed() > *receive_limit_ || *receive_limit_ - consumed() < bytes);
 }
 
-awaitable<void> Session::transmit() {
+awaitable<bool> Session::transmit() {
   while (!stopping_ && !broken_) {
+    if (pause_) co_return true;
     if (beyond_receive_limit(kRequestHeaderSize)) break;  // every request in flight is read
-    if (!co_await fill(kRequestHeaderSize)) break;
+    awaiting_header_ = true;
+    const bool filled = co_await fill(kRequestHeaderSize);
+    awaiting_header_ = false;
+    if (header_wait_interrupted_) {
+      header_wait_interrupted_ = false;
+      co_return true;
+    }
+    if (!filled) break;
     auto header = parse_request(
         std::span<const std::byte, kRequestHeaderSize>(rx_.get() + rx_begin_, kRequestHeaderSize));
     if (!header) {
@@ -620,10 +667,72 @@ awaitable<void> Session::transmit() {
     }
     reading_batch_ = false;
 
-    while (!stopping_ && !broken_ &&
+    while (!stopping_ && !broken_ && !pause_ &&
            (requests_in_flight_ >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight))
       co_await wait_until_signalled();
   }
+  co_return false;
+}
+
+awaitable<bool> Session::stay_paused() {
+  // Everything read is answered before the connection moves.
+  while (requests_in_flight_ > 0 || writing_ || write_posted_) co_await wait_until_signalled();
+  if (!pause_) co_return true;  // resumed meanwhile
+  if (stopping_ || broken_) co_return false;
+  pause_reported_ = true;
+  if (tls_) {
+    spdlog::info("{}: closing this TLS connection for the hand-over: its TLS state cannot move "
+                 "to another process (the client may reconnect)", peer_);
+    pause_->closed();
+    stopping_ = true;
+    co_return false;
+  }
+  boost::system::error_code ec;
+  PausedConnection connection;
+  connection.fd = socket_.native_handle();
+  connection.family = socket_.local_endpoint(ec).protocol().family();
+  connection.peer = peer_;
+  connection.export_name = negotiated_.chosen->name;
+  connection.structured_replies = negotiated_.structured_replies;
+  connection.base_allocation = negotiated_.base_allocation;
+  connection.unparsed.assign(rx_.get() + rx_begin_, rx_.get() + rx_end_);
+  if (ec || !pause_->report(std::move(connection))) {
+    spdlog::warn("{}: not paused in time for the hand-over, closing the connection", peer_);
+    stopping_ = true;
+    co_return false;
+  }
+  handed_over_ = true;
+  while (pause_ && !released_ && !stopping_ && !broken_) co_await wait_until_signalled();
+  if (released_) co_return false;
+  handed_over_ = false;
+  co_return !pause_ && !stopping_ && !broken_;
+}
+
+void Session::pause(std::shared_ptr<SessionPause> pause) {
+  if (pause_ || moved_out_ || released_ || stopping_ || broken_) return;
+  pause_ = std::move(pause);
+  pause_reported_ = false;
+  pause_->expect();
+  interrupt_header_wait();
+  signal();
+}
+
+void Session::resume() {
+  if (!pause_) return;
+  pause_.reset();
+  signal();
+}
+
+void Session::release() {
+  if (!handed_over_) return;  // not handed over: it closes when the server stops
+  released_ = true;
+  signal();
+}
+
+void Session::interrupt_header_wait() {
+  if (!pause_ || !awaiting_header_ || writing_) return;
+  boost::system::error_code ignored;
+  socket_.cancel(ignored);
 }
 
 void Session::dispatch(Request* r) {
@@ -912,6 +1021,7 @@ void Session::tls_send_batch() {
 
 void Session::on_written(const boost::system::error_code& ec) {
   writing_ = false;
+  interrupt_header_wait();
   for (Request* r : writing_batch_) recycle(r);
   writing_batch_.clear();
   if (ec && !broken_) {
@@ -981,6 +1091,21 @@ void SessionRegistry::abort_all() {
   for (Session* s : copy) s->abort();
 }
 
+void SessionRegistry::pause_all(const std::shared_ptr<SessionPause>& pause) {
+  auto copy = sessions_;
+  for (Session* s : copy) s->pause(pause);
+}
+
+void SessionRegistry::resume_all() {
+  auto copy = sessions_;
+  for (Session* s : copy) s->resume();
+}
+
+void SessionRegistry::release_all() {
+  auto copy = sessions_;
+  for (Session* s : copy) s->release();
+}
+
 void SessionRegistry::shutdown_export(const Export* e) {
   auto copy = sessions_;
   for (Session* s : copy)
@@ -1003,6 +1128,22 @@ SessionHomes::Home* SessionHomes::find(asio::io_context* io) const {
   for (const auto& home : homes_)
     if (home->io == io) return home.get();
   return nullptr;
+}
+
+bool SessionHomes::arrivals_pending() const {
+  for (const auto& home : homes_)
+    if (home->arriving.load() != 0) return true;
+  return false;
+}
+
+void SessionHomes::set_pause(std::shared_ptr<SessionPause> pause) {
+  std::lock_guard lock(pause_mutex_);
+  pause_ = std::move(pause);
+}
+
+std::shared_ptr<SessionPause> SessionHomes::pause() const {
+  std::lock_guard lock(pause_mutex_);
+  return pause_;
 }
 
 bool SessionHomes::idle() const {

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +32,7 @@
 #include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
 #include "nbd/negotiation.hpp"
+#include "nbd/session_pause.hpp"
 
 namespace volgate::crypto {
 class TlsServerCredentials;
@@ -87,6 +89,25 @@ class Session : public std::enable_shared_from_this<Session> {
   // The export this session serves requests of; null during the handshake.
   const Export* attached_export() const { return attached_.get(); }
 
+  // A connection another gateway process handed over (see Server::adopt_connection): its
+  // handshake happened there, and `unparsed` is what that process had read and not served.
+  static void adopt_handed_over(int fd, const Socket::protocol_type& protocol,
+                                boost::asio::io_context& io, SessionRegistry& registry,
+                                const SessionShared& shared, std::string peer,
+                                ConnectionLimit::Slot slot, NegotiatedSession negotiated,
+                                std::vector<std::byte> unparsed);
+
+  // Hand-over (see SessionPause), on the session's own thread. pause(): read no request past
+  // the next boundary, answer everything read, then report the connection to `pause` and
+  // wait, idle. A session still in its handshake finishes it first; one running TLS closes
+  // gracefully instead (its TLS state cannot move), as does one that cannot pause in time.
+  void pause(std::shared_ptr<SessionPause> pause);
+  // The hand-over failed: go on reading as if nothing happened.
+  void resume();
+  // The hand-over succeeded: let go of the descriptor without touching the connection, which
+  // the successor serves now, and end.
+  void release();
+
  private:
   struct Request;
   // What a session takes along when it moves after the handshake.
@@ -124,7 +145,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // Moves the connection to the chosen device's home thread, if it has one and this is not it.
   // True when it did: this session then ends without closing the socket.
   bool move_home();
-  boost::asio::awaitable<void> transmit();
+  // Returns true when it stopped for a pause rather than because the session ends.
+  boost::asio::awaitable<bool> transmit();
+  // At the pause point: reports the connection and waits for the outcome. True: resumed.
+  boost::asio::awaitable<bool> stay_paused();
+  // Stops a read that waits for the next request header so the session can pause, unless a
+  // reply is being written (the cancel would stop that too: on_written() calls this again).
+  void interrupt_header_wait();
   uint64_t consumed() const;
   bool beyond_receive_limit(uint64_t bytes) const;
   boost::asio::awaitable<bool> fill(size_t needed);
@@ -214,6 +241,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   BufferBudget::Waiter budget_waiter_;  // queued while reserve_buffer() waits
 
+  // Hand-over: set by pause() until resume(); see SessionPause.
+  std::shared_ptr<SessionPause> pause_;
+  bool pause_reported_ = false;  // the connection went to pause_ (or was refused there)
+  bool handed_over_ = false;     // and pause_ took it
+  bool released_ = false;        // release(): the successor has the connection
+  bool awaiting_header_ = false; // transmit() waits for the bytes of a request header
+  bool header_wait_interrupted_ = false;
+
   boost::asio::steady_timer handshake_timer_;
   bool negotiating_ = false;          // in negotiate(), where the handshake timeout applies
   bool handshake_timed_out_ = false;  // and it ran out
@@ -230,6 +265,10 @@ class SessionRegistry {
   // The same, for the sessions attached to `e` only.
   void shutdown_export(const Export* e);
   void abort_export(const Export* e);
+  // Hand-over: Session::pause, resume and release for every session.
+  void pause_all(const std::shared_ptr<SessionPause>& pause);
+  void resume_all();
+  void release_all();
   size_t size() const { return count_.load(std::memory_order_acquire); }
   bool empty() const { return size() == 0; }
   // Sessions whose device completes fast enough for their worker to busy-poll for them
@@ -261,11 +300,18 @@ class SessionHomes {
   Home* find(boost::asio::io_context* io) const;
   const std::vector<std::unique_ptr<Home>>& all() const { return homes_; }
   bool idle() const;  // no session on any home, and none on its way to one
+  bool arrivals_pending() const;  // a session is on its way to some home
   bool server_stopping() const { return stopping_.load(); }
+  // The hand-over pause in progress, if any: a session that starts (accepted, or arriving on
+  // a home) while it lasts pauses at once. From any thread.
+  void set_pause(std::shared_ptr<SessionPause> pause);
+  std::shared_ptr<SessionPause> pause() const;
 
  private:
   const std::atomic<bool>& stopping_;
   std::vector<std::unique_ptr<Home>> homes_;
+  mutable std::mutex pause_mutex_;
+  std::shared_ptr<SessionPause> pause_;
 };
 
 }  // namespace volgate::nbd

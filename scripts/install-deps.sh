@@ -22,6 +22,9 @@ packages=(
   libiscsi-dev libiscsi-bin tgt
   # NBD servers as backends (libnbd's asynchronous API)
   libnbd-dev
+  # sd_notify: a gateway run by systemd (Type=notify) says when it is ready, and which process
+  # is the service's after a hand-over (MAINPID)
+  libsystemd-dev
   # controller: SQLite, and the tools its integration tests drive the REST API with (curl,
   # and OpenStack's own client, to prove the API is Cinder's to it)
   libsqlite3-dev sqlite3 curl python3-cinderclient python3-novaclient

@@ -1,0 +1,166 @@
+#include "gateway/handover_source.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "common/current_context.hpp"
+#include "common/untrusted_json.hpp"
+#include "gateway/handover_channel.hpp"
+
+namespace volgate::gateway {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using control::Json;
+
+ControlResponse refusal(int status, const std::string& message) {
+  WipingString text = control::error_to_json(status, message).dump();
+  return {status, std::string(text.data(), text.size())};
+}
+
+pid_t peer_pid(int fd) {
+  ucred cred{};
+  socklen_t length = sizeof cred;
+  return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0 ? cred.pid : -1;
+}
+
+std::string text_of(const Json& message, const char* key) {
+  auto it = message.find(key);
+  if (it == message.end() || !it->is_string()) return "(no reason given)";
+  const auto& s = it->get_ref<const WipingString&>();
+  return std::string(s.data(), s.size());
+}
+
+}  // namespace
+
+std::optional<ControlResponse> HandoverSource::refuse(const WipingString& body) const {
+  if (!parts_.unsupported.empty()) return refusal(409, parts_.unsupported);
+  if (parts_.server.stopping()) return refusal(409, "the gateway is stopping");
+  std::vector<int> versions;
+  try {
+    versions = handover::offered_versions(
+        parse_untrusted_json_as<Json>(std::string_view(body.data(), body.size())));
+  } catch (const std::exception& e) {
+    return refusal(400, e.what());
+  }
+  if (std::find(versions.begin(), versions.end(), handover::kVersion) == versions.end()) {
+    std::string offered;
+    for (int v : versions) offered += (offered.empty() ? "" : ", ") + std::to_string(v);
+    return refusal(409, "this gateway hands over with state version " + std::to_string(handover::kVersion) +
+                            "; the successor offered " + (offered.empty() ? "none" : offered));
+  }
+  if (auto name = parts_.service.first_export_on(ExportSpec::Backend::memory))
+    return refusal(409, "export '" + *name + "' is a memory device: its data lives in this process and "
+                        "cannot be handed over");
+  return std::nullopt;
+}
+
+handover::State HandoverSource::state() const {
+  handover::State state;
+  state.pid = ::getpid();
+  state.settings = parts_.settings;
+  state.nbd_listeners = parts_.server.listening_descriptors().size();
+  state.metrics = parts_.metrics_fd >= 0;
+  state.exports = parts_.service.definitions();
+  return state;
+}
+
+bool HandoverSource::run(UniqueFd connection) {
+  const pid_t successor = peer_pid(connection.get());
+  HandoverChannel channel(std::move(connection));
+  spdlog::info("hand-over: pid {} asks to take over", successor);
+  const auto started = Clock::now();
+
+  // 1. What the successor needs to open everything, while this process serves on.
+  try {
+    std::vector<int> descriptors = parts_.server.listening_descriptors();
+    descriptors.push_back(parts_.control_fd);
+    if (parts_.metrics_fd >= 0) descriptors.push_back(parts_.metrics_fd);
+    channel.send(handover::state_to_json(state()), descriptors, Clock::now() + kStepTimeout);
+    HandoverMessage answer = channel.receive(Clock::now() + kOpenTimeout);
+    const std::string type = handover::type_of(answer.body);
+    if (type == "abort") {
+      spdlog::warn("hand-over: pid {} could not start ({}); serving on", successor, text_of(answer.body, "message"));
+      return false;
+    }
+    if (type != "ready") throw HandoverError("hand-over: expected 'ready', got '" + type + "'");
+  } catch (const std::exception& e) {
+    spdlog::warn("{}; serving on", e.what());
+    return false;
+  }
+
+  // 2. The pause: from here on, every failure gives the clients back to this process.
+  const auto pause_began = Clock::now();
+  std::vector<nbd::PausedConnection> connections =
+      parts_.server.pause_for_handover(Clock::now() + kPauseTimeout);
+  try {
+    if (!flush_all()) throw HandoverError("hand-over: the last flush failed");
+    for (const auto& c : connections) {
+      const int fd = c.fd;
+      channel.send(handover::connection_to_json(c), std::span<const int>(&fd, 1), Clock::now() + kStepTimeout);
+    }
+    Json paused = handover::message("paused");
+    paused["connections"] = connections.size();
+    channel.send(paused, Clock::now() + kStepTimeout);
+    HandoverMessage answer = channel.receive(Clock::now() + kStepTimeout);
+    const std::string type = handover::type_of(answer.body);
+    if (type != "adopted") throw HandoverError("hand-over: expected 'adopted', got '" + type + "'");
+    channel.send(handover::message("commit"), Clock::now() + kStepTimeout);
+  } catch (const std::exception& e) {
+    spdlog::warn("{}; taking the {} connection{} back and serving on", e.what(), connections.size(),
+                 connections.size() == 1 ? "" : "s");
+    parts_.server.resume_after_handover();
+    try {
+      Json resume = handover::message("resume");
+      resume["message"] = WipingString(e.what());
+      channel.send(resume, Clock::now() + std::chrono::seconds(1));
+    } catch (const std::exception&) {
+      // The successor is gone or stuck: it serves nothing without our commit while we live.
+    }
+    return false;
+  }
+
+  if (parts_.on_handed_over) parts_.on_handed_over();
+  parts_.server.finish_handover();
+  const auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  spdlog::info("hand-over: pid {} took over {} connection{} after a pause of {} ms ({} ms in all); stopping",
+               successor, connections.size(), connections.size() == 1 ? "" : "s", ms(Clock::now() - pause_began),
+               ms(Clock::now() - started));
+  return true;
+}
+
+bool HandoverSource::flush_all() {
+  // On a private io_context, as the server's final flush: the workers' are paused, not idle
+  // for us to borrow.
+  auto io = std::make_shared<boost::asio::io_context>();
+  auto pending = std::make_shared<size_t>(0);
+  auto failed = std::make_shared<bool>(false);
+  {
+    CurrentContextGuard current(*io);
+    for (const auto& e : *parts_.server.exports().all()) {
+      ++*pending;
+      e->device->flush([pending, failed, name = e->name](std::error_code ec) {
+        --*pending;
+        if (ec) {
+          spdlog::error("hand-over: export '{}': flush failed: {}", name, ec.message());
+          *failed = true;
+        }
+      });
+    }
+  }
+  // Completions may come from the devices' own threads: wait for them, not for an idle context.
+  auto guard = boost::asio::make_work_guard(*io);
+  const auto deadline = Clock::now() + kFlushTimeout;
+  while (*pending > 0 && Clock::now() < deadline) io->run_for(std::chrono::milliseconds(5));
+  if (*pending > 0) {
+    spdlog::error("hand-over: {} export(s) did not finish their flush within {} s", *pending, kFlushTimeout.count());
+    return false;  // the io_context stays with the completions that hold it
+  }
+  return !*failed;
+}
+
+}  // namespace volgate::gateway
