@@ -8,6 +8,7 @@
 #include "controller/cli/controller_command.hpp"
 #include "controller/cli/doctor_command.hpp"
 #include "controller/cli/volume_command.hpp"
+#include "gateway/gateway_command.hpp"
 #include "gateway/luks_command.hpp"
 #include "gateway/serve_command.hpp"
 
@@ -22,6 +23,8 @@ int main(int argc, char** argv) {
 
   volgate::gateway::ServeOptions serve_options;
   auto* serve = volgate::gateway::add_serve_command(app, serve_options);
+  volgate::gateway::GatewayCommandOptions gateway_options;
+  auto* gateway = volgate::gateway::add_gateway_command(app, gateway_options);
   volgate::gateway::LuksOptions luks_options;
   auto* luks = volgate::gateway::add_luks_command(app, luks_options);
   volgate::controller::ControllerOptions controller_options;
@@ -50,6 +53,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
 
   if (serve->parsed()) return volgate::gateway::run_serve(serve_options);
+  if (gateway->parsed()) return volgate::gateway::run_gateway_command(gateway_options);
   if (luks->parsed()) return volgate::gateway::run_luks(*luks, luks_options);
   if (controller->parsed()) return volgate::controller::run_controller(controller_options);
   if (doctor->parsed()) return volgate::controller::run_doctor(doctor_options);
