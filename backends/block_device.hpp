@@ -108,6 +108,14 @@ class BlockDevice {
   // time, without waiting for the device's thread. A decorator adds its base's too.
   virtual void report_metrics(MetricsReport& /*report*/, const MetricLabels& /*labels*/) const {}
 
+  // A live hand-over between two gateway processes serving this storage (volgate serve
+  // --take-over) has committed. In the predecessor (`successor` false) the device has nothing
+  // in flight and is about to close: it must leave what the successor relies on (iSCSI: the
+  // reservation). In the successor it may now claim the storage as its own (iSCSI: preempt the
+  // predecessor's reservation keys before its first request). Decorators pass it on; from any
+  // thread.
+  virtual void handover_committed(bool successor) { (void)successor; }
+
   // Move bytes right here, on any thread, as far as that needs no wait for a device (page-cache
   // hits), and return how many bytes from the start of `data` were moved: possibly none, and
   // never an error (the rest goes through read()/write(), which report errors). A decorator

@@ -170,7 +170,7 @@ void IscsiMultipathDevice::stop() {
     };
     // Drop our reservation keys so that the LUN is free for other initiators afterwards.
     for (auto& path : paths_) {
-      if (path->reservation_key() == 0) continue;
+      if (path->reservation_key() == 0 || keep_registrations_) continue;
       ++*pending;
       path->unregister([finish] { finish(false); });
     }
@@ -182,6 +182,29 @@ void IscsiMultipathDevice::stop() {
     finish(false);  // the initial count of one
   });
   thread_.join();
+}
+
+void IscsiMultipathDevice::handover_committed(bool successor) {
+  boost::asio::post(io_, [this, successor] {
+    if (!successor) {
+      // Dormant from here on: the successor writes through its own sessions and preempts
+      // ours. A reconnect of ours would see its keys as leftovers of an earlier run and
+      // preempt them, and a request of ours would fail anyway.
+      keep_registrations_ = true;
+      stopping_ = true;
+      check_timer_.cancel();
+      for (auto& path : paths_) path->abandon("handed over to another process");
+      return;
+    }
+    handover_committed_ = true;
+    for (uint64_t key : std::exchange(fences_after_handover_, {})) {
+      if (std::find(fences_.begin(), fences_.end(), key) != fences_.end()) continue;
+      spdlog::info("{}: preempting the reservation key {:#x} of the gateway this one took over from",
+                   options_.target, key);
+      fences_.push_back(key);
+    }
+    schedule_dispatch();
+  });
 }
 
 DeviceCapabilities IscsiMultipathDevice::capabilities() const {
@@ -498,6 +521,11 @@ void IscsiMultipathDevice::fence_earlier_runs(const IscsiPath& path) {
   for (uint64_t key : path.registered_keys()) {
     if ((key & kKeyHostMask) != key_host_ || (key & kKeyRunMask) == key_run_) continue;
     if (std::find(fences_.begin(), fences_.end(), key) != fences_.end()) continue;
+    if (options_.take_over && !handover_committed_) {
+      if (std::find(fences_after_handover_.begin(), fences_after_handover_.end(), key) == fences_after_handover_.end())
+        fences_after_handover_.push_back(key);
+      continue;
+    }
     spdlog::warn("{}: reservation key {:#x} was left by an earlier run of this gateway on this "
                  "host; preempting it",
                  options_.target, key);

@@ -64,6 +64,8 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   boost::asio::io_context* home_context() override { return &io_; }
   // Per path: up, failovers, failbacks, seconds since the last success.
   void report_metrics(MetricsReport& report, const MetricLabels& labels) const override;
+  // See IscsiOptions::take_over.
+  void handover_committed(bool successor) override;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -144,6 +146,12 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   std::vector<Request*> busy_;   // answered BUSY or TASK SET FULL: sent again after kBusyPause
   std::vector<uint64_t> fences_;  // keys of dead sessions not yet preempted
   bool fencing_ = false;
+  // Taking over (IscsiOptions::take_over): keys of earlier runs, preempted once it commits.
+  std::vector<uint64_t> fences_after_handover_;
+  bool handover_committed_ = false;
+  // Handed over: the successor preempts our keys; unregistering them would drop the
+  // reservation it takes over.
+  bool keep_registrations_ = false;
   bool dispatch_posted_ = false;
   size_t next_path_ = 0;  // round-robin
   std::vector<bool> reported_up_;  // per path: its coming up was logged

@@ -29,6 +29,10 @@ struct IscsiOptions {
   // Fence lost sessions with SCSI persistent reservations (see iscsi_path.hpp). Off for a LUN
   // whose reservations something else manages; a lost path's socket is then only reset.
   bool reservations = true;
+  // Opened by the successor in a live hand-over (volgate serve --take-over), not from a spec:
+  // keys of earlier runs of this host may be the predecessor's live sessions, which serve
+  // until the hand-over commits. They are preempted then (handover_committed), not at once.
+  bool take_over = false;
 
   // The defaults give failover under a second for a closed connection and within io_timeout
   // plus a little for a silently dead one.

@@ -460,6 +460,12 @@ void LibiscsiPath::io_finished(IscsiIo* io, int status, scsi_task* task) {
 }
 
 void LibiscsiPath::fence(uint64_t key, std::function<void(bool)> done) {
+  fence_unit_attentions_ = 0;
+  send_fence(key, std::move(done));
+}
+
+void LibiscsiPath::send_fence(uint64_t key, std::function<void(bool)> done) {
+  fence_key_ = key;
   scsi_persistent_reserve_out_basic params{};
   params.reservation_key = key_;
   params.service_action_reservation_key = key;
@@ -482,6 +488,7 @@ void LibiscsiPath::on_fence(iscsi_context* iscsi, int status, void* data, void* 
   auto* path = static_cast<LibiscsiPath*>(self);
   auto* task = static_cast<scsi_task*>(data);
   std::string why = status_text(status, task);
+  const bool unit_attention = task && status == SCSI_STATUS_CHECK_CONDITION && task->sense.key == SCSI_SENSE_UNIT_ATTENTION;
   if (task) scsi_free_scsi_task(task);
   if (iscsi != path->ctx_) return;  // close_session answers the fence itself
   auto done = std::move(path->fence_done_);
@@ -489,6 +496,11 @@ void LibiscsiPath::on_fence(iscsi_context* iscsi, int status, void* data, void* 
   // RESERVATION CONFLICT: the key is registered no more (the target forgot it, or it was
   // preempted already); either way it can no longer write.
   bool fenced = status == SCSI_STATUS_GOOD || status == SCSI_STATUS_RESERVATION_CONFLICT;
+  // A unit attention (this nexus learning of a reservation change: another preemption, a
+  // hand-over's) is news, not a refusal: the command was not run. Send it again.
+  if (!fenced && unit_attention &&
+      ++path->fence_unit_attentions_ <= kMaxUnitAttentions && path->state_ == State::up)
+    return path->send_fence(path->fence_key_, std::move(done));
   if (!fenced) path->fail_soon("PERSISTENT RESERVE OUT PREEMPT failed: " + why);
   if (done) done(fenced);
 }

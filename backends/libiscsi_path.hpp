@@ -59,6 +59,7 @@ class LibiscsiPath final : public IscsiPath {
   static void on_step(iscsi_context* iscsi, int status, void* data, void* self);
   static void on_io(iscsi_context* iscsi, int status, void* data, void* io);
   static void on_fence(iscsi_context* iscsi, int status, void* data, void* self);
+  void send_fence(uint64_t key, std::function<void(bool)> done);
   static void on_check(iscsi_context* iscsi, int status, void* data, void* self);
   static void on_unregister(iscsi_context* iscsi, int status, void* data, void* self);
 
@@ -95,6 +96,8 @@ class LibiscsiPath final : public IscsiPath {
   std::vector<unsigned char> zero_block_;  // what WRITE SAME repeats
   std::unordered_set<IscsiIo*> in_flight_;
   std::function<void(bool)> fence_done_;
+  uint64_t fence_key_ = 0;               // the key fence_done_ is for
+  unsigned fence_unit_attentions_ = 0;   // unit attentions answered to it so far
   std::chrono::steady_clock::time_point fence_since_{};
   bool checking_capacity_ = false;
   std::chrono::steady_clock::time_point check_since_{};

@@ -47,6 +47,7 @@ class LuksDevice final : public backends::BlockDevice {
   const SecureBytes& volume_key() const { return volume_key_; }
   // volgate_luks_cipher_bytes_total, then the base's metrics.
   void report_metrics(MetricsReport& report, const MetricLabels& labels) const override;
+  void handover_committed(bool successor) override { base_->handover_committed(successor); }
   // Not the base's home: small requests are ciphered inline on the caller's thread, and on one
   // iSCSI thread every connection's cipher work would queue behind the others.
 

@@ -110,6 +110,7 @@ bool HandoverSource::run(UniqueFd connection) {
     const std::string type = handover::type_of(answer.body);
     if (type != "adopted") throw HandoverError("hand-over: expected 'adopted', got '" + type + "'");
     channel.send(handover::message("commit"), Clock::now() + kStepTimeout);
+    for (const auto& e : *parts_.server.exports().all()) e->device->handover_committed(false);
   } catch (const std::exception& e) {
     spdlog::warn("{}; taking the {} connection{} back and serving on", e.what(), connections.size(),
                  connections.size() == 1 ? "" : "s");

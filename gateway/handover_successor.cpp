@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -167,8 +168,16 @@ bool HandoverSuccessor::predecessor_alive() const {
   return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'Z';
 }
 
+// For the tests of a predecessor killed in the middle of a hand-over: the successor stops
+// itself (SIGSTOP) before the step named in VOLGATE_TEST_HANDOVER_STOP_AT ("ready" or
+// "adopted"), for the test to act and then let it go on (SIGCONT).
+static void stop_before_for_test(std::string_view step) {
+  const char* at = std::getenv("VOLGATE_TEST_HANDOVER_STOP_AT");
+  if (at && step == at) ::raise(SIGSTOP);
+}
+
 std::vector<nbd::PausedConnection> HandoverSuccessor::take_connections() {
-  channel_.send(handover::message("ready"), Clock::now() + std::chrono::seconds(5));
+  stop_before_for_test("ready");
   std::vector<nbd::PausedConnection> connections;
   std::vector<UniqueFd> sockets;  // closed (never shut down) unless adopted
   auto with_sockets = [&] {
@@ -194,6 +203,7 @@ std::vector<nbd::PausedConnection> HandoverSuccessor::take_connections() {
   };
 
   try {
+    channel_.send(handover::message("ready"), Clock::now() + std::chrono::seconds(5));
     const auto deadline = Clock::now() + kConnectionsTimeout;
     for (;;) {
       HandoverMessage m = channel_.receive(deadline);
@@ -205,6 +215,7 @@ std::vector<nbd::PausedConnection> HandoverSuccessor::take_connections() {
       connections.push_back(handover::connection_from_json(m.body));
       sockets.push_back(std::move(m.descriptors.front()));
     }
+    stop_before_for_test("adopted");
     channel_.send(handover::message("adopted"), Clock::now() + std::chrono::seconds(5));
     HandoverMessage m = channel_.receive(Clock::now() + kCommitTimeout);
     const std::string type = handover::type_of(m.body);

@@ -291,6 +291,7 @@ int run_take_over(const ServeOptions& given, rlim_t open_files) {
     tls = load_server_tls(options.tls);
     nbd::ExportTable exports;
     for (auto& d : state.exports) {
+      d.target.iscsi.take_over = true;  // the predecessor's sessions serve until the commit
       try {
         auto device = open_unlocked(d.target, d.luks);
         std::string description = device->description();
@@ -321,6 +322,8 @@ int run_take_over(const ServeOptions& given, rlim_t open_files) {
     std::fprintf(stderr, "volgate serve: cannot take over: %s\n", e.what());
     return 1;
   }
+  // Before the first request: it may go to the storage as soon as a connection is adopted.
+  for (const auto& e : *s.server->exports().all()) e->device->handover_committed(true);
   size_t adopted = 0;
   for (auto& c : connections) adopted += s.server->adopt_connection(std::move(c));
   spdlog::info("took over from pid {}: {} export{}, {} connection{}", successor->predecessor(),

@@ -383,6 +383,7 @@ void Server::finish_handover() {
   asio::post(workers_.front()->io, [this] {
     handing_over_ = false;
     stop_put_off_ = false;
+    handed_over_ = true;
     // Released before the stop's shutdown_all reaches them (both are posted from here, in this
     // order): a released session never touches its socket again.
     for (auto& w : workers_) asio::post(w->io, [&w = *w] { w.sessions.release_all(); });
@@ -472,7 +473,9 @@ bool Server::run() {
     asio::post(*home->io, [&ran] { ran.set_value(); });
     ran.get_future().wait();
   }
-  return flush_all();
+  // Handed over: everything was flushed in the pause, nothing written since, and the devices
+  // are the successor's to use (an iSCSI device of ours has gone dormant).
+  return handed_over_ || flush_all();
 }
 
 void Server::report_metrics(MetricsReport& report) const {

@@ -182,6 +182,7 @@ class Server {
   // paused and a stop is put off until the outcome.
   bool handing_over_ = false;
   bool stop_put_off_ = false;
+  bool handed_over_ = false;  // finish_handover() ran; read by run() once the workers are gone
   std::vector<std::function<void()>> on_stop_;
   SessionHomes homes_{stopping_};  // device threads that sessions move to
 };

@@ -126,6 +126,8 @@ _cleanup() {
     done
     # Gateways a controller started (--gateway) run in sessions of their own and may outlive it.
     pkill -KILL -f -- "serve --control $TEST_TMP/" 2>/dev/null
+    # So may the ones `volgate gateway restart` started (a hand-over, in a session of its own).
+    pkill -KILL -f -- "serve --take-over $TEST_TMP/" 2>/dev/null
     # A started gateway logs into its state directory.
     for p in "$TEST_TMP"/*/gateway.log; do [[ -f $p ]] && VG_LOGS+=("$p"); done
     # Every process is gone now, however it ended: a report any of them wrote fails the test.
