@@ -54,7 +54,8 @@ start_fio() {
 check_fio_verified() {
     "$SYSPY" - "$T/fio.$1.json" <<'EOF' || fail "fio on $1: $(tail -n 3 "$T/fio.$1.log")"
 import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.index("{"):])["jobs"][0]  # after "fio: terminating on signal 2"
 errors = (j["error"], j["write"].get("total_err", 0), j["read"].get("total_err", 0))
 if any(errors):
     sys.exit("errors %s" % (errors,))
@@ -68,16 +69,27 @@ wait_fios() {
     for p in "${FIO_PIDS[@]}"; do wait "$p" || fail "fio (pid $p) failed"; done
     FIO_PIDS=()
 }
+# stop_fios: fio ends its time-based run early on SIGINT, its report complete
+stop_fios() {
+    local p
+    for p in "${FIO_PIDS[@]}"; do
+        _proc_running "$p" || fail "fio (pid $p) ended before it was stopped: $(tail -n 3 "$T"/fio.*.log)"
+        kill -INT "$p"
+    done
+    for p in "${FIO_PIDS[@]}"; do wait "$p" || true; done
+    FIO_PIDS=()
+}
 
 # --- 20 hand-overs under fio --------------------------------------------------------------------
 FIO_PIDS=()
-for e in "${EXPORTS[@]}"; do start_fio "$e" 14; done
+for e in "${EXPORTS[@]}"; do start_fio "$e" 300; done
 sleep 1
 for i in $(seq 1 20); do
     restart || fail "hand-over $i failed: $(tail -n 5 "$T/restart.log")"
-    sleep 0.3
+    sleep 0.2
 done
-wait_fios
+sleep 0.5
+stop_fios
 for e in "${EXPORTS[@]}"; do check_fio_verified "$e"; done
 # Each hand-over moved the three fio connections: none was dropped and made again.
 moved=$(grep -c "took over from pid .*: 3 exports, 3 connections" "$T/restart.log" || true)
