@@ -19,7 +19,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ceph_cluster.sh"
 require_volgate
-require_tool fio nbdcopy nbdinfo qemu-img qemu-io nbdkit
+require_tool fio nbdcopy nbdinfo qemu-img qemu-io nbdkit curl
 . "$(dirname "$0")/nbdkit_plugin_lib.sh"
 ceph_start memstore
 
@@ -419,4 +419,34 @@ EOF
 assert_alive
 nbdcopy "$(uri a)" "$T/after" || fail "the export does not serve after the outage"
 pass "OSD stopped under fio: writes waited (none completed for 3 s), then completed and verified; the export still serves"
-stop_volgate
+# ------------------------------------------------------------------ live hand-over
+# The successor opens its own image handle while the running gateway writes through its own
+# (librbd's exclusive lock moves between them on request), then takes the connection over.
+fio --ioengine=nbd --name=handover --uri="$(uri a)" --rw=randwrite --bs=4k --iodepth=32 --size=16M \
+    --verify=crc32c --verify_fatal=1 --verify_backlog=512 --verify_state_save=0 --time_based --runtime=120 \
+    --output-format=json --output="$T/handover.json" >"$T/handover.log" 2>&1 &
+FIO_PID=$!
+BG_PIDS+=("$FIO_PID")
+sleep 1
+watch_log "$T/restart.log"
+for i in 1 2 3; do
+    "$VOLGATE" gateway restart --control "$T/control.sock" --log "$T/restart.log" >/dev/null ||
+        fail "RBD hand-over $i: $(tail -n 5 "$T/restart.log")"
+    sleep 0.5
+done
+kill -INT "$FIO_PID"
+wait "$FIO_PID" || true
+"$SYSPY" - "$T/handover.json" <<'EOF' || fail "fio across RBD hand-overs: $(tail -n 3 "$T/handover.log")"
+import json, sys
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.index("{"):])["jobs"][0]
+assert j["error"] == 0 and not j["write"].get("total_err") and not j["read"].get("total_err"), "errors"
+assert j["write"]["total_ios"] > 0 and j["read"]["total_ios"] >= j["write"]["total_ios"] - 512, "not verified"
+EOF
+[[ $(grep -c "took over from pid .*: 1 export, 1 connection" "$T/restart.log") == 3 ]] ||
+    fail "an RBD hand-over did not move the fio connection: $(grep "took over from" "$T/restart.log")"
+stop_volgate "$VG_PID" none 5 0  # the first gateway, gone with the first hand-over
+SERVING=$(curl -sf --unix-socket "$T/control.sock" http://gateway/v1/health | "$SYSPY" -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+kill -TERM "$SERVING"
+for ((i = 0; i < 100; i++)); do kill -0 "$SERVING" 2>/dev/null || break; sleep 0.1; done
+pass "three hand-overs of an RBD export under fio verify: no error, the same connection"
