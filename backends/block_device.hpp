@@ -71,6 +71,10 @@ struct DeviceCapabilities {
   // They can turn false while the device is open (a filesystem found to refuse them).
   bool can_read_cached = false;
   bool can_write_cached = false;
+  // A write acknowledged here is seen at once by another process that opens the same storage
+  // (one page cache, one iSCSI target), so a hand-over to such a process needs no flush first.
+  // False where this process may hold writes back (librbd's cache) and by default.
+  bool writes_shared_at_once = false;
   uint32_t min_block_size = 1;  // requests must be aligned to this
   uint32_t preferred_block_size = 4096;
 };

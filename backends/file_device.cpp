@@ -255,6 +255,7 @@ DeviceCapabilities FileDevice::capabilities() const {
   caps.can_cache = !options_.direct;
   caps.can_block_status = !is_block_device_;
   caps.can_multi_conn = true;
+  caps.writes_shared_at_once = true;  // the kernel's page cache (or the disk, with direct)
   caps.fast_completions = true;
   // On a disk filesystem these last until it first answers RWF_NOWAIT with EOPNOTSUPP (ext4
   // does for buffered writes); tmpfs never waits for a device, so it needs no RWF_NOWAIT.

@@ -216,6 +216,7 @@ DeviceCapabilities IscsiMultipathDevice::capabilities() const {
   caps.can_zero = can_write_same_;
   caps.can_fast_zero = can_write_same_;
   caps.can_multi_conn = true;  // one device, one session per path: a flush covers everything
+  caps.writes_shared_at_once = true;  // the target holds them
   caps.min_block_size = block_size_;
   caps.preferred_block_size = std::max<uint32_t>(4096, block_size_);
   return caps;

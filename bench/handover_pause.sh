@@ -27,21 +27,23 @@ for tool in fio cryptsetup tgtd tgtadm curl; do command -v "$tool" >/dev/null ||
 [[ -x $VOLGATE ]] || { echo "no volgate at $VOLGATE" >&2; exit 2; }
 
 WORK=$(mktemp -d /dev/shm/volgate-handover.XXXXXX)
+# The volumes on a disk filesystem, as on a hypervisor: the page cache fills with dirty data.
+DISK=$(mktemp -d /var/tmp/volgate-handover.XXXXXX)
 TGTD_PID=
 cleanup() {
   pkill -KILL -f -- "serve --take-over $WORK/" 2>/dev/null || true
   pkill -KILL -f -- "serve --unix $WORK/" 2>/dev/null || true
   [[ -n $TGTD_PID ]] && kill -KILL "$TGTD_PID" 2>/dev/null
-  rm -rf "$WORK"
+  rm -rf "$WORK" "$DISK"
 }
 trap cleanup EXIT
 log() { echo "[$(date +%T)] $*" >&2; }
 
-truncate -s 1G "$WORK/plain.img"
-truncate -s 1G "$WORK/luks.img"
-truncate -s 1G "$WORK/lun.img"
+truncate -s 1G "$DISK/plain.img"
+truncate -s 1G "$DISK/luks.img"
+truncate -s 1G "$DISK/lun.img"
 head -c 32 /dev/urandom >"$WORK/key"
-cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$WORK/key" "$WORK/luks.img"
+cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$WORK/key" "$DISK/luks.img"
 TGTD_PORT=$((20000 + RANDOM % 20000))
 export TGT_IPC_SOCKET=$WORK/tgtd.ipc
 tgtd -f --iscsi "portal=127.0.0.1:$TGTD_PORT,portal=127.0.0.2:$TGTD_PORT" >"$WORK/tgtd.log" 2>&1 &
@@ -49,14 +51,14 @@ TGTD_PID=$!
 for _ in {1..100}; do tgtadm --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.05; done
 IQN=iqn.2026-01.org.volgate.bench:handover
 tgtadm --lld iscsi --op new --mode target --tid 1 -T "$IQN"
-tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$WORK/lun.img"
+tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$DISK/lun.img"
 tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL
 
 CTL=$WORK/ctl.sock
 SOCK=$WORK/nbd.sock
 "$VOLGATE" serve --unix "$SOCK" --control "$CTL" \
-  --export "plain=file:$WORK/plain.img" \
-  --export "luks=file:$WORK/luks.img,luks-key-file=$WORK/key" \
+  --export "plain=file:$DISK/plain.img" \
+  --export "luks=file:$DISK/luks.img,luks-key-file=$WORK/key" \
   --export "lun=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$IQN/1" >"$WORK/serve.out" 2>"$WORK/gateway.log" &
 for _ in {1..200}; do [[ -S $CTL ]] && break; sleep 0.05; done
 
@@ -101,7 +103,8 @@ done
   echo "- volgate: $VOLGATE (tree: $(git -C "$REPO" rev-parse --short HEAD))"
   echo "- each run: fio nbd engine, one connection, 4 KiB randrw at depth 32 for 1.6 s; the hand-over"
   echo "  (\`volgate gateway restart\`) starts 0.8 s in. Largest request latency of a run, in µs, p50 / max over $RUNS runs;"
-  echo "  pause = what the old gateway logged (stop accepting to commit), in ms. lun = iSCSI, two portals on one tgtd."
+  echo "  pause = what the old gateway logged (stop accepting to commit), in ms. Volumes in files on a disk filesystem"
+  echo "  (/var/tmp); lun = iSCSI, two portals on one tgtd serving a file there."
   echo
   echo "| export | largest latency, no hand-over (µs) | largest latency, one hand-over (µs) | pause logged (ms) |"
   echo "|---|--:|--:|--:|"

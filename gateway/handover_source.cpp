@@ -143,6 +143,10 @@ bool HandoverSource::flush_all() {
   {
     CurrentContextGuard current(*io);
     for (const auto& e : *parts_.server.exports().all()) {
+      // A file's writes are in the page cache the successor reads through: an fsync would
+      // only make the pause as long as the disk is slow (measured: 0.6-0.9 s under 4 KiB
+      // random writes). librbd's cache, in this process, must be emptied.
+      if (e->device->capabilities().writes_shared_at_once) continue;
       ++*pending;
       e->device->flush([pending, failed, name = e->name](std::error_code ec) {
         --*pending;
