@@ -2,11 +2,14 @@
 # Live hand-over under a QEMU client: a TCG guest (libvirtd, QEMU's own NBD client) has two disks
 # served by a `volgate serve --unix ... --control ...` gateway, a plain file and a LUKS2 volume,
 # hot-plugged as NBD network disks on its virtio-scsi controller. In the guest, one loop per disk
-# writes a random pattern over the first 4 MiB (O_DIRECT, 1 MiB writes), reads it back with
-# O_DIRECT and compares, pass after pass, alternating between two patterns. Meanwhile the host
+# discards the first 4 MiB, writes a random pattern over them (O_DIRECT, 64 KiB writes, then a
+# flush), reads it back with O_DIRECT and compares, pass after pass, two patterns in turn, while
+# a second loop reads the same 4 MiB in 4 KiB O_DIRECT reads without a pause. Meanwhile the host
 # hands the gateway over 5 times (`volgate gateway restart`), each time once every loop has
 # finished two more passes (so each new gateway carries the guest's I/O before the next). Then:
-#  - every pass in the guest read back what it wrote, no write or read failed;
+#  - every pass in the guest read back what it wrote, no discard, write or read failed;
+#  - each new gateway answered reads, writes, flushes and trims on both exports, none with an
+#    error, with one connection each (its metrics, whose listener moves with the hand-over);
 #  - the guest's kernel log holds no I/O error, libvirt emitted no io-error event, the domain
 #    never paused;
 #  - each hand-over moved QEMU's two connections: the new gateway says "took over from pid P:
@@ -43,7 +46,8 @@ head -c 32 /dev/urandom >"$T/key"
 cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$T/key" "$T/luks.img"
 mkdir "$RUN"
 chmod o+x "$T"
-start_volgate --unix "$S" --socket-group libvirt-qemu --control "$CTL" \
+MPORT=$(free_tcp_port)
+start_volgate --unix "$S" --socket-group libvirt-qemu --control "$CTL" --metrics "127.0.0.1:$MPORT" \
     --export "plain=file:$T/plain.img" \
     --export "luks=file:$T/luks.img,luks-key-file=$T/key"
 FIRST_PID=$VG_PID
@@ -103,16 +107,24 @@ for d in "${DISKS[@]}"; do
     done
 done
 
-# Pass p writes pattern p % 2 with O_DIRECT, reads the region back with O_DIRECT and compares
-# its checksum; "ho: DISK pass p ok" on the console follows each. The loop ends at the first
-# failure (saying which) or when /tmp/stop appears.
+# Pass p discards the region (NBD trims), writes pattern p % 2 with O_DIRECT in 64 KiB writes and
+# flushes (dd's fsync: an NBD flush), reads the region back with O_DIRECT and compares its
+# checksum; "ho: DISK pass p ok" on the console follows each. Beside it a reader reads the region
+# in 4 KiB O_DIRECT reads without a pause: the guest's requests keep coming (several hundred a
+# second per disk), so every hand-over's pause has requests arriving in it, not only the loop's
+# gaps (the guest's single TCG vCPU spends most of a pass on md5sum). Both loops end at their
+# first failure (saying which) or when /tmp/stop appears.
 for d in "${DISKS[@]}"; do
     dev=${DEV[$d]}
     guest_run "$GUEST" "rm -f /tmp/stop; (
 p=0
 while [ ! -e /tmp/stop ]; do
     k=\$((p % 2))
-    if ! dd if=/tmp/$d.\$k of=$dev bs=1M oflag=direct conv=notrunc 2>/tmp/$d.err; then
+    if ! blkdiscard -o 0 -l $((REGION_MIB << 20)) $dev 2>/tmp/$d.err; then
+        echo \"ho: $d pass \$p discard failed: \$(tr '\\n' ' ' </tmp/$d.err)\"
+        break
+    fi
+    if ! dd if=/tmp/$d.\$k of=$dev bs=64k oflag=direct conv=notrunc,fsync 2>/tmp/$d.err; then
         echo \"ho: $d pass \$p write failed: \$(grep -v records /tmp/$d.err | tr '\\n' ' ')\"
         break
     fi
@@ -126,7 +138,16 @@ while [ ! -e /tmp/stop ]; do
     p=\$((p + 1))
 done
 echo \"ho: $d stopped after \$p passes\"
-) </dev/null >/dev/ttyS0 2>&1 &" 10 >/dev/null || fail "could not start the writer of $d in the guest"
+) </dev/null >/dev/ttyS0 2>&1 &
+(
+while [ ! -e /tmp/stop ]; do
+    if ! dd if=$dev of=/dev/null bs=4k count=$((REGION_MIB << 8)) iflag=direct 2>/tmp/$d.rerr; then
+        echo \"ho: $d reader failed: \$(grep -v records /tmp/$d.rerr | tr '\\n' ' ')\"
+        break
+    fi
+done
+echo \"ho: $d reader stopped\"
+) </dev/null >/dev/ttyS0 2>&1 &" 10 >/dev/null || fail "could not start the writer and reader of $d in the guest"
 done
 
 # passes DISK: how many passes DISK's loop has finished
@@ -134,7 +155,7 @@ passes() { grep -c "^ho: $1 pass [0-9]* ok" "$CONSOLE" || true; }
 # fail_if_stopped: a loop that ended by itself failed: say why
 fail_if_stopped() {
     local line
-    line=$(grep -E '^ho: [a-z]+ (pass [0-9]+ (write failed|read back)|stopped)' "$CONSOLE" | head -n 1 | tr -d '\r') || true
+    line=$(grep -E '^ho: [a-z]+ (pass [0-9]+ (discard failed|write failed|read back)|stopped|reader)' "$CONSOLE" | head -n 1 | tr -d '\r') || true
     [[ -z $line ]] || fail "a writer in the guest stopped: $line"
 }
 # wait_passes N: until each disk's loop has finished N more passes than it had at the call (60 s
@@ -170,6 +191,34 @@ wait_gone() {
     fail "gateway $1 still runs 10 s after it handed over"
 }
 
+# check_metrics WHAT: the serving gateway's counters (its metrics listener moves with each
+# hand-over): every export has its one connection and has answered reads, writes, flushes and
+# trims (the guest's loop makes all four), none with an error. Prints "export:requests ...".
+check_metrics() {
+    curl -sf --max-time 5 "http://127.0.0.1:$MPORT/metrics" >"$T/metrics.txt" || fail "$1: no metrics on port $MPORT"
+    "$SYSPY" - "$T/metrics.txt" "${DISKS[@]}" <<'PY' || fail "$1: metrics"
+import re, sys
+text = open(sys.argv[1]).read()
+def samples(name):
+    for m in re.finditer(r"^%s\{([^}]*)\} (\S+)$" % name, text, re.M):
+        yield dict(re.findall(r'(\w+)="([^"]*)"', m.group(1))), float(m.group(2))
+out = []
+for export in sys.argv[2:]:
+    req = {l["type"]: v for l, v in samples("volgate_export_requests_total") if l["export"] == export}
+    missing = [t for t in ("read", "write", "flush", "trim") if req.get(t, 0) == 0]
+    if missing:
+        sys.exit("export %s answered no %s requests: %s" % (export, "/".join(missing), req))
+    errors = sum(v for l, v in samples("volgate_export_errors_total") if l["export"] == export)
+    if errors:
+        sys.exit("export %s answered %d requests with an error" % (export, errors))
+    conns = [v for l, v in samples("volgate_export_connections") if l["export"] == export]
+    if conns != [1]:
+        sys.exit("export %s has connections %s, not 1" % (export, conns))
+    out.append("%s:%d" % (export, sum(req.values())))
+print(" ".join(out))
+PY
+}
+
 restart() { "$VOLGATE" gateway restart --control "$CTL" --log "$T/restart.log" >>"$T/restart.out"; }
 watch_log "$T/restart.log"
 before=$(conns "$FIRST_PID")
@@ -191,6 +240,7 @@ for i in $(seq 1 "$HANDOVERS"); do
     # The guest's I/O goes on through the new gateway before the next hand-over: every loop
     # finishes the pass it was in (which the hand-over paused) and one more.
     wait_passes 2
+    info "hand-over $i: requests answered by pid $new: $(check_metrics "hand-over $i")"
 done
 pauses=$(grep -ho "after a pause of [0-9]* ms" "$T/restart.log" "$VG_ERR" | awk '{print $5}' | sort -n | tr '\n' ' ')
 pass "$HANDOVERS hand-overs while the guest wrote and read both disks: each moved QEMU's 2 connections (same sockets); pauses (ms): $pauses"
@@ -198,10 +248,14 @@ pass "$HANDOVERS hand-overs while the guest wrote and read both disks: each move
 # ------------------------------------------------------------------ stop, then check everything
 guest_run "$GUEST" "touch /tmp/stop" 10 >/dev/null || fail "could not stop the writers"
 for d in "${DISKS[@]}"; do
-    for ((i = 0; i < 300; i++)); do grep -q "^ho: $d stopped after" "$CONSOLE" && break; sleep 0.1; done
+    for ((i = 0; i < 300; i++)); do
+        grep -q "^ho: $d stopped after" "$CONSOLE" && grep -q "^ho: $d reader stopped" "$CONSOLE" && break
+        sleep 0.1
+    done
     grep -q "^ho: $d stopped after" "$CONSOLE" || fail "the writer of $d did not stop within 30 s"
+    grep -q "^ho: $d reader stopped" "$CONSOLE" || fail "the reader of $d did not stop within 30 s"
 done
-refute_grep "a pass in the guest failed" -E '^ho: [a-z]+ pass [0-9]+ (write failed|read back)' "$CONSOLE"
+refute_grep "a pass in the guest failed" -E '^ho: [a-z]+ (pass [0-9]+ (discard failed|write failed|read back)|reader failed)' "$CONSOLE"
 declare -A LAST=()
 for d in "${DISKS[@]}"; do
     n=$(grep "^ho: $d stopped after" "$CONSOLE" | tr -dc '0-9')
