@@ -120,6 +120,12 @@ int run_gateway_command(const GatewayCommandOptions& options) {
   }
   if (log_fd >= 0) ::close(log_fd);
 
+  auto taken_over = [&] {
+    if (serving_pid(options.control_path) != child) return false;
+    std::printf("gateway on %s handed over from pid %lld to pid %d\n", options.control_path.c_str(),
+                static_cast<long long>(old_pid), child);
+    return true;
+  };
   const auto deadline = Clock::now() + std::chrono::seconds(options.timeout_s);
   while (Clock::now() < deadline) {
     int status = 0;
@@ -129,14 +135,12 @@ int run_gateway_command(const GatewayCommandOptions& options) {
                    describe_exit(status).c_str(), static_cast<long long>(old_pid));
       return 1;
     }
-    if (serving_pid(options.control_path) == child) {
-      std::printf("gateway on %s handed over from pid %lld to pid %d\n", options.control_path.c_str(),
-                  static_cast<long long>(old_pid), child);
-      return 0;
-    }
+    if (taken_over()) return 0;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  // Before it commits, the new process stopping gives everything back to the old one.
+  // Before it commits, the new process stopping gives everything back to the old one; one that
+  // committed just now must be left alone (it serves the clients).
+  if (taken_over()) return 0;
   ::kill(child, SIGTERM);
   std::fprintf(stderr, "volgate gateway restart: no hand-over within %u s; stopped the new process (pid %d)\n",
                options.timeout_s, child);
