@@ -35,7 +35,11 @@ plugin_forked_roundtrip() {
     ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
         LD_PRELOAD=$SAN_PRELOAD nbdkit --log=stderr -U "$sock" -P "$pidfile" "$PLUGIN" "$spec" \
         </dev/null >/dev/null 2>"$err" || fail "$what: nbdkit did not start: $(tail -n 3 "$err")"
-    [[ -S $sock && -s $pidfile ]] || fail "$what: nbdkit returned without a socket and a PID file"
+    # nbdkit's parent returns once it has forked; the PID file is the child's to write, a moment
+    # later (seen missing at once on a loaded machine).
+    deadline=$(($(now_ms) + 5000))
+    while ! [[ -S $sock && -s $pidfile ]] && (($(now_ms) < deadline)); do sleep 0.02; done
+    [[ -S $sock && -s $pidfile ]] || fail "$what: nbdkit returned without a socket and a PID file within 5 s"
     pid=$(cat "$pidfile")
     local uri="nbd+unix:///?socket=$sock"
     timeout -k 5 60 qemu-img convert -n -f raw -O raw "$TEST_TMP/plugin.data" "$uri" 2>"$TEST_TMP/plugin.qemu" \
