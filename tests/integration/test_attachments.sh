@@ -247,6 +247,19 @@ assert_eq "$(gateway_pid)" "$gw_pid" "the restarted controller adopts the runnin
 assert_eq "$(exports)" "volume-$vol" "exports after the controller restart"
 pass "controller restart: the gateway kept serving and was adopted"
 
+# ------------------------------------------------------------------ gateway hand-over
+# The controller's gateway replaced by a new process (volgate gateway restart): the controller
+# follows the new pid through the health answer and finds its export served; nothing is re-created.
+nbdsh -u "$URI" -c 'h.pwrite(b"\x5a" * 65536, 0); h.flush()' || fail "writing before the hand-over"
+vg gateway restart --control "$GW" --log "$STATE/gateway.log" >/dev/null || fail "gateway restart: $(tail -n 3 "$STATE/gateway.log")"
+new_pid=$(gateway_pid)
+[[ $new_pid != "$gw_pid" ]] || fail "the gateway's pid did not change with the hand-over"
+sleep 1.5  # more than the controller's repair interval: it has looked at the new gateway by now
+assert_eq "$(exports)" "volume-$vol" "exports after the hand-over"
+nbdsh -u "$URI" -c 'assert h.pread(65536, 0) == b"\x5a" * 65536' || fail "reading after the hand-over"
+assert_alive "$CTL_PID"
+pass "the controller's gateway handed over (pid $gw_pid -> $new_pid): the export served throughout, same data"
+
 # ------------------------------------------------------------------ detach
 r=$(ok 200 DELETE "/attachments/$att")
 assert_eq "$(json "len(d['attachments'])" <<<"$r")" 0 "attachments left"
