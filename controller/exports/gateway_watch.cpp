@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace volgate::controller {
 
 GatewayWatch::GatewayWatch(GatewayExports& gateway, Actions actions, std::chrono::milliseconds check_interval,
@@ -26,18 +28,22 @@ void GatewayWatch::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     lock.unlock();
-    check();
+    const auto wait = check();
     lock.lock();
-    wake_.wait_for(lock, check_interval_, [this] { return stopping_; });
+    wake_.wait_for(lock, wait, [this] { return stopping_; });
   }
 }
 
-void GatewayWatch::check() {
+std::chrono::milliseconds GatewayWatch::check() {
   int64_t instance = -1;
+  const auto now = std::chrono::steady_clock::now();
   try {
     instance = gateway_.instance();
   } catch (const std::exception& e) {
-    if (!reported_unreachable_) spdlog::warn("the gateway does not answer: {}", e.what());
+    if (!reported_unreachable_) {
+      spdlog::warn("the gateway does not answer: {}", e.what());
+      down_since_ = now;
+    }
     reported_unreachable_ = true;
     instance_ = -1;
     if (actions_.unreachable) {
@@ -47,11 +53,12 @@ void GatewayWatch::check() {
         spdlog::error("could not start the gateway: {}", e.what());
       }
     }
-    return;
+    // Whoever restarts it (this controller, systemd), its exports are put back as soon as it
+    // answers: a connect to a unix socket nobody listens on costs microseconds.
+    return now - down_since_ < kDownRecheckFor ? std::min(kDownRecheck, check_interval_) : check_interval_;
   }
   reported_unreachable_ = false;
-  const auto now = std::chrono::steady_clock::now();
-  if (instance == instance_ && now - last_repair_ < repair_interval_) return;
+  if (instance == instance_ && now - last_repair_ < repair_interval_) return check_interval_;
   if (instance != instance_) spdlog::info("gateway pid {}: checking that it serves every attached volume", instance);
   try {
     actions_.reconcile();
@@ -60,6 +67,7 @@ void GatewayWatch::check() {
   } catch (const std::exception& e) {
     spdlog::error("export check failed: {}", e.what());
   }
+  return check_interval_;
 }
 
 }  // namespace volgate::controller
