@@ -26,8 +26,10 @@ done
 (($# == 2)) || { echo "usage: unit_exec.sh [--restart] [--command KEY] UNIT_FILE ROOT" >&2; exit 2; }
 unit=$1 root=$(cd "$2" && pwd)
 
-# The last assignment of KEY in the unit (later ones win, as in systemd), or empty.
+# The last assignment of KEY in the unit (later ones win, as in systemd), or empty; every
+# assignment of a list (ReadWritePaths=), which systemd adds up.
 value() { sed -n "s/^$1=//p" "$unit" | tail -n 1; }
+values() { sed -n "s/^$1=//p" "$unit" | tr '\n' ' '; }
 
 if [[ -z ${UNIT_EXEC_INSIDE:-} ]]; then
   export UNIT_EXEC_INSIDE=1 UNIT_EXEC_RESTART=$restart UNIT_EXEC_KEY=$key
@@ -49,7 +51,7 @@ made() {  # made DIR MODE: a directory systemd makes for the unit, in ROOT, mode
 for name in $(value RuntimeDirectory); do made "/run/$name" "$(value RuntimeDirectoryMode)"; done
 for name in $(value StateDirectory); do made "/var/lib/$name" "$(value StateDirectoryMode)"; done
 for name in $(value ConfigurationDirectory); do made "/etc/$name" "$(value ConfigurationDirectoryMode)"; done
-for path in $(value ReadWritePaths); do
+for path in $(values ReadWritePaths); do
   path=${path#-}
   [[ -d $root$path ]] && bind "$path"
 done
