@@ -275,7 +275,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
     // Nova's [libvirt] device_detach_attempts and device_detach_timeout, under the same names.
     const json& l = root["libvirt"];
     const std::string w = where + ".libvirt";
-    only_keys(l, w, {"device_detach_attempts", "device_detach_timeout"});
+    only_keys(l, w, {"device_detach_attempts", "device_detach_timeout", "nbd_reconnect_delay"});
     get(l, "device_detach_attempts", config.libvirt_detach.attempts, w);
     if (config.libvirt_detach.attempts < 1 || config.libvirt_detach.attempts > 100)
       bad(w + ".device_detach_attempts", "must be 1-100");
@@ -284,6 +284,13 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
       if (!t.is_number() || t.get<double>() < 0.05 || t.get<double>() > 600)
         bad(w + ".device_detach_timeout", "must be a number of seconds, from 0.05 to 600");
       config.libvirt_detach.wait_per_attempt = std::chrono::milliseconds(static_cast<int64_t>(t.get<double>() * 1000));
+    }
+    if (l.contains("nbd_reconnect_delay")) {
+      // Whole seconds: libvirt's attribute and QEMU's option are.
+      const json& t = l["nbd_reconnect_delay"];
+      if (!t.is_number_unsigned() || t.get<uint64_t>() > 3600)
+        bad(w + ".nbd_reconnect_delay", "must be a whole number of seconds, from 0 (none) to 3600");
+      config.nbd_reconnect_delay = std::chrono::seconds(t.get<int64_t>());
     }
   }
   if (root.contains("tokens")) {

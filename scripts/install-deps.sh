@@ -39,6 +39,7 @@ packages=(
   # the metrics tests check every scrape with promtool (the prometheus package: ~19 MB to
   # download, ~96 MB installed; its service is not started here)
   prometheus
+  systemd  # systemd-analyze, which verifies the units (test_systemd_units.sh); it is not made the init
 )
 case "${1:-}" in
   "") ;;

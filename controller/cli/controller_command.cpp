@@ -290,8 +290,9 @@ int run_controller(const ControllerOptions& options) {
       if (config.gateway.start) gateway_process = std::make_unique<GatewayProcess>(config.gateway);
     }
     hypervisor = std::make_unique<Hypervisor>(config.libvirt_uri,
-                                              [detach = config.libvirt_detach](const std::string& uri) {
-                                                return std::make_unique<LibvirtDriver>(uri, detach);
+                                              [detach = config.libvirt_detach,
+                                               reconnect = config.nbd_reconnect_delay](const std::string& uri) {
+                                                return std::make_unique<LibvirtDriver>(uri, detach, reconnect);
                                               });
     compute = std::make_unique<ComputeService>(*store, *service, *hypervisor, test_fault,
                                                ComputeOptions{.shutdown_timeout = config.server_shutdown_timeout,

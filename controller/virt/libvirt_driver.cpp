@@ -203,12 +203,19 @@ std::string_view to_string(ServerState state) {
   return "other";
 }
 
-std::string disk_xml(const DiskRequest& d) {
+std::optional<std::chrono::seconds> nbd_reconnect_delay(unsigned long lib_version, std::chrono::seconds configured) {
+  if (configured.count() <= 0 || lib_version < kLibvirtNbdReconnectVersion) return std::nullopt;
+  return configured;
+}
+
+std::string disk_xml(const DiskRequest& d, std::optional<std::chrono::seconds> reconnect_delay) {
   std::ostringstream x;
   x << "<disk type='network' device='disk'>"
     << "<driver name='qemu' type='raw' cache='none' discard='unmap'/>"
     << "<source protocol='nbd' name='" << xml_escape(d.export_name) << "'>"
-    << "<host transport='unix' socket='" << xml_escape(d.socket) << "'/></source>"
+    << "<host transport='unix' socket='" << xml_escape(d.socket) << "'/>";
+  if (reconnect_delay) x << "<reconnect delay='" << reconnect_delay->count() << "'/>";
+  x << "</source>"
     << "<target dev='" << xml_escape(d.target) << "' bus='" << xml_escape(d.bus) << "'/>"
     << "<serial>" << xml_escape(d.serial) << "</serial>"
     << "<alias name='ua-" << xml_escape(d.serial) << "'/>";
@@ -264,10 +271,18 @@ std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml) {
   return out;
 }
 
-LibvirtDriver::LibvirtDriver(const std::string& uri, DetachOptions detach) : uri_(uri), detach_(detach) {
+LibvirtDriver::LibvirtDriver(const std::string& uri, DetachOptions detach, std::chrono::seconds reconnect_delay)
+    : uri_(uri), detach_(detach), nbd_reconnect_delay_(reconnect_delay) {
   start_event_loop_once();
   conn_ = virConnectOpen(uri_.c_str());
   if (!conn_) fail("libvirt " + uri_);
+  // The daemon's version, not this library's: the daemon parses the disk XML. An unknown one
+  // (0) gets no reconnect delay, the safe side (an older libvirt drops it anyway).
+  if (virConnectGetLibVersion(conn_, &lib_version_) != 0) lib_version_ = 0;
+  if (nbd_reconnect_delay_.count() > 0 && !nbd_reconnect_delay(lib_version_, nbd_reconnect_delay_))
+    spdlog::info("libvirt {}.{}.{} cannot set QEMU's NBD reconnect delay (9.2.0 can): a gateway crash shows "
+                 "attached guests I/O errors until it is back",
+                 lib_version_ / 1000000, lib_version_ / 1000 % 1000, lib_version_ % 1000);
   // A libvirtd that goes away is noticed within seconds rather than at the next call.
   virConnectSetKeepAlive(conn_, 5, 3);
   relay_ = new EventRelay(this);
@@ -411,7 +426,7 @@ void LibvirtDriver::attach_disk(const std::string& uuid, const DiskRequest& disk
   unsigned flags = 0;
   if (virDomainIsActive(d.get()) == 1) flags |= VIR_DOMAIN_AFFECT_LIVE;
   if (virDomainIsPersistent(d.get()) == 1) flags |= VIR_DOMAIN_AFFECT_CONFIG;
-  const std::string xml = disk_xml(disk);
+  const std::string xml = disk_xml(disk, nbd_reconnect_delay(lib_version_, nbd_reconnect_delay_));
   if (virDomainAttachDeviceFlags(d.get(), xml.c_str(), flags) != 0)
     fail("attaching volume " + disk.serial + " to domain " + uuid);
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -24,10 +25,21 @@ struct DetachOptions {
   std::chrono::milliseconds wait_per_attempt{std::chrono::seconds(5)};
 };
 
+// libvirt 9.2.0 (virConnectGetLibVersion's number) is the first to carry `<reconnect delay='N'/>`
+// in an NBD disk's <source> to QEMU's reconnect-delay; 9.0 drops the element without a word.
+inline constexpr unsigned long kLibvirtNbdReconnectVersion = 9'002'000;
+
+// The reconnect delay to write into a disk's XML for the libvirt daemon at `lib_version`: none
+// where that libvirt would drop it, or when `configured` is zero (turned off).
+std::optional<std::chrono::seconds> nbd_reconnect_delay(unsigned long lib_version, std::chrono::seconds configured);
+
 class LibvirtDriver final : public VirtDriver {
  public:
   // Connects to `uri` (e.g. qemu:///system). Throws VirtError naming it when it cannot.
-  explicit LibvirtDriver(const std::string& uri, DetachOptions detach = {});
+  // `reconnect_delay`: how long QEMU holds a disk's requests while it reconnects to a gateway
+  // that went away, written into the disks it attaches when libvirt can carry it (0: never).
+  explicit LibvirtDriver(const std::string& uri, DetachOptions detach = {},
+                         std::chrono::seconds reconnect_delay = std::chrono::seconds(0));
   ~LibvirtDriver() override;
   LibvirtDriver(const LibvirtDriver&) = delete;
   LibvirtDriver& operator=(const LibvirtDriver&) = delete;
@@ -62,6 +74,8 @@ class LibvirtDriver final : public VirtDriver {
 
   const std::string uri_;
   const DetachOptions detach_;
+  const std::chrono::seconds nbd_reconnect_delay_;
+  unsigned long lib_version_ = 0;  // the libvirt daemon's, read once connected
   _virConnect* conn_ = nullptr;
   EventRelay* relay_ = nullptr;
   int removed_callback_ = -1;
@@ -78,8 +92,9 @@ class LibvirtDriver final : public VirtDriver {
 };
 
 // The <disk> XML for a volume's export: raw, cache none, discard unmap, the volume id as the
-// serial, a user alias (ua-SERIAL) to detach it by, an explicit drive address on scsi.
-std::string disk_xml(const DiskRequest& disk);
+// serial, a user alias (ua-SERIAL) to detach it by, an explicit drive address on scsi; with
+// `reconnect_delay`, QEMU waits that long for the NBD server to come back before failing requests.
+std::string disk_xml(const DiskRequest& disk, std::optional<std::chrono::seconds> reconnect_delay = std::nullopt);
 // The disks in a domain XML document, the root one marked. Throws VirtError when it is not one.
 std::vector<GuestDisk> disks_in_domain_xml(const std::string& xml);
 

@@ -143,6 +143,19 @@ TEST_F(ConfigTest, TheLibvirtBlockSetsHowLongADetachWaits) {
             std::string::npos);
 }
 
+TEST_F(ConfigTest, TheLibvirtBlockSetsTheNbdReconnectDelay) {
+  EXPECT_EQ(default_config(dir).nbd_reconnect_delay, std::chrono::seconds(10));
+  EXPECT_EQ(load_config(write(R"({"state_dir": "/x", "libvirt": {"nbd_reconnect_delay": 3}})"), "").nbd_reconnect_delay,
+            std::chrono::seconds(3));
+  EXPECT_EQ(load_config(write(R"({"state_dir": "/x", "libvirt": {"nbd_reconnect_delay": 0}})"), "").nbd_reconnect_delay,
+            std::chrono::seconds(0));
+  for (const char* bad : {"-1", "2.5", "\"10s\"", "3601"})
+    EXPECT_NE(error_of(std::string(R"({"state_dir": "/x", "libvirt": {"nbd_reconnect_delay": )") + bad + "}}")
+                  .find("libvirt.nbd_reconnect_delay"),
+              std::string::npos)
+        << bad;
+}
+
 TEST_F(ConfigTest, AnIscsiPoolAdmitsThisHostsInitiatorNameByDefault) {
   ControllerConfig c = load_config(write(iscsi_pool("")), "");
   ASSERT_EQ(c.pools.size(), 1u);

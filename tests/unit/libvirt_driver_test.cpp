@@ -45,6 +45,35 @@ TEST(DiskXml, VirtioHasNoDriveAddressAndReadOnlyIsMarked) {
   EXPECT_NE(xml.find("<readonly/>"), std::string::npos);
 }
 
+TEST(DiskXml, CarriesTheReconnectDelayInsideTheSourceWhenGiven) {
+  DiskRequest d{.socket = "/s", .export_name = "e", .serial = "v", .target = "sdb"};
+  const std::string with = disk_xml(d, std::chrono::seconds(10));
+  EXPECT_NE(with.find("<host transport='unix' socket='/s'/><reconnect delay='10'/></source>"), std::string::npos)
+      << with;
+  EXPECT_EQ(disk_xml(d).find("reconnect"), std::string::npos);
+  // libvirt reads the disk back the same with it.
+  auto disks = disks_in_domain_xml("<domain><devices>" + with + "</devices></domain>");
+  ASSERT_EQ(disks.size(), 1u);
+  EXPECT_EQ(disks[0].socket, "/s");
+  EXPECT_EQ(disks[0].export_name, "e");
+}
+
+TEST(DiskXml, TheReconnectDelayGoesOnlyToLibvirtThatCarriesIt) {
+  using std::chrono::seconds;
+  // Debian 12's libvirt 9.0.0 drops the element: none.
+  EXPECT_EQ(nbd_reconnect_delay(9'000'000, seconds(10)), std::nullopt);
+  EXPECT_EQ(nbd_reconnect_delay(9'001'000, seconds(10)), std::nullopt);
+  EXPECT_EQ(nbd_reconnect_delay(9'002'000, seconds(10)), seconds(10));
+  EXPECT_EQ(nbd_reconnect_delay(11'003'000, seconds(7)), seconds(7));
+  EXPECT_EQ(nbd_reconnect_delay(11'003'000, seconds(0)), std::nullopt);  // turned off
+  EXPECT_EQ(nbd_reconnect_delay(0, seconds(10)), std::nullopt);          // version unknown
+  // The XML each version gets.
+  DiskRequest d{.socket = "/s", .export_name = "e", .serial = "v", .target = "sdb"};
+  EXPECT_EQ(disk_xml(d, nbd_reconnect_delay(9'000'000, seconds(10))).find("<reconnect"), std::string::npos);
+  EXPECT_NE(disk_xml(d, nbd_reconnect_delay(9'002'000, seconds(10))).find("<reconnect delay='10'/>"),
+            std::string::npos);
+}
+
 TEST(DiskXml, EscapesWhatItQuotes) {
   DiskRequest d{.socket = "/a'b&c", .export_name = "x<y", .serial = "s\"", .target = "sdb"};
   const std::string xml = disk_xml(d);
