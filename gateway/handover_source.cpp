@@ -10,6 +10,7 @@
 #include "common/current_context.hpp"
 #include "common/untrusted_json.hpp"
 #include "gateway/handover_channel.hpp"
+#include "gateway/service_manager.hpp"
 
 namespace volgate::gateway {
 namespace {
@@ -126,6 +127,7 @@ bool HandoverSource::run(UniqueFd connection) {
   }
 
   if (parts_.on_handed_over) parts_.on_handed_over();
+  notify_main_pid(successor);
   parts_.server.finish_handover();
   const auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
   spdlog::info("hand-over: pid {} took over {} connection{} after a pause of {} ms ({} ms in all); stopping",

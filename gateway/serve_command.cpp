@@ -2,7 +2,6 @@
 
 #include <grp.h>
 #include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -22,6 +21,7 @@
 #include "gateway/fuse_mount_point.hpp"
 #include "gateway/handover_successor.hpp"
 #include "gateway/serve_process.hpp"
+#include "gateway/service_manager.hpp"
 #include "gateway/unlocked_device.hpp"
 #include "nbd/server.hpp"
 
@@ -212,15 +212,6 @@ unsigned thread_count(const ServeOptions& options) {
   return options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
 }
 
-// Tells systemd (Type=notify) that the service is ready, and which process it is now: after a
-// hand-over that is this one, not the process systemd started.
-void notify_service_manager() {
-  if (!std::getenv("NOTIFY_SOCKET")) return;
-  const std::string state = "READY=1\nMAINPID=" + std::to_string(::getpid());
-  if (int err = sd_notify(0, state.c_str()); err < 0)
-    spdlog::warn("sd_notify: {}", std::strerror(-err));
-}
-
 // From the moment everything listens to the end: what `volgate serve` prints, the log lines
 // that describe it, and the run until a stop (or a hand-over to a successor).
 int serve_until_stopped(Serving& s, const ServeOptions& options, const nbd::ServerLimits& limits,
@@ -253,7 +244,7 @@ int serve_until_stopped(Serving& s, const ServeOptions& options, const nbd::Serv
     s.metrics->start();
     spdlog::info("metrics at http://{}/metrics", s.metrics->address());
   }
-  notify_service_manager();
+  notify_ready();
   bool flushed = s.server->run();
   if (s.metrics) s.metrics->stop();
   // The FUSE stop began with the server's; it has its own last flush of what the files wrote.
