@@ -126,13 +126,14 @@ bool HandoverSource::run(UniqueFd connection) {
     return false;
   }
 
+  const auto committed = Clock::now();
   if (parts_.on_handed_over) parts_.on_handed_over();
   notify_main_pid(successor);
   parts_.server.finish_handover();
   const auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
   spdlog::info("hand-over: pid {} took over {} connection{} after a pause of {} ms ({} ms in all); stopping",
-               successor, connections.size(), connections.size() == 1 ? "" : "s", ms(Clock::now() - pause_began),
-               ms(Clock::now() - started));
+               successor, connections.size(), connections.size() == 1 ? "" : "s", ms(committed - pause_began),
+               ms(committed - started));
   return true;
 }
 
