@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/metrics_http_server.hpp"
 #include "controller/api/token_table.hpp"
 #include "controller/pools/iscsi_name.hpp"
 #include "crypto/chap_secret.hpp"
@@ -245,7 +246,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
              "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout",
-             "cross_az_attach", "tokens", "tls_certificates"});
+             "cross_az_attach", "tokens", "tls_certificates", "metrics"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -256,6 +257,14 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   get(root, "unix_socket", config.unix_socket, where);
   get(root, "tcp_listen", config.tcp_listen, where);
   get(root, "tls_certificates", config.tls_certificates, where);
+  get(root, "metrics", config.metrics, where);
+  if (!config.metrics.empty()) {
+    try {
+      parse_metrics_address(config.metrics, "metrics");
+    } catch (const std::invalid_argument& e) {
+      bad(where, e.what());
+    }
+  }
   get(root, "token_file", config.token_file, where);
   get(root, "master_key_file", config.master_key_file, where);
   config.database = resolve(config.database, dir);

@@ -58,6 +58,7 @@ struct ControllerConfig {
   std::string database;         // default: STATE_DIR/controller.db
   std::string unix_socket;      // default: STATE_DIR/controller.sock; "none": TCP only
   std::string tcp_listen;       // HOST:PORT, optional
+  std::string metrics;          // [HOST:]PORT of the Prometheus endpoint, optional (as --metrics)
   // x509 for the TCP listener (ca-cert.pem, server-cert.pem, server-key.pem, as `volgate serve
   // --tls-certificates`): HTTPS. Without it the TCP listener must be on a loopback address.
   std::string tls_certificates;

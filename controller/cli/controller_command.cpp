@@ -193,7 +193,8 @@ CLI::App* add_controller_command(CLI::App& app, ControllerOptions& options) {
   cmd->add_option("--metrics", options.metrics,
                   "Serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT is 127.0.0.1:PORT):\n"
                   "volumes and attachments by status, flows by kind, API requests by route and status,\n"
-                  "export repairs (see README, \"Metrics\"). Its URL is printed after the API's")
+                  "export repairs (see README, \"Metrics\"). Its URL is printed after the API's. Overrides\n"
+                  "the config's \"metrics\"")
       ->type_name("[HOST:]PORT");
   return cmd;
 }
@@ -226,6 +227,7 @@ int run_controller(const ControllerOptions& options) {
     if (!options.tcp_listen.empty()) config.tcp_listen = options.tcp_listen;
     std::optional<boost::asio::ip::tcp::endpoint> metrics_endpoint;
     if (!options.metrics.empty()) metrics_endpoint = parse_metrics_address(options.metrics, "--metrics");
+    else if (!config.metrics.empty()) metrics_endpoint = parse_metrics_address(config.metrics, "metrics");
     if (!options.tls_certificates.empty()) config.tls_certificates = std::filesystem::absolute(options.tls_certificates);
     // Refused before anything else happens: a token in clear on the network is not a choice
     // the operator should discover in a log line.

@@ -18,9 +18,11 @@ cat >"$T/controller.json" <<JSON
 {
   "state_dir": "$STATE",
   "quotas": {"volumes": 1, "snapshots": 10, "gigabytes": 100},
-  "pools": [{"name": "p", "driver": "file", "directory": "$T/pool"}]
+  "pools": [{"name": "p", "driver": "file", "directory": "$T/pool"}],
+  "metrics": "192.0.2.1:0"
 }
 JSON
+# The config's address is one no host here has (binding it would fail): --metrics overrides it.
 start_controller "$T/controller.json" "$SOCK" '/metrics$' --metrics 127.0.0.1:0
 URL=$(grep '/metrics$' "$T/controller.0.out") || fail "no metrics URL on stdout"
 [[ $URL == http://127.0.0.1:*/metrics ]] || fail "metrics URL: $URL"

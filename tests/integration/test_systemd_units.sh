@@ -175,6 +175,9 @@ pass "gateway SIGKILLed: restarted by the unit's loop (pid $old -> $new), the vo
 "$EXEC" --command ExecReload "$UNITS/volgate-gateway.service" "$ROOT" >"$T/reload.out" 2>&1 ||
     fail "ExecReload failed: $(cat "$T/reload.out")"
 handed=$(gateway_pid)
+# `gateway restart` started it in a session of its own, outside the unit's loop: the test's exit
+# must stop it (the EXIT trap's pattern for successors names $TEST_TMP, not the unit's paths).
+BG_PIDS+=("$handed")
 [[ $handed != "$new" ]] || fail "ExecReload: the same gateway pid"
 read_back || fail "ExecReload: the data is not there"
 # The old process names its successor as the service's main one before it exits, with a barrier

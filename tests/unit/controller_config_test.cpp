@@ -96,6 +96,14 @@ TEST_F(ConfigTest, TlsCertificatesAndTheHandshakeTimeoutAreRead) {
   EXPECT_NE(error_of(R"({"state_dir": "/x", "tls_certificates": 5})").find("tls_certificates"), std::string::npos);
 }
 
+TEST_F(ConfigTest, TheMetricsAddressIsReadAndChecked) {
+  EXPECT_EQ(load_config(write(R"({"state_dir": "/x", "metrics": "127.0.0.1:9187"})"), "").metrics, "127.0.0.1:9187");
+  EXPECT_EQ(load_config(write(R"({"state_dir": "/x", "metrics": "9187"})"), "").metrics, "9187");
+  EXPECT_TRUE(load_config(write(R"({"state_dir": "/x"})"), "").metrics.empty());
+  const std::string error = error_of(R"({"state_dir": "/x", "metrics": "localhost:port"})");
+  EXPECT_NE(error.find("metrics"), std::string::npos) << error;
+}
+
 TEST_F(ConfigTest, MistakesAreRefusedByName) {
   EXPECT_NE(error_of(R"({"state_dir": "/x", "pool": []})").find("unknown key 'pool'"), std::string::npos);
   EXPECT_NE(error_of(R"({"state_dir": "/x", "pools": [{"name": "a", "driver": "file", "dir": "/p"}]})")
