@@ -130,7 +130,6 @@ pass "the gateway serves TLS with client certificates to $QEMU_USER and refuses 
 if [[ $LIBVIRTD_WAS_RUNNING == 1 ]]; then libvirtd_restart; else libvirt_start; fi
 guest_image "$T/guest"
 guest_define "$GUEST" "$T/guest"
-CONSOLE=${GUEST_DIR[$GUEST]}/console.log
 info "guest $GUEST booted (kernel $GUEST_KERNEL) in $GUEST_BOOT_MS ms"
 
 LETTERS=abcdefghijklmnopqrstuvwxyz
