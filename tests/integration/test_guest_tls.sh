@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # NBD over TLS with QEMU as a guest's client through libvirt 9.0: a TCG guest gets a disk
-# <source protocol='nbd' tls='yes'> on the gateway's unix socket, served by `volgate serve
-# --tls require --tls-certificates DIR --tls-verify-peer`. libvirt gives QEMU its x509 client
-# credentials from qemu.conf's nbd_tls_x509_cert_dir (ca-cert.pem, client-cert.pem,
-# client-key.pem). The guest writes a pattern and reads it back; the gateway's log shows that
-# QEMU's connection started TLS with the client certificate, while a clear-text client and a
-# disk without tls='yes' are refused by the same gateway in the same run.
+# <source protocol='nbd' tls='yes' tlsHostname='localhost'> on the gateway's unix socket, served
+# by `volgate serve --tls require --tls-certificates DIR --tls-verify-peer`. libvirt gives QEMU
+# its x509 client credentials from qemu.conf's nbd_tls_x509_cert_dir (ca-cert.pem,
+# client-cert.pem, client-key.pem). The guest writes a pattern and reads it back; the gateway's
+# log shows that QEMU's connection started TLS with the client certificate. In the same run a
+# clear-text client and a tls='no' disk are refused by the gateway, QEMU refuses the gateway
+# without tlsHostname or with a name its certificate lacks, and with nbd_tls = 1 a disk without
+# a tls attribute uses TLS.
 #
 # qemu.conf is the host's: it is backed up, edited, and restored at exit, and libvirtd is
 # restarted around the edit (libvirtd reads qemu.conf only at start). A copy of the original
