@@ -60,6 +60,13 @@ libvirt_start() {
         chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
     fi
     # virtlogd first: libvirtd hands it QEMU's output and fails to start a domain without it.
+    # One that is on its way out (just sent SIGTERM) still shows in pgrep without its socket:
+    # wait for it to go rather than count on it.
+    local j
+    for ((j = 0; j < 50; j++)); do
+        pgrep -x virtlogd >/dev/null && [[ ! -S /run/libvirt/virtlogd-sock ]] || break
+        sleep 0.1
+    done
     if ! pgrep -x virtlogd >/dev/null; then
         virtlogd -d || fail "virtlogd did not start"
         LIBVIRT_STARTED+=(virtlogd)
