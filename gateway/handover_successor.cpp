@@ -225,6 +225,15 @@ std::vector<nbd::PausedConnection> HandoverSuccessor::take_connections() {
   } catch (const TakenBack&) {
     throw;
   } catch (const HandoverError& e) {
+    // A send fails on a socket the predecessor closed, before its last words are read: it may
+    // have said why it took everything back.
+    try {
+      HandoverMessage m = channel_.receive(Clock::now() + std::chrono::milliseconds(100));
+      if (handover::type_of(m.body) == "resume") throw taken_back(m);
+    } catch (const TakenBack&) {
+      throw;
+    } catch (const HandoverError&) {
+    }
     return predecessor_silent(e);
   }
 }

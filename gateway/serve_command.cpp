@@ -293,24 +293,37 @@ int run_take_over(const ServeOptions& given, rlim_t open_files) {
     }
     s.server.emplace(std::move(exports), thread_count(options), std::chrono::microseconds(options.poll_max_us),
                      limits, tls);
-    for (auto& fd : successor->take_nbd_listeners()) s.server->adopt_listener(fd.release());
-    s.control.emplace(*s.server, successor->take_control_listener(), state.exports);
-    if (state.metrics) {
-      s.server->measure_latency(true);
-      s.metrics.emplace(successor->take_metrics_listener().release(), collect_metrics(s));
-    }
-    s.control->enable_handover(handover::settings_of(options), s.metrics ? s.metrics->listening_descriptor() : -1, "");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: cannot take over: %s\n", e.what());
     successor->abort(e.what());
     return 1;
   }
+  // The listening sockets stay bare descriptors until the commit: a server or control API made
+  // of them would remove their socket files when this process gives up, and the predecessor,
+  // serving on, would be left without them.
+  std::vector<UniqueFd> nbd_listeners = successor->take_nbd_listeners();
+  UniqueFd control_listener = successor->take_control_listener();
+  UniqueFd metrics_listener = successor->take_metrics_listener();
 
   std::vector<nbd::PausedConnection> connections;
   try {
     connections = successor->take_connections();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: cannot take over: %s\n", e.what());
+    return 1;
+  }
+  try {
+    for (auto& fd : nbd_listeners) s.server->adopt_listener(fd.release());
+    s.control.emplace(*s.server, std::move(control_listener), state.exports);
+    if (metrics_listener) {
+      s.server->measure_latency(true);
+      s.metrics.emplace(metrics_listener.release(), collect_metrics(s));
+    }
+    s.control->enable_handover(handover::settings_of(options), s.metrics ? s.metrics->listening_descriptor() : -1, "");
+  } catch (const std::exception& e) {
+    // Committed, so nobody else serves: nothing to give back. Only descriptors that are not
+    // what the state says (a predecessor sending garbage) end up here.
+    std::fprintf(stderr, "volgate serve: the hand-over committed, but serving failed: %s\n", e.what());
     return 1;
   }
   // Before the first request: it may go to the storage as soon as a connection is adopted.

@@ -129,6 +129,38 @@ assert_eq "$(serving_pid)" "$CURRENT" "the gateway serving after a failed hand-o
 mv "$T/plain.moved" "$T/plain.img"
 pass "a successor that cannot open an export exits 1; the running gateway served on, fio saw nothing"
 
+# --- a successor that stalls once the connections are paused -------------------------------------
+# It stops itself before `adopted`; the running gateway waits its 10 s for the answer, takes its
+# connections back and tells the successor so, which then exits 1 and leaves every socket file in
+# place. fio waits through the pause and sees no error.
+start_fio plain 300
+sleep 0.5
+VOLGATE_TEST_HANDOVER_STOP_AT=adopted "$VOLGATE" serve --take-over "$CTL" >"$T/stall.out" 2>"$T/stall.log" &
+STALLED=$!
+VG_PIDS+=("$STALLED")
+watch_log "$T/stall.log"
+for ((i = 0; i < 200; i++)); do
+    [[ $(sed -E 's/^.*\) (.).*$/\1/' "/proc/$STALLED/stat" 2>/dev/null) == T ]] && break
+    sleep 0.05
+done
+for ((i = 0; i < 300; i++)); do
+    grep -q "taking the 1 connection back" "$T"/*.log "$T"/*.err 2>/dev/null && break
+    sleep 0.05
+done
+grep -q "taking the 1 connection back" "$T"/*.log "$T"/*.err || fail "the running gateway did not take its connection back"
+kill -CONT "$STALLED"
+rc=0
+wait "$STALLED" || rc=$?
+_forget_pid "$STALLED"
+assert_eq "$rc" 1 "exit status of a successor whose hand-over was taken back"
+grep -q "took its connections back" "$T/stall.log" || fail "the successor does not say why: $(tail -n 3 "$T/stall.log")"
+[[ -S $S && -S $CTL ]] || fail "the successor that gave up removed a socket file of the running gateway"
+stop_fios
+check_fio_verified plain
+assert_eq "$(serving_pid)" "$CURRENT" "the gateway serving after a stalled successor"
+nbdinfo --size "$(unix_uri luks "$S")" >/dev/null || fail "a new connection after the stalled hand-over"
+pass "a successor stalled after the pause: the running gateway took its connection back after 10 s, fio saw no error, the sockets stayed"
+
 # --- refusals before anything pauses ------------------------------------------------------------
 answer=$(curl -s --unix-socket "$CTL" -X POST -d '{"versions":[99]}' http://gateway/v1/handover)
 [[ $answer == *"state version 1; the successor offered 99"* ]] || fail "unknown version: $answer"
