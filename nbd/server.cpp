@@ -398,9 +398,9 @@ void Server::finish_handover() {
   });
 }
 
-std::vector<int> Server::listening_descriptors() const {
+std::vector<int> Server::listening_descriptors() {
   std::vector<int> fds;
-  for (const auto& l : listeners_) fds.push_back(const_cast<Listener&>(*l).acceptor.native_handle());
+  for (auto& l : listeners_) fds.push_back(l->acceptor.native_handle());
   return fds;
 }
 

@@ -109,7 +109,7 @@ class Server {
   // listeners close and leave their socket files to the successor, and the server stops.
   void finish_handover();
   // The listening sockets, to hand over (their descriptors stay ours).
-  std::vector<int> listening_descriptors() const;
+  std::vector<int> listening_descriptors();
 
   // The successor's side, before run(). A listening socket the predecessor handed over (unix
   // or TCP, bound and listening): served as if listen_unix/listen_tcp had made it. Throws
