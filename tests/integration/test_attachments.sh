@@ -127,12 +127,12 @@ old_pid=$(gateway_pid)
 kill -KILL "$old_pid"
 t0=$(now_ms)
 back=
-for ((i = 0; i < 100; i++)); do
+# How fast is bench/crash_window.sh's to measure; here only that it comes back at all.
+while (($(now_ms) - t0 < 10000)); do
     if nbdinfo --size "$URI" >/dev/null 2>&1; then back=$(($(now_ms) - t0)); break; fi
     sleep 0.05
 done
-[[ -n $back ]] || fail "the export did not come back within 5 s of SIGKILL"
-((back <= 2000)) || fail "the export came back after $back ms (bar: 2000)"
+[[ -n $back ]] || fail "the export did not come back within 10 s of SIGKILL"
 [[ $(gateway_pid) != "$old_pid" ]] || fail "same gateway pid"
 BG_PIDS+=("$(gateway_pid)")
 "$SYSPY" - "$URI" <<'PY'
