@@ -8,22 +8,16 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <thread>
 #include <vector>
 
+#include "common/detached_process.hpp"
 #include "gateway/control_client.hpp"
 
 namespace volgate::gateway {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string describe_exit(int status) {
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("was killed by signal ") + strsignal(WTERMSIG(status));
-  return "ended";
-}
 
 // The pid serving the control socket now, or -1 when no one answers (in a hand-over the
 // socket's thread is busy: it answers once the hand-over ends).
@@ -77,48 +71,38 @@ int run_gateway_command(const GatewayCommandOptions& options) {
     std::fprintf(stderr, "volgate gateway restart: no gateway answers on %s\n", options.control_path.c_str());
     return 1;
   }
-  std::error_code ec;
-  const std::string binary =
-      options.binary.empty() ? std::filesystem::read_symlink("/proc/self/exe", ec).string() : options.binary;
-  if (binary.empty() || ::access(binary.c_str(), X_OK) != 0) {
-    std::fprintf(stderr, "volgate gateway restart: %s is not an executable program\n",
-                 binary.empty() ? "/proc/self/exe" : binary.c_str());
+  std::string binary = options.binary;
+  if (binary.empty()) {
+    try {
+      binary = this_program_path();
+    } catch (const std::system_error& e) {
+      std::fprintf(stderr, "volgate gateway restart: %s\n", e.what());
+      return 2;
+    }
+  }
+  if (::access(binary.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "volgate gateway restart: %s is not an executable program\n", binary.c_str());
     return 2;
   }
-  int log_fd = -1;
-  if (!options.log_file.empty()) {
-    log_fd = ::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (!options.log_file.empty()) {  // said here, with exit status 2, rather than by a failed start
+    const int log_fd = ::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0) {
       std::fprintf(stderr, "volgate gateway restart: %s: %s\n", options.log_file.c_str(), std::strerror(errno));
       return 2;
     }
+    ::close(log_fd);
   }
 
   std::vector<std::string> args{binary, "serve", "--take-over", options.control_path};
   if (options.threads) args.insert(args.end(), {"--threads", std::to_string(options.threads)});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  const pid_t child = ::fork();
-  if (child < 0) {
-    std::fprintf(stderr, "volgate gateway restart: fork: %s\n", std::strerror(errno));
+  // In a session of its own: the gateway outlives this command and its terminal.
+  pid_t child = -1;
+  try {
+    child = start_detached(args, options.log_file);
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "volgate gateway restart: %s\n", e.what());
     return 1;
   }
-  if (child == 0) {
-    // A session of its own: the gateway outlives this command and its terminal.
-    ::setsid();
-    if (log_fd >= 0) {
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
-    }
-    int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
-    ::execv(binary.c_str(), argv.data());
-    std::fprintf(stderr, "volgate gateway restart: exec %s: %s\n", binary.c_str(), std::strerror(errno));
-    ::_exit(127);
-  }
-  if (log_fd >= 0) ::close(log_fd);
 
   auto taken_over = [&] {
     if (serving_pid(options.control_path) != child) return false;
@@ -132,7 +116,7 @@ int run_gateway_command(const GatewayCommandOptions& options) {
     if (::waitpid(child, &status, WNOHANG) == child) {
       std::fprintf(stderr,
                    "volgate gateway restart: the new gateway %s before taking over; pid %lld serves on\n",
-                   describe_exit(status).c_str(), static_cast<long long>(old_pid));
+                   describe_exit_status(status).c_str(), static_cast<long long>(old_pid));
       return 1;
     }
     if (taken_over()) return 0;

@@ -1,8 +1,6 @@
 #include "controller/exports/gateway_process.hpp"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,27 +10,17 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
+#include "common/detached_process.hpp"
 
 namespace volgate::controller {
 namespace {
 
 constexpr auto kMinRestartGap = std::chrono::seconds(2);
 
-std::string how_it_ended(int status) {
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
-  return "ended";
-}
-
 }  // namespace
 
-GatewayProcess::GatewayProcess(GatewayConfig config) : config_(std::move(config)) {
-  // This binary, resolved now: a package upgrade that replaces the file later starts the new one.
-  std::error_code ec;
-  program_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-  if (ec) throw std::system_error(ec, "cannot find this program's path (/proc/self/exe)");
-}
+GatewayProcess::GatewayProcess(GatewayConfig config)
+    : config_(std::move(config)), program_(this_program_path()) {}
 
 void GatewayProcess::start() {
   reap();
@@ -51,31 +39,15 @@ void GatewayProcess::start() {
     args.push_back("--socket-group");
     args.push_back(config_.socket_group);
   }
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, config_.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  // Nothing else of the controller's: the gateway outlives it, and an inherited API listening
+  // Nothing else of the controller's goes with it (start_detached): an inherited API listening
   // socket (Asio does not make them close-on-exec) would keep the controller's socket taken, so
   // a controller restarted after a crash could not listen on it.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  // A session of its own: a Ctrl-C meant for the controller does not reach the gateway.
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, program_.c_str(), &actions, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) throw std::system_error(rc, std::generic_category(), "starting the gateway " + program_);
+  try {
+    pid = start_detached(args, config_.log_file);
+  } catch (const std::system_error& e) {
+    throw std::system_error(e.code(), "starting the gateway " + program_);
+  }
   pid_ = pid;
   spdlog::info("started the gateway (pid {}): control socket {}, NBD socket {}, log {}", pid_,
                config_.control_socket, config_.nbd_socket, config_.log_file);
@@ -86,7 +58,7 @@ void GatewayProcess::reap() {
   int status = 0;
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
   if (r == pid_ || (r < 0 && errno == ECHILD)) {
-    if (r == pid_) spdlog::warn("the gateway (pid {}) {}; see {}", pid_, how_it_ended(status), config_.log_file);
+    if (r == pid_) spdlog::warn("the gateway (pid {}) {}; see {}", pid_, describe_exit_status(status), config_.log_file);
     pid_ = -1;
   }
 }
