@@ -29,13 +29,6 @@ pid_t peer_pid(int fd) {
   return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0 ? cred.pid : -1;
 }
 
-std::string text_of(const Json& message, const char* key) {
-  auto it = message.find(key);
-  if (it == message.end() || !it->is_string()) return "(no reason given)";
-  const auto& s = it->get_ref<const WipingString&>();
-  return std::string(s.data(), s.size());
-}
-
 }  // namespace
 
 std::optional<ControlResponse> HandoverSource::refuse(const WipingString& body) const {
@@ -85,7 +78,7 @@ bool HandoverSource::run(UniqueFd connection) {
     HandoverMessage answer = channel.receive(Clock::now() + kOpenTimeout);
     const std::string type = handover::type_of(answer.body);
     if (type == "abort") {
-      spdlog::warn("hand-over: pid {} could not start ({}); serving on", successor, text_of(answer.body, "message"));
+      spdlog::warn("hand-over: pid {} could not start ({}); serving on", successor, handover::reason_of(answer.body));
       return false;
     }
     if (type != "ready") throw HandoverError("hand-over: expected 'ready', got '" + type + "'");

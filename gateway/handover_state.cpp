@@ -36,6 +36,11 @@ Json message(std::string_view type) { return Json{{"type", wiping(type)}}; }
 
 std::string type_of(const Json& message) { return field<std::string>(message, "any", "type"); }
 
+std::string reason_of(const Json& message) {
+  auto it = message.find("message");
+  return it != message.end() && it->is_string() ? plain(it->get_ref<const WipingString&>()) : "no reason given";
+}
+
 Json offer_to_json() { return Json{{"versions", Json::array({kVersion})}}; }
 
 std::vector<int> offered_versions(const Json& body) {

@@ -75,6 +75,8 @@ struct State {
 // HandoverError (handover_channel.hpp) naming the message and field.
 control::Json message(std::string_view type);
 std::string type_of(const control::Json& message);
+// The "message" an `abort` or `resume` carries, or "no reason given".
+std::string reason_of(const control::Json& message);
 
 control::Json offer_to_json();
 // The versions a successor offers, from the body of POST /v1/handover.

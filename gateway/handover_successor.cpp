@@ -195,11 +195,7 @@ std::vector<nbd::PausedConnection> HandoverSuccessor::take_connections() {
   };
 
   auto taken_back = [](const HandoverMessage& m) {
-    auto it = m.body.find("message");
-    std::string reason = it != m.body.end() && it->is_string()
-                             ? std::string(it->get_ref<const WipingString&>().data(), it->get_ref<const WipingString&>().size())
-                             : "no reason given";
-    return TakenBack("the running gateway took its connections back (" + reason + ")");
+    return TakenBack("the running gateway took its connections back (" + handover::reason_of(m.body) + ")");
   };
 
   try {
