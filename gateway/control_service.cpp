@@ -3,13 +3,12 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
 #include <thread>
 
-#include "common/current_context.hpp"
 #include "common/untrusted_json.hpp"
 #include "crypto/luks_device.hpp"
 #include "gateway/unlocked_device.hpp"
+#include "nbd/export_flush.hpp"
 
 namespace volgate::gateway {
 namespace {
@@ -38,22 +37,15 @@ ControlResponse error(int status, std::string_view message) {
 
 std::string to_std(const WipingString& s) { return std::string(s.data(), s.size()); }
 
-// The device's last flush before it goes, on a private io_context. If the storage does not
-// answer in time, the context is left to the completion (which holds it) rather than freed
-// under it.
-void final_flush(const nbd::Export& e) {
-  auto io = std::make_shared<boost::asio::io_context>();
-  auto result = std::make_shared<std::optional<std::error_code>>();
-  {
-    CurrentContextGuard current(*io);
-    e.device->flush([io, result](std::error_code ec) { *result = ec; });
-  }
-  io->run_for(kFinalFlushTimeout);
-  if (!*result)
-    spdlog::warn("export '{}': removed; its final flush did not finish within {} s", e.name,
+// The device's last flush before it goes. If the storage does not answer in time, the answer
+// to DELETE does not wait for it.
+void final_flush(const std::shared_ptr<const nbd::Export>& e) {
+  const nbd::FlushOutcome outcome = nbd::flush_exports({e}, kFinalFlushTimeout);
+  if (!outcome.unanswered.empty())
+    spdlog::warn("export '{}': removed; its final flush did not finish within {} s", e->name,
                  kFinalFlushTimeout.count());
-  else if (**result)
-    spdlog::error("export '{}': removed; its final flush failed: {}", e.name, (*result)->message());
+  for (const auto& [name, ec] : outcome.failed)
+    spdlog::error("export '{}': removed; its final flush failed: {}", name, ec.message());
 }
 
 }  // namespace
@@ -242,7 +234,7 @@ ControlResponse ControlService::remove(const std::string& name, bool force) {
     spdlog::info("export '{}': removing, {} client(s) to disconnect", name, removal.connections);
     drain(e);
   }
-  final_flush(e);
+  final_flush(removal.removed);
   spdlog::info("export '{}' removed", name);
   return {204, {}};
 }

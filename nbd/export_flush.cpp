@@ -1,0 +1,45 @@
+#include "nbd/export_flush.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <optional>
+
+#include "common/current_context.hpp"
+
+namespace volgate::nbd {
+
+FlushOutcome flush_exports(const std::vector<std::shared_ptr<const Export>>& exports,
+                           std::chrono::milliseconds timeout) {
+  // Shared with the completions, which may come after we gave up on them.
+  struct State {
+    boost::asio::io_context io;
+    std::vector<std::optional<std::error_code>> results;
+    size_t pending = 0;
+  };
+  auto state = std::make_shared<State>();
+  state->results.resize(exports.size());
+  {
+    CurrentContextGuard current(state->io);
+    for (size_t i = 0; i < exports.size(); ++i) {
+      ++state->pending;
+      exports[i]->device->flush([state, i](std::error_code ec) {
+        state->results[i] = ec;
+        --state->pending;
+      });
+    }
+  }
+  // Completions may come from a device's own thread: wait for them, not for an idle context.
+  auto guard = boost::asio::make_work_guard(state->io);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (state->pending > 0 && std::chrono::steady_clock::now() < deadline)
+    state->io.run_for(std::chrono::milliseconds(5));
+
+  FlushOutcome outcome;
+  for (size_t i = 0; i < exports.size(); ++i) {
+    if (!state->results[i]) outcome.unanswered.push_back(exports[i]->name);
+    else if (*state->results[i]) outcome.failed.emplace_back(exports[i]->name, *state->results[i]);
+  }
+  return outcome;
+}
+
+}  // namespace volgate::nbd

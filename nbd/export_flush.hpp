@@ -1,0 +1,26 @@
+#pragma once
+// A flush of exports' devices from a thread that is none of the server's (the control API's,
+// when an export is removed or the gateway hands over), on a private io_context: the workers'
+// may be busy, paused or gone. Bounded: storage that does not answer in time is left to finish
+// on its own (its completion keeps the io_context it needs).
+#include <chrono>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "nbd/export.hpp"
+
+namespace volgate::nbd {
+
+struct FlushOutcome {
+  std::vector<std::pair<std::string, std::error_code>> failed;  // export name, error
+  std::vector<std::string> unanswered;                          // not done within the timeout
+  bool ok() const { return failed.empty() && unanswered.empty(); }
+};
+
+FlushOutcome flush_exports(const std::vector<std::shared_ptr<const Export>>& exports,
+                           std::chrono::milliseconds timeout);
+
+}  // namespace volgate::nbd
