@@ -161,6 +161,35 @@ assert_eq "$(serving_pid)" "$CURRENT" "the gateway serving after a stalled succe
 nbdinfo --size "$(unix_uri luks "$S")" >/dev/null || fail "a new connection after the stalled hand-over"
 pass "a successor stalled after the pause: the running gateway took its connection back after 10 s, fio saw no error, the sockets stayed"
 
+# --- a client stuck in its handshake --------------------------------------------------------------
+# It reads the greeting and says nothing more: the pause waits for it a bounded time (5 s), then
+# the hand-over goes on without it and its connection is closed; a client that finishes its
+# handshake meanwhile is handed over like the others.
+"$SYSPY" - "$S" "$T/stuck.result" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.settimeout(60)
+greeting = s.recv(18)  # NBDMAGIC, IHAVEOPT, handshake flags
+open(sys.argv[2] + ".started", "w").write("%d" % len(greeting))
+start = time.monotonic()
+rest = s.recv(4096)  # nothing is sent, so this ends only when the gateway closes the connection
+open(sys.argv[2], "w").write("closed after %.1f s with %d bytes" % (time.monotonic() - start, len(rest)))
+PY
+STUCK=$!
+BG_PIDS+=("$STUCK")
+wait_for_line "$T/stuck.result.started" 18 "the stuck client"
+t0=$(now_ms)
+restart || fail "a hand-over with a client stuck in its handshake: $(tail -n 3 "$T/restart.log")"
+took=$(($(now_ms) - t0))
+wait "$STUCK" || fail "the stuck client's helper failed"
+grep -q "^closed after .* with 0 bytes" "$T/stuck.result" || fail "the stuck client: $(cat "$T/stuck.result")"
+grep -q "1 connection did not pause within the time allowed" "$T"/*.log "$T"/*.err ||
+    fail "the running gateway did not say it closed the stuck client"
+nbdinfo --size "$(unix_uri plain "$S")" >/dev/null || fail "serving after the stuck client's hand-over"
+pass "a client stuck in its handshake held the hand-over ${took} ms (bound 5 s), then its connection was closed"
+CURRENT=$(serving_pid)
+
 # --- refusals before anything pauses ------------------------------------------------------------
 answer=$(curl -s --unix-socket "$CTL" -X POST -d '{"versions":[99]}' http://gateway/v1/handover)
 [[ $answer == *"state version 1; the successor offered 99"* ]] || fail "unknown version: $answer"
