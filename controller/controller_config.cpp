@@ -196,6 +196,9 @@ void finish_config(ControllerConfig& config) {
   if (config.token_file.empty()) config.token_file = dir + "/token";
   if (config.master_key_file.empty()) config.master_key_file = dir + "/master.key";
   if (config.image_dirs.empty()) config.image_dirs.push_back(dir + "/images");
+  if (config.backups.directory.empty()) config.backups.directory = dir + "/backups";
+  if (config.backups.zstd_level < 1 || config.backups.zstd_level > 19)
+    throw std::runtime_error("backups.zstd_level must be 1-19");
   finish_gateway(config.gateway, dir);
   check_image_dirs(config);
   add_default_types(config);
@@ -246,7 +249,7 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
              "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout",
-             "cross_az_attach", "tokens", "tls_certificates", "metrics"});
+             "cross_az_attach", "tokens", "tls_certificates", "metrics", "backups"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -379,11 +382,20 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   }
   if (root.contains("quotas")) {
     const json& q = root["quotas"];
-    only_keys(q, where + ".quotas", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes});
+    only_keys(q, where + ".quotas",
+              {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes, kQuotaBackups, kQuotaBackupGigabytes});
     for (const auto& [key, value] : q.items()) {
       if (!value.is_number_integer() || value.get<int64_t>() < -1) bad(where + ".quotas." + key, "must be an integer >= -1");
       config.default_quotas[key] = value.get<int64_t>();
     }
+  }
+  if (root.contains("backups")) {
+    const json& b = root["backups"];
+    const std::string w = where + ".backups";
+    only_keys(b, w, {"directory", "zstd_level"});
+    get(b, "directory", config.backups.directory, w);
+    get(b, "zstd_level", config.backups.zstd_level, w);
+    if (!config.backups.directory.empty()) config.backups.directory = resolve(config.backups.directory, dir);
   }
   if (root.contains("scheduler")) {
     const json& s = root["scheduler"];

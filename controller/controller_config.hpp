@@ -9,6 +9,7 @@
 
 #include "controller/api/api_server_limits.hpp"
 #include "controller/api/caller.hpp"
+#include "controller/backup/backup_repository.hpp"
 #include "controller/pools/pool.hpp"
 #include "controller/domain/quota.hpp"
 #include "controller/pools/scheduler.hpp"
@@ -70,7 +71,10 @@ struct ControllerConfig {
   std::vector<std::string> image_dirs;
   std::string default_availability_zone = "nova";
   std::string default_volume_type = "default";
-  QuotaDeltas default_quotas{{kQuotaVolumes, 10}, {kQuotaSnapshots, 10}, {kQuotaGigabytes, 1000}};
+  QuotaDeltas default_quotas{{kQuotaVolumes, 10},  {kQuotaSnapshots, 10},        {kQuotaGigabytes, 1000},
+                             {kQuotaBackups, 10}, {kQuotaBackupGigabytes, 1000}};
+  // Where backups are kept (the config's "backups" block); default directory STATE_DIR/backups.
+  BackupRepositoryConfig backups;
   ApiServerLimits api_limits;
   GatewayConfig gateway;
   // The hypervisor whose domains are the servers volumes attach to; "none" (stored empty): no

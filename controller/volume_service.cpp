@@ -6,6 +6,9 @@
 
 #include "controller/api/api_error.hpp"
 #include "controller/flows/create_attachment.hpp"
+#include "controller/flows/create_backup.hpp"
+#include "controller/flows/delete_backup.hpp"
+#include "controller/flows/restore_backup.hpp"
 #include "controller/flows/create_snapshot.hpp"
 #include "controller/flows/create_volume.hpp"
 #include "controller/flows/delete_attachment.hpp"
@@ -122,6 +125,8 @@ std::optional<std::string> VolumeService::owner_of(std::string_view kind, const 
     if (auto s = store_.find_snapshot(id)) return s->project;
   if (kind == "attachments")
     if (auto a = store_.find_attachment(id)) return a->project;
+  if (kind == "backups")
+    if (auto b = store_.find_backup(id)) return b->project;
   return std::nullopt;
 }
 
@@ -234,6 +239,48 @@ Snapshot VolumeService::create_snapshot(const std::string& project, const std::s
 
 void VolumeService::delete_snapshot(const std::string& project, const std::string& id) {
   start<DeleteSnapshotFlow>(id, {.snapshot_id = id, .project = project});
+}
+
+// ------------------------------------------------------------------------------ backups
+
+Backup VolumeService::create_backup(const std::string& project, const std::string& volume_id,
+                                    const std::string& name, const std::string& description, bool incremental,
+                                    bool force) {
+  const std::string id = new_uuid();
+  start<CreateBackupFlow>(id, {.backup_id = id, .project = project, .volume_id = volume_id, .name = name,
+                               .description = description, .incremental = incremental, .force = force});
+  return *store_.find_backup(id);
+}
+
+void VolumeService::delete_backup(const std::string& project, const std::string& id) {
+  start<DeleteBackupFlow>(id, {.backup_id = id, .project = project});
+}
+
+std::string VolumeService::restore_backup(const std::string& project, const std::string& id,
+                                          const std::string& volume_id, const std::string& name) {
+  RestoreBackupContext c{.backup_id = id, .project = project, .volume_id = volume_id, .name = name};
+  c.new_volume = volume_id.empty();
+  if (c.new_volume) c.volume_id = new_uuid();
+  const std::string target = c.volume_id;
+  start<RestoreBackupFlow>(id, std::move(c));
+  return target;
+}
+
+Backup VolumeService::get_backup(const std::string& project, const std::string& id) {
+  return services_.get_backup(project, id);
+}
+
+std::vector<Backup> VolumeService::list_backups(const std::optional<std::string>& project) {
+  return project ? store_.list_backups(*project) : store_.all_backups();
+}
+
+Backup VolumeService::update_backup(const std::string& project, const std::string& id,
+                                    const ResourceChanges& changes) {
+  services_.get_backup(project, id);
+  return store_.update_backup(id, [&](Backup& b) {
+    if (changes.name) b.name = *changes.name;
+    if (changes.description) b.description = *changes.description;
+  });
 }
 
 // ------------------------------------------------------------------------------ attachments
@@ -375,6 +422,9 @@ void VolumeService::recover(const std::vector<std::string>& left_to_others) {
       {UpdateAttachmentFlow::kind, &VolumeService::recover_one<UpdateAttachmentFlow>},
       {CompleteAttachmentFlow::kind, &VolumeService::recover_one<CompleteAttachmentFlow>},
       {DeleteAttachmentFlow::kind, &VolumeService::recover_one<DeleteAttachmentFlow>},
+      {CreateBackupFlow::kind, &VolumeService::recover_one<CreateBackupFlow>},
+      {RestoreBackupFlow::kind, &VolumeService::recover_one<RestoreBackupFlow>},
+      {DeleteBackupFlow::kind, &VolumeService::recover_one<DeleteBackupFlow>},
   };
   for (const FlowRecord& record : store_.journal_unfinished()) {
     auto it = recoveries.find(record.kind);
@@ -413,8 +463,14 @@ void VolumeService::settle_attachments() {
 // not be written) would stay there forever: give it a status an operator can act on.
 void VolumeService::sweep_stuck_resources() {
   for (const auto& v : store_.all_volumes()) {
+    if (v.status == VolumeStatus::backing_up) {
+      // Read, never written: nothing to undo.
+      spdlog::warn("volume {} was backing-up with no backup in progress; now available", v.id);
+      store_.update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::available; });
+      continue;
+    }
     if (v.status != VolumeStatus::creating && v.status != VolumeStatus::extending &&
-        v.status != VolumeStatus::deleting)
+        v.status != VolumeStatus::deleting && v.status != VolumeStatus::restoring_backup)
       continue;
     spdlog::warn("volume {} was {} with no operation in progress; now error", v.id, to_string(v.status));
     store_.update_volume(v.id, [](Volume& x) {
@@ -431,6 +487,19 @@ void VolumeService::sweep_stuck_resources() {
         x.error_message = "the controller stopped before the operation finished";
       });
     }
+  }
+  for (const auto& b : store_.all_backups()) {
+    if (b.status != BackupStatus::creating && b.status != BackupStatus::restoring &&
+        b.status != BackupStatus::deleting)
+      continue;
+    // A restore only read it; a create or delete may have left part of its data.
+    const BackupStatus now = b.status == BackupStatus::restoring ? BackupStatus::available : BackupStatus::error;
+    spdlog::warn("backup {} was {} with no operation in progress; now {}", b.id, to_string(b.status), to_string(now));
+    store_.update_backup(b.id, [now](Backup& x) {
+      x.status = now;
+      x.restore_volume_id.clear();
+      x.error_message = "the controller stopped before the operation finished";
+    });
   }
 }
 

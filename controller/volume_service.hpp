@@ -117,6 +117,19 @@ class VolumeService {
   std::vector<Snapshot> list_snapshots(const std::optional<std::string>& project);  // nullopt: all
   Snapshot update_snapshot(const std::string& project, const std::string& id, const ResourceChanges& changes);
 
+  // Backups (Cinder's backup API; controller/backup/ keeps their data). `incremental`: against
+  // the volume's newest available backup; `force`: an in-use volume, through a snapshot.
+  Backup create_backup(const std::string& project, const std::string& volume_id, const std::string& name,
+                       const std::string& description, bool incremental, bool force);
+  void delete_backup(const std::string& project, const std::string& id);
+  // Into the volume `volume_id`, or a new volume (named `name`) when it is empty. Returns the
+  // target's id.
+  std::string restore_backup(const std::string& project, const std::string& id, const std::string& volume_id,
+                             const std::string& name);
+  Backup get_backup(const std::string& project, const std::string& id);
+  std::vector<Backup> list_backups(const std::optional<std::string>& project);  // nullopt: all
+  Backup update_backup(const std::string& project, const std::string& id, const ResourceChanges& changes);
+
   // Attachments (Cinder's v3 attachment API). All run whole on the caller's thread.
   Attachment create_attachment(const CreateAttachmentRequest& request);
   // The host's connector (JSON text): the gateway serves the volume, for connection_info().
@@ -157,7 +170,8 @@ class VolumeService {
   const std::string& default_volume_type() const { return config_.default_volume_type; }
   const std::string& default_availability_zone() const { return config_.default_availability_zone; }
   const QuotaDeltas& default_quotas() const { return config_.default_quotas; }
-  // Percent of the copy done, while a volume is being created from a source.
+  // Percent of the copy done, while a volume is being created from a source (or a backup
+  // created or restored: by the backup's id).
   std::optional<double> progress(const std::string& volume_id);
   // How `volgate serve --export` reaches the volume ("file:PATH"), empty before it is placed.
   std::string export_target(const Volume& volume);

@@ -94,7 +94,7 @@ std::optional<ObjectInPath> object_in_path(std::string_view path) {
   const auto segments = split_path(path);
   if (segments.size() < 4) return std::nullopt;
   const std::string& kind = segments[2];
-  if (kind != "volumes" && kind != "snapshots" && kind != "attachments") return std::nullopt;
+  if (kind != "volumes" && kind != "snapshots" && kind != "attachments" && kind != "backups") return std::nullopt;
   if (segments[3] == "detail" || segments[3] == "summary") return std::nullopt;
   return ObjectInPath{.project = segments[1], .kind = kind, .id = segments[3], .project_at = path.find(segments[1], 3)};
 }

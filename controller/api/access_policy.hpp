@@ -28,10 +28,10 @@ std::string project_in_path(std::string_view path);
 // objects). `target` is the path with its query.
 void authorize_request(const Caller& caller, std::string_view method, std::string_view target);
 
-// A volume, snapshot or attachment a Cinder path names: /v3/{project}/{kind}/{id}[/...].
+// A volume, snapshot, attachment or backup a Cinder path names: /v3/{project}/{kind}/{id}[/...].
 struct ObjectInPath {
   std::string project;
-  std::string kind;  // volumes, snapshots, attachments
+  std::string kind;  // volumes, snapshots, attachments, backups
   std::string id;
   size_t project_at = 0;  // where the project starts in the path
 };

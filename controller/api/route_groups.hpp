@@ -15,6 +15,10 @@ void add_volume_metadata_routes(Router& router, VolumeService& service);
 // create and what the controller runs (system_routes.cpp).
 void add_system_routes(Router& router, VolumeService& service);
 
+// POST|GET /v3/{project}/backups[/detail], GET|PUT|DELETE .../backups/{id}, POST
+// .../backups/{id}/restore: Cinder's backups (backup_routes.cpp).
+void add_backup_routes(Router& router, VolumeService& service);
+
 // POST|GET /v3/{project}/attachments[/detail], GET|PUT|DELETE .../attachments/{id},
 // POST .../attachments/{id}/action (attachment_routes.cpp).
 void add_attachment_routes(Router& router, VolumeService& service);
@@ -35,7 +39,7 @@ void add_instance_action_routes(Router& router, ComputeService& compute);
 void add_server_action_routes(Router& router, ComputeService& compute);
 
 // The answer for a path no route matches: Cinder's resources that volgate does not offer
-// (backups, groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path
+// (groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path
 // (unsupported_resources.cpp).
 ApiResponse answer_unmatched(const ApiRequest& request);
 

@@ -14,7 +14,7 @@ namespace {
 
 using nlohmann::json;
 
-// Cinder's absolute limits for the resources volgate counts (no backups: it offers none).
+// Cinder's absolute limits for the resources volgate counts.
 json limits_view(const QuotaUsage& usage) {
   auto limit = [&](const char* resource) { return usage.count(resource) ? usage.at(resource).limit : -1; };
   auto used = [&](const char* resource) { return usage.count(resource) ? usage.at(resource).in_use : 0; };
@@ -25,7 +25,11 @@ json limits_view(const QuotaUsage& usage) {
             {"maxTotalVolumeGigabytes", limit(kQuotaGigabytes)},
             {"totalVolumesUsed", used(kQuotaVolumes)},
             {"totalSnapshotsUsed", used(kQuotaSnapshots)},
-            {"totalGigabytesUsed", used(kQuotaGigabytes)}}}};
+            {"totalGigabytesUsed", used(kQuotaGigabytes)},
+            {"maxTotalBackups", limit(kQuotaBackups)},
+            {"maxTotalBackupGigabytes", limit(kQuotaBackupGigabytes)},
+            {"totalBackupsUsed", used(kQuotaBackups)},
+            {"totalBackupGigabytesUsed", used(kQuotaBackupGigabytes)}}}};
 }
 
 bool pool_up(const PoolReport& pool) { return pool.state.total_gb > 0; }

@@ -1,5 +1,5 @@
 // Cinder resources volgate deliberately does not offer. A client that asks for one (`cinder
-// backup-list`) gets Cinder's answer for an API that is not there, a 404 itemNotFound, with a
+// group-list`) gets Cinder's answer for an API that is not there, a 404 itemNotFound, with a
 // message that says it is not offered here rather than that the path is mistyped.
 #include <map>
 #include <string_view>
@@ -13,7 +13,6 @@ namespace {
 // The first path segment after /v3/{project}/ -> what it is, in the message.
 const std::map<std::string_view, std::string_view>& not_offered() {
   static const std::map<std::string_view, std::string_view> resources = {
-      {"backups", "volume backups"},
       {"capabilities", "backend capabilities"},
       {"cgsnapshots", "consistency group snapshots"},
       {"clusters", "clusters"},

@@ -377,6 +377,7 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
   r.add("POST", "/v3/{project}/volumes/{id}/action", [this](const ApiRequest& q) { return volume_action(q); });
   add_volume_metadata_routes(r, service_);
   add_attachment_routes(r, service_);
+  add_backup_routes(r, service_);
   if (hypervisor) add_server_routes(r, *hypervisor, compute);
   if (compute) {
     add_volume_attachment_routes(r, *compute);
@@ -428,7 +429,8 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
     project_of(q);
     const std::string& target = project_of(q, "target");
     // tenant_id and id name the project again (cinderclient sends tenant_id); Cinder ignores them.
-    json j = parse_body(q.body, "quota_set", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes, "tenant_id", "id"});
+    json j = parse_body(q.body, "quota_set", {kQuotaVolumes, kQuotaSnapshots, kQuotaGigabytes, kQuotaBackups,
+                                              kQuotaBackupGigabytes, "tenant_id", "id"});
     j.erase("tenant_id");
     j.erase("id");
     // ?skip_validation=false: refuse a limit below what is already used or reserved.
@@ -504,7 +506,8 @@ ApiResponse VolumeApi::create_volume(const ApiRequest& q) {
     bad_request("volgate does not offer consistency groups; leave 'consistencygroup_id' out.");
   if (!opt_string(v, "group_id").empty()) bad_request("volgate does not offer volume groups; leave 'group_id' out.");
   if (!opt_string(v, "backup_id").empty())
-    bad_request("volgate does not offer backups, so no volume can be made from one; leave 'backup_id' out.");
+    bad_request("volgate restores a backup with POST /backups/{id}/restore (cinder backup-restore), not by creating "
+                "a volume from it; leave 'backup_id' out.");
   if (opt_boolean(v, "multiattach").value_or(false))
     bad_request("A volume is multiattach through its volume type, and no volgate volume type allows it.");
 

@@ -1,6 +1,6 @@
 #pragma once
 // Per-project quotas: volumes, snapshots and gigabytes (volumes' and snapshots' sizes together,
-// as Cinder counts them).
+// as Cinder counts them), backups and backup gigabytes.
 //
 // A flow first reserves what it needs (checked against the limit together with everything in
 // use and everything other flows have reserved), then commits the reservation to a holder (the
@@ -16,6 +16,9 @@ namespace volgate::controller {
 inline constexpr const char* kQuotaVolumes = "volumes";
 inline constexpr const char* kQuotaSnapshots = "snapshots";
 inline constexpr const char* kQuotaGigabytes = "gigabytes";
+// Backups and their volumes' sizes, counted apart from volumes and snapshots (as Cinder does).
+inline constexpr const char* kQuotaBackups = "backups";
+inline constexpr const char* kQuotaBackupGigabytes = "backup_gigabytes";
 
 // resource -> amount
 using QuotaDeltas = std::map<std::string, int64_t>;

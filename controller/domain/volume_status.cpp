@@ -8,7 +8,7 @@
 namespace volgate::controller {
 namespace {
 
-constexpr std::array<std::pair<VolumeStatus, std::string_view>, 10> kVolumeNames{{
+constexpr std::array<std::pair<VolumeStatus, std::string_view>, 12> kVolumeNames{{
     {VolumeStatus::creating, "creating"},
     {VolumeStatus::available, "available"},
     {VolumeStatus::reserved, "reserved"},
@@ -19,6 +19,8 @@ constexpr std::array<std::pair<VolumeStatus, std::string_view>, 10> kVolumeNames
     {VolumeStatus::deleting, "deleting"},
     {VolumeStatus::error, "error"},
     {VolumeStatus::error_deleting, "error_deleting"},
+    {VolumeStatus::backing_up, "backing-up"},
+    {VolumeStatus::restoring_backup, "restoring-backup"},
 }};
 
 constexpr std::array<std::pair<SnapshotStatus, std::string_view>, 5> kSnapshotNames{{
@@ -38,10 +40,12 @@ using enum VolumeStatus;
 
 // The life of a volume. A flow that fails part-way lands in `error` (create) or goes back to
 // where it started (extend: available; detach: in-use); a failed delete lands in
-// `error_deleting`, from which a delete may be retried.
+// `error_deleting`, from which a delete may be retried. A backup reads an available volume
+// (backing-up, then back); a restore writes an available one, or one it created (restoring-backup,
+// then available, or error when the restore failed).
 const VolumeEdge kVolumeEdges[] = {
     {creating, {available, error}},
-    {available, {reserved, attaching, extending, deleting, error}},
+    {available, {reserved, attaching, extending, deleting, error, backing_up, restoring_backup}},
     {reserved, {attaching, available, error}},
     {attaching, {in_use, available, error}},
     {in_use, {detaching, extending, error}},
@@ -50,6 +54,8 @@ const VolumeEdge kVolumeEdges[] = {
     {deleting, {error_deleting}},
     {error, {deleting, available}},
     {error_deleting, {deleting}},
+    {backing_up, {available, error}},
+    {restoring_backup, {available, error}},
 };
 
 }  // namespace

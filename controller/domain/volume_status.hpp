@@ -21,6 +21,8 @@ enum class VolumeStatus {
   deleting,
   error,
   error_deleting,
+  backing_up,        // "backing-up": an available volume being read by a backup
+  restoring_backup,  // "restoring-backup": a volume being written by a restore
 };
 
 enum class SnapshotStatus { creating, available, deleting, error, error_deleting };

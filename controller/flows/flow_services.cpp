@@ -115,6 +115,21 @@ Snapshot FlowServices::get_snapshot(const std::string& project, const std::strin
   return *s;
 }
 
+Backup FlowServices::get_backup(const std::string& project, const std::string& id) {
+  auto b = store.find_backup(id);
+  if (!b || b->project != project) not_found("Backup " + id + " could not be found.");
+  return *b;
+}
+
+BackupRepository& FlowServices::backup_repository() {
+  std::lock_guard lock(mutex_);
+  if (!backup_repository_) {
+    if (config.backups.directory.empty()) throw std::runtime_error("no backup repository is configured");
+    backup_repository_ = std::make_unique<BackupRepository>(config.backups);
+  }
+  return *backup_repository_;
+}
+
 CopyProgress FlowServices::progress_reporter(const std::string& volume_id) {
   return [this, volume_id](uint64_t done, uint64_t total) {
     if (stopping) throw Cancelled();

@@ -1,7 +1,7 @@
 #pragma once
 // What every flow uses: the configuration, the store, the pools and the scheduler, the master
-// key, the image files requests opened, the copy progress board, and whether the controller is
-// stopping. One object, owned by the VolumeService and handed to each flow's tasks.
+// key, the image files requests opened, the backup repository, the copy progress board, and
+// whether the controller is stopping. One object, owned by the VolumeService and handed to each flow's tasks.
 #include <atomic>
 #include <map>
 #include <memory>
@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "controller/backup/backup_repository.hpp"
 #include "controller/controller_config.hpp"
+#include "controller/domain/backup.hpp"
 #include "controller/domain/key_wrap.hpp"
 #include "controller/domain/snapshot.hpp"
 #include "controller/domain/volume.hpp"
@@ -58,6 +60,11 @@ class FlowServices {
   // The project's volume or snapshot; 404 (ApiError) when it is missing or another project's.
   Volume get_volume(const std::string& project, const std::string& id);
   Snapshot get_snapshot(const std::string& project, const std::string& id);
+  Backup get_backup(const std::string& project, const std::string& id);
+
+  // The backup repository (config.backups), opened at its first use: a controller that never
+  // backs up never creates it. Throws std::runtime_error when it cannot be opened.
+  BackupRepository& backup_repository();
 
   // Progress of copies, in percent, while a volume is being created from a source.
   CopyProgress progress_reporter(const std::string& volume_id);
@@ -84,6 +91,7 @@ class FlowServices {
   std::mutex mutex_;
   std::map<std::string, double> progress_;
   std::map<std::string, std::shared_ptr<const OpenedImage>> images_held_;
+  std::unique_ptr<BackupRepository> backup_repository_;
 };
 
 }  // namespace volgate::controller

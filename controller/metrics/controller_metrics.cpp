@@ -30,7 +30,7 @@ constexpr const char* kAttachmentsHelp = "Volume attachments in the database, by
 constexpr VolumeStatus kAllVolumeStatuses[] = {
     VolumeStatus::creating,  VolumeStatus::available, VolumeStatus::reserved, VolumeStatus::attaching,
     VolumeStatus::in_use,    VolumeStatus::detaching, VolumeStatus::extending, VolumeStatus::deleting,
-    VolumeStatus::error,     VolumeStatus::error_deleting};
+    VolumeStatus::error,     VolumeStatus::error_deleting, VolumeStatus::backing_up, VolumeStatus::restoring_backup};
 constexpr AttachmentStatus kAllAttachmentStatuses[] = {AttachmentStatus::reserved, AttachmentStatus::attaching,
                                                        AttachmentStatus::attached, AttachmentStatus::detaching};
 

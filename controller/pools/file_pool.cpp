@@ -218,4 +218,25 @@ void FilePool::delete_snapshot(const std::string& snapshot_id) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) fail("delete", path);
 }
 
+std::unique_ptr<VolumeReader> FilePool::read_volume(const std::string& volume_id) {
+  return read_volume_file(volume_path(volume_id));
+}
+
+std::unique_ptr<VolumeReader> FilePool::read_snapshot(const std::string& snapshot_id) {
+  return read_volume_file(snapshot_path(snapshot_id));
+}
+
+std::unique_ptr<VolumeWriter> FilePool::overwrite_volume(const std::string& volume_id) {
+  const std::string path = volume_path(volume_id);
+  auto writer = overwrite_volume_file(path);
+  // A thick pool's volume keeps its blocks, as create_volume gave them.
+  if (!config_.thin_provisioning) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) fail("open", path);
+    int rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(writer->size()));
+    if (rc != 0) fail("allocate", path, rc);
+  }
+  return writer;
+}
+
 }  // namespace volgate::controller

@@ -32,6 +32,10 @@ class FilePool final : public Pool {
                        const CopyProgress& progress) override;
   void delete_snapshot(const std::string& snapshot_id) override;
 
+  std::unique_ptr<VolumeReader> read_volume(const std::string& volume_id) override;
+  std::unique_ptr<VolumeReader> read_snapshot(const std::string& snapshot_id) override;
+  std::unique_ptr<VolumeWriter> overwrite_volume(const std::string& volume_id) override;
+
   std::string volume_path(const std::string& volume_id) const;
   std::string snapshot_path(const std::string& snapshot_id) const;
 

@@ -9,10 +9,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "backends/block_device.hpp"
+#include "controller/pools/volume_io.hpp"
 #include "gateway/export_spec.hpp"
 
 namespace volgate::controller {
@@ -98,6 +100,25 @@ class Pool {
   virtual void create_snapshot(const std::string& snapshot_id, const std::string& volume_id,
                                const CopyProgress& progress) = 0;
   virtual void delete_snapshot(const std::string& snapshot_id) = 0;
+
+  // Backups read a volume (or a snapshot of an in-use one) and restores overwrite one, as the
+  // pool stores them. Pools that cannot yet say so.
+  virtual std::unique_ptr<VolumeReader> read_volume(const std::string& volume_id) {
+    no_backups(volume_id);
+  }
+  virtual std::unique_ptr<VolumeReader> read_snapshot(const std::string& snapshot_id) {
+    no_backups(snapshot_id);
+  }
+  // Everything the volume held is discarded first.
+  virtual std::unique_ptr<VolumeWriter> overwrite_volume(const std::string& volume_id) {
+    no_backups(volume_id);
+  }
+
+ private:
+  [[noreturn]] void no_backups(const std::string&) const {
+    throw std::runtime_error("pool '" + config().name + "' (driver " + config().driver +
+                             ") cannot back up or restore volumes yet");
+  }
 };
 
 }  // namespace volgate::controller

@@ -79,6 +79,17 @@ const char* const kMigrations[] = {
       start_time TEXT NOT NULL, updated_at TEXT NOT NULL);
     CREATE INDEX instance_actions_server ON instance_actions(server_id, start_time);
     )sql",
+    // volume backups (their data is in the backup repository)
+    R"sql(
+    CREATE TABLE backups (
+      id TEXT PRIMARY KEY, project TEXT NOT NULL, volume_id TEXT NOT NULL, name TEXT NOT NULL,
+      description TEXT NOT NULL, size_gb INTEGER NOT NULL, status TEXT NOT NULL,
+      parent_id TEXT NOT NULL, availability_zone TEXT NOT NULL, volume_type TEXT NOT NULL,
+      encrypted INTEGER NOT NULL, wrapped_key BLOB, object_count INTEGER NOT NULL,
+      stored_bytes INTEGER NOT NULL, data_timestamp TEXT NOT NULL, restore_volume_id TEXT NOT NULL,
+      error_message TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX backups_project ON backups(project);
+    )sql",
 };
 
 // Every row's times.
@@ -438,6 +449,100 @@ Snapshot SqliteStore::update_snapshot(const std::string& id, const std::function
 void SqliteStore::delete_snapshot(const std::string& id) {
   std::lock_guard lock(mutex_);
   Statement(db_, "DELETE FROM snapshots WHERE id = ?").bind(1, id).run();
+}
+
+// ------------------------------------------------------------------------------ backups
+
+namespace {
+const char* const kBackupColumns =
+    "id, project, volume_id, name, description, size_gb, status, parent_id, availability_zone, volume_type, "
+    "encrypted, wrapped_key, object_count, stored_bytes, data_timestamp, restore_volume_id, error_message, "
+    "created_at, updated_at";
+
+Backup read_backup(auto& s) {
+  Backup b;
+  b.id = s.text(0);
+  b.project = s.text(1);
+  b.volume_id = s.text(2);
+  b.name = s.text(3);
+  b.description = s.text(4);
+  b.size_gb = static_cast<uint64_t>(s.integer(5));
+  b.status = parse_backup_status(s.text(6)).value_or(BackupStatus::error);
+  b.parent_id = s.text(7);
+  b.availability_zone = s.text(8);
+  b.volume_type = s.text(9);
+  b.encrypted = s.integer(10) != 0;
+  b.wrapped_key = s.blob(11);
+  b.object_count = static_cast<uint64_t>(s.integer(12));
+  b.stored_bytes = static_cast<uint64_t>(s.integer(13));
+  b.data_timestamp = s.text(14);
+  b.restore_volume_id = s.text(15);
+  b.error_message = s.text(16);
+  b.created_at = s.text(17);
+  b.updated_at = s.text(18);
+  return b;
+}
+}  // namespace
+
+void SqliteStore::write_backup_locked(const Backup& b, bool insert) {
+  std::string sql = std::string(insert ? "INSERT" : "REPLACE") + " INTO backups (" + kBackupColumns +
+                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+  Statement s(db_, sql.c_str());
+  std::string now = utc_now();
+  s.bind(1, b.id).bind(2, b.project).bind(3, b.volume_id).bind(4, b.name).bind(5, b.description);
+  s.bind(6, static_cast<int64_t>(b.size_gb)).bind(7, std::string(to_string(b.status))).bind(8, b.parent_id);
+  s.bind(9, b.availability_zone).bind(10, b.volume_type).bind(11, int64_t{b.encrypted ? 1 : 0});
+  s.bind_blob(12, b.wrapped_key).bind(13, static_cast<int64_t>(b.object_count));
+  s.bind(14, static_cast<int64_t>(b.stored_bytes)).bind(15, b.data_timestamp).bind(16, b.restore_volume_id);
+  s.bind(17, b.error_message).bind(18, b.created_at.empty() ? now : b.created_at).bind(19, now);
+  s.run();
+}
+
+std::vector<Backup> SqliteStore::select_backups_locked(const char* where, const std::string& value) {
+  std::string sql = std::string("SELECT ") + kBackupColumns + " FROM backups" + where + " ORDER BY created_at, id";
+  Statement s(db_, sql.c_str());
+  if (*where) s.bind(1, value);
+  std::vector<Backup> out;
+  while (s.step()) out.push_back(read_backup(s));
+  return out;
+}
+
+void SqliteStore::insert_backup(const Backup& backup) {
+  std::lock_guard lock(mutex_);
+  write_backup_locked(backup, true);
+}
+
+std::optional<Backup> SqliteStore::find_backup(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto found = select_backups_locked(" WHERE id = ?", id);
+  if (found.empty()) return std::nullopt;
+  return found.front();
+}
+
+std::vector<Backup> SqliteStore::list_backups(const std::string& project) {
+  std::lock_guard lock(mutex_);
+  return select_backups_locked(" WHERE project = ?", project);
+}
+
+std::vector<Backup> SqliteStore::all_backups() {
+  std::lock_guard lock(mutex_);
+  return select_backups_locked("", "");
+}
+
+Backup SqliteStore::update_backup(const std::string& id, const std::function<void(Backup&)>& change) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(*this);
+  auto found = select_backups_locked(" WHERE id = ?", id);
+  if (found.empty()) not_found("Backup " + id + " could not be found.");
+  change(found.front());
+  write_backup_locked(found.front(), false);
+  tx.commit();
+  return select_backups_locked(" WHERE id = ?", id).front();
+}
+
+void SqliteStore::delete_backup(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Statement(db_, "DELETE FROM backups WHERE id = ?").bind(1, id).run();
 }
 
 // ------------------------------------------------------------------------------ attachments

@@ -42,6 +42,13 @@ class SqliteStore final : public Store {
   Snapshot update_snapshot(const std::string& id, const std::function<void(Snapshot&)>& change) override;
   void delete_snapshot(const std::string& id) override;
 
+  void insert_backup(const Backup& backup) override;
+  std::optional<Backup> find_backup(const std::string& id) override;
+  std::vector<Backup> list_backups(const std::string& project) override;
+  std::vector<Backup> all_backups() override;
+  Backup update_backup(const std::string& id, const std::function<void(Backup&)>& change) override;
+  void delete_backup(const std::string& id) override;
+
   std::optional<Attachment> find_attachment(const std::string& id) override;
   std::vector<Attachment> list_attachments(const std::string& project) override;
   std::vector<Attachment> all_attachments() override;
@@ -94,6 +101,8 @@ class SqliteStore final : public Store {
   std::vector<InstanceAction> select_actions_locked(const char* where, const std::string& value);
   void write_action_locked(const InstanceAction& action, bool insert);
   void write_snapshot_locked(const Snapshot& snapshot, bool insert);
+  void write_backup_locked(const Backup& backup, bool insert);
+  std::vector<Backup> select_backups_locked(const char* where, const std::string& value);
 
   const std::string path_;
   sqlite3* db_ = nullptr;

@@ -12,6 +12,7 @@
 
 #include "controller/store/flow_record.hpp"
 #include "controller/domain/attachment.hpp"
+#include "controller/domain/backup.hpp"
 #include "controller/domain/block_device_mapping.hpp"
 #include "controller/domain/instance_action.hpp"
 #include "controller/domain/quota.hpp"
@@ -41,6 +42,15 @@ class Store {
   virtual std::vector<Snapshot> snapshots_of(const std::string& volume_id) = 0;
   virtual Snapshot update_snapshot(const std::string& id, const std::function<void(Snapshot&)>& change) = 0;
   virtual void delete_snapshot(const std::string& id) = 0;
+
+  // Backups (their data is in the backup repository; these are their records).
+  virtual void insert_backup(const Backup& backup) = 0;
+  virtual std::optional<Backup> find_backup(const std::string& id) = 0;
+  virtual std::vector<Backup> list_backups(const std::string& project) = 0;  // oldest first
+  virtual std::vector<Backup> all_backups() = 0;                              // of every project
+  // As update_volume. Throws ApiError (not_found).
+  virtual Backup update_backup(const std::string& id, const std::function<void(Backup&)>& change) = 0;
+  virtual void delete_backup(const std::string& id) = 0;
 
   // Attachments. They change together with their volume's status, so every change goes through
   // update_volume_attachments: it reads the volume and all its attachments, lets `change` edit,

@@ -119,7 +119,7 @@ TEST_F(VolumeApiTest, BadInputGetsFaultBodies) {
   EXPECT_EQ(call("PATCH", "/v3/p/volumes").first, 405);
   EXPECT_EQ(call("GET", "/v2/p/volumes").first, 404);
   EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"volumes": "many"}})").first, 400);
-  EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"backups": 1}})").first, 400);
+  EXPECT_EQ(call("PUT", "/v3/p/os-quota-sets/p", R"({"quota_set": {"replicas": 1}})").first, 400);
   store->insert_volume({.id = "busy", .project = "p", .size_gb = 1, .status = VolumeStatus::extending});
   auto conflict = call("DELETE", "/v3/p/volumes/busy");
   EXPECT_EQ(conflict.first, 409);
@@ -469,7 +469,7 @@ TEST_F(VolumeApiTest, QuotaUpdateTakesCinderclientsBody) {
 }
 
 TEST_F(VolumeApiTest, ResourcesNotOfferedSaySo) {
-  for (const char* path : {"/v3/p/backups/detail", "/v3/p/groups", "/v3/p/os-volume-transfer/detail",
+  for (const char* path : {"/v3/p/os-backup-services", "/v3/p/groups", "/v3/p/os-volume-transfer/detail",
                            "/v3/p/qos-specs", "/v3/p/consistencygroups/detail", "/v3/p/os-volume-manage"}) {
     auto r = call("GET", path);
     EXPECT_EQ(r.first, 404) << path;

@@ -1,0 +1,45 @@
+#pragma once
+// Backing a volume up into the backup repository: an available volume is read as it is (and
+// shows `backing-up` meanwhile); an in-use one (with force) through a temporary snapshot, so the
+// guest keeps writing while a crash-consistent copy is read. An incremental backup names the
+// volume's newest available backup as its parent and stores only the chunks that changed.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "controller/flows/flow.hpp"
+#include "controller/flows/flow_services.hpp"
+
+namespace volgate::controller {
+
+struct CreateBackupContext {
+  FlowOutcome outcome;
+  std::string backup_id;
+  std::string project;
+  std::string volume_id;
+  std::string name;
+  std::string description;
+  bool incremental = false;
+  bool force = false;
+  // Found by the tasks.
+  uint64_t size_gb = 0;
+  std::string pool;
+  std::string parent_id;
+  std::string temp_snapshot;  // read instead of the volume when it is in use
+  bool marked_volume = false;  // this flow made the volume backing-up
+  std::string reservation;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(CreateBackupContext, outcome, backup_id, project, volume_id, name,
+                                                description, incremental, force, size_gb, pool, parent_id,
+                                                temp_snapshot, marked_volume, reservation)
+
+struct CreateBackupFlow {
+  using Context = CreateBackupContext;
+  static constexpr const char* kind = "create_backup";
+  static constexpr const char* answer_after = "commit_quota";
+  // A copy cut short is thrown away: the backup ends in error, the volume as it was.
+  static constexpr OnRestart on_restart = OnRestart::revert;
+  static std::vector<Task<Context>> tasks(FlowServices& s);
+};
+
+}  // namespace volgate::controller
