@@ -24,12 +24,16 @@ struct BackupTally {
 };
 
 // Reads `volume` into `writer` (not committed). `progress` as for copies: it may throw to
-// cancel. Throws std::system_error for a read that fails.
-BackupTally back_up_volume(VolumeReader& volume, BackupRepository::Writer& writer, const CopyProgress& progress);
+// cancel. `bps_limit` (0: none) caps the bytes read per second, as the pool's copy_bps_limit
+// does for its copies, so a backup does not starve the volumes in use on the same storage.
+// Throws std::system_error for a read that fails.
+BackupTally back_up_volume(VolumeReader& volume, BackupRepository::Writer& writer, const CopyProgress& progress,
+                           uint64_t bps_limit = 0);
 
-// Writes the backup `manifest` to `target` (at least as large) and finishes it. Throws
-// std::runtime_error naming the chunk and its offset when one is corrupt.
+// Writes the backup `manifest` to `target` (at least as large) and finishes it; `bps_limit`
+// caps the bytes written per second. Throws std::runtime_error naming the chunk and its offset
+// when one is corrupt.
 void restore_volume(const BackupRepository& repository, const BackupManifest& manifest, VolumeWriter& target,
-                    const CopyProgress& progress);
+                    const CopyProgress& progress, uint64_t bps_limit = 0);
 
 }  // namespace volgate::controller

@@ -92,7 +92,7 @@ void copy(FlowServices& s, Context& c) {
   const std::string data_timestamp = utc_timestamp();
   BackupRepository& repository = s.backup_repository();
   auto writer = repository.begin(c.backup_id, c.parent_id, reader->size());
-  const BackupTally tally = back_up_volume(*reader, *writer, s.progress_reporter(c.backup_id));
+  const BackupTally tally = back_up_volume(*reader, *writer, s.progress_reporter(c.backup_id), pool.config().copy_bps_limit);
   writer->commit();
   s.store.update_backup(c.backup_id, [&](Backup& b) {
     b.object_count = tally.chunks;

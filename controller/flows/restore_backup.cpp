@@ -114,8 +114,9 @@ void schedule_and_create(FlowServices& s, Context& c) {
 void copy(FlowServices& s, Context& c) {
   BackupRepository& repository = s.backup_repository();
   const BackupManifest manifest = repository.manifest(c.backup_id);
-  auto target = s.pool(c.pool).overwrite_volume(c.volume_id);
-  restore_volume(repository, manifest, *target, s.progress_reporter(c.backup_id));
+  Pool& pool = s.pool(c.pool);
+  auto target = pool.overwrite_volume(c.volume_id);
+  restore_volume(repository, manifest, *target, s.progress_reporter(c.backup_id), pool.config().copy_bps_limit);
   spdlog::info("backup {}: restored to volume {} ({} chunks)", c.backup_id, c.volume_id, manifest.chunks.size());
 }
 
