@@ -76,6 +76,23 @@ BackupManifest BackupRepository::manifest(const std::string& backup_id) const {
   }
 }
 
+std::vector<std::byte> BackupRepository::read_chunk(const std::string& hash) {
+  try {
+    return chunks_.get(hash);
+  } catch (const CorruptChunk& e) {
+    // Under the lock: a writer deciding whether the chunk is there sees it either whole (and
+    // damaged, as it was all along) or gone, never half moved.
+    std::lock_guard lock(mutex_);
+    try {
+      chunks_.quarantine(hash);
+      spdlog::error("{}; moved aside to {}/.corrupt", e.what(), chunks_.directory());
+    } catch (const std::exception& moving) {
+      spdlog::error("{}; could not move it aside: {}", e.what(), moving.what());
+    }
+    throw;
+  }
+}
+
 void BackupRepository::pin(const std::string& hash) {
   std::lock_guard lock(mutex_);
   ++pins_[hash];

@@ -74,8 +74,9 @@ class BackupRepository {
   bool has_manifest(const std::string& backup_id) const;
   // Throws std::runtime_error naming the backup when its manifest is missing or damaged.
   BackupManifest manifest(const std::string& backup_id) const;
-  // One chunk's data, checked. Throws CorruptChunk.
-  std::vector<std::byte> read_chunk(const std::string& hash) const { return chunks_.get(hash); }
+  // One chunk's data, checked. Throws CorruptChunk, after moving a damaged chunk file aside
+  // (ChunkStore::quarantine) so that no later backup names it.
+  std::vector<std::byte> read_chunk(const std::string& hash);
 
   struct Removal {
     size_t chunks_removed = 0;

@@ -171,6 +171,13 @@ void ChunkStore::remove(const std::string& hash) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) fail("remove", path);
 }
 
+void ChunkStore::quarantine(const std::string& hash) {
+  const std::string path = path_of(hash);
+  const std::string aside = directory_ + "/.corrupt/" + hash;
+  make_directory(directory_ + "/.corrupt");
+  if (::rename(path.c_str(), aside.c_str()) != 0 && errno != ENOENT) fail("move aside", path);
+}
+
 std::vector<std::string> ChunkStore::list() const {
   std::vector<std::string> out;
   static constexpr char kHex[] = "0123456789abcdef";

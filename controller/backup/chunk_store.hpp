@@ -4,7 +4,8 @@
 // many backups (and by the incrementals of one volume) holds every distinct chunk once.
 //
 // Layout: DIR/ab/abcdef... (the hex digest, under a folder named by its first two digits so
-// that no folder grows past a few thousand entries) and DIR/.tmp/ for files being written.
+// that no folder grows past a few thousand entries), DIR/.tmp/ for files being written and
+// DIR/.corrupt/ for chunks a restore found damaged.
 //
 // A chunk file is: magic "VGCHUNK1" | encoding (0 raw, 1 zstd) | 3 bytes zero | raw length (u32
 // LE) | stored length (u64 LE) | SHA-256 of the stored bytes | stored bytes. The header's digest
@@ -63,6 +64,10 @@ class ChunkStore {
   bool contains(const std::string& hash) const;
   // Removes the chunk (nothing when it is gone).
   void remove(const std::string& hash);
+  // Moves a chunk found corrupt out of the store, into DIR/.corrupt/ (kept for an operator to
+  // look at): from then on the store does not have it, so the next backup with its data stores
+  // it again instead of naming the damaged file. Nothing when it is gone.
+  void quarantine(const std::string& hash);
   // Every chunk name in the store.
   std::vector<std::string> list() const;
   // The file of a chunk (tests damage it on purpose).

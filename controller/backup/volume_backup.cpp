@@ -48,7 +48,7 @@ BackupTally back_up_volume(VolumeReader& volume, BackupRepository::Writer& write
   return tally;
 }
 
-void restore_volume(const BackupRepository& repository, const BackupManifest& manifest, VolumeWriter& target,
+void restore_volume(BackupRepository& repository, const BackupManifest& manifest, VolumeWriter& target,
                     const CopyProgress& progress, uint64_t bps_limit) {
   const auto start = std::chrono::steady_clock::now();
   uint64_t written = 0;

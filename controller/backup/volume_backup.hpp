@@ -33,7 +33,7 @@ BackupTally back_up_volume(VolumeReader& volume, BackupRepository::Writer& write
 // Writes the backup `manifest` to `target` (at least as large) and finishes it; `bps_limit`
 // caps the bytes written per second. Throws std::runtime_error naming the chunk and its offset
 // when one is corrupt.
-void restore_volume(const BackupRepository& repository, const BackupManifest& manifest, VolumeWriter& target,
+void restore_volume(BackupRepository& repository, const BackupManifest& manifest, VolumeWriter& target,
                     const CopyProgress& progress, uint64_t bps_limit = 0);
 
 }  // namespace volgate::controller

@@ -242,6 +242,15 @@ TEST_F(BackupRepositoryTest, ASparseVolumeIsBackedUpWithoutItsHolesAndRestoredEx
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
   }
+  // Moved aside: the next backup of the same data stores the chunk again, and restores.
+  EXPECT_FALSE(repository.chunks().contains(bad));
+  EXPECT_TRUE(fs::exists(fs::path(config().directory) / "chunks" / ".corrupt" / bad));
+  auto reader2 = read_volume_file(source);
+  auto writer2 = repository.begin("6666", "5555", reader2->size());
+  EXPECT_GT(back_up_volume(*reader2, *writer2, {}).stored_bytes, 0u);
+  writer2->commit();
+  auto third = overwrite_volume_file(target);
+  EXPECT_NO_THROW(restore_volume(repository, repository.manifest("6666"), *third, {}));
 }
 
 }  // namespace
