@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 
@@ -14,6 +16,32 @@ namespace volgate::controller {
 using nlohmann::json;
 
 namespace {
+
+// Draws "[#####.....]  42%" on stderr, rewriting the line.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
+  ~ProgressBar() { finish(); }
+  void update(int percent) {
+    if (!enabled_ || percent == last_) return;
+    last_ = percent;
+    constexpr int kWidth = 40;
+    int filled = std::clamp(percent, 0, 100) * kWidth / 100;
+    std::fprintf(stderr, "\r[%s%s] %3d%%", std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
+                 percent);
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  void finish() {
+    if (drawn_) std::fprintf(stderr, "\n");
+    drawn_ = false;
+  }
+
+ private:
+  bool enabled_;
+  int last_ = -1;
+  bool drawn_ = false;
+};
 
 std::string read_token(const ClientCommandOptions& o) {
   std::string path = o.token_file;
@@ -84,5 +112,22 @@ void print_fields(const std::vector<std::pair<std::string, std::string>>& fields
   for (const auto& [k, v] : fields) std::printf("%-*s  %s\n", static_cast<int>(w), k.c_str(), v.c_str());
 }
 
+
+std::optional<json> wait_while(Client& client, const ClientCommandOptions& o, const std::string& path,
+                               const char* root, const std::string& transient, bool copy) {
+  ProgressBar bar(copy && (o.progress || ::isatty(STDERR_FILENO)));
+  for (;;) {
+    int status = 0;
+    json body = client.call("GET", path, std::nullopt, &status);
+    if (status == 404) return std::nullopt;
+    json item = body[root];
+    if (item["status"] != transient) {
+      if (item["status"] == "available") bar.update(100);
+      return item;
+    }
+    if (item.contains("volgate:progress")) bar.update(item["volgate:progress"].get<int>());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
 
 }  // namespace volgate::controller

@@ -1,6 +1,7 @@
 #pragma once
-// What every client command (volume, snapshot, pool, quota, attachment) shares: its error, the
-// API client built from --url/--token-file/--project, and table and field printing.
+// What every client command (volume, snapshot, backup, pool, quota, attachment) shares: its
+// error, the API client built from --url/--token-file/--project, table and field printing, and
+// waiting for a status with a progress bar.
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -44,5 +45,12 @@ std::string text(const nlohmann::json& j, const char* key);
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
 // "key  value" lines, the values aligned.
 void print_fields(const std::vector<std::pair<std::string, std::string>>& fields);
+
+// Polls `path` until its `root` object's status leaves `transient`; returns the object, or
+// nothing when it is gone (404). `copy`: the operation copies data, so a progress bar
+// ("[#####.....]  42%", from volgate:progress) is drawn on stderr when it is a terminal or
+// o.progress asks for it.
+std::optional<nlohmann::json> wait_while(Client& client, const ClientCommandOptions& o, const std::string& path,
+                                         const char* root, const std::string& transient, bool copy = false);
 
 }  // namespace volgate::controller

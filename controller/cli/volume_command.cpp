@@ -12,6 +12,7 @@
 #include "common/size.hpp"
 #include "controller/api/api_client.hpp"
 #include "controller/cli/attachment_command.hpp"
+#include "controller/cli/backup_command.hpp"
 #include "controller/cli/command_client.hpp"
 #include "controller/cli/server_command.hpp"
 #include "crypto/secure_bytes.hpp"
@@ -72,51 +73,6 @@ void show_snapshot(const ClientCommandOptions& o, const json& s) {
   };
   if (s.contains("volgate:error")) f.emplace_back("error", text(s, "volgate:error"));
   print_fields(f);
-}
-
-// Draws "[#####.....]  42%" on stderr, rewriting the line.
-class ProgressBar {
- public:
-  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
-  ~ProgressBar() { finish(); }
-  void update(int percent) {
-    if (!enabled_ || percent == last_) return;
-    last_ = percent;
-    constexpr int kWidth = 40;
-    int filled = std::clamp(percent, 0, 100) * kWidth / 100;
-    std::fprintf(stderr, "\r[%s%s] %3d%%", std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
-                 percent);
-    std::fflush(stderr);
-    drawn_ = true;
-  }
-  void finish() {
-    if (drawn_) std::fprintf(stderr, "\n");
-    drawn_ = false;
-  }
-
- private:
-  bool enabled_;
-  int last_ = -1;
-  bool drawn_ = false;
-};
-
-// Polls `path` until its `root` object's status leaves `transient`; returns the object, or
-// nothing when it is gone (404). `copy`: the operation copies data, so a progress bar is drawn.
-std::optional<json> wait_while(Client& client, const ClientCommandOptions& o, const std::string& path,
-                               const char* root, const std::string& transient, bool copy = false) {
-  ProgressBar bar(copy && (o.progress || ::isatty(STDERR_FILENO)));
-  for (;;) {
-    int status = 0;
-    json body = client.call("GET", path, std::nullopt, &status);
-    if (status == 404) return std::nullopt;
-    json item = body[root];
-    if (item["status"] != transient) {
-      if (item["status"] == "available") bar.update(100);
-      return item;
-    }
-    if (item.contains("volgate:progress")) bar.update(item["volgate:progress"].get<int>());
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
 }
 
 std::string failure(const json& item, const std::string& what) {
@@ -375,6 +331,9 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   sdel->add_flag("!--no-wait", o.wait, "Return once accepted");
   sdel->add_option("ID", o.id, "Snapshot id")->required();
 
+  c.backup = add_backup_commands(app, o);
+  add_common(c.backup, o);
+
   c.pool = app.add_subcommand("pool", "The controller's pools");
   c.pool->require_subcommand(1);
   add_common(c.pool, o);
@@ -465,7 +424,7 @@ ClientCommandOptions with_environment(ClientCommandOptions o, const CLI::App& gr
 
 std::optional<int> run_client_commands(const ClientCommands& c, const ClientCommandOptions& parsed) {
   const CLI::App* group = nullptr;
-  for (const CLI::App* g : {c.volume, c.snapshot, c.pool, c.quota, c.attachment, c.server})
+  for (const CLI::App* g : {c.volume, c.snapshot, c.backup, c.pool, c.quota, c.attachment, c.server})
     if (g->parsed()) group = g;
   if (!group) return std::nullopt;
   const std::string name = group->get_subcommands().front()->get_name();
@@ -478,6 +437,7 @@ std::optional<int> run_client_commands(const ClientCommands& c, const ClientComm
       return volume_command(name, o);
     }
     if (group == c.snapshot) return snapshot_command(name, o);
+    if (group == c.backup) return backup_command(name, o);
     if (group == c.pool) return pool_command(o);
     if (group == c.attachment) return attachment_command(name, o);
     if (group == c.server) return server_command(name, o);

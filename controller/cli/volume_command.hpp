@@ -1,6 +1,7 @@
 #pragma once
 // The command-line client of the controller:
 //   volgate volume create|list|show|extend|delete, volgate snapshot create|list|show|delete,
+//   volgate backup create|list|show|restore|delete (backup_command.hpp),
 //   volgate pool list, volgate quota show|set,
 //   volgate attachment create|update|show|list|complete|delete (attachment_command.hpp),
 //   volgate server list|show|attach|detach|volumes|actions (server_command.hpp).
@@ -33,11 +34,12 @@ struct ClientCommandOptions {
   std::string description;
   bool encrypted = false;
   bool force = false;
+  bool incremental = false;  // backup create
   std::string instance;   // attachment create: the instance it is for
   std::string mode = "rw";
   std::string connector;  // JSON
   std::string host;       // a connector of just {"host": HOST}
-  std::string volume;     // server attach|detach: the volume (the server is `id`)
+  std::string volume;     // server attach|detach: the volume (the server is `id`); backup create|restore
   std::string device;     // server attach: /dev/sdX or /dev/vdX
   std::string bus;        // server attach: scsi or virtio
   std::string tag;
@@ -56,6 +58,7 @@ struct ClientCommands {
   CLI::App* quota = nullptr;
   CLI::App* attachment = nullptr;
   CLI::App* server = nullptr;
+  CLI::App* backup = nullptr;
 };
 
 ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& options);

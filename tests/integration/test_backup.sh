@@ -15,6 +15,7 @@
 #    new volume that opens with the backup's key: read through the gateway, it holds the data;
 #  - one flipped byte in one chunk: the restore fails naming the chunk, a new target volume is
 #    deleted, an existing one is left in error; every check first succeeds on the undamaged chunk;
+#  - volgate's own `backup` commands, with their progress bars;
 #  - deleting every backup leaves the repository with no chunk and the quota at zero.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -91,7 +92,7 @@ volume_file() { echo "$POOL/volume-$1.img"; }
 digest() { "$SYSPY" "$TESTS_DIR/backup_lib.py" digest "$1"; }
 new_volume() { cinder create --name "$1" "${@:2}" | field id; }
 backup_create() { cinder backup-create "$@" | field id; }
-chunk_files() { find "$REPO/chunks" -path "$REPO/chunks/.tmp" -prune -o -type f -print | wc -l; }
+chunk_files() { find "$REPO/chunks" -path "$REPO/chunks/.*" -prune -o -type f -print | wc -l; }
 
 # ------------------------------------------------------------------ full + three incrementals (library)
 # The cinderclient library in one process (the CLI costs ~0.8 s a call): the data checks here,
@@ -284,7 +285,25 @@ cinder backup-restore --volume "$big" "$b0" >/dev/null
 for ((i = 0; i < 100; i++)); do [[ $(get volumes "$big" "d['status']") == error ]] && break; sleep 0.1; done
 assert_eq "$(get volumes "$big" "d['status']")" error "an existing volume after a failed restore"
 [[ $(get volumes "$big" "d['volgate:error']") == *"$bad_chunk"* ]] || fail "volume error does not name the chunk"
-pass "a flipped byte in one chunk: restore fails naming it; a new volume is deleted, an existing one left in error"
+[[ -e $REPO/chunks/.corrupt/$bad_chunk && ! -e $chunk_path ]] || fail "the damaged chunk was not moved aside"
+pass "a flipped byte in one chunk: restore fails naming it (moved aside); a new volume is deleted, an existing one left in error"
+
+# ------------------------------------------------------------------ volgate's own CLI
+export VOLGATE_URL=unix:$SOCK VOLGATE_PROJECT=$PROJECT
+lone=$(st 'restored[0]')
+"$VOLGATE" backup create --volume "$lone" --progress cli >"$T/cli.out" 2>"$T/cli.err" || fail "volgate backup create: $(cat "$T/cli.err")"
+grep -q '100%' "$T/cli.err" || fail "no progress bar: $(cat "$T/cli.err")"
+cb=$(awk '$1 == "id" {print $2}' "$T/cli.out")
+grep -q '^status  *available' "$T/cli.out" || fail "volgate backup create: $(cat "$T/cli.out")"
+grep -q "^$cb  *cli  *available .* full " <<<"$("$VOLGATE" backup list)" || fail "volgate backup list"
+"$VOLGATE" backup restore --name cli-restored --progress "$cb" >"$T/cli.out" 2>"$T/cli.err" || fail "volgate backup restore: $(cat "$T/cli.err")"
+grep -q '100%' "$T/cli.err" || fail "no restore progress bar: $(cat "$T/cli.err")"
+cr=$(awk '$1 == "volume_id" {print $2}' "$T/cli.out")
+assert_eq "$(digest "$(volume_file "$cr")")" "$(st 'sums[0]')" "volgate backup restore"
+"$VOLGATE" backup delete "$cb" >/dev/null || fail "volgate backup delete"
+if "$VOLGATE" backup show "$cb" 2>"$T/cli.err"; then fail "deleted backup shown"; fi
+grep -q 'could not be found' "$T/cli.err" || fail "volgate backup show of a deleted backup: $(cat "$T/cli.err")"
+pass "volgate backup create/list/restore/delete/show: progress bars; the chunk moved aside is stored anew and restores"
 
 # ------------------------------------------------------------------ delete everything
 cinder backup-delete "$be" "$bf" >/dev/null

@@ -83,7 +83,7 @@ new_backup() { api POST /backups "{\"backup\": {\"volume_id\": \"$1\"}}" | "$SYS
 restore() { api POST "/backups/$1/restore" "{\"restore\": $2}" | "$SYSPY" -c 'import json, sys; print(json.load(sys.stdin)["restore"]["volume_id"])'; }
 write_random() { "$SYSPY" "$TESTS_DIR/backup_lib.py" write "$@"; }
 digest() { "$SYSPY" "$TESTS_DIR/backup_lib.py" digest "$1"; }
-chunk_names() { find "$REPO/chunks" -path "$REPO/chunks/.tmp" -prune -o -type f -printf '%f\n' | sort; }
+chunk_names() { find "$REPO/chunks" -path "$REPO/chunks/.*" -prune -o -type f -printf '%f\n' | sort; }
 # Every chunk file is whole: magic, lengths and the SHA-256 of its stored bytes in its header.
 check_chunks() {
     "$SYSPY" - "$REPO/chunks" <<'PY' || fail "a damaged chunk file in the repository"

@@ -206,7 +206,7 @@ expect_api 404 itemNotFound DELETE /v3/default/volumes/00000000-0000-4000-8000-0
 # admin does (members get 404: test_roles.sh).
 assert_eq "$(api GET "/v3/other/volumes/$fast1" | cut -d' ' -f1)" 200 "an admin's show through another project's URL"
 expect_api 405 HTTPMethodNotAllowed PUT /v3/default/volumes '{}' >/dev/null
-expect_api 404 itemNotFound GET /v3/default/backups >/dev/null
+expect_api 404 itemNotFound GET /v3/default/groups >/dev/null
 # Raw bytes that are not UTF-8 in the path (curl would percent-encode them) are echoed in the
 # fault as U+FFFD; they once made the controller abort.
 raw=$(python3 - "$SOCK" "$STATE/token" <<'PY'
