@@ -7,7 +7,8 @@
 # Rows:
 #   full           every data chunk new: MiB/s of the volume read (holes are skipped, not read),
 #                  MiB/s of data read, MiB/s written to the repository, stored bytes
-#   incr-1%-chunks 1 % of the volume's 4 MiB blocks (the chunk size) rewritten, at random
+#   incr-1%-chunks 4 KiB written into 1 % of the volume's 4 MiB blocks (the chunk size), chosen
+#                  at random among all of them (holes included)
 #   incr-1%-4k     1 % of its 4 KiB blocks rewritten at random places: most chunks change, which
 #                  is what fixed 4 MiB chunks cost against small scattered writes
 #   restore        the last backup into a new volume
@@ -124,7 +125,7 @@ def backup(name, incremental):
 full_id, full_s, full_stored = backup("full", False)
 
 fd = os.open(path, os.O_WRONLY)
-for c in rng.sample(data_chunks, max(1, chunks // 100)):  # 1 % of the 4 MiB blocks, among the data
+for c in rng.sample(range(chunks), max(1, chunks // 100)):  # 1 % of the 4 MiB blocks, anywhere
     os.pwrite(fd, os.urandom(4096), c * CHUNK + rng.randrange(0, CHUNK // 4096) * 4096)
 os.fsync(fd)
 os.close(fd)

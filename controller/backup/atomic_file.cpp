@@ -52,7 +52,7 @@ void sync_directory(const std::string& dir) {
 }
 
 void write_file_atomically(const std::string& temp_dir, const std::string& path,
-                           std::span<const std::span<const std::byte>> parts) {
+                           std::span<const std::span<const std::byte>> parts, bool sync_folder) {
   const std::string temp = temp_dir + "/" + random_name();
   try {
     UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -65,7 +65,7 @@ void write_file_atomically(const std::string& temp_dir, const std::string& path,
     ::unlink(temp.c_str());
     throw;
   }
-  sync_directory(path.substr(0, path.rfind('/')));
+  if (sync_folder) sync_directory(path.substr(0, path.rfind('/')));
 }
 
 std::string read_small_file(const std::string& path, size_t limit) {

@@ -9,9 +9,10 @@ namespace volgate::controller {
 
 // Writes `parts` one after the other to `path`, atomically, through a temporary file in
 // `temp_dir` (same filesystem). Throws std::system_error naming the file; the temporary file
-// is removed then.
+// is removed then. `sync_folder` false leaves the fsync of path's folder to the caller (who
+// batches them): until then a crash may lose the name, never leave a partial file under it.
 void write_file_atomically(const std::string& temp_dir, const std::string& path,
-                           std::span<const std::span<const std::byte>> parts);
+                           std::span<const std::span<const std::byte>> parts, bool sync_folder = true);
 
 // fsyncs a folder, so a rename or unlink inside it survives a crash. Throws std::system_error.
 void sync_directory(const std::string& dir);

@@ -132,6 +132,12 @@ uint64_t BackupRepository::Writer::add(uint64_t offset, std::span<const std::byt
 }
 
 void BackupRepository::Writer::commit() {
+  // Every chunk it names durable under its name first, those found already there too (their
+  // writer may not have synced their folder yet): then the manifest.
+  std::vector<std::string> hashes;
+  hashes.reserve(manifest_.chunks.size());
+  for (const auto& c : manifest_.chunks) hashes.push_back(c.hash);
+  repository_.chunks_.sync_folders_of(hashes);
   const std::string text = manifest_.to_json();
   const std::span<const std::byte> parts[] = {std::as_bytes(std::span(text))};
   write_file_atomically(repository_.directory_ + "/manifests/.tmp", repository_.manifest_path(manifest_.backup_id),

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <system_error>
 
 #include "controller/backup/atomic_file.hpp"
@@ -125,7 +126,7 @@ uint64_t ChunkStore::put(const std::string& hash, std::span<const std::byte> dat
   const Digest check = sha256(stored);
   std::memcpy(header.data() + 24, check.data(), check.size());
   const std::span<const std::byte> parts[] = {header, stored};
-  write_file_atomically(directory_ + "/.tmp", path, parts);
+  write_file_atomically(directory_ + "/.tmp", path, parts, /*sync_folder=*/false);
   return header.size() + stored.size();
 }
 
@@ -164,6 +165,12 @@ std::vector<std::byte> ChunkStore::get(const std::string& hash) const {
   }
   if (hash_of(data) != hash) throw CorruptChunk(hash, "its data is not the data its name says");
   return data;
+}
+
+void ChunkStore::sync_folders_of(const std::vector<std::string>& hashes) const {
+  std::set<std::string> folders;
+  for (const auto& h : hashes) folders.insert(path_of(h).substr(0, directory_.size() + 3));
+  for (const auto& f : folders) sync_directory(f);
 }
 
 void ChunkStore::remove(const std::string& hash) {

@@ -13,9 +13,11 @@
 // decompressed. get() checks both, so a flipped byte, a truncated file, a file under another
 // chunk's name or a zstd frame that decompresses to something else are all refused, by name.
 //
-// Writes are atomic: the file is written under a random name in .tmp, fsynced, renamed to its
-// name and its folder fsynced. A chunk under its final name is therefore always whole; what a
-// crash leaves in .tmp is removed when the store is opened (no writer exists then).
+// Writes are atomic: the file is written under a random name in .tmp, fsynced and renamed to
+// its name; the folders are fsynced by sync_folders_of() before anything names the chunks (a
+// backup's manifest), once per folder rather than once per chunk. A chunk under its final name
+// is therefore always whole; what a crash leaves in .tmp is removed when the store is opened
+// (no writer exists then).
 //
 // Thread-safe: concurrent put() of the same data race only on rename(), where either file wins
 // with the same content.
@@ -70,6 +72,8 @@ class ChunkStore {
   void quarantine(const std::string& hash);
   // Every chunk name in the store.
   std::vector<std::string> list() const;
+  // fsyncs the folders that hold these chunks' names: after it, they survive a crash.
+  void sync_folders_of(const std::vector<std::string>& hashes) const;
   // The file of a chunk (tests damage it on purpose).
   std::string path_of(const std::string& hash) const;
 

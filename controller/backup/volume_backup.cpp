@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -28,22 +29,45 @@ BackupTally back_up_volume(VolumeReader& volume, BackupRepository::Writer& write
   const auto start = std::chrono::steady_clock::now();
   const uint64_t size = volume.size();
   const uint64_t chunk = writer.manifest().chunk_bytes;
-  std::vector<std::byte> buffer(chunk);
   BackupTally tally;
+  // The next piece is read on another thread while this one is hashed, compressed and
+  // written: reading and the CPU's work overlap. One read in flight, so the reader is used by
+  // one thread at a time; two buffers.
+  struct Piece {
+    uint64_t offset = 0;
+    size_t length = 0;
+    bool read = false;  // false: a hole, not read
+    std::vector<std::byte> data;
+  };
+  auto read_piece = [&volume, chunk, size](uint64_t offset, std::vector<std::byte> buffer) {
+    Piece p{.offset = offset, .length = static_cast<size_t>(std::min(chunk, size - offset)), .read = false,
+            .data = std::move(buffer)};
+    if (volume.may_hold_data(p.offset, p.length)) {
+      p.data.resize(chunk);
+      volume.read(p.offset, std::span(p.data.data(), p.length));
+      p.read = true;
+    }
+    return p;
+  };
   if (progress) progress(0, size);
+  if (size == 0) return tally;
+  std::future<Piece> next = std::async(std::launch::async, read_piece, 0, std::vector<std::byte>(chunk));
+  std::vector<std::byte> spare(chunk);
   for (uint64_t offset = 0; offset < size; offset += chunk) {
-    const size_t length = static_cast<size_t>(std::min(chunk, size - offset));
-    if (volume.may_hold_data(offset, length)) {
-      std::span<std::byte> piece(buffer.data(), length);
-      volume.read(offset, piece);
-      tally.read_bytes += length;
+    Piece piece = next.get();
+    if (offset + chunk < size)
+      next = std::async(std::launch::async, read_piece, offset + chunk, std::move(spare));
+    if (piece.read) {
+      std::span<const std::byte> data(piece.data.data(), piece.length);
+      tally.read_bytes += piece.length;
       throttle(bps_limit, tally.read_bytes, start);
-      if (!all_zero(piece)) {
-        tally.stored_bytes += writer.add(offset, piece);
+      if (!all_zero(data)) {
+        tally.stored_bytes += writer.add(offset, data);
         ++tally.chunks;
       }
     }
-    if (progress) progress(offset + length, size);
+    spare = std::move(piece.data);
+    if (progress) progress(offset + piece.length, size);
   }
   return tally;
 }
