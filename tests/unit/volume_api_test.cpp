@@ -794,3 +794,85 @@ TEST_F(VolumeApiTest, AMemberSeesItsProjectsServersOnly) {
 
 }  // namespace
 }  // namespace volgate::controller
+
+namespace volgate::controller {
+namespace {
+
+// Cinder's backup API: shapes, microversion fields, refusals by name, and a member that reaches
+// its project's backups only (404 for another's, as for volumes).
+TEST_F(VolumeApiTest, BackupsInCinderShapesScopedToTheirProject) {
+  const auto alice = as("alpha", Role::member), bob = as("beta", Role::member), admin = as("ops", Role::admin);
+  auto made = call("POST", "/v3/beta/volumes", R"({"volume": {"size": 1, "name": "b"}})", bob);
+  ASSERT_EQ(made.first, 202) << made.second.dump();
+  const std::string vol = made.second["volume"]["id"];
+  // cinderclient's body: container and snapshot_id null, force and incremental false.
+  auto created = call("POST", "/v3/beta/backups",
+                      R"({"backup": {"volume_id": ")" + vol + R"(", "container": null, "name": "nightly",
+                          "description": null, "incremental": false, "force": false, "snapshot_id": null}})",
+                      bob);
+  ASSERT_EQ(created.first, 202) << created.second.dump();
+  const std::string id = created.second["backup"]["id"];
+  EXPECT_EQ(created.second["backup"]["name"], "nightly");
+  auto shown = call("GET", "/v3/beta/backups/" + id, "", bob);
+  ASSERT_EQ(shown.first, 200);
+  const json& b = shown.second["backup"];
+  EXPECT_EQ(b["status"], "available");
+  EXPECT_EQ(b["volume_id"], vol);
+  EXPECT_EQ(b["size"], 1);
+  EXPECT_EQ(b["is_incremental"], false);
+  EXPECT_EQ(b["os-backup-project-attr:project_id"], "beta");  // 3.18
+  EXPECT_EQ(b["metadata"], json::object());                    // 3.43
+  EXPECT_TRUE(b["container"].is_null());
+  EXPECT_FALSE(call("GET", "/v3/beta/backups/" + id, "", as("beta", Role::member, "volume 3.17"))
+                   .second["backup"].contains("os-backup-project-attr:project_id"));
+  EXPECT_EQ(call("GET", "/v3/beta/backups/detail?volume_id=" + vol, "", bob).second["backups"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v3/beta/backups?status=error", "", bob).second["backups"].size(), 0u);
+  auto incremental = call("POST", "/v3/beta/backups",
+                          R"({"backup": {"volume_id": ")" + vol + R"(", "incremental": true}})", bob);
+  ASSERT_EQ(incremental.first, 202) << incremental.second.dump();
+  const std::string inc = incremental.second["backup"]["id"];
+  EXPECT_EQ(call("GET", "/v3/beta/backups/" + inc, "", bob).second["backup"]["volgate:parent_id"], id);
+  EXPECT_EQ(call("GET", "/v3/beta/backups/" + id, "", bob).second["backup"]["has_dependent_backups"], true);
+
+  // Refused by name: what volgate does not do.
+  for (const auto& [body, word] :
+       std::vector<std::pair<std::string, std::string>>{{R"("container": "c")", "container"},
+                                                        {R"("snapshot_id": "0b7d9a3e-5c2f-4a51-9b1e-2f6c8d4e7a10")", "snapshot"},
+                                                        {R"("availability_zone": "nova")", "availability_zone"},
+                                                        {R"("bogus": 1)", "bogus"}}) {
+    auto r = call("POST", "/v3/beta/backups", R"({"backup": {"volume_id": ")" + vol + R"(", )" + body + "}}", bob);
+    EXPECT_EQ(r.first, 400) << body;
+    EXPECT_NE(fault(r, "badRequest").find(word), std::string::npos) << r.second.dump();
+  }
+  EXPECT_EQ(call("POST", "/v3/beta/backups", R"({"backup": {"name": "x"}})", bob).first, 400);
+  auto parent = call("DELETE", "/v3/beta/backups/" + id, "", bob);
+  EXPECT_EQ(parent.first, 400);
+  EXPECT_NE(fault(parent, "badRequest").find("incremental"), std::string::npos);
+  EXPECT_EQ(call("POST", "/v3/beta/backups/" + id + "/action", R"({"os-reset_status": {"status": "error"}})", bob).first,
+            403);
+
+  // Another project's member: 404 for the backup, the restore and the delete; lists show none.
+  EXPECT_EQ(call("GET", "/v3/alpha/backups/" + id, "", alice).first, 404);
+  EXPECT_EQ(call("POST", "/v3/alpha/backups/" + id + "/restore", R"({"restore": {}})", alice).first, 404);
+  EXPECT_EQ(call("DELETE", "/v3/alpha/backups/" + id, "", alice).first, 404);
+  EXPECT_EQ(call("GET", "/v3/alpha/backups/detail?all_tenants=1", "", alice).second["backups"].size(), 0u);
+  EXPECT_EQ(call("GET", "/v3/ops/backups/detail?all_tenants=1", "", admin).second["backups"].size(), 2u);
+  EXPECT_EQ(call("GET", "/v3/ops/backups/" + id, "", admin).first, 200) << "an admin reaches it through any URL";
+
+  // Restore to a new volume: Cinder's answer, the volume in the backup's project.
+  auto restored = call("POST", "/v3/beta/backups/" + inc + "/restore", R"({"restore": {"name": "again"}})", bob);
+  ASSERT_EQ(restored.first, 202) << restored.second.dump();
+  EXPECT_EQ(restored.second["restore"]["backup_id"], inc);
+  EXPECT_EQ(restored.second["restore"]["volume_name"], "again");
+  const std::string target = restored.second["restore"]["volume_id"];
+  EXPECT_EQ(call("GET", "/v3/beta/volumes/" + target, "", bob).second["volume"]["status"], "available");
+  auto limits = call("GET", "/v3/beta/limits", "", bob).second["limits"]["absolute"];
+  EXPECT_EQ(limits["totalBackupsUsed"], 2);
+  EXPECT_EQ(limits["totalBackupGigabytesUsed"], 2);
+  EXPECT_EQ(call("DELETE", "/v3/beta/backups/" + inc, "", bob).first, 202);
+  EXPECT_EQ(call("DELETE", "/v3/beta/backups/" + id, "", bob).first, 202);
+  EXPECT_EQ(call("GET", "/v3/beta/backups", "", bob).second["backups"].size(), 0u);
+}
+
+}  // namespace
+}  // namespace volgate::controller
