@@ -33,6 +33,8 @@ struct ClientCommandOptions {
   std::string description;
   bool encrypted = false;
   bool force = false;
+  std::string state;          // reset-state: the status to set
+  std::string attach_status;  // volume reset-state: "detached" deletes the attachments
   std::string instance;   // attachment create: the instance it is for
   std::string mode = "rw";
   std::string connector;  // JSON
