@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libboost-dev liburing-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev
-  libssl-dev libcryptsetup-dev nlohmann-json3-dev
+  libssl-dev libcryptsetup-dev libgcrypt20-dev nlohmann-json3-dev
   nbdkit-plugin-dev  # the nbdkit plugin (gateway/nbdkit_plugin.cpp)
   # real NBD clients and peers used by the tests and the benchmark
   libnbd-bin python3-libnbd nbdkit qemu-utils fio python3 python3-cryptography
