@@ -200,7 +200,8 @@ XtsSelection select_xts_provider(std::optional<XtsProvider> forced) {
       probe.gbps_512 = measure_xts_speed(factory, 512, std::chrono::milliseconds(8));
       probe.gbps_4096 = measure_xts_speed(factory, 4096, std::chrono::milliseconds(8));
     }
-    if (!probe.failure.empty())
+    // A provider that was asked for is refused by the exception below, which says why.
+    if (!probe.failure.empty() && !forced)
       spdlog::error("AES-XTS: {} ({}) gave a wrong answer and will not be used: {}", to_string(provider),
                     provider_version(provider), probe.failure);
     selection.probes.push_back(probe);
