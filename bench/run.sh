@@ -10,7 +10,7 @@ for a in "$@"; do
 done
 
 ALL_SERVERS=(volgate-file volgate-file-metrics volgate-memory nbdkit-file nbdkit-memory nbdkit-null qemu-nbd
-             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2
+             volgate-luks nbdkit-luks qemu-nbd-luks volgate-luks2 volgate-luks-openssl volgate-luks2-openssl
              volgate-iscsi volgate-iscsi-rr qemu-nbd-iscsi)
 # Rows of volgate's device stack inside nbdkit (the plugin, build/nbdkit-volgate-plugin.so): on
 # the same image as nbdkit-file and volgate-file, and on the LUKS2 image of volgate-luks2.
@@ -92,11 +92,13 @@ Options:
                      (--servers none does the same without --fuse)
   -h, --help         show this help
 
-Defaults take about 11 minutes (10 servers x 5 workloads x (ramp + runtime + ~0.5 s),
-plus ~2-3 s of untimed prefill per memory-server row and the LUKS image preparation).
+Defaults take about 40 s per server row (5 workloads x (ramp + runtime + ~0.5 s)), plus
+~2-3 s of untimed prefill per memory-server row and the LUKS image preparation.
 The LUKS rows: volgate-luks, nbdkit-luks (--filter=luks) and qemu-nbd-luks serve one LUKS1
 image made by qemu-img; volgate-luks2 serves a LUKS2 image (4096-byte sectors) made by
 cryptsetup. Both payloads are --size and are filled with data through volgate first.
+volgate-luks and volgate-luks2 use the AES-XTS provider volgate chooses (--xts-provider auto);
+volgate-luks-openssl and volgate-luks2-openssl name OpenSSL's, for the comparison.
 The iSCSI rows serve the image through a private tgtd (two portals on 127.0.0.1 and
 127.0.0.2, the image as a file-backed LUN): volgate-iscsi over one portal, volgate-iscsi-rr over
 both with path-policy=round-robin, qemu-nbd-iscsi with QEMU's iscsi:// driver on the same LUN.
@@ -278,6 +280,11 @@ server_cmd() { # server sock -> prints argv, one per line
     qemu-nbd)       printf '%s\n' qemu-nbd -f raw -k "$sock" -t -e 8 --cache=writeback --aio=threads "$IMG" ;;
     volgate-luks)   printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=file:$LUKS1_IMG,luks-key-file=$KEY" ;;
     volgate-luks2)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=file:$LUKS2_IMG,luks-key-file=$KEY" ;;
+    # The same with OpenSSL's AES-XTS named, beside the provider auto chooses (the rows above).
+    volgate-luks-openssl)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --xts-provider openssl \
+                             --export "bench=file:$LUKS1_IMG,luks-key-file=$KEY" ;;
+    volgate-luks2-openssl) printf '%s\n' "$VOLGATE" serve --unix "$sock" --xts-provider openssl \
+                             --export "bench=file:$LUKS2_IMG,luks-key-file=$KEY" ;;
     nbdkit-luks)    printf '%s\n' nbdkit -f -U "$sock" --filter=luks file "$LUKS1_IMG" "passphrase=+$KEY" ;;
     qemu-nbd-luks)  printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --aio=threads \
                       --object "secret,id=s0,file=$KEY" --image-opts "driver=luks,key-secret=s0,file.filename=$LUKS1_IMG" ;;
@@ -538,8 +545,8 @@ LUKS2_IMG=$WORK/luks2.img
 need_luks1=0 need_luks2=0
 for s in "${SERVERS[@]}"; do
   case $s in
-    volgate-luks | nbdkit-luks | qemu-nbd-luks) need_luks1=1 ;;
-    volgate-luks2 | nbdkit-volgate-luks2) need_luks2=1 ;;
+    volgate-luks | volgate-luks-openssl | nbdkit-luks | qemu-nbd-luks) need_luks1=1 ;;
+    volgate-luks2 | volgate-luks2-openssl | nbdkit-volgate-luks2) need_luks2=1 ;;
   esac
 done
 if ((need_luks1 + need_luks2)); then
@@ -809,7 +816,7 @@ report() {
           [[ -n $r2 ]] || r2="n/a"
           r4=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[volgate-file|$w|mibs]:-}")
           ;;
-        volgate-luks | volgate-luks2)
+        volgate-luks | volgate-luks2 | volgate-luks-openssl | volgate-luks2-openssl)
           ref=$(faster "$w" nbdkit-luks qemu-nbd-luks)
           [[ -n $ref ]] && r3="$(ratio "${RES[$s|$w|mibs]:-}" "${RES[$ref|$w|mibs]:-}") (${ref})"
           r4=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[volgate-file|$w|mibs]:-}")

@@ -225,8 +225,8 @@ Volume VolumeService::extend_volume(const std::string& project, const std::strin
   return *store_.find_volume(id);
 }
 
-void VolumeService::delete_volume(const std::string& project, const std::string& id) {
-  start<DeleteVolumeFlow>(id, {.volume_id = id, .project = project});
+void VolumeService::delete_volume(const std::string& project, const std::string& id, bool force) {
+  start<DeleteVolumeFlow>(id, {.volume_id = id, .project = project, .force = force});
 }
 
 Snapshot VolumeService::create_snapshot(const std::string& project, const std::string& volume_id,
@@ -237,8 +237,8 @@ Snapshot VolumeService::create_snapshot(const std::string& project, const std::s
   return *store_.find_snapshot(id);
 }
 
-void VolumeService::delete_snapshot(const std::string& project, const std::string& id) {
-  start<DeleteSnapshotFlow>(id, {.snapshot_id = id, .project = project});
+void VolumeService::delete_snapshot(const std::string& project, const std::string& id, bool force) {
+  start<DeleteSnapshotFlow>(id, {.snapshot_id = id, .project = project, .force = force});
 }
 
 // ------------------------------------------------------------------------------ backups
@@ -247,7 +247,9 @@ Backup VolumeService::create_backup(const std::string& project, const std::strin
                                     const std::string& name, const std::string& description, bool incremental,
                                     bool force) {
   const std::string id = new_uuid();
-  start<CreateBackupFlow>(id, {.backup_id = id, .project = project, .volume_id = volume_id, .name = name,
+  // Journaled under the volume it reads, so that an admin's reset or force-delete of the volume
+  // sees the operation in progress (refuse_while_busy).
+  start<CreateBackupFlow>(volume_id, {.backup_id = id, .project = project, .volume_id = volume_id, .name = name,
                                .description = description, .incremental = incremental, .force = force});
   return *store_.find_backup(id);
 }
@@ -262,7 +264,7 @@ std::string VolumeService::restore_backup(const std::string& project, const std:
   c.new_volume = volume_id.empty();
   if (c.new_volume) c.volume_id = new_uuid();
   const std::string target = c.volume_id;
-  start<RestoreBackupFlow>(id, std::move(c));
+  start<RestoreBackupFlow>(target, std::move(c));  // journaled under the volume it writes, as above
   return target;
 }
 
@@ -382,6 +384,36 @@ void VolumeService::force_detach(const std::string& project, const std::string& 
   for (const auto& a : ids) start<DeleteAttachmentFlow>(a, {.attachment_id = a, .project = project});
   // A volume left detaching by os-begin_detaching with nothing attached any more is available.
   store_.update_volume_attachments(id, [](Store::VolumeAttachments& state) { settle_volume_status(state); });
+}
+
+// ------------------------------------------------------------------------------ admin repairs
+
+void VolumeService::reset_volume_status(const std::string& project, const std::string& id,
+                                        std::optional<VolumeStatus> status, bool detach) {
+  services_.get_volume(project, id);
+  std::vector<std::string> busy_ids = {id};
+  for (const auto& a : store_.attachments_of(id)) busy_ids.push_back(a.id);
+  services_.refuse_while_busy("Volume " + id, busy_ids);
+  if (detach) force_detach(project, id, {});
+  store_.update_volume_attachments(id, [&](Store::VolumeAttachments& state) {
+    const VolumeStatus before = state.volume.status;
+    state.volume.status = status.value_or(detach ? status_for_attachments(state.attachments) : before);
+    // The message explained an error the record no longer claims.
+    if (state.volume.status != VolumeStatus::error && state.volume.status != VolumeStatus::error_deleting)
+      state.volume.error_message.clear();
+    spdlog::warn("volume {}: status reset by an admin from {} to {}{}", id, to_string(before),
+                 to_string(state.volume.status), detach ? " (attachments deleted)" : "");
+  });
+}
+
+void VolumeService::reset_snapshot_status(const std::string& project, const std::string& id, SnapshotStatus status) {
+  services_.get_snapshot(project, id);
+  services_.refuse_while_busy("Snapshot " + id, {id});
+  store_.update_snapshot(id, [&](Snapshot& s) {
+    spdlog::warn("snapshot {}: status reset by an admin from {} to {}", id, to_string(s.status), to_string(status));
+    s.status = status;
+    if (status != SnapshotStatus::error && status != SnapshotStatus::error_deleting) s.error_message.clear();
+  });
 }
 
 ExportRepairs VolumeService::reconcile_exports() {

@@ -90,7 +90,9 @@ class VolumeService {
 
   Volume create_volume(const CreateVolumeRequest& request);
   Volume extend_volume(const std::string& project, const std::string& id, uint64_t new_size_gb);
-  void delete_volume(const std::string& project, const std::string& id);
+  // `force`: an admin's os-force_delete, in any status; still refused while the volume has
+  // attachments or snapshots, or while another operation works on it.
+  void delete_volume(const std::string& project, const std::string& id, bool force = false);
   Volume get_volume(const std::string& project, const std::string& id);
   // Any project's volume, for views of records that name it.
   std::optional<Volume> find_volume(const std::string& id) { return store_.find_volume(id); }
@@ -112,7 +114,7 @@ class VolumeService {
 
   Snapshot create_snapshot(const std::string& project, const std::string& volume_id, const std::string& name,
                            const std::string& description, bool force);
-  void delete_snapshot(const std::string& project, const std::string& id);
+  void delete_snapshot(const std::string& project, const std::string& id, bool force = false);
   Snapshot get_snapshot(const std::string& project, const std::string& id);
   std::vector<Snapshot> list_snapshots(const std::optional<std::string>& project);  // nullopt: all
   Snapshot update_snapshot(const std::string& project, const std::string& id, const ResourceChanges& changes);
@@ -153,6 +155,15 @@ class VolumeService {
   void roll_detaching(const std::string& project, const std::string& id);
   // Deletes the volume's attachment `attachment_id`, or all of them when it is empty.
   void force_detach(const std::string& project, const std::string& id, const std::string& attachment_id);
+
+  // An admin's repairs of records that no longer say the truth (Cinder's os-reset_status): the
+  // status is set as given, nothing on the pool changes. `detach` (attach_status "detached")
+  // first deletes every attachment of the volume as force_detach does, so no export outlives
+  // its record; the status then defaults to what the attachments left (available). Refused
+  // (409) while an operation works on the volume or one of its attachments.
+  void reset_volume_status(const std::string& project, const std::string& id, std::optional<VolumeStatus> status,
+                           bool detach);
+  void reset_snapshot_status(const std::string& project, const std::string& id, SnapshotStatus status);
 
   // The gateway that serves attachments (not owned); set before serving requests.
   void set_gateway(GatewayExports* gateway) { services_.gateway = gateway; }

@@ -242,8 +242,10 @@ void LuksDevice::trim(uint64_t offset, uint64_t length, Completion done) {
 }
 
 // Writes encrypted zeroes one chunk at a time, so a request for gigabytes of zeroes needs one
-// pooled megabyte, not gigabytes. A loop rather than recursion: a base device that completes
-// inline would otherwise nest one stack frame per chunk.
+// pooled megabyte, not gigabytes. A chunk of kOffloadBytes or more is zeroed and encrypted on a
+// helper, as a large write's data is, and its write to the base follows on this thread: the
+// I/O thread never waits for the cipher. A loop rather than recursion: a base device that
+// completes inline would otherwise nest one stack frame per chunk.
 struct LuksDevice::ZeroWriter {
   static constexpr uint64_t kChunk = 1024 * 1024;
   LuksDevice* self;
@@ -252,42 +254,64 @@ struct LuksDevice::ZeroWriter {
   bool fua;
   Buffer buffer;
   Completion done;
-  bool in_loop = false;         // run() is on the stack
-  bool chunk_completed = false;  // the chunk it started has completed already
-  std::error_code chunk_error;   // and how
+  bool in_write = false;         // base_->write() is on the stack
+  bool write_completed = false;  // and its completion has run already
+  std::error_code write_error;   // with this outcome
 
-  void run() {
-    in_loop = true;
+  void next() {
     while (remaining > 0) {
       const auto length = static_cast<size_t>(std::min(kChunk, remaining));
-      std::span<std::byte> chunk(buffer.data(), length);
-      std::memset(chunk.data(), 0, length);
+      if (length >= kOffloadBytes) {
+        self->on_helper([this, length] { encrypt_zeroes(length); },
+                        [this, length](std::error_code ec) {
+                          if (ec) return finish(ec);
+                          if (write(length)) next();
+                        });
+        return;
+      }
       try {
-        self->cipher_.encrypt(offset, chunk, chunk.data());
+        encrypt_zeroes(length);
       } catch (const std::exception&) {
         return finish(cipher_failed());
       }
-      self->cipher_bytes_.add(kEncrypted, length);
-      const uint64_t at = offset;
-      offset += length;
-      remaining -= length;
-      chunk_completed = false;
-      self->base_->write(self->info_.data_offset + at, chunk, {.fua = fua}, [this](std::error_code ec) {
-        if (in_loop) {  // completed inline: the loop looks at the result
-          chunk_completed = true;
-          chunk_error = ec;
-          return;
-        }
-        if (ec) return finish(ec);
-        run();  // completed later: go on from here
-      });
-      if (!chunk_completed) {
-        in_loop = false;  // the completion callback resumes us
-        return;
-      }
-      if (chunk_error) return finish(chunk_error);
+      if (!write(length)) return;
     }
     finish({});
+  }
+
+  // The next `length` bytes of ciphertext of zeroes, at the start of the buffer.
+  void encrypt_zeroes(size_t length) {
+    std::span<std::byte> chunk(buffer.data(), length);
+    std::memset(chunk.data(), 0, length);
+    self->cipher_.encrypt_here(offset, chunk, chunk.data());
+  }
+
+  // Writes the ciphered chunk. True when that write completed inline and well, so the caller
+  // goes on; otherwise its completion goes on, or the request has finished with its error.
+  bool write(size_t length) {
+    self->cipher_bytes_.add(kEncrypted, length);
+    const uint64_t at = offset;
+    offset += length;
+    remaining -= length;
+    in_write = true;
+    write_completed = false;
+    self->base_->write(self->info_.data_offset + at, std::span<const std::byte>(buffer.data(), length),
+                       {.fua = fua}, [this](std::error_code ec) {
+                         if (in_write) {
+                           write_completed = true;
+                           write_error = ec;
+                           return;
+                         }
+                         if (ec) return finish(ec);
+                         next();
+                       });
+    in_write = false;
+    if (!write_completed) return false;
+    if (write_error) {
+      finish(write_error);
+      return false;
+    }
+    return true;
   }
 
   void finish(std::error_code ec) {
@@ -305,7 +329,7 @@ void LuksDevice::write_zeroes(uint64_t offset, uint64_t length, backends::ZeroFl
   auto* writer = new ZeroWriter{this, offset, length, flags.fua,
                                 Buffer::allocate(static_cast<size_t>(std::min(ZeroWriter::kChunk, length))),
                                 std::move(done)};
-  writer->run();
+  writer->next();
 }
 
 void LuksDevice::block_status(uint64_t offset, uint64_t length, backends::ExtentsCompletion done) {

@@ -162,4 +162,14 @@ bool OpensslXts::transform_unit(const unsigned char* iv, const unsigned char* in
          static_cast<size_t>(produced) == length;
 }
 
+bool OpensslXts::transform(uint64_t tweak, uint64_t tweak_step, size_t unit, const unsigned char* in,
+                           unsigned char* out, size_t length) {
+  unsigned char iv[16];
+  for (size_t done = 0; done < length; done += unit, tweak += tweak_step) {
+    tweak_bytes(tweak, iv);
+    if (!transform_unit(iv, in + done, out + done, unit)) return false;
+  }
+  return true;
+}
+
 }  // namespace volgate::crypto

@@ -13,18 +13,20 @@
 #include <cstddef>
 #include <span>
 
+#include "crypto/xts_engine.hpp"
+
 struct evp_cipher_ctx_st;
 struct ossl_param_st;
 
 namespace volgate::crypto {
 
-class OpensslXts {
+class OpensslXts final : public XtsEngine {
  public:
   // `key` is the whole XTS key: 32 bytes (AES-128-XTS) or 64 (AES-256-XTS). Throws
   // std::invalid_argument for another length, std::runtime_error for a key whose two halves
   // are equal (in either direction) or one OpenSSL refuses.
   OpensslXts(std::span<const std::byte> key, bool encrypting);
-  ~OpensslXts();
+  ~OpensslXts() override;
   OpensslXts(const OpensslXts&) = delete;
   OpensslXts& operator=(const OpensslXts&) = delete;
 
@@ -32,6 +34,8 @@ class OpensslXts {
   // tweak `iv`. `out` may equal `in`. Returns false if OpenSSL reports a failure.
   bool transform_unit(const unsigned char* iv, const unsigned char* in, unsigned char* out,
                       size_t length);
+  bool transform(uint64_t tweak, uint64_t tweak_step, size_t unit, const unsigned char* in, unsigned char* out,
+                 size_t length) override;
 
   // True if the provider's own functions are in use (for tests and benchmarks).
   bool calls_provider_directly() const { return provider_ != nullptr; }

@@ -1,7 +1,7 @@
 #include "crypto/xts_cipher.hpp"
 
 #include "crypto/crypto_workers.hpp"
-#include "crypto/openssl_xts.hpp"
+#include "crypto/xts_engine.hpp"
 
 #include <stdexcept>
 #include <string>
@@ -10,20 +10,23 @@
 namespace volgate::crypto {
 
 struct XtsCipher::Context {
-  explicit Context(std::span<const std::byte> key) : encrypt(key, true), decrypt(key, false) {}
-  OpensslXts encrypt;
-  OpensslXts decrypt;
+  Context(XtsProvider provider, std::span<const std::byte> key)
+      : encrypt(make_xts_engine(provider, key, true)), decrypt(make_xts_engine(provider, key, false)) {}
+  std::unique_ptr<XtsEngine> encrypt;
+  std::unique_ptr<XtsEngine> decrypt;
   mutable std::atomic<bool> busy{false};
 };
 
-XtsCipher::XtsCipher(std::span<const std::byte> key, uint32_t sector_size, uint64_t iv_offset)
-    : sector_size_(sector_size), iv_offset_(iv_offset) {
+XtsCipher::XtsCipher(std::span<const std::byte> key, uint32_t sector_size, uint64_t iv_offset,
+                     std::optional<XtsProvider> provider)
+    // Not value_or: its argument would run the selection even when a provider is named.
+    : sector_size_(sector_size), iv_offset_(iv_offset), provider_(provider ? *provider : default_xts_provider()) {
   if (sector_size != 512 && sector_size != 4096 && sector_size != 1024 && sector_size != 2048)
     throw std::invalid_argument("encryption sector size " + std::to_string(sector_size) +
                                 " is not 512, 1024, 2048 or 4096");
   // Enough contexts for every thread that may call at once; borrow() never has to wait.
   const size_t count = 2 * std::max(1u, std::thread::hardware_concurrency()) + 4;
-  for (size_t i = 0; i < count; ++i) contexts_.push_back(std::make_unique<Context>(key));
+  for (size_t i = 0; i < count; ++i) contexts_.push_back(std::make_unique<Context>(provider_, key));
 }
 
 XtsCipher::~XtsCipher() = default;
@@ -82,20 +85,13 @@ void XtsCipher::transform(bool encrypting, uint64_t offset, std::span<const std:
 void XtsCipher::transform_serial(bool encrypting, uint64_t offset, std::span<const std::byte> in,
                                  std::byte* out) const {
   Context& c = borrow();
-  OpensslXts& xts = encrypting ? c.encrypt : c.decrypt;
-  uint64_t sector = offset / 512 + iv_offset_;
-  const uint64_t step = sector_size_ / 512;
-  auto* src = reinterpret_cast<const unsigned char*>(in.data());
-  auto* dst = reinterpret_cast<unsigned char*>(out);
-  bool ok = true;
-  for (size_t done = 0; done < in.size(); done += sector_size_, sector += step) {
-    unsigned char iv[16] = {};
-    for (int i = 0; i < 8; ++i) iv[i] = static_cast<unsigned char>(sector >> (8 * i));
-    ok = xts.transform_unit(iv, src + done, dst + done, sector_size_);
-    if (!ok) break;
-  }
+  XtsEngine& xts = encrypting ? *c.encrypt : *c.decrypt;
+  // plain64 counts 512-byte sectors whatever the encryption sector size.
+  const bool ok = xts.transform(offset / 512 + iv_offset_, sector_size_ / 512, sector_size_,
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                reinterpret_cast<unsigned char*>(out), in.size());
   c.busy.store(false, std::memory_order_release);
-  if (!ok) throw std::runtime_error("OpenSSL AES-XTS operation failed");
+  if (!ok) throw std::runtime_error("AES-XTS operation failed (" + std::string(to_string(provider_)) + ")");
 }
 
 }  // namespace volgate::crypto

@@ -35,6 +35,7 @@
 #include <string>
 
 #include "backends/sync_io.hpp"
+#include "crypto/xts_provider.hpp"
 #include "gateway/backend_spec.hpp"
 #include "gateway/serve_process.hpp"
 #include "nbd/protocol.hpp"
@@ -50,6 +51,7 @@ using backends::DeviceCapabilities;
 struct Plugin {
   std::optional<std::string> spec_text;
   std::optional<ExportSpec> spec;
+  std::optional<crypto::XtsProvider> xts_provider;  // xts-provider=; unset: auto
   std::shared_ptr<BlockDevice> device;
   DeviceCapabilities caps;
   uint64_t size = 0;
@@ -148,7 +150,14 @@ int volgate_config(const char* key, const char* value) {
     }
     return 0;
   }
-  nbdkit_error("volgate: unknown parameter '%s' (expected SPEC; see nbdkit volgate --help)", key);
+  if (k == "xts-provider") {
+    if (std::string_view(value) == "auto") return 0;
+    plugin_state.xts_provider = crypto::parse_xts_provider(value);
+    if (plugin_state.xts_provider) return 0;
+    nbdkit_error("volgate: xts-provider=%s: give auto, openssl or gcrypt", value);
+    return -1;
+  }
+  nbdkit_error("volgate: unknown parameter '%s' (expected SPEC or xts-provider=; see nbdkit volgate --help)", key);
   return -1;
 }
 
@@ -182,6 +191,15 @@ int volgate_get_ready() {
   auto logger = std::make_shared<spdlog::logger>("volgate", std::make_shared<NbdkitSink>());
   logger->set_pattern("%v");
   spdlog::set_default_logger(std::move(logger));
+  // A named AES-XTS provider is proven before anything is served, as `volgate serve` does.
+  if (plugin_state.xts_provider) {
+    try {
+      crypto::select_xts_provider(plugin_state.xts_provider);
+    } catch (const std::exception& e) {
+      nbdkit_error("volgate: %s", e.what());
+      return -1;
+    }
+  }
   if (opens_without_threads(*plugin_state.spec)) return open_device();
   return 0;
 }
@@ -309,7 +327,9 @@ const std::string& config_help() {
       std::string("[spec=]BACKEND[,OPTION...]  the storage to serve, written as for\n"
                   "  `volgate serve --export NAME=BACKEND[,OPTION...]`; passphrases only from a\n"
                   "  luks-key-file (never on this command line):\n") +
-      kBackendSyntaxHelp;
+      kBackendSyntaxHelp +
+      "\nxts-provider=auto|openssl|gcrypt  the AES-XTS implementation of LUKS exports (default\n"
+      "  auto: the fastest that gives the known answers; see volgate serve --help)";
   return text;
 }
 

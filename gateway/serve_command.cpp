@@ -15,6 +15,7 @@
 #include "common/metrics_http_server.hpp"
 #include "common/process_metrics.hpp"
 #include "common/size.hpp"
+#include "crypto/xts_provider.hpp"
 #include "gateway/control_api.hpp"
 #include "gateway/export_spec.hpp"
 #include "gateway/fuse_front_end.hpp"
@@ -152,6 +153,16 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
       ->type_name("FILE");
   serve->add_flag("--tls-verify-peer", options.tls.verify_peer,
                   "With --tls-certificates: clients must show a certificate signed by ca-cert.pem");
+  serve->add_option("--xts-provider", options.xts_provider,
+                    "Which AES-XTS implementation encrypts LUKS exports: openssl, gcrypt\n"
+                    "(libgcrypt, whose VAES path is faster on cores that have it), or auto: the\n"
+                    "fastest of those that give the known answers (IEEE 1619 vectors and 4 KiB\n"
+                    "units), measured when the first LUKS export opens and logged. A provider\n"
+                    "that answers wrongly is never used; if it is the one named here, volgate\n"
+                    "serve exits 1")
+      ->type_name("auto|openssl|gcrypt")
+      ->check(CLI::IsMember({"auto", "openssl", "gcrypt"}))
+      ->capture_default_str();
   auto* take_over = serve->add_option(
       "--take-over", options.take_over,
       "Take over from the gateway serving the control socket at PATH, with no client\n"
@@ -159,8 +170,9 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
       "(LUKS ones by their volume keys) and every NBD connection move to this process, which\n"
       "may be a newer volgate; the other one exits 0. If anything fails before this process\n"
       "has everything, the other serves on and this one exits 1. TLS connections are closed\n"
-      "(clients reconnect). Only --threads and --poll-max-us may be given with it; the rest\n"
-      "comes from the running gateway. `volgate gateway restart` runs this in the background.")
+      "(clients reconnect). Only --threads, --poll-max-us and --xts-provider may be given\n"
+      "with it; the rest comes from the running gateway. `volgate gateway restart` runs\n"
+      "this in the background.")
       ->type_name("PATH");
   // Checked here rather than with CLI11's excludes(), which would print a note under every
   // other option in --help.
@@ -168,9 +180,10 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
     if (!take_over->count()) return;
     for (const CLI::Option* option : serve->get_options())
       if (option != take_over && option->count() && option->get_name() != "--threads" &&
-          option->get_name() != "--poll-max-us")
+          option->get_name() != "--poll-max-us" && option->get_name() != "--xts-provider")
         throw CLI::ValidationError(option->get_name(), "comes from the running gateway with --take-over (only "
-                                                       "--threads and --poll-max-us may be given with it)");
+                                                       "--threads, --poll-max-us and --xts-provider may be "
+                                                       "given with it)");
   });
   return serve;
 }
@@ -348,6 +361,16 @@ int run_serve(const ServeOptions& options) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "volgate serve: %s\n", e.what());
     return 1;
+  }
+  // A provider named on the command line is proven now, so that one with a wrong answer stops
+  // the start; auto chooses when the first LUKS export opens (plain gateways never pay for it).
+  if (auto forced = crypto::parse_xts_provider(options.xts_provider)) {
+    try {
+      crypto::select_xts_provider(forced);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "volgate serve: %s\n", e.what());
+      return 1;
+    }
   }
   const rlim_t open_files = raise_open_file_limit();
   if (!options.take_over.empty()) return run_take_over(options, open_files);

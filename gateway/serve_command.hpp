@@ -27,6 +27,7 @@ struct ServeOptions {
   unsigned handshake_timeout_s = nbd::ServerLimits::kDefaultHandshakeTimeout.count();
   TlsOptionsText tls;
   std::string take_over;                 // the control socket of a gateway to take over from
+  std::string xts_provider = "auto";     // auto, openssl or gcrypt (crypto/xts_provider.hpp)
 };
 
 // Declares the subcommand's options on `app`, filling `options` when parsed.

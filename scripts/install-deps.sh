@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libboost-dev liburing-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev
-  libssl-dev libcryptsetup-dev nlohmann-json3-dev
+  libssl-dev libcryptsetup-dev libgcrypt20-dev nlohmann-json3-dev
   libzstd-dev  # backups: chunks are compressed with zstd (controller/backup/)
   nbdkit-plugin-dev  # the nbdkit plugin (gateway/nbdkit_plugin.cpp)
   # real NBD clients and peers used by the tests and the benchmark

@@ -1,5 +1,9 @@
 #pragma once
 // Groups of routes VolumeApi adds beside its volume and snapshot ones, each in its own file.
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
 #include "controller/api/router.hpp"
 #include "controller/compute/compute_service.hpp"
 #include "controller/virt/hypervisor.hpp"
@@ -37,6 +41,13 @@ void add_volume_attachment_routes(Router& router, ComputeService& compute);
 void add_instance_action_routes(Router& router, ComputeService& compute);
 // POST /v2.1[/{project}]/servers/{id}/action: os-start and os-stop (server_action_routes.cpp).
 void add_server_action_routes(Router& router, ComputeService& compute);
+
+// An admin's repairs (admin_actions.cpp): a volume action's answer when `action` is
+// os-reset_status or os-force_delete (the caller is known to be an admin), nullopt for any
+// other action; POST /v3/{project}/snapshots/{id}/action with the same two.
+std::optional<ApiResponse> admin_volume_action(VolumeService& service, const ApiRequest& request,
+                                               const std::string& action, const nlohmann::json& value);
+void add_snapshot_action_routes(Router& router, VolumeService& service);
 
 // The answer for a path no route matches: Cinder's resources that volgate does not offer
 // (groups, transfers, QoS, ...) get a 404 saying so; anything else is an unknown path

@@ -367,11 +367,12 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
     return ok(200, {{"volume", volume_view(service_, service_.update_volume(project, q.param("id"), changes), q.version)}});
   });
   r.add("DELETE", "/v3/{project}/volumes/{id}", [this](const ApiRequest& q) {
-    // cascade (delete the snapshots too) and force (skip the state checks) are Cinder's; volgate
-    // offers neither, and says so rather than deleting less than asked.
+    // cascade (delete the snapshots too) is Cinder's; volgate does not offer it, and says so
+    // rather than deleting less than asked. force (3.23 on) is the admin's os-force_delete.
     if (q.query_flag("cascade")) bad_request("volgate does not delete snapshots with their volume (cascade); delete them first.");
-    if (q.query_flag("force")) bad_request("volgate does not force deletes past the volume's state (force).");
-    service_.delete_volume(project_of(q), q.param("id"));
+    const bool force = q.query_flag("force");
+    if (force) require_admin(q.headers.caller, "force-delete a volume");
+    service_.delete_volume(project_of(q), q.param("id"), force);
     return ApiResponse{202, ""};
   });
   r.add("POST", "/v3/{project}/volumes/{id}/action", [this](const ApiRequest& q) { return volume_action(q); });
@@ -408,6 +409,7 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
     const std::string& project = project_of(q);
     return ok(200, {{"snapshot", snapshot_view(service_.update_snapshot(project, q.param("id"), changes), q.version)}});
   });
+  add_snapshot_action_routes(r, service_);
   r.add("DELETE", "/v3/{project}/snapshots/{id}", [this](const ApiRequest& q) {
     service_.delete_snapshot(project_of(q), q.param("id"));
     return ApiResponse{202, ""};
@@ -559,6 +561,7 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
       {"os-roll_detaching", &VolumeService::roll_detaching},
   };
   const std::string& id = q.param("id");
+  if (auto answer = admin_volume_action(service_, q, action, j.begin().value())) return *answer;
   if (auto it = status_actions.find(action); it != status_actions.end()) {
     (service_.*(it->second))(project, id);
     return {202, ""};

@@ -145,8 +145,17 @@ int volume_command(const std::string& name, const ClientCommandOptions& o) {
     show_volume(o, v);
     return 0;
   }
+  if (name == "reset-state") {
+    json r = json::object();
+    if (!o.state.empty()) r["status"] = o.state;
+    if (!o.attach_status.empty()) r["attach_status"] = o.attach_status;
+    if (r.empty()) throw CommandError("give --state, --attach-status or both");
+    client.call("POST", "/volumes/" + o.id + "/action", json{{"os-reset_status", r}});
+    show_volume(o, client.call("GET", "/volumes/" + o.id)["volume"]);
+    return 0;
+  }
   if (name == "delete") {
-    client.call("DELETE", "/volumes/" + o.id);
+    client.call("DELETE", "/volumes/" + o.id + (o.force ? "?force=true" : ""));
     if (o.wait) {
       auto left = wait_while(client, o, "/volumes/" + o.id, "volume", "deleting");
       if (left) throw CommandError(failure(*left, "volume"));
@@ -189,8 +198,14 @@ int snapshot_command(const std::string& name, const ClientCommandOptions& o) {
     show_snapshot(o, client.call("GET", "/snapshots/" + o.id)["snapshot"]);
     return 0;
   }
+  if (name == "reset-state") {
+    client.call("POST", "/snapshots/" + o.id + "/action", json{{"os-reset_status", {{"status", o.state}}}});
+    show_snapshot(o, client.call("GET", "/snapshots/" + o.id)["snapshot"]);
+    return 0;
+  }
   if (name == "delete") {
-    client.call("DELETE", "/snapshots/" + o.id);
+    if (o.force) client.call("POST", "/snapshots/" + o.id + "/action", json{{"os-force_delete", json::object()}});
+    else client.call("DELETE", "/snapshots/" + o.id);
     if (o.wait) {
       auto left = wait_while(client, o, "/snapshots/" + o.id, "snapshot", "deleting");
       if (left) throw CommandError(failure(*left, "snapshot"));
@@ -313,8 +328,16 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   extend->add_flag("!--no-wait", o.wait, "Return once accepted");
   extend->add_option("ID", o.id, "Volume id")->required();
   auto* del = sub(c.volume, "delete", "Delete a volume (it must have no snapshots)");
+  del->add_flag("--force", o.force, "Admin: delete it whatever its status says (not while attached\n"
+                "or while an operation works on it)");
   del->add_flag("!--no-wait", o.wait, "Return once accepted");
   del->add_option("ID", o.id, "Volume id")->required();
+  auto* reset = sub(c.volume, "reset-state", "Admin: set the status a volume's record shows, after something\n"
+                    "outside volgate went wrong (nothing on the pool changes)");
+  reset->add_option("--state", o.state, "The status to set (available, error, in-use, ...)");
+  reset->add_option("--attach-status", o.attach_status, "detached: delete its attachments and their exports too")
+      ->check(CLI::IsMember({"detached"}));
+  reset->add_option("ID", o.id, "Volume id")->required();
 
   c.snapshot = app.add_subcommand("snapshot", "Snapshots of volumes (through the controller's REST API)");
   c.snapshot->require_subcommand(1);
@@ -328,8 +351,12 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   sub(c.snapshot, "list", "List the project's snapshots");
   sub(c.snapshot, "show", "Show one snapshot")->add_option("ID", o.id, "Snapshot id")->required();
   auto* sdel = sub(c.snapshot, "delete", "Delete a snapshot");
+  sdel->add_flag("--force", o.force, "Admin: delete it whatever its status says");
   sdel->add_flag("!--no-wait", o.wait, "Return once accepted");
   sdel->add_option("ID", o.id, "Snapshot id")->required();
+  auto* sreset = sub(c.snapshot, "reset-state", "Admin: set the status a snapshot's record shows");
+  sreset->add_option("--state", o.state, "The status to set (available, error, ...)")->required();
+  sreset->add_option("ID", o.id, "Snapshot id")->required();
 
   c.backup = add_backup_commands(app, o);
   add_common(c.backup, o);

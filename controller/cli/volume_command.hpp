@@ -35,6 +35,8 @@ struct ClientCommandOptions {
   bool encrypted = false;
   bool force = false;
   bool incremental = false;  // backup create
+  std::string state;          // reset-state: the status to set
+  std::string attach_status;  // volume reset-state: "detached" deletes the attachments
   std::string instance;   // attachment create: the instance it is for
   std::string mode = "rw";
   std::string connector;  // JSON

@@ -21,15 +21,18 @@ std::vector<Task<Context>> DeleteSnapshotFlow::tasks(FlowServices& s) {
   std::vector<Task<Context>> tasks;
   tasks.push_back({"validate", [&s](Context& c) {
     Snapshot snap = s.get_snapshot(c.project, c.snapshot_id);
-    require_transition("snapshot " + snap.id, snap.status, SnapshotStatus::deleting);
+    if (!c.force) require_transition("snapshot " + snap.id, snap.status, SnapshotStatus::deleting);
     refuse_if_being_copied(s, snap.id);
     c.pool = snap.pool;
   }, {}});
 
   // A volume made from it that started after validate: one of the two is refused (see
-  // create's create_db_entry).
-  tasks.push_back(mark_deleting_task<Snapshot>(s, &Context::snapshot_id,
-                                               [&s](const Context& c) { refuse_if_being_copied(s, c.snapshot_id); }));
+  // create's create_db_entry). A forced delete also finds any other operation on the snapshot
+  // in the journal (see delete_volume).
+  tasks.push_back(mark_deleting_task<Snapshot>(s, &Context::snapshot_id, [&s](const Context& c) {
+    refuse_if_being_copied(s, c.snapshot_id);
+    if (c.force) s.refuse_while_busy("Snapshot " + c.snapshot_id, {c.snapshot_id}, 1);
+  }));
 
   // ---- the caller has its answer; the rest runs in the background
 

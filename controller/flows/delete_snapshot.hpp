@@ -14,9 +14,10 @@ struct DeleteSnapshotContext {
   std::string project;
   std::string pool;
   std::string status_before;  // what mark_deleting found
+  bool force = false;         // an admin's os-force_delete: any status
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DeleteSnapshotContext, outcome, snapshot_id, project, pool,
-                                                status_before)
+                                                status_before, force)
 
 struct DeleteSnapshotFlow {
   using Context = DeleteSnapshotContext;

@@ -24,7 +24,7 @@ std::vector<Task<Context>> DeleteVolumeFlow::tasks(FlowServices& s) {
     if (auto attachments = s.store.attachments_of(v.id); !attachments.empty())
       conflict("Volume " + v.id + " has " + std::to_string(attachments.size()) +
                " attachment(s) (e.g. " + attachments.front().id + "); delete them before the volume.");
-    require_transition("volume " + v.id, v.status, VolumeStatus::deleting);
+    if (!c.force) require_transition("volume " + v.id, v.status, VolumeStatus::deleting);
     auto snaps = s.store.snapshots_of(v.id);
     if (!snaps.empty())
       bad_request("Volume " + v.id + " still has " + std::to_string(snaps.size()) + " dependent snapshot" +
@@ -41,6 +41,9 @@ std::vector<Task<Context>> DeleteVolumeFlow::tasks(FlowServices& s) {
       bad_request("Volume " + c.volume_id + " gained a snapshot while being deleted.");
     // Likewise a copy of it that started after validate (see create's create_db_entry).
     refuse_if_being_copied(s, c.volume_id);
+    // A forced delete passed the status check that keeps operations apart; any other operation
+    // on the volume started before it marked the volume deleting, so the journal holds it now.
+    if (c.force) s.refuse_while_busy("Volume " + c.volume_id, {c.volume_id}, 1);
   }));
 
   // ---- the caller has its answer; the rest runs in the background

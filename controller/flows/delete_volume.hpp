@@ -14,9 +14,10 @@ struct DeleteVolumeContext {
   std::string project;
   std::string pool;
   std::string status_before;  // what mark_deleting found
+  bool force = false;         // an admin's os-force_delete: any status but attached
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DeleteVolumeContext, outcome, volume_id, project, pool,
-                                                status_before)
+                                                status_before, force)
 
 struct DeleteVolumeFlow {
   using Context = DeleteVolumeContext;

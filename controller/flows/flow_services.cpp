@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "controller/api/api_error.hpp"
@@ -128,6 +129,20 @@ BackupRepository& FlowServices::backup_repository() {
     backup_repository_ = std::make_unique<BackupRepository>(config.backups);
   }
   return *backup_repository_;
+}
+
+void FlowServices::refuse_while_busy(const std::string& what, const std::vector<std::string>& resource_ids,
+                                     size_t own) {
+  size_t busy = 0;
+  std::string first;
+  for (const FlowRecord& record : store.journal_unfinished()) {
+    if (std::find(resource_ids.begin(), resource_ids.end(), record.resource_id) == resource_ids.end()) continue;
+    ++busy;
+    if (first.empty() || record.kind.rfind("delete_", 0) != 0) first = record.kind;
+  }
+  if (busy > own)
+    conflict(what + " has an operation in progress (" + first +
+             "); an admin's reset or force-delete waits until no operation works on it.");
 }
 
 CopyProgress FlowServices::progress_reporter(const std::string& volume_id) {

@@ -66,6 +66,12 @@ class FlowServices {
   // backs up never creates it. Throws std::runtime_error when it cannot be opened.
   BackupRepository& backup_repository();
 
+  // Refuses (409, naming the operation) when more than `own` unfinished flows work on one of
+  // `resource_ids`: the admin's repairs (reset status, force delete) skip the status checks
+  // that keep operations apart, so they look at the flow journal instead. `own`: 1 when the
+  // caller is itself a journaled flow on one of them.
+  void refuse_while_busy(const std::string& what, const std::vector<std::string>& resource_ids, size_t own = 0);
+
   // Progress of copies, in percent, while a volume is being created from a source.
   CopyProgress progress_reporter(const std::string& volume_id);
   std::optional<double> progress(const std::string& volume_id);

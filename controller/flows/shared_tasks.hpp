@@ -66,12 +66,13 @@ struct DeletableRows<Snapshot> {
   static std::optional<Status> parse(const std::string& text) { return parse_snapshot_status(text); }
 };
 
-// Marks the resource `c.*id` deleting, where its state allows it, remembering the status it
-// had in `c.status_before`; then `recheck` looks for work that raced past validate (a new
-// snapshot or copy of it) and throws to refuse the delete. Revert: a delete refused before the
-// caller was answered leaves the status it found (only if this flow marked it: a racing
-// delete's `deleting` is not ours to undo); one that failed later leaves `error_deleting` with
-// the reason, for a retry.
+// Marks the resource `c.*id` deleting, where its state allows it (in any state with `c.force`,
+// an admin's force-delete, whose `recheck` makes sure no other operation works on it),
+// remembering the status it had in `c.status_before`; then `recheck` looks for work that raced
+// past validate (a new snapshot or copy of it) and throws to refuse the delete. Revert: a
+// delete refused before the caller was answered leaves the status it found (only if this flow
+// marked it: a racing delete's `deleting` is not ours to undo); one that failed later leaves
+// `error_deleting` with the reason, for a retry.
 template <class Resource, class Context>
 Task<Context> mark_deleting_task(FlowServices& s, std::string Context::*id,
                                  std::type_identity_t<std::function<void(const Context&)>> recheck) {
@@ -80,7 +81,7 @@ Task<Context> mark_deleting_task(FlowServices& s, std::string Context::*id,
           [&s, id, recheck](Context& c) {
             Rows::update(s.store, c.*id, [&](Resource& r) {
               if (r.status == Rows::deleting && c.outcome.accepted) return;  // resumed after a restart
-              require_transition(std::string(Rows::noun) + " " + c.*id, r.status, Rows::deleting);
+              if (!c.force) require_transition(std::string(Rows::noun) + " " + c.*id, r.status, Rows::deleting);
               c.status_before = std::string(to_string(r.status));
               r.status = Rows::deleting;
             });

@@ -200,7 +200,7 @@ done
 fast1=$(vg volume list --output json | json "[v['id'] for v in d['volumes'] if v['name'] == 'fast1'][0]")
 msg=$(expect_api 400 badRequest POST "/v3/default/volumes/$fast1/action" '{"os-extend": {"new_size": 1}}')
 [[ $msg == *"greater than current size"* ]] || fail "shrink message: $msg"
-expect_api 400 badRequest POST "/v3/default/volumes/$fast1/action" '{"os-reset_status": {"status": "error"}}' >/dev/null
+expect_api 400 badRequest POST "/v3/default/volumes/$fast1/action" '{"os-migrate_volume": {"host": "elsewhere"}}' >/dev/null
 expect_api 404 itemNotFound DELETE /v3/default/volumes/00000000-0000-4000-8000-000000000000 >/dev/null
 # The token here is the operator's, an admin: another project's URL reaches the volume, as Cinder's
 # admin does (members get 404: test_roles.sh).

@@ -15,7 +15,9 @@
 #    memory kept out of core dumps, and is not dumpable;
 #  - a damaged primary LUKS2 header with a good secondary still opens; a crafted header with a
 #    1 GiB data offset opens without copying that gigabyte (peak RSS, time); fio verifies through
-#    encrypted exports with both sector sizes.
+#    encrypted exports with both sector sizes;
+#  - both AES-XTS providers (--xts-provider openssl|gcrypt) agree with the independent
+#    implementation both ways; one that answers wrongly (a test hook) is never used.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -33,7 +35,7 @@ uri() { unix_uri "$1" "$S"; }
 
 # serve_one NAME IMAGE KEYFILE: serves IMAGE decrypted as export NAME on $S
 serve_one() {
-    start_volgate --unix "$S" --export "$1=file:$2,luks-key-file=$3"
+    start_volgate --unix "$S" --export "$1=file:$2,luks-key-file=$3" ${XTS_PROVIDER:+--xts-provider "$XTS_PROVIDER"}
 }
 
 # refused_to_serve WHAT IMAGE KEYFILE PATTERN: `volgate serve` of IMAGE unlocked with KEYFILE
@@ -77,6 +79,35 @@ cryptsetup luksFormat -q --type luks1 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T
 roundtrip luks2-4k "$T/l2-4k.img" "$T/k1"
 roundtrip luks2-512 "$T/l2-512.img" "$T/k1"
 roundtrip luks1 "$T/l1.img" "$T/k1"
+
+# ------------------------------------------------------------------ both AES-XTS providers
+# Each provider, named, against the independent implementation, on both sector sizes.
+for provider in openssl gcrypt; do
+    XTS_PROVIDER=$provider roundtrip "luks2-4k-$provider" "$T/l2-4k.img" "$T/k1"
+    XTS_PROVIDER=$provider roundtrip "luks1-$provider" "$T/l1.img" "$T/k1"
+    grep -q "AES-XTS: $provider (.*), as asked" "$VG_ERR" || fail "no log line for --xts-provider $provider: $(cat "$VG_ERR")"
+done
+# A provider that answers wrongly (the test hook flips a bit of its output in the probe): named,
+# the start fails before anything listens; left to auto, the other provider serves.
+rc=0
+VOLGATE_TEST_XTS_WRONG=gcrypt "$VOLGATE" serve --xts-provider gcrypt --unix "$S" \
+    --export "x=file:$T/l1.img,luks-key-file=$T/k1" >/dev/null 2>"$T/err" || rc=$?
+assert_eq "$rc" 1 "exit code of serve --xts-provider gcrypt when gcrypt answers wrongly"
+grep -q "AES-XTS provider gcrypt gave a wrong answer, so volgate will not encrypt with it: IEEE 1619 vector 4" "$T/err" ||
+    fail "wrong-answer refusal: $(cat "$T/err")"
+[[ -e $S ]] && fail "serve listened with a provider that answered wrongly"
+VOLGATE_TEST_XTS_WRONG=gcrypt start_volgate --unix "$S" --export "x=file:$T/l1.img,luks-key-file=$T/k1"
+nbdcopy "$(uri x)" "$T/back"
+cmp -s "$T/back" "$T/luks1-gcrypt.plain" || fail "the fallback provider reads the payload wrong"
+stop_volgate
+grep -q "error AES-XTS: gcrypt (libgcrypt .*) gave a wrong answer and will not be used" "$VG_ERR" ||
+    fail "no error line for the provider that answered wrongly: $(cat "$VG_ERR")"
+grep -q "AES-XTS: openssl (OpenSSL .*), the fastest that gave the known answers" "$VG_ERR" ||
+    fail "auto did not fall back to openssl: $(cat "$VG_ERR")"
+pass "a provider that answers wrongly: named, serve exits 1 before listening; auto serves with the other"
+# What the images hold now, for the checks below.
+cp "$T/luks2-4k-gcrypt.plain" "$T/luks2-4k.plain"
+cp "$T/luks1-gcrypt.plain" "$T/luks1.plain"
 
 serve_one l2 "$T/l2-4k.img" "$T/k1"
 nbdinfo --json "$(uri l2)" | "$SYSPY" -c '

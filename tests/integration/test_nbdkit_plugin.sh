@@ -14,7 +14,9 @@
 #    serving it (passphrase on standard input) is undumpable and leaves no core, and the
 #    passphrase is in no log; luks-key-file=- is refused where nbdkit needs stdin (-s) and for
 #    backends that open after nbdkit forks (rbd:);
-#  - with --filter=cow in front, fio verifies and the file underneath stays unchanged.
+#  - with --filter=cow in front, fio verifies and the file underneath stays unchanged;
+#  - xts-provider=openssl|gcrypt both read the LUKS2 payload right; an unknown name and a
+#    provider that answers wrongly (a test hook) are refused before serving.
 # Under ASan and TSan (the runtime preloaded into nbdkit) the LUKS2 part is skipped: see there.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -267,3 +269,21 @@ assert d[30 << 20:(30 << 20) + 1536] == b"\x21" * 1536
 PY
 grep -q "^volgate: serving" "$NK_ERR" || grep -q "volgate: serving" "$NK_ERR" || fail "LUKS2: no serving line in the log"
 pass "LUKS2: qemu-io, nbdsh and fio through the plugin; the ciphertext decrypts independently to what they wrote; no core, no passphrase in the log"
+
+# xts-provider=: each provider reads what the other wrote; a wrong-answering one never serves.
+start_plugin "$T/x1.sock" -- "file:$T/l.img,luks-key-file=$T/key" xts-provider=openssl
+nbdcopy "nbd+unix:///?socket=$T/x1.sock" "$T/via-openssl"
+stop_plugin
+grep -q "AES-XTS: openssl (OpenSSL .*), as asked" "$NK_ERR" || fail "xts-provider=openssl: no log line"
+start_plugin "$T/x2.sock" -- "file:$T/l.img,luks-key-file=$T/key" xts-provider=gcrypt
+nbdcopy "nbd+unix:///?socket=$T/x2.sock" "$T/via-gcrypt"
+stop_plugin
+grep -q "AES-XTS: gcrypt (libgcrypt .*), as asked" "$NK_ERR" || fail "xts-provider=gcrypt: no log line"
+cmp -s "$T/via-openssl" "$T/plain" && cmp -s "$T/via-gcrypt" "$T/plain" ||
+    fail "xts-provider: a provider reads the payload differently from the independent decryption"
+pass "xts-provider=openssl|gcrypt: both read the payload as the independent decryption does"
+refused "xts-provider=bogus" "xts-provider=bogus: give auto, openssl or gcrypt" -U "$T/never.sock" -- \
+    "file:$T/l.img,luks-key-file=$T/key" xts-provider=bogus
+VOLGATE_TEST_XTS_WRONG=gcrypt refused "a provider that answers wrongly" \
+    "AES-XTS provider gcrypt gave a wrong answer, so volgate will not encrypt with it" -U "$T/never.sock" -- \
+    "file:$T/l.img,luks-key-file=$T/key" xts-provider=gcrypt

@@ -156,6 +156,24 @@ TEST_F(LuksDeviceTest, WriteZeroesReadsBackAsZeroesAndIsNeverFast) {
             ENOTSUP);
 }
 
+TEST_F(LuksDeviceTest, LargeZeroesAreCipheredOnAHelperNotOnTheCallersThread) {
+  // The memory base completes writes inline, so a cipher run on the caller's thread would
+  // complete the request before write_zeroes returns.
+  bool returned = false;
+  bool completed_before_return = false;
+  EXPECT_FALSE(io.run([&](auto done) {
+    device->write_zeroes(0, 1 << 20, {}, [&, done](std::error_code ec) {
+      completed_before_return = !returned;
+      done(ec);
+    });
+    returned = true;
+  }));
+  EXPECT_FALSE(completed_before_return);
+  std::vector<std::byte> back(1 << 20);
+  ASSERT_FALSE(io.read(*device, 0, back));
+  EXPECT_TRUE(testing::all_zero(back));
+}
+
 TEST_F(LuksDeviceTest, HolesAreNeverReportedAsZeroes) {
   auto [ec, extents] = io.block_status(*device, 0, device->size());
   ASSERT_FALSE(ec);

@@ -547,6 +547,44 @@ TEST_F(ServiceTest, TwoRacingExtendsNeverLeaveSizeFileAndQuotaApart) {
   EXPECT_EQ(store->find_volume(v.id)->status, VolumeStatus::deleting);
 }
 
+TEST_F(ServiceTest, AForceDeleteSkipsTheStatusButNeverAnOperationInProgress) {
+  Volume v = create(1);
+  // An operation that started before the force-delete marked the volume (its journal row is
+  // there): the force-delete is refused and leaves the status it found.
+  race_before("delete_volume", "mark_deleting", [&] {
+    store->journal_write(FlowRecord{.id = "other", .kind = "extend_volume", .resource_id = v.id});
+  });
+  EXPECT_THROW(service->delete_volume("p", v.id, true), ApiError);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+  EXPECT_THROW(service->reset_volume_status("p", v.id, VolumeStatus::error, false), ApiError);
+  store->journal_remove("other");
+
+  // A status no plain delete accepts: only the forced one deletes it, quota and file included.
+  service->reset_volume_status("p", v.id, VolumeStatus::attaching, false);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::attaching);
+  EXPECT_THROW(service->delete_volume("p", v.id), IllegalTransition);
+  service->delete_volume("p", v.id, true);
+  EXPECT_FALSE(store->find_volume(v.id));
+  EXPECT_EQ(usage(kQuotaVolumes).in_use, 0);
+  EXPECT_EQ(usage(kQuotaGigabytes).in_use, 0);
+  EXPECT_TRUE(pool_files().empty());
+}
+
+TEST_F(ServiceTest, AResetClearsTheErrorMessageOfAStatusThatIsNoLongerAnError) {
+  Volume v = create(1);
+  store->update_volume(v.id, [](Volume& x) {
+    x.status = VolumeStatus::error;
+    x.error_message = "the pool was unreachable";
+  });
+  service->reset_volume_status("p", v.id, VolumeStatus::error_deleting, false);
+  EXPECT_EQ(service->get_volume("p", v.id).error_message, "the pool was unreachable");
+  service->reset_volume_status("p", v.id, VolumeStatus::available, false);
+  EXPECT_EQ(service->get_volume("p", v.id).error_message, "");
+  // Without a status, detaching settles it from the attachments (none: available).
+  service->reset_volume_status("p", v.id, std::nullopt, true);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+}
+
 // imageRef names a regular file beneath an image directory, reached without a symlink; anything
 // else gets one and the same answer, so it cannot probe for files elsewhere.
 TEST_F(ServiceTest, OnlyRegularFilesBeneathAnImageDirectoryAreImages) {
