@@ -30,6 +30,7 @@ FlowServices::FlowServices(const ControllerConfig& config, Store& store, std::ve
       key_wrap(std::move(key_wrap)),
       scheduler(config.scheduler),
       images(created_directories(config.image_dirs)),
+      uploads(config.image_upload_dir),
       before_task(std::move(before_task)) {
   for (auto& p : pools) {
     pool_order_.push_back(p->config().name);

@@ -1,0 +1,172 @@
+#include "controller/pools/image_uploads.hpp"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <system_error>
+#include <vector>
+
+#include "backends/sync_io.hpp"
+#include "common/unnamed_file.hpp"
+#include "controller/domain/timestamp.hpp"
+
+namespace volgate::controller {
+namespace {
+
+constexpr size_t kChunk = 1 << 20;
+
+[[noreturn]] void fail(const std::string& what, int error = errno) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+bool all_zero(const std::byte* data, size_t length) {
+  return std::all_of(data, data + length, [](std::byte b) { return b == std::byte{0}; });
+}
+
+void write_all(int fd, const std::byte* data, size_t length, uint64_t offset, const char* what) {
+  while (length > 0) {
+    ssize_t n = ::pwrite(fd, data, length, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail(what);
+    data += n;
+    length -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
+// The volume's bytes into `fd`, which is `bytes` long and all hole: blocks that read as zeroes
+// are not written, so they stay holes.
+void copy_device(backends::BlockDevice& device, uint64_t bytes, int fd, const CopyProgress& progress) {
+  std::vector<std::byte> buffer(kChunk);
+  backends::SyncIo io;
+  if (progress) progress(0, bytes);
+  for (uint64_t at = 0; at < bytes;) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, bytes - at));
+    if (auto ec = io.read(device, at, {buffer.data(), want})) throw std::system_error(ec, "read the volume");
+    if (!all_zero(buffer.data(), want)) write_all(fd, buffer.data(), want, at, "write the image");
+    at += want;
+    if (progress) progress(at, bytes);
+  }
+}
+
+struct Checksums {
+  std::string md5;     // Glance's `checksum`
+  std::string sha512;  // Glance's `os_hash_value` (os_hash_algo sha512)
+};
+
+std::string hex(const unsigned char* data, unsigned length) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < length; ++i) {
+    out += digits[data[i] >> 4];
+    out += digits[data[i] & 15];
+  }
+  return out;
+}
+
+// The checksums of the whole file open on `fd`, as a reader of the image would compute them.
+Checksums checksums_of(int fd, const CopyProgress& progress) {
+  using Context = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
+  Context md5(EVP_MD_CTX_new(), EVP_MD_CTX_free), sha512(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!md5 || !sha512 || EVP_DigestInit_ex(md5.get(), EVP_md5(), nullptr) != 1 ||
+      EVP_DigestInit_ex(sha512.get(), EVP_sha512(), nullptr) != 1)
+    throw std::runtime_error("cannot start the image checksums");
+  std::vector<std::byte> buffer(kChunk);
+  for (off_t at = 0;;) {
+    ssize_t got = ::pread(fd, buffer.data(), buffer.size(), at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) fail("read the image back");
+    if (got == 0) break;
+    EVP_DigestUpdate(md5.get(), buffer.data(), static_cast<size_t>(got));
+    EVP_DigestUpdate(sha512.get(), buffer.data(), static_cast<size_t>(got));
+    at += got;
+    if (progress) progress(0, 0);  // only to let a stopping controller cancel
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned length = 0;
+  Checksums out;
+  EVP_DigestFinal_ex(md5.get(), digest, &length);
+  out.md5 = hex(digest, length);
+  EVP_DigestFinal_ex(sha512.get(), digest, &length);
+  out.sha512 = hex(digest, length);
+  return out;
+}
+
+uint64_t size_of(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) fail("stat the image");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// Image ids come from new_uuid(); anything else would be a path.
+void check_id(const std::string& id) {
+  if (id.empty() || id.find_first_not_of("0123456789abcdef-") != std::string::npos)
+    throw std::invalid_argument("not an image id: '" + id + "'");
+}
+
+}  // namespace
+
+ImageUploads::ImageUploads(const std::string& directory) : path_(directory) {
+  directory_ = UniqueFd(::open(directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!directory_) throw std::runtime_error("image upload directory " + directory + ": " + std::strerror(errno));
+}
+
+void ImageUploads::write(backends::BlockDevice& device, uint64_t bytes, const ImageRecord& record,
+                         std::chrono::milliseconds convert_timeout, const CopyProgress& progress) {
+  check_id(record.id);
+  UniqueFd raw = create_unnamed_file(directory_.get(), "the image file");
+  if (::ftruncate(raw.get(), static_cast<off_t>(bytes)) != 0) fail("size the image");
+  copy_device(device, bytes, raw.get(), progress);
+  UniqueFd image = std::move(raw);
+  if (record.disk_format == ImageFormat::qcow2) {
+    UniqueFd qcow2 = create_unnamed_file(directory_.get(), "the qcow2 image file");
+    convert_raw_to_qcow2(image.get(), qcow2.get(), convert_timeout);
+    image = std::move(qcow2);  // the raw copy goes with its last descriptor
+  }
+  const Checksums sums = checksums_of(image.get(), progress);
+
+  nlohmann::json meta = {{"id", record.id},
+                         {"name", record.name},
+                         {"disk_format", to_string(record.disk_format)},
+                         {"container_format", record.container_format},
+                         {"visibility", record.visibility},
+                         {"protected", record.is_protected},
+                         {"size", size_of(image.get())},
+                         {"virtual_size", bytes},
+                         {"checksum", sums.md5},
+                         {"os_hash_algo", "sha512"},
+                         {"os_hash_value", sums.sha512},
+                         {"created_at", utc_timestamp()},
+                         {"owner", record.project},
+                         {"volume_id", record.volume_id},
+                         {"encrypted", record.encrypted},
+                         {"status", "active"}};
+  const std::string text = meta.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  UniqueFd meta_file = create_unnamed_file(directory_.get(), "the image's metadata file");
+  write_all(meta_file.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), 0,
+            "write the image's metadata");
+
+  name_unnamed_file(image.get(), directory_.get(), record.id);
+  try {
+    name_unnamed_file(meta_file.get(), directory_.get(), record.id + ".json");
+  } catch (...) {
+    ::unlinkat(directory_.get(), record.id.c_str(), 0);
+    throw;
+  }
+}
+
+void ImageUploads::remove(const std::string& id) {
+  check_id(id);
+  for (const std::string& name : {id + ".json", id})
+    if (::unlinkat(directory_.get(), name.c_str(), 0) != 0 && errno != ENOENT) fail("remove image " + name);
+}
+
+}  // namespace volgate::controller
