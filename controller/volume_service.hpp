@@ -38,7 +38,7 @@ struct CreateVolumeRequest {
   std::string availability_zone;  // empty: the default zone
   std::string snapshot_id;        // at most one source
   std::string source_volid;
-  std::string image;              // imageRef: a raw image file in an image directory
+  std::string image;              // imageRef: a raw or qcow2 image file in an image directory
   std::optional<bool> encrypted;  // empty: as the volume type says
   Metadata metadata;
 };

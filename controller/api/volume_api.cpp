@@ -612,7 +612,8 @@ ApiResponse VolumeApi::upload_to_image(const ApiRequest& q) {
   return ok(202, {{"os-volume_upload_image",
                    {{"id", v.id},
                     {"updated_at", v.updated_at},
-                    {"status", to_string(v.status)},
+                    // As Cinder answers: the upload may already be over when the volume is read.
+                    {"status", "uploading"},
                     {"display_description", v.description},
                     {"size", v.size_gb},
                     {"volume_type", type},

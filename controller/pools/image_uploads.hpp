@@ -2,7 +2,7 @@
 // Where `os-volume_upload_image` puts the images it makes: one directory (a stand-in for
 // Glance; by default the first image directory, so that every upload is at once an imageRef
 // for new volumes), holding the image under its id and a JSON file beside it (ID.json) that
-// says what Glance would: name, formats, size, checksums, when and from which volume.
+// says what Glance would: name, formats, size, checksum, when and from which volume.
 //
 // Both files are written with no name (O_TMPFILE) and named only when complete, the image
 // first: a failed or killed upload leaves nothing, and a reader never sees half an image.

@@ -77,7 +77,7 @@ Qcow2Facts inspect_qcow2(int fd, const std::string& reference, std::chrono::mill
   } catch (const UntrustedJsonError&) {
     refuse("qemu-img info gave no answer about it.");
   }
-  if (!info.is_object() || info.value("format", "") != "qcow2") refuse("it is not a qcow2 image.");
+  if (!info.is_object() || !info.contains("format") || info["format"] != "qcow2") refuse("it is not a qcow2 image.");
   // These name files outside the image, which QEMU would open with the controller's rights.
   if (info.contains("backing-filename") || info.contains("full-backing-filename"))
     refuse("it has a backing file; only self-contained qcow2 images are accepted (qemu-img convert -O qcow2 "
@@ -89,8 +89,8 @@ Qcow2Facts inspect_qcow2(int fd, const std::string& reference, std::chrono::mill
   if (data && data->contains("data-file"))
     refuse("it keeps its data in an external data file; only self-contained qcow2 images are accepted.");
   if (data && data->contains("encrypt")) refuse("it is encrypted with qcow2's own encryption.");
-  if (info.value("encrypted", false)) refuse("it is encrypted with qcow2's own encryption.");
-  if (data && data->value("corrupt", false)) refuse("it is marked corrupt.");
+  if (info.contains("encrypted") && info["encrypted"] != false) refuse("it is encrypted with qcow2's own encryption.");
+  if (data && data->contains("corrupt") && (*data)["corrupt"] != false) refuse("it is marked corrupt.");
   if (!info.contains("virtual-size") || !info["virtual-size"].is_number_unsigned() ||
       info["virtual-size"].get<uint64_t>() == 0)
     refuse("qemu-img reports no virtual size for it.");
