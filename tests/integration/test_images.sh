@@ -17,7 +17,9 @@
 #  - an encrypted volume made from a qcow2 image reads back right through the gateway; its upload
 #    is its LUKS2 ciphertext (cmp), which its key opens, and the key is in no file there;
 #  - an upload that fails midway (the upload directory, a 96 MiB tmpfs, fills up) leaves nothing
-#    in the directory and its space free, and the volume available again with the reason.
+#    in the directory and its space free, and the volume available again with the reason;
+#  - an image rewritten between the request's check and the copy (its header given an external
+#    data file, or only its data changed) is refused: the volume ends in error saying why.
 # Runs in a mount namespace of its own (the small tmpfs goes with it). Needs root.
 set -euo pipefail
 if [[ -z ${VOLGATE_IMAGES_IN_NS:-} ]]; then
@@ -25,7 +27,7 @@ if [[ -z ${VOLGATE_IMAGES_IN_NS:-} ]]; then
 fi
 . "$(dirname "$0")/lib.sh"
 require_volgate
-require_tool curl cinder qemu-img nbdsh nbdinfo sha256sum cryptsetup sqlite3
+require_tool curl cinder qemu-img qemu-io nbdsh nbdinfo sha256sum cryptsetup sqlite3
 T=$TEST_TMP
 STATE=$T/state
 IMAGES=$T/images
@@ -276,5 +278,27 @@ cinder upload-to-image --disk-format raw "$big" fits >"$T/upload"
 wait_status "$big" available
 cmp "$(volume_file "$big")" "$IMAGES/$(field image_id <"$T/upload")" || fail "the upload after the failed one"
 pass "a failed upload (directory full) leaves nothing behind, the volume available with the reason; the next one works"
+
+# ------------------------------------------------------------------ an image rewritten after its check
+# The copy waits 1 s before it starts (a test hook): time to change the image the request checked.
+stop_volgate "$CTL_PID" TERM 10
+VOLGATE_TEST_STALL_BEFORE=create_volume:create_on_pool:1000 start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
+qemu-img convert -f raw -O qcow2 "$T/small.raw" "$IMAGES/later.qcow2"
+# Made hostile (the image with the secret as its external data file copied into the same
+# inode) after the request was accepted.
+late=$(cinder create --image-id later.qcow2 --name rewritten-header 1 | field id)
+cp "$IMAGES/datafile.qcow2" "$IMAGES/later.qcow2"
+for ((i = 0; i < 100; i++)); do [[ $(show "$late" status) == error ]] && break; sleep 0.1; done
+assert_eq "$(show "$late" status)" error "a volume whose image got an external data file after its check"
+[[ $(show "$late" volgate:error) == *"external data file"* ]] || fail "its reason: $(show "$late" volgate:error)"
+# Its data changed (the header still right) after the request was checked: its ctime moved.
+qemu-img convert -f raw -O qcow2 "$T/small.raw" "$IMAGES/later2.qcow2"
+late2=$(cinder create --image-id later2.qcow2 --name rewritten-data 1 | field id)
+qemu-io -f qcow2 -c 'write -P 0x55 0 64k' "$IMAGES/later2.qcow2" >/dev/null
+for ((i = 0; i < 100; i++)); do [[ $(show "$late2" status) == error ]] && break; sleep 0.1; done
+assert_eq "$(show "$late2" status)" error "a volume whose image was written after its check"
+[[ $(show "$late2" volgate:error) == *"changed after it was checked"* ]] || fail "its reason: $(show "$late2" volgate:error)"
+assert_eq "$(ls "$T/pool" | grep -c -e "$late" -e "$late2" || true)" 0 "files of the refused volumes"
+pass "an image rewritten after its check (a hostile header, or its data) is refused before its data reaches a volume"
 
 stop_volgate "$CTL_PID" TERM 10
