@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The controller with an rbd pool on a private single-node Ceph cluster (ceph_cluster.sh: one
 # monitor, one memstore OSD, cephx): volumes are RBD images the rbd tool sees at the right size
-# and with the right data (blank, from an image file, from a snapshot, cloned, extended);
+# and with the right data (blank, from a raw or qcow2 image file, from a snapshot, cloned, extended);
 # snapshots are RBD snapshots of the volume's image (point in time), reached through a clone; encrypted volumes are LUKS2 inside their image (checked
 # with cryptsetup on an `rbd export` of the header, the passphrase unwrapped independently),
 # served decrypted by `volgate serve` and readable by QEMU's rbd driver (encrypt.format=luks2);
@@ -50,7 +50,11 @@ stop_volgate
 assert_eq "$(head -c $((16 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" \
     "the volume served by volgate serve --export v=$target"
 rm -f "$T/served.raw"
-pass "blank and from-image volumes are RBD images with the right size and data, served as they are"
+# A qcow2 image, converted by qemu-img on its way into the RBD image.
+qemu-img convert -f raw -O qcow2 "$T/images/image.raw" "$T/images/image.qcow2"
+from_qcow2=$(create --size 1G --image image.qcow2 from-qcow2)
+assert_eq "$(image_sum "volume-$from_qcow2")" "$(sha256sum <"$T/images/image.raw")" "qcow2 image data in the RBD image"
+pass "blank and from-image (raw, qcow2) volumes are RBD images with the right size and data, served as they are"
 
 snap=$("$VOLGATE" snapshot create --output json --volume "$vol" s | json "d['snapshot']['id']")
 # a native RBD snapshot of the volume's image, reached through a layered clone
