@@ -72,20 +72,59 @@ class ImageDigest {
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context_;
 };
 
-// The volume's bytes into `fd`, which is `bytes` long and all hole: blocks that read as zeroes
-// are not written, so they stay holes. Every byte goes through `digest` on its way.
+// Where the next data is: how many bytes from `at` on read as zeroes without being read (holes
+// and zero extents the device reports), and how many after those hold data. A device that
+// reports nothing (or fails to) has data everywhere.
+struct Stretch {
+  uint64_t zero = 0;
+  uint64_t data = 0;
+};
+
+Stretch next_stretch(backends::BlockDevice& device, backends::SyncIo& io, uint64_t at, uint64_t end) {
+  if (!device.capabilities().can_block_status) return {0, end - at};
+  std::vector<backends::Extent> extents;
+  std::error_code ec = io.run([&](auto done) {
+    device.block_status(at, end - at, [&extents, done](std::error_code e, std::vector<backends::Extent> got) {
+      extents = std::move(got);
+      done(e);
+    });
+  });
+  Stretch s;
+  if (ec || extents.empty()) return {0, end - at};
+  size_t i = 0;
+  for (; i < extents.size() && extents[i].zero; ++i) s.zero += extents[i].length;
+  for (; i < extents.size() && !extents[i].zero; ++i) s.data += extents[i].length;
+  s.zero = std::min(s.zero, end - at);
+  s.data = std::min(s.data, end - at - s.zero);
+  if (s.zero == 0 && s.data == 0) s.data = end - at;
+  return s;
+}
+
+// The volume's bytes into `fd`, which is `bytes` long and all hole: what reads as zeroes is not
+// written, so it stays a hole, and what the device reports as zeroes is not even read. Every
+// byte goes through `digest` on its way.
 void copy_device(backends::BlockDevice& device, uint64_t bytes, int fd, ImageDigest& digest,
                  const CopyProgress& progress) {
   std::vector<std::byte> buffer(kChunk);
+  static const std::vector<std::byte> zeroes(kChunk);
   backends::SyncIo io;
   if (progress) progress(0, bytes);
   for (uint64_t at = 0; at < bytes;) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, bytes - at));
-    if (auto ec = io.read(device, at, {buffer.data(), want})) throw std::system_error(ec, "read the volume");
-    digest.update(buffer.data(), want);
-    if (!all_zero(buffer.data(), want)) write_all(fd, buffer.data(), want, at, "write the image");
-    at += want;
-    if (progress) progress(at, bytes);
+    Stretch stretch = next_stretch(device, io, at, bytes);
+    for (const uint64_t end = at + stretch.zero; at < end;) {
+      const size_t length = static_cast<size_t>(std::min<uint64_t>(kChunk, end - at));
+      digest.update(zeroes.data(), length);
+      at += length;
+      if (progress) progress(at, bytes);
+    }
+    for (const uint64_t end = at + stretch.data; at < end;) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - at));
+      if (auto ec = io.read(device, at, {buffer.data(), want})) throw std::system_error(ec, "read the volume");
+      digest.update(buffer.data(), want);
+      if (!all_zero(buffer.data(), want)) write_all(fd, buffer.data(), want, at, "write the image");
+      at += want;
+      if (progress) progress(at, bytes);
+    }
   }
 }
 

@@ -234,12 +234,21 @@ TEST_P(UploadVolumeRevert, LeavesNoImageAndTheVolumeAsItWas) {
   EXPECT_FALSE(service->progress(v.id));
   EXPECT_TRUE(store->journal_unfinished().empty());
 
+  // After the last failure point (the image written, then taken back), an upload works. Once:
+  // each upload hashes the whole GiB.
+  if (task != "finish") return;
   inject("", "");
   const std::string id = service->upload_volume_to_image(r);
   EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
   EXPECT_EQ(names_in(images), (std::vector<std::string>{id, id + ".json"}));
   std::ifstream image(images / id, std::ios::binary), volume(volume_file(v.id), std::ios::binary);
-  EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(image), {}, std::istreambuf_iterator<char>(volume), {}));
+  std::vector<char> a(1 << 20), b(1 << 20);
+  bool same = true;
+  while (same && image.read(a.data(), a.size()).gcount() > 0) {
+    volume.read(b.data(), b.size());
+    same = image.gcount() == volume.gcount() && std::equal(a.begin(), a.begin() + image.gcount(), b.begin());
+  }
+  EXPECT_TRUE(same && volume.read(b.data(), 1).gcount() == 0) << "the image differs from the volume";
   // Holes stay holes: the image allocates a block or so for the one write.
   struct stat st{};
   ASSERT_EQ(::stat((images / id).c_str(), &st), 0);
