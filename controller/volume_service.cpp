@@ -13,6 +13,7 @@
 #include "controller/flows/delete_volume.hpp"
 #include "controller/flows/extend_volume.hpp"
 #include "controller/flows/update_attachment.hpp"
+#include "controller/flows/upload_volume.hpp"
 #include "controller/metrics/controller_metrics.hpp"
 
 namespace volgate::controller {
@@ -224,6 +225,20 @@ void VolumeService::delete_volume(const std::string& project, const std::string&
   start<DeleteVolumeFlow>(id, {.volume_id = id, .project = project, .force = force});
 }
 
+std::string VolumeService::upload_volume_to_image(const UploadImageRequest& r) {
+  const std::string image_id = new_uuid();
+  start<UploadVolumeFlow>(r.volume_id, {.volume_id = r.volume_id,
+                                        .project = r.project,
+                                        .image_id = image_id,
+                                        .image_name = r.image_name,
+                                        .disk_format = r.disk_format,
+                                        .container_format = r.container_format,
+                                        .visibility = r.visibility,
+                                        .is_protected = r.is_protected,
+                                        .force = r.force});
+  return image_id;
+}
+
 Snapshot VolumeService::create_snapshot(const std::string& project, const std::string& volume_id,
                                         const std::string& name, const std::string& description, bool force) {
   const std::string id = new_uuid();
@@ -398,6 +413,7 @@ void VolumeService::recover(const std::vector<std::string>& left_to_others) {
   static const std::map<std::string, Recovery> recoveries = {
       {CreateVolumeFlow::kind, &VolumeService::recover_one<CreateVolumeFlow>},
       {ExtendVolumeFlow::kind, &VolumeService::recover_one<ExtendVolumeFlow>},
+      {UploadVolumeFlow::kind, &VolumeService::recover_one<UploadVolumeFlow>},
       {DeleteVolumeFlow::kind, &VolumeService::recover_one<DeleteVolumeFlow>},
       {CreateSnapshotFlow::kind, &VolumeService::recover_one<CreateSnapshotFlow>},
       {DeleteSnapshotFlow::kind, &VolumeService::recover_one<DeleteSnapshotFlow>},
@@ -442,6 +458,14 @@ void VolumeService::settle_attachments() {
 // A resource in a transient state with no flow to move it on (e.g. its journal entry could
 // not be written) would stay there forever: give it a status an operator can act on.
 void VolumeService::sweep_stuck_resources() {
+  for (const auto& v : store_.all_volumes()) {
+    if (v.status != VolumeStatus::uploading) continue;
+    // Only read by the upload that is gone: its attachments say what it is.
+    store_.update_volume_attachments(v.id, [&](Store::VolumeAttachments& state) {
+      state.volume.status = status_for_attachments(state.attachments);
+      spdlog::warn("volume {} was uploading with no upload in progress; now {}", v.id, to_string(state.volume.status));
+    });
+  }
   for (const auto& v : store_.all_volumes()) {
     if (v.status != VolumeStatus::creating && v.status != VolumeStatus::extending &&
         v.status != VolumeStatus::deleting)
