@@ -169,6 +169,12 @@ void ImageUploads::write(backends::BlockDevice& device, uint64_t bytes, const Im
   if (::ftruncate(raw.get(), static_cast<off_t>(bytes)) != 0) fail("size the image");
   ImageDigest digest;
   copy_device(device, bytes, raw.get(), digest, progress);
+  // A raw image is copied byte for byte into new volumes, but one that starts like a qcow2
+  // image would be read as qcow2 (formats are told by their magic): the volume's owner could
+  // make an image that is not what its metadata says. Glance refuses such uploads; so does this.
+  if (record.disk_format == ImageFormat::raw && detect_image_format(raw.get()) != ImageFormat::raw)
+    throw std::runtime_error("the volume's data begins with a qcow2 header, so as a raw image it would be read as "
+                             "qcow2; upload it with disk_format qcow2");
   UniqueFd image = std::move(raw);
   std::string checksum = digest.hex();
   if (record.disk_format == ImageFormat::qcow2) {

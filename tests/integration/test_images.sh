@@ -18,6 +18,8 @@
 #    is its LUKS2 ciphertext (cmp), which its key opens, and the key is in no file there;
 #  - an upload that fails midway (the upload directory, a 96 MiB tmpfs, fills up) leaves nothing
 #    in the directory and its space free, and the volume available again with the reason;
+#  - a volume whose data starts with qcow2's magic is refused as a raw image (it would be read
+#    as qcow2) and uploads as qcow2 intact;
 #  - an image rewritten between the request's check and the copy (its header given an external
 #    data file, or only its data changed) is refused: the volume ends in error saying why.
 # Runs in a mount namespace of its own (the small tmpfs goes with it). Needs root.
@@ -278,6 +280,25 @@ cinder upload-to-image --disk-format raw "$big" fits >"$T/upload"
 wait_status "$big" available
 cmp "$(volume_file "$big")" "$IMAGES/$(field image_id <"$T/upload")" || fail "the upload after the failed one"
 pass "a failed upload (directory full) leaves nothing behind, the volume available with the reason; the next one works"
+
+# A volume whose data starts like a qcow2 image is not uploaded as raw (it would be read as
+# qcow2 later); as qcow2 it is, its data intact.
+printf 'QFI\xfb' | dd of="$(volume_file "$big")" conv=notrunc status=none
+listing=$(ls -a "$IMAGES")
+cinder upload-to-image --disk-format raw "$big" disguised >/dev/null
+for ((i = 0; i < 200; i++)); do
+    [[ $(show "$big" status) == available ]] && break
+    sleep 0.1
+done
+assert_eq "$(show "$big" status)" available "the volume after a refused raw upload"
+[[ $(show "$big" volgate:error) == *"begins with a qcow2 header"* ]] ||
+    fail "the refused raw upload's reason: $(show "$big" volgate:error)"
+assert_eq "$(ls -a "$IMAGES")" "$listing" "the upload directory after a refused raw upload"
+cinder upload-to-image --disk-format qcow2 "$big" honest >"$T/upload"
+wait_status "$big" available
+qemu-img compare -q -f raw -F qcow2 "$(volume_file "$big")" "$IMAGES/$(field image_id <"$T/upload")" ||
+    fail "the qcow2 upload of a volume that starts like qcow2"
+pass "data that starts like qcow2 is refused as a raw image (it would be read as qcow2), uploaded as qcow2 intact"
 
 # ------------------------------------------------------------------ an image rewritten after its check
 # The copy waits 1 s before it starts (a test hook): time to change the image the request checked.
