@@ -13,19 +13,23 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "common/unique_fd.hpp"
+
 extern char** environ;
 
 namespace volgate {
 
 ProgramResult run_program(const std::vector<std::string>& argv_text, std::chrono::milliseconds timeout,
-                          const std::vector<std::string>& environment, size_t max_output) {
+                          const std::vector<std::string>& environment, size_t max_output,
+                          std::span<const int> inherited) {
   std::vector<const char*> argv;
   for (const auto& a : argv_text) argv.push_back(a.c_str());
-  return run_program(std::span<const char* const>(argv), timeout, environment, max_output);
+  return run_program(std::span<const char* const>(argv), timeout, environment, max_output, inherited);
 }
 
 ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::milliseconds timeout,
-                          const std::vector<std::string>& environment, size_t max_output) {
+                          const std::vector<std::string>& environment, size_t max_output,
+                          std::span<const int> inherited) {
   if (argv_given.empty()) throw std::invalid_argument("run_program: no program");
   // posix_spawn copies the arguments into the new process and never writes through them.
   std::vector<char*> argv;
@@ -46,6 +50,17 @@ ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::
   for (auto& e : env_text) envp.push_back(e.data());
   envp.push_back(nullptr);
 
+  // Each inherited descriptor is first duplicated above the numbers it goes to, so that placing
+  // one never overwrites another still to be placed (dup2 onto a new number also clears
+  // close-on-exec, which every descriptor of this process has).
+  const int first_inherited = 3;
+  const int above = first_inherited + static_cast<int>(inherited.size());
+  std::vector<UniqueFd> staged;
+  for (int fd : inherited) {
+    int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, above);
+    if (copy < 0) throw std::system_error(errno, std::generic_category(), "duplicate a descriptor for a program");
+    staged.emplace_back(copy);
+  }
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
   posix_spawn_file_actions_t actions;
@@ -53,6 +68,8 @@ ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  for (size_t i = 0; i < staged.size(); ++i)
+    posix_spawn_file_actions_adddup2(&actions, staged[i].get(), first_inherited + static_cast<int>(i));
   pid_t pid = 0;
   const int rc = ::posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);

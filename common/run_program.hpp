@@ -21,12 +21,15 @@ constexpr size_t kDefaultMaxProgramOutput = size_t{1} << 20;
 // argv[0] is looked up in PATH. `environment`: NAME=VALUE entries added to (or replacing those
 // of) this process's; a bare NAME removes that variable. Standard input is /dev/null. Throws std::system_error when the program
 // cannot be started. The pointer form lets an argument live in wiped memory (a password): it is
-// never copied into a string here.
+// never copied into a string here. `inherited`: this process's descriptors the program gets, as
+// descriptors 3, 4, ... in that order (so that it can be told /dev/fd/3 for a file this process
+// opened, and reach it by no path). Descriptors marked close-on-exec (all of volgate's) do not
+// reach it otherwise.
 ProgramResult run_program(std::span<const char* const> argv, std::chrono::milliseconds timeout,
                           const std::vector<std::string>& environment = {},
-                          size_t max_output = kDefaultMaxProgramOutput);
+                          size_t max_output = kDefaultMaxProgramOutput, std::span<const int> inherited = {});
 ProgramResult run_program(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
                           const std::vector<std::string>& environment = {},
-                          size_t max_output = kDefaultMaxProgramOutput);
+                          size_t max_output = kDefaultMaxProgramOutput, std::span<const int> inherited = {});
 
 }  // namespace volgate

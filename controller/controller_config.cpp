@@ -199,6 +199,9 @@ void finish_config(ControllerConfig& config) {
   if (config.backups.directory.empty()) config.backups.directory = dir + "/backups";
   if (config.backups.zstd_level < 1 || config.backups.zstd_level > 19)
     throw std::runtime_error("backups.zstd_level must be 1-19");
+  if (config.image_upload_dir.empty()) config.image_upload_dir = config.image_dirs.front();
+  if (std::find(config.image_dirs.begin(), config.image_dirs.end(), config.image_upload_dir) == config.image_dirs.end())
+    throw std::runtime_error("image_upload_dir " + config.image_upload_dir + " must be one of image_dirs");
   finish_gateway(config.gateway, dir);
   check_image_dirs(config);
   add_default_types(config);
@@ -249,7 +252,8 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
             {"state_dir", "database", "unix_socket", "tcp_listen", "token_file", "master_key_file",
              "image_dirs", "api_limits", "default_availability_zone", "default_volume_type", "quotas", "workers", "scheduler",
              "volume_types", "pools", "luks", "gateway", "libvirt_uri", "libvirt", "server_shutdown_timeout",
-             "cross_az_attach", "tokens", "tls_certificates", "metrics", "backups"});
+             "cross_az_attach", "tokens", "tls_certificates", "metrics", "image_upload_dir", "image_convert_timeout",
+             "backups"});
   ControllerConfig config;
   default_luks(config.luks);
   get(root, "state_dir", config.state_dir, where);
@@ -277,6 +281,14 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   config.master_key_file = resolve(config.master_key_file, dir);
   get(root, "image_dirs", config.image_dirs, where);
   for (auto& image_dir : config.image_dirs) image_dir = resolve(image_dir, dir);
+  get(root, "image_upload_dir", config.image_upload_dir, where);
+  if (!config.image_upload_dir.empty()) config.image_upload_dir = resolve(config.image_upload_dir, dir);
+  if (root.contains("image_convert_timeout")) {
+    const json& t = root["image_convert_timeout"];
+    if (!t.is_number_unsigned() || t.get<uint64_t>() < 1 || t.get<uint64_t>() > 86400)
+      bad(where + ".image_convert_timeout", "must be a whole number of seconds, from 1 to 86400");
+    config.image_convert_timeout = std::chrono::seconds(t.get<uint64_t>());
+  }
   get(root, "default_availability_zone", config.default_availability_zone, where);
   get(root, "default_volume_type", config.default_volume_type, where);
   get(root, "workers", config.workers, where);

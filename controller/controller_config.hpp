@@ -69,6 +69,12 @@ struct ControllerConfig {
   std::string master_key_file;  // default: STATE_DIR/master.key, generated on first start
   // Where `imageRef` may take image files from; default: STATE_DIR/images (created at start).
   std::vector<std::string> image_dirs;
+  // Where os-volume_upload_image writes images: one of image_dirs (so that an upload is an
+  // imageRef at once); default: the first of them.
+  std::string image_upload_dir;
+  // How long one qemu-img conversion (qcow2 to raw for a create, raw to qcow2 for an upload) may
+  // take before it is stopped and the operation fails.
+  std::chrono::seconds image_convert_timeout{3600};
   std::string default_availability_zone = "nova";
   std::string default_volume_type = "default";
   QuotaDeltas default_quotas{{kQuotaVolumes, 10},  {kQuotaSnapshots, 10},        {kQuotaGigabytes, 1000},

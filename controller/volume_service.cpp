@@ -16,6 +16,7 @@
 #include "controller/flows/delete_volume.hpp"
 #include "controller/flows/extend_volume.hpp"
 #include "controller/flows/update_attachment.hpp"
+#include "controller/flows/upload_volume.hpp"
 #include "controller/metrics/controller_metrics.hpp"
 
 namespace volgate::controller {
@@ -227,6 +228,20 @@ Volume VolumeService::extend_volume(const std::string& project, const std::strin
 
 void VolumeService::delete_volume(const std::string& project, const std::string& id, bool force) {
   start<DeleteVolumeFlow>(id, {.volume_id = id, .project = project, .force = force});
+}
+
+std::string VolumeService::upload_volume_to_image(const UploadImageRequest& r) {
+  const std::string image_id = new_uuid();
+  start<UploadVolumeFlow>(r.volume_id, {.volume_id = r.volume_id,
+                                        .project = r.project,
+                                        .image_id = image_id,
+                                        .image_name = r.image_name,
+                                        .disk_format = r.disk_format,
+                                        .container_format = r.container_format,
+                                        .visibility = r.visibility,
+                                        .is_protected = r.is_protected,
+                                        .force = r.force});
+  return image_id;
 }
 
 Snapshot VolumeService::create_snapshot(const std::string& project, const std::string& volume_id,
@@ -447,6 +462,7 @@ void VolumeService::recover(const std::vector<std::string>& left_to_others) {
   static const std::map<std::string, Recovery> recoveries = {
       {CreateVolumeFlow::kind, &VolumeService::recover_one<CreateVolumeFlow>},
       {ExtendVolumeFlow::kind, &VolumeService::recover_one<ExtendVolumeFlow>},
+      {UploadVolumeFlow::kind, &VolumeService::recover_one<UploadVolumeFlow>},
       {DeleteVolumeFlow::kind, &VolumeService::recover_one<DeleteVolumeFlow>},
       {CreateSnapshotFlow::kind, &VolumeService::recover_one<CreateSnapshotFlow>},
       {DeleteSnapshotFlow::kind, &VolumeService::recover_one<DeleteSnapshotFlow>},
@@ -501,6 +517,14 @@ void VolumeService::sweep_stuck_resources() {
       store_.update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::available; });
       continue;
     }
+    if (v.status != VolumeStatus::uploading) continue;
+    // Only read by the upload that is gone: its attachments say what it is.
+    store_.update_volume_attachments(v.id, [&](Store::VolumeAttachments& state) {
+      state.volume.status = status_for_attachments(state.attachments);
+      spdlog::warn("volume {} was uploading with no upload in progress; now {}", v.id, to_string(state.volume.status));
+    });
+  }
+  for (const auto& v : store_.all_volumes()) {
     if (v.status != VolumeStatus::creating && v.status != VolumeStatus::extending &&
         v.status != VolumeStatus::deleting && v.status != VolumeStatus::restoring_backup)
       continue;

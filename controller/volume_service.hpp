@@ -38,7 +38,7 @@ struct CreateVolumeRequest {
   std::string availability_zone;  // empty: the default zone
   std::string snapshot_id;        // at most one source
   std::string source_volid;
-  std::string image;              // imageRef: a raw image file in an image directory
+  std::string image;              // imageRef: a raw or qcow2 image file in an image directory
   std::optional<bool> encrypted;  // empty: as the volume type says
   Metadata metadata;
 };
@@ -48,6 +48,18 @@ struct ResourceChanges {
   std::optional<std::string> name;
   std::optional<std::string> description;
   std::optional<Metadata> metadata;  // volumes only: replaces the whole set
+};
+
+// os-volume_upload_image: what the image is to be.
+struct UploadImageRequest {
+  std::string project;
+  std::string volume_id;
+  std::string image_name;
+  std::string disk_format = "raw";  // raw or qcow2
+  std::string container_format = "bare";
+  std::string visibility = "private";
+  bool is_protected = false;
+  bool force = false;
 };
 
 struct CreateAttachmentRequest {
@@ -93,6 +105,8 @@ class VolumeService {
   // `force`: an admin's os-force_delete, in any status; still refused while the volume has
   // attachments or snapshots, or while another operation works on it.
   void delete_volume(const std::string& project, const std::string& id, bool force = false);
+  // Starts copying the volume into a new image in the upload directory; returns the image's id.
+  std::string upload_volume_to_image(const UploadImageRequest& request);
   Volume get_volume(const std::string& project, const std::string& id);
   // Any project's volume, for views of records that name it.
   std::optional<Volume> find_volume(const std::string& id) { return store_.find_volume(id); }

@@ -71,7 +71,7 @@ json volume_view(VolumeService& service, const Volume& v, ApiVersion version) {
   if (!v.error_message.empty()) j["volgate:error"] = without_paths(v.error_message);
   std::string target = service.export_target(v);
   if (!target.empty() && v.status != VolumeStatus::creating) j["volgate:export_target"] = target;
-  if (v.status == VolumeStatus::creating)
+  if (v.status == VolumeStatus::creating || v.status == VolumeStatus::uploading)
     if (auto p = service.progress(v.id)) j["volgate:progress"] = static_cast<int>(*p);
   return j;
 }
@@ -551,6 +551,7 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
     service_.extend_volume(project, q.param("id"), size_field(e, "new_size", true));
     return {202, ""};
   }
+  if (action == "os-volume_upload_image") return upload_to_image(q);
   // The actions Nova uses around attach and detach: status changes whose bodies carry nothing
   // volgate needs.
   using StatusAction = void (VolumeService::*)(const std::string&, const std::string&);
@@ -579,6 +580,52 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
     return {202, ""};
   }
   bad_request("Unknown or unsupported volume action '" + action + "'.");
+}
+
+// os-volume_upload_image, in Cinder's shape (the fields `cinder upload-to-image` sends), into the
+// controller's image upload directory instead of Glance. The answer is Cinder's: the volume as it
+// is now (uploading) and the image to be.
+ApiResponse VolumeApi::upload_to_image(const ApiRequest& q) {
+  json u = parse_body(q.body, "os-volume_upload_image",
+                      {"image_name", "force", "disk_format", "container_format", "visibility", "protected"});
+  UploadImageRequest r;
+  r.project = project_of(q);
+  r.volume_id = q.param("id");
+  r.image_name = opt_string(u, "image_name");
+  if (r.image_name.empty()) bad_request("'image_name' is required.");
+  check_length(r.image_name, "image_name");
+  r.force = opt_boolean(u, "force").value_or(false);
+  if (auto f = opt_string(u, "disk_format"); !f.empty()) r.disk_format = f;
+  if (r.disk_format != "raw" && r.disk_format != "qcow2")
+    bad_request("disk_format '" + r.disk_format + "' is not offered; volgate writes raw or qcow2 images.");
+  if (auto f = opt_string(u, "container_format"); !f.empty()) r.container_format = f;
+  if (r.container_format != "bare")
+    bad_request("container_format '" + r.container_format + "' is not offered; volgate writes bare images.");
+  if (auto v = opt_string(u, "visibility"); !v.empty()) r.visibility = v;
+  static const std::set<std::string> visibilities = {"public", "private", "community", "shared"};
+  if (!visibilities.count(r.visibility))
+    bad_request("visibility must be public, private, community or shared, not '" + r.visibility + "'.");
+  // As Glance's default policy: only an admin publishes an image to every project.
+  if (r.visibility == "public") require_admin(q.headers.caller, "upload a public image");
+  r.is_protected = opt_boolean(u, "protected").value_or(false);
+  const std::string image_id = service_.upload_volume_to_image(r);
+  const Volume v = service_.get_volume(r.project, r.volume_id);
+  json type = nullptr;
+  if (auto t = service_.volume_types().find(v.volume_type); t != service_.volume_types().end()) type = type_view(t->second);
+  return ok(202, {{"os-volume_upload_image",
+                   {{"id", v.id},
+                    {"updated_at", v.updated_at},
+                    // As Cinder answers: the upload may already be over when the volume is read.
+                    {"status", "uploading"},
+                    {"display_description", v.description},
+                    {"size", v.size_gb},
+                    {"volume_type", type},
+                    {"image_id", image_id},
+                    {"container_format", r.container_format},
+                    {"disk_format", r.disk_format},
+                    {"image_name", r.image_name},
+                    {"protected", r.is_protected},
+                    {"visibility", r.visibility}}}});
 }
 
 ApiResponse VolumeApi::create_snapshot(const ApiRequest& q) {

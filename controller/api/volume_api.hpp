@@ -39,6 +39,7 @@ class VolumeApi {
  private:
   ApiResponse create_volume(const ApiRequest& request);
   ApiResponse volume_action(const ApiRequest& request);
+  ApiResponse upload_to_image(const ApiRequest& request);
   ApiResponse create_snapshot(const ApiRequest& request);
   void check_server_owner(std::string_view path, const Caller& caller);
   std::string admin_target(const std::string& target, const Caller& caller);

@@ -310,9 +310,9 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
   create->add_option("--availability-zone", o.availability_zone, "Availability zone");
   auto* snap = create->add_option("--snapshot", o.snapshot_id, "Start from this snapshot")->type_name("ID");
   auto* vol = create->add_option("--source-volume", o.source_volid, "Start as a copy of this volume")->type_name("ID");
-  auto* img = create->add_option("--image", o.image, "Start from this raw image file, which must be in one of the\n"
-                                 "controller's image_dirs (default STATE_DIR/images): a path there\n"
-                                 "or a name relative to them")
+  auto* img = create->add_option("--image", o.image, "Start from this image file (raw, or qcow2: converted by\n"
+                                 "qemu-img), which must be in one of the controller's image_dirs\n"
+                                 "(default STATE_DIR/images): a path there or a name relative to them")
                   ->type_name("FILE");
   snap->excludes(vol)->excludes(img);
   vol->excludes(img);

@@ -8,7 +8,7 @@
 namespace volgate::controller {
 namespace {
 
-constexpr std::array<std::pair<VolumeStatus, std::string_view>, 12> kVolumeNames{{
+constexpr std::array<std::pair<VolumeStatus, std::string_view>, 13> kVolumeNames{{
     {VolumeStatus::creating, "creating"},
     {VolumeStatus::available, "available"},
     {VolumeStatus::reserved, "reserved"},
@@ -16,6 +16,7 @@ constexpr std::array<std::pair<VolumeStatus, std::string_view>, 12> kVolumeNames
     {VolumeStatus::in_use, "in-use"},
     {VolumeStatus::detaching, "detaching"},
     {VolumeStatus::extending, "extending"},
+    {VolumeStatus::uploading, "uploading"},
     {VolumeStatus::deleting, "deleting"},
     {VolumeStatus::error, "error"},
     {VolumeStatus::error_deleting, "error_deleting"},
@@ -40,17 +41,19 @@ using enum VolumeStatus;
 
 // The life of a volume. A flow that fails part-way lands in `error` (create) or goes back to
 // where it started (extend: available; detach: in-use); a failed delete lands in
-// `error_deleting`, from which a delete may be retried. A backup reads an available volume
+// `error_deleting`, from which a delete may be retried. An upload to an image goes back to where
+// it started, failed or not: the volume's data was only read. A backup reads an available volume
 // (backing-up, then back); a restore writes an available one, or one it created (restoring-backup,
 // then available, or error when the restore failed).
 const VolumeEdge kVolumeEdges[] = {
     {creating, {available, error}},
-    {available, {reserved, attaching, extending, deleting, error, backing_up, restoring_backup}},
+    {available, {reserved, attaching, extending, uploading, deleting, error, backing_up, restoring_backup}},
     {reserved, {attaching, available, error}},
     {attaching, {in_use, available, error}},
-    {in_use, {detaching, extending, error}},
+    {in_use, {detaching, extending, uploading, error}},
     {detaching, {available, in_use, error}},
     {extending, {available, in_use, error}},
+    {uploading, {available, in_use}},
     {deleting, {error_deleting}},
     {error, {deleting, available}},
     {error_deleting, {deleting}},

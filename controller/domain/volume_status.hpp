@@ -18,6 +18,7 @@ enum class VolumeStatus {
   in_use,
   detaching,
   extending,
+  uploading,  // being copied into an image (os-volume_upload_image)
   deleting,
   error,
   error_deleting,

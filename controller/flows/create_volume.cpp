@@ -1,5 +1,6 @@
 #include "controller/flows/create_volume.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,7 +11,9 @@
 
 #include "backends/sync_io.hpp"
 #include "controller/api/api_error.hpp"
+#include "common/unnamed_file.hpp"
 #include "controller/flows/shared_tasks.hpp"
+#include "controller/pools/qemu_img.hpp"
 #include "crypto/luks_container.hpp"
 #include "crypto/luks_device.hpp"
 
@@ -49,6 +52,34 @@ void copy_file_into(int fd, backends::BlockDevice& device, const CopyProgress& p
     if (progress) progress(done, total);
   }
   if (auto ec = io.flush(device)) throw std::system_error(ec, "flush the volume");
+}
+
+// qemu-img info reads a header and a few tables: seconds would mean something is wrong.
+constexpr std::chrono::milliseconds kInspectTimeout{20000};
+
+// When the file's inode last changed (its data or its attributes), in nanoseconds.
+int64_t changed_ns(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) throw std::system_error(errno, std::generic_category(), "stat the image");
+  return static_cast<int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+}
+
+// The qcow2 image `image_fd` converted to raw in a file with no name in the state directory,
+// which goes when its descriptor does. validate refused the headers that name other files;
+// the conversion opens the image with no backing file anyway, and an image rewritten since
+// validate looked at it (its ctime moved) is refused, so that what was checked is what was read.
+UniqueFd converted_to_raw(FlowServices& s, const Context& c, int image_fd) {
+  UniqueFd directory(::open(s.config.state_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!directory) throw std::system_error(errno, std::generic_category(), "open the state directory");
+  const uint64_t virtual_size = inspect_qcow2(image_fd, c.image, kInspectTimeout).virtual_size;
+  if (virtual_size > c.size_gb * kGiB) throw std::runtime_error("the image grew larger than the volume");
+  UniqueFd raw = create_unnamed_file(directory.get(), "the converted image");
+  if (::ftruncate(raw.get(), static_cast<off_t>(virtual_size)) != 0)
+    throw std::system_error(errno, std::generic_category(), "size the converted image");
+  convert_qcow2_to_raw(image_fd, raw.get(), s.config.image_convert_timeout);
+  if (changed_ns(image_fd) != c.image_changed_ns)
+    throw std::runtime_error("the image file changed after it was checked; it was not used");
+  return raw;
 }
 
 // Checks the request against the types, zones, sources and image directories, and fills in
@@ -91,11 +122,19 @@ void validate(FlowServices& s, Context& c) {
   } else if (!c.image.empty()) {
     // Opened now, once: the copy reads this descriptor, whatever happens to the path later.
     OpenedImage opened = s.images.open(c.image);
-    const uint64_t need = gib_for(opened.size + (encrypted ? kLuksHeaderBytes : 0));
+    uint64_t content = opened.size;  // the bytes the volume will hold
+    const ImageFormat format = detect_image_format(opened.fd.get());
+    if (format == ImageFormat::qcow2) {
+      c.image_changed_ns = changed_ns(opened.fd.get());
+      content = inspect_qcow2(opened.fd.get(), c.image, kInspectTimeout).virtual_size;
+    }
+    c.image_format = std::string(to_string(format));
+    const uint64_t need = gib_for(content + (encrypted ? kLuksHeaderBytes : 0));
     if (size == 0) size = need;
     if (size < need)
-      bad_request("Image " + c.image + " holds " + std::to_string(opened.size) +
-                  " bytes; the volume must be at least " + std::to_string(need) + " GiB.");
+      bad_request("Image " + c.image + " holds " + std::to_string(content) + " bytes" +
+                  (format == ImageFormat::qcow2 ? " (its virtual size)" : "") + "; the volume must be at least " +
+                  std::to_string(need) + " GiB.");
     c.image_handle = s.hold_image(std::move(opened));
   }
   if (size == 0) bad_request("Volume size must be a whole number of GiB, at least 1.");
@@ -175,7 +214,10 @@ void create_on_pool(FlowServices& s, Context& c) {
   } else if (!c.source_volid.empty()) {
     p.clone_volume(id, c.source_volid, bytes, progress);
   } else if (!c.image.empty() && !c.encrypted) {
-    p.create_volume_from_file(id, s.held_image(c.image_handle)->fd.get(), bytes, progress);
+    auto image = s.held_image(c.image_handle);
+    UniqueFd raw;
+    if (c.image_format == "qcow2") raw = converted_to_raw(s, c, image->fd.get());
+    p.create_volume_from_file(id, raw ? raw.get() : image->fd.get(), bytes, progress);
   } else {
     p.create_volume(id, bytes);
     if (c.encrypted) {
@@ -184,8 +226,11 @@ void create_on_pool(FlowServices& s, Context& c) {
       std::shared_ptr<backends::BlockDevice> device = p.open_volume(id);
       auto container = crypto::LuksContainer::format(*device, s.config.luks, passphrase);
       if (!c.image.empty()) {
+        auto image = s.held_image(c.image_handle);
+        UniqueFd raw;
+        if (c.image_format == "qcow2") raw = converted_to_raw(s, c, image->fd.get());
         crypto::LuksDevice plain(device, container.unlock(passphrase));
-        copy_file_into(s.held_image(c.image_handle)->fd.get(), plain, progress);
+        copy_file_into(raw ? raw.get() : image->fd.get(), plain, progress);
       }
     }
   }

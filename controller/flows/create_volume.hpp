@@ -1,5 +1,6 @@
 #pragma once
-// Creating a volume: blank, or a copy of a snapshot, a volume or an image file; encrypted or not.
+// Creating a volume: blank, or a copy of a snapshot, a volume or an image file (raw, or qcow2
+// converted by qemu-img); encrypted or not.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,13 +31,16 @@ struct CreateVolumeContext {
   std::string only_pool;     // a copy stays in its source's pool
   std::string key_source;    // the volume whose passphrase a copy keeps
   std::string image_handle;  // the image file validate opened (FlowServices::hold_image)
+  std::string image_format;  // "raw" or "qcow2", from the file's first bytes
+  int64_t image_changed_ns = 0;  // the image file's ctime when validate inspected it
   std::string reservation;
   std::string pool;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(CreateVolumeContext, outcome, volume_id, project, name, description,
                                                 size_gb, volume_type, availability_zone, snapshot_id, source_volid,
                                                 image, metadata, encryption_asked, encryption_wanted, encrypted, only_pool,
-                                                key_source, image_handle, reservation, pool)
+                                                key_source, image_handle, image_format, image_changed_ns, reservation,
+                                                pool)
 
 struct CreateVolumeFlow {
   using Context = CreateVolumeContext;

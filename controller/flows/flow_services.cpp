@@ -12,7 +12,7 @@ namespace {
 
 // Creates any of `directories` that is missing (the embedded default's image directory is new
 // on a first start) and returns them.
-const std::vector<std::string>& created_directories(const std::vector<std::string>& directories) {
+std::vector<std::string> created_directories(const std::vector<std::string>& directories) {
   for (const auto& dir : directories) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -30,6 +30,7 @@ FlowServices::FlowServices(const ControllerConfig& config, Store& store, std::ve
       key_wrap(std::move(key_wrap)),
       scheduler(config.scheduler),
       images(created_directories(config.image_dirs)),
+      uploads(created_directories({config.image_upload_dir}).front()),
       before_task(std::move(before_task)) {
   for (auto& p : pools) {
     pool_order_.push_back(p->config().name);

@@ -1,7 +1,8 @@
 #pragma once
 // What every flow uses: the configuration, the store, the pools and the scheduler, the master
-// key, the image files requests opened, the backup repository, the copy progress board, and
-// whether the controller is stopping. One object, owned by the VolumeService and handed to each flow's tasks.
+// key, the image files requests opened, where uploaded images go, the backup repository, the
+// copy progress board, and whether the controller is stopping. One object, owned by the
+// VolumeService and handed to each flow's tasks.
 #include <atomic>
 #include <map>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "controller/exports/gateway_exports.hpp"
 #include "controller/flows/flow.hpp"
 #include "controller/pools/image_files.hpp"
+#include "controller/pools/image_uploads.hpp"
 #include "controller/pools/pool.hpp"
 #include "controller/pools/scheduler.hpp"
 #include "controller/store/store.hpp"
@@ -46,6 +48,7 @@ class FlowServices {
   std::optional<KeyWrap> key_wrap;
   Scheduler scheduler;
   ImageFiles images;
+  ImageUploads uploads;  // after `images`, which creates its directory
   const BeforeTask before_task;  // failure injection for tests
   std::atomic<bool> stopping{false};
   // The gateway that serves attached volumes on this host; null when none is configured.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The controller with an rbd pool on a private single-node Ceph cluster (ceph_cluster.sh: one
 # monitor, one memstore OSD, cephx): volumes are RBD images the rbd tool sees at the right size
-# and with the right data (blank, from an image file, from a snapshot, cloned, extended);
+# and with the right data (blank, from a raw or qcow2 image file, from a snapshot, cloned, extended);
+# one uploaded to an image (os-volume_upload_image) gives its data and holes elsewhere;
 # snapshots are RBD snapshots of the volume's image (point in time), reached through a clone; encrypted volumes are LUKS2 inside their image (checked
 # with cryptsetup on an `rbd export` of the header, the passphrase unwrapped independently),
 # served decrypted by `volgate serve` and readable by QEMU's rbd driver (encrypt.format=luks2);
@@ -10,7 +11,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ceph_cluster.sh"
 require_volgate
-require_tool nbdcopy cryptsetup sqlite3 qemu-img
+require_tool nbdcopy cryptsetup sqlite3 qemu-img curl
 T=$TEST_TMP
 STATE=$T/state
 export VOLGATE_URL=unix:$STATE/controller.sock
@@ -50,7 +51,35 @@ stop_volgate
 assert_eq "$(head -c $((16 << 20)) "$T/served.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" \
     "the volume served by volgate serve --export v=$target"
 rm -f "$T/served.raw"
-pass "blank and from-image volumes are RBD images with the right size and data, served as they are"
+# A qcow2 image, converted by qemu-img on its way into the RBD image.
+qemu-img convert -f raw -O qcow2 "$T/images/image.raw" "$T/images/image.qcow2"
+from_qcow2=$(create --size 1G --image image.qcow2 from-qcow2)
+assert_eq "$(image_sum "volume-$from_qcow2")" "$(sha256sum <"$T/images/image.raw")" "qcow2 image data in the RBD image"
+pass "blank and from-image (raw, qcow2) volumes are RBD images with the right size and data, served as they are"
+
+# Uploaded to an image (Cinder's os-volume_upload_image; the token in a header file): the RBD
+# image's data, read where RBD reports data, holes elsewhere.
+(umask 077 && printf 'X-Auth-Token: %s\n' "$(cat "$STATE/token")" >"$T/auth.header")
+image_id=$(curl -sf --unix-socket "$STATE/controller.sock" -H @"$T/auth.header" -H 'Content-Type: application/json' \
+    --data '{"os-volume_upload_image": {"image_name": "from-rbd", "disk_format": "raw"}}' \
+    "http://localhost/v3/default/volumes/$vol/action" | json "d['os-volume_upload_image']['image_id']")
+for ((i = 0; i < 200; i++)); do
+    [[ -f $T/images/$image_id.json ]] && [[ $("$VOLGATE" volume show --output json "$vol" | json "d['volume']['status']") == available ]] && break
+    sleep 0.1
+done
+[[ -f $T/images/$image_id.json ]] || fail "no image from the RBD volume: $("$VOLGATE" volume show "$vol")"
+assert_eq "$(stat -c %s "$T/images/$image_id")" $((1 << 30)) "size of the image uploaded from RBD"
+assert_eq "$(head -c $((16 << 20)) "$T/images/$image_id" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" \
+    "data of the image uploaded from RBD"
+# Nothing but a hole past the data (SEEK_DATA finds none).
+"$SYSPY" -c '
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    sys.exit("data at %d" % os.lseek(fd, 16 << 20, os.SEEK_DATA))
+except OSError as e:
+    sys.exit(0 if e.errno == errno.ENXIO else str(e))' "$T/images/$image_id" || fail "the image uploaded from RBD is not a hole past the data"
+pass "an RBD volume uploaded to a raw image: its data, holes elsewhere"
 
 snap=$("$VOLGATE" snapshot create --output json --volume "$vol" s | json "d['snapshot']['id']")
 # a native RBD snapshot of the volume's image, reached through a layered clone

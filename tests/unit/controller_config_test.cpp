@@ -54,6 +54,28 @@ TEST_F(ConfigTest, TheEmbeddedDefaultKeepsEverythingInTheStateDirectory) {
   EXPECT_EQ(c.default_quotas.at(kQuotaGigabytes), 1000);
 }
 
+// Uploads go into an image directory (so that each is an imageRef at once), by default the first.
+TEST_F(ConfigTest, TheImageUploadDirectoryIsOneOfTheImageDirectories) {
+  ControllerConfig c = default_config("/srv/v");
+  EXPECT_EQ(c.image_upload_dir, "/srv/v/images");
+  EXPECT_EQ(c.image_convert_timeout, std::chrono::seconds(3600));
+  c = load_config(write(R"({"state_dir": "/srv/v", "image_dirs": ["a", "/srv/b"], "image_upload_dir": "/srv/b",
+                           "image_convert_timeout": 30})"),
+                  "");
+  EXPECT_EQ(c.image_upload_dir, "/srv/b");
+  EXPECT_EQ(c.image_convert_timeout, std::chrono::seconds(30));
+  c = load_config(write(R"({"state_dir": "/srv/v", "image_dirs": ["a", "/srv/b"]})"), "");
+  EXPECT_EQ(c.image_upload_dir, "/srv/v/a");
+  EXPECT_NE(error_of(R"({"state_dir": "/srv/v", "image_dirs": ["a"], "image_upload_dir": "/srv/elsewhere"})")
+                .find("image_upload_dir /srv/elsewhere must be one of image_dirs"),
+            std::string::npos);
+  for (const char* bad : {"0", "-1", "\"60\"", "86401", "1.5"})
+    EXPECT_NE(error_of(std::string(R"({"state_dir": "/srv/v", "image_convert_timeout": )") + bad + "}")
+                  .find("image_convert_timeout"),
+              std::string::npos)
+        << bad;
+}
+
 TEST_F(ConfigTest, AFileSetsPoolsTypesQuotasAndResolvesRelativePaths) {
   ControllerConfig c = load_config(write(R"({
     "state_dir": "/var/lib/vg", "tcp_listen": "127.0.0.1:8776", "database": "db/c.db",

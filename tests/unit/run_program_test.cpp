@@ -4,8 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <system_error>
+
+#include "common/unique_fd.hpp"
 
 namespace volgate {
 namespace {
@@ -48,6 +53,30 @@ TEST(RunProgramTest, OutputIsBoundedAndArgumentsMayBePointers) {
   r = run_program(std::span<const char* const>(argv), std::chrono::seconds(5));
   EXPECT_EQ(r.output.size(), 100005u);
   EXPECT_FALSE(r.output_truncated);
+}
+
+// A file opened here reaches the program as descriptor 3, 4, ... in the order given; the
+// program sees none of this process's other (close-on-exec) descriptors.
+TEST(RunProgramTest, InheritedDescriptorsArePlacedInOrder) {
+  char first_name[] = "/tmp/run_program_testXXXXXX";
+  char second_name[] = "/tmp/run_program_testXXXXXX";
+  UniqueFd first(::mkostemp(first_name, O_CLOEXEC));
+  UniqueFd second(::mkostemp(second_name, O_CLOEXEC));
+  ASSERT_TRUE(first && second);
+  ::unlink(first_name);
+  ::unlink(second_name);
+  ASSERT_EQ(::write(first.get(), "one", 3), 3);
+  ASSERT_EQ(::write(second.get(), "two", 3), 3);
+  ::lseek(first.get(), 0, SEEK_SET);
+  ::lseek(second.get(), 0, SEEK_SET);
+  UniqueFd unrelated(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  // In the other order, so that a placement overwriting the next one would show.
+  const int inherited[] = {second.get(), first.get()};
+  const std::string script =
+      "cat /dev/fd/3 /dev/fd/4; [ -e /dev/fd/" + std::to_string(unrelated.get()) + " ] && echo leaked || echo alone";
+  auto r = run_program({"sh", "-c", script}, std::chrono::seconds(5), {}, kDefaultMaxProgramOutput, inherited);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output, "twoonealone\n");
 }
 
 }  // namespace

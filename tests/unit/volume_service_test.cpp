@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -42,6 +43,7 @@ class ServiceTest : public ::testing::Test {
     fs::create_directories(images);
     config = default_config(dir);
     config.image_dirs = {images.string()};
+    config.image_upload_dir = images.string();
     config.default_quotas = {{kQuotaVolumes, 5}, {kQuotaSnapshots, 5}, {kQuotaGigabytes, 20}};
     KeyWrap::create_key_file(dir / "master.key");
     open();
@@ -195,6 +197,96 @@ TEST_P(ExtendVolumeRevert, GoesBackToAvailableAtTheOldSize) {
 INSTANTIATE_TEST_SUITE_P(EachTask, ExtendVolumeRevert,
                          ::testing::Values("validate", "reserve_quota", "mark_extending", "extend_on_pool",
                                            "commit_quota", "finish"));
+
+// ------------------------------------------------------------------------------ upload to image
+
+std::vector<std::string> names_in(const fs::path& directory) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(directory)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class UploadVolumeRevert : public ServiceTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(UploadVolumeRevert, LeavesNoImageAndTheVolumeAsItWas) {
+  const std::string task = GetParam();
+  Volume v = create(1);
+  {
+    std::fstream f(volume_file(v.id), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(12345);
+    f << "written before the upload";
+  }
+  UploadImageRequest r{.project = "p", .volume_id = v.id, .image_name = "img"};
+  inject("upload_volume", task);
+  const bool before_accept = task == "validate" || task == "mark_uploading";
+  if (before_accept)
+    EXPECT_THROW(service->upload_volume_to_image(r), Injected);
+  else
+    service->upload_volume_to_image(r);
+  auto after = service->get_volume("p", v.id);
+  EXPECT_EQ(after.status, VolumeStatus::available);
+  if (before_accept)
+    EXPECT_TRUE(after.error_message.empty()) << after.error_message;
+  else
+    EXPECT_NE(after.error_message.find("upload to image"), std::string::npos) << after.error_message;
+  EXPECT_TRUE(names_in(images).empty());
+  EXPECT_FALSE(service->progress(v.id));
+  EXPECT_TRUE(store->journal_unfinished().empty());
+
+  // After the last failure point (the image written, then taken back), an upload works. Once:
+  // each upload hashes the whole GiB.
+  if (task != "finish") return;
+  inject("", "");
+  const std::string id = service->upload_volume_to_image(r);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::available);
+  EXPECT_EQ(names_in(images), (std::vector<std::string>{id, id + ".json"}));
+  std::ifstream image(images / id, std::ios::binary), volume(volume_file(v.id), std::ios::binary);
+  std::vector<char> a(1 << 20), b(1 << 20);
+  bool same = true;
+  while (same && image.read(a.data(), a.size()).gcount() > 0) {
+    volume.read(b.data(), b.size());
+    same = image.gcount() == volume.gcount() && std::equal(a.begin(), a.begin() + image.gcount(), b.begin());
+  }
+  EXPECT_TRUE(same && volume.read(b.data(), 1).gcount() == 0) << "the image differs from the volume";
+  // Holes stay holes: the image allocates a block or so for the one write.
+  struct stat st{};
+  ASSERT_EQ(::stat((images / id).c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kGiB);
+  EXPECT_LE(st.st_blocks * 512, 1 << 20);
+}
+
+INSTANTIATE_TEST_SUITE_P(EachTask, UploadVolumeRevert,
+                         ::testing::Values("validate", "mark_uploading", "write_image", "finish"));
+
+TEST_F(ServiceTest, UploadRefusesAnInUseVolumeWithoutForceAndAVolumeInAnotherState) {
+  Volume v = create(1);
+  // Attached as a completed attachment leaves it (no gateway here to serve it).
+  store->update_volume_attachments(v.id, [&](Store::VolumeAttachments& state) {
+    state.attachments.push_back(
+        {.id = "a1", .project = "p", .volume_id = v.id, .status = AttachmentStatus::attached});
+    state.volume.status = VolumeStatus::in_use;
+  });
+  UploadImageRequest r{.project = "p", .volume_id = v.id, .image_name = "img"};
+  try {
+    service->upload_volume_to_image(r);
+    ADD_FAILURE() << "an in-use volume was uploaded without force";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.http_status(), 400);
+  }
+  r.force = true;
+  service->upload_volume_to_image(r);
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::in_use);
+  EXPECT_EQ(names_in(images).size(), 2u);
+  store->update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::extending; });
+  try {
+    service->upload_volume_to_image(r);
+    ADD_FAILURE() << "an extending volume was uploaded";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.http_status(), 409);
+  }
+  EXPECT_EQ(service->get_volume("p", v.id).status, VolumeStatus::extending);
+}
 
 // ------------------------------------------------------------------------------ delete volume
 

@@ -11,7 +11,7 @@ using enum VolumeStatus;
 TEST(VolumeStatus, NamesAreCindersAndRoundTrip) {
   EXPECT_EQ(to_string(in_use), "in-use");
   EXPECT_EQ(to_string(error_deleting), "error_deleting");
-  for (auto s : {creating, available, reserved, attaching, in_use, detaching, extending, deleting, error,
+  for (auto s : {creating, available, reserved, attaching, in_use, detaching, extending, uploading, deleting, error,
                  error_deleting})
     EXPECT_EQ(parse_volume_status(to_string(s)), s);
   EXPECT_FALSE(parse_volume_status("in_use"));
@@ -33,6 +33,10 @@ TEST(VolumeStatus, LifecycleTransitionsAreAllowed) {
   EXPECT_TRUE(allowed(in_use, detaching));
   EXPECT_TRUE(allowed(detaching, available));
   EXPECT_TRUE(allowed(detaching, in_use));  // a failed detach rolls back
+  EXPECT_TRUE(allowed(available, uploading));
+  EXPECT_TRUE(allowed(in_use, uploading));  // os-volume_upload_image with force
+  EXPECT_TRUE(allowed(uploading, available));
+  EXPECT_TRUE(allowed(uploading, in_use));
 }
 
 TEST(VolumeStatus, IllegalTransitionsAreRefused) {
@@ -40,6 +44,9 @@ TEST(VolumeStatus, IllegalTransitionsAreRefused) {
   EXPECT_FALSE(allowed(deleting, available));  // a delete never comes back
   EXPECT_FALSE(allowed(deleting, deleting));
   EXPECT_FALSE(allowed(extending, deleting));
+  EXPECT_FALSE(allowed(uploading, deleting));  // not while its data is being read
+  EXPECT_FALSE(allowed(uploading, detaching));
+  EXPECT_FALSE(allowed(uploading, extending));
   EXPECT_FALSE(allowed(in_use, deleting));     // detach first
   EXPECT_FALSE(allowed(error, extending));
   EXPECT_FALSE(allowed(available, in_use));    // only through attaching
