@@ -1,5 +1,7 @@
 #include "controller/metrics/controller_metrics.hpp"
 
+#include <iterator>
+
 #include "controller/domain/attachment.hpp"
 #include "controller/domain/volume.hpp"
 #include "controller/exports/export_reconciler.hpp"
@@ -29,8 +31,12 @@ constexpr const char* kAttachmentsHelp = "Volume attachments in the database, by
 
 constexpr VolumeStatus kAllVolumeStatuses[] = {
     VolumeStatus::creating,  VolumeStatus::available, VolumeStatus::reserved, VolumeStatus::attaching,
-    VolumeStatus::in_use,    VolumeStatus::detaching, VolumeStatus::extending, VolumeStatus::deleting,
-    VolumeStatus::error,     VolumeStatus::error_deleting, VolumeStatus::backing_up, VolumeStatus::restoring_backup};
+    VolumeStatus::in_use,    VolumeStatus::detaching, VolumeStatus::extending, VolumeStatus::uploading,
+    VolumeStatus::deleting,  VolumeStatus::error,     VolumeStatus::error_deleting, VolumeStatus::backing_up,
+    VolumeStatus::restoring_backup};
+// Every status, so that each has its series (0 included): a status added to the enum must be
+// added here too.
+static_assert(std::size(kAllVolumeStatuses) == static_cast<size_t>(VolumeStatus::restoring_backup) + 1);
 constexpr AttachmentStatus kAllAttachmentStatuses[] = {AttachmentStatus::reserved, AttachmentStatus::attaching,
                                                        AttachmentStatus::attached, AttachmentStatus::detaching};
 
