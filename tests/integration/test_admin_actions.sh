@@ -36,8 +36,8 @@ cat >"$T/controller.json" <<JSON
   "tokens": [{"project": "$PROJECT", "role": "member", "token_file": "$T/member.token"}]
 }
 JSON
-# Extends of this controller stall 3 s before they touch the pool: an operation to be busy with.
-VOLGATE_TEST_STALL_BEFORE=extend_volume:extend_on_pool:3000 \
+# Extends of this controller stall 4 s before they touch the pool: an operation to be busy with.
+VOLGATE_TEST_STALL_BEFORE=extend_volume:extend_on_pool:4000 \
     start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
 for ((i = 0; i < 100; i++)); do [[ -S $STATE/run/nbd.sock ]] && break; sleep 0.05; done
 
@@ -159,10 +159,17 @@ pass "cinder snapshot-reset-state and snapshot-delete --force; DELETE ?force=tru
 # ------------------------------------------------------------------ busy resources, members
 v3=$(run_cinder create --name busy 1 | field id)
 wait_status show "$v3" available
-run_cinder extend "$v3" 2 >/dev/null
-assert_eq "$(show "$v3" status)" extending "status during the stalled extend"
-refused "has an operation in progress (extend_volume)" reset-state --state available "$v3"
-refused "has an operation in progress (extend_volume)" force-delete "$v3"
+# curl from here on: the stall must outlast these requests, and the cinder CLI takes a second
+# or more to start on a busy machine.
+code=$(api "$AUTH" POST "/volumes/$v3/action" '{"os-extend": {"new_size": 2}}')
+assert_eq "$code" 202 "os-extend"
+api "$AUTH" GET "/volumes/$v3" >/dev/null
+grep -q '"status": *"extending"' "$T/body" || fail "status during the stalled extend: $(cat "$T/body")"
+for body in '{"os-reset_status": {"status": "available"}}' '{"os-force_delete": {}}'; do
+    code=$(api "$AUTH" POST "/volumes/$v3/action" "$body")
+    assert_eq "$code" 409 "$body during the extend"
+    grep -q "has an operation in progress (extend_volume)" "$T/body" || fail "$body during the extend: $(cat "$T/body")"
+done
 wait_status show "$v3" available
 assert_eq "$(show "$v3" size)" 2 "size after the extend the repairs left alone"
 pass "reset-state and force-delete refused (409) while an extend works on the volume; the extend finishes"
