@@ -301,22 +301,23 @@ qemu-img compare -q -f raw -F qcow2 "$(volume_file "$big")" "$IMAGES/$(field ima
 pass "data that starts like qcow2 is refused as a raw image (it would be read as qcow2), uploaded as qcow2 intact"
 
 # ------------------------------------------------------------------ an image rewritten after its check
-# The copy waits 1 s before it starts (a test hook): time to change the image the request checked.
+# The copy waits 3 s before it starts (a test hook): time to change the image the request checked,
+# with room for the cinder CLI to exit on a loaded machine.
 stop_volgate "$CTL_PID" TERM 10
-VOLGATE_TEST_STALL_BEFORE=create_volume:create_on_pool:1000 start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
+VOLGATE_TEST_STALL_BEFORE=create_volume:create_on_pool:3000 start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
 qemu-img convert -f raw -O qcow2 "$T/small.raw" "$IMAGES/later.qcow2"
 # Made hostile (the image with the secret as its external data file copied into the same
 # inode) after the request was accepted.
 late=$(cinder create --image-id later.qcow2 --name rewritten-header 1 | field id)
 cp "$IMAGES/datafile.qcow2" "$IMAGES/later.qcow2"
-for ((i = 0; i < 100; i++)); do [[ $(show "$late" status) == error ]] && break; sleep 0.1; done
+for ((i = 0; i < 200; i++)); do [[ $(show "$late" status) == error ]] && break; sleep 0.1; done
 assert_eq "$(show "$late" status)" error "a volume whose image got an external data file after its check"
 [[ $(show "$late" volgate:error) == *"external data file"* ]] || fail "its reason: $(show "$late" volgate:error)"
 # Its data changed (the header still right) after the request was checked: its ctime moved.
 qemu-img convert -f raw -O qcow2 "$T/small.raw" "$IMAGES/later2.qcow2"
 late2=$(cinder create --image-id later2.qcow2 --name rewritten-data 1 | field id)
 qemu-io -f qcow2 -c 'write -P 0x55 0 64k' "$IMAGES/later2.qcow2" >/dev/null
-for ((i = 0; i < 100; i++)); do [[ $(show "$late2" status) == error ]] && break; sleep 0.1; done
+for ((i = 0; i < 200; i++)); do [[ $(show "$late2" status) == error ]] && break; sleep 0.1; done
 assert_eq "$(show "$late2" status)" error "a volume whose image was written after its check"
 [[ $(show "$late2" volgate:error) == *"changed after it was checked"* ]] || fail "its reason: $(show "$late2" volgate:error)"
 assert_eq "$(ls "$T/pool" | grep -c -e "$late" -e "$late2" || true)" 0 "files of the refused volumes"
