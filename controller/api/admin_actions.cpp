@@ -3,8 +3,6 @@
 // (POST .../snapshots/{id}/action). They exist for records that no longer say the truth after
 // something outside volgate went wrong; the service refuses them while an operation still
 // works on the resource, which Cinder cannot tell and volgate can.
-#include <algorithm>
-#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "controller/api/access_policy.hpp"
@@ -21,23 +19,15 @@ using nlohmann::json;
 json action_object(const json& value, const std::string& action, std::initializer_list<const char*> allowed) {
   if (value.is_null()) return json::object();
   if (!value.is_object()) bad_request("'" + action + "' takes an object.");
-  for (const auto& [key, unused] : value.items())
-    if (std::find_if(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }) == allowed.end())
-      bad_request("Unknown field '" + key + "' in " + action + ".");
+  check_fields(value, action, allowed);
   return value;
-}
-
-// Cinder takes states in any case ("ERROR" is "error").
-std::string lowercase(std::string text) {
-  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
 }
 
 ApiResponse reset_volume_status(VolumeService& service, const ApiRequest& q, const json& value) {
   json r = action_object(value, "os-reset_status", {"status", "attach_status", "migration_status"});
-  const std::string status_text = lowercase(opt_string(r, "status"));
-  const std::string attach_status = lowercase(opt_string(r, "attach_status"));
-  const std::string migration_status = lowercase(opt_string(r, "migration_status"));
+  const std::string status_text = ascii_lowercase(opt_string(r, "status"));
+  const std::string attach_status = ascii_lowercase(opt_string(r, "attach_status"));
+  const std::string migration_status = ascii_lowercase(opt_string(r, "migration_status"));
   if (status_text.empty() && attach_status.empty() && migration_status.empty())
     bad_request("Give 'status', 'attach_status' or 'migration_status' to reset.");
   std::optional<VolumeStatus> status;
@@ -67,7 +57,7 @@ ApiResponse snapshot_action(VolumeService& service, const ApiRequest& q) {
   if (action == "os-reset_status") {
     require_admin(q.headers.caller, "reset a snapshot's status");
     json r = action_object(j.begin().value(), action, {"status"});
-    const std::string text = lowercase(opt_string(r, "status"));
+    const std::string text = ascii_lowercase(opt_string(r, "status"));
     if (text.empty()) bad_request("Give the 'status' to reset the snapshot to.");
     auto status = parse_snapshot_status(text);
     if (!status) bad_request("'" + text + "' is not a snapshot status volgate knows.");

@@ -32,12 +32,21 @@ json parse_body(const std::string& body, const char* root, std::initializer_list
     if (!ok) bad_request("Unknown field '" + key + "' in the request body.");
   }
   json inner = std::move(j[root]);  // moved, not copied
-  for (const auto& [key, value] : inner.items()) {
+  check_fields(inner, root, allowed);
+  return inner;
+}
+
+void check_fields(const json& object, const std::string& where, std::initializer_list<const char*> allowed) {
+  for (const auto& [key, value] : object.items()) {
     bool ok = false;
     for (const char* a : allowed) ok = ok || key == a;
-    if (!ok) bad_request(std::string("Unknown field '") + key + "' in " + root + ".");
+    if (!ok) bad_request("Unknown field '" + key + "' in " + where + ".");
   }
-  return inner;
+}
+
+std::string ascii_lowercase(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
 }
 
 std::string opt_string(const json& j, const char* key) {
@@ -56,8 +65,7 @@ std::optional<bool> opt_boolean(const json& j, const char* key) {
   const json& v = j[key];
   if (v.is_boolean()) return v.get<bool>();
   if (v.is_string()) {
-    std::string text = v.get<std::string>();
-    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string text = ascii_lowercase(v.get<std::string>());
     for (const char* yes : {"true", "1", "on", "yes", "y", "t"})
       if (text == yes) return true;
     for (const char* no : {"false", "0", "off", "no", "n", "f"})

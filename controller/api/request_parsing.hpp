@@ -23,6 +23,12 @@ nlohmann::json parse_json(const std::string& body);
 nlohmann::json parse_body(const std::string& body, const char* root, std::initializer_list<const char*> allowed,
                           std::initializer_list<const char*> beside = {});
 
+// 400 naming the first key of the object `object` that is not in `allowed` ("Unknown field 'K'
+// in WHERE.").
+void check_fields(const nlohmann::json& object, const std::string& where, std::initializer_list<const char*> allowed);
+// `text` in ASCII lower case: Cinder takes states and boolean words in any case.
+std::string ascii_lowercase(std::string text);
+
 // A string field, empty when absent or null; 400 when it is there and not a string.
 std::string opt_string(const nlohmann::json& j, const char* key);
 // Like opt_string, but absent stays absent (for updates: null sets the empty string).

@@ -572,8 +572,7 @@ ApiResponse VolumeApi::volume_action(const ApiRequest& q) {
     if (!f.is_null() && !f.is_object()) bad_request("'os-force_detach' takes an object: {\"attachment_id\": ...}.");
     std::string attachment_id;
     if (f.is_object()) {
-      for (const auto& [key, value] : f.items())
-        if (key != "attachment_id" && key != "connector") bad_request("Unknown field '" + key + "' in os-force_detach.");
+      check_fields(f, "os-force_detach", {"attachment_id", "connector"});
       attachment_id = opt_string(f, "attachment_id");
     }
     service_.force_detach(project, id, attachment_id);
