@@ -1,7 +1,6 @@
 #include "crypto/xts_provider.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <time.h>
 
@@ -13,6 +12,7 @@
 
 #include "crypto/gcrypt_xts.hpp"
 #include "crypto/openssl_xts.hpp"
+#include "crypto/sha256.hpp"
 
 namespace volgate::crypto {
 namespace {
@@ -50,20 +50,6 @@ std::vector<std::byte> from_hex(std::string_view hex) {
   return out;
 }
 
-std::string sha256_hex(const unsigned char* data, size_t length) {
-  unsigned char digest[32];
-  unsigned int size = 0;
-  if (EVP_Digest(data, length, digest, &size, EVP_sha256(), nullptr) != 1 || size != sizeof digest)
-    throw std::runtime_error("SHA-256 failed");
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : digest) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
-
 std::vector<unsigned char> counting_bytes(size_t length) {
   std::vector<unsigned char> v(length);
   for (size_t i = 0; i < length; ++i) v[i] = static_cast<unsigned char>(i & 0xff);
@@ -81,7 +67,7 @@ std::string check_one(const XtsEngineFactory& factory, const KnownAnswer& answer
   std::vector<unsigned char> out(answer.unit);
   if (!encrypt->transform(answer.tweak, 1, answer.unit, plain.data(), out.data(), answer.unit))
     return std::string(answer.name) + ": encrypting failed";
-  if (sha256_hex(out.data(), out.size()) != answer.ciphertext_sha256)
+  if (to_hex(sha256(std::as_bytes(std::span(out)))) != answer.ciphertext_sha256)
     return std::string(answer.name) + ": encrypting gives other bytes than the known answer";
 
   // Units n-1 and n in place in one call: the second must match the known answer.

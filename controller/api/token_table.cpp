@@ -1,19 +1,15 @@
 #include "controller/api/token_table.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include <stdexcept>
+
+#include "crypto/sha256.hpp"
 
 namespace volgate::controller {
 
 TokenTable::Digest TokenTable::digest_of(std::string_view token) {
-  Digest digest{};
-  unsigned int size = 0;
-  if (EVP_Digest(token.data(), token.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1 ||
-      size != digest.size())
-    throw std::runtime_error("SHA-256 failed");
-  return digest;
+  return crypto::sha256(std::as_bytes(std::span(token.data(), token.size())));
 }
 
 std::optional<TokenTable::Digest> TokenTable::digest_from_hex(std::string_view hex) {

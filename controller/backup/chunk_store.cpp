@@ -1,7 +1,6 @@
 #include "controller/backup/chunk_store.hpp"
 
 #include <dirent.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -15,6 +14,7 @@
 #include <system_error>
 
 #include "controller/backup/atomic_file.hpp"
+#include "crypto/sha256.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -28,26 +28,9 @@ constexpr size_t kDigestBytes = 32;
 constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 + kDigestBytes;
 enum Encoding : uint8_t { kRaw = 0, kZstd = 1 };
 
-using Digest = std::array<unsigned char, kDigestBytes>;
-
-Digest sha256(std::span<const std::byte> data) {
-  Digest d{};
-  unsigned int length = 0;
-  if (EVP_Digest(data.data(), data.size(), d.data(), &length, EVP_sha256(), nullptr) != 1 || length != d.size())
-    throw std::runtime_error("SHA-256 failed");
-  return d;
-}
-
-std::string hex(const Digest& d) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(d.size() * 2);
-  for (unsigned char c : d) {
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
-  }
-  return out;
-}
+using Digest = crypto::Sha256Digest;
+static_assert(sizeof(Digest) == kDigestBytes);
+using crypto::sha256;
 
 void put_le(std::byte* at, uint64_t value, size_t bytes) {
   for (size_t i = 0; i < bytes; ++i) at[i] = static_cast<std::byte>(value >> (8 * i));
@@ -83,7 +66,7 @@ ChunkStore::ChunkStore(std::string directory, int zstd_level)
   sync_directory(directory_);
 }
 
-std::string ChunkStore::hash_of(std::span<const std::byte> data) { return hex(sha256(data)); }
+std::string ChunkStore::hash_of(std::span<const std::byte> data) { return crypto::to_hex(sha256(data)); }
 
 bool ChunkStore::is_hash(const std::string& text) {
   return text.size() == kDigestBytes * 2 && text.find_first_not_of("0123456789abcdef") == std::string::npos;

@@ -17,6 +17,7 @@
 #include "backends/sync_io.hpp"
 #include "common/unnamed_file.hpp"
 #include "controller/domain/timestamp.hpp"
+#include "crypto/sha256.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -59,13 +60,7 @@ class ImageDigest {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned length = 0;
     if (EVP_DigestFinal_ex(context_.get(), digest, &length) != 1) throw std::runtime_error("image checksum");
-    static const char digits[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < length; ++i) {
-      out += digits[digest[i] >> 4];
-      out += digits[digest[i] & 15];
-    }
-    return out;
+    return crypto::to_hex(std::span(digest, length));
   }
 
  private:
