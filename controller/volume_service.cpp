@@ -511,17 +511,13 @@ void VolumeService::settle_attachments() {
 // not be written) would stay there forever: give it a status an operator can act on.
 void VolumeService::sweep_stuck_resources() {
   for (const auto& v : store_.all_volumes()) {
-    if (v.status == VolumeStatus::backing_up) {
-      // Read, never written: nothing to undo.
-      spdlog::warn("volume {} was backing-up with no backup in progress; now available", v.id);
-      store_.update_volume(v.id, [](Volume& x) { x.status = VolumeStatus::available; });
-      continue;
-    }
-    if (v.status != VolumeStatus::uploading) continue;
-    // Only read by the upload that is gone: its attachments say what it is.
+    if (v.status != VolumeStatus::backing_up && v.status != VolumeStatus::uploading) continue;
+    // Only read by the backup or upload that is gone, never written: nothing to undo, and its
+    // attachments say what it is (none for a backup: available).
     store_.update_volume_attachments(v.id, [&](Store::VolumeAttachments& state) {
       state.volume.status = status_for_attachments(state.attachments);
-      spdlog::warn("volume {} was uploading with no upload in progress; now {}", v.id, to_string(state.volume.status));
+      spdlog::warn("volume {} was {} with no operation in progress; now {}", v.id, to_string(v.status),
+                   to_string(state.volume.status));
     });
   }
   for (const auto& v : store_.all_volumes()) {
