@@ -617,7 +617,7 @@ void FuseFrontEnd::on_open(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
   if (!exports_.attach(*e)) return void((lock.unlock(), fuse_reply_err(req, ENOENT)));
   std::shared_ptr<View> view = views_[e.get()].lock();
   if (!view || view->exported != e) {
-    view = std::make_shared<View>(View{e, backends::ReadModifyWriteDevice::over(e->device)});
+    view = std::make_shared<View>(e, backends::ReadModifyWriteDevice::over(e->device));
     views_[e.get()] = view;
   }
   auto* handle = new Handle{view, writable, (fi->flags & O_DSYNC) != 0};
@@ -721,7 +721,7 @@ void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_inf
   Request* r = begin(req, fi, false);
   if (!r) return;
   r->kind = nbd::RequestKind::read;
-  const uint64_t device_size = r->handle->view->device->size();
+  const uint64_t device_size = r->handle->view->front.size();
   const uint64_t offset = static_cast<uint64_t>(off);
   if (off < 0) return answer_error(r, EINVAL);
   r->offset = offset;
@@ -731,7 +731,7 @@ void FuseFrontEnd::on_read(fuse_req_t req, size_t size, off_t off, fuse_file_inf
     return end(r);
   }
   r->data = Buffer::allocate(r->length);
-  r->handle->view->device->read(offset, r->data.span().first(r->length), [r](std::error_code ec) {
+  r->handle->view->front.read(offset, r->data.span().first(r->length), [r](std::error_code ec) {
     FuseFrontEnd* self = r->self;
     if (ec) return self->answer_error(r, backends::errno_of(ec));
     r->handle->view->exported->counters->answered(nbd::RequestKind::read, r->length);
@@ -744,7 +744,7 @@ void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t
   Request* r = begin(req, fi, true);
   if (!r) return;
   r->kind = nbd::RequestKind::write;
-  const uint64_t device_size = r->handle->view->device->size();
+  const uint64_t device_size = r->handle->view->front.size();
   const uint64_t offset = static_cast<uint64_t>(off);
   if (off < 0) return answer_error(r, EINVAL);
   // Like a disk: a write that starts at the end finds no space; one that crosses it is short.
@@ -770,7 +770,7 @@ void FuseFrontEnd::on_write(fuse_req_t req, const char* data, size_t size, off_t
     std::memcpy(r->data.data(), bytes, r->length);
     r->payload = r->data.span().first(r->length);
   }
-  r->handle->view->device->write(offset, r->payload, {.fua = r->handle->sync}, [r](std::error_code ec) {
+  r->handle->view->front.write(offset, r->payload, {.fua = r->handle->sync}, [r](std::error_code ec) {
     FuseFrontEnd* self = r->self;
     if (ec) return self->answer_error(r, backends::errno_of(ec));
     r->handle->view->exported->counters->answered(nbd::RequestKind::write, r->length);
@@ -783,7 +783,7 @@ void FuseFrontEnd::on_fsync(fuse_req_t req, fuse_file_info* fi) {
   Request* r = begin(req, fi, false);
   if (!r) return;
   r->kind = nbd::RequestKind::flush;
-  r->handle->view->device->flush([r](std::error_code ec) {
+  r->handle->view->front.flush([r](std::error_code ec) {
     if (ec) return r->self->answer_error(r, backends::errno_of(ec));
     r->handle->view->exported->counters->answered(nbd::RequestKind::flush, 0);
     fuse_reply_err(r->req, 0);
@@ -795,7 +795,7 @@ void FuseFrontEnd::on_fallocate(fuse_req_t req, int mode, off_t offset, off_t le
   Request* r = begin(req, fi, true);
   if (!r) return;
   r->kind = nbd::RequestKind::write_zeroes;
-  const uint64_t device_size = r->handle->view->device->size();
+  const uint64_t device_size = r->handle->view->front.size();
   if (offset < 0 || length <= 0) return answer_error(r, EINVAL);
   const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
   uint64_t start = static_cast<uint64_t>(offset);
@@ -821,7 +821,7 @@ void FuseFrontEnd::on_fallocate(fuse_req_t req, int mode, off_t offset, off_t le
     return this->end(r);
   }
   r->length = end - start;
-  r->handle->view->device->write_zeroes(start, end - start, flags, [r](std::error_code ec) {
+  r->handle->view->front.write_zeroes(start, end - start, flags, [r](std::error_code ec) {
     if (ec) return r->self->answer_error(r, backends::errno_of(ec));
     r->handle->view->exported->counters->answered(nbd::RequestKind::write_zeroes, r->length);
     fuse_reply_err(r->req, 0);
@@ -843,7 +843,7 @@ void FuseFrontEnd::on_lseek(fuse_req_t req, off_t off, int whence, fuse_file_inf
 // reads as zeroes: a LUKS volume's unallocated sectors do not (they decrypt to noise), so they
 // are data here, as they must be for qemu-img, which reads holes as zeroes.
 void FuseFrontEnd::seek_next(Request* r) {
-  backends::BlockDevice& device = *r->handle->view->device;
+  backends::DeviceFront& device = r->handle->view->front;
   for (;;) {
     const uint64_t size = device.size();
     if (r->offset >= size) {
@@ -897,6 +897,9 @@ void FuseFrontEnd::check_sizes() {
       spdlog::info("--fuse {}: {} is now {} bytes (was {})", mount_point_, node.name, size, node.size);
       node.size = size;
       changed.push_back(ino);
+      // Requests see the new size from now on, as the kernel does once it asks again.
+      if (auto view = views_.find(e.get()); view != views_.end())
+        if (auto open = view->second.lock()) open->front.refresh_size();
     }
   }
   // Attributes only (a negative offset): the kernel asks again at the next access.

@@ -42,6 +42,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backends/device_front.hpp"
 #include "common/buffer_pool.hpp"
 #include "gateway/export_clients.hpp"
 #include "nbd/export.hpp"
@@ -103,8 +104,11 @@ class FuseFrontEnd final : public ExportClients {
   // block-aligned devices such as LUKS), shared by every open file of the export so that their
   // partial-block writes lock each other out.
   struct View {
+    View(std::shared_ptr<const nbd::Export> e, std::shared_ptr<backends::BlockDevice> d)
+        : exported(std::move(e)), device(std::move(d)), front(*device) {}
     std::shared_ptr<const nbd::Export> exported;
     std::shared_ptr<backends::BlockDevice> device;
+    backends::DeviceFront front;  // every request goes through it; its size follows check_sizes()
   };
   // What the kernel opened. view, writable and sync never change; the rest is under mutex_.
   struct Handle {

@@ -34,6 +34,7 @@
 #include <optional>
 #include <string>
 
+#include "backends/device_front.hpp"
 #include "backends/sync_io.hpp"
 #include "crypto/xts_provider.hpp"
 #include "gateway/backend_spec.hpp"
@@ -53,8 +54,10 @@ struct Plugin {
   std::optional<ExportSpec> spec;
   std::optional<crypto::XtsProvider> xts_provider;  // xts-provider=; unset: auto
   std::shared_ptr<BlockDevice> device;
-  DeviceCapabilities caps;
-  uint64_t size = 0;
+  // Every request goes through it (range, alignment and read-only checked once; zeroes and FUA
+  // emulated where the device has none), as in volgate serve.
+  std::optional<backends::DeviceFront> front;
+  DeviceCapabilities caps;  // as the front offers them
 };
 Plugin plugin_state;
 
@@ -85,15 +88,18 @@ int open_device() {
     nbdkit_error("volgate: %s", e.what());
     return -1;
   }
-  plugin_state.caps = plugin_state.device->capabilities();
-  plugin_state.size = plugin_state.device->size();
+  plugin_state.front.emplace(*plugin_state.device);
+  plugin_state.caps = plugin_state.front->capabilities();
   nbdkit_debug("volgate: serving %s, %" PRIu64 " bytes", plugin_state.device->description().c_str(),
-               plugin_state.size);
+               plugin_state.front->size());
   return 0;
 }
 
 // nbdkit has closed every connection by now: no request is in flight.
-void release() { plugin_state.device.reset(); }
+void release() {
+  plugin_state.front.reset();
+  plugin_state.device.reset();
+}
 
 // The calling nbdkit thread's io_context, marked current for the thread's life.
 backends::SyncIo& thread_io() {
@@ -115,17 +121,6 @@ int fail(const char* what, uint64_t length, uint64_t offset, std::error_code ec)
                  ec.message().c_str());
   nbdkit_set_error(error);
   return -1;
-}
-
-// Requests must be aligned to the device's block size (a LUKS sector), which .block_size
-// advertises; like `volgate serve`, the plugin refuses what a client sends against it.
-bool misaligned(uint64_t offset, uint64_t length) {
-  const uint32_t block = std::max<uint32_t>(plugin_state.caps.min_block_size, 1);
-  if (block == 1 || (offset % block == 0 && length % block == 0)) return false;
-  nbdkit_debug("volgate: refused %" PRIu64 " bytes at %" PRIu64 ", not aligned to %" PRIu32,
-               length, offset, block);
-  nbdkit_set_error(EINVAL);
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,7 +217,7 @@ void* volgate_open(int) { return NBDKIT_HANDLE_NOT_NEEDED; }
 // ---------------------------------------------------------------------------------------------
 // What the device can do, from its capabilities
 
-int64_t volgate_get_size(void*) { return static_cast<int64_t>(plugin_state.size); }
+int64_t volgate_get_size(void*) { return static_cast<int64_t>(plugin_state.front->size()); }
 
 int volgate_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maximum) {
   *minimum = std::max<uint32_t>(plugin_state.caps.min_block_size, 1);
@@ -235,62 +230,55 @@ int volgate_can_write(void*) { return !plugin_state.caps.read_only; }
 int volgate_can_flush(void*) { return plugin_state.caps.can_flush; }
 int volgate_is_rotational(void*) { return 0; }
 int volgate_can_trim(void*) { return plugin_state.caps.can_trim; }
-// Every writable device writes zeroes without being sent them (writing them itself where the
-// storage has nothing faster), so nbdkit need not emulate it with writes.
-int volgate_can_zero(void*) { return !plugin_state.caps.read_only; }
+// The front writes zeroes and makes writes durable itself where the device has no way of its
+// own, so nbdkit need not emulate either.
+int volgate_can_zero(void*) { return plugin_state.caps.can_zero; }
 int volgate_can_fast_zero(void*) { return plugin_state.caps.can_fast_zero; }
-int volgate_can_fua(void*) {
-  if (plugin_state.caps.can_fua) return NBDKIT_FUA_NATIVE;
-  return plugin_state.caps.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
-}
+int volgate_can_fua(void*) { return plugin_state.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE; }
 int volgate_can_multi_conn(void*) { return plugin_state.caps.can_multi_conn; }
 int volgate_can_extents(void*) { return plugin_state.caps.can_block_status; }
 int volgate_can_cache(void*) { return plugin_state.caps.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE; }
 
 // ---------------------------------------------------------------------------------------------
 // Requests. nbdkit has checked the range against the size and refuses writes where can_write
-// said no.
+// said no; the front refuses what is not aligned to the device's block size (a LUKS sector),
+// which .block_size advertises, as volgate serve does.
 
 int volgate_pread(void*, void* buf, uint32_t count, uint64_t offset, uint32_t) {
-  if (misaligned(offset, count)) return -1;
   std::span<std::byte> data(static_cast<std::byte*>(buf), count);
   auto ec = run([&](auto done) {
-    plugin_state.device->read(offset, data, std::move(done));
+    plugin_state.front->read(offset, data, std::move(done));
   });
   return ec ? fail("read", count, offset, ec) : 0;
 }
 
 int volgate_pwrite(void*, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
-  if (misaligned(offset, count)) return -1;
   std::span<const std::byte> data(static_cast<const std::byte*>(buf), count);
   const bool fua = flags & NBDKIT_FLAG_FUA;
   auto ec = run([&](auto done) {
-    plugin_state.device->write(offset, data, {.fua = fua}, std::move(done));
+    plugin_state.front->write(offset, data, {.fua = fua}, std::move(done));
   });
   return ec ? fail("write", count, offset, ec) : 0;
 }
 
 int volgate_flush(void*, uint32_t) {
-  auto ec = run([&](auto done) { plugin_state.device->flush(std::move(done)); });
+  auto ec = run([&](auto done) { plugin_state.front->flush(std::move(done)); });
   return ec ? fail("flush", 0, 0, ec) : 0;
 }
 
 int volgate_trim(void*, uint32_t count, uint64_t offset, uint32_t flags) {
-  if (misaligned(offset, count)) return -1;
-  auto ec = run([&](auto done) { plugin_state.device->trim(offset, count, std::move(done)); });
   // FUA on a trim (native FUA): the deallocation is durable before the answer, as volgate serve.
-  if (!ec && (flags & NBDKIT_FLAG_FUA))
-    ec = run([&](auto done) { plugin_state.device->flush(std::move(done)); });
+  const bool fua = flags & NBDKIT_FLAG_FUA;
+  auto ec = run([&](auto done) { plugin_state.front->trim(offset, count, {.fua = fua}, std::move(done)); });
   return ec ? fail("trim", count, offset, ec) : 0;
 }
 
 int volgate_zero(void*, uint32_t count, uint64_t offset, uint32_t flags) {
-  if (misaligned(offset, count)) return -1;
   const backends::ZeroFlags zero{.may_trim = bool(flags & NBDKIT_FLAG_MAY_TRIM),
                                  .fast_only = bool(flags & NBDKIT_FLAG_FAST_ZERO),
                                  .fua = bool(flags & NBDKIT_FLAG_FUA)};
   auto ec = run([&](auto done) {
-    plugin_state.device->write_zeroes(offset, count, zero, std::move(done));
+    plugin_state.front->write_zeroes(offset, count, zero, std::move(done));
   });
   return ec ? fail("write_zeroes", count, offset, ec) : 0;
 }
@@ -298,7 +286,7 @@ int volgate_zero(void*, uint32_t count, uint64_t offset, uint32_t flags) {
 int volgate_extents(void*, uint32_t count, uint64_t offset, uint32_t, nbdkit_extents* extents) {
   std::vector<backends::Extent> found;
   auto ec = run([&](auto done) {
-    plugin_state.device->block_status(offset, count,
+    plugin_state.front->block_status(offset, count,
                                       [&found, done = std::move(done)](std::error_code e, std::vector<backends::Extent> list) {
                                         found = std::move(list);
                                         done(e);
@@ -317,7 +305,7 @@ int volgate_extents(void*, uint32_t count, uint64_t offset, uint32_t, nbdkit_ext
 
 int volgate_cache(void*, uint32_t count, uint64_t offset, uint32_t) {
   auto ec = run([&](auto done) {
-    plugin_state.device->cache(offset, count, std::move(done));
+    plugin_state.front->cache(offset, count, std::move(done));
   });
   return ec ? fail("cache", count, offset, ec) : 0;
 }

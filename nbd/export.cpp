@@ -88,7 +88,7 @@ uint16_t transmission_flags(const backends::DeviceCapabilities& caps, bool struc
   } else {
     if (caps.can_fua) flags |= kFlagSendFua;
     if (caps.can_trim) flags |= kFlagSendTrim;
-    flags |= kFlagSendWriteZeroes;  // always possible, by writing zeroes if nothing faster
+    if (caps.can_zero) flags |= kFlagSendWriteZeroes;
     if (caps.can_fast_zero) flags |= kFlagSendFastZero;
   }
   if (caps.can_multi_conn) flags |= kFlagCanMultiConn;

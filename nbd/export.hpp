@@ -77,7 +77,8 @@ struct BlockSizes {
   uint32_t maximum;
 };
 
-// Flags advertised for `device`; DF only makes sense once structured replies are on.
+// Flags advertised for a device with these capabilities (as its DeviceFront offers them); DF
+// only makes sense once structured replies are on.
 uint16_t transmission_flags(const backends::DeviceCapabilities& caps, bool structured_replies);
 BlockSizes block_sizes(const backends::DeviceCapabilities& caps);
 

@@ -1,5 +1,7 @@
 #include "nbd/negotiation.hpp"
 
+#include "backends/device_front.hpp"
+
 namespace volgate::nbd {
 namespace {
 
@@ -87,10 +89,10 @@ Negotiation::Step Negotiation::export_name(std::span<const std::byte> payload) {
   auto chosen = exports_.find(name);
   if (!chosen || name.find('\0') != std::string::npos) return {{}, Next::close};
   enter_transmission(chosen);
-  auto caps = chosen->device->capabilities();
+  const backends::DeviceFront front(*chosen->device);
   Bytes out;
   Writer w(out);
-  w.u64(chosen->device->size()).u16(transmission_flags(caps, session_.structured_replies));
+  w.u64(front.size()).u16(transmission_flags(front.capabilities(), session_.structured_replies));
   if (!no_zeroes_) w.zeroes(124);
   return reply(std::move(out), Next::transmission);
 }
@@ -116,10 +118,12 @@ Negotiation::Step Negotiation::info_or_go(uint32_t option, std::span<const std::
                  query->name.empty() ? "there is no default export: name one"
                                      : "no export named '" + query->name + "'");
 
-  auto caps = chosen->device->capabilities();
+  // What the connection will be served with: the device as its front offers it.
+  const backends::DeviceFront front(*chosen->device);
+  const auto& caps = front.capabilities();
   Bytes out;
   Bytes body;
-  Writer(body).u64(chosen->device->size()).u16(transmission_flags(caps, session_.structured_replies));
+  Writer(body).u64(front.size()).u16(transmission_flags(caps, session_.structured_replies));
   append(out, info_reply(option, kInfoExport, body));
   for (uint16_t requested : query->info_requests) {
     body.clear();

@@ -475,12 +475,8 @@ bool Session::attach() {
   attached_ = negotiated_.chosen;
   counters_ = &attached_->counters->counters.this_thread_slot();
   timed_ = shared_.measure_latency && *shared_.measure_latency;
-  device_ = negotiated_.chosen->device.get();
-  export_size_ = device_->size();
-  auto caps = device_->capabilities();
-  min_block_ = block_sizes(caps).minimum;
-  read_only_ = caps.read_only;
-  if (caps.fast_completions) {
+  front_.emplace(*negotiated_.chosen->device);
+  if (front_->capabilities().fast_completions) {
     poller_ = true;
     registry_.add_poller();
   }
@@ -583,16 +579,22 @@ uint32_t Session::validate(const RequestHeader& h) const {
   if (h.flags & ~allowed_flags) return kEinval;
   if (h.type == kCmdDisc || h.type == kCmdFlush) return 0;
 
-  const bool writes = h.type == kCmdWrite || h.type == kCmdTrim || h.type == kCmdWriteZeroes;
-  if (writes && read_only_) return kEperm;
+  using backends::DeviceRequest;
+  const DeviceRequest request = h.type == kCmdRead          ? DeviceRequest::read
+                                : h.type == kCmdWrite       ? DeviceRequest::write
+                                : h.type == kCmdTrim        ? DeviceRequest::trim
+                                : h.type == kCmdWriteZeroes ? DeviceRequest::zero
+                                : h.type == kCmdCache       ? DeviceRequest::cache
+                                                            : DeviceRequest::block_status;
+  // The device's own rules (read-only, range, alignment) are the front's; a read-only export
+  // refuses a change before anything else, as the specification asks.
+  const int refused = front_->refusal(request, h.offset, h.length);
+  if (refused == EPERM) return kEperm;
   if (h.type == kCmdBlockStatus && !negotiated_.base_allocation) return kEinval;
   if (h.length == 0) return kEinval;
   if ((h.type == kCmdRead || h.type == kCmdWrite) && h.length > kMaxPayload)
     return h.type == kCmdRead && negotiated_.structured_replies ? kEoverflow : kEinval;
-  if (h.offset > export_size_ || h.length > export_size_ - h.offset)
-    return h.type == kCmdWrite || h.type == kCmdWriteZeroes ? kEnospc : kEinval;
-  if (min_block_ > 1 && (h.offset % min_block_ != 0 || h.length % min_block_ != 0)) return kEinval;
-  return 0;
+  return refused ? nbd_error_of(refused) : 0;
 }
 
 // Where the client's stream stands: bytes received and parsed (or skipped).
@@ -744,35 +746,29 @@ void Session::dispatch(Request* r) {
     case kCmdRead:
       r->data = Buffer::allocate(h.length);
       bytes_in_flight_ += h.length;
-      device_->read(h.offset, r->data.span(), done);
+      front_->read(h.offset, r->data.span(), done);
       break;
     case kCmdWrite:
-      device_->write(h.offset, r->data.span(), {.fua = fua}, done);
+      front_->write(h.offset, r->data.span(), {.fua = fua}, done);
       break;
     case kCmdFlush:
-      device_->flush(done);
+      front_->flush(done);
       break;
     case kCmdTrim:
-      device_->trim(h.offset, h.length, [r, fua](std::error_code ec) {
-        // FUA on a trim: make the deallocation durable before answering.
-        if (!ec && fua) return r->session->device_->flush([r](std::error_code e) {
-          r->session->complete(r, e);
-        });
-        r->session->complete(r, ec);
-      });
+      front_->trim(h.offset, h.length, {.fua = fua}, done);
       break;
     case kCmdWriteZeroes:
-      device_->write_zeroes(h.offset, h.length,
+      front_->write_zeroes(h.offset, h.length,
                             {.may_trim = !(h.flags & kCmdFlagNoHole),
                              .fast_only = bool(h.flags & kCmdFlagFastZero),
                              .fua = fua},
                             done);
       break;
     case kCmdCache:
-      device_->cache(h.offset, h.length, done);
+      front_->cache(h.offset, h.length, done);
       break;
     case kCmdBlockStatus:
-      device_->block_status(h.offset, h.length, [r](std::error_code ec,
+      front_->block_status(h.offset, h.length, [r](std::error_code ec,
                                                     std::vector<backends::Extent> extents) {
         Session* s = r->session;
         if (ec) return s->complete(r, ec);

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/device_front.hpp"
 #include "common/buffer_pool.hpp"
 #include "crypto/tls_stream.hpp"
 #include "nbd/buffer_budget.hpp"
@@ -205,10 +206,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<const Export> attached_;  // counted in its connections while set
   ExportCounters::Slot* counters_ = nullptr;  // this thread's slot of attached_'s counters
   bool timed_ = false;                         // requests are timed (SessionShared::measure_latency)
-  backends::BlockDevice* device_ = nullptr;
-  uint64_t export_size_ = 0;
-  uint32_t min_block_ = 1;
-  bool read_only_ = false;
+  // The attached export's device, its size and capabilities read once for this connection.
+  std::optional<backends::DeviceFront> front_;
 
   // Receive buffer: bytes [rx_begin_, rx_end_) are received and not yet parsed.
   std::unique_ptr<std::byte[]> rx_;
