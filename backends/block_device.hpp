@@ -8,8 +8,12 @@
 //    call at any time. Every completion is invoked on that same io_context's thread,
 //    exactly once. It may be invoked before the call returns (memory-speed devices do that),
 //    so callers must not hold state across the call that the completion invalidates.
-//  - Ranges are already checked by the caller against size() and the device's alignment;
-//    devices still refuse out-of-range requests with EINVAL rather than trusting that.
+//  - Requests come through a DeviceFront (backends/device_front.hpp), or from a decorator that
+//    got them from one: each is inside size(), aligned to min_block_size, not empty, and never
+//    a change to a read-only device. Devices check none of that again. What a device cannot do
+//    it says in its capabilities, and the front does it (zeroes as writes, FUA as a flush, a
+//    trim, cache hint or block status it has not); write_zeroes may also answer ENOTSUP when
+//    the device finds out only then (the front writes the zeroes).
 //  - Errors are errno values carried in std::error_code (generic category), so a front-end can
 //    map them onto its own protocol's error set.
 //  - A device may be used from several threads at once; data buffers belong to the caller until
@@ -59,7 +63,7 @@ struct DeviceCapabilities {
   bool can_trim = false;
   bool can_zero = false;        // write_zeroes without sending data
   bool can_fast_zero = false;   // some zeroing is cheap enough for FAST_ZERO to succeed
-  bool can_fua = false;
+  bool can_fua = false;         // one write can be made durable by itself
   bool can_flush = true;
   bool can_cache = false;       // CACHE does something useful (prefetch)
   bool can_block_status = false;

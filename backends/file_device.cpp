@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backends/io_uring_queue.hpp"
+#include "common/per_thread_pool.hpp"
 #include "common/size.hpp"
 
 namespace volgate::backends {
@@ -29,23 +30,12 @@ std::error_code storage_error(int error) {
   return errno_code(error);
 }
 
-// Zeroes for the slow write_zeroes fallback, aligned for O_DIRECT.
-constexpr size_t kZeroChunk = 1 << 20;
-alignas(4096) const std::byte zero_chunk[kZeroChunk] = {};
-
 // One in-flight file operation: a small state machine that resubmits short transfers and can
-// chain an fdatasync for FUA. Recycled per thread so the data path does not allocate.
+// chain an fdatasync for FUA. Its memory is recycled per thread (common/per_thread_pool.hpp), so
+// the data path does not allocate.
 class FileOp final : public IoUringQueue::Operation {
  public:
-  enum class Kind { read, write, zero_fill, fsync, fallocate };
-
-  static FileOp* make() {
-    auto& pool = free_ops();
-    if (pool.list.empty()) return new FileOp();
-    FileOp* op = pool.list.back();
-    pool.list.pop_back();
-    return op;
-  }
+  enum class Kind { read, write, fsync, fallocate };
 
   int fd = -1;
   Kind kind = Kind::read;
@@ -57,7 +47,6 @@ class FileOp final : public IoUringQueue::Operation {
   bool sync_after = false;     // FUA without RWF_DSYNC: fdatasync once the main step is done
   bool ignore_unsupported = false;  // trim is advisory: EOPNOTSUPP means "done"
   Completion done;
-  std::function<void(int)> on_unsupported;  // zeroing fallback, set only when needed
 
   void start() {
     IoUringQueue::for_current_thread().submit(this, [this](io_uring_sqe* sqe) { prepare(sqe); });
@@ -67,25 +56,19 @@ class FileOp final : public IoUringQueue::Operation {
     if (result < 0) {
       int error = -result;
       if (error == EINTR || error == EAGAIN) return start();
-      if ((error == EOPNOTSUPP || error == ENOTSUP) && kind == Kind::fallocate) {
-        if (ignore_unsupported) return step_done();
-        if (on_unsupported) {
-          auto fallback = std::move(on_unsupported);
-          on_unsupported = nullptr;
-          return fallback(error);
-        }
-      }
+      // An advisory trim is done; a zeroing answers ENOTSUP, and the front writes the zeroes.
+      if ((error == EOPNOTSUPP || error == ENOTSUP) && kind == Kind::fallocate)
+        return ignore_unsupported ? step_done() : finish(errno_code(ENOTSUP));
       return finish(storage_error(error));
     }
     switch (kind) {
       case Kind::read:
-      case Kind::write:
-      case Kind::zero_fill: {
+      case Kind::write: {
         if (result == 0) return finish(errno_code(EIO));  // the file shrank under us
         auto n = static_cast<uint64_t>(result);
         offset += n;
         remaining -= n;
-        if (kind != Kind::zero_fill) data += n;
+        data += n;
         if (remaining > 0) return start();
         return step_done();
       }
@@ -97,17 +80,6 @@ class FileOp final : public IoUringQueue::Operation {
   }
 
  private:
-  struct Pool {
-    std::vector<FileOp*> list;
-    ~Pool() {
-      for (FileOp* op : list) delete op;
-    }
-  };
-  static Pool& free_ops() {
-    thread_local Pool pool;
-    return pool;
-  }
-
   void prepare(io_uring_sqe* sqe) {
     switch (kind) {
       case Kind::read:
@@ -116,11 +88,6 @@ class FileOp final : public IoUringQueue::Operation {
       case Kind::write:
         io_uring_prep_write(sqe, fd, data, static_cast<unsigned>(remaining), offset);
         sqe->rw_flags = rw_flags;
-        break;
-      case Kind::zero_fill:
-        io_uring_prep_write(sqe, fd, zero_chunk,
-                            static_cast<unsigned>(std::min<uint64_t>(remaining, kZeroChunk)),
-                            offset);
         break;
       case Kind::fsync:
         io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
@@ -142,28 +109,17 @@ class FileOp final : public IoUringQueue::Operation {
 
   void finish(std::error_code ec) {
     Completion callback = std::move(done);
-    done = nullptr;
-    on_unsupported = nullptr;
-    auto& pool = free_ops();
-    if (pool.list.size() < 1024)
-      pool.list.push_back(this);
-    else
-      delete this;
+    PerThreadPool<FileOp>::destroy(this);
     callback(ec);
   }
 };
 
 FileOp* new_op(int fd, FileOp::Kind kind, uint64_t offset, uint64_t length, Completion done) {
-  FileOp* op = FileOp::make();
+  FileOp* op = PerThreadPool<FileOp>::make();
   op->fd = fd;
   op->kind = kind;
   op->offset = offset;
   op->remaining = length;
-  op->data = nullptr;
-  op->rw_flags = 0;
-  op->fallocate_mode = 0;
-  op->sync_after = false;
-  op->ignore_unsupported = false;
   op->done = std::move(done);
   return op;
 }
@@ -274,10 +230,6 @@ std::string FileDevice::description() const {
          (options_.direct ? " (direct)" : "");
 }
 
-bool FileDevice::in_range(uint64_t offset, uint64_t length) const {
-  return offset <= size_ && length <= size_ - offset;
-}
-
 // Moves as much of a transfer as inline_io_ allows with plain syscalls and returns the bytes
 // moved. io_uring takes the rest, and with it any error, which it reports the usual way.
 uint64_t FileDevice::transfer_inline(bool write, uint64_t offset, std::byte* data,
@@ -308,8 +260,6 @@ uint64_t FileDevice::transfer_inline(bool write, uint64_t offset, std::byte* dat
 }
 
 void FileDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
-  if (!in_range(offset, data.size())) return done(errno_code(EINVAL));
-  if (data.empty()) return done({});
   uint64_t moved = transfer_inline(false, offset, data.data(), data.size(), 0);
   if (moved == data.size()) return done({});
   FileOp* op = new_op(fd_, FileOp::Kind::read, offset + moved, data.size() - moved, std::move(done));
@@ -319,9 +269,6 @@ void FileDevice::read(uint64_t offset, std::span<std::byte> data, Completion don
 
 void FileDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFlags flags,
                        Completion done) {
-  if (options_.read_only) return done(errno_code(EPERM));
-  if (!in_range(offset, data.size())) return done(errno_code(ENOSPC));
-  if (data.empty()) return done({});
   auto* bytes = const_cast<std::byte*>(data.data());  // only ever passed to write(2)
   const int rw_flags = flags.fua ? RWF_DSYNC : 0;
   uint64_t moved = data.size() <= kInlineWriteLimit
@@ -335,25 +282,20 @@ void FileDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFl
 }
 
 uint64_t FileDevice::read_cached(uint64_t offset, std::span<std::byte> data) {
-  if (!in_range(offset, data.size())) return 0;
   return transfer_inline(false, offset, data.data(), data.size(), 0);
 }
 
 uint64_t FileDevice::write_cached(uint64_t offset, std::span<const std::byte> data) {
-  if (options_.read_only || !in_range(offset, data.size())) return 0;
+  if (options_.read_only) return 0;
   auto* bytes = const_cast<std::byte*>(data.data());  // only ever passed to write(2)
   return transfer_inline(true, offset, bytes, data.size(), 0);
 }
 
 void FileDevice::flush(Completion done) {
-  if (options_.read_only) return done({});
   new_op(fd_, FileOp::Kind::fsync, 0, 0, std::move(done))->start();
 }
 
 void FileDevice::trim(uint64_t offset, uint64_t length, Completion done) {
-  if (options_.read_only) return done(errno_code(EPERM));
-  if (!in_range(offset, length)) return done(errno_code(EINVAL));
-  if (length == 0) return done({});
   FileOp* op = new_op(fd_, FileOp::Kind::fallocate, offset, length, std::move(done));
   op->fallocate_mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
   op->ignore_unsupported = true;
@@ -362,29 +304,15 @@ void FileDevice::trim(uint64_t offset, uint64_t length, Completion done) {
 
 void FileDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
                               Completion done) {
-  if (options_.read_only) return done(errno_code(EPERM));
-  if (!in_range(offset, length)) return done(errno_code(ENOSPC));
-  if (length == 0) return done({});
   FileOp* op = new_op(fd_, FileOp::Kind::fallocate, offset, length, std::move(done));
   // A punched hole reads as zeroes and frees space; ZERO_RANGE keeps the blocks allocated.
   op->fallocate_mode = (flags.may_trim ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE) |
                        FALLOC_FL_KEEP_SIZE;
   op->sync_after = flags.fua;
-  bool fast_only = flags.fast_only;
-  op->on_unsupported = [op, fast_only](int) {
-    if (fast_only) {
-      // Re-enter the failure path without a fallback: the caller asked for fast or nothing.
-      op->on_complete(-ENOTSUP);
-      return;
-    }
-    op->kind = FileOp::Kind::zero_fill;
-    op->start();
-  };
   op->start();
 }
 
 void FileDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
-  if (length == 0 || !in_range(offset, length)) return done(errno_code(EINVAL), {});
   std::vector<Extent> extents;
   const uint64_t end = offset + length;
   // lseek(SEEK_DATA/SEEK_HOLE) is a metadata lookup that does not wait for data I/O, so it runs
@@ -419,7 +347,6 @@ void FileDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletio
 }
 
 void FileDevice::cache(uint64_t offset, uint64_t length, Completion done) {
-  if (!in_range(offset, length)) return done(errno_code(EINVAL));
   if (!options_.direct)
     ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
                     POSIX_FADV_WILLNEED);

@@ -66,7 +66,6 @@ class FileDevice final : public BlockDevice {
   static constexpr uint64_t kInlineWriteLimit = 128 * 1024;
 
   FileDevice(int fd, uint64_t size, FileOptions options, bool is_block_device, InlineIo inline_io);
-  bool in_range(uint64_t offset, uint64_t length) const;
   uint64_t transfer_inline(bool write, uint64_t offset, std::byte* data, uint64_t length,
                            int rw_flags);
 

@@ -14,6 +14,7 @@
 #include "backends/libiscsi_path.hpp"
 #include "backends/network_device_thread.hpp"
 #include "common/current_context.hpp"
+#include "common/per_thread_pool.hpp"
 #include "crypto/chap_secret.hpp"
 
 namespace volgate::backends {
@@ -23,9 +24,7 @@ constexpr auto kTickInterval = std::chrono::milliseconds(100);
 // How long a request the target answered BUSY or TASK SET FULL waits before it is sent again
 // (what the Linux SCSI layer waits for a full device queue, too).
 constexpr auto kBusyPause = std::chrono::milliseconds(3);
-constexpr uint64_t kZeroChunk = 1 << 20;
 constexpr uint64_t kProvisioningPart = 64 << 20;  // per UNMAP or WRITE SAME
-alignas(4096) const std::byte zero_chunk[kZeroChunk] = {};
 // At shutdown, how long the paths get to drop their reservation keys.
 constexpr auto kUnregisterTimeout = std::chrono::seconds(2);
 
@@ -210,7 +209,8 @@ void IscsiMultipathDevice::handover_committed(bool successor) {
 DeviceCapabilities IscsiMultipathDevice::capabilities() const {
   DeviceCapabilities caps;
   caps.read_only = options_.read_only;
-  caps.can_fua = !options_.read_only;
+  // Without DPOFUA the target ignores FUA: the device front then flushes after the write.
+  caps.can_fua = !options_.read_only && fua_native_;
   caps.can_flush = true;
   caps.can_trim = can_unmap_;
   caps.can_zero = can_write_same_;
@@ -224,36 +224,14 @@ DeviceCapabilities IscsiMultipathDevice::capabilities() const {
 
 std::string IscsiMultipathDevice::description() const { return describe(options_); }
 
-std::error_code IscsiMultipathDevice::check_range(uint64_t offset, uint64_t length) const {
-  uint64_t size = this->size();
-  if (offset > size || length > size - offset) return errno_code(EINVAL);
-  if (offset % block_size_ != 0 || length % block_size_ != 0) return errno_code(EINVAL);
-  if (length > UINT32_MAX) return errno_code(EINVAL);
-  return {};
-}
-
 void IscsiMultipathDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
-  if (auto ec = check_range(offset, data.size())) return done(ec);
-  if (data.empty()) return done({});
   submit(IscsiIo::Kind::read, offset, data.data(), data.size(), false, std::move(done));
 }
 
 void IscsiMultipathDevice::write(uint64_t offset, std::span<const std::byte> data,
                                  WriteFlags flags, Completion done) {
-  if (options_.read_only) return done(errno_code(EPERM));
-  if (offset > size() || data.size() > size() - offset) return done(errno_code(ENOSPC));
-  if (auto ec = check_range(offset, data.size())) return done(ec);
-  if (data.empty()) return done({});
   // libiscsi only reads a write's buffer.
   auto* bytes = const_cast<std::byte*>(data.data());
-  if (flags.fua && !fua_native_) {
-    // The target ignores FUA (no DPOFUA): the write is made durable by a flush after it.
-    return submit(IscsiIo::Kind::write, offset, bytes, data.size(), false,
-                  [this, done = std::move(done)](std::error_code ec) mutable {
-                    if (ec) return done(ec);
-                    flush(std::move(done));
-                  });
-  }
   submit(IscsiIo::Kind::write, offset, bytes, data.size(), flags.fua, std::move(done));
 }
 
@@ -263,8 +241,8 @@ void IscsiMultipathDevice::flush(Completion done) {
 
 // Large trims and zeroings go out one part after the other: a part is bounded so that a target
 // that writes rather than deallocates still answers well within the request timeout, and in
-// sequence so that many parts never pile up at once. `data` is the zero buffer for writes
-// (null for UNMAP and WRITE SAME). With `fua`, a flush follows the last part.
+// sequence so that many parts never pile up at once. UNMAP and WRITE SAME(16) cannot carry FUA:
+// with `fua`, a flush follows the last part.
 struct IscsiMultipathDevice::PartWriter {
   IscsiMultipathDevice* device;
   IscsiIo::Kind kind;
@@ -278,18 +256,13 @@ struct IscsiMultipathDevice::PartWriter {
   static void next(std::unique_ptr<PartWriter> self) {
     const uint64_t length = std::min(self->remaining, self->part);
     PartWriter* raw = self.release();
-    std::byte* data = raw->kind == IscsiIo::Kind::write ? const_cast<std::byte*>(zero_chunk) : nullptr;
-    // WRITE(16) carries FUA itself where the target honours it; UNMAP and WRITE SAME(16)
-    // cannot, so a flush follows them.
-    const bool fua = raw->fua && raw->kind == IscsiIo::Kind::write && raw->device->fua_native_;
-    raw->device->submit(raw->kind, raw->offset, data, length, fua,
-                        [raw, length, fua](std::error_code ec) {
+    raw->device->submit(raw->kind, raw->offset, nullptr, length, false,
+                        [raw, length](std::error_code ec) {
                           std::unique_ptr<PartWriter> owned(raw);
                           owned->offset += length;
                           owned->remaining -= length;
                           if (!ec && owned->remaining > 0) return next(std::move(owned));
-                          if (ec || !owned->fua || fua)
-                            return owned->done(ec);
+                          if (ec || !owned->fua) return owned->done(ec);
                           owned->device->flush(std::move(owned->done));
                         },
                         ~uint64_t{0}, raw->deallocate);
@@ -297,36 +270,24 @@ struct IscsiMultipathDevice::PartWriter {
 };
 
 void IscsiMultipathDevice::trim(uint64_t offset, uint64_t length, Completion done) {
-  if (options_.read_only) return done(errno_code(EPERM));
-  if (auto ec = check_range(offset, length)) return done(ec);
-  // Without UNMAP, trim is a hint that may do nothing (and is not advertised).
-  if (!can_unmap_ || length == 0) return done({});
   PartWriter::next(std::unique_ptr<PartWriter>(new PartWriter{
       this, IscsiIo::Kind::unmap, offset, length, unmap_part_bytes_, false, true, std::move(done)}));
 }
 
 // With WRITE SAME(16), one zero block per part goes over the wire (and the target may
-// deallocate when the caller allows it); otherwise zeroes are written as data from a shared
-// buffer, so a request for gigabytes of zeroes needs no more memory than a megabyte.
+// deallocate when the caller allows it); without it, ENOTSUP: the device front writes them.
 void IscsiMultipathDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
                                         Completion done) {
-  if (options_.read_only) return done(errno_code(EPERM));
-  if (flags.fast_only && !can_write_same_) return done(errno_code(ENOTSUP));
-  if (offset > size() || length > size() - offset) return done(errno_code(ENOSPC));
-  if (auto ec = check_range(offset, length)) return done(ec);
-  if (length == 0) return done({});
-  auto* writer = can_write_same_
-                     ? new PartWriter{this, IscsiIo::Kind::zero, offset, length, write_same_part_bytes_,
-                                      flags.fua, flags.may_trim, std::move(done)}
-                     : new PartWriter{this, IscsiIo::Kind::write, offset, length, kZeroChunk,
-                                      flags.fua, false, std::move(done)};
-  PartWriter::next(std::unique_ptr<PartWriter>(writer));
+  if (!can_write_same_) return done(errno_code(ENOTSUP));
+  PartWriter::next(std::unique_ptr<PartWriter>(new PartWriter{
+      this, IscsiIo::Kind::zero, offset, length, write_same_part_bytes_, flags.fua, flags.may_trim,
+      std::move(done)}));
 }
 
+// No allocation data (can_block_status is false): the device front answers "all data".
 void IscsiMultipathDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
-  uint64_t size = this->size();
-  if (offset >= size || length == 0) return done(errno_code(EINVAL), {});
-  done({}, {Extent{std::min(length, size - offset), false, false}});
+  (void)offset;
+  done({}, {Extent{length, false, false}});
 }
 
 void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
@@ -366,7 +327,7 @@ void IscsiMultipathDevice::submit(IscsiIo::Kind kind, uint64_t offset, std::byte
 
 void IscsiMultipathDevice::submit_one(IscsiIo::Kind kind, uint64_t offset, std::byte* data,
                                       uint64_t length, bool fua, bool deallocate, Completion done) {
-  auto* request = new Request;
+  auto* request = PerThreadPool<Request>::make();
   request->deallocate = deallocate;
   request->kind = kind;
   request->offset = offset;
@@ -391,9 +352,8 @@ void IscsiMultipathDevice::complete(Request* request, std::error_code ec) {
   // waking it. A second unit of work, given up only after post() returns, prevents that.
   WorkGuard posting = *request->busy;
   boost::asio::post(caller, [request, ec] {
-    std::unique_ptr<Request> owned(request);
-    Completion done = std::move(owned->done);
-    owned.reset();
+    Completion done = std::move(request->done);
+    PerThreadPool<Request>::destroy(request);  // on the thread that made it
     done(ec);
   });
 }

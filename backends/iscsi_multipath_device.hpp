@@ -85,8 +85,6 @@ class IscsiMultipathDevice final : public BlockDevice, private IscsiPath::Owner 
   void start();
   void stop();
 
-  // Caller's thread.
-  std::error_code check_range(uint64_t offset, uint64_t length) const;
   // Splits what exceeds the target's maximum transfer length into requests it accepts.
   // `limit`: the largest part in bytes (0: none); reads and writes use the transfer limit.
   void submit(IscsiIo::Kind kind, uint64_t offset, std::byte* data, uint64_t length, bool fua,

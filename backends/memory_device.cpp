@@ -56,10 +56,6 @@ DeviceCapabilities MemoryDevice::capabilities() const {
 
 std::string MemoryDevice::description() const { return "RAM disk"; }
 
-bool MemoryDevice::in_range(uint64_t offset, uint64_t length) const {
-  return offset <= size_ && length <= size_ - offset;
-}
-
 std::atomic<std::byte*>& MemoryDevice::page_slot(uint64_t page_index) {
   auto& chunk_slot = chunks_[page_index / kPagesPerChunk];
   Chunk* chunk = chunk_slot.load(std::memory_order_acquire);
@@ -90,7 +86,6 @@ void MemoryDevice::for_each_page(uint64_t offset, uint64_t length, Fn&& fn) {
 }
 
 void MemoryDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
-  if (!in_range(offset, data.size())) return done(errno_code(EINVAL));
   std::byte* out = data.data();
   for_each_page(offset, data.size(), [&](uint64_t index, uint64_t in_page, uint64_t bytes) {
     std::lock_guard lock(stripe_for(index));
@@ -105,8 +100,6 @@ void MemoryDevice::read(uint64_t offset, std::span<std::byte> data, Completion d
 
 void MemoryDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFlags,
                          Completion done) {
-  if (read_only_) return done(errno_code(EPERM));
-  if (!in_range(offset, data.size())) return done(errno_code(ENOSPC));
   const std::byte* in = data.data();
   try {
     for_each_page(offset, data.size(), [&](uint64_t index, uint64_t in_page, uint64_t bytes) {
@@ -153,16 +146,12 @@ void MemoryDevice::zero_range(uint64_t offset, uint64_t length, bool may_free,
 }
 
 void MemoryDevice::trim(uint64_t offset, uint64_t length, Completion done) {
-  if (read_only_) return done(errno_code(EPERM));
-  if (!in_range(offset, length)) return done(errno_code(EINVAL));
   zero_range(offset, length, /*may_free=*/true, /*keep_allocated=*/false);
   done({});
 }
 
 void MemoryDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
                                 Completion done) {
-  if (read_only_) return done(errno_code(EPERM));
-  if (!in_range(offset, length)) return done(errno_code(ENOSPC));
   try {
     zero_range(offset, length, flags.may_trim, /*keep_allocated=*/!flags.may_trim);
   } catch (const std::bad_alloc&) {
@@ -172,7 +161,6 @@ void MemoryDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flag
 }
 
 void MemoryDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
-  if (length == 0 || !in_range(offset, length)) return done(errno_code(EINVAL), {});
   std::vector<Extent> extents;
   for_each_page(offset, length, [&](uint64_t index, uint64_t, uint64_t bytes) {
     bool hole = peek_page(index) == nullptr;

@@ -41,7 +41,6 @@ class MemoryDevice final : public BlockDevice {
     std::array<std::atomic<std::byte*>, kPagesPerChunk> pages{};
   };
 
-  bool in_range(uint64_t offset, uint64_t length) const;
   std::atomic<std::byte*>& page_slot(uint64_t page_index);
   std::byte* peek_page(uint64_t page_index) const;
   std::mutex& stripe_for(uint64_t page_index) { return stripes_[page_index % stripes_.size()]; }

@@ -16,6 +16,7 @@
 
 #include "backends/network_device_thread.hpp"
 #include "common/current_context.hpp"
+#include "common/per_thread_pool.hpp"
 
 namespace volgate::backends {
 namespace {
@@ -27,13 +28,6 @@ constexpr uint64_t kMaxEffectBytes = 1u << 30;
 // How long reconnection attempts wait between tries once the first one failed.
 constexpr auto kFirstRetry = std::chrono::milliseconds(100);
 constexpr auto kMaxRetry = std::chrono::seconds(1);
-
-// Source of zeroes for an upstream that cannot write zeroes itself.
-const std::byte* zero_block() {
-  static const std::vector<std::byte> zeroes(1u << 20);
-  return zeroes.data();
-}
-constexpr uint64_t kZeroBlockBytes = 1u << 20;
 
 // The upstream's answer when a connection broke under a request: worth sending again.
 bool connection_error(int error) { return error == ENOTCONN || error == ESHUTDOWN; }
@@ -64,8 +58,6 @@ struct NbdDevice::Request {
   uint64_t length;
   std::byte* data = nullptr;  // read and write only
   uint32_t flags = 0;         // LIBNBD_CMD_FLAG_*
-  bool flush_after = false;   // FUA on an upstream without FUA: a flush once written
-  bool zero_as_data = false;  // zeroes written from zero_block()
   Completion done;
   ExtentsCompletion extents_done;
   std::vector<Extent> extents;
@@ -249,14 +241,8 @@ void NbdDevice::stop() {
 
 // ---- requests, on any thread ----
 
-std::error_code NbdDevice::check_range(uint64_t offset, uint64_t length) const {
-  uint64_t size = this->size();
-  if (offset > size || length > size - offset) return errno_code(EINVAL);
-  return {};
-}
-
 NbdDevice::Request* NbdDevice::new_request(Kind kind, uint64_t offset, uint64_t length) {
-  auto* request = new Request;
+  auto* request = PerThreadPool<Request>::make();
   request->kind = kind;
   request->offset = offset;
   request->length = length;
@@ -272,7 +258,6 @@ void NbdDevice::submit(Request* request) {
 }
 
 void NbdDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
-  if (auto ec = check_range(offset, data.size())) return done(ec);
   auto* request = new_request(Kind::read, offset, data.size());
   request->data = data.data();
   request->done = std::move(done);
@@ -281,67 +266,44 @@ void NbdDevice::read(uint64_t offset, std::span<std::byte> data, Completion done
 
 void NbdDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFlags flags,
                       Completion done) {
-  if (caps_.read_only) return done(errno_code(EPERM));
-  if (auto ec = check_range(offset, data.size())) return done(ec);
   auto* request = new_request(Kind::write, offset, data.size());
   // libnbd only reads from it; its API takes a const pointer too.
   request->data = const_cast<std::byte*>(data.data());
-  if (flags.fua) {
-    if (upstream_fua_) request->flags |= LIBNBD_CMD_FLAG_FUA;
-    else request->flush_after = caps_.can_flush;
-  }
+  if (flags.fua) request->flags |= LIBNBD_CMD_FLAG_FUA;  // only where the upstream has FUA
   request->done = std::move(done);
   submit(request);
 }
 
 void NbdDevice::flush(Completion done) {
-  // A server that cannot flush writes through: there is nothing to wait for.
-  if (!caps_.can_flush || caps_.read_only) return done({});
   auto* request = new_request(Kind::flush, 0, 0);
   request->done = std::move(done);
   submit(request);
 }
 
 void NbdDevice::trim(uint64_t offset, uint64_t length, Completion done) {
-  if (caps_.read_only) return done(errno_code(EPERM));
-  if (auto ec = check_range(offset, length)) return done(ec);
-  // A hint: without upstream support it succeeds doing nothing.
-  if (!caps_.can_trim || length == 0) return done({});
   auto* request = new_request(Kind::trim, offset, length);
   request->done = std::move(done);
   submit(request);
 }
 
 void NbdDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags, Completion done) {
-  if (caps_.read_only) return done(errno_code(EPERM));
-  if (auto ec = check_range(offset, length)) return done(ec);
-  if (flags.fast_only && !caps_.can_fast_zero) return done(errno_code(ENOTSUP));
-  auto* request = new_request(upstream_zero_ ? Kind::zero : Kind::write, offset, length);
-  if (upstream_zero_) {
-    if (!flags.may_trim) request->flags |= LIBNBD_CMD_FLAG_NO_HOLE;
-    if (flags.fast_only) request->flags |= LIBNBD_CMD_FLAG_FAST_ZERO;
-  } else {
-    request->zero_as_data = true;
-  }
-  if (flags.fua) {
-    if (upstream_fua_) request->flags |= LIBNBD_CMD_FLAG_FUA;
-    else request->flush_after = caps_.can_flush;
-  }
+  // An upstream without WRITE_ZEROES: the device front writes them.
+  if (!upstream_zero_) return done(errno_code(ENOTSUP));
+  auto* request = new_request(Kind::zero, offset, length);
+  if (!flags.may_trim) request->flags |= LIBNBD_CMD_FLAG_NO_HOLE;
+  if (flags.fast_only) request->flags |= LIBNBD_CMD_FLAG_FAST_ZERO;
+  if (flags.fua) request->flags |= LIBNBD_CMD_FLAG_FUA;
   request->done = std::move(done);
   submit(request);
 }
 
 void NbdDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
-  if (auto ec = check_range(offset, length); ec || length == 0) return done(ec ? ec : errno_code(EINVAL), {});
-  if (!caps_.can_block_status) return done({}, {Extent{length, false, false}});
   auto* request = new_request(Kind::block_status, offset, std::min(length, kMaxEffectBytes));
   request->extents_done = std::move(done);
   submit(request);
 }
 
 void NbdDevice::cache(uint64_t offset, uint64_t length, Completion done) {
-  if (auto ec = check_range(offset, length)) return done(ec);
-  if (!caps_.can_cache || length == 0) return done({});
   auto* request = new_request(Kind::cache, offset, length);
   request->done = std::move(done);
   submit(request);
@@ -377,7 +339,7 @@ void NbdDevice::begin(Request* request) {
   }
   uint64_t chunk = kMaxEffectBytes;
   if (request->kind == Kind::read || request->kind == Kind::write)
-    chunk = request->zero_as_data ? std::min(max_io_bytes_, kZeroBlockBytes) : max_io_bytes_;
+    chunk = max_io_bytes_;
   const bool whole = request->kind == Kind::flush || request->kind == Kind::block_status;
   const uint64_t parts = whole ? 1 : (request->length + chunk - 1) / chunk;
   if (parts == 0) return finish(request);
@@ -438,7 +400,7 @@ void NbdDevice::issue(Part* part) {
       cookie = nbd_aio_pread(h, data, part->length, part->offset, completed, 0);
       break;
     case Kind::write:
-      cookie = nbd_aio_pwrite(h, request.zero_as_data ? zero_block() : data, part->length,
+      cookie = nbd_aio_pwrite(h, data, part->length,
                               part->offset, completed, request.flags);
       break;
     case Kind::flush:
@@ -499,13 +461,6 @@ void NbdDevice::part_done(Part* part, int error) {
 }
 
 void NbdDevice::finish(Request* request) {
-  if (!request->error && request->flush_after) {
-    request->flush_after = false;
-    request->outstanding = 1;
-    Part* part = new_part(request, 0, 0);
-    part->kind = Kind::flush;
-    return issue(part);
-  }
   std::error_code ec = request->error ? errno_code(request->error) : std::error_code{};
   if (!ec && request->kind == Kind::block_status) {
     // The server may describe beyond the range asked; never more than that goes back.
@@ -520,16 +475,15 @@ void NbdDevice::finish(Request* request) {
     std::erase_if(request->extents, [](const Extent& e) { return e.length == 0; });
     if (request->extents.empty()) ec = errno_code(EIO);  // "never nothing"
   }
-  auto deliver = [request, ec] {
-    std::unique_ptr<Request> owned(request);
-    if (owned->kind == Kind::block_status) {
-      ExtentsCompletion done = std::move(owned->extents_done);
-      std::vector<Extent> extents = std::move(owned->extents);
-      owned.reset();
+  auto deliver = [request, ec] {  // on the thread that made the request
+    if (request->kind == Kind::block_status) {
+      ExtentsCompletion done = std::move(request->extents_done);
+      std::vector<Extent> extents = std::move(request->extents);
+      PerThreadPool<Request>::destroy(request);
       done(ec, std::move(extents));
     } else {
-      Completion done = std::move(owned->done);
-      owned.reset();
+      Completion done = std::move(request->done);
+      PerThreadPool<Request>::destroy(request);
       done(ec);
     }
   };
@@ -738,7 +692,6 @@ void NbdDevice::read_upstream_facts(Connection& c) {
       std::max<uint32_t>(caps.min_block_size, preferred > 0 ? static_cast<uint32_t>(preferred) : 4096);
   uint64_t max_io = maximum > 0 ? std::min<uint64_t>(maximum, kMaxIoBytes) : kMaxIoBytes;
   max_io_bytes_ = std::max<uint64_t>(max_io / caps.min_block_size * caps.min_block_size, caps.min_block_size);
-  upstream_fua_ = caps.can_fua;
   upstream_zero_ = caps.can_zero;
   caps_ = caps;
   spdlog::info("nbd upstream {}: {} bytes{}, block sizes {}/{}/{}{}{}{}{}{}", options_.uri,

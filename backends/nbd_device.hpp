@@ -15,7 +15,8 @@
 // A lost connection is re-established in the background. With reconnect-delay, the requests
 // it had in flight, and those arriving meanwhile, wait for it up to that long and are sent
 // again (as QEMU's NBD client does); without, they fail with EIO at once. Requests larger than
-// the upstream's maximum block size are split; capabilities are the upstream's.
+// the upstream's maximum block size are split; capabilities are the upstream's (what it lacks,
+// such as zeroes or FUA, the device front does with writes and flushes).
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -78,7 +79,6 @@ class NbdDevice final : public BlockDevice {
   // Any thread: hands a request to the device's thread.
   void submit(Request* request);
   Request* new_request(Kind kind, uint64_t offset, uint64_t length);
-  std::error_code check_range(uint64_t offset, uint64_t length) const;
 
   // The device's thread.
   void begin(Request* request);
@@ -116,7 +116,6 @@ class NbdDevice final : public BlockDevice {
   std::atomic<size_t> up_{0};
   DeviceCapabilities caps_;
   uint64_t max_io_bytes_ = 32u << 20;  // reads and writes are split at this
-  bool upstream_fua_ = false;
   bool upstream_zero_ = false;
 
   // The device's thread only.

@@ -15,6 +15,7 @@
 
 #include "backends/data_ranges.hpp"
 #include "common/current_context.hpp"
+#include "common/per_thread_pool.hpp"
 
 namespace volgate::backends {
 
@@ -39,8 +40,8 @@ std::error_code storage_error(ssize_t result) {
 }
 
 // One librbd request. librbd completes it on its finisher thread; the outcome is posted to the
-// io_context that issued it, whose work guard keeps it running until then. A FUA write or
-// zeroing goes on with a flush from that io_context before it completes.
+// io_context that issued it, whose work guard keeps it running until then. Its memory is
+// recycled per thread (common/per_thread_pool.hpp).
 struct AioOp {
   using Guard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
 
@@ -48,10 +49,9 @@ struct AioOp {
   boost::asio::io_context& io;
   Guard busy;
   Completion done;
-  bool flush_after;
 
-  AioOp(rbd_image_t image, boost::asio::io_context& io, Completion done, bool flush_after)
-      : image(image), io(io), busy(io.get_executor()), done(std::move(done)), flush_after(flush_after) {}
+  AioOp(rbd_image_t image, boost::asio::io_context& io, Completion done)
+      : image(image), io(io), busy(io.get_executor()), done(std::move(done)) {}
 
   // `start` hands the completion to one rbd_aio_* call and returns its result.
   template <class Start>
@@ -77,19 +77,14 @@ struct AioOp {
   }
 
   void finish(ssize_t result) {
-    if (result >= 0 && flush_after) {
-      flush_after = false;
-      return submit([this](rbd_completion_t c) { return rbd_aio_flush(image, c); });
-    }
-    std::unique_ptr<AioOp> owned(this);
     Completion callback = std::move(done);
-    owned.reset();
+    PerThreadPool<AioOp>::destroy(this);
     callback(result < 0 ? storage_error(result) : std::error_code{});
   }
 };
 
-AioOp* new_op(rbd_image_t image, Completion done, bool flush_after = false) {
-  return new AioOp(image, current_io_context(), std::move(done), flush_after);
+AioOp* new_op(rbd_image_t image, Completion done) {
+  return PerThreadPool<AioOp>::make(image, current_io_context(), std::move(done));
 }
 
 std::string image_name(const RbdOptions& o) {
@@ -234,7 +229,9 @@ DeviceCapabilities RbdDevice::capabilities() const {
   caps.can_trim = w;
   caps.can_zero = w;
   caps.can_fast_zero = w;  // zeroing is done by the OSDs: no data is ever sent
-  caps.can_fua = w;
+  // librbd's cache may acknowledge a write before the OSDs have it, and only a flush waits for
+  // them: FUA is a write and a flush, which the device front does.
+  caps.can_fua = false;
   caps.can_flush = true;
   caps.can_block_status = true;
   caps.can_multi_conn = true;  // one image handle, one cache for every connection
@@ -247,63 +244,42 @@ std::string RbdDevice::description() const {
   return "rbd " + image_name(options_) + (writable() ? "" : " (read-only)");
 }
 
-bool RbdDevice::in_range(uint64_t offset, uint64_t length) const {
-  uint64_t end = size();
-  return offset <= end && length <= end - offset;
-}
-
 void RbdDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
-  if (!in_range(offset, data.size())) return done(errno_code(EINVAL));
-  if (data.empty()) return done({});
   new_op(handles_->image, std::move(done))->submit([&](rbd_completion_t c) {
     return rbd_aio_read(handles_->image, offset, data.size(), reinterpret_cast<char*>(data.data()), c);
   });
 }
 
-void RbdDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFlags flags,
+void RbdDevice::write(uint64_t offset, std::span<const std::byte> data, WriteFlags,
                       Completion done) {
-  if (!writable()) return done(errno_code(EPERM));
-  if (!in_range(offset, data.size())) return done(errno_code(ENOSPC));
-  if (data.empty()) return done({});
-  // FUA as write + flush: librbd's cache may acknowledge a write before the OSDs have it, and
-  // only a flush waits for them.
-  new_op(handles_->image, std::move(done), flags.fua)->submit([&](rbd_completion_t c) {
+  new_op(handles_->image, std::move(done))->submit([&](rbd_completion_t c) {
     return rbd_aio_write(handles_->image, offset, data.size(), reinterpret_cast<const char*>(data.data()), c);
   });
 }
 
 void RbdDevice::flush(Completion done) {
-  if (!writable()) return done({});
   new_op(handles_->image, std::move(done))->submit([&](rbd_completion_t c) {
     return rbd_aio_flush(handles_->image, c);
   });
 }
 
 void RbdDevice::trim(uint64_t offset, uint64_t length, Completion done) {
-  if (!writable()) return done(errno_code(EPERM));
-  if (!in_range(offset, length)) return done(errno_code(EINVAL));
-  if (length == 0) return done({});
   new_op(handles_->image, std::move(done))->submit([&](rbd_completion_t c) {
     return rbd_aio_discard(handles_->image, offset, length, c);
   });
 }
 
 void RbdDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags, Completion done) {
-  if (!writable()) return done(errno_code(EPERM));
-  if (!in_range(offset, length)) return done(errno_code(ENOSPC));
-  if (length == 0) return done({});
   // Always fast (the OSDs zero or deallocate), so fast_only needs no special case. Without
   // may_trim the zeroed range stays allocated.
   const int zero_flags = flags.may_trim ? 0 : RBD_WRITE_ZEROES_FLAG_THICK_PROVISION;
-  new_op(handles_->image, std::move(done), flags.fua)->submit([&](rbd_completion_t c) {
+  new_op(handles_->image, std::move(done))->submit([&](rbd_completion_t c) {
     return rbd_aio_write_zeroes(handles_->image, offset, length, c, zero_flags, 0);
   });
 }
 
 void RbdDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
-  const uint64_t end = size();
-  if (length == 0 || offset >= end) return done(errno_code(EINVAL), {});
-  length = std::min({length, end - offset, kMaxBlockStatusBytes});
+  length = std::min(length, kMaxBlockStatusBytes);
   boost::asio::io_context& io = current_io_context();
   auto busy = boost::asio::make_work_guard(io);
   // rbd_diff_iterate2 waits for the OSDs: never on an I/O thread.

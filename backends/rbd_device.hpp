@@ -66,7 +66,6 @@ class RbdDevice final : public BlockDevice {
                                        const char* snapshot, bool read_only);
   // Keeps the pool and connection of an open that timed out alive for good.
   static void abandon(std::unique_ptr<Handles> handles);
-  bool in_range(uint64_t offset, uint64_t length) const;
   bool writable() const { return !options_.read_only && !options_.snapshot; }
   static void on_image_updated(void* self);
 

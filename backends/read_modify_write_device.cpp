@@ -11,7 +11,9 @@
 namespace volgate::backends {
 
 ReadModifyWriteDevice::ReadModifyWriteDevice(std::shared_ptr<BlockDevice> base)
-    : base_(std::move(base)), block_(std::max<uint32_t>(base_->capabilities().min_block_size, 1)) {}
+    : base_(std::move(base)),
+      block_(std::max<uint32_t>(base_->capabilities().min_block_size, 1)),
+      base_can_zero_(base_->capabilities().can_zero) {}
 
 std::shared_ptr<BlockDevice> ReadModifyWriteDevice::over(std::shared_ptr<BlockDevice> base) {
   if (base->capabilities().min_block_size <= 1) return base;
@@ -74,7 +76,6 @@ void ReadModifyWriteDevice::unlock(BlockRange range) {
 
 void ReadModifyWriteDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
   if (aligned(offset, data.size())) return base_->read(offset, data, std::move(done));
-  if (offset > size() || data.size() > size() - offset) return done(errno_code(EINVAL));
   // The blocks around the range into a bounce buffer, then the part asked for.
   const BlockRange blocks = blocks_of(offset, data.size());
   const uint64_t start = blocks.first * block_;
@@ -148,7 +149,6 @@ void ReadModifyWriteDevice::patch(uint64_t offset, uint64_t length, WriteFlags f
 
 void ReadModifyWriteDevice::write(uint64_t offset, std::span<const std::byte> data,
                                   WriteFlags flags, Completion done) {
-  if (offset > size() || data.size() > size() - offset) return done(errno_code(ENOSPC));
   if (aligned(offset, data.size())) {
     if (locked_count_.load(std::memory_order_acquire) == 0)
       return base_->write(offset, data, flags, std::move(done));  // no allocation on this path
@@ -163,7 +163,6 @@ void ReadModifyWriteDevice::write(uint64_t offset, std::span<const std::byte> da
 }
 
 void ReadModifyWriteDevice::trim(uint64_t offset, uint64_t length, Completion done) {
-  if (offset > size() || length > size() - offset) return done(errno_code(EINVAL));
   const uint64_t first = (offset + block_ - 1) / block_ * block_;
   const uint64_t end = (offset + length) / block_ * block_;
   if (first >= end) return done({});  // no whole block: nothing to deallocate
@@ -174,7 +173,9 @@ void ReadModifyWriteDevice::trim(uint64_t offset, uint64_t length, Completion do
 
 void ReadModifyWriteDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags,
                                          Completion done) {
-  if (offset > size() || length > size() - offset) return done(errno_code(ENOSPC));
+  // A base that writes zeroes as data (LUKS) leaves it to the device front, before any edge is
+  // patched.
+  if (!base_can_zero_) return done(errno_code(ENOTSUP));
   if (aligned(offset, length)) {
     if (locked_count_.load(std::memory_order_acquire) == 0)
       return base_->write_zeroes(offset, length, flags, std::move(done));
@@ -205,7 +206,6 @@ void ReadModifyWriteDevice::write_zeroes(uint64_t offset, uint64_t length, ZeroF
 }
 
 void ReadModifyWriteDevice::block_status(uint64_t offset, uint64_t length, ExtentsCompletion done) {
-  if (offset > size() || length > size() - offset || length == 0) return done(errno_code(EINVAL), {});
   const BlockRange blocks = blocks_of(offset, length);
   const uint64_t start = blocks.first * block_;
   const uint64_t end = std::min(blocks.end * block_, size());
@@ -228,7 +228,6 @@ void ReadModifyWriteDevice::block_status(uint64_t offset, uint64_t length, Exten
 }
 
 void ReadModifyWriteDevice::cache(uint64_t offset, uint64_t length, Completion done) {
-  if (offset > size() || length > size() - offset) return done(errno_code(EINVAL));
   const BlockRange blocks = blocks_of(offset, length);
   const uint64_t start = blocks.first * block_;
   base_->cache(start, std::min(blocks.end * block_, size()) - start, std::move(done));

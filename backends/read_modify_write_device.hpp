@@ -81,6 +81,7 @@ class ReadModifyWriteDevice final : public BlockDevice {
 
   const std::shared_ptr<BlockDevice> base_;
   const uint64_t block_;
+  const bool base_can_zero_;  // write_zeroes without sending data; otherwise ENOTSUP at once
 
   std::atomic<size_t> locked_count_{0};  // locked_.size(), read without the mutex
   std::mutex mutex_;

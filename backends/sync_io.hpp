@@ -28,14 +28,17 @@ class SyncIo {
     return *result;
   }
 
-  std::error_code read(BlockDevice& device, uint64_t offset, std::span<std::byte> out) {
+  // On a BlockDevice, or on a DeviceFront where the request is not known to be valid.
+  template <class Target>
+  std::error_code read(Target& device, uint64_t offset, std::span<std::byte> out) {
     return run([&](auto done) { device.read(offset, out, done); });
   }
-  std::error_code write(BlockDevice& device, uint64_t offset, std::span<const std::byte> in,
-                        bool fua = false) {
+  template <class Target>
+  std::error_code write(Target& device, uint64_t offset, std::span<const std::byte> in, bool fua = false) {
     return run([&](auto done) { device.write(offset, in, {.fua = fua}, done); });
   }
-  std::error_code flush(BlockDevice& device) {
+  template <class Target>
+  std::error_code flush(Target& device) {
     return run([&](auto done) { device.flush(done); });
   }
 

@@ -8,6 +8,7 @@
 
 #include "common/buffer_pool.hpp"
 #include "common/current_context.hpp"
+#include "common/per_thread_pool.hpp"
 #include "crypto/crypto_workers.hpp"
 
 namespace volgate::crypto {
@@ -26,8 +27,8 @@ LuksDevice::~LuksDevice() = default;
 backends::DeviceCapabilities LuksDevice::capabilities() const {
   auto caps = base_->capabilities();
   caps.can_read_cached = caps.can_write_cached = false;  // the cached bytes are ciphertext
-  caps.can_zero = !caps.read_only;  // written as encrypted zeroes
-  caps.can_fast_zero = false;       // that is never faster than a write
+  caps.can_zero = false;       // zeroes are written as ciphertext (by the device front)
+  caps.can_fast_zero = false;
   caps.min_block_size = std::max(caps.min_block_size, info_.sector_size);
   caps.preferred_block_size = std::max(caps.preferred_block_size, info_.sector_size);
   return caps;
@@ -50,13 +51,6 @@ void LuksDevice::report_metrics(MetricsReport& report, const MetricLabels& label
   base_->report_metrics(report, labels);
 }
 
-std::error_code LuksDevice::check(uint64_t offset, uint64_t length, int out_of_range_error) const {
-  if (offset > info_.payload_size || length > info_.payload_size - offset)
-    return errno_code(out_of_range_error);
-  if (offset % info_.sector_size || length % info_.sector_size) return errno_code(EINVAL);
-  return {};
-}
-
 // The cipher throws only if OpenSSL fails (or memory runs out): the request then fails with
 // EIO rather than escaping into the caller's event loop.
 static std::error_code cipher_failed() { return errno_code(EIO); }
@@ -71,9 +65,10 @@ struct LuksDevice::ReadOp {
   uint64_t ready = 0;
 
   void finish(std::error_code ec) {
-    std::unique_ptr<ReadOp> owned(this);
     if (!ec) self->cipher_bytes_.add(kDecrypted, data.size());
-    owned->done(ec);
+    Completion callback = std::move(done);
+    PerThreadPool<ReadOp>::destroy(this);
+    callback(ec);
   }
 
   void read_rest() {
@@ -101,8 +96,7 @@ struct LuksDevice::ReadOp {
 };
 
 void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion done) {
-  if (auto ec = check(offset, data.size(), EINVAL)) return done(ec);
-  auto* op = new ReadOp{this, offset, data, std::move(done)};
+  auto* op = PerThreadPool<ReadOp>::make(this, offset, data, std::move(done));
   if (data.size() < kOffloadBytes || !base_->capabilities().can_read_cached) return op->read_rest();
   // Read what the cache holds and decrypt it piece by piece on a helper, then fetch the rest.
   on_helper([op] { op->ready = op->self->read_cached_decrypted(op->offset, op->data); },
@@ -137,9 +131,10 @@ struct LuksDevice::WriteOp {
   uint64_t written = 0;
 
   void finish(std::error_code ec) {
-    std::unique_ptr<WriteOp> owned(this);
     if (!ec) self->cipher_bytes_.add(kEncrypted, plaintext.size());
-    owned->done(ec);
+    Completion callback = std::move(done);
+    PerThreadPool<WriteOp>::destroy(this);
+    callback(ec);
   }
 
   void write_rest() {
@@ -151,24 +146,22 @@ struct LuksDevice::WriteOp {
 
 void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backends::WriteFlags flags,
                        Completion done) {
-  if (auto ec = check(offset, data.size(), ENOSPC)) return done(ec);
-  std::unique_ptr<WriteOp> op;
+  WriteOp* raw;
   try {
-    op.reset(new WriteOp{this, offset, data, flags, Buffer::allocate(data.size()), std::move(done)});
+    raw = PerThreadPool<WriteOp>::make(this, offset, data, flags, Buffer::allocate(data.size()), std::move(done));
   } catch (const std::exception&) {
     return done(errno_code(ENOMEM));
   }
   if (data.size() < kOffloadBytes) {
     try {
-      cipher_.encrypt_here(offset, data, op->ciphertext.data());
+      cipher_.encrypt_here(offset, data, raw->ciphertext.data());
     } catch (const std::exception&) {
-      return op.release()->finish(cipher_failed());
+      return raw->finish(cipher_failed());
     }
-    return op.release()->write_rest();
+    return raw->write_rest();
   }
   // Encrypt on a helper and, unless the write must be durable, put what the cache takes into
   // the base from there too; the rest is written from this thread (the base device's).
-  WriteOp* raw = op.release();
   const bool write_cached = !flags.fua && base_->capabilities().can_write_cached;
   on_helper(
       [raw, write_cached] {
@@ -236,105 +229,18 @@ void LuksDevice::on_helper(std::function<void()> work,
 void LuksDevice::flush(Completion done) { base_->flush(std::move(done)); }
 
 void LuksDevice::trim(uint64_t offset, uint64_t length, Completion done) {
-  if (auto ec = check(offset, length, EINVAL)) return done(ec);
   // Trimmed blocks read back as whatever the base returns, decrypted: NBD allows any content.
   base_->trim(info_.data_offset + offset, length, std::move(done));
 }
 
-// Writes encrypted zeroes one chunk at a time, so a request for gigabytes of zeroes needs one
-// pooled megabyte, not gigabytes. A chunk of kOffloadBytes or more is zeroed and encrypted on a
-// helper, as a large write's data is, and its write to the base follows on this thread: the
-// I/O thread never waits for the cipher. A loop rather than recursion: a base device that
-// completes inline would otherwise nest one stack frame per chunk.
-struct LuksDevice::ZeroWriter {
-  static constexpr uint64_t kChunk = 1024 * 1024;
-  LuksDevice* self;
-  uint64_t offset;
-  uint64_t remaining;
-  bool fua;
-  Buffer buffer;
-  Completion done;
-  bool in_write = false;         // base_->write() is on the stack
-  bool write_completed = false;  // and its completion has run already
-  std::error_code write_error;   // with this outcome
-
-  void next() {
-    while (remaining > 0) {
-      const auto length = static_cast<size_t>(std::min(kChunk, remaining));
-      if (length >= kOffloadBytes) {
-        self->on_helper([this, length] { encrypt_zeroes(length); },
-                        [this, length](std::error_code ec) {
-                          if (ec) return finish(ec);
-                          if (write(length)) next();
-                        });
-        return;
-      }
-      try {
-        encrypt_zeroes(length);
-      } catch (const std::exception&) {
-        return finish(cipher_failed());
-      }
-      if (!write(length)) return;
-    }
-    finish({});
-  }
-
-  // The next `length` bytes of ciphertext of zeroes, at the start of the buffer.
-  void encrypt_zeroes(size_t length) {
-    std::span<std::byte> chunk(buffer.data(), length);
-    std::memset(chunk.data(), 0, length);
-    self->cipher_.encrypt_here(offset, chunk, chunk.data());
-  }
-
-  // Writes the ciphered chunk. True when that write completed inline and well, so the caller
-  // goes on; otherwise its completion goes on, or the request has finished with its error.
-  bool write(size_t length) {
-    self->cipher_bytes_.add(kEncrypted, length);
-    const uint64_t at = offset;
-    offset += length;
-    remaining -= length;
-    in_write = true;
-    write_completed = false;
-    self->base_->write(self->info_.data_offset + at, std::span<const std::byte>(buffer.data(), length),
-                       {.fua = fua}, [this](std::error_code ec) {
-                         if (in_write) {
-                           write_completed = true;
-                           write_error = ec;
-                           return;
-                         }
-                         if (ec) return finish(ec);
-                         next();
-                       });
-    in_write = false;
-    if (!write_completed) return false;
-    if (write_error) {
-      finish(write_error);
-      return false;
-    }
-    return true;
-  }
-
-  void finish(std::error_code ec) {
-    Completion callback = std::move(done);
-    delete this;
-    callback(ec);
-  }
-};
-
-void LuksDevice::write_zeroes(uint64_t offset, uint64_t length, backends::ZeroFlags flags,
-                              Completion done) {
-  if (auto ec = check(offset, length, ENOSPC)) return done(ec);
-  if (capabilities().read_only) return done(errno_code(EPERM));
-  if (flags.fast_only) return done(errno_code(ENOTSUP));
-  auto* writer = new ZeroWriter{this, offset, length, flags.fua,
-                                Buffer::allocate(static_cast<size_t>(std::min(ZeroWriter::kChunk, length))),
-                                std::move(done)};
-  writer->next();
+// Zeroes on a LUKS volume are ciphertext like any other data, which only a write can put there:
+// ENOTSUP, and the device front writes them, so they take the path (and the helper threads)
+// of a write.
+void LuksDevice::write_zeroes(uint64_t, uint64_t, backends::ZeroFlags, Completion done) {
+  done(errno_code(ENOTSUP));
 }
 
 void LuksDevice::block_status(uint64_t offset, uint64_t length, backends::ExtentsCompletion done) {
-  if (offset >= info_.payload_size || length == 0) return done(errno_code(EINVAL), {});
-  length = std::min(length, info_.payload_size - offset);
   base_->block_status(info_.data_offset + offset, length,
                       [done = std::move(done)](std::error_code ec, std::vector<backends::Extent> extents) {
                         for (auto& e : extents) e.zero = false;  // holes decrypt to noise
@@ -343,7 +249,6 @@ void LuksDevice::block_status(uint64_t offset, uint64_t length, backends::Extent
 }
 
 void LuksDevice::cache(uint64_t offset, uint64_t length, Completion done) {
-  if (auto ec = check(offset, length, EINVAL)) return done(ec);
   base_->cache(info_.data_offset + offset, length, std::move(done));
 }
 

@@ -7,8 +7,8 @@
 // when the base can move bytes from any thread without waiting (a file in the page cache), the
 // helper also does the copy, piece by piece, each piece ciphered while in its cache. Offsets
 // are shifted past the header, which no request can reach. Zeroes are written as encrypted
-// zeroes: a hole in the base device does not decrypt to zeroes, so block status reports holes
-// without the "reads as zero" bit.
+// zeroes (by the device front, as writes): a hole in the base device does not decrypt to
+// zeroes, so block status reports holes without the "reads as zero" bit.
 #include <functional>
 #include <memory>
 
@@ -59,9 +59,9 @@ class LuksDevice final : public backends::BlockDevice {
   // ciphered right before or after its copy, while it is in the core's cache.
   static constexpr size_t kPieceBytes = 64 * 1024;
 
+  // Each request's state; their memory is recycled per thread (common/per_thread_pool.hpp).
   struct ReadOp;
   struct WriteOp;
-  struct ZeroWriter;
   // On a helper, for a base with cached transfers: read and decrypt as much of the request as
   // the cache holds, whole sectors from the start; returns how many bytes are done.
   uint64_t read_cached_decrypted(uint64_t offset, std::span<std::byte> data) const;
@@ -73,8 +73,6 @@ class LuksDevice final : public backends::BlockDevice {
   // Runs `work` on a helper, then `then` on this thread's io_context with the outcome (EIO if
   // `work` threw; ENOMEM, at once, if the job could not be queued).
   void on_helper(std::function<void()> work, std::function<void(std::error_code)> then) const;
-  // EINVAL unless [offset, offset+length) is inside the payload and sector-aligned.
-  std::error_code check(uint64_t offset, uint64_t length, int out_of_range_error) const;
 
   const std::shared_ptr<backends::BlockDevice> base_;
   const LuksInfo info_;

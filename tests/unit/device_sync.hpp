@@ -13,8 +13,12 @@ namespace volgate::testing {
 // The library's SyncIo plus the vector-based helpers the tests like to use.
 class DeviceSync : public backends::SyncIo {
  public:
-  std::pair<std::error_code, std::vector<backends::Extent>> block_status(
-      backends::BlockDevice& d, uint64_t offset, uint64_t length) {
+  using SyncIo::read;
+  using SyncIo::write;
+
+  template <class Target>
+  std::pair<std::error_code, std::vector<backends::Extent>> block_status(Target& d, uint64_t offset,
+                                                                         uint64_t length) {
     std::pair<std::error_code, std::vector<backends::Extent>> out{backends::errno_code(ETIMEDOUT), {}};
     d.block_status(offset, length, [&](std::error_code ec, std::vector<backends::Extent> e) {
       out = {ec, std::move(e)};
@@ -24,12 +28,13 @@ class DeviceSync : public backends::SyncIo {
     return out;
   }
 
-  std::error_code read(backends::BlockDevice& d, uint64_t offset, std::vector<std::byte>& out) {
-    return SyncIo::read(d, offset, out);
+  template <class Target>
+  std::error_code read(Target& d, uint64_t offset, std::vector<std::byte>& out) {
+    return SyncIo::read(d, offset, std::span<std::byte>(out));
   }
-  std::error_code write(backends::BlockDevice& d, uint64_t offset, const std::vector<std::byte>& in,
-                        bool fua = false) {
-    return SyncIo::write(d, offset, in, fua);
+  template <class Target>
+  std::error_code write(Target& d, uint64_t offset, const std::vector<std::byte>& in, bool fua = false) {
+    return SyncIo::write(d, offset, std::span<const std::byte>(in), fua);
   }
 };
 

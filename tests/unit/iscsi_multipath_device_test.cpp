@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "backends/device_front.hpp"
 #include "common/current_context.hpp"
 
 using namespace volgate::backends;
@@ -190,7 +191,8 @@ struct Client {
     boost::asio::post(io, [&] { done.set_value(); });
     done.get_future().wait();
   }
-  std::future<std::error_code> write(BlockDevice& device, uint64_t offset, size_t length = 4096,
+  template <class Target>  // a BlockDevice or a DeviceFront
+  std::future<std::error_code> write(Target& device, uint64_t offset, size_t length = 4096,
                                      bool fua = false) {
     auto result = std::make_shared<std::promise<std::error_code>>();
     auto future = result->get_future();
@@ -606,8 +608,10 @@ TEST(IscsiMultipathDevice, AForcedWriteToATargetWithoutDpoFuaIsFollowedByAFlush)
   Lab lab;
   lab.supports_fua = false;
   auto device = open_with(lab, two_portals());
+  EXPECT_FALSE(device->capabilities().can_fua);  // the bit would be ignored: the front flushes
+  DeviceFront front(*device);
   Client client;
-  auto done = client.write(*device, 4096, 4096, /*fua=*/true);
+  auto done = client.write(front, 4096, 4096, /*fua=*/true);
   ASSERT_TRUE(lab.wait_for("submit 0 4096+4096"));
   EXPECT_EQ(lab.count("submit 0 4096+4096 fua"), 0u);  // the bit would be ignored: not sent
   lab.on_device([&] { lab.paths[0]->complete_all(); });

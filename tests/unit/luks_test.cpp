@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "backends/device_front.hpp"
 #include "backends/memory_device.hpp"
 #include "crypto/luks_container.hpp"
 #include "crypto/luks_device.hpp"
@@ -133,36 +134,46 @@ class LuksDeviceTest : public ::testing::Test {
   DeviceSync io;
 };
 
+// Through the front, as every front-end goes: the sector size is the minimum block size.
 TEST_F(LuksDeviceTest, RefusesMisalignedAndOutOfRangeRequests) {
+  backends::DeviceFront front(*device);
+  EXPECT_EQ(front.capabilities().min_block_size, 4096u);
   std::vector<std::byte> buf(4096);
-  EXPECT_EQ(io.read(*device, 512, buf).value(), EINVAL);
+  EXPECT_EQ(io.read(front, 512, buf).value(), EINVAL);
   std::vector<std::byte> small(512);
-  EXPECT_EQ(io.write(*device, 0, small).value(), EINVAL);
-  EXPECT_EQ(io.write(*device, device->size(), buf).value(), ENOSPC);
-  EXPECT_EQ(io.read(*device, device->size() - 4096, buf).value(), 0);
+  EXPECT_EQ(io.write(front, 0, small).value(), EINVAL);
+  EXPECT_EQ(io.write(front, device->size(), buf).value(), ENOSPC);
+  EXPECT_EQ(io.read(front, device->size() - 4096, buf).value(), 0);
 }
 
+// Zeroes on LUKS are ciphertext: the device leaves them to the front, which writes them.
 TEST_F(LuksDeviceTest, WriteZeroesReadsBackAsZeroesAndIsNeverFast) {
+  EXPECT_FALSE(device->capabilities().can_zero);
+  EXPECT_EQ(io.run([&](auto done) { device->write_zeroes(0, 4096, {}, done); }).value(), ENOTSUP);
+  backends::DeviceFront front(*device);
+  EXPECT_TRUE(front.capabilities().can_zero);
+  EXPECT_FALSE(front.capabilities().can_fast_zero);
   auto data = pattern(3 << 20, 9);
   ASSERT_FALSE(io.write(*device, 0, data));
-  EXPECT_FALSE(io.run([&](auto done) { device->write_zeroes(4096, (2 << 20) + 8192, {}, done); }));
+  EXPECT_FALSE(io.run([&](auto done) { front.write_zeroes(4096, (2 << 20) + 8192, {}, done); }));
   std::vector<std::byte> back(data.size());
   ASSERT_FALSE(io.read(*device, 0, back));
   EXPECT_TRUE(std::equal(back.begin(), back.begin() + 4096, data.begin()));
   EXPECT_TRUE(testing::all_zero({back.begin() + 4096, back.begin() + 4096 + (2 << 20) + 8192}));
   EXPECT_TRUE(std::equal(back.begin() + 4096 + (2 << 20) + 8192, back.end(),
                          data.begin() + 4096 + (2 << 20) + 8192));
-  EXPECT_EQ(io.run([&](auto done) { device->write_zeroes(0, 4096, {.fast_only = true}, done); }).value(),
+  EXPECT_EQ(io.run([&](auto done) { front.write_zeroes(0, 4096, {.fast_only = true}, done); }).value(),
             ENOTSUP);
 }
 
 TEST_F(LuksDeviceTest, LargeZeroesAreCipheredOnAHelperNotOnTheCallersThread) {
   // The memory base completes writes inline, so a cipher run on the caller's thread would
   // complete the request before write_zeroes returns.
+  backends::DeviceFront front(*device);
   bool returned = false;
   bool completed_before_return = false;
   EXPECT_FALSE(io.run([&](auto done) {
-    device->write_zeroes(0, 1 << 20, {}, [&, done](std::error_code ec) {
+    front.write_zeroes(0, 1 << 20, {}, [&, done](std::error_code ec) {
       completed_before_return = !returned;
       done(ec);
     });
@@ -220,23 +231,28 @@ class FailingWrites final : public ForwardsToMemory {
   FailingWrites(uint64_t size, int good_writes) : ForwardsToMemory(size), good_(good_writes) {}
   void write(uint64_t o, std::span<const std::byte> d, backends::WriteFlags f,
              backends::Completion done) override {
+    if (armed) ++writes;
     if (armed && good_-- <= 0) return done(backends::errno_code(EIO));
     memory_.write(o, d, f, std::move(done));
   }
   bool armed = false;
+  int writes = 0;  // since armed
 
  private:
   int good_;
 };
 
+// The front writes LUKS zeroes as 1 MiB writes, one after the other.
 TEST(LuksDevice, WriteZeroesStopsAtTheFirstFailedChunk) {
   auto base = std::make_shared<FailingWrites>(32 << 20, 2);
   DeviceSync io;
   LuksContainer::format(*base, quick("luks2", 4096), secret("pw"));
   LuksDevice device(base, LuksContainer::load(*base).unlock(secret("pw")));
+  backends::DeviceFront front(device);
   base->armed = true;
-  // Five 1 MiB chunks; the third write fails, inline, inside the writer's loop.
-  EXPECT_EQ(io.run([&](auto done) { device.write_zeroes(0, 5 << 20, {}, done); }).value(), EIO);
+  // Five 1 MiB pieces; the third write fails, inline, inside the front's loop.
+  EXPECT_EQ(io.run([&](auto done) { front.write_zeroes(0, 5 << 20, {}, done); }).value(), EIO);
+  EXPECT_EQ(base->writes, 3);
 }
 
 // A memory device whose cache (read_cached/write_cached) holds only `budget` more bytes: past

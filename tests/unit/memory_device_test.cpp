@@ -4,8 +4,10 @@
 
 #include <thread>
 
+#include "backends/device_front.hpp"
 #include "device_sync.hpp"
 
+using volgate::backends::DeviceFront;
 using volgate::backends::MemoryDevice;
 using namespace volgate::testing;
 
@@ -74,17 +76,20 @@ TEST(MemoryDevice, BlockStatusMergesRuns) {
   EXPECT_TRUE(extents[2].hole);
 }
 
+// Through the front, as every front-end goes: the device itself checks nothing.
 TEST(MemoryDevice, RefusesOutOfRangeAndReadOnly) {
   MemoryDevice d(1 << 20, false);
+  DeviceFront front(d);
   DeviceSync sync;
   std::vector<std::byte> buf(4096);
-  EXPECT_EQ(sync.read(d, (1 << 20) - 100, buf).value(), EINVAL);
-  EXPECT_EQ(sync.write(d, (1 << 20) - 100, buf).value(), ENOSPC);
-  EXPECT_EQ(sync.run([&](auto done) { d.trim(UINT64_MAX - 10, 100, done); }).value(), EINVAL);
+  EXPECT_EQ(sync.read(front, (1 << 20) - 100, buf).value(), EINVAL);
+  EXPECT_EQ(sync.write(front, (1 << 20) - 100, buf).value(), ENOSPC);
+  EXPECT_EQ(sync.run([&](auto done) { front.trim(UINT64_MAX - 10, 100, {}, done); }).value(), EINVAL);
 
   MemoryDevice ro(1 << 20, true);
-  EXPECT_EQ(sync.write(ro, 0, buf).value(), EPERM);
-  EXPECT_EQ(sync.run([&](auto done) { ro.trim(0, 4096, done); }).value(), EPERM);
+  DeviceFront ro_front(ro);
+  EXPECT_EQ(sync.write(ro_front, 0, buf).value(), EPERM);
+  EXPECT_EQ(sync.run([&](auto done) { ro_front.trim(0, 4096, {}, done); }).value(), EPERM);
   EXPECT_TRUE(ro.capabilities().read_only);
   EXPECT_FALSE(ro.capabilities().can_trim);
 }
