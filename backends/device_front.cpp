@@ -119,8 +119,10 @@ void DeviceFront::write(uint64_t offset, std::span<const std::byte> data, WriteF
                         Completion done) {
   if (int error = refusal(DeviceRequest::write, offset, data.size())) return done(errno_code(error));
   if (data.empty()) return done({});
-  if (flags.fua && !device_caps_.can_fua)
-    return device_->write(offset, data, {}, ThenFlush::wrap(*device_, std::move(done)));
+  if (flags.fua && !device_caps_.can_fua) {
+    flags.fua = false;
+    done = flushed_after(std::move(done));
+  }
   device_->write(offset, data, flags, std::move(done));
 }
 
@@ -134,7 +136,7 @@ void DeviceFront::trim(uint64_t offset, uint64_t length, WriteFlags flags, Compl
   if (int error = refusal(DeviceRequest::trim, offset, length)) return done(errno_code(error));
   // A trim is a hint: a device that cannot deallocate may ignore it, as NBD and FUSE allow.
   if (length == 0 || !device_caps_.can_trim) return done({});
-  if (flags.fua) done = ThenFlush::wrap(*device_, std::move(done));
+  if (flags.fua) done = flushed_after(std::move(done));
   device_->trim(offset, length, std::move(done));
 }
 
@@ -142,34 +144,41 @@ void DeviceFront::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags
   if (int error = refusal(DeviceRequest::zero, offset, length)) return done(errno_code(error));
   if (flags.fast_only && !device_caps_.can_fast_zero) return done(errno_code(ENOTSUP));
   if (length == 0) return done({});
-  if (!device_caps_.can_zero) return fill_with_zeroes(*device_, offset, length, flags.fua, std::move(done));
+  if (!device_caps_.can_zero) {
+    if (flags.fua) done = flushed_after(std::move(done));
+    return fill_with_zeroes(*device_, offset, length, std::move(done));
+  }
   if (flags.fua && !device_caps_.can_fua) {
     flags.fua = false;
-    done = ThenFlush::wrap(*device_, std::move(done));
+    done = flushed_after(std::move(done));
   }
   if (flags.fast_only) return device_->write_zeroes(offset, length, flags, std::move(done));
   // A device that finds out only now that it has no cheap way (a filesystem without
   // fallocate's zeroing, a target without WRITE SAME) answers ENOTSUP: then they are written.
   // Its FUA was not acted on then, and the fill's flush covers it.
   struct Fallback {
-    BlockDevice* device;
+    DeviceFront* front;
     uint64_t offset, length;
     bool fua;
     Completion done;
   };
-  auto* fallback = PerThreadPool<Fallback>::make(device_, offset, length, flags.fua, std::move(done));
+  auto* fallback = PerThreadPool<Fallback>::make(this, offset, length, flags.fua, std::move(done));
   device_->write_zeroes(offset, length, flags, [fallback](std::error_code ec) {
     Fallback f = std::move(*fallback);
     PerThreadPool<Fallback>::destroy(fallback);
-    if (ec == std::errc::not_supported || ec == std::errc::operation_not_supported)
-      return fill_with_zeroes(*f.device, f.offset, f.length, f.fua, std::move(f.done));
-    f.done(ec);
+    if (ec != std::errc::not_supported && ec != std::errc::operation_not_supported) return f.done(ec);
+    if (f.fua) f.done = f.front->flushed_after(std::move(f.done));
+    fill_with_zeroes(f.front->device(), f.offset, f.length, std::move(f.done));
   });
 }
 
-void DeviceFront::fill_with_zeroes(BlockDevice& device, uint64_t offset, uint64_t length, bool fua,
-                                   Completion done) {
-  if (fua) done = ThenFlush::wrap(device, std::move(done));
+Completion DeviceFront::flushed_after(Completion done) const {
+  // A device that cannot flush writes through: there is nothing to wait for.
+  if (!device_caps_.can_flush) return done;
+  return ThenFlush::wrap(*device_, std::move(done));
+}
+
+void DeviceFront::fill_with_zeroes(BlockDevice& device, uint64_t offset, uint64_t length, Completion done) {
   PerThreadPool<ZeroFill>::make(&device, offset, length, std::move(done))->next();
 }
 

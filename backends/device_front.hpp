@@ -57,9 +57,10 @@ class DeviceFront {
  private:
   struct ThenFlush;
   struct ZeroFill;
-  // Zeroes written as data, made durable by one flush at the end when `fua`.
-  static void fill_with_zeroes(BlockDevice& device, uint64_t offset, uint64_t length, bool fua,
-                               Completion done);
+  // `done`, after a flush once the request it completes has succeeded (none where the device
+  // cannot flush): FUA where the device has none, for trims, for zeroes written as data.
+  Completion flushed_after(Completion done) const;
+  static void fill_with_zeroes(BlockDevice& device, uint64_t offset, uint64_t length, Completion done);
 
   BlockDevice* const device_;
   std::atomic<uint64_t> size_;

@@ -466,7 +466,16 @@ void FuseFrontEnd::fill_attributes_locked(uint64_t ino, const nbd::Export* e, st
   st->st_size = static_cast<off_t>(size);
   st->st_blksize = std::max<uint32_t>(caps.preferred_block_size, caps.min_block_size);
   st->st_blocks = (st->st_size + 511) / 512;
-  if (auto node = nodes_.find(ino); node != nodes_.end()) node->second.size = size;
+  if (auto node = nodes_.find(ino); node != nodes_.end() && node->second.size != size) {
+    node->second.size = size;
+    follow_size_locked(*e);
+  }
+}
+
+void FuseFrontEnd::follow_size_locked(const nbd::Export& e) {
+  // Requests see the size the kernel was last told, no older one.
+  if (auto view = views_.find(&e); view != views_.end())
+    if (auto open = view->second.lock()) open->front.refresh_size();
 }
 
 void FuseFrontEnd::fill_entry_locked(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry) {
@@ -897,9 +906,7 @@ void FuseFrontEnd::check_sizes() {
       spdlog::info("--fuse {}: {} is now {} bytes (was {})", mount_point_, node.name, size, node.size);
       node.size = size;
       changed.push_back(ino);
-      // Requests see the new size from now on, as the kernel does once it asks again.
-      if (auto view = views_.find(e.get()); view != views_.end())
-        if (auto open = view->second.lock()) open->front.refresh_size();
+      follow_size_locked(*e);
     }
   }
   // Attributes only (a negative offset): the kernel asks again at the next access.

@@ -144,6 +144,8 @@ class FuseFrontEnd final : public ExportClients {
   // The inode of `e`, made when first seen.
   uint64_t inode_of_locked(const std::shared_ptr<const nbd::Export>& e);
   void fill_attributes_locked(uint64_t ino, const nbd::Export* e, struct stat* st);
+  // The open files of `e` take the size the kernel is told (their DeviceFront's).
+  void follow_size_locked(const nbd::Export& e);
   void fill_entry_locked(uint64_t ino, const nbd::Export& e, fuse_entry_param* entry);
   // Stops counting `h` among its export's connections once nothing of it is in flight, and
   // frees it once the kernel released it too.

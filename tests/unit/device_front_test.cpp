@@ -166,6 +166,13 @@ TEST(DeviceFront, FuaIsAFlushAfterTheWriteWhereTheDeviceHasNone) {
   EXPECT_FALSE(io.write(front, 4096, buf));
   EXPECT_EQ(device.calls, (std::vector<std::string>{"write 4096", "flush", "write 4096"}));
 
+  Recording writes_through(kSize);  // no FUA, and no flush either: nothing to wait for
+  writes_through.caps.can_fua = writes_through.caps.can_flush = false;
+  DeviceFront through(writes_through);
+  EXPECT_FALSE(io.write(through, 0, buf, /*fua=*/true));
+  EXPECT_FALSE(io.flush(through));
+  EXPECT_EQ(writes_through.calls, (std::vector<std::string>{"write 4096"}));
+
   Recording native(kSize);
   DeviceFront native_front(native);
   EXPECT_FALSE(io.write(native_front, 0, buf, /*fua=*/true));
