@@ -34,6 +34,7 @@ SERVERS_ARG=""
 CEPH_STORE=""
 WORKLOADS_ARG=$(IFS=,; echo "${ALL_WORKLOADS[*]}")
 VOLGATE=$ROOT/build/volgate
+BASELINE=""  # --baseline
 OUT=""
 SHM=/dev/shm
 FUSE_ROWS=0  # --fuse: the FUSE section (bench/fuse_rows.sh)
@@ -84,6 +85,8 @@ Options:
                      gives every run, so noise shows as the spread rather than as a verdict
   --volgate PATH     volgate binary (default: build/volgate under the repo root,
                      i.e. $ROOT/build/volgate)
+  --baseline PATH    an earlier volgate binary, for a before/after comparison in one run: a
+                     server NAME@base (e.g. volgate-file@base) is row NAME served by it
   --out FILE         also append the header and table to FILE
   --fuse             add the FUSE section (bench/fuse_rows.sh): the image as a file, fio
                      libaio O_DIRECT with each workload, through volgate serve --fuse, through
@@ -129,6 +132,7 @@ while (($#)); do
     --servers) SERVERS_ARG=${2:?}; shift 2 ;;
     --workloads) WORKLOADS_ARG=${2:?}; shift 2 ;;
     --volgate) VOLGATE=${2:?}; shift 2 ;;
+    --baseline) BASELINE=${2:?}; shift 2 ;;
     --out) OUT=${2:?}; shift 2 ;;
     --ceph) CEPH_STORE=${2:?}; shift 2 ;;
     --repeat) REPEAT=${2:?}; shift 2 ;;
@@ -169,7 +173,9 @@ for s in "${SERVERS[@]}"; do
     need_ceph=1
     [[ -n $CEPH_STORE ]] || die "server '$s' needs a cluster: add --ceph memstore (or bluestore)"
   else
-    [[ " ${ALL_SERVERS[*]} " == *" $s "* ]] || die "unknown server '$s'"
+    [[ " ${ALL_SERVERS[*]} " == *" ${s%@base} "* ]] || die "unknown server '$s'"
+    [[ $s != *@base || ($s == volgate-* && -x ${BASELINE:-}) ]] ||
+      die "server '$s' needs --baseline with an executable volgate, and a volgate-* row"
   fi
 done
 for w in "${WORKLOADS[@]}"; do [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w'"; done
@@ -269,6 +275,10 @@ listener_pid() {
 
 server_cmd() { # server sock -> prints argv, one per line
   local s=$1 sock=$2
+  if [[ $s == *@base ]]; then
+    VOLGATE=$BASELINE server_cmd "${s%@base}" "$sock"
+    return
+  fi
   case $s in
     volgate-file)   printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=file:$IMG" ;;
     # The same with --metrics: requests timed for the latency histograms (counting is always on).
@@ -410,7 +420,7 @@ run_row() {
   local s=$1 w=$2 id=$3 json err t0 t1 c0 c1 b0 b1 st0 st1 rc io bw iops lat ucpu scpu ferr hwm
   if ! start_server "$s" "$id"; then RES[$s|$w|err]="no start"; return; fi
   local target=$MEASURE_PID
-  if [[ $s == *-memory ]]; then
+  if [[ ${s%@base} == *-memory ]]; then
     # untimed prefill so reads hit data and writes overwrite allocated memory
     if ! fio --name=prefill --ioengine=nbd --uri="$(uri "$SOCK")" --rw=write --bs=1M --iodepth=16 \
         --output=/dev/null >"$WORK/$id.prefill.err" 2>&1; then
@@ -544,7 +554,7 @@ LUKS1_IMG=$WORK/luks1.img
 LUKS2_IMG=$WORK/luks2.img
 need_luks1=0 need_luks2=0
 for s in "${SERVERS[@]}"; do
-  case $s in
+  case ${s%@base} in
     volgate-luks | volgate-luks-openssl | nbdkit-luks | qemu-nbd-luks) need_luks1=1 ;;
     volgate-luks2 | volgate-luks2-openssl | nbdkit-volgate-luks2) need_luks2=1 ;;
   esac
@@ -758,6 +768,7 @@ report() {
       bt="CMAKE_BUILD_TYPE=${bt:-<empty, so the project default>}"
     fi
     echo "- volgate: $VOLGATE ($bt; tree: $rev)"
+    [[ -n ${BASELINE:-} ]] && echo "- baseline (rows NAME@base): $BASELINE (tree: $(git -C "$(dirname "$BASELINE")" rev-parse --short HEAD 2>/dev/null || echo unknown))"
   fi
   echo "- load average (1/5/15 min): $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo "- image: $SIZE_STR file in $SHM filled with data; memory servers prefilled by one untimed 1 MiB sequential write pass"
