@@ -131,6 +131,18 @@ uint64_t BackupRepository::Writer::add(uint64_t offset, std::span<const std::byt
   return stored;
 }
 
+bool BackupRepository::Writer::reuse(const ManifestChunk& earlier) {
+  if (earlier.offset % manifest_.chunk_bytes != 0 || earlier.length == 0 || earlier.length > manifest_.chunk_bytes ||
+      earlier.offset + earlier.length > manifest_.volume_bytes ||
+      (!manifest_.chunks.empty() && earlier.offset < manifest_.chunks.back().offset + manifest_.chunks.back().length))
+    throw std::invalid_argument("backup piece at " + std::to_string(earlier.offset) + " out of place");
+  // Pinned before looking whether it is there, as add() does: a deletion then keeps it.
+  if (pinned_.insert(earlier.hash).second) repository_.pin(earlier.hash);
+  if (!repository_.chunks_.contains(earlier.hash)) return false;
+  manifest_.chunks.push_back(earlier);
+  return true;
+}
+
 void BackupRepository::Writer::commit() {
   // Every chunk it names durable under its name first, those found already there too (their
   // writer may not have synced their folder yet): then the manifest.

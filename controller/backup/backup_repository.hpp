@@ -56,6 +56,10 @@ class BackupRepository {
     // Stores one piece of the volume: `data` at `offset` (chunk-aligned; zero pieces are left out
     // by the caller). Returns the bytes written to the repository (0 when the chunk was there).
     uint64_t add(uint64_t offset, std::span<const std::byte> data);
+    // Names the chunk `earlier` (an entry of the parent's manifest, for a piece the pool says
+    // has not changed since) without reading or storing anything. False when the store no
+    // longer has that chunk (moved aside as corrupt): the caller reads and add()s the piece.
+    bool reuse(const ManifestChunk& earlier);
     // Writes the manifest: from now on the backup exists. Idempotent with the same content.
     void commit();
     const BackupManifest& manifest() const { return manifest_; }

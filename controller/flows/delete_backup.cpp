@@ -52,6 +52,15 @@ std::vector<Task<Context>> DeleteBackupFlow::tasks(FlowServices& s) {
 
   // ---- the caller has its answer; the rest runs in the background
 
+  // Its snapshot on the volume, if the pool keeps one (create_backup.hpp): no incremental is
+  // made against a deleted backup.
+  tasks.push_back({"drop_snapshot", [&s](Context& c) {
+    auto b = s.store.find_backup(c.backup_id);
+    auto v = b ? s.store.find_volume(b->volume_id) : std::nullopt;
+    if (v && !v->pool.empty() && s.has_pool(v->pool) && s.pool(v->pool).keeps_backup_snapshots())
+      s.pool(v->pool).delete_backup_snapshot(v->id, c.backup_id);
+  }, {}});
+
   tasks.push_back({"remove_data", [&s](Context& c) { s.backup_repository().remove(c.backup_id); }, {}});
 
   tasks.push_back({"delete_entry", [&s](Context& c) {
