@@ -146,6 +146,24 @@ void FlowServices::refuse_while_busy(const std::string& what, const std::vector<
              "); an admin's reset or force-delete waits until no operation works on it.");
 }
 
+void FlowServices::refuse_while_backup_busy(const std::string& backup_id, size_t own) {
+  size_t busy = 0;
+  std::string first;
+  for (const FlowRecord& record : store.journal_unfinished()) {
+    bool on_it = record.resource_id == backup_id;
+    if (!on_it && (record.kind == "create_backup" || record.kind == "restore_backup")) {
+      const auto context = nlohmann::json::parse(record.context, nullptr, false);
+      on_it = context.is_object() && context.value("backup_id", std::string()) == backup_id;
+    }
+    if (!on_it) continue;
+    ++busy;
+    if (first.empty() || record.kind.rfind("delete_", 0) != 0) first = record.kind;
+  }
+  if (busy > own)
+    conflict("Backup " + backup_id + " has an operation in progress (" + first +
+             "); an admin's reset or force-delete waits until no operation works on it.");
+}
+
 CopyProgress FlowServices::progress_reporter(const std::string& volume_id) {
   return [this, volume_id](uint64_t done, uint64_t total) {
     if (stopping) throw Cancelled();
