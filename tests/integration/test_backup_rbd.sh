@@ -16,7 +16,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ceph_cluster.sh"
 require_volgate
-require_tool curl cinder nbdcopy
+require_tool curl cinder nbdcopy qemu-img
 T=$TEST_TMP
 STATE=$T/state
 SOCK=$STATE/controller.sock
@@ -64,6 +64,13 @@ wait_status() {
         sleep 0.1
     done
     fail "$1 $2 is $got, expected $3"
+}
+# first8 VOLUME: its first 8 MiB as the gateway serves it (while attached)
+first8() {
+    rm -f "$T/first8"
+    qemu-img dd -f raw -O raw bs=1M count=8 if="$(unix_uri "volume-$1" "$STATE/run/nbd.sock")" of="$T/first8" ||
+        fail "qemu-img dd of volume $1"
+    cat "$T/first8"
 }
 gone() {
     local i
@@ -218,6 +225,7 @@ assert image(vol.id) not in rbd.RBD().list(io), rbd.RBD().list(io)
 r = c.restores.restore(b2.id)
 v = wait(c.volumes.get, r.volume_id, "available")
 assert v.size == 2 and digest(v.id) == sums[-1], "restore after the source volume was deleted"
+open(os.environ["T"] + "/big_backup", "w").write(b2.id)
 print("ok restore after the source volume is gone")
 io.close()
 cluster.shutdown()
@@ -254,8 +262,73 @@ wait_status volumes "$re" available
 assert_eq "$(get volumes "$re" "d['encrypted']")" True "restored volume is encrypted"
 att=$(cinder attachment-create --connect True --host "$(hostname)" --platform x86_64 --ostype linux \
     "$re" 5e1f7a3c-8d2b-4c6e-9a10-3b7f2d4e6c83 | field id)
-nbdcopy "$(unix_uri "volume-$re" "$STATE/run/nbd.sock")" "$T/back"
-cmp -n $((8 << 20)) "$T/plain" "$T/back" || fail "restored encrypted RBD volume read through the gateway differs"
+first8 "$re" >"$T/back"
+cmp "$T/plain" "$T/back" || fail "restored encrypted RBD volume read through the gateway differs"
 cinder attachment-delete "$att" >/dev/null
-rm -f "$T/plain" "$T/back"
 pass "encrypted RBD volume: backed up as ciphertext, restored after its volume was deleted, read through the gateway"
+
+# ------------------------------------------------------------------ a volume from a backup (3.47)
+# `cinder create --backup-id`: a restore into a new volume of the size asked for (at least the
+# backup's), through the same restore path; the encrypted backup's volume opens with its key.
+fv=$(cinder create --name from-backup --backup-id "$be" 2 | field id)
+wait_status volumes "$fv" available
+assert_eq "$(get volumes "$fv" "(d['size'], d['name'], d['encrypted'])")" "(2, 'from-backup', True)" \
+    "size, name and encryption of a volume made from a backup"
+assert_eq "$(rbd_cmd info --format json "$CEPH_POOL/volume-$fv" | "$SYSPY" -c 'import json, sys; print(json.load(sys.stdin)["size"])')" \
+    $((2 << 30)) "RBD image size of a volume made from a backup"
+att=$(cinder attachment-create --connect True --host "$(hostname)" --platform x86_64 --ostype linux \
+    "$fv" 5e1f7a3c-8d2b-4c6e-9a10-3b7f2d4e6c84 | field id)
+first8 "$fv" >"$T/back"
+cmp "$T/plain" "$T/back" || fail "volume made from the encrypted backup differs"
+cinder attachment-delete "$att" >/dev/null
+rm -f "$T/back" "$T/plain"
+# Refusals: smaller than the backup, before 3.47.
+big=$(cat "$T/big_backup")
+if command cinder --os-auth-type admin_token create --backup-id "$big" 1 >"$T/out" 2>&1; then fail "a 1 GiB volume from a 2 GiB backup"; fi
+grep -q "HTTP 400" "$T/out" && grep -q "cannot hold" "$T/out" || fail "1 GiB from a 2 GiB backup: $(cat "$T/out")"
+code=$(curl -s -o "$T/body" -w '%{http_code}' -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.46' \
+    -H 'Content-Type: application/json' --data "{\"volume\": {\"backup_id\": \"$be\", \"size\": 1}}" "$URL/v3/$PROJECT/volumes")
+assert_eq "$code" 400 "backup_id before 3.47"
+grep -q "3.47" "$T/body" || fail "the refusal does not name the microversion: $(cat "$T/body")"
+code=$(curl -s -o "$T/body" -w '%{http_code}' -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.53' \
+    -H 'Content-Type: application/json' --data "{\"volume\": {\"backup_id\": \"$be\", \"size\": 1}}" "$URL/v3/$PROJECT/volumes")
+assert_eq "$code" 202 "backup_id at 3.53 (the same request)"
+small=$("$SYSPY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["volume"]["id"])' "$T/body")
+wait_status volumes "$small" available
+pass "cinder create --backup-id: a new volume restored from the backup, of the size asked for; refused before 3.47"
+
+# ------------------------------------------------------------------ an admin's repairs
+# `cinder backup-reset-state` (os-reset_status) and `cinder backup-delete --force`
+# (os-force_delete): refused with 409 while a flow works on the backup (the controller is
+# restarted to stall every backup before its copy), then allowed.
+kill -TERM "$CTL_PID"
+wait "$CTL_PID" 2>/dev/null || true
+VOLGATE_TEST_STALL_BEFORE=create_backup:copy:4000 start_controller "$T/controller.json" "$SOCK" '^http://'
+busy=$(cinder backup-create --name busy "$small" | field id)
+[[ $(get backups "$busy" "d['status']") == creating ]] || fail "the stalled backup is $(get backups "$busy" "d['status']")"
+if command cinder --os-auth-type admin_token backup-reset-state --state available "$busy" >"$T/out" 2>&1; then
+    fail "reset of a backup being made: $(cat "$T/out")"
+fi
+grep -q "HTTP 409" "$T/out" && grep -q "operation in progress" "$T/out" || fail "reset while busy: $(cat "$T/out")"
+if command cinder --os-auth-type admin_token backup-delete --force "$busy" >"$T/out" 2>&1; then
+    fail "force-delete of a backup being made: $(cat "$T/out")"
+fi
+grep -q "HTTP 409" "$T/out" || fail "force-delete while busy: $(cat "$T/out")"
+wait_status backups "$busy" available
+# Reset: to error and back; other statuses are refused.
+cinder backup-reset-state --state error "$busy" >/dev/null
+assert_eq "$(get backups "$busy" "d['status']")" error "status after backup-reset-state --state error"
+cinder backup-reset-state "$busy" >/dev/null  # the CLI's default: available
+assert_eq "$(get backups "$busy" "d['status']")" available "status after backup-reset-state"
+if command cinder --os-auth-type admin_token backup-reset-state --state restoring "$busy" >"$T/out" 2>&1; then fail "reset to restoring"; fi
+grep -q "HTTP 400" "$T/out" || fail "reset to restoring: $(cat "$T/out")"
+# A backup a crash would leave creating with no flow on it (made so in the database): a plain
+# delete is refused, a forced one removes it, its snapshot and its chunks.
+sqlite3 "$STATE/controller.db" "UPDATE backups SET status = 'creating' WHERE id = '$busy'"
+if command cinder --os-auth-type admin_token backup-delete "$busy" >"$T/out" 2>&1; then fail "plain delete of a creating backup"; fi
+grep -q "HTTP 400" "$T/out" || fail "plain delete of a creating backup: $(cat "$T/out")"
+rbd_cmd snap ls "$CEPH_POOL/volume-$small" | grep -q "backup.$busy" || fail "no snapshot of the backup on its volume"
+cinder backup-delete --force "$busy" >/dev/null
+gone backups "$busy"
+if rbd_cmd snap ls "$CEPH_POOL/volume-$small" | grep -q "backup.$busy"; then fail "the forced delete left the snapshot"; fi
+pass "backup-reset-state and backup-delete --force: 409 while a flow works on the backup, then done"
