@@ -303,7 +303,7 @@ pass "cinder create --backup-id: a new volume restored from the backup, of the s
 # restarted to stall every backup before its copy), then allowed.
 kill -TERM "$CTL_PID"
 wait "$CTL_PID" 2>/dev/null || true
-VOLGATE_TEST_STALL_BEFORE=create_backup:copy:4000 start_controller "$T/controller.json" "$SOCK" '^http://'
+VOLGATE_TEST_STALL_BEFORE=create_backup:copy:2000 start_controller "$T/controller.json" "$SOCK" '^http://'
 busy=$(cinder backup-create --name busy "$small" | field id)
 [[ $(get backups "$busy" "d['status']") == creating ]] || fail "the stalled backup is $(get backups "$busy" "d['status']")"
 if command cinder --os-auth-type admin_token backup-reset-state --state available "$busy" >"$T/out" 2>&1; then
