@@ -10,8 +10,13 @@
 #    snapshot, and the next incremental (whose parent has no snapshot left) reads the whole
 #    volume and compares hashes instead; deleting the volume removes its image with its
 #    snapshots, and its backups still restore;
-#  - an encrypted RBD volume backed up as ciphertext and restored to a new volume that reads,
-#    through the gateway, what was written into the original.
+#  - an encrypted RBD volume backed up in use (--force, from its backup snapshot) and available,
+#    as ciphertext, and restored to a new volume that reads, through the gateway, what was
+#    written into the original;
+#  - `cinder create --backup-id` (3.47): the restore path into a new volume of the size asked
+#    for; refused before 3.47 and smaller than the backup;
+#  - `cinder backup-reset-state` and `backup-delete --force`: 409 while a flow works on the
+#    backup, then done (a forced delete drops the backup's snapshot).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ceph_cluster.sh"
@@ -240,10 +245,22 @@ make_random_file "$T/plain" 8
 att=$(cinder attachment-create --connect True --host "$(hostname)" --platform x86_64 --ostype linux \
     "$enc" 5e1f7a3c-8d2b-4c6e-9a10-3b7f2d4e6c82 | field id)
 nbdcopy "$T/plain" "$(unix_uri "volume-$enc" "$STATE/run/nbd.sock")"
+# In use: --force reads the backup's own snapshot, as for an available volume; the volume
+# stays in-use throughout.
+cinder attachment-complete "$att" >/dev/null
+assert_eq "$(get volumes "$enc" "d['status']")" in-use "attached volume"
+if command cinder --os-auth-type admin_token backup-create "$enc" >"$T/out" 2>&1; then fail "backup of an in-use volume without --force"; fi
+bf=$(cinder backup-create --force "$enc" | field id)
+wait_status backups "$bf" available
+assert_eq "$(get volumes "$enc" "d['status']")" in-use "the volume after a forced backup"
+assert_eq "$(rbd_cmd snap ls --format json "$CEPH_POOL/volume-$enc" | "$SYSPY" -c 'import json, sys; print([s["name"] for s in json.load(sys.stdin)])')" \
+    "['backup.$bf']" "RBD snapshots of the in-use volume after its forced backup"
 cinder attachment-delete "$att" >/dev/null
 wait_status volumes "$enc" available
 be=$(cinder backup-create "$enc" | field id)
 wait_status backups "$be" available
+assert_eq "$(rbd_cmd snap ls --format json "$CEPH_POOL/volume-$enc" | "$SYSPY" -c 'import json, sys; print([s["name"] for s in json.load(sys.stdin)])')" \
+    "['backup.$be']" "RBD snapshots after the next backup"
 assert_eq "$(get backups "$be" "d['volgate:encrypted']")" True "backup of an encrypted RBD volume"
 # Ciphertext: the first MiB of the plaintext is in no chunk (chunks are zstd or raw; the
 # plaintext is random, so stored raw it would be found as it is).
@@ -265,7 +282,7 @@ att=$(cinder attachment-create --connect True --host "$(hostname)" --platform x8
 first8 "$re" >"$T/back"
 cmp "$T/plain" "$T/back" || fail "restored encrypted RBD volume read through the gateway differs"
 cinder attachment-delete "$att" >/dev/null
-pass "encrypted RBD volume: backed up as ciphertext, restored after its volume was deleted, read through the gateway"
+pass "encrypted RBD volume: backed up in use (--force) and available, as ciphertext, restored after its volume was deleted, read through the gateway"
 
 # ------------------------------------------------------------------ a volume from a backup (3.47)
 # `cinder create --backup-id`: a restore into a new volume of the size asked for (at least the
