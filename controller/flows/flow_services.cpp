@@ -126,7 +126,8 @@ Backup FlowServices::get_backup(const std::string& project, const std::string& i
 BackupRepository& FlowServices::backup_repository() {
   std::lock_guard lock(mutex_);
   if (!backup_repository_) {
-    if (config.backups.directory.empty()) throw std::runtime_error("no backup repository is configured");
+    if (config.backups.kind == "directory" && config.backups.directory.empty())
+      throw std::runtime_error("no backup repository is configured");
     backup_repository_ = std::make_unique<BackupRepository>(config.backups);
   }
   return *backup_repository_;

@@ -349,3 +349,57 @@ cinder backup-delete --force "$busy" >/dev/null
 gone backups "$busy"
 if rbd_cmd snap ls "$CEPH_POOL/volume-$small" | grep -q "backup.$busy"; then fail "the forced delete left the snapshot"; fi
 pass "backup-reset-state and backup-delete --force: 409 while a flow works on the backup, then done"
+
+# ------------------------------------------------------------------ a repository in a Ceph pool
+# The other kind of repository: chunks and manifests as RADOS objects of a pool (chunk.HASH,
+# manifest.ID), the lock a RADOS exclusive lock. A backup and its restore go through it; a
+# controller killed and restarted takes its own lock back; deleting a backup removes the chunk
+# only it named.
+kill -TERM "$CTL_PID"
+wait "$CTL_PID" 2>/dev/null || true
+ceph_cmd osd pool create backups 8 8 >/dev/null 2>&1 || fail "ceph osd pool create backups"
+ceph_cmd osd pool set backups size 1 --yes-i-really-mean-it >/dev/null 2>&1 || fail "pool size of backups"
+"$SYSPY" - "$T/controller.json" "$T/controller-rados.json" "$CEPH_CONF" "$CEPH_KEYRING" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["backups"] = {"kind": "rados", "rados_pool": "backups", "ceph_conf": sys.argv[3], "ceph_keyring": sys.argv[4]}
+json.dump(c, open(sys.argv[2], "w"))
+PY
+start_controller "$T/controller-rados.json" "$SOCK" '^http://'
+image_sum() { { rbd_cmd export "$CEPH_POOL/volume-$1" - 2>/dev/null || true; } | head -c $((12 << 20)) | sha256sum; }
+chunk_objects() { rados_cmd -p backups ls | grep -c '^chunk\.' || true; }
+write_rbd() {  # VOLUME OFFSET LENGTH SEED: seeded random bytes into the volume's image
+    "$SYSPY" -c '
+import random, sys, rados, rbd
+cl = rados.Rados(conffile=sys.argv[1], conf={"keyring": sys.argv[2]}); cl.connect()
+io = cl.open_ioctx(sys.argv[3])
+with rbd.Image(io, "volume-" + sys.argv[4]) as img:
+    img.write(random.Random(int(sys.argv[7])).randbytes(int(sys.argv[6])), int(sys.argv[5]))
+cl.shutdown()' "$CEPH_CONF" "$CEPH_KEYRING" "$CEPH_POOL" "$@"
+}
+rv=$(cinder create --name in-rados 1 | field id)
+wait_status volumes "$rv" available
+write_rbd "$rv" 0 $((8 << 20)) 5  # two objects
+want=$(image_sum "$rv")
+rb=$(cinder backup-create "$rv" | field id)
+wait_status backups "$rb" available
+assert_eq "$(chunk_objects)" 2 "chunk objects in the Ceph pool after a backup of two objects of data"
+rados_cmd -p backups stat "manifest.$rb" >/dev/null 2>&1 || fail "no manifest object for backup $rb"
+[[ -d $REPO/manifests && -f $REPO/manifests/$rb.json ]] && fail "the backup went to the directory repository"
+rr=$(cinder backup-restore "$rb" | field volume_id)
+wait_status volumes "$rr" available
+assert_eq "$(image_sum "$rr")" "$want" "a backup restored from the Ceph pool repository"
+# Killed, restarted: the controller breaks its own earlier lock and works on.
+kill -KILL "$CTL_PID"
+wait "$CTL_PID" 2>/dev/null || true
+start_controller "$T/controller-rados.json" "$SOCK" '^http://'
+write_rbd "$rv" $((100 << 20)) 4096 6
+ri=$(cinder backup-create --incremental "$rv" | field id)
+wait_status backups "$ri" available
+grep -q "breaking the lock this controller" "$VG_ERR" || fail "the restarted controller did not break its own lock"
+assert_eq "$(chunk_objects)" 3 "chunk objects after an incremental that changed one object"
+cinder backup-delete "$ri" >/dev/null
+gone backups "$ri"
+assert_eq "$(chunk_objects)" 2 "chunk objects after deleting the incremental (its one chunk removed)"
+if rados_cmd -p backups stat "manifest.$ri" >/dev/null 2>&1; then fail "the deleted backup's manifest object is still there"; fi
+pass "a backup repository in a Ceph pool: backup and restore through it, its lock taken back after a crash, a chunk removed by delete"

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "controller/backup/backup_repository.hpp"
+#include "controller/backup/directory_storage.hpp"
 #include "controller/backup/volume_backup.hpp"
 #include "controller/pools/volume_io.hpp"
 
@@ -59,7 +60,8 @@ void flip_byte(const std::string& path, off_t at) {
 }
 
 TEST_F(BackupRepositoryTest, ChunksAreStoredOnceCompressedAndCheckedOnTheWayBack) {
-  ChunkStore store((dir / "chunks").string(), 1);
+  DirectoryStorage storage((dir / "repo").string());
+  ChunkStore store(storage, 1);
   const auto text = text_bytes(1 << 20);
   auto first = store.put(text);
   EXPECT_EQ(first.hash, ChunkStore::hash_of(text));
@@ -77,7 +79,8 @@ TEST_F(BackupRepositoryTest, ChunksAreStoredOnceCompressedAndCheckedOnTheWayBack
 }
 
 TEST_F(BackupRepositoryTest, ADamagedChunkIsRefusedByName) {
-  ChunkStore store((dir / "chunks").string(), 1);
+  DirectoryStorage storage((dir / "repo").string());
+  ChunkStore store(storage, 1);
   const auto text = text_bytes(1 << 20);
   const auto noise = random_bytes(1 << 20, 2);
   const std::string a = store.put(text).hash, b = store.put(noise).hash;
