@@ -196,7 +196,16 @@ void finish_config(ControllerConfig& config) {
   if (config.token_file.empty()) config.token_file = dir + "/token";
   if (config.master_key_file.empty()) config.master_key_file = dir + "/master.key";
   if (config.image_dirs.empty()) config.image_dirs.push_back(dir + "/images");
-  if (config.backups.directory.empty()) config.backups.directory = dir + "/backups";
+  if (config.backups.kind == "directory" && config.backups.directory.empty()) config.backups.directory = dir + "/backups";
+  if (config.backups.kind == "rados" && config.backups.rados_pool.empty())
+    throw std::runtime_error("backups.rados_pool is needed for a repository of kind rados");
+  if (config.backups.kind != "directory" && config.backups.kind != "rados")
+    throw std::runtime_error("backups.kind must be directory or rados, not '" + config.backups.kind + "'");
+  {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    config.backups.owner = std::string(host) + ":" + dir;
+  }
   if (config.backups.zstd_level < 1 || config.backups.zstd_level > 19)
     throw std::runtime_error("backups.zstd_level must be 1-19");
   if (config.image_upload_dir.empty()) config.image_upload_dir = config.image_dirs.front();
@@ -404,10 +413,17 @@ ControllerConfig load_config(const std::string& path, const std::string& state_d
   if (root.contains("backups")) {
     const json& b = root["backups"];
     const std::string w = where + ".backups";
-    only_keys(b, w, {"directory", "zstd_level"});
+    only_keys(b, w, {"kind", "directory", "zstd_level", "rados_pool", "ceph_conf", "ceph_client", "ceph_keyring"});
+    get(b, "kind", config.backups.kind, w);
     get(b, "directory", config.backups.directory, w);
     get(b, "zstd_level", config.backups.zstd_level, w);
+    get(b, "rados_pool", config.backups.rados_pool, w);
+    get(b, "ceph_conf", config.backups.ceph_conf, w);
+    get(b, "ceph_client", config.backups.ceph_client, w);
+    get(b, "ceph_keyring", config.backups.ceph_keyring, w);
     if (!config.backups.directory.empty()) config.backups.directory = resolve(config.backups.directory, dir);
+    if (!config.backups.ceph_conf.empty()) config.backups.ceph_conf = resolve(config.backups.ceph_conf, dir);
+    if (!config.backups.ceph_keyring.empty()) config.backups.ceph_keyring = resolve(config.backups.ceph_keyring, dir);
   }
   if (root.contains("scheduler")) {
     const json& s = root["scheduler"];

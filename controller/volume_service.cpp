@@ -202,6 +202,7 @@ void VolumeService::set_quota_limit(const std::string& project, const std::strin
 // ------------------------------------------------------------------------------ changes
 
 Volume VolumeService::create_volume(const CreateVolumeRequest& r) {
+  if (!r.backup_id.empty()) return create_volume_from_backup(r);
   CreateVolumeContext c;
   c.volume_id = new_uuid();
   c.project = r.project;
@@ -218,6 +219,25 @@ Volume VolumeService::create_volume(const CreateVolumeRequest& r) {
   c.encryption_wanted = r.encrypted.value_or(false);
   const std::string id = c.volume_id;
   start<CreateVolumeFlow>(id, std::move(c));
+  return *store_.find_volume(id);
+}
+
+// A restore to a new volume that takes the request's size, type, zone, name and metadata.
+Volume VolumeService::create_volume_from_backup(const CreateVolumeRequest& r) {
+  if (!r.snapshot_id.empty() || !r.source_volid.empty() || !r.image.empty())
+    bad_request("A volume is made from one source: a backup, a snapshot, a volume or an image.");
+  if (r.encrypted)
+    bad_request("A volume made from a backup is encrypted when the backup's volume was; leave 'encrypted' out.");
+  RestoreBackupContext c{.backup_id = r.backup_id, .project = r.project, .volume_id = new_uuid(), .name = r.name};
+  c.new_volume = true;
+  c.requested = true;
+  c.description = r.description;
+  c.metadata = r.metadata;
+  c.size_gb = r.size_gb;
+  c.volume_type = r.volume_type;
+  c.availability_zone = r.availability_zone;
+  const std::string id = c.volume_id;
+  start<RestoreBackupFlow>(id, std::move(c));
   return *store_.find_volume(id);
 }
 
@@ -269,8 +289,8 @@ Backup VolumeService::create_backup(const std::string& project, const std::strin
   return *store_.find_backup(id);
 }
 
-void VolumeService::delete_backup(const std::string& project, const std::string& id) {
-  start<DeleteBackupFlow>(id, {.backup_id = id, .project = project});
+void VolumeService::delete_backup(const std::string& project, const std::string& id, bool force) {
+  start<DeleteBackupFlow>(id, {.backup_id = id, .project = project, .force = force});
 }
 
 std::string VolumeService::restore_backup(const std::string& project, const std::string& id,
@@ -428,6 +448,19 @@ void VolumeService::reset_snapshot_status(const std::string& project, const std:
     spdlog::warn("snapshot {}: status reset by an admin from {} to {}", id, to_string(s.status), to_string(status));
     s.status = status;
     if (status != SnapshotStatus::error && status != SnapshotStatus::error_deleting) s.error_message.clear();
+  });
+}
+
+void VolumeService::reset_backup_status(const std::string& project, const std::string& id, BackupStatus status) {
+  services_.get_backup(project, id);
+  if (status != BackupStatus::available && status != BackupStatus::error)
+    bad_request("A backup's status can be reset to available or error, not " + std::string(to_string(status)) + ".");
+  services_.refuse_while_backup_busy(id);
+  store_.update_backup(id, [&](Backup& b) {
+    spdlog::warn("backup {}: status reset by an admin from {} to {}", id, to_string(b.status), to_string(status));
+    b.status = status;
+    b.restore_volume_id.clear();
+    if (status != BackupStatus::error) b.error_message.clear();
   });
 }
 

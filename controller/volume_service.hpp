@@ -39,6 +39,7 @@ struct CreateVolumeRequest {
   std::string snapshot_id;        // at most one source
   std::string source_volid;
   std::string image;              // imageRef: a raw or qcow2 image file in an image directory
+  std::string backup_id;          // a backup to restore into the new volume (Cinder 3.47)
   std::optional<bool> encrypted;  // empty: as the volume type says
   Metadata metadata;
 };
@@ -137,7 +138,11 @@ class VolumeService {
   // the volume's newest available backup; `force`: an in-use volume, through a snapshot.
   Backup create_backup(const std::string& project, const std::string& volume_id, const std::string& name,
                        const std::string& description, bool incremental, bool force);
-  void delete_backup(const std::string& project, const std::string& id);
+  // `force` (an admin's os-force_delete): whatever its status, unless a flow works on it.
+  void delete_backup(const std::string& project, const std::string& id, bool force = false);
+  // POST /volumes with backup_id: a restore into a new volume of the requested size (at least
+  // the backup's; by default its), type and zone (by default the backup's).
+  Volume create_volume_from_backup(const CreateVolumeRequest& r);
   // Into the volume `volume_id`, or a new volume (named `name`) when it is empty. Returns the
   // target's id.
   std::string restore_backup(const std::string& project, const std::string& id, const std::string& volume_id,
@@ -178,6 +183,8 @@ class VolumeService {
   void reset_volume_status(const std::string& project, const std::string& id, std::optional<VolumeStatus> status,
                            bool detach);
   void reset_snapshot_status(const std::string& project, const std::string& id, SnapshotStatus status);
+  // To available or error (as Cinder allows), unless a flow works on the backup.
+  void reset_backup_status(const std::string& project, const std::string& id, BackupStatus status);
 
   // The gateway that serves attachments (not owned); set before serving requests.
   void set_gateway(GatewayExports* gateway) { services_.gateway = gateway; }

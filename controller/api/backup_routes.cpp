@@ -167,10 +167,30 @@ void add_backup_routes(Router& r, VolumeService& service) {
   r.add("POST", "/v3/{project}/backups/{id}/action", [&service](const ApiRequest& q) -> ApiResponse {
     json j = parse_json(q.body);
     const std::string action = j.is_object() && j.size() == 1 ? j.begin().key() : std::string();
-    service.get_backup(project_of(q), q.param("id"));  // 404 first, for another project's
+    const std::string& project = project_of(q);
+    service.get_backup(project, q.param("id"));  // 404 first, for another project's
     if (action == "os-reset_status" || action == "os-force_delete")
       require_admin(q.headers.caller, "do " + action);
-    bad_request("Unknown or unsupported backup action '" + action.substr(0, 64) + "'.");
+    // An admin's repairs (cinder backup-reset-state, backup-delete --force), as for volumes and
+    // snapshots (admin_actions.cpp): refused while an operation works on the backup.
+    const json& value = j.is_object() && j.size() == 1 ? j.begin().value() : json();
+    if (!value.is_null() && !value.is_object()) bad_request("'" + action.substr(0, 64) + "' takes an object.");
+    if (action == "os-reset_status") {
+      check_fields(value.is_null() ? json::object() : value, action, {"status"});
+      const std::string text = ascii_lowercase(value.is_object() ? opt_string(value, "status") : std::string());
+      if (text.empty()) bad_request("Give the 'status' to reset the backup to.");
+      auto status = parse_backup_status(text);
+      if (!status) bad_request("'" + text.substr(0, 64) + "' is not a backup status volgate knows.");
+      service.reset_backup_status(project, q.param("id"), *status);
+      return ApiResponse{202, ""};
+    }
+    if (action == "os-force_delete") {
+      check_fields(value.is_null() ? json::object() : value, action, {});
+      service.delete_backup(project, q.param("id"), true);
+      return ApiResponse{202, ""};
+    }
+    bad_request("Unknown or unsupported backup action '" + action.substr(0, 64) +
+                "' (volgate offers os-reset_status and os-force_delete).");
   });
 }
 

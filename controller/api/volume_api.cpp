@@ -507,9 +507,10 @@ ApiResponse VolumeApi::create_volume(const ApiRequest& q) {
   if (!opt_string(v, "consistencygroup_id").empty())
     bad_request("volgate does not offer consistency groups; leave 'consistencygroup_id' out.");
   if (!opt_string(v, "group_id").empty()) bad_request("volgate does not offer volume groups; leave 'group_id' out.");
-  if (!opt_string(v, "backup_id").empty())
-    bad_request("volgate restores a backup with POST /backups/{id}/restore (cinder backup-restore), not by creating "
-                "a volume from it; leave 'backup_id' out.");
+  // A volume from a backup (Cinder 3.47): a restore into a new volume of the requested size.
+  const std::string backup_id = opt_string(v, "backup_id");
+  if (!backup_id.empty() && !q.version.since(47))
+    bad_request("Creating a volume from a backup ('backup_id') needs microversion 3.47 or later.");
   if (opt_boolean(v, "multiattach").value_or(false))
     bad_request("A volume is multiattach through its volume type, and no volgate volume type allows it.");
 
@@ -522,7 +523,8 @@ ApiResponse VolumeApi::create_volume(const ApiRequest& q) {
   if (!image_id.empty() && !r.image.empty() && image_id != r.image)
     bad_request("'imageRef' and 'image_id' name different images.");
   if (r.image.empty()) r.image = image_id;
-  r.size_gb = size_field(v, "size", r.snapshot_id.empty() && r.source_volid.empty() && r.image.empty());
+  r.backup_id = backup_id;
+  r.size_gb = size_field(v, "size", r.snapshot_id.empty() && r.source_volid.empty() && r.image.empty() && backup_id.empty());
   r.name = name_field(v, "name", "display_name").value_or("");
   r.description = name_field(v, "description", "display_description").value_or("");
   r.volume_type = opt_string(v, "volume_type");

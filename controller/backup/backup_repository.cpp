@@ -1,74 +1,54 @@
 #include "controller/backup/backup_repository.hpp"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <spdlog/spdlog.h>
-#include <system_error>
 
-#include "controller/backup/atomic_file.hpp"
+#include <stdexcept>
+
+#include "backends/rados_cluster.hpp"
+#include "controller/backup/directory_storage.hpp"
+#include "controller/backup/rados_storage.hpp"
 
 namespace volgate::controller {
 namespace {
 
-struct DirCloser {
-  void operator()(DIR* d) const { ::closedir(d); }
-};
-
-// Backup ids are UUIDs; anything else would be a path in a file name.
-void check_id(const std::string& id) {
+// Backup ids are UUIDs; anything else would be a path in a file name or another object's name.
+const std::string& checked_id(const std::string& id) {
   if (id.empty() || id.size() > 64 || id.find_first_not_of("0123456789abcdef-") != std::string::npos)
     throw std::invalid_argument("not a backup id: '" + id.substr(0, 80) + "'");
-}
-
-std::string created(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    throw std::system_error(errno, std::generic_category(), "create " + dir);
-  return dir;
-}
-
-UniqueFd lock_directory(const std::string& dir) {
-  const std::string path = created(dir) + "/lock";
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) throw std::system_error(errno, std::generic_category(), "open " + path);
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK)
-      throw std::runtime_error("backup repository " + dir + " is in use by another process");
-    throw std::system_error(errno, std::generic_category(), "lock " + path);
-  }
-  return fd;
+  return id;
 }
 
 // A manifest is small next to the data it names: 1 MiB holds ~10 000 chunks (40 GiB of data)
 // at ~100 bytes each; a volume of 1 PiB would need 256 MiB.
 constexpr size_t kMaxManifestBytes = size_t{512} << 20;
+constexpr auto kManifests = BackupStorage::Space::manifests;
 
 }  // namespace
 
-BackupRepository::BackupRepository(const BackupRepositoryConfig& config)
-    : directory_(config.directory),
-      lock_(lock_directory(directory_)),
-      chunks_(directory_ + "/chunks", config.zstd_level) {
-  created(directory_ + "/manifests");
-  created(directory_ + "/manifests/.tmp");
+std::unique_ptr<BackupStorage> open_backup_storage(const BackupRepositoryConfig& config) {
+  if (config.kind == "directory") return std::make_unique<DirectoryStorage>(config.directory);
+  if (config.kind != "rados") throw std::runtime_error("backup repository kind '" + config.kind + "' is unknown");
+  backends::RadosClientOptions client{.ceph_conf = std::nullopt, .ceph_id = config.ceph_client, .keyring = std::nullopt};
+  if (!config.ceph_conf.empty()) client.ceph_conf = config.ceph_conf;
+  if (!config.ceph_keyring.empty()) client.keyring = config.ceph_keyring;
+  return std::make_unique<RadosStorage>(client, config.rados_pool, config.owner);
 }
 
-std::string BackupRepository::manifest_path(const std::string& backup_id) const {
-  check_id(backup_id);
-  return directory_ + "/manifests/" + backup_id + ".json";
-}
+BackupRepository::BackupRepository(const BackupRepositoryConfig& config)
+    : BackupRepository(open_backup_storage(config), config.zstd_level) {}
+
+BackupRepository::BackupRepository(std::unique_ptr<BackupStorage> storage, int zstd_level)
+    : storage_(std::move(storage)), chunks_(*storage_, zstd_level) {}
 
 bool BackupRepository::has_manifest(const std::string& backup_id) const {
-  return ::access(manifest_path(backup_id).c_str(), F_OK) == 0;
+  return storage_->contains(kManifests, checked_id(backup_id));
 }
 
 BackupManifest BackupRepository::manifest(const std::string& backup_id) const {
   try {
-    BackupManifest m = BackupManifest::from_json(read_small_file(manifest_path(backup_id), kMaxManifestBytes));
+    auto text = storage_->get(kManifests, checked_id(backup_id), kMaxManifestBytes);
+    if (!text) throw std::runtime_error(storage_->where(kManifests, backup_id) + " is missing");
+    BackupManifest m = BackupManifest::from_json(*text);
     if (m.backup_id != backup_id) throw std::runtime_error("it is the manifest of backup " + m.backup_id);
     return m;
   } catch (const std::exception& e) {
@@ -85,7 +65,7 @@ std::vector<std::byte> BackupRepository::read_chunk(const std::string& hash) {
     std::lock_guard lock(mutex_);
     try {
       chunks_.quarantine(hash);
-      spdlog::error("{}; moved aside to {}/.corrupt", e.what(), chunks_.directory());
+      spdlog::error("{}; moved aside in the {}", e.what(), storage_->describe());
     } catch (const std::exception& moving) {
       spdlog::error("{}; could not move it aside: {}", e.what(), moving.what());
     }
@@ -106,7 +86,7 @@ void BackupRepository::unpin(const std::set<std::string>& hashes) {
 
 std::unique_ptr<BackupRepository::Writer> BackupRepository::begin(const std::string& backup_id,
                                                                   const std::string& parent_id, uint64_t volume_bytes) {
-  check_id(backup_id);
+  checked_id(backup_id);
   BackupManifest m{.backup_id = backup_id, .parent_id = parent_id, .volume_bytes = volume_bytes,
                    .chunk_bytes = kChunkBytes, .chunks = {}};
   return std::unique_ptr<Writer>(new Writer(*this, std::move(m)));
@@ -131,6 +111,18 @@ uint64_t BackupRepository::Writer::add(uint64_t offset, std::span<const std::byt
   return stored;
 }
 
+bool BackupRepository::Writer::reuse(const ManifestChunk& earlier) {
+  if (earlier.offset % manifest_.chunk_bytes != 0 || earlier.length == 0 || earlier.length > manifest_.chunk_bytes ||
+      earlier.offset + earlier.length > manifest_.volume_bytes ||
+      (!manifest_.chunks.empty() && earlier.offset < manifest_.chunks.back().offset + manifest_.chunks.back().length))
+    throw std::invalid_argument("backup piece at " + std::to_string(earlier.offset) + " out of place");
+  // Pinned before looking whether it is there, as add() does: a deletion then keeps it.
+  if (pinned_.insert(earlier.hash).second) repository_.pin(earlier.hash);
+  if (!repository_.chunks_.contains(earlier.hash)) return false;
+  manifest_.chunks.push_back(earlier);
+  return true;
+}
+
 void BackupRepository::Writer::commit() {
   // Every chunk it names durable under its name first, those found already there too (their
   // writer may not have synced their folder yet): then the manifest.
@@ -140,29 +132,20 @@ void BackupRepository::Writer::commit() {
   repository_.chunks_.sync_folders_of(hashes);
   const std::string text = manifest_.to_json();
   const std::span<const std::byte> parts[] = {std::as_bytes(std::span(text))};
-  write_file_atomically(repository_.directory_ + "/manifests/.tmp", repository_.manifest_path(manifest_.backup_id),
-                        parts);
+  repository_.storage_->put(kManifests, manifest_.backup_id, parts);
 }
 
 BackupRepository::Removal BackupRepository::remove(const std::string& backup_id) {
-  const std::string path = manifest_path(backup_id);
+  checked_id(backup_id);
   std::lock_guard lock(mutex_);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-    throw std::system_error(errno, std::generic_category(), "remove " + path);
-  sync_directory(directory_ + "/manifests");
+  storage_->remove(kManifests, backup_id);
 
   // What stays: every chunk a manifest or a writer names. A manifest that cannot be read stops
   // the sweep (its chunks would look unused): the backup is gone, the garbage waits.
   std::set<std::string> live;
   for (const auto& [hash, count] : pins_) live.insert(hash);
-  const std::string dir = directory_ + "/manifests";
-  std::unique_ptr<DIR, DirCloser> d(::opendir(dir.c_str()));
-  if (!d) throw std::system_error(errno, std::generic_category(), "list " + dir);
-  while (const dirent* e = ::readdir(d.get())) {
-    std::string name = e->d_name;
-    if (!name.ends_with(".json")) continue;
-    for (const auto& c : manifest(name.substr(0, name.size() - 5)).chunks) live.insert(c.hash);
-  }
+  for (const auto& id : storage_->list(kManifests))
+    for (const auto& c : manifest(id).chunks) live.insert(c.hash);
   Removal removal;
   for (const auto& hash : chunks_.list())
     if (!live.count(hash)) {

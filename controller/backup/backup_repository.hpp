@@ -1,9 +1,8 @@
 #pragma once
 // Where backups live: content-addressed chunks (chunk_store.hpp) and one manifest per backup
-// (backup_manifest.hpp), in a directory of its own (by default STATE_DIR/backups):
-//   DIR/chunks/..      the chunks
-//   DIR/manifests/ID.json  one per finished backup, written atomically as the last step
-//   DIR/lock           flock()ed by the controller that uses it: one user at a time
+// (backup_manifest.hpp, written atomically as a backup's last step), in a storage of one of two
+// kinds (backup_storage.hpp): a directory of its own (by default STATE_DIR/backups) or a Ceph
+// pool. The storage's lock keeps it to one controller at a time.
 //
 // Deleting a backup removes its manifest, then every chunk that no manifest and no backup being
 // written names. The race with a backup being written (it may name a chunk that is stored
@@ -25,12 +24,20 @@
 
 #include "controller/backup/backup_manifest.hpp"
 #include "controller/backup/chunk_store.hpp"
-#include "common/unique_fd.hpp"
 
 namespace volgate::controller {
 
 struct BackupRepositoryConfig {
-  std::string directory;  // default STATE_DIR/backups
+  std::string kind = "directory";  // or "rados"
+  std::string directory;  // directory: default STATE_DIR/backups
+  // rados: the Ceph pool, and the cluster's conf and cephx user as the RBD pools take them.
+  std::string rados_pool;
+  std::string ceph_conf;
+  std::string ceph_client = "admin";
+  std::string ceph_keyring;  // empty: the keyring the conf names
+  // Who takes the lock (finish_config: this host and the state directory), so that a controller
+  // restarted after a crash knows its own lock.
+  std::string owner;
   // zstd level of the chunks: 1 is zstd's fastest, and on volume data (zeros, text, binaries)
   // it stores within a few percent of level 3 at about twice the speed.
   int zstd_level = 1;
@@ -47,6 +54,8 @@ class BackupRepository {
   // Opens (creating if needed) the repository and locks it. Throws std::runtime_error when
   // another process holds it, std::system_error naming a path it cannot create.
   explicit BackupRepository(const BackupRepositoryConfig& config);
+  // Over a storage opened already (tests).
+  BackupRepository(std::unique_ptr<BackupStorage> storage, int zstd_level);
 
   // One backup being written. Chunks it stores or names are pinned until it is dropped.
   class Writer {
@@ -56,6 +65,10 @@ class BackupRepository {
     // Stores one piece of the volume: `data` at `offset` (chunk-aligned; zero pieces are left out
     // by the caller). Returns the bytes written to the repository (0 when the chunk was there).
     uint64_t add(uint64_t offset, std::span<const std::byte> data);
+    // Names the chunk `earlier` (an entry of the parent's manifest, for a piece the pool says
+    // has not changed since) without reading or storing anything. False when the store no
+    // longer has that chunk (moved aside as corrupt): the caller reads and add()s the piece.
+    bool reuse(const ManifestChunk& earlier);
     // Writes the manifest: from now on the backup exists. Idempotent with the same content.
     void commit();
     const BackupManifest& manifest() const { return manifest_; }
@@ -86,15 +99,13 @@ class BackupRepository {
   Removal remove(const std::string& backup_id);
 
   const ChunkStore& chunks() const { return chunks_; }
-  const std::string& directory() const { return directory_; }
+  const BackupStorage& storage() const { return *storage_; }
 
  private:
-  std::string manifest_path(const std::string& backup_id) const;
   void pin(const std::string& hash);
   void unpin(const std::set<std::string>& hashes);
 
-  std::string directory_;
-  UniqueFd lock_;
+  std::unique_ptr<BackupStorage> storage_;  // outlives chunks_ (declared first)
   ChunkStore chunks_;
   mutable std::mutex mutex_;
   std::map<std::string, int> pins_;  // hash -> writers that pinned it

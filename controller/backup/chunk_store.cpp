@@ -1,27 +1,17 @@
 #include "controller/backup/chunk_store.hpp"
 
-#include <dirent.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zstd.h>
 
 #include <array>
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <memory>
-#include <set>
-#include <system_error>
+#include <optional>
+#include <stdexcept>
 
-#include "controller/backup/atomic_file.hpp"
 #include "crypto/sha256.hpp"
 
 namespace volgate::controller {
 namespace {
-
-struct DirCloser {
-  void operator()(DIR* d) const { ::closedir(d); }
-};
 
 constexpr char kMagic[8] = {'V', 'G', 'C', 'H', 'U', 'N', 'K', '1'};
 constexpr size_t kDigestBytes = 32;
@@ -42,29 +32,9 @@ uint64_t get_le(const std::byte* at, size_t bytes) {
   return value;
 }
 
-[[noreturn]] void fail(const std::string& what, const std::string& path, int error = errno) {
-  throw std::system_error(error, std::generic_category(), what + " " + path);
-}
-
-void make_directory(const std::string& path) {
-  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) fail("create", path);
-}
-
 }  // namespace
 
-ChunkStore::ChunkStore(std::string directory, int zstd_level)
-    : directory_(std::move(directory)), zstd_level_(zstd_level) {
-  make_directory(directory_);
-  // Files a crash left half written: no writer exists yet, so every one of them is garbage.
-  std::error_code ec;
-  std::filesystem::remove_all(directory_ + "/.tmp", ec);
-  if (ec) throw std::system_error(ec, "remove " + directory_ + "/.tmp");
-  make_directory(directory_ + "/.tmp");
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (char a : std::string_view(kHex, 16))
-    for (char b : std::string_view(kHex, 16)) make_directory(directory_ + "/" + a + b);
-  sync_directory(directory_);
-}
+ChunkStore::ChunkStore(BackupStorage& storage, int zstd_level) : storage_(storage), zstd_level_(zstd_level) {}
 
 std::string ChunkStore::hash_of(std::span<const std::byte> data) { return crypto::to_hex(sha256(data)); }
 
@@ -72,12 +42,17 @@ bool ChunkStore::is_hash(const std::string& text) {
   return text.size() == kDigestBytes * 2 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-std::string ChunkStore::path_of(const std::string& hash) const {
-  if (!is_hash(hash)) throw std::invalid_argument("not a chunk name: '" + hash.substr(0, 80) + "'");
-  return directory_ + "/" + hash.substr(0, 2) + "/" + hash;
+namespace {
+const std::string& checked(const std::string& hash) {
+  if (!ChunkStore::is_hash(hash)) throw std::invalid_argument("not a chunk name: '" + hash.substr(0, 80) + "'");
+  return hash;
 }
+constexpr auto kChunks = BackupStorage::Space::chunks;
+}  // namespace
 
-bool ChunkStore::contains(const std::string& hash) const { return ::access(path_of(hash).c_str(), F_OK) == 0; }
+std::string ChunkStore::path_of(const std::string& hash) const { return storage_.where(kChunks, checked(hash)); }
+
+bool ChunkStore::contains(const std::string& hash) const { return storage_.contains(kChunks, checked(hash)); }
 
 ChunkStore::Put ChunkStore::put(std::span<const std::byte> data) {
   Put result{.hash = hash_of(data)};
@@ -87,7 +62,6 @@ ChunkStore::Put ChunkStore::put(std::span<const std::byte> data) {
 
 uint64_t ChunkStore::put(const std::string& hash, std::span<const std::byte> data) {
   if (data.size() > kMaxChunkBytes) throw std::invalid_argument("a chunk of " + std::to_string(data.size()) + " bytes");
-  const std::string path = path_of(hash);
   if (contains(hash)) return 0;
 
   std::vector<std::byte> compressed(ZSTD_compressBound(data.size()));
@@ -109,19 +83,19 @@ uint64_t ChunkStore::put(const std::string& hash, std::span<const std::byte> dat
   const Digest check = sha256(stored);
   std::memcpy(header.data() + 24, check.data(), check.size());
   const std::span<const std::byte> parts[] = {header, stored};
-  write_file_atomically(directory_ + "/.tmp", path, parts, /*sync_folder=*/false);
+  storage_.put(kChunks, hash, parts);
   return header.size() + stored.size();
 }
 
 std::vector<std::byte> ChunkStore::get(const std::string& hash) const {
-  std::string file;
+  std::optional<std::string> object;
   try {
-    file = read_small_file(path_of(hash), kHeaderBytes + ZSTD_compressBound(kMaxChunkBytes));
-  } catch (const std::system_error& e) {
-    throw CorruptChunk(hash, e.code() == std::errc::no_such_file_or_directory ? "its file is missing" : e.what());
-  } catch (const std::runtime_error& e) {
+    object = storage_.get(kChunks, checked(hash), kHeaderBytes + ZSTD_compressBound(kMaxChunkBytes));
+  } catch (const std::runtime_error& e) {  // std::system_error too
     throw CorruptChunk(hash, e.what());
   }
+  if (!object) throw CorruptChunk(hash, "its file is missing");
+  const std::string& file = *object;
   const auto* bytes = reinterpret_cast<const std::byte*>(file.data());
   if (file.size() < kHeaderBytes || std::memcmp(bytes, kMagic, sizeof kMagic) != 0)
     throw CorruptChunk(hash, "no chunk header");
@@ -151,37 +125,18 @@ std::vector<std::byte> ChunkStore::get(const std::string& hash) const {
 }
 
 void ChunkStore::sync_folders_of(const std::vector<std::string>& hashes) const {
-  std::set<std::string> folders;
-  for (const auto& h : hashes) folders.insert(path_of(h).substr(0, directory_.size() + 3));
-  for (const auto& f : folders) sync_directory(f);
+  for (const auto& h : hashes) checked(h);
+  storage_.sync_chunks(hashes);
 }
 
-void ChunkStore::remove(const std::string& hash) {
-  const std::string path = path_of(hash);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) fail("remove", path);
-}
+void ChunkStore::remove(const std::string& hash) { storage_.remove(kChunks, checked(hash)); }
 
-void ChunkStore::quarantine(const std::string& hash) {
-  const std::string path = path_of(hash);
-  const std::string aside = directory_ + "/.corrupt/" + hash;
-  make_directory(directory_ + "/.corrupt");
-  if (::rename(path.c_str(), aside.c_str()) != 0 && errno != ENOENT) fail("move aside", path);
-}
+void ChunkStore::quarantine(const std::string& hash) { storage_.quarantine(checked(hash)); }
 
 std::vector<std::string> ChunkStore::list() const {
   std::vector<std::string> out;
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (char a : std::string_view(kHex, 16))
-    for (char b : std::string_view(kHex, 16)) {
-      const std::string dir = directory_ + "/" + a + b;
-      std::unique_ptr<DIR, DirCloser> d(::opendir(dir.c_str()));
-      if (!d) {
-        if (errno == ENOENT) continue;
-        fail("list", dir);
-      }
-      while (const dirent* e = ::readdir(d.get()))
-        if (is_hash(e->d_name)) out.emplace_back(e->d_name);
-    }
+  for (auto& name : storage_.list(kChunks))
+    if (is_hash(name)) out.push_back(std::move(name));
   return out;
 }
 

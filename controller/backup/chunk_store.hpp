@@ -1,32 +1,28 @@
 #pragma once
-// Content-addressed chunks on a filesystem: each distinct piece of volume data is stored once,
-// in a file named by the SHA-256 of the data, compressed with zstd, so a repository shared by
-// many backups (and by the incrementals of one volume) holds every distinct chunk once.
+// Content-addressed chunks: each distinct piece of volume data is stored once, in an object of
+// the repository's storage (backup_storage.hpp: a file, a RADOS object) named by the SHA-256 of
+// the data, compressed with zstd, so a repository shared by many backups (and by the
+// incrementals of one volume) holds every distinct chunk once.
 //
-// Layout: DIR/ab/abcdef... (the hex digest, under a folder named by its first two digits so
-// that no folder grows past a few thousand entries), DIR/.tmp/ for files being written and
-// DIR/.corrupt/ for chunks a restore found damaged.
-//
-// A chunk file is: magic "VGCHUNK1" | encoding (0 raw, 1 zstd) | 3 bytes zero | raw length (u32
+// A chunk object is: magic "VGCHUNK1" | encoding (0 raw, 1 zstd) | 3 bytes zero | raw length (u32
 // LE) | stored length (u64 LE) | SHA-256 of the stored bytes | stored bytes. The header's digest
 // is the per-chunk checksum of what is on disk; the name is the digest of the data once
 // decompressed. get() checks both, so a flipped byte, a truncated file, a file under another
 // chunk's name or a zstd frame that decompresses to something else are all refused, by name.
 //
-// Writes are atomic: the file is written under a random name in .tmp, fsynced and renamed to
-// its name; the folders are fsynced by sync_folders_of() before anything names the chunks (a
-// backup's manifest), once per folder rather than once per chunk. A chunk under its final name
-// is therefore always whole; what a crash leaves in .tmp is removed when the store is opened
-// (no writer exists then).
+// Writes are atomic (the storage's put); sync_folders_of() makes chunks durable before anything
+// names them (a backup's manifest). A chunk under its name is therefore always whole.
 //
-// Thread-safe: concurrent put() of the same data race only on rename(), where either file wins
-// with the same content.
+// Thread-safe: concurrent put() of the same data race only on the storage's replace, where
+// either object wins with the same content.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "controller/backup/backup_storage.hpp"
 
 namespace volgate::controller {
 
@@ -44,9 +40,8 @@ class ChunkStore {
   // The most a chunk may hold; a bigger put() is a programming error.
   static constexpr size_t kMaxChunkBytes = 64u << 20;
 
-  // Creates the folders if needed and removes leftover temporary files. `zstd_level` as zstd's
-  // levels (1 fastest). Throws std::system_error naming the path.
-  ChunkStore(std::string directory, int zstd_level);
+  // The chunks of `storage` (which outlives the store). `zstd_level` as zstd's levels (1 fastest).
+  ChunkStore(BackupStorage& storage, int zstd_level);
 
   // The hex SHA-256 of `data`: the name a chunk holding it gets.
   static std::string hash_of(std::span<const std::byte> data);
@@ -66,21 +61,19 @@ class ChunkStore {
   bool contains(const std::string& hash) const;
   // Removes the chunk (nothing when it is gone).
   void remove(const std::string& hash);
-  // Moves a chunk found corrupt out of the store, into DIR/.corrupt/ (kept for an operator to
-  // look at): from then on the store does not have it, so the next backup with its data stores
-  // it again instead of naming the damaged file. Nothing when it is gone.
+  // Moves a chunk found corrupt out of the store (kept aside for an operator to look at): from
+  // then on the store does not have it, so the next backup with its data stores it again
+  // instead of naming the damaged object. Nothing when it is gone.
   void quarantine(const std::string& hash);
   // Every chunk name in the store.
   std::vector<std::string> list() const;
-  // fsyncs the folders that hold these chunks' names: after it, they survive a crash.
+  // Makes these chunks durable under their names: after it, they survive a crash.
   void sync_folders_of(const std::vector<std::string>& hashes) const;
-  // The file of a chunk (tests damage it on purpose).
+  // Where a chunk is: its file in a directory storage (tests damage it on purpose).
   std::string path_of(const std::string& hash) const;
 
-  const std::string& directory() const { return directory_; }
-
  private:
-  std::string directory_;
+  BackupStorage& storage_;
   int zstd_level_;
 };
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -25,24 +26,31 @@ void throttle(uint64_t bps, uint64_t done, std::chrono::steady_clock::time_point
 }  // namespace
 
 BackupTally back_up_volume(VolumeReader& volume, BackupRepository::Writer& writer, const CopyProgress& progress,
-                           uint64_t bps_limit) {
+                           uint64_t bps_limit, const BackupManifest* parent) {
   const auto start = std::chrono::steady_clock::now();
   const uint64_t size = volume.size();
   const uint64_t chunk = writer.manifest().chunk_bytes;
   BackupTally tally;
+  // The parent's pieces by offset, when the reader can tell which pieces did not change.
+  const bool diffed = parent && volume.changes_known() && parent->chunk_bytes == chunk;
+  std::map<uint64_t, const ManifestChunk*> earlier;
+  if (diffed)
+    for (const auto& c : parent->chunks) earlier[c.offset] = &c;
   // The next piece is read on another thread while this one is hashed, compressed and
   // written: reading and the CPU's work overlap. One read in flight, so the reader is used by
   // one thread at a time; two buffers.
   struct Piece {
     uint64_t offset = 0;
     size_t length = 0;
-    bool read = false;  // false: a hole, not read
+    bool read = false;       // false: a hole or unchanged, not read
+    bool unchanged = false;  // the same as in the parent's snapshot
     std::vector<std::byte> data;
   };
-  auto read_piece = [&volume, chunk, size](uint64_t offset, std::vector<std::byte> buffer) {
+  auto read_piece = [&volume, chunk, size, diffed](uint64_t offset, std::vector<std::byte> buffer) {
     Piece p{.offset = offset, .length = static_cast<size_t>(std::min(chunk, size - offset)), .read = false,
-            .data = std::move(buffer)};
-    if (volume.may_hold_data(p.offset, p.length)) {
+            .unchanged = false, .data = std::move(buffer)};
+    p.unchanged = diffed && !volume.may_have_changed(p.offset, p.length);
+    if (!p.unchanged && volume.may_hold_data(p.offset, p.length)) {
       p.data.resize(chunk);
       volume.read(p.offset, std::span(p.data.data(), p.length));
       p.read = true;
@@ -57,6 +65,20 @@ BackupTally back_up_volume(VolumeReader& volume, BackupRepository::Writer& write
     Piece piece = next.get();
     if (offset + chunk < size)
       next = std::async(std::launch::async, read_piece, offset + chunk, std::move(spare));
+    if (piece.unchanged) {
+      // A hole then (no entry) is a hole now; data then is the parent's chunk.
+      if (auto it = earlier.find(offset); it != earlier.end()) {
+        if (writer.reuse(*it->second)) {
+          ++tally.chunks;
+          ++tally.reused_chunks;
+        } else {
+          if (next.valid()) next.wait();  // the reader is used by one thread at a time
+          piece.data.resize(chunk);
+          volume.read(offset, std::span(piece.data.data(), piece.length));
+          piece.read = true;
+        }
+      }
+    }
     if (piece.read) {
       std::span<const std::byte> data(piece.data.data(), piece.length);
       tally.read_bytes += piece.length;

@@ -13,9 +13,10 @@ struct DeleteBackupContext {
   FlowOutcome outcome;
   std::string backup_id;
   std::string project;
+  bool force = false;  // an admin's os-force_delete: any status, unless a flow works on it
   std::string status_before;
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DeleteBackupContext, outcome, backup_id, project, status_before)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DeleteBackupContext, outcome, backup_id, project, force, status_before)
 
 struct DeleteBackupFlow {
   using Context = DeleteBackupContext;

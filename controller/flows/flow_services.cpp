@@ -126,7 +126,8 @@ Backup FlowServices::get_backup(const std::string& project, const std::string& i
 BackupRepository& FlowServices::backup_repository() {
   std::lock_guard lock(mutex_);
   if (!backup_repository_) {
-    if (config.backups.directory.empty()) throw std::runtime_error("no backup repository is configured");
+    if (config.backups.kind == "directory" && config.backups.directory.empty())
+      throw std::runtime_error("no backup repository is configured");
     backup_repository_ = std::make_unique<BackupRepository>(config.backups);
   }
   return *backup_repository_;
@@ -143,6 +144,24 @@ void FlowServices::refuse_while_busy(const std::string& what, const std::vector<
   }
   if (busy > own)
     conflict(what + " has an operation in progress (" + first +
+             "); an admin's reset or force-delete waits until no operation works on it.");
+}
+
+void FlowServices::refuse_while_backup_busy(const std::string& backup_id, size_t own) {
+  size_t busy = 0;
+  std::string first;
+  for (const FlowRecord& record : store.journal_unfinished()) {
+    bool on_it = record.resource_id == backup_id;
+    if (!on_it && (record.kind == "create_backup" || record.kind == "restore_backup")) {
+      const auto context = nlohmann::json::parse(record.context, nullptr, false);
+      on_it = context.is_object() && context.value("backup_id", std::string()) == backup_id;
+    }
+    if (!on_it) continue;
+    ++busy;
+    if (first.empty() || record.kind.rfind("delete_", 0) != 0) first = record.kind;
+  }
+  if (busy > own)
+    conflict("Backup " + backup_id + " has an operation in progress (" + first +
              "); an admin's reset or force-delete waits until no operation works on it.");
 }
 

@@ -74,6 +74,9 @@ class FlowServices {
   // that keep operations apart, so they look at the flow journal instead. `own`: 1 when the
   // caller is itself a journaled flow on one of them.
   void refuse_while_busy(const std::string& what, const std::vector<std::string>& resource_ids, size_t own = 0);
+  // The same for a backup, which flows also work on under its volume's id (a backup being made)
+  // or its target's (a restore): those are found by the backup id in their context.
+  void refuse_while_backup_busy(const std::string& backup_id, size_t own = 0);
 
   // Progress of copies, in percent, while a volume is being created from a source.
   CopyProgress progress_reporter(const std::string& volume_id);

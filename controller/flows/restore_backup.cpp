@@ -29,13 +29,26 @@ void validate(FlowServices& s, Context& c) {
     c.pool = v.pool;
     return;
   }
-  c.size_gb = b.size_gb;
-  c.volume_type = s.config.volume_types.count(b.volume_type) ? b.volume_type : s.config.default_volume_type;
-  c.availability_zone = b.availability_zone;
-  bool known = false;
-  for (const auto& [name, p] : s.pools()) known = known || p->config().availability_zone == c.availability_zone;
-  if (!known) c.availability_zone = s.config.default_availability_zone;
-  if (c.name.empty()) c.name = "restore_backup_" + b.id;  // as Cinder names it
+  auto zone_known = [&s](const std::string& zone) {
+    for (const auto& [name, p] : s.pools())
+      if (p->config().availability_zone == zone) return true;
+    return false;
+  };
+  if (c.requested && c.size_gb != 0 && c.size_gb < b.size_gb)
+    bad_request("A volume of " + std::to_string(c.size_gb) + " GiB cannot hold backup " + b.id + " of " +
+                std::to_string(b.size_gb) + " GiB.");
+  if (c.size_gb == 0 || !c.requested) c.size_gb = b.size_gb;
+  if (c.requested && !c.volume_type.empty()) {
+    if (!s.config.volume_types.count(c.volume_type)) not_found("Volume type " + c.volume_type + " could not be found.");
+  } else {
+    c.volume_type = s.config.volume_types.count(b.volume_type) ? b.volume_type : s.config.default_volume_type;
+  }
+  if (c.requested && !c.availability_zone.empty()) {
+    if (!zone_known(c.availability_zone)) bad_request("Availability zone '" + c.availability_zone + "' is invalid.");
+  } else {
+    c.availability_zone = zone_known(b.availability_zone) ? b.availability_zone : s.config.default_availability_zone;
+  }
+  if (c.name.empty() && !c.requested) c.name = "restore_backup_" + b.id;  // as Cinder names it
 }
 
 void create_target(FlowServices& s, Context& c) {
@@ -44,6 +57,8 @@ void create_target(FlowServices& s, Context& c) {
   v.id = c.volume_id;
   v.project = c.project;
   v.name = c.name;
+  v.description = c.description;
+  v.metadata = c.metadata;
   v.size_gb = c.size_gb;
   v.status = VolumeStatus::restoring_backup;
   v.availability_zone = c.availability_zone;

@@ -19,7 +19,13 @@ struct RestoreBackupContext {
   std::string volume_id;  // the target: given, or made by validate for a new volume
   std::string name;       // of a new volume
   bool new_volume = false;
-  // Found by the tasks.
+  // A new volume asked for with POST /volumes and backup_id: size_gb, volume_type and
+  // availability_zone are the request's where given (validate checks them), and it has a
+  // description and metadata.
+  bool requested = false;
+  std::string description;
+  Metadata metadata;
+  // Found by the tasks (or requested, above).
   uint64_t size_gb = 0;  // of a new volume
   std::string volume_type;
   std::string availability_zone;
@@ -28,7 +34,7 @@ struct RestoreBackupContext {
   std::string reservation;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(RestoreBackupContext, outcome, backup_id, project, volume_id, name,
-                                                new_volume, size_gb, volume_type, availability_zone, pool, marked,
+                                                new_volume, requested, description, metadata, size_gb, volume_type, availability_zone, pool, marked,
                                                 reservation)
 
 struct RestoreBackupFlow {

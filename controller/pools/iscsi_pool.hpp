@@ -51,6 +51,21 @@ class IscsiPool final : public Pool {
   }
   void delete_snapshot(const std::string& snapshot_id) override { files_.delete_snapshot(snapshot_id); }
 
+  // Backups and restores go through the backing files, as for a file pool. A restore writes
+  // the file while tgtd still serves it as a LUN: the volume is available (nobody is logged in
+  // to read a half-restored LUN), tgtd's rdwr store reads and writes the file through the same
+  // page cache with no cache of its own, and the LUN's size is the file's, which a restore
+  // keeps; so the target needs no change.
+  std::unique_ptr<VolumeReader> read_volume(const std::string& volume_id) override {
+    return files_.read_volume(volume_id);
+  }
+  std::unique_ptr<VolumeReader> read_snapshot(const std::string& snapshot_id) override {
+    return files_.read_snapshot(snapshot_id);
+  }
+  std::unique_ptr<VolumeWriter> overwrite_volume(const std::string& volume_id) override {
+    return files_.overwrite_volume(volume_id);
+  }
+
   std::string target_name(const std::string& volume_id) const;
 
  private:

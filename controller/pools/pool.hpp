@@ -114,6 +114,35 @@ class Pool {
     no_backups(volume_id);
   }
 
+  // Backup snapshots, for pools whose storage can say what changed between two snapshots of a
+  // volume (RBD, as Cinder's Ceph backup driver uses it): a backup is read from a snapshot of
+  // the volume named after it, left on the volume afterwards, so that the next incremental
+  // reads only what changed since. They are the pool's own: no volgate snapshot lists them, and
+  // delete_volume removes them with the volume. The flows decide which ones to keep.
+  virtual bool keeps_backup_snapshots() const { return false; }
+  virtual void create_backup_snapshot(const std::string& volume_id, const std::string& backup_id) {
+    (void)backup_id;
+    no_backups(volume_id);
+  }
+  // The backups whose snapshots the volume has (none when the volume is gone).
+  virtual std::vector<std::string> backup_snapshots(const std::string& volume_id) {
+    (void)volume_id;
+    return {};
+  }
+  // Nothing when it (or the volume) is gone.
+  virtual void delete_backup_snapshot(const std::string& volume_id, const std::string& backup_id) {
+    (void)volume_id;
+    (void)backup_id;
+  }
+  // Reads backup `backup_id`'s snapshot; when the volume still has `since_backup_id`'s snapshot
+  // (non-empty), the reader knows what changed since it (VolumeReader::changes_known).
+  virtual std::unique_ptr<VolumeReader> read_backup_snapshot(const std::string& volume_id, const std::string& backup_id,
+                                                             const std::string& since_backup_id) {
+    (void)backup_id;
+    (void)since_backup_id;
+    no_backups(volume_id);
+  }
+
  private:
   [[noreturn]] void no_backups(const std::string&) const {
     throw std::runtime_error("pool '" + config().name + "' (driver " + config().driver +

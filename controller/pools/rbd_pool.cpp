@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <stdexcept>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
 #include "backends/rados_cluster.hpp"
 #include "backends/rbd_device.hpp"
+#include "controller/pools/rbd_volume_io.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -21,6 +24,8 @@ constexpr size_t kCopyChunk = 4 << 20;  // one default RBD object
 
 std::string volume_image(const std::string& id) { return "volume-" + id; }
 std::string snapshot_image(const std::string& id) { return "snapshot-" + id; }
+constexpr std::string_view kBackupSnapshotPrefix = "backup.";
+std::string backup_snapshot(const std::string& backup_id) { return std::string(kBackupSnapshotPrefix) + backup_id; }
 
 bool all_zero(const char* data, size_t length) {
   for (size_t i = 0; i < length; ++i)
@@ -207,7 +212,7 @@ void RbdPool::remove_image(const std::string& name) {
 }
 
 void RbdPool::delete_volume(const std::string& volume_id) {
-  // The service deletes no volume that has snapshots, so any RBD snapshot still on the image is
+  // The service deletes no volume that has snapshots, so any RBD snapshot-* still on the image is
   // one a crash left behind between its creation and its clone: it would block the removal.
   const std::string volume = volume_image(volume_id);
   std::vector<librbd::snap_info_t> snaps;
@@ -217,8 +222,10 @@ void RbdPool::delete_volume(const std::string& volume_id) {
     image.snap_list(snaps);
   }
   // Only ours: a snapshot someone made with the rbd tool keeps the image (and the error says so).
+  // The backups' snapshots go with the volume: their backups are whole without them.
   for (const auto& snap : snaps)
-    if (snap.name.starts_with("snapshot-")) remove_rbd_snapshot(volume, snap.name);
+    if (snap.name.starts_with("snapshot-") || snap.name.starts_with(kBackupSnapshotPrefix))
+      remove_rbd_snapshot(volume, snap.name);
   remove_image(volume);
 }
 
@@ -307,6 +314,67 @@ void RbdPool::delete_snapshot(const std::string& snapshot_id) {
     throw std::runtime_error("pool '" + config_.name + "': find the parent of " + name + ": " + std::strerror(-rc));
   remove_image(name);
   if (rc >= 0) remove_rbd_snapshot(parent.image_name, parent_snap.name);
+}
+
+std::unique_ptr<VolumeReader> RbdPool::read_volume(const std::string& volume_id) {
+  return read_rbd_image(cluster_->rbd, cluster_->io, volume_image(volume_id), std::nullopt, std::nullopt);
+}
+
+// The snapshot's clone reads as the volume did (its parent's data through include_parent).
+std::unique_ptr<VolumeReader> RbdPool::read_snapshot(const std::string& snapshot_id) {
+  return read_rbd_image(cluster_->rbd, cluster_->io, snapshot_image(snapshot_id), std::nullopt, std::nullopt);
+}
+
+std::unique_ptr<VolumeWriter> RbdPool::overwrite_volume(const std::string& volume_id) {
+  return overwrite_rbd_image(cluster_->rbd, cluster_->io, volume_image(volume_id));
+}
+
+void RbdPool::create_backup_snapshot(const std::string& volume_id, const std::string& backup_id) {
+  const std::string volume = volume_image(volume_id), name = backup_snapshot(backup_id);
+  librbd::Image image;
+  int rc = cluster_->rbd.open(cluster_->io, image, volume.c_str());
+  bool exists = false;
+  if (rc >= 0) rc = image.snap_exists2(name.c_str(), &exists);
+  if (rc >= 0 && !exists) rc = image.snap_create(name.c_str());  // a run cut short may have made it
+  if (rc < 0)
+    throw std::runtime_error("pool '" + config_.name + "': snapshot " + volume + "@" + name + ": " + std::strerror(-rc));
+}
+
+std::vector<std::string> RbdPool::backup_snapshots(const std::string& volume_id) {
+  const std::string volume = volume_image(volume_id);
+  librbd::Image image;
+  int rc = cluster_->rbd.open_read_only(cluster_->io, image, volume.c_str(), nullptr);
+  if (rc == -ENOENT) return {};
+  std::vector<librbd::snap_info_t> snaps;
+  if (rc >= 0) rc = image.snap_list(snaps);
+  if (rc < 0)
+    throw std::runtime_error("pool '" + config_.name + "': list the snapshots of " + volume + ": " + std::strerror(-rc));
+  std::vector<std::string> ids;
+  for (const auto& snap : snaps)
+    if (snap.name.starts_with(kBackupSnapshotPrefix)) ids.push_back(snap.name.substr(kBackupSnapshotPrefix.size()));
+  return ids;
+}
+
+void RbdPool::delete_backup_snapshot(const std::string& volume_id, const std::string& backup_id) {
+  remove_rbd_snapshot(volume_image(volume_id), backup_snapshot(backup_id));
+}
+
+std::unique_ptr<VolumeReader> RbdPool::read_backup_snapshot(const std::string& volume_id, const std::string& backup_id,
+                                                            const std::string& since_backup_id) {
+  std::optional<std::string> since;
+  if (!since_backup_id.empty()) {
+    librbd::Image image;
+    bool exists = false;
+    const std::string name = backup_snapshot(since_backup_id);
+    if (cluster_->rbd.open_read_only(cluster_->io, image, volume_image(volume_id).c_str(), nullptr) >= 0 &&
+        image.snap_exists2(name.c_str(), &exists) >= 0 && exists)
+      since = name;
+  }
+  try {
+    return read_rbd_image(cluster_->rbd, cluster_->io, volume_image(volume_id), backup_snapshot(backup_id), since);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("pool '" + config_.name + "': " + e.what());
+  }
 }
 
 }  // namespace volgate::controller

@@ -41,6 +41,19 @@ class RbdPool final : public Pool {
                        const CopyProgress& progress) override;
   void delete_snapshot(const std::string& snapshot_id) override;
 
+  // The image's bytes through librbd (rbd_volume_io.hpp); an overwrite discards first.
+  std::unique_ptr<VolumeReader> read_volume(const std::string& volume_id) override;
+  std::unique_ptr<VolumeReader> read_snapshot(const std::string& snapshot_id) override;
+  std::unique_ptr<VolumeWriter> overwrite_volume(const std::string& volume_id) override;
+
+  // RBD snapshots volume-ID@backup.BACKUP_ID: not protected (nothing is cloned from them).
+  bool keeps_backup_snapshots() const override { return true; }
+  void create_backup_snapshot(const std::string& volume_id, const std::string& backup_id) override;
+  std::vector<std::string> backup_snapshots(const std::string& volume_id) override;
+  void delete_backup_snapshot(const std::string& volume_id, const std::string& backup_id) override;
+  std::unique_ptr<VolumeReader> read_backup_snapshot(const std::string& volume_id, const std::string& backup_id,
+                                                     const std::string& since_backup_id) override;
+
  private:
   struct Cluster;
   backends::RadosClientOptions client_options() const;

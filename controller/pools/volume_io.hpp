@@ -16,6 +16,11 @@ class VolumeReader {
   // False when the pool knows [offset, offset + length) holds no data (a hole: reads as zeros),
   // so a backup need not read it. True when it may hold data, or the pool cannot tell.
   virtual bool may_hold_data(uint64_t offset, uint64_t length) = 0;
+  // Whether the reader knows what changed since an earlier snapshot of the same volume (an RBD
+  // reader given the parent backup's snapshot): then may_have_changed() false means the range
+  // holds what it held at that snapshot, so an incremental backup takes it from its parent.
+  virtual bool changes_known() const { return false; }
+  virtual bool may_have_changed(uint64_t, uint64_t) { return true; }
   // Reads exactly out.size() bytes at `offset` (inside the volume). Throws std::system_error.
   virtual void read(uint64_t offset, std::span<std::byte> out) = 0;
 };

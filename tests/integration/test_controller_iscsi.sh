@@ -11,7 +11,8 @@
 # the secret on every target, old and new (no secret, a wrong one, or the right one under
 # another initiator name: refused), and volgate serve logs in with the export target's CHAP
 # settings; a secret changed in the file takes effect at the next start; the secret is in no
-# log and not in the database; delete removes target and file.
+# log and not in the database; delete removes target and file; volumes are backed up and
+# restored (to a new volume, and over one whose LUN is exported) and read back over iSCSI.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_volgate
@@ -128,8 +129,29 @@ assert_eq "$(capacity "$blank")" $((1 << 30)) "blank LUN capacity"
 read_lun "$PORTAL" "$blank" "$T/blank.raw"
 cmp -s -n $((1 << 30)) "$T/blank.raw" /dev/zero || fail "a blank volume does not read as zeroes over iSCSI"
 rm -f "$T/blank.raw"
-"$VOLGATE" volume delete "$blank" >/dev/null
 pass "a blank volume is a zeroed LUN of the right size"
+
+# Backups read the LUN's backing file, restores write it while tgtd serves it (the volume is
+# available: nobody is logged in); what an initiator reads afterwards is the restored data.
+bv=$("$VOLGATE" backup create --output json --volume "$vol" of-vol | json "d['backup']['id']")
+bb=$("$VOLGATE" backup create --output json --volume "$blank" of-blank | json "d['backup']['id']")
+assert_eq "$("$VOLGATE" backup show --output json "$bv" | json "(d['backup']['status'], d['backup']['object_count'])")" \
+    "('available', 6)" "backup of an iSCSI volume (24 MiB of data: six chunks)"
+restored=$("$VOLGATE" backup restore --output json "$bv" | json "d['restore']['volume_id']")
+assert_eq "$(capacity "$restored")" $((2 << 30)) "capacity of the LUN restored from a backup"
+read_lun "$PORTAL" "$restored" "$T/restored.raw"
+assert_eq "$(head -c $((24 << 20)) "$T/restored.raw" | sha256sum)" "$(sha256sum <"$T/images/image.raw")" \
+    "a backup restored to a new iSCSI volume, read over iSCSI"
+rm -f "$T/restored.raw"
+# Over an existing volume whose LUN is exported: the copy (the image's data) becomes zeros.
+"$VOLGATE" backup restore --volume "$copy" "$bb" >/dev/null
+read_lun "$PORTAL2" "$copy" "$T/copy.raw"
+cmp -s -n $((24 << 20)) "$T/copy.raw" /dev/zero || fail "restored over an exported LUN, the copy still holds its data"
+rm -f "$T/copy.raw"
+for b in "$bv" "$bb"; do "$VOLGATE" backup delete "$b" >/dev/null; done
+"$VOLGATE" volume delete "$restored" >/dev/null
+"$VOLGATE" volume delete "$blank" >/dev/null
+pass "iSCSI volumes: backed up from the LUN's file, restored to a new volume and over an exported one, read over iSCSI"
 
 # Concurrent creates, then concurrent deletes: every volume gets its own target, and none is left.
 targets_before=$(show_targets | grep -c "^Target" || true)

@@ -155,6 +155,22 @@ TEST_F(ConfigTest, MistakesAreRefusedByName) {
   EXPECT_THROW(load_config(dir / "missing.json", ""), std::runtime_error);
 }
 
+TEST_F(ConfigTest, ABackupRepositoryIsADirectoryOrACephPool) {
+  const std::string state = R"({"state_dir": ")" + dir.string() + R"(", )";
+  auto c = load_config(write(state + R"("backups": {"kind": "rados", "rados_pool": "bk", "ceph_conf": "ceph.conf",
+                                                      "ceph_client": "backup", "ceph_keyring": "k"}})"), "");
+  EXPECT_EQ(c.backups.kind, "rados");
+  EXPECT_EQ(c.backups.rados_pool, "bk");
+  EXPECT_EQ(c.backups.ceph_conf, (dir / "ceph.conf").string()) << "relative to the config";
+  EXPECT_EQ(c.backups.ceph_client, "backup");
+  EXPECT_EQ(c.backups.ceph_keyring, (dir / "k").string());
+  EXPECT_TRUE(c.backups.directory.empty()) << "no directory for a rados repository";
+  EXPECT_TRUE(c.backups.owner.ends_with(":" + dir.string())) << "the lock's owner names the state directory";
+  EXPECT_EQ(load_config(write(state + R"("backups": {}})"), "").backups.directory, (dir / "backups").string());
+  EXPECT_NE(error_of(state + R"("backups": {"kind": "rados"}})").find("rados_pool"), std::string::npos);
+  EXPECT_NE(error_of(state + R"("backups": {"kind": "s3"}})").find("directory or rados"), std::string::npos);
+}
+
 TEST_F(ConfigTest, TheLibvirtBlockSetsHowLongADetachWaits) {
   ControllerConfig d = default_config(dir);
   EXPECT_EQ(d.libvirt_detach.attempts, 8u);  // Nova's device_detach_attempts

@@ -299,7 +299,7 @@ TEST_F(VolumeApiTest, CreateAcceptsCinderclientsWholeBody) {
 TEST_F(VolumeApiTest, CreateRefusesWhatVolgateCannotHonourByName) {
   const std::string uuid = "0b7d9a3e-5c2f-4a51-9b1e-2f6c8d4e7a10";
   const std::vector<std::pair<std::string, std::string>> refused = {
-      {R"({"volume": {"size": 1, "backup_id": ")" + uuid + R"("}})", "backup"},
+      {R"({"volume": {"size": 1, "backup_id": ")" + uuid + R"(", "source_volid": ")" + uuid + R"("}})", "one source"},
       {R"({"volume": {"size": 1, "consistencygroup_id": ")" + uuid + R"("}})", "consistency group"},
       {R"({"volume": {"size": 1, "group_id": "g1"}})", "group"},
       {R"({"volume": {"size": 1, "multiattach": true}})", "multiattach"},
@@ -319,6 +319,11 @@ TEST_F(VolumeApiTest, CreateRefusesWhatVolgateCannotHonourByName) {
     EXPECT_EQ(r.first, 400) << body;
     EXPECT_NE(fault(r, "badRequest").find(words), std::string::npos) << r.second.dump();
   }
+  // A volume from a backup (3.47): refused before, and an unknown backup is not found.
+  auto r = call_at(46, "POST", "/v3/p/volumes", R"({"volume": {"size": 1, "backup_id": ")" + uuid + R"("}})");
+  EXPECT_EQ(r.first, 400);
+  EXPECT_NE(fault(r, "badRequest").find("3.47"), std::string::npos) << r.second.dump();
+  EXPECT_EQ(call_at(47, "POST", "/v3/p/volumes", R"({"volume": {"backup_id": ")" + uuid + R"("}})").first, 404);
   // From 3.53 the source ids must be UUIDs (before, an unknown id is simply not found).
   EXPECT_EQ(call_at(53, "POST", "/v3/p/volumes", R"({"volume": {"snapshot_id": "nope"}})").first, 400);
   EXPECT_EQ(call_at(52, "POST", "/v3/p/volumes", R"({"volume": {"snapshot_id": "nope"}})").first, 404);
