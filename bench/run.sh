@@ -436,9 +436,12 @@ run_row() {
       >"$WORK/$id.fio.out" 2>"$err" </dev/null &
   FIO_PID=$!
   sleep "$RAMP"   # server CPU is sampled over fio's measured window, not its ramp
+  local u0=-1 u1=-1
+  [[ $s == volgate-nbd-memory ]] && u0=$(cpu_ticks "$CHAIN_PID")
   c0=$(cpu_ticks "$target"); b0=$(sys_busy_ticks); k0=$(storage_ticks); st0=$(steal_ticks); t0=$(date +%s.%N)
   wait "$FIO_PID"; rc=$?
   c1=$(cpu_ticks "$target"); b1=$(sys_busy_ticks); k1=$(storage_ticks); st1=$(steal_ticks); t1=$(date +%s.%N)
+  [[ $s == volgate-nbd-memory ]] && u1=$(cpu_ticks "$CHAIN_PID")
   FIO_PID=""
   hwm=$(vm_hwm_kib "$target")
   alive "$target" || anomaly "$s/$w: server died during the workload"
@@ -460,6 +463,10 @@ run_row() {
       'BEGIN{printf "%.0f", 100 * (d / hz) / (t1 - t0)}')
   fi
   RES[$s|$w|fcpu]=$(awk -v u="$ucpu" -v s="$scpu" 'BEGIN{printf "%.0f", u + s}')
+  # fio's own CPU-seconds per GiB (its usr+sys % is of one CPU over its measured runtime)
+  RES[$s|$w|fiog]=$(awk -v f="${RES[$s|$w|fcpu]}" -v b="$bw" 'BEGIN{printf "%.3f", (f / 100) / (b / 1073741824)}')
+  ((u0 >= 0 && u1 >= 0)) && RES[$s|$w|upg]=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v io="$io" \
+      'BEGIN{printf "%.3f", (d / hz) / (io / 1073741824)}')
   account_other "$s" "$w" $((b1 - b0)) $((k1 - k0)) "$t0" "$t1" $((st1 - st0))
   ((hwm >= 0)) && RES[$s|$w|rss]=$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')
   log "$s/$w: ${RES[$s|$w|mibs]} MiB/s, ${RES[$s|$w|iops]} IOPS, ${RES[$s|$w|cpug]:-?} CPU-s/GiB, peak RSS ${RES[$s|$w|rss]:-?} MiB"
@@ -666,9 +673,11 @@ fi
 # The chained row's upstream: one nbdkit memory for the whole run, like tgtd (BG_PIDS: killed
 # at exit, its CPU counted as the storage's).
 CHAIN_SOCK=$WORK/chain-upstream.sock
+CHAIN_PID=""  # its CPU is sampled apart for the chain's arithmetic (chain_report)
 if [[ " ${SERVERS[*]} " == *" volgate-nbd-memory "* ]]; then
   nbdkit -f -U "$CHAIN_SOCK" memory "$SIZE" >"$WORK/chain-upstream.log" 2>&1 &
   BG_PIDS+=($!)
+  CHAIN_PID=$!
   for _ in {1..100}; do [[ -S $CHAIN_SOCK ]] && break; sleep 0.05; done
   [[ -S $CHAIN_SOCK ]] || die "the nbdkit memory upstream did not start: $(tail -c 300 "$WORK/chain-upstream.log")"
   log "nbdkit memory (pid ${BG_PIDS[-1]}) is the upstream of volgate-nbd-memory"
@@ -746,6 +755,38 @@ faster() {  # WORKLOAD SERVER... -> the server with the highest MiB/s on WORKLOA
     fi
   done
   echo "$best"
+}
+
+# The chained export's bar in CPU: what a GiB costs each process of the chain (fio, the
+# re-exporting volgate = the hop, the upstream nbdkit) against going to the upstream directly
+# (fio, nbdkit-memory), and the throughput those costs allow when every core of the machine
+# works for the benchmark and nothing else (cores / CPU-seconds per GiB): the ceiling's ratio is
+# what the MiB/s ratio can reach here, whatever the hop's latency.
+chain_report() {
+  local cores w c d up hop fc fd tc td
+  cores=$(nproc)
+  echo
+  echo "### The chain's arithmetic: CPU-seconds per GiB moved, volgate-nbd-memory against nbdkit-memory"
+  echo
+  echo "- chain = fio + the hop (volgate re-exporting over libnbd) + the upstream nbdkit memory; direct = fio + nbdkit-memory"
+  echo "- ceiling = $cores cores / the total (GiB/s, if every core worked for the chain and nothing else); hop budget for 0.8 ="
+  echo "  what the hop may cost for the chain's ceiling to be 0.8 of the direct one: total direct / 0.8 - fio - upstream"
+  echo
+  echo "| workload | MiB/s chain | MiB/s direct | ×direct | fio | hop | upstream | total chain | fio direct | nbdkit direct | total direct | ceiling chain GiB/s | ceiling direct GiB/s | ceilings' ratio | hop ×nbdkit direct | hop budget for 0.8 |"
+  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  for w in "${WORKLOADS[@]}"; do
+    c=volgate-nbd-memory d=nbdkit-memory
+    hop=${RES[$c|$w|cpug]:-} up=${RES[$c|$w|upg]:-} fc=${RES[$c|$w|fiog]:-} fd=${RES[$d|$w|fiog]:-}
+    if [[ -z $hop || -z $up || -z $fc || -z $fd || -z ${RES[$d|$w|cpug]:-} ]]; then
+      echo "| $w | (a row is missing) | | | | | | | | | | | | | | |"
+      continue
+    fi
+    awk -v w="$w" -v mc="${RES[$c|$w|mibs]}" -v md="${RES[$d|$w|mibs]}" -v fc="$fc" -v hop="$hop" -v up="$up" \
+        -v fd="$fd" -v nd="${RES[$d|$w|cpug]}" -v n="$cores" 'BEGIN{
+      tc = fc + hop + up; td = fd + nd
+      printf "| %s | %s | %s | %.2f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f | %.2f | %.3f |\n",
+        w, mc, md, mc / md, fc, hop, up, tc, fd, nd, td, n / tc, n / td, td / tc, hop / nd, td / 0.8 - fc - up }'
+  done
 }
 
 report() {
@@ -838,6 +879,7 @@ report() {
     done
   done
   ((need_ceph)) && rbd_report
+  [[ " ${SERVERS[*]} " == *" volgate-nbd-memory "* && " ${SERVERS[*]} " == *" nbdkit-memory "* ]] && chain_report
   ((FUSE_ROWS)) && fuse_rows_report
   if ((REPEAT > 1)); then
     echo
