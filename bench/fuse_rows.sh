@@ -21,7 +21,8 @@ fuse_rows_check_tools() {
 # fuse_start SERVER ID: starts the stack; sets FUSE_FILE (the file fio uses), FUSE_PIDS (every
 # process of the stack, the first started first), FUSE_MNT; returns 1 when it did not come up.
 fuse_start() {
-  local s=$1 id=$2 sock=$WORK/$id.sock i
+  local s=$1 id=$2 i
+  local sock=$WORK/$id.sock
   FUSE_PIDS=()
   FUSE_LOG=$WORK/$id.server
   case $s in
@@ -142,16 +143,16 @@ fuse_verify() {
   local s=$1 out bad rc size=$((SIZE < (256 << 20) ? SIZE : (256 << 20)))
   if ! fuse_start "$s" "v-$s"; then RES[$s|verify]="no mount"; return; fi
   out=$WORK/v-$s.verify
-  fio --name=verify --ioengine=libaio --direct=1 --filename="$FUSE_FILE" --rw=write --bs=1M --iodepth=16 \
+  fio --name=check --ioengine=libaio --direct=1 --filename="$FUSE_FILE" --rw=write --bs=1M --iodepth=16 \
       --size="$size" --verify=crc32c --do_verify=1 --verify_fatal=0 >"$out" 2>&1 </dev/null
   rc=$?
   fuse_stop "$s"
-  bad=$(grep -c '^verify: ' "$out")
+  bad=$(grep -c 'verify: bad' "$out")
   if ((rc == 0 && bad == 0)); then
     RES[$s|verify]="ok"
   else
     RES[$s|verify]="**FAILED**: $bad of $((size >> 20)) MiB blocks read back wrong"
-    anomaly "$s: fio verify (1 MiB writes at iodepth 16) failed, rc=$rc: $(grep -m1 '^verify: ' "$out")"
+    anomaly "$s: fio verify (1 MiB writes at iodepth 16) failed, rc=$rc: $(grep -m1 -e 'verify: bad' -e 'error' "$out")"
   fi
   log "$s: writes verified: ${RES[$s|verify]}"
 }
