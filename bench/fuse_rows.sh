@@ -3,6 +3,8 @@
 # mount, driven by fio's libaio engine with O_DIRECT (the workloads' block sizes and depths):
 #   volgate-fuse     volgate serve --fuse DIR --export bench=file:IMAGE (default --fuse-threads)
 #   volgate-fuse-1t  the same with --fuse-threads 1 (one thread reads /dev/fuse, as before 2026-12-05)
+#   volgate-fuse@base  volgate-fuse with the binary of --baseline (only with it): before and
+#                    after a change in one run
 #   nbdfuse-volgate  nbdfuse (libnbd-bin) mounting volgate's NBD export of the image
 #   qsd-fuse         qemu-storage-daemon's FUSE export of the image (file driver, io_uring)
 # Server CPU is the whole stack's: volgate plus nbdfuse for the second row.
@@ -10,6 +12,7 @@
 # anomaly, RES) and its variables (VOLGATE, IMG, WORK, RUNTIME, RAMP, CLK_TCK).
 
 FUSE_SERVERS=(volgate-fuse volgate-fuse-1t nbdfuse-volgate qsd-fuse)
+[[ -n ${BASELINE:-} ]] && FUSE_SERVERS=(volgate-fuse volgate-fuse@base volgate-fuse-1t nbdfuse-volgate qsd-fuse)
 
 fuse_rows_check_tools() {
   command -v nbdfuse >/dev/null || die "nbdfuse not found (apt-get install libnbd-bin)"
@@ -26,14 +29,16 @@ fuse_start() {
   FUSE_PIDS=()
   FUSE_LOG=$WORK/$id.server
   case $s in
-    volgate-fuse | volgate-fuse-1t)
+    volgate-fuse | volgate-fuse-1t | volgate-fuse@base)
       FUSE_MNT=$WORK/$id.mnt
       mkdir -p "$FUSE_MNT"
       FUSE_FILE=$FUSE_MNT/bench
-      local threads=()
+      local threads=() binary=$VOLGATE
       [[ $s == volgate-fuse-1t ]] && threads=(--fuse-threads 1)
+      [[ $s == volgate-fuse@base ]] && binary=$BASELINE
       RES[$s|cmd]="volgate serve --fuse DIR ${threads[*]}${threads:+ }--export bench=file:IMAGE"
-      "$VOLGATE" serve --fuse "$FUSE_MNT" "${threads[@]}" --export "bench=file:$IMG" >"$FUSE_LOG.out" 2>"$FUSE_LOG.err" </dev/null &
+      [[ $s == volgate-fuse@base ]] && RES[$s|cmd]="$BASELINE serve --fuse DIR --export bench=file:IMAGE"
+      "$binary" serve --fuse "$FUSE_MNT" "${threads[@]}" --export "bench=file:$IMG" >"$FUSE_LOG.out" 2>"$FUSE_LOG.err" </dev/null &
       FUSE_PIDS+=($!)
       ;;
     nbdfuse-volgate)

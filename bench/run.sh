@@ -86,7 +86,8 @@ Options:
   --volgate PATH     volgate binary (default: build/volgate under the repo root,
                      i.e. $ROOT/build/volgate)
   --baseline PATH    an earlier volgate binary, for a before/after comparison in one run: a
-                     server NAME@base (e.g. volgate-file@base) is row NAME served by it
+                     server NAME@base (e.g. volgate-file@base) is row NAME served by it; with
+                     --fuse, a row volgate-fuse@base too
   --out FILE         also append the header and table to FILE
   --fuse             add the FUSE section (bench/fuse_rows.sh): the image as a file, fio
                      libaio O_DIRECT with each workload, through volgate serve --fuse, through
@@ -185,6 +186,7 @@ need_volgate=0
 for s in "${SERVERS[@]}"; do [[ $s == volgate-* || $s == nbdkit-volgate-* ]] && need_volgate=1; done
 if ((FUSE_ROWS)); then
   need_volgate=1
+  [[ -z $BASELINE || -x $BASELINE ]] || die "--baseline: $BASELINE is not an executable"
   . "$ROOT/bench/fuse_rows.sh"
   fuse_rows_check_tools
 fi
@@ -763,7 +765,7 @@ faster() {  # WORKLOAD SERVER... -> the server with the highest MiB/s on WORKLOA
 # works for the benchmark and nothing else (cores / CPU-seconds per GiB): the ceiling's ratio is
 # what the MiB/s ratio can reach here, whatever the hop's latency.
 chain_report() {
-  local cores w c d up hop fc fd tc td
+  local cores w c d up hop fc fd
   cores=$(nproc)
   echo
   echo "### The chain's arithmetic: CPU-seconds per GiB moved, volgate-nbd-memory against nbdkit-memory"
