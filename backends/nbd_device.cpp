@@ -574,6 +574,10 @@ void NbdDevice::open_handle(Connection& c, const Address* address) {
   c.handle = nbd_create();
   if (!c.handle) return connect_failed(c, nbd_get_error(), false);
   nbd_set_handle_name(c.handle, ("volgate-" + std::to_string(c.index)).c_str());
+  // Read buffers are the front-end's, and a failed read's buffer is never sent: libnbd's
+  // zeroing of each before the read (its default, against leaking memory) is a memset of
+  // every byte read for nothing.
+  nbd_set_pread_initialize(c.handle, false);
   int r = nbd_add_meta_context(c.handle, LIBNBD_CONTEXT_BASE_ALLOCATION);
   if (r != -1 && address) {
     r = nbd_set_export_name(c.handle, options_.export_name.c_str());
