@@ -50,8 +50,8 @@ export OS_TOKEN CINDER_ENDPOINT=$URL/v3/$PROJECT OS_PROJECT_ID=$PROJECT OS_VOLUM
 AUTH=$T/auth.header
 (umask 077 && printf 'X-Auth-Token: %s\n' "$OS_TOKEN" >"$AUTH")
 
-# cinder ARGS...: the CLI (token from the environment); output in $T/out, fails the test on an error
-cinder() { command cinder --os-auth-type admin_token "$@" >"$T/out" 2>"$T/err" || fail "cinder $*: $(cat "$T/err" "$T/out")"; cat "$T/out"; }
+# cinder, field, get, wait_status, gone
+. "$(dirname "$0")/cinder_api_lib.sh"
 # cinder_fails CODE ARGS...: the command must fail with HTTP CODE; prints the message
 cinder_fails() {
     local code=$1
@@ -61,32 +61,6 @@ cinder_fails() {
     grep -q "HTTP $code" "$T/err" "$T/out" || fail "cinder $*: expected HTTP $code: $(cat "$T/err" "$T/out")"
     refute_grep "cinder $* crashed" Traceback "$T/err"
     cat "$T/err" "$T/out"
-}
-field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
-# get KIND ID EXPR: a field of GET /v3/demo/KIND/ID (curl: quicker than the CLI for polling)
-get() {
-    curl -s -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.53' "$URL/v3/$PROJECT/$1/$2" |
-        "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); d = d.get(sys.argv[1][:-1], d); print(eval(sys.argv[2]))' "$1" "$3"
-}
-# wait_status KIND ID STATUS: until its status is STATUS (30 s); any other final state fails
-wait_status() {
-    local i got
-    for ((i = 0; i < 300; i++)); do
-        got=$(get "$1" "$2" "d.get('status', d)")
-        [[ $got == "$3" ]] && return 0
-        [[ $got == error* ]] && fail "$1 $2 went to $got: $(get "$1" "$2" "d.get('fail_reason') or d.get('volgate:error')")"
-        sleep 0.1
-    done
-    fail "$1 $2 is $got, expected $3"
-}
-# gone KIND ID: until GET answers 404 (10 s)
-gone() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' -H @"$AUTH" "$URL/v3/$PROJECT/$1/$2") == 404 ]] && return 0
-        sleep 0.1
-    done
-    fail "$1 $2 still there"
 }
 volume_file() { echo "$POOL/volume-$1.img"; }
 digest() { "$SYSPY" "$TESTS_DIR/backup_lib.py" digest "$1"; }

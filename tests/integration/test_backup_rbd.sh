@@ -54,36 +54,14 @@ OS_TOKEN=$(cat "$STATE/token")
 export OS_TOKEN CINDER_ENDPOINT=$URL/v3/$PROJECT OS_PROJECT_ID=$PROJECT OS_VOLUME_API_VERSION=3.53
 AUTH=$T/auth.header
 (umask 077 && printf 'X-Auth-Token: %s\n' "$OS_TOKEN" >"$AUTH")
-cinder() { command cinder --os-auth-type admin_token "$@" >"$T/out" 2>"$T/err" || fail "cinder $*: $(cat "$T/err" "$T/out")"; cat "$T/out"; }
-field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
-get() {
-    curl -s -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.53' "$URL/v3/$PROJECT/$1/$2" |
-        "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); d = d.get(sys.argv[1][:-1], d); print(eval(sys.argv[2]))' "$1" "$3"
-}
-wait_status() {
-    local i got
-    for ((i = 0; i < 300; i++)); do
-        got=$(get "$1" "$2" "d.get('status', d)")
-        [[ $got == "$3" ]] && return 0
-        [[ $got == error* ]] && fail "$1 $2 went to $got: $(get "$1" "$2" "d.get('fail_reason') or d.get('volgate:error')")"
-        sleep 0.1
-    done
-    fail "$1 $2 is $got, expected $3"
-}
+# cinder, field, get, wait_status, gone
+. "$(dirname "$0")/cinder_api_lib.sh"
 # first8 VOLUME: its first 8 MiB as the gateway serves it (while attached)
 first8() {
     rm -f "$T/first8"
     qemu-img dd -f raw -O raw bs=1M count=8 if="$(unix_uri "volume-$1" "$STATE/run/nbd.sock")" of="$T/first8" ||
         fail "qemu-img dd of volume $1"
     cat "$T/first8"
-}
-gone() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' -H @"$AUTH" "$URL/v3/$PROJECT/$1/$2") == 404 ]] && return 0
-        sleep 0.1
-    done
-    fail "$1 $2 still there"
 }
 
 # ------------------------------------------------------------------ full + incrementals (library)

@@ -1,0 +1,33 @@
+# Talking to the controller's Cinder API from a test: the cinder CLI (admin token) and curl.
+# Sourced by tests that set T (work dir), AUTH (a file with the X-Auth-Token header), URL,
+# PROJECT and SYSPY first; these are read when a function is called.
+
+# cinder ARGS...: the CLI; its output, or the test fails with what it said.
+cinder() { command cinder --os-auth-type admin_token "$@" >"$T/out" 2>"$T/err" || fail "cinder $*: $(cat "$T/err" "$T/out")"; cat "$T/out"; }
+# field KEY: the value of KEY in a CLI table on standard input
+field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
+# get KIND ID EXPR: a field of GET /v3/PROJECT/KIND/ID (curl: quicker than the CLI for polling)
+get() {
+    curl -s -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.53' "$URL/v3/$PROJECT/$1/$2" |
+        "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); d = d.get(sys.argv[1][:-1], d); print(eval(sys.argv[2]))' "$1" "$3"
+}
+# wait_status KIND ID STATUS: until its status is STATUS (30 s); any other final state fails
+wait_status() {
+    local i got
+    for ((i = 0; i < 300; i++)); do
+        got=$(get "$1" "$2" "d.get('status', d)")
+        [[ $got == "$3" ]] && return 0
+        [[ $got == error* ]] && fail "$1 $2 went to $got: $(get "$1" "$2" "d.get('fail_reason') or d.get('volgate:error')")"
+        sleep 0.1
+    done
+    fail "$1 $2 is $got, expected $3"
+}
+# gone KIND ID: until GET answers 404 (10 s)
+gone() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' -H @"$AUTH" "$URL/v3/$PROJECT/$1/$2") == 404 ]] && return 0
+        sleep 0.1
+    done
+    fail "$1 $2 still there"
+}
