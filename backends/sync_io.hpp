@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "backends/block_device.hpp"
+#include "backends/device_front.hpp"
 #include "common/current_context.hpp"
 
 namespace volgate::backends {
@@ -28,18 +29,29 @@ class SyncIo {
     return *result;
   }
 
-  // On a BlockDevice, or on a DeviceFront where the request is not known to be valid.
-  template <class Target>
-  std::error_code read(Target& device, uint64_t offset, std::span<std::byte> out) {
-    return run([&](auto done) { device.read(offset, out, done); });
+  // On a DeviceFront, or on a BlockDevice through a front made for the call: a request from a
+  // tool (a header's offsets, an image's size) is checked as a client's is, and never reaches
+  // a device outside its range.
+  std::error_code read(DeviceFront& front, uint64_t offset, std::span<std::byte> out) {
+    return run([&](auto done) { front.read(offset, out, done); });
   }
-  template <class Target>
-  std::error_code write(Target& device, uint64_t offset, std::span<const std::byte> in, bool fua = false) {
-    return run([&](auto done) { device.write(offset, in, {.fua = fua}, done); });
+  std::error_code write(DeviceFront& front, uint64_t offset, std::span<const std::byte> in, bool fua = false) {
+    return run([&](auto done) { front.write(offset, in, {.fua = fua}, done); });
   }
-  template <class Target>
-  std::error_code flush(Target& device) {
-    return run([&](auto done) { device.flush(done); });
+  std::error_code flush(DeviceFront& front) {
+    return run([&](auto done) { front.flush(done); });
+  }
+  std::error_code read(BlockDevice& device, uint64_t offset, std::span<std::byte> out) {
+    DeviceFront front(device);
+    return read(front, offset, out);
+  }
+  std::error_code write(BlockDevice& device, uint64_t offset, std::span<const std::byte> in, bool fua = false) {
+    DeviceFront front(device);
+    return write(front, offset, in, fua);
+  }
+  std::error_code flush(BlockDevice& device) {
+    DeviceFront front(device);
+    return flush(front);
   }
 
   boost::asio::io_context& io() { return io_; }
