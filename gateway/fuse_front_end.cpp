@@ -376,7 +376,8 @@ void FuseFrontEnd::flush_all() {
   auto pending = std::make_shared<size_t>(list->size());
   auto ok = std::make_shared<bool>(true);
   for (const auto& e : *list) {
-    e->device->flush([this, pending, ok, e](std::error_code ec) {
+    // Through a front: a read-only device, or one that cannot flush, has nothing to flush.
+    backends::DeviceFront(*e->device).flush([this, pending, ok, e](std::error_code ec) {
       if (ec) {
         spdlog::error("--fuse {}: export '{}': final flush failed: {}", mount_point_, e->name, ec.message());
         *ok = false;

@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <optional>
 
+#include "backends/device_front.hpp"
 #include "common/current_context.hpp"
 
 namespace volgate::nbd {
@@ -22,7 +23,8 @@ FlushOutcome flush_exports(const std::vector<std::shared_ptr<const Export>>& exp
     CurrentContextGuard current(state->io);
     for (size_t i = 0; i < exports.size(); ++i) {
       ++state->pending;
-      exports[i]->device->flush([state, i](std::error_code ec) {
+      // Through a front: a read-only device, or one that cannot flush, has nothing to flush.
+      backends::DeviceFront(*exports[i]->device).flush([state, i](std::error_code ec) {
         state->results[i] = ec;
         --state->pending;
       });

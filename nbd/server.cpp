@@ -16,6 +16,7 @@
 #include <future>
 #include <system_error>
 
+#include "backends/device_front.hpp"
 #include "common/adaptive_polling.hpp"
 #include "common/current_context.hpp"
 
@@ -586,7 +587,8 @@ bool Server::flush_all() {
   CurrentContextGuard current(io);
   bool ok = true;
   for (const auto& e : *exports_.all()) {
-    e->device->flush([&, name = e->name](std::error_code ec) {
+    // Through a front: a read-only device, or one that cannot flush, has nothing to flush.
+    backends::DeviceFront(*e->device).flush([&, name = e->name](std::error_code ec) {
       if (ec) {
         spdlog::error("export '{}': final flush failed: {}", name, ec.message());
         ok = false;
