@@ -8,7 +8,6 @@
 // that only destroys cannot hoard memory; a worker's list settles at the number of requests it
 // has in flight at once.
 #include <cstddef>
-#include <memory>
 #include <new>
 #include <utility>
 #include <vector>
@@ -36,11 +35,6 @@ class PerThreadPool {
     object->~T();
     give(object);
   }
-
-  struct Deleter {
-    void operator()(T* object) const noexcept { destroy(object); }
-  };
-  using Ptr = std::unique_ptr<T, Deleter>;
 
  private:
   struct FreeList {
