@@ -29,6 +29,16 @@ constexpr uint64_t kMaxEffectBytes = 1u << 30;
 constexpr auto kFirstRetry = std::chrono::milliseconds(100);
 constexpr auto kMaxRetry = std::chrono::seconds(1);
 
+// nbds://: TLS required, with the credentials the export names (libnbd reads the files during
+// the handshake). -1 with libnbd's error set.
+int require_tls(nbd_handle* h, const NbdOptions& o) {
+  if (nbd_set_tls(h, LIBNBD_TLS_REQUIRE) == -1) return -1;
+  if (!o.tls_certificates.empty() && nbd_set_tls_certificates(h, o.tls_certificates.c_str()) == -1) return -1;
+  if (!o.tls_psk_file.empty() && nbd_set_tls_psk_file(h, o.tls_psk_file.c_str()) == -1) return -1;
+  if (!o.tls_username.empty() && nbd_set_tls_username(h, o.tls_username.c_str()) == -1) return -1;
+  return 0;
+}
+
 // The upstream's answer when a connection broke under a request: worth sending again.
 bool connection_error(int error) { return error == ENOTCONN || error == ESHUTDOWN; }
 
@@ -578,7 +588,8 @@ void NbdDevice::open_handle(Connection& c, const Address* address) {
   // zeroing of each before the read (its default, against leaking memory) is a memset of
   // every byte read for nothing.
   nbd_set_pread_initialize(c.handle, false);
-  int r = nbd_add_meta_context(c.handle, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  int r = options_.tls ? require_tls(c.handle, options_) : 0;
+  if (r != -1) r = nbd_add_meta_context(c.handle, LIBNBD_CONTEXT_BASE_ALLOCATION);
   if (r != -1 && address) {
     r = nbd_set_export_name(c.handle, options_.export_name.c_str());
     if (r != -1) r = nbd_aio_connect(c.handle, reinterpret_cast<const sockaddr*>(&address->storage), address->length);

@@ -1,6 +1,7 @@
 #pragma once
 // Which NBD server a NbdDevice re-exports and how it keeps the connection: the parsed form of
-// nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH with their options.
+// nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH (nbds:// and nbds+unix:// with
+// TLS) with their options.
 #include <chrono>
 #include <string>
 
@@ -20,6 +21,13 @@ struct NbdOptions {
   // Each connection attempt (connect and handshake) is abandoned after this long.
   std::chrono::seconds connect_timeout{10};
   bool read_only = false;
+  // nbds:// and nbds+unix://: TLS required. x509 with the CA (and a client certificate, if the
+  // server asks for one) in tls_certificates, laid out as for QEMU and nbdkit, or the system's
+  // CAs when empty; or a pre-shared key from tls_psk_file (username:hexkey lines).
+  bool tls = false;
+  std::string tls_certificates;
+  std::string tls_psk_file;
+  std::string tls_username;  // the PSK identity, or the x509 user; empty: libnbd's default
 };
 
 }  // namespace volgate::backends

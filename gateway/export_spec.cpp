@@ -24,7 +24,8 @@ namespace volgate::gateway {
     "           iscsi://PORTAL[,PORTAL...]/TARGET-IQN/LUN  an iSCSI LUN, with failover across\n" \
     "                        the portals (PORTAL = HOST[:PORT], default port 3260)\n" \
     "           nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH  another NBD\n" \
-    "                        server's export (default port 10809; ',' in a name as %2C)\n" \
+    "                        server's export (default port 10809; ',' in a name as %2C);\n" \
+    "                        nbds:// and nbds+unix:// the same over TLS\n" \
     "  OPTION:  readonly     refuse writes\n" \
     "           size=SIZE    file: create the file, or grow it, to SIZE\n" \
     "           direct       file: O_DIRECT (requests must be 4096-byte aligned)\n" \
@@ -43,7 +44,10 @@ namespace volgate::gateway {
     "           nbd: reconnect-delay=SECONDS (a lost connection is made again and requests\n" \
     "           wait this long for it, then fail; default 0: they fail at once),\n" \
     "           connections=N (upstream connections if the server allows multi-conn; default\n" \
-    "           1), connect-timeout=SECONDS (connect and handshake; default 10)\n" \
+    "           1), connect-timeout=SECONDS (connect and handshake; default 10);\n" \
+    "           nbds: tls-psk-file=PATH (username:hexkey lines) or tls-certificates=DIR\n" \
+    "           (ca-cert.pem, and client-cert.pem/client-key.pem if asked; default: the\n" \
+    "           system's CAs), tls-username=NAME (the PSK identity)\n" \
     "  SIZE is bytes or a number with K, M, G, T (powers of 1024)."
 
 const char* const kBackendSyntaxHelp = "BACKEND[,OPTION...]\n" VOLGATE_BACKEND_SYNTAX_HELP;
@@ -333,6 +337,9 @@ std::string format_backend(const ExportSpec& spec) {
       if (n.reconnect_delay != defaults.reconnect_delay)
         option("reconnect-delay", std::to_string(n.reconnect_delay.count()));
       if (n.connections != defaults.connections) option("connections", std::to_string(n.connections));
+      if (!n.tls_certificates.empty()) option("tls-certificates", n.tls_certificates);
+      if (!n.tls_psk_file.empty()) option("tls-psk-file", n.tls_psk_file);
+      if (!n.tls_username.empty()) option("tls-username", n.tls_username);
       break;
     }
   }

@@ -60,8 +60,13 @@ bool is_nbd_uri(std::string_view backend) {
 backends::NbdOptions parse_nbd_uri(std::string_view uri) {
   backends::NbdOptions options;
   options.uri = std::string(uri);
-  if (uri.starts_with("nbds"))
-    bad("TLS to the upstream (nbds://) is not supported: use nbd:// or nbd+unix://");
+  // nbds:// and nbds+unix:// are the same URIs with TLS required.
+  std::string plain;
+  if (uri.starts_with("nbds://") || uri.starts_with("nbds+unix://")) {
+    options.tls = true;
+    plain = "nbd" + std::string(uri.substr(4));
+    uri = plain;
+  }
   if (uri.starts_with(kUnixScheme)) {
     std::string_view rest = uri.substr(kUnixScheme.size());
     if (!rest.starts_with('/') && !rest.starts_with('?') && !rest.empty())
@@ -103,8 +108,8 @@ backends::NbdOptions parse_nbd_uri(std::string_view uri) {
     }
     return options;
   }
-  bad("unsupported NBD URI scheme (expected nbd://HOST[:PORT]/EXPORT or "
-      "nbd+unix:///EXPORT?socket=PATH)");
+  bad("unsupported NBD URI scheme (expected nbd[s]://HOST[:PORT]/EXPORT or "
+      "nbd[s]+unix:///EXPORT?socket=PATH)");
 }
 
 bool apply_nbd_option(backends::NbdOptions& options, std::string_view key, std::string_view value,
@@ -114,6 +119,12 @@ bool apply_nbd_option(backends::NbdOptions& options, std::string_view key, std::
     options.reconnect_delay = parse_seconds(key, value, 0);
   } else if (key == "connect-timeout") {
     options.connect_timeout = parse_seconds(key, value, 1);
+  } else if (key == "tls-certificates" || key == "tls-psk-file" || key == "tls-username") {
+    if (!options.tls) bad(std::string(key) + "= needs TLS to the upstream: an nbds:// or nbds+unix:// URI");
+    if (value.empty()) bad(std::string(key) + "= needs a value");
+    (key == "tls-certificates" ? options.tls_certificates
+     : key == "tls-psk-file"   ? options.tls_psk_file
+                               : options.tls_username) = std::string(value);
   } else if (key == "connections") {
     if (!parse_unsigned(value, kMaxConnections, options.connections) || options.connections == 0)
       bad("connections '" + std::string(value) + "' must be a number 1-" + std::to_string(kMaxConnections));

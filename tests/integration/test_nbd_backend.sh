@@ -52,7 +52,8 @@ expect_startup_error() {
 
 # ---- errors at startup ----
 expect_startup_error "URI without socket=" "needs ?socket=PATH" --export "x=nbd+unix:///e"
-expect_startup_error "nbds:// refused" "TLS to the upstream" --export "x=nbds://localhost/e"
+expect_startup_error "a TLS option on a clear upstream" "needs TLS to the upstream" \
+    --export "x=nbd://localhost/e,tls-psk-file=$T/psk"
 expect_startup_error "bad port" "port must be a number" --export "x=nbd://localhost:0/e"
 expect_startup_error "bad option" "connections '0'" --export "x=nbd://localhost/e,connections=0"
 expect_startup_error "no such socket" "No such file or directory" \
@@ -93,6 +94,25 @@ printf 'alice:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$
 chmod 600 "$T/psk"
 start_nbdkit "$T/tls.sock" --tls=require --tls-psk="$T/psk" memory 1M
 expect_startup_error "upstream requires TLS" "nbd upstream" --export "x=nbd+unix:///?socket=$T/tls.sock"
+printf 'alice:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$T/psk-wrong"
+expect_startup_error "TLS with the wrong pre-shared key" "nbd upstream .*TLS" \
+    --export "x=nbds+unix:///?socket=$T/tls.sock,tls-psk-file=$T/psk-wrong,tls-username=alice"
+expect_startup_error "TLS with a key file that is not there" "nbd upstream .*no-such.psk" \
+    --export "x=nbds+unix:///?socket=$T/tls.sock,tls-psk-file=$T/no-such.psk,tls-username=alice"
+# The same upstream over TLS with its key: what qemu-io writes through volgate is in the upstream,
+# read back over TLS directly.
+start_volgate --unix "$S" --export "t=nbds+unix:///?socket=$T/tls.sock,tls-psk-file=$T/psk,tls-username=alice"
+qemu-io -f raw -c 'write -P 0x3c 64k 256k' -c 'read -P 0x3c 64k 256k' "$(u t)" | grep -q 'read 262144/262144' ||
+    fail "nbds+unix: data does not go through"
+TLS_URI="nbds+unix:///?socket=$T/tls.sock&tls-psk-file=$T/psk" nbdsh -c '
+import os
+h.set_uri_allow_local_file(True)
+h.set_tls_username("alice")
+h.connect_uri(os.environ["TLS_URI"])
+assert h.pread(256 << 10, 64 << 10) == b"\x3c" * (256 << 10)' 2>"$T/err" ||
+    fail "nbds+unix: the upstream does not hold what was written through volgate: $(cat "$T/err")"
+stop_volgate
+pass "nbds+unix:// with tls-psk-file: qemu-io writes through volgate land in a TLS-only upstream; a wrong key or a missing file is one line at start"
 # A server that accepts the connection and never answers: the handshake is cut at connect-timeout.
 "$SYSPY" -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); time.sleep(60)' \
     "$T/mute.sock" &

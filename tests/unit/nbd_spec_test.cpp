@@ -66,7 +66,7 @@ TEST(NbdSpec, BadUris) {
   EXPECT_NE(refused("nbd://h/a%zz").find("%-escape"), std::string::npos);
   EXPECT_NE(refused("nbd://h/a%00").find("%-escape"), std::string::npos);
   EXPECT_NE(refused("nbd://h/a%4").find("%-escape"), std::string::npos);
-  EXPECT_NE(refused("nbds://h/x").find("TLS"), std::string::npos);
+  EXPECT_NE(refused("nbds+vsock:///x").find("unsupported"), std::string::npos);
   EXPECT_NE(refused("nbd+vsock:///x").find("unsupported"), std::string::npos);
   EXPECT_NE(refused(("nbd://h/" + std::string(4097, 'a')).c_str()).find("longer"), std::string::npos);
 }
@@ -106,4 +106,23 @@ TEST(NbdSpec, FormatsBackReadably) {
   auto again = parse_target_spec(format_backend(s));
   EXPECT_EQ(again.nbd.reconnect_delay, std::chrono::seconds(7));
   EXPECT_EQ(format_backend(parse_target_spec("nbd://h/e")), "nbd://h/e");
+}
+
+// nbds:// is nbd:// with TLS required; its options go with it (a hand-over's successor opens
+// the upstream the same way), and refuse a clear URI.
+TEST(NbdSpec, TlsUpstreams) {
+  auto s = parse_target_spec("nbds+unix:///e?socket=/s,tls-psk-file=/k,tls-username=alice");
+  EXPECT_TRUE(s.nbd.tls);
+  EXPECT_EQ(s.nbd.socket, "/s");
+  EXPECT_EQ(s.nbd.tls_psk_file, "/k");
+  EXPECT_EQ(s.nbd.tls_username, "alice");
+  EXPECT_EQ(format_backend(s), "nbds+unix:///e?socket=/s,tls-psk-file=/k,tls-username=alice");
+  auto x509 = parse_target_spec("nbds://h:10810/e,tls-certificates=/etc/pki/volgate");
+  EXPECT_TRUE(x509.nbd.tls);
+  EXPECT_EQ(x509.nbd.host, "h");
+  EXPECT_EQ(x509.nbd.port, 10810u);
+  EXPECT_EQ(x509.nbd.tls_certificates, "/etc/pki/volgate");
+  EXPECT_FALSE(parse_target_spec("nbd://h/e").nbd.tls);
+  EXPECT_THROW(parse_target_spec("nbd://h/e,tls-psk-file=/k"), std::invalid_argument);
+  EXPECT_THROW(parse_target_spec("nbds://h/e,tls-psk-file="), std::invalid_argument);
 }
