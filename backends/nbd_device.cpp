@@ -171,6 +171,13 @@ struct NbdDevice::Connection {
 };
 
 std::shared_ptr<NbdDevice> NbdDevice::open(const NbdOptions& options) {
+  // volgate connects nbd:// upstreams to the addresses it resolved itself, and this libnbd
+  // (1.14) then knows no host name to check an x509 certificate against: refused rather than
+  // half-verified. A pre-shared key, or x509 over a unix socket, has no host name to check.
+  if (options.tls && options.socket.empty() && options.tls_psk_file.empty())
+    throw std::runtime_error("nbd upstream " + options.uri +
+                             ": x509 TLS to a TCP upstream is not supported (its certificate's host name "
+                             "could not be checked): use tls-psk-file= or nbds+unix://");
   std::shared_ptr<NbdDevice> device(new NbdDevice(options));
   device->start(options.connections);
   return device;

@@ -94,6 +94,8 @@ printf 'alice:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$
 chmod 600 "$T/psk"
 start_nbdkit "$T/tls.sock" --tls=require --tls-psk="$T/psk" memory 1M
 expect_startup_error "upstream requires TLS" "nbd upstream" --export "x=nbd+unix:///?socket=$T/tls.sock"
+expect_startup_error "x509 to a TCP upstream" "x509 TLS to a TCP upstream is not supported" \
+    --export "x=nbds://127.0.0.1:$(free_tcp_port)/e,tls-certificates=$T"
 printf 'alice:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$T/psk-wrong"
 expect_startup_error "TLS with the wrong pre-shared key" "nbd upstream .*TLS" \
     --export "x=nbds+unix:///?socket=$T/tls.sock,tls-psk-file=$T/psk-wrong,tls-username=alice"
