@@ -1,6 +1,16 @@
 # Talking to the controller's Cinder API from a test: the cinder CLI (admin token) and curl.
-# Sourced by tests that set T (work dir), AUTH (a file with the X-Auth-Token header), URL,
-# PROJECT and SYSPY first; these are read when a function is called.
+# Sourced by tests that set T (work dir), STATE (the controller's), URL, PROJECT and SYSPY
+# first; these are read when a function is called.
+
+# use_admin_token: the controller's admin token for the cinder CLI (environment) and for curl
+# (AUTH, a header file only the test can read).
+use_admin_token() {
+    unset OS_AUTH_TYPE OS_AUTH_PLUGIN OS_AUTH_SYSTEM OS_AUTH_URL OS_USERNAME OS_PASSWORD
+    OS_TOKEN=$(cat "$STATE/token")
+    export OS_TOKEN CINDER_ENDPOINT=$URL/v3/$PROJECT OS_PROJECT_ID=$PROJECT OS_VOLUME_API_VERSION=3.53
+    AUTH=$T/auth.header
+    (umask 077 && printf 'X-Auth-Token: %s\n' "$OS_TOKEN" >"$AUTH")
+}
 
 # cinder ARGS...: the CLI; its output, or the test fails with what it said.
 cinder() { command cinder --os-auth-type admin_token "$@" >"$T/out" 2>"$T/err" || fail "cinder $*: $(cat "$T/err" "$T/out")"; cat "$T/out"; }

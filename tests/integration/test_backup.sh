@@ -44,14 +44,9 @@ cat >"$T/controller.json" <<JSON
 JSON
 start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
 
-unset OS_AUTH_TYPE OS_AUTH_PLUGIN OS_AUTH_SYSTEM OS_AUTH_URL OS_USERNAME OS_PASSWORD
-OS_TOKEN=$(cat "$STATE/token")
-export OS_TOKEN CINDER_ENDPOINT=$URL/v3/$PROJECT OS_PROJECT_ID=$PROJECT OS_VOLUME_API_VERSION=3.53
-AUTH=$T/auth.header
-(umask 077 && printf 'X-Auth-Token: %s\n' "$OS_TOKEN" >"$AUTH")
-
-# cinder, field, get, wait_status, gone
+# cinder, field, get, wait_status, gone; the admin token for the CLI and curl
 . "$(dirname "$0")/cinder_api_lib.sh"
+use_admin_token
 # cinder_fails CODE ARGS...: the command must fail with HTTP CODE; prints the message
 cinder_fails() {
     local code=$1

@@ -49,13 +49,9 @@ start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
 CTL_LOG=${VG_LOG_OF[$CTL_PID]}
 export CEPH_CONF CEPH_KEYRING CEPH_POOL CTL_LOG
 
-unset OS_AUTH_TYPE OS_AUTH_PLUGIN OS_AUTH_SYSTEM OS_AUTH_URL OS_USERNAME OS_PASSWORD
-OS_TOKEN=$(cat "$STATE/token")
-export OS_TOKEN CINDER_ENDPOINT=$URL/v3/$PROJECT OS_PROJECT_ID=$PROJECT OS_VOLUME_API_VERSION=3.53
-AUTH=$T/auth.header
-(umask 077 && printf 'X-Auth-Token: %s\n' "$OS_TOKEN" >"$AUTH")
-# cinder, field, get, wait_status, gone
+# cinder, field, get, wait_status, gone; the admin token for the CLI and curl
 . "$(dirname "$0")/cinder_api_lib.sh"
+use_admin_token
 # first8 VOLUME: its first 8 MiB as the gateway serves it (while attached)
 first8() {
     rm -f "$T/first8"
