@@ -232,10 +232,24 @@ awaitable<bool> Session::read_payload(std::byte* out, size_t length) {
     }
     co_return true;
   }
-  size_t n = co_await asio::async_read(socket_, asio::buffer(out + buffered, length - buffered),
-                                       asio::redirect_error(use_awaitable, ec));
-  received_ += n;
-  co_return !ec;
+  // Read by hand rather than with asio::async_read, for two reasons. received_ must grow with
+  // every piece: a shutdown() while the payload arrives computes where the client's stream ends
+  // from it, and a count that lagged behind by the pieces read so far put that end too early
+  // (requests sent before the stop were then never read). And async_read asks for 64 KiB at a
+  // time, each piece an event-loop turn; here each recv takes all the kernel holds, and the
+  // loop waits only when it holds nothing.
+  for (size_t done = buffered; done < length;) {
+    size_t n = socket_.read_some(asio::buffer(out + done, length - done), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      co_await socket_.async_wait(Socket::wait_read, asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return false;
+      continue;
+    }
+    if (ec || n == 0) co_return false;
+    done += n;
+    received_ += n;
+  }
+  co_return true;
 }
 
 // Skips a payload we refuse, through the receive buffer, without holding it in memory.
