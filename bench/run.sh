@@ -23,7 +23,8 @@ ALL_SERVERS+=(volgate-nbd-memory)
 TLS_SERVERS=(volgate-file-tls nbdkit-file-tls qemu-nbd-tls)
 ALL_SERVERS+=("${TLS_SERVERS[@]}")
 # Rows on a Ceph RBD image; they need --ceph, which starts a throwaway cluster.
-RBD_SERVERS=(volgate-rbd qemu-nbd-rbd rbd-bench)
+RBD_SERVERS=(volgate-rbd qemu-nbd-rbd qsd-rbd rbd-bench)
+is_rbd_row() { [[ " ${RBD_SERVERS[*]} " == *" ${1%@base} "* ]]; }  # NAME or NAME@base
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
 
 RUNTIME=10
@@ -76,6 +77,8 @@ Options:
                      file in /var/tmp), and add the RBD rows on one image of --size:
                        volgate-rbd    volgate serve rbd:POOL/IMAGE
                        qemu-nbd-rbd   qemu-nbd with its rbd driver, --cache=writeback
+                       qsd-rbd        qemu-storage-daemon: the same rbd driver and cache
+                                      (writeback), its NBD export over a unix socket
                        rbd-bench      \`rbd bench\` with the same pattern, thread count and
                                       duration: the cluster's own ceiling (no NBD)
   --repeat N         run every row N times (default 1), all servers of a workload one after
@@ -117,8 +120,13 @@ volgate-nbd-memory is volgate serving nbd+unix:///?socket=UPSTREAM, a private \`
 memory --size\` started once for the run (its CPU is counted neither as the server's nor as
 other CPU); its ×nbdkit ratios compare it with the nbdkit-memory row, i.e. with going to the
 same kind of upstream directly.
+The RBD table (--ceph) gives volgate-rbd's MiB/s against qemu-nbd-rbd, qsd-rbd and rbd-bench,
+and its CPU bar: rbd-bench's server CPU-seconds per GiB plus volgate-memory's on the same
+workload (librbd's cost plus the NBD hop), so add volgate-memory to --servers for it. With
+--baseline, volgate-rbd@base is the same row served by the earlier binary.
 Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
-/usr/bin/python3; tgt and qemu-block-extra for the iSCSI rows.
+/usr/bin/python3; tgt and qemu-block-extra for the iSCSI rows; ceph, qemu-block-extra and
+qemu-storage-daemon (qemu-system-x86) for the RBD rows.
 Exits non-zero if any row failed; the failures are listed under the table.
 EOF
 }
@@ -170,14 +178,14 @@ IFS=, read -r -a SERVERS <<<"$SERVERS_ARG"
 IFS=, read -r -a WORKLOADS <<<"$WORKLOADS_ARG"
 need_ceph=0
 for s in "${SERVERS[@]}"; do
-  if [[ " ${RBD_SERVERS[*]} " == *" $s "* ]]; then
+  if is_rbd_row "$s"; then
     need_ceph=1
     [[ -n $CEPH_STORE ]] || die "server '$s' needs a cluster: add --ceph memstore (or bluestore)"
   else
     [[ " ${ALL_SERVERS[*]} " == *" ${s%@base} "* ]] || die "unknown server '$s'"
-    [[ $s != *@base || ($s == volgate-* && -x ${BASELINE:-}) ]] ||
-      die "server '$s' needs --baseline with an executable volgate, and a volgate-* row"
   fi
+  [[ $s != *@base || ($s == volgate-* && -x ${BASELINE:-}) ]] ||
+    die "server '$s' needs --baseline with an executable volgate, and a volgate-* row"
 done
 for w in "${WORKLOADS[@]}"; do [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w'"; done
 (((${#SERVERS[@]} || FUSE_ROWS) && ${#WORKLOADS[@]})) || die "empty --servers or --workloads"
@@ -196,6 +204,7 @@ for s in "${SERVERS[@]}"; do
   case $s in
     nbdkit-*) command -v nbdkit >/dev/null || die "nbdkit not found" ;;
     qemu-nbd*) command -v qemu-nbd >/dev/null || die "qemu-nbd not found" ;;
+    qsd-*) command -v qemu-storage-daemon >/dev/null || die "qemu-storage-daemon not found (apt-get install qemu-system-x86)" ;;
   esac
   case $s in
     *-iscsi*) command -v tgtd >/dev/null || die "tgtd not found (apt-get install tgt)" ;;
@@ -304,6 +313,13 @@ server_cmd() { # server sock -> prints argv, one per line
                       --export "bench=rbd:$CEPH_POOL/bench,ceph-conf=$CEPH_CONF,keyring=$CEPH_KEYRING" ;;
     qemu-nbd-rbd)   printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --image-opts \
                       "driver=rbd,pool=$CEPH_POOL,image=bench,conf=$CEPH_CONF,user=admin" ;;
+    # The same driver under qemu-storage-daemon: cache.direct=off keeps librbd's cache on (as
+    # qemu-nbd's --cache=writeback does) and an export is writeback unless writethrough=on.
+    # name= (empty) is the default export fio's URI asks for, as with qemu-nbd.
+    qsd-rbd)        printf '%s\n' qemu-storage-daemon \
+                      --blockdev "driver=rbd,node-name=rbd0,pool=$CEPH_POOL,image=bench,conf=$CEPH_CONF,user=admin,cache.direct=off" \
+                      --nbd-server "addr.type=unix,addr.path=$sock" \
+                      --export "type=nbd,id=exp0,node-name=rbd0,name=,writable=on" ;;
     volgate-iscsi)  printf '%s\n' "$VOLGATE" serve --unix "$sock" --export "bench=iscsi://127.0.0.1:$TGTD_PORT/$ISCSI_IQN/1" ;;
     volgate-iscsi-rr) printf '%s\n' "$VOLGATE" serve --unix "$sock" \
                       --export "bench=iscsi://127.0.0.1:$TGTD_PORT,127.0.0.2:$TGTD_PORT/$ISCSI_IQN/1,path-policy=round-robin" ;;
@@ -829,14 +845,14 @@ report() {
   echo "  against volgate-luks2 for the plugin's LUKS2 row; ×volgate-file = the plugin / volgate serve on the same image"
   echo
   local w s ref r1 r2 plain=0
-  for s in "${SERVERS[@]}"; do [[ " ${RBD_SERVERS[*]} " == *" $s "* ]] || plain=1; done
+  for s in "${SERVERS[@]}"; do is_rbd_row "$s" || plain=1; done
   if ((plain)); then
     echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | other CPU % | peak RSS MiB | MiB/s ×nbdkit | CPU/GiB ×nbdkit | MiB/s ×best other LUKS | MiB/s ×volgate-file |"
     echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
   fi
   for w in "${WORKLOADS[@]}"; do
     for s in "${SERVERS[@]}"; do
-      [[ " ${RBD_SERVERS[*]} " == *" $s "* ]] && continue
+      is_rbd_row "$s" && continue
       if [[ -n ${RES[$s|$w|err]:-} ]]; then
         echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | | | |"
         continue
@@ -904,26 +920,42 @@ rbd_report() {
   echo
   echo "- Ceph CPU % = ceph-mon + ceph-osd utime+stime over the measured window; for rbd-bench, srv CPU is the rbd process"
   echo "  (librbd + the benchmark loop) and fio CPU is empty; its latency is io-threads / IOPS."
-  echo "- ×qemu-nbd-rbd and ×rbd bench = volgate-rbd MiB/s / theirs on the same workload"
+  echo "- ×qemu-nbd-rbd, ×qsd-rbd and ×rbd bench = volgate-rbd MiB/s / theirs on the same workload"
+  echo "- CPU bar = rbd-bench's srv CPU s/GiB + volgate-memory's on the same workload (librbd's own cost plus"
+  echo "  the NBD hop; volgate-memory's row must be in --servers); met when volgate-rbd's srv CPU s/GiB is at most that"
   echo
-  echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | Ceph CPU % | other CPU % | peak RSS MiB | MiB/s ×qemu-nbd-rbd | MiB/s ×rbd bench |"
-  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-  local w s r1 r2
+  echo "| workload | server | MiB/s | IOPS | lat µs | srv CPU s/GiB | srv CPU % | fio CPU % | Ceph CPU % | other CPU % | peak RSS MiB | MiB/s ×qemu-nbd-rbd | MiB/s ×qsd-rbd | MiB/s ×rbd bench | CPU bar s/GiB |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  local w s r1 r2 r3 bar rows=()
+  for s in "${RBD_SERVERS[@]}"; do
+    [[ " ${SERVERS[*]} " == *" $s "* ]] && rows+=("$s")
+    [[ " ${SERVERS[*]} " == *" $s@base "* ]] && rows+=("$s@base")
+  done
   for w in "${WORKLOADS[@]}"; do
-    for s in "${RBD_SERVERS[@]}"; do
-      [[ " ${SERVERS[*]} " == *" $s "* ]] || continue
+    for s in "${rows[@]}"; do
       if [[ -n ${RES[$s|$w|err]:-} ]]; then
-        echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | | |"
+        echo "| $w | $s | ERROR: ${RES[$s|$w|err]} | | | | | | | | | | | | |"
         continue
       fi
-      r1="" r2=""
-      if [[ $s == volgate-rbd ]]; then
+      r1="" r2="" r3="" bar=""
+      if [[ ${s%@base} == volgate-rbd ]]; then
         r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[qemu-nbd-rbd|$w|mibs]:-}")
-        r2=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[rbd-bench|$w|mibs]:-}")
+        r2=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[qsd-rbd|$w|mibs]:-}")
+        r3=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[rbd-bench|$w|mibs]:-}")
+        bar=$(rbd_cpu_bar "$s" "$w")
       fi
-      echo "| $w | $s | ${RES[$s|$w|mibs]:-} | ${RES[$s|$w|iops]:-} | ${RES[$s|$w|lat]:-} | ${RES[$s|$w|cpug]:-?} | ${RES[$s|$w|cpup]:-?} | ${RES[$s|$w|fcpu]:-} | ${RES[$s|$w|ceph]:-?} | ${RES[$s|$w|other]:-?} | ${RES[$s|$w|rss]:-?} | $r1 | $r2 |"
+      echo "| $w | $s | ${RES[$s|$w|mibs]:-} | ${RES[$s|$w|iops]:-} | ${RES[$s|$w|lat]:-} | ${RES[$s|$w|cpug]:-?} | ${RES[$s|$w|cpup]:-?} | ${RES[$s|$w|fcpu]:-} | ${RES[$s|$w|ceph]:-?} | ${RES[$s|$w|other]:-?} | ${RES[$s|$w|rss]:-?} | $r1 | $r2 | $r3 | $bar |"
     done
   done
+}
+
+# rbd_cpu_bar SERVER WORKLOAD -> "BAR met" / "BAR NOT met" (issue 21: librbd's cost, measured
+# by rbd bench, plus the NBD hop, measured by volgate-memory), or "n/a" when a row is missing.
+rbd_cpu_bar() {
+  local s=$1 w=$2 lib=${RES[rbd-bench|$2|cpug]:-} hop=${RES[volgate-memory|$2|cpug]:-} own=${RES[$1|$2|cpug]:-}
+  if [[ -z $lib || -z $hop || -z $own ]]; then echo "n/a"; return; fi
+  awk -v lib="$lib" -v hop="$hop" -v own="$own" \
+    'BEGIN{ bar = lib + hop; printf "%.3f %s", bar, (own <= bar ? "met" : "NOT met") }'
 }
 
 report_text=$(report)
