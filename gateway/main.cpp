@@ -11,6 +11,7 @@
 #include "gateway/gateway_command.hpp"
 #include "gateway/luks_command.hpp"
 #include "gateway/serve_command.hpp"
+#include "gateway/serve_process.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"volgate: a user-space storage gateway (NBD exports of file, memory, RBD and iSCSI volumes, "
@@ -47,6 +48,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Before any thread or export exists (see serve_process.hpp).
+  if (serve->parsed()) volgate::gateway::restart_with_malloc_settings(argv);
   auto logger = spdlog::stderr_color_mt("volgate");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

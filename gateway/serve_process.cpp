@@ -1,8 +1,11 @@
 #include "gateway/serve_process.hpp"
 
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <string>
 #include <system_error>
 
 namespace volgate::gateway {
@@ -22,6 +25,25 @@ rlim_t raise_open_file_limit() {
   const rlim_t before = limit.rlim_cur;
   limit.rlim_cur = limit.rlim_max;
   return ::setrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_cur : before;
+}
+
+void restart_with_malloc_settings(char** argv) {
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  // (Sanitizer builds bring their own allocator, which has no such cache.)
+  const char* before = std::getenv("GLIBC_TUNABLES");
+  const std::string tunables = before ? before : "";
+  if (tunables.find("glibc.malloc.tcache_max=") != std::string::npos) return;
+  const std::string ours = "glibc.malloc.tcache_max=" + std::to_string(kTcacheMaxBytes);
+  if (::setenv("GLIBC_TUNABLES", (tunables.empty() ? ours : tunables + ":" + ours).c_str(), 1) != 0) return;
+  ::execv("/proc/self/exe", argv);
+  // Not restarted: carry on with glibc's defaults (more memory, nothing else changes).
+  if (before)
+    ::setenv("GLIBC_TUNABLES", before, 1);
+  else
+    ::unsetenv("GLIBC_TUNABLES");
+#else
+  (void)argv;
+#endif
 }
 
 }  // namespace volgate::gateway
