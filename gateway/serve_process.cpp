@@ -35,6 +35,14 @@ void restart_with_malloc_settings(char** argv) {
   if (tunables.find("glibc.malloc.tcache_max=") != std::string::npos) return;
   const std::string ours = "glibc.malloc.tcache_max=" + std::to_string(kTcacheMaxBytes);
   if (::setenv("GLIBC_TUNABLES", (tunables.empty() ? ours : tunables + ":" + ours).c_str(), 1) != 0) return;
+  // The program's own path, so that the process keeps its name (a process started through
+  // /proc/self/exe is called "exe"); that link is the fallback if the file has gone.
+  char path[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n > 0) {
+    path[n] = '\0';
+    ::execv(path, argv);
+  }
   ::execv("/proc/self/exe", argv);
   // Not restarted: carry on with glibc's defaults (more memory, nothing else changes).
   if (before)
