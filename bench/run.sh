@@ -952,7 +952,7 @@ rbd_report() {
 # rbd_cpu_bar SERVER WORKLOAD -> "BAR met" / "BAR NOT met" (issue 21: librbd's cost, measured
 # by rbd bench, plus the NBD hop, measured by volgate-memory), or "n/a" when a row is missing.
 rbd_cpu_bar() {
-  local s=$1 w=$2 lib=${RES[rbd-bench|$2|cpug]:-} hop=${RES[volgate-memory|$2|cpug]:-} own=${RES[$1|$2|cpug]:-}
+  local lib=${RES[rbd-bench|$2|cpug]:-} hop=${RES[volgate-memory|$2|cpug]:-} own=${RES[$1|$2|cpug]:-}
   if [[ -z $lib || -z $hop || -z $own ]]; then echo "n/a"; return; fi
   awk -v lib="$lib" -v hop="$hop" -v own="$own" \
     'BEGIN{ bar = lib + hop; printf "%.3f %s", bar, (own <= bar ? "met" : "NOT met") }'
