@@ -25,11 +25,16 @@ rlim_t raise_open_file_limit();
 // them as if in use and hand them out again there. They pin the middle of the messenger's
 // arena, whose freed buffers then cannot merge into the next aligned one, and the arena grows
 // to its 64 MiB maximum. Measured (volgate serve rbd:, memstore OSD, fio 1 MiB sequential reads
-// at depth 16, glibc 2.36): peak RSS 127-151 MiB with the defaults, 80-82 MiB with tcache_max
-// at 128 bytes or the cache off, against 42 MiB at rest; no change in CPU per GiB beyond the
-// noise. No mallopt() setting reaches the cache; fixing mmap_threshold or trim_threshold
-// bounds the arena too but maps and faults every 1 MiB buffer in anew (CPU per GiB doubled),
-// and fewer arenas (MALLOC_ARENA_MAX) made it worse.
+// at depth 16, glibc 2.36, 42 MiB at rest): peak RSS 118-151 MiB with the defaults (cached
+// chunks up to 1032 bytes); with tcache_max at 768 bytes 105-113, 512: 96-100, 256: 89-91,
+// 128: 80-85, the cache off: 80-86. Writes and 4 KiB requests stay at 43-80 MiB either way.
+// CPU per GiB, 4 interleaved runs each on a busy 2-core host, old / new: seq-read 0.581 /
+// 0.592, seq-write 0.632 / 0.658, rand-read 11.6 / 12.4, rand-write 17.3 / 18.5; an earlier set
+// had the new one lower on every row: within the runs' spread (10-30 %) both ways. No mallopt()
+// setting reaches the cache; fixing mmap_threshold or trim_threshold bounds the arena too but
+// maps and faults every 1 MiB buffer in anew (CPU per GiB doubled), fewer arenas
+// (MALLOC_ARENA_MAX 1, 2, 4) made it worse (151-178 MiB), and tcmalloc preloaded (82-88 MiB)
+// took 4 MiB more at rest and, in two runs, 10-30 % more CPU per GiB on a file export's writes.
 inline constexpr unsigned kTcacheMaxBytes = 128;
 void restart_with_malloc_settings(char** argv);
 
