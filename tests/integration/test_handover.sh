@@ -39,6 +39,19 @@ FIRST_PID=$VG_PID
 serving_pid() { curl -sf --max-time 5 --unix-socket "$CTL" http://gateway/v1/health | "$SYSPY" -c 'import json,sys; print(json.load(sys.stdin)["pid"])'; }
 assert_eq "$(serving_pid)" "$FIRST_PID" "the first gateway's pid"
 
+# wait_connections N: until the serving gateway has N client connections (fio connects in its
+# own time; a hand-over started before would carry fewer), then a moment for their I/O to run
+wait_connections() {
+    local i n
+    for ((i = 0; i < 300; i++)); do
+        n=$(curl -sf --max-time 5 --unix-socket "$CTL" http://gateway/v1/health |
+            "$SYSPY" -c 'import json,sys; print(json.load(sys.stdin)["connections"])' 2>/dev/null) || n=0
+        ((n >= $1)) && { sleep 0.3; return 0; }
+        sleep 0.1
+    done
+    fail "the gateway had $n of $1 client connections after 30 s"
+}
+
 # restart: one hand-over through the CLI; its log goes to restart.log
 restart() { "$VOLGATE" gateway restart --control "$CTL" --log "$T/restart.log" >>"$T/restart.out"; }
 watch_log "$T/restart.log"
@@ -83,7 +96,7 @@ stop_fios() {
 # --- 20 hand-overs under fio --------------------------------------------------------------------
 FIO_PIDS=()
 for e in "${EXPORTS[@]}"; do start_fio "$e" 300; done
-sleep 1
+wait_connections 3
 for i in $(seq 1 20); do
     restart || fail "hand-over $i failed: $(tail -n 5 "$T/restart.log")"
     sleep 0.2
@@ -241,7 +254,7 @@ pass "running gateway killed before 'ready': the successor serves every export, 
 # Before `adopted`: the connections were sent; the successor serves them and fio goes on.
 FIO_PIDS=()
 for e in "${EXPORTS[@]}"; do start_fio "$e" 4; done
-sleep 1
+wait_connections 3
 kill_during adopted
 wait_fios
 for e in "${EXPORTS[@]}"; do check_fio_verified "$e"; done
