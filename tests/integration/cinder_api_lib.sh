@@ -14,8 +14,6 @@ use_admin_token() {
 
 # cinder ARGS...: the CLI; its output, or the test fails with what it said.
 cinder() { command cinder --os-auth-type admin_token "$@" >"$T/out" 2>"$T/err" || fail "cinder $*: $(cat "$T/err" "$T/out")"; cat "$T/out"; }
-# field KEY: the value of KEY in a CLI table on standard input
-field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
 # get KIND ID EXPR: a field of GET /v3/PROJECT/KIND/ID (curl: quicker than the CLI for polling)
 get() {
     curl -s -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.53' "$URL/v3/$PROJECT/$1/$2" |

@@ -60,6 +60,10 @@ assert_eq() {
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
+# field KEY: the value in the row KEY of a table the OpenStack CLIs (cinder, nova) print, read
+# on standard input
+field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
+
 _make_tmp() {
     local base
     for base in /dev/shm "${TMPDIR:-/tmp}"; do

@@ -55,7 +55,6 @@ refused() {
     [[ $rc != 0 ]] || fail "cinder $* succeeded: $(cat "$T/out")"
     grep -qF -- "$text" "$T/out" "$T/err" || fail "cinder $*: expected '$text', got: $(cat "$T/out" "$T/err")"
 }
-field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
 show() { run_cinder show "$1" | field "$2"; }
 snap_show() { run_cinder snapshot-show "$1" | field "$2"; }
 wait_status() {  # wait_status show|snap_show ID STATUS

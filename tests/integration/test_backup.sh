@@ -44,7 +44,7 @@ cat >"$T/controller.json" <<JSON
 JSON
 start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
 
-# cinder, field, get, wait_status, gone; the admin token for the CLI and curl
+# cinder, get, wait_status, gone; the admin token for the CLI and curl
 . "$(dirname "$0")/cinder_api_lib.sh"
 use_admin_token
 # cinder_fails CODE ARGS...: the command must fail with HTTP CODE; prints the message

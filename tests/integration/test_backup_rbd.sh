@@ -49,7 +49,7 @@ start_controller "$T/controller.json" "$SOCK" '^http://' --gateway
 CTL_LOG=${VG_LOG_OF[$CTL_PID]}
 export CEPH_CONF CEPH_KEYRING CEPH_POOL CTL_LOG
 
-# cinder, field, get, wait_status, gone; the admin token for the CLI and curl
+# cinder, get, wait_status, gone; the admin token for the CLI and curl
 . "$(dirname "$0")/cinder_api_lib.sh"
 use_admin_token
 # first8 VOLUME: its first 8 MiB as the gateway serves it (while attached)

@@ -48,8 +48,6 @@ unset OS_VOLUME_API_VERSION OS_AUTH_URL OS_USERNAME OS_PASSWORD
 
 # cinder ARGS...: the CLI at our highest version; output in $T/out, stderr in $T/err
 cinder_max() { OS_VOLUME_API_VERSION=$MAX_VERSION cinder "$@" >"$T/out" 2>"$T/err" || fail "cinder $*: $(cat "$T/err")"; cat "$T/out"; }
-# field KEY < table: the value of KEY in the "| Property | Value |" table cinder prints
-field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
 show() { cinder_max show "$1" | field "$2"; }
 # wait_for VOLUME KEY VALUE: until `cinder show` gives KEY = VALUE (10 s)
 wait_for() {

@@ -67,7 +67,6 @@ cinder_refused() {
     if command cinder --os-auth-type admin_token "$@" >"$T/out" 2>"$T/err"; then fail "cinder $* succeeded: $(cat "$T/out")"; fi
     cat "$T/out" "$T/err"
 }
-field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
 json() { "$SYSPY" -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print(r if not isinstance(r, (dict, list)) else json.dumps(r))' "$1"; }
 # The token goes to curl in a header file, never on its command line.
 AUTH=$T/auth.header

@@ -79,7 +79,6 @@ export OS_PROJECT_ID=default  # novaclient insists on one; the bare /v2.1 endpoi
 export OS_AUTH_URL=http://127.0.0.1:1/unused
 # novac ARGS...: output in $T/out, stderr in $T/err
 novac() { command nova --os-auth-type admin_token --os-endpoint "$URL/v2.1" "$@" >"$T/out" 2>"$T/err"; }
-field() { awk -F'|' -v k="$1" '{key=$2; gsub(/^ +| +$/, "", key)} key == k {v=$3; gsub(/^ +| +$/, "", v); print v; exit}'; }
 
 novac list || fail "nova list: $(cat "$T/err")"
 grep -Eq "\| $uuid \| $GUEST +\| ACTIVE" "$T/out" || fail "nova list: $(cat "$T/out")"
