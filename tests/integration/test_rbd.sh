@@ -130,7 +130,7 @@ def completes_within(c, seconds):
 def thread_state(pid, tid):
     try:
         return open("/proc/%d/task/%s/stat" % (pid, tid)).read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:  # the thread ended meanwhile
+    except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
         return "T"
 def stopped(pid):  # every thread of PID in state T: kill() returns before they all are
     return all(thread_state(pid, t) in "tT" for t in os.listdir("/proc/%d/task" % pid))

@@ -292,7 +292,7 @@ deadline = time.monotonic() + 30
 while True:
     try:
         st = open("/proc/%d/stat" % PID).read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before the open, or between open and read
         break
     if st == "Z":
         break
