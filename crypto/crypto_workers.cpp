@@ -20,13 +20,27 @@ struct Batch {
   }
 };
 
-// One queued piece of work: a share of a run(), or a submitted job.
-struct CryptoWorkers::Share {
-  const std::function<void(size_t, size_t)>* work;  // valid until the batch is finished
+// One helper's share of a run(); it deletes itself once done.
+struct CryptoWorkers::Share final : CryptoWorkers::Job {
+  Share(const std::function<void(size_t, size_t)>& work, size_t first, size_t count,
+        std::shared_ptr<Batch> batch)
+      : work(work), first(first), count(count), batch(std::move(batch)) {}
+
+  void run() noexcept override {
+    std::exception_ptr error;
+    try {
+      work(first, count);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    batch->finished(error);
+    delete this;
+  }
+
+  const std::function<void(size_t, size_t)>& work;  // valid until the batch is finished
   size_t first;
   size_t count;
   std::shared_ptr<Batch> batch;
-  std::function<void()> job;  // set for submit(), instead of the above
 };
 
 CryptoWorkers& CryptoWorkers::instance() {
@@ -57,20 +71,10 @@ void CryptoWorkers::run(size_t units, const std::function<void(size_t, size_t)>&
   const size_t own = units - per_part * (parts - 1);
   std::vector<std::unique_ptr<Share>> shares;
   for (size_t i = 0; i + 1 < parts; ++i)
-    shares.push_back(std::make_unique<Share>(Share{&work, own + i * per_part, per_part, batch}));
+    shares.push_back(std::make_unique<Share>(work, own + i * per_part, per_part, batch));
   {
     std::lock_guard lock(mutex_);
-    size_t queued = 0;
-    try {
-      for (auto& share : shares) {
-        queue_.push_back(share.get());
-        ++queued;
-      }
-    } catch (...) {
-      queue_.erase(queue_.end() - static_cast<ptrdiff_t>(queued), queue_.end());
-      throw;  // nothing of this batch is left where a helper could find it
-    }
-    for (auto& share : shares) share.release();  // helpers own them now
+    for (auto& share : shares) push(share.release());  // helpers own them now
   }
   wake_.notify_all();
   std::exception_ptr error;
@@ -85,41 +89,37 @@ void CryptoWorkers::run(size_t units, const std::function<void(size_t, size_t)>&
   if (batch->error) std::rethrow_exception(batch->error);
 }
 
-void CryptoWorkers::submit(std::function<void()> job) {
-  auto share = std::make_unique<Share>(Share{nullptr, 0, 0, nullptr, std::move(job)});
+void CryptoWorkers::submit(Job& job) noexcept {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(share.get());
-    share.release();
+    push(&job);
   }
   wake_.notify_one();
 }
 
+void CryptoWorkers::push(Job* job) {
+  job->next_ = nullptr;
+  (tail_ ? tail_->next_ : head_) = job;
+  tail_ = job;
+}
+
+CryptoWorkers::Job* CryptoWorkers::pop() {
+  Job* job = head_;
+  head_ = job->next_;
+  if (!head_) tail_ = nullptr;
+  return job;
+}
+
 void CryptoWorkers::helper_loop() {
   for (;;) {
-    std::unique_ptr<Share> share;
+    Job* job;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left to do
-      share.reset(queue_.front());
-      queue_.pop_front();
+      wake_.wait(lock, [this] { return stopping_ || head_; });
+      if (!head_) return;  // stopping, and nothing left to do
+      job = pop();
     }
-    if (share->job) {
-      try {
-        share->job();
-      } catch (...) {
-        // Jobs report their own errors; one that throws anyway must not take the helper down.
-      }
-      continue;
-    }
-    std::exception_ptr error;
-    try {
-      (*share->work)(share->first, share->count);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    share->batch->finished(error);
+    job->run();
   }
 }
 

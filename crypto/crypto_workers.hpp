@@ -1,7 +1,8 @@
 #pragma once
 // Helper threads for the cipher work of large requests, so AES runs on other cores than the
-// I/O threads: submit() hands a whole job over and returns (LuksDevice posts the result back to
-// its io_context); run() splits one job into shares, does one itself and waits for the rest.
+// I/O threads: submit() hands a whole job over and returns (crypto/helper_hand_off.hpp brings
+// its outcome back to the I/O thread); run() splits one job into shares, does one itself and
+// waits for the rest.
 //
 // Helpers run cipher work and, with it, copies to and from the page cache that wait for no
 // device and no I/O thread (BlockDevice::read_cached/write_cached); they never call run()
@@ -10,7 +11,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -20,6 +20,22 @@ namespace volgate::crypto {
 
 class CryptoWorkers {
  public:
+  // A unit of work for a helper, queued without allocating: the job itself is the queue's
+  // link. It must stay alive until a helper has called run(), where it may end.
+  class Job {
+   public:
+    // On a helper thread. Must not call CryptoWorkers::run() (a helper waiting for helpers
+    // could wait forever).
+    virtual void run() noexcept = 0;
+
+   protected:
+    ~Job() = default;
+
+   private:
+    friend class CryptoWorkers;
+    Job* next_ = nullptr;
+  };
+
   // The process-wide set: one helper per core beyond the first (at least one).
   static CryptoWorkers& instance();
 
@@ -32,17 +48,19 @@ class CryptoWorkers {
   // the calling thread, and returns once all are done. Exceptions from a share are rethrown.
   void run(size_t units, const std::function<void(size_t first, size_t count)>& work);
 
-  // Runs `job` on a helper thread and returns at once. The job must not throw and must not call
-  // run() (a helper waiting for helpers could wait forever).
-  void submit(std::function<void()> job);
+  // Has a helper call job.run() and returns at once.
+  void submit(Job& job) noexcept;
 
  private:
   struct Share;
   void helper_loop();
+  void push(Job* job);  // with mutex_ held
+  Job* pop();           // with mutex_ held, the queue not empty
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<Share*> queue_;
+  Job* head_ = nullptr;  // first out
+  Job* tail_ = nullptr;  // last in
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

@@ -3,13 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
-
 #include "common/buffer_pool.hpp"
-#include "common/current_context.hpp"
 #include "common/per_thread_pool.hpp"
-#include "crypto/crypto_workers.hpp"
+#include "crypto/helper_hand_off.hpp"
 
 namespace volgate::crypto {
 
@@ -57,12 +53,17 @@ static std::error_code cipher_failed() { return errno_code(EIO); }
 
 // A read: [0, ready) of `data` is read and decrypted already (on a helper, from the cache);
 // the rest is read from the base and then decrypted.
-struct LuksDevice::ReadOp {
+struct LuksDevice::ReadOp final : HelperHandOff {
+  ReadOp(const LuksDevice* self, uint64_t offset, std::span<std::byte> data, Completion done)
+      : self(self), offset(offset), data(data), done(std::move(done)) {}
+
   const LuksDevice* self;
   uint64_t offset;
   std::span<std::byte> data;
   Completion done;
   uint64_t ready = 0;
+
+  static ReadOp& of(HelperHandOff& h) { return static_cast<ReadOp&>(h); }
 
   void finish(std::error_code ec) {
     if (!ec) self->cipher_bytes_.add(kDecrypted, data.size());
@@ -71,22 +72,22 @@ struct LuksDevice::ReadOp {
     callback(ec);
   }
 
+  void decrypt_rest() {
+    auto rest = data.subspan(ready);
+    self->cipher_.decrypt_here(offset + ready, rest, rest.data());
+  }
+
   void read_rest() {
     const uint64_t at = self->info_.data_offset + offset + ready;
     self->base_->read(at, data.subspan(ready), [this](std::error_code ec) {
       if (ec) return finish(ec);
-      auto rest = data.subspan(ready);
-      if (rest.size() >= kOffloadBytes) {
+      if (data.size() - ready >= kOffloadBytes) {
         // Decrypt on a helper; the I/O thread goes on with other requests meanwhile.
-        return self->on_helper(
-            [this] {
-              auto rest = data.subspan(ready);
-              self->cipher_.decrypt_here(offset + ready, rest, rest.data());
-            },
-            [this](std::error_code e) { finish(e); });
+        return hand_to_helper([](HelperHandOff& h) { of(h).decrypt_rest(); },
+                              [](HelperHandOff& h, std::error_code e) { of(h).finish(e); });
       }
       try {
-        self->cipher_.decrypt_here(offset + ready, rest, rest.data());
+        decrypt_rest();
       } catch (const std::exception&) {
         ec = cipher_failed();
       }
@@ -99,11 +100,16 @@ void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion don
   auto* op = PerThreadPool<ReadOp>::make(this, offset, data, std::move(done));
   if (data.size() < kOffloadBytes || !base_->capabilities().can_read_cached) return op->read_rest();
   // Read what the cache holds and decrypt it piece by piece on a helper, then fetch the rest.
-  on_helper([op] { op->ready = op->self->read_cached_decrypted(op->offset, op->data); },
-            [op](std::error_code ec) {
-              if (ec || op->ready == op->data.size()) return op->finish(ec);
-              op->read_rest();
-            });
+  op->hand_to_helper(
+      [](HelperHandOff& h) {
+        ReadOp& op = ReadOp::of(h);
+        op.ready = op.self->read_cached_decrypted(op.offset, op.data);
+      },
+      [](HelperHandOff& h, std::error_code ec) {
+        ReadOp& op = ReadOp::of(h);
+        if (ec || op.ready == op.data.size()) return op.finish(ec);
+        op.read_rest();
+      });
 }
 
 uint64_t LuksDevice::read_cached_decrypted(uint64_t offset, std::span<std::byte> data) const {
@@ -121,7 +127,12 @@ uint64_t LuksDevice::read_cached_decrypted(uint64_t offset, std::span<std::byte>
 
 // A write: [0, written) is in the base already (encrypted and written into its cache on a
 // helper); the ciphertext of the rest is in `ciphertext`, written from this thread.
-struct LuksDevice::WriteOp {
+struct LuksDevice::WriteOp final : HelperHandOff {
+  WriteOp(LuksDevice* self, uint64_t offset, std::span<const std::byte> plaintext,
+          backends::WriteFlags flags, Buffer ciphertext, Completion done)
+      : self(self), offset(offset), plaintext(plaintext), flags(flags),
+        ciphertext(std::move(ciphertext)), done(std::move(done)) {}
+
   LuksDevice* self;
   uint64_t offset;
   std::span<const std::byte> plaintext;
@@ -129,12 +140,23 @@ struct LuksDevice::WriteOp {
   Buffer ciphertext;
   Completion done;
   uint64_t written = 0;
+  bool write_cached = false;  // on the helper: put what the base's cache takes there
+
+  static WriteOp& of(HelperHandOff& h) { return static_cast<WriteOp&>(h); }
 
   void finish(std::error_code ec) {
     if (!ec) self->cipher_bytes_.add(kEncrypted, plaintext.size());
     Completion callback = std::move(done);
     PerThreadPool<WriteOp>::destroy(this);
     callback(ec);
+  }
+
+  void encrypt() {
+    if (write_cached) {
+      written = self->encrypt_write_cached(offset, plaintext, ciphertext.data());
+    } else {
+      self->cipher_.encrypt_here(offset, plaintext, ciphertext.data());
+    }
   }
 
   void write_rest() {
@@ -146,36 +168,29 @@ struct LuksDevice::WriteOp {
 
 void LuksDevice::write(uint64_t offset, std::span<const std::byte> data, backends::WriteFlags flags,
                        Completion done) {
-  WriteOp* raw;
+  WriteOp* op;
   try {
-    raw = PerThreadPool<WriteOp>::make(this, offset, data, flags, Buffer::allocate(data.size()), std::move(done));
+    op = PerThreadPool<WriteOp>::make(this, offset, data, flags, Buffer::allocate(data.size()), std::move(done));
   } catch (const std::exception&) {
     return done(errno_code(ENOMEM));
   }
   if (data.size() < kOffloadBytes) {
     try {
-      cipher_.encrypt_here(offset, data, raw->ciphertext.data());
+      op->encrypt();
     } catch (const std::exception&) {
-      return raw->finish(cipher_failed());
+      return op->finish(cipher_failed());
     }
-    return raw->write_rest();
+    return op->write_rest();
   }
   // Encrypt on a helper and, unless the write must be durable, put what the cache takes into
   // the base from there too; the rest is written from this thread (the base device's).
-  const bool write_cached = !flags.fua && base_->capabilities().can_write_cached;
-  on_helper(
-      [raw, write_cached] {
-        if (write_cached) {
-          raw->written =
-              raw->self->encrypt_write_cached(raw->offset, raw->plaintext, raw->ciphertext.data());
-        } else {
-          raw->self->cipher_.encrypt_here(raw->offset, raw->plaintext, raw->ciphertext.data());
-        }
-      },
-      [raw](std::error_code ec) {
-        if (ec || raw->written == raw->plaintext.size()) return raw->finish(ec);
-        raw->write_rest();
-      });
+  op->write_cached = !flags.fua && base_->capabilities().can_write_cached;
+  op->hand_to_helper([](HelperHandOff& h) { WriteOp::of(h).encrypt(); },
+                     [](HelperHandOff& h, std::error_code ec) {
+                       WriteOp& op = WriteOp::of(h);
+                       if (ec || op.written == op.plaintext.size()) return op.finish(ec);
+                       op.write_rest();
+                     });
 }
 
 uint64_t LuksDevice::encrypt_write_cached(uint64_t offset, std::span<const std::byte> plaintext,
@@ -202,28 +217,6 @@ uint64_t LuksDevice::encrypt_write_cached(uint64_t offset, std::span<const std::
     at += length;
   }
   return at;
-}
-
-// Runs `work` on a CryptoWorkers helper, then `then` with its outcome back on this thread's
-// io_context, which is kept running meanwhile.
-void LuksDevice::on_helper(std::function<void()> work,
-                           std::function<void(std::error_code)> then) const {
-  boost::asio::io_context& io = current_io_context();
-  auto busy = boost::asio::make_work_guard(io);
-  try {
-    // `then` is copied, not moved: it must still be there if nothing could be queued.
-    CryptoWorkers::instance().submit([work = std::move(work), then, &io, busy] {
-      std::error_code ec;
-      try {
-        work();
-      } catch (const std::exception&) {
-        ec = cipher_failed();
-      }
-      boost::asio::post(io, [then, ec, busy] { then(ec); });
-    });
-  } catch (const std::exception&) {  // out of memory: the job was not queued
-    then(errno_code(ENOMEM));
-  }
 }
 
 void LuksDevice::flush(Completion done) { base_->flush(std::move(done)); }

@@ -9,7 +9,6 @@
 // are shifted past the header, which no request can reach. Zeroes are written as encrypted
 // zeroes (by the device front, as writes): a hole in the base device does not decrypt to
 // zeroes, so block status reports holes without the "reads as zero" bit.
-#include <functional>
 #include <memory>
 
 #include "backends/block_device.hpp"
@@ -70,9 +69,6 @@ class LuksDevice final : public backends::BlockDevice {
   // rest in `ciphertext` (at the same offsets) for the base's write().
   uint64_t encrypt_write_cached(uint64_t offset, std::span<const std::byte> plaintext,
                                 std::byte* ciphertext) const;
-  // Runs `work` on a helper, then `then` on this thread's io_context with the outcome (EIO if
-  // `work` threw; ENOMEM, at once, if the job could not be queued).
-  void on_helper(std::function<void()> work, std::function<void(std::error_code)> then) const;
 
   const std::shared_ptr<backends::BlockDevice> base_;
   const LuksInfo info_;
