@@ -16,6 +16,7 @@
 #include "backends/data_ranges.hpp"
 #include "common/current_context.hpp"
 #include "common/per_thread_pool.hpp"
+#include "common/post_memory.hpp"
 
 namespace volgate::backends {
 
@@ -40,8 +41,8 @@ std::error_code storage_error(ssize_t result) {
 }
 
 // One librbd request. librbd completes it on its finisher thread; the outcome is posted to the
-// io_context that issued it, whose work guard keeps it running until then. Its memory is
-// recycled per thread (common/per_thread_pool.hpp).
+// io_context that issued it, whose work guard keeps it running until then. Its memory, and
+// that of the post, is recycled per thread (common/per_thread_pool.hpp, post_memory.hpp).
 struct AioOp {
   using Guard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
 
@@ -49,6 +50,7 @@ struct AioOp {
   boost::asio::io_context& io;
   Guard busy;
   Completion done;
+  PostMemory post_back;
 
   AioOp(rbd_image_t image, boost::asio::io_context& io, Completion done)
       : image(image), io(io), busy(io.get_executor()), done(std::move(done)) {}
@@ -73,7 +75,7 @@ struct AioOp {
     // and be destroyed (the final flush's private one is) before post() has finished waking it;
     // a second unit of work, given up only once post() has returned, rules that out.
     AioOp::Guard posting = op->busy;
-    boost::asio::post(op->io, [op, result] { op->finish(result); });
+    op->post_back.post(op->io, [op, result] { op->finish(result); });
   }
 
   void finish(ssize_t result) {

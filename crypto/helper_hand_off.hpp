@@ -1,15 +1,15 @@
 #pragma once
 // One request's cipher work handed to a CryptoWorkers helper, and its outcome handed back to the
 // I/O thread that asked, without allocating: the request object derives from HelperHandOff,
-// which is the helper queue's link and holds the memory of the post back to the io_context.
-// (Asio would allocate that post on the helper thread, where it keeps no recycled memory, and
-// a type-erased job would allocate its captures: three allocations per large LUKS request.)
+// which is the helper queue's link and holds the memory of the post back to the io_context
+// (common/post_memory.hpp). A type-erased job and asio's post from the helper made three
+// allocations per large LUKS request.
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <cstddef>
 #include <optional>
 #include <system_error>
 
+#include "common/post_memory.hpp"
 #include "crypto/crypto_workers.hpp"
 
 namespace volgate::crypto {
@@ -33,21 +33,14 @@ class HelperHandOff : private CryptoWorkers::Job {
   ~HelperHandOff() = default;
 
  private:
-  template <class T>
-  class PostAllocator;
-  struct PostBack;
-
   void run() noexcept override;  // on the helper
-  void back_on_io_thread();
 
   Work work_ = nullptr;
   Then then_ = nullptr;
   boost::asio::io_context* io_ = nullptr;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> busy_;
   std::error_code outcome_;
-  // Asio's operation for the post back, with the handler inside: a pointer and its own header.
-  static constexpr size_t kPostBytes = 128;
-  alignas(std::max_align_t) std::byte post_memory_[kPostBytes];
+  PostMemory post_back_;
 };
 
 }  // namespace volgate::crypto
