@@ -22,9 +22,6 @@ constexpr auto kGracefulDrain = nbd::Server::kDrainTimeout;
 constexpr auto kHardDrain = std::chrono::seconds(5);
 // How long a removal without force waits for connections that are closing anyway.
 constexpr auto kDisconnectSettle = std::chrono::milliseconds(500);
-// A removed export's last flush: storage that does not answer in this time is left to finish
-// on its own (the answer to DELETE does not wait for it).
-constexpr auto kFinalFlushTimeout = std::chrono::seconds(15);
 
 ControlResponse json_response(int status, const Json& body) {
   WipingString text = body.dump();
@@ -40,10 +37,10 @@ std::string to_std(const WipingString& s) { return std::string(s.data(), s.size(
 // The device's last flush before it goes. If the storage does not answer in time, the answer
 // to DELETE does not wait for it.
 void final_flush(const std::shared_ptr<const nbd::Export>& e) {
-  const nbd::FlushOutcome outcome = nbd::flush_exports({e}, kFinalFlushTimeout);
+  const nbd::FlushOutcome outcome = nbd::flush_exports({e}, nbd::kFinalFlushTimeout);
   if (!outcome.unanswered.empty())
     spdlog::warn("export '{}': removed; its final flush did not finish within {} s", e->name,
-                 kFinalFlushTimeout.count());
+                 nbd::kFinalFlushTimeout.count());
   for (const auto& [name, ec] : outcome.failed)
     spdlog::error("export '{}': removed; its final flush failed: {}", name, ec.message());
 }

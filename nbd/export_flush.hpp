@@ -14,6 +14,11 @@
 
 namespace volgate::nbd {
 
+// How long an export's last flush may take, when it is removed or the server stops: the
+// gateway's unit gives a stop 30 s (TimeoutStopSec), of which the drain of connections takes at
+// most 10, so a stop that gives up on its storage says so before systemd kills the process.
+inline constexpr std::chrono::seconds kFinalFlushTimeout{15};
+
 struct FlushOutcome {
   std::vector<std::pair<std::string, std::error_code>> failed;  // export name, error
   std::vector<std::string> unanswered;                          // not done within the timeout

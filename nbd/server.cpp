@@ -16,7 +16,6 @@
 #include <future>
 #include <system_error>
 
-#include "backends/device_front.hpp"
 #include "common/adaptive_polling.hpp"
 #include "common/current_context.hpp"
 
@@ -146,7 +145,8 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
         return workers_.front()->io;
       }()),
       drain_timer_(workers_.front()->io),
-      idle_check_(workers_.front()->io) {
+      idle_check_(workers_.front()->io),
+      final_flush_timeout_(limits.final_flush_timeout) {
   if (tls_.mode != TlsMode::off && !tls_.credentials)
     throw std::invalid_argument("TLS needs credentials");
   // OpenSSL writes TLS records with write(), which raises SIGPIPE (ending the process) when the
@@ -582,21 +582,16 @@ size_t Server::connection_count() const {
 }
 
 bool Server::flush_all() {
-  // One last flush of every device, on a private io_context since the workers are gone.
-  asio::io_context io;
-  CurrentContextGuard current(io);
-  bool ok = true;
-  for (const auto& e : *exports_.all()) {
-    // Through a front: a read-only device, or one that cannot flush, has nothing to flush.
-    backends::DeviceFront(*e->device).flush([&, name = e->name](std::error_code ec) {
-      if (ec) {
-        spdlog::error("export '{}': final flush failed: {}", name, ec.message());
-        ok = false;
-      }
-    });
-  }
-  io.run();
-  return ok;
+  // One last flush of every device (on a private io_context: the workers are gone).
+  const FlushOutcome outcome = flush_exports(*exports_.all(), final_flush_timeout_);
+  for (const auto& [name, ec] : outcome.failed)
+    spdlog::error("export '{}': final flush failed: {}", name, ec.message());
+  for (const auto& name : outcome.unanswered)
+    spdlog::error("export '{}': final flush not done within {:g} s: the storage did not answer, and "
+                  "writes acknowledged since the client's last flush may be lost",
+                  name, static_cast<double>(final_flush_timeout_.count()) / 1000);
+  storage_unanswered_ = !outcome.unanswered.empty();
+  return outcome.ok();
 }
 
 }  // namespace volgate::nbd

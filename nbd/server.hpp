@@ -30,6 +30,7 @@
 #include "nbd/buffer_budget.hpp"
 #include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
+#include "nbd/export_flush.hpp"
 #include "crypto/tls_credentials.hpp"
 #include "nbd/session.hpp"
 
@@ -47,6 +48,8 @@ struct ServerLimits {
   // none of it may still take one request past it (see BufferBudget::take_anyway).
   size_t max_buffer_bytes = kDefaultMaxBufferBytes;
   std::chrono::milliseconds handshake_timeout = kDefaultHandshakeTimeout;
+  // The stop's last flush of every export (export_flush.hpp).
+  std::chrono::milliseconds final_flush_timeout = kFinalFlushTimeout;
 };
 
 // NBD_OPT_STARTTLS: the mode, and the credentials it uses unless it is off.
@@ -120,8 +123,12 @@ class Server {
   bool adopt_connection(PausedConnection connection);
 
   // Serves until SIGINT/SIGTERM or stop(), then lets in-flight requests finish and flushes
-  // every device. Returns false if the final flush failed.
+  // every device, giving the storage ServerLimits::final_flush_timeout to answer. Returns false
+  // if the final flush failed or did not finish.
   bool run();
+  // After run(): some export's storage did not answer its final flush in time. Its device may
+  // still have requests in its library (librbd), whose teardown would wait for them.
+  bool storage_unanswered() const { return storage_unanswered_; }
   // Safe from any thread.
   void stop();
 
@@ -183,6 +190,8 @@ class Server {
   bool handing_over_ = false;
   bool stop_put_off_ = false;
   bool handed_over_ = false;  // finish_handover() ran; read by run() once the workers are gone
+  const std::chrono::milliseconds final_flush_timeout_;
+  bool storage_unanswered_ = false;  // set by run() after the workers are gone
   std::vector<std::function<void()>> on_stop_;
   SessionHomes homes_{stopping_};  // device threads that sessions move to
 };
