@@ -58,6 +58,22 @@ expect_startup_error "bad port" "port must be a number" --export "x=nbd://localh
 expect_startup_error "bad option" "connections '0'" --export "x=nbd://localhost/e,connections=0"
 expect_startup_error "no such socket" "No such file or directory" \
     --export "x=nbd+unix:///e?socket=$T/missing.sock"
+
+# ---- a stop whose upstream never answers the final flush: named, exit 1 after 15 s, no hang ----
+# Started here and checked at the end of the script, so the 15 s pass while the rest runs.
+start_nbdkit "$T/stalled.sock" memory 16M
+STALLED_KIT_PID=$NBDKIT_PID
+start_volgate --unix "$T/stalled-vg.sock" --export "s=nbd+unix:///?socket=$T/stalled.sock"
+STALLED_VG_PID=$VG_PID STALLED_VG_ERR=$VG_ERR
+"$SYSPY" -c "
+import nbd
+h = nbd.NBD()
+h.connect_uri('$(unix_uri s "$T/stalled-vg.sock")')
+h.pwrite(b'w' * 4096, 0)
+h.shutdown()" || fail "writing through the export whose upstream will stall"
+kill -STOP "$STALLED_KIT_PID"
+kill -TERM "$STALLED_VG_PID"
+STALLED_T0=$(now_ms)
 expect_startup_error "TCP port closed" "refused" --export "x=nbd://127.0.0.1:$(free_tcp_port)/e"
 expect_startup_error "a name that does not resolve" "cannot resolve 'no-such-host.invalid'" \
     --export "x=nbd://no-such-host.invalid/e"
@@ -336,3 +352,14 @@ pass "the export works again once the upstream is back"
 
 assert_alive
 stop_volgate
+
+# the stop begun at the start, against the stalled upstream
+stop_volgate "$STALLED_VG_PID" none $((30 - ($(now_ms) - STALLED_T0) / 1000)) 1
+kill -CONT "$STALLED_KIT_PID"
+grep -q "export 's': final flush not done within 15 s: the storage did not answer" "$STALLED_VG_ERR" ||
+    fail "the log does not name the export whose flush went unanswered: $(tail -n 3 "$STALLED_VG_ERR")"
+# From the log's own times: the script may have come here long after the process ended.
+log_ms() { date -d "$(grep -m1 "$1" "$STALLED_VG_ERR" | cut -d' ' -f1)" +%s%3N; }
+took=$(($(log_ms "stopped without closing") - $(log_ms "received SIGTERM")))
+((took >= 15000 && took < 20000)) || fail "the stop with a stalled upstream took $took ms, expected 15-20 s"
+pass "SIGTERM with an upstream that never answers the final flush: the export named, exit 1 after $took ms, no hang"
