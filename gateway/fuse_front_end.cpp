@@ -357,8 +357,12 @@ void FuseFrontEnd::begin_stop() {
   drain_timer_->expires_after(kDrainTimeout);
   drain_timer_->async_wait([this](const boost::system::error_code& ec) {
     if (ec || finished_) return;
-    spdlog::warn("--fuse {}: {} thread(s) still have requests in flight after {} s; unmounting anyway",
-                 mount_point_, undrained_, kDrainTimeout.count());
+    if (undrained_ > 0)
+      spdlog::warn("--fuse {}: {} thread(s) still have requests in flight after {} s; unmounting anyway",
+                   mount_point_, undrained_, kDrainTimeout.count());
+    else  // drained, but the storage has not answered the final flush (flush_all)
+      spdlog::error("--fuse {}: the final flush did not finish within {} s; unmounting anyway",
+                    mount_point_, kDrainTimeout.count());
     finish(false);
   });
   for (auto& owned : workers_) {
