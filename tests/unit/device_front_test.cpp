@@ -2,40 +2,15 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 #include <vector>
 
 #include "crypto/luks_container.hpp"
 #include "crypto/luks_device.hpp"
+#include "counted_allocations.hpp"
 #include "device_sync.hpp"
 #include "forwards_to_memory.hpp"
-
-// Every allocation in this test program is counted, so that a test can show that a request
-// through the stack makes none. The replacements pair malloc with free by design; GCC, seeing
-// them inlined next to its own new, warns of a mismatch that is not there.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-static std::atomic<uint64_t> allocations{0};
-void* operator new(std::size_t size) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size ? size : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t size, std::align_val_t align) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::aligned_alloc(static_cast<size_t>(align), (size + static_cast<size_t>(align) - 1) /
-                                                                     static_cast<size_t>(align) *
-                                                                     static_cast<size_t>(align)))
-    return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace volgate::backends {
 namespace {

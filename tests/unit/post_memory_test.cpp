@@ -4,21 +4,10 @@
 
 #include <array>
 #include <atomic>
-#include <cstdlib>
-#include <new>
 #include <functional>
 #include <thread>
 
-// Every allocation in this test program is counted (see device_front_test.cpp).
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-static std::atomic<uint64_t> allocations{0};
-void* operator new(std::size_t size) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size ? size : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#include "counted_allocations.hpp"
 
 namespace volgate {
 namespace {
