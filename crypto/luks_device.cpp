@@ -115,7 +115,7 @@ void LuksDevice::read(uint64_t offset, std::span<std::byte> data, Completion don
 uint64_t LuksDevice::read_cached_decrypted(uint64_t offset, std::span<std::byte> data) const {
   uint64_t ready = 0;
   while (ready < data.size()) {
-    auto piece = data.subspan(ready, std::min<size_t>(kPieceBytes, data.size() - ready));
+    auto piece = data.subspan(ready, std::min<size_t>(kReadPieceBytes, data.size() - ready));
     uint64_t moved = base_->read_cached(info_.data_offset + offset + ready, piece);
     moved -= moved % info_.sector_size;
     cipher_.decrypt_here(offset + ready, piece.first(moved), piece.data());
@@ -198,10 +198,10 @@ uint64_t LuksDevice::encrypt_write_cached(uint64_t offset, std::span<const std::
   // Each piece is encrypted into this helper's own small buffer, which stays in its cache, and
   // copied into the base's cache from there; `ciphertext` is only filled (and so only brought
   // into the cache) from the first piece the base's cache does not take whole.
-  thread_local const std::unique_ptr<std::byte[]> piece_buffer(new std::byte[kPieceBytes]);
+  thread_local const std::unique_ptr<std::byte[]> piece_buffer(new std::byte[kWritePieceBytes]);
   uint64_t at = 0;
   while (at < plaintext.size()) {
-    const size_t length = std::min<size_t>(kPieceBytes, plaintext.size() - at);
+    const size_t length = std::min<size_t>(kWritePieceBytes, plaintext.size() - at);
     cipher_.encrypt_here(offset + at, plaintext.subspan(at, length), piece_buffer.get());
     const uint64_t moved =
         base_->write_cached(info_.data_offset + offset + at, {piece_buffer.get(), length});

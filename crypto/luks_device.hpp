@@ -54,9 +54,13 @@ class LuksDevice final : public backends::BlockDevice {
   // Requests this large have their cipher work done on a helper thread (see CryptoWorkers),
   // so the I/O thread overlaps network and storage work with AES on another core.
   static constexpr size_t kOffloadBytes = 128 * 1024;
-  // A helper moves bytes between the base's cache and the request in pieces this large, each
-  // ciphered right before or after its copy, while it is in the core's cache.
-  static constexpr size_t kPieceBytes = 64 * 1024;
+  // A helper moves bytes between the base's cache and the request in pieces, each ciphered
+  // right before or after its copy, while it is in the core's cache. Reads decrypt in place in
+  // the request; writes encrypt into a buffer of the helper's own and then copy it, so a piece
+  // costs a syscall: larger pieces for writes took 5 % off a LUKS2 write's CPU per GiB (1 MiB
+  // L2 per core), and made reads slower (bench/RESULTS.md, 2026-12-05 18:00).
+  static constexpr size_t kReadPieceBytes = 64 * 1024;
+  static constexpr size_t kWritePieceBytes = 256 * 1024;
 
   // Each request's state; their memory is recycled per thread (common/per_thread_pool.hpp).
   struct ReadOp;
