@@ -16,7 +16,7 @@
 #include "backends/data_ranges.hpp"
 #include "common/current_context.hpp"
 #include "common/per_thread_pool.hpp"
-#include "common/post_memory.hpp"
+#include "common/post_back.hpp"
 
 namespace volgate::backends {
 
@@ -40,20 +40,18 @@ std::error_code storage_error(ssize_t result) {
   return errno_code(error);
 }
 
-// One librbd request. librbd completes it on its finisher thread; the outcome is posted to the
-// io_context that issued it, whose work guard keeps it running until then. Its memory, and
-// that of the post, is recycled per thread (common/per_thread_pool.hpp, post_memory.hpp).
+// One librbd request. librbd completes it on its finisher thread; the outcome is posted back
+// to the io_context that issued it (common/post_back.hpp), which keeps running until then. Its
+// memory, and that of the post, is recycled per thread (common/per_thread_pool.hpp).
 struct AioOp {
-  using Guard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
-
   rbd_image_t image;
-  boost::asio::io_context& io;
-  Guard busy;
   Completion done;
-  PostMemory post_back;
+  PostBack post_back;
 
   AioOp(rbd_image_t image, boost::asio::io_context& io, Completion done)
-      : image(image), io(io), busy(io.get_executor()), done(std::move(done)) {}
+      : image(image), done(std::move(done)) {
+    post_back.expect(io);
+  }
 
   // `start` hands the completion to one rbd_aio_* call and returns its result.
   template <class Start>
@@ -71,11 +69,7 @@ struct AioOp {
     auto* op = static_cast<AioOp*>(arg);
     ssize_t result = rbd_aio_get_return_value(completion);
     rbd_aio_release(completion);
-    // The handler may run, drop the op's unit of work and let the caller's io_context return
-    // and be destroyed (the final flush's private one is) before post() has finished waking it;
-    // a second unit of work, given up only once post() has returned, rules that out.
-    AioOp::Guard posting = op->busy;
-    op->post_back.post(op->io, [op, result] { op->finish(result); });
+    op->post_back.post([op, result] { op->finish(result); });
   }
 
   void finish(ssize_t result) {

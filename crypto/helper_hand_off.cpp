@@ -7,8 +7,7 @@ namespace volgate::crypto {
 void HelperHandOff::hand_to_helper(Work work, Then then) {
   work_ = work;
   then_ = then;
-  io_ = &current_io_context();
-  busy_.emplace(io_->get_executor());
+  post_back_.expect(current_io_context());
   CryptoWorkers::instance().submit(*this);
 }
 
@@ -19,14 +18,7 @@ void HelperHandOff::run() noexcept {
   } catch (const std::exception&) {  // the cipher failed (OpenSSL, libgcrypt) or memory ran out
     outcome_ = std::make_error_code(std::errc::io_error);
   }
-  // The handler may run at once and drop busy_; were that the io_context's last work, its
-  // thread could return from run() and destroy it while post() is still waking it. A second
-  // unit of work, dropped only once post() has returned, rules that out.
-  const auto posting = *busy_;
-  post_back_.post(*io_, [this] {
-    busy_.reset();  // the io_context's own count of handlers keeps it running from here
-    then_(*this, outcome_);
-  });
+  post_back_.post([this] { then_(*this, outcome_); });
 }
 
 }  // namespace volgate::crypto

@@ -1,15 +1,12 @@
 #pragma once
 // One request's cipher work handed to a CryptoWorkers helper, and its outcome handed back to the
 // I/O thread that asked, without allocating: the request object derives from HelperHandOff,
-// which is the helper queue's link and holds the memory of the post back to the io_context
-// (common/post_memory.hpp). A type-erased job and asio's post from the helper made three
+// which is the helper queue's link and holds the way back to the io_context
+// (common/post_back.hpp). A type-erased job and asio's post from the helper made three
 // allocations per large LUKS request.
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <optional>
 #include <system_error>
 
-#include "common/post_memory.hpp"
+#include "common/post_back.hpp"
 #include "crypto/crypto_workers.hpp"
 
 namespace volgate::crypto {
@@ -37,10 +34,8 @@ class HelperHandOff : private CryptoWorkers::Job {
 
   Work work_ = nullptr;
   Then then_ = nullptr;
-  boost::asio::io_context* io_ = nullptr;
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> busy_;
   std::error_code outcome_;
-  PostMemory post_back_;
+  PostBack post_back_;
 };
 
 }  // namespace volgate::crypto
