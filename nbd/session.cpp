@@ -27,6 +27,12 @@ namespace {
 
 constexpr size_t kReceiveBufferSize = 256 * 1024;
 
+// After a WRITE this large, the next header is read alone: the next request is likely another
+// large write, whose payload then goes from the socket straight into its own buffer instead of
+// filling the receive buffer behind the header and being copied out of it (up to 256 KiB a
+// request). The recv count stays the same: the payload's own read comes next either way.
+constexpr size_t kLargeWriteBytes = 64 * 1024;
+
 uint32_t to_wire_error(std::error_code ec) { return nbd_error_of(ec.value()); }
 
 const char* command_name(uint16_t type) {
@@ -189,6 +195,8 @@ awaitable<bool> Session::fill(size_t needed) {
     rx_end_ -= rx_begin_;
     rx_begin_ = 0;
   }
+  // Read no further than `needed` when a large write's payload likely follows (see above).
+  const size_t read_limit = awaiting_header_ && after_large_write_ ? rx_begin_ + needed : kReceiveBufferSize;
   while (rx_end_ - rx_begin_ < needed) {
     // Waiting for the next request header is where a pause for a hand-over stops reading.
     if (awaiting_header_ && pause_) {
@@ -198,10 +206,10 @@ awaitable<bool> Session::fill(size_t needed) {
     boost::system::error_code ec;
     size_t n = 0;
     if (tls_) {
-      n = co_await tls_read_some(rx_.get() + rx_end_, kReceiveBufferSize - rx_end_, ec);
+      n = co_await tls_read_some(rx_.get() + rx_end_, read_limit - rx_end_, ec);
     } else {
       n = co_await socket_.async_read_some(
-          asio::buffer(rx_.get() + rx_end_, kReceiveBufferSize - rx_end_),
+          asio::buffer(rx_.get() + rx_end_, read_limit - rx_end_),
           asio::redirect_error(use_awaitable, ec));
     }
     // interrupt_header_wait() cancelled the read; a resume() may have come since.
@@ -642,6 +650,7 @@ awaitable<bool> Session::transmit() {
     }
     rx_begin_ += kRequestHeaderSize;
     if (header->type == kCmdWrite && beyond_receive_limit(header->length)) break;
+    after_large_write_ = header->type == kCmdWrite && header->length >= kLargeWriteBytes;
 
     if (header->type == kCmdDisc) {
       stopping_ = true;  // answer what is in flight, then close

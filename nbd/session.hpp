@@ -214,6 +214,7 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t rx_begin_ = 0;
   size_t rx_end_ = 0;
   uint64_t received_ = 0;  // bytes read from the socket, rx_ or straight into payloads
+  bool after_large_write_ = false;  // the last request was a large WRITE: see fill()
   // Set by shutdown() after the handshake: the end of what the client had sent by then (a
   // count of received_). Requests that end before it are read and served; nothing after it.
   std::optional<uint64_t> receive_limit_;

@@ -1274,13 +1274,15 @@ def t_pipelined():
             check(bytes(r.data) == bytes(m[off:off + ln]), "%s: pipelined read(%d, %d) wrong data" % (mode, off, ln))
             done.add(h)
         check(not c.pending, "%s: %d requests unanswered" % (mode, len(c.pending)))
-        # 48 pipelined writes to distinct ranges + a flush, then 48 pipelined reads of them
+        # 48 pipelined writes to distinct ranges + a flush, then 48 pipelined reads of them. Large
+        # writes (after which the server reads the next header alone) alternate with small ones
+        # that arrive packed behind them.
         base = 20 * MiB + (8 * MiB if structured else 0)
         mm = SRV.mirror["mem"]
         c2 = tx("mem", structured)
         hs, raws, datas = [], [], []
         for i in range(48):
-            d = os.urandom(65536 + i)
+            d = os.urandom(65536 + i if i % 3 else 1 + 37 * i)
             o = base + i * 131072 + i
             h, raw = c2.request(CMD_WRITE, o, len(d), payload=d, send=False)
             hs.append(h)
