@@ -23,7 +23,7 @@ ALL_SERVERS+=(volgate-nbd-memory)
 TLS_SERVERS=(volgate-file-tls nbdkit-file-tls qemu-nbd-tls)
 ALL_SERVERS+=("${TLS_SERVERS[@]}")
 # Rows on a Ceph RBD image; they need --ceph, which starts a throwaway cluster.
-RBD_SERVERS=(volgate-rbd qemu-nbd-rbd qsd-rbd rbd-bench)
+RBD_SERVERS=(volgate-rbd volgate-rbd-wt qemu-nbd-rbd qsd-rbd rbd-bench)
 is_rbd_row() { [[ " ${RBD_SERVERS[*]} " == *" ${1%@base} "* ]]; }  # NAME or NAME@base
 ALL_WORKLOADS=(seq-read seq-write rand-read rand-write rand-read-qd1)
 
@@ -76,6 +76,9 @@ Options:
                      ceph_cluster.sh) with STORE = memstore (in RAM) or bluestore (a
                      file in /var/tmp), and add the RBD rows on one image of --size:
                        volgate-rbd    volgate serve rbd:POOL/IMAGE
+                       volgate-rbd-wt the same with librbd writing through and without
+                                      copying writes (rbd_cache_max_dirty = 0,
+                                      rbd_disable_zero_copy_writes = false in its conf)
                        qemu-nbd-rbd   qemu-nbd with its rbd driver, --cache=writeback
                        qsd-rbd        qemu-storage-daemon: the same rbd driver and cache
                                       (writeback), its NBD export over a unix socket
@@ -121,7 +124,8 @@ memory --size\` started once for the run (its CPU is counted neither as the serv
 other CPU); its ×nbdkit ratios compare it with the nbdkit-memory row, i.e. with going to the
 same kind of upstream directly.
 The RBD table (--ceph) gives volgate-rbd's MiB/s against qemu-nbd-rbd, qsd-rbd and rbd-bench,
-and its CPU bar: rbd-bench's server CPU-seconds per GiB plus volgate-memory's on the same
+(and volgate-rbd-wt's: librbd's cache set to write through, so that it sends write payloads
+without copying them), and its CPU bar: rbd-bench's server CPU-seconds per GiB plus volgate-memory's on the same
 workload (librbd's cost plus the NBD hop), so add volgate-memory to --servers for it. With
 --baseline, volgate-rbd@base is the same row served by the earlier binary.
 Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
@@ -311,6 +315,8 @@ server_cmd() { # server sock -> prints argv, one per line
                       --object "secret,id=s0,file=$KEY" --image-opts "driver=luks,key-secret=s0,file.filename=$LUKS1_IMG" ;;
     volgate-rbd)    printf '%s\n' "$VOLGATE" serve --unix "$sock" \
                       --export "bench=rbd:$CEPH_POOL/bench,ceph-conf=$CEPH_CONF,keyring=$CEPH_KEYRING" ;;
+    volgate-rbd-wt) printf '%s\n' "$VOLGATE" serve --unix "$sock" \
+                      --export "bench=rbd:$CEPH_POOL/bench,ceph-conf=$CEPH_WT_CONF,keyring=$CEPH_KEYRING" ;;
     qemu-nbd-rbd)   printf '%s\n' qemu-nbd -k "$sock" -t -e 8 --cache=writeback --image-opts \
                       "driver=rbd,pool=$CEPH_POOL,image=bench,conf=$CEPH_CONF,user=admin" ;;
     # The same driver under qemu-storage-daemon: cache.direct=off keeps librbd's cache on (as
@@ -660,6 +666,10 @@ if ((need_ceph)); then
   command -v stdbuf >/dev/null || die "stdbuf not found (coreutils)"
   log "starting a Ceph cluster ($CEPH_STORE)"
   ceph_start "$CEPH_STORE"
+  # volgate-rbd-wt's librbd: writes acknowledged when the OSD has them, sent without a copy.
+  CEPH_WT_CONF=$WORK/ceph-write-through.conf
+  { cat "$CEPH_CONF"; printf '[client]\nrbd_cache_max_dirty = 0\nrbd_disable_zero_copy_writes = false\n'; } \
+    >"$CEPH_WT_CONF" || die "could not write $CEPH_WT_CONF"
   rbd_cmd create --size "$SIZE_STR" "$CEPH_POOL/bench" 2>/dev/null || die "rbd create failed"
   log "RBD image $CEPH_POOL/bench ($SIZE_STR), filling with data"
   rbd_cmd bench --io-type write --io-pattern seq --io-size 4M --io-threads 16 --io-total "$SIZE" \
@@ -920,7 +930,8 @@ rbd_report() {
   echo
   echo "- Ceph CPU % = ceph-mon + ceph-osd utime+stime over the measured window; for rbd-bench, srv CPU is the rbd process"
   echo "  (librbd + the benchmark loop) and fio CPU is empty; its latency is io-threads / IOPS."
-  echo "- ×qemu-nbd-rbd, ×qsd-rbd and ×rbd bench = volgate-rbd MiB/s / theirs on the same workload"
+  echo "- ×qemu-nbd-rbd, ×qsd-rbd and ×rbd bench = volgate-rbd MiB/s / theirs on the same workload (and volgate-rbd-wt's:"
+  echo "  librbd writing through, without copying writes)"
   echo "- CPU bar = rbd-bench's srv CPU s/GiB + volgate-memory's on the same workload (librbd's own cost plus"
   echo "  the NBD hop; volgate-memory's row must be in --servers); met when volgate-rbd's srv CPU s/GiB is at most that"
   echo
@@ -938,7 +949,7 @@ rbd_report() {
         continue
       fi
       r1="" r2="" r3="" bar=""
-      if [[ ${s%@base} == volgate-rbd ]]; then
+      if [[ ${s%@base} == volgate-rbd* ]]; then
         r1=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[qemu-nbd-rbd|$w|mibs]:-}")
         r2=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[qsd-rbd|$w|mibs]:-}")
         r3=$(ratio "${RES[$s|$w|mibs]:-}" "${RES[rbd-bench|$w|mibs]:-}")
