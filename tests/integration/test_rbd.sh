@@ -2,6 +2,8 @@
 # Ceph RBD exports against a real single-node cluster (one mon, one memstore OSD, cephx), started
 # once for every check here:
 #  - fio with verify=crc32c at depth 32 through NBD; `rbd export` equals what nbdcopy wrote;
+#    the same with librbd writing through and sending write buffers without a copy (its log
+#    shows that it does);
 #  - a snapshot is served read-only with the snapshot's data; trim frees space (`rbd du`) and
 #    block status reports the holes, at most 1 GiB per answer; a resize while served shows in
 #    new connections, and in the export's FUSE file (--fuse): its size (stat, and fstat of a file
@@ -83,6 +85,31 @@ run_fio "256k seq write depth 16 on 2 connections, verify crc32c" --name=seq --u
 run_fio "verify_only pass in a new process" --name=rand --uri="$(uri a)" --rw=randwrite --bs=4k \
     --iodepth=32 --size=32M --verify=crc32c --verify_only
 pass "fio verify=crc32c through NBD (4k random depth 32, 256k sequential, verify in a second process)"
+
+# librbd writing through and sending our write buffers as they are, without a copy (the setting
+# the README offers): fio's verify and Ceph's copy of what nbdcopy wrote prove the data, and
+# librbd's own log (debug_rbd 5) that it took the zero-copy path, where the default says
+# "disabling zero-copy writes".
+WT_CONF=$T/write-through.conf
+{ cat "$CEPH_CONF"; printf '[client]\nrbd_cache_max_dirty = 0\nrbd_disable_zero_copy_writes = false\ndebug_rbd = 5/5\n'; } >"$WT_CONF"
+rbd_cmd create --size 32M "$CEPH_POOL/wt"
+FIRST_VG_PID=$VG_PID
+start_volgate --unix "$T/wt.sock" --export "wt=rbd:$CEPH_POOL/wt,ceph-conf=$WT_CONF,keyring=$CEPH_KEYRING"
+WT_URI="nbd+unix:///wt?socket=$T/wt.sock"
+run_fio "write-through, zero-copy: 1M seq write depth 16, verify crc32c" --name=seq --uri="$WT_URI" \
+    --rw=write --bs=1M --iodepth=16 --size=16M --verify=crc32c --do_verify=1
+run_fio "write-through, zero-copy: 4k randwrite depth 32, verify crc32c" --name=rand --uri="$WT_URI" \
+    --rw=randwrite --bs=4k --iodepth=32 --size=16M --offset=16M --verify=crc32c --do_verify=1
+make_random_file "$T/wt.rand" 32
+nbdcopy --flush "$T/wt.rand" "$WT_URI"
+rbd_cmd export "$CEPH_POOL/wt" "$T/wt.export" >/dev/null 2>&1
+cmp -s "$T/wt.rand" "$T/wt.export" || fail "write-through, zero-copy: rbd export differs from what nbdcopy wrote"
+WT_LOG=$CEPH_DIR/log/client.admin.$VG_PID.log  # the log_file the cluster's [client] names
+stop_volgate "$VG_PID"
+VG_PID=$FIRST_VG_PID
+grep -q "register_dispatch" "$WT_LOG" || fail "write-through: librbd logged nothing at debug_rbd 5 ($WT_LOG)"
+! grep -q "disabling zero-copy writes" "$WT_LOG" || fail "write-through: librbd still copies writes (its log: disabling zero-copy writes)"
+pass "librbd writing through without copying writes (rbd_cache_max_dirty = 0, rbd_disable_zero_copy_writes = false): fio verify and rbd export agree"
 
 # ------------------------------------------------------------------ trim, block status, zeroes
 used_before=$(rbd_used a)
