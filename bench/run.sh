@@ -123,11 +123,12 @@ volgate-nbd-memory is volgate serving nbd+unix:///?socket=UPSTREAM, a private \`
 memory --size\` started once for the run (its CPU is counted neither as the server's nor as
 other CPU); its ×nbdkit ratios compare it with the nbdkit-memory row, i.e. with going to the
 same kind of upstream directly.
-The RBD table (--ceph) gives volgate-rbd's MiB/s against qemu-nbd-rbd, qsd-rbd and rbd-bench,
+The RBD table (--ceph) gives volgate-rbd's MiB/s against qemu-nbd-rbd, qsd-rbd and rbd-bench
 (and volgate-rbd-wt's: librbd's cache set to write through, so that it sends write payloads
-without copying them), and its CPU bar: rbd-bench's server CPU-seconds per GiB plus volgate-memory's on the same
-workload (librbd's cost plus the NBD hop), so add volgate-memory to --servers for it. With
---baseline, volgate-rbd@base is the same row served by the earlier binary.
+without copying them), and its CPU bar: rbd-bench's server CPU-seconds per GiB plus
+volgate-memory's on the same workload (librbd's cost plus the NBD hop), so add volgate-memory
+to --servers for it. With --baseline, volgate-rbd@base is the same row served by the earlier
+binary.
 Needs: fio (with the nbd engine), nbdkit, qemu-nbd, qemu-img, cryptsetup, ss (iproute2),
 /usr/bin/python3; tgt and qemu-block-extra for the iSCSI rows; ceph, qemu-block-extra and
 qemu-storage-daemon (qemu-system-x86) for the RBD rows.
