@@ -5,6 +5,7 @@
 
 #include "common/buffer_pool.hpp"
 #include "common/per_thread_pool.hpp"
+#include "crypto/crypto_workers.hpp"
 #include "crypto/helper_hand_off.hpp"
 
 namespace volgate::crypto {
@@ -16,7 +17,11 @@ LuksDevice::LuksDevice(std::shared_ptr<backends::BlockDevice> base, UnlockedLuks
     : base_(std::move(base)),
       info_(std::move(unlocked.info)),
       volume_key_(std::move(unlocked.volume_key)),
-      cipher_(volume_key_.span(), info_.sector_size, info_.iv_offset) {}
+      cipher_(volume_key_.span(), info_.sector_size, info_.iv_offset) {
+  // The helper threads start now: a process that cannot start them (out of threads) fails to
+  // open the volume, rather than leave its first large request unanswered.
+  CryptoWorkers::instance();
+}
 
 LuksDevice::~LuksDevice() = default;
 

@@ -276,14 +276,17 @@ void FuseFrontEnd::start() {
       watch_device(w);
       if (w.index == 0) check_sizes();
     });
-    w.thread = std::thread([&w] {
+    w.thread = std::thread([this, &w] {
       // Named for ps -L and /proc/PID/task/*/comm (test_fuse.sh counts them there).
       const std::string name = "volgate-fuse-" + std::to_string(w.index);
       pthread_setname_np(pthread_self(), name.c_str());
-      CurrentContextGuard current(w.io);
-      this_worker = &w;
-      w.io.run();
-      this_worker = nullptr;
+      {
+        CurrentContextGuard current(w.io);
+        this_worker = &w;
+        w.io.run();
+        this_worker = nullptr;
+      }
+      stop_deadline_.worker_ended();
     });
   }
 }
@@ -293,8 +296,14 @@ void FuseFrontEnd::stop() {
 }
 
 bool FuseFrontEnd::wait() {
-  for (auto& w : workers_)
-    if (w->thread.joinable()) w->thread.join();
+  std::vector<std::thread*> threads;
+  for (auto& w : workers_) threads.push_back(&w->thread);
+  if (const size_t left = stop_deadline_.join_or_leave(threads); left > 0) {
+    spdlog::error("--fuse {}: {} thread{} still waiting for the storage {} s after the stop began",
+                  mount_point_, left, left == 1 ? " is" : "s are", (kDrainTimeout + kInFlightGrace).count());
+    storage_unanswered_ = true;
+    return false;
+  }
   return flushed_;
 }
 
@@ -353,6 +362,7 @@ void FuseFrontEnd::check_drained(Worker& w) {
 void FuseFrontEnd::begin_stop() {
   if (stopping_ || finished_) return;
   stopping_ = true;
+  stop_deadline_.begin(kDrainTimeout + kInFlightGrace);
   undrained_ = workers_.size();
   drain_timer_->expires_after(kDrainTimeout);
   drain_timer_->async_wait([this](const boost::system::error_code& ec) {

@@ -42,6 +42,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/stop_deadline.hpp"
 #include "backends/device_front.hpp"
 #include "common/buffer_pool.hpp"
 #include "gateway/export_clients.hpp"
@@ -68,6 +69,9 @@ class FuseFrontEnd final : public ExportClients {
   static constexpr uint32_t kMaxRequestBytes = 1024 * 1024;
   // At a stop, how long requests in flight may take before the mount goes anyway.
   static constexpr std::chrono::seconds kDrainTimeout{10};
+  // And then how long a thread may still wait for its storage before it is left running (see
+  // common/stop_deadline.hpp).
+  static constexpr std::chrono::seconds kInFlightGrace{3};
 
   // Mounts `mount_point` (an absolute path, see prepare_fuse_mount_point) and serves the
   // exports of `exports` there, as the table holds them at each lookup, on `threads` threads
@@ -83,8 +87,12 @@ class FuseFrontEnd final : public ExportClients {
   // From any thread: stops reading requests, lets those in flight finish, flushes every
   // export and unmounts. Accesses after that fail (ENOTCONN) or find an empty directory.
   void stop();
-  // Waits until the stop has unmounted; false if a final flush failed.
+  // Waits until the stop has unmounted; false if a final flush failed or a thread still waited
+  // for its storage kInFlightGrace after the drain.
   bool wait();
+  // After wait(): threads were left waiting for a storage that does not answer; they use this
+  // object, so the process must end (std::_Exit) rather than destroy it.
+  bool storage_unanswered() const { return storage_unanswered_; }
   void close_clients_of(const nbd::Export& e, bool hard) override;
 
   // libfuse's callbacks (fuse_lowlevel_ops), and one serving thread; public for the .cpp only.
@@ -186,6 +194,8 @@ class FuseFrontEnd final : public ExportClients {
   bool finished_ = false;
   size_t undrained_ = 0;  // workers with requests still in flight during a stop
   bool flushed_ = true;   // read by wait() after every thread ended
+  bool storage_unanswered_ = false;  // set by wait()
+  StopDeadline stop_deadline_;       // how long wait() waits for the threads once stopping
   std::atomic<bool> went_away_said_{false};
 
   std::mutex mutex_;

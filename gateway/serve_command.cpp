@@ -264,11 +264,13 @@ int serve_until_stopped(Serving& s, const ServeOptions& options, const nbd::Serv
   // The FUSE stop began with the server's; it has its own last flush of what the files wrote.
   if (s.fuse && !s.fuse->wait()) flushed = false;
   if (s.control) s.control->shutdown();
-  if (s.server->storage_unanswered()) {
+  if (s.server->storage_unanswered() || (s.fuse && s.fuse->storage_unanswered())) {
     // Closing a device whose storage does not answer (librbd's close waits for the requests
-    // it holds) would hold the stop until systemd kills the process; what those requests
-    // carry is lost either way, and the log says which exports.
+    // it holds) would hold the stop until systemd kills the process, and worker threads may
+    // still wait for it; what those requests carry is lost either way, and the log says which
+    // exports.
     spdlog::error("stopped without closing the exports whose storage did not answer");
+    s.server->remove_socket_files();
     spdlog::default_logger()->flush();
     std::fflush(nullptr);
     std::_Exit(1);

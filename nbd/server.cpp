@@ -163,7 +163,9 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
   }
 }
 
-Server::~Server() {
+Server::~Server() { remove_socket_files(); }
+
+void Server::remove_socket_files() {
   for (auto& l : listeners_)
     if (!l->unix_path.empty()) ::unlink(l->unix_path.c_str());
 }
@@ -452,9 +454,12 @@ bool Server::run() {
 
   for (auto& w : workers_) {
     w->keep_alive.emplace(asio::make_work_guard(w->io));
-    w->thread = std::thread([&w = *w, poll_max = poll_max_] {
-      CurrentContextGuard current(w.io);
-      run_with_adaptive_polling(w.io, poll_max, [&w] { return w.sessions.wants_polling(); }, &w.polled_ns);
+    w->thread = std::thread([this, &w = *w, poll_max = poll_max_] {
+      {
+        CurrentContextGuard current(w.io);
+        run_with_adaptive_polling(w.io, poll_max, [&w] { return w.sessions.wants_polling(); }, &w.polled_ns);
+      }
+      stop_deadline_.worker_ended();
     });
     clockid_t clock{};
     if (::pthread_getcpuclockid(w->thread.native_handle(), &clock) == 0) {
@@ -465,7 +470,18 @@ bool Server::run() {
   // Each worker returns once the server stopped and its last session is gone; worker 0 also
   // waits for the sessions on device threads (cancel_drain_timer_when_idle), but one that
   // moved there just before the stop may still be on its way or winding down.
-  for (auto& w : workers_) w->thread.join();
+  std::vector<std::thread*> threads;
+  for (auto& w : workers_) threads.push_back(&w->thread);
+  if (const size_t left = stop_deadline_.join_or_leave(threads); left > 0) {
+    // A device holds those workers for requests its storage has not answered: what they carry
+    // is lost either way. The exports that can still be flushed are; the process must end.
+    spdlog::error("{} worker thread{} still waiting for the storage {} s after the stop began: "
+                  "requests in flight to an export whose storage does not answer",
+                  left, left == 1 ? " is" : "s are", (kDrainTimeout + kInFlightGrace).count());
+    flush_all();  // the exports whose storage answers get their last flush
+    storage_unanswered_ = true;
+    return false;
+  }
   while (!homes_.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   // Handlers the stop queued on the device threads (shutdown_all, abort_all) refer to homes_,
   // which goes with the server while those threads live on: let each thread run them first.
@@ -521,6 +537,7 @@ void Server::begin_stop() {
     return;
   }
   stopping_ = true;
+  stop_deadline_.begin(kDrainTimeout + kInFlightGrace);
   boost::system::error_code ignored;
   signals_.cancel(ignored);
   for (auto& l : listeners_) {

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/stop_deadline.hpp"
 #include "common/log_throttle.hpp"
 #include "common/metrics_report.hpp"
 #include "nbd/buffer_budget.hpp"
@@ -62,6 +63,10 @@ class Server {
  public:
   // How long a graceful stop waits for clients before cutting connections.
   static constexpr std::chrono::seconds kDrainTimeout{10};
+  // And then for the storage to answer the requests those connections left in flight; a
+  // worker still waiting after that is left running (see common/stop_deadline.hpp). With the
+  // final flush's bound this keeps a stop within 28 s (systemd's TimeoutStopSec is 30).
+  static constexpr std::chrono::seconds kInFlightGrace{3};
   // After an accept fails for want of descriptors or memory, accepting pauses this long,
   // doubling while it keeps failing, up to the maximum.
   static constexpr std::chrono::milliseconds kFirstAcceptPause{100};
@@ -124,11 +129,16 @@ class Server {
 
   // Serves until SIGINT/SIGTERM or stop(), then lets in-flight requests finish and flushes
   // every device, giving the storage ServerLimits::final_flush_timeout to answer. Returns false
-  // if the final flush failed or did not finish.
+  // if the final flush failed or did not finish, or requests were still unanswered
+  // kDrainTimeout + kInFlightGrace after the stop began.
   bool run();
-  // After run(): some export's storage did not answer its final flush in time. Its device may
-  // still have requests in its library (librbd), whose teardown would wait for them.
+  // After run(): some export's storage did not answer, a request or the final flush, in time.
+  // Its device may still have requests in its library (librbd), whose teardown would wait for
+  // them, and worker threads waiting for them may still run: the caller must end the process
+  // (std::_Exit, after remove_socket_files()) instead of destroying the server.
   bool storage_unanswered() const { return storage_unanswered_; }
+  // Removes the unix socket files this server listens on (the destructor does it too).
+  void remove_socket_files();
   // Safe from any thread.
   void stop();
 
@@ -191,7 +201,8 @@ class Server {
   bool stop_put_off_ = false;
   bool handed_over_ = false;  // finish_handover() ran; read by run() once the workers are gone
   const std::chrono::milliseconds final_flush_timeout_;
-  bool storage_unanswered_ = false;  // set by run() after the workers are gone
+  bool storage_unanswered_ = false;  // set by run() once the workers ended or were left
+  StopDeadline stop_deadline_;       // how long run() waits for the workers once stopping
   std::vector<std::function<void()>> on_stop_;
   SessionHomes homes_{stopping_};  // device threads that sessions move to
 };

@@ -74,6 +74,29 @@ h.shutdown()" || fail "writing through the export whose upstream will stall"
 kill -STOP "$STALLED_KIT_PID"
 kill -TERM "$STALLED_VG_PID"
 STALLED_T0=$(now_ms)
+
+# ---- the same with a FUSE mount and a client's read in flight: bounded all the same ----
+# The FUSE mount's last flush waits for the upstream and holds its thread: the mount goes after
+# the 10 s drain and the thread is left behind 3 s later (it used to hold the stop until
+# systemd's SIGKILL); the NBD side gives its final flush 15 s; exit 1, the socket file removed.
+start_nbdkit "$T/stalled2.sock" memory 16M
+STALLED2_KIT_PID=$NBDKIT_PID
+mkdir "$T/stalled-fuse"
+start_volgate --unix "$T/stalled2-vg.sock" --fuse "$T/stalled-fuse" --export "s2=nbd+unix:///?socket=$T/stalled2.sock"
+STALLED2_VG_PID=$VG_PID STALLED2_VG_ERR=$VG_ERR
+kill -STOP "$STALLED2_KIT_PID"
+"$SYSPY" -c "
+import nbd, sys, time
+h = nbd.NBD()
+h.connect_uri('$(unix_uri s2 "$T/stalled2-vg.sock")')
+h.aio_pread(4096, 0)
+print('sent', flush=True)
+time.sleep(60)" >"$T/stalled2-client.out" 2>&1 &
+BG_PIDS+=("$!")
+for ((i = 0; i < 100; i++)); do grep -q sent "$T/stalled2-client.out" 2>/dev/null && break; sleep 0.05; done
+sleep 0.2  # the request on its way to the upstream
+kill -TERM "$STALLED2_VG_PID"
+STALLED2_T0=$(now_ms)
 expect_startup_error "TCP port closed" "refused" --export "x=nbd://127.0.0.1:$(free_tcp_port)/e"
 expect_startup_error "a name that does not resolve" "cannot resolve 'no-such-host.invalid'" \
     --export "x=nbd://no-such-host.invalid/e"
@@ -363,3 +386,14 @@ log_ms() { date -d "$(grep -m1 "$1" "$STALLED_VG_ERR" | cut -d' ' -f1)" +%s%3N; 
 took=$(($(log_ms "stopped without closing") - $(log_ms "received SIGTERM")))
 ((took >= 15000 && took < 20000)) || fail "the stop with a stalled upstream took $took ms, expected 15-20 s"
 pass "SIGTERM with an upstream that never answers the final flush: the export named, exit 1 after $took ms, no hang"
+
+stop_volgate "$STALLED2_VG_PID" none $((32 - ($(now_ms) - STALLED2_T0) / 1000)) 1
+kill -CONT "$STALLED2_KIT_PID"
+grep -q -- "--fuse $T/stalled-fuse: 1 thread is still waiting for the storage" "$STALLED2_VG_ERR" ||
+    fail "a FUSE flush to a stalled upstream: the log does not say its thread was left: $(tail -n 5 "$STALLED2_VG_ERR")"
+[[ ! -e $T/stalled2-vg.sock ]] || fail "the socket file stayed after a stop that left its storage unanswered"
+! mountpoint -q "$T/stalled-fuse" || fail "the FUSE mount stayed after the stop"
+STALLED_VG_ERR=$STALLED2_VG_ERR
+took=$(($(log_ms "stopped without closing") - $(log_ms "received SIGTERM")))
+((took >= 15000 && took < 20000)) || fail "the stop with a FUSE mount on a stalled upstream took $took ms, expected 15-20 s"
+pass "SIGTERM with a FUSE mount and a read in flight on an upstream that never answers: the FUSE thread left after 13 s, exit 1 after $took ms, socket removed"
