@@ -146,7 +146,9 @@ Server::Server(ExportTable exports, unsigned threads, std::chrono::microseconds 
       }()),
       drain_timer_(workers_.front()->io),
       idle_check_(workers_.front()->io),
-      final_flush_timeout_(limits.final_flush_timeout) {
+      final_flush_timeout_(limits.final_flush_timeout),
+      drain_timeout_(limits.drain_timeout),
+      in_flight_grace_(limits.in_flight_grace) {
   if (tls_.mode != TlsMode::off && !tls_.credentials)
     throw std::invalid_argument("TLS needs credentials");
   // OpenSSL writes TLS records with write(), which raises SIGPIPE (ending the process) when the
@@ -475,9 +477,10 @@ bool Server::run() {
   if (const size_t left = stop_deadline_.join_or_leave(threads); left > 0) {
     // A device holds those workers for requests its storage has not answered: what they carry
     // is lost either way. The exports that can still be flushed are; the process must end.
-    spdlog::error("{} worker thread{} still waiting for the storage {} s after the stop began: "
+    spdlog::error("{} worker thread{} still waiting for the storage {:g} s after the stop began: "
                   "requests in flight to an export whose storage does not answer",
-                  left, left == 1 ? " is" : "s are", (kDrainTimeout + kInFlightGrace).count());
+                  left, left == 1 ? " is" : "s are",
+                  static_cast<double>((drain_timeout_ + in_flight_grace_).count()) / 1000);
     flush_all();  // the exports whose storage answers get their last flush
     storage_unanswered_ = true;
     return false;
@@ -537,7 +540,7 @@ void Server::begin_stop() {
     return;
   }
   stopping_ = true;
-  stop_deadline_.begin(kDrainTimeout + kInFlightGrace);
+  stop_deadline_.begin(drain_timeout_ + in_flight_grace_);
   boost::system::error_code ignored;
   signals_.cancel(ignored);
   for (auto& l : listeners_) {
@@ -553,11 +556,11 @@ void Server::begin_stop() {
   for (auto& home : homes_.all())
     asio::post(*home->io, [&home = *home] { home.sessions.shutdown_all(); });
   // Clients that stop reading their replies must not hold the process hostage.
-  drain_timer_.expires_after(kDrainTimeout);
+  drain_timer_.expires_after(drain_timeout_);
   drain_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
-    spdlog::warn("clients still connected after {} s, closing their connections",
-                 kDrainTimeout.count());
+    spdlog::warn("clients still connected after {:g} s, closing their connections",
+                 static_cast<double>(drain_timeout_.count()) / 1000);
     for (auto& w : workers_) asio::post(w->io, [&w = *w] { w.sessions.abort_all(); });
     for (auto& home : homes_.all())
       asio::post(*home->io, [&home = *home] { home.sessions.abort_all(); });

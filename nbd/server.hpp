@@ -51,6 +51,13 @@ struct ServerLimits {
   std::chrono::milliseconds handshake_timeout = kDefaultHandshakeTimeout;
   // The stop's last flush of every export (export_flush.hpp).
   std::chrono::milliseconds final_flush_timeout = kFinalFlushTimeout;
+  // How long a stop waits for clients before cutting their connections, and then for the
+  // storage to answer the requests they left in flight: a worker still waiting after that is
+  // left running (see common/stop_deadline.hpp). With the final flush's bound the defaults keep
+  // a stop within 28 s (systemd's TimeoutStopSec is 30).
+  std::chrono::milliseconds drain_timeout = kDefaultDrainTimeout;
+  std::chrono::milliseconds in_flight_grace = std::chrono::seconds(3);
+  static constexpr std::chrono::seconds kDefaultDrainTimeout{10};
 };
 
 // NBD_OPT_STARTTLS: the mode, and the credentials it uses unless it is off.
@@ -61,12 +68,8 @@ struct ServerTls {
 
 class Server {
  public:
-  // How long a graceful stop waits for clients before cutting connections.
-  static constexpr std::chrono::seconds kDrainTimeout{10};
-  // And then for the storage to answer the requests those connections left in flight; a
-  // worker still waiting after that is left running (see common/stop_deadline.hpp). With the
-  // final flush's bound this keeps a stop within 28 s (systemd's TimeoutStopSec is 30).
-  static constexpr std::chrono::seconds kInFlightGrace{3};
+  // How long a graceful stop waits for clients before cutting connections, by default.
+  static constexpr std::chrono::seconds kDrainTimeout = ServerLimits::kDefaultDrainTimeout;
   // After an accept fails for want of descriptors or memory, accepting pauses this long,
   // doubling while it keeps failing, up to the maximum.
   static constexpr std::chrono::milliseconds kFirstAcceptPause{100};
@@ -130,7 +133,7 @@ class Server {
   // Serves until SIGINT/SIGTERM or stop(), then lets in-flight requests finish and flushes
   // every device, giving the storage ServerLimits::final_flush_timeout to answer. Returns false
   // if the final flush failed or did not finish, or requests were still unanswered
-  // kDrainTimeout + kInFlightGrace after the stop began.
+  // ServerLimits::drain_timeout + in_flight_grace after the stop began.
   bool run();
   // After run(): some export's storage did not answer, a request or the final flush, in time.
   // Its device may still have requests in its library (librbd), whose teardown would wait for
@@ -201,6 +204,8 @@ class Server {
   bool stop_put_off_ = false;
   bool handed_over_ = false;  // finish_handover() ran; read by run() once the workers are gone
   const std::chrono::milliseconds final_flush_timeout_;
+  const std::chrono::milliseconds drain_timeout_;
+  const std::chrono::milliseconds in_flight_grace_;
   bool storage_unanswered_ = false;  // set by run() once the workers ended or were left
   StopDeadline stop_deadline_;       // how long run() waits for the workers once stopping
   std::vector<std::function<void()>> on_stop_;
