@@ -70,7 +70,8 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& options) {
       "Serve volumes as NBD exports. Runs in the foreground, logs to stderr, prints one NBD URI\n"
       "per export and listener on stdout once listening. The first export is also the\n"
       "default export (the empty name). SIGINT/SIGTERM finish in-flight requests, flush, exit 0\n"
-      "(1 if a flush failed or the storage did not answer it within 15 s).\n"
+      "(1 if a flush failed, or the storage did not answer it within 15 s or left requests\n"
+      "unanswered 3 s after the 10 s drain: a stop takes 28 s at worst).\n"
       "With --control, exports can be added and removed while serving (see README, \"Gateway\n"
       "control API\"); --export is then optional.");
   serve->add_option("--unix", options.unix_paths, "Listen on a unix socket at PATH (repeatable)")
