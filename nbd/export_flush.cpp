@@ -2,7 +2,9 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <mutex>
 #include <optional>
+#include <vector>
 
 #include "backends/device_front.hpp"
 #include "common/current_context.hpp"
@@ -35,6 +37,22 @@ FlushOutcome flush_exports(const std::vector<std::shared_ptr<const Export>>& exp
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (state->pending > 0 && std::chrono::steady_clock::now() < deadline)
     state->io.run_for(std::chrono::milliseconds(5));
+  // A device thread that posted its answer holds a unit of the io_context's work until its
+  // post() has returned (NbdDevice::finish, PostBack): the io_context must live until the work
+  // is gone, which it is once run() finds none. Destroyed earlier, that unit's release touched
+  // freed memory (AddressSanitizer caught it at a stop).
+  guard.reset();
+  while (!state->io.stopped() && std::chrono::steady_clock::now() < deadline)
+    state->io.run_for(std::chrono::milliseconds(5));
+  if (!state->io.stopped()) {
+    // A device still holds work here, for a flush it has not answered: the io_context must
+    // outlive this call. The state stays reachable, never destroyed (there is one per stop or
+    // removal that timed out).
+    static std::mutex mutex;
+    static auto* lingering = new std::vector<std::shared_ptr<State>>;
+    std::lock_guard lock(mutex);
+    lingering->push_back(state);
+  }
 
   FlushOutcome outcome;
   for (size_t i = 0; i < exports.size(); ++i) {
