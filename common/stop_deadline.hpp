@@ -37,16 +37,20 @@ class StopDeadline {
   }
 
   // Waits for the stop to begin, then until every thread in `workers` ended or the deadline
-  // passed. Joins the ones that ended and detaches the rest; returns how many were left running.
+  // passed (threads never started count as ended). Joins the ones that ended and detaches the
+  // rest; returns how many were left running.
   size_t join_or_leave(const std::vector<std::thread*>& workers) {
     std::unique_lock lock(mutex_);
-    const auto all_ended = [&] { return ended_.size() >= workers.size(); };
+    const auto ended = [&](const std::thread& t) {
+      return !t.joinable() || std::find(ended_.begin(), ended_.end(), t.get_id()) != ended_.end();
+    };
+    const auto all_ended = [&] { return std::all_of(workers.begin(), workers.end(), [&](auto* t) { return ended(*t); }); };
     changed_.wait(lock, [&] { return deadline_ || all_ended(); });
     if (deadline_) changed_.wait_until(lock, *deadline_, all_ended);
     size_t left = 0;
     for (std::thread* t : workers) {
       if (!t->joinable()) continue;
-      if (std::find(ended_.begin(), ended_.end(), t->get_id()) != ended_.end()) {
+      if (ended(*t)) {
         t->join();  // it has ended, or is returning from worker_ended()
       } else {
         t->detach();

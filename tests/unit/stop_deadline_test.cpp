@@ -57,6 +57,13 @@ TEST(StopDeadline, LeavesAWorkerThatDoesNotEndByTheDeadline) {
   EXPECT_EQ(stuck_done.wait_for(5s), std::future_status::ready);
 }
 
+// A thread never started does not hold the wait (a front end stopped before it started).
+TEST(StopDeadline, ThreadsNeverStartedCountAsEnded) {
+  StopDeadline deadline;
+  std::thread never;
+  EXPECT_EQ(deadline.join_or_leave({&never}), 0u);
+}
+
 // Before the stop begins there is no deadline: the wait goes on until the workers end.
 TEST(StopDeadline, WaitsForTheStopToBegin) {
   StopDeadline deadline;
