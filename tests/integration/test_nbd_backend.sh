@@ -59,6 +59,23 @@ expect_startup_error "bad option" "connections '0'" --export "x=nbd://localhost/
 expect_startup_error "no such socket" "No such file or directory" \
     --export "x=nbd+unix:///e?socket=$T/missing.sock"
 
+# stop_process PID: SIGSTOP, then until every thread of PID has stopped (a signal takes effect
+# when each thread next runs: an upstream still answering right after kill -STOP made a stop
+# meant to wait for it end at once).
+stop_process() {
+    local i t all
+    kill -STOP "$1"
+    for ((i = 0; i < 100; i++)); do
+        all=1
+        for t in /proc/"$1"/task/*/stat; do
+            [[ $(sed -E 's/^.*\) (.).*$/\1/' "$t" 2>/dev/null) == T ]] || all=0
+        done
+        ((all)) && return 0
+        sleep 0.05
+    done
+    fail "process $1 did not stop within 5 s of SIGSTOP"
+}
+
 # ---- a stop whose upstream never answers the final flush: named, exit 1 after 15 s, no hang ----
 # Started here and checked at the end of the script, so the 15 s pass while the rest runs.
 start_nbdkit "$T/stalled.sock" memory 16M
@@ -71,7 +88,7 @@ h = nbd.NBD()
 h.connect_uri('$(unix_uri s "$T/stalled-vg.sock")')
 h.pwrite(b'w' * 4096, 0)
 h.shutdown()" || fail "writing through the export whose upstream will stall"
-kill -STOP "$STALLED_KIT_PID"
+stop_process "$STALLED_KIT_PID"
 kill -TERM "$STALLED_VG_PID"
 STALLED_T0=$(now_ms)
 
@@ -84,7 +101,7 @@ STALLED2_KIT_PID=$NBDKIT_PID
 mkdir "$T/stalled-fuse"
 start_volgate --unix "$T/stalled2-vg.sock" --fuse "$T/stalled-fuse" --export "s2=nbd+unix:///?socket=$T/stalled2.sock"
 STALLED2_VG_PID=$VG_PID STALLED2_VG_ERR=$VG_ERR
-kill -STOP "$STALLED2_KIT_PID"
+stop_process "$STALLED2_KIT_PID"
 "$SYSPY" -c "
 import nbd, sys, time
 h = nbd.NBD()
