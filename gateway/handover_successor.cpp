@@ -162,10 +162,12 @@ bool HandoverSuccessor::predecessor_alive() const {
   // A zombie (dead, not yet reaped by its parent) still answers kill(pid, 0), so its state is
   // read too. Reaped between the two, it has no stat file any more: gone, not alive (taking that
   // for "alive" made a successor give up on connections it had been handed).
-  if (predecessor_ <= 0 || ::kill(predecessor_, 0) != 0) return false;
+  // EPERM: it exists, as another user's process.
+  const auto exists = [this] { return ::kill(predecessor_, 0) == 0 || errno == EPERM; };
+  if (predecessor_ <= 0 || !exists()) return false;
   std::ifstream stat("/proc/" + std::to_string(predecessor_) + "/stat");
   std::string line;
-  if (!std::getline(stat, line)) return ::kill(predecessor_, 0) == 0;
+  if (!std::getline(stat, line)) return exists();
   const size_t paren = line.rfind(')');
   return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'Z';
 }
