@@ -17,6 +17,7 @@
 #include "backends/network_device_thread.hpp"
 #include "common/current_context.hpp"
 #include "common/per_thread_pool.hpp"
+#include "common/post_back.hpp"
 
 namespace volgate::backends {
 namespace {
@@ -72,7 +73,7 @@ struct NbdDevice::Request {
   ExtentsCompletion extents_done;
   std::vector<Extent> extents;
   boost::asio::io_context* caller = nullptr;
-  std::optional<WorkGuard> busy;  // another thread's io_context runs until the completion
+  PostBack post_back;  // to the caller's io_context, when it is not the device's own
   size_t outstanding = 0;
   int error = 0;
 };
@@ -270,7 +271,7 @@ void NbdDevice::submit(Request* request) {
   boost::asio::io_context& caller = current_io_context();
   request->caller = &caller;
   if (&caller == &io_) return begin(request);
-  request->busy.emplace(caller.get_executor());
+  request->post_back.expect(caller);
   boost::asio::post(io_, [this, request] { begin(request); });
 }
 
@@ -505,11 +506,7 @@ void NbdDevice::finish(Request* request) {
     }
   };
   if (request->caller == &io_) return deliver();
-  // The request's work guard goes with the handler, which may run (and the caller's io_context
-  // return and be destroyed, as at the final flush) before post() has finished waking it: a
-  // second unit of work, given up only after post() returns, rules that out.
-  WorkGuard posting = *request->busy;
-  boost::asio::post(*request->caller, std::move(deliver));
+  request->post_back.post(std::move(deliver));
 }
 
 void NbdDevice::fail_waiting(std::error_code ec) {

@@ -20,6 +20,10 @@ namespace volgate {
 class StopDeadline {
  public:
   using Clock = std::chrono::steady_clock;
+  // How long after its drain a stop waits for workers still holding requests, by default (the
+  // NBD server's and the FUSE front end's): with the final flush's 15 s and a 10 s drain, a
+  // stop stays within systemd's 30 s.
+  static constexpr std::chrono::seconds kDefaultGrace{3};
 
   // The stop began: the workers have `allowed` from now to end. The first call counts. From
   // any thread.

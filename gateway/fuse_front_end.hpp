@@ -42,9 +42,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/stop_deadline.hpp"
 #include "backends/device_front.hpp"
 #include "common/buffer_pool.hpp"
+#include "common/stop_deadline.hpp"
 #include "gateway/export_clients.hpp"
 #include "nbd/export.hpp"
 
@@ -71,7 +71,7 @@ class FuseFrontEnd final : public ExportClients {
   static constexpr std::chrono::seconds kDrainTimeout{10};
   // And then how long a thread may still wait for its storage before it is left running (see
   // common/stop_deadline.hpp).
-  static constexpr std::chrono::seconds kInFlightGrace{3};
+  static constexpr std::chrono::seconds kInFlightGrace = StopDeadline::kDefaultGrace;
 
   // Mounts `mount_point` (an absolute path, see prepare_fuse_mount_point) and serves the
   // exports of `exports` there, as the table holds them at each lookup, on `threads` threads

@@ -25,9 +25,9 @@
 #include <thread>
 #include <vector>
 
-#include "common/stop_deadline.hpp"
 #include "common/log_throttle.hpp"
 #include "common/metrics_report.hpp"
+#include "common/stop_deadline.hpp"
 #include "nbd/buffer_budget.hpp"
 #include "nbd/connection_limit.hpp"
 #include "nbd/export.hpp"
@@ -56,7 +56,7 @@ struct ServerLimits {
   // left running (see common/stop_deadline.hpp). With the final flush's bound the defaults keep
   // a stop within 28 s (systemd's TimeoutStopSec is 30).
   std::chrono::milliseconds drain_timeout = kDefaultDrainTimeout;
-  std::chrono::milliseconds in_flight_grace = std::chrono::seconds(3);
+  std::chrono::milliseconds in_flight_grace = StopDeadline::kDefaultGrace;
   static constexpr std::chrono::seconds kDefaultDrainTimeout{10};
 };
 
