@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "common/log_format.hpp"
 #include "controller/cli/controller_command.hpp"
 #include "controller/cli/doctor_command.hpp"
 #include "controller/cli/volume_command.hpp"
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
   if (serve->parsed()) volgate::gateway::restart_with_malloc_settings(argv);
   auto logger = spdlog::stderr_color_mt("volgate");
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_formatter(volgate::make_log_formatter("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %*"));
   spdlog::set_level(spdlog::level::from_str(log_level));
 
   if (serve->parsed()) return volgate::gateway::run_serve(serve_options);

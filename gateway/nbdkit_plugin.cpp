@@ -35,6 +35,7 @@
 #include <string>
 
 #include "backends/device_front.hpp"
+#include "common/log_format.hpp"
 #include "backends/sync_io.hpp"
 #include "crypto/xts_provider.hpp"
 #include "gateway/backend_spec.hpp"
@@ -184,7 +185,7 @@ int volgate_get_ready() {
     return -1;
   }
   auto logger = std::make_shared<spdlog::logger>("volgate", std::make_shared<NbdkitSink>());
-  logger->set_pattern("%v");
+  logger->set_formatter(make_log_formatter("%*"));
   spdlog::set_default_logger(std::move(logger));
   // A named AES-XTS provider is proven before anything is served, as `volgate serve` does.
   if (plugin_state.xts_provider) {

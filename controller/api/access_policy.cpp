@@ -47,12 +47,12 @@ PathParts parts_of(std::string_view path) {
   return parts;
 }
 
-// The decoded value of `name` in a query string, if it is there.
-std::optional<std::string> query_value(std::string_view query, std::string_view name) {
+// The decoded names and values of a query string, in order.
+std::vector<std::pair<std::string, std::string>> query_items(std::string_view query) {
   const std::string body;
   const RequestHeaders headers;
   ApiRequest request{"", "", std::string(query), body, {}, kMinApiVersion, headers};
-  return request.query_value(name);
+  return request.query_items();
 }
 
 }  // namespace
@@ -82,8 +82,10 @@ void authorize_request(const Caller& caller, std::string_view method, std::strin
       require_admin(caller, "see another project's quotas");
   }
   if (resource == "limits") {
-    for (const char* key : {"tenant_id", "project_id"})
-      if (auto other = query_value(query, key); other && *other != caller.project)
+    // Every occurrence: a name given twice must not pass here with one value and reach the
+    // route with the other.
+    for (const auto& [key, value] : query_items(query))
+      if ((key == "tenant_id" || key == "project_id") && value != caller.project)
         require_admin(caller, "see another project's limits");
   }
 }

@@ -29,6 +29,8 @@ namespace http = beast::http;
 using boost::system::error_code;
 
 constexpr size_t kMaxBody = 1 << 20;
+// The request line and headers: what Cinder's server takes on one header line.
+constexpr uint32_t kMaxHeader = 16 * 1024;
 
 template <class T>
 struct IsTls : std::false_type {};
@@ -55,12 +57,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   static constexpr bool kTls = IsTls<Stream>::value;
 
  public:
-  Session(Stream stream, ApiServer& server)
+  Session(Stream stream, ApiServer& server, ApiServer::Door door)
       : socket_(std::move(stream)),
         server_(server),
+        door_(door),
         deadline_(socket_.get_executor()),
         peer_(peer_of(beast::get_lowest_layer(socket_))) {}
-  ~Session() { server_.connection_closed(); }
+  ~Session() { server_.connection_closed(door_); }
 
   void start() {
     if constexpr (kTls) handshake();
@@ -129,6 +132,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void read_header() {
     parser_.emplace();
     parser_->body_limit(kMaxBody);
+    parser_->header_limit(kMaxHeader);
     arm(server_.limits().header, "request header");
     http::async_read_header(socket_, buffer_, *parser_,
                             [self = this->shared_from_this()](error_code ec, size_t) {
@@ -154,6 +158,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         ec == asio::ssl::error::stream_truncated)
       return;
     if (ec == http::error::body_limit) respond(error_response(413, "overLimit", "The request body is too large."), false);
+    else if (ec == http::error::header_limit || ec == http::error::buffer_overflow)
+      respond(error_response(431, "badRequest", "The request's header is larger than " +
+                                                    std::to_string(kMaxHeader / 1024) + " KiB."),
+              false);
     else respond(error_response(400, "badRequest", "Malformed HTTP request: " + ec.message()), false);
   }
 
@@ -182,20 +190,27 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // The token is compared where it lies in the parser's buffer: no copy of it to wipe.
     ApiResponse r = server_.handle(view(request.method_string()), view(request.target()),
                                    view(request["X-Auth-Token"]), request.body(), headers);
-    asio::post(socket_.get_executor(), [self = this->shared_from_this(), r = std::move(r),
-                                        keep_alive = request.keep_alive()] { self->respond(r, keep_alive); });
+    asio::post(socket_.get_executor(),
+               [self = this->shared_from_this(), r = std::move(r), keep_alive = request.keep_alive(),
+                head = request.method() == http::verb::head] { self->respond(r, keep_alive, head); });
   }
 
-  void respond(const ApiResponse& r, bool keep_alive) {
+  // `head`: the answer to a HEAD request, which has the headers of the answer but no body
+  // (RFC 9110): bytes after them would be read as the start of the next answer.
+  void respond(const ApiResponse& r, bool keep_alive, bool head = false) {
     auto response = std::make_shared<http::response<http::string_body>>();
     response->version(11);
     response->result(static_cast<http::status>(r.status));
     response->set(http::field::server, "volgate");
     if (!r.body.empty()) response->set(http::field::content_type, "application/json");
     for (const auto& [name, value] : r.headers) response->set(name, value);
-    response->body() = r.body;
     response->keep_alive(keep_alive);
-    response->prepare_payload();
+    if (head) {
+      response->content_length(r.body.size());
+    } else {
+      response->body() = r.body;
+      response->prepare_payload();
+    }
     arm(server_.limits().write, "reader for the answer");
     http::async_write(socket_, *response,
                       [self = this->shared_from_this(), response, keep_alive](error_code ec, size_t) {
@@ -210,10 +225,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   Stream socket_;
   ApiServer& server_;
+  const ApiServer::Door door_;
   asio::steady_timer deadline_;
   const std::string peer_;
   bool established_ = true;  // false while a TLS handshake runs
-  beast::flat_buffer buffer_{16 * 1024};  // also caps the header at what fits
+  beast::flat_buffer buffer_{kMaxHeader + 4096};  // a header, and bytes pipelined behind it
   std::optional<http::request_parser<http::string_body>> parser_;
 };
 
@@ -269,14 +285,16 @@ ApiServer::ApiServer(VolumeApi& api, TokenTable tokens, unsigned threads, ApiSer
       limits_(limits),
       listeners_(std::make_unique<Listeners>()) {}
 
-bool ApiServer::admit_connection() {
-  if (connections_.fetch_add(1) < limits_.max_connections) return true;
-  connections_.fetch_sub(1);
-  accept_log().note("connection refused", "already " + std::to_string(limits_.max_connections) + " open");
+bool ApiServer::admit_connection(Door door) {
+  auto& open = connections_[static_cast<size_t>(door)];
+  if (open.fetch_add(1) < limits_.max_connections) return true;
+  open.fetch_sub(1);
+  accept_log().note("connection refused", "already " + std::to_string(limits_.max_connections) + " open on " +
+                                              (door == Door::local ? "the unix socket" : "TCP"));
   return false;
 }
 
-void ApiServer::connection_closed() { connections_.fetch_sub(1); }
+void ApiServer::connection_closed(Door door) { connections_[static_cast<size_t>(door)].fetch_sub(1); }
 
 template <class Acceptor>
 void ApiServer::accept_loop(Acceptor& acceptor, TlsListener* tls) {
@@ -285,17 +303,19 @@ void ApiServer::accept_loop(Acceptor& acceptor, TlsListener* tls) {
     if (ec == asio::error::operation_aborted) return;
     if (ec) return pause_accepting(acceptor, tls, ec);
     using Socket = typename Acceptor::protocol_type::socket;
-    if (admit_connection()) {
+    constexpr Door door =
+        std::is_same_v<typename Acceptor::protocol_type, asio::ip::tcp> ? Door::network : Door::local;
+    if (admit_connection(door)) {
       if (tls) {
         try {
           std::make_shared<Session<asio::ssl::stream<Socket>>>(asio::ssl::stream<Socket>(std::move(socket), *tls->context),
-                                                               *this)->start();
+                                                               *this, door)->start();
         } catch (const std::exception& e) {  // OpenSSL could not make the connection's object
-          connection_closed();
+          connection_closed(door);
           accept_log().note("no TLS for a connection", e.what());
         }
       } else {
-        std::make_shared<Session<Socket>>(std::move(socket), *this)->start();
+        std::make_shared<Session<Socket>>(std::move(socket), *this, door)->start();
       }
     }
     accept_loop(acceptor, tls);

@@ -8,8 +8,10 @@
 // No client can hold the server: a connection waits at most `idle` for a request to begin,
 // `header` for its header and `body` for its body, and `write` for the answer to be taken (over
 // HTTPS, first `handshake` for the TLS handshake to end);
-// at most `max_connections` are open at once (the rest are closed at accept); and when the
-// process runs out of descriptors, accepting pauses instead of spinning.
+// at most `max_connections` are open at once on TCP and as many on the unix socket (the rest are
+// closed at accept), so clients on the network, who need no token to connect, cannot lock the
+// operator out; and when the process runs out of descriptors, accepting pauses instead of
+// spinning.
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -54,9 +56,11 @@ class ApiServer {
   // Runs a request's `handler` on a thread of its own; `refused` instead (on the caller's
   // thread) when no thread can be made.
   void run_handler(std::function<void()> handler, std::function<void()> refused);
-  // Counts an accepted connection; false (and nothing counted) when the server is full.
-  bool admit_connection();
-  void connection_closed();
+  // Where a connection came in: each has its own count under max_connections.
+  enum class Door : size_t { network, local };
+  // Counts an accepted connection; false (and nothing counted) when its door is full.
+  bool admit_connection(Door door);
+  void connection_closed(Door door);
 
  private:
   struct TlsListener;
@@ -74,7 +78,7 @@ class ApiServer {
   std::vector<std::string> unix_paths_;
   struct Listeners;
   std::unique_ptr<Listeners> listeners_;
-  std::atomic<size_t> connections_{0};
+  std::atomic<size_t> connections_[2]{0, 0};  // by Door
   // Handlers still running (run_handler's threads): waited for before the server goes.
   void wait_for_handlers();
   std::mutex handlers_mutex_;

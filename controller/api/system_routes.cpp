@@ -61,13 +61,16 @@ void add_system_routes(Router& r, VolumeService& service) {
   r.add("GET", "/v3/{project}/limits", [&service](const ApiRequest& q) {
     const std::string& project = project_of(q);
     // Whose limits: cinderclient's `absolute-limits TENANT` sends tenant_id; 3.39 named it project_id.
-    std::string target = project;
+    std::optional<std::string> target;
     for (const auto& [key, value] : q.query_items()) {
-      if (key == "tenant_id" || (key == "project_id" && q.version.since(39))) target = value;
-      else bad_request("Invalid filters " + key.substr(0, 64) + " are found in query options.");
+      if (key != "tenant_id" && (key != "project_id" || !q.version.since(39)))
+        bad_request("Invalid filters " + key.substr(0, 64) + " are found in query options.");
+      if (target && *target != value) bad_request("The query names more than one project.");
+      target = value;
     }
-    checked_project_name(target);
-    return json_response(200, {{"limits", limits_view(service.quota_usage(target))}});
+    if (!target) target = project;
+    checked_project_name(*target);
+    return json_response(200, {{"limits", limits_view(service.quota_usage(*target))}});
   });
 
   r.add("GET", "/v3/{project}/os-availability-zone", [&service](const ApiRequest& q) {

@@ -8,6 +8,12 @@
 #  - slow clients are cut off: no request within the idle timeout, a header not finished within
 #    the header timeout, a body not finished within the body timeout (no token needed for any);
 #  - connections over max_connections are closed at once, and the API works again after;
+#    connections held on TCP (no token needed) do not lock out the unix socket, which has a
+#    budget of its own;
+#  - a header up to 16 KiB is taken and a larger one gets 431; an answer to HEAD has no body
+#    (the next answer on the connection follows the headers at once);
+#  - a line break in a client's text (a refused imageRef) is escaped in the log, so a client
+#    cannot write a log line of its own;
 #  - out of descriptors (EMFILE), the accept loop pauses instead of spinning: the controller
 #    uses little CPU and writes few log lines, and serves again once descriptors are free;
 #  - a token or master key file readable by others is warned about at start.
@@ -70,6 +76,44 @@ r=$(api POST /v3/default/volumes "$T/body.json")
 [[ ${r%% *} == 202 ]] || fail "imageRef good.raw: $r"
 assert_alive "$CTL_PID"
 pass "imageRef: only regular files beneath the image directory; the rest one 400, nothing copied"
+
+# ------------------------------------------------------------------ log lines from client text
+forged='2026-12-05T23:59:59.000 info GET /v3/beta/volumes (admin of default): 200'
+printf '{"volume": {"size": 1, "imageRef": "x\\n%s"}}' "$forged" >"$T/body.json"
+r=$(api POST /v3/default/volumes "$T/body.json")
+[[ ${r%% *} == 400 ]] || fail "imageRef with a line break: $r"
+err=$(ls -t "$T"/controller.*.err | head -1)
+grep -qF "x\\n$forged" "$err" || fail "the refused imageRef is not in the log, escaped: $(tail -3 "$err")"
+! grep -q "^$forged" "$err" || fail "a client's imageRef wrote a log line of its own: $(grep -n "^$forged" "$err")"
+pass "a line break in a client's text is escaped in the log: no forged line"
+
+# ------------------------------------------------------------------ header size, HEAD
+# big_header BYTES: the status of a request with a header of about BYTES
+big_header() {
+    curl -s -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" -H @"$AUTH" \
+        -H "X-Pad: $(head -c "$1" /dev/zero | tr '\0' a)" http://localhost/v3/default/limits
+}
+assert_eq "$(big_header 15000)" 200 "a request with a 15 KB header"
+assert_eq "$(big_header 17000)" 431 "a request with a 17 KB header"
+"$SYSPY" - "$SOCK" "$TOKEN_FILE" <<'PY' || fail "HEAD and GET on one connection"
+import socket, sys
+token = open(sys.argv[2]).read().strip()
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+request = "{} /v3/default/limits HTTP/1.1\r\nHost: x\r\nX-Auth-Token: " + token + "\r\n\r\n"
+s.sendall((request.format("HEAD") + request.format("GET")).encode())
+s.settimeout(5)
+data = b""
+while data.count(b"\r\n\r\n") < 2 or not data.rstrip().endswith(b"}"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, rest = data.split(b"\r\n\r\n", 1)
+assert rest.startswith(b"HTTP/1.1 200"), f"after the HEAD answer's headers: {rest[:80]!r}"
+assert b"content-length: 0" not in head.lower(), f"HEAD answer: {head!r}"
+PY
+pass "headers: 15 KB taken, 17 KB refused with 431; HEAD answers carry no body"
 
 # ------------------------------------------------------------------ deeply nested JSON
 vol=$(api GET /v3/default/volumes | sed 's/^[0-9]* //' | "$SYSPY" -c 'import json,sys; print(json.load(sys.stdin)["volumes"][0]["id"])')
@@ -169,6 +213,23 @@ closed=$(cat "$T/cap.out")
 for ((i = 0; i < 20; i++)); do [[ $(api GET /v3/default/volumes | cut -c1-3) == 200 ]] && break; sleep 0.1; done
 assert_eq "$(api GET /v3/default/volumes | cut -c1-3)" 200 "a request after the connection burst"
 pass "connections over max_connections are closed at once ($closed of 40); the API serves after"
+
+# Clients on TCP need no token to hold a connection: they fill TCP's budget, not the unix socket's.
+"$SYSPY" - "$PORT" 40 "$T/tcp-held" <<'PY' &
+import socket, sys, time
+conns = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(int(sys.argv[2]))]
+open(sys.argv[3], "w").write("held")
+time.sleep(2)
+PY
+holder=$!
+for ((i = 0; i < 50; i++)); do [[ -s $T/tcp-held ]] && break; sleep 0.1; done
+sleep 0.3
+on_unix=$(api GET /v3/default/volumes | cut -c1-3)
+on_tcp=$(curl -s -o /dev/null -w '%{http_code}' -H @"$AUTH" "http://127.0.0.1:$PORT/v3/default/volumes" || true)
+wait "$holder"
+assert_eq "$on_unix" 200 "a request on the unix socket while TCP's connections are all held"
+[[ $on_tcp != 200 ]] || fail "a TCP request was served while 40 connections held TCP's 24 slots"
+pass "connections held on TCP leave the unix socket its own budget"
 
 # ------------------------------------------------------------------ out of descriptors
 kill "$CTL_PID"

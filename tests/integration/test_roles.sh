@@ -217,6 +217,11 @@ expect 403 "$A" GET "/v3/alpha/scheduler-stats/get_pools?detail=true" >/dev/null
 expect 403 "$A" PUT /v3/alpha/os-quota-sets/alpha '{"quota_set": {"volumes": 100}}' >/dev/null
 expect 403 "$A" GET /v3/alpha/os-quota-sets/beta >/dev/null
 expect 403 "$A" GET "/v3/alpha/limits?tenant_id=beta" >/dev/null
+# A name given twice: the check and the route must not read different ones.
+expect 403 "$A" GET "/v3/alpha/limits?tenant_id=alpha&tenant_id=beta" >/dev/null
+API_VERSION='volume 3.39' expect 403 "$A" GET "/v3/alpha/limits?project_id=alpha&project_id=beta" >/dev/null
+expect 200 "$A" GET "/v3/alpha/limits?tenant_id=alpha&tenant_id=alpha" >/dev/null
+expect 400 "$ADM" GET "/v3/default/limits?tenant_id=alpha&tenant_id=beta" >/dev/null
 expect 200 "$A" GET /v3/alpha/os-quota-sets/alpha >/dev/null
 expect 200 "$A" GET /v3/alpha/limits >/dev/null
 assert_eq "$(expect 200 "$B" GET "/v3/beta/attachments/$b_att" | json "d['attachment']['status']")" reserved "attachment after a member's force-detach"
