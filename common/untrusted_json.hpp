@@ -1,14 +1,19 @@
 #pragma once
-// Parses JSON that comes from a client (a request body) with its nesting bounded.
+// Parses JSON that comes from a client (a request body) with its nesting bounded and each
+// object's keys unique.
 //
 // nlohmann::json parses without recursion, but copying, comparing and dumping a value recurse
 // once per level: a body of a few hundred kilobytes of `[[[[...` overflows the stack of
 // whichever thread touches it next. Refusing depth while parsing keeps such a value from ever
-// existing.
+// existing. A key given twice in one object is refused too: the parser would keep the last,
+// while a proxy, a log reader or a check that looked at the first would see another request
+// (`{"target": {harmless}, "target": {another}}`). No client the APIs serve sends one.
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_set>
+#include <vector>
 
 namespace volgate {
 
@@ -20,24 +25,36 @@ class UntrustedJsonError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Throws UntrustedJsonError saying what is wrong: not JSON, or nested too deep.
+// Throws UntrustedJsonError saying what is wrong: not JSON, nested too deep, or a key twice.
 nlohmann::json parse_untrusted_json(std::string_view text, int max_depth = kMaxRequestJsonDepth);
 
 // The same into another nlohmann::basic_json type (e.g. one whose strings wipe their memory).
 template <class Json>
 Json parse_untrusted_json_as(std::string_view text, int max_depth = kMaxRequestJsonDepth) {
+  using Event = typename Json::parse_event_t;
   struct TooDeep {};
-  auto bound = [max_depth](int depth, typename Json::parse_event_t event, Json&) {
-    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
-        depth >= max_depth)
-      throw TooDeep{};
+  struct DuplicateKey {
+    std::string key;
+  };
+  std::vector<std::unordered_set<std::string>> keys_of_open_objects;
+  auto check = [max_depth, &keys_of_open_objects](int depth, Event event, Json& parsed) {
+    if ((event == Event::object_start || event == Event::array_start) && depth >= max_depth) throw TooDeep{};
+    if (event == Event::object_start) keys_of_open_objects.emplace_back();
+    if (event == Event::object_end) keys_of_open_objects.pop_back();
+    if (event == Event::key) {
+      const auto& key = parsed.template get_ref<const typename Json::string_t&>();
+      if (!keys_of_open_objects.back().emplace(key.data(), key.size()).second)
+        throw DuplicateKey{std::string(key.data(), key.size())};
+    }
     return true;
   };
   Json value;
   try {
-    value = Json::parse(text, bound, /*allow_exceptions=*/false);
+    value = Json::parse(text, check, /*allow_exceptions=*/false);
   } catch (const TooDeep&) {
     throw UntrustedJsonError("The JSON is nested deeper than " + std::to_string(max_depth) + " levels.");
+  } catch (const DuplicateKey& e) {
+    throw UntrustedJsonError("The JSON gives the key \"" + e.key.substr(0, 64) + "\" twice in one object.");
   }
   if (value.is_discarded()) throw UntrustedJsonError("The request body is not valid JSON.");
   return value;

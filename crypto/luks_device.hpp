@@ -41,6 +41,8 @@ class LuksDevice final : public backends::BlockDevice {
   void cache(uint64_t offset, uint64_t length, backends::Completion done) override;
 
   const backends::BlockDevice& base() const { return *base_; }
+  // The device that holds the container, for reading its header again (a key check).
+  const std::shared_ptr<backends::BlockDevice>& shared_base() const { return base_; }
   // For `volgate serve --take-over`: the successor opens the same volume with it, without a
   // keyslot's key derivation.
   const SecureBytes& volume_key() const { return volume_key_; }

@@ -263,7 +263,9 @@ void ControlServer::start() {
 bool ControlServer::admit() {
   if (connections_.fetch_add(1) < limits_.max_connections) return true;
   connections_.fetch_sub(1);
-  spdlog::warn("control: connection refused, already {} open", limits_.max_connections);
+  if (const uint64_t events = refused_log_.count())
+    spdlog::warn("control: connection refused, already {} open ({} time(s) since the last such line)",
+                 limits_.max_connections, events);
   return false;
 }
 
@@ -272,7 +274,8 @@ void ControlServer::accept_next() {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (ec) {
       // Out of descriptors: every accept would fail at once; pause instead of spinning.
-      spdlog::warn("control: accept failed: {}", ec.message());
+      if (const uint64_t events = accept_failed_log_.count())
+        spdlog::warn("control: accept failed: {} ({} time(s) since the last such line)", ec.message(), events);
       auto timer = std::make_shared<asio::steady_timer>(io_, limits_.accept_backoff);
       timer->async_wait([this, timer](error_code wait_ec) {
         if (!wait_ec && acceptor_.is_open()) accept_next();

@@ -17,6 +17,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 
+#include "common/log_throttle.hpp"
 #include "common/unique_fd.hpp"
 #include "gateway/control_service.hpp"
 
@@ -81,6 +82,10 @@ class ControlServer {
   boost::asio::io_context io_{1};
   boost::asio::local::stream_protocol::acceptor acceptor_{io_};
   std::string path_;
+  // Refused and failed accepts come in floods (out of descriptors, a client reconnecting in a
+  // loop): a line a second each, on the server's thread.
+  LogThrottle refused_log_{std::chrono::seconds(1)};
+  LogThrottle accept_failed_log_{std::chrono::seconds(1)};
   HandoverHandler handover_;
   std::thread thread_;
 };

@@ -178,6 +178,16 @@ ControlResponse ControlService::put(const std::string& name, const WipingString&
       return error(409, "export '" + name + "' is already served with another target, read_only or encryption (" +
                             to_std(existing.canonical_target.dump()) + ", read_only " +
                             (existing.read_only ? "true" : "false") + ")");
+    if (encrypted) {
+      const auto& served = dynamic_cast<const crypto::LuksDevice&>(*existing.served->device);
+      const char* field = request.luks->kind == control::LuksKey::Kind::volume_key ? "luks.volume_key" : "luks.passphrase";
+      try {
+        if (!unlocks_served_volume(served, *request.luks))
+          return error(400, "export '" + name + "': " + field + ": not the key of the volume it serves");
+      } catch (const std::exception& e) {
+        return error(400, "export '" + name + "': " + field + ": " + e.what());
+      }
+    }
     return json_response(200, Json{{"export", control::export_to_json(info(name, existing))}, {"unchanged", true}});
   }
 

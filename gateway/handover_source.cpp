@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 
 #include "common/untrusted_json.hpp"
 #include "gateway/handover_channel.hpp"
@@ -25,6 +26,13 @@ pid_t peer_pid(int fd) {
   ucred cred{};
   socklen_t length = sizeof cred;
   return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0 ? cred.pid : -1;
+}
+
+// The program a process runs, for the log: the asker receives every volume key.
+std::string program_of(pid_t pid) {
+  std::error_code ec;
+  auto path = std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec);
+  return ec ? "an unknown program" : path.string();
 }
 
 }  // namespace
@@ -64,7 +72,7 @@ handover::State HandoverSource::state() const {
 bool HandoverSource::run(UniqueFd connection) {
   const pid_t successor = peer_pid(connection.get());
   HandoverChannel channel(std::move(connection));
-  spdlog::info("hand-over: pid {} asks to take over", successor);
+  spdlog::info("hand-over: pid {} ({}) asks to take over", successor, program_of(successor));
   const auto started = Clock::now();
 
   // 1. What the successor needs to open everything, while this process serves on.
@@ -76,7 +84,9 @@ bool HandoverSource::run(UniqueFd connection) {
     HandoverMessage answer = channel.receive(Clock::now() + kOpenTimeout);
     const std::string type = handover::type_of(answer.body);
     if (type == "abort") {
-      spdlog::warn("hand-over: pid {} could not start ({}); serving on", successor, handover::reason_of(answer.body));
+      spdlog::warn("hand-over: pid {} took the state (every export's key with it) and could not start ({}); "
+                   "serving on",
+                   successor, handover::reason_of(answer.body));
       return false;
     }
     if (type != "ready") throw HandoverError("hand-over: expected 'ready', got '" + type + "'");

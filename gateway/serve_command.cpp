@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "common/metrics_http_server.hpp"
@@ -211,6 +213,19 @@ MetricsHttpServer::Collect collect_metrics(Serving& serving) {
   };
 }
 
+// Each socket file is one listener's: a second one on the same path would find the first
+// listening there and report "another gateway", which would send the operator looking for a
+// process that does not exist.
+void check_socket_paths_distinct(const ServeOptions& options) {
+  std::set<std::filesystem::path> unix_sockets;
+  for (const auto& path : options.unix_paths)
+    if (!unix_sockets.insert(std::filesystem::weakly_canonical(path)).second)
+      throw std::invalid_argument("--unix " + path + " is given twice");
+  if (!options.control_path.empty() && unix_sockets.contains(std::filesystem::weakly_canonical(options.control_path)))
+    throw std::invalid_argument("--control " + options.control_path +
+                                " is also a --unix socket: the control socket needs a path of its own");
+}
+
 nbd::ServerLimits limits_of(const ServeOptions& options) {
   nbd::ServerLimits limits;
   auto buffer_bytes = parse_size(options.max_buffer_bytes);
@@ -408,6 +423,7 @@ int run_serve(const ServeOptions& options) {
       if (options.unix_paths.empty()) throw std::invalid_argument("--socket-group needs a --unix socket");
       socket_group = resolve_group(options.socket_group);
     }
+    check_socket_paths_distinct(options);
     limits = limits_of(options);
     tls = load_server_tls(options.tls);
     for (const auto& text : options.exports) {

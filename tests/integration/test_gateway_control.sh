@@ -89,6 +89,9 @@ expect_status "unknown backend" 400 PUT /v1/exports/x '{"target": {"backend": "n
 expect_status "unknown key" 400 PUT /v1/exports/x '{"target": {"backend": "memory", "size": 4096}, "readonly": true}'
 grep -q "unknown key 'readonly' in body" "$T/body" || fail "unknown key: $(cat "$T/body")"
 expect_status "not JSON" 400 PUT /v1/exports/x '{"target": '
+# A key twice: the parser would keep the last, a reader of the body might see the first.
+expect_status "a key twice" 400 PUT /v1/exports/x '{"target": {"backend": "memory", "size": 4096}, "target": {"backend": "file", "path": "/etc/passwd"}}'
+grep -q 'the key \\"target\\" twice' "$T/body" || fail "a key twice: $(cat "$T/body")"
 expect_status "bad name" 400 PUT '/v1/exports/a%20b' '{"target": {"backend": "memory", "size": 4096}}'
 # The gateway answers 413 as soon as the header says too much and closes: curl may still be
 # sending (a broken pipe, exit 55) or may read the 413.
@@ -120,6 +123,14 @@ nbdinfo --size "$(uri enc)" >/dev/null 2>&1 && fail "an export was served after 
 expect_status "right volume key" 201 PUT /v1/exports/enc "$(enc_body "$KEY_B64")"
 assert_eq "$(jq_body 'b["export"]["encrypted"], b["export"]["size"]')" "True $((32 * 1024 * 1024))" "encrypted export"
 expect_status "same encrypted PUT" 200 PUT /v1/exports/enc "$(enc_body "$KEY_B64")"
+# Its "unchanged" says the key is good: a wrong one gets 400, by volume key or passphrase.
+expect_status "same target, wrong volume key" 400 PUT /v1/exports/enc "$(enc_body "$WRONG_B64")"
+grep -q "luks.volume_key: not the key of the volume it serves" "$T/body" || fail "wrong key again: $(cat "$T/body")"
+pass_body() { echo "{\"target\": {\"backend\": \"file\", \"path\": \"$T/enc.img\"}, \"luks\": {\"passphrase\": \"$(printf '%s' "$1" | base64 -w0)\"}}"; }
+expect_status "same target, its passphrase" 200 PUT /v1/exports/enc "$(pass_body "$(cat "$T/k")")"
+expect_status "same target, a wrong passphrase" 400 PUT /v1/exports/enc "$(pass_body "not the passphrase")"
+grep -q "luks.passphrase: not the key" "$T/body" || fail "wrong passphrase again: $(cat "$T/body")"
+expect_status "still served after the wrong keys" 200 GET /v1/exports/enc
 expect_status "same target without the key" 409 PUT /v1/exports/enc "{\"target\": {\"backend\": \"file\", \"path\": \"$T/enc.img\"}}"
 head -c $((32 * 1024 * 1024)) /dev/urandom >"$T/enc.plain"
 nbdcopy --flush "$T/enc.plain" "$(uri enc)"

@@ -43,5 +43,30 @@ TEST(UntrustedJson, InvalidJsonSaysSo) {
   }
 }
 
+TEST(UntrustedJson, AKeyTwiceInOneObjectIsRefused) {
+  for (const char* text : {R"({"target": {"backend": "memory"}, "target": {"backend": "file"}})",
+                           R"({"a": [{"x": 1, "y": 2, "x": 3}]})", R"({"a": {"b": {"c": 1, "c": 1}}})"}) {
+    try {
+      parse_untrusted_json(text);
+      FAIL() << text << " accepted";
+    } catch (const UntrustedJsonError& e) {
+      EXPECT_NE(std::string(e.what()).find("twice in one object"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(UntrustedJson, TheSameKeyInDifferentObjectsIsFine) {
+  const auto value = parse_untrusted_json(R"({"a": {"name": 1}, "b": {"name": 2}, "c": [{"name": 3}, {"name": 4}], "name": 5})");
+  EXPECT_EQ(value["c"][1]["name"], 4);
+  EXPECT_EQ(value["name"], 5);
+}
+
+TEST(UntrustedJson, ObjectsWithManyKeysParse) {
+  std::string text = "{";
+  for (int i = 0; i < 3000; ++i) text += (i ? ",\"k" : "\"k") + std::to_string(i) + "\": " + std::to_string(i);
+  text += "}";
+  EXPECT_EQ(parse_untrusted_json(text).size(), 3000u);
+}
+
 }  // namespace
 }  // namespace volgate
