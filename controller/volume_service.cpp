@@ -351,8 +351,15 @@ Attachment VolumeService::complete_attachment(const std::string& project, const 
   return *store_.find_attachment(id);
 }
 
-std::vector<Attachment> VolumeService::delete_attachment(const std::string& project, const std::string& id) {
-  const std::string volume_id = controller::get_attachment(services_, project, id).volume_id;
+std::vector<Attachment> VolumeService::delete_attachment(const std::string& project, const std::string& id,
+                                                        AttachmentDeleter deleter) {
+  const Attachment attachment = controller::get_attachment(services_, project, id);
+  const std::string volume_id = attachment.volume_id;
+  if (deleter == AttachmentDeleter::client && !attachment.instance_uuid.empty())
+    if (auto m = store_.find_mapping(attachment.instance_uuid, volume_id))
+      conflict("Attachment " + id + " belongs to server " + m->server_id + "'s volume attachment; detach volume " +
+               volume_id + " through the compute API (DELETE /v2.1/servers/" + m->server_id +
+               "/os-volume_attachments/" + volume_id + ").");
   start<DeleteAttachmentFlow>(id, {.attachment_id = id, .project = project});
   return store_.attachments_of(volume_id);
 }

@@ -157,8 +157,15 @@ class VolumeService {
   Attachment update_attachment(const std::string& project, const std::string& id, const std::string& connector,
                                const std::string& host);
   Attachment complete_attachment(const std::string& project, const std::string& id);
-  // Returns the attachments the volume still has.
-  std::vector<Attachment> delete_attachment(const std::string& project, const std::string& id);
+  // Who deletes an attachment: a client of the attachment API, or the compute flows.
+  enum class AttachmentDeleter { client, compute };
+  // Returns the attachments the volume still has. A client cannot delete an attachment that a
+  // server's volume attachment (block device mapping) holds (409): the guest would keep a disk
+  // whose export is gone, and the volume, available again, could be attached to another server
+  // while the first one still writes to it. Such a volume leaves through the compute API's
+  // detach (as Cinder allows it only to Nova since OSSA-2023-003).
+  std::vector<Attachment> delete_attachment(const std::string& project, const std::string& id,
+                                            AttachmentDeleter deleter = AttachmentDeleter::client);
   Attachment get_attachment(const std::string& project, const std::string& id);
   std::vector<Attachment> list_attachments(const std::optional<std::string>& project);  // nullopt: all
   std::vector<Attachment> attachments_of(const std::string& volume_id);

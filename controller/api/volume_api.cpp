@@ -268,6 +268,11 @@ ApiResponse VolumeApi::handle(const std::string& method, const std::string& targ
     r = error_response(e.http_status(), e.fault_name(), e.what());
   } catch (const IllegalTransition& e) {
     r = error_response(409, "conflictingRequest", e.what());
+  } catch (const DomainNotFound& e) {
+    // The server went (undefined) while a flow worked on it: what Nova answers for a server
+    // that is not there. The flow has undone its part already.
+    spdlog::warn("{} {} ({}): {}", method, target, headers.request_id, e.what());
+    r = error_response(404, "itemNotFound", "The instance could not be found: " + without_paths(e.what()));
   } catch (const std::exception& e) {
     spdlog::error("{} {} ({}): {}", method, target, headers.request_id, e.what());  // the whole story in the log
     r = error_response(500, "computeFault", "The server has either erred or is incapable of performing the "

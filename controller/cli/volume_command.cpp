@@ -414,7 +414,7 @@ ClientCommands add_client_commands(CLI::App& app, ClientCommandOptions& o) {
       ->type_name("/dev/sdX|/dev/vdX");
   attach->add_option("--bus", o.bus, "The disk bus: scsi (virtio-scsi, the default) or virtio (virtio-blk)")
       ->check(CLI::IsMember({"scsi", "virtio"}));
-  attach->add_option("--tag", o.tag, "A tag the guest sees in its device metadata (up to 60 characters)");
+  attach->add_option("--tag", o.tag, "A tag for the attachment, shown with it (up to 60 characters; recorded as Nova does, no config drive carries it to the guest)");
   attach->add_flag("--delete-on-termination", o.delete_on_termination,
                    "Delete the volume with the server (recorded, as Nova does)");
   auto* detach = sub(c.server, "detach", "Detach a volume from a server (the guest lets go of the disk first)");

@@ -95,7 +95,7 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
         if (a.instance_uuid == c.server_id) ids.push_back(a.id);
     for (const auto& id : ids) {
       try {
-        s.volumes.delete_attachment(c.project, id);
+        s.volumes.delete_attachment(c.project, id, VolumeService::AttachmentDeleter::compute);
       } catch (const ApiError& e) {
         if (e.kind != ApiError::Kind::not_found) throw;  // gone already: nothing to undo
       }
@@ -125,8 +125,14 @@ std::vector<Task<Context>> AttachVolumeFlow::tasks(ComputeServices& s) {
     // Whether or not the attach got through: a controller killed between libvirt's attach and
     // the next journal write left a disk its journal cannot tell of. Detaching a disk that is
     // not there succeeds, and validate let no other attach of this volume to this server be.
-    s.hypervisor.with_driver([&](VirtDriver& d) { d.detach_disk(c.server_id, c.volume_id); });
-  }});
+    s.hypervisor.with_driver([&](VirtDriver& d) {
+      try {
+        d.detach_disk(c.server_id, c.volume_id);
+      } catch (const DomainNotFound&) {
+        // The domain went (undefined), and its disk with it.
+      }
+    });
+  }, /*revert_must_succeed=*/true});  // a disk left in the guest keeps its volume attaching
 
   tasks.push_back({"complete_attachment", [&s](Context& c) {
     s.volumes.complete_attachment(c.project, c.attachment_id);

@@ -139,11 +139,23 @@ bool ComputeService::in_guest(const std::string& server_id, const std::string& v
   }
 }
 
-void ComputeService::recover() {
+void ComputeService::recover_flows_of(const std::string& uuid) {
   for (const FlowRecord& record : services_.store.journal_unfinished()) {
+    if (record.resource_id != uuid) continue;
     if (record.kind == AttachVolumeFlow::kind) recover_one<AttachVolumeFlow>(record);
     if (record.kind == DetachVolumeFlow::kind) recover_one<DetachVolumeFlow>(record);
     if (record.kind == ReleaseVolumeFlow::kind) recover_one<ReleaseVolumeFlow>(record);
+  }
+}
+
+void ComputeService::recover() {
+  std::set<std::string> servers;
+  const auto& kinds = flow_kinds();
+  for (const FlowRecord& record : services_.store.journal_unfinished())
+    if (std::find(kinds.begin(), kinds.end(), record.kind) != kinds.end()) servers.insert(record.resource_id);
+  for (const auto& uuid : servers) {
+    std::lock_guard lock(server_lock(uuid));
+    recover_flows_of(uuid);
   }
 }
 
@@ -218,6 +230,7 @@ void ComputeService::stop_server(const std::string& server) {
 
 size_t ComputeService::reconcile_server(const std::string& uuid) {
   std::lock_guard lock(server_lock(uuid));
+  recover_flows_of(uuid);
   std::vector<BlockDeviceMapping> mappings;
   // Only settled mappings: one attaching or detaching is a flow's, which recover() handles.
   for (auto& m : services_.store.mappings_of_server(uuid))

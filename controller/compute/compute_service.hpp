@@ -48,7 +48,9 @@ class ComputeService {
 
   // The flow kinds recover() handles (the volume service leaves them to it).
   static const std::vector<std::string>& flow_kinds();
-  // Reverts or finishes the compute flows a previous run left half done.
+  // Reverts or finishes the compute flows a previous run left half done, and those an attach's
+  // revert left parked (a disk libvirt would not take out of the guest: see Task's
+  // revert_must_succeed).
   void recover();
 
   BlockDeviceMapping attach_volume(const AttachVolumeRequest& request);
@@ -76,10 +78,12 @@ class ComputeService {
   // gracefully for up to the shutdown timeout, then powered off; this returns once it is asked.
   void stop_server(const std::string& server);
 
-  // Releases (ReleaseVolumeFlow) every volume mapped to server `uuid` whose disk is no longer
-  // there: the domain is gone, or the disk is in neither its live nor its persistent XML.
-  // Under the server's lock, so never in the middle of an attach or detach. Returns how many.
-  // Throws when libvirt cannot tell.
+  // First recovers the server's flows left in the journal (a parked attach's revert is tried
+  // again whenever libvirt says something of the server, or is reached anew). Then releases
+  // (ReleaseVolumeFlow) every volume mapped to server `uuid` whose disk is no longer there: the
+  // domain is gone, or the disk is in neither its live nor its persistent XML. Under the
+  // server's lock, so never in the middle of an attach or detach. Returns how many volumes it
+  // released. Throws when libvirt cannot tell.
   size_t reconcile_server(const std::string& uuid);
   // reconcile_server for every server that has mappings (at start and at each new connection
   // to libvirt: the events in between were missed). Logs what fails.
@@ -90,6 +94,9 @@ class ComputeService {
   void run(const std::string& server_id, typename F::Context context);
   template <class F>
   void recover_one(const FlowRecord& record);
+  // recover_one for each compute flow of server `uuid` in the journal; the caller holds the
+  // server's lock, so none of them is running.
+  void recover_flows_of(const std::string& uuid);
   // Whether the volume's disk is in the server (its live definition, or the persistent one when
   // shut off); true when libvirt cannot say or the domain is gone.
   bool in_guest(const std::string& server_id, const std::string& volume_id);

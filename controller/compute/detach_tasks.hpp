@@ -34,7 +34,7 @@ Task<Context> delete_attachment_task(ComputeServices& s) {
   return {"delete_attachment", [&s](Context& c) {
     if (c.attachment_id.empty()) return;
     try {
-      s.volumes.delete_attachment(c.project, c.attachment_id);
+      s.volumes.delete_attachment(c.project, c.attachment_id, VolumeService::AttachmentDeleter::compute);
     } catch (const ApiError& e) {
       if (e.kind != ApiError::Kind::not_found) throw;  // gone already: done
     }

@@ -33,8 +33,9 @@ std::string_view target_of(std::string_view device) {
 
 std::optional<std::string> bus_of_device(std::string_view device) {
   const std::string_view target = target_of(device);
-  // One letter after the prefix: sdb..sdz, vdb..vdz (what next_device_name hands out).
-  if (target.size() != 3 || target[2] < 'a' || target[2] > 'z') return std::nullopt;
+  // One letter after the prefix: sdb..sdz, vdb..vdz (what next_device_name hands out); sda and
+  // vda are the server's own root disk's.
+  if (target.size() != 3 || target[2] < 'b' || target[2] > 'z') return std::nullopt;
   if (target.starts_with("sd")) return "scsi";
   if (target.starts_with("vd")) return "virtio";
   return std::nullopt;

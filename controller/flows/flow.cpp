@@ -124,6 +124,16 @@ void FlowRunner::revert_from(size_t index, const std::string& why) {
     try {
       if (step.revert) step.revert();
     } catch (const std::exception& e) {
+      if (step.revert_must_succeed) {
+        // The earlier tasks wait for this one: the journal keeps the flow here, reverting.
+        spdlog::error("flow {} {} ({}): reverting {} failed: {}; the flow stays half reverted in the journal and is "
+                      "reverted again at the next recovery",
+                      record_.kind, record_.id, record_.resource_id, step.name, e.what());
+        finished_ = true;
+        parked_ = true;
+        note_ended(true);
+        return;
+      }
       // A revert that fails leaves its resource for an operator (the statuses say which);
       // the earlier tasks are still reverted, so quota and DB state stay accurate.
       spdlog::error("flow {} {} ({}): reverting {} failed: {}", record_.kind, record_.id, record_.resource_id,

@@ -46,6 +46,12 @@ struct Task {
   std::string name;
   std::function<void(Context&)> execute;
   std::function<void(Context&)> revert;  // may be empty: nothing to undo
+  // Whether the earlier tasks' reverts need this one's to have succeeded. Normally a revert
+  // that fails is logged and the earlier tasks are reverted all the same (a resource left for
+  // an operator). Where that would be unsafe (a disk still in a guest while its volume goes
+  // back to available), the flow instead stops reverting there and stays in the journal, so
+  // that a later recovery (parked(), see Flow::recover) reverts it from this task again.
+  bool revert_must_succeed = false;
 };
 
 // Called before each task runs, and once more with kAfterLastTask when the last task is done
@@ -60,6 +66,7 @@ class FlowRunner {
     std::string name;
     std::function<void()> execute;
     std::function<void()> revert;
+    bool revert_must_succeed = false;
   };
 
   // `journal_text` gives the context as it is now; `outcome` is the context's FlowOutcome.
@@ -74,6 +81,7 @@ class FlowRunner {
   size_t index_of(std::string_view name) const;
 
   bool finished() const { return finished_; }
+  bool parked() const { return parked_; }
   const FlowRecord& record() const { return record_; }
   size_t task_count() const { return steps_.size(); }
 
@@ -92,6 +100,7 @@ class FlowRunner {
   BeforeTask before_task_;
   size_t next_ = 0;
   bool finished_ = false;
+  bool parked_ = false;  // a revert_must_succeed revert failed: left in the journal
   std::optional<std::chrono::steady_clock::time_point> started_;  // by note_started()
 };
 
@@ -130,6 +139,9 @@ class Flow {
   bool was_in_last_task() const { return static_cast<size_t>(record().task) + 1 == task_count(); }
 
   bool finished() const { return runner_.finished(); }
+  // Whether the flow stopped reverting at a task whose revert must succeed and failed: it is
+  // in the journal, half reverted, for a recovery to revert again (from a journal read anew).
+  bool parked() const { return runner_.parked(); }
   Context& context() { return context_; }
   const FlowRecord& record() const { return runner_.record(); }
   size_t task_count() const { return runner_.task_count(); }
@@ -151,7 +163,7 @@ class Flow {
   std::vector<FlowRunner::Step> steps(std::vector<Task<Context>> tasks) {
     std::vector<FlowRunner::Step> out;
     for (auto& t : tasks) {
-      FlowRunner::Step step{t.name, [this, f = std::move(t.execute)] { f(context_); }, {}};
+      FlowRunner::Step step{t.name, [this, f = std::move(t.execute)] { f(context_); }, {}, t.revert_must_succeed};
       if (t.revert) step.revert = [this, f = std::move(t.revert)] { f(context_); };
       out.push_back(std::move(step));
     }

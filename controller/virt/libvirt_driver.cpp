@@ -17,7 +17,9 @@ namespace {
 
 [[noreturn]] void fail(const std::string& what) {
   const char* message = virGetLastErrorMessage();
-  throw VirtError(what + ": " + (message ? message : "unknown libvirt error"));
+  std::string text = what + ": " + (message ? message : "unknown libvirt error");
+  if (virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) throw DomainNotFound(std::move(text));
+  throw VirtError(std::move(text));
 }
 
 struct DomainFree {

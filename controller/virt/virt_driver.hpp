@@ -82,6 +82,12 @@ class VirtError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The domain a call named is not there (any more): undefined between two calls of a flow.
+class DomainNotFound : public VirtError {
+ public:
+  using VirtError::VirtError;
+};
+
 class VirtDriver {
  public:
   virtual ~VirtDriver() = default;

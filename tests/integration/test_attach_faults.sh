@@ -9,7 +9,13 @@
 #   export socket is not reachable by QEMU's user, the gateway is down, the database is locked
 #   past its busy timeout in the middle of the attach;
 # - a guest that does not let a virtio disk go (paused): the detach fails after its retries and
-#   everything stays attached; once the guest runs again the detach works.
+#   everything stays attached; once the guest runs again the detach works;
+# - the Cinder attachment of a server's volume cannot be deleted through the attachment API
+#   (409): the guest would keep a disk whose volume could go to another server;
+# - an attach whose revert cannot take the disk out of the guest (the controller killed after
+#   the disk went in, the guest paused at the restart): the volume stays attaching, its flow in
+#   the journal, until libvirt's next event about the guest lets the revert finish;
+# - the server undefined while an attach waits: 404, as Nova answers for a missing server.
 # 409 for a server in a state other than running, paused or shut off (crashed, pmsuspended) is in
 # tests/unit/compute_service_test.cpp: a TCG guest here cannot be put in either state on demand.
 set -euo pipefail
@@ -61,9 +67,22 @@ nova 409 POST "$ATTACHMENTS" "$(body "$v1")" >/dev/null                    # att
 nova 409 POST "$ATTACHMENTS" "$(body "$v2" /dev/sdb)" >/dev/null           # v1's name
 [[ $(message) == *"/dev/sdb"*"in use"* ]] || fail "409 for a taken name says: $(message)"
 nova 404 DELETE "$ATTACHMENTS/$v2" >/dev/null                              # not attached
+nova 400 POST "$ATTACHMENTS" "$(body "$v2" /dev/sda)" >/dev/null           # the root disk's name
 assert_detached "$v2" "$uuid"
 assert_attached "$v1" "$uuid"
-pass "404 unknown server, 400 bad device name, 409 attached already, 409 name in use, 404 not attached"
+pass "404 unknown server, 400 bad device name (sda too), 409 attached already, 409 name in use, 404 not attached"
+
+# The attachment Nova's attach made is the server's: a client cannot delete it from under it.
+cinder_attachment() {
+    curl -s --max-time 30 -o "$TEST_TMP/api.body" -w '%{http_code}' --unix-socket "$SOCK" -X "$1" -H @"$AUTH" \
+        -H 'OpenStack-API-Version: volume 3.44' "http://localhost/v3/default/attachments${2:+/$2}${3:-}"
+}
+assert_eq "$(cinder_attachment GET "" "?volume_id=$v1")" 200 "listing the attachments"
+att=$(json "d['attachments'][0]['id']" <"$TEST_TMP/api.body")
+assert_eq "$(cinder_attachment DELETE "$att")" 409 "DELETE of the attachment a server holds"
+[[ $(message) == *"os-volume_attachments/$v1"* ]] || fail "the 409 does not say how to detach: $(message)"
+assert_attached "$v1" "$uuid"
+pass "the attachment a server's volume attachment holds: 409 through the attachment API, nothing changed"
 
 # A second server that boots from its first disk (firmware boot from hd, no kernel): the volume
 # attached to it first is its root. It stays shut off: attach and detach go to its definition.
@@ -139,6 +158,55 @@ assert_attached "$v2" "$uuid"
 nova 202 DELETE "$ATTACHMENTS/$v2" >/dev/null
 assert_detached "$v2" "$uuid"
 pass "a paused guest keeps its virtio disk: the detach failed after 2 requests ($kept_ms ms), all of it kept; detached once it ran"
+
+# The controller dies with the disk in the guest (before complete_attachment); at its restart the
+# guest is paused, so the recovery's revert cannot take the disk out. The earlier reverts must
+# wait: a volume available again while a guest still has its disk could go to another server.
+kill -TERM "$CTL_PID"; wait "$CTL_PID" || true; _forget_pid "$CTL_PID"
+VOLGATE_TEST_KILL_BEFORE=attach_volume:complete_attachment start_controller "$T/controller.json" "$SOCK" '' --gateway
+wait_gateway
+curl -s --max-time 60 -o /dev/null --unix-socket "$SOCK" -X POST -H @"$AUTH" -H 'Content-Type: application/json' \
+    --data "$(body "$v2" /dev/vdb)" "http://localhost/v2.1$ATTACHMENTS" || true
+for ((i = 0; i < 100; i++)); do _proc_running "$CTL_PID" || break; sleep 0.05; done
+wait "$CTL_PID" || true
+_forget_pid "$CTL_PID"
+rm -f "$SOCK"
+in_xml "$uuid" "$v2" || fail "the killed attach did not put the disk in the guest"
+"${VIRSH[@]}" suspend "$GUEST" >/dev/null
+start_controller "$T/controller.json" "$SOCK" '' --gateway
+wait_gateway
+wait_for_line "$VG_ERR" "stays half reverted in the journal" "the recovery's failed revert"
+status=$(vol_status "$v2")
+[[ $status != available ]] || fail "the volume is available while the guest has its disk"
+assert_eq "$(unfinished_flows)" 1 "flows in the journal while the revert waits"
+in_xml "$uuid" "$v2" || fail "the disk left the paused guest"
+[[ " $(exports) " == *" volume-$v2 "* ]] || fail "the export of the disk still in the guest was withdrawn"
+"${VIRSH[@]}" resume "$GUEST" >/dev/null
+for ((i = 0; i < 150; i++)); do [[ $(unfinished_flows) == 0 ]] && break; sleep 0.1; done
+assert_eq "$(unfinished_flows)" 0 "flows in the journal after the guest runs again"
+assert_detached "$v2" "$uuid"
+pass "an attach's revert the paused guest refused: volume $status, its flow kept; reverted whole once the guest ran"
+
+# The server undefined while an attach waits to plug the disk in: 404, and nothing left.
+GONE=volgate-it-gone-$$
+sed "s/$ROOTED/$GONE/" "$T/$ROOTED.xml" >"$T/$GONE.xml"
+"${VIRSH[@]}" define "$T/$GONE.xml" >/dev/null || fail "virsh define $GONE failed"
+gone=$("${VIRSH[@]}" domuuid "$GONE")
+kill -TERM "$CTL_PID"; wait "$CTL_PID" || true; _forget_pid "$CTL_PID"
+VOLGATE_TEST_STALL_BEFORE=attach_volume:attach_disk:2000 start_controller "$T/controller.json" "$SOCK" '' --gateway
+wait_gateway
+curl -s --max-time 60 -o "$T/gone.body" -w '%{http_code}' --unix-socket "$SOCK" -X POST -H @"$AUTH" \
+    -H 'Content-Type: application/json' --data "$(body "$v2")" \
+    "http://localhost/v2.1/servers/$gone/os-volume_attachments" >"$T/gone.code" &
+curl_pid=$!
+BG_PIDS+=("$curl_pid")
+wait_for_line "$VG_ERR" "test hook: stalling" "the attach"
+"${VIRSH[@]}" undefine "$GONE" >/dev/null || fail "virsh undefine $GONE failed"
+wait "$curl_pid" || true
+assert_eq "$(cat "$T/gone.code")" 404 "attach to a server undefined meanwhile ($(cat "$T/gone.body"))"
+assert_eq "$(vol_status "$v2")" available "the volume after the attach to a vanished server"
+assert_eq "$(unfinished_flows)" 0 "flows left in the journal"
+pass "the server undefined during an attach: 404, the volume available again"
 
 # The database locked by another process past the busy timeout (10 s) while the attach is in
 # its last step (the lock is taken while the test hook holds the attach 3 s before that step):

@@ -11,6 +11,8 @@ TEST(DeviceNames, BusFollowsThePrefix) {
   EXPECT_EQ(bus_of_device("vdc"), "virtio");
   EXPECT_FALSE(bus_of_device("/dev/hda"));
   EXPECT_FALSE(bus_of_device("/dev/sdaa"));
+  EXPECT_FALSE(bus_of_device("/dev/sda"));  // the root disk's
+  EXPECT_FALSE(bus_of_device("vda"));
   EXPECT_FALSE(bus_of_device("/dev/sd1"));
   EXPECT_FALSE(bus_of_device(""));
 }
