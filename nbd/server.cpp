@@ -1,5 +1,7 @@
 #include "nbd/server.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -126,6 +128,21 @@ std::string uri_escape(const std::string& text) {
     }
   }
   return out;
+}
+
+// A TCP client whose host vanished (powered off, cut off the network) sends no FIN: its
+// connection, and its slot under --max-connections, would stay for good, and its export could
+// not be removed without force. Keepalive probes after a minute of silence find such a peer
+// within two more (QEMU's host answers them whatever its guest does); TCP_USER_TIMEOUT ends a
+// connection whose replies go unacknowledged as long.
+void detect_dead_tcp_peer(int fd) {
+  const int on = 1, idle_s = 60, interval_s = 10, probes = 6;
+  const unsigned user_timeout_ms = (idle_s + interval_s * probes) * 1000;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof interval_s);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
 }  // namespace
@@ -322,7 +339,10 @@ void Server::hand_to_worker(Listener& listener, generic_stream::socket socket) {
   }
   Worker& worker = *workers_[next_worker_++ % workers_.size()];
   boost::system::error_code ignored;
-  if (listener.tcp) socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  if (listener.tcp) {
+    socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+    detect_dead_tcp_peer(socket.native_handle());
+  }
   // A 1 MiB read reply should fit the socket in one sendmsg rather than trickle out
   // through several reactor wake-ups; the kernel caps this at net.core.wmem_max.
   socket.set_option(asio::socket_base::send_buffer_size(kSendBufferSize), ignored);

@@ -14,7 +14,7 @@ packages=(
   nbdkit-plugin-dev  # the nbdkit plugin (gateway/nbdkit_plugin.cpp)
   # real NBD clients and peers used by the tests and the benchmark
   libnbd-bin python3-libnbd nbdkit qemu-utils fio python3 python3-cryptography
-  procps time
+  procps time iproute2  # ss: test_server_hardening reads a TCP connection's keepalive timer
   # LUKS interoperability tests
   cryptsetup-bin
   # Ceph RBD: librbd to build against, a throwaway cluster and QEMU's rbd driver for the tests

@@ -3,7 +3,9 @@
 #  - socket: the --unix socket is 0600 whatever the umask (000 here), so another user cannot
 #    connect; with --socket-group it is 0660 and that group's, so a member can and others cannot;
 #  - listen: --listen on a non-loopback address logs a warning (anyone who can reach it gets
-#    every export); loopback does not;
+#    every export); loopback does not; a TCP connection carries keepalive probes (60 s of
+#    silence, 6 probes 10 s apart) and a 2-minute user timeout, so a client whose host vanished
+#    does not hold its slot for good;
 #  - undumpable: the serving process is not dumpable (its /proc files belong to root even when
 #    it runs as nobody) and its core size limit is 0.
 # The other users are nobody and daemon, through setpriv. No traffic leaves loopback.
@@ -90,9 +92,16 @@ case_listen() {
         fail "the warning does not say what is exposed: $(grep loopback "$VG_ERR")"
     port=$(free_tcp_port)
     start_volgate --listen "127.0.0.1:$port" --unix "$TEST_TMP/l.sock" --export "d=memory:1M"
+    # The server's side of a connection (ss shows its keepalive timer; the options from python).
+    nbdsh -u "nbd://127.0.0.1:$port/d" -c "
+import subprocess, time
+time.sleep(0.3)
+out = subprocess.run(['ss', '-tno', 'state', 'established', '( sport = :$port )'], capture_output=True, text=True).stdout
+assert 'timer:(keepalive' in out, out
+" || fail "the server's side of a TCP connection has no keepalive timer"
     stop_volgate
     refute_grep "a warning for 127.0.0.1" "loopback" "$VG_ERR"
-    pass "--listen 0.0.0.0 logs one warning; 127.0.0.1 and unix sockets none"
+    pass "--listen 0.0.0.0 logs one warning; 127.0.0.1 and unix sockets none; TCP connections carry keepalive probes"
 }
 
 case_undumpable() {
