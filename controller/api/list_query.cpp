@@ -73,6 +73,9 @@ ListQuery parse_list_query(const ApiRequest& request, const std::set<std::string
     if (!sort_keys.count(sort_key)) bad_request("Invalid sort key '" + sort_key.substr(0, 64) + "'.");
     q.sort.emplace_back(sort_key, sort_dir.empty() ? false : ascending(sort_dir));  // Cinder's default: desc
   }
+  // Without a sort, Cinder lists newest first (created_at, then id, both descending).
+  if (q.sort.empty() && sort_keys.count("created_at") && sort_keys.count("id"))
+    q.sort = {{"created_at", false}, {"id", false}};
   return q;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // The query of a list request, as cinderclient sends it: filters (name=, status=, ...),
-// `sort=key[:asc|desc],...` (or the older sort_key/sort_dir), `limit`, `marker` (the id after
+// `sort=key[:asc|desc],...` (or the older sort_key/sort_dir; none: newest first, as Cinder
+// lists), `limit`, `marker` (the id after
 // which the page starts), `offset`, `with_count` (3.45) and `all_tenants`. A parameter the list
 // does not know is a 400 naming it, as Cinder answers filters it does not allow.
 //

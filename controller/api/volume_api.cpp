@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "common/untrusted_json.hpp"
 #include "controller/api/access_policy.hpp"
 #include "controller/api/api_error.hpp"
 #include "controller/api/attachment_view.hpp"
@@ -184,7 +185,13 @@ ListPage<Volume> query_volumes(VolumeService& service, const ApiRequest& q) {
     std::string text = query.filters["metadata"];
     for (char& c : text)
       if (c == '\'') c = '"';
-    wanted_metadata = metadata_from_json(parse_json(text), "metadata filter");
+    json parsed;
+    try {
+      parsed = parse_untrusted_json(text);
+    } catch (const UntrustedJsonError&) {
+      bad_request("Invalid metadata filter: expected {'key': 'value', ...}.");
+    }
+    wanted_metadata = metadata_from_json(parsed, "metadata filter");
   }
   auto field = [](const Volume& v, const std::string& key) -> json {
     if (key == "id") return v.id;
@@ -446,8 +453,14 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
     const QuotaUsage usage = service_.quota_usage(target);
     for (const auto& [resource, value] : j.items()) {
       if (!value.is_number_integer()) bad_request("Quota limit for " + resource + " must be an integer.");
+      // Cinder's bound (its database column); above 2^63 the value would read back as -1.
+      constexpr int64_t kMaxLimit = 2147483647;
+      if (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(kMaxLimit))
+        bad_request("Quota limit for " + resource + " must be at most " + std::to_string(kMaxLimit) + ".");
       const int64_t limit = value.get<int64_t>();
       if (limit < -1) bad_request("Quota limit for " + resource + " must be -1 (unlimited) or more.");
+      if (limit > kMaxLimit)
+        bad_request("Quota limit for " + resource + " must be at most " + std::to_string(kMaxLimit) + ".");
       if (validate && limit >= 0 && usage.count(resource) &&
           limit < usage.at(resource).in_use + usage.at(resource).reserved)
         bad_request("Quota limit " + std::to_string(limit) + " for " + resource + " is below what project " +

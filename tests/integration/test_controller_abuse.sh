@@ -115,6 +115,17 @@ assert b"content-length: 0" not in head.lower(), f"HEAD answer: {head!r}"
 PY
 pass "headers: 15 KB taken, 17 KB refused with 431; HEAD answers carry no body"
 
+# ------------------------------------------------------------------ numbers and filters
+printf '{"quota_set": {"volumes": 18446744073709551615}}' >"$T/body.json"
+r=$(api PUT /v3/default/os-quota-sets/default "$T/body.json")
+[[ ${r%% *} == 400 && $r == *"at most 2147483647"* ]] || fail "a quota of 2^64-1: ${r:0:300}"
+printf '{"quota_set": {"volumes": 9223372036854775807}}' >"$T/body.json"
+r=$(api PUT /v3/default/os-quota-sets/default "$T/body.json")
+[[ ${r%% *} == 400 ]] || fail "a quota of 2^63-1: ${r:0:300}"
+r=$(api GET "/v3/default/volumes?metadata=%7Bnot-a-dict")
+[[ ${r%% *} == 400 && $r == *"Invalid metadata filter"* ]] || fail "a malformed metadata filter: ${r:0:300}"
+pass "quota limits above Cinder's 2^31-1 and malformed metadata filters get 400 saying so"
+
 # ------------------------------------------------------------------ deeply nested JSON
 vol=$(api GET /v3/default/volumes | sed 's/^[0-9]* //' | "$SYSPY" -c 'import json,sys; print(json.load(sys.stdin)["volumes"][0]["id"])')
 "$SYSPY" - "$T" <<'PY'
