@@ -121,7 +121,7 @@ void validate(FlowServices& s, Context& c) {
     c.only_pool = source->pool;
   } else if (!c.image.empty()) {
     // Opened now, once: the copy reads this descriptor, whatever happens to the path later.
-    OpenedImage opened = s.images.open(c.image);
+    OpenedImage opened = s.images.open(c.image, c.project);
     uint64_t content = opened.size;  // the bytes the volume will hold
     const ImageFormat format = detect_image_format(opened.fd.get());
     if (format == ImageFormat::qcow2) {

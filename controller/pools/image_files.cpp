@@ -10,6 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/untrusted_json.hpp"
 #include "controller/api/api_error.hpp"
 
 namespace volgate::controller {
@@ -80,7 +81,34 @@ UniqueFd ImageFiles::open_beneath(const UniqueFd& directory, const std::string& 
   return {};
 }
 
-OpenedImage ImageFiles::open(const std::string& reference) const {
+bool ImageFiles::visible_to(const UniqueFd& directory, const std::string& relative, const std::string& project) const {
+  constexpr std::string_view kRecordSuffix = ".json";
+  // An upload's record: the image it describes is beside it.
+  if (relative.ends_with(kRecordSuffix) &&
+      open_beneath(directory, relative.substr(0, relative.size() - kRecordSuffix.size())))
+    return false;
+  UniqueFd record_fd = open_beneath(directory, relative + std::string(kRecordSuffix));
+  if (!record_fd) return true;  // an operator's image file: every project's
+  // The controller writes these records (a few hundred bytes); anything else there, or one it
+  // cannot read, hides the image rather than show it to the wrong project.
+  std::string text(64 * 1024, '\0');
+  const ssize_t n = ::pread(record_fd.get(), text.data(), text.size(), 0);
+  if (n < 0 || static_cast<size_t>(n) == text.size()) return false;
+  text.resize(static_cast<size_t>(n));
+  nlohmann::json record;
+  try {
+    record = parse_untrusted_json(text);
+  } catch (const UntrustedJsonError&) {
+    return false;
+  }
+  if (!record.is_object() || !record.contains("owner")) return true;  // not an upload's record
+  const nlohmann::json& owner = record["owner"];
+  const nlohmann::json visibility = record.value("visibility", nlohmann::json("private"));
+  if (visibility == "public" || visibility == "community") return true;
+  return owner.is_string() && owner.get<std::string>() == project;
+}
+
+OpenedImage ImageFiles::open(const std::string& reference, const std::string& project) const {
   if (reference.empty() || reference.find('\0') != std::string::npos) not_an_image(reference);
   for (size_t i = 0; i < directories_.size(); ++i) {
     std::optional<std::string> relative =
@@ -90,6 +118,7 @@ OpenedImage ImageFiles::open(const std::string& reference) const {
     if (!fd) continue;
     struct stat st{};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (!visible_to(directories_[i], *relative, project)) continue;
     // Back to blocking reads for the copy.
     int flags = ::fcntl(fd.get(), F_GETFL);
     if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) continue;

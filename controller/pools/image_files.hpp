@@ -31,12 +31,19 @@ class ImageFiles {
   // (tried in the order configured). Throws ApiError (400) with the same message whether the
   // file is missing, outside, a symlink, unreadable, or not a regular file, so the answer tells
   // nothing about files elsewhere.
-  OpenedImage open(const std::string& reference) const;
+  //
+  // An image a volume was uploaded to (its `ID.json` record beside it names an `owner`) is
+  // opened for a volume of `project` only when that is its owner or its visibility is public or
+  // community, as Glance shows images; an upload's record itself is no image. Both get the same
+  // 400, so another project's private image is not even shown to exist.
+  OpenedImage open(const std::string& reference, const std::string& project) const;
 
   const std::vector<std::string>& directories() const { return paths_; }
 
  private:
   UniqueFd open_beneath(const UniqueFd& directory, const std::string& relative) const;
+  // Whether a volume of `project` may be made from the image at `relative` (see open()).
+  bool visible_to(const UniqueFd& directory, const std::string& relative, const std::string& project) const;
 
   std::vector<std::string> paths_;
   std::vector<UniqueFd> directories_;

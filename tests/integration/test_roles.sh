@@ -135,6 +135,33 @@ wait_available() {  # wait_available TOKEN PROJECT VOLUME
 wait_available "$A" alpha "$a_vol"
 wait_available "$B" beta "$b_vol"
 wait_available "$B" beta "$b_spare"
+
+# Images: a volume's upload is its project's unless public or community, as Glance shows images.
+upload_image() {  # upload_image TOKEN PROJECT VOLUME VISIBILITY: prints the image's id
+    local id
+    id=$(expect 202 "$1" POST "/v3/$2/volumes/$3/action" \
+        '{"os-volume_upload_image": {"image_name": "img-'"$4"'", "disk_format": "raw", "visibility": "'"$4"'"}}' |
+        json "d['os-volume_upload_image']['image_id']")
+    wait_available "$1" "$2" "$3"
+    echo "$id"
+}
+private_image=$(upload_image "$A" alpha "$a_vol" private)
+community_image=$(upload_image "$A" alpha "$a_vol" community)
+from_image() { echo '{"volume": {"size": 1, "imageRef": "'"$1"'"}}'; }
+refused=$(expect 400 "$B" POST /v3/beta/volumes "$(from_image "$private_image")" | json "d['badRequest']['message']")
+missing=$(expect 400 "$B" POST /v3/beta/volumes "$(from_image 00000000-0000-4000-8000-000000000000)" |
+    json "d['badRequest']['message']")
+assert_eq "${refused//$private_image/ID}" "${missing//00000000-0000-4000-8000-000000000000/ID}" \
+    "the answer for another project's private image (as for none)"
+expect 400 "$B" POST /v3/beta/volumes "$(from_image "$private_image.json")" >/dev/null  # its record
+expect 400 "$A" POST /v3/alpha/volumes "$(from_image "$private_image.json")" >/dev/null
+a_copy=$(expect 202 "$A" POST /v3/alpha/volumes "$(from_image "$private_image")" | json "d['volume']['id']")
+b_copy=$(expect 202 "$B" POST /v3/beta/volumes "$(from_image "$community_image")" | json "d['volume']['id']")
+wait_available "$A" alpha "$a_copy"
+wait_available "$B" beta "$b_copy"
+expect 202 "$A" DELETE "/v3/alpha/volumes/$a_copy" >/dev/null
+expect 202 "$B" DELETE "/v3/beta/volumes/$b_copy" >/dev/null
+pass "images: a private upload makes volumes in its project only (400 elsewhere, as for no image); a community one in any; records are no images"
 b_snap=$(expect 202 "$B" POST /v3/beta/snapshots '{"snapshot": {"volume_id": "'"$b_vol"'", "name": "b-snap"}}' | json "d['snapshot']['id']")
 for ((i = 0; i < 100; i++)); do
     [[ $(expect 200 "$B" GET "/v3/beta/snapshots/$b_snap" | json "d['snapshot']['status']") == available ]] && break
