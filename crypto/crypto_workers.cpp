@@ -1,8 +1,11 @@
 #include "crypto/crypto_workers.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <exception>
 #include <memory>
+#include <new>
 
 namespace volgate::crypto {
 
@@ -43,13 +46,39 @@ struct CryptoWorkers::Share final : CryptoWorkers::Job {
   std::shared_ptr<Batch> batch;
 };
 
+namespace {
+std::atomic<CryptoWorkers*> started_instance{nullptr};  // instance(), once it exists
+}  // namespace
+
 CryptoWorkers& CryptoWorkers::instance() {
   static CryptoWorkers workers(std::max(2u, std::thread::hardware_concurrency()) - 1);
+  started_instance.store(&workers);
   return workers;
 }
 
-CryptoWorkers::CryptoWorkers(unsigned helpers) {
-  for (unsigned i = 0; i < helpers; ++i) threads_.emplace_back([this] { helper_loop(); });
+void CryptoWorkers::after_fork() {
+  CryptoWorkers* workers = started_instance.load();
+  if (workers && workers->owner_pid_ != ::getpid()) workers->restart_in_forked_child();
+}
+
+CryptoWorkers::CryptoWorkers(unsigned helpers) : helpers_(helpers), owner_pid_(::getpid()) { start_helpers(); }
+
+void CryptoWorkers::start_helpers() {
+  for (unsigned i = 0; i < helpers_; ++i) threads_.emplace_back([this] { helper_loop(); });
+}
+
+void CryptoWorkers::restart_in_forked_child() {
+  // The copied thread objects name threads of the parent: each is replaced by an empty one
+  // without its destructor (which would end the process for a joinable thread), and the lock
+  // and condition variable are made anew (the parent's waiters are not in this process).
+  for (auto& t : threads_) new (&t) std::thread();
+  threads_.clear();
+  new (&mutex_) std::mutex();
+  new (&wake_) std::condition_variable();
+  head_ = tail_ = nullptr;
+  stopping_ = false;
+  owner_pid_ = ::getpid();
+  start_helpers();
 }
 
 CryptoWorkers::~CryptoWorkers() {

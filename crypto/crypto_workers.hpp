@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <functional>
 #include <mutex>
+#include <sys/types.h>
 #include <thread>
 #include <vector>
 
@@ -38,6 +39,13 @@ class CryptoWorkers {
 
   // The process-wide set: one helper per core beyond the first (at least one).
   static CryptoWorkers& instance();
+  // For a process that may fork after the set started (nbdkit goes into the background, or
+  // forks its --run command, after the plugin opened a LUKS volume): call it in the child
+  // before any cipher work. A child has the set's memory but none of its threads, so work
+  // handed to them would never be done, and the exit would wait to join threads that are not
+  // there. There the set starts anew; elsewhere (no fork, or the set never started) it does
+  // nothing. No request may be in flight at the fork.
+  static void after_fork();
 
   explicit CryptoWorkers(unsigned helpers);
   ~CryptoWorkers();
@@ -56,7 +64,11 @@ class CryptoWorkers {
   void helper_loop();
   void push(Job* job);  // with mutex_ held
   Job* pop();           // with mutex_ held, the queue not empty
+  void start_helpers();
+  void restart_in_forked_child();
 
+  const unsigned helpers_;
+  pid_t owner_pid_;  // the process whose threads threads_ holds
   std::mutex mutex_;
   std::condition_variable wake_;
   Job* head_ = nullptr;  // first out

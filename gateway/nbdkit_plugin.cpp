@@ -36,6 +36,7 @@
 
 #include "backends/device_front.hpp"
 #include "common/log_format.hpp"
+#include "crypto/crypto_workers.hpp"
 #include "backends/sync_io.hpp"
 #include "crypto/xts_provider.hpp"
 #include "gateway/backend_spec.hpp"
@@ -200,8 +201,13 @@ int volgate_get_ready() {
   return 0;
 }
 
-// RBD and iSCSI devices, which start threads as they open.
-int volgate_after_fork() { return plugin_state.device ? 0 : open_device(); }
+// RBD and iSCSI devices, which start threads as they open. A LUKS device opened in .get_ready
+// started the cipher helpers, which a fork (into the background, or of --run's command) left
+// in the parent: they start again here.
+int volgate_after_fork() {
+  crypto::CryptoWorkers::after_fork();
+  return plugin_state.device ? 0 : open_device();
+}
 
 void volgate_cleanup() { release(); }
 
@@ -234,7 +240,10 @@ int volgate_can_trim(void*) { return plugin_state.caps.can_trim; }
 // The front writes zeroes and makes writes durable itself where the device has no way of its
 // own, so nbdkit need not emulate either.
 int volgate_can_zero(void*) { return plugin_state.caps.can_zero; }
-int volgate_can_fast_zero(void*) { return plugin_state.caps.can_fast_zero; }
+// Whenever zeroing is offered: the front answers a fast zero it cannot do with ENOTSUP, as the
+// flag asks. (nbdkit 1.32 passes the flag on even where the plugin said no, and then aborts
+// on its own assertion: one client request would end the server.)
+int volgate_can_fast_zero(void*) { return plugin_state.caps.can_zero; }
 int volgate_can_fua(void*) { return plugin_state.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE; }
 int volgate_can_multi_conn(void*) { return plugin_state.caps.can_multi_conn; }
 int volgate_can_extents(void*) { return plugin_state.caps.can_block_status; }
