@@ -52,7 +52,10 @@ ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::
 
   // Each inherited descriptor is first duplicated above the numbers it goes to, so that placing
   // one never overwrites another still to be placed (dup2 onto a new number also clears
-  // close-on-exec, which every descriptor of this process has).
+  // close-on-exec). Every other descriptor is closed in the child: not all of this process's
+  // are close-on-exec (asio's sockets are not), and a program parsing untrusted input
+  // (qemu-img on an image) must not hold the API's listening socket or its clients'
+  // connections, nor keep that socket busy for a controller started again after a crash.
   const int first_inherited = 3;
   const int above = first_inherited + static_cast<int>(inherited.size());
   std::vector<UniqueFd> staged;
@@ -70,6 +73,7 @@ ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   for (size_t i = 0; i < staged.size(); ++i)
     posix_spawn_file_actions_adddup2(&actions, staged[i].get(), first_inherited + static_cast<int>(i));
+  posix_spawn_file_actions_addclosefrom_np(&actions, above);
   pid_t pid = 0;
   const int rc = ::posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);

@@ -144,9 +144,16 @@ BackupRepository::Removal BackupRepository::remove(const std::string& backup_id)
   // the sweep (its chunks would look unused): the backup is gone, the garbage waits.
   std::set<std::string> live;
   for (const auto& [hash, count] : pins_) live.insert(hash);
-  for (const auto& id : storage_->list(kManifests))
-    for (const auto& c : manifest(id).chunks) live.insert(c.hash);
   Removal removal;
+  for (const auto& id : storage_->list(kManifests)) {
+    try {
+      for (const auto& c : manifest(id).chunks) live.insert(c.hash);
+    } catch (const std::exception& e) {
+      spdlog::error("backup {}: removed; its chunks stay until backup {}'s manifest can be read again: {}",
+                    backup_id, id, e.what());
+      return removal;
+    }
+  }
   for (const auto& hash : chunks_.list())
     if (!live.count(hash)) {
       chunks_.remove(hash);

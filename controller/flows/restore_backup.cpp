@@ -26,6 +26,19 @@ void validate(FlowServices& s, Context& c) {
     if (v.encrypted != b.encrypted)
       bad_request(std::string("Backup ") + b.id + " is of " + (b.encrypted ? "an encrypted" : "a plain") +
                   " volume; restore it to a " + (b.encrypted ? "encrypted" : "plain") + " volume or a new one.");
+    // A copy (a clone, a snapshot) reads the volume as it is: the restore would write under it.
+    for (const auto& other : s.store.all_volumes())
+      if (other.source_volid == v.id && other.status == VolumeStatus::creating)
+        conflict("Volume " + v.id + " is being copied into volume " + other.id + "; restore when the copy is done.");
+    for (const auto& snap : s.store.snapshots_of(v.id)) {
+      if (snap.status == SnapshotStatus::creating)
+        conflict("Volume " + v.id + " is being copied into snapshot " + snap.id + "; restore when it is done.");
+      // An encrypted volume's snapshots open with the volume's key; a restore brings the
+      // backup's key, and theirs would be lost with the old one.
+      if (v.encrypted)
+        bad_request("Encrypted volume " + v.id + " has snapshots (e.g. " + snap.id +
+                    "), which open with its key; restore to a new volume, or delete them first.");
+    }
     c.pool = v.pool;
     return;
   }
@@ -40,6 +53,10 @@ void validate(FlowServices& s, Context& c) {
   if (c.size_gb == 0 || !c.requested) c.size_gb = b.size_gb;
   if (c.requested && !c.volume_type.empty()) {
     if (!s.config.volume_types.count(c.volume_type)) not_found("Volume type " + c.volume_type + " could not be found.");
+    // Plain and encrypted data are never copied into each other.
+    if (s.config.volume_types.at(c.volume_type).encrypted != b.encrypted)
+      bad_request("Backup " + b.id + " is of " + (b.encrypted ? "an encrypted" : "a plain") + " volume; volume type " +
+                  c.volume_type + " is " + (b.encrypted ? "not encrypted" : "encrypted") + ".");
   } else {
     c.volume_type = s.config.volume_types.count(b.volume_type) ? b.volume_type : s.config.default_volume_type;
   }

@@ -186,6 +186,13 @@ void FilePool::create_volume_from_file(const std::string& volume_id, int image_f
 void FilePool::resize_volume(const std::string& volume_id, uint64_t bytes) {
   std::string path = volume_path(volume_id);
   if (::truncate(path.c_str(), static_cast<off_t>(bytes)) != 0) fail("resize", path);
+  // A thick pool hands out the new blocks now, as create_volume does: a full filesystem fails
+  // the extend, not a guest's write later.
+  if (!config_.thin_provisioning) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (fd.get() < 0) fail("open", path);
+    if (int rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(bytes)); rc != 0) fail("allocate", path, rc);
+  }
 }
 
 void FilePool::delete_volume(const std::string& volume_id) {

@@ -13,6 +13,8 @@
 #    snapshot that is gone afterwards, the volume staying in-use;
 #  - an encrypted volume backed up as ciphertext (no plaintext in the repository), restored to a
 #    new volume that opens with the backup's key: read through the gateway, it holds the data;
+#  - refused: a restore over an encrypted volume with snapshots (they open with its key, which
+#    the backup's would replace), a plain backup into a new volume of an encrypted type;
 #  - one flipped byte in one chunk: the restore fails naming the chunk, a new target volume is
 #    deleted, an existing one is left in error; every check first succeeds on the undamaged chunk;
 #  - volgate's own `backup` commands, with their progress bars;
@@ -230,6 +232,21 @@ cmp -n $((8 << 20)) "$T/plain" "$T/back" || fail "restored encrypted volume read
 cinder attachment-delete "$att" >/dev/null
 rm -f "$T/plain" "$T/back"
 pass "encrypted volume: backed up as ciphertext, restored after its volume was deleted, read through the gateway with the backup's key"
+
+# Restores that would lose a key or mix plain and encrypted data are refused, nothing changed.
+sn=$(cinder snapshot-create --name keep "$re" | field id)
+wait_status snapshots "$sn" available
+msg=$(cinder_fails 400 backup-restore --volume "$re" "$be")
+[[ $msg == *"has snapshots"* ]] || fail "restore over an encrypted volume with a snapshot: $msg"
+assert_eq "$(get volumes "$re" "d['status']")" available "the volume after the refused restore"
+cinder snapshot-delete "$sn" >/dev/null
+gone snapshots "$sn"
+code=$(curl -s -o "$T/out" -w '%{http_code}' -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.47' \
+    -H 'Content-Type: application/json' -X POST "$URL/v3/$PROJECT/volumes" \
+    --data '{"volume": {"backup_id": "'"$b0"'", "volume_type": "encrypted"}}')
+assert_eq "$code" 400 "a plain backup into a new volume of type encrypted ($(cat "$T/out"))"
+grep -q "volume type encrypted is encrypted" "$T/out" || fail "the 400 does not say why: $(cat "$T/out")"
+pass "refused: a restore over an encrypted volume with snapshots (their key), a plain backup into an encrypted type"
 
 # ------------------------------------------------------------------ a flipped byte
 bad_chunk=$("$SYSPY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["chunks"][1][2])' "$REPO/manifests/$b0.json")

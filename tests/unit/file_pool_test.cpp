@@ -45,6 +45,15 @@ class FilePoolTest : public ::testing::Test {
   PoolConfig config;
 };
 
+TEST_F(FilePoolTest, AThickPoolAllocatesWhatAnExtendAdds) {
+  config.thin_provisioning = false;
+  FilePool pool(config);
+  pool.create_volume("aa-02", 1 << 20);
+  pool.resize_volume("aa-02", 4 << 20);
+  EXPECT_EQ(fs::file_size(pool.volume_path("aa-02")), 4u << 20);
+  EXPECT_GE(allocated(pool.volume_path("aa-02")), 4u << 20);
+}
+
 TEST_F(FilePoolTest, CreatesSparseVolumesAndReportsCapacity) {
   FilePool pool(config);
   pool.create_volume("aa-01", 1 << 30);

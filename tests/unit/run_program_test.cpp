@@ -79,5 +79,15 @@ TEST(RunProgramTest, InheritedDescriptorsArePlacedInOrder) {
   EXPECT_EQ(r.output, "twoonealone\n");
 }
 
+// Descriptors without close-on-exec (asio's sockets have none) stay here too: a program parsing
+// untrusted input must not hold the API's sockets.
+TEST(RunProgramTest, DescriptorsWithoutCloseOnExecStayHere) {
+  UniqueFd open_everywhere(::open("/dev/null", O_RDONLY));  // no O_CLOEXEC
+  ASSERT_TRUE(open_everywhere);
+  const std::string script = "[ -e /dev/fd/" + std::to_string(open_everywhere.get()) + " ] && echo leaked || echo alone";
+  auto r = run_program({"sh", "-c", script}, std::chrono::seconds(5));
+  EXPECT_EQ(r.output, "alone\n");
+}
+
 }  // namespace
 }  // namespace volgate
