@@ -38,8 +38,12 @@ BackupManifest BackupManifest::from_json(const std::string& text) {
     uint64_t end = 0;
     for (const auto& c : j.at("chunks")) {
       ManifestChunk chunk{c.at(0).get<uint64_t>(), c.at(1).get<uint32_t>(), c.at(2).get<std::string>()};
-      if (chunk.offset < end || chunk.length == 0 || chunk.length > m.chunk_bytes ||
-          chunk.offset + chunk.length > m.volume_bytes || !ChunkStore::is_hash(chunk.hash))
+      // Chunks sit on the chunk grid, each as long as the volume lets it be: an entry moved or
+      // cut (a flipped bit in the manifest) would otherwise restore shifted data unnoticed,
+      // since each chunk's own check is of its content, not of where it goes.
+      if (chunk.offset < end || chunk.offset % m.chunk_bytes != 0 || chunk.offset >= m.volume_bytes ||
+          chunk.length != std::min<uint64_t>(m.chunk_bytes, m.volume_bytes - chunk.offset) ||
+          !ChunkStore::is_hash(chunk.hash))
         throw std::runtime_error("chunk entry at " + std::to_string(chunk.offset) + " is out of place");
       end = chunk.offset + chunk.length;
       m.chunks.push_back(std::move(chunk));

@@ -184,6 +184,23 @@ TEST_F(BackupRepositoryTest, ABackupBeingWrittenKeepsTheChunksItNames) {
   EXPECT_EQ(repository.chunks().list().size(), 1u);
 }
 
+// A manifest edited by a flipped bit: chunks moved off the grid or cut short are refused (each
+// chunk's own check is of its content, not of where it goes).
+TEST_F(BackupRepositoryTest, AManifestWithAChunkOutOfPlaceIsRefused) {
+  const uint64_t chunk = BackupRepository::kChunkBytes;
+  const std::string hash(64, 'a');
+  auto manifest = [&](uint64_t offset, uint64_t length, uint64_t volume) {
+    return R"({"format": 1, "backup_id": "x", "parent_id": "", "volume_bytes": )" + std::to_string(volume) +
+           R"(, "chunk_bytes": )" + std::to_string(chunk) + R"(, "chunks": [[)" + std::to_string(offset) + ", " +
+           std::to_string(length) + R"(, ")" + hash + R"("]]})";
+  };
+  EXPECT_NO_THROW(BackupManifest::from_json(manifest(chunk, chunk, 4 * chunk)));
+  EXPECT_NO_THROW(BackupManifest::from_json(manifest(chunk, 100, chunk + 100)));  // the volume's last bytes
+  EXPECT_THROW(BackupManifest::from_json(manifest(7, chunk, 4 * chunk)), std::runtime_error);
+  EXPECT_THROW(BackupManifest::from_json(manifest(chunk, chunk - 7, 4 * chunk)), std::runtime_error);
+  EXPECT_THROW(BackupManifest::from_json(manifest(4 * chunk, chunk, 4 * chunk)), std::runtime_error);
+}
+
 TEST_F(BackupRepositoryTest, ADamagedManifestStopsTheSweep) {
   BackupRepository repository(config());
   const uint64_t chunk = BackupRepository::kChunkBytes;
