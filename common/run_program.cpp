@@ -21,15 +21,15 @@ namespace volgate {
 
 ProgramResult run_program(const std::vector<std::string>& argv_text, std::chrono::milliseconds timeout,
                           const std::vector<std::string>& environment, size_t max_output,
-                          std::span<const int> inherited) {
+                          std::span<const int> inherited, const std::atomic<bool>* cancel) {
   std::vector<const char*> argv;
   for (const auto& a : argv_text) argv.push_back(a.c_str());
-  return run_program(std::span<const char* const>(argv), timeout, environment, max_output, inherited);
+  return run_program(std::span<const char* const>(argv), timeout, environment, max_output, inherited, cancel);
 }
 
 ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::milliseconds timeout,
                           const std::vector<std::string>& environment, size_t max_output,
-                          std::span<const int> inherited) {
+                          std::span<const int> inherited, const std::atomic<bool>* cancel) {
   if (argv_given.empty()) throw std::invalid_argument("run_program: no program");
   // posix_spawn copies the arguments into the new process and never writes through them.
   std::vector<char*> argv;
@@ -85,6 +85,13 @@ ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::
   ProgramResult result;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   char buffer[4096];
+  constexpr std::chrono::milliseconds kCancelCheck{100};
+  auto cancel_now = [&] {
+    if (!cancel || !cancel->load() || result.cancelled || result.timed_out) return false;
+    result.cancelled = true;
+    ::kill(pid, SIGKILL);
+    return true;
+  };
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -92,8 +99,9 @@ ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::
       ::kill(pid, SIGKILL);
       break;
     }
+    if (cancel_now()) break;
     pollfd p{out[0], POLLIN, 0};
-    const int ready = ::poll(&p, 1, static_cast<int>(left.count()));
+    const int ready = ::poll(&p, 1, static_cast<int>(cancel ? std::min(left, kCancelCheck).count() : left.count()));
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) continue;  // the deadline is checked at the top
     const ssize_t n = ::read(out[0], buffer, sizeof buffer);
@@ -109,13 +117,14 @@ ProgramResult run_program(std::span<const char* const> argv_given, std::chrono::
   for (;;) {
     const pid_t done = ::waitpid(pid, &status, WNOHANG);
     if (done == pid || (done < 0 && errno != EINTR)) break;
-    if (done == 0 && std::chrono::steady_clock::now() >= deadline && !result.timed_out) {
+    if (done == 0 && std::chrono::steady_clock::now() >= deadline && !result.timed_out && !result.cancelled) {
       result.timed_out = true;
       ::kill(pid, SIGKILL);
     }
+    if (done == 0) cancel_now();
     if (done == 0) ::usleep(10'000);
   }
-  if (!result.timed_out && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  if (!result.timed_out && !result.cancelled && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   return result;
 }
 

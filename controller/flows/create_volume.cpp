@@ -76,7 +76,7 @@ UniqueFd converted_to_raw(FlowServices& s, const Context& c, int image_fd) {
   UniqueFd raw = create_unnamed_file(directory.get(), "the converted image");
   if (::ftruncate(raw.get(), static_cast<off_t>(virtual_size)) != 0)
     throw std::system_error(errno, std::generic_category(), "size the converted image");
-  convert_qcow2_to_raw(image_fd, raw.get(), s.config.image_convert_timeout);
+  convert_qcow2_to_raw(image_fd, raw.get(), s.config.image_convert_timeout, &s.stopping);
   if (changed_ns(image_fd) != c.image_changed_ns)
     throw std::runtime_error("the image file changed after it was checked; it was not used");
   return raw;

@@ -67,7 +67,7 @@ std::vector<Task<Context>> UploadVolumeFlow::tasks(FlowServices& s) {
     // An encrypted volume is read as it is stored: LUKS2, its key staying with the volume.
     auto device = s.pool(c.pool).open_volume(c.volume_id);
     s.uploads.write(*device, c.size_gb * kGiB, record, s.config.image_convert_timeout,
-                    s.progress_reporter(c.volume_id));
+                    s.progress_reporter(c.volume_id), &s.stopping);
     s.clear_progress(c.volume_id);
     spdlog::info("volume {}: uploaded as image {} ({})", c.volume_id, c.image_id, c.disk_format);
   }, [&s](Context& c) {

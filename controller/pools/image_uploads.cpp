@@ -158,7 +158,8 @@ ImageUploads::ImageUploads(const std::string& directory) : path_(directory) {
 }
 
 void ImageUploads::write(backends::BlockDevice& device, uint64_t bytes, const ImageRecord& record,
-                         std::chrono::milliseconds convert_timeout, const CopyProgress& progress) {
+                         std::chrono::milliseconds convert_timeout, const CopyProgress& progress,
+                         const std::atomic<bool>* cancel) {
   check_id(record.id);
   UniqueFd raw = create_unnamed_file(directory_.get(), "the image file");
   if (::ftruncate(raw.get(), static_cast<off_t>(bytes)) != 0) fail("size the image");
@@ -174,7 +175,7 @@ void ImageUploads::write(backends::BlockDevice& device, uint64_t bytes, const Im
   std::string checksum = digest.hex();
   if (record.disk_format == ImageFormat::qcow2) {
     UniqueFd qcow2 = create_unnamed_file(directory_.get(), "the qcow2 image file");
-    convert_raw_to_qcow2(image.get(), qcow2.get(), convert_timeout);
+    convert_raw_to_qcow2(image.get(), qcow2.get(), convert_timeout, cancel);
     image = std::move(qcow2);  // the raw copy goes with its last descriptor
     checksum = checksum_of(image.get());
   }

@@ -6,6 +6,7 @@
 //
 // Both files are written with no name (O_TMPFILE) and named only when complete, the image
 // first: a failed or killed upload leaves nothing, and a reader never sees half an image.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -36,10 +37,11 @@ class ImageUploads {
 
   // Writes the first `bytes` of `device` as image `record.id`, then its metadata file. Zero
   // blocks are left as holes in a raw image (and as unallocated clusters in a qcow2 one).
-  // `progress` may throw to stop the copy. Throws std::runtime_error or std::system_error;
-  // then nothing of the image is left.
+  // `progress` may throw to stop the copy, and `cancel` stops a qcow2 conversion. Throws
+  // std::runtime_error or std::system_error; then nothing of the image is left.
   void write(backends::BlockDevice& device, uint64_t bytes, const ImageRecord& record,
-             std::chrono::milliseconds convert_timeout, const CopyProgress& progress);
+             std::chrono::milliseconds convert_timeout, const CopyProgress& progress,
+             const std::atomic<bool>* cancel = nullptr);
   // Removes image `id` and its metadata file, if there (undoing a write). Idempotent.
   void remove(const std::string& id);
 

@@ -35,9 +35,10 @@ std::string last_words(const ProgramResult& r) {
 }
 
 void run_conversion(const std::vector<std::string>& argv, int source_fd, int target_fd,
-                    std::chrono::milliseconds timeout, const char* what) {
+                    std::chrono::milliseconds timeout, const char* what, const std::atomic<bool>* cancel) {
   const int fds[] = {source_fd, target_fd};
-  ProgramResult r = run_program(argv, timeout, {}, kMaxQemuImgOutput, fds);
+  ProgramResult r = run_program(argv, timeout, {}, kMaxQemuImgOutput, fds, cancel);
+  if (r.cancelled) throw std::runtime_error(std::string(what) + ": stopped (the controller is stopping)");
   if (r.timed_out)
     throw std::runtime_error(std::string(what) + ": qemu-img convert took longer than " +
                              std::to_string(timeout.count() / 1000) + " s and was stopped");
@@ -97,19 +98,21 @@ Qcow2Facts inspect_qcow2(int fd, const std::string& reference, std::chrono::mill
   return {.virtual_size = info["virtual-size"].get<uint64_t>()};
 }
 
-void convert_qcow2_to_raw(int qcow2_fd, int raw_fd, std::chrono::milliseconds timeout) {
+void convert_qcow2_to_raw(int qcow2_fd, int raw_fd, std::chrono::milliseconds timeout,
+                          const std::atomic<bool>* cancel) {
   // The source as a json: spec rather than a file name: the driver is given (no probing), and
   // "backing": null keeps QEMU from opening whatever backing file the header names.
   const std::string source = std::string(R"(json:{"driver":"qcow2","file":{"driver":"file","filename":")") +
                              kFirstFd + R"("},"backing":null})";
   run_conversion({"qemu-img", "convert", "-n", "--target-is-zero", source, "--target-image-opts",
                   std::string("driver=raw,file.driver=file,file.filename=") + kSecondFd},
-                 qcow2_fd, raw_fd, timeout, "convert the qcow2 image");
+                 qcow2_fd, raw_fd, timeout, "convert the qcow2 image", cancel);
 }
 
-void convert_raw_to_qcow2(int raw_fd, int qcow2_fd, std::chrono::milliseconds timeout) {
+void convert_raw_to_qcow2(int raw_fd, int qcow2_fd, std::chrono::milliseconds timeout,
+                          const std::atomic<bool>* cancel) {
   run_conversion({"qemu-img", "convert", "-f", "raw", "-O", "qcow2", kFirstFd, kSecondFd}, raw_fd, qcow2_fd, timeout,
-                 "write the qcow2 image");
+                 "write the qcow2 image", cancel);
 }
 
 }  // namespace volgate::controller

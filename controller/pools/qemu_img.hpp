@@ -8,6 +8,7 @@
 // behind Cinder's and Glance's OSSA-2024-001). Both are refused when the image is inspected, and
 // the conversion opens the image with its backing forced to null, so QEMU never follows a name
 // from the header even if the file is rewritten between the inspection and the copy.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -34,10 +35,13 @@ Qcow2Facts inspect_qcow2(int fd, const std::string& reference, std::chrono::mill
 
 // Writes the guest data of the qcow2 image open on `qcow2_fd` into the file open on `raw_fd`
 // (already at least the image's virtual size), leaving holes where the data is zero. Throws
-// std::runtime_error with qemu-img's words when it fails or takes longer than `timeout`.
-void convert_qcow2_to_raw(int qcow2_fd, int raw_fd, std::chrono::milliseconds timeout);
+// std::runtime_error with qemu-img's words when it fails or takes longer than `timeout`, or
+// saying so when `cancel` became true (qemu-img is then killed within 100 ms).
+void convert_qcow2_to_raw(int qcow2_fd, int raw_fd, std::chrono::milliseconds timeout,
+                          const std::atomic<bool>* cancel = nullptr);
 
 // Writes the raw file open on `raw_fd` as a qcow2 image into the empty file open on `qcow2_fd`.
-void convert_raw_to_qcow2(int raw_fd, int qcow2_fd, std::chrono::milliseconds timeout);
+void convert_raw_to_qcow2(int raw_fd, int qcow2_fd, std::chrono::milliseconds timeout,
+                          const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace volgate::controller

@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <thread>
 #include <system_error>
 
 #include "common/unique_fd.hpp"
@@ -77,6 +79,27 @@ TEST(RunProgramTest, InheritedDescriptorsArePlacedInOrder) {
   auto r = run_program({"sh", "-c", script}, std::chrono::seconds(5), {}, kDefaultMaxProgramOutput, inherited);
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.output, "twoonealone\n");
+}
+
+// A stopping controller does not wait for the program: it is killed soon after `cancel` is set.
+TEST(RunProgramTest, ACancelledProgramIsKilledAtOnce) {
+  std::atomic<bool> cancel{false};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    cancel = true;
+  });
+  const auto start = std::chrono::steady_clock::now();
+  auto r = run_program({"sleep", "30"}, std::chrono::seconds(60), {}, kDefaultMaxProgramOutput, {}, &cancel);
+  stopper.join();
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, -1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  // Not set: the program runs to its end.
+  cancel = false;
+  r = run_program({"sh", "-c", "sleep 0.3; echo done"}, std::chrono::seconds(5), {}, kDefaultMaxProgramOutput, {}, &cancel);
+  EXPECT_FALSE(r.cancelled);
+  EXPECT_EQ(r.output, "done\n");
 }
 
 // Descriptors without close-on-exec (asio's sockets have none) stay here too: a program parsing
