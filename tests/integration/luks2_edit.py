@@ -5,6 +5,7 @@ checksums: a way to make containers that cryptsetup cannot create here (no devic
     luks2_edit.py IMAGE requirement NAME   # add NAME to config.requirements.mandatory
     luks2_edit.py IMAGE integrity ALG      # give data segment 0 an integrity section
     luks2_edit.py IMAGE data-offset BYTES  # move data segment 0 (a crafted header, e.g. 1 GiB)
+    luks2_edit.py IMAGE sector-size BYTES  # data segment 0's encryption sector size
 """
 import hashlib
 import json
@@ -49,6 +50,9 @@ def main():
     elif what == "data-offset":
         def change(meta):
             meta["segments"]["0"]["offset"] = str(int(value))
+    elif what == "sector-size":
+        def change(meta):
+            meta["segments"]["0"]["sector_size"] = int(value)
     else:
         sys.exit("unknown edit " + what)
     rewrite(image, change)

@@ -399,13 +399,17 @@ else
 fi
 
 # cryptsetup cannot make these without device-mapper, so luks2_edit.py writes the metadata
-for edit in "requirement volgate-test-unknown:an unknown LUKS2 requirement" "integrity hmac(sha256):integrity protection"; do
+for edit in "requirement volgate-test-unknown:an unknown LUKS2 requirement" "integrity hmac(sha256):integrity protection" \
+    "sector-size 8192:encryption sector size 8192"; do
     truncate -s 20M "$T/edit.img"
     cryptsetup luksFormat -q --type luks2 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/edit.img"
     # shellcheck disable=SC2086  # the edit is two words on purpose
     "$SYSPY" "$INTEGRATION_DIR/luks2_edit.py" "$T/edit.img" ${edit%%:*}
     cryptsetup luksDump "$T/edit.img" >/dev/null || fail "the edited header ($edit) is not valid LUKS2"
     refused_to_serve "${edit%%:*}" "$T/edit.img" "$T/k1" "${edit#*:}"
+    # luks dump says so too, rather than "servable: yes"
+    "$VOLGATE" luks dump "file:$T/edit.img" | grep -q "^servable: *no: .*${edit#*:}" ||
+        fail "luks dump of ${edit%%:*}: $("$VOLGATE" luks dump "file:$T/edit.img" | grep servable)"
     pass "refused by name: $(cat "$T/err")"
 done
 
