@@ -83,7 +83,15 @@ struct LuksContainer::Image {
   }
 
   std::string error_or(const std::string& fallback) const {
-    return last_error.empty() ? fallback : last_error;
+    if (last_error.empty()) return fallback;
+    // libcryptsetup names the device by the path it was given: this copy's, which tells the
+    // user nothing ("Device /proc/self/fd/4 is too small").
+    std::string text = last_error;
+    const std::pair<std::string, std::string> names[] = {{"Device " + path(), "The container"},
+                                                         {path(), "the container"}};
+    for (const auto& [from, to] : names)
+      for (size_t at; (at = text.find(from)) != std::string::npos;) text.replace(at, from.size(), to);
+    return text;
   }
 
   void open_device() {

@@ -380,6 +380,11 @@ for at in 5000 $((16384 + 5000)); do
 done
 dump_unreadable "$T/garbled.img" "the LUKS header is damaged"
 pass "luks dump of a header whose metadata is garbled: $(cat "$T/err")"
+# A container cut short: libcryptsetup's words, naming the container rather than our copy of it.
+head -c 1M "$T/l1.img" >"$T/short.img"
+dump_unreadable "$T/short.img" "The container is too small"
+refute_grep "an internal path in the message" "/proc/self" "$T/err"
+pass "luks dump of a LUKS1 container cut short: $(cat "$T/err")"
 
 truncate -s 20M "$T/cbc.img"
 cryptsetup luksFormat -q --type luks2 --cipher aes-cbc-essiv:sha256 "${FAST_PBKDF2[@]}" --key-file "$T/k1" "$T/cbc.img"
