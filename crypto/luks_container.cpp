@@ -245,16 +245,18 @@ LuksContainer LuksContainer::format(backends::BlockDevice& device, const LuksFor
       rc < 0)
     fail(rc == -EINVAL ? Kind::invalid : Kind::io,
          image->error_or("formatting failed: " + errno_text(rc)));
+  // Known once the header is laid out, and checked before the keyslot's key derivation (seconds
+  // and up to a GiB of memory for argon2).
+  const uint64_t data_offset = crypt_get_data_offset(cd) * 512;
+  if (data_offset >= device.size())
+    fail(Kind::invalid, "the device (" + format_size(device.size()) +
+                            ") has no room for data after a " + format_size(data_offset) + " header");
   if (int rc = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, nullptr, 0, passphrase.chars(),
                                                passphrase.size());
       rc < 0)
     fail(Kind::io, image->error_or("adding the keyslot failed: " + errno_text(rc)));
 
   // The whole header area goes to the device: the old content there is not ours to keep.
-  uint64_t data_offset = crypt_get_data_offset(cd) * 512;
-  if (data_offset >= device.size())
-    fail(Kind::invalid, "the device (" + format_size(device.size()) +
-                            ") has no room for data after a " + format_size(data_offset) + " header");
   LuksContainer container(device, std::move(image));
   container.write_back(true);
   return container;
