@@ -7,7 +7,8 @@
 #  - a restore cut short leaves the backup available; a new target volume is gone (row, file and
 #    quota), an existing one is in error;
 #  - a backup killed after its copy is finished by the restart (available);
-#  - the backup made before all this still restores exactly.
+#  - the backup made before all this still restores exactly;
+#  - a restore over a volume a clone is being copied from is refused (409), the clone whole.
 # The pool's copy_bps_limit slows the copies down so that the kill lands in the middle of one.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -160,4 +161,14 @@ wait_for "/volumes/$r" "d['status']" available
 assert_eq "$(digest "$POOL/volume-$r.img")" "$good_sum" "the first backup restored after all the kills"
 check_chunks
 pass "the backup made before the kills restores exactly"
+
+# A restore over a volume that a clone is being copied from would write under the copy.
+clone=$(api POST /volumes "{\"volume\": {\"source_volid\": \"$vol\", \"name\": \"clone\"}}" |
+    "$SYSPY" -c 'import json, sys; print(json.load(sys.stdin)["volume"]["id"])')
+code=$(curl -s -o "$T/body" -w '%{http_code}' -X POST -H @"$AUTH" -H 'OpenStack-API-Version: volume 3.53' \
+    -H 'Content-Type: application/json' --data '{"restore": {"volume_id": "'"$vol"'"}}' "$URL/backups/$good/restore")
+assert_eq "$code" 409 "a restore over a volume being cloned ($(cat "$T/body"))"
+wait_for "/volumes/$clone" "d['status']" available
+assert_eq "$(digest "$POOL/volume-$clone.img")" "$(digest "$POOL/volume-$vol.img")" "the clone"
+pass "a restore over a volume being cloned: 409, the clone whole"
 stop_volgate "$CTL_PID" TERM 10
