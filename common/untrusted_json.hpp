@@ -54,7 +54,10 @@ Json parse_untrusted_json_as(std::string_view text, int max_depth = kMaxRequestJ
   } catch (const TooDeep&) {
     throw UntrustedJsonError("The JSON is nested deeper than " + std::to_string(max_depth) + " levels.");
   } catch (const DuplicateKey& e) {
-    throw UntrustedJsonError("The JSON gives the key \"" + e.key.substr(0, 64) + "\" twice in one object.");
+    // Shown escaped (ASCII only) and cut short: the key is the client's, any bytes and length.
+    std::string shown = nlohmann::json(e.key).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+    if (shown.size() > 66) shown = shown.substr(0, 62) + "...\"";
+    throw UntrustedJsonError("The JSON gives the key " + shown + " twice in one object.");
   }
   if (value.is_discarded()) throw UntrustedJsonError("The request body is not valid JSON.");
   return value;

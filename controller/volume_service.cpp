@@ -356,7 +356,10 @@ std::vector<Attachment> VolumeService::delete_attachment(const std::string& proj
   const Attachment attachment = controller::get_attachment(services_, project, id);
   const std::string volume_id = attachment.volume_id;
   if (deleter == AttachmentDeleter::client && !attachment.instance_uuid.empty())
-    if (auto m = store_.find_mapping(attachment.instance_uuid, volume_id))
+    // The mapping's own attachment, or one it is about to record (an attach between its
+    // create_attachment and connect); another attachment of a multiattach volume is the client's.
+    if (auto m = store_.find_mapping(attachment.instance_uuid, volume_id);
+        m && (m->attachment_id == id || m->attachment_id.empty()))
       conflict("Attachment " + id + " belongs to server " + m->server_id + "'s volume attachment; detach volume " +
                volume_id + " through the compute API (DELETE /v2.1/servers/" + m->server_id +
                "/os-volume_attachments/" + volume_id + ").");

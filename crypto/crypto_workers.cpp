@@ -51,8 +51,11 @@ std::atomic<CryptoWorkers*> started_instance{nullptr};  // instance(), once it e
 }  // namespace
 
 CryptoWorkers& CryptoWorkers::instance() {
-  static CryptoWorkers workers(std::max(2u, std::thread::hardware_concurrency()) - 1);
-  started_instance.store(&workers);
+  static CryptoWorkers& workers = []() -> CryptoWorkers& {
+    static CryptoWorkers made(std::max(2u, std::thread::hardware_concurrency()) - 1);
+    started_instance.store(&made);
+    return made;
+  }();
   return workers;
 }
 

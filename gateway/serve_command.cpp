@@ -217,11 +217,18 @@ MetricsHttpServer::Collect collect_metrics(Serving& serving) {
 // listening there and report "another gateway", which would send the operator looking for a
 // process that does not exist.
 void check_socket_paths_distinct(const ServeOptions& options) {
+  // Resolved as far as this user may look (a directory it cannot search is compared by name,
+  // and refused later, by the listener, with its own message).
+  auto same_file_name = [](const std::string& path) {
+    std::error_code ec;
+    std::filesystem::path resolved = std::filesystem::weakly_canonical(path, ec);
+    return ec ? std::filesystem::absolute(path, ec).lexically_normal() : resolved;
+  };
   std::set<std::filesystem::path> unix_sockets;
   for (const auto& path : options.unix_paths)
-    if (!unix_sockets.insert(std::filesystem::weakly_canonical(path)).second)
+    if (!unix_sockets.insert(same_file_name(path)).second)
       throw std::invalid_argument("--unix " + path + " is given twice");
-  if (!options.control_path.empty() && unix_sockets.contains(std::filesystem::weakly_canonical(options.control_path)))
+  if (!options.control_path.empty() && unix_sockets.contains(same_file_name(options.control_path)))
     throw std::invalid_argument("--control " + options.control_path +
                                 " is also a --unix socket: the control socket needs a path of its own");
 }

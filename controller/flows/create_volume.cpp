@@ -181,6 +181,8 @@ void create_db_entry(FlowServices& s, Context& c) {
     auto source = s.store.find_volume(v.source_volid);
     if (!source || source->status == VolumeStatus::deleting || source->status == VolumeStatus::error_deleting)
       bad_request("Source volume " + v.source_volid + " is being deleted; it cannot be copied.");
+    if (source->status == VolumeStatus::restoring_backup)
+      bad_request("Source volume " + v.source_volid + " is being restored from a backup; it cannot be copied.");
   }
   if (!v.snapshot_id.empty()) {
     auto snap = s.store.find_snapshot(v.snapshot_id);

@@ -100,7 +100,8 @@ void FlowRunner::recover(bool finish) {
     }
     spdlog::warn("flow {} {} ({}): reverting what the previous run left half done", record_.kind, record_.id,
                  record_.resource_id);
-    outcome_.error = "the controller stopped before the operation finished";
+    // A flow parked by a revert that failed keeps the failure that started its revert.
+    if (outcome_.error.empty()) outcome_.error = "the controller stopped before the operation finished";
     revert(outcome_.error);
   } catch (const std::exception& e) {
     spdlog::error("flow {} {} ({}): could not finish or revert: {}", record_.kind, record_.id, record_.resource_id,

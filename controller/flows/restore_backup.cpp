@@ -11,6 +11,16 @@ namespace {
 
 using Context = RestoreBackupContext;
 
+// A copy (a clone, a snapshot) reads the volume as it is: a restore would write under it.
+void refuse_if_being_copied(FlowServices& s, const std::string& id) {
+  for (const auto& other : s.store.all_volumes())
+    if (other.source_volid == id && other.status == VolumeStatus::creating)
+      conflict("Volume " + id + " is being copied into volume " + other.id + "; restore when the copy is done.");
+  for (const auto& snap : s.store.snapshots_of(id))
+    if (snap.status == SnapshotStatus::creating)
+      conflict("Volume " + id + " is being copied into snapshot " + snap.id + "; restore when it is done.");
+}
+
 void validate(FlowServices& s, Context& c) {
   Backup b = s.get_backup(c.project, c.backup_id);
   if (b.status != BackupStatus::available)
@@ -26,13 +36,8 @@ void validate(FlowServices& s, Context& c) {
     if (v.encrypted != b.encrypted)
       bad_request(std::string("Backup ") + b.id + " is of " + (b.encrypted ? "an encrypted" : "a plain") +
                   " volume; restore it to a " + (b.encrypted ? "encrypted" : "plain") + " volume or a new one.");
-    // A copy (a clone, a snapshot) reads the volume as it is: the restore would write under it.
-    for (const auto& other : s.store.all_volumes())
-      if (other.source_volid == v.id && other.status == VolumeStatus::creating)
-        conflict("Volume " + v.id + " is being copied into volume " + other.id + "; restore when the copy is done.");
+    refuse_if_being_copied(s, v.id);
     for (const auto& snap : s.store.snapshots_of(v.id)) {
-      if (snap.status == SnapshotStatus::creating)
-        conflict("Volume " + v.id + " is being copied into snapshot " + snap.id + "; restore when it is done.");
       // An encrypted volume's snapshots open with the volume's key; a restore brings the
       // backup's key, and theirs would be lost with the old one.
       if (v.encrypted)
@@ -103,6 +108,21 @@ void mark(FlowServices& s, Context& c) {
     });
   } catch (...) {
     c.marked = false;  // the volume is not ours to put in error
+    s.store.update_backup(c.backup_id, [](Backup& b) {
+      if (b.status == BackupStatus::restoring) b.status = BackupStatus::available;
+      b.restore_volume_id.clear();
+    });
+    throw;
+  }
+  // A copy that started between validate and the mark would still read the volume: each side
+  // looks at the other's row after writing its own (a copy refuses a source restoring).
+  try {
+    refuse_if_being_copied(s, c.volume_id);
+  } catch (...) {
+    c.marked = false;
+    s.store.update_volume(c.volume_id, [](Volume& v) {
+      if (v.status == VolumeStatus::restoring_backup) v.status = VolumeStatus::available;
+    });
     s.store.update_backup(c.backup_id, [](Backup& b) {
       if (b.status == BackupStatus::restoring) b.status = BackupStatus::available;
       b.restore_volume_id.clear();

@@ -92,6 +92,12 @@ expect_status "not JSON" 400 PUT /v1/exports/x '{"target": '
 # A key twice: the parser would keep the last, a reader of the body might see the first.
 expect_status "a key twice" 400 PUT /v1/exports/x '{"target": {"backend": "memory", "size": 4096}, "target": {"backend": "file", "path": "/etc/passwd"}}'
 grep -q 'the key \\"target\\" twice' "$T/body" || fail "a key twice: $(cat "$T/body")"
+# A long key twice, a two-byte character where the message cuts it: a clear 400, on the
+# hand-over route too (the answer once failed to serialise there, and the gateway aborted).
+long_key=$(printf 'a%.0s' {1..63})é$(printf 'b%.0s' {1..40})
+expect_status "a long key twice" 400 PUT /v1/exports/x "{\"$long_key\": 1, \"$long_key\": 2}"
+expect_status "a long key twice, hand-over" 400 POST /v1/handover "{\"$long_key\": 1, \"$long_key\": 2}"
+expect_status "health after the malformed hand-over" 200 GET /v1/health
 expect_status "bad name" 400 PUT '/v1/exports/a%20b' '{"target": {"backend": "memory", "size": 4096}}'
 # The gateway answers 413 as soon as the header says too much and closes: curl may still be
 # sending (a broken pipe, exit 55) or may read the 413.

@@ -154,6 +154,9 @@ missing=$(expect 400 "$B" POST /v3/beta/volumes "$(from_image 00000000-0000-4000
 assert_eq "${refused//$private_image/ID}" "${missing//00000000-0000-4000-8000-000000000000/ID}" \
     "the answer for another project's private image (as for none)"
 expect 400 "$B" POST /v3/beta/volumes "$(from_image "$private_image.json")" >/dev/null  # its record
+# A file named like an image id with no record yet: an upload not finished, nobody's yet.
+head -c 1048576 /dev/zero >"$STATE/images/11111111-2222-4333-8444-555555555555"
+expect 400 "$B" POST /v3/beta/volumes "$(from_image 11111111-2222-4333-8444-555555555555)" >/dev/null
 expect 400 "$A" POST /v3/alpha/volumes "$(from_image "$private_image.json")" >/dev/null
 a_copy=$(expect 202 "$A" POST /v3/alpha/volumes "$(from_image "$private_image")" | json "d['volume']['id']")
 b_copy=$(expect 202 "$B" POST /v3/beta/volumes "$(from_image "$community_image")" | json "d['volume']['id']")

@@ -55,6 +55,21 @@ TEST(UntrustedJson, AKeyTwiceInOneObjectIsRefused) {
   }
 }
 
+// The message quotes the key: escaped, so that a long key with multi-byte characters cut short
+// cannot make the message invalid UTF-8 (answers made from it must serialise).
+TEST(UntrustedJson, TheDuplicateKeyIsQuotedAsValidText) {
+  const std::string key = std::string(63, 'a') + "\xc3\xa9" + std::string(100, 'b');
+  try {
+    parse_untrusted_json("{\"" + key + "\": 1, \"" + key + "\": 2}");
+    FAIL() << "accepted";
+  } catch (const UntrustedJsonError& e) {
+    const std::string message = e.what();
+    EXPECT_NO_THROW((void)nlohmann::json(message).dump()) << message;
+    EXPECT_LT(message.size(), 120u) << message;
+    for (unsigned char c : message) EXPECT_LT(c, 0x80) << message;
+  }
+}
+
 TEST(UntrustedJson, TheSameKeyInDifferentObjectsIsFine) {
   const auto value = parse_untrusted_json(R"({"a": {"name": 1}, "b": {"name": 2}, "c": [{"name": 3}, {"name": 4}], "name": 5})");
   EXPECT_EQ(value["c"][1]["name"], 4);
