@@ -230,7 +230,19 @@ void ComputeService::stop_server(const std::string& server) {
 
 size_t ComputeService::reconcile_server(const std::string& uuid) {
   std::lock_guard lock(server_lock(uuid));
-  recover_flows_of(uuid);
+  // A parked attach's undo is tried again here, but not while the guest is paused: it cannot
+  // let a virtio disk go then, and each try would hold this thread (libvirt's events) for every
+  // detach attempt. Its resume is an event of its own.
+  bool paused = false;
+  try {
+    paused = services_.hypervisor.with_driver([&](VirtDriver& d) {
+      auto s = d.find_server(uuid);
+      return s && s->state == ServerState::paused;
+    });
+  } catch (const std::exception&) {
+    // libvirt cannot say: the recovery finds out for itself, and fails fast
+  }
+  if (!paused) recover_flows_of(uuid);
   std::vector<BlockDeviceMapping> mappings;
   // Only settled mappings: one attaching or detaching is a flow's, which recover() handles.
   for (auto& m : services_.store.mappings_of_server(uuid))

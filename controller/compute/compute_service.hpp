@@ -79,7 +79,8 @@ class ComputeService {
   void stop_server(const std::string& server);
 
   // First recovers the server's flows left in the journal (a parked attach's revert is tried
-  // again whenever libvirt says something of the server, or is reached anew). Then releases
+  // again whenever libvirt says something of the server, or is reached anew, unless the guest
+  // is paused). Then releases
   // (ReleaseVolumeFlow) every volume mapped to server `uuid` whose disk is no longer there: the
   // domain is gone, or the disk is in neither its live nor its persistent XML. Under the
   // server's lock, so never in the middle of an attach or detach. Returns how many volumes it
