@@ -41,6 +41,9 @@ std::vector<Task<Context>> CreateSnapshotFlow::tasks(FlowServices& s) {
     auto v = s.store.find_volume(snap.volume_id);
     if (!v || v->status == VolumeStatus::deleting || v->status == VolumeStatus::error_deleting)
       bad_request("Volume " + snap.volume_id + " is being deleted; it takes no snapshot.");
+    // And of the restore's mark: a volume being overwritten from a backup since validate.
+    if (v->status == VolumeStatus::restoring_backup)
+      bad_request("Volume " + snap.volume_id + " is being restored from a backup; it takes no snapshot now.");
   }, [&s](Context& c) {
     if (!s.store.find_snapshot(c.snapshot_id)) return;
     if (!c.outcome.accepted) {
