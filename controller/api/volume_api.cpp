@@ -455,12 +455,11 @@ VolumeApi::VolumeApi(VolumeService& service, Hypervisor* hypervisor, ComputeServ
       if (!value.is_number_integer()) bad_request("Quota limit for " + resource + " must be an integer.");
       // Cinder's bound (its database column); above 2^63 the value would read back as -1.
       constexpr int64_t kMaxLimit = 2147483647;
-      if (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(kMaxLimit))
+      if (value.is_number_unsigned() ? value.get<uint64_t>() > static_cast<uint64_t>(kMaxLimit)
+                                     : value.get<int64_t>() > kMaxLimit)
         bad_request("Quota limit for " + resource + " must be at most " + std::to_string(kMaxLimit) + ".");
       const int64_t limit = value.get<int64_t>();
       if (limit < -1) bad_request("Quota limit for " + resource + " must be -1 (unlimited) or more.");
-      if (limit > kMaxLimit)
-        bad_request("Quota limit for " + resource + " must be at most " + std::to_string(kMaxLimit) + ".");
       if (validate && limit >= 0 && usage.count(resource) &&
           limit < usage.at(resource).in_use + usage.at(resource).reserved)
         bad_request("Quota limit " + std::to_string(limit) + " for " + resource + " is below what project " +

@@ -37,13 +37,12 @@ void validate(FlowServices& s, Context& c) {
       bad_request(std::string("Backup ") + b.id + " is of " + (b.encrypted ? "an encrypted" : "a plain") +
                   " volume; restore it to a " + (b.encrypted ? "encrypted" : "plain") + " volume or a new one.");
     refuse_if_being_copied(s, v.id);
-    for (const auto& snap : s.store.snapshots_of(v.id)) {
-      // An encrypted volume's snapshots open with the volume's key; a restore brings the
-      // backup's key, and theirs would be lost with the old one.
-      if (v.encrypted)
-        bad_request("Encrypted volume " + v.id + " has snapshots (e.g. " + snap.id +
+    // An encrypted volume's snapshots open with the volume's key; a restore brings the backup's
+    // key, and theirs would be lost with the old one.
+    if (v.encrypted)
+      if (const auto snaps = s.store.snapshots_of(v.id); !snaps.empty())
+        bad_request("Encrypted volume " + v.id + " has snapshots (e.g. " + snaps.front().id +
                     "), which open with its key; restore to a new volume, or delete them first.");
-    }
     c.pool = v.pool;
     return;
   }
@@ -99,6 +98,7 @@ void mark(FlowServices& s, Context& c) {
     c.marked = true;
   });
   if (c.new_volume) return;
+  bool volume_marked = false;
   try {
     s.store.update_volume(c.volume_id, [&](Volume& v) {
       if (v.status == VolumeStatus::restoring_backup) return;
@@ -106,23 +106,16 @@ void mark(FlowServices& s, Context& c) {
         conflict("Volume " + v.id + " is " + std::string(to_string(v.status)) + "; a restore needs it available.");
       v.status = VolumeStatus::restoring_backup;
     });
-  } catch (...) {
-    c.marked = false;  // the volume is not ours to put in error
-    s.store.update_backup(c.backup_id, [](Backup& b) {
-      if (b.status == BackupStatus::restoring) b.status = BackupStatus::available;
-      b.restore_volume_id.clear();
-    });
-    throw;
-  }
-  // A copy that started between validate and the mark would still read the volume: each side
-  // looks at the other's row after writing its own (a copy refuses a source restoring).
-  try {
+    volume_marked = true;
+    // A copy that started between validate and the mark would still read the volume: each side
+    // looks at the other's row after writing its own (a copy refuses a source restoring).
     refuse_if_being_copied(s, c.volume_id);
   } catch (...) {
-    c.marked = false;
-    s.store.update_volume(c.volume_id, [](Volume& v) {
-      if (v.status == VolumeStatus::restoring_backup) v.status = VolumeStatus::available;
-    });
+    c.marked = false;  // the volume is not ours to put in error
+    if (volume_marked)
+      s.store.update_volume(c.volume_id, [](Volume& v) {
+        if (v.status == VolumeStatus::restoring_backup) v.status = VolumeStatus::available;
+      });
     s.store.update_backup(c.backup_id, [](Backup& b) {
       if (b.status == BackupStatus::restoring) b.status = BackupStatus::available;
       b.restore_volume_id.clear();
