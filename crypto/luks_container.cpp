@@ -18,6 +18,7 @@
 #include "common/size.hpp"
 #include "crypto/luks_digest.hpp"
 #include "crypto/luks_layout.hpp"
+#include "crypto/xts_cipher.hpp"
 
 namespace volgate::crypto {
 namespace {
@@ -299,8 +300,7 @@ void LuksContainer::refresh_info() {
     problems.push_back("cipher " + info.cipher + " (volgate serves aes-xts-plain64 only)");
   if (info.key_bits != 256 && info.key_bits != 512)
     problems.push_back(std::to_string(info.key_bits) + "-bit key");
-  // What dm-crypt takes, and what the cipher serves (xts_cipher.cpp refuses the rest).
-  if (info.sector_size != 512 && info.sector_size != 1024 && info.sector_size != 2048 && info.sector_size != 4096)
+  if (!XtsCipher::supports_sector_size(info.sector_size))
     problems.push_back("encryption sector size " + std::to_string(info.sector_size));
   crypt_params_integrity integrity{};
   if (crypt_get_integrity_info(cd, &integrity) == 0 && integrity.integrity && *integrity.integrity)

@@ -21,7 +21,7 @@ XtsCipher::XtsCipher(std::span<const std::byte> key, uint32_t sector_size, uint6
                      std::optional<XtsProvider> provider)
     // Not value_or: its argument would run the selection even when a provider is named.
     : sector_size_(sector_size), iv_offset_(iv_offset), provider_(provider ? *provider : default_xts_provider()) {
-  if (sector_size != 512 && sector_size != 4096 && sector_size != 1024 && sector_size != 2048)
+  if (!supports_sector_size(sector_size))
     throw std::invalid_argument("encryption sector size " + std::to_string(sector_size) +
                                 " is not 512, 1024, 2048 or 4096");
   // Enough contexts for every thread that may call at once; borrow() never has to wait.

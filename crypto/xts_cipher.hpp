@@ -33,6 +33,10 @@ class XtsCipher {
 
   uint32_t sector_size() const { return sector_size_; }
   XtsProvider provider() const { return provider_; }
+  // The encryption sector sizes dm-crypt takes, and so the only ones served: 512 to 4096.
+  static bool supports_sector_size(uint32_t bytes) {
+    return bytes == 512 || bytes == 1024 || bytes == 2048 || bytes == 4096;
+  }
 
   // `offset` is the byte offset of in[0] within the data segment. Offset and length must be
   // multiples of the sector size. `out` may be `in`. Large requests are shared with

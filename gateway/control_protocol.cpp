@@ -396,6 +396,8 @@ Json error_to_json(int code, std::string_view message) {
   return {{"error", {{"message", wiping(message)}, {"code", code}}}};
 }
 
+WipingString to_text(const Json& body) { return body.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
 std::optional<std::string> error_message_from_json(const Json& json) {
   if (!json.is_object()) return std::nullopt;
   auto error = json.find("error");

@@ -88,6 +88,9 @@ Health health_from_json(const Json& json);
 
 // {"error": {"message": ..., "code": ...}}
 Json error_to_json(int code, std::string_view message);
+// A body as the text sent. Messages may quote what a client sent (any bytes): what is not
+// UTF-8 is replaced, so that an answer never fails to serialise.
+WipingString to_text(const Json& body);
 // The message of such a body, or nullopt when it is not one.
 std::optional<std::string> error_message_from_json(const Json& json);
 

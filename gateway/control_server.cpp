@@ -103,7 +103,7 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
   }
 
   static std::string error_text(int status, const std::string& message) {
-    WipingString text = control::error_to_json(status, message).dump(-1, ' ', false, control::Json::error_handler_t::replace);
+    WipingString text = control::to_text(control::error_to_json(status, message));
     return std::string(text.data(), text.size());
   }
 

@@ -24,7 +24,7 @@ constexpr auto kHardDrain = std::chrono::seconds(5);
 constexpr auto kDisconnectSettle = std::chrono::milliseconds(500);
 
 ControlResponse json_response(int status, const Json& body) {
-  WipingString text = body.dump(-1, ' ', false, control::Json::error_handler_t::replace);
+  WipingString text = control::to_text(body);
   return {status, std::string(text.data(), text.size())};
 }
 

@@ -18,7 +18,7 @@ using Clock = std::chrono::steady_clock;
 using control::Json;
 
 ControlResponse refusal(int status, const std::string& message) {
-  WipingString text = control::error_to_json(status, message).dump(-1, ' ', false, control::Json::error_handler_t::replace);
+  WipingString text = control::to_text(control::error_to_json(status, message));
   return {status, std::string(text.data(), text.size())};
 }
 

@@ -6,13 +6,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
 #include "common/untrusted_json.hpp"
 #include "controller/api/api_error.hpp"
+#include "controller/pools/image_uploads.hpp"
 
 namespace volgate::controller {
 namespace {
@@ -22,16 +22,6 @@ constexpr int kImageOpenFlags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O
 
 [[noreturn]] void not_an_image(const std::string& reference) {
   bad_request("imageRef '" + reference + "' is not a readable regular file in the controller's image directories.");
-}
-
-// A UUID as uploads name their image files (36 characters, hex digits and dashes).
-bool looks_like_image_id(const std::string& name) {
-  if (name.size() != 36) return false;
-  for (size_t i = 0; i < name.size(); ++i) {
-    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? name[i] != '-' : !std::isxdigit(static_cast<unsigned char>(name[i]))) return false;
-  }
-  return true;
 }
 
 // The path below `directory` that `reference` names, or nullopt when it names nothing there.
@@ -93,7 +83,7 @@ UniqueFd ImageFiles::open_beneath(const UniqueFd& directory, const std::string& 
 }
 
 bool ImageFiles::visible_to(const UniqueFd& directory, const std::string& relative, const std::string& project) const {
-  constexpr std::string_view kRecordSuffix = ".json";
+  constexpr std::string_view kRecordSuffix = ImageUploads::kRecordSuffix;
   // An upload's record: the image it describes is beside it.
   if (relative.ends_with(kRecordSuffix) &&
       open_beneath(directory, relative.substr(0, relative.size() - kRecordSuffix.size())))
@@ -103,7 +93,7 @@ bool ImageFiles::visible_to(const UniqueFd& directory, const std::string& relati
     // An upload names its image file before its record: a file named like an image id without
     // one is an upload not finished (or cut short by a crash), not yet anybody's to read.
     const std::string name = relative.substr(relative.rfind('/') + 1);
-    return !looks_like_image_id(name);  // else an operator's image file: every project's
+    return !ImageUploads::looks_like_image_id(name);  // else an operator's image file: every project's
   }
   // The controller writes these records (a few hundred bytes); anything else there, or one it
   // cannot read, hides the image rather than show it to the wrong project.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -202,16 +203,25 @@ void ImageUploads::write(backends::BlockDevice& device, uint64_t bytes, const Im
 
   name_unnamed_file(image.get(), directory_.get(), record.id);
   try {
-    name_unnamed_file(meta_file.get(), directory_.get(), record.id + ".json");
+    name_unnamed_file(meta_file.get(), directory_.get(), record.id + std::string(kRecordSuffix));
   } catch (...) {
     ::unlinkat(directory_.get(), record.id.c_str(), 0);
     throw;
   }
 }
 
+bool ImageUploads::looks_like_image_id(std::string_view name) {
+  if (name.size() != 36) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? name[i] != '-' : !std::isxdigit(static_cast<unsigned char>(name[i]))) return false;
+  }
+  return true;
+}
+
 void ImageUploads::remove(const std::string& id) {
   check_id(id);
-  for (const std::string& name : {id + ".json", id})
+  for (const std::string& name : {id + std::string(kRecordSuffix), id})
     if (::unlinkat(directory_.get(), name.c_str(), 0) != 0 && errno != ENOENT) fail("remove image " + name);
 }
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "backends/block_device.hpp"
 #include "common/unique_fd.hpp"
@@ -46,6 +47,11 @@ class ImageUploads {
   void remove(const std::string& id);
 
   const std::string& directory() const { return path_; }
+
+  // How uploads are named: the image under its id, a UUID, and its record beside it under the
+  // id and this suffix (what image_files.cpp goes by to tell an upload from an operator's file).
+  static constexpr std::string_view kRecordSuffix = ".json";
+  static bool looks_like_image_id(std::string_view name);
 
  private:
   std::string path_;
